@@ -1,0 +1,35 @@
+"""Regenerate the gRPC/protobuf Python code from protos/ (`make protos`).
+
+The protos are mapped under the import prefix ``ollama_optimizer/gen`` so the
+generated modules import each other as ``ollama_optimizer.gen.optimizer.v1``.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from grpc_tools import protoc
+
+ROOT = Path(__file__).resolve().parent.parent
+PROTO_DIR = ROOT / "protos"
+IMPORT_PREFIX = "ollama_optimizer/gen"
+PROTO_FILES = ("optimizer/v1/matcher.proto", "optimizer/v1/tuner.proto")
+
+
+def generate(out_root: Path = ROOT) -> None:
+    """Write the generated modules under ``out_root/ollama_optimizer/gen``."""
+    args = [
+        "protoc",
+        f"-I{IMPORT_PREFIX}={PROTO_DIR}",
+        f"-I{Path(protoc.__file__).parent / '_proto'}",
+        f"--python_out={out_root}",
+        f"--grpc_python_out={out_root}",
+        f"--pyi_out={out_root}",
+        *(str(PROTO_DIR / name) for name in PROTO_FILES),
+    ]
+    if protoc.main(args) != 0:
+        raise RuntimeError("protoc failed")
+
+
+if __name__ == "__main__":
+    generate(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT)
