@@ -1,0 +1,1 @@
+"""ollama-optimizer: shared scaffolding for the matcher and tuner services."""

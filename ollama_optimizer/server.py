@@ -1,0 +1,139 @@
+"""gRPC service scaffolding shared by the matcher and the tuner.
+
+aio server with health + reflection, metrics and auth interceptors, optional TLS,
+load shedding (maximum_concurrent_rpcs), a failed bind raising, a Prometheus
+/metrics endpoint, and graceful shutdown (NOT_SERVING -> drain -> stop(grace)).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
+
+from .config import ServerConfig
+from .grpc_interceptors import BearerTokenInterceptor, MetricsInterceptor
+
+log = logging.getLogger(__name__)
+
+Registrar = Callable[[grpc.aio.Server], None]
+
+
+class BindError(RuntimeError):
+    """The listen address could not be bound (in use, or invalid)."""
+
+
+@dataclass
+class RunningServer:
+    """A started gRPC server; ``port`` is the bound port (useful with port 0)."""
+
+    server: grpc.aio.Server
+    health: health.aio.HealthServicer
+    service_names: tuple[str, ...]
+    port: int
+    metrics_port: int | None
+
+    async def stop(self, grace: float) -> None:
+        """Report NOT_SERVING, let in-flight RPCs finish for ``grace`` seconds, then stop."""
+        for name in (*self.service_names, ""):
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.server.stop(grace)
+
+
+def _server_options(cfg: ServerConfig) -> list[tuple[str, int]]:
+    return [
+        ("grpc.so_reuseport", 0),  # a second server on the same port must fail, not share it
+        ("grpc.max_connection_age_ms", cfg.max_connection_age_seconds * 1000),
+        ("grpc.max_connection_age_grace_ms", int(cfg.grace_seconds * 1000)),
+        ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+    ]
+
+
+def _credentials(cfg: ServerConfig) -> grpc.ServerCredentials | None:
+    if not cfg.tls_cert:
+        return None
+    client_ca = Path(cfg.tls_client_ca).read_bytes() if cfg.tls_client_ca else None
+    return grpc.ssl_server_credentials(
+        [(Path(cfg.tls_key).read_bytes(), Path(cfg.tls_cert).read_bytes())],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None,
+    )
+
+
+async def start_server(
+    cfg: ServerConfig,
+    registrars: list[Registrar],
+    service_names: tuple[str, ...],
+    *,
+    serve_metrics: bool = True,
+) -> RunningServer:
+    """Build, bind and start a server exposing ``service_names`` plus health and reflection."""
+    interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor()]
+    if cfg.auth_token:
+        interceptors.append(BearerTokenInterceptor(cfg.auth_token))
+    server = grpc.aio.server(
+        interceptors=interceptors,
+        options=_server_options(cfg),
+        maximum_concurrent_rpcs=cfg.max_concurrent_rpcs,
+    )
+    for register in registrars:
+        register(server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+
+    credentials = _credentials(cfg)
+    try:
+        if credentials is None:
+            port = server.add_insecure_port(cfg.listen)
+        else:
+            port = server.add_secure_port(cfg.listen, credentials)
+    except RuntimeError as exc:
+        raise BindError(f"cannot bind gRPC listen address {cfg.listen}: {exc}") from exc
+    if port == 0:
+        raise BindError(f"cannot bind gRPC listen address {cfg.listen}")
+
+    metrics_port = None
+    if serve_metrics:
+        metrics_port = _start_metrics(cfg)
+    await server.start()
+    for name in (*service_names, ""):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("gRPC %s listening on %s (port %d)", ",".join(service_names), cfg.listen, port)
+    return RunningServer(server, health_servicer, service_names, port, metrics_port)
+
+
+def _start_metrics(cfg: ServerConfig) -> int:
+    host = cfg.listen.rsplit(":", 1)[0].strip("[]") or "0.0.0.0"
+    try:
+        httpd, _thread = start_http_server(cfg.metrics_port, addr=host)
+    except OSError as exc:
+        raise BindError(f"cannot bind metrics port {host}:{cfg.metrics_port}: {exc}") from exc
+    return int(httpd.server_address[1])
+
+
+async def wait_for_shutdown_signal() -> None:
+    """Return on the first SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+async def serve_until_signal(running: RunningServer, grace: float) -> None:
+    """Block until SIGTERM/SIGINT, then shut ``running`` down gracefully."""
+    await wait_for_shutdown_signal()
+    log.info("shutting down: NOT_SERVING, draining for up to %.1fs", grace)
+    await running.stop(grace)
