@@ -1,0 +1,130 @@
+"""The importable emulator: configuration, lifecycle on an ephemeral port, and counters for assertions."""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+from aiohttp import web
+
+from .engine import Engine, RequestRecord
+from .output import OutputHook
+from .profiles import DEFAULT_HARDWARE, MODELS
+from .server import OllamaApp
+
+
+@dataclass
+class EmulatorConfig:
+    """How to run the emulator. default_num_ctx=None applies Ollama's VRAM-tier rule (OLLAMA_CONTEXT_LENGTH
+    otherwise); output_tokens overrides the natural output length (model, messages) -> tokens."""
+
+    hardware: str = DEFAULT_HARDWARE
+    models: tuple[str, ...] = field(default_factory=lambda: tuple(MODELS))
+    default_num_ctx: int | None = None
+    num_parallel: int = 1
+    time_scale: float = 1.0
+    seed: int = 0
+    output_tokens: OutputHook | None = None
+    max_loaded_models: int | None = None
+    keep_alive_s: float = 300.0  # OLLAMA_KEEP_ALIVE; < 0 keeps runners loaded forever
+    host: str = "127.0.0.1"
+    port: int = 0
+
+
+class Emulator:
+    """A running emulator; use as `async with start_emulator(cfg) as emu:`."""
+
+    def __init__(self, config: EmulatorConfig | None = None) -> None:
+        self.config = config or EmulatorConfig()
+        c = self.config
+        self.engine = Engine(c.hardware, list(c.models), c.default_num_ctx, c.num_parallel, c.time_scale, c.seed,
+                             c.output_tokens, c.max_loaded_models, c.keep_alive_s)
+        self._runner: web.AppRunner | None = None
+        self.port = c.port
+
+    async def start(self) -> "Emulator":
+        self._runner = web.AppRunner(OllamaApp(self.engine).build(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.host, self.config.port)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> "Emulator":
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.config.host}:{self.port}"
+
+    # ---- counters ----------------------------------------------------------------------------
+    @property
+    def requests(self) -> list[RequestRecord]:
+        return self.engine.requests
+
+    @property
+    def loads(self) -> Counter[str]:
+        """Runner starts per model (cold loads, reloads, loads after eviction or expiry)."""
+        return self.engine.loads
+
+    @property
+    def reloads(self) -> Counter[str]:
+        """Reloads of a loaded runner because the request's runner options differed."""
+        return self.engine.reloads
+
+    @property
+    def evictions(self) -> Counter[str]:
+        return self.engine.evictions
+
+    @property
+    def truncated(self) -> Counter[str]:
+        """Truncated requests per model."""
+        return self.engine.truncated
+
+    @property
+    def truncated_requests(self) -> int:
+        return sum(self.engine.truncated.values())
+
+    def runner_options(self, model: str) -> dict | None:
+        return self.engine.runner_options(model)
+
+    def kv_bytes(self, model: str | None = None) -> int:
+        return self.engine.kv_bytes(model)
+
+    def memory_stats(self) -> dict[str, float]:
+        return self.engine.memory_stats()
+
+    def now(self) -> float:
+        """Simulated seconds since start."""
+        return self.engine.now()
+
+    def summary(self) -> dict:
+        """Aggregate figures for a benchmark arm (latencies in simulated seconds)."""
+        ok = [r for r in self.requests if r.status == 200 and r.done_reason not in ("load", "unload")]
+        lat = sorted(r.total_s for r in ok)
+        ttft = sorted(r.ttft_s for r in ok)
+
+        def q(xs: list[float], p: float) -> float:
+            return xs[min(len(xs) - 1, int(p * len(xs)))] if xs else 0.0
+
+        return {"requests": len(self.requests), "errors": sum(r.status != 200 for r in self.requests),
+                "loads": sum(self.loads.values()), "reloads": sum(self.reloads.values()),
+                "evictions": sum(self.evictions.values()), "truncated_requests": self.truncated_requests,
+                "latency_p50_s": q(lat, 0.5), "latency_p95_s": q(lat, 0.95),
+                "ttft_p50_s": q(ttft, 0.5), "ttft_p95_s": q(ttft, 0.95), **self.memory_stats()}
+
+    def request_log(self) -> list[dict]:
+        """The request log as plain dicts (for JSON dumps)."""
+        return [asdict(r) for r in self.requests]
+
+
+def start_emulator(config: EmulatorConfig | None = None) -> Emulator:
+    """An Emulator to use as an async context manager (binds an ephemeral port on enter)."""
+    return Emulator(config)
