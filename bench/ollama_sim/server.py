@@ -37,9 +37,10 @@ def _details(model: ModelProfile) -> dict:
 def _metrics(plan: Plan) -> dict:
     """Final-chunk metrics; zero values are omitted like Go's omitempty."""
     r = plan.record
-    out = {"done_reason": r.done_reason, "total_duration": _ns(plan.end - r.arrival_s), "load_duration": _ns(r.load_s),
-           "prompt_eval_count": r.prompt_eval_count, "prompt_eval_duration": _ns(r.prompt_eval_s),
-           "eval_count": r.eval_count, "eval_duration": _ns(r.eval_s)}
+    load, prompt, decode = _ns(r.load_s), _ns(r.prompt_eval_s), _ns(r.eval_s)
+    out = {"done_reason": r.done_reason, "total_duration": load + prompt + decode, "load_duration": load,
+           "prompt_eval_count": r.prompt_eval_count, "prompt_eval_duration": prompt,
+           "eval_count": r.eval_count, "eval_duration": decode}
     return {k: v for k, v in out.items() if v}
 
 
