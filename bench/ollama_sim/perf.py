@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .profiles import LLAMA7B_Q4_0_BYTES, LLAMA7B_Q4_0_PARAMS, MODELS, HardwareProfile, MiB, ModelProfile
+from .profiles import LLAMA8B_Q4_0_BYTES, LLAMA8B_Q4_0_PARAMS, MODELS, HardwareProfile, MiB, ModelProfile
 
 OFFLOAD_MIN_BATCH = 32  # llama.cpp: ops with CPU weights go to the GPU from this batch size on
 SURCHARGE_POINTS = ((512, 0), (1024, 768 * MiB), (2048, 2048 * MiB))  # Ollama generationBatchSurcharge
@@ -100,7 +100,7 @@ def device_rates(hw: HardwareProfile) -> Rates:
         ref = MODELS[hw.anchor_model]
         w, f = ref.weights_bytes, ref.flops_per_token
     else:
-        w, f = LLAMA7B_Q4_0_BYTES, 2.0 * LLAMA7B_Q4_0_PARAMS
+        w, f = LLAMA8B_Q4_0_BYTES, 2.0 * LLAMA8B_Q4_0_PARAMS
     flops = 511 * f / (512 / hw.anchor_pp512 - 1 / hw.anchor_tg)
     bytes_s = w / (1 / hw.anchor_tg - f / flops)
     return Rates(bytes_s, flops)

@@ -53,7 +53,7 @@ class HardwareProfile:
     vram_bytes: int  # 0 = CPU only
     ram_bytes: int
     gpu_overhead_bytes: int  # CUDA context etc. reserved per GPU
-    anchor_pp512: float  # prompt t/s at ubatch 512, llama-7B Q4_0 (GPU) or SmolLM2 at n_batch>=128 (CPU)
+    anchor_pp512: float  # prompt t/s at ubatch 512 of the anchor model
     anchor_tg: float  # decode t/s of the same anchor model
     anchor_model: str  # which MODELS entry / reference model the anchors were measured with
     pcie_bytes_s: float  # host->GPU copy rate for CPU-resident weights during large batches
@@ -64,9 +64,9 @@ class HardwareProfile:
     alloc_bytes_s: float  # KV/compute buffer allocation rate (0: included in load_bytes_s)
 
 
-# Reference model of the llama.cpp CUDA scoreboard: LLaMA 7B Q4_0.
-LLAMA7B_Q4_0_PARAMS = 6.74e9
-LLAMA7B_Q4_0_BYTES = int(3.56 * GiB)
+# Reference model of llama.cpp's CUDA benchmarks (llama-bench): llama 8B Q4_0.
+LLAMA8B_Q4_0_PARAMS = 8.03e9
+LLAMA8B_Q4_0_BYTES = int(4.33 * GiB)
 
 SMOL_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 QWEN_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
@@ -90,11 +90,11 @@ MODELS: dict[str, ModelProfile] = {
 HARDWARE: dict[str, HardwareProfile] = {
     h.name: h
     for h in (
-        HardwareProfile("gpu-8gb", 8 * GiB, 32 * GiB, 512 * MiB, 2900.0, 58.0, "llama-7b-q4_0",
+        HardwareProfile("gpu-8gb", 8 * GiB, 32 * GiB, 512 * MiB, 3807.0, 112.0, "llama3.1:8b",
                         12.5e9, 50e9, 400e9, 0.0, 1.42e9, 0.0),
-        HardwareProfile("gpu-24gb", 24 * GiB, 64 * GiB, 512 * MiB, 13900.0, 186.0, "llama-7b-q4_0",
+        HardwareProfile("gpu-24gb", 24 * GiB, 64 * GiB, 512 * MiB, 10359.0, 150.0, "llama-8b-q4_0",
                         25e9, 50e9, 800e9, 0.0, 1.42e9, 0.0),
-        HardwareProfile("gpu-80gb", 80 * GiB, 256 * GiB, 512 * MiB, 7900.0, 150.0, "llama-7b-q4_0",
+        HardwareProfile("gpu-80gb", 80 * GiB, 256 * GiB, 512 * MiB, 7900.0, 140.0, "llama-8b-q4_0",
                         25e9, 100e9, 1500e9, 0.0, 1.42e9, 0.0),
         HardwareProfile("cpu", 0, 24 * GiB, 0, 364.0, 115.0, "smollm2:135m",
                         0.0, 0.0, 0.0, 0.0, 0.565e9, 1.97e9),
