@@ -196,9 +196,9 @@ class Engine:
         )
 
     @staticmethod
-    def needs_reload(runner: Runner, req: RunnerOptions) -> bool:
-        """server/sched.go needsReload."""
-        old, new = runner.opts, req
+    def needs_reload(loaded: RunnerOptions, req: RunnerOptions) -> bool:
+        """server/sched.go needsReload: would a runner loaded with `loaded` be restarted for `req`?"""
+        old, new = loaded, req
         if old.num_ctx_auto and new.num_ctx_auto:
             new = replace(new, num_ctx=old.num_ctx)
         if old.num_batch_auto and new.num_batch_auto:
@@ -270,7 +270,7 @@ class Engine:
         self._expire(now)
         req = self.resolve(model, options, shift)
         runner = self.runners.get(model_name)
-        if runner is None or self.needs_reload(runner, req):
+        if runner is None or self.needs_reload(runner.opts, req):
             if runner is not None:
                 self.reloads[model_name] += 1
                 record.reloaded = True
