@@ -1,0 +1,98 @@
+"""Plugin configuration: ``config.json`` next to this file, overridden by environment variables.
+
+Every key ``k`` can be overridden by ``OPT_<K>``; gateway-only keys also by ``GATEWAY_<K>``; a few keys
+honour the names the rest of the project uses (``MATCHER_ADDRESS``, ``OPTIMIZER_AUTH_TOKEN`` ...).
+``OPT_CONFIG`` names another JSON file. The README lists every key.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PATH = Path(__file__).with_name("config.json")
+
+# Extra environment names per key, tried after OPT_<KEY>, in order.
+_ALIASES: dict[str, tuple[str, ...]] = {
+    "matcher_address": ("MATCHER_ADDRESS",),
+    "tuner_address": ("TUNER_ADDRESS",),
+    "auth_token": ("OPTIMIZER_AUTH_TOKEN",),
+    "tls_ca": ("OPTIMIZER_CLIENT_TLS_CA",),
+    "tls_cert": ("OPTIMIZER_CLIENT_TLS_CERT",),
+    "tls_key": ("OPTIMIZER_CLIENT_TLS_KEY",),
+    "max_body_bytes": ("GATEWAY_MAX_BODY_BYTES",),
+    "max_model_labels": ("GATEWAY_MAX_MODEL_LABELS",),
+    "reload_threshold_s": ("GATEWAY_RELOAD_THRESHOLD_S",),
+    "truncation_unit_ratio": ("GATEWAY_TRUNCATION_UNIT_RATIO",),
+}
+
+
+@dataclass(frozen=True)
+class PluginConfig:
+    """Settings of the core, the agent and the gateway (defaults mirror config.json)."""
+
+    matcher_address: str = "127.0.0.1:50061"
+    tuner_address: str = "127.0.0.1:50062"
+    budget_ms: float = 50.0  # whole request-path budget (Match + Recommend)
+    call_timeout_ms: float = 25.0  # deadline of one call, further capped by what is left of the budget
+    breaker_threshold: int = 5  # consecutive failures/timeouts that open a service's breaker
+    breaker_cooldown_s: float = 10.0  # open -> half-open after this long
+    queue_size: int = 1000  # telemetry queue bound; a full queue drops (and counts)
+    batch_size: int = 64  # outcomes per Report call
+    offpath_timeout_ms: float = 2000.0  # deadline of Observe/Report calls (off the request path)
+    always_on: bool = True  # False: only requests starting with the /opt command are optimized
+    apply_options: bool = True  # False: learn only, never change a request (e.g. an unpatched smart-proxy)
+    respect_client_options: bool = True  # never override num_ctx/num_batch the client set
+    min_confidence: float = 0.0  # APPLY below this tuner confidence is passed through
+    max_text_bytes: int = 1 << 20  # canonical text cap (the matcher's); larger -> pass through
+    probes: bool = True  # attach psutil / pynvml memory figures to telemetry
+    auth_token: str = ""
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    metrics_port: int = 0  # agent only: serve /metrics on this port (0 = off); the gateway uses GATEWAY_METRICS_PORT
+    max_body_bytes: int = 32 << 20  # gateway: /api/chat|generate body limit (413 above)
+    max_model_labels: int = 50  # gateway: distinct model label values before "other"
+    reload_threshold_s: float = 0.1  # gateway: load_duration above this counts as a reload seen
+    truncation_unit_ratio: float = 0.5  # gateway: prompt_eval_count < ratio * prompt units -> truncated
+
+
+def _coerce(raw: Any, like: Any, name: str) -> Any:
+    if isinstance(like, bool):
+        if isinstance(raw, bool):
+            return raw
+        lowered = str(raw).strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{name} must be a boolean, got {raw!r}")
+    try:
+        return type(like)(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be {type(like).__name__}, got {raw!r}") from None
+
+
+def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) -> PluginConfig:
+    """Defaults <- JSON file <- environment. Unknown JSON keys are an error (typos must not pass)."""
+    env = os.environ if env is None else env
+    path = path or Path(env.get("OPT_CONFIG") or DEFAULT_PATH)
+    base = PluginConfig()
+    values: dict[str, Any] = {}
+    if path.exists():
+        data = json.loads(path.read_text())
+        known = {f.name for f in fields(PluginConfig)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"{path}: unknown keys {sorted(unknown)}")
+        values.update(data)
+    for f in fields(PluginConfig):
+        for name in (f"OPT_{f.name.upper()}", *_ALIASES.get(f.name, ())):
+            if env.get(name):
+                values[f.name] = env[name]
+                break
+    coerced = {k: _coerce(v, getattr(base, k), k) for k, v in values.items()}
+    return replace(base, **coerced)

@@ -1,0 +1,194 @@
+"""The host-agnostic core: ``prepare`` on the request path, ``observe`` after the response.
+
+Nothing here raises into the host (except the host's own cancellation): every failure means
+"pass the request through unchanged" and is counted by reason.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from ollama_optimizer.gen.optimizer.v1 import matcher_pb2, matcher_pb2_grpc, tuner_pb2, tuner_pb2_grpc
+
+from . import metrics
+from .canonical import TUNED_OPTIONS, canonical_text, client_options, message_count, num_predict, within_cap
+from .config import PluginConfig, load_config
+from .decision import Decision, Observation
+from .probes import HostProbes
+from .rpc import ServiceClient
+from .telemetry import TelemetryPipeline
+
+log = logging.getLogger(__name__)
+
+_APPLIED = "applied"
+
+
+class OptimizerCore:
+    """One per process. Channels and the telemetry task are created on first use in the running loop."""
+
+    def __init__(self, config: PluginConfig | None = None) -> None:
+        self.config = config or load_config()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._matcher: ServiceClient | None = None
+        self._tuner: ServiceClient | None = None
+        self._telemetry: TelemetryPipeline | None = None
+        self._probes = HostProbes(self.config.probes)
+        self._decided = {
+            "apply": metrics.DECISIONS.labels("apply"),
+            "passthrough": metrics.DECISIONS.labels("passthrough"),
+        }
+
+    # --- request path ---------------------------------------------------------------------------
+    async def prepare(self, request: dict[str, Any], endpoint: str | None = None) -> tuple[dict[str, Any], Decision]:
+        """Return the request to send (the same object when passed through) and the decision."""
+        started = time.monotonic()
+        t0 = time.perf_counter()
+        is_dict = isinstance(request, dict)
+        endpoint = endpoint or ("chat" if is_dict and "messages" in request else "generate")
+        model = request.get("model") if is_dict else None
+        decision = Decision(model=model if isinstance(model, str) else "", endpoint=endpoint, started=started)
+        try:
+            result = await self._prepare(request, decision, t0)
+        except Exception:
+            log.exception("prepare failed; passing through")
+            decision.action, decision.reason = tuner_pb2.PASSTHROUGH, "error"
+            result = request
+        metrics.OVERHEAD.observe(time.perf_counter() - t0)
+        if decision.applied:
+            self._decided["apply"].inc()
+        else:
+            self._decided["passthrough"].inc()
+            metrics.PASSTHROUGH.labels(decision.reason).inc()
+        return result, decision
+
+    async def _prepare(self, request: dict[str, Any], d: Decision, t0: float) -> dict[str, Any]:
+        cfg = self.config
+        if not d.model:
+            d.reason = "no_model"
+            return request
+        options = client_options(request)
+        d.num_predict = num_predict(options)
+        d.message_count = message_count(request)
+        set_by_client = [name for name in TUNED_OPTIONS if name in options]
+        d.num_ctx, d.num_batch = _int_option(options, "num_ctx"), _int_option(options, "num_batch")
+        if cfg.respect_client_options and len(set_by_client) == len(TUNED_OPTIONS):
+            d.reason = "client_options"
+            return request
+        text = canonical_text(request)
+        if not text:
+            d.reason = "empty_text"
+            return request
+        if not within_cap(text, cfg.max_text_bytes):
+            d.reason = "text_too_large"
+            return request
+        matcher, tuner = self._clients()
+        deadline = t0 + cfg.budget_ms / 1000.0
+        match, reason = await matcher.call(
+            "Match", matcher_pb2.MatchRequest(model=d.model, text=text), self._timeout(deadline)
+        )
+        if match is None:
+            d.reason = reason
+            return request
+        d.template_id, d.prompt_units, d.fingerprints = match.template_id, match.prompt_units, match.fingerprints
+        recommend = tuner_pb2.RecommendRequest(
+            model=d.model, template_id=match.template_id, prompt_units=match.prompt_units,
+            client_options=set_by_client, num_predict=d.num_predict, message_count=d.message_count,
+        )
+        rec, reason = await tuner.call("Recommend", recommend, self._timeout(deadline))
+        if rec is None:
+            d.reason = reason
+            return request
+        d.decision_id = rec.decision_id
+        if rec.action != tuner_pb2.APPLY:
+            d.reason = "tuner_passthrough"
+            return request
+        if rec.confidence < cfg.min_confidence:
+            d.reason = "low_confidence"
+            return request
+        if not cfg.apply_options:
+            d.reason = "learn_only"
+            return request
+        return self._apply(request, options, rec, d)
+
+    def _apply(
+        self, request: dict[str, Any], options: dict[str, Any], rec: tuner_pb2.RecommendResponse, d: Decision
+    ) -> dict[str, Any]:
+        new_options = dict(options)
+        for name, value in (("num_ctx", rec.num_ctx), ("num_batch", rec.num_batch)):
+            if value > 0 and not (self.config.respect_client_options and name in options):
+                new_options[name] = int(value)
+        if new_options == options:
+            d.reason = "nothing_to_apply"
+            return request
+        d.action, d.reason = tuner_pb2.APPLY, _APPLIED
+        d.num_ctx, d.num_batch = _int_option(new_options, "num_ctx"), _int_option(new_options, "num_batch")
+        return {**request, "options": new_options}
+
+    def _timeout(self, deadline: float) -> float:
+        return min(self.config.call_timeout_ms / 1000.0, deadline - time.perf_counter())
+
+    # --- after the response ---------------------------------------------------------------------
+    def observe(
+        self,
+        request: dict[str, Any],
+        response: dict[str, Any],
+        decision: Decision,
+        *,
+        latency_s: float | None = None,
+        ttft_s: float | None = None,
+    ) -> None:
+        """Queue the outcome for Observe + Report; returns at once, never raises."""
+        try:
+            if not decision.model:
+                return
+            self._clients()
+            assert self._telemetry is not None
+            latency = time.monotonic() - decision.started if latency_s is None else latency_s
+            stats = response if isinstance(response, dict) else {}
+            self._telemetry.submit(Observation(decision, stats, latency, ttft_s or 0.0, time.time()))
+        except Exception:
+            log.exception("observe failed; telemetry dropped")
+            metrics.TELEMETRY_DROPPED.labels("error").inc()
+
+    async def flush(self) -> None:
+        """Wait until the queued telemetry has been sent or dropped (tests, shutdown)."""
+        if self._telemetry is not None and self._loop is asyncio.get_running_loop():
+            await self._telemetry.flush()
+
+    async def close(self, flush_timeout_s: float = 2.0) -> None:
+        """Flush telemetry (bounded), stop the worker, close the channels."""
+        if self._loop is not asyncio.get_running_loop():
+            return
+        assert self._telemetry and self._matcher and self._tuner
+        await self._telemetry.close(flush_timeout_s)
+        await asyncio.gather(self._matcher.close(), self._tuner.close())
+        self._loop = None
+
+    def breaker_states(self) -> dict[str, str]:
+        return {c.name: c.breaker.state.name.lower() for c in (self._matcher, self._tuner) if c is not None}
+
+    def _clients(self) -> tuple[ServiceClient, ServiceClient]:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:  # first use, or the host moved to another loop: channels are loop-bound
+            cfg = self.config
+            self._matcher = ServiceClient("matcher", cfg.matcher_address, matcher_pb2_grpc.MatcherStub, cfg)
+            self._tuner = ServiceClient("tuner", cfg.tuner_address, tuner_pb2_grpc.TunerStub, cfg)
+            self._telemetry = TelemetryPipeline(
+                self._matcher, self._tuner, self._probes,
+                cfg.queue_size, cfg.batch_size, cfg.offpath_timeout_ms / 1000.0,
+            )
+            self._loop = loop
+        assert self._matcher is not None and self._tuner is not None
+        return self._matcher, self._tuner
+
+
+def _int_option(options: dict[str, Any], name: str) -> int:
+    value = options.get(name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return 0
+    try:
+        return int(value)
+    except (ValueError, OverflowError):  # NaN, inf
+        return 0

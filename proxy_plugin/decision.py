@@ -1,0 +1,39 @@
+"""What prepare() decided for one request; carried to observe() to describe the outcome."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ollama_optimizer.gen.optimizer.v1 import matcher_pb2, tuner_pb2
+
+
+@dataclass
+class Decision:
+    model: str
+    endpoint: str  # "chat" | "generate"
+    started: float  # time.monotonic() when prepare() began
+    action: int = tuner_pb2.PASSTHROUGH
+    reason: str = ""  # "applied", or why the request was passed through
+    template_id: int = 0
+    prompt_units: int = 0
+    message_count: int = 0
+    num_predict: int = 0
+    num_ctx: int = 0  # what the request sent carries (0 = Ollama's default)
+    num_batch: int = 0
+    decision_id: str = ""
+    fingerprints: matcher_pb2.Fingerprints | None = None
+
+    @property
+    def applied(self) -> bool:
+        return self.action == tuner_pb2.APPLY
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One finished request waiting in the telemetry queue."""
+
+    decision: Decision
+    stats: dict[str, Any]  # Ollama's final response / final stream chunk (possibly without counts)
+    latency_s: float
+    ttft_s: float
+    finished_at: float  # Unix seconds

@@ -1,0 +1,268 @@
+"""``ollama-optimizer gateway``: an Ollama-API reverse proxy that runs the core on /api/chat and /api/generate.
+
+- Every other path and method is relayed untouched (request and response bodies streamed).
+- Streaming NDJSON is written to the client chunk by chunk as it arrives; the final ``done: true``
+  chunk feeds learning and the request metrics.
+- A request the core leaves alone is forwarded as the original body bytes.
+- A body that is not a JSON object is forwarded untouched: Ollama answers it (its own 400).
+- Bodies above ``max_body_bytes`` get 413 ``{"error": ...}``; an unreachable upstream gets 502.
+- A client disconnect cancels the handler, which closes the upstream request.
+- /metrics is served on its own port (GATEWAY_METRICS_PORT, default 9463).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from ollama_optimizer.config import env_int
+from ollama_optimizer.server import wait_for_shutdown_signal
+
+from . import metrics
+from .command import strip_command
+from .config import PluginConfig, load_config
+from .core import OptimizerCore
+from .decision import Decision
+from .gateway_metrics import RequestMetrics
+from .tail import FinalObject
+
+log = logging.getLogger(__name__)
+
+OPTIMIZED_PATHS = {"/api/chat": "chat", "/api/generate": "generate"}
+_HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
+    "transfer-encoding", "upgrade", "content-length", "host",
+})
+
+
+def normalise_upstream(upstream: str) -> str:
+    """``127.0.0.1:11434``, ``localhost``, ``:11434`` (OLLAMA_HOST forms) or a full URL -> base URL."""
+    value = upstream.strip().rstrip("/")
+    if "://" not in value:
+        value = "http://" + value
+    scheme, rest = value.split("://", 1)
+    hostport, _, path = rest.partition("/")
+    host, sep, port = hostport.rpartition(":") if not hostport.endswith("]") else (hostport, "", "")
+    if not sep:
+        host, port = hostport, ""
+    host = host or "127.0.0.1"
+    port = port or ("11434" if scheme == "http" else "443")
+    return f"{scheme}://{host}:{port}" + (f"/{path}" if path else "")
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    return (host.strip("[]") or "127.0.0.1"), int(port)
+
+
+def _forward_headers(headers: Any, *, drop: frozenset[str] = frozenset()) -> dict[str, str]:
+    return {k: v for k, v in headers.items() if k.lower() not in _HOP_BY_HOP and k.lower() not in drop}
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+class Gateway:
+    """The proxy application; owns the upstream HTTP session, uses a shared core."""
+
+    def __init__(self, upstream: str, core: OptimizerCore) -> None:
+        self.upstream = normalise_upstream(upstream)
+        self.core = core
+        self.config: PluginConfig = core.config
+        self._metrics = RequestMetrics(core.config)
+        self._session: aiohttp.ClientSession | None = None
+        self.app = web.Application(client_max_size=self.config.max_body_bytes)
+        self.app.router.add_route("*", "/{tail:.*}", self.handle)
+        self.app.on_startup.append(self._start)
+        self.app.on_cleanup.append(self._stop)
+
+    async def _start(self, _app: web.Application) -> None:
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+            auto_decompress=False,  # relay bytes exactly as Ollama sent them
+        )
+
+    async def _stop(self, _app: web.Application) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        endpoint = OPTIMIZED_PATHS.get(request.path) if request.method == "POST" else None
+        if endpoint is None:
+            return await self._relay(request, "other", request.content if request.body_exists else None)
+        return await self._optimized(request, endpoint)
+
+    async def _relay(self, request: web.Request, endpoint: str, body: Any) -> web.StreamResponse:
+        """Forward as is and stream the answer back (no learning)."""
+        response, _status, _first = await self._pipe(request, endpoint, body, _forward_headers(request.headers))
+        return response
+
+    async def _pipe(
+        self, request: web.Request, endpoint: str, body: Any, headers: dict[str, str],
+        final: FinalObject | None = None,
+    ) -> tuple[web.StreamResponse, int, float | None]:
+        """Send upstream and stream the answer back chunk by chunk; feed ``final`` on HTTP 200.
+
+        Returns the response, the upstream status and when the first chunk arrived.
+        """
+        assert self._session is not None
+        first_chunk: float | None = None
+        try:
+            async with self._session.request(
+                request.method, self.upstream + str(request.rel_url), headers=headers, data=body,
+                allow_redirects=False,
+            ) as upstream:
+                response = await self._start_response(request, upstream, endpoint)
+                feed = final.feed if final is not None and upstream.status == 200 else None
+                async for chunk in upstream.content.iter_any():
+                    if first_chunk is None:
+                        first_chunk = time.monotonic()
+                    if feed is not None:
+                        feed(chunk)
+                    await response.write(chunk)
+                await response.write_eof()
+                return response, upstream.status, first_chunk
+        except (asyncio.CancelledError, ConnectionResetError):  # the client went away
+            metrics.CLIENT_DISCONNECTS.labels(endpoint).inc()
+            raise
+        except aiohttp.ClientError as exc:
+            metrics.UPSTREAM_ERRORS.labels(endpoint).inc()
+            if first_chunk is not None or request.get("_prepared"):
+                raise  # mid-response: the connection is closed, the client sees a cut stream
+            metrics.REQUESTS.labels(endpoint, "502").inc()
+            return _error(502, f"upstream {self.upstream} unreachable: {exc}"), 502, None
+
+    async def _optimized(self, request: web.Request, endpoint: str) -> web.StreamResponse:
+        received = time.monotonic()
+        if (request.content_length or 0) > self.config.max_body_bytes:
+            return self._too_large(endpoint)
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return self._too_large(endpoint)
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            payload = None
+        if not isinstance(payload, dict):
+            return await self._relay(request, endpoint, body)
+        original = payload
+        if not self.config.always_on:
+            payload = strip_command(payload)
+            if payload is None:
+                return await self._relay(request, endpoint, body)
+        to_send, decision = await self.core.prepare(payload, endpoint)
+        send_body = body if to_send is original else json.dumps(to_send, separators=(",", ":")).encode()
+        return await self._forward(request, endpoint, to_send, send_body, decision, received)
+
+    async def _forward(
+        self, request: web.Request, endpoint: str, payload: dict[str, Any], body: bytes,
+        decision: Decision, received: float,
+    ) -> web.StreamResponse:
+        headers = _forward_headers(request.headers, drop=frozenset({"accept-encoding"}))  # parseable answer
+        final = FinalObject()
+        response, status, first_chunk = await self._pipe(request, endpoint, body, headers, final)
+        if status == 200:
+            latency = time.monotonic() - received
+            ttft = None if first_chunk is None else first_chunk - received
+            stats = final.result()
+            self._metrics.record(decision, stats, latency, ttft)
+            self.core.observe(payload, stats or {}, decision, latency_s=latency, ttft_s=ttft)
+        return response
+
+    async def _start_response(
+        self, request: web.Request, upstream: aiohttp.ClientResponse, endpoint: str
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(
+            status=upstream.status, reason=upstream.reason, headers=_forward_headers(upstream.headers)
+        )
+        if upstream.content_length is not None:
+            response.content_length = upstream.content_length
+        metrics.REQUESTS.labels(endpoint, str(upstream.status)).inc()
+        request["_prepared"] = True
+        await response.prepare(request)
+        return response
+
+    def _too_large(self, endpoint: str) -> web.Response:
+        metrics.REQUESTS.labels(endpoint, "413").inc()
+        return _error(413, f"request body larger than {self.config.max_body_bytes} bytes")
+
+
+async def _metrics_handler(_request: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(metrics.REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+@dataclass
+class RunningGateway:
+    """A started gateway; ports are the bound ones (useful with port 0)."""
+
+    gateway: Gateway
+    runners: list[web.AppRunner]
+    port: int
+    metrics_port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def stop(self, flush_timeout_s: float = 2.0) -> None:
+        """Stop accepting, let in-flight requests finish (runner shutdown timeout), flush telemetry."""
+        for runner in self.runners:
+            await runner.cleanup()
+        await self.gateway.core.close(flush_timeout_s)
+
+
+async def _start_site(app: web.Application, host: str, port: int, shutdown_timeout: float) -> tuple[web.AppRunner, int]:
+    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=shutdown_timeout, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except OSError:
+        await runner.cleanup()
+        raise
+    return runner, int(runner.addresses[0][1])
+
+
+async def start_gateway(
+    listen: str, upstream: str, *, core: OptimizerCore | None = None, metrics_port: int = 0,
+    shutdown_timeout: float = 10.0,
+) -> RunningGateway:
+    """Start the proxy on ``listen`` and /metrics on ``metrics_port`` (same host); raises OSError on bind."""
+    gateway = Gateway(upstream, core or OptimizerCore())
+    host, port = split_listen(listen)
+    proxy_runner, bound = await _start_site(gateway.app, host, port, shutdown_timeout)
+    metrics_app = web.Application()
+    metrics_app.router.add_get("/metrics", _metrics_handler)
+    try:
+        metrics_runner, metrics_bound = await _start_site(metrics_app, host, metrics_port, 1.0)
+    except OSError:
+        await proxy_runner.cleanup()
+        raise
+    log.info("gateway http://%s:%d -> %s, metrics :%d/metrics", host, bound, gateway.upstream, metrics_bound)
+    return RunningGateway(gateway, [proxy_runner, metrics_runner], bound, metrics_bound)
+
+
+async def serve(listen: str, upstream: str) -> int:
+    """Run until SIGTERM/SIGINT, then shut down gracefully. Exit code 2 when a port cannot be bound."""
+    try:
+        running = await start_gateway(
+            listen, upstream, core=OptimizerCore(load_config()),
+            metrics_port=env_int("GATEWAY_METRICS_PORT", 9463),
+        )
+    except OSError as exc:
+        log.error("gateway cannot bind: %s", exc)
+        return 2
+    await wait_for_shutdown_signal()
+    log.info("gateway shutting down: draining in-flight requests")
+    await running.stop()
+    return 0

@@ -1,0 +1,105 @@
+"""Prometheus metrics of the plugin core (``optimizer_plugin_*``) and the gateway (``optimizer_gateway_*``).
+
+One registry for this package, so the gateway's /metrics shows exactly these and nothing collides with
+the services' metrics when everything runs in one process (tests, demo).
+"""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+_FAST = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128)
+_SLOW = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
+
+# --- plugin core -------------------------------------------------------------------------------
+DECISIONS = Counter(
+    "optimizer_plugin_decisions", "Request-path decisions by action (apply | passthrough).",
+    ["action"], registry=REGISTRY,
+)
+PASSTHROUGH = Counter(
+    "optimizer_plugin_passthrough", "Requests passed through unchanged, by reason.",
+    ["reason"], registry=REGISTRY,
+)
+OVERHEAD = Histogram(
+    "optimizer_plugin_overhead_seconds", "Time prepare() added to a request (Match + Recommend + apply).",
+    buckets=_FAST, registry=REGISTRY,
+)
+BREAKER_STATE = Gauge(
+    "optimizer_plugin_breaker_state", "Circuit breaker per service: 0 closed, 1 open, 2 half-open.",
+    ["service"], registry=REGISTRY,
+)
+RPC_ERRORS = Counter(
+    "optimizer_plugin_rpc_errors", "Failed calls to the services, by service, method and gRPC code.",
+    ["service", "method", "code"], registry=REGISTRY,
+)
+TELEMETRY_DROPPED = Counter(
+    "optimizer_plugin_telemetry_dropped", "Telemetry items dropped (queue_full | breaker_open | rpc_error).",
+    ["reason"], registry=REGISTRY,
+)
+TELEMETRY_SENT = Counter(
+    "optimizer_plugin_telemetry_sent", "Telemetry items delivered (observe | report).",
+    ["kind"], registry=REGISTRY,
+)
+QUEUE_DEPTH = Gauge(
+    "optimizer_plugin_telemetry_queue_depth", "Items waiting in the telemetry queue.", registry=REGISTRY,
+)
+
+# --- gateway -----------------------------------------------------------------------------------
+REQUESTS = Counter(
+    "optimizer_gateway_requests", "Requests relayed, by endpoint (chat | generate | other) and status code.",
+    ["endpoint", "code"], registry=REGISTRY,
+)
+DURATION = Histogram(
+    "optimizer_gateway_request_duration_seconds", "Client-observed duration of chat/generate requests.",
+    ["model", "endpoint", "optimized"], buckets=_SLOW, registry=REGISTRY,
+)
+TTFT = Histogram(
+    "optimizer_gateway_time_to_first_token_seconds", "Time to the first response chunk.",
+    ["model", "endpoint"], buckets=_SLOW, registry=REGISTRY,
+)
+PROMPT_TOKENS = Counter(
+    "optimizer_gateway_prompt_tokens", "prompt_eval_count summed per model.", ["model"], registry=REGISTRY,
+)
+EVAL_TOKENS = Counter(
+    "optimizer_gateway_eval_tokens", "eval_count summed per model.", ["model"], registry=REGISTRY,
+)
+TOKENS_PER_SECOND = Histogram(
+    "optimizer_gateway_tokens_per_second", "Ollama-reported speed per request (phase: prompt | eval).",
+    ["model", "phase"], buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000),
+    registry=REGISTRY,
+)
+RELOADS_SEEN = Counter(
+    "optimizer_gateway_reloads_seen", "Responses whose load_duration exceeded the reload threshold.",
+    ["model"], registry=REGISTRY,
+)
+TRUNCATIONS = Counter(
+    "optimizer_gateway_truncations_detected",
+    "Responses that look truncated (done_reason=length without num_predict, or far fewer prompt tokens "
+    "than the prompt's units).",
+    ["model"], registry=REGISTRY,
+)
+UPSTREAM_ERRORS = Counter(
+    "optimizer_gateway_upstream_errors", "Upstream unreachable or failed mid-response (gateway answered 502).",
+    ["endpoint"], registry=REGISTRY,
+)
+CLIENT_DISCONNECTS = Counter(
+    "optimizer_gateway_client_disconnects", "Requests cancelled because the client went away.",
+    ["endpoint"], registry=REGISTRY,
+)
+
+
+class BoundedLabel:
+    """The first ``limit`` distinct values keep their name; later ones become ``"other"``."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._seen: set[str] = set()
+
+    def __call__(self, value: str) -> str:
+        if value in self._seen:
+            return value
+        if len(self._seen) < self._limit and value:
+            self._seen.add(value)
+            return value
+        return "other"

@@ -1,0 +1,98 @@
+"""Off the request path: a bounded queue of finished requests, sent in batches (Observe + Report).
+
+``submit`` never waits: a full queue drops the item and counts it. One background task drains the
+queue; a batch is whatever is waiting (up to ``batch_size``) when the task wakes up.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from ollama_optimizer.gen.optimizer.v1 import matcher_pb2, tuner_pb2
+
+from . import metrics
+from .decision import Observation
+from .outcome import build_outcome
+from .probes import HostProbes
+from .rpc import ServiceClient
+
+log = logging.getLogger(__name__)
+
+
+class TelemetryPipeline:
+    def __init__(
+        self, matcher: ServiceClient, tuner: ServiceClient, probes: HostProbes,
+        queue_size: int, batch_size: int, timeout_s: float,
+    ) -> None:
+        self._matcher = matcher
+        self._tuner = tuner
+        self._probes = probes
+        self._batch_size = max(1, batch_size)
+        self._timeout = timeout_s
+        self._queue: asyncio.Queue[Observation] = asyncio.Queue(maxsize=max(1, queue_size))
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="optimizer-telemetry")
+
+    def submit(self, item: Observation) -> bool:
+        """Enqueue without waiting; False (and counted) when the queue is full."""
+        try:
+            self._queue.put_nowait(item)
+        except asyncio.QueueFull:
+            metrics.TELEMETRY_DROPPED.labels("queue_full").inc()
+            return False
+        metrics.QUEUE_DEPTH.set(self._queue.qsize())
+        return True
+
+    async def flush(self) -> None:
+        """Wait until everything queued so far has been sent (or dropped)."""
+        await self._queue.join()
+
+    async def close(self, timeout_s: float) -> None:
+        """Send what is queued for at most ``timeout_s``, then stop the task."""
+        try:
+            await asyncio.wait_for(self.flush(), timeout_s)
+        except TimeoutError:
+            log.warning("telemetry: %d items unsent at shutdown", self._queue.qsize())
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._batch_size and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            metrics.QUEUE_DEPTH.set(self._queue.qsize())
+            try:
+                await self._send(batch)
+            except Exception:  # never let the worker die
+                log.exception("telemetry batch failed")
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _send(self, batch: list[Observation]) -> None:
+        observes = [self._observe(item) for item in batch if item.decision.fingerprints is not None]
+        await asyncio.gather(*observes, self._report(batch))
+
+    async def _observe(self, item: Observation) -> None:
+        d = item.decision
+        request = matcher_pb2.ObserveRequest(model=d.model, fingerprints=d.fingerprints, template_id=d.template_id)
+        _response, reason = await self._matcher.call("Observe", request, self._timeout)
+        _count("observe", 1, reason)
+
+    async def _report(self, batch: list[Observation]) -> None:
+        memory = self._probes.read()
+        request = tuner_pb2.ReportRequest(outcomes=[build_outcome(item, memory) for item in batch])
+        response, reason = await self._tuner.call("Report", request, self._timeout)
+        _count("report", len(batch), reason)
+        if response is not None and response.rejected:
+            log.warning("tuner rejected %d outcomes, e.g. %s", len(response.rejected), response.rejected[0].reason)
+
+
+def _count(kind: str, n: int, reason: str) -> None:
+    if reason:
+        metrics.TELEMETRY_DROPPED.labels(reason).inc(n)
+    else:
+        metrics.TELEMETRY_SENT.labels(kind).inc(n)

@@ -1,0 +1,180 @@
+"""Shared helpers for the plugin and gateway tests (import explicitly).
+
+Stand-in matcher/tuner gRPC servers (optionally deliberately slow, or with a blocked Report),
+a recording tap in front of an upstream (raw request bytes as received), and a bounded wait.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
+
+import aiohttp
+from aiohttp import web
+
+from ollama_optimizer.config import ServerConfig
+from ollama_optimizer.gen.optimizer.v1 import matcher_pb2, matcher_pb2_grpc, tuner_pb2, tuner_pb2_grpc
+from ollama_optimizer.server import RunningServer, start_server
+from proxy_plugin.config import PluginConfig
+
+
+async def wait_until(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    """Poll a state change with a bounded loop (not a sleep-as-synchronisation)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout_s
+    while not predicate():
+        if loop.time() > end:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.005)
+
+
+def plugin_config(matcher: str, tuner: str, **overrides: object) -> PluginConfig:
+    """A config for tests: given addresses, no probes unless asked, no config.json/env influence."""
+    return replace(PluginConfig(), matcher_address=matcher, tuner_address=tuner, probes=False, **overrides)
+
+
+class StandInMatcher(matcher_pb2_grpc.MatcherServicer):
+    """Matches everything to template 1; with ``hang`` set, never answers (deadline-bound clients)."""
+
+    def __init__(self, hang: bool = False) -> None:
+        self.hang = hang
+        self.never = asyncio.Event()
+        self.matches = 0
+        self.observed: list[matcher_pb2.ObserveRequest] = []
+
+    async def Match(self, request, context):  # noqa: N802
+        self.matches += 1
+        if self.hang:
+            await self.never.wait()
+        units = len(request.text.split())
+        fingerprints = matcher_pb2.Fingerprints(
+            algorithm_version=1, unit_count=units,
+            windows=[matcher_pb2.WindowFingerprint(window=64, fingerprint=hash(request.text) & (2**64 - 1))],
+        )
+        return matcher_pb2.MatchResponse(
+            matched=True, template_id=1, window=64, similarity=1.0, prompt_units=units,
+            fingerprints=fingerprints, observations=10,
+        )
+
+    async def Observe(self, request, context):  # noqa: N802
+        self.observed.append(request)
+        return matcher_pb2.ObserveResponse(template_id=request.template_id or 1, observations=len(self.observed))
+
+
+class StandInTuner(tuner_pb2_grpc.TunerServicer):
+    """Always APPLY num_ctx/num_batch; records reported outcomes; ``report_gate`` can hold Report."""
+
+    def __init__(self, num_ctx: int = 8192, num_batch: int = 256) -> None:
+        self.num_ctx, self.num_batch = num_ctx, num_batch
+        self.report_gate: asyncio.Event | None = None
+        self.report_entered = asyncio.Event()
+        self.outcomes: list[tuner_pb2.Outcome] = []
+        self._ids = itertools.count(1)
+
+    async def Recommend(self, request, context):  # noqa: N802
+        return tuner_pb2.RecommendResponse(
+            action=tuner_pb2.APPLY, num_ctx=self.num_ctx, num_batch=self.num_batch,
+            decision_id=f"d{next(self._ids)}", confidence=0.9, reason_code="stand_in",
+        )
+
+    async def Report(self, request, context):  # noqa: N802
+        self.report_entered.set()
+        if self.report_gate is not None:
+            await self.report_gate.wait()
+        self.outcomes.extend(request.outcomes)
+        return tuner_pb2.ReportResponse(accepted=len(request.outcomes))
+
+
+@dataclass
+class StandIns:
+    matcher: StandInMatcher
+    tuner: StandInTuner
+    servers: list[RunningServer] = field(default_factory=list)
+
+    @property
+    def matcher_address(self) -> str:
+        return f"127.0.0.1:{self.servers[0].port}"
+
+    @property
+    def tuner_address(self) -> str:
+        return f"127.0.0.1:{self.servers[1].port}"
+
+    def config(self, **overrides: object) -> PluginConfig:
+        return plugin_config(self.matcher_address, self.tuner_address, **overrides)
+
+    async def stop(self) -> None:
+        for running in self.servers:
+            await running.server.stop(0)
+
+
+@asynccontextmanager
+async def stand_ins(hang_matcher: bool = False) -> AsyncIterator[StandIns]:
+    """Stand-in matcher and tuner on ephemeral loopback ports."""
+    result = StandIns(StandInMatcher(hang=hang_matcher), StandInTuner())
+    cfg = ServerConfig(listen="127.0.0.1:0", metrics_port=0)
+    for servicer, add, name in (
+        (result.matcher, matcher_pb2_grpc.add_MatcherServicer_to_server, "optimizer.v1.Matcher"),
+        (result.tuner, tuner_pb2_grpc.add_TunerServicer_to_server, "optimizer.v1.Tuner"),
+    ):
+        result.servers.append(
+            await start_server(cfg, [lambda s, sv=servicer, a=add: a(sv, s)], (name,), serve_metrics=False)
+        )
+    try:
+        yield result
+    finally:
+        await result.stop()
+
+
+class RecordingTap:
+    """A transparent HTTP relay in front of ``upstream`` that records each request's raw body bytes."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.bodies: list[tuple[str, bytes]] = []
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self.port = 0
+
+    async def _relay(self, request: web.Request) -> web.StreamResponse:
+        assert self._session is not None
+        body = await request.read()
+        self.bodies.append((request.path, body))
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
+        async with self._session.request(request.method, self.upstream + str(request.rel_url),
+                                         data=body, headers=headers) as upstream:
+            response = web.StreamResponse(status=upstream.status)
+            response.content_type = upstream.content_type
+            await response.prepare(request)
+            async for chunk in upstream.content.iter_any():
+                await response.write(chunk)
+            await response.write_eof()
+            return response
+
+    async def start(self) -> "RecordingTap":
+        self._session = aiohttp.ClientSession()
+        app = web.Application(client_max_size=64 << 20)
+        app.router.add_route("*", "/{tail:.*}", self._relay)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.port = int(self._runner.addresses[0][1])
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._session is not None:
+            await self._session.close()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def sample(name: str, **labels: str) -> float:
+    """Current value of one sample of the plugin/gateway registry (0 when absent)."""
+    from proxy_plugin.metrics import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels) or 0.0
