@@ -116,12 +116,14 @@ class Gateway:
         """
         assert self._session is not None
         first_chunk: float | None = None
+        response: web.StreamResponse | None = None
         try:
             async with self._session.request(
                 request.method, self.upstream + str(request.rel_url), headers=headers, data=body,
                 allow_redirects=False,
             ) as upstream:
-                response = await self._start_response(request, upstream, endpoint)
+                response = self._response_for(upstream, endpoint)
+                await response.prepare(request)
                 feed = final.feed if final is not None and upstream.status == 200 else None
                 async for chunk in upstream.content.iter_any():
                     if first_chunk is None:
@@ -136,7 +138,7 @@ class Gateway:
             raise
         except aiohttp.ClientError as exc:
             metrics.UPSTREAM_ERRORS.labels(endpoint).inc()
-            if first_chunk is not None or request.get("_prepared"):
+            if response is not None and response.prepared:
                 raise  # mid-response: the connection is closed, the client sees a cut stream
             metrics.REQUESTS.labels(endpoint, "502").inc()
             return _error(502, f"upstream {self.upstream} unreachable: {exc}"), 502, None
@@ -179,17 +181,14 @@ class Gateway:
             self.core.observe(payload, stats or {}, decision, latency_s=latency, ttft_s=ttft)
         return response
 
-    async def _start_response(
-        self, request: web.Request, upstream: aiohttp.ClientResponse, endpoint: str
-    ) -> web.StreamResponse:
+    @staticmethod
+    def _response_for(upstream: aiohttp.ClientResponse, endpoint: str) -> web.StreamResponse:
         response = web.StreamResponse(
             status=upstream.status, reason=upstream.reason, headers=_forward_headers(upstream.headers)
         )
         if upstream.content_length is not None:
             response.content_length = upstream.content_length
         metrics.REQUESTS.labels(endpoint, str(upstream.status)).inc()
-        request["_prepared"] = True
-        await response.prepare(request)
         return response
 
     def _too_large(self, endpoint: str) -> web.Response:

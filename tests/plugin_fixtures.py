@@ -178,3 +178,20 @@ def sample(name: str, **labels: str) -> float:
     from proxy_plugin.metrics import REGISTRY
 
     return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+@asynccontextmanager
+async def gateway_chain(cfg: PluginConfig, **emulator: object) -> AsyncIterator[tuple[object, RecordingTap, object]]:
+    """emulator <- recording tap <- gateway (core with ``cfg``); yields (running gateway, tap, emulator)."""
+    from bench.ollama_sim import EmulatorConfig, start_emulator
+    from proxy_plugin.core import OptimizerCore
+    from proxy_plugin.gateway import start_gateway
+
+    async with start_emulator(EmulatorConfig(time_scale=emulator.pop("time_scale", 1000.0), **emulator)) as emu:
+        tap = await RecordingTap(emu.url).start()
+        running = await start_gateway("127.0.0.1:0", tap.url, core=OptimizerCore(cfg))
+        try:
+            yield running, tap, emu
+        finally:
+            await running.stop(flush_timeout_s=0.5)
+            await tap.stop()

@@ -1,0 +1,76 @@
+"""The ``opt`` agent loaded by a stand-in ollama-smart-proxy host, end to end against the emulator."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from plugin_fixtures import RecordingTap, stand_ins
+
+from bench.ollama_sim import EmulatorConfig, start_emulator
+
+HOST_ROOT = Path(__file__).parent / "standin_host"
+AGENT = Path(__file__).resolve().parent.parent / "proxy_plugin" / "agent.py"
+MODEL = "smollm2:135m"
+
+
+@pytest.fixture
+def standin_host_path():
+    sys.path.insert(0, str(HOST_ROOT))
+    try:
+        from host import StandInHost  # noqa: PLC0415 (needs the host root on sys.path)
+
+        yield StandInHost
+    finally:
+        sys.path.remove(str(HOST_ROOT))
+
+
+def _install(tmp_path: Path, matcher: str, tuner: str, **settings: object) -> Path:
+    """The documented install: link agent.py into <plugins>/opt/ next to a config.json."""
+    plugin_dir = tmp_path / "plugins" / "opt"
+    plugin_dir.mkdir(parents=True)
+    (plugin_dir / "agent.py").symlink_to(AGENT)
+    config = {"matcher_address": matcher, "tuner_address": tuner, "probes": False, **settings}
+    (plugin_dir / "config.json").write_text(json.dumps(config))
+    return plugin_dir.parent
+
+
+async def test_standin_host_runs_the_opt_agent(tmp_path: Path, standin_host_path) -> None:
+    async with stand_ins() as services, start_emulator(EmulatorConfig(time_scale=1000)) as emu:
+        tap = await RecordingTap(emu.url).start()
+        host = standin_host_path(_install(tmp_path, services.matcher_address, services.tuner_address), tap.url)
+        agent = host.agents["opt"]
+        assert type(agent).__mro__[1].__module__ == "src.shared.base_agent"  # the host's own base class
+        core = sys.modules["plugins.opt.agent"]._shared_core()
+
+        messages = [{"role": "user", "content": "/opt Summarise the following text: a b c"}]
+        reply = await host.handle("chat", {"model": MODEL, "messages": messages})
+        sent = json.loads(tap.bodies[-1][1])
+        assert sent["messages"][-1]["content"] == "Summarise the following text: a b c"
+        assert sent["options"] == {"num_ctx": 8192, "num_batch": 256} and "_opt_decision" not in sent
+        assert reply["done"] and reply["message"]["content"]
+
+        chunks = await host.handle("generate", {"model": MODEL, "prompt": "/opt Why?", "stream": True})
+        assert chunks[-1]["done"] and json.loads(tap.bodies[-1][1])["options"]["num_ctx"] == 8192
+
+        await host.handle("chat", {"model": MODEL, "messages": [{"role": "user", "content": "no command"}]})
+        assert "options" not in json.loads(tap.bodies[-1][1])  # agent not activated
+
+        await core.flush()
+        plain, streamed = services.tuner.outcomes
+        assert plain.counts_known and plain.eval_count == emu.requests[0].eval_count
+        assert not streamed.counts_known and streamed.eval_count == 0 and streamed.latency_seconds > 0
+        await core.close()
+        await tap.stop()
+
+
+async def test_unpatched_host_learn_only_and_services_down(tmp_path: Path, standin_host_path) -> None:
+    async with start_emulator(EmulatorConfig(time_scale=1000)) as emu:
+        plugins = _install(tmp_path, "127.0.0.1:1", "127.0.0.1:1", apply_options=False)
+        host = standin_host_path(plugins, emu.url, forward_options=False)
+        for _ in range(3):
+            reply = await host.handle("generate", {"model": MODEL, "prompt": "/opt hello", "options": {"seed": 1}})
+            assert reply["done"]
+        assert host.sent[-1] == {"model": MODEL, "prompt": "hello", "stream": False}
+        await sys.modules["plugins.opt.agent"]._shared_core().close(flush_timeout_s=0.5)
