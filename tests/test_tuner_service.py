@@ -1,0 +1,122 @@
+"""Tuner over real gRPC and Postgres: recommend, report validation, idempotency, admin RPCs, persistence."""
+from __future__ import annotations
+
+import math
+
+import asyncpg
+import grpc
+import pytest
+
+from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
+from tuner_fixtures import fast_settings, local_server, make_outcome, tuner, tuner_stub  # noqa: F401
+from tuner_service.main import start_tuner
+
+MODEL = "llama3.1:8b"
+
+
+async def test_passthrough_without_data(tuner_stub) -> None:
+    response = await tuner_stub.Recommend(tuner_pb2.RecommendRequest(model=MODEL, template_id=7, prompt_units=500))
+    assert response.action == tuner_pb2.PASSTHROUGH
+    assert response.reason_code == "no_data"
+    assert response.decision_id
+
+
+async def test_guard_applies_to_an_oversize_prompt_without_history(tuner_stub) -> None:
+    response = await tuner_stub.Recommend(tuner_pb2.RecommendRequest(model=MODEL, prompt_units=20_000))
+    assert response.action == tuner_pb2.APPLY
+    assert response.reason_code == "grow_truncation_guard"
+    assert response.num_ctx >= response.estimated_need
+
+
+async def test_report_rejects_bad_items_and_keeps_the_rest(tuner, tuner_stub) -> None:
+    batch = [
+        make_outcome(),
+        make_outcome(prompt_eval_count=-1),
+        make_outcome(latency_seconds=math.nan),
+        make_outcome(prompt_eval_count=20_000_000),
+        make_outcome(total_duration_ns=90_000 * 10**9),
+        make_outcome(load_duration_ns=3_000_000_000),  # longer than total_duration
+        make_outcome(action=7),
+        make_outcome(),
+    ]
+    response = await tuner_stub.Report(tuner_pb2.ReportRequest(outcomes=batch))
+    assert response.accepted == 2
+    assert sorted(r.index for r in response.rejected) == [1, 2, 3, 4, 5, 6]
+    assert all(r.reason for r in response.rejected)
+    assert tuner.core.policy.models[MODEL].templates[1].observations == 2
+
+
+async def test_duplicates_are_ignored_and_stored_once(tuner, tuner_stub, pool: asyncpg.Pool) -> None:
+    first = make_outcome(outcome_id="same")
+    response = await tuner_stub.Report(tuner_pb2.ReportRequest(outcomes=[first, first]))
+    assert (response.accepted, response.duplicates) == (1, 1)
+    again = await tuner_stub.Report(tuner_pb2.ReportRequest(outcomes=[first]))
+    assert (again.accepted, again.duplicates) == (0, 1)
+    await tuner.core.writer.wait_drained()
+    assert await pool.fetchval("SELECT count(*) FROM tuner_outcome WHERE outcome_id = 'same'") == 1
+    assert tuner.core.policy.models[MODEL].templates[1].observations == 1
+
+
+async def test_oversize_report_batch_is_invalid(tuner_stub) -> None:
+    outcomes = [make_outcome() for _ in range(10_001)]
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await tuner_stub.Report(tuner_pb2.ReportRequest(outcomes=outcomes))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_recommend_validates_model(tuner_stub) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await tuner_stub.Recommend(tuner_pb2.RecommendRequest(model=""))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def _learn(stub, template_id: int, count: int, units: int = 3000) -> None:
+    await stub.Report(tuner_pb2.ReportRequest(outcomes=[
+        make_outcome(template_id=template_id, prompt_units=units, prompt_eval_count=units + 50, eval_count=300)
+        for _ in range(count)]))
+
+
+async def test_learned_template_is_applied_explained_pinned_and_reset(tuner_stub) -> None:
+    await _learn(tuner_stub, 5, 5)
+    response = await tuner_stub.Recommend(tuner_pb2.RecommendRequest(model=MODEL, template_id=5, prompt_units=3000))
+    assert response.action == tuner_pb2.APPLY
+    assert response.num_ctx == 4096
+    explained = await tuner_stub.Explain(tuner_pb2.ExplainRequest(model=MODEL, template_id=5))
+    assert explained.known and explained.observations == 5 and explained.loaded_num_ctx == 4096
+    assert "template" in explained.reason
+    pinned = await tuner_stub.Pin(tuner_pb2.PinRequest(model=MODEL, template_id=5, num_ctx=8192, num_batch=1024))
+    assert pinned.state.pinned and pinned.state.current_num_ctx == 8192
+    response = await tuner_stub.Recommend(tuner_pb2.RecommendRequest(model=MODEL, template_id=5, prompt_units=3000))
+    assert (response.num_ctx, response.num_batch, response.reason_code) == (8192, 1024, "pinned")
+    assert (await tuner_stub.Reset(tuner_pb2.ResetRequest(model=MODEL, template_id=5))).existed
+    assert not (await tuner_stub.Reset(tuner_pb2.ResetRequest(model=MODEL, template_id=5))).existed
+    assert not (await tuner_stub.Explain(tuner_pb2.ExplainRequest(model=MODEL, template_id=5))).known
+
+
+async def test_summary_counts_requests(tuner_stub) -> None:
+    await _learn(tuner_stub, 3, 4)
+    decision = await tuner_stub.Recommend(tuner_pb2.RecommendRequest(model=MODEL, template_id=3, prompt_units=3000))
+    await tuner_stub.Report(tuner_pb2.ReportRequest(outcomes=[make_outcome(
+        template_id=3, prompt_units=3000, prompt_eval_count=3050, action=tuner_pb2.APPLY, num_ctx=decision.num_ctx,
+        decision_id=decision.decision_id)]))
+    summary = await tuner_stub.Summary(tuner_pb2.SummaryRequest(period_seconds=600))
+    assert summary.requests == 5 and summary.optimized == 1
+    assert summary.match_rate == 1.0
+    assert summary.models[0].model == MODEL and summary.models[0].loaded_num_ctx == decision.num_ctx
+
+
+async def test_state_survives_a_restart(pool: asyncpg.Pool) -> None:
+    first = await start_tuner(pool, local_server(), fast_settings())
+    first.core.report([make_outcome(template_id=9, prompt_units=3000, prompt_eval_count=3050) for _ in range(4)])
+    first.core.pin(MODEL, 10, 16384, 0)
+    await first.stop(0)
+    second = await start_tuner(pool, local_server(), fast_settings())
+    try:
+        model = second.core.policy.models[MODEL]
+        assert model.templates[9].observations == 4
+        assert model.templates[10].pinned and model.templates[10].pin_ctx == 16384
+        assert model.calibration_samples == 4
+        duplicate = second.core.report([make_outcome(outcome_id="o-dup-check")])
+        assert duplicate[0] == 1
+    finally:
+        await second.stop(0)

@@ -1,0 +1,1 @@
+"""Tuner service: learns num_ctx / num_batch per model and template from Ollama telemetry."""

@@ -1,0 +1,220 @@
+"""The tuner's core: policy in memory, outcomes validated and folded, state written behind.
+
+Everything on the request path (recommend) is memory-only; reports are folded at once when
+this process is the writer and queued unfolded while it is a standby.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from . import metrics, store
+from .policy import APPLY, REASON_CODES, Decision, Learned, Policy, Request
+from .settings import TunerSettings
+from .state import ModelState, TemplateState
+from .validation import Invalid, Valid, validate
+from .writer import Dirty, WriteBehind
+
+log = logging.getLogger(__name__)
+
+FLAG_RELOAD, FLAG_AVOIDED, FLAG_PREVENTED = 1, 2, 4
+ACTION_LABEL = {1: "passthrough", 2: "apply"}
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A valid outcome waiting to be folded (standby) with what its decision id said."""
+
+    valid: Valid
+    outcome: Any  # tuner_pb2.Outcome
+    reason_code: str
+    flags: int
+
+
+def decision_id(prefix: str, seq: int, decision: Decision) -> str:
+    flags = ((FLAG_RELOAD if decision.reload else 0) | (FLAG_AVOIDED if decision.reload_avoided else 0)
+             | (FLAG_PREVENTED if decision.truncation_prevented else 0))
+    return f"{prefix}{seq:x}.{REASON_CODES.index(decision.reason_code)}.{flags}"
+
+
+def parse_decision_id(value: str) -> tuple[str, int]:
+    """(reason_code, flags) from a decision id; ('', 0) when absent or not ours."""
+    parts = value.split(".")
+    if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
+        return "", 0
+    index = int(parts[1])
+    return (REASON_CODES[index] if index < len(REASON_CODES) else ""), int(parts[2]) & 7
+
+
+class TunerCore:
+    """Policy + validation + write-behind; the gRPC layer only translates messages."""
+
+    def __init__(self, pool: asyncpg.Pool, settings: TunerSettings) -> None:
+        self.settings = settings
+        self.policy = Policy(settings.policy)
+        self.pool = pool
+        self.writer = WriteBehind(pool, settings, self._snapshot, self._promoted)
+        self._prefix = os.urandom(3).hex() + "-"
+        self._seq = itertools.count(1)
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._unfolded: list[Pending] = []
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Take the writer lock (loading state on promotion), or load state read-only as a standby."""
+        await self.writer.start()
+        if self.read_only:
+            await self._load()
+
+    async def stop(self) -> None:
+        await self.writer.stop(self.settings.flush_interval_seconds * 10)
+
+    async def _load(self) -> None:
+        async with self.pool.acquire() as conn:
+            self.policy.models = await store.load_state(conn)
+            ids = await store.recent_outcome_ids(conn, self.settings.dedupe_window)
+        self._seen = OrderedDict.fromkeys(ids)
+        self._update_gauges()
+        log.info("tuner state loaded: %d models", len(self.policy.models))
+
+    async def _promoted(self) -> None:
+        """Became the writer: reload what the previous writer left, then fold what waited."""
+        await self._load()
+        pending, self._unfolded = self._unfolded, []
+        for item in pending:
+            self._fold(item)
+        metrics.OUTCOME_BUFFER.set(len(self.writer.rows))
+
+    @property
+    def read_only(self) -> bool:
+        return not self.writer.is_writer
+
+    # ---- request path ------------------------------------------------------------------------
+    def recommend(self, req: Request) -> tuple[Decision, str]:
+        decision = self.policy.recommend(req)
+        did = decision_id(self._prefix, next(self._seq), decision)
+        metrics.RECOMMENDATIONS.labels(ACTION_LABEL[decision.action], decision.reason_code).inc()
+        if decision.reload:
+            metrics.RELOADS.labels("caused").inc()
+        if decision.reload_avoided:
+            metrics.RELOADS.labels("avoided").inc()
+        if decision.truncation_prevented:
+            metrics.TRUNCATIONS.labels("prevented").inc()
+        if decision.action == APPLY:
+            model = self.policy.models.get(req.model)
+            if model is not None:
+                metrics.KV_TOKENS_SAVED.inc(max(0, self.policy.default_ctx(model) - decision.num_ctx))
+                if decision.reload and not self.read_only:
+                    self.writer.touch(req.model)
+        return decision, did
+
+    # ---- reports -----------------------------------------------------------------------------
+    def report(self, outcomes: list[Any]) -> tuple[int, int, list[tuple[int, str]]]:
+        """Validate, dedupe and fold a batch; returns (accepted, duplicates, [(index, reason)])."""
+        accepted = duplicates = 0
+        rejected: list[tuple[int, str]] = []
+        now = time.time()
+        for index, outcome in enumerate(outcomes):
+            try:
+                valid = validate(outcome, now)
+            except Invalid as exc:
+                metrics.OUTCOMES_REJECTED.labels(exc.rule).inc()
+                rejected.append((index, str(exc)))
+                continue
+            if outcome.outcome_id in self._seen:
+                duplicates += 1
+                continue
+            self._remember(outcome.outcome_id)
+            code, flags = parse_decision_id(outcome.decision_id)
+            item = Pending(valid, outcome, code, flags)
+            if self.read_only:
+                if len(self._unfolded) < self.settings.buffer_max:
+                    self._unfolded.append(item)
+                else:
+                    metrics.OUTCOMES_DROPPED.inc()
+            else:
+                self._fold(item)
+            accepted += 1
+        metrics.OUTCOMES.labels("accepted").inc(accepted)
+        metrics.OUTCOMES.labels("duplicate").inc(duplicates)
+        metrics.OUTCOMES.labels("rejected").inc(len(rejected))
+        self._update_gauges()
+        return accepted, duplicates, rejected
+
+    def _remember(self, outcome_id: str) -> None:
+        self._seen[outcome_id] = None
+        if len(self._seen) > self.settings.dedupe_window:
+            self._seen.popitem(last=False)
+
+    def _fold(self, item: Pending) -> None:
+        obs = item.valid.observation
+        learned = self.policy.observe(obs)
+        if learned.truncated:
+            metrics.TRUNCATIONS.labels("detected").inc()
+        if learned.reloaded:
+            metrics.RELOADS.labels("observed").inc()
+        self.writer.touch(obs.model, obs.template_id)
+        self.writer.enqueue(self._row(item, learned))
+
+    def _row(self, item: Pending, learned: Learned) -> tuple[Any, ...]:
+        o, obs = item.outcome, item.valid.observation
+        model = self.policy.models[obs.model]
+        saved = self.policy.default_ctx(model) - o.num_ctx if obs.applied and o.num_ctx > 0 else 0
+        return (o.outcome_id, o.decision_id[:128], o.model, o.template_id, o.prompt_units, o.message_count,
+                o.action, o.num_ctx, o.num_batch, o.num_predict, o.prompt_eval_count, o.eval_count,
+                o.total_duration_ns, o.load_duration_ns, o.prompt_eval_duration_ns, o.eval_duration_ns,
+                o.done_reason, o.counts_known, o.latency_seconds, o.ttft_seconds, o.host_rss_bytes,
+                o.gpu_memory_used_bytes, o.gpu_memory_total_bytes, o.loaded_context_length, item.reason_code,
+                bool(item.flags & FLAG_RELOAD), bool(item.flags & FLAG_AVOIDED),
+                bool(item.flags & FLAG_PREVENTED), learned.truncated, saved, item.valid.finished_at)
+
+    def _snapshot(self, dirty: Dirty) -> tuple[list[tuple[Any, ...]], list[store.RuleRow], list[tuple[Any, ...]]]:
+        models, rules, arms = [], [], []
+        for name in sorted(dirty.models):
+            model = self.policy.models.get(name)
+            if model is not None:
+                models.append(store.model_row(name, model, self.policy.ratio_upper(model)))
+                arms.extend(store.arm_rows(name, model))
+        for name, template_id in sorted(dirty.rules):
+            model = self.policy.models.get(name)
+            template = model.templates.get(template_id) if model else None
+            if template is not None:
+                rules.append(store.rule_row(name, template_id, template, self.policy.confidence(template)))
+        return models, rules, arms
+
+    def _update_gauges(self) -> None:
+        metrics.MODELS.set(len(self.policy.models))
+        metrics.TEMPLATES.set(sum(len(m.templates) for m in self.policy.models.values()))
+        metrics.OUTCOME_BUFFER.set(len(self.writer.rows) + len(self._unfolded))
+
+    # ---- operators ---------------------------------------------------------------------------
+    def pin(self, model_name: str, template_id: int, num_ctx: int, num_batch: int) -> None:
+        model = self.policy.models.setdefault(model_name, ModelState())
+        template = model.templates.setdefault(template_id, TemplateState())
+        template.pinned, template.pin_ctx, template.pin_batch = True, num_ctx, num_batch
+        template.cached_need = -1.0
+        self.writer.touch(model_name, template_id)
+
+    def reset(self, model_name: str, template_id: int) -> bool:
+        model = self.policy.models.get(model_name)
+        if model is None or template_id not in model.templates:
+            return False
+        del model.templates[template_id]
+        self.writer.forget(model_name, template_id)
+        self._update_gauges()
+        return True
+
+    async def summary(self, period_s: float, model: str) -> list[asyncpg.Record]:
+        if self.writer.is_writer:
+            await self.writer.flush()
+        reload_ns = int(self.settings.policy.reload_threshold_seconds * 1e9)
+        async with self.pool.acquire() as conn:
+            return await store.summary(conn, period_s, model, reload_ns)
+

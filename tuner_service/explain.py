@@ -1,0 +1,58 @@
+"""Explain: the learned state behind a (model, template) decision, as an ExplainResponse."""
+from __future__ import annotations
+
+from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
+
+from .policy import Policy
+from .state import ModelState, TemplateState, rung_for
+
+
+def _lines(policy: Policy, model: ModelState, template: TemplateState | None) -> list[str]:
+    lines = [
+        f"model: managed={model.managed} loaded num_ctx={model.loaded_ctx or 'default'} "
+        f"num_batch={model.loaded_batch or 'default'} default context={policy.default_ctx(model)}",
+        f"calibration: {policy.ratio_upper(model):.3f} tokens/unit (p{policy.s.calibration_quantile * 100:g}, "
+        f"{model.calibration_samples} samples); reload cost {model.reload_cost_s:.2f}s ({model.reloads} seen)",
+        f"model need (active templates, with margin): {policy.model_need(model):.0f} tokens",
+    ]
+    if template is None:
+        lines.append("template: nothing learned")
+        return lines
+    if template.pinned:
+        lines.append(f"pinned: num_ctx={template.pin_ctx or 'policy'} num_batch={template.pin_batch or 'default'}"
+                     " (raised only if a request would otherwise be truncated)")
+    elif not policy.confident(template):
+        lines.append(f"template: {template.observations} observations, below "
+                     f"{policy.s.min_observations}: follows the model (or passes through)")
+    else:
+        own = rung_for(policy.template_need(template), policy.rungs(model))
+        lines.append(f"template alone would take {own}; the model keeps {model.loaded_ctx or 'default'} "
+                     "while it covers every active template (one reload changes every option)")
+    if template.truncations:
+        lines.append(f"truncations detected: {template.truncations}; floor raised to {template.floor_ctx}")
+    return lines
+
+
+def explain(policy: Policy, model_name: str, template_id: int) -> tuner_pb2.ExplainResponse:
+    model = policy.models.get(model_name)
+    if model is None:
+        return tuner_pb2.ExplainResponse(model=model_name, template_id=template_id, known=False,
+                                         reason="nothing learned for this model")
+    template = model.templates.get(template_id)
+    response = tuner_pb2.ExplainResponse(
+        model=model_name, template_id=template_id, known=template is not None,
+        loaded_num_ctx=model.loaded_ctx, loaded_num_batch=model.loaded_batch,
+        units_to_tokens_ratio=policy.ratio_upper(model), reload_cost_seconds=model.reload_cost_s,
+        model_context_limit=model.context_limit, reason="\n".join(_lines(policy, model, template)))
+    if template is not None:
+        response.observations = template.observations
+        response.need_p50 = template.need.quantile(0.5)
+        response.need_p95 = template.need.quantile(0.95)
+        response.need_max = template.need.max_value
+        response.current_num_ctx = template.pin_ctx if template.pinned and template.pin_ctx else template.current_ctx
+        response.last_safe_num_ctx = template.last_safe_ctx
+        response.num_batch = template.pin_batch if template.pinned else template.current_batch
+        response.pinned = template.pinned
+        response.truncations_detected = template.truncations
+        response.confidence = policy.confidence(template)
+    return response

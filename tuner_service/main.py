@@ -1,0 +1,76 @@
+"""Entry points: `ollama-optimizer tuner` (serve) and an in-process starter for tests and benchmarks."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import asyncpg
+
+from ollama_optimizer.config import DatabaseConfig, ServerConfig
+from ollama_optimizer.db import create_pool, open_database
+from ollama_optimizer.gen.optimizer.v1 import tuner_pb2, tuner_pb2_grpc
+from ollama_optimizer.server import RunningServer, serve_until_signal, start_server
+
+from .core import TunerCore
+from .service import TunerServicer
+from .settings import TunerSettings
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = tuner_pb2.DESCRIPTOR.services_by_name["Tuner"].full_name
+
+
+@dataclass
+class RunningTuner:
+    """A started tuner: ``port`` is the bound gRPC port, ``core`` the in-memory state and writer."""
+
+    server: RunningServer
+    core: TunerCore
+    owned_pool: asyncpg.Pool | None
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def stop(self, grace: float = 1.0) -> None:
+        """NOT_SERVING, drain RPCs, flush what is buffered, release the writer lock, close an owned pool."""
+        await self.server.stop(grace)
+        await self.core.stop()
+        if self.owned_pool is not None:
+            await self.owned_pool.close()
+
+
+async def start_tuner(pool_or_dsn: asyncpg.Pool | str, server_cfg: ServerConfig,
+                      settings: TunerSettings | None = None, *, serve_metrics: bool = False) -> RunningTuner:
+    """Start a tuner on an existing pool (or a DSN: a pool is created and owned); migrations must be applied."""
+    owned = await create_pool(pool_or_dsn, 2, 8) if isinstance(pool_or_dsn, str) else None
+    pool = owned or pool_or_dsn
+    assert isinstance(pool, asyncpg.Pool)
+    core = TunerCore(pool, settings or TunerSettings())
+    await core.start()
+    servicer = TunerServicer(core)
+    try:
+        server = await start_server(
+            server_cfg, [lambda s: tuner_pb2_grpc.add_TunerServicer_to_server(servicer, s)], (SERVICE_NAME,),
+            serve_metrics=serve_metrics)
+    except BaseException:
+        await core.stop()
+        if owned is not None:
+            await owned.close()
+        raise
+    return RunningTuner(server, core, owned)
+
+
+async def serve() -> int:
+    """Run the tuner until SIGTERM/SIGINT; returns the exit code."""
+    server_cfg = ServerConfig.tuner()
+    async with open_database(DatabaseConfig()) as db:
+        tuner = await start_tuner(db.pool, server_cfg, TunerSettings(), serve_metrics=True)
+        role = "writer" if tuner.core.writer.is_writer else "read-only standby"
+        log.info("tuner serving on %s as %s", server_cfg.listen, role)
+        await serve_until_signal(tuner.server, server_cfg.grace_seconds)
+        await tuner.core.stop()
+    return 0

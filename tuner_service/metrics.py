@@ -1,0 +1,31 @@
+"""Prometheus domain metrics of the tuner (bounded labels only)."""
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+RECOMMENDATIONS = Counter(
+    "optimizer_tuner_recommendations_total", "Recommendations by action and reason code.", ("action", "reason"))
+OUTCOMES = Counter(
+    "optimizer_tuner_outcomes_total", "Reported outcomes by result.", ("result",))  # accepted|duplicate|rejected
+OUTCOMES_REJECTED = Counter(
+    "optimizer_tuner_outcomes_rejected_total", "Rejected outcomes by validation rule.", ("rule",))
+RELOADS = Counter(
+    "optimizer_tuner_reloads_total",
+    "Model reloads: caused by a recommendation, avoided by keeping the loaded context, observed in telemetry.",
+    ("kind",))  # caused|avoided|observed
+TRUNCATIONS = Counter(
+    "optimizer_tuner_truncations_total", "Prompt truncations detected in telemetry or prevented by the guard.",
+    ("kind",))  # detected|prevented
+KV_TOKENS_SAVED = Counter(
+    "optimizer_tuner_kv_tokens_saved_total", "Context tokens not allocated versus the default context (APPLY).")
+OUTCOME_BUFFER = Gauge("optimizer_tuner_outcome_buffer", "Outcomes waiting to be written to Postgres.")
+OUTCOMES_DROPPED = Counter(
+    "optimizer_tuner_outcomes_dropped_total", "Outcomes dropped because the write-behind buffer was full.")
+OUTCOMES_WRITTEN = Counter("optimizer_tuner_outcomes_written_total", "Outcomes written to Postgres.")
+DB_ERRORS = Counter("optimizer_tuner_db_errors_total", "Failed database operations.", ("op",))
+FLUSH_SECONDS = Histogram(
+    "optimizer_tuner_flush_seconds", "Duration of one write-behind flush.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0))
+WRITER = Gauge("optimizer_tuner_writer", "1 when this process holds the single-writer lock, else 0 (standby).")
+MODELS = Gauge("optimizer_tuner_models", "Models with learned state in memory.")
+TEMPLATES = Gauge("optimizer_tuner_templates", "(model, template) pairs with learned state in memory.")

@@ -1,0 +1,343 @@
+"""The tuner's decision policy: pure functions over in-memory state, no I/O, no clock.
+
+num_ctx is decided per model (one loaded runner serves every template of a model):
+keep the loaded context while it covers the request, grow at once when it would not,
+shrink only when a sustained saving outweighs the measured reload cost. Once a model
+is managed every request for it carries the same explicit options, because a request
+without num_ctx after an explicit one makes Ollama reload to its default.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .bandit import choose_num_batch
+from .settings import PolicySettings
+from .state import ArmStats, ModelState, TemplateState, ladder, rung_for, size_class
+
+PASSTHROUGH = 1
+APPLY = 2
+CLIENT_OWNED = frozenset({"num_ctx", "num_batch"})
+CONFIDENCE_K = 3.0  # confidence = n / (n + K)
+EWMA = 0.1
+# Assumed share of request time saved per halving of the context when no speeds are measured.
+SHRINK_PRIOR_GAIN = 0.02
+
+REASON_CODES = ("client_set", "no_data", "low_confidence", "pinned", "initial", "grow",
+                "grow_truncation_guard", "shrink", "keep_loaded", "avoid_reload")
+
+
+@dataclass(frozen=True)
+class Request:
+    model: str
+    template_id: int = 0
+    prompt_units: int = 0
+    client_options: frozenset[str] = frozenset()
+    num_predict: int = 0
+    message_count: int = 0
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: int
+    num_ctx: int
+    num_batch: int
+    confidence: float
+    reason: str
+    reason_code: str
+    need: int
+    reload: bool = False
+    reload_avoided: bool = False
+    truncation_prevented: bool = False
+
+
+@dataclass(frozen=True)
+class Observation:
+    """A validated outcome, in the units the policy uses (seconds, tokens, bytes)."""
+
+    model: str
+    template_id: int
+    prompt_units: int
+    message_count: int
+    applied: bool
+    num_ctx: int
+    num_batch: int
+    num_predict: int
+    prompt_eval_count: int
+    eval_count: int
+    total_s: float
+    load_s: float
+    prompt_eval_s: float
+    eval_s: float
+    done_reason: str
+    counts_known: bool
+    gpu_used: int = 0
+    gpu_total: int = 0
+    loaded_context_length: int = 0
+
+
+@dataclass(frozen=True)
+class Learned:
+    """What one observation told the policy."""
+
+    truncated: bool
+    reloaded: bool
+
+
+class Policy:
+    """All learning state plus the rules that turn it into decisions."""
+
+    def __init__(self, settings: PolicySettings) -> None:
+        self.s = settings
+        self.models: dict[str, ModelState] = {}
+
+    # ---- estimates -------------------------------------------------------------------------
+    def rungs(self, model: ModelState) -> list[int]:
+        return ladder(self.s.ladder_min, self.s.ladder_max, model.context_limit)
+
+    def default_ctx(self, model: ModelState) -> int:
+        return model.default_ctx or self.s.default_num_ctx
+
+    def believed_ctx(self, model: ModelState) -> int:
+        """The context the model runs with now, as far as the tuner knows."""
+        return model.loaded_ctx if model.managed and model.loaded_ctx else self.default_ctx(model)
+
+    def ratio_upper(self, model: ModelState) -> float:
+        if model.calibration_samples >= self.s.calibration_min_samples:
+            return model.ratio.quantile(self.s.calibration_quantile)
+        return self.s.units_ratio_prior
+
+    def ratio_lower(self, model: ModelState) -> float:
+        if model.calibration_samples >= self.s.calibration_min_samples:
+            return model.ratio.quantile(1 - self.s.calibration_quantile, upper=False)
+        return self.s.units_ratio_prior / 3
+
+    def prompt_tokens(self, model: ModelState, units: int, messages: int) -> int:
+        """Calibrated upper estimate of the real prompt tokens."""
+        overhead = self.s.chat_overhead_tokens * (messages + 1)
+        return math.ceil(units * self.ratio_upper(model)) + overhead
+
+    def output_reserve(self, template: TemplateState | None, num_predict: int) -> int:
+        if num_predict > 0:
+            return num_predict
+        if template is not None and template.output.total > 0:
+            return math.ceil(template.output.quantile(self.s.need_quantile))
+        return self.s.output_reserve_tokens
+
+    def request_need(self, model: ModelState, template: TemplateState | None, req: Request) -> int:
+        return self.prompt_tokens(model, req.prompt_units, req.message_count) + self.output_reserve(
+            template, req.num_predict)
+
+    def confidence(self, template: TemplateState | None) -> float:
+        if template is None:
+            return 0.0
+        return template.observations / (template.observations + CONFIDENCE_K)
+
+    def confident(self, template: TemplateState | None) -> bool:
+        return template is not None and (template.observations >= self.s.min_observations
+                                         or template.floor_ctx > 0)
+
+    def template_need(self, template: TemplateState) -> float:
+        """Context one template wants: its high need quantile with margin, never below its floor."""
+        if template.cached_need < 0:
+            learned = template.need.quantile(self.s.need_quantile) * self.s.margin if template.need.total else 0.0
+            template.cached_need = max(learned, float(template.floor_ctx))
+        return template.cached_need
+
+    def model_need(self, model: ModelState) -> float:
+        """The largest need among the model's active, confident, unpinned templates."""
+        horizon = model.requests - self.s.template_idle_requests
+        return max((self.template_need(t) for t in model.templates.values()
+                    if not t.pinned and self.confident(t) and t.last_seen >= horizon), default=0.0)
+
+    # ---- decisions -------------------------------------------------------------------------
+    def recommend(self, req: Request) -> Decision:
+        """Decide the options of one request (mutates the believed-loaded state on APPLY)."""
+        model = self.models.get(req.model)
+        if model is None:
+            model = ModelState()  # transient until an APPLY or an outcome makes it known
+        model.requests += 1
+        template = model.templates.get(req.template_id) if req.template_id else None
+        if template is not None:
+            template.last_seen = model.requests
+        need = self.request_need(model, template, req)
+        conf = self.confidence(template)
+        believed = self.believed_ctx(model)
+
+        if self.s.respect_client_options and CLIENT_OWNED & req.client_options:
+            return Decision(PASSTHROUGH, believed, 0, conf, "client set num_ctx/num_batch itself",
+                            "client_set", need)
+        if template is not None and template.pinned:
+            return self._pinned(model, template, need, conf)
+        if not model.managed:
+            return self._unmanaged(req, model, template, need, conf, believed)
+        return self._managed(req, model, template, need, conf)
+
+    def _pinned(self, model: ModelState, template: TemplateState, need: int, conf: float) -> Decision:
+        rungs = self.rungs(model)
+        ctx = template.pin_ctx or self.believed_ctx(model)
+        reason = f"pinned num_ctx={template.pin_ctx or 'default'} num_batch={template.pin_batch or 'default'}"
+        if ctx < min(need, rungs[-1]):
+            ctx = rung_for(need, rungs)
+            reason += f"; raised to {ctx}: this request needs {need}"
+        template.current_ctx, template.current_batch = ctx, template.pin_batch
+        return Decision(APPLY, ctx, template.pin_batch, conf, reason, "pinned", need)
+
+    def _unmanaged(self, req: Request, model: ModelState, template: TemplateState | None, need: int,
+                   conf: float, believed: int) -> Decision:
+        rungs = self.rungs(model)
+        if self.confident(template):
+            target = rung_for(max(need, self.model_need(model)), rungs)
+            reason = f"first managed context {target}: covers need {need} (template p{self._pct()})"
+            return self._load(req, model, template, target, need, conf, "initial", reason,
+                              prevented=need > believed)
+        if self.s.truncation_guard and need > believed:
+            target = rung_for(need * self.s.margin, rungs)
+            reason = f"truncation guard: estimated {need} tokens exceed the context {believed}"
+            return self._load(req, model, template, target, need, conf, "grow_truncation_guard", reason,
+                              prevented=True)
+        code = "no_data" if template is None or template.observations == 0 else "low_confidence"
+        return Decision(PASSTHROUGH, believed, 0, conf, f"{code.replace('_', ' ')}: default context "
+                        f"{believed} covers estimated {need}", code, need)
+
+    def _managed(self, req: Request, model: ModelState, template: TemplateState | None, need: int,
+                 conf: float) -> Decision:
+        rungs = self.rungs(model)
+        loaded = model.loaded_ctx
+        required = max(need, template.floor_ctx if template is not None else 0)
+        wanted = max(required, self.model_need(model))
+        if required > loaded and loaded < rungs[-1]:
+            target = rung_for(wanted, rungs)
+            code = "grow" if self.confident(template) else "grow_truncation_guard"
+            reason = f"grow {loaded} -> {target}: this request needs {required}"
+            return self._load(req, model, template, target, need, conf, code, reason, prevented=True)
+        desired = rung_for(wanted, rungs)
+        model.fit_streak = model.fit_streak + 1 if desired * 2 <= loaded else 0
+        if model.fit_streak >= self.s.shrink_min_requests and self._shrink_pays(model, desired):
+            reason = f"shrink {loaded} -> {desired}: {model.fit_streak} requests fit, worth a reload"
+            return self._load(req, model, template, desired, need, conf, "shrink", reason)
+        own = rung_for(self.template_need(template), rungs) if self.confident(template) else loaded
+        avoided = template is not None and own != loaded and self.confident(template)
+        if template is not None:
+            template.current_ctx, template.current_batch = loaded, model.loaded_batch
+        code = "avoid_reload" if avoided else "keep_loaded"
+        reason = f"keep loaded {loaded}: covers need {required}" + (f" (template alone: {own})" if avoided else "")
+        return Decision(APPLY, loaded, model.loaded_batch, conf, reason, code, need, reload_avoided=avoided)
+
+    def _load(self, req: Request, model: ModelState, template: TemplateState | None, ctx: int, need: int,
+              conf: float, code: str, reason: str, prevented: bool = False) -> Decision:
+        """Switch the model to ``ctx``; a reload happens anyway when it differs, so pick num_batch too."""
+        reload = ctx != self.believed_ctx(model)
+        batch = model.loaded_batch
+        if reload:
+            klass = size_class(self.prompt_tokens(model, req.prompt_units, req.message_count))
+            batch = choose_num_batch(model, self.s.num_batch_arms, klass)
+        model.managed, model.loaded_ctx, model.loaded_batch, model.fit_streak = True, ctx, batch, 0
+        self.models.setdefault(req.model, model)
+        if template is not None:
+            template.current_ctx, template.current_batch = ctx, batch
+        return Decision(APPLY, ctx, batch, conf, reason, code, need, reload=reload,
+                        truncation_prevented=prevented)
+
+    def _shrink_pays(self, model: ModelState, desired: int) -> bool:
+        """Saving over the next ``shrink_min_requests`` requests beats ``payback`` reload costs."""
+        loaded = model.loaded_ctx
+        fast, slow = model.seconds_per_token.get(desired), model.seconds_per_token.get(loaded)
+        if fast is not None and slow is not None and model.request_s > 0:
+            per_request = max(0.0, (slow - fast) / slow) * model.request_s
+        else:
+            per_request = model.request_s * SHRINK_PRIOR_GAIN * math.log2(loaded / desired)
+        cost = model.reload_cost_s or self.s.reload_cost_prior_seconds
+        return per_request * self.s.shrink_min_requests > self.s.shrink_payback * cost
+
+    def _pct(self) -> str:
+        return f"{self.s.need_quantile * 100:g}"
+
+    # ---- learning --------------------------------------------------------------------------
+    def observe(self, obs: Observation) -> Learned:
+        """Fold one outcome into the state."""
+        model = self.models.setdefault(obs.model, ModelState())
+        reloaded = obs.load_s >= self.s.reload_threshold_seconds
+        if reloaded:
+            model.reloads += 1
+            model.reload_cost_s = obs.load_s if not model.reload_cost_s else (
+                (1 - EWMA) * model.reload_cost_s + EWMA * obs.load_s)
+        self._learn_context(model, obs)
+        ctx_known = obs.num_ctx or obs.loaded_context_length or model.default_ctx
+        truncated = self.truncated(model, obs, ctx_known)
+        ctx_sent = ctx_known or self.default_ctx(model)
+        if obs.counts_known and not truncated:
+            self._learn_counts(model, obs, ctx_sent)
+        if obs.gpu_total > 0:
+            model.gpu_total, model.gpu_free = obs.gpu_total, max(0, obs.gpu_total - obs.gpu_used)
+        if obs.template_id:
+            self._learn_template(model, obs, ctx_sent, truncated)
+        return Learned(truncated=truncated, reloaded=reloaded)
+
+    def truncated(self, model: ModelState, obs: Observation, ctx_known: int) -> bool:
+        """Truncation signals: done_reason 'length' without a cap, or far fewer tokens than sent.
+
+        ``ctx_known`` is the context the request really ran with, 0 when unknown.
+        """
+        if obs.done_reason == "length" and obs.num_predict == 0:
+            return True
+        if not obs.counts_known or obs.prompt_units == 0:
+            return False
+        low = obs.prompt_units * self.ratio_lower(model)
+        if obs.prompt_eval_count < self.s.truncation_fraction * low:
+            return True
+        if not ctx_known:
+            return False
+        if low >= ctx_known:
+            return True
+        return abs(obs.prompt_eval_count - ctx_known / 2) <= 16 and low > obs.prompt_eval_count
+
+    def _learn_context(self, model: ModelState, obs: Observation) -> None:
+        reported = obs.loaded_context_length
+        if reported <= 0:
+            return
+        if obs.num_ctx == 0:
+            model.default_ctx = reported
+        elif reported < obs.num_ctx:
+            model.context_limit = reported  # Ollama clamps an explicit num_ctx to the training context
+
+    def _learn_counts(self, model: ModelState, obs: Observation, ctx_sent: int) -> None:
+        if obs.prompt_units > 0 and obs.prompt_eval_count > 0:
+            overhead = self.s.chat_overhead_tokens * (obs.message_count + 1)
+            model.ratio.add(max(obs.prompt_eval_count - overhead, 1) / obs.prompt_units)
+            model.calibration_samples += 1
+        busy = obs.total_s - obs.load_s
+        tokens = obs.prompt_eval_count + obs.eval_count
+        if busy > 0:
+            model.request_s = busy if not model.request_s else (1 - EWMA) * model.request_s + EWMA * busy
+            if tokens > 0:
+                old = model.seconds_per_token.get(ctx_sent)
+                spt = busy / tokens
+                model.seconds_per_token[ctx_sent] = spt if old is None else (1 - EWMA) * old + EWMA * spt
+        if obs.prompt_eval_count > 0 and obs.prompt_eval_s > 0:
+            klass = size_class(obs.prompt_eval_count)
+            reward = obs.prompt_eval_count / obs.prompt_eval_s
+            model.arms.setdefault((klass, obs.num_batch), ArmStats()).add(reward)
+            model.class_tokens[klass] = model.class_tokens.get(klass, 0.0) * 0.999 + obs.prompt_eval_count
+
+    def _learn_template(self, model: ModelState, obs: Observation, ctx_sent: int, truncated: bool) -> None:
+        template = model.templates.setdefault(obs.template_id, TemplateState())
+        template.observations += 1
+        template.cached_need = -1.0
+        template.last_seen = max(template.last_seen, model.requests)
+        if truncated:
+            template.truncations += 1
+            above = rung_for(ctx_sent * 2, self.rungs(model))
+            safe = template.last_safe_ctx if template.last_safe_ctx > ctx_sent else 0
+            template.floor_ctx = max(template.floor_ctx, safe or above)
+            if obs.prompt_units:
+                estimate = self.prompt_tokens(model, obs.prompt_units, obs.message_count)
+                template.need.add(estimate + self.output_reserve(template, obs.num_predict))
+            return
+        if obs.counts_known:
+            template.successes += 1
+            template.need.add(obs.prompt_eval_count + obs.eval_count)
+            if obs.eval_count > 0:
+                template.output.add(obs.eval_count)
+            template.last_safe_ctx = ctx_sent
+

@@ -1,0 +1,114 @@
+"""gRPC Tuner service: translates messages to the core and back, validates at the boundary."""
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import grpc
+
+from ollama_optimizer.gen.optimizer.v1 import tuner_pb2, tuner_pb2_grpc
+
+from .core import TunerCore
+from .explain import explain
+from .policy import Request
+
+MAX_MODEL_LEN = 256
+MAX_UNITS = 10_000_000
+MAX_PIN = 16_777_216
+DB_FAILURES = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError)
+
+
+async def _check_model(context: grpc.aio.ServicerContext, model: str, template_id: int) -> None:
+    if not model or len(model) > MAX_MODEL_LEN:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"model must be 1..{MAX_MODEL_LEN} characters")
+    if template_id < 0:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "template_id must not be negative")
+
+
+class TunerServicer(tuner_pb2_grpc.TunerServicer):
+    def __init__(self, core: TunerCore) -> None:
+        self.core = core
+
+    async def Recommend(self, request: tuner_pb2.RecommendRequest,
+                        context: grpc.aio.ServicerContext) -> tuner_pb2.RecommendResponse:
+        await _check_model(context, request.model, request.template_id)
+        if request.prompt_units > MAX_UNITS:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"prompt_units above {MAX_UNITS}")
+        decision, did = self.core.recommend(Request(
+            model=request.model, template_id=request.template_id, prompt_units=request.prompt_units,
+            client_options=frozenset(request.client_options), num_predict=request.num_predict,
+            message_count=request.message_count))
+        return tuner_pb2.RecommendResponse(
+            action=decision.action, num_ctx=decision.num_ctx, num_batch=decision.num_batch, decision_id=did,
+            confidence=decision.confidence, reason=decision.reason, reason_code=decision.reason_code,
+            estimated_need=min(decision.need, 2**32 - 1))
+
+    async def Report(self, request: tuner_pb2.ReportRequest,
+                     context: grpc.aio.ServicerContext) -> tuner_pb2.ReportResponse:
+        limit = self.core.settings.max_report_batch
+        if len(request.outcomes) > limit:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"at most {limit} outcomes per Report")
+        accepted, duplicates, rejected = self.core.report(list(request.outcomes))
+        return tuner_pb2.ReportResponse(
+            accepted=accepted, duplicates=duplicates,
+            rejected=[tuner_pb2.Rejection(index=i, reason=reason) for i, reason in rejected])
+
+    async def Explain(self, request: tuner_pb2.ExplainRequest,
+                      context: grpc.aio.ServicerContext) -> tuner_pb2.ExplainResponse:
+        await _check_model(context, request.model, request.template_id)
+        return explain(self.core.policy, request.model, request.template_id)
+
+    async def Pin(self, request: tuner_pb2.PinRequest, context: grpc.aio.ServicerContext) -> tuner_pb2.PinResponse:
+        await _check_model(context, request.model, request.template_id)
+        if request.template_id == 0:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "pin needs a template_id")
+        if request.num_ctx > MAX_PIN or request.num_batch > MAX_PIN:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"pinned values must be at most {MAX_PIN}")
+        await self._require_writer(context)
+        self.core.pin(request.model, request.template_id, request.num_ctx, request.num_batch)
+        return tuner_pb2.PinResponse(state=explain(self.core.policy, request.model, request.template_id))
+
+    async def Reset(self, request: tuner_pb2.ResetRequest,
+                    context: grpc.aio.ServicerContext) -> tuner_pb2.ResetResponse:
+        await _check_model(context, request.model, request.template_id)
+        await self._require_writer(context)
+        return tuner_pb2.ResetResponse(existed=self.core.reset(request.model, request.template_id))
+
+    async def Summary(self, request: tuner_pb2.SummaryRequest,
+                      context: grpc.aio.ServicerContext) -> tuner_pb2.SummaryResponse:
+        period = request.period_seconds or 3600
+        try:
+            rows = await self.core.summary(period, request.model)
+        except DB_FAILURES as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"database unavailable: {exc}")
+        response = tuner_pb2.SummaryResponse(period_seconds=period)
+        for row in rows:
+            if row["model"] is None:
+                _fill_total(response, row)
+            else:
+                model = self.core.policy.models.get(row["model"])
+                response.models.append(tuner_pb2.ModelSummary(
+                    model=row["model"], requests=row["requests"], optimized=row["optimized"],
+                    loaded_num_ctx=model.loaded_ctx if model else 0,
+                    loaded_num_batch=model.loaded_batch if model else 0, reloads=row["reloads"]))
+        return response
+
+    async def _require_writer(self, context: grpc.aio.ServicerContext) -> None:
+        if self.core.read_only:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                "this tuner is a read-only standby: another process holds the writer lock")
+
+
+def _fill_total(response: tuner_pb2.SummaryResponse, row: asyncpg.Record) -> None:
+    requests = row["requests"]
+    response.requests = requests
+    response.optimized = row["optimized"]
+    response.optimized_share = row["optimized"] / requests if requests else 0.0
+    response.match_rate = row["matched"] / requests if requests else 0.0
+    response.latency_p50_optimized_seconds = row["p50_optimized"] or 0.0
+    response.latency_p50_passthrough_seconds = row["p50_passthrough"] or 0.0
+    response.kv_tokens_saved = row["kv_tokens_saved"]
+    response.truncations_prevented = row["truncations_prevented"]
+    response.truncations_detected = row["truncations_detected"]
+    response.reloads_caused = row["reloads_caused"]
+    response.reloads_avoided = row["reloads_avoided"]

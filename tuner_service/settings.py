@@ -1,0 +1,53 @@
+"""Tuner settings from TUNER_* environment variables (defaults documented in the README table)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ollama_optimizer.config import env_bool, env_float, env_int, env_str
+
+
+def _int_list(raw: str) -> tuple[int, ...]:
+    return tuple(sorted({int(part) for part in raw.split(",") if part.strip()}))
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    """Knobs of the pure policy (no I/O)."""
+
+    ladder_min: int = field(default_factory=lambda: env_int("TUNER_LADDER_MIN", 1024))
+    ladder_max: int = field(default_factory=lambda: env_int("TUNER_LADDER_MAX", 262144))
+    default_num_ctx: int = field(default_factory=lambda: env_int("TUNER_DEFAULT_NUM_CTX", 4096))
+    margin: float = field(default_factory=lambda: env_float("TUNER_MARGIN", 1.15))
+    need_quantile: float = field(default_factory=lambda: env_float("TUNER_NEED_QUANTILE", 0.99))
+    calibration_quantile: float = field(default_factory=lambda: env_float("TUNER_CALIBRATION_QUANTILE", 0.95))
+    units_ratio_prior: float = field(default_factory=lambda: env_float("TUNER_UNITS_RATIO_PRIOR", 1.5))
+    calibration_min_samples: int = field(default_factory=lambda: env_int("TUNER_CALIBRATION_MIN_SAMPLES", 5))
+    chat_overhead_tokens: int = field(default_factory=lambda: env_int("TUNER_CHAT_OVERHEAD_TOKENS", 8))
+    output_reserve_tokens: int = field(default_factory=lambda: env_int("TUNER_OUTPUT_RESERVE_TOKENS", 1024))
+    min_observations: int = field(default_factory=lambda: env_int("TUNER_MIN_OBSERVATIONS", 3))
+    respect_client_options: bool = field(default_factory=lambda: env_bool("TUNER_RESPECT_CLIENT_OPTIONS", True))
+    truncation_guard: bool = field(default_factory=lambda: env_bool("TUNER_TRUNCATION_GUARD", True))
+    truncation_fraction: float = field(default_factory=lambda: env_float("TUNER_TRUNCATION_FRACTION", 0.7))
+    shrink_min_requests: int = field(default_factory=lambda: env_int("TUNER_SHRINK_MIN_REQUESTS", 200))
+    shrink_payback: float = field(default_factory=lambda: env_float("TUNER_SHRINK_PAYBACK", 3.0))
+    template_idle_requests: int = field(default_factory=lambda: env_int("TUNER_TEMPLATE_IDLE_REQUESTS", 500))
+    reload_threshold_seconds: float = field(
+        default_factory=lambda: env_float("TUNER_RELOAD_THRESHOLD_SECONDS", 0.5))
+    reload_cost_prior_seconds: float = field(
+        default_factory=lambda: env_float("TUNER_RELOAD_COST_PRIOR_SECONDS", 5.0))
+    num_batch_arms: tuple[int, ...] = field(
+        default_factory=lambda: _int_list(env_str("TUNER_NUM_BATCH_ARMS", "0,256,512,1024,2048")))
+
+
+@dataclass(frozen=True)
+class TunerSettings:
+    """Service settings: policy plus write-behind, retention and locking."""
+
+    policy: PolicySettings = field(default_factory=PolicySettings)
+    buffer_max: int = field(default_factory=lambda: env_int("TUNER_BUFFER_MAX", 100_000))
+    flush_interval_seconds: float = field(default_factory=lambda: env_float("TUNER_FLUSH_INTERVAL_SECONDS", 0.5))
+    flush_batch: int = field(default_factory=lambda: env_int("TUNER_FLUSH_BATCH", 5000))
+    max_report_batch: int = field(default_factory=lambda: env_int("TUNER_MAX_REPORT_BATCH", 10_000))
+    retention_days: float = field(default_factory=lambda: env_float("TUNER_OUTCOME_RETENTION_DAYS", 30.0))
+    lock_retry_seconds: float = field(default_factory=lambda: env_float("TUNER_LOCK_RETRY_SECONDS", 2.0))
+    dedupe_window: int = field(default_factory=lambda: env_int("TUNER_DEDUPE_WINDOW", 200_000))

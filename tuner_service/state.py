@@ -1,0 +1,91 @@
+"""In-memory learning state: per model and per (model, template). Plain data, no I/O."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .sketch import LogHistogram
+
+
+@dataclass
+class ArmStats:
+    """Running mean of the reward (prompt tokens/s) of one num_batch value in one size class."""
+
+    pulls: int = 0
+    mean: float = 0.0
+
+    def add(self, reward: float, horizon: int = 200) -> None:
+        self.pulls += 1
+        self.mean += (reward - self.mean) / min(self.pulls, horizon)
+
+
+@dataclass
+class TemplateState:
+    """What one template needs on one model, and what an operator fixed for it."""
+
+    need: LogHistogram = field(default_factory=LogHistogram)    # prompt + output tokens
+    output: LogHistogram = field(default_factory=LogHistogram)  # eval_count
+    observations: int = 0
+    successes: int = 0
+    truncations: int = 0
+    last_safe_ctx: int = 0      # largest context seen to work without truncation (latest)
+    floor_ctx: int = 0          # raised at once by a truncation signal
+    current_ctx: int = 0        # what the template last got
+    current_batch: int = 0
+    pinned: bool = False
+    pin_ctx: int = 0
+    pin_batch: int = 0
+    last_seen: int = 0          # the model's request counter when last seen
+    cached_need: float = -1.0   # template_need() memo; -1 = stale
+
+
+@dataclass
+class ModelState:
+    """One Ollama model: calibration, believed runner options, reload cost, speeds, templates."""
+
+    ratio: LogHistogram = field(default_factory=LogHistogram)   # prompt tokens per matcher unit
+    calibration_samples: int = 0
+    managed: bool = False        # the tuner applies explicit options to this model
+    loaded_ctx: int = 0          # believed loaded num_ctx (0 = Ollama's default)
+    loaded_batch: int = 0        # believed loaded num_batch (0 = Ollama's default)
+    default_ctx: int = 0         # observed default context (0 = unknown: settings apply)
+    context_limit: int = 0       # 0 = unknown
+    reload_cost_s: float = 0.0   # EWMA of load_duration on reloads (0 = unknown)
+    reloads: int = 0
+    requests: int = 0
+    request_s: float = 0.0       # EWMA of (total - load) seconds per request
+    gpu_free: int = 0            # bytes of GPU memory free, last reported (0 = unknown)
+    gpu_total: int = 0
+    fit_streak: int = 0          # consecutive requests a smaller rung would have covered
+    arms: dict[tuple[int, int], ArmStats] = field(default_factory=dict)  # (size class, num_batch)
+    class_tokens: dict[int, float] = field(default_factory=dict)         # prompt tokens per size class
+    seconds_per_token: dict[int, float] = field(default_factory=dict)    # by num_ctx
+    templates: dict[int, TemplateState] = field(default_factory=dict)
+
+
+def ladder(ladder_min: int, ladder_max: int, limit: int) -> list[int]:
+    """Powers of two from ladder_min up to the cap; a non-power-of-two limit is the top rung."""
+    cap = min(ladder_max, limit) if limit > 0 else ladder_max
+    cap = max(cap, 1)
+    rungs: list[int] = []
+    rung = ladder_min
+    while rung < cap:
+        rungs.append(rung)
+        rung *= 2
+    rungs.append(cap)
+    return rungs
+
+
+def rung_for(tokens: float, rungs: list[int]) -> int:
+    """The smallest rung covering ``tokens`` (the top rung when nothing does)."""
+    for rung in rungs:
+        if rung >= tokens:
+            return rung
+    return rungs[-1]
+
+
+def size_class(prompt_tokens: float) -> int:
+    """Prompt-size class for the num_batch bandit: <512, <2048, <8192, larger."""
+    for index, bound in enumerate((512, 2048, 8192)):
+        if prompt_tokens < bound:
+            return index
+    return 3

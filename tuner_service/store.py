@@ -1,0 +1,202 @@
+"""Postgres persistence of the tuner: load state at start, write outcomes and dirty state in batches."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from .sketch import LogHistogram
+from .state import ArmStats, ModelState, TemplateState
+
+# Single-writer advisory lock key ("tuner" in ASCII).
+WRITER_LOCK_KEY = 0x74756E6572
+
+OUTCOME_COLUMNS = (
+    "outcome_id", "decision_id", "model", "template_id", "prompt_units", "message_count", "action", "num_ctx",
+    "num_batch", "num_predict", "prompt_eval_count", "eval_count", "total_duration_ns", "load_duration_ns",
+    "prompt_eval_duration_ns", "eval_duration_ns", "done_reason", "counts_known", "latency_seconds",
+    "ttft_seconds", "host_rss_bytes", "gpu_memory_used_bytes", "gpu_memory_total_bytes",
+    "loaded_context_length", "reason_code", "reload_caused", "reload_avoided", "truncation_prevented",
+    "truncation_detected", "kv_tokens_saved", "finished_at")
+OUTCOME_TYPES = (
+    "text", "text", "text", "int8", "int4", "int4", "int2", "int4", "int4", "int4", "int8", "int8", "int8",
+    "int8", "int8", "int8", "text", "bool", "float8", "float8", "int8", "int8", "int8", "int8", "text",
+    "bool", "bool", "bool", "bool", "int8", "float8")
+_UNNEST = ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(OUTCOME_TYPES))
+_SELECT = ", ".join("to_timestamp(finished_at)" if c == "finished_at" else c for c in OUTCOME_COLUMNS)
+INSERT_OUTCOMES = (
+    f"INSERT INTO tuner_outcome ({', '.join(OUTCOME_COLUMNS)}) "
+    f"SELECT {_SELECT} FROM unnest({_UNNEST}) AS t({', '.join(OUTCOME_COLUMNS)}) "
+    "ON CONFLICT (outcome_id) DO NOTHING")
+
+
+@dataclass(frozen=True)
+class RuleRow:
+    """A (model, template) snapshot taken on the event loop, written later."""
+
+    model: str
+    template_id: int
+    ctx_value: int
+    batch_value: int
+    samples: int
+    confidence: float
+    successes: int
+    pinned: bool
+    pin_batch: int
+    last_safe: int
+    truncations: int
+    state: str
+
+
+# ---- state <-> rows --------------------------------------------------------------------------
+def model_row(name: str, m: ModelState, ratio_upper: float) -> tuple[Any, ...]:
+    state = {"ratio": m.ratio.to_json(), "request_s": m.request_s, "gpu_free": m.gpu_free,
+             "gpu_total": m.gpu_total, "class_tokens": {str(k): v for k, v in m.class_tokens.items()},
+             "spt": {str(k): v for k, v in m.seconds_per_token.items()}}
+    return (name, ratio_upper, m.calibration_samples, m.managed, m.loaded_ctx, m.loaded_batch, m.default_ctx,
+            m.context_limit, m.reload_cost_s, m.reloads, m.requests, json.dumps(state))
+
+
+def rule_row(model: str, template_id: int, t: TemplateState, confidence: float) -> RuleRow:
+    state = {"need": t.need.to_json(), "output": t.output.to_json(), "floor": t.floor_ctx,
+             "last_seen": t.last_seen}
+    return RuleRow(model, template_id, t.pin_ctx if t.pinned else t.current_ctx,
+                   t.pin_batch if t.pinned else t.current_batch, t.observations, confidence, t.successes,
+                   t.pinned, t.pin_batch, t.last_safe_ctx, t.truncations, json.dumps(state))
+
+
+def arm_rows(name: str, m: ModelState) -> list[tuple[Any, ...]]:
+    return [(name, klass, batch, s.pulls, s.mean) for (klass, batch), s in m.arms.items()]
+
+
+def _model_from(r: asyncpg.Record) -> ModelState:
+    state = json.loads(r["state"]) if isinstance(r["state"], str) else dict(r["state"])
+    return ModelState(
+        ratio=LogHistogram.from_json(state.get("ratio")), calibration_samples=r["calibration_samples"],
+        managed=r["managed"], loaded_ctx=r["loaded_num_ctx"], loaded_batch=r["loaded_num_batch"],
+        default_ctx=r["default_num_ctx"], context_limit=r["context_limit"],
+        reload_cost_s=r["reload_cost_seconds"], reloads=r["reloads"], requests=r["requests"],
+        request_s=float(state.get("request_s", 0.0)), gpu_free=int(state.get("gpu_free", 0)),
+        gpu_total=int(state.get("gpu_total", 0)),
+        class_tokens={int(k): float(v) for k, v in (state.get("class_tokens") or {}).items()},
+        seconds_per_token={int(k): float(v) for k, v in (state.get("spt") or {}).items()})
+
+
+def _template_from(ctx: asyncpg.Record, batch: asyncpg.Record | None) -> TemplateState:
+    state = json.loads(ctx["state"]) if isinstance(ctx["state"], str) else dict(ctx["state"])
+    pinned = bool(ctx["pinned"])
+    return TemplateState(
+        need=LogHistogram.from_json(state.get("need")), output=LogHistogram.from_json(state.get("output")),
+        observations=ctx["sample_count"], successes=ctx["success_count"], truncations=ctx["truncations"],
+        last_safe_ctx=ctx["last_safe_value"], floor_ctx=int(state.get("floor", 0)),
+        current_ctx=ctx["value"], current_batch=batch["value"] if batch else 0, pinned=pinned,
+        pin_ctx=ctx["value"] if pinned else 0, pin_batch=batch["value"] if pinned and batch else 0,
+        last_seen=int(state.get("last_seen", 0)))
+
+
+# ---- queries -----------------------------------------------------------------------------------
+async def load_state(conn: asyncpg.Connection) -> dict[str, ModelState]:
+    """Every model, template and arm, as the policy keeps them in memory."""
+    models = {r["model"]: _model_from(r) for r in await conn.fetch("SELECT * FROM tuner_model")}
+    rules: dict[tuple[str, int], dict[str, asyncpg.Record]] = {}
+    for r in await conn.fetch("SELECT * FROM tuner_rule"):
+        rules.setdefault((r["model"], r["template_id"]), {})[r["param"]] = r
+    for (name, template_id), params in rules.items():
+        if "num_ctx" in params:
+            model = models.setdefault(name, ModelState())
+            model.templates[template_id] = _template_from(params["num_ctx"], params.get("num_batch"))
+    for r in await conn.fetch("SELECT model, size_class, num_batch, pulls, reward_mean FROM tuner_arm"):
+        model = models.setdefault(r["model"], ModelState())
+        model.arms[(r["size_class"], r["num_batch"])] = ArmStats(r["pulls"], r["reward_mean"])
+    return models
+
+
+async def recent_outcome_ids(conn: asyncpg.Connection, limit: int) -> list[str]:
+    rows = await conn.fetch("SELECT outcome_id FROM tuner_outcome ORDER BY id DESC LIMIT $1", limit)
+    return [r["outcome_id"] for r in reversed(rows)]
+
+
+async def write_outcomes(conn: asyncpg.Connection, rows: list[tuple[Any, ...]]) -> None:
+    if rows:
+        await conn.execute(INSERT_OUTCOMES, *[list(column) for column in zip(*rows)])
+
+
+async def write_models(conn: asyncpg.Connection, rows: list[tuple[Any, ...]]) -> None:
+    await conn.executemany(
+        """INSERT INTO tuner_model (model, units_ratio, calibration_samples, managed, loaded_num_ctx,
+               loaded_num_batch, default_num_ctx, context_limit, reload_cost_seconds, reloads, requests, state,
+               updated_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, now())
+           ON CONFLICT (model) DO UPDATE SET units_ratio = EXCLUDED.units_ratio,
+               calibration_samples = EXCLUDED.calibration_samples, managed = EXCLUDED.managed,
+               loaded_num_ctx = EXCLUDED.loaded_num_ctx, loaded_num_batch = EXCLUDED.loaded_num_batch,
+               default_num_ctx = EXCLUDED.default_num_ctx, context_limit = EXCLUDED.context_limit,
+               reload_cost_seconds = EXCLUDED.reload_cost_seconds, reloads = EXCLUDED.reloads,
+               requests = EXCLUDED.requests, state = EXCLUDED.state, updated_at = now()""", rows)
+
+
+async def write_rules(conn: asyncpg.Connection, rules: list[RuleRow]) -> None:
+    rows = []
+    for r in rules:
+        rows.append((r.model, r.template_id, "num_ctx", r.ctx_value, r.samples, r.confidence, r.successes,
+                     r.pinned, r.last_safe, r.truncations, r.state))
+        rows.append((r.model, r.template_id, "num_batch", r.batch_value, r.samples, r.confidence, r.successes,
+                     r.pinned, 0, 0, "{}"))
+    await conn.executemany(
+        """INSERT INTO tuner_rule (model, template_id, param, value, sample_count, confidence, success_count,
+               total_count, pinned, last_safe_value, truncations, state, updated_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $5, $8, $9, $10, $11::jsonb, now())
+           ON CONFLICT (model, template_id, param) DO UPDATE SET value = EXCLUDED.value,
+               sample_count = EXCLUDED.sample_count, confidence = EXCLUDED.confidence,
+               success_count = EXCLUDED.success_count, total_count = EXCLUDED.total_count,
+               pinned = EXCLUDED.pinned, last_safe_value = EXCLUDED.last_safe_value,
+               truncations = EXCLUDED.truncations, state = EXCLUDED.state, updated_at = now()""", rows)
+
+
+async def write_arms(conn: asyncpg.Connection, rows: list[tuple[Any, ...]]) -> None:
+    await conn.executemany(
+        """INSERT INTO tuner_arm (model, size_class, num_batch, pulls, reward_mean, updated_at)
+           VALUES ($1, $2, $3, $4, $5, now())
+           ON CONFLICT (model, size_class, num_batch) DO UPDATE SET pulls = EXCLUDED.pulls,
+               reward_mean = EXCLUDED.reward_mean, updated_at = now()""", rows)
+
+
+async def delete_rules(conn: asyncpg.Connection, keys: list[tuple[str, int]]) -> None:
+    await conn.executemany("DELETE FROM tuner_rule WHERE model = $1 AND template_id = $2", keys)
+
+
+async def delete_old_outcomes(conn: asyncpg.Connection, days: float) -> str:
+    return await conn.execute(
+        "DELETE FROM tuner_outcome WHERE finished_at < now() - make_interval(secs => $1)", days * 86400)
+
+
+async def try_writer_lock(conn: asyncpg.Connection) -> bool:
+    return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", WRITER_LOCK_KEY))
+
+
+SUMMARY_SQL = """
+SELECT model,
+       count(*) AS requests,
+       count(*) FILTER (WHERE action = 2) AS optimized,
+       count(*) FILTER (WHERE template_id <> 0) AS matched,
+       coalesce(sum(kv_tokens_saved) FILTER (WHERE action = 2), 0)::bigint AS kv_tokens_saved,
+       count(*) FILTER (WHERE truncation_prevented) AS truncations_prevented,
+       count(*) FILTER (WHERE truncation_detected) AS truncations_detected,
+       count(*) FILTER (WHERE reload_caused) AS reloads_caused,
+       count(*) FILTER (WHERE reload_avoided) AS reloads_avoided,
+       count(*) FILTER (WHERE load_duration_ns >= $3) AS reloads,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_seconds)
+           FILTER (WHERE action = 2 AND latency_seconds > 0) AS p50_optimized,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_seconds)
+           FILTER (WHERE action = 1 AND latency_seconds > 0) AS p50_passthrough
+FROM tuner_outcome
+WHERE finished_at >= now() - make_interval(secs => $1) AND ($2 = '' OR model = $2)
+GROUP BY ROLLUP (model)
+"""
+
+
+async def summary(conn: asyncpg.Connection, period_s: float, model: str, reload_ns: int) -> list[asyncpg.Record]:
+    """Rows per model plus a total row (model NULL)."""
+    return await conn.fetch(SUMMARY_SQL, period_s, model, reload_ns)
