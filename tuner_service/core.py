@@ -94,7 +94,8 @@ class TunerCore:
 
     @property
     def read_only(self) -> bool:
-        return not self.writer.is_writer
+        """A standby that never held the writer lock (a writer that lost its session keeps learning)."""
+        return not self.writer.ever_writer
 
     # ---- request path ------------------------------------------------------------------------
     def recommend(self, req: Request) -> tuple[Decision, str]:

@@ -58,7 +58,7 @@ class WriteBehind:
         self.rows: deque[tuple[Any, ...]] = deque()
         self.dirty = Dirty()
         self.is_writer = False
-        self._ever_writer = False
+        self.ever_writer = False
         self._lock_conn: asyncpg.Connection | None = None
         self._wake = asyncio.Event()
         self._drained = asyncio.Event()
@@ -207,8 +207,8 @@ class WriteBehind:
             return False
         self._lock_conn, self.is_writer = conn, True
         metrics.WRITER.set(1)
-        if not self._ever_writer:
-            self._ever_writer = True
+        if not self.ever_writer:
+            self.ever_writer = True
             await self._on_promoted()
         self._promoted.set()
         log.info("tuner holds the writer lock")
