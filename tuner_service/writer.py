@@ -148,6 +148,9 @@ class WriteBehind:
         """Write one batch of rows and every dirty key in one transaction (raises on failure)."""
         if not self.is_writer:
             return
+        if not self.rows and not self.dirty:
+            self._drained.set()
+            return
         batch = [self.rows[i] for i in range(min(len(self.rows), self._settings.flush_batch))]
         dirty, self.dirty = self.dirty, Dirty()
         try:
