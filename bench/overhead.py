@@ -1,0 +1,142 @@
+"""Request-path overhead of the plugin core: ``python -m bench.overhead`` (last line: one JSON object).
+
+- up: embedded Postgres + the real matcher and tuner as separate processes on loopback; after a
+  warm-up that teaches them a templated workload, ``prepare()`` is timed request by request.
+- down: the services are stopped; once the breakers are open ``prepare()`` is timed again.
+Targets (issue 5): up_ms_p50 <= 1.5, up_ms_p99 <= 4, down_ms_p99 <= 0.1.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from bench.workload import make_requests, make_templates
+from ollama_optimizer.config import DatabaseConfig
+from ollama_optimizer.db import embedded_or_configured_dsn
+from ollama_optimizer.health_check import check
+from ollama_optimizer.migrations import apply_migrations
+from ollama_optimizer.supervisor import _spawn, _stop
+from proxy_plugin.config import PluginConfig
+from proxy_plugin.core import OptimizerCore
+
+MODELS = ["llama3.1:8b", "qwen2.5:14b"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Services:
+    matcher: str
+    tuner: str
+    stop: object  # async () -> None
+
+
+@asynccontextmanager
+async def running_services(data_dir: Path | None = None) -> AsyncIterator[Services]:
+    """Postgres (OPTIMIZER_DSN, else embedded in ``data_dir``) + matcher + tuner child processes."""
+    with tempfile.TemporaryDirectory(prefix="optimizer-bench-") as tmp:
+        cfg = replace(DatabaseConfig(), data_dir=data_dir or Path(tmp) / "pg")
+        async with embedded_or_configured_dsn(cfg) as (dsn, _embedded):
+            await apply_migrations(dsn)
+            matcher, tuner = f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"
+            env = {**os.environ, "OPTIMIZER_DSN": dsn, "MATCHER_LISTEN": matcher, "TUNER_LISTEN": tuner,
+                   "MATCHER_METRICS_PORT": str(_free_port()), "TUNER_METRICS_PORT": str(_free_port())}
+            children = {name: await _spawn(name, env) for name in ("matcher", "tuner")}
+            stopped = False
+
+            async def stop() -> None:
+                nonlocal stopped
+                if not stopped:
+                    stopped = True
+                    await _stop(children)
+
+            try:
+                for address in (matcher, tuner):
+                    for _ in range(300):  # bounded: up to ~30 s for a cold start
+                        code, _msg = await check(address, timeout=0.5)
+                        if code == 0:
+                            break
+                        await asyncio.sleep(0.1)
+                    else:
+                        raise RuntimeError(f"service at {address} did not become SERVING")
+                yield Services(matcher, tuner, stop)
+            finally:
+                await stop()
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _outcome(payload: dict) -> dict:
+    """A plausible final chunk for telemetry (the overhead bench has no Ollama)."""
+    units = sum(len(m["content"].split()) for m in payload["messages"])
+    return {"done": True, "done_reason": "stop", "prompt_eval_count": int(units * 1.3), "eval_count": 200,
+            "total_duration": 2_000_000_000, "load_duration": 5_000_000,
+            "prompt_eval_duration": 400_000_000, "eval_duration": 1_500_000_000}
+
+
+async def _timed(core: OptimizerCore, payloads: list[dict]) -> tuple[list[float], int]:
+    samples, applied = [], 0
+    for payload in payloads:
+        t0 = time.perf_counter()
+        _sent, decision = await core.prepare(payload)
+        samples.append((time.perf_counter() - t0) * 1000.0)
+        applied += decision.applied
+        core.observe(payload, _outcome(payload), decision, latency_s=2.0, ttft_s=0.5)
+    return samples, applied
+
+
+async def run(requests: int, warmup: int) -> dict:
+    templates = make_templates(MODELS, 12, seed=5, shifting=False)
+    payloads = [r.payload() for r in make_requests(templates, warmup + requests, seed=5, one_off_share=0.02)]
+    async with running_services() as services:
+        cfg = replace(PluginConfig(), matcher_address=services.matcher, tuner_address=services.tuner,
+                      probes=True, breaker_threshold=3, breaker_cooldown_s=3600)
+        core = OptimizerCore(cfg)
+        for payload in payloads[:warmup]:  # teach templates; learning is asynchronous, so flush
+            _sent, decision = await core.prepare(payload)
+            core.observe(payload, _outcome(payload), decision, latency_s=2.0, ttft_s=0.5)
+            await core.flush()
+        up, applied = await _timed(core, payloads[warmup:])
+        await core.flush()
+        await services.stop()  # type: ignore[operator]
+        for payload in payloads[:20]:  # trip the breakers
+            await core.prepare(payload)
+        breakers = core.breaker_states()
+        down, _ = await _timed(core, payloads[warmup:])
+        await core.close(flush_timeout_s=0.5)
+    return {
+        "up_ms_p50": round(_quantile(up, 0.50), 4), "up_ms_p99": round(_quantile(up, 0.99), 4),
+        "down_ms_p50": round(_quantile(down, 0.50), 4), "down_ms_p99": round(_quantile(down, 0.99), 4),
+        "requests": requests, "up_applied_share": round(applied / requests, 3), "breakers": breakers,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--warmup", type=int, default=200)
+    args = parser.parse_args()
+    result = asyncio.run(run(args.requests, args.warmup))
+    print(json.dumps(result))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
