@@ -1,0 +1,84 @@
+"""Entry points: ``serve()`` for `ollama-optimizer matcher`, ``start_matcher()`` in-process (tests, benches)."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import asyncpg
+
+from ollama_optimizer.config import DatabaseConfig, ServerConfig
+from ollama_optimizer.db import open_database
+from ollama_optimizer.gen.optimizer.v1 import matcher_pb2_grpc
+from ollama_optimizer.server import BindError, RunningServer, serve_until_signal, start_server
+
+from .maintenance import Maintenance
+from .service import SERVICE_NAME, MatcherService
+from .settings import MatcherSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MatcherServer:
+    """A running matcher: gRPC server, servicer and (optionally) the maintenance job."""
+
+    running: RunningServer
+    service: MatcherService
+    maintenance: Maintenance | None
+
+    @property
+    def port(self) -> int:
+        return self.running.port
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.running.port}"
+
+    async def stop(self, grace: float = 1.0) -> None:
+        """NOT_SERVING, drain for ``grace`` seconds, stop; then stop the maintenance job."""
+        await self.running.stop(grace)
+        if self.maintenance is not None:
+            await self.maintenance.stop()
+
+
+async def start_matcher(
+    pool: asyncpg.Pool,
+    server_cfg: ServerConfig,
+    settings: MatcherSettings | None = None,
+    *,
+    serve_metrics: bool = False,
+    maintenance: bool = False,
+) -> MatcherServer:
+    """Start a matcher on ``server_cfg.listen`` (port 0 = any) over an existing pool (migrated)."""
+    settings = settings or MatcherSettings()
+    service = MatcherService(pool, settings)
+    running = await start_server(
+        server_cfg,
+        [lambda server: matcher_pb2_grpc.add_MatcherServicer_to_server(service, server)],
+        (SERVICE_NAME,),
+        serve_metrics=serve_metrics,
+    )
+    job = Maintenance(pool, settings) if maintenance else None
+    if job is not None:
+        job.start()
+    return MatcherServer(running, service, job)
+
+
+async def serve() -> int:
+    """Run the matcher until SIGTERM/SIGINT (embedded Postgres when no DSN); returns the exit code."""
+    try:
+        settings = MatcherSettings()
+        server_cfg = ServerConfig.matcher()
+    except ValueError as exc:
+        log.error("bad configuration: %s", exc)
+        return 2
+    async with open_database(DatabaseConfig()) as db:
+        try:
+            matcher = await start_matcher(db.pool, server_cfg, settings, serve_metrics=True, maintenance=True)
+        except BindError as exc:
+            log.error("%s", exc)
+            return 1
+        await serve_until_signal(matcher.running, server_cfg.grace_seconds)
+        if matcher.maintenance is not None:
+            await matcher.maintenance.stop()
+    return 0

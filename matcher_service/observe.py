@@ -1,0 +1,79 @@
+"""Observe: fold an observation into its template, or create one, in one transaction.
+
+Concurrency. Folds of one template serialise on its row lock (SELECT ... FOR UPDATE) and
+every vote update is a single atomic upsert, so no update is lost. Creation happens under
+a transaction-level advisory lock followed by a re-lookup, so concurrent first sightings
+of a template create it once (READ COMMITTED: the re-lookup sees what the lock holder
+committed). A rare lock-order deadlock is retried.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+
+from . import store
+from .learning import Candidate, decide
+from .settings import MatcherSettings
+from .store import Query
+
+DEADLOCK_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class ObserveOutcome:
+    template_id: int
+    created: bool
+    stable_window: int
+    observations: int
+    window_change: str | None = None
+
+
+async def observe(pool: asyncpg.Pool, query: Query, settings: MatcherSettings) -> ObserveOutcome:
+    for attempt in range(DEADLOCK_ATTEMPTS):
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                return await _observe(conn, query, settings)
+        except asyncpg.DeadlockDetectedError:
+            if attempt == DEADLOCK_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def _observe(conn: asyncpg.Connection, query: Query, settings: MatcherSettings) -> ObserveOutcome:
+    best = await store.lookup(conn, query)
+    if best is None:
+        await store.take_creation_lock(conn, query.version)
+        best = await store.lookup(conn, query)
+        if best is None:
+            return await _create(conn, query)
+    outcome = await _fold_into(conn, best, query, settings)
+    if outcome is not None:
+        return outcome
+    # Partial match: a new (sibling) template, unless a concurrent observation just created it.
+    await store.take_creation_lock(conn, query.version)
+    again = await store.lookup(conn, query)
+    if again is not None and again.template_id != best.template_id and again.covers(query.largest_window):
+        outcome = await _fold_into(conn, again, query, settings)
+        if outcome is not None:
+            return outcome
+    return await _create(conn, query)
+
+
+async def _create(conn: asyncpg.Connection, query: Query) -> ObserveOutcome:
+    template_id = await store.create_template(conn, query)
+    return ObserveOutcome(template_id, True, query.largest_window, 1)
+
+
+async def _fold_into(conn: asyncpg.Connection, candidate: Candidate, query: Query,
+                     settings: MatcherSettings) -> ObserveOutcome | None:
+    """Fold under the template's row lock; None when the rules say: create a new template instead."""
+    state = await store.lock_template(conn, candidate.template_id)
+    if state is None:  # deleted by retention meanwhile
+        return None
+    decision = decide(state, candidate.window, query.largest_window, settings.grow_after, settings.shrink_after)
+    if not decision.fold:
+        await store.record_shrink_evidence(conn, candidate.template_id, decision.state)
+        return None
+    observations, stable = await store.fold(conn, candidate.template_id, query, candidate.distance, decision.state)
+    return ObserveOutcome(candidate.template_id, False, stable, observations, decision.change)

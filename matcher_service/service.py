@@ -1,0 +1,167 @@
+"""The Matcher gRPC servicer: validation, fingerprints, cache, lookup, Observe and admin reads."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import asyncpg
+import grpc
+
+from ollama_optimizer.gen.optimizer.v1 import matcher_pb2, matcher_pb2_grpc
+
+from . import store
+from .blocks import build_probes
+from .cache import SoftCache
+from .learning import Candidate
+from .metrics import DB_ERRORS, FINGERPRINT_SECONDS, LOOKUP_SECONDS, MATCHES, OBSERVES, WINDOW_CHANGES, window_label
+from .observe import observe
+from .settings import MatcherSettings
+from .simhash import algorithm_version, fingerprint
+from .validation import InvalidInput, check_fingerprints, check_model, check_template_id, check_text, page_size
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = matcher_pb2.DESCRIPTOR.services_by_name["Matcher"].full_name
+# What an unreachable or failing database looks like from asyncpg.
+DB_ERRORS_TYPES = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+
+CacheKey = tuple[int, tuple[int, ...], tuple[int, ...]]
+
+
+class MatcherService(matcher_pb2_grpc.MatcherServicer):
+    def __init__(self, pool: asyncpg.Pool, settings: MatcherSettings) -> None:
+        self._pool = pool
+        self._settings = settings
+        self._version = algorithm_version(settings.shingle_size, settings.normalize)
+        self._cache: SoftCache[Candidate | None] = SoftCache(settings.cache_size, settings.cache_ttl)
+
+    def _query(self, windows: tuple[int, ...], fps: tuple[int, ...]) -> store.Query:
+        thresholds = [self._settings.threshold(w) for w in windows]
+        return store.Query(self._version, windows, fps, build_probes(windows, fps, thresholds))
+
+    async def Match(self, request: matcher_pb2.MatchRequest, context: grpc.aio.ServicerContext
+                    ) -> matcher_pb2.MatchResponse:
+        try:
+            check_model(request.model)
+            check_text(request.text, self._settings.max_text_bytes)
+            started = time.perf_counter()
+            fps = fingerprint(request.text, self._settings.shingle_size, self._settings.normalize)
+            FINGERPRINT_SECONDS.observe(time.perf_counter() - started)
+        except ValueError as exc:  # InvalidInput, or a text without tokens
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        response = matcher_pb2.MatchResponse(
+            prompt_units=fps.unit_count,
+            fingerprints=matcher_pb2.Fingerprints(
+                algorithm_version=fps.version,
+                unit_count=fps.unit_count,
+                windows=[matcher_pb2.WindowFingerprint(window=w, fingerprint=f)
+                         for w, f in zip(fps.windows, fps.fingerprints)],
+            ),
+        )
+        key: CacheKey = (fps.version, fps.windows, fps.fingerprints)
+        hit, best = self._cache.get(key) if self._cache.enabled else (False, None)
+        if not hit:
+            try:
+                best = await self._lookup(self._query(fps.windows, fps.fingerprints))
+            except DB_ERRORS_TYPES as exc:
+                DB_ERRORS.labels("match").inc()
+                MATCHES.labels("error", "none").inc()
+                log.warning("Match without database (answering not matched): %r", exc)
+                return response
+            if self._cache.enabled:
+                self._cache.put(key, best)
+        response.cache_hit = hit
+        if best is None:
+            MATCHES.labels("miss", "none").inc()
+        elif not best.covers(fps.largest_window):
+            MATCHES.labels("partial", window_label(best.window)).inc()
+        else:
+            MATCHES.labels("matched", window_label(best.window)).inc()
+            response.matched = True
+            response.template_id = best.template_id
+            response.window = best.window
+            response.distance = best.distance
+            response.similarity = 1.0 - best.distance / 64.0
+            response.observations = best.observations
+        return response
+
+    async def _lookup(self, query: store.Query) -> Candidate | None:
+        """One SQL round trip, bounded by the Match database budget (connect included)."""
+        started = time.perf_counter()
+        async with asyncio.timeout(self._settings.match_db_timeout):
+            best = await store.lookup(self._pool, query)
+        LOOKUP_SECONDS.observe(time.perf_counter() - started)
+        return best
+
+    async def Observe(self, request: matcher_pb2.ObserveRequest, context: grpc.aio.ServicerContext
+                      ) -> matcher_pb2.ObserveResponse:
+        try:
+            check_model(request.model)
+            check_template_id(request.template_id, allow_zero=True)  # advisory: the matcher re-checks
+            windows, fps = check_fingerprints(request.fingerprints, self._version)
+        except InvalidInput as exc:
+            OBSERVES.labels("invalid").inc()
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        try:
+            outcome = await observe(self._pool, self._query(windows, fps), self._settings)
+        except DB_ERRORS_TYPES as exc:
+            DB_ERRORS.labels("observe").inc()
+            OBSERVES.labels("error").inc()
+            log.warning("Observe failed: %r", exc)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "database unavailable")
+        self._cache.discard((self._version, windows, fps))
+        OBSERVES.labels("created" if outcome.created else "folded").inc()
+        if outcome.window_change:
+            WINDOW_CHANGES.labels(outcome.window_change).inc()
+        return matcher_pb2.ObserveResponse(
+            template_id=outcome.template_id, created=outcome.created,
+            stable_window=outcome.stable_window, observations=outcome.observations,
+        )
+
+    async def GetTemplate(self, request: matcher_pb2.GetTemplateRequest, context: grpc.aio.ServicerContext
+                          ) -> matcher_pb2.Template:
+        try:
+            check_template_id(request.template_id, allow_zero=False)
+        except InvalidInput as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        found = await self._admin(context, store.get_template(self._pool, request.template_id))
+        if found is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"template {request.template_id} not found")
+        return _template_message(found)
+
+    async def ListTemplates(self, request: matcher_pb2.ListTemplatesRequest, context: grpc.aio.ServicerContext
+                            ) -> matcher_pb2.ListTemplatesResponse:
+        try:
+            limit = page_size(request.limit)
+            check_template_id(request.after_id, allow_zero=True)
+        except InvalidInput as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc).replace("template_id", "after_id"))
+        templates = await self._admin(context, store.list_templates(self._pool, request.after_id, limit))
+        next_after = templates[-1].template_id if len(templates) == limit else 0
+        return matcher_pb2.ListTemplatesResponse(
+            templates=[_template_message(t) for t in templates], next_after_id=next_after
+        )
+
+    async def _admin(self, context: grpc.aio.ServicerContext, call):  # type: ignore[no-untyped-def]
+        try:
+            return await call
+        except DB_ERRORS_TYPES as exc:
+            DB_ERRORS.labels("admin").inc()
+            log.warning("admin read failed: %r", exc)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "database unavailable")
+
+
+def _template_message(t: store.StoredTemplate) -> matcher_pb2.Template:
+    return matcher_pb2.Template(
+        template_id=t.template_id,
+        created_at=t.created_at.timestamp(),
+        updated_at=t.updated_at.timestamp(),
+        last_seen_at=t.last_seen_at.timestamp(),
+        observations=t.observations,
+        mean_distance=t.mean_distance,
+        stable_window=t.stable_window,
+        algorithm_version=t.algorithm_version,
+        windows=[matcher_pb2.TemplateWindow(window=w.window, fingerprint=w.fingerprint, votes=w.votes)
+                 for w in t.windows],
+    )

@@ -1,0 +1,113 @@
+"""Tokenizer: one pass of ``\\w+|[^\\w\\s]`` over the lower-cased text, hashed per token with numpy.
+
+ASCII text (the common case) is tokenised by classifying bytes with a lookup table built
+from the regex itself, so both paths give identical tokens; other text goes through the
+regex and is re-joined with single spaces. Each token gets a 64-bit hash: a polynomial
+hash of its bytes from one cumulative sum (no Python object per token on the ASCII path),
+finished with the splitmix64 mixer. With normalisation on, a token made only of hex
+digits and containing a decimal digit (numbers, hex ids, UUID and date parts) hashes
+as one placeholder; the token count is unchanged.
+"""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+TOKEN_RE = re.compile(r"\w+|[^\w\s]")
+_SPACE, _WORD, _PUNCT = 0, 1, 2
+_P = 0x100000001B3  # odd multiplier: invertible modulo 2**64
+_P_INV = pow(_P, -1, 1 << 64)
+PLACEHOLDER_HASH = np.uint64(0x5BD1E9955BD1E995)
+_U64 = np.uint64
+
+
+def _class_table(ascii_regex: bool) -> np.ndarray:
+    """Byte → class. ASCII path: classes of the regex; joined path: every non-space byte is a word byte."""
+    table = np.full(256, _WORD, np.uint8)
+    for code in range(128):
+        ch = chr(code)
+        if re.fullmatch(r"\s", ch):
+            table[code] = _SPACE
+        elif ascii_regex and not re.fullmatch(r"\w", ch):
+            table[code] = _PUNCT
+    if not ascii_regex:
+        table[:] = _WORD
+        table[ord(" ")] = _SPACE
+    return table
+
+
+_ASCII_CLASSES = _class_table(ascii_regex=True)
+_JOINED_CLASSES = _class_table(ascii_regex=False)
+# Per byte: 1 for a decimal digit, 1 << 32 for a byte that is not a hex digit (summed per token).
+_DIGIT, _NOT_HEX = 1, 1 << 32
+_LITERAL_CODES = np.full(256, _NOT_HEX, np.int64)
+_LITERAL_CODES[[ord(c) for c in "abcdef"]] = 0
+_LITERAL_CODES[[ord(c) for c in "0123456789"]] = _DIGIT
+
+
+class _Powers:
+    """P**i and P**-i modulo 2**64, grown on demand."""
+
+    def __init__(self) -> None:
+        self.pow = np.ones(0, _U64)
+        self.inv = np.ones(0, _U64)
+
+    def ensure(self, n: int) -> None:
+        if len(self.pow) >= n:
+            return
+        size = max(n, 2 * len(self.pow), 8192)
+        with np.errstate(over="ignore"):
+            self.pow = np.cumprod(np.full(size, _P, _U64)) * _U64(_P_INV)
+            self.inv = np.cumprod(np.full(size, _P_INV, _U64)) * _U64(_P)
+
+
+_POWERS = _Powers()
+
+
+def mix64(z: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser, vectorised (wrapping uint64 arithmetic)."""
+    z = z ^ (z >> _U64(30))
+    z *= _U64(0xBF58476D1CE4E5B9)
+    z ^= z >> _U64(27)
+    z *= _U64(0x94D049BB133111EB)
+    z ^= z >> _U64(31)
+    return z
+
+
+def _segment_sums(values: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Sum of values[s..e] (inclusive) per token, from one cumulative sum (wrapping for uint64)."""
+    cum = np.empty(len(values) + 1, values.dtype)
+    cum[0] = 0
+    np.cumsum(values, out=cum[1:])
+    return np.take(cum, ends + 1) - np.take(cum, starts)
+
+
+def hash_tokens(text: str, max_tokens: int, normalize: bool) -> tuple[np.ndarray, int]:
+    """(hashes of the first ``max_tokens`` tokens as uint64, total token count of the text)."""
+    lowered = text.lower()
+    if lowered.isascii():
+        data, table = lowered.encode("ascii"), _ASCII_CLASSES
+    else:
+        data, table = " ".join(TOKEN_RE.findall(lowered)).encode("utf-8"), _JOINED_CLASSES
+    raw = np.frombuffer(data, np.uint8)
+    classes = np.take(table, raw)
+    word = classes == _WORD
+    punct = classes == _PUNCT
+    prev_word = np.concatenate(([False], word[:-1]))
+    next_word = np.concatenate((word[1:], [False]))
+    starts = np.flatnonzero(punct | (word & ~prev_word))
+    count = len(starts)
+    if count == 0:
+        return np.zeros(0, _U64), 0
+    starts = starts[:max_tokens]
+    ends = np.flatnonzero(punct | (word & ~next_word))[: len(starts)]
+    used = int(ends[-1]) + 1
+    _POWERS.ensure(used)
+    with np.errstate(over="ignore"):
+        weighted = (raw[:used].astype(_U64) + _U64(1)) * _POWERS.pow[:used]
+        hashes = _segment_sums(weighted, starts, ends) * np.take(_POWERS.inv, starts)
+    if normalize:
+        codes = _segment_sums(np.take(_LITERAL_CODES, raw[:used]), starts, ends)
+        hashes[(codes > 0) & (codes < _NOT_HEX)] = PLACEHOLDER_HASH
+    return mix64(hashes), count

@@ -1,0 +1,131 @@
+"""Unit tests: tokenizer, SimHash windows, block probes (exactness), learning rules, cache, settings."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from matcher_service.blocks import BLOCKS, block_values, build_probes, to_signed, to_unsigned
+from matcher_service.cache import SoftCache
+from matcher_service.learning import WindowState, decide
+from matcher_service.settings import MatcherSettings, parse_thresholds
+from matcher_service.simhash import algorithm_version, fingerprint, windows_for
+from matcher_service.tokens import TOKEN_RE, hash_tokens
+
+from matcher_fixtures import prompt
+
+
+def _regex_path_hashes(text: str, normalize: bool) -> np.ndarray:
+    """The reference: the regex tokens, forced through the non-ASCII (joined) path."""
+    tokens = TOKEN_RE.findall(text.lower())
+    return hash_tokens(" ".join(tokens) + " \u00e9", len(tokens), normalize)[0][: len(tokens)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=300), st.booleans())
+def test_ascii_fast_path_equals_regex(text: str, normalize: bool) -> None:
+    hashes, count = hash_tokens(text, 10_000, normalize)
+    assert count == len(TOKEN_RE.findall(text.lower()))
+    if count:
+        assert np.array_equal(hashes, _regex_path_hashes(text, normalize))
+
+
+def test_unit_count_counts_the_whole_text_and_non_ascii() -> None:
+    text = "Grüße, Welt! naïve café — 東京 " * 300
+    assert hash_tokens(text, 1024, True)[1] == len(TOKEN_RE.findall(text.lower()))
+    assert fingerprint(text, 4, True).unit_count == len(TOKEN_RE.findall(text.lower()))
+
+
+def test_normalisation_hides_volatile_literals_only_when_enabled() -> None:
+    a = "order 12345 id 9f8e7d6c uuid 550e8400-e29b-41d4-a716-446655440000 on 2024-01-05 " + prompt(1, 80)
+    b = "order 99 id 00aa11bb uuid 123e4567-e89b-12d3-a456-426614174000 on 2025-12-31 " + prompt(1, 80)
+    assert fingerprint(a, 4, True).fingerprints == fingerprint(b, 4, True).fingerprints
+    assert fingerprint(a, 4, False).fingerprints != fingerprint(b, 4, False).fingerprints
+    assert hash_tokens("cafe", 9, True)[0][0] != hash_tokens("c0fe", 9, True)[0][0]  # no digit: kept
+
+
+def test_windows_and_short_prompts() -> None:
+    assert windows_for(63) == [63]
+    assert windows_for(64) == [64]
+    assert windows_for(5000) == [64, 128, 256, 512, 1024]
+    short = fingerprint("hi there", 4, True)
+    assert short.windows == (2,) and short.unit_count == 2
+    long = fingerprint(prompt(2, 700), 4, True)
+    assert long.windows == (64, 128, 256, 512) and long.version == algorithm_version(4, True)
+
+
+def test_prefix_windows_do_not_depend_on_the_tail() -> None:
+    head = prompt(3, 512)
+    a, b = fingerprint(head + " " + prompt(4, 600), 4, True), fingerprint(head + " " + prompt(5, 600), 4, True)
+    assert a.fingerprints[:4] == b.fingerprints[:4]
+    assert a.fingerprints[4] != b.fingerprints[4]
+
+
+def test_one_replaced_token_flips_few_bits_at_1024() -> None:
+    words = prompt(6, 1100).split()
+    base = fingerprint(" ".join(words), 4, True).fingerprints[-1]
+    words[500] = "replaced"
+    changed = fingerprint(" ".join(words), 4, True).fingerprints[-1]
+    assert bin(base ^ changed).count("1") <= 7
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, (1 << 64) - 1), st.integers(0, 11), st.data())
+def test_probes_find_every_fingerprint_within_k(query: int, k: int, data: st.DataObject) -> None:
+    flips = data.draw(st.sets(st.integers(0, 63), max_size=k))
+    stored = query ^ sum(1 << b for b in flips)
+    probes = build_probes((1024,), (query,), [k])
+    stored_blocks = block_values(stored)
+    hits = {(blk, v) for blk, v in zip(probes.block, probes.value)}
+    assert any((i, stored_blocks[i]) in hits for i in range(BLOCKS))
+    assert set(probes.query) == {to_signed(query)} and to_unsigned(to_signed(query)) == query
+
+
+def test_probe_counts() -> None:
+    assert len(build_probes((64,), (1,), [3]).value) == 4
+    assert len(build_probes((64,), (1,), [7]).value) == 4 * 17
+    assert len(build_probes((64,), (1,), [11]).value) == 4 * 137
+
+
+def test_learning_shrinks_after_consecutive_partials_and_grows_after_n() -> None:
+    state = WindowState(1024)
+    first = decide(state, 256, 1024, grow_after=20, shrink_after=2)
+    assert not first.fold and first.state.shrink_streak == 1
+    second = decide(first.state, 256, 1024, grow_after=20, shrink_after=2)
+    assert second.fold and second.change == "shrink" and second.state.stable_window == 256
+    assert decide(WindowState(1024), 256, 256, 20, 2).fold  # the whole (short) query matched
+    state = WindowState(128)
+    for _ in range(19):
+        step = decide(state, 1024 if random.random() < 0.5 else 512, 1024, 20, 2)
+        assert step.fold and step.change is None
+        state = step.state
+    grown = decide(state, 1024, 1024, 20, 2)
+    assert grown.change == "grow" and grown.state.stable_window in (512, 1024)
+    assert decide(WindowState(128, grow_streak=5, grow_window=512), 128, 1024, 20, 2).state.grow_streak == 0
+
+
+def test_soft_cache_ttl_and_bound() -> None:
+    now = [0.0]
+    cache: SoftCache[int] = SoftCache(size=2, ttl=1.0, clock=lambda: now[0])
+    cache.put("a", 1)
+    cache.put("b", 2)
+    assert cache.get("a") == (True, 1)
+    cache.put("c", 3)  # evicts the least recently used: b
+    assert cache.get("b") == (False, None) and len(cache) == 2
+    now[0] = 2.0
+    assert cache.get("a") == (False, None)
+
+
+def test_settings_validation(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert parse_thresholds("64:3,128:4,256:5,512:6,1024:7")[1024] == 7
+    for bad in ("64:3", "64:x,128:4,256:5,512:6,1024:7", "64:12,128:4,256:5,512:6,1024:7", "65:1"):
+        with pytest.raises(ValueError):
+            parse_thresholds(bad)
+    monkeypatch.setenv("MATCHER_GROW_AFTER", "5")
+    with pytest.raises(ValueError, match="MATCHER_GROW_AFTER"):
+        MatcherSettings()
+    monkeypatch.setenv("MATCHER_GROW_AFTER", "25")
+    monkeypatch.setenv("MATCHER_SHINGLE_SIZE", "3")
+    assert MatcherSettings().shingle_size == 3 and MatcherSettings().threshold(10) == 3

@@ -1,0 +1,63 @@
+"""`ollama-optimizer matcher` as a subprocess: health SERVING, CLI round trip, metrics, SIGTERM → NOT_SERVING → exit 0."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+import urllib.request
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from matcher_service.admin_cli import list_templates, match
+from matcher_service.service import SERVICE_NAME
+
+from matcher_fixtures import prompt
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def test_matcher_process_serves_and_drains_on_sigterm(dsn, capsys) -> None:
+    port, metrics_port = _free_port(), _free_port()
+    env = {**os.environ, "OPTIMIZER_DSN": dsn, "MATCHER_LISTEN": f"127.0.0.1:{port}",
+           "MATCHER_METRICS_PORT": str(metrics_port), "OPTIMIZER_SHUTDOWN_GRACE_SECONDS": "1"}
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "ollama_optimizer.cli", "matcher", env=env)
+    address = f"127.0.0.1:{port}"
+    try:
+        async with grpc.aio.insecure_channel(address) as channel:
+            watch = health_pb2_grpc.HealthStub(channel).Watch(
+                health_pb2.HealthCheckRequest(service=SERVICE_NAME), wait_for_ready=True, timeout=60)
+            statuses = aiter(watch)
+            while (await anext(statuses)).status != health_pb2.HealthCheckResponse.SERVING:
+                pass
+            capsys.readouterr()
+            assert await match(address, "llama3.1:8b", prompt(1, 200), observe=True) == 0
+            assert await list_templates(address, 5) == 0
+            lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+            assert lines[0]["matched"] is False and lines[1]["created"] is True
+            assert lines[2]["template_id"] == lines[1]["template_id"]
+            body = await asyncio.to_thread(
+                lambda: urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read())
+            assert b'optimizer_matcher_observes_total{result="created"} 1.0' in body
+            assert b"grpc_server_handled_total" in body
+
+            proc.send_signal(signal.SIGTERM)
+            after = []
+            try:
+                async for response in statuses:
+                    after.append(response.status)
+            except grpc.aio.AioRpcError as exc:  # the stream ends when the server stops
+                assert exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+            assert after[:1] == [health_pb2.HealthCheckResponse.NOT_SERVING]
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

@@ -1,0 +1,222 @@
+"""Matcher over real gRPC (loopback) and a real Postgres: round trips, learning, concurrency, bad input."""
+from __future__ import annotations
+
+import asyncio
+import datetime
+
+import asyncpg
+import grpc
+import pytest
+from prometheus_client import REGISTRY
+
+from matcher_service.maintenance import Maintenance
+from matcher_service.main import start_matcher
+from matcher_service.settings import MatcherSettings
+from matcher_service.simhash import algorithm_version
+from ollama_optimizer.channels import create_channel
+from ollama_optimizer.config import ServerConfig
+from ollama_optimizer.gen.optimizer.v1 import matcher_pb2 as pb
+from ollama_optimizer.gen.optimizer.v1 import matcher_pb2_grpc
+
+from matcher_fixtures import matcher, matcher_settings, matcher_stub, prompt  # noqa: F401
+
+VERSION = algorithm_version(4, True)
+MODEL = "llama3.1:8b"
+
+
+def fingerprints(unit_count: int, **fps: int) -> pb.Fingerprints:
+    """Hand-made Observe fingerprints: ``w64=..., w128=...`` for the windows of ``unit_count``."""
+    return pb.Fingerprints(
+        algorithm_version=VERSION, unit_count=unit_count,
+        windows=[pb.WindowFingerprint(window=int(k[1:]), fingerprint=v) for k, v in fps.items()],
+    )
+
+
+LONG = dict(w64=0xAAAA_0000_1111_2222, w128=0x1234_5678_9ABC_DEF0, w256=0x0F0F_0F0F_0F0F_0F0F,
+            w512=0x5555_3333_7777_1111, w1024=0x0123_4567_89AB_CDEF)
+
+
+async def observe(stub: matcher_pb2_grpc.MatcherStub, fps: pb.Fingerprints) -> pb.ObserveResponse:
+    return await stub.Observe(pb.ObserveRequest(model=MODEL, fingerprints=fps))
+
+
+async def count(pool: asyncpg.Pool, table: str = "matcher_template") -> int:
+    return int(await pool.fetchval(f"SELECT count(*) FROM {table}"))
+
+
+async def test_match_observe_round_trip(matcher_stub, pool) -> None:
+    text = prompt(1, 1100)
+    miss = await matcher_stub.Match(pb.MatchRequest(model=MODEL, text=text))
+    assert not miss.matched and miss.template_id == 0 and miss.prompt_units == 1100
+    assert [w.window for w in miss.fingerprints.windows] == [64, 128, 256, 512, 1024]
+    created = await matcher_stub.Observe(pb.ObserveRequest(model=MODEL, fingerprints=miss.fingerprints))
+    assert created.created and created.observations == 1 and created.stable_window == 1024
+
+    variant = text.replace(text.split()[700], "changed", 1)
+    hit = await matcher_stub.Match(pb.MatchRequest(model=MODEL, text=variant))
+    assert hit.matched and hit.template_id == created.template_id and hit.window == 1024
+    assert hit.distance <= 7 and hit.similarity == pytest.approx(1 - hit.distance / 64) and hit.observations == 1
+    folded = await matcher_stub.Observe(pb.ObserveRequest(model=MODEL, fingerprints=hit.fingerprints,
+                                                          template_id=hit.template_id))
+    assert not folded.created and folded.template_id == created.template_id and folded.observations == 2
+
+    template = await matcher_stub.GetTemplate(pb.GetTemplateRequest(template_id=created.template_id))
+    assert template.observations == 2 and template.algorithm_version == VERSION
+    assert [(w.window, w.votes) for w in template.windows] == [(w, 2) for w in (64, 128, 256, 512, 1024)]
+    assert template.mean_distance == pytest.approx(hit.distance)
+    assert await count(pool) == 1
+
+
+async def test_short_prompt_matches_only_the_same_length(matcher_stub) -> None:
+    created = await matcher_stub.Match(pb.MatchRequest(model=MODEL, text="Summarise this: 42"))
+    assert created.fingerprints.windows[0].window == 4
+    await observe(matcher_stub, created.fingerprints)
+    again = await matcher_stub.Match(pb.MatchRequest(model=MODEL, text="summarise THIS: 7"))
+    assert again.matched and again.window == 4 and again.distance == 0
+    longer = await matcher_stub.Match(pb.MatchRequest(model=MODEL, text="summarise this: 7 now"))
+    assert not longer.matched
+
+
+async def test_majority_vote_with_ties_keeping_the_previous_bit(matcher_stub) -> None:
+    first = await observe(matcher_stub, fingerprints(64, w64=0b000))
+    for fp in (0b001, 0b011):
+        assert (await observe(matcher_stub, fingerprints(64, w64=fp))).template_id == first.template_id
+    template = await matcher_stub.GetTemplate(pb.GetTemplateRequest(template_id=first.template_id))
+    assert template.windows[0].fingerprint == 0b001 and template.windows[0].votes == 3
+    await observe(matcher_stub, fingerprints(64, w64=0b010))  # bit 0: 2 of 4, bit 1: 2 of 4 → keep 1, 0
+    template = await matcher_stub.GetTemplate(pb.GetTemplateRequest(template_id=first.template_id))
+    assert template.windows[0].fingerprint == 0b001 and template.observations == 4
+
+
+async def test_stable_window_shrinks_after_consecutive_partial_matches(matcher_stub, pool) -> None:
+    base = await observe(matcher_stub, fingerprints(1100, **LONG))
+    tails = [dict(LONG, w512=LONG["w512"] ^ (0xFFFF << (8 * i)), w1024=LONG["w1024"] ^ (0xFFFF << (8 * i)))
+             for i in (1, 2)]
+    sibling = await observe(matcher_stub, fingerprints(1100, **tails[0]))
+    assert sibling.created and sibling.template_id != base.template_id  # could be another template
+    shrunk = await observe(matcher_stub, fingerprints(1100, **tails[1]))
+    assert shrunk.template_id == base.template_id and shrunk.stable_window == 256
+    assert not shrunk.created and shrunk.observations == 2
+    match_fps = fingerprints(1100, **dict(tails[1], w512=0, w1024=0))
+    assert (await observe(matcher_stub, match_fps)).template_id == base.template_id
+    assert await count(pool) == 2
+
+
+async def test_stable_window_grows_after_consistent_larger_matches(matcher_stub, matcher_settings) -> None:
+    small = {k: v for k, v in LONG.items() if k in ("w64", "w128", "w256")}
+    created = await observe(matcher_stub, fingerprints(300, **small))
+    assert created.stable_window == 256
+    first_long = await observe(matcher_stub, fingerprints(1100, **LONG))  # matches at 256, adds 512/1024
+    assert first_long.template_id == created.template_id and first_long.stable_window == 256
+    for i in range(matcher_settings.grow_after):
+        step = await observe(matcher_stub, fingerprints(1100, **LONG))
+        expected = 1024 if i == matcher_settings.grow_after - 1 else 256
+        assert step.template_id == created.template_id and step.stable_window == expected
+
+
+async def test_concurrent_observes_of_one_template_lose_no_update(matcher_stub, pool) -> None:
+    fps = fingerprints(1100, **LONG)
+    results = await asyncio.gather(*(observe(matcher_stub, fps) for _ in range(60)))
+    assert sum(r.created for r in results) == 1  # concurrent first sightings: one template
+    assert len({r.template_id for r in results}) == 1
+    assert sorted(r.observations for r in results) == list(range(1, 61))
+    more = await asyncio.gather(*(observe(matcher_stub, fps) for _ in range(50)))
+    assert not any(r.created for r in more)
+    template = await matcher_stub.GetTemplate(pb.GetTemplateRequest(template_id=results[0].template_id))
+    assert template.observations == 110 and all(w.votes == 110 for w in template.windows)
+    assert await count(pool) == 1
+
+
+async def test_cache_hit_and_invalidation_by_observe(matcher_stub) -> None:
+    text = prompt(9, 300)
+    first = await matcher_stub.Match(pb.MatchRequest(model=MODEL, text=text))
+    await observe(matcher_stub, first.fingerprints)  # drops the cached miss
+    again = await matcher_stub.Match(pb.MatchRequest(model=MODEL, text=text))
+    assert again.matched and not again.cache_hit
+    cached = await matcher_stub.Match(pb.MatchRequest(model=MODEL, text=text))
+    assert cached.matched and cached.cache_hit and cached.template_id == again.template_id
+
+
+async def test_list_and_get_templates(matcher_stub) -> None:
+    ids = [(await observe(matcher_stub, fingerprints(64, w64=(0xFFFF << (16 * i)) | i))).template_id
+           for i in range(3)]
+    page = await matcher_stub.ListTemplates(pb.ListTemplatesRequest(limit=2))
+    assert [t.template_id for t in page.templates] == ids[:2] and page.next_after_id == ids[1]
+    rest = await matcher_stub.ListTemplates(pb.ListTemplatesRequest(limit=2, after_id=page.next_after_id))
+    assert [t.template_id for t in rest.templates] == ids[2:] and rest.next_after_id == 0
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await matcher_stub.GetTemplate(pb.GetTemplateRequest(template_id=ids[-1] + 100))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+BAD_CALLS = {
+    "empty text": ("Match", pb.MatchRequest(model=MODEL, text="")),
+    "no tokens": ("Match", pb.MatchRequest(model=MODEL, text=" \n\t ")),
+    "oversize text": ("Match", pb.MatchRequest(model=MODEL, text="a" * ((1 << 20) + 1))),
+    "oversize utf-8": ("Match", pb.MatchRequest(model=MODEL, text="é" * ((1 << 19) + 1))),
+    "empty model": ("Match", pb.MatchRequest(model="", text="hello")),
+    "bad model": ("Match", pb.MatchRequest(model="llama; DROP TABLE", text="hello")),
+    "long model": ("Match", pb.MatchRequest(model="m" * 201, text="hello")),
+    "observe version": ("Observe", pb.ObserveRequest(model=MODEL, fingerprints=pb.Fingerprints(
+        algorithm_version=VERSION + 1, unit_count=64, windows=[pb.WindowFingerprint(window=64)]))),
+    "observe windows": ("Observe", pb.ObserveRequest(model=MODEL, fingerprints=fingerprints(300, w64=1, w128=2))),
+    "observe no windows": ("Observe", pb.ObserveRequest(model=MODEL, fingerprints=fingerprints(10))),
+    "observe zero units": ("Observe", pb.ObserveRequest(model=MODEL, fingerprints=fingerprints(0, w0=1))),
+    "observe bad window": ("Observe", pb.ObserveRequest(model=MODEL, fingerprints=fingerprints(100, w100=1))),
+    "observe negative id": ("Observe", pb.ObserveRequest(model=MODEL, fingerprints=fingerprints(64, w64=1),
+                                                         template_id=-1)),
+    "observe bad model": ("Observe", pb.ObserveRequest(model="/x", fingerprints=fingerprints(64, w64=1))),
+    "get id 0": ("GetTemplate", pb.GetTemplateRequest(template_id=0)),
+    "list limit": ("ListTemplates", pb.ListTemplatesRequest(limit=1001)),
+    "list after": ("ListTemplates", pb.ListTemplatesRequest(after_id=-5)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CALLS))
+async def test_bad_input_is_invalid_argument_and_writes_nothing(case, matcher_stub, pool) -> None:
+    method, request = BAD_CALLS[case]
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await getattr(matcher_stub, method)(request)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details()
+    assert await count(pool) == 0 and await count(pool, "matcher_fingerprint") == 0
+
+
+def _metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_database_down_match_passes_through_observe_unavailable() -> None:
+    dead_pool = await asyncpg.create_pool("postgresql://nobody@127.0.0.1:1/none", min_size=0, max_size=1)
+    settings = MatcherSettings(match_db_timeout=2.0)
+    server = await start_matcher(dead_pool, ServerConfig(listen="127.0.0.1:0", metrics_port=0), settings)
+    errors_before = _metric("optimizer_matcher_db_errors_total", operation="match")
+    try:
+        async with create_channel(server.address) as channel:
+            stub = matcher_pb2_grpc.MatcherStub(channel)
+            answer = await stub.Match(pb.MatchRequest(model=MODEL, text=prompt(3, 100)))
+            assert not answer.matched and answer.fingerprints.windows and answer.prompt_units == 100
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.Observe(pb.ObserveRequest(model=MODEL, fingerprints=answer.fingerprints))
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        await server.stop(0)
+        await dead_pool.close()
+    assert _metric("optimizer_matcher_db_errors_total", operation="match") == errors_before + 1
+
+
+async def test_retention_deletes_stale_low_count_templates(matcher_stub, pool) -> None:
+    stale = await observe(matcher_stub, fingerprints(64, w64=1))
+    busy = await observe(matcher_stub, fingerprints(64, w64=0xFFFF_FFFF_0000_0000))
+    for _ in range(3):
+        await observe(matcher_stub, fingerprints(64, w64=0xFFFF_FFFF_0000_0000))
+    fresh = await observe(matcher_stub, fingerprints(64, w64=0x0000_FFFF_FFFF_0000))
+    old = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=30)
+    await pool.execute("UPDATE matcher_template SET last_seen_at = $1 WHERE id = ANY($2::bigint[])",
+                       old, [stale.template_id, busy.template_id])
+    settings = MatcherSettings(retention_min_observations=3, retention_max_idle=86400)
+    assert await Maintenance(pool, settings).run_once() == 1
+    remaining = {r["id"] for r in await pool.fetch("SELECT id FROM matcher_template")}
+    assert remaining == {busy.template_id, fresh.template_id}
+    assert await count(pool, "matcher_fingerprint") == 2
+    assert _metric("optimizer_matcher_templates") == 2
