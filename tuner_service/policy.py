@@ -145,10 +145,13 @@ class Policy:
         return template.cached_need
 
     def model_need(self, model: ModelState) -> float:
-        """The largest need among the model's active, confident, unpinned templates."""
+        """The largest need among the model's active, unpinned templates seen at least once.
+
+        Templates still below min_observations count too: one reload then covers them all.
+        """
         horizon = model.requests - self.s.template_idle_requests
         return max((self.template_need(t) for t in model.templates.values()
-                    if not t.pinned and self.confident(t) and t.last_seen >= horizon), default=0.0)
+                    if not t.pinned and (t.observations or t.floor_ctx) and t.last_seen >= horizon), default=0.0)
 
     # ---- decisions -------------------------------------------------------------------------
     def recommend(self, req: Request) -> Decision:
