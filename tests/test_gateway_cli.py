@@ -1,0 +1,53 @@
+"""`ollama-optimizer gateway` as a process: serves, relays, and exits 0 on SIGTERM."""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+
+import aiohttp
+
+from bench.ollama_sim import EmulatorConfig, start_emulator
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_gateway_process_relays_and_stops_gracefully() -> None:
+    async with start_emulator(EmulatorConfig(time_scale=1000)) as emu:
+        port, metrics_port = _free_port(), _free_port()
+        env = {**os.environ, "GATEWAY_METRICS_PORT": str(metrics_port), "OPT_MATCHER_ADDRESS": "127.0.0.1:1",
+               "OPT_TUNER_ADDRESS": "127.0.0.1:1"}
+        upstream = emu.url.removeprefix("http://")  # the OLLAMA_HOST form
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "ollama_optimizer.cli", "gateway", "--listen", f"127.0.0.1:{port}",
+            "--upstream", upstream, env=env)
+        try:
+            async with aiohttp.ClientSession() as http:
+                async def answers() -> bool:
+                    try:
+                        async with http.get(f"http://127.0.0.1:{port}/api/version") as response:
+                            return response.status == 200
+                    except aiohttp.ClientConnectionError:
+                        return False
+
+                for _ in range(600):  # bounded poll on a state change: the process is listening
+                    if await answers():
+                        break
+                    await asyncio.sleep(0.05)
+                async with http.post(f"http://127.0.0.1:{port}/api/generate",
+                                     json={"model": "smollm2:135m", "prompt": "hi", "stream": False}) as response:
+                    assert response.status == 200 and (await response.json())["done"]
+                async with http.get(f"http://127.0.0.1:{metrics_port}/metrics") as response:
+                    assert "optimizer_plugin_passthrough_total" in await response.text()
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), 30) == 0
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
