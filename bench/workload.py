@@ -54,9 +54,11 @@ class Request:
 
 
 def make_templates(
-    models: list[str], count: int, seed: int, *, long_doc_models: tuple[str, ...] = (), shifting: bool = True
+    models: list[str], count: int, seed: int, *, long_doc_models: tuple[str, ...] = (), shifting: bool = True,
+    long_doc_tail: tuple[int, int] = (20_000, 40_000),
 ) -> list[Template]:
-    """``count`` templates spread over ``models``; heads of 200-6,000 words."""
+    """``count`` templates spread over ``models`` (round robin: repeat a name to weight it); heads of
+    200-6,000 words; one long-document template per entry of ``long_doc_models``, tails of ``long_doc_tail``."""
     rng = random.Random(seed)
     templates: list[Template] = []
     for i in range(count):
@@ -87,7 +89,7 @@ def make_templates(
                 model=model,
                 system=words(rng_doc, 300),
                 instructions=words(rng_doc, 500),
-                tail_words=(20_000, 40_000),
+                tail_words=long_doc_tail,
                 weight=0.6,
             )
         )

@@ -1,0 +1,155 @@
+"""The four arms' client-side behaviour, and the optimizer stack (Postgres + matcher + tuner + gateway)."""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import asyncpg
+
+from bench.ollama_sim import MODELS
+from bench.ollama_sim.output import OutputHook
+from bench.ollama_sim.tokens import prompt_tokens, render
+from bench.workload import Request
+from matcher_service.main import start_matcher
+from ollama_optimizer.config import ServerConfig
+from ollama_optimizer.db import create_pool
+from ollama_optimizer.embedded_pg import EmbeddedPostgres
+from ollama_optimizer.migrations import apply_migrations
+from proxy_plugin.config import PluginConfig
+from proxy_plugin.core import OptimizerCore
+from proxy_plugin.decision import Decision
+from proxy_plugin.gateway import start_gateway
+from tuner_service.main import start_tuner
+
+ARMS = ("passthrough", "naive", "optimizer", "oracle")
+NAIVE_FACTOR = 1.2  # the original in-process plugin: (prompt_eval_count + eval_count) x 1.2
+_databases = itertools.count(1)
+
+
+class Passthrough:
+    """Ollama's defaults: requests go out exactly as the user wrote them."""
+
+    def options_for(self, request: Request) -> dict:
+        return {}
+
+    def completed(self, request: Request, body: dict) -> None:
+        return None
+
+
+@dataclass
+class Naive:
+    """num_ctx = 1.2 x (prompt + output tokens) of the last answered request of the same template."""
+
+    last: dict[int, int] = field(default_factory=dict)
+
+    def options_for(self, request: Request) -> dict:
+        window = self.last.get(request.template_id) if request.template_id else None
+        return {"num_ctx": window} if window else {}
+
+    def completed(self, request: Request, body: dict) -> None:
+        used = int(body.get("prompt_eval_count") or 0) + int(body.get("eval_count") or 0)
+        if request.template_id and used:
+            self.last[request.template_id] = int(used * NAIVE_FACTOR)
+
+
+def request_need(request: Request, output_tokens: OutputHook) -> int:
+    """Tokens a request really needs: its rendered prompt plus the answer the emulator will generate."""
+    model = MODELS[request.model]
+    return prompt_tokens(render(request.messages, model), model) + output_tokens(request.model, request.messages)
+
+
+def oracle_contexts(requests: list[Request], output_tokens: OutputHook) -> dict[str, int]:
+    """Per model, the smallest context (a multiple of 1024) that holds every request of the run."""
+    need: dict[str, int] = {}
+    for request in requests:
+        need[request.model] = max(need.get(request.model, 0), request_need(request, output_tokens))
+    return {m: min(MODELS[m].train_ctx, 1024 * math.ceil((n + 1) / 1024)) for m, n in need.items()}
+
+
+@dataclass
+class Oracle:
+    """One fixed configuration per model, chosen in hindsight: no truncation, no reload after the first load."""
+
+    num_ctx: dict[str, int]
+    num_batch: int
+
+    def options_for(self, request: Request) -> dict:
+        return {"num_ctx": self.num_ctx[request.model], "num_batch": self.num_batch}
+
+    def completed(self, request: Request, body: dict) -> None:
+        return None
+
+
+class CountingCore(OptimizerCore):
+    """The real core; counts observe() calls so the driver knows when learning has been handed over."""
+
+    observed = 0
+
+    def observe(self, request: dict[str, Any], response: dict[str, Any], decision: Decision, **kw: Any) -> None:
+        self.observed += 1
+        super().observe(request, response, decision, **kw)
+
+
+@dataclass
+class Optimizer:
+    """This optimizer: clients send plain requests to the gateway; everything is decided behind it."""
+
+    core: CountingCore
+    answered_ok: int = 0
+
+    def options_for(self, request: Request) -> dict:
+        return {}
+
+    def completed(self, request: Request, body: dict) -> None:
+        if "error" not in body:
+            self.answered_ok += 1
+
+    async def settle(self, _answered: int) -> None:
+        """Let telemetry of every released answer reach the matcher and the tuner (bounded wait)."""
+        for _ in range(2000):
+            if self.core.observed >= self.answered_ok:
+                break
+            await asyncio.sleep(0.001)
+        await self.core.flush()
+
+
+@asynccontextmanager
+async def fresh_database(pg: EmbeddedPostgres) -> AsyncIterator[asyncpg.Pool]:
+    """A new, migrated database (learning starts from zero), dropped afterwards."""
+    name = f"e2e_{next(_databases)}"
+    admin = await asyncpg.connect(pg.uri())
+    await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    await admin.execute(f"CREATE DATABASE {name}")
+    try:
+        await apply_migrations(pg.uri(name))
+        pool = await create_pool(pg.uri(name), 2, 8)
+        try:
+            yield pool
+        finally:
+            await pool.close()
+    finally:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await admin.close()
+
+
+@asynccontextmanager
+async def optimizer_stack(pg: EmbeddedPostgres, upstream: str) -> AsyncIterator[tuple[str, Optimizer]]:
+    """Real matcher + tuner on a fresh database, and the gateway in front of ``upstream``; yields its URL."""
+    local = ServerConfig(listen="127.0.0.1:0", metrics_port=0)
+    async with fresh_database(pg) as pool:
+        matcher = await start_matcher(pool, local)
+        tuner = await start_tuner(pool, local)
+        config = replace(PluginConfig(), matcher_address=matcher.address, tuner_address=tuner.address, probes=False)
+        core = CountingCore(config)
+        gateway = await start_gateway("127.0.0.1:0", upstream, core=core)
+        try:
+            yield gateway.url, Optimizer(core)
+        finally:
+            await gateway.stop(flush_timeout_s=1.0)
+            await tuner.stop(0)
+            await matcher.stop(0)
