@@ -4,6 +4,7 @@
   warm-up that teaches them a templated workload, ``prepare()`` is timed request by request, each
   request's telemetry delivered before the next (real requests spend seconds in Ollama).
 - saturated: the same, back to back, telemetry competing with the request path.
+- floor: two grpc.health.v1 round trips (one per service) — the transport cost with no service work.
 - down: the services are stopped; once the breakers are open ``prepare()`` is timed again.
 Targets (issue 5): up_ms_p50 <= 1.5, up_ms_p99 <= 4, down_ms_p99 <= 0.1.
 """
@@ -23,6 +24,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bench.workload import make_requests, make_templates
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from ollama_optimizer.channels import create_channel
 from ollama_optimizer.config import DatabaseConfig
 from ollama_optimizer.db import embedded_or_configured_dsn
 from ollama_optimizer.health_check import check
@@ -85,6 +89,18 @@ def _quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+async def _health_round_trips(address: str, n: int) -> list[float]:
+    """The transport floor: grpc.health.v1 Check round trips (no service work) to ``address``."""
+    async with create_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        samples = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            await stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+            samples.append((time.perf_counter() - t0) * 1000.0)
+    return samples
+
+
 def _outcome(payload: dict) -> dict:
     """A plausible final chunk for telemetry (the overhead bench has no Ollama)."""
     units = sum(len(m["content"].split()) for m in payload["messages"])
@@ -119,6 +135,8 @@ async def run(requests: int, warmup: int) -> dict:
             _sent, decision = await core.prepare(payload)
             core.observe(payload, _outcome(payload), decision, latency_s=2.0, ttft_s=0.5)
             await core.flush()
+        floor = [a + b for a, b in zip(await _health_round_trips(services.matcher, requests),
+                                       await _health_round_trips(services.tuner, requests))]
         up, applied = await _timed(core, payloads[warmup:], drain=True)
         saturated, _ = await _timed(core, payloads[warmup:], drain=False)
         await core.flush()
@@ -130,6 +148,7 @@ async def run(requests: int, warmup: int) -> dict:
         await core.close(flush_timeout_s=0.5)
     return {
         "up_ms_p50": round(_quantile(up, 0.50), 4), "up_ms_p99": round(_quantile(up, 0.99), 4),
+        "floor_ms_p50": round(_quantile(floor, 0.50), 4), "floor_ms_p99": round(_quantile(floor, 0.99), 4),
         "saturated_ms_p50": round(_quantile(saturated, 0.50), 4),
         "saturated_ms_p99": round(_quantile(saturated, 0.99), 4),
         "down_ms_p50": round(_quantile(down, 0.50), 4), "down_ms_p99": round(_quantile(down, 0.99), 4),

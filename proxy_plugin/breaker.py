@@ -33,6 +33,10 @@ class CircuitBreaker:
         self._probing = False
         self.state = State.CLOSED
 
+    def rejecting(self) -> bool:
+        """Open and still cooling down: a cheap check that, unlike ``allow``, claims no probe slot."""
+        return self.state is State.OPEN and self._clock() - self._opened_at < self._cooldown
+
     def allow(self) -> bool:
         """May a call go out now? In half-open state only one probe at a time."""
         if self.state is State.CLOSED:

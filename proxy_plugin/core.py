@@ -68,6 +68,9 @@ class OptimizerCore:
         if not d.model:
             d.reason = "no_model"
             return request
+        if "options" in request and not isinstance(request["options"], dict):
+            d.reason = "bad_options"  # Ollama will answer it; never replace what the client sent
+            return request
         options = client_options(request)
         d.num_predict = num_predict(options)
         d.message_count = message_count(request)
@@ -76,6 +79,10 @@ class OptimizerCore:
         if cfg.respect_client_options and len(set_by_client) == len(TUNED_OPTIONS):
             d.reason = "client_options"
             return request
+        matcher, tuner = self._clients()
+        if matcher.breaker.rejecting():  # decided before any work on the prompt: ~0 cost while down
+            d.reason = "breaker_open"
+            return request
         text = canonical_text(request)
         if not text:
             d.reason = "empty_text"
@@ -83,7 +90,6 @@ class OptimizerCore:
         if not within_cap(text, cfg.max_text_bytes):
             d.reason = "text_too_large"
             return request
-        matcher, tuner = self._clients()
         deadline = t0 + cfg.budget_ms / 1000.0
         match, reason = await matcher.call(
             "Match", matcher_pb2.MatchRequest(model=d.model, text=text), self._timeout(deadline)

@@ -99,6 +99,7 @@ async def test_passthrough_reasons() -> None:
         for request, reason in (
             ({"messages": []}, "no_model"),
             ({"model": "m", "prompt": ""}, "empty_text"),
+            ({"model": "m", "prompt": "p", "options": [1]}, "bad_options"),
             ({"model": "m", "prompt": "x" * 65}, "text_too_large"),
             ({"model": "m", "prompt": "short"}, "low_confidence"),
         ):
