@@ -20,7 +20,8 @@ run: $(STAMP)
 
 ## The whole test suite (what CI runs).
 test: $(STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	bash deploy/tools/install-tools.sh
+	$(PY) -m pytest -q -rs -p no:cacheprovider $(PYTEST_ARGS)
 
 ## Regenerate the gRPC code from protos/ (a test fails when it is stale).
 protos: $(STAMP)
