@@ -12,6 +12,7 @@ from ollama_optimizer.gen.optimizer.v1 import tuner_pb2, tuner_pb2_grpc
 from ollama_optimizer.server import RunningServer, serve_until_signal, start_server
 
 from .core import TunerCore
+from .guard import GuardSettings, ReportGuard
 from .service import TunerServicer
 from .settings import TunerSettings
 
@@ -44,14 +45,15 @@ class RunningTuner:
 
 
 async def start_tuner(pool_or_dsn: asyncpg.Pool | str, server_cfg: ServerConfig,
-                      settings: TunerSettings | None = None, *, serve_metrics: bool = False) -> RunningTuner:
+                      settings: TunerSettings | None = None, *, serve_metrics: bool = False,
+                      guard: GuardSettings | None = None) -> RunningTuner:
     """Start a tuner on an existing pool (or a DSN: a pool is created and owned); migrations must be applied."""
     owned = await create_pool(pool_or_dsn, 2, 8) if isinstance(pool_or_dsn, str) else None
     pool = owned or pool_or_dsn
     assert isinstance(pool, asyncpg.Pool)
     core = TunerCore(pool, settings or TunerSettings())
     await core.start()
-    servicer = TunerServicer(core)
+    servicer = TunerServicer(core, ReportGuard(guard))
     try:
         server = await start_server(
             server_cfg, [lambda s: tuner_pb2_grpc.add_TunerServicer_to_server(servicer, s)], (SERVICE_NAME,),

@@ -29,3 +29,7 @@ FLUSH_SECONDS = Histogram(
 WRITER = Gauge("optimizer_tuner_writer", "1 when this process holds the single-writer lock, else 0 (standby).")
 MODELS = Gauge("optimizer_tuner_models", "Models with learned state in memory.")
 TEMPLATES = Gauge("optimizer_tuner_templates", "(model, template) pairs with learned state in memory.")
+REPORTS_REFUSED = Counter(
+    "optimizer_tuner_reports_refused_total",
+    "Report batches refused before validation (unknown_source | rate_limited); nothing was learned from them.",
+    ("reason",))

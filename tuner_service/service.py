@@ -10,6 +10,7 @@ from ollama_optimizer.gen.optimizer.v1 import tuner_pb2, tuner_pb2_grpc
 
 from .core import TunerCore
 from .explain import explain
+from .guard import Refused, ReportGuard, source_of
 from .policy import Request
 
 MAX_MODEL_LEN = 256
@@ -26,8 +27,9 @@ async def _check_model(context: grpc.aio.ServicerContext, model: str, template_i
 
 
 class TunerServicer(tuner_pb2_grpc.TunerServicer):
-    def __init__(self, core: TunerCore) -> None:
+    def __init__(self, core: TunerCore, guard: ReportGuard | None = None) -> None:
         self.core = core
+        self.guard = guard or ReportGuard()
 
     async def Recommend(self, request: tuner_pb2.RecommendRequest,
                         context: grpc.aio.ServicerContext) -> tuner_pb2.RecommendResponse:
@@ -48,6 +50,10 @@ class TunerServicer(tuner_pb2_grpc.TunerServicer):
         limit = self.core.settings.max_report_batch
         if len(request.outcomes) > limit:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"at most {limit} outcomes per Report")
+        try:
+            self.guard.check(source_of(context.invocation_metadata(), context.peer()), len(request.outcomes))
+        except Refused as exc:
+            await context.abort(grpc.StatusCode[exc.code], str(exc))
         accepted, duplicates, rejected = self.core.report(list(request.outcomes))
         return tuner_pb2.ReportResponse(
             accepted=accepted, duplicates=duplicates,

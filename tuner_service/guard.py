@@ -1,0 +1,103 @@
+"""Poisoning resistance for Report: a source allow-list and a per-source token-bucket rate limit.
+
+A source is the ``x-optimizer-source`` metadata value when present, else the peer's host. With
+``TUNER_REPORT_SOURCES`` set, only listed sources may report (PERMISSION_DENIED otherwise); each
+source may report ``TUNER_REPORT_RATE`` outcomes/s with bursts of ``TUNER_REPORT_BURST``
+(RESOURCE_EXHAUSTED beyond). Refused batches are counted and never touch learned state.
+Authentication itself (bearer token, mTLS) happens before, in the server interceptor.
+"""
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from ollama_optimizer.config import env_float, env_int, env_str
+
+from . import metrics
+
+SOURCE_METADATA_KEY = "x-optimizer-source"
+MAX_SOURCE_LEN = 128
+MAX_BUCKETS = 10_000
+
+
+def _sources(raw: str) -> frozenset[str]:
+    return frozenset(part.strip() for part in raw.split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class GuardSettings:
+    """Allow-list (empty = any source) and rate limit (rate <= 0 = unlimited)."""
+
+    allowed_sources: frozenset[str] = field(default_factory=lambda: _sources(env_str("TUNER_REPORT_SOURCES", "")))
+    rate_per_second: float = field(default_factory=lambda: env_float("TUNER_REPORT_RATE", 2000.0))
+    burst: int = field(default_factory=lambda: env_int("TUNER_REPORT_BURST", 20_000))
+
+
+class Refused(Exception):
+    """A Report batch refused before validation; ``code`` names the gRPC status."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class TokenBucket:
+    """Classic token bucket: ``take(n)`` succeeds when n tokens are available."""
+
+    def __init__(self, rate: float, burst: int, now: float) -> None:
+        self.rate, self.burst = rate, float(burst)
+        self.tokens, self.stamp = float(burst), now
+
+    def take(self, n: int, now: float) -> bool:
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if n > self.tokens:
+            return False
+        self.tokens -= n
+        return True
+
+
+def source_of(metadata: Sequence[tuple[str, str | bytes]] | None, peer: str) -> str:
+    """Declared source id (bounded), else the peer host without its port."""
+    for key, value in metadata or ():
+        if key == SOURCE_METADATA_KEY:
+            text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+            return text[:MAX_SOURCE_LEN]
+    if peer.startswith(("ipv4:", "ipv6:")):
+        return "peer:" + peer.split(":", 1)[1].rsplit(":", 1)[0]
+    return "peer:" + peer[:MAX_SOURCE_LEN]
+
+
+class ReportGuard:
+    """Decides, per Report batch, whether its source may move learned state."""
+
+    def __init__(self, settings: GuardSettings | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings or GuardSettings()
+        self._clock = clock
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+
+    def check(self, source: str, outcomes: int) -> None:
+        """Raise Refused when ``source`` may not report ``outcomes`` outcomes now."""
+        allowed = self.settings.allowed_sources
+        if allowed and source not in allowed:
+            metrics.REPORTS_REFUSED.labels("unknown_source").inc()
+            raise Refused("PERMISSION_DENIED", f"source {source[:64]!r} is not allowed to report")
+        if self.settings.rate_per_second <= 0 or outcomes == 0:
+            return
+        if not self._bucket(source).take(outcomes, self._clock()):
+            metrics.REPORTS_REFUSED.labels("rate_limited").inc()
+            raise Refused("RESOURCE_EXHAUSTED",
+                          f"source {source[:64]!r} is over its report rate ({self.settings.rate_per_second:g}/s)")
+
+    def _bucket(self, source: str) -> TokenBucket:
+        bucket = self._buckets.get(source)
+        if bucket is None:
+            bucket = TokenBucket(self.settings.rate_per_second, self.settings.burst, self._clock())
+            self._buckets[source] = bucket
+            if len(self._buckets) > MAX_BUCKETS:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(source)
+        return bucket
