@@ -38,6 +38,20 @@ async def _stop(children: dict[str, asyncio.subprocess.Process]) -> None:
             await proc.wait()
 
 
+def _dialable(listen: str) -> str:
+    """A listen address as a client dials it (wildcard hosts become loopback)."""
+    host, _, port = listen.rpartition(":")
+    return f"127.0.0.1:{port}" if host in ("", "0.0.0.0", "[::]") else listen
+
+
+def _client_addresses() -> dict[str, str]:
+    """Point the gateway at the matcher and tuner this command starts, unless set explicitly."""
+    return {
+        "MATCHER_ADDRESS": os.environ.get("MATCHER_ADDRESS") or _dialable(ServerConfig.matcher().listen),
+        "TUNER_ADDRESS": os.environ.get("TUNER_ADDRESS") or _dialable(ServerConfig.tuner().listen),
+    }
+
+
 def _endpoints(with_gateway: bool) -> list[str]:
     matcher, tuner = ServerConfig.matcher(), ServerConfig.tuner()
     lines = [
@@ -58,7 +72,7 @@ async def run_all(with_gateway: bool = True) -> int:
     """Run the whole system until SIGINT/SIGTERM or a child's exit; returns an exit code."""
     async with embedded_or_configured_dsn(DatabaseConfig()) as (dsn, embedded):
         await apply_migrations(dsn)
-        env = {**os.environ, "OPTIMIZER_DSN": dsn}
+        env = {**os.environ, "OPTIMIZER_DSN": dsn, **_client_addresses()}
         names = ["matcher", "tuner"] + (["gateway"] if with_gateway else [])
         children = {name: await _spawn(name, env) for name in names}
         print("ollama-optimizer is up (Ctrl-C stops everything):")
