@@ -1,0 +1,54 @@
+"""Fingerprint speed: all windows (64..1024) of a 1,024-token prompt, median over many runs.
+
+Run: .venv/bin/python -m bench.fingerprint [--runs 3000]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import time
+
+from matcher_service.settings import MatcherSettings
+from matcher_service.simhash import fingerprint
+from matcher_service.tokens import TOKEN_RE
+
+_WORDS = ("You are a helpful assistant . Answer the user's question using the context below , "
+          "citing sources [ 1 ] when possible ; order 12345 at 2024-01-05 : status = ok").split()
+
+
+def prompt_of_tokens(tokens: int, seed: int = 1) -> str:
+    """Natural-looking text with exactly ``tokens`` tokens."""
+    rng = random.Random(seed)
+    words = TOKEN_RE.findall(" ".join(rng.choice(_WORDS) for _ in range(tokens)))
+    return " ".join(words[:tokens])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=3000)
+    args = parser.parse_args()
+    settings = MatcherSettings()
+    text = prompt_of_tokens(1024)
+    assert fingerprint(text, settings.shingle_size, settings.normalize).unit_count == 1024
+    for _ in range(200):  # warm-up
+        fingerprint(text, settings.shingle_size, settings.normalize)
+    samples = []
+    for _ in range(args.runs):
+        started = time.perf_counter()
+        fingerprint(text, settings.shingle_size, settings.normalize)
+        samples.append((time.perf_counter() - started) * 1e6)
+    samples.sort()
+    result = {
+        "bench": "fingerprint", "tokens": 1024, "windows": 5, "runs": args.runs,
+        "shingle_size": settings.shingle_size, "normalize": settings.normalize, "text_bytes": len(text),
+        "fingerprint_us_median": round(statistics.median(samples), 1),
+        "fingerprint_us_p90": round(samples[int(0.9 * len(samples))], 1),
+        "fingerprint_us_min": round(samples[0], 1),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

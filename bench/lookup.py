@@ -1,0 +1,185 @@
+"""Lookup at scale: N templates × 5 windows COPYed into Postgres, then planted near-duplicates and misses.
+
+Run: .venv/bin/python -m bench.lookup --templates 1000000 [--queries 3000] [--exact-sample 300]
+
+Figures: sql_ms_* (client-observed round trip of the one lookup statement on the Unix socket),
+match_ms_* (client-observed Match RPC on loopback, cache off), exact (SQL result equals a numpy
+brute-force reference over all stored fingerprints, on a sample).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import random
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import numpy as np
+
+from matcher_service import store
+from matcher_service.blocks import build_probes
+from matcher_service.main import start_matcher
+from matcher_service.settings import WINDOWS, MatcherSettings
+from matcher_service.simhash import algorithm_version, fingerprint
+from ollama_optimizer.channels import create_channel
+from ollama_optimizer.config import ServerConfig
+from ollama_optimizer.db import create_pool
+from ollama_optimizer.embedded_pg import EmbeddedPostgres
+from ollama_optimizer.gen.optimizer.v1 import matcher_pb2, matcher_pb2_grpc
+from ollama_optimizer.migrations import apply_migrations
+
+from .fingerprint import prompt_of_tokens
+
+U64 = (1 << 64) - 1
+BULK_TIMEOUT = 3600.0  # the pool's 10 s command timeout is for the service, not for bulk loads
+
+
+@contextlib.asynccontextmanager
+async def embedded_database(max_size: int = 10) -> AsyncIterator[tuple[str, asyncpg.Pool]]:
+    """(DSN, pool) of a migrated database in a throw-away embedded Postgres."""
+    with tempfile.TemporaryDirectory(prefix="bench-matcher-") as tmp:
+        server = await asyncio.to_thread(EmbeddedPostgres, Path(tmp) / "pg")
+        try:
+            await apply_migrations(server.uri())
+            pool = await create_pool(server.uri(), 2, max_size)
+            try:
+                yield server.uri(), pool
+            finally:
+                await pool.close()
+        finally:
+            await asyncio.to_thread(server.stop)
+
+
+def percentile(values: list[float], q: float) -> float:
+    return round(float(np.percentile(values, q)), 3)
+
+
+async def load_fingerprints(pool: asyncpg.Pool, fps: np.ndarray, version: int) -> float:
+    """COPY templates × windows (block indexes rebuilt after the load); returns seconds."""
+    started = time.perf_counter()
+    n = fps.shape[0]
+    async with pool.acquire() as conn:
+        await conn.execute("""INSERT INTO matcher_template (algorithm_version, stable_window)
+                              SELECT $1, $2 FROM generate_series(1, $3)""", version, WINDOWS[-1], n,
+                           timeout=BULK_TIMEOUT)
+        indexes = await conn.fetch("""SELECT indexname, indexdef FROM pg_indexes
+                                      WHERE tablename = 'matcher_fingerprint' AND indexname LIKE '%\\_b_\\_idx'""")
+        for index in indexes:
+            await conn.execute(f"DROP INDEX {index['indexname']}")
+        await conn.execute("SET session_replication_role = replica")  # skip per-row FK triggers for the bulk load
+        signed = fps.astype(np.int64)
+        for w_index, window in enumerate(WINDOWS):
+            records = zip(range(1, n + 1), [window] * n, signed[:, w_index].tolist())
+            await conn.copy_records_to_table("matcher_fingerprint", records=records,
+                                             columns=["template_id", "window_size", "fp"], timeout=BULK_TIMEOUT)
+        await conn.execute("RESET session_replication_role")
+        await conn.execute("SET maintenance_work_mem = '512MB'")
+        for index in indexes:
+            await conn.execute(index["indexdef"], timeout=BULK_TIMEOUT)
+        await conn.execute("VACUUM (ANALYZE) matcher_template", timeout=BULK_TIMEOUT)
+        await conn.execute("VACUUM (ANALYZE) matcher_fingerprint", timeout=BULK_TIMEOUT)
+    return time.perf_counter() - started
+
+
+def planted_queries(fps: np.ndarray, settings: MatcherSettings, count: int, rng: random.Random
+                    ) -> list[tuple[int, ...]]:
+    """3/4 near-duplicates (0..k(W) flipped bits per window), 1/4 random misses."""
+    queries = []
+    for i in range(count):
+        if i % 4 == 3:
+            queries.append(tuple(rng.getrandbits(64) for _ in WINDOWS))
+            continue
+        row = fps[rng.randrange(fps.shape[0])]
+        queries.append(tuple(int(fp) ^ sum(1 << b for b in rng.sample(range(64), rng.randint(0, settings.threshold(w))))
+                             for fp, w in zip(row, WINDOWS)))
+    return queries
+
+
+def brute_force(fps: np.ndarray, query: tuple[int, ...], settings: MatcherSettings) -> tuple[int, int, int] | None:
+    """(template_id, window, distance) by the lookup's ranking, scanning every stored fingerprint."""
+    for w_index in reversed(range(len(WINDOWS))):
+        distances = np.bitwise_count(fps[:, w_index] ^ np.uint64(query[w_index]))
+        hits = np.flatnonzero(distances <= settings.threshold(WINDOWS[w_index]))
+        if len(hits):
+            best = min(hits, key=lambda t: (distances[t], t))  # all: 1 observation, covering
+            return int(best) + 1, WINDOWS[w_index], int(distances[best])
+    return None
+
+
+def make_query(version: int, fps: tuple[int, ...], settings: MatcherSettings) -> store.Query:
+    return store.Query(version, WINDOWS, fps, build_probes(WINDOWS, fps, [settings.threshold(w) for w in WINDOWS]))
+
+
+async def run(args: argparse.Namespace) -> dict:
+    settings = MatcherSettings(cache_size=0)
+    version = algorithm_version(settings.shingle_size, settings.normalize)
+    rng = random.Random(11)
+    fps = np.random.default_rng(5).integers(0, U64, size=(args.templates, len(WINDOWS)), dtype=np.uint64,
+                                            endpoint=True)
+    # A few templates come from real texts, so that Match (text in) has near-duplicates to find.
+    texts = [prompt_of_tokens(1100, seed) for seed in range(200)]
+    for i, text in enumerate(texts):
+        fps[i] = fingerprint(text, settings.shingle_size, settings.normalize).fingerprints
+    async with embedded_database() as (_dsn, pool):
+        load_seconds = await load_fingerprints(pool, fps, version)
+        queries = planted_queries(fps, settings, args.queries, rng)
+        sql_ms, results = [], []
+        async with pool.acquire() as conn:
+            for fp_set in queries[:200]:  # warm-up (prepared statement, caches)
+                await store.lookup(conn, make_query(version, fp_set, settings))
+            for fp_set in queries:
+                query = make_query(version, fp_set, settings)
+                started = time.perf_counter()
+                best = await store.lookup(conn, query)
+                sql_ms.append((time.perf_counter() - started) * 1000)
+                results.append(None if best is None else (best.template_id, best.window, best.distance))
+        sample = rng.sample(range(len(queries)), min(args.exact_sample, len(queries)))
+        exact = all(results[i] == brute_force(fps, queries[i], settings) for i in sample)
+
+        matcher = await start_matcher(pool, ServerConfig(listen="127.0.0.1:0", metrics_port=0), settings)
+        match_ms, matched = [], 0
+        try:
+            async with create_channel(matcher.address) as channel:
+                stub = matcher_pb2_grpc.MatcherStub(channel)
+                match_texts = []
+                for i in range(args.queries):
+                    words = texts[i % len(texts)].split()
+                    if i % 4 == 3:
+                        words = prompt_of_tokens(1100, 10_000 + i).split()  # a miss
+                    else:
+                        words[rng.randrange(100, len(words))] = f"edit{i}"  # one replaced token
+                    match_texts.append(" ".join(words))
+                for text in match_texts[:100]:
+                    await stub.Match(matcher_pb2.MatchRequest(model="bench", text=text))
+                for text in match_texts:
+                    started = time.perf_counter()
+                    response = await stub.Match(matcher_pb2.MatchRequest(model="bench", text=text))
+                    match_ms.append((time.perf_counter() - started) * 1000)
+                    matched += response.matched
+        finally:
+            await matcher.stop(0)
+    return {
+        "bench": "lookup", "templates": args.templates, "fingerprint_rows": args.templates * len(WINDOWS),
+        "thresholds": settings.thresholds, "load_seconds": round(load_seconds, 1), "queries": len(queries),
+        "sql_hits": sum(r is not None for r in results),
+        "sql_ms_p50": percentile(sql_ms, 50), "sql_ms_p99": percentile(sql_ms, 99),
+        "match_ms_p50": percentile(match_ms, 50), "match_ms_p99": percentile(match_ms, 99),
+        "match_matched": matched, "exact": exact, "exact_sample": len(sample),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--templates", type=int, default=1_000_000)
+    parser.add_argument("--queries", type=int, default=3000)
+    parser.add_argument("--exact-sample", type=int, default=300)
+    print(json.dumps(asyncio.run(run(parser.parse_args()))))
+
+
+if __name__ == "__main__":
+    main()
