@@ -67,6 +67,9 @@ class WriteBehind:
         self._stopping = False
         self._last_retention = 0.0
         self._db_reachable = True
+        self.enqueued = 0  # rows ever queued (sequence of the last one)
+        self.written = 0  # rows ever written (FIFO, so every row up to this sequence is stored)
+        self._progress = asyncio.Event()
 
     # ---- producers (event loop, never blocking) ----------------------------------------------
     def enqueue(self, row: tuple[Any, ...]) -> bool:
@@ -75,6 +78,7 @@ class WriteBehind:
             metrics.OUTCOMES_DROPPED.inc()
             return False
         self.rows.append(row)
+        self.enqueued += 1
         self._drained.clear()
         metrics.OUTCOME_BUFFER.set(len(self.rows))
         if len(self.rows) >= self._settings.flush_batch:
@@ -108,6 +112,20 @@ class WriteBehind:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.flush(), timeout)
         await self._drop_lock()
+
+    async def wait_written(self, seq: int, timeout: float) -> bool:
+        """Flush soon and wait (bounded) until row ``seq`` is stored; False on timeout or as a standby."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        self._wake.set()
+        while self.written < seq:
+            remaining = end - loop.time()
+            if remaining <= 0 or not self.is_writer:
+                return False
+            self._progress.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._progress.wait(), remaining)
+        return True
 
     async def wait_drained(self) -> None:
         """Return once everything buffered has been written."""
@@ -173,6 +191,8 @@ class WriteBehind:
             raise
         for _ in batch:
             self.rows.popleft()
+        self.written += len(batch)
+        self._progress.set()
         metrics.OUTCOMES_WRITTEN.inc(len(batch))
         metrics.OUTCOME_BUFFER.set(len(self.rows))
         if self.rows:
