@@ -19,13 +19,14 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench.e2e_arms import ARMS, Naive, Oracle, Passthrough, optimizer_stack, oracle_contexts
 from bench.e2e_clock import virtual_emulator
-from bench.e2e_drive import drive
+from bench.e2e_drive import Result, drive
 from bench.e2e_report import TABLE_HEADER, figures, oracle_gap, plot, settled, table_row
 from bench.ollama_sim import EmulatorConfig
 from bench.ollama_sim.output import default_output_tokens
@@ -79,14 +80,15 @@ def emulator_config(scenario: Scenario) -> EmulatorConfig:
 
 
 async def run_arm(scenario: Scenario, arm: str, requests: list[Request], concurrency: int, long_ids: set[int],
-                  pg: EmbeddedPostgres, oracle: Oracle | None, baseline_hop_s: float) -> tuple[dict, list[float]]:
+                  pg: EmbeddedPostgres, oracle: Oracle | None, baseline_hop_s: float,
+                  plugin: dict | None = None) -> tuple[dict, list[float]]:
     """One arm on a fresh emulator (and, for the optimizer, a fresh database); returns figures and hops."""
     async with AsyncExitStack() as stack:
         emulator, clock = await stack.enter_async_context(virtual_emulator(emulator_config(scenario)))
         url, settle = emulator.url, None
         policy: object
         if arm == "optimizer":
-            url, policy = await stack.enter_async_context(optimizer_stack(pg, emulator.url))
+            url, policy = await stack.enter_async_context(optimizer_stack(pg, emulator.url, plugin))
             settle = policy.settle  # type: ignore[attr-defined]
         elif arm == "naive":
             policy = Naive()
@@ -99,7 +101,12 @@ async def run_arm(scenario: Scenario, arm: str, requests: list[Request], concurr
                               policy.completed, settle)  # type: ignore[attr-defined]
         hops = [r.hop_s for r in results]
         overhead = [max(0.0, h - baseline_hop_s) for h in hops] if arm == "optimizer" else [0.0] * len(hops)
-        return figures(results, emulator, overhead, long_ids), hops
+        f = figures(results, emulator, overhead, long_ids)
+        if arm == "optimizer":
+            decisions = policy.core.decisions  # type: ignore[attr-defined]
+            f["decision_reasons"] = dict(Counter(reason for reason, _ctx, _batch in decisions))
+            f["_decisions"], f["_results"] = decisions, results
+        return f, hops
 
 
 async def choose_oracle(scenario: Scenario, requests: list[Request], long_ids: set[int],
@@ -116,43 +123,44 @@ async def choose_oracle(scenario: Scenario, requests: list[Request], long_ids: s
     return best[1]
 
 
-async def run(quick: bool, only: str | None = None, requests_n: int | None = None,
-              concurrencies: tuple[int, ...] | None = None, out_dir: Path | None = RESULTS) -> dict:
-    n = requests_n or (300 if quick else 1000)
-    levels = concurrencies or ((1, 4) if quick else (1, 2, 4, 8))
-    scenarios = [s for s in SCENARIOS if only in (None, s.name)]
+async def run_scenarios(pg: EmbeddedPostgres, scenarios: list[Scenario], n: int, levels: tuple[int, ...],
+                        plugin: dict | None = None) -> dict:
+    """Every scenario x concurrency x arm on ``pg``; ``plugin`` overrides the gateway's PluginConfig fields."""
     results: dict[str, dict[int, dict[str, dict]]] = {}
-    with tempfile.TemporaryDirectory(prefix="e2e-pg-") as tmp:
-        pg = await asyncio.to_thread(EmbeddedPostgres, Path(tmp) / "pg")
-        try:
-            for scenario in scenarios:
-                requests, long_ids = workload(scenario, n)
-                flags = settled_from(requests)
-                oracle = await choose_oracle(scenario, requests, long_ids, pg)
-                results[scenario.name] = {}
-                for conc in levels:
-                    by_arm: dict[str, dict] = {}
-                    baseline = 0.0
-                    for arm in ("passthrough", "naive", "oracle", "optimizer"):
-                        f, hops = await run_arm(scenario, arm, requests, conc, long_ids, pg, oracle, baseline)
-                        if arm == "passthrough":
-                            baseline = statistics.median(hops)
-                        by_arm[arm] = f
-                    for arm in ARMS:
-                        by_arm[arm]["oracle_gap"] = oracle_gap(by_arm[arm], by_arm["oracle"], flags)
-                    by_arm["oracle"]["config"] = {"num_ctx": oracle.num_ctx, "num_batch": oracle.num_batch}
-                    results[scenario.name][conc] = {arm: by_arm[arm] for arm in ARMS}
-        finally:
-            await asyncio.to_thread(pg.stop)
-    if out_dir is not None:
-        write_outputs(results, scenarios, out_dir, n)
+    for scenario in scenarios:
+        requests, long_ids = workload(scenario, n)
+        flags = settled([Result(r, None, 0.0, 0) for r in requests])
+        oracle = await choose_oracle(scenario, requests, long_ids, pg)
+        results[scenario.name] = {}
+        for conc in levels:
+            by_arm: dict[str, dict] = {}
+            baseline = 0.0
+            for arm in ("passthrough", "naive", "oracle", "optimizer"):
+                f, hops = await run_arm(scenario, arm, requests, conc, long_ids, pg, oracle, baseline, plugin)
+                if arm == "passthrough":
+                    baseline = statistics.median(hops)
+                by_arm[arm] = f
+            for arm in ARMS:
+                by_arm[arm]["oracle_gap"] = oracle_gap(by_arm[arm], by_arm["oracle"], flags)
+            by_arm["oracle"]["config"] = {"num_ctx": oracle.num_ctx, "num_batch": oracle.num_batch}
+            results[scenario.name][conc] = {arm: by_arm[arm] for arm in ARMS}
     return results
 
 
-def settled_from(requests: list[Request]) -> list[bool]:
-    from bench.e2e_drive import Result
-
-    return settled([Result(r, None, 0.0, 0) for r in requests])
+async def run(quick: bool, only: str | None = None, requests_n: int | None = None,
+              concurrencies: tuple[int, ...] | None = None) -> dict:
+    """The benchmark on its own embedded Postgres; writes bench/results/."""
+    n = requests_n or (300 if quick else 1000)
+    levels = concurrencies or ((1, 4) if quick else (1, 2, 4, 8))
+    scenarios = [s for s in SCENARIOS if only in (None, s.name)]
+    with tempfile.TemporaryDirectory(prefix="e2e-pg-") as tmp:
+        pg = await asyncio.to_thread(EmbeddedPostgres, Path(tmp) / "pg")
+        try:
+            results = await run_scenarios(pg, scenarios, n, levels)
+        finally:
+            await asyncio.to_thread(pg.stop)
+    write_outputs(results, scenarios, RESULTS, n)
+    return results
 
 
 def summary(results: dict) -> dict:

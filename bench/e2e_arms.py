@@ -86,9 +86,19 @@ class Oracle:
 
 
 class CountingCore(OptimizerCore):
-    """The real core; counts observe() calls so the driver knows when learning has been handed over."""
+    """The real core; counts observe() calls (so the driver knows when learning has been handed over) and
+    keeps each decision's action, reason and options for the diagnosis."""
 
     observed = 0
+
+    def __init__(self, config: PluginConfig) -> None:
+        super().__init__(config)
+        self.decisions: list[tuple[str, int, int]] = []
+
+    async def prepare(self, request: dict[str, Any], endpoint: str | None = None) -> tuple[dict[str, Any], Decision]:
+        sent, decision = await super().prepare(request, endpoint)
+        self.decisions.append((decision.reason, decision.num_ctx, decision.num_batch))
+        return sent, decision
 
     def observe(self, request: dict[str, Any], response: dict[str, Any], decision: Decision, **kw: Any) -> None:
         self.observed += 1
@@ -138,13 +148,17 @@ async def fresh_database(pg: EmbeddedPostgres) -> AsyncIterator[asyncpg.Pool]:
 
 
 @asynccontextmanager
-async def optimizer_stack(pg: EmbeddedPostgres, upstream: str) -> AsyncIterator[tuple[str, Optimizer]]:
-    """Real matcher + tuner on a fresh database, and the gateway in front of ``upstream``; yields its URL."""
+async def optimizer_stack(pg: EmbeddedPostgres, upstream: str,
+                          plugin: dict[str, Any] | None = None) -> AsyncIterator[tuple[str, Optimizer]]:
+    """Real matcher + tuner on a fresh database, and the gateway in front of ``upstream``; yields its URL.
+
+    ``plugin`` overrides PluginConfig fields (default: the shipped defaults, probes off)."""
     local = ServerConfig(listen="127.0.0.1:0", metrics_port=0)
     async with fresh_database(pg) as pool:
         matcher = await start_matcher(pool, local)
         tuner = await start_tuner(pool, local)
-        config = replace(PluginConfig(), matcher_address=matcher.address, tuner_address=tuner.address, probes=False)
+        config = replace(PluginConfig(), matcher_address=matcher.address, tuner_address=tuner.address, probes=False,
+                         **(plugin or {}))
         core = CountingCore(config)
         gateway = await start_gateway("127.0.0.1:0", upstream, core=core)
         try:

@@ -1,0 +1,31 @@
+"""A tiny run of the end-to-end benchmark harness (bench/e2e.py): all four arms, one scenario, ~40 requests.
+
+Structural truths only (figures come from the benchmark itself, never from tests): the defaults truncate
+prompts that exceed Ollama's default context, the optimizer behind the real gateway, matcher, tuner and
+Postgres does not, and the summary carries the keys the issue asks for.
+"""
+from __future__ import annotations
+
+from bench.e2e import KEYS, SCENARIOS, run_scenarios, summary
+from bench.e2e_arms import ARMS
+from ollama_optimizer.embedded_pg import EmbeddedPostgres
+
+# Generous deadlines: a loaded CI machine must not turn this into a test of fail-open passthrough.
+RELAXED = {"budget_ms": 5000.0, "call_timeout_ms": 5000.0}
+
+
+async def test_four_arms_tiny_run(pg_server: EmbeddedPostgres) -> None:
+    scenario = next(s for s in SCENARIOS if s.name == "gpu-8gb")
+    results = await run_scenarios(pg_server, [scenario], 40, (1,), RELAXED)
+    figures = results["gpu-8gb"][1]
+    assert figures["passthrough"]["truncated"] > 0  # heads beyond the 4096 default
+    assert figures["optimizer"]["truncated"] == 0
+    assert figures["oracle"]["truncated"] == 0 and figures["oracle"]["reloads"] == 0
+    assert figures["naive"]["reloads"] > figures["optimizer"]["reloads"]
+    assert figures["optimizer"]["errors"] == 0
+
+    line = summary(results)
+    assert set(line) == {"gpu-8gb"}
+    for arm in ARMS:
+        assert set(KEYS) <= set(line["gpu-8gb"][arm])
+        assert set(line["gpu-8gb"][arm]["by_concurrency"]) == {"1"}
