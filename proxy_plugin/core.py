@@ -144,6 +144,7 @@ class OptimizerCore:
         *,
         latency_s: float | None = None,
         ttft_s: float | None = None,
+        loaded_context_length: int = 0,
     ) -> None:
         """Queue the outcome for Observe + Report; returns at once, never raises."""
         try:
@@ -153,7 +154,7 @@ class OptimizerCore:
             assert self._telemetry is not None
             latency = time.monotonic() - decision.started if latency_s is None else latency_s
             stats = response if isinstance(response, dict) else {}
-            self._telemetry.submit(Observation(decision, stats, latency, ttft_s or 0.0, time.time()))
+            self._telemetry.submit(Observation(decision, stats, latency, ttft_s or 0.0, time.time(), loaded_context_length))
         except Exception:
             log.exception("observe failed; telemetry dropped")
             metrics.TELEMETRY_DROPPED.labels("error").inc()

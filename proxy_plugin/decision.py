@@ -37,3 +37,4 @@ class Observation:
     latency_s: float
     ttft_s: float
     finished_at: float  # Unix seconds
+    loaded_context_length: int = 0  # Ollama's /api/ps context for the model after a request without num_ctx

@@ -53,6 +53,7 @@ def build_outcome(item: Observation, memory: MemoryFigures) -> tuner_pb2.Outcome
         gpu_memory_used_bytes=memory.gpu_memory_used_bytes,
         gpu_memory_total_bytes=memory.gpu_memory_total_bytes,
         finished_at=item.finished_at,
+        loaded_context_length=item.loaded_context_length,
     )
     if known:
         outcome.prompt_eval_count = stat_int(stats, "prompt_eval_count")

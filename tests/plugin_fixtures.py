@@ -110,9 +110,9 @@ class StandIns:
 
 
 @asynccontextmanager
-async def stand_ins(hang_matcher: bool = False) -> AsyncIterator[StandIns]:
+async def stand_ins(hang_matcher: bool = False, tuner: StandInTuner | None = None) -> AsyncIterator[StandIns]:
     """Stand-in matcher and tuner on ephemeral loopback ports."""
-    result = StandIns(StandInMatcher(hang=hang_matcher), StandInTuner())
+    result = StandIns(StandInMatcher(hang=hang_matcher), tuner or StandInTuner())
     cfg = ServerConfig(listen="127.0.0.1:0", metrics_port=0)
     for servicer, add, name in (
         (result.matcher, matcher_pb2_grpc.add_MatcherServicer_to_server, "optimizer.v1.Matcher"),
