@@ -5,8 +5,8 @@ oracle, on the same seeded workload and the same emulator settings, in one run.
     .venv/bin/python -m bench.e2e --quick    # < 3 minutes; fewer requests, concurrency 1 and 4
 
 Latencies are the emulator's simulated seconds (on a virtual clock, bench/e2e_clock.py) plus, for the
-optimizer, the measured wall-clock request-path overhead of the gateway (Match + Recommend + the extra
-HTTP hop, over a direct request). Writes bench/results/e2e.json, e2e.md and e2e_<scenario>.png; the last
+optimizer, the measured wall-clock request-path overhead of the plugin core (prepare(): Match + Recommend +
+decision, timed per request in the gateway). Writes bench/results/e2e.json, e2e.md and e2e_<scenario>.png; the last
 line printed is one JSON object: per scenario and arm p50_s, p95_s, truncated, reloads, kv_gib_mean
 (concurrency 1) and the same per concurrency under "by_concurrency".
 """
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -27,7 +26,7 @@ from pathlib import Path
 from bench.e2e_arms import ARMS, Naive, Oracle, Passthrough, optimizer_stack, oracle_contexts
 from bench.e2e_clock import virtual_emulator
 from bench.e2e_drive import Result, drive
-from bench.e2e_report import TABLE_HEADER, figures, oracle_gap, plot, settled, table_row
+from bench.e2e_report import TABLE_HEADER, figures, intact_p50, oracle_gap, plot, settled, table_row
 from bench.ollama_sim import EmulatorConfig
 from bench.ollama_sim.output import default_output_tokens
 from bench.workload import Request, make_requests, make_templates
@@ -80,9 +79,8 @@ def emulator_config(scenario: Scenario) -> EmulatorConfig:
 
 
 async def run_arm(scenario: Scenario, arm: str, requests: list[Request], concurrency: int, long_ids: set[int],
-                  pg: EmbeddedPostgres, oracle: Oracle | None, baseline_hop_s: float,
-                  plugin: dict | None = None) -> tuple[dict, list[float]]:
-    """One arm on a fresh emulator (and, for the optimizer, a fresh database); returns figures and hops."""
+                  pg: EmbeddedPostgres, oracle: Oracle | None, plugin: dict | None = None) -> dict:
+    """One arm on a fresh emulator (and, for the optimizer, a fresh database)."""
     async with AsyncExitStack() as stack:
         emulator, clock = await stack.enter_async_context(virtual_emulator(emulator_config(scenario)))
         url, settle = emulator.url, None
@@ -99,14 +97,13 @@ async def run_arm(scenario: Scenario, arm: str, requests: list[Request], concurr
             policy = Passthrough()
         results = await drive(requests, concurrency, url, emulator, clock, policy.options_for,  # type: ignore[attr-defined]
                               policy.completed, settle)  # type: ignore[attr-defined]
-        hops = [r.hop_s for r in results]
-        overhead = [max(0.0, h - baseline_hop_s) for h in hops] if arm == "optimizer" else [0.0] * len(hops)
-        f = figures(results, emulator, overhead, long_ids)
-        if arm == "optimizer":
-            decisions = policy.core.decisions  # type: ignore[attr-defined]
-            f["decision_reasons"] = dict(Counter(reason for reason, _ctx, _batch in decisions))
-            f["_decisions"], f["_results"] = decisions, results
-        return f, hops
+        if arm != "optimizer":
+            return figures(results, emulator, [0.0] * len(results), long_ids)
+        decisions = policy.core.decisions  # type: ignore[attr-defined]
+        f = figures(results, emulator, [d[3] for d in decisions], long_ids)  # + the core's measured prepare()
+        f["decision_reasons"] = dict(Counter(reason for reason, *_rest in decisions))
+        f["_decisions"], f["_results"] = decisions, results
+        return f
 
 
 async def choose_oracle(scenario: Scenario, requests: list[Request], long_ids: set[int],
@@ -116,7 +113,7 @@ async def choose_oracle(scenario: Scenario, requests: list[Request], long_ids: s
     best: tuple[float, Oracle] | None = None
     for batch in ORACLE_BATCHES:
         candidate = Oracle(contexts, batch)
-        f, _ = await run_arm(scenario, "oracle", requests, 1, long_ids, pg, candidate, 0.0)
+        f = await run_arm(scenario, "oracle", requests, 1, long_ids, pg, candidate)
         if f["truncated"] == 0 and (best is None or f["mean_s"] < best[0]):
             best = (f["mean_s"], candidate)
     assert best is not None, "no oracle configuration avoids truncation"
@@ -129,19 +126,18 @@ async def run_scenarios(pg: EmbeddedPostgres, scenarios: list[Scenario], n: int,
     results: dict[str, dict[int, dict[str, dict]]] = {}
     for scenario in scenarios:
         requests, long_ids = workload(scenario, n)
-        flags = settled([Result(r, None, 0.0, 0) for r in requests])
+        flags = settled([Result(r, None, 0) for r in requests])
         oracle = await choose_oracle(scenario, requests, long_ids, pg)
         results[scenario.name] = {}
         for conc in levels:
             by_arm: dict[str, dict] = {}
-            baseline = 0.0
-            for arm in ("passthrough", "naive", "oracle", "optimizer"):
-                f, hops = await run_arm(scenario, arm, requests, conc, long_ids, pg, oracle, baseline, plugin)
-                if arm == "passthrough":
-                    baseline = statistics.median(hops)
-                by_arm[arm] = f
+            for arm in ARMS:
+                by_arm[arm] = await run_arm(scenario, arm, requests, conc, long_ids, pg, oracle, plugin)
+            intact = [x is not None and not truncated for x, truncated
+                      in zip(by_arm["passthrough"]["_latencies"], by_arm["passthrough"]["_truncated"])]
             for arm in ARMS:
                 by_arm[arm]["oracle_gap"] = oracle_gap(by_arm[arm], by_arm["oracle"], flags)
+                by_arm[arm]["p50_intact_s"] = intact_p50(by_arm[arm], intact)
             by_arm["oracle"]["config"] = {"num_ctx": oracle.num_ctx, "num_batch": oracle.num_batch}
             results[scenario.name][conc] = {arm: by_arm[arm] for arm in ARMS}
     return results

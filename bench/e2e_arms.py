@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -93,11 +94,13 @@ class CountingCore(OptimizerCore):
 
     def __init__(self, config: PluginConfig) -> None:
         super().__init__(config)
-        self.decisions: list[tuple[str, int, int]] = []
+        self.decisions: list[tuple[str, int, int, float]] = []  # reason, num_ctx, num_batch, prepare seconds
 
     async def prepare(self, request: dict[str, Any], endpoint: str | None = None) -> tuple[dict[str, Any], Decision]:
+        started = time.perf_counter()
         sent, decision = await super().prepare(request, endpoint)
-        self.decisions.append((decision.reason, decision.num_ctx, decision.num_batch))
+        elapsed = time.perf_counter() - started
+        self.decisions.append((decision.reason, decision.num_ctx, decision.num_batch, elapsed))
         return sent, decision
 
     def observe(self, request: dict[str, Any], response: dict[str, Any], decision: Decision, **kw: Any) -> None:

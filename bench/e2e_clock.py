@@ -11,7 +11,6 @@ import asyncio
 import heapq
 import itertools
 import math
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -29,7 +28,6 @@ class VirtualClock:
         self._waiters: list[tuple[float, int, asyncio.Future[None]]] = []
         self._seq = itertools.count()
         self.scheduled = asyncio.Event()  # set when the emulator has scheduled a request
-        self.scheduled_wall = 0.0  # perf_counter() of that moment
 
     def now(self) -> float:
         return self.t
@@ -65,9 +63,7 @@ class _VirtualApp(OllamaApp):
         self.clock = clock
 
     async def _until(self, sim_t: float) -> None:
-        if not self.clock.scheduled.is_set():  # first wait of a request comes right after scheduling
-            self.clock.scheduled_wall = time.perf_counter()
-            self.clock.scheduled.set()
+        self.clock.scheduled.set()  # a request's first wait comes right after the engine scheduled it
         await self.clock.wait_until(sim_t)
 
 

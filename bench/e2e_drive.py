@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import heapq
 import math
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -29,7 +28,6 @@ class Result:
 
     request: Request
     record: RequestRecord | None  # the emulator's log entry (None: never reached it)
-    hop_s: float  # wall seconds from the client send to the emulator scheduling it
     status: int
 
 
@@ -51,13 +49,11 @@ async def drive(requests: list[Request], concurrency: int, url: str, emulator: E
             extra = options_for(request)
             if extra:
                 payload["options"] = {**payload.get("options", {}), **extra}
-            sent = time.perf_counter()
             async with session.post(url + "/api/chat", json=payload) as response:
                 body = await response.json(content_type=None)
                 status = response.status
-            hop = clock.scheduled_wall - sent if clock.scheduled.is_set() else 0.0
             record = emulator.requests[first_record] if len(emulator.requests) > first_record else None
-            results[i] = Result(request, record, max(hop, 0.0), status)
+            results[i] = Result(request, record, status)
             return status, body
 
         next_index = 0

@@ -21,6 +21,7 @@ def quantile(values: list[float], q: float) -> float:
 
 def latencies(results: list[Result], overhead_s: list[float]) -> list[float | None]:
     """Per request (workload order): simulated latency + request-path overhead; None when it failed."""
+    assert len(overhead_s) == len(results), "one overhead figure per request"
     out: list[float | None] = [None] * len(results)
     for k, (result, extra) in enumerate(zip(results, overhead_s)):
         if result.record is not None and result.record.status == 200 and result.status == 200:
@@ -73,7 +74,13 @@ def figures(results: list[Result], emulator: Emulator, overhead_s: list[float], 
         "overhead_ms_p99": round(quantile(overhead_ms, 0.99), 3),
         "curve": curve,
         "_latencies": lat,
+        "_truncated": [r.record is not None and r.record.truncated for r in results],
     }
+
+
+def intact_p50(arm: dict, intact: list[bool]) -> float:
+    """p50 over the requests Ollama's defaults served without truncation (same requests for every arm)."""
+    return round(quantile([x for x, keep in zip(arm["_latencies"], intact) if keep and x is not None], 0.5), 3)
 
 
 def oracle_gap(arm: dict, oracle: dict, flags: list[bool]) -> float | None:
@@ -85,15 +92,15 @@ def oracle_gap(arm: dict, oracle: dict, flags: list[bool]) -> float | None:
     return round(sum(a for a, _ in pairs) / sum(o for _, o in pairs) - 1.0, 4)
 
 
-TABLE_HEADER = ("| scenario | conc | arm | p50 s | p95 s | p99 s | truncated | reloads | loads | evictions "
+TABLE_HEADER = ("| scenario | conc | arm | p50 s | p50 intact s | p95 s | p99 s | truncated | reloads | loads | evictions "
                 "| KV GiB mean/peak | VRAM GiB mean/peak | tok/s | overhead ms p50/p99 | vs oracle (settled) |\n"
-                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def table_row(scenario: str, conc: int, arm: str, f: dict) -> str:
     gap = f.get("oracle_gap")
     gap_text = "" if gap is None else f"{gap * 100:+.1f}%"
-    return (f"| {scenario} | {conc} | {arm} | {f['p50_s']:.2f} | {f['p95_s']:.2f} | {f['p99_s']:.2f} "
+    return (f"| {scenario} | {conc} | {arm} | {f['p50_s']:.2f} | {f['p50_intact_s']:.2f} | {f['p95_s']:.2f} | {f['p99_s']:.2f} "
             f"| {f['truncated']} ({f['truncated_pct']:.1f}%) | {f['reloads']} | {f['loads']} | {f['evictions']} "
             f"| {f['kv_gib_mean']:.2f}/{f['kv_gib_peak']:.2f} | {f['vram_gib_mean']:.2f}/{f['vram_gib_peak']:.2f} "
             f"| {f['tokens_per_s']:.1f} | {f['overhead_ms_p50']:.2f}/{f['overhead_ms_p99']:.2f} | {gap_text} |")
