@@ -12,6 +12,7 @@ from .core import TunerCore
 from .explain import explain
 from .guard import Refused, ReportGuard, source_of
 from .policy import Request
+from .validation import valid_model
 
 MAX_MODEL_LEN = 256
 MAX_UNITS = 10_000_000
@@ -20,8 +21,9 @@ DB_FAILURES = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.T
 
 
 async def _check_model(context: grpc.aio.ServicerContext, model: str, template_id: int) -> None:
-    if not model or len(model) > MAX_MODEL_LEN:
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"model must be 1..{MAX_MODEL_LEN} characters")
+    if not valid_model(model):
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                            f"model must be 1..{MAX_MODEL_LEN} characters without control characters or spaces")
     if template_id < 0:
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "template_id must not be negative")
 
@@ -86,6 +88,8 @@ class TunerServicer(tuner_pb2_grpc.TunerServicer):
     async def Summary(self, request: tuner_pb2.SummaryRequest,
                       context: grpc.aio.ServicerContext) -> tuner_pb2.SummaryResponse:
         period = request.period_seconds or 3600
+        if request.model and not valid_model(request.model):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "model filter is not a valid model name")
         try:
             rows = await self.core.summary(period, request.model)
         except DB_FAILURES as exc:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import dataclass
 
@@ -15,12 +16,19 @@ MAX_DURATION_NS = 86_400 * 10**9  # one day
 MAX_OPTION = 16_777_216
 MAX_ID_LEN = 128
 MAX_MODEL_LEN = 256
+# Model names: no control characters or white space (Postgres text cannot hold NUL; logs stay one line).
+MODEL_RE = re.compile(r"[^\x00-\x20\x7f]{1,%d}" % MAX_MODEL_LEN)
 DONE_REASONS = frozenset({"", "stop", "length", "load", "unload"})
 _NONNEGATIVE = ("template_id", "prompt_units", "message_count", "num_ctx", "num_batch", "num_predict",
                 "prompt_eval_count", "eval_count", "total_duration_ns", "load_duration_ns",
                 "prompt_eval_duration_ns", "eval_duration_ns", "host_rss_bytes", "gpu_memory_used_bytes",
                 "gpu_memory_total_bytes", "loaded_context_length")
 _DURATIONS = ("total_duration_ns", "load_duration_ns", "prompt_eval_duration_ns", "eval_duration_ns")
+
+
+def valid_model(model: str) -> bool:
+    """1..MAX_MODEL_LEN characters, none of them control characters or white space."""
+    return MODEL_RE.fullmatch(model) is not None
 
 
 class Invalid(ValueError):
@@ -76,8 +84,8 @@ def validate(o: tuner_pb2.Outcome, now: float | None = None) -> Valid:
     now = time.time() if now is None else now
     if not o.outcome_id or len(o.outcome_id) > MAX_ID_LEN:
         raise Invalid("bad_id", f"outcome_id must be 1..{MAX_ID_LEN} characters")
-    if not o.model or len(o.model) > MAX_MODEL_LEN:
-        raise Invalid("bad_model", f"model must be 1..{MAX_MODEL_LEN} characters")
+    if not valid_model(o.model):
+        raise Invalid("bad_model", f"model must be 1..{MAX_MODEL_LEN} characters without control characters or spaces")
     if o.action not in (PASSTHROUGH, APPLY):
         raise Invalid("unknown_action", f"unknown action {o.action}")
     if o.done_reason not in DONE_REASONS:
