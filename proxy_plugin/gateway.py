@@ -156,7 +156,7 @@ class Gateway:
             return self._too_large(endpoint)
         try:
             payload = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested deeper than Python parses: Ollama answers
             payload = None
         if not isinstance(payload, dict):
             return await self._relay(request, endpoint, body)
