@@ -46,7 +46,7 @@ async def embedded_database(max_size: int = 10) -> AsyncIterator[tuple[str, asyn
         server = await asyncio.to_thread(EmbeddedPostgres, Path(tmp) / "pg")
         try:
             await apply_migrations(server.uri())
-            pool = await create_pool(server.uri(), 2, max_size)
+            pool = await create_pool(server.uri(), 2, max_size, store.SESSION_SETTINGS)
             try:
                 yield server.uri(), pool
             finally:
@@ -68,7 +68,7 @@ async def load_fingerprints(pool: asyncpg.Pool, fps: np.ndarray, version: int) -
                               SELECT $1, $2 FROM generate_series(1, $3)""", version, WINDOWS[-1], n,
                            timeout=BULK_TIMEOUT)
         indexes = await conn.fetch("""SELECT indexname, indexdef FROM pg_indexes
-                                      WHERE tablename = 'matcher_fingerprint' AND indexname LIKE '%\\_b_\\_idx'""")
+                                      WHERE tablename = 'matcher_fingerprint' AND indexname LIKE '%\\_k_\\_idx'""")
         for index in indexes:
             await conn.execute(f"DROP INDEX {index['indexname']}")
         await conn.execute("SET session_replication_role = replica")  # skip per-row FK triggers for the bulk load
@@ -112,7 +112,8 @@ def brute_force(fps: np.ndarray, query: tuple[int, ...], settings: MatcherSettin
 
 
 def make_query(version: int, fps: tuple[int, ...], settings: MatcherSettings) -> store.Query:
-    return store.Query(version, WINDOWS, fps, build_probes(WINDOWS, fps, [settings.threshold(w) for w in WINDOWS]))
+    ks = tuple(settings.threshold(w) for w in WINDOWS)
+    return store.Query(version, WINDOWS, fps, ks, build_probes(WINDOWS, fps, list(ks)))
 
 
 async def run(args: argparse.Namespace) -> dict:

@@ -7,7 +7,8 @@ block, each value within Hamming distance r = floor(k / 4) of the query's block 
 finds every stored fingerprint within distance k; the recheck ``bit_count(fp # q) <= k``
 then removes the false candidates. So the lookup returns exactly the fingerprints within
 k(W): no false negatives, no false positives. r = 0 for k <= 3 (4 probes), r = 1 for
-k <= 7 (4 * 17 = 68 probes), r = 2 for k <= 11 (4 * 137 = 548 probes).
+k <= 7 (4 * 17 = 68 probes), r = 2 for k <= 11 (4 * 137 = 548 probes). A probe is a key
+(window << 16 | value) of the block's index: one ``k_i = ANY(keys)`` scan per block position.
 """
 from __future__ import annotations
 
@@ -47,28 +48,26 @@ def variant_masks(radius: int) -> np.ndarray:
     return np.array(masks, np.int64)
 
 
+def probe_key(window: int, value: int) -> int:
+    """Index key of one block: window in the high bits, the 16-bit block value in the low ones."""
+    return (window << BLOCK_BITS) | value
+
+
 @dataclass(frozen=True)
 class Probes:
-    """Parallel arrays, one row per probe: block number, window, block value, query fp, k."""
+    """Probe keys per window (in the query's window order), then per block position (column k{i})."""
 
-    block: list[int]
-    window: list[int]
-    value: list[int]
-    query: list[int]
-    k: list[int]
+    per_window: tuple[tuple[list[int], ...], ...]
+
+    @property
+    def count(self) -> int:
+        return sum(len(keys) for window in self.per_window for keys in window)
 
 
 def build_probes(windows: tuple[int, ...], fingerprints: tuple[int, ...], thresholds: list[int]) -> Probes:
-    """Every (block, value) probe needed to find all fingerprints within k of each window's query."""
-    block, window, value, query, ks = [], [], [], [], []
+    """Every block key needed to find all fingerprints within k of each window's query."""
+    per_window = []
     for w, fp, k in zip(windows, fingerprints, thresholds):
         masks = variant_masks(k // BLOCKS)
-        signed = to_signed(fp)
-        for i, b in enumerate(block_values(fp)):
-            values = (masks ^ b).tolist()
-            block += [i] * len(values)
-            window += [w] * len(values)
-            value += values
-            query += [signed] * len(values)
-            ks += [k] * len(values)
-    return Probes(block, window, value, query, ks)
+        per_window.append(tuple(((masks ^ b) | (w << BLOCK_BITS)).tolist() for b in block_values(fp)))
+    return Probes(tuple(per_window))

@@ -37,8 +37,8 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
         self._cache: SoftCache[Candidate | None] = SoftCache(settings.cache_size, settings.cache_ttl)
 
     def _query(self, windows: tuple[int, ...], fps: tuple[int, ...]) -> store.Query:
-        thresholds = [self._settings.threshold(w) for w in windows]
-        return store.Query(self._version, windows, fps, build_probes(windows, fps, thresholds))
+        thresholds = tuple(self._settings.threshold(w) for w in windows)
+        return store.Query(self._version, windows, fps, thresholds, build_probes(windows, fps, list(thresholds)))
 
     async def Match(self, request: matcher_pb2.MatchRequest, context: grpc.aio.ServicerContext
                     ) -> matcher_pb2.MatchResponse:

@@ -7,30 +7,37 @@ from datetime import datetime
 import asyncpg
 
 from .blocks import BLOCKS, Probes, to_signed, to_unsigned
+from .settings import WINDOWS
 from .learning import Candidate, WindowState
 
 
-def _probe_branch(block: int) -> str:
-    return f"""
-        SELECT f.template_id, f.window_size, bit_count((f.fp # p.q)::bit(64)) AS d, p.k
-        FROM probe p JOIN matcher_fingerprint f ON f.b{block} = p.v AND f.window_size = p.w
-        WHERE p.blk = {block}"""
+# Session settings of the matcher's pool: the lookup is planned once (generic plan of the prepared
+# statement, no per-call planning) and never fans out to parallel workers.
+SESSION_SETTINGS = {"plan_cache_mode": "force_generic_plan", "max_parallel_workers_per_gather": "0"}
+
+SLOTS = len(WINDOWS)  # one slot per window, largest first; unused slots get empty key arrays
+_SLOT_PARAMS = 3 + BLOCKS  # window, query fp, k, one key array per block position
+_FIRST_SLOT_PARAM = 3  # $1 = algorithm version, $2 = the query's largest window
 
 
-# One round trip for all windows: index-only probes per block (UNION ALL), exact recheck,
-# then the ranking of learning.Candidate: largest window, covering, distance, observations.
-LOOKUP_SQL = f"""
-WITH probe AS MATERIALIZED (
-    SELECT * FROM unnest($1::integer[], $2::integer[], $3::integer[], $4::bigint[], $5::integer[])
-        AS p(blk, w, v, q, k)
-), candidate AS ({" UNION ALL ".join(_probe_branch(b) for b in range(BLOCKS))}
-)
-SELECT c.template_id, c.window_size, c.d, t.observations, t.stable_window
-FROM candidate c JOIN matcher_template t ON t.id = c.template_id
-WHERE c.d <= c.k AND t.algorithm_version = $6
-ORDER BY c.window_size DESC, (c.window_size >= t.stable_window OR c.window_size = $7) DESC,
-         c.d, t.observations DESC, t.id
-LIMIT 1"""
+def _slot(slot: int) -> str:
+    """Best candidate at one window: an index-only `= ANY` scan per block position, rechecked inside the scan."""
+    w, q, k = (f"${_FIRST_SLOT_PARAM + slot * _SLOT_PARAMS + i}" for i in range(3))
+    d = f"bit_count((fp # {q}::bigint)::bit(64))"
+    scans = " UNION ALL ".join(
+        f"SELECT template_id, {d} AS d FROM matcher_fingerprint"
+        f" WHERE k{b} = ANY(${_FIRST_SLOT_PARAM + slot * _SLOT_PARAMS + 3 + b}::integer[]) AND {d} <= {k}::integer"
+        for b in range(BLOCKS))
+    return f"""(SELECT c.template_id, {w}::integer AS window_size, c.d, t.observations, t.stable_window
+     FROM ({scans}) c JOIN matcher_template t ON t.id = c.template_id AND t.algorithm_version = $1
+     ORDER BY ({w}::integer >= t.stable_window OR {w}::integer = $2) DESC, c.d, t.observations DESC, t.id
+     LIMIT 1)"""
+
+
+# One round trip for all windows, largest first: the first window with a candidate within k(W)
+# answers (Append under LIMIT 1 stops there), ranked as learning.Candidate: covering, distance,
+# observations. Misses scan every window; each probe is one btree scan with many keys.
+LOOKUP_SQL = "\nUNION ALL\n".join(_slot(s) for s in range(SLOTS)) + "\nLIMIT 1"
 
 CREATE_SQL = """
 WITH t AS (
@@ -96,7 +103,12 @@ class Query:
     version: int
     windows: tuple[int, ...]
     fingerprints: tuple[int, ...]  # unsigned
+    thresholds: tuple[int, ...]  # k(W) per window
     probes: Probes
+
+    @property
+    def signed(self) -> list[int]:
+        return [to_signed(fp) for fp in self.fingerprints]
 
     @property
     def largest_window(self) -> int:
@@ -123,17 +135,24 @@ class StoredTemplate:
     windows: tuple[StoredWindow, ...]
 
 
+def lookup_args(query: Query) -> tuple:
+    """Parameters of LOOKUP_SQL for ``query``."""
+    args: list = [query.version, query.largest_window]
+    slots = sorted(zip(query.windows, query.signed, query.thresholds, query.probes.per_window), reverse=True)
+    for w, q, k, keys in slots:
+        args += [w, q, k, *keys]
+    args += [0, 0, 0, *([[]] * BLOCKS)] * (SLOTS - len(slots))
+    return tuple(args)
+
+
 async def lookup(conn: asyncpg.Connection | asyncpg.Pool, query: Query, timeout: float | None = None) -> Candidate | None:
     """The best candidate template for the query, or None."""
-    p = query.probes
-    row = await conn.fetchrow(LOOKUP_SQL, p.block, p.window, p.value, p.query, p.k,
-                              query.version, query.largest_window, timeout=timeout)
+    row = await conn.fetchrow(LOOKUP_SQL, *lookup_args(query), timeout=timeout)
     return None if row is None else Candidate(*row)
 
 
 async def create_template(conn: asyncpg.Connection, query: Query) -> int:
-    rows = await conn.fetch(CREATE_SQL, query.version, query.largest_window, list(query.windows),
-                            [to_signed(fp) for fp in query.fingerprints])
+    rows = await conn.fetch(CREATE_SQL, query.version, query.largest_window, list(query.windows), query.signed)
     return int(rows[0]["template_id"])
 
 
@@ -145,8 +164,7 @@ async def lock_template(conn: asyncpg.Connection, template_id: int) -> WindowSta
 async def fold(conn: asyncpg.Connection, template_id: int, query: Query, distance: int,
                state: WindowState) -> tuple[int, int]:
     """Add the query's votes and update the template row; returns (observations, stable window)."""
-    await conn.execute(FOLD_FINGERPRINTS_SQL, template_id, list(query.windows),
-                       [to_signed(fp) for fp in query.fingerprints])
+    await conn.execute(FOLD_FINGERPRINTS_SQL, template_id, list(query.windows), query.signed)
     row = await conn.fetchrow(FOLD_TEMPLATE_SQL, template_id, float(distance), state.stable_window,
                               state.shrink_streak, state.grow_streak, state.grow_window)
     return int(row["observations"]), int(row["stable_window"])

@@ -40,26 +40,31 @@ async def embedded_or_configured_dsn(cfg: DatabaseConfig) -> AsyncIterator[tuple
 
 
 @contextlib.asynccontextmanager
-async def open_database(cfg: DatabaseConfig, *, migrate: bool = True) -> AsyncIterator[Database]:
-    """Open a pool (starting embedded Postgres when no DSN is set) and apply migrations."""
+async def open_database(cfg: DatabaseConfig, *, migrate: bool = True,
+                        server_settings: dict[str, str] | None = None) -> AsyncIterator[Database]:
+    """Open a pool (starting embedded Postgres when no DSN is set) and apply migrations.
+
+    ``server_settings``: extra session settings of the pool's connections (added to the defaults).
+    """
     from .migrations import apply_migrations
 
     async with embedded_or_configured_dsn(cfg) as (dsn, embedded):
         if migrate:
             await apply_migrations(dsn)
-        pool = await create_pool(dsn, cfg.pool_min, cfg.pool_max)
+        pool = await create_pool(dsn, cfg.pool_min, cfg.pool_max, server_settings)
         try:
             yield Database(dsn=dsn, pool=pool, embedded=embedded)
         finally:
             await pool.close()
 
 
-async def create_pool(dsn: str, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
+async def create_pool(dsn: str, min_size: int = 2, max_size: int = 10,
+                      server_settings: dict[str, str] | None = None) -> asyncpg.Pool:
     """A pool with short statement timeouts: the services never wait long on the database."""
     return await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
         command_timeout=10,
-        server_settings={"application_name": "ollama-optimizer", "jit": "off"},
+        server_settings={"application_name": "ollama-optimizer", "jit": "off", **(server_settings or {})},
     )

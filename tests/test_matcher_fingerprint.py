@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from matcher_service.blocks import BLOCKS, block_values, build_probes, to_signed, to_unsigned
+from matcher_service.blocks import BLOCKS, block_values, build_probes, probe_key, to_signed, to_unsigned
 from matcher_service.cache import SoftCache
 from matcher_service.learning import WindowState, decide
 from matcher_service.settings import MatcherSettings, parse_thresholds
@@ -76,17 +76,16 @@ def test_one_replaced_token_flips_few_bits_at_1024() -> None:
 def test_probes_find_every_fingerprint_within_k(query: int, k: int, data: st.DataObject) -> None:
     flips = data.draw(st.sets(st.integers(0, 63), max_size=k))
     stored = query ^ sum(1 << b for b in flips)
-    probes = build_probes((1024,), (query,), [k])
-    stored_blocks = block_values(stored)
-    hits = {(blk, v) for blk, v in zip(probes.block, probes.value)}
-    assert any((i, stored_blocks[i]) in hits for i in range(BLOCKS))
-    assert set(probes.query) == {to_signed(query)} and to_unsigned(to_signed(query)) == query
+    (keys,) = build_probes((1024,), (query,), [k]).per_window
+    stored_keys = [probe_key(1024, v) for v in block_values(stored)]
+    assert any(stored_keys[i] in keys[i] for i in range(BLOCKS))
+    assert to_unsigned(to_signed(query)) == query
 
 
 def test_probe_counts() -> None:
-    assert len(build_probes((64,), (1,), [3]).value) == 4
-    assert len(build_probes((64,), (1,), [7]).value) == 4 * 17
-    assert len(build_probes((64,), (1,), [11]).value) == 4 * 137
+    assert build_probes((64,), (1,), [3]).count == 4
+    assert build_probes((64,), (1,), [7]).count == 4 * 17
+    assert build_probes((64, 1024), (1, 2), [11, 3]).count == 4 * 137 + 4
 
 
 def test_learning_shrinks_after_consecutive_partials_and_grows_after_n() -> None:
