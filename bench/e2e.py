@@ -2,7 +2,7 @@
 oracle, on the same seeded workload and the same emulator settings, in one run.
 
     .venv/bin/python -m bench.e2e            # full: 3 scenarios x concurrency 1, 2, 4, 8 (make bench)
-    .venv/bin/python -m bench.e2e --quick    # < 3 minutes; fewer requests, concurrency 1 and 4
+    .venv/bin/python -m bench.e2e --quick    # < 3 minutes; fewer requests, concurrency 1 and 4; no files
 
 Latencies are the emulator's simulated seconds (on a virtual clock, bench/e2e_clock.py) plus, for the
 optimizer, the measured wall-clock request-path overhead of the plugin core (prepare(): Match + Recommend +
@@ -145,8 +145,8 @@ async def run_scenarios(pg: EmbeddedPostgres, scenarios: list[Scenario], n: int,
 
 async def run(quick: bool, only: str | None = None, requests_n: int | None = None,
               concurrencies: tuple[int, ...] | None = None) -> dict:
-    """The benchmark on its own embedded Postgres; writes bench/results/."""
-    n = requests_n or (300 if quick else 1000)
+    """The benchmark on its own embedded Postgres; a full run writes bench/results/ (--quick only prints)."""
+    n = requests_n or (250 if quick else 1000)
     levels = concurrencies or ((1, 4) if quick else (1, 2, 4, 8))
     scenarios = [s for s in SCENARIOS if only in (None, s.name)]
     with tempfile.TemporaryDirectory(prefix="e2e-pg-") as tmp:
@@ -155,7 +155,8 @@ async def run(quick: bool, only: str | None = None, requests_n: int | None = Non
             results = await run_scenarios(pg, scenarios, n, levels)
         finally:
             await asyncio.to_thread(pg.stop)
-    write_outputs(results, scenarios, RESULTS, n)
+    if not quick:
+        write_outputs(results, scenarios, RESULTS, n)
     return results
 
 
@@ -177,14 +178,14 @@ def write_outputs(results: dict, scenarios: list[Scenario], out_dir: Path, n: in
     clean = {s: {c: {a: {k: v for k, v in f.items() if not k.startswith("_")} for a, f in by_arm.items()}
                  for c, by_arm in by_conc.items()} for s, by_conc in results.items()}
     (out_dir / "e2e.json").write_text(json.dumps(clean, indent=1) + "\n")
-    lines = [f"Requests per run: {n}. Latencies: simulated seconds (+ measured gateway overhead for the optimizer).",
+    lines = [f"Requests per run: {n}. Latencies: simulated seconds (+ the measured request-path overhead of the plugin core for the optimizer).",
              "", TABLE_HEADER]
     for scenario, by_conc in results.items():
         for conc, by_arm in sorted(by_conc.items()):
             lines += [table_row(scenario, conc, arm, f) for arm, f in by_arm.items()]
     lines += ["", *[f"- **{s.name}**: {s.represents}" for s in scenarios]]
     (out_dir / "e2e.md").write_text("\n".join(lines) + "\n")
-    plot(results, out_dir)
+    plot(json.loads(json.dumps(clean)), out_dir)
 
 
 def main() -> None:
@@ -197,7 +198,7 @@ def main() -> None:
     started = time.monotonic()
     results = asyncio.run(run(args.quick, args.scenario, args.requests,
                               tuple(args.concurrency) if args.concurrency else None))
-    print(f"wall {time.monotonic() - started:.0f} s; results in {RESULTS}", file=sys.stderr)
+    print(f"wall {time.monotonic() - started:.0f} s", file=sys.stderr)
     print(json.dumps(summary(results)))
     sys.stdout.flush()
 

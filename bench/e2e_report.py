@@ -106,8 +106,9 @@ def table_row(scenario: str, conc: int, arm: str, f: dict) -> str:
             f"| {f['tokens_per_s']:.1f} | {f['overhead_ms_p50']:.2f}/{f['overhead_ms_p99']:.2f} | {gap_text} |")
 
 
-def plot(results: dict, out_dir: Path) -> list[Path]:
-    """Per scenario: p50 by concurrency and arm; learning curves (latency, reloads per 100) at concurrency 1."""
+def plot(results: dict, out_dir: Path) -> list[Path]:  # results as written to e2e.json
+    """Per scenario: p50 by concurrency and arm; learning curves at the lowest concurrency: latency, and reloads
+    (solid) and all runner loads incl. evictions and expiries (dashed) per 100 requests."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -116,18 +117,22 @@ def plot(results: dict, out_dir: Path) -> list[Path]:
     paths = []
     for scenario, by_conc in results.items():
         fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
-        concs = sorted(by_conc)
+        concs = sorted(by_conc, key=int)
         for arm in next(iter(by_conc.values())):
-            axes[0].plot(concs, [by_conc[c][arm]["p50_s"] for c in concs], marker="o", label=arm)
+            line = axes[0].plot([int(c) for c in concs], [by_conc[c][arm]["p50_s"] for c in concs], marker="o",
+                                label=arm)[0]
             curve = by_conc[concs[0]][arm]["curve"]
             xs = [p["from"] for p in curve]
             axes[1].plot(xs, [p["latency_mean_s"] for p in curve], marker=".", label=arm)
-            axes[2].plot(xs, [p["reloads"] + 0.0 for p in curve], marker=".", label=arm)
+            axes[2].plot(xs, [p["reloads"] + 0.0 for p in curve], marker=".", label=f"{arm} reloads")
+            axes[2].plot(xs, [p["loads"] + 0.0 for p in curve], ls="--", color=line.get_color(), alpha=0.6)
         axes[0].set(title=f"{scenario}: p50 latency", xlabel="concurrency", ylabel="s (simulated)", xscale="log")
-        axes[0].set_xticks(concs, [str(c) for c in concs])
+        axes[0].set_xticks([int(c) for c in concs], [str(c) for c in concs])
+        axes[0].minorticks_off()
         axes[1].set(title=f"learning curve, concurrency {concs[0]}", xlabel="request index (per 100)",
                     ylabel="mean latency s")
-        axes[2].set(title="reloads per 100 requests", xlabel="request index (per 100)", ylabel="reloads",
+        axes[2].set(title="reloads (solid), all loads (dashed) per 100", xlabel="request index (per 100)",
+                    ylabel="per 100 requests",
                     yscale="symlog")
         for ax in axes:
             ax.grid(alpha=0.3)
