@@ -116,6 +116,15 @@ async def matcher_soak(root: Path, args: argparse.Namespace) -> tuple[dict, Post
     env = {**os.environ, "OPTIMIZER_DSN": postgres.dsn, "OPTIMIZER_LOG_LEVEL": "WARNING",
            "OPTIMIZER_MAX_CONCURRENT_RPCS": str(args.max_concurrent), "MATCHER_CACHE_SIZE": "0"}
     matcher = Service("matcher", env, logs)
+    try:
+        return await _load_phases(matcher, args), postgres, matcher
+    except BaseException:
+        matcher.terminate()
+        postgres.terminate()
+        raise
+
+
+async def _load_phases(matcher: Service, args: argparse.Namespace) -> dict:
     matcher.start()
     await wait_for(matcher.ready, 60, "matcher serving")
     async with grpc.aio.insecure_channel(matcher.address) as channel:
@@ -133,7 +142,7 @@ async def matcher_soak(root: Path, args: argparse.Namespace) -> tuple[dict, Post
         "rss_mib_before": round(before[0], 1), "rss_mib_after": round(after[0], 1),
         "rss_growth_mib": round(after[0] - before[0], 1), "fds_before": before[1], "fds_after": after[1],
         "fd_growth": after[1] - before[1],
-    }, postgres, matcher
+    }
 
 
 def _upstream_connections(gateway_pid: int, upstream_port: int) -> int:
