@@ -13,10 +13,26 @@ class Candidate:
     distance: int
     observations: int
     stable_window: int
+    shortest_window: int = 1  # largest window of the shortest prompt folded into the template
+    beyond: int = 0  # sum of distances at the query's windows above ``window`` (32 where the template has none)
+    unseen: int = 0  # the query's windows above ``window`` the template has no fingerprint for
+    stable_distance: int | None = None  # distance at the template's stable window (None: query shorter)
 
     def covers(self, query_largest_window: int) -> bool:
-        """A real match: it reaches the template's stable window, or the whole (shorter) query."""
-        return self.window >= self.stable_window or self.window == query_largest_window
+        """A real match (see ``covers``), by a query not shorter than every prompt of the template."""
+        return query_largest_window >= self.shortest_window and covers(
+            self.window, self.stable_window, query_largest_window)
+
+    def near(self, max_distance: int, query_largest_window: int) -> bool:
+        """Within ``max_distance`` at the stable window, and neither shorter nor longer than the
+        template's prompts: slot fills rather than a different continuation."""
+        return (self.unseen == 0 and query_largest_window >= self.shortest_window
+                and self.stable_distance is not None and self.stable_distance <= max_distance)
+
+
+def covers(window: int, stable_window: int, query_largest_window: int) -> bool:
+    """A match at ``window`` reaches ``stable_window``, or is the whole query and that is at most one window shorter."""
+    return window >= stable_window or (window == query_largest_window and 2 * window >= stable_window)
 
 
 @dataclass(frozen=True)
@@ -37,16 +53,20 @@ class Decision:
 
 
 def decide(state: WindowState, matched_window: int, query_largest_window: int,
-           grow_after: int, shrink_after: int) -> Decision:
+           grow_after: int, shrink_after: int, near: bool = True) -> Decision:
     """Fold or not, and the new window state, for an observation that matched at ``matched_window``.
 
-    Partial match (below the stable window, query longer): shrink evidence; after
-    ``shrink_after`` consecutive ones the stable window shrinks to the matched window and
-    the observation folds in; before that a new template is created (it may be a sibling
-    that shares only a prefix). A match above the stable window, ``grow_after`` times in
-    a row, grows it to the smallest of those windows.
+    Partial match (below the stable window, query longer): if the query is still ``near``
+    the template at its stable window (slot fills: a few more bits than k; an unrelated
+    continuation differs in ~32), it is shrink evidence, and after ``shrink_after``
+    consecutive ones the stable window shrinks to the matched window and the observation
+    folds in. Otherwise, or before that, a new template is created (a sibling that shares
+    only a prefix). A match above the stable window, ``grow_after`` times in a row, grows
+    it to the smallest of those windows.
     """
-    covering = matched_window >= state.stable_window or matched_window == query_largest_window
+    covering = covers(matched_window, state.stable_window, query_largest_window)
+    if not covering and not near:
+        return Decision(False, state)
     if not covering:
         streak = state.shrink_streak + 1
         if streak < shrink_after:

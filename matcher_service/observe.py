@@ -71,7 +71,10 @@ async def _fold_into(conn: asyncpg.Connection, candidate: Candidate, query: Quer
     state = await store.lock_template(conn, candidate.template_id)
     if state is None:  # deleted by retention meanwhile
         return None
-    decision = decide(state, candidate.window, query.largest_window, settings.grow_after, settings.shrink_after)
+    if query.largest_window < candidate.shortest_window:  # shorter than all its prompts: a sibling
+        return None
+    decision = decide(state, candidate.window, query.largest_window, settings.grow_after, settings.shrink_after,
+                      candidate.near(settings.shrink_max_distance, query.largest_window))
     if not decision.fold:
         await store.record_shrink_evidence(conn, candidate.template_id, decision.state)
         return None

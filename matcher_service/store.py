@@ -17,31 +17,55 @@ SESSION_SETTINGS = {"plan_cache_mode": "force_generic_plan", "max_parallel_worke
 
 SLOTS = len(WINDOWS)  # one slot per window, largest first; unused slots get empty key arrays
 _SLOT_PARAMS = 3 + BLOCKS  # window, query fp, k, one key array per block position
-_FIRST_SLOT_PARAM = 3  # $1 = algorithm version, $2 = the query's largest window
+# $1 algorithm version, $2 the query's largest window, $3/$4 all the query's windows/fingerprints.
+_FIRST_SLOT_PARAM = 5
+_RANDOM_BITS = 32  # expected distance of unrelated fingerprints: a window the template lacks
+
+
+def _distance(template: str, window: str) -> str:
+    """Distance between the query and ``template``'s representative at ``window`` (NULL when it has none)."""
+    return f"""(SELECT bit_count((f.fp # q.q)::bit(64)) FROM unnest($3::integer[], $4::bigint[]) AS q(w, q)
+                JOIN matcher_fingerprint f ON f.template_id = {template} AND f.window_size = q.w
+                WHERE q.w = {window})"""
 
 
 def _slot(slot: int) -> str:
-    """Best candidate at one window: an index-only `= ANY` scan per block position, rechecked inside the scan."""
+    """Best candidate at one window: an index-only `= ANY` scan per block position, rechecked inside the scan.
+
+    Ranked (learning.Candidate): covering, reaching the template's own stable window, closeness
+    beyond the window (sum of the distances at the query's larger windows), distance, observations.
+    """
     w, q, k = (f"${_FIRST_SLOT_PARAM + slot * _SLOT_PARAMS + i}" for i in range(3))
     d = f"bit_count((fp # {q}::bigint)::bit(64))"
     scans = " UNION ALL ".join(
         f"SELECT template_id, {d} AS d FROM matcher_fingerprint"
         f" WHERE k{b} = ANY(${_FIRST_SLOT_PARAM + slot * _SLOT_PARAMS + 3 + b}::integer[]) AND {d} <= {k}::integer"
         for b in range(BLOCKS))
-    return f"""(SELECT c.template_id, {w}::integer AS window_size, c.d, t.observations, t.stable_window
+    return f"""(SELECT c.template_id, {w}::integer AS window_size, c.d, t.observations, t.stable_window,
+            t.shortest_window, b.beyond, b.unseen, {_distance("c.template_id", "t.stable_window")} AS stable_distance
      FROM ({scans}) c JOIN matcher_template t ON t.id = c.template_id AND t.algorithm_version = $1
-     ORDER BY ({w}::integer >= t.stable_window OR {w}::integer = $2) DESC, c.d, t.observations DESC, t.id
+     CROSS JOIN LATERAL (
+        SELECT COALESCE(sum(bit_count((f.fp # q.q)::bit(64))), 0) + {_RANDOM_BITS} * (count(*) - count(f.fp)) AS beyond,
+               (count(*) - count(f.fp))::integer AS unseen
+        FROM unnest($3::integer[], $4::bigint[]) AS q(w, q)
+        LEFT JOIN matcher_fingerprint f ON f.template_id = c.template_id AND f.window_size = q.w
+        WHERE q.w > {w}::integer) b
+     ORDER BY ($2 >= t.shortest_window AND ({w}::integer >= t.stable_window
+                                             OR ({w}::integer = $2 AND 2 * $2 >= t.stable_window))) DESC,
+              {w}::integer >= t.stable_window DESC,
+              b.beyond, c.d, t.observations DESC, t.id
      LIMIT 1)"""
 
 
 # One round trip for all windows, largest first: the first window with a candidate within k(W)
-# answers (Append under LIMIT 1 stops there), ranked as learning.Candidate: covering, distance,
-# observations. Misses scan every window; each probe is one btree scan with many keys.
+# answers (Append under LIMIT 1 stops there). Misses scan every window; each probe is one
+# btree scan with many keys.
 LOOKUP_SQL = "\nUNION ALL\n".join(_slot(s) for s in range(SLOTS)) + "\nLIMIT 1"
 
 CREATE_SQL = """
 WITH t AS (
-    INSERT INTO matcher_template (algorithm_version, stable_window) VALUES ($1, $2) RETURNING id
+    INSERT INTO matcher_template (algorithm_version, stable_window, shortest_window) VALUES ($1, $2, $2)
+    RETURNING id
 )
 INSERT INTO matcher_fingerprint (template_id, window_size, fp)
 SELECT t.id, u.w, u.q FROM t, unnest($3::integer[], $4::bigint[]) AS u(w, q)
@@ -67,6 +91,7 @@ UPDATE matcher_template SET
     observations = observations + 1,
     mean_distance = mean_distance + ($2 - mean_distance) / observations,
     stable_window = $3, shrink_streak = $4, grow_streak = $5, grow_window = $6,
+    shortest_window = least(shortest_window, $7),
     updated_at = now(), last_seen_at = now()
 WHERE id = $1
 RETURNING observations, stable_window"""
@@ -137,7 +162,7 @@ class StoredTemplate:
 
 def lookup_args(query: Query) -> tuple:
     """Parameters of LOOKUP_SQL for ``query``."""
-    args: list = [query.version, query.largest_window]
+    args: list = [query.version, query.largest_window, list(query.windows), query.signed]
     slots = sorted(zip(query.windows, query.signed, query.thresholds, query.probes.per_window), reverse=True)
     for w, q, k, keys in slots:
         args += [w, q, k, *keys]
@@ -166,7 +191,7 @@ async def fold(conn: asyncpg.Connection, template_id: int, query: Query, distanc
     """Add the query's votes and update the template row; returns (observations, stable window)."""
     await conn.execute(FOLD_FINGERPRINTS_SQL, template_id, list(query.windows), query.signed)
     row = await conn.fetchrow(FOLD_TEMPLATE_SQL, template_id, float(distance), state.stable_window,
-                              state.shrink_streak, state.grow_streak, state.grow_window)
+                              state.shrink_streak, state.grow_streak, state.grow_window, query.largest_window)
     return int(row["observations"]), int(row["stable_window"])
 
 

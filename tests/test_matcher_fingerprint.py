@@ -88,13 +88,16 @@ def test_probe_counts() -> None:
     assert build_probes((64, 1024), (1, 2), [11, 3]).count == 4 * 137 + 4
 
 
-def test_learning_shrinks_after_consecutive_partials_and_grows_after_n() -> None:
+def test_learning_shrinks_after_near_partials_and_grows_after_n() -> None:
     state = WindowState(1024)
     first = decide(state, 256, 1024, grow_after=20, shrink_after=2)
     assert not first.fold and first.state.shrink_streak == 1
     second = decide(first.state, 256, 1024, grow_after=20, shrink_after=2)
     assert second.fold and second.change == "shrink" and second.state.stable_window == 256
-    assert decide(WindowState(1024), 256, 256, 20, 2).fold  # the whole (short) query matched
+    far = decide(first.state, 256, 1024, grow_after=20, shrink_after=1, near=False)
+    assert not far.fold and far.state == first.state  # a different continuation: a sibling, no evidence
+    assert decide(WindowState(512), 256, 256, 20, 2).fold  # the whole query, one window shorter
+    assert not decide(WindowState(1024), 256, 256, 20, 2).fold  # much shorter: partial
     state = WindowState(128)
     for _ in range(19):
         step = decide(state, 1024 if random.random() < 0.5 else 512, 1024, 20, 2)

@@ -88,18 +88,28 @@ async def test_majority_vote_with_ties_keeping_the_previous_bit(matcher_stub) ->
     assert template.windows[0].fingerprint == 0b001 and template.observations == 4
 
 
-async def test_stable_window_shrinks_after_consecutive_partial_matches(matcher_stub, pool) -> None:
+async def test_partial_match_shrinks_when_near_and_creates_a_sibling_when_not(matcher_stub, pool) -> None:
     base = await observe(matcher_stub, fingerprints(1100, **LONG))
-    tails = [dict(LONG, w512=LONG["w512"] ^ (0xFFFF << (8 * i)), w1024=LONG["w1024"] ^ (0xFFFF << (8 * i)))
-             for i in (1, 2)]
-    sibling = await observe(matcher_stub, fingerprints(1100, **tails[0]))
-    assert sibling.created and sibling.template_id != base.template_id  # could be another template
-    shrunk = await observe(matcher_stub, fingerprints(1100, **tails[1]))
+    unrelated = dict(LONG, w512=LONG["w512"] ^ 0xFFFF_FFFF, w1024=LONG["w1024"] ^ 0xFFFF_FFFF_0000)  # 32 bits off
+    sibling = await observe(matcher_stub, fingerprints(1100, **unrelated))
+    assert sibling.created and sibling.template_id != base.template_id  # shares only the first 256 tokens
+    fills = dict(LONG, w512=LONG["w512"] ^ 0xFFF0, w1024=LONG["w1024"] ^ 0xFFF00)  # 12 bits off: slot fills
+    shrunk = await observe(matcher_stub, fingerprints(1100, **fills))
     assert shrunk.template_id == base.template_id and shrunk.stable_window == 256
     assert not shrunk.created and shrunk.observations == 2
-    match_fps = fingerprints(1100, **dict(tails[1], w512=0, w1024=0))
+    match_fps = fingerprints(1100, **dict(fills, w512=0, w1024=0))
     assert (await observe(matcher_stub, match_fps)).template_id == base.template_id
     assert await count(pool) == 2
+
+
+async def test_shorter_prompt_than_all_of_a_template_is_a_sibling(matcher_stub, pool) -> None:
+    base = await observe(matcher_stub, fingerprints(1100, **LONG))
+    head = {k: v for k, v in LONG.items() if k in ("w64", "w128", "w256")}
+    short = await observe(matcher_stub, fingerprints(300, **head))  # same first 256 tokens, ends there
+    assert short.created and short.template_id != base.template_id and short.stable_window == 256
+    again = await observe(matcher_stub, fingerprints(300, **head))
+    assert again.template_id == short.template_id and not again.created
+    assert (await observe(matcher_stub, fingerprints(1100, **LONG))).template_id == base.template_id
 
 
 async def test_stable_window_grows_after_consistent_larger_matches(matcher_stub, matcher_settings) -> None:
