@@ -20,6 +20,7 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "matcher_address": ("MATCHER_ADDRESS",),
     "tuner_address": ("TUNER_ADDRESS",),
     "auth_token": ("OPTIMIZER_AUTH_TOKEN",),
+    "source_id": ("OPTIMIZER_SOURCE_ID",),
     "tls_ca": ("OPTIMIZER_CLIENT_TLS_CA",),
     "tls_cert": ("OPTIMIZER_CLIENT_TLS_CERT",),
     "tls_key": ("OPTIMIZER_CLIENT_TLS_KEY",),
@@ -47,9 +48,14 @@ class PluginConfig:
     apply_options: bool = True  # False: learn only, never change a request (e.g. an unpatched smart-proxy)
     respect_client_options: bool = True  # never override num_ctx/num_batch the client set
     min_confidence: float = 0.0  # APPLY below this tuner confidence is passed through
+    # When a service fails (timeout, error, open breaker), re-send the options last applied to that model
+    # instead of none: a request without num_ctx would make Ollama reload the runner to its default (and
+    # maybe truncate), then the next optimized request reload again. 0 disables it.
+    sticky_ttl_s: float = 300.0  # how long last-applied options stay valid (Ollama's keep_alive default)
     max_text_bytes: int = 1 << 20  # canonical text cap (the matcher's); larger -> pass through
     probes: bool = True  # attach psutil / pynvml memory figures to telemetry
     auth_token: str = ""
+    source_id: str = ""  # sent as x-optimizer-source metadata (the tuner's TUNER_REPORT_SOURCES allow-list)
     tls_ca: str = ""
     tls_cert: str = ""
     tls_key: str = ""

@@ -18,6 +18,7 @@ from .config import PluginConfig, load_config
 from .decision import Decision, Observation
 from .probes import HostProbes
 from .rpc import ServiceClient
+from .sticky import StickyOptions
 from .telemetry import TelemetryPipeline
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ class OptimizerCore:
         self._tuner: ServiceClient | None = None
         self._telemetry: TelemetryPipeline | None = None
         self._probes = HostProbes(self.config.probes)
+        self._sticky = StickyOptions(self.config.sticky_ttl_s)
         self._decided = {
             "apply": metrics.DECISIONS.labels("apply"),
             "passthrough": metrics.DECISIONS.labels("passthrough"),
@@ -81,8 +83,7 @@ class OptimizerCore:
             return request
         matcher, tuner = self._clients()
         if matcher.breaker.rejecting():  # decided before any work on the prompt: ~0 cost while down
-            d.reason = "breaker_open"
-            return request
+            return self._on_failure(request, options, d, "breaker_open")
         text = canonical_text(request)
         if not text:
             d.reason = "empty_text"
@@ -95,8 +96,7 @@ class OptimizerCore:
             "Match", matcher_pb2.MatchRequest(model=d.model, text=text), self._timeout(deadline)
         )
         if match is None:
-            d.reason = reason
-            return request
+            return self._on_failure(request, options, d, reason)
         d.template_id, d.prompt_units, d.fingerprints = match.template_id, match.prompt_units, match.fingerprints
         recommend = tuner_pb2.RecommendRequest(
             model=d.model, template_id=match.template_id, prompt_units=match.prompt_units,
@@ -104,8 +104,7 @@ class OptimizerCore:
         )
         rec, reason = await tuner.call("Recommend", recommend, self._timeout(deadline))
         if rec is None:
-            d.reason = reason
-            return request
+            return self._on_failure(request, options, d, reason)
         d.decision_id = rec.decision_id
         if rec.action != tuner_pb2.APPLY:
             d.reason = "tuner_passthrough"
@@ -121,14 +120,32 @@ class OptimizerCore:
     def _apply(
         self, request: dict[str, Any], options: dict[str, Any], rec: tuner_pb2.RecommendResponse, d: Decision
     ) -> dict[str, Any]:
+        result = self._with_options(request, options, rec.num_ctx, rec.num_batch, d, _APPLIED)
+        if d.applied:
+            self._sticky.remember(d.model, rec.num_ctx, rec.num_batch)
+        return result
+
+    def _on_failure(self, request: dict[str, Any], options: dict[str, Any], d: Decision, reason: str) -> dict[str, Any]:
+        """A service failed: keep the model's runner as the optimizer last loaded it, else pass through."""
+        d.reason = reason
+        remembered = self._sticky.recall(d.model) if self.config.apply_options else None
+        if remembered is None:
+            return request
+        metrics.STICKY.labels(reason).inc()
+        return self._with_options(request, options, *remembered, d, "sticky")
+
+    def _with_options(
+        self, request: dict[str, Any], options: dict[str, Any], num_ctx: int, num_batch: int, d: Decision,
+        reason: str,
+    ) -> dict[str, Any]:
         new_options = dict(options)
-        for name, value in (("num_ctx", rec.num_ctx), ("num_batch", rec.num_batch)):
+        for name, value in (("num_ctx", num_ctx), ("num_batch", num_batch)):
             if value > 0 and not (self.config.respect_client_options and name in options):
                 new_options[name] = int(value)
         if new_options == options:
-            d.reason = "nothing_to_apply"
+            d.reason = d.reason if reason == "sticky" else "nothing_to_apply"
             return request
-        d.action, d.reason = tuner_pb2.APPLY, _APPLIED
+        d.action, d.reason = tuner_pb2.APPLY, reason
         d.num_ctx, d.num_batch = _int_option(new_options, "num_ctx"), _int_option(new_options, "num_batch")
         return {**request, "options": new_options}
 
@@ -145,6 +162,8 @@ class OptimizerCore:
         latency_s: float | None = None,
         ttft_s: float | None = None,
         loaded_context_length: int = 0,
+        model_size_bytes: int = 0,
+        model_vram_bytes: int = 0,
     ) -> None:
         """Queue the outcome for Observe + Report; returns at once, never raises."""
         try:
@@ -154,7 +173,10 @@ class OptimizerCore:
             assert self._telemetry is not None
             latency = time.monotonic() - decision.started if latency_s is None else latency_s
             stats = response if isinstance(response, dict) else {}
-            self._telemetry.submit(Observation(decision, stats, latency, ttft_s or 0.0, time.time(), loaded_context_length))
+            self._telemetry.submit(Observation(
+                decision, stats, latency, ttft_s or 0.0, time.time(), loaded_context_length,
+                model_size_bytes, model_vram_bytes,
+            ))
         except Exception:
             log.exception("observe failed; telemetry dropped")
             metrics.TELEMETRY_DROPPED.labels("error").inc()

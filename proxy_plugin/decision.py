@@ -38,3 +38,5 @@ class Observation:
     ttft_s: float
     finished_at: float  # Unix seconds
     loaded_context_length: int = 0  # Ollama's /api/ps context for the model after a request without num_ctx
+    model_size_bytes: int = 0  # /api/ps size and size_vram of the loaded model (0 = unknown)
+    model_vram_bytes: int = 0

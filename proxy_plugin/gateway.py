@@ -31,7 +31,7 @@ from .config import PluginConfig, load_config
 from .core import OptimizerCore
 from .decision import Decision
 from .gateway_metrics import RequestMetrics
-from .loaded_context import LoadedContexts
+from .loaded_models import LoadedModels
 from .tail import FinalObject
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ class Gateway:
         self.config: PluginConfig = core.config
         self._metrics = RequestMetrics(core.config)
         self._session: aiohttp.ClientSession | None = None
-        self.loaded_contexts = LoadedContexts(self.upstream)
+        self.loaded_models = LoadedModels(self.upstream)
         self.app = web.Application(client_max_size=self.config.max_body_bytes)
         self.app.router.add_route("*", "/{tail:.*}", self.handle)
         self.app.on_startup.append(self._start)
@@ -94,7 +94,7 @@ class Gateway:
         )
 
     async def _stop(self, _app: web.Application) -> None:
-        await self.loaded_contexts.close()
+        await self.loaded_models.close()
         if self._session is not None:
             await self._session.close()
 
@@ -181,13 +181,14 @@ class Gateway:
             ttft = None if first_chunk is None else first_chunk - received
             stats = final.result()
             self._metrics.record(decision, stats, latency, ttft)
-            loaded_context = 0
-            if not decision.num_ctx and self._session is not None:
-                # Ollama's default context for this model: what /api/ps shows after a request without num_ctx.
-                loaded_context = self.loaded_contexts.get(decision.model)
-                self.loaded_contexts.refresh_soon(self._session)
+            loaded = self.loaded_models.get(decision.model)
+            if self._session is not None:
+                self.loaded_models.refresh_soon(self._session)
             self.core.observe(
-                payload, stats or {}, decision, latency_s=latency, ttft_s=ttft, loaded_context_length=loaded_context
+                payload, stats or {}, decision, latency_s=latency, ttft_s=ttft,
+                # Ollama's default context: what /api/ps shows after a request without num_ctx.
+                loaded_context_length=0 if decision.num_ctx else loaded.context_length,
+                model_size_bytes=loaded.size, model_vram_bytes=loaded.size_vram,
             )
         return response
 

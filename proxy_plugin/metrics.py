@@ -21,6 +21,10 @@ PASSTHROUGH = Counter(
     "optimizer_plugin_passthrough", "Requests passed through unchanged, by reason.",
     ["reason"], registry=REGISTRY,
 )
+STICKY = Counter(
+    "optimizer_plugin_sticky", "Service failures answered with the options last applied to the model, by reason.",
+    ["reason"], registry=REGISTRY,
+)
 OVERHEAD = Histogram(
     "optimizer_plugin_overhead_seconds", "Time prepare() added to a request (Match + Recommend + apply).",
     buckets=_FAST, registry=REGISTRY,

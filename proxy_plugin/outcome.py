@@ -54,6 +54,8 @@ def build_outcome(item: Observation, memory: MemoryFigures) -> tuner_pb2.Outcome
         gpu_memory_total_bytes=memory.gpu_memory_total_bytes,
         finished_at=item.finished_at,
         loaded_context_length=item.loaded_context_length,
+        model_size_bytes=item.model_size_bytes,
+        model_vram_bytes=item.model_vram_bytes,
     )
     if known:
         outcome.prompt_eval_count = stat_int(stats, "prompt_eval_count")

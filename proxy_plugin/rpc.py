@@ -40,6 +40,7 @@ class ServiceClient:
             address, token=cfg.auth_token, tls_ca=cfg.tls_ca, tls_cert=cfg.tls_cert, tls_key=cfg.tls_key
         )
         self._stub = stub_class(self.channel)
+        self._metadata = (("x-optimizer-source", cfg.source_id),) if cfg.source_id else None
 
     async def call(self, method: str, request: Any, timeout_s: float) -> tuple[Any, str]:
         if not self.breaker.allow():
@@ -48,7 +49,7 @@ class ServiceClient:
             self.breaker.abandon()
             return None, "budget_exhausted"
         try:
-            response = await getattr(self._stub, method)(request, timeout=timeout_s)
+            response = await getattr(self._stub, method)(request, timeout=timeout_s, metadata=self._metadata)
         except grpc.aio.AioRpcError as exc:
             code = exc.code()
             metrics.RPC_ERRORS.labels(self.name, method, code.name).inc()

@@ -3,12 +3,19 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
 import pytest
+from hypothesis import settings
+
+# CI runs the property suites with a fixed seed so a run is reproducible; locally they explore anew.
+settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 from ollama_optimizer.embedded_pg import EmbeddedPostgres
 from ollama_optimizer.migrations import apply_migrations

@@ -1,11 +1,11 @@
-"""The gateway tells the tuner which context Ollama loads a model with when no num_ctx is sent."""
+"""The gateway tells the tuner what /api/ps shows: the default context (no num_ctx sent), size and VRAM share."""
 from __future__ import annotations
 
 import ollama
 
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
 from plugin_fixtures import StandInTuner, gateway_chain, stand_ins, wait_until
-from proxy_plugin.loaded_context import parse_ps
+from proxy_plugin.loaded_models import LoadedModel, parse_ps
 
 MODEL = "llama3.1:8b"
 MESSAGES = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Name a colour."}]
@@ -18,13 +18,13 @@ class PassthroughTuner(StandInTuner):
 
 def test_parse_ps_skips_malformed_entries() -> None:
     body = {"models": [
-        {"name": "a:1", "model": "a:1", "context_length": 32768},
+        {"name": "a:1", "model": "a:1", "context_length": 32768, "size": 9000, "size_vram": 7000},
         {"name": "b:1", "context_length": "4096"},
         {"name": "c:1", "context_length": True},
         "junk",
-        {"model": "d:1", "context_length": 8192},
+        {"model": "d:1", "context_length": 8192, "size": -5},
     ]}
-    assert parse_ps(body) == {"a:1": 32768, "d:1": 8192}
+    assert parse_ps(body) == {"a:1": LoadedModel(32768, 9000, 7000), "d:1": LoadedModel(8192, 0, 0)}
     assert parse_ps({"models": "x"}) == {} and parse_ps([]) == {}
 
 
@@ -33,10 +33,12 @@ async def test_passthrough_outcomes_carry_the_default_context_from_api_ps() -> N
         async with gateway_chain(services.config(), hardware="gpu-24gb") as (gw, _tap, emu):
             client = ollama.AsyncClient(host=gw.url)
             await client.chat(model=MODEL, messages=MESSAGES)
-            contexts = gw.gateway.loaded_contexts
-            await wait_until(lambda: contexts.get(MODEL) > 0)
+            loaded = gw.gateway.loaded_models
+            await wait_until(lambda: loaded.get(MODEL).context_length > 0)
             await client.chat(model=MODEL, messages=MESSAGES)
             await gw.gateway.core.flush()
             default_ctx = emu.runner_options(MODEL)["num_ctx"]
             assert default_ctx == 32768  # the VRAM-tier default on a 24 GB GPU
             assert [o.loaded_context_length for o in services.tuner.outcomes] == [0, default_ctx]
+            second = services.tuner.outcomes[1]
+            assert 0 < second.model_vram_bytes <= second.model_size_bytes

@@ -166,3 +166,31 @@ def test_outcome_without_counts_and_probes() -> None:
     figures = HostProbes(True).read()  # no GPU (or no pynvml) here: zeros, never an error
     assert figures.host_rss_bytes > 0 and figures.gpu_memory_used_bytes >= 0
     assert HostProbes(False).read() == MemoryFigures()
+
+
+async def test_service_failure_resends_the_options_last_applied_to_the_model() -> None:
+    async with stand_ins() as services:
+        core = OptimizerCore(services.config(breaker_threshold=1, breaker_cooldown_s=3600))
+        request = {"model": "m:1", "messages": [{"role": "user", "content": "hello there"}]}
+        applied, first = await core.prepare(request)
+        assert first.applied and applied["options"] == {"num_ctx": 8192, "num_batch": 256}
+        await services.stop()
+        other = {"model": "never-applied:1", "messages": [{"role": "user", "content": "hi"}]}
+        for _ in range(3):  # failure, then an open breaker: the same options, no reload in Ollama
+            sent, decision = await core.prepare(dict(request))
+            assert sent["options"] == {"num_ctx": 8192, "num_batch": 256}
+            assert decision.applied and decision.reason == "sticky"
+        untouched, decision = await core.prepare(other)
+        assert untouched is other and not decision.applied and decision.reason == "breaker_open"
+        await core.close(0.1)
+
+
+async def test_sticky_options_can_be_disabled() -> None:
+    async with stand_ins() as services:
+        core = OptimizerCore(services.config(sticky_ttl_s=0))
+        request = {"model": "m:1", "messages": [{"role": "user", "content": "hello there"}]}
+        assert (await core.prepare(request))[1].applied
+        await services.stop()
+        sent, decision = await core.prepare(request)
+        assert sent is request and not decision.applied
+        await core.close(0.1)

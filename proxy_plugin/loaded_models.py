@@ -1,4 +1,4 @@
-"""Ollama's loaded context per model, read from the upstream's /api/ps off the request path.
+"""Ollama's loaded models (context, size, VRAM share), read from the upstream's /api/ps off the request path.
 
 The tuner needs to know which context Ollama loads a model with when a request
 carries no num_ctx (4096, or 32768 / 262144 by VRAM tier, or OLLAMA_CONTEXT_LENGTH):
@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -16,19 +17,28 @@ import aiohttp
 log = logging.getLogger(__name__)
 
 
-class LoadedContexts:
-    """Model → ``context_length`` from /api/ps, refreshed at most every ``min_interval_s``."""
+@dataclass(frozen=True)
+class LoadedModel:
+    """One /api/ps entry: context length, total size and the part in VRAM (bytes; 0 = unknown)."""
+
+    context_length: int = 0
+    size: int = 0
+    size_vram: int = 0
+
+
+class LoadedModels:
+    """Model → its /api/ps entry, refreshed at most every ``min_interval_s``."""
 
     def __init__(self, upstream: str, min_interval_s: float = 5.0) -> None:
         self._url = upstream + "/api/ps"
         self._min_interval_s = min_interval_s
-        self._contexts: dict[str, int] = {}
+        self._models: dict[str, LoadedModel] = {}
         self._last_refresh = float("-inf")
         self._task: asyncio.Task[None] | None = None
 
-    def get(self, model: str) -> int:
-        """Last context length seen for ``model`` (0 when unknown)."""
-        return self._contexts.get(model, 0)
+    def get(self, model: str) -> LoadedModel:
+        """Last /api/ps figures seen for ``model`` (zeros when unknown)."""
+        return self._models.get(model, LoadedModel())
 
     def refresh_soon(self, session: aiohttp.ClientSession) -> None:
         """Start a background refresh unless one ran recently or is running; never raises."""
@@ -43,7 +53,7 @@ class LoadedContexts:
             async with session.get(self._url, timeout=aiohttp.ClientTimeout(total=2.0)) as response:
                 if response.status != 200:
                     return
-                self._contexts.update(parse_ps(await response.json(content_type=None)))
+                self._models.update(parse_ps(await response.json(content_type=None)))
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
             log.debug("/api/ps refresh failed: %s", exc)
 
@@ -52,16 +62,26 @@ class LoadedContexts:
             self._task.cancel()
 
 
-def parse_ps(body: Any) -> dict[str, int]:
-    """``{model: context_length}`` from an /api/ps answer; malformed entries are skipped."""
-    found: dict[str, int] = {}
+def _count(value: Any, limit: int) -> int:
+    """A sane non-negative integer field, else 0."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= limit:
+        return value
+    return 0
+
+
+def parse_ps(body: Any) -> dict[str, LoadedModel]:
+    """``{model: LoadedModel}`` from an /api/ps answer; entries without a valid context are skipped."""
+    found: dict[str, LoadedModel] = {}
     models = body.get("models") if isinstance(body, dict) else None
     for entry in models if isinstance(models, list) else ():
         if not isinstance(entry, dict):
             continue
-        context = entry.get("context_length")
-        if isinstance(context, int) and not isinstance(context, bool) and 0 < context <= 1 << 24:
-            for key in ("name", "model"):
-                if isinstance(entry.get(key), str):
-                    found[entry[key]] = context
+        context = _count(entry.get("context_length"), 1 << 24)
+        if not context:
+            continue
+        size = _count(entry.get("size"), 1 << 50)
+        loaded = LoadedModel(context, size, min(_count(entry.get("size_vram"), 1 << 50), size))
+        for key in ("name", "model"):
+            if isinstance(entry.get(key), str):
+                found[entry[key]] = loaded
     return found
