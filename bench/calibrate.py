@@ -8,7 +8,7 @@ of that process alone: RSS after loading the model and evaluating the prompt, mi
 Figures per point: load_s = median of 3 loads in a warm process (the GGUF in the page cache, as for a reload;
 the first load of the process is reported as cold_load_s in the JSON); prompt_s_400 = 400 prompt tokens from an
 empty cache, in ubatches of n_batch; decode_tok_s = 32 greedy tokens after that prompt; both the fastest of 3
-runs (1 run at n_batch 1), since other jobs share the CPUs - the header prints the host load average. With
+runs, since other jobs share the CPUs - the header prints the host load average. With
 n_threads=2 on 2 shared cores every op barrier waits for a descheduled thread, so a busy host inflates prompt
 and decode times many-fold; only figures taken at a load average well below 2 compare with the emulator.
 """
@@ -51,12 +51,13 @@ def probe(n_ctx: int, n_batch: int) -> dict:
     text = " ".join(f"The report number {i} lists item {i * 7} and its status." for i in range(80))
     tokens = llama.tokenize(text.encode(), add_bos=False)[:PROMPT_TOKENS]
     assert len(tokens) == PROMPT_TOKENS
-    prompt_s, decode_s = [], []
-    for _ in range(REPEATS if n_batch >= 32 else 1):  # n_batch 1 takes seconds per run
+    prompt_s, prompt_cpu, decode_s = [], [], []
+    for _ in range(REPEATS):
         llama.reset()  # empty cache: eval() drops the KV cells after n_tokens
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         llama.eval(tokens)
         prompt_s.append(time.perf_counter() - t0)
+        prompt_cpu.append(time.process_time() - c0)
         t0 = time.perf_counter()
         for _ in range(DECODE_TOKENS):
             llama.eval([llama.sample(temp=0.0)])
@@ -72,7 +73,7 @@ def probe(n_ctx: int, n_batch: int) -> dict:
         del again
     return {"n_ctx": n_ctx, "n_batch": n_batch, "cold_load_s": cold, "load_s": statistics.median(loads),
             "prompt_s_400": min(prompt_s), "decode_tok_s": DECODE_TOKENS / min(decode_s),
-            "prompt_s_runs": prompt_s, "decode_s_runs": decode_s, "rss_mib": rss / 2**20}
+            "prompt_s_runs": prompt_s, "prompt_cpu_s_runs": prompt_cpu, "decode_s_runs": decode_s, "rss_mib": rss / 2**20}
 
 
 def _run_probe(n_ctx: int, n_batch: int) -> dict:

@@ -4,7 +4,8 @@ Run: .venv/bin/python -m bench.detection [--templates 50 --fills 40 --one-offs 2
 
 Corpus: templates of 80..1,400 tokens with 2-4 slots filled by 1..8 tokens (words, numbers,
 ids: different lengths), half of them with a variable tail of 20..300 tokens; pairs of
-templates share their first 64..128 tokens and differ later; plus unrelated one-off prompts.
+templates share their first 64..128 tokens and differ later (at least 16 tokens of their own);
+plus unrelated one-off prompts.
 Prompts are interleaved at random. A decision counts after the first 5 observations of its
 template: positive = Match said matched; true positive = the matched template is owned by the
 prompt's template (owner = the true template of most of the observations folded into it).
@@ -26,6 +27,8 @@ from ollama_optimizer.gen.optimizer.v1 import matcher_pb2, matcher_pb2_grpc
 from .lookup import embedded_database
 
 WARM_UP = 5
+# A template sharing a prefix has some text of its own after it (else it is that prefix, not a template).
+MIN_OWN_TOKENS = 16
 _VOCAB = [f"{a}{b}" for a in ("al", "be", "co", "da", "el", "fo", "gi", "ha", "io", "ju", "ka", "lo", "mu",
                                 "ne", "or", "pi", "qu", "ra", "si", "tu") for b in ("n", "rt", "sk", "m", "ve",
                                 "lo", "dy", "x", "pa", "th", "ce", "go")]
@@ -51,8 +54,9 @@ def make_corpus(templates: int, fills: int, one_offs: int, seed: int) -> list[tu
     skeletons: list[tuple[list[list[str]], bool]] = []
     for t in range(templates):
         length = rng.randint(80, 1400)
-        if t % 2 == 1:  # shares its first 64..128 tokens with the previous template
+        if t % 2 == 1:  # shares its first 64..128 tokens with the previous template, then differs
             prefix = [w for part in skeletons[-1][0] for w in part][: rng.randint(64, 128)]
+            length = max(length, len(prefix) + MIN_OWN_TOKENS)
             body = prefix + _words(rng, length - len(prefix))
         else:
             body = _words(rng, length)

@@ -10,6 +10,7 @@ from .metrics import CACHE_REQUESTS
 
 V = TypeVar("V")
 _MISSING = object()
+_HITS, _MISSES = CACHE_REQUESTS.labels("hit"), CACHE_REQUESTS.labels("miss")
 
 
 class SoftCache(Generic[V]):
@@ -32,10 +33,10 @@ class SoftCache(Generic[V]):
             expires, value = entry  # type: ignore[misc]
             if expires > self._clock():
                 self._entries.move_to_end(key)
-                CACHE_REQUESTS.labels("hit").inc()
+                _HITS.inc()
                 return True, value
             del self._entries[key]
-        CACHE_REQUESTS.labels("miss").inc()
+        _MISSES.inc()
         return False, None
 
     def put(self, key: Hashable, value: V) -> None:

@@ -16,18 +16,25 @@ class Candidate:
     shortest_window: int = 1  # largest window of the shortest prompt folded into the template
     beyond: int = 0  # sum of distances at the query's windows above ``window`` (32 where the template has none)
     unseen: int = 0  # the query's windows above ``window`` the template has no fingerprint for
+    next_distance: int | None = None  # distance at the next larger window both have, beyond k
     stable_distance: int | None = None  # distance at the template's stable window (None: query shorter)
 
-    def covers(self, query_largest_window: int) -> bool:
-        """A real match (see ``covers``), by a query not shorter than every prompt of the template."""
-        return query_largest_window >= self.shortest_window and covers(
-            self.window, self.stable_window, query_largest_window)
+    def consistent(self, query_largest_window: int, near_bits: int) -> bool:
+        """Not shorter than every prompt of the template nor longer by more than one window, and
+        still near it at the next larger window: else a different template sharing the prefix."""
+        return (query_largest_window >= self.shortest_window and self.unseen <= 1
+                and (self.next_distance is None or self.next_distance <= near_bits))
 
-    def near(self, max_distance: int, query_largest_window: int) -> bool:
-        """Within ``max_distance`` at the stable window, and neither shorter nor longer than the
+    def covers(self, query_largest_window: int, near_bits: int) -> bool:
+        """A real match: consistent, and ``covers`` by window."""
+        return (self.consistent(query_largest_window, near_bits)
+                and covers(self.window, self.stable_window, query_largest_window))
+
+    def near(self, near_bits: int, query_largest_window: int) -> bool:
+        """Within ``near_bits`` at the stable window, and neither shorter nor longer than the
         template's prompts: slot fills rather than a different continuation."""
         return (self.unseen == 0 and query_largest_window >= self.shortest_window
-                and self.stable_distance is not None and self.stable_distance <= max_distance)
+                and self.stable_distance is not None and self.stable_distance <= near_bits)
 
 
 def covers(window: int, stable_window: int, query_largest_window: int) -> bool:

@@ -1,6 +1,8 @@
 """Prometheus domain metrics of the matcher (prefix optimizer_matcher_; bounded labels only)."""
 from __future__ import annotations
 
+import functools
+
 from prometheus_client import Counter, Gauge, Histogram
 
 from .settings import WINDOWS
@@ -45,3 +47,9 @@ LOOKUP_SECONDS = Histogram(
 def window_label(window: int) -> str:
     """Bounded window label: a configured window, or "short" for a prompt shorter than all."""
     return str(window) if window in WINDOWS else "short"
+
+
+@functools.lru_cache(maxsize=64)
+def match_result(result: str, window: int = 0) -> Counter:
+    """The MATCHES child for a result and window (0 = none), resolved once instead of per call."""
+    return MATCHES.labels(result, window_label(window) if window else "none")

@@ -53,7 +53,8 @@ async def _observe(conn: asyncpg.Connection, query: Query, settings: MatcherSett
     # Partial match: a new (sibling) template, unless a concurrent observation just created it.
     await store.take_creation_lock(conn, query.version)
     again = await store.lookup(conn, query)
-    if again is not None and again.template_id != best.template_id and again.covers(query.largest_window):
+    if (again is not None and again.template_id != best.template_id
+            and again.covers(query.largest_window, settings.near_bits)):
         outcome = await _fold_into(conn, again, query, settings)
         if outcome is not None:
             return outcome
@@ -71,10 +72,10 @@ async def _fold_into(conn: asyncpg.Connection, candidate: Candidate, query: Quer
     state = await store.lock_template(conn, candidate.template_id)
     if state is None:  # deleted by retention meanwhile
         return None
-    if query.largest_window < candidate.shortest_window:  # shorter than all its prompts: a sibling
+    if not candidate.consistent(query.largest_window, settings.near_bits):  # a sibling sharing a prefix
         return None
     decision = decide(state, candidate.window, query.largest_window, settings.grow_after, settings.shrink_after,
-                      candidate.near(settings.shrink_max_distance, query.largest_window))
+                      candidate.near(settings.near_bits, query.largest_window))
     if not decision.fold:
         await store.record_shrink_evidence(conn, candidate.template_id, decision.state)
         return None

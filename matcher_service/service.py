@@ -14,7 +14,7 @@ from . import store
 from .blocks import build_probes
 from .cache import SoftCache
 from .learning import Candidate
-from .metrics import DB_ERRORS, FINGERPRINT_SECONDS, LOOKUP_SECONDS, MATCHES, OBSERVES, WINDOW_CHANGES, window_label
+from .metrics import DB_ERRORS, FINGERPRINT_SECONDS, LOOKUP_SECONDS, OBSERVES, WINDOW_CHANGES, match_result
 from .observe import observe
 from .settings import MatcherSettings
 from .simhash import algorithm_version, fingerprint
@@ -38,7 +38,8 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
 
     def _query(self, windows: tuple[int, ...], fps: tuple[int, ...]) -> store.Query:
         thresholds = tuple(self._settings.threshold(w) for w in windows)
-        return store.Query(self._version, windows, fps, thresholds, build_probes(windows, fps, list(thresholds)))
+        return store.Query(self._version, windows, fps, thresholds, build_probes(windows, fps, list(thresholds)),
+                           self._settings.near_bits)
 
     async def Match(self, request: matcher_pb2.MatchRequest, context: grpc.aio.ServicerContext
                     ) -> matcher_pb2.MatchResponse:
@@ -66,18 +67,18 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
                 best = await self._lookup(self._query(fps.windows, fps.fingerprints))
             except DB_ERRORS_TYPES as exc:
                 DB_ERRORS.labels("match").inc()
-                MATCHES.labels("error", "none").inc()
+                match_result("error").inc()
                 log.warning("Match without database (answering not matched): %r", exc)
                 return response
             if self._cache.enabled:
                 self._cache.put(key, best)
         response.cache_hit = hit
         if best is None:
-            MATCHES.labels("miss", "none").inc()
-        elif not best.covers(fps.largest_window):
-            MATCHES.labels("partial", window_label(best.window)).inc()
+            match_result("miss").inc()
+        elif not best.covers(fps.largest_window, self._settings.near_bits):
+            match_result("partial", best.window).inc()
         else:
-            MATCHES.labels("matched", window_label(best.window)).inc()
+            match_result("matched", best.window).inc()
             response.matched = True
             response.template_id = best.template_id
             response.window = best.window

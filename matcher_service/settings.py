@@ -11,7 +11,7 @@
 | `MATCHER_CACHE_TTL_SECONDS` | `2.0` | lifetime of a cache entry |
 | `MATCHER_GROW_AFTER` | `30` | consecutive matches at a larger window before the stable window grows (20-50) |
 | `MATCHER_SHRINK_AFTER` | `1` | consecutive near partial matches (a smaller window only) before the stable window shrinks (1-10) |
-| `MATCHER_SHRINK_MAX_DISTANCE` | `16` | a partial match is shrink evidence only within this many bits of the template at its stable window (0-32; unrelated text differs in ~32) |
+| `MATCHER_NEAR_BITS` | `16` | "near" beyond k (0-32; unrelated text differs in ~32): a match below the query's largest window needs the next larger window within this many bits, and a partial match is shrink evidence only this near at the stable window |
 | `MATCHER_RETENTION_MIN_OBSERVATIONS` | `3` | templates with fewer observations ... |
 | `MATCHER_RETENTION_MAX_IDLE_SECONDS` | `604800` | ... and no observation for this long are deleted |
 | `MATCHER_MAINTENANCE_INTERVAL_SECONDS` | `60` | period of the retention job and the templates gauge refresh |
@@ -25,6 +25,7 @@ from ollama_optimizer.config import env_bool, env_float, env_int, env_str
 WINDOWS: tuple[int, ...] = (64, 128, 256, 512, 1024)
 MAX_THRESHOLD = 11  # probes grow as C(16, k // 4): up to 2-bit variants per block
 DEFAULT_THRESHOLDS = "64:3,128:4,256:5,512:6,1024:7"
+DEFAULT_NEAR_BITS = 16
 
 
 def parse_thresholds(spec: str) -> dict[int, int]:
@@ -63,7 +64,7 @@ class MatcherSettings:
     cache_ttl: float = field(default_factory=lambda: env_float("MATCHER_CACHE_TTL_SECONDS", 2.0))
     grow_after: int = field(default_factory=lambda: env_int("MATCHER_GROW_AFTER", 30))
     shrink_after: int = field(default_factory=lambda: env_int("MATCHER_SHRINK_AFTER", 1))
-    shrink_max_distance: int = field(default_factory=lambda: env_int("MATCHER_SHRINK_MAX_DISTANCE", 16))
+    near_bits: int = field(default_factory=lambda: env_int("MATCHER_NEAR_BITS", DEFAULT_NEAR_BITS))
     retention_min_observations: int = field(
         default_factory=lambda: env_int("MATCHER_RETENTION_MIN_OBSERVATIONS", 3)
     )
@@ -82,7 +83,7 @@ class MatcherSettings:
         _check_range("MATCHER_CACHE_TTL_SECONDS", self.cache_ttl, 0, 3600)
         _check_range("MATCHER_GROW_AFTER", self.grow_after, 20, 50)
         _check_range("MATCHER_SHRINK_AFTER", self.shrink_after, 1, 10)
-        _check_range("MATCHER_SHRINK_MAX_DISTANCE", self.shrink_max_distance, 0, 32)
+        _check_range("MATCHER_NEAR_BITS", self.near_bits, 0, 32)
         _check_range("MATCHER_RETENTION_MIN_OBSERVATIONS", self.retention_min_observations, 0, 1 << 31)
         _check_range("MATCHER_RETENTION_MAX_IDLE_SECONDS", self.retention_max_idle, 1, 1e10)
         _check_range("MATCHER_MAINTENANCE_INTERVAL_SECONDS", self.maintenance_interval, 0.01, 86400)

@@ -97,8 +97,8 @@ async def test_partial_match_shrinks_when_near_and_creates_a_sibling_when_not(ma
     shrunk = await observe(matcher_stub, fingerprints(1100, **fills))
     assert shrunk.template_id == base.template_id and shrunk.stable_window == 256
     assert not shrunk.created and shrunk.observations == 2
-    match_fps = fingerprints(1100, **dict(fills, w512=0, w1024=0))
-    assert (await observe(matcher_stub, match_fps)).template_id == base.template_id
+    other_fills = dict(LONG, w512=LONG["w512"] ^ 0xFF_0000, w1024=LONG["w1024"] ^ 0xFF_0000)  # 8 bits > k
+    assert (await observe(matcher_stub, fingerprints(1100, **other_fills))).template_id == base.template_id
     assert await count(pool) == 2
 
 
@@ -113,15 +113,22 @@ async def test_shorter_prompt_than_all_of_a_template_is_a_sibling(matcher_stub, 
 
 
 async def test_stable_window_grows_after_consistent_larger_matches(matcher_stub, matcher_settings) -> None:
-    small = {k: v for k, v in LONG.items() if k in ("w64", "w128", "w256")}
-    created = await observe(matcher_stub, fingerprints(300, **small))
-    assert created.stable_window == 256
-    first_long = await observe(matcher_stub, fingerprints(1100, **LONG))  # matches at 256, adds 512/1024
-    assert first_long.template_id == created.template_id and first_long.stable_window == 256
+    shorter = {k: v for k, v in LONG.items() if k != "w1024"}
+    created = await observe(matcher_stub, fingerprints(600, **shorter))
+    assert created.stable_window == 512
+    first_long = await observe(matcher_stub, fingerprints(1100, **LONG))  # matches at 512, adds 1024
+    assert first_long.template_id == created.template_id and first_long.stable_window == 512
     for i in range(matcher_settings.grow_after):
         step = await observe(matcher_stub, fingerprints(1100, **LONG))
-        expected = 1024 if i == matcher_settings.grow_after - 1 else 256
+        expected = 1024 if i == matcher_settings.grow_after - 1 else 512
         assert step.template_id == created.template_id and step.stable_window == expected
+
+
+async def test_much_longer_prompt_than_all_of_a_template_is_a_sibling(matcher_stub) -> None:
+    head = {k: v for k, v in LONG.items() if k in ("w64", "w128", "w256")}
+    short = await observe(matcher_stub, fingerprints(300, **head))
+    longer = await observe(matcher_stub, fingerprints(1100, **LONG))  # two windows longer than all it has seen
+    assert longer.created and longer.template_id != short.template_id
 
 
 async def test_concurrent_observes_of_one_template_lose_no_update(matcher_stub, pool) -> None:
