@@ -106,8 +106,10 @@ async def test_api_reload_truncation_errors_and_eviction(backend):
     assert sum(backend.reloads.values()) == before + 1
     assert backend.requests[-1].messages_dropped > 0 and r.prompt_eval_count <= 128
     assert backend.truncated_requests >= 1 and backend.runner_options(MODEL_NAME)["num_ctx"] == 128
-    r = await client.generate(model=MODEL_NAME, prompt=LONG, options={"num_ctx": 128, "num_predict": 1})
-    assert r.prompt_eval_count == 128 - (128 - 4) // 2
+    r = await client.generate(model=MODEL_NAME, prompt=LONG, system="Be brief.",
+                              options={"num_ctx": 128, "num_predict": 1})
+    assert r.prompt_eval_count == 128 - (128 - 4) // 2  # generate: no message dropping, the runner cuts
+    assert backend.requests[-1].messages_dropped == 0 and backend.requests[-1].truncated
     for extra in ({"truncate": False}, {"shift": False}):
         with pytest.raises(ollama.ResponseError) as err:
             await client._request(ollama.GenerateResponse, "POST", "/api/generate", json={

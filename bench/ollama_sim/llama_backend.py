@@ -176,11 +176,11 @@ class LlamaRunner:
         assert self.llama is not None
         return self.llama.tokenize(text.encode(), add_bos=self.model.adds_bos, special=True)
 
-    def chat_tokens(self, messages: list[dict], truncate: bool) -> tuple[list[int], int, int]:
-        """(tokens of the kept messages, tokens of all messages, messages dropped) - stage 1."""
+    def chat_tokens(self, messages: list[dict], truncate: bool, prune: bool = True) -> tuple[list[int], int, int]:
+        """(tokens of the kept messages, tokens of all messages, messages dropped) - stage 1 (chat only)."""
         assert self.opts is not None
         full = self.tokenize(render_chatml(messages, self.model))
-        if not truncate or len(full) <= self.opts.num_ctx:
+        if not truncate or not prune or len(full) <= self.opts.num_ctx:
             return full, len(full), 0
         kept = prune_messages(messages, lambda ms: len(self.tokenize(render_chatml(ms, self.model))) <= self.opts.num_ctx)
         return self.tokenize(render_chatml(kept, self.model)), len(full), len(messages) - len(kept)
@@ -188,9 +188,10 @@ class LlamaRunner:
     # ---- completion ----------------------------------------------------------------------------
     def complete(self, prompt: str | list[dict], options: dict | None = None, truncate: bool = True,
                  shift: bool | None = None, max_tokens: int | None = None,
-                 on_piece: Callable[[str], None] | None = None) -> Completion:
+                 on_piece: Callable[[str], None] | None = None, prune: bool = True) -> Completion:
         """Evaluate a raw prompt (str) or chat messages with Ollama's truncation, then sample up to num_predict
-        (or max_tokens) tokens; on_piece receives text pieces as they are generated."""
+        (or max_tokens) tokens; on_piece receives text pieces as they are generated. prune=False skips stage 1
+        (/api/generate renders system + prompt without dropping messages)."""
         options = dict(options or {})
         load_s = self.ensure(options, shift)
         assert self.llama is not None and self.opts is not None
@@ -199,7 +200,7 @@ class LlamaRunner:
             tokens = self.tokenize(prompt)
             sent = len(tokens)
         else:
-            tokens, sent, dropped = self.chat_tokens(prompt, truncate)
+            tokens, sent, dropped = self.chat_tokens(prompt, truncate, prune)
         num_keep = int(options.get("num_keep", DEFAULT_NUM_KEEP))
         tokens = stage2(tokens, self.opts.num_ctx, num_keep, self.model.adds_bos, truncate, self.opts.shift)
         return self._generate(tokens, options, max_tokens, on_piece,
@@ -461,7 +462,7 @@ class LlamaBackend:
             return None
         try:
             c = runner.complete(raw if raw is not None else messages or [], options, body.get("truncate") is not False,
-                                body.get("shift"), on_piece=emit)
+                                body.get("shift"), on_piece=emit, prune=endpoint == "chat")
         except PromptError as exc:
             record.status, record.error = 400, str(exc)
             self._touch(slot, ka)
