@@ -86,6 +86,7 @@ async def test_api_streaming_shape_and_counts(backend):
     text = "".join(c.message.content for c in chunks)
     resp = await client.generate(model=MODEL_NAME, prompt="Hi", options={"num_predict": 5, "temperature": 0})
     assert resp.done and resp.eval_count <= 5 and resp.response and not backend.requests[1].loaded
+    assert 0 < backend.requests[1].ttft_s <= backend.requests[1].total_s  # first token recorded without streaming
     assert text  # the streamed pieces carry the text
     ps = await client.ps()
     assert [(m.model, m.context_length) for m in ps.models] == [(MODEL_NAME, 512)]

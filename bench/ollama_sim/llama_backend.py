@@ -567,17 +567,17 @@ class LlamaBackend:
         queue: asyncio.Queue[str | None] = asyncio.Queue()
         first: list[float] = []
 
-        def emit(piece: str) -> None:
+        def emit(piece: str) -> None:  # worker thread; first piece = time to first token (ttft_s)
             if not first:
                 first.append(time.monotonic())
-            loop.call_soon_threadsafe(queue.put_nowait, piece)
+            if stream:
+                loop.call_soon_threadsafe(queue.put_nowait, piece)
 
         assert self._lock is not None
         resp: web.StreamResponse | None = None
         async with self._lock:  # FIFO: one request at a time, reloads wait for the one in flight
             start = time.monotonic()
-            job = loop.run_in_executor(self._pool, self._work, name, body, endpoint, messages, raw, record,
-                                       emit if stream else None)
+            job = loop.run_in_executor(self._pool, self._work, name, body, endpoint, messages, raw, record, emit)
             if stream:
                 drain = asyncio.ensure_future(job)
                 while True:
