@@ -1,7 +1,10 @@
 """num_batch choice per model: a UCB bandit over a few values, rewarded by prompt tokens/s.
 
-Called only when the model reloads anyway (a num_batch change alone would reload it),
-and bounded by reported GPU memory headroom (a larger batch needs a larger compute buffer).
+Called only when the model reloads anyway (a num_batch change alone would reload it), and bounded
+by memory: without GPU figures no arm above ``safe`` (512) is tried, because a larger batch needs a
+larger compute buffer that can push layers to the CPU; with figures an arm needs its extra buffer in
+the reported headroom. After a spill the model's ``batch_cap`` bounds it further. An explicit value
+is always chosen: Ollama's automatic batch (1024/2048 above 4096/32768 contexts) ignores headroom.
 """
 from __future__ import annotations
 
@@ -10,17 +13,19 @@ import math
 from .state import ModelState
 
 MIB = 1024 * 1024
-# Extra compute-buffer memory over num_batch 512 (Ollama's generationBatchSurcharge); 0 = auto.
-SURCHARGE = {0: 0, 256: 0, 512: 0, 1024: 768 * MIB, 2048: 2048 * MIB}
+# Extra compute-buffer memory over num_batch 512 (Ollama's generationBatchSurcharge).
+SURCHARGE = {256: 0, 512: 0, 1024: 768 * MIB, 2048: 2048 * MIB}
 HEADROOM_RESERVE = 256 * MIB
-# Untried arms are explored in this order: Ollama's own choice first, then the larger batches.
-EXPLORE_ORDER = (0, 1024, 2048, 512, 256)
+# Untried arms are explored in this order: Ollama's classic 512 first, then the larger batches.
+EXPLORE_ORDER = (512, 1024, 2048, 256)
 UCB_WEIGHT = 0.3
 
 
-def _fits(model: ModelState, arm: int) -> bool:
+def _fits(model: ModelState, arm: int, safe: int) -> bool:
+    if model.batch_cap and arm > model.batch_cap:
+        return False
     if model.gpu_total <= 0:
-        return True
+        return arm <= safe
     extra = SURCHARGE.get(arm, 0) - SURCHARGE.get(model.loaded_batch, 0)
     return extra <= model.gpu_free - HEADROOM_RESERVE
 
@@ -31,9 +36,10 @@ def _dominant_class(model: ModelState, fallback: int) -> int:
     return max(model.class_tokens, key=model.class_tokens.__getitem__)
 
 
-def choose_num_batch(model: ModelState, arms: tuple[int, ...], request_class: int) -> int:
-    """The num_batch to load with at the next (already unavoidable) reload."""
-    candidates = [a for a in arms if _fits(model, a)] or [min(arms)]
+def choose_num_batch(model: ModelState, arms: tuple[int, ...], request_class: int, safe: int = 512) -> int:
+    """The num_batch to load with at the next (already unavoidable) reload; never 0 (Ollama's auto)."""
+    arms = tuple(a for a in arms if a > 0) or (safe,)
+    candidates = [a for a in arms if _fits(model, a, safe)] or [min(arms)]
     klass = _dominant_class(model, request_class)
     stats = {a: model.arms.get((klass, a)) for a in candidates}
     untried = [a for a in candidates if stats[a] is None or stats[a].pulls == 0]

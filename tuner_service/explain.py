@@ -13,8 +13,16 @@ def _lines(policy: Policy, model: ModelState, template: TemplateState | None) ->
         f"num_batch={model.loaded_batch or 'default'} default context={policy.default_ctx(model)}",
         f"calibration: {policy.ratio_upper(model):.3f} tokens/unit (p{policy.s.calibration_quantile * 100:g}, "
         f"{model.calibration_samples} samples); reload cost {model.reload_cost_s:.2f}s ({model.reloads} seen)",
-        f"model need (active templates, with margin): {policy.model_need(model):.0f} tokens",
+        f"model need (active templates, with margin {policy.margin_for(model):g}): "
+        f"{policy.model_need(model):.0f} tokens",
     ]
+    if model.tight:
+        lines.append(f"tight margin: {model.tight}")
+    if model.batch_cap:
+        lines.append(f"num_batch capped at {model.batch_cap}: spilled to the CPU at num_ctx={model.spilled[0]} "
+                     f"num_batch={model.spilled[1]}")
+    if model.size_bytes:
+        lines.append(f"loaded size {model.size_bytes / 2**30:.2f} GiB, {model.vram_bytes / 2**30:.2f} GiB in VRAM")
     if template is None:
         lines.append("template: nothing learned")
         return lines

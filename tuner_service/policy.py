@@ -24,7 +24,7 @@ EWMA = 0.1
 SHRINK_PRIOR_GAIN = 0.02
 
 REASON_CODES = ("client_set", "no_data", "low_confidence", "pinned", "initial", "grow",
-                "grow_truncation_guard", "shrink", "keep_loaded", "avoid_reload")
+                "grow_truncation_guard", "shrink", "keep_loaded", "avoid_reload", "relieve_spill", "co_reside")
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,8 @@ class Observation:
     gpu_used: int = 0
     gpu_total: int = 0
     loaded_context_length: int = 0
+    model_size: int = 0   # /api/ps size and size_vram (bytes, 0 = unknown); vram < size = partial offload
+    model_vram: int = 0
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,12 @@ class Policy:
 
     # ---- estimates -------------------------------------------------------------------------
     def rungs(self, model: ModelState) -> list[int]:
-        return ladder(self.s.ladder_min, self.s.ladder_max, model.context_limit)
+        return ladder(self.s.ladder_min, self.s.ladder_max, model.context_limit, self.s.ladder_steps,
+                      self.s.ladder_rungs)
+
+    def margin_for(self, model: ModelState) -> float:
+        """The tight margin once the model must share memory (evicted or spilled), else the normal one."""
+        return min(self.s.tight_margin, self.s.margin) if model.tight else self.s.margin
 
     def default_ctx(self, model: ModelState) -> int:
         return model.default_ctx or self.s.default_num_ctx
@@ -137,12 +144,11 @@ class Policy:
         return template is not None and (template.observations >= self.s.min_observations
                                          or template.floor_ctx > 0)
 
-    def template_need(self, template: TemplateState) -> float:
+    def template_need(self, template: TemplateState, margin: float | None = None) -> float:
         """Context one template wants: its high need quantile with margin, never below its floor."""
         if template.cached_need < 0:
-            learned = template.need.quantile(self.s.need_quantile) * self.s.margin if template.need.total else 0.0
-            template.cached_need = max(learned, float(template.floor_ctx))
-        return template.cached_need
+            template.cached_need = template.need.quantile(self.s.need_quantile) if template.need.total else 0.0
+        return max(template.cached_need * (self.s.margin if margin is None else margin), float(template.floor_ctx))
 
     def model_need(self, model: ModelState) -> float:
         """The largest need among the model's active, unpinned templates seen at least once.
@@ -150,7 +156,8 @@ class Policy:
         Templates still below min_observations count too: one reload then covers them all.
         """
         horizon = model.requests - self.s.template_idle_requests
-        return max((self.template_need(t) for t in model.templates.values()
+        margin = self.margin_for(model)
+        return max((self.template_need(t, margin) for t in model.templates.values()
                     if not t.pinned and (t.observations or t.floor_ctx) and t.last_seen >= horizon), default=0.0)
 
     # ---- decisions -------------------------------------------------------------------------
@@ -192,6 +199,8 @@ class Policy:
         if self.confident(template):
             target = rung_for(max(need, self.model_need(model)), rungs)
             reason = f"first managed context {target}: covers need {need} (template p{self._pct()})"
+            if model.tight:
+                reason += f"; tight margin {self.margin_for(model):g}: {model.tight}"
             return self._load(req, model, template, target, need, conf, "initial", reason,
                               prevented=need > believed)
         if self.s.truncation_guard and need > believed:
@@ -209,6 +218,14 @@ class Policy:
         loaded = model.loaded_ctx
         required = max(need, template.floor_ctx if template is not None else 0)
         wanted = max(required, self.model_need(model))
+        if model.relieve[0]:
+            (code, why), model.relieve = model.relieve, ("", "")
+            target = rung_for(wanted, rungs)
+            over_cap = 0 < model.batch_cap < model.loaded_batch
+            if target != loaded or over_cap:
+                reason = f"{why}; load {target} (covers need {required})"
+                return self._load(req, model, template, target, need, conf, code, reason,
+                                  prevented=required > loaded, review_batch=over_cap)
         if required > loaded and loaded < rungs[-1]:
             target = rung_for(wanted, rungs)
             code = "grow" if self.confident(template) else "grow_truncation_guard"
@@ -228,13 +245,20 @@ class Policy:
         return Decision(APPLY, loaded, model.loaded_batch, conf, reason, code, need, reload_avoided=avoided)
 
     def _load(self, req: Request, model: ModelState, template: TemplateState | None, ctx: int, need: int,
-              conf: float, code: str, reason: str, prevented: bool = False) -> Decision:
-        """Switch the model to ``ctx``; a reload happens anyway when it differs, so pick num_batch too."""
+              conf: float, code: str, reason: str, prevented: bool = False, review_batch: bool = False) -> Decision:
+        """Switch the model to ``ctx``; a reload happens anyway when it differs, so pick num_batch too.
+
+        The first managed load always sends an explicit num_batch (never Ollama's headroom-blind auto
+        value); ``review_batch`` re-chooses it without a context change (fixing a spill).
+        """
         reload = ctx != self.believed_ctx(model)
         batch = model.loaded_batch
-        if reload:
+        if reload or review_batch or not model.managed or not batch:
             klass = size_class(self.prompt_tokens(model, req.prompt_units, req.message_count))
-            batch = choose_num_batch(model, self.s.num_batch_arms, klass)
+            batch = choose_num_batch(model, self.s.num_batch_arms, klass, self.s.safe_num_batch)
+            reload = reload or (model.managed and batch != model.loaded_batch)
+        if (ctx, batch) != (model.loaded_ctx, model.loaded_batch):
+            model.config_loads = 0
         model.managed, model.loaded_ctx, model.loaded_batch, model.fit_streak = True, ctx, batch, 0
         self.models.setdefault(req.model, model)
         if template is not None:
@@ -265,6 +289,8 @@ class Policy:
             model.reloads += 1
             model.reload_cost_s = obs.load_s if not model.reload_cost_s else (
                 (1 - EWMA) * model.reload_cost_s + EWMA * obs.load_s)
+            self._learn_eviction(model, obs)
+        self._learn_memory(model, obs)
         self._learn_context(model, obs)
         ctx_known = obs.num_ctx or obs.loaded_context_length or model.default_ctx
         truncated = self.truncated(model, obs, ctx_known)
@@ -294,6 +320,61 @@ class Policy:
         if low >= ctx_known:
             return True
         return abs(obs.prompt_eval_count - ctx_known / 2) <= 16 and low > obs.prompt_eval_count
+
+    def _current(self, model: ModelState, obs: Observation) -> bool:
+        """Whether the outcome ran with the options the model is believed to be loaded with."""
+        if model.managed:
+            return obs.applied and (obs.num_ctx, obs.num_batch) == (model.loaded_ctx, model.loaded_batch)
+        return not obs.applied or (obs.num_ctx == 0 and obs.num_batch == 0)
+
+    def _learn_eviction(self, model: ModelState, obs: Observation) -> None:
+        """A load of unchanged options (after the one that brought them in) means the model was evicted.
+
+        Frequent evictions mean the models sharing the memory do not fit together at their contexts:
+        the model switches to the tight margin, at once when managed (it reloads often anyway).
+        """
+        if not self._current(model, obs):
+            return
+        model.config_loads += 1
+        if model.config_loads <= 1:
+            return
+        model.evictions = (model.evictions + [model.requests])[-max(1, self.s.eviction_min):]
+        span = model.requests - model.evictions[0]
+        if not model.tight and len(model.evictions) >= self.s.eviction_min and span <= self.s.eviction_window:
+            model.tight = (f"reloaded {len(model.evictions)} times in {span + 1} requests without an option "
+                           "change (evicted by other models: the contexts are too large to co-reside)")
+        if model.tight and model.managed:
+            # Evicted: its next request loads it anyway, so moving to the tight rung now costs nothing extra.
+            model.relieve = ("co_reside", f"co-residence: {model.tight}")
+
+    def _learn_memory(self, model: ModelState, obs: Observation) -> None:
+        """Partial offload (0 < size_vram < size) of the loaded options: a smaller num_batch, then the
+        tight margin; at once when the spilled share is large (every request pays), else at the next reload."""
+        if obs.model_size <= 0:
+            return
+        model.size_bytes, model.vram_bytes = obs.model_size, obs.model_vram
+        config = (obs.num_ctx, obs.num_batch)
+        if not 0 < obs.model_vram < obs.model_size or not model.managed or not self._current(model, obs):
+            return
+        share = 1 - obs.model_vram / obs.model_size
+        what = f"{share:.0%} of the model on the CPU at num_ctx={config[0]} num_batch={config[1]}"
+        if config == model.spilled:
+            if model.tight and share >= self.s.spill_reload_fraction:
+                # Still spilled at the tight margin: move to a lower rung as soon as the need allows one.
+                model.relieve = ("relieve_spill", f"spill: {what} at the tight margin")
+            return
+        model.spilled = config
+        lower = [a for a in self.s.num_batch_arms if 0 < a < (config[1] or self.s.safe_num_batch)]
+        if lower:
+            model.batch_cap = max(lower)
+            fix = f"num_batch <= {model.batch_cap}"
+        elif not model.tight:
+            model.tight = f"spilled ({what})"
+            fix = f"tight margin {self.margin_for(model):g}"
+        else:
+            return  # nothing smaller to try without going below the need
+        if share >= self.s.spill_reload_fraction:
+            model.relieve = ("relieve_spill", f"spill: {what}; {fix}")
 
     def _learn_context(self, model: ModelState, obs: Observation) -> None:
         reported = obs.loaded_context_length

@@ -16,8 +16,21 @@ class PolicySettings:
 
     ladder_min: int = field(default_factory=lambda: env_int("TUNER_LADDER_MIN", 1024))
     ladder_max: int = field(default_factory=lambda: env_int("TUNER_LADDER_MAX", 262144))
+    # Rungs per octave: 4 = 1024, 1280, 1536, 1792, 2048, ... (next rung at most 1.25x). TUNER_LADDER (a list)
+    # replaces the generated rungs.
+    ladder_steps: int = field(default_factory=lambda: env_int("TUNER_LADDER_STEPS", 4))
+    ladder_rungs: tuple[int, ...] = field(default_factory=lambda: _int_list(env_str("TUNER_LADDER", "")))
     default_num_ctx: int = field(default_factory=lambda: env_int("TUNER_DEFAULT_NUM_CTX", 4096))
     margin: float = field(default_factory=lambda: env_float("TUNER_MARGIN", 1.15))
+    # Margin for models that must share memory (evicted by other models, or spilled to the CPU).
+    tight_margin: float = field(default_factory=lambda: env_float("TUNER_TIGHT_MARGIN", 1.0))
+    # Loads of unchanged options (evictions) within eviction_window requests that make a model "tight".
+    eviction_min: int = field(default_factory=lambda: env_int("TUNER_EVICTION_MIN", 3))
+    eviction_window: int = field(default_factory=lambda: env_int("TUNER_EVICTION_WINDOW", 100))
+    # Share of the model on the CPU from which a spill is fixed at once instead of at the next reload.
+    spill_reload_fraction: float = field(default_factory=lambda: env_float("TUNER_SPILL_RELOAD_FRACTION", 0.02))
+    # num_batch when no GPU memory figures bound it (Ollama's auto value grows the compute buffer).
+    safe_num_batch: int = field(default_factory=lambda: env_int("TUNER_SAFE_NUM_BATCH", 512))
     need_quantile: float = field(default_factory=lambda: env_float("TUNER_NEED_QUANTILE", 0.99))
     calibration_quantile: float = field(default_factory=lambda: env_float("TUNER_CALIBRATION_QUANTILE", 0.95))
     units_ratio_prior: float = field(default_factory=lambda: env_float("TUNER_UNITS_RATIO_PRIOR", 1.5))
@@ -36,7 +49,7 @@ class PolicySettings:
     reload_cost_prior_seconds: float = field(
         default_factory=lambda: env_float("TUNER_RELOAD_COST_PRIOR_SECONDS", 5.0))
     num_batch_arms: tuple[int, ...] = field(
-        default_factory=lambda: _int_list(env_str("TUNER_NUM_BATCH_ARMS", "0,256,512,1024,2048")))
+        default_factory=lambda: _int_list(env_str("TUNER_NUM_BATCH_ARMS", "256,512,1024,2048")))
 
 
 @dataclass(frozen=True)

@@ -56,21 +56,40 @@ class ModelState:
     gpu_free: int = 0            # bytes of GPU memory free, last reported (0 = unknown)
     gpu_total: int = 0
     fit_streak: int = 0          # consecutive requests a smaller rung would have covered
+    size_bytes: int = 0          # /api/ps size and size_vram of the loaded model, last reported (0 = unknown)
+    vram_bytes: int = 0
+    config_loads: int = 0        # loads seen of the options the model is believed loaded with
+    evictions: list[int] = field(default_factory=list)  # request counters of recent evictions (bounded)
+    tight: str = ""              # why the tightest rung (tight margin) is preferred; "" = normal margin
+    batch_cap: int = 0           # largest num_batch allowed after a spill (0 = no cap)
+    spilled: tuple[int, int] = (0, 0)  # (num_ctx, num_batch) last seen partly offloaded to the CPU
+    relieve: tuple[str, str] = ("", "")  # pending (reason code, reason) to reload at once: spill, co-residence
     arms: dict[tuple[int, int], ArmStats] = field(default_factory=dict)  # (size class, num_batch)
     class_tokens: dict[int, float] = field(default_factory=dict)         # prompt tokens per size class
     seconds_per_token: dict[int, float] = field(default_factory=dict)    # by num_ctx
     templates: dict[int, TemplateState] = field(default_factory=dict)
 
 
-def ladder(ladder_min: int, ladder_max: int, limit: int) -> list[int]:
-    """Powers of two from ladder_min up to the cap; a non-power-of-two limit is the top rung."""
-    cap = min(ladder_max, limit) if limit > 0 else ladder_max
-    cap = max(cap, 1)
+def ladder(ladder_min: int, ladder_max: int, limit: int, steps: int = 1,
+           explicit: tuple[int, ...] = ()) -> list[int]:
+    """Rungs from ladder_min up to the cap; the cap (max or model limit) is always the top rung.
+
+    ``steps`` rungs per octave: 2^k x (1 + i/steps), i < steps (1 = powers of two; 4 = at most 1.25x
+    from one rung to the next). ``explicit`` replaces the generated rungs (still capped).
+    """
+    cap = max(min(ladder_max, limit) if limit > 0 else ladder_max, 1)
+    if explicit:
+        return sorted({r for r in explicit if 0 < r < cap} | {cap})
+    steps = max(1, steps)
     rungs: list[int] = []
-    rung = ladder_min
-    while rung < cap:
-        rungs.append(rung)
-        rung *= 2
+    octave = ladder_min
+    while octave < cap:
+        for i in range(steps):
+            rung = octave + octave * i // steps
+            if rung >= cap:
+                break
+            rungs.append(rung)
+        octave *= 2
     rungs.append(cap)
     return rungs
 

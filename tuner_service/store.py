@@ -54,7 +54,8 @@ class RuleRow:
 def model_row(name: str, m: ModelState, ratio_upper: float) -> tuple[Any, ...]:
     state = {"ratio": m.ratio.to_json(), "request_s": m.request_s, "gpu_free": m.gpu_free,
              "gpu_total": m.gpu_total, "class_tokens": {str(k): v for k, v in m.class_tokens.items()},
-             "spt": {str(k): v for k, v in m.seconds_per_token.items()}}
+             "spt": {str(k): v for k, v in m.seconds_per_token.items()}, "tight": m.tight,
+             "batch_cap": m.batch_cap}
     return (name, ratio_upper, m.calibration_samples, m.managed, m.loaded_ctx, m.loaded_batch, m.default_ctx,
             m.context_limit, m.reload_cost_s, m.reloads, m.requests, json.dumps(state))
 
@@ -81,7 +82,8 @@ def _model_from(r: asyncpg.Record) -> ModelState:
         request_s=float(state.get("request_s", 0.0)), gpu_free=int(state.get("gpu_free", 0)),
         gpu_total=int(state.get("gpu_total", 0)),
         class_tokens={int(k): float(v) for k, v in (state.get("class_tokens") or {}).items()},
-        seconds_per_token={int(k): float(v) for k, v in (state.get("spt") or {}).items()})
+        seconds_per_token={int(k): float(v) for k, v in (state.get("spt") or {}).items()},
+        tight=str(state.get("tight") or ""), batch_cap=int(state.get("batch_cap") or 0))
 
 
 def _template_from(ctx: asyncpg.Record, batch: asyncpg.Record | None) -> TemplateState:

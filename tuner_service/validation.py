@@ -22,7 +22,7 @@ DONE_REASONS = frozenset({"", "stop", "length", "load", "unload"})
 _NONNEGATIVE = ("template_id", "prompt_units", "message_count", "num_ctx", "num_batch", "num_predict",
                 "prompt_eval_count", "eval_count", "total_duration_ns", "load_duration_ns",
                 "prompt_eval_duration_ns", "eval_duration_ns", "host_rss_bytes", "gpu_memory_used_bytes",
-                "gpu_memory_total_bytes", "loaded_context_length")
+                "gpu_memory_total_bytes", "loaded_context_length", "model_size_bytes", "model_vram_bytes")
 _DURATIONS = ("total_duration_ns", "load_duration_ns", "prompt_eval_duration_ns", "eval_duration_ns")
 
 
@@ -75,6 +75,8 @@ def _check_consistency(o: tuner_pb2.Outcome, now: float) -> None:
         raise Invalid("inconsistent", "ttft_seconds exceeds latency_seconds")
     if o.gpu_memory_total_bytes and o.gpu_memory_used_bytes > o.gpu_memory_total_bytes:
         raise Invalid("inconsistent", "gpu_memory_used_bytes exceeds gpu_memory_total_bytes")
+    if o.model_vram_bytes > o.model_size_bytes:
+        raise Invalid("inconsistent", "model_vram_bytes exceeds model_size_bytes")
     if o.finished_at > now + 86_400:
         raise Invalid("absurd", "finished_at is more than a day in the future")
 
@@ -99,5 +101,6 @@ def validate(o: tuner_pb2.Outcome, now: float | None = None) -> Valid:
         load_s=o.load_duration_ns / NS, prompt_eval_s=o.prompt_eval_duration_ns / NS,
         eval_s=o.eval_duration_ns / NS, done_reason=o.done_reason, counts_known=o.counts_known,
         gpu_used=o.gpu_memory_used_bytes, gpu_total=o.gpu_memory_total_bytes,
-        loaded_context_length=o.loaded_context_length)
+        loaded_context_length=o.loaded_context_length, model_size=o.model_size_bytes,
+        model_vram=o.model_vram_bytes)
     return Valid(observation, o.finished_at or now)
