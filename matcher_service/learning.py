@@ -16,19 +16,17 @@ class Candidate:
     shortest_window: int = 1  # largest window of the shortest prompt folded into the template
     beyond: int = 0  # sum of distances at the query's windows above ``window`` (32 where the template has none)
     unseen: int = 0  # the query's windows above ``window`` the template has no fingerprint for
-    next_distance: int | None = None  # distance at the next larger window both have, beyond k
+    next_near: bool | None = None  # within 3 k(W) at the next larger window both have (None: no such window)
     stable_distance: int | None = None  # distance at the template's stable window (None: query shorter)
 
-    def consistent(self, query_largest_window: int, near_bits: int) -> bool:
+    def consistent(self, query_largest_window: int) -> bool:
         """Not shorter than every prompt of the template nor longer by more than one window, and
         still near it at the next larger window: else a different template sharing the prefix."""
-        return (query_largest_window >= self.shortest_window and self.unseen <= 1
-                and (self.next_distance is None or self.next_distance <= near_bits))
+        return query_largest_window >= self.shortest_window and self.unseen <= 1 and self.next_near is not False
 
-    def covers(self, query_largest_window: int, near_bits: int) -> bool:
+    def covers(self, query_largest_window: int) -> bool:
         """A real match: consistent, and ``covers`` by window."""
-        return (self.consistent(query_largest_window, near_bits)
-                and covers(self.window, self.stable_window, query_largest_window))
+        return self.consistent(query_largest_window) and covers(self.window, self.stable_window, query_largest_window)
 
     def near(self, near_bits: int, query_largest_window: int) -> bool:
         """Within ``near_bits`` at the stable window, and neither shorter nor longer than the

@@ -54,7 +54,7 @@ async def _observe(conn: asyncpg.Connection, query: Query, settings: MatcherSett
     await store.take_creation_lock(conn, query.version)
     again = await store.lookup(conn, query)
     if (again is not None and again.template_id != best.template_id
-            and again.covers(query.largest_window, settings.near_bits)):
+            and again.covers(query.largest_window)):
         outcome = await _fold_into(conn, again, query, settings)
         if outcome is not None:
             return outcome
@@ -72,7 +72,7 @@ async def _fold_into(conn: asyncpg.Connection, candidate: Candidate, query: Quer
     state = await store.lock_template(conn, candidate.template_id)
     if state is None:  # deleted by retention meanwhile
         return None
-    if not candidate.consistent(query.largest_window, settings.near_bits):  # a sibling sharing a prefix
+    if not candidate.consistent(query.largest_window):  # a sibling sharing a prefix
         return None
     decision = decide(state, candidate.window, query.largest_window, settings.grow_after, settings.shrink_after,
                       candidate.near(settings.near_bits, query.largest_window))

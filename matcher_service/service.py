@@ -38,8 +38,7 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
 
     def _query(self, windows: tuple[int, ...], fps: tuple[int, ...]) -> store.Query:
         thresholds = tuple(self._settings.threshold(w) for w in windows)
-        return store.Query(self._version, windows, fps, thresholds, build_probes(windows, fps, list(thresholds)),
-                           self._settings.near_bits)
+        return store.Query(self._version, windows, fps, thresholds, build_probes(windows, fps, list(thresholds)))
 
     async def Match(self, request: matcher_pb2.MatchRequest, context: grpc.aio.ServicerContext
                     ) -> matcher_pb2.MatchResponse:
@@ -75,7 +74,7 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
         response.cache_hit = hit
         if best is None:
             match_result("miss").inc()
-        elif not best.covers(fps.largest_window, self._settings.near_bits):
+        elif not best.covers(fps.largest_window):
             match_result("partial", best.window).inc()
         else:
             match_result("matched", best.window).inc()

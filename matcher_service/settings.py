@@ -11,7 +11,7 @@
 | `MATCHER_CACHE_TTL_SECONDS` | `2.0` | lifetime of a cache entry |
 | `MATCHER_GROW_AFTER` | `30` | consecutive matches at a larger window before the stable window grows (20-50) |
 | `MATCHER_SHRINK_AFTER` | `1` | consecutive near partial matches (a smaller window only) before the stable window shrinks (1-10) |
-| `MATCHER_NEAR_BITS` | `16` | "near" beyond k (0-32; unrelated text differs in ~32): a match below the query's largest window needs the next larger window within this many bits, and a partial match is shrink evidence only this near at the stable window |
+| `MATCHER_NEAR_BITS` | `16` | a partial match (below the stable window) is shrink evidence only within this many bits at the stable window (0-32; unrelated text differs in ~32), else a sibling template |
 | `MATCHER_RETENTION_MIN_OBSERVATIONS` | `3` | templates with fewer observations ... |
 | `MATCHER_RETENTION_MAX_IDLE_SECONDS` | `604800` | ... and no observation for this long are deleted |
 | `MATCHER_MAINTENANCE_INTERVAL_SECONDS` | `60` | period of the retention job and the templates gauge refresh |

@@ -7,7 +7,7 @@ from datetime import datetime
 import asyncpg
 
 from .blocks import BLOCKS, Probes, to_signed, to_unsigned
-from .settings import DEFAULT_NEAR_BITS, WINDOWS
+from .settings import WINDOWS
 from .learning import Candidate, WindowState
 
 
@@ -18,9 +18,10 @@ SESSION_SETTINGS = {"plan_cache_mode": "force_generic_plan", "max_parallel_worke
 SLOTS = len(WINDOWS)  # one slot per window, largest first; unused slots get empty key arrays
 _SLOT_PARAMS = 3 + BLOCKS  # window, query fp, k, one key array per block position
 # $1 algorithm version, $2 the query's largest window, $3/$4 all the query's windows/fingerprints,
-# $5 the "near" distance (learning.Candidate.near).
+# $5 the query's k(W) per window.
 _FIRST_SLOT_PARAM = 6
 _RANDOM_BITS = 32  # expected distance of unrelated fingerprints: a window the template lacks
+_NEAR_FACTOR = 3  # "near" at the next larger window: within 3 k(W) (slot fills), not a sibling
 
 
 def _distance(template: str, window: str) -> str:
@@ -43,17 +44,17 @@ def _slot(slot: int) -> str:
         f" WHERE k{b} = ANY(${_FIRST_SLOT_PARAM + slot * _SLOT_PARAMS + 3 + b}::integer[]) AND {d} <= {k}::integer"
         for b in range(BLOCKS))
     return f"""(SELECT c.template_id, {w}::integer AS window_size, c.d, t.observations, t.stable_window,
-            t.shortest_window, b.beyond, b.unseen, b.next_distance, {_distance("c.template_id", "t.stable_window")} AS stable_distance
+            t.shortest_window, b.beyond, b.unseen, b.next_near, {_distance("c.template_id", "t.stable_window")} AS stable_distance
      FROM ({scans}) c JOIN matcher_template t ON t.id = c.template_id AND t.algorithm_version = $1
      CROSS JOIN LATERAL (
         SELECT COALESCE(sum(bit_count((f.fp # q.q)::bit(64))), 0) + {_RANDOM_BITS} * (count(*) - count(f.fp)) AS beyond,
                (count(*) - count(f.fp))::integer AS unseen,
-               (array_agg(bit_count((f.fp # q.q)::bit(64)) ORDER BY q.w) FILTER (WHERE f.fp IS NOT NULL))[1]
-                   AS next_distance
-        FROM unnest($3::integer[], $4::bigint[]) AS q(w, q)
+               (array_agg(bit_count((f.fp # q.q)::bit(64)) <= {_NEAR_FACTOR} * q.k ORDER BY q.w)
+                   FILTER (WHERE f.fp IS NOT NULL))[1] AS next_near
+        FROM unnest($3::integer[], $4::bigint[], $5::integer[]) AS q(w, q, k)
         LEFT JOIN matcher_fingerprint f ON f.template_id = c.template_id AND f.window_size = q.w
         WHERE q.w > {w}::integer) b
-     ORDER BY ($2 >= t.shortest_window AND b.unseen <= 1 AND COALESCE(b.next_distance <= $5, true)
+     ORDER BY ($2 >= t.shortest_window AND b.unseen <= 1 AND b.next_near IS NOT false
                AND ({w}::integer >= t.stable_window OR ({w}::integer = $2 AND 2 * $2 >= t.stable_window))) DESC,
               {w}::integer >= t.stable_window DESC,
               b.beyond, c.d, t.observations DESC, t.id
@@ -133,7 +134,6 @@ class Query:
     fingerprints: tuple[int, ...]  # unsigned
     thresholds: tuple[int, ...]  # k(W) per window
     probes: Probes
-    near_bits: int = DEFAULT_NEAR_BITS  # beyond k: slot fills rather than a different continuation
 
     @property
     def signed(self) -> list[int]:
@@ -166,7 +166,7 @@ class StoredTemplate:
 
 def lookup_args(query: Query) -> tuple:
     """Parameters of LOOKUP_SQL for ``query``."""
-    args: list = [query.version, query.largest_window, list(query.windows), query.signed, query.near_bits]
+    args: list = [query.version, query.largest_window, list(query.windows), query.signed, list(query.thresholds)]
     slots = sorted(zip(query.windows, query.signed, query.thresholds, query.probes.per_window), reverse=True)
     for w, q, k, keys in slots:
         args += [w, q, k, *keys]
