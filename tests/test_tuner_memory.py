@@ -172,3 +172,25 @@ def test_models_evicting_each_other_move_to_the_tight_rung_and_then_co_reside() 
     for name in models:
         assert policy.models[name].tight.startswith("reloaded")
         assert "evicted by other models" in explain(policy, name, 1 if name == "big" else 10).reason
+
+
+def test_loads_of_a_lone_model_or_right_after_a_change_are_not_evictions() -> None:
+    """Under concurrency in-flight requests with the previous options reload the runner back and forth;
+    with one model nothing else can have evicted it: neither makes the model tight."""
+    policy = make_policy()
+    gpu = Gpu(policy, 80 * GIB, {"m": Weights(4 * GIB, 128 * 1024)})
+    for _ in range(10):
+        gpu.run("m", 1, 3000)
+    model = policy.models["m"]
+    for _ in range(50):
+        gpu.runners.clear()  # unloaded behind the tuner's back (keep-alive expiry)
+        gpu.run("m", 1, 3000)
+    assert model.tight == "" and model.evictions == []
+    policy.models["other"] = type(model)()
+    ctx = model.loaded_ctx
+    gpu.run("m", 2, 20_000)  # grows: a new configuration
+    assert model.loaded_ctx > ctx
+    for _ in range(policy.s.eviction_grace - 2):
+        gpu.runners.clear()
+        gpu.run("m", 1, 3000)
+    assert model.evictions == []

@@ -258,7 +258,7 @@ class Policy:
             batch = choose_num_batch(model, self.s.num_batch_arms, klass, self.s.safe_num_batch)
             reload = reload or (model.managed and batch != model.loaded_batch)
         if (ctx, batch) != (model.loaded_ctx, model.loaded_batch):
-            model.config_loads = 0
+            model.config_loads, model.config_since = 0, model.requests
         model.managed, model.loaded_ctx, model.loaded_batch, model.fit_streak = True, ctx, batch, 0
         self.models.setdefault(req.model, model)
         if template is not None:
@@ -336,7 +336,8 @@ class Policy:
         if not self._current(model, obs):
             return
         model.config_loads += 1
-        if model.config_loads <= 1:
+        others = any(name != obs.model for name in self.models)
+        if model.config_loads <= 1 or not others or model.requests - model.config_since <= self.s.eviction_grace:
             return
         model.evictions = (model.evictions + [model.requests])[-max(1, self.s.eviction_min):]
         span = model.requests - model.evictions[0]

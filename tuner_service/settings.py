@@ -27,6 +27,9 @@ class PolicySettings:
     # Loads of unchanged options (evictions) within eviction_window requests that make a model "tight".
     eviction_min: int = field(default_factory=lambda: env_int("TUNER_EVICTION_MIN", 3))
     eviction_window: int = field(default_factory=lambda: env_int("TUNER_EVICTION_WINDOW", 100))
+    # Requests after an option change during which loads are not evictions (in-flight requests that
+    # still carry the previous options reload the runner back and forth under concurrency).
+    eviction_grace: int = field(default_factory=lambda: env_int("TUNER_EVICTION_GRACE", 16))
     # Share of the model on the CPU from which a spill is fixed at once instead of at the next reload.
     spill_reload_fraction: float = field(default_factory=lambda: env_float("TUNER_SPILL_RELOAD_FRACTION", 0.02))
     # num_batch when no GPU memory figures bound it (Ollama's auto value grows the compute buffer).

@@ -59,6 +59,7 @@ class ModelState:
     size_bytes: int = 0          # /api/ps size and size_vram of the loaded model, last reported (0 = unknown)
     vram_bytes: int = 0
     config_loads: int = 0        # loads seen of the options the model is believed loaded with
+    config_since: int = 0        # the request counter when those options were chosen
     evictions: list[int] = field(default_factory=list)  # request counters of recent evictions (bounded)
     tight: str = ""              # why the tightest rung (tight margin) is preferred; "" = normal margin
     batch_cap: int = 0           # largest num_batch allowed after a spill (0 = no cap)
