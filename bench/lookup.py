@@ -46,7 +46,7 @@ async def embedded_database(max_size: int = 10) -> AsyncIterator[tuple[str, asyn
         server = await asyncio.to_thread(EmbeddedPostgres, Path(tmp) / "pg")
         try:
             await apply_migrations(server.uri())
-            pool = await create_pool(server.uri(), 2, max_size, store.SESSION_SETTINGS)
+            pool = await create_pool(server.uri(), 2, max_size, store.SESSION_SETTINGS, store.keep_session)
             try:
                 yield server.uri(), pool
             finally:

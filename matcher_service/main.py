@@ -14,7 +14,7 @@ from ollama_optimizer.server import BindError, RunningServer, serve_until_signal
 from .maintenance import Maintenance
 from .service import SERVICE_NAME, MatcherService
 from .settings import MatcherSettings
-from .store import SESSION_SETTINGS
+from .store import SESSION_SETTINGS, keep_session
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ async def serve() -> int:
     except ValueError as exc:
         log.error("bad configuration: %s", exc)
         return 2
-    async with open_database(DatabaseConfig(), server_settings=SESSION_SETTINGS) as db:
+    async with open_database(DatabaseConfig(), server_settings=SESSION_SETTINGS, reset=keep_session) as db:
         try:
             matcher = await start_matcher(db.pool, server_cfg, settings, serve_metrics=True, maintenance=True)
         except BindError as exc:

@@ -15,6 +15,10 @@ from .learning import Candidate, WindowState
 # statement, no per-call planning) and never fans out to parallel workers.
 SESSION_SETTINGS = {"plan_cache_mode": "force_generic_plan", "max_parallel_workers_per_gather": "0"}
 
+
+async def keep_session(_conn: asyncpg.Connection) -> None:
+    """Pool reset of the matcher: nothing to undo (no LISTEN, session locks or SET), so no reset query."""
+
 SLOTS = len(WINDOWS)  # one slot per window, largest first; unused slots get empty key arrays
 _SLOT_PARAMS = 3 + BLOCKS  # window, query fp, k, one key array per block position
 # $1 algorithm version, $2 the query's largest window, $3/$4 all the query's windows/fingerprints,

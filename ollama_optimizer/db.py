@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import asyncpg
@@ -13,6 +13,8 @@ from .config import DatabaseConfig
 from .embedded_pg import EmbeddedPostgres
 
 log = logging.getLogger(__name__)
+
+Reset = Callable[[asyncpg.Connection], Awaitable[None]]
 
 
 @dataclass
@@ -40,18 +42,19 @@ async def embedded_or_configured_dsn(cfg: DatabaseConfig) -> AsyncIterator[tuple
 
 
 @contextlib.asynccontextmanager
-async def open_database(cfg: DatabaseConfig, *, migrate: bool = True,
-                        server_settings: dict[str, str] | None = None) -> AsyncIterator[Database]:
+async def open_database(cfg: DatabaseConfig, *, migrate: bool = True, server_settings: dict[str, str] | None = None,
+                        reset: Reset | None = None) -> AsyncIterator[Database]:
     """Open a pool (starting embedded Postgres when no DSN is set) and apply migrations.
 
-    ``server_settings``: extra session settings of the pool's connections (added to the defaults).
+    ``server_settings``: extra session settings of the pool's connections (added to the defaults);
+    ``reset``: see ``create_pool``.
     """
     from .migrations import apply_migrations
 
     async with embedded_or_configured_dsn(cfg) as (dsn, embedded):
         if migrate:
             await apply_migrations(dsn)
-        pool = await create_pool(dsn, cfg.pool_min, cfg.pool_max, server_settings)
+        pool = await create_pool(dsn, cfg.pool_min, cfg.pool_max, server_settings, reset)
         try:
             yield Database(dsn=dsn, pool=pool, embedded=embedded)
         finally:
@@ -59,12 +62,17 @@ async def open_database(cfg: DatabaseConfig, *, migrate: bool = True,
 
 
 async def create_pool(dsn: str, min_size: int = 2, max_size: int = 10,
-                      server_settings: dict[str, str] | None = None) -> asyncpg.Pool:
-    """A pool with short statement timeouts: the services never wait long on the database."""
+                      server_settings: dict[str, str] | None = None, reset: Reset | None = None) -> asyncpg.Pool:
+    """A pool with short statement timeouts: the services never wait long on the database.
+
+    ``reset`` replaces asyncpg's reset query on release (one more round trip per use) for a
+    service that keeps no session state (LISTEN, session locks, SET).
+    """
     return await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
         command_timeout=10,
         server_settings={"application_name": "ollama-optimizer", "jit": "off", **(server_settings or {})},
+        reset=reset,
     )
