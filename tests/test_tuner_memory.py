@@ -194,3 +194,11 @@ def test_loads_of_a_lone_model_or_right_after_a_change_are_not_evictions() -> No
         gpu.runners.clear()
         gpu.run("m", 1, 3000)
     assert model.evictions == []
+
+
+def test_batches_below_512_only_after_a_spill() -> None:
+    policy = make_policy()
+    gpu = Gpu(policy, 80 * GIB, {"m": Weights(4 * GIB, 128 * 1024)})
+    for i in range(400):
+        decision = gpu.run("m", 1, 2000 + 3000 * (i // 40))  # a reload every ~40 requests
+        assert decision.action != APPLY or decision.num_batch == 512

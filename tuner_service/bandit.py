@@ -3,7 +3,8 @@
 Called only when the model reloads anyway (a num_batch change alone would reload it), and bounded
 by memory: without GPU figures no arm above ``safe`` (512) is tried, because a larger batch needs a
 larger compute buffer that can push layers to the CPU; with figures an arm needs its extra buffer in
-the reported headroom. After a spill the model's ``batch_cap`` bounds it further. An explicit value
+the reported headroom. After a spill the model's ``batch_cap`` bounds it further; arms below ``safe``
+are tried only then (a smaller batch saves compute-buffer memory and costs prompt speed). An explicit value
 is always chosen: Ollama's automatic batch (1024/2048 above 4096/32768 contexts) ignores headroom.
 """
 from __future__ import annotations
@@ -39,7 +40,9 @@ def _dominant_class(model: ModelState, fallback: int) -> int:
 def choose_num_batch(model: ModelState, arms: tuple[int, ...], request_class: int, safe: int = 512) -> int:
     """The num_batch to load with at the next (already unavoidable) reload; never 0 (Ollama's auto)."""
     arms = tuple(a for a in arms if a > 0) or (safe,)
-    candidates = [a for a in arms if _fits(model, a, safe)] or [min(arms)]
+    # Below ``safe`` a batch only saves memory (slower prompts, same decode): only after a spill capped it.
+    floor = min(safe, model.batch_cap or safe)
+    candidates = [a for a in arms if a >= floor and _fits(model, a, safe)] or [min(arms)]
     klass = _dominant_class(model, request_class)
     stats = {a: model.arms.get((klass, a)) for a in candidates}
     untried = [a for a in candidates if stats[a] is None or stats[a].pulls == 0]
