@@ -156,11 +156,15 @@ def test_models_evicting_each_other_move_to_the_tight_rung_and_then_co_reside() 
     # 24 GB: both fit only at tight contexts (a 14B with ~8k need and an 8B with ~39k-token documents)
     models = {"big": Weights(int(9.3 * GIB), 192 * 1024), "small": Weights(int(5.3 * GIB), 128 * 1024)}
     gpu = Gpu(policy, int(23.5 * GIB), models)
+    moves = []
     for i in range(400):
         if i % 2:
-            gpu.run("big", 1 + i % 3, 6500)
+            decision = gpu.run("big", 1 + i % 3, 6500)
         else:
-            gpu.run("small", 10 + i % 4, 35_000 if i % 4 == 0 else 3000)
+            decision = gpu.run("small", 10 + i % 4, 35_000 if i % 4 == 0 else 3000)
+        if decision.reason_code == "co_reside":
+            moves.append(decision.reason)
+    assert moves and all("evicted by other models" in reason for reason in moves)
     loads_before = gpu.loads
     for i in range(200):
         if i % 2:

@@ -199,8 +199,6 @@ class Policy:
         if self.confident(template):
             target = rung_for(max(need, self.model_need(model)), rungs)
             reason = f"first managed context {target}: covers need {need} (template p{self._pct()})"
-            if model.tight:
-                reason += f"; tight margin {self.margin_for(model):g}: {model.tight}"
             return self._load(req, model, template, target, need, conf, "initial", reason,
                               prevented=need > believed)
         if self.s.truncation_guard and need > believed:
@@ -259,6 +257,8 @@ class Policy:
             reload = reload or (model.managed and batch != model.loaded_batch)
         if (ctx, batch) != (model.loaded_ctx, model.loaded_batch):
             model.config_loads, model.config_since = 0, model.requests
+        if model.tight and code not in ("co_reside", "relieve_spill"):
+            reason += f"; tight margin {self.margin_for(model):g}: {model.tight}"
         model.managed, model.loaded_ctx, model.loaded_batch, model.fit_streak = True, ctx, batch, 0
         self.models.setdefault(req.model, model)
         if template is not None:
