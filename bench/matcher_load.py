@@ -1,6 +1,6 @@
 """Match throughput of one matcher process (`ollama-optimizer matcher` subprocess) under concurrent clients.
 
-Run: .venv/bin/python -m bench.matcher_load [--seconds 5 --concurrency 1,4,8,16,32]
+Run: .venv/bin/python -m bench.matcher_load [--seconds 5 --concurrency 1,2,4,8,16]
 
 Learns 200 templates (Match + Observe), then for each concurrency level runs closed-loop
 clients sending Match of one-token variants for ``--seconds``; reports RPS and client-observed
@@ -88,7 +88,7 @@ async def run(args: argparse.Namespace) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4, 8, 16, 32])
+    parser.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2, 4, 8, 16])
     print(json.dumps(asyncio.run(run(parser.parse_args()))))
 
 

@@ -7,9 +7,8 @@ from datetime import datetime
 import asyncpg
 
 from .blocks import BLOCKS, Probes, to_signed, to_unsigned
-from .settings import WINDOWS
 from .learning import Candidate, WindowState
-
+from .settings import WINDOWS
 
 # Session settings of the matcher's pool: the lookup is planned once (generic plan of the prepared
 # statement, no per-call planning) and never fans out to parallel workers.
@@ -18,6 +17,7 @@ SESSION_SETTINGS = {"plan_cache_mode": "force_generic_plan", "max_parallel_worke
 
 async def keep_session(_conn: asyncpg.Connection) -> None:
     """Pool reset of the matcher: nothing to undo (no LISTEN, session locks or SET), so no reset query."""
+
 
 SLOTS = len(WINDOWS)  # one slot per window, largest first; unused slots get empty key arrays
 _SLOT_PARAMS = 3 + BLOCKS  # window, query fp, k, one key array per block position
@@ -48,7 +48,8 @@ def _slot(slot: int) -> str:
         f" WHERE k{b} = ANY(${_FIRST_SLOT_PARAM + slot * _SLOT_PARAMS + 3 + b}::integer[]) AND {d} <= {k}::integer"
         for b in range(BLOCKS))
     return f"""(SELECT c.template_id, {w}::integer AS window_size, c.d, t.observations, t.stable_window,
-            t.shortest_window, b.beyond, b.unseen, b.next_near, {_distance("c.template_id", "t.stable_window")} AS stable_distance
+            t.shortest_window, b.beyond, b.unseen, b.next_near,
+            {_distance("c.template_id", "t.stable_window")} AS stable_distance
      FROM ({scans}) c JOIN matcher_template t ON t.id = c.template_id AND t.algorithm_version = $1
      CROSS JOIN LATERAL (
         SELECT COALESCE(sum(bit_count((f.fp # q.q)::bit(64))), 0) + {_RANDOM_BITS} * (count(*) - count(f.fp)) AS beyond,
@@ -58,7 +59,7 @@ def _slot(slot: int) -> str:
         FROM unnest($3::integer[], $4::bigint[], $5::integer[]) AS q(w, q, k)
         LEFT JOIN matcher_fingerprint f ON f.template_id = c.template_id AND f.window_size = q.w
         WHERE q.w > {w}::integer) b
-     ORDER BY ($2 >= t.shortest_window AND b.unseen <= 1 AND b.next_near IS NOT false
+     ORDER BY ($2 >= t.shortest_window AND b.unseen <= 1  -- learning.Candidate.covers AND b.next_near IS NOT false
                AND ({w}::integer >= t.stable_window OR ({w}::integer = $2 AND 2 * $2 >= t.stable_window))) DESC,
               {w}::integer >= t.stable_window DESC,
               b.beyond, c.d, t.observations DESC, t.id
