@@ -3,7 +3,7 @@
 Run: .venv/bin/python -m bench.lookup --templates 1000000 [--queries 3000] [--exact-sample 300]
 
 Figures: sql_ms_* (client-observed round trip of the one lookup statement on the Unix socket),
-match_ms_* (client-observed Match RPC on loopback, cache off), exact (SQL result equals a numpy
+match_ms_* (client-observed Match RPC on loopback to an `ollama-optimizer matcher` subprocess, cache off), exact (SQL result equals a numpy
 brute-force reference over all stored fingerprints, on a sample).
 """
 from __future__ import annotations
@@ -12,7 +12,10 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import random
+import socket
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -20,14 +23,13 @@ from pathlib import Path
 
 import asyncpg
 import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from matcher_service import store
 from matcher_service.blocks import build_probes
-from matcher_service.main import start_matcher
 from matcher_service.settings import WINDOWS, MatcherSettings
 from matcher_service.simhash import algorithm_version, fingerprint
 from ollama_optimizer.channels import create_channel
-from ollama_optimizer.config import ServerConfig
 from ollama_optimizer.db import create_pool
 from ollama_optimizer.embedded_pg import EmbeddedPostgres
 from ollama_optimizer.gen.optimizer.v1 import matcher_pb2, matcher_pb2_grpc
@@ -37,6 +39,32 @@ from .fingerprint import prompt_of_tokens
 
 U64 = (1 << 64) - 1
 BULK_TIMEOUT = 3600.0  # the pool's 10 s command timeout is for the service, not for bulk loads
+
+
+async def _wait_serving(address: str) -> None:
+    async with create_channel(address) as channel:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(), wait_for_ready=True,
+                                                          timeout=60)
+        async for response in watch:
+            if response.status == health_pb2.HealthCheckResponse.SERVING:
+                return
+
+
+@contextlib.asynccontextmanager
+async def matcher_process(dsn: str, **env: str) -> AsyncIterator[str]:
+    """Address of a SERVING `ollama-optimizer matcher` subprocess over ``dsn`` (extra ``env``), stopped on exit."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{sock.getsockname()[1]}"
+    env = {**os.environ, "OPTIMIZER_DSN": dsn, "MATCHER_LISTEN": address, "MATCHER_METRICS_PORT": "0",
+           "OPTIMIZER_LOG_LEVEL": "WARNING", **env}
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "ollama_optimizer.cli", "matcher", env=env)
+    try:
+        await _wait_serving(address)
+        yield address
+    finally:
+        proc.terminate()
+        await proc.wait()
 
 
 @contextlib.asynccontextmanager
@@ -126,7 +154,7 @@ async def run(args: argparse.Namespace) -> dict:
     texts = [prompt_of_tokens(1100, seed) for seed in range(200)]
     for i, text in enumerate(texts):
         fps[i] = fingerprint(text, settings.shingle_size, settings.normalize).fingerprints
-    async with embedded_database() as (_dsn, pool):
+    async with embedded_database() as (dsn, pool):
         load_seconds = await load_fingerprints(pool, fps, version)
         queries = planted_queries(fps, settings, args.queries, rng)
         sql_ms, results = [], []
@@ -142,28 +170,24 @@ async def run(args: argparse.Namespace) -> dict:
         sample = rng.sample(range(len(queries)), min(args.exact_sample, len(queries)))
         exact = all(results[i] == brute_force(fps, queries[i], settings) for i in sample)
 
-        matcher = await start_matcher(pool, ServerConfig(listen="127.0.0.1:0", metrics_port=0), settings)
         match_ms, matched = [], 0
-        try:
-            async with create_channel(matcher.address) as channel:
-                stub = matcher_pb2_grpc.MatcherStub(channel)
-                match_texts = []
-                for i in range(args.queries):
-                    words = texts[i % len(texts)].split()
-                    if i % 4 == 3:
-                        words = prompt_of_tokens(1100, 10_000 + i).split()  # a miss
-                    else:
-                        words[rng.randrange(100, len(words))] = f"edit{i}"  # one replaced token
-                    match_texts.append(" ".join(words))
-                for text in match_texts[:100]:
-                    await stub.Match(matcher_pb2.MatchRequest(model="bench", text=text))
-                for text in match_texts:
-                    started = time.perf_counter()
-                    response = await stub.Match(matcher_pb2.MatchRequest(model="bench", text=text))
-                    match_ms.append((time.perf_counter() - started) * 1000)
-                    matched += response.matched
-        finally:
-            await matcher.stop(0)
+        async with matcher_process(dsn, MATCHER_CACHE_SIZE="0") as address, create_channel(address) as channel:
+            stub = matcher_pb2_grpc.MatcherStub(channel)
+            match_texts = []
+            for i in range(args.queries):
+                words = texts[i % len(texts)].split()
+                if i % 4 == 3:
+                    words = prompt_of_tokens(1100, 10_000 + i).split()  # a miss
+                else:
+                    words[rng.randrange(100, len(words))] = f"edit{i}"  # one replaced token
+                match_texts.append(" ".join(words))
+            for text in match_texts[:100]:
+                await stub.Match(matcher_pb2.MatchRequest(model="bench", text=text))
+            for text in match_texts:
+                started = time.perf_counter()
+                response = await stub.Match(matcher_pb2.MatchRequest(model="bench", text=text))
+                match_ms.append((time.perf_counter() - started) * 1000)
+                matched += response.matched
     return {
         "bench": "lookup", "templates": args.templates, "fingerprint_rows": args.templates * len(WINDOWS),
         "thresholds": settings.thresholds, "load_seconds": round(load_seconds, 1), "queries": len(queries),

@@ -11,31 +11,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
-import socket
-import sys
 import time
 
 import numpy as np
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ollama_optimizer.channels import create_channel
 from ollama_optimizer.gen.optimizer.v1 import matcher_pb2, matcher_pb2_grpc
 
 from .fingerprint import prompt_of_tokens
-from .lookup import embedded_database
+from .lookup import embedded_database, matcher_process
 
 P99_BUDGET_MS = 10.0
-
-
-async def _wait_serving(address: str) -> None:
-    async with create_channel(address) as channel:
-        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(), wait_for_ready=True,
-                                                          timeout=60)
-        async for response in watch:
-            if response.status == health_pb2.HealthCheckResponse.SERVING:
-                return
 
 
 async def _level(stub: matcher_pb2_grpc.MatcherStub, texts: list[str], clients: int, seconds: float) -> dict:
@@ -60,26 +47,14 @@ async def _level(stub: matcher_pb2_grpc.MatcherStub, texts: list[str], clients: 
 
 
 async def run(args: argparse.Namespace) -> dict:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    address = f"127.0.0.1:{port}"
-    async with embedded_database() as (dsn, _pool):
-        env = {**os.environ, "OPTIMIZER_DSN": dsn, "MATCHER_LISTEN": address, "MATCHER_METRICS_PORT": "0",
-               "OPTIMIZER_LOG_LEVEL": "WARNING"}
-        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "ollama_optimizer.cli", "matcher", env=env)
-        try:
-            await _wait_serving(address)
-            texts = [prompt_of_tokens(random.Random(i).randint(100, 1500), i) for i in range(200)]
-            async with create_channel(address) as channel:
-                stub = matcher_pb2_grpc.MatcherStub(channel)
-                for text in texts:
-                    match = await stub.Match(matcher_pb2.MatchRequest(model="bench", text=text))
-                    await stub.Observe(matcher_pb2.ObserveRequest(model="bench", fingerprints=match.fingerprints))
-                levels = [await _level(stub, texts, c, args.seconds) for c in args.concurrency]
-        finally:
-            proc.terminate()
-            await proc.wait()
+    async with embedded_database() as (dsn, _pool), matcher_process(dsn) as address:
+        texts = [prompt_of_tokens(random.Random(i).randint(100, 1500), i) for i in range(200)]
+        async with create_channel(address) as channel:
+            stub = matcher_pb2_grpc.MatcherStub(channel)
+            for text in texts:
+                match = await stub.Match(matcher_pb2.MatchRequest(model="bench", text=text))
+                await stub.Observe(matcher_pb2.ObserveRequest(model="bench", fingerprints=match.fingerprints))
+            levels = [await _level(stub, texts, c, args.seconds) for c in args.concurrency]
     within = [lv["rps"] for lv in levels if lv["p99_ms"] <= P99_BUDGET_MS]
     return {"bench": "matcher_load", "seconds_per_level": args.seconds, "levels": levels,
             "match_rps_at_p99_le_10ms": max(within) if within else 0.0}

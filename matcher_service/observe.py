@@ -69,10 +69,10 @@ async def _create(conn: asyncpg.Connection, query: Query) -> ObserveOutcome:
 async def _fold_into(conn: asyncpg.Connection, candidate: Candidate, query: Query,
                      settings: MatcherSettings) -> ObserveOutcome | None:
     """Fold under the template's row lock; None when the rules say: create a new template instead."""
+    if not candidate.consistent(query.largest_window):  # a sibling sharing a prefix
+        return None
     state = await store.lock_template(conn, candidate.template_id)
     if state is None:  # deleted by retention meanwhile
-        return None
-    if not candidate.consistent(query.largest_window):  # a sibling sharing a prefix
         return None
     decision = decide(state, candidate.window, query.largest_window, settings.grow_after, settings.shrink_after,
                       candidate.near(settings.near_bits, query.largest_window))
