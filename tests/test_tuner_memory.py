@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import random
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -206,3 +207,24 @@ def test_batches_below_512_only_after_a_spill() -> None:
     for i in range(400):
         decision = gpu.run("m", 1, 2000 + 3000 * (i // 40))  # a reload every ~40 requests
         assert decision.action != APPLY or decision.num_batch == 512
+
+
+def test_tight_moves_never_fall_below_a_need_already_seen() -> None:
+    """Models that never fit together keep being evicted: the co-residence move may go down once, but not
+    back below a need a request has shown (else every eviction and the next large request ping-pong)."""
+    rng = random.Random(5)
+    policy = make_policy()
+    models = {"big": Weights(int(9.3 * GIB), 192 * 1024), "small": Weights(int(5.3 * GIB), 128 * 1024)}
+    gpu = Gpu(policy, 14 * GIB, models)
+    changes, last = 0, None
+    for i in range(1000):
+        if i % 2:
+            gpu.run("big", 1, 6500)
+        else:
+            decision = gpu.run("small", 10, rng.randint(20_000, 36_000))
+            options = (decision.num_ctx, decision.num_batch)
+            changes += last is not None and options != last
+            last = options
+    assert policy.models["small"].tight
+    assert gpu.truncations == 0
+    assert changes <= 8

@@ -160,6 +160,12 @@ class Policy:
         return max((self.template_need(t, margin) for t in model.templates.values()
                     if not t.pinned and (t.observations or t.floor_ctx) and t.last_seen >= horizon), default=0.0)
 
+    def seen_need(self, model: ModelState) -> float:
+        """The largest need any active, unpinned template has shown (no margin), or a request since tight."""
+        horizon = model.requests - self.s.template_idle_requests
+        return max([float(model.tight_floor)] + [t.need.max_value for t in model.templates.values()
+                                                 if not t.pinned and t.last_seen >= horizon])
+
     # ---- decisions -------------------------------------------------------------------------
     def recommend(self, req: Request) -> Decision:
         """Decide the options of one request (mutates the believed-loaded state on APPLY)."""
@@ -216,16 +222,25 @@ class Policy:
         loaded = model.loaded_ctx
         required = max(need, template.floor_ctx if template is not None else 0)
         wanted = max(required, self.model_need(model))
+        if model.tight:
+            model.tight_floor = max(model.tight_floor, required)
         if model.relieve[0]:
             (code, why), model.relieve = model.relieve, ("", "")
-            target = rung_for(wanted, rungs)
             over_cap = 0 < model.batch_cap < model.loaded_batch
-            if target != loaded or over_cap:
+            if code == "co_reside":
+                # Only down, and never below a need already seen: else a later request grows it back.
+                target = rung_for(max(wanted, self.seen_need(model)), rungs)
+                move = target < loaded
+            else:
+                target = rung_for(wanted, rungs)
+                move = target != loaded or over_cap
+            if move:
                 reason = f"{why}; load {target} (covers need {required})"
                 return self._load(req, model, template, target, need, conf, code, reason,
                                   prevented=required > loaded, review_batch=over_cap)
         if required > loaded and loaded < rungs[-1]:
-            target = rung_for(wanted, rungs)
+            # The margin on this request too: else the next slightly larger one grows again.
+            target = rung_for(max(wanted, required * self.margin_for(model)), rungs)
             code = "grow" if self.confident(template) else "grow_truncation_guard"
             reason = f"grow {loaded} -> {target}: this request needs {required}"
             return self._load(req, model, template, target, need, conf, code, reason, prevented=True)

@@ -62,6 +62,7 @@ class ModelState:
     config_since: int = 0        # the request counter when those options were chosen
     evictions: list[int] = field(default_factory=list)  # request counters of recent evictions (bounded)
     tight: str = ""              # why the tightest rung (tight margin) is preferred; "" = normal margin
+    tight_floor: int = 0         # largest request need seen while tight: co-residence moves stay above it
     batch_cap: int = 0           # largest num_batch allowed after a spill (0 = no cap)
     spilled: tuple[int, int] = (0, 0)  # (num_ctx, num_batch) last seen partly offloaded to the CPU
     relieve: tuple[str, str] = ("", "")  # pending (reason code, reason) to reload at once: spill, co-residence
