@@ -1,14 +1,17 @@
 """Pigeonhole block index: which 16-bit block values to probe for a fingerprint.
 
-Exactness. A 64-bit fingerprint is cut into 4 blocks of 16 bits. If two fingerprints
-differ in d <= k bits, the d differing bits fall into 4 blocks, so some block holds at
-most floor(k / 4) of them (otherwise d >= 4 * (floor(k/4) + 1) > k). Probing, for every
-block, each value within Hamming distance r = floor(k / 4) of the query's block therefore
-finds every stored fingerprint within distance k; the recheck ``bit_count(fp # q) <= k``
-then removes the false candidates. So the lookup returns exactly the fingerprints within
-k(W): no false negatives, no false positives. r = 0 for k <= 3 (4 probes), r = 1 for
-k <= 7 (4 * 17 = 68 probes), r = 2 for k <= 11 (4 * 137 = 548 probes). A probe is a key
-(window << 16 | value) of the block's index: one ``k_i = ANY(keys)`` scan per block position.
+Exactness (generalised pigeonhole). A 64-bit fingerprint is cut into 4 blocks of 16 bits,
+and block i is probed with every value within Hamming distance r_i of the query's block,
+where the radii satisfy sum(r_i + 1) > k. If a stored fingerprint differs from the query in
+d <= k bits and no probe found it, every block i holds at least r_i + 1 differing bits, so
+d >= sum(r_i + 1) > k: a contradiction. So the probes find every stored fingerprint within
+distance k; the recheck ``bit_count(fp # q) <= k`` then removes the false candidates, and the
+lookup returns exactly the fingerprints within k(W): no false negatives, no false positives.
+The radii are the smallest with sum(r_i + 1) = k + 1, as even as possible (``radii``; a
+radius of -1 probes nothing, for k < 3):
+k=3 → (0,0,0,0), 4 probes; k=4 → (1,0,0,0), 20; k=5 → (1,1,0,0), 36; k=6 → (1,1,1,0), 52;
+k=7 → (1,1,1,1), 68; k=11 → (2,2,2,2), 548. A probe is a key (window << 16 | value) of the
+block's index: one ``k_i = ANY(keys)`` scan per block position.
 """
 from __future__ import annotations
 
@@ -40,12 +43,20 @@ def block_values(fp: int) -> list[int]:
 
 @functools.lru_cache(maxsize=4)
 def variant_masks(radius: int) -> np.ndarray:
-    """XOR masks of every 16-bit pattern with at most ``radius`` bits set (0 first)."""
+    """XOR masks of every 16-bit pattern with at most ``radius`` bits set (0 first; none when radius < 0)."""
+    if radius < 0:
+        return np.array([], np.int64)
     masks = [0]
     for bits in range(1, radius + 1):
         for combo in itertools.combinations(range(BLOCK_BITS), bits):
             masks.append(sum(1 << b for b in combo))
     return np.array(masks, np.int64)
+
+
+def radii(k: int) -> tuple[int, ...]:
+    """Probe radius per block: sum(r_i + 1) = k + 1 (the pigeonhole bound), spread evenly."""
+    total = k + 1
+    return tuple(total // BLOCKS + (i < total % BLOCKS) - 1 for i in range(BLOCKS))
 
 
 def probe_key(window: int, value: int) -> int:
@@ -68,6 +79,6 @@ def build_probes(windows: tuple[int, ...], fingerprints: tuple[int, ...], thresh
     """Every block key needed to find all fingerprints within k of each window's query."""
     per_window = []
     for w, fp, k in zip(windows, fingerprints, thresholds):
-        masks = variant_masks(k // BLOCKS)
-        per_window.append(tuple(((masks ^ b) | (w << BLOCK_BITS)).tolist() for b in block_values(fp)))
+        per_window.append(tuple(((variant_masks(r) ^ b) | (w << BLOCK_BITS)).tolist()
+                                for r, b in zip(radii(k), block_values(fp))))
     return Probes(tuple(per_window))

@@ -85,6 +85,8 @@ def test_probes_find_every_fingerprint_within_k(query: int, k: int, data: st.Dat
 def test_probe_counts() -> None:
     assert build_probes((64,), (1,), [3]).count == 4
     assert build_probes((64,), (1,), [7]).count == 4 * 17
+    # Generalised pigeonhole: sum(r_i + 1) = k + 1, so k = 4..6 probe 1-bit variants of only k - 3 blocks.
+    assert [build_probes((64,), (1,), [k]).count for k in (0, 4, 5, 6)] == [1, 17 + 3, 2 * 17 + 2, 3 * 17 + 1]
     assert build_probes((64, 1024), (1, 2), [11, 3]).count == 4 * 137 + 4
 
 
