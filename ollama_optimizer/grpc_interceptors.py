@@ -47,8 +47,63 @@ def _rpc_type(handler: grpc.RpcMethodHandler) -> str:
     return "unary"
 
 
+class _MethodMetrics:
+    """The metric children of one method, looked up once (no per-call ``labels()``)."""
+
+    def __init__(self, labels: tuple[str, str, str]) -> None:
+        self.labels = labels
+        self.started = SERVER_STARTED.labels(*labels)
+        self.handling = SERVER_HANDLING.labels(*labels)
+        self._handled: dict[str, Any] = {}
+
+    def handled(self, code: Any) -> Any:
+        name = _code_name(code)
+        child = self._handled.get(name)
+        if child is None:
+            child = self._handled[name] = SERVER_HANDLED.labels(*self.labels, name)
+        return child
+
+
+def _observed(handler: grpc.RpcMethodHandler, full_method: str) -> grpc.RpcMethodHandler:
+    """``handler`` (unary-unary) counted and timed under its method's labels."""
+    metrics = _MethodMetrics((_rpc_type(handler), *_split_method(full_method)))
+    inner = handler.unary_unary
+    perf_counter = time.perf_counter
+
+    async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        metrics.started.inc()
+        t0 = perf_counter()
+        code: Any = grpc.StatusCode.UNKNOWN
+        try:
+            response = await inner(request, context)
+            code = context.code() or grpc.StatusCode.OK
+            return response
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except grpc.aio.AbortError:
+            code = context.code() or grpc.StatusCode.UNKNOWN
+            raise
+        finally:
+            metrics.handling.observe(perf_counter() - t0)
+            metrics.handled(code).inc()
+
+    return grpc.unary_unary_rpc_method_handler(
+        observed,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
 class MetricsInterceptor(grpc.aio.ServerInterceptor):
-    """Counts and times unary RPCs under the go-grpc-prometheus metric names."""
+    """Counts and times unary RPCs under the go-grpc-prometheus metric names.
+
+    The wrapped handler is built once per method and reused while the inner handler is the same
+    object (registered handlers are; a per-call handler, e.g. an auth denial, is wrapped per call).
+    """
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
@@ -58,35 +113,13 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
-        service, method = _split_method(handler_call_details.method)
-        labels = (_rpc_type(handler), service, method)
-        started = SERVER_STARTED.labels(*labels)
-        handling = SERVER_HANDLING.labels(*labels)
-        inner = handler.unary_unary
-
-        async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            started.inc()
-            t0 = time.perf_counter()
-            code = grpc.StatusCode.UNKNOWN
-            try:
-                response = await inner(request, context)
-                code = context.code() or grpc.StatusCode.OK
-                return response
-            except asyncio.CancelledError:
-                code = grpc.StatusCode.CANCELLED
-                raise
-            except grpc.aio.AbortError:
-                code = context.code() or grpc.StatusCode.UNKNOWN
-                raise
-            finally:
-                handling.observe(time.perf_counter() - t0)
-                SERVER_HANDLED.labels(*labels, _code_name(code)).inc()
-
-        return grpc.unary_unary_rpc_method_handler(
-            observed,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = _observed(handler, method)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
 
 
 def _code_name(code: Any) -> str:
