@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from ollama_optimizer.config import env_bool, env_float, env_int, env_str
 
 WINDOWS: tuple[int, ...] = (64, 128, 256, 512, 1024)
-MAX_THRESHOLD = 11  # probes grow as C(16, k // 4): up to 2-bit variants per block
+MAX_THRESHOLD = 11  # blocks.radii: sum(r_i + 1) = k + 1, so at most 2-bit variants per block (548 probes)
 DEFAULT_THRESHOLDS = "64:3,128:4,256:5,512:6,1024:7"
 DEFAULT_NEAR_BITS = 16
 
