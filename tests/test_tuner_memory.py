@@ -228,3 +228,15 @@ def test_tight_moves_never_fall_below_a_need_already_seen() -> None:
     assert policy.models["small"].tight
     assert gpu.truncations == 0
     assert changes <= 8
+
+
+def test_co_residence_tightness_ends_when_evictions_stop() -> None:
+    policy = make_policy()
+    models = {"big": Weights(int(9.3 * GIB), 192 * 1024), "small": Weights(int(5.3 * GIB), 128 * 1024)}
+    gpu = Gpu(policy, 14 * GIB, models)
+    for i in range(200):
+        gpu.run("big" if i % 2 else "small", 1, 6500 if i % 2 else 20_000)
+    assert policy.models["small"].tight
+    for _ in range(policy.s.eviction_window * 10 + 2):  # the big model is gone: no more evictions
+        gpu.run("small", 1, 20_000)
+    assert policy.models["small"].tight == "" and gpu.truncations == 0

@@ -173,6 +173,8 @@ class Policy:
         if model is None:
             model = ModelState()  # transient until an APPLY or an outcome makes it known
         model.requests += 1
+        if model.evictions and model.requests - model.evictions[-1] > self.s.eviction_window * 10:
+            self._forget_evictions(model)
         template = model.templates.get(req.template_id) if req.template_id else None
         if template is not None:
             template.last_seen = model.requests
@@ -362,6 +364,13 @@ class Policy:
         if model.tight and model.managed:
             # Evicted: its next request loads it anyway, so moving to the tight rung now costs nothing extra.
             model.relieve = ("co_reside", f"co-residence: {model.tight}")
+
+    @staticmethod
+    def _forget_evictions(model: ModelState) -> None:
+        """No eviction for ten windows: the other models left; back to the normal margin (a spill stays)."""
+        model.evictions = []
+        if model.tight.startswith("reloaded"):
+            model.tight, model.tight_floor = "", 0
 
     def _learn_memory(self, model: ModelState, obs: Observation) -> None:
         """Partial offload (0 < size_vram < size) of the loaded options: a smaller num_batch, then the
