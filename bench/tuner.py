@@ -24,6 +24,7 @@ from ollama_optimizer.config import ServerConfig
 from ollama_optimizer.db import create_pool
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2, tuner_pb2_grpc
 from ollama_optimizer.migrations import apply_migrations
+from tuner_service.guard import GuardSettings
 from tuner_service.main import start_tuner
 from tuner_service.service import TunerServicer
 from tuner_service.settings import TunerSettings
@@ -111,7 +112,9 @@ async def run(args: argparse.Namespace, dsn: str) -> dict[str, object]:
     pool = await create_pool(dsn, 2, 8)
     server_samples: list[float] = []
     _timed_recommend(server_samples)
-    tuner = await start_tuner(pool, ServerConfig(listen="127.0.0.1:0", metrics_port=0), TunerSettings())
+    # Ingest capacity, not the per-source Report rate limit (TUNER_REPORT_RATE), is what is measured here.
+    tuner = await start_tuner(pool, ServerConfig(listen="127.0.0.1:0", metrics_port=0), TunerSettings(),
+                              guard=GuardSettings(rate_per_second=0))
     try:
         tuner.core.report([_outcome("seed", i) for i in range(3 * TEMPLATES * 5)])  # learned templates
         loop = asyncio.get_running_loop()
