@@ -10,6 +10,7 @@ from .engine import Engine, RequestRecord
 from .output import OutputHook
 from .profiles import DEFAULT_HARDWARE, MODELS
 from .server import OllamaApp
+from .summary import run_summary
 
 
 @dataclass
@@ -107,18 +108,7 @@ class Emulator:
 
     def summary(self) -> dict:
         """Aggregate figures for a benchmark arm (latencies in simulated seconds)."""
-        ok = [r for r in self.requests if r.status == 200 and r.done_reason not in ("load", "unload")]
-        lat = sorted(r.total_s for r in ok)
-        ttft = sorted(r.ttft_s for r in ok)
-
-        def q(xs: list[float], p: float) -> float:
-            return xs[min(len(xs) - 1, int(p * len(xs)))] if xs else 0.0
-
-        return {"requests": len(self.requests), "errors": sum(r.status != 200 for r in self.requests),
-                "loads": sum(self.loads.values()), "reloads": sum(self.reloads.values()),
-                "evictions": sum(self.evictions.values()), "truncated_requests": self.truncated_requests,
-                "latency_p50_s": q(lat, 0.5), "latency_p95_s": q(lat, 0.95),
-                "ttft_p50_s": q(ttft, 0.5), "ttft_p95_s": q(ttft, 0.95), **self.memory_stats()}
+        return run_summary(self)
 
     def request_log(self) -> list[dict]:
         """The request log as plain dicts (for JSON dumps)."""

@@ -38,7 +38,8 @@ from .engine import DEFAULT_KEEP_ALIVE_S, DEFAULT_NUM_KEEP, MAX_LOADED_PER_GPU, 
     RunnerOptions, parse_keep_alive
 from .profiles import HARDWARE, MODELS, ModelProfile
 from .prompt import PROMPT_TOO_LONG, PromptError
-from .server import MODIFIED_AT, VERSION, _details, _digest, _error, _now_iso, _ns
+from .server import MODIFIED_AT, VERSION, _details, _digest, _error, _now_iso, _ns, show_response
+from .summary import run_summary
 from .tokens import unit_count
 
 MODEL_NAME = "smollm2:135m"
@@ -395,17 +396,7 @@ class LlamaBackend:
 
     def summary(self) -> dict:
         """The emulator's summary() on real wall seconds."""
-        ok = [r for r in self.requests if r.status == 200 and r.done_reason not in ("load", "unload")]
-        lat, ttft = sorted(r.total_s for r in ok), sorted(r.ttft_s for r in ok)
-
-        def q(xs: list[float], p: float) -> float:
-            return xs[min(len(xs) - 1, int(p * len(xs)))] if xs else 0.0
-
-        return {"requests": len(self.requests), "errors": sum(r.status != 200 for r in self.requests),
-                "loads": sum(self.loads.values()), "reloads": sum(self.reloads.values()),
-                "evictions": sum(self.evictions.values()), "truncated_requests": self.truncated_requests,
-                "latency_p50_s": q(lat, 0.5), "latency_p95_s": q(lat, 0.95),
-                "ttft_p50_s": q(ttft, 0.5), "ttft_p95_s": q(ttft, 0.95), **self.memory_stats()}
+        return run_summary(self)
 
     def request_log(self) -> list[dict]:
         return [asdict(r) for r in self.requests]
@@ -509,15 +500,7 @@ class LlamaBackend:
         name = body.get("model") or body.get("name") or ""
         if name not in self.slots:
             return _error(404, f"model '{name}' not found")
-        m, arch = self.model, self.model.family
-        info = {"general.architecture": arch, "general.parameter_count": int(m.params),
-                f"{arch}.context_length": m.train_ctx, f"{arch}.block_count": m.layers,
-                f"{arch}.embedding_length": m.hidden, f"{arch}.attention.head_count": m.heads,
-                f"{arch}.attention.head_count_kv": m.kv_heads, f"{arch}.attention.key_length": m.head_dim,
-                f"{arch}.attention.value_length": m.head_dim}
-        return web.json_response({"modelfile": f"FROM {name}\n", "parameters": "", "template": "{{ .Prompt }}",
-                                  "details": _details(m), "model_info": info, "capabilities": ["completion"],
-                                  "modified_at": MODIFIED_AT})
+        return show_response(name, self.model)
 
     @staticmethod
     async def _body(request: web.Request) -> dict[str, Any]:

@@ -34,6 +34,19 @@ def _details(model: ModelProfile) -> dict:
             "parameter_size": model.parameter_size, "quantization_level": model.quantization}
 
 
+def show_response(name: str, m: ModelProfile) -> web.Response:
+    """/api/show for ``m`` under ``name``: details and the GGUF metadata clients read (context length…)."""
+    arch = m.family
+    info = {"general.architecture": arch, "general.parameter_count": int(m.params),
+            f"{arch}.context_length": m.train_ctx, f"{arch}.block_count": m.layers,
+            f"{arch}.embedding_length": m.hidden, f"{arch}.attention.head_count": m.heads,
+            f"{arch}.attention.head_count_kv": m.kv_heads, f"{arch}.attention.key_length": m.head_dim,
+            f"{arch}.attention.value_length": m.head_dim}
+    return web.json_response({"modelfile": f"FROM {name}\n", "parameters": "", "template": "{{ .Prompt }}",
+                              "details": _details(m), "model_info": info, "capabilities": ["completion"],
+                              "modified_at": MODIFIED_AT})
+
+
 def _metrics(plan: Plan) -> dict:
     """Final-chunk metrics; zero values are omitted like Go's omitempty."""
     r = plan.record
@@ -92,15 +105,7 @@ class OllamaApp:
         m = self.engine.models.get(name)
         if m is None:
             return _error(404, f"model '{name}' not found")
-        arch = m.family
-        info = {"general.architecture": arch, "general.parameter_count": int(m.params),
-                f"{arch}.context_length": m.train_ctx, f"{arch}.block_count": m.layers,
-                f"{arch}.embedding_length": m.hidden, f"{arch}.attention.head_count": m.heads,
-                f"{arch}.attention.head_count_kv": m.kv_heads, f"{arch}.attention.key_length": m.head_dim,
-                f"{arch}.attention.value_length": m.head_dim}
-        return web.json_response({"modelfile": f"FROM {m.name}\n", "parameters": "", "template": "{{ .Prompt }}",
-                                  "details": _details(m), "model_info": info, "capabilities": ["completion"],
-                                  "modified_at": MODIFIED_AT})
+        return show_response(m.name, m)
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         body = await self._body(request)
