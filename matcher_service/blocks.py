@@ -19,8 +19,6 @@ import functools
 import itertools
 from dataclasses import dataclass
 
-import numpy as np
-
 BLOCKS = 4
 BLOCK_BITS = 16
 BLOCK_MASK = (1 << BLOCK_BITS) - 1
@@ -41,18 +39,17 @@ def block_values(fp: int) -> list[int]:
     return [(fp >> (BLOCK_BITS * i)) & BLOCK_MASK for i in range(BLOCKS)]
 
 
-@functools.lru_cache(maxsize=4)
-def variant_masks(radius: int) -> np.ndarray:
+@functools.lru_cache(maxsize=16)
+def variant_masks(radius: int) -> tuple[int, ...]:
     """XOR masks of every 16-bit pattern with at most ``radius`` bits set (0 first; none when radius < 0)."""
-    if radius < 0:
-        return np.array([], np.int64)
-    masks = [0]
+    masks = [0] if radius >= 0 else []
     for bits in range(1, radius + 1):
         for combo in itertools.combinations(range(BLOCK_BITS), bits):
             masks.append(sum(1 << b for b in combo))
-    return np.array(masks, np.int64)
+    return tuple(masks)
 
 
+@functools.lru_cache(maxsize=16)
 def radii(k: int) -> tuple[int, ...]:
     """Probe radius per block: sum(r_i + 1) = k + 1 (the pigeonhole bound), spread evenly."""
     total = k + 1
@@ -76,9 +73,13 @@ class Probes:
 
 
 def build_probes(windows: tuple[int, ...], fingerprints: tuple[int, ...], thresholds: list[int]) -> Probes:
-    """Every block key needed to find all fingerprints within k of each window's query."""
+    """Every block key needed to find all fingerprints within k of each window's query.
+
+    Plain ints: at most 17 keys per block for the default k(W), where numpy's per-call cost dominated.
+    """
     per_window = []
     for w, fp, k in zip(windows, fingerprints, thresholds):
-        per_window.append(tuple(((variant_masks(r) ^ b) | (w << BLOCK_BITS)).tolist()
+        base = probe_key(w, 0)
+        per_window.append(tuple([base | (mask ^ b) for mask in variant_masks(r)]
                                 for r, b in zip(radii(k), block_values(fp))))
     return Probes(tuple(per_window))
