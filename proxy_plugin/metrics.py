@@ -38,7 +38,9 @@ RPC_ERRORS = Counter(
     ["service", "method", "code"], registry=REGISTRY,
 )
 TELEMETRY_DROPPED = Counter(
-    "optimizer_plugin_telemetry_dropped", "Telemetry items dropped (queue_full | breaker_open | rpc_error).",
+    "optimizer_plugin_telemetry_dropped",
+    "Telemetry items dropped (queue_full | breaker_open | timeout | rpc_error | refused | error); refused = "
+    "turned down by the service's policy (rate limit, allow-list, token), never counted by the breaker.",
     ["reason"], registry=REGISTRY,
 )
 TELEMETRY_SENT = Counter(

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -23,12 +25,47 @@ _CALLER_FAULTS = frozenset({
     grpc.StatusCode.OUT_OF_RANGE,
 })
 
+# The service answered and refused this caller: the tuner's Report guard (RESOURCE_EXHAUSTED over the
+# per-source rate, PERMISSION_DENIED outside TUNER_REPORT_SOURCES), the bearer-token check
+# (UNAUTHENTICATED). gRPC's own load shedding (maximum_concurrent_rpcs) also answers RESOURCE_EXHAUSTED,
+# told apart only by its free-text details. Off the request path none of these feed the breaker: the
+# request path's own calls (Match, Recommend) are shed too when the service is overloaded, and they do
+# count, so only a refusal that also hits the request path can open the breaker.
+_REFUSALS = frozenset({
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.UNAUTHENTICATED,
+})
+
+REFUSAL_WARN_INTERVAL_S = 60.0
+
+
+class _Throttled:
+    """Lets one message through per ``interval_s`` and counts the ones it swallowed meanwhile."""
+
+    def __init__(self, interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._interval = interval_s
+        self._clock = clock
+        self._last: float | None = None
+        self.suppressed = 0
+
+    def ready(self) -> bool:
+        now = self._clock()
+        if self._last is not None and now - self._last < self._interval:
+            self.suppressed += 1
+            return False
+        self._last = now
+        return True
+
 
 class ServiceClient:
     """Calls ``stub.<method>`` with a deadline; no retries; failures feed the breaker.
 
     ``call`` returns ``(response, "")`` or ``(None, reason)`` with reason one of
-    ``breaker_open | timeout | rpc_error``.
+    ``breaker_open | budget_exhausted | timeout | rpc_error``, and for ``off_path`` calls also
+    ``refused``: the service turned the call down by policy (see ``_REFUSALS``); that leaves the breaker
+    as it was, is counted and logged as a rate-limited warning. gRPC errors never raise; cancellation
+    propagates (after freeing a half-open probe slot).
     """
 
     def __init__(self, name: str, address: str, stub_class: Any, cfg: PluginConfig) -> None:
@@ -41,8 +78,11 @@ class ServiceClient:
         )
         self._stub = stub_class(self.channel)
         self._metadata = (("x-optimizer-source", cfg.source_id),) if cfg.source_id else None
+        self._refusal_warning = _Throttled(REFUSAL_WARN_INTERVAL_S)
 
-    async def call(self, method: str, request: Any, timeout_s: float) -> tuple[Any, str]:
+    async def call(
+        self, method: str, request: Any, timeout_s: float, *, off_path: bool = False
+    ) -> tuple[Any, str]:
         if not self.breaker.allow():
             return None, "breaker_open"
         if timeout_s <= 0:
@@ -53,6 +93,10 @@ class ServiceClient:
         except grpc.aio.AioRpcError as exc:
             code = exc.code()
             metrics.RPC_ERRORS.labels(self.name, method, code.name).inc()
+            if off_path and code in _REFUSALS:
+                self.breaker.abandon()  # no verdict on the service's health; frees a half-open probe slot
+                self._warn_refused(method, code, exc.details())
+                return None, "refused"
             if code in _CALLER_FAULTS:
                 self.breaker.success()
             else:
@@ -64,6 +108,17 @@ class ServiceClient:
             raise
         self.breaker.success()
         return response, ""
+
+    def _warn_refused(self, method: str, code: grpc.StatusCode, details: str | None) -> None:
+        if not self._refusal_warning.ready():
+            log.debug("%s refused %s: %s %s", self.name, method, code.name, details)
+            return
+        suppressed, self._refusal_warning.suppressed = self._refusal_warning.suppressed, 0
+        log.warning(
+            "%s refused %s: %s %s (telemetry dropped; the circuit breaker is not affected%s)",
+            self.name, method, code.name, details,
+            f"; {suppressed} more refusals since the last warning" if suppressed else "",
+        )
 
     async def close(self) -> None:
         await self.channel.close()

@@ -2,6 +2,10 @@
 
 ``submit`` never waits: a full queue drops the item and counts it. One background task drains the
 queue; a batch is whatever is waiting (up to ``batch_size``) when the task wakes up.
+
+Calls go through the same ``ServiceClient`` (and breaker) as the request path: an unreachable or slow
+service counts; a batch refused by policy (the tuner's per-source rate limit or allow-list, a rejected
+token) is dropped as ``refused`` and never opens the breaker that guards the request path.
 """
 from __future__ import annotations
 
@@ -79,13 +83,13 @@ class TelemetryPipeline:
     async def _observe(self, item: Observation) -> None:
         d = item.decision
         request = matcher_pb2.ObserveRequest(model=d.model, fingerprints=d.fingerprints, template_id=d.template_id)
-        _response, reason = await self._matcher.call("Observe", request, self._timeout)
+        _response, reason = await self._matcher.call("Observe", request, self._timeout, off_path=True)
         _count("observe", 1, reason)
 
     async def _report(self, batch: list[Observation]) -> None:
         memory = self._probes.read()
         request = tuner_pb2.ReportRequest(outcomes=[build_outcome(item, memory) for item in batch])
-        response, reason = await self._tuner.call("Report", request, self._timeout)
+        response, reason = await self._tuner.call("Report", request, self._timeout, off_path=True)
         _count("report", len(batch), reason)
         if response is not None and response.rejected:
             log.warning("tuner rejected %d outcomes, e.g. %s", len(response.rejected), response.rejected[0].reason)

@@ -1,0 +1,197 @@
+"""Off-path telemetry and the request-path breakers, against the real matcher and tuner on loopback.
+
+A Report batch the tuner's guard refuses (per-source rate limit: RESOURCE_EXHAUSTED; allow-list:
+PERMISSION_DENIED) or an Observe the matcher rejects as bad input says nothing about the service's
+health: the breaker stays closed, Recommend is still asked, the drop is counted as ``refused``. A tuner
+that is gone or sheds load still opens the breaker.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+from matcher_fixtures import matcher, matcher_settings  # noqa: F401 (fixtures)
+from plugin_fixtures import StandInMatcher, StandInTuner, plugin_config, sample, wait_until
+from tuner_fixtures import fast_settings
+
+from bench.workload import words
+from ollama_optimizer.config import ServerConfig
+from ollama_optimizer.gen.optimizer.v1 import matcher_pb2, matcher_pb2_grpc, tuner_pb2, tuner_pb2_grpc
+from ollama_optimizer.server import RunningServer, start_server
+from proxy_plugin import rpc
+from proxy_plugin.core import OptimizerCore
+from proxy_plugin.decision import Decision
+from tuner_service.guard import GuardSettings
+from tuner_service.main import RunningTuner, start_tuner
+
+MODEL = "llama3.2:3b"
+SOURCE = "gw-under-test"
+_rng = random.Random(11)
+SYSTEM = words(_rng, 120)
+INSTRUCTIONS = words(_rng, 300)
+# What Ollama answers (the fields the outcome carries): enough for the tuner to learn from.
+STATS = {"done": True, "done_reason": "stop", "prompt_eval_count": 900, "eval_count": 40,
+         "total_duration": 900_000_000, "load_duration": 1_000_000, "prompt_eval_duration": 300_000_000,
+         "eval_duration": 500_000_000}
+
+
+def request(seed: int) -> dict:
+    """One template (fixed system + instructions), a different short tail per seed."""
+    tail = words(random.Random(seed), 20)
+    return {"model": MODEL, "messages": [{"role": "system", "content": SYSTEM},
+                                         {"role": "user", "content": INSTRUCTIONS + "\n\n" + tail}]}
+
+
+@asynccontextmanager
+async def guarded_tuner(pool: asyncpg.Pool, guard: GuardSettings) -> AsyncIterator[RunningTuner]:
+    running = await start_tuner(pool, ServerConfig(listen="127.0.0.1:0", metrics_port=0),
+                                fast_settings(min_observations=1), guard=guard)
+    try:
+        yield running
+    finally:
+        await running.stop(0)
+
+
+async def serve(core: OptimizerCore, seeds: range) -> list[Decision]:
+    """Requests through the core, then their outcomes, sent (or dropped) before returning.
+
+    All requests go first, so the telemetry calls reach the breaker back to back: no successful
+    Match/Recommend in between resets its count of consecutive failures.
+    """
+    served = [await core.prepare(request(seed)) for seed in seeds]
+    for sent, decision in served:
+        core.observe(sent, STATS, decision)
+    await core.flush()
+    return [decision for _sent, decision in served]
+
+
+def refused() -> float:
+    return sample("optimizer_plugin_telemetry_dropped_total", reason="refused")
+
+
+def rpc_errors(service: str, method: str, code: str) -> float:
+    return sample("optimizer_plugin_rpc_errors_total", service=service, method=method, code=code)
+
+
+async def test_rate_limited_reports_never_open_the_tuner_breaker(matcher, pool) -> None:  # noqa: F811
+    # Three one-outcome Reports pass the bucket (the tuner learns the template), then it is empty.
+    guard = GuardSettings(frozenset(), rate_per_second=1e-6, burst=3)
+    async with guarded_tuner(pool, guard) as tuner:
+        core = OptimizerCore(plugin_config(matcher.address, tuner.address, source_id=SOURCE, batch_size=1,
+                                           breaker_threshold=2, breaker_cooldown_s=3600))
+        refused_before = refused()
+        shed_before = rpc_errors("tuner", "Report", "RESOURCE_EXHAUSTED")
+        for seed in range(3):
+            await serve(core, range(seed, seed + 1))
+        assert rpc_errors("tuner", "Report", "RESOURCE_EXHAUSTED") == shed_before  # all three delivered
+        decisions = await serve(core, range(3, 8))  # five refused batches in a row; the threshold is 2
+        assert all(d.decision_id for d in decisions)  # Recommend was asked every time
+        assert core.breaker_states() == {"matcher": "closed", "tuner": "closed"}
+        assert sample("optimizer_plugin_breaker_state", service="tuner") == 0
+        assert rpc_errors("tuner", "Report", "RESOURCE_EXHAUSTED") == shed_before + 5
+        assert refused() == refused_before + 5
+
+        _sent, decision = await core.prepare(request(99))
+        assert decision.decision_id and decision.applied and decision.reason == "applied"
+        await core.close()
+
+
+async def test_reports_from_a_source_not_allowed_never_open_the_tuner_breaker(
+        matcher, pool, monkeypatch, caplog) -> None:  # noqa: F811
+    monkeypatch.setattr(rpc, "REFUSAL_WARN_INTERVAL_S", 3600.0)  # one warning for the whole test
+    guard = GuardSettings(frozenset({"another-gateway"}), rate_per_second=0, burst=0)
+    async with guarded_tuner(pool, guard) as tuner:
+        core = OptimizerCore(plugin_config(matcher.address, tuner.address, source_id=SOURCE, batch_size=1,
+                                           breaker_threshold=1, breaker_cooldown_s=3600))
+        refused_before = refused()
+        denied_before = rpc_errors("tuner", "Report", "PERMISSION_DENIED")
+        with caplog.at_level(logging.WARNING, logger="proxy_plugin.rpc"):
+            decisions = await serve(core, range(4))  # a single failure would open a breaker with threshold 1
+            assert core.breaker_states() == {"matcher": "closed", "tuner": "closed"}
+            assert all(d.decision_id and d.reason == "tuner_passthrough" for d in decisions)
+            decisions = await serve(core, range(4, 8))  # the breaker survived: Recommend is still asked
+        assert all(d.decision_id and d.reason == "tuner_passthrough" for d in decisions)
+        assert core.breaker_states() == {"matcher": "closed", "tuner": "closed"}
+        assert rpc_errors("tuner", "Report", "PERMISSION_DENIED") == denied_before + 8
+        assert refused() == refused_before + 8
+        warnings = [r for r in caplog.records if r.name == "proxy_plugin.rpc" and r.levelno == logging.WARNING]
+        assert len(warnings) == 1 and "PERMISSION_DENIED" in warnings[0].getMessage()
+
+        _sent, decision = await core.prepare(request(99))
+        assert decision.decision_id and decision.reason == "tuner_passthrough"  # asked; nothing learned
+        await core.close()
+
+
+async def test_observe_rejected_as_bad_input_never_opens_the_matcher_breaker(matcher, pool) -> None:  # noqa: F811
+    async with guarded_tuner(pool, GuardSettings(frozenset(), rate_per_second=0, burst=0)) as tuner:
+        core = OptimizerCore(plugin_config(matcher.address, tuner.address, breaker_threshold=1,
+                                           breaker_cooldown_s=3600))
+        invalid_before = rpc_errors("matcher", "Observe", "INVALID_ARGUMENT")
+        bad = matcher_pb2.Fingerprints(algorithm_version=999, unit_count=3)
+        for _ in range(3):
+            decision = Decision(model=MODEL, endpoint="chat", started=0.0, template_id=1, fingerprints=bad)
+            core.observe(request(0), STATS, decision)
+            await core.flush()
+        assert rpc_errors("matcher", "Observe", "INVALID_ARGUMENT") == invalid_before + 3
+        assert core.breaker_states()["matcher"] == "closed"
+        [decision] = await serve(core, range(1, 2))
+        assert decision.reason not in ("breaker_open", "rpc_error", "timeout") and decision.decision_id
+        await core.close()
+
+
+async def test_control_stopped_tuner_opens_the_breaker_from_telemetry(matcher, pool) -> None:  # noqa: F811
+    async with guarded_tuner(pool, GuardSettings(frozenset(), rate_per_second=0, burst=0)) as tuner:
+        core = OptimizerCore(plugin_config(matcher.address, tuner.address, breaker_threshold=2,
+                                           breaker_cooldown_s=3600, sticky_ttl_s=0))
+        sent, decision = await core.prepare(request(0))
+        assert decision.decision_id
+        await tuner.stop(0)
+        refused_before, dropped_before = refused(), sample("optimizer_plugin_telemetry_dropped_total",
+                                                           reason="rpc_error")
+        for _ in range(2):  # off the request path only: Report fails UNAVAILABLE
+            core.observe(sent, STATS, decision)
+            await core.flush()
+        assert core.breaker_states() == {"matcher": "closed", "tuner": "open"}
+        assert sample("optimizer_plugin_telemetry_dropped_total", reason="rpc_error") >= dropped_before + 2
+        assert refused() == refused_before
+        _sent, decision = await core.prepare(request(1))
+        assert decision.reason == "breaker_open" and not decision.decision_id
+        await core.close(0.1)
+
+
+async def _stand_in(servicer: object, add, name: str, max_concurrent_rpcs: int) -> RunningServer:
+    cfg = ServerConfig(listen="127.0.0.1:0", metrics_port=0, max_concurrent_rpcs=max_concurrent_rpcs)
+    return await start_server(cfg, [lambda s: add(servicer, s)], (name,), serve_metrics=False)
+
+
+async def test_control_load_shedding_on_the_request_path_still_opens_the_breaker() -> None:
+    """gRPC's own load shedding (maximum_concurrent_rpcs) answers Recommend RESOURCE_EXHAUSTED: that counts."""
+    tuner = StandInTuner()
+    tuner.report_gate = asyncio.Event()
+    servers = [
+        await _stand_in(StandInMatcher(), matcher_pb2_grpc.add_MatcherServicer_to_server, "optimizer.v1.Matcher", 64),
+        await _stand_in(tuner, tuner_pb2_grpc.add_TunerServicer_to_server, "optimizer.v1.Tuner", 1),
+    ]
+    try:
+        core = OptimizerCore(plugin_config(*(f"127.0.0.1:{s.port}" for s in servers), breaker_threshold=1,
+                                           breaker_cooldown_s=3600, sticky_ttl_s=0))
+        sent, decision = await core.prepare({"model": "m", "prompt": "hello there"})
+        assert decision.applied
+        core.observe(sent, STATS, decision)
+        await asyncio.wait_for(tuner.report_entered.wait(), 10)  # the only slot is now held by Report
+        shed_before = rpc_errors("tuner", "Recommend", "RESOURCE_EXHAUSTED")
+        _sent, decision = await core.prepare({"model": "m", "prompt": "hello again"})
+        assert decision.reason == "rpc_error"
+        assert rpc_errors("tuner", "Recommend", "RESOURCE_EXHAUSTED") == shed_before + 1
+        assert core.breaker_states()["tuner"] == "open"
+        tuner.report_gate.set()
+        await core.flush()
+        await wait_until(lambda: len(tuner.outcomes) == 1)
+        await core.close()
+    finally:
+        for running in servers:
+            await running.server.stop(0)
