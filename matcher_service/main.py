@@ -9,7 +9,8 @@ import asyncpg
 from ollama_optimizer.config import DatabaseConfig, ServerConfig
 from ollama_optimizer.db import open_database
 from ollama_optimizer.gen.optimizer.v1 import matcher_pb2_grpc
-from ollama_optimizer.server import BindError, RunningServer, serve_until_signal, start_server
+from ollama_optimizer.server import (BindError, RunningServer, not_serving_while_waiting, serve_until_signal,
+                                     start_server)
 
 from .maintenance import Maintenance
 from .service import SERVICE_NAME, MatcherService
@@ -73,7 +74,8 @@ async def serve() -> int:
     except ValueError as exc:
         log.error("bad configuration: %s", exc)
         return 2
-    async with open_database(DatabaseConfig(), server_settings=SESSION_SETTINGS, reset=keep_session) as db:
+    async with open_database(DatabaseConfig(), server_settings=SESSION_SETTINGS, reset=keep_session,
+                             while_waiting=lambda: not_serving_while_waiting(server_cfg, (SERVICE_NAME,))) as db:
         try:
             matcher = await start_matcher(db.pool, server_cfg, settings, serve_metrics=True, maintenance=True)
         except BindError as exc:

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from .config import env_str
+from .config import StartupError, env_str
 
 
 def _matcher_address() -> str:
@@ -154,6 +154,9 @@ def main(argv: list[str] | None = None) -> None:
         code = asyncio.run(args.func(args))
     except KeyboardInterrupt:
         code = 130
+    except StartupError as exc:  # database unreachable or refusing, address in use: the message says it all
+        logging.getLogger("ollama_optimizer").error("%s", exc)
+        code = 1
     sys.exit(code)
 
 

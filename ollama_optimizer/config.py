@@ -11,6 +11,11 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
+class StartupError(RuntimeError):
+    """A service cannot start (a dependency unreachable or refusing, an address in use): the CLI
+    logs the message, without a traceback, and exits 1."""
+
+
 def env_str(name: str, default: str) -> str:
     return os.environ.get(name, default)
 
@@ -57,6 +62,11 @@ class DatabaseConfig:
     )
     pool_min: int = field(default_factory=lambda: env_int("OPTIMIZER_DB_POOL_MIN", 2))
     pool_max: int = field(default_factory=lambda: env_int("OPTIMIZER_DB_POOL_MAX", 10))
+    # How long start-up (services, `migrate`, `up`) waits for a configured Postgres that is not
+    # reachable yet (refused, no socket, starting up, timeouts), retrying with backoff; 0 = one attempt.
+    connect_timeout_seconds: float = field(
+        default_factory=lambda: env_float("OPTIMIZER_DB_CONNECT_TIMEOUT_SECONDS", 60.0)
+    )
 
 
 @dataclass(frozen=True)

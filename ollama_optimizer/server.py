@@ -7,9 +7,10 @@ load shedding (maximum_concurrent_rpcs), a failed bind raising, a Prometheus
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
-from .config import ServerConfig
+from .config import ServerConfig, StartupError
 from .grpc_interceptors import BearerTokenInterceptor, MetricsInterceptor
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 Registrar = Callable[[grpc.aio.Server], None]
 
 
-class BindError(RuntimeError):
+class BindError(StartupError):
     """The listen address could not be bound (in use, or invalid)."""
 
 
@@ -73,8 +74,12 @@ async def start_server(
     service_names: tuple[str, ...],
     *,
     serve_metrics: bool = True,
+    serving: bool = True,
 ) -> RunningServer:
-    """Build, bind and start a server exposing ``service_names`` plus health and reflection."""
+    """Build, bind and start a server exposing ``service_names`` plus health and reflection.
+
+    Health reports SERVING for the server and ``service_names`` (NOT_SERVING with ``serving=False``).
+    """
     interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor()]
     if cfg.auth_token:
         interceptors.append(BearerTokenInterceptor(cfg.auth_token))
@@ -104,10 +109,30 @@ async def start_server(
     if serve_metrics:
         metrics_port = _start_metrics(cfg)
     await server.start()
+    status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
     for name in (*service_names, ""):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("gRPC %s listening on %s (port %d)", ",".join(service_names), cfg.listen, port)
+        await health_servicer.set(name, status)
+    if serving:
+        log.info("gRPC %s listening on %s (port %d)", ",".join(service_names), cfg.listen, port)
     return RunningServer(server, health_servicer, service_names, port, metrics_port)
+
+
+@contextlib.asynccontextmanager
+async def not_serving_while_waiting(cfg: ServerConfig,
+                                    service_names: tuple[str, ...]) -> AsyncIterator[RunningServer]:
+    """While a service waits for a dependency: health (NOT_SERVING) and reflection on ``cfg.listen``.
+
+    Probes see a live process that is not ready, and a bad listen address fails at once. On exit
+    the server stops, freeing the address for the real one (a ``Watch`` stream then ends with
+    UNAVAILABLE and is reopened against it).
+    """
+    running = await start_server(cfg, [], service_names, serve_metrics=False, serving=False)
+    log.info("gRPC health listening on %s (port %d): NOT_SERVING until the database is reachable",
+             cfg.listen, running.port)
+    try:
+        yield running
+    finally:
+        await running.server.stop(0)
 
 
 def _start_metrics(cfg: ServerConfig) -> int:

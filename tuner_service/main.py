@@ -9,7 +9,7 @@ import asyncpg
 from ollama_optimizer.config import DatabaseConfig, ServerConfig
 from ollama_optimizer.db import create_pool, open_database
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2, tuner_pb2_grpc
-from ollama_optimizer.server import RunningServer, serve_until_signal, start_server
+from ollama_optimizer.server import RunningServer, not_serving_while_waiting, serve_until_signal, start_server
 
 from .core import TunerCore
 from .guard import GuardSettings, ReportGuard
@@ -69,7 +69,8 @@ async def start_tuner(pool_or_dsn: asyncpg.Pool | str, server_cfg: ServerConfig,
 async def serve() -> int:
     """Run the tuner until SIGTERM/SIGINT; returns the exit code."""
     server_cfg = ServerConfig.tuner()
-    async with open_database(DatabaseConfig()) as db:
+    async with open_database(DatabaseConfig(),
+                             while_waiting=lambda: not_serving_while_waiting(server_cfg, (SERVICE_NAME,))) as db:
         tuner = await start_tuner(db.pool, server_cfg, TunerSettings(), serve_metrics=True)
         role = "writer" if tuner.core.writer.is_writer else "read-only standby"
         log.info("tuner serving on %s as %s", server_cfg.listen, role)
