@@ -8,6 +8,7 @@ The ``proxy_plugin`` package must be importable in the host's environment (``pip
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from collections import OrderedDict
@@ -70,6 +71,11 @@ class OptAgent(BaseAgent):
     def __init__(self) -> None:
         self._pending: OrderedDict[int, Decision] = OrderedDict()
         self._next_id = 0
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # built outside the host's loop: channels connect on the first request
+            return
+        _shared_core().connect()
 
     @property
     def name(self) -> str:

@@ -195,8 +195,17 @@ class OptimizerCore:
         await asyncio.gather(self._matcher.close(), self._tuner.close())
         self._loop = None
 
+    def connect(self) -> None:
+        """Create the channels in the running loop and start connecting them (hosts call this at start-up)."""
+        for client in self._clients():
+            client.connect()
+
     def breaker_states(self) -> dict[str, str]:
         return {c.name: c.breaker.state.name.lower() for c in (self._matcher, self._tuner) if c is not None}
+
+    def channel_states(self) -> dict[str, str]:
+        """Connectivity per service channel (idle, connecting, ready, transient_failure, shutdown)."""
+        return {c.name: c.channel.get_state().name.lower() for c in (self._matcher, self._tuner) if c is not None}
 
     def _clients(self) -> tuple[ServiceClient, ServiceClient]:
         loop = asyncio.get_running_loop()

@@ -92,6 +92,7 @@ class Gateway:
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
             auto_decompress=False,  # relay bytes exactly as Ollama sent them
         )
+        self.core.connect()
 
     async def _stop(self, _app: web.Application) -> None:
         await self.loaded_models.close()

@@ -120,5 +120,10 @@ class ServiceClient:
             f"; {suppressed} more refusals since the last warning" if suppressed else "",
         )
 
+    def connect(self) -> None:
+        """Start connecting now (non-blocking): the first request then finds the channel ready instead of
+        paying the TCP/HTTP2 (and TLS) handshake inside its deadline."""
+        self.channel.get_state(try_to_connect=True)
+
     async def close(self) -> None:
         await self.channel.close()

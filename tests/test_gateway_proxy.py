@@ -114,6 +114,13 @@ async def test_gateway_metrics_and_client_disconnect() -> None:
         await wait_until(lambda: sample("optimizer_gateway_client_disconnects_total", endpoint="chat") == before + 1)
 
 
+async def test_gateway_connects_to_the_services_at_start_up() -> None:
+    """The first request finds both channels ready: the handshake is not paid inside its deadline."""
+    async with stand_ins() as services, gateway_chain(services.config()) as (gw, _tap, _emu):
+        await wait_until(lambda: gw.gateway.core.channel_states() == {"matcher": "ready", "tuner": "ready"})
+        assert services.matcher.matches == 0  # connected before any request
+
+
 async def test_command_mode_optimizes_only_opt_requests() -> None:
     async with stand_ins() as services, gateway_chain(services.config(always_on=False)) as (gw, tap, emu):
         client = ollama.AsyncClient(host=gw.url)
