@@ -20,6 +20,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -116,30 +117,76 @@ def _prometheus_config(ports: dict[str, int]) -> dict[str, Any]:
     return config
 
 
-def _traffic(gateway_url: str) -> None:
-    """Templated chats (plain and streamed), generates, a client-set num_ctx, an unknown model, /api/tags."""
-    import ollama
+class _Traffic:
+    """Templated chats (plain and streamed), generates, a client-set num_ctx, an unknown model, /api/tags.
 
-    from bench.workload import words
+    Sent in two halves (``first_half``, ``second_half``); each returns how many telemetry items (one per answered
+    chat/generate) the gateway queued for it."""
 
-    rng = random.Random(11)
-    system, instructions = words(rng, 100), words(rng, 300)
-    client = ollama.Client(host=gateway_url, timeout=30)
-    for i in range(24):
-        messages = [{"role": "system", "content": system},
-                    {"role": "user", "content": instructions + "\n\n" + words(random.Random(i), 25)}]
-        if i % 3 == 1:
-            parts = list(client.chat(model=MODEL, messages=messages, stream=True))
-            assert parts[-1].done
-        else:
-            assert client.chat(model=MODEL, messages=messages).done
-        if i % 6 == 0:
-            client.generate(model=MODEL, prompt=instructions + words(random.Random(100 + i), 20))
-        time.sleep(0.05)  # let telemetry batches reach the services between requests
-    client.chat(model=MODEL, messages=[{"role": "user", "content": "hi"}], options={"num_ctx": 2048})
-    with pytest.raises(ollama.ResponseError):
-        client.chat(model="no-such-model:1b", messages=[{"role": "user", "content": "hi"}])
-    client.list()
+    def __init__(self, gateway_url: str) -> None:
+        import ollama
+
+        from bench.workload import words
+
+        self._ollama, self._words = ollama, words
+        rng = random.Random(11)
+        self._system, self._instructions = words(rng, 100), words(rng, 300)
+        self._client = ollama.Client(host=gateway_url, timeout=30)
+
+    def _chats(self, indices: range) -> int:
+        client, words, sent = self._client, self._words, 0
+        for i in indices:
+            messages = [{"role": "system", "content": self._system},
+                        {"role": "user", "content": self._instructions + "\n\n" + words(random.Random(i), 25)}]
+            if i % 3 == 1:
+                parts = list(client.chat(model=MODEL, messages=messages, stream=True))
+                assert parts[-1].done
+            else:
+                assert client.chat(model=MODEL, messages=messages).done
+            sent += 1
+            if i % 6 == 0:
+                client.generate(model=MODEL, prompt=self._instructions + words(random.Random(100 + i), 20))
+                sent += 1
+        return sent
+
+    def first_half(self) -> int:
+        return self._chats(range(0, 12))
+
+    def second_half(self) -> int:
+        sent = self._chats(range(12, 24))
+        self._client.chat(model=MODEL, messages=[{"role": "user", "content": "hi"}], options={"num_ctx": 2048})
+        with pytest.raises(self._ollama.ResponseError):  # answered 404 upstream: no telemetry
+            self._client.chat(model="no-such-model:1b", messages=[{"role": "user", "content": "hi"}])
+        self._client.list()
+        return sent + 1
+
+
+def _telemetry(metrics_url: str) -> dict[str, float]:
+    """The gateway's telemetry counters, from its own /metrics: sent_report, sent_observe, dropped."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = {"sent_report": 0.0, "sent_observe": 0.0, "dropped": 0.0}
+    for family in text_string_to_metric_families(_get(metrics_url)):
+        for sample in family.samples:
+            if sample.name == "optimizer_plugin_telemetry_sent_total":
+                out[f"sent_{sample.labels['kind']}"] += sample.value
+            elif sample.name == "optimizer_plugin_telemetry_dropped_total":
+                out["dropped"] += sample.value
+    return out
+
+
+def _wait_telemetry_delivered(metrics_url: str, items: int, proc: subprocess.Popen[bytes],
+                              timeout: float = 30.0) -> None:
+    """Until the gateway counts all ``items`` outcomes it queued so far as delivered to the tuner (Report)."""
+    deadline, seen = time.monotonic() + timeout, dict[str, float]()
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            seen = _telemetry(metrics_url)
+            if seen["sent_report"] >= items:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"telemetry of {items} requests not delivered after {timeout}s; gateway counters: {seen}\n"
+                         f"{_tail(proc)}")
 
 
 def _query(base: str, expr: str) -> dict[str, Any]:
@@ -163,17 +210,36 @@ def _exported_names(base: str) -> set[str]:
     return names
 
 
+# The counters the traffic increments and READY_WHEN takes the rate of. rate() is > 0 only once a series has two
+# samples with an increase between them: each must be in Prometheus before the second half of the traffic.
+TRAFFIC_SERIES = ('optimizer_gateway_requests_total{endpoint="chat", code="200"}',
+                  'grpc_server_handled_total{job="matcher", grpc_method="Match"}',
+                  'grpc_server_handled_total{job="tuner", grpc_method="Report"}')
 READY_WHEN = ('sum(rate(optimizer_gateway_requests_total[1m])) > 0',
               'sum(rate(grpc_server_handled_total{job="matcher"}[1m])) > 0',
               'sum(rate(grpc_server_handled_total{job="tuner", grpc_method="Report"}[1m])) > 0')
 
 
-def _wait_for(condition: Any, what: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+def _ready_at(base: str) -> float | None:
+    """Prometheus' evaluation time of the READY_WHEN queries once all of them hold, else None."""
+    answers = [_query(base, e)["data"]["result"] for e in READY_WHEN]
+    return max(float(r[0]["value"][0]) for r in answers) if all(answers) else None
+
+
+def _rules_evaluated_after(base: str, moment: float) -> bool:
+    """Every rule of every group has been evaluated since ``moment`` (Prometheus' clock, Unix seconds)."""
+    groups = _get(f"{base}/api/v1/rules")["data"]["groups"]
+    return bool(groups) and all(datetime.fromisoformat(rule["lastEvaluation"]).timestamp() > moment
+                                for group in groups for rule in group["rules"])
+
+
+def _wait_for(condition: Any, what: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> Any:
+    """Poll ``condition`` until it returns something true, and return that."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(OSError, KeyError):
-            if condition():
-                return
+            if value := condition():
+                return value
         time.sleep(0.25)
     raise AssertionError(f"timed out waiting for {what}:\n{_tail(proc)}")
 
@@ -229,10 +295,19 @@ def test_every_dashboard_and_alert_expression_against_real_services(database: st
         _wait_for(lambda: {t["labels"]["job"]: t["health"] for t in
                            _get(f"{base}/api/v1/targets")["data"]["activeTargets"]}
                   == {"matcher": "up", "tuner": "up", "gateway": "up"}, "all three targets up", prom)
-        _traffic(gateway_url)
-        # rate() needs two samples after the traffic; then one more rule evaluation.
-        _wait_for(lambda: all(_query(base, e)["data"]["result"] for e in READY_WHEN), "scrapes after traffic", prom)
-        time.sleep(1.5)
+        # Traffic in two halves with a scrape of each target in between (TRAFFIC_SERIES), so that READY_WHEN's
+        # rates see an increase: all of it can take less than one scrape interval.
+        gateway_metrics = f"http://127.0.0.1:{ports['gateway']}/metrics"
+        traffic = _Traffic(gateway_url)
+        items = traffic.first_half()
+        _wait_telemetry_delivered(gateway_metrics, items, gateway)
+        _wait_for(lambda: all(_query(base, s)["data"]["result"] for s in TRAFFIC_SERIES),
+                  f"the first half of the traffic in Prometheus: {TRAFFIC_SERIES}", prom)
+        items += traffic.second_half()
+        _wait_telemetry_delivered(gateway_metrics, items, gateway)
+        # rate() needs two samples after the traffic; then a rule evaluation over that data.
+        ready_at = _wait_for(lambda: _ready_at(base), f"scrapes after traffic: {READY_WHEN}", prom)
+        _wait_for(lambda: _rules_evaluated_after(base, ready_at), "a rule evaluation after the traffic", prom)
 
         exported = _exported_names(base)
         expressions = [(f"{name} / {title}", dt.grafana_to_promql(expr))
@@ -252,10 +327,10 @@ def test_every_dashboard_and_alert_expression_against_real_services(database: st
                 empty.append(where)
         assert not problems, "\n".join(problems)
 
-        # Prometheus evaluated every rule group without an error.
+        # Prometheus evaluated every rule (after the traffic, see above) without an error.
         for group in _get(f"{base}/api/v1/rules")["data"]["groups"]:
             for rule in group["rules"]:
-                assert rule["health"] in ("ok", "unknown") and not rule.get("lastError"), rule
+                assert rule["health"] == "ok" and not rule.get("lastError"), rule
 
         # The panels that must show something after this traffic do.
         for must in ("overview.json / Requests/s (gateway)", "overview.json / Decisions",
