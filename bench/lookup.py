@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import random
@@ -21,7 +22,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -102,6 +103,17 @@ async def embedded_database(max_size: int = 10, shared_buffers: str | None = Non
                 await pool.close()
         finally:
             await asyncio.to_thread(server.stop)
+
+
+@contextlib.contextmanager
+def no_gc_pauses() -> Iterator[None]:
+    """As timeit does: no garbage-collector pauses of this (client) process inside timed loops."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -201,12 +213,13 @@ async def run(args: argparse.Namespace) -> dict:
         async with pool.acquire() as conn:
             for fp_set in queries[:200]:  # warm-up (prepared statement, caches)
                 await store.lookup(conn, make_query(version, fp_set, settings))
-            for fp_set in queries:
-                query = make_query(version, fp_set, settings)
-                started = time.perf_counter()
-                best = await store.lookup(conn, query)
-                sql_ms.append((time.perf_counter() - started) * 1000)
-                results.append(None if best is None else (best.template_id, best.window, best.distance))
+            with no_gc_pauses():
+                for fp_set in queries:
+                    query = make_query(version, fp_set, settings)
+                    started = time.perf_counter()
+                    best = await store.lookup(conn, query)
+                    sql_ms.append((time.perf_counter() - started) * 1000)
+                    results.append(None if best is None else (best.template_id, best.window, best.distance))
         hit_ms = [ms for i, ms in enumerate(sql_ms) if not is_miss(i)]
         miss_ms = [ms for i, ms in enumerate(sql_ms) if is_miss(i)]
         sample = rng.sample(range(len(queries)), min(args.exact_sample, len(queries)))
@@ -225,11 +238,12 @@ async def run(args: argparse.Namespace) -> dict:
                 match_texts.append(" ".join(words))
             for text in match_texts[:100]:
                 await stub.Match(matcher_pb2.MatchRequest(model="bench", text=text))
-            for text in match_texts:
-                started = time.perf_counter()
-                response = await stub.Match(matcher_pb2.MatchRequest(model="bench", text=text))
-                match_ms.append((time.perf_counter() - started) * 1000)
-                matched += response.matched
+            with no_gc_pauses():
+                for text in match_texts:
+                    started = time.perf_counter()
+                    response = await stub.Match(matcher_pb2.MatchRequest(model="bench", text=text))
+                    match_ms.append((time.perf_counter() - started) * 1000)
+                    matched += response.matched
     return {
         "bench": "lookup", "templates": args.templates, "fingerprint_rows": args.templates * len(WINDOWS),
         "thresholds": settings.thresholds, "shared_buffers": shared_buffers, "load_seconds": round(load_seconds, 1), "queries": len(queries),

@@ -1,7 +1,11 @@
 """Pure learning rules: which candidate wins, and how a template's stable window adapts."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
+
+RANDOM_BITS = 32  # expected distance of unrelated fingerprints: a window the template lacks counts this much
+NEAR_FACTOR = 3  # "near" at the next larger window: within 3 k(W) (slot fills), not a sibling
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,54 @@ class Candidate:
         template's prompts: slot fills rather than a different continuation."""
         return (self.unseen == 0 and query_largest_window >= self.shortest_window
                 and self.stable_distance is not None and self.stable_distance <= near_bits)
+
+
+@dataclass(frozen=True)
+class StoredCandidate:
+    """A template returned by the lookup: its row and all its window fingerprints (unsigned)."""
+
+    template_id: int
+    observations: int
+    stable_window: int
+    shortest_window: int
+    fingerprints: dict[int, int]
+
+
+def best_candidate(windows: tuple[int, ...], fingerprints: tuple[int, ...], thresholds: tuple[int, ...],
+                   templates: Iterable[StoredCandidate]) -> Candidate | None:
+    """The lookup's answer among ``templates`` for a query (windows ascending, unsigned fingerprints).
+
+    The largest window at which some template is within k(W) answers. Among its templates: covering
+    first, then reaching the template's stable window, closeness beyond the window (``beyond``),
+    distance, more observations, lower id.
+    """
+    templates = list(templates)
+    query = dict(zip(windows, fingerprints))
+    k = dict(zip(windows, thresholds))
+    distances = {t.template_id: {w: (fp ^ query[w]).bit_count() for w, fp in t.fingerprints.items() if w in query}
+                 for t in templates}
+    top = max((w for d in distances.values() for w, bits in d.items() if bits <= k[w]), default=None)
+    if top is None:
+        return None
+    above = [w for w in windows if w > top]
+    best: tuple[tuple, Candidate] | None = None
+    for t in templates:
+        d = distances[t.template_id]
+        if d.get(top, RANDOM_BITS) > k[top]:
+            continue
+        unseen = sum(w not in d for w in above)
+        seen_above = [w for w in above if w in d]
+        candidate = Candidate(
+            t.template_id, top, d[top], t.observations, t.stable_window, t.shortest_window,
+            beyond=sum(d[w] for w in seen_above) + RANDOM_BITS * unseen, unseen=unseen,
+            next_near=d[seen_above[0]] <= NEAR_FACTOR * k[seen_above[0]] if seen_above else None,
+            stable_distance=d.get(t.stable_window),
+        )
+        order = (not candidate.covers(windows[-1]), top < t.stable_window, candidate.beyond, candidate.distance,
+                 -candidate.observations, candidate.template_id)
+        if best is None or order < best[0]:
+            best = (order, candidate)
+    return best[1] if best else None
 
 
 def covers(window: int, stable_window: int, query_largest_window: int) -> bool:

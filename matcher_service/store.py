@@ -7,7 +7,7 @@ from datetime import datetime
 import asyncpg
 
 from .blocks import BLOCKS, Probes, to_signed, to_unsigned
-from .learning import Candidate, WindowState
+from .learning import Candidate, StoredCandidate, WindowState, best_candidate
 from .settings import WINDOWS
 
 # Session settings of the matcher's pool: the lookup is planned once (generic plan of the prepared
@@ -19,57 +19,34 @@ async def keep_session(_conn: asyncpg.Connection) -> None:
     """Pool reset of the matcher: nothing to undo (no LISTEN, session locks or SET), so no reset query."""
 
 
-SLOTS = len(WINDOWS)  # one slot per window, largest first; unused slots get empty key arrays
-_SLOT_PARAMS = 3 + BLOCKS  # window, query fp, k, one key array per block position
-# $1 algorithm version, $2 the query's largest window, $3/$4 all the query's windows/fingerprints,
-# $5 the query's k(W) per window.
-_FIRST_SLOT_PARAM = 6
-_RANDOM_BITS = 32  # expected distance of unrelated fingerprints: a window the template lacks
-_NEAR_FACTOR = 3  # "near" at the next larger window: within 3 k(W) (slot fills), not a sibling
+SLOTS = len(WINDOWS)  # one slot per window, largest first; unused slots get k = -1 and no keys
+_SLOT_PARAMS = 2 + BLOCKS  # query fp, k, one key array per block position ($1 is the algorithm version)
 
 
-def _distance(template: str, window: str) -> str:
-    """Distance between the query and ``template``'s representative at ``window`` (NULL when it has none)."""
-    return f"""(SELECT bit_count((f.fp # q.q)::bit(64)) FROM unnest($3::integer[], $4::bigint[]) AS q(w, q)
-                JOIN matcher_fingerprint f ON f.template_id = {template} AND f.window_size = q.w
-                WHERE q.w = {window})"""
+def _scans(slot: int) -> list[str]:
+    """One window's probes: an index-only `= ANY` scan per block position, rechecked inside the scan."""
+    first = 2 + slot * _SLOT_PARAMS
+    return [f"SELECT template_id FROM matcher_fingerprint WHERE k{b} = ANY(${first + 2 + b}::integer[])"
+            f" AND bit_count((fp # ${first}::bigint)::bit(64)) <= ${first + 1}::integer" for b in range(BLOCKS)]
 
 
-def _slot(slot: int) -> str:
-    """Best candidate at one window: an index-only `= ANY` scan per block position, rechecked inside the scan.
-
-    Ranked (learning.Candidate): covering, reaching the template's own stable window, closeness
-    beyond the window (sum of the distances at the query's larger windows), distance, observations.
-    """
-    w, q, k = (f"${_FIRST_SLOT_PARAM + slot * _SLOT_PARAMS + i}" for i in range(3))
-    d = f"bit_count((fp # {q}::bigint)::bit(64))"
-    scans = " UNION ALL ".join(
-        f"SELECT template_id, {d} AS d FROM matcher_fingerprint"
-        f" WHERE k{b} = ANY(${_FIRST_SLOT_PARAM + slot * _SLOT_PARAMS + 3 + b}::integer[]) AND {d} <= {k}::integer"
-        for b in range(BLOCKS))
-    return f"""(SELECT c.template_id, {w}::integer AS window_size, c.d, t.observations, t.stable_window,
-            t.shortest_window, b.beyond, b.unseen, b.next_near,
-            {_distance("c.template_id", "t.stable_window")} AS stable_distance
-     FROM ({scans}) c JOIN matcher_template t ON t.id = c.template_id AND t.algorithm_version = $1
-     CROSS JOIN LATERAL (
-        SELECT COALESCE(sum(bit_count((f.fp # q.q)::bit(64))), 0) + {_RANDOM_BITS} * (count(*) - count(f.fp)) AS beyond,
-               (count(*) - count(f.fp))::integer AS unseen,
-               (array_agg(bit_count((f.fp # q.q)::bit(64)) <= {_NEAR_FACTOR} * q.k ORDER BY q.w)
-                   FILTER (WHERE f.fp IS NOT NULL))[1] AS next_near
-        FROM unnest($3::integer[], $4::bigint[], $5::integer[]) AS q(w, q, k)
-        LEFT JOIN matcher_fingerprint f ON f.template_id = c.template_id AND f.window_size = q.w
-        WHERE q.w > {w}::integer) b
-     ORDER BY ($2 >= t.shortest_window AND b.unseen <= 1  -- learning.Candidate.covers AND b.next_near IS NOT false
-               AND ({w}::integer >= t.stable_window OR ({w}::integer = $2 AND 2 * $2 >= t.stable_window))) DESC,
-              {w}::integer >= t.stable_window DESC,
-              b.beyond, c.d, t.observations DESC, t.id
-     LIMIT 1)"""
-
-
-# One round trip for all windows, largest first: the first window with a candidate within k(W)
-# answers (Append under LIMIT 1 stops there). Misses scan every window; each probe is one
-# btree scan with many keys.
-LOOKUP_SQL = "\nUNION ALL\n".join(_slot(s) for s in range(SLOTS)) + "\nLIMIT 1"
+# One round trip. The query's largest window is probed first; only when it has no candidate of this
+# algorithm version are the other windows probed, all at once (the one-time filter skips them on a hit).
+# Every window of every candidate template comes back, so that learning.best_candidate ranks them in
+# Python (largest window with a candidate, then learning.Candidate's order) without per-candidate SQL.
+LOOKUP_SQL = f"""
+WITH top AS MATERIALIZED (
+    SELECT DISTINCT s.template_id FROM ({" UNION ALL ".join(_scans(0))}) s
+    JOIN matcher_template t ON t.id = s.template_id AND t.algorithm_version = $1
+), candidate AS (
+    SELECT template_id FROM top
+    UNION ALL
+    SELECT DISTINCT r.template_id FROM ({" UNION ALL ".join(q for slot in range(1, SLOTS) for q in _scans(slot))}) r
+    WHERE NOT EXISTS (SELECT FROM top)
+)
+SELECT t.id, t.observations, t.stable_window, t.shortest_window, f.window_size, f.fp
+FROM candidate c JOIN matcher_template t ON t.id = c.template_id AND t.algorithm_version = $1
+JOIN matcher_fingerprint f ON f.template_id = c.template_id"""
 
 CREATE_SQL = """
 WITH t AS (
@@ -170,19 +147,26 @@ class StoredTemplate:
 
 
 def lookup_args(query: Query) -> tuple:
-    """Parameters of LOOKUP_SQL for ``query``."""
-    args: list = [query.version, query.largest_window, list(query.windows), query.signed, list(query.thresholds)]
-    slots = sorted(zip(query.windows, query.signed, query.thresholds, query.probes.per_window), reverse=True)
-    for w, q, k, keys in slots:
-        args += [w, q, k, *keys]
-    args += [0, 0, 0, *([[]] * BLOCKS)] * (SLOTS - len(slots))
+    """Parameters of LOOKUP_SQL for ``query``: its windows largest first."""
+    args: list = [query.version]
+    for _w, fp, k, keys in sorted(zip(query.windows, query.signed, query.thresholds, query.probes.per_window),
+                                  reverse=True):
+        args += [fp, k, *keys]
+    args += [0, -1, *([[]] * BLOCKS)] * (SLOTS - len(query.windows))
     return tuple(args)
 
 
 async def lookup(conn: asyncpg.Connection | asyncpg.Pool, query: Query, timeout: float | None = None) -> Candidate | None:
     """The best candidate template for the query, or None."""
-    row = await conn.fetchrow(LOOKUP_SQL, *lookup_args(query), timeout=timeout)
-    return None if row is None else Candidate(*row)
+    rows = await conn.fetch(LOOKUP_SQL, *lookup_args(query), timeout=timeout)
+    templates: dict[int, StoredCandidate] = {}
+    for template_id, observations, stable_window, shortest_window, window, fp in rows:
+        stored = templates.get(template_id)
+        if stored is None:
+            stored = templates[template_id] = StoredCandidate(template_id, observations, stable_window,
+                                                              shortest_window, {})
+        stored.fingerprints[window] = to_unsigned(fp)
+    return best_candidate(query.windows, query.fingerprints, query.thresholds, templates.values())
 
 
 async def create_template(conn: asyncpg.Connection, query: Query) -> int:

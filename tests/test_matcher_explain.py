@@ -8,7 +8,7 @@ import numpy as np
 from matcher_service.blocks import build_probes, to_signed
 from matcher_service.settings import MatcherSettings
 from matcher_service.simhash import algorithm_version
-from matcher_service.store import LOOKUP_SQL, Query, lookup_args
+from matcher_service.store import LOOKUP_SQL, Query, lookup, lookup_args
 
 TEMPLATES = 100_000
 WINDOWS = (512, 1024)  # two fingerprint rows per template: 200k rows
@@ -33,12 +33,13 @@ async def test_lookup_never_scans_the_fingerprint_table(pool) -> None:
         settings = MatcherSettings()
         query = tuple(int(x) & ((1 << 64) - 1) for x in fps[123])  # a stored template's own windows
         ks = tuple(settings.threshold(w) for w in WINDOWS)
-        args = lookup_args(Query(version, WINDOWS, query, ks, build_probes(WINDOWS, query, list(ks))))
-        plan = json.loads(await conn.fetchval("EXPLAIN (FORMAT JSON) " + LOOKUP_SQL, *args))[0]["Plan"]
-        best = await conn.fetchrow(LOOKUP_SQL, *args)
+        lookup_query = Query(version, WINDOWS, query, ks, build_probes(WINDOWS, query, list(ks)))
+        plan = json.loads(await conn.fetchval("EXPLAIN (FORMAT JSON) " + LOOKUP_SQL,
+                                              *lookup_args(lookup_query)))[0]["Plan"]
+        best = await lookup(conn, lookup_query)
     scans = [(n["Node Type"], n.get("Relation Name")) for n in _nodes(plan)]
     assert ("Seq Scan", "matcher_fingerprint") not in scans
     indexes = {n.get("Index Name") for n in _nodes(plan)}
     assert {f"matcher_fingerprint_k{i}_idx" for i in range(4)} <= indexes
-    assert best["template_id"] == 124 and best["window_size"] == 1024 and best["d"] == 0
+    assert best is not None and (best.template_id, best.window, best.distance) == (124, 1024, 0)
     assert to_signed(query[0]) == int(fps[123, 0])
