@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 
 from matcher_service.blocks import BLOCKS, block_values, build_probes, probe_key, to_signed, to_unsigned
 from matcher_service.cache import SoftCache
-from matcher_service.learning import WindowState, decide
+from matcher_service.learning import StoredCandidate, WindowState, best_candidate, decide
 from matcher_service.settings import MatcherSettings, parse_thresholds
 from matcher_service.simhash import algorithm_version, fingerprint, windows_for
 from matcher_service.tokens import TOKEN_RE, hash_tokens
@@ -108,6 +108,22 @@ def test_learning_shrinks_after_near_partials_and_grows_after_n() -> None:
     grown = decide(state, 1024, 1024, 20, 2)
     assert grown.change == "grow" and grown.state.stable_window in (512, 1024)
     assert decide(WindowState(128, grow_streak=5, grow_window=512), 128, 1024, 20, 2).state.grow_streak == 0
+
+
+def test_best_candidate_prefers_a_covering_template_over_a_closer_sibling() -> None:
+    """Query of 512 tokens matching two templates at 256: one diverges at 512 (a sibling sharing the
+    prefix, next window not near), one has no 512 window. The covering one answers although the
+    sibling is closer beyond the window; an empty candidate set answers None."""
+    windows, ks = (64, 128, 256, 512), (3, 4, 5, 6)
+    query = (1, 2, 3, 0)
+    sibling = StoredCandidate(59, 2, 256, 512, {64: 1, 128: 2, 256: 3, 512: (1 << 20) - 1})  # 20 bits off
+    covering = StoredCandidate(121, 1, 256, 256, {64: 1, 128: 2, 256: 3})
+    best = best_candidate(windows, query, ks, [sibling, covering])
+    assert best is not None and best.template_id == 121 and best.window == 256 and best.covers(512)
+    assert (best.unseen, best.beyond, best.next_near) == (1, 32, None)
+    alone = best_candidate(windows, query, ks, [sibling])
+    assert alone is not None and alone.next_near is False and not alone.covers(512)
+    assert best_candidate(windows, query, ks, []) is None
 
 
 def test_soft_cache_ttl_and_bound() -> None:
