@@ -11,8 +11,10 @@ from .learning import Candidate, StoredCandidate, WindowState, best_candidate
 from .settings import WINDOWS
 
 # Session settings of the matcher's pool: the lookup is planned once (generic plan of the prepared
-# statement, no per-call planning) and never fans out to parallel workers.
-SESSION_SETTINGS = {"plan_cache_mode": "force_generic_plan", "max_parallel_workers_per_gather": "0"}
+# statement, no per-call planning), never fans out to parallel workers, and is never JIT-compiled (a
+# generic plan's cost estimate grows with the table; past jit_above_cost every execution would pay
+# milliseconds of compilation).
+SESSION_SETTINGS = {"plan_cache_mode": "force_generic_plan", "max_parallel_workers_per_gather": "0", "jit": "off"}
 
 
 async def keep_session(_conn: asyncpg.Connection) -> None:

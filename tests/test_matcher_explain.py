@@ -1,4 +1,4 @@
-"""At 100k templates the lookup plan probes the block indexes: no Seq Scan on matcher_fingerprint."""
+"""At 100k templates the lookup plan (the matcher's generic plan) probes the block indexes: no Seq Scan."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ import numpy as np
 from matcher_service.blocks import build_probes, to_signed
 from matcher_service.settings import MatcherSettings
 from matcher_service.simhash import algorithm_version
-from matcher_service.store import LOOKUP_SQL, Query, lookup, lookup_args
+from matcher_service.store import LOOKUP_SQL, SESSION_SETTINGS, Query, lookup, lookup_args
 
 TEMPLATES = 100_000
 WINDOWS = (512, 1024)  # two fingerprint rows per template: 200k rows
@@ -34,9 +34,12 @@ async def test_lookup_never_scans_the_fingerprint_table(pool) -> None:
         query = tuple(int(x) & ((1 << 64) - 1) for x in fps[123])  # a stored template's own windows
         ks = tuple(settings.threshold(w) for w in WINDOWS)
         lookup_query = Query(version, WINDOWS, query, ks, build_probes(WINDOWS, query, list(ks)))
-        plan = json.loads(await conn.fetchval("EXPLAIN (FORMAT JSON) " + LOOKUP_SQL,
-                                              *lookup_args(lookup_query)))[0]["Plan"]
-        best = await lookup(conn, lookup_query)
+        async with conn.transaction():  # the matcher pool's session settings and its generic plan
+            for name, value in SESSION_SETTINGS.items():
+                await conn.execute(f"SET LOCAL {name} = '{value}'")
+            plan = json.loads(await conn.fetchval("EXPLAIN (GENERIC_PLAN, FORMAT JSON) " + LOOKUP_SQL,
+                                                  *lookup_args(lookup_query)))[0]["Plan"]
+            best = await lookup(conn, lookup_query)
     scans = [(n["Node Type"], n.get("Relation Name")) for n in _nodes(plan)]
     assert ("Seq Scan", "matcher_fingerprint") not in scans
     indexes = {n.get("Index Name") for n in _nodes(plan)}
