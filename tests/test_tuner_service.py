@@ -38,22 +38,35 @@ async def test_report_rejects_bad_items_and_keeps_the_rest(tuner, tuner_stub) ->
         make_outcome(load_duration_ns=3_000_000_000),  # longer than total_duration
         make_outcome(action=7),
         make_outcome(),
+        make_outcome(model_size_bytes=-1),
+        make_outcome(model_size_bytes=1000, model_vram_bytes=-1),
+        make_outcome(model_size_bytes=1000, model_vram_bytes=2000),  # more in VRAM than the model's size
     ]
     response = await tuner_stub.Report(tuner_pb2.ReportRequest(outcomes=batch))
     assert response.accepted == 2
-    assert sorted(r.index for r in response.rejected) == [1, 2, 3, 4, 5, 6]
+    assert sorted(r.index for r in response.rejected) == [1, 2, 3, 4, 5, 6, 8, 9, 10]
     assert all(r.reason for r in response.rejected)
     assert tuner.core.policy.models[MODEL].templates[1].observations == 2
 
 
 async def test_duplicates_are_ignored_and_stored_once(tuner, tuner_stub, pool: asyncpg.Pool) -> None:
-    first = make_outcome(outcome_id="same")
+    # /api/ps figures of a partial offload (size_vram < size): stored so spills can be queried afterwards.
+    first = make_outcome(outcome_id="same", model_size_bytes=9_000_000_000, model_vram_bytes=7_000_000_000,
+                         host_rss_bytes=123_456, gpu_memory_used_bytes=7_500_000_000,
+                         gpu_memory_total_bytes=8_000_000_000, loaded_context_length=4096)
     response = await tuner_stub.Report(tuner_pb2.ReportRequest(outcomes=[first, first]))
     assert (response.accepted, response.duplicates) == (1, 1)
     again = await tuner_stub.Report(tuner_pb2.ReportRequest(outcomes=[first]))
     assert (again.accepted, again.duplicates) == (0, 1)
     await tuner.core.writer.wait_drained()
     assert await pool.fetchval("SELECT count(*) FROM tuner_outcome WHERE outcome_id = 'same'") == 1
+    row = await pool.fetchrow(
+        """SELECT model_size_bytes, model_vram_bytes, host_rss_bytes, gpu_memory_used_bytes,
+                  gpu_memory_total_bytes, loaded_context_length FROM tuner_outcome WHERE outcome_id = 'same'""")
+    assert tuple(row) == (9_000_000_000, 7_000_000_000, 123_456, 7_500_000_000, 8_000_000_000, 4096)
+    spilled = await pool.fetchval(
+        "SELECT count(*) FROM tuner_outcome WHERE model_vram_bytes > 0 AND model_vram_bytes < model_size_bytes")
+    assert spilled == 1
     assert tuner.core.policy.models[MODEL].templates[1].observations == 1
 
 

@@ -168,13 +168,20 @@ class TunerCore:
         o, obs = item.outcome, item.valid.observation
         model = self.policy.models[obs.model]
         saved = self.policy.default_ctx(model) - o.num_ctx if obs.applied and o.num_ctx > 0 else 0
-        return (o.outcome_id, o.decision_id[:128], o.model, o.template_id, o.prompt_units, o.message_count,
-                o.action, o.num_ctx, o.num_batch, o.num_predict, o.prompt_eval_count, o.eval_count,
-                o.total_duration_ns, o.load_duration_ns, o.prompt_eval_duration_ns, o.eval_duration_ns,
-                o.done_reason, o.counts_known, o.latency_seconds, o.ttft_seconds, o.host_rss_bytes,
-                o.gpu_memory_used_bytes, o.gpu_memory_total_bytes, o.loaded_context_length, item.reason_code,
-                bool(item.flags & FLAG_RELOAD), bool(item.flags & FLAG_AVOIDED),
-                bool(item.flags & FLAG_PREVENTED), learned.truncated, saved, item.valid.finished_at)
+        return store.outcome_row(dict(
+            outcome_id=o.outcome_id, decision_id=o.decision_id[:128], model=o.model, template_id=o.template_id,
+            prompt_units=o.prompt_units, message_count=o.message_count, action=o.action, num_ctx=o.num_ctx,
+            num_batch=o.num_batch, num_predict=o.num_predict, prompt_eval_count=o.prompt_eval_count,
+            eval_count=o.eval_count, total_duration_ns=o.total_duration_ns, load_duration_ns=o.load_duration_ns,
+            prompt_eval_duration_ns=o.prompt_eval_duration_ns, eval_duration_ns=o.eval_duration_ns,
+            done_reason=o.done_reason, counts_known=o.counts_known, latency_seconds=o.latency_seconds,
+            ttft_seconds=o.ttft_seconds, host_rss_bytes=o.host_rss_bytes,
+            gpu_memory_used_bytes=o.gpu_memory_used_bytes, gpu_memory_total_bytes=o.gpu_memory_total_bytes,
+            loaded_context_length=o.loaded_context_length, model_size_bytes=o.model_size_bytes,
+            model_vram_bytes=o.model_vram_bytes, reason_code=item.reason_code,
+            reload_caused=bool(item.flags & FLAG_RELOAD), reload_avoided=bool(item.flags & FLAG_AVOIDED),
+            truncation_prevented=bool(item.flags & FLAG_PREVENTED), truncation_detected=learned.truncated,
+            kv_tokens_saved=saved, finished_at=item.valid.finished_at))
 
     def _snapshot(self, dirty: Dirty) -> tuple[list[tuple[Any, ...]], list[store.RuleRow], list[tuple[Any, ...]]]:
         models, rules, arms = [], [], []

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import operator
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,23 +14,35 @@ from .state import ArmStats, ModelState, TemplateState
 # Single-writer advisory lock key ("tuner" in ASCII).
 WRITER_LOCK_KEY = 0x74756E6572
 
-OUTCOME_COLUMNS = (
-    "outcome_id", "decision_id", "model", "template_id", "prompt_units", "message_count", "action", "num_ctx",
-    "num_batch", "num_predict", "prompt_eval_count", "eval_count", "total_duration_ns", "load_duration_ns",
-    "prompt_eval_duration_ns", "eval_duration_ns", "done_reason", "counts_known", "latency_seconds",
-    "ttft_seconds", "host_rss_bytes", "gpu_memory_used_bytes", "gpu_memory_total_bytes",
-    "loaded_context_length", "reason_code", "reload_caused", "reload_avoided", "truncation_prevented",
-    "truncation_detected", "kv_tokens_saved", "finished_at")
-OUTCOME_TYPES = (
-    "text", "text", "text", "int8", "int4", "int4", "int2", "int4", "int4", "int4", "int8", "int8", "int8",
-    "int8", "int8", "int8", "text", "bool", "float8", "float8", "int8", "int8", "int8", "int8", "text",
-    "bool", "bool", "bool", "bool", "int8", "float8")
+# tuner_outcome columns written per outcome, with their unnest array types: the one list of the order
+# (rows are built by name with outcome_row, never as positional tuples elsewhere).
+OUTCOME_FIELDS = (
+    ("outcome_id", "text"), ("decision_id", "text"), ("model", "text"), ("template_id", "int8"),
+    ("prompt_units", "int4"), ("message_count", "int4"), ("action", "int2"), ("num_ctx", "int4"),
+    ("num_batch", "int4"), ("num_predict", "int4"), ("prompt_eval_count", "int8"), ("eval_count", "int8"),
+    ("total_duration_ns", "int8"), ("load_duration_ns", "int8"), ("prompt_eval_duration_ns", "int8"),
+    ("eval_duration_ns", "int8"), ("done_reason", "text"), ("counts_known", "bool"),
+    ("latency_seconds", "float8"), ("ttft_seconds", "float8"), ("host_rss_bytes", "int8"),
+    ("gpu_memory_used_bytes", "int8"), ("gpu_memory_total_bytes", "int8"), ("loaded_context_length", "int8"),
+    ("model_size_bytes", "int8"), ("model_vram_bytes", "int8"), ("reason_code", "text"),
+    ("reload_caused", "bool"), ("reload_avoided", "bool"), ("truncation_prevented", "bool"),
+    ("truncation_detected", "bool"), ("kv_tokens_saved", "int8"), ("finished_at", "float8"))
+OUTCOME_COLUMNS = tuple(name for name, _ in OUTCOME_FIELDS)
+OUTCOME_TYPES = tuple(kind for _, kind in OUTCOME_FIELDS)
+_OUTCOME_ORDER = operator.itemgetter(*OUTCOME_COLUMNS)
 _UNNEST = ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(OUTCOME_TYPES))
 _SELECT = ", ".join("to_timestamp(finished_at)" if c == "finished_at" else c for c in OUTCOME_COLUMNS)
 INSERT_OUTCOMES = (
     f"INSERT INTO tuner_outcome ({', '.join(OUTCOME_COLUMNS)}) "
     f"SELECT {_SELECT} FROM unnest({_UNNEST}) AS t({', '.join(OUTCOME_COLUMNS)}) "
     "ON CONFLICT (outcome_id) DO NOTHING")
+
+
+def outcome_row(values: dict[str, Any]) -> tuple[Any, ...]:
+    """One tuner_outcome row in OUTCOME_COLUMNS order from a dict keyed by column (all of them, no others)."""
+    if len(values) != len(OUTCOME_COLUMNS):
+        raise ValueError(f"outcome row has {sorted(values)}, expected {OUTCOME_COLUMNS}")
+    return _OUTCOME_ORDER(values)
 
 
 @dataclass(frozen=True)
