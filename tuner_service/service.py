@@ -58,7 +58,7 @@ class TunerServicer(tuner_pb2_grpc.TunerServicer):
             await context.abort(grpc.StatusCode[exc.code], str(exc))
         accepted, duplicates, rejected = self.core.report(list(request.outcomes))
         sync = self.core.settings.report_sync_seconds
-        if accepted and sync > 0 and self.core.writer.is_writer:
+        if accepted and sync > 0 and not self.core.read_only:
             await self.core.writer.wait_written(self.core.writer.enqueued, sync)
         return tuner_pb2.ReportResponse(
             accepted=accepted, duplicates=duplicates,

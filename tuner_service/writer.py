@@ -22,7 +22,7 @@ from . import metrics, store
 from .settings import TunerSettings
 
 log = logging.getLogger(__name__)
-MAX_BACKOFF_S = 5.0
+MAX_BACKOFF_S = 2.0  # retry period while Postgres is unreachable (buffered rows wait at most this long)
 RETENTION_EVERY_S = 3600.0
 
 
@@ -67,6 +67,7 @@ class WriteBehind:
         self._stopping = False
         self._last_retention = 0.0
         self._db_reachable = True
+        self._locking = asyncio.Lock()  # one lock attempt at a time (the loop and Report handlers)
         self.enqueued = 0  # rows ever queued (sequence of the last one)
         self.written = 0  # rows ever written (FIFO, so every row up to this sequence is stored)
         self._progress = asyncio.Event()
@@ -114,9 +115,16 @@ class WriteBehind:
         await self._drop_lock()
 
     async def wait_written(self, seq: int, timeout: float) -> bool:
-        """Flush soon and wait (bounded) until row ``seq`` is stored; False on timeout or as a standby."""
+        """Flush soon and wait (bounded) until row ``seq`` is stored; False on timeout or as a standby.
+
+        A process that lost the lock with its database first tries to take it again: under traffic,
+        rows buffered during an outage are written as soon as Postgres is back, not at the loop's
+        next retry (a tuner killed in between would lose them).
+        """
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout
+        if self.ever_writer and not self.is_writer:
+            await self._regain(timeout)
         self._wake.set()
         while self.written < seq:
             remaining = end - loop.time()
@@ -209,8 +217,18 @@ class WriteBehind:
             await store.delete_old_outcomes(conn, self._settings.retention_days)
 
     # ---- the single-writer lock --------------------------------------------------------------
+    async def _regain(self, timeout: float) -> None:
+        """The lock was lost with the database: try again now, after any attempt already running
+        (an unreachable database fails fast; a black-holed one holds a Report at most ``timeout``)."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._try_lock(), timeout)
+
     async def _try_lock(self) -> bool:
         """Take the advisory lock on a connection held for as long as this process writes."""
+        async with self._locking:
+            return self.is_writer or await self._take_lock()
+
+    async def _take_lock(self) -> bool:
         try:
             conn = await self._pool.acquire()
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError):
@@ -224,6 +242,9 @@ class WriteBehind:
             self._db_reachable = False
             await self._discard(conn)
             return False
+        except asyncio.CancelledError:  # a bounded attempt gave up: closing the session frees any lock it took
+            await self._discard(conn)
+            raise
         self._db_reachable = True
         if not got:
             await self._pool.release(conn)
