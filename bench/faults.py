@@ -6,7 +6,9 @@ turn: kill -9 (matcher, tuner, Postgres, all three), SIGSTOP (hang) of each, and
 that delays every answer). Figures: failed user requests, request-path overhead (the gateway's
 optimizer_plugin_overhead_seconds) during the outage and once the breaker is open, recovery without
 restarting the gateway, and outcome rows: acknowledged by the tuner vs stored (lost, duplicated), plus
-outcomes dropped and counted at the plugin while the tuner was unreachable.
+outcomes dropped and counted at the plugin while the tuner was unreachable. Each fault ends once the
+gateway has recovered and the tuner has stored what it buffered (`buffer_written_s`). The services log
+at WARNING; `FAULTS_LOG_LEVEL=INFO` shows more (logs under /tmp/faults-*/logs).
 """
 from __future__ import annotations
 
@@ -303,7 +305,7 @@ async def start_system(root: Path, time_scale: float, cooldown_s: float) -> Syst
     postgres.start()
     await wait_for(postgres.ready, 60, "postgres up")
     await apply_migrations(postgres.dsn)
-    env = {**os.environ, "OPTIMIZER_DSN": postgres.dsn, "OPTIMIZER_LOG_LEVEL": "WARNING"}
+    env = {**os.environ, "OPTIMIZER_DSN": postgres.dsn, "OPTIMIZER_LOG_LEVEL": os.environ.get("FAULTS_LOG_LEVEL", "WARNING")}
     matcher, tuner = Service("matcher", env, logs), Service("tuner", env, logs)
     for service in (matcher, tuner):
         service.start()
@@ -419,6 +421,7 @@ async def run_fault(system: System, traffic: Traffic, fault: Fault, seconds: flo
         s = await system.gw()
         return _breakers_closed(s) and value(s, "optimizer_plugin_decisions_total", action="apply") > sent0
     recovery_s = await wait_for(gateway_recovered, 90, f"gateway recovered from {fault.name}", 0.1)
+    buffer_s = await _buffer_written(system, fault)
     after = await system.gw()
     n, mean, p99 = histogram_delta(before, outage_end, "optimizer_plugin_overhead_seconds")
     open_n, open_mean, open_p99 = (histogram_delta(at_open, outage_end, "optimizer_plugin_overhead_seconds")
@@ -432,12 +435,28 @@ async def run_fault(system: System, traffic: Traffic, fault: Fault, seconds: flo
         "overhead_ms_mean_breaker_open": round(open_mean * 1e3, 3), "overhead_ms_p99_breaker_open": open_p99 * 1e3,
         "overhead_samples": n, "breaker_open_samples": open_n,
         "recovery_s_after_restart": round(recovery_s, 2),
+        "buffer_written_s": round(buffer_s, 2),
         "restore_s": round(t_back - t1, 2),
         "outcomes_acknowledged": _acked(after) - _acked(before),
         "outcomes_dropped_and_counted": _dropped(after) - _dropped(before),
         "passthrough_reasons": _by_label(before, after, "optimizer_plugin_passthrough_total", "reason"),
         "rpc_errors": _by_label(before, after, "optimizer_plugin_rpc_errors_total", "service,method,code"),
     }
+
+
+async def _buffer_written(system: System, fault: Fault) -> float:
+    """Seconds until the tuner is the writer again and has stored every outcome it buffered so far
+    (what it acknowledged while Postgres was away). The next fault waits for this: a second crash
+    before the buffer is written would lose it, which is the fault's cost, not the next one's."""
+    first = await scrape(system.tuner.metrics_port)
+    target = (value(first, "optimizer_tuner_outcomes_written_total")
+              + value(first, "optimizer_tuner_outcome_buffer"))
+
+    async def written() -> bool:
+        s = await scrape(system.tuner.metrics_port)
+        return (bool(s) and value(s, "optimizer_tuner_writer") == 1
+                and value(s, "optimizer_tuner_outcomes_written_total") >= target)
+    return await wait_for(written, 90, f"tuner buffer written after {fault.name}", 0.1)
 
 
 def _acked(samples: Samples) -> int:

@@ -10,11 +10,10 @@ from .blocks import BLOCKS, Probes, to_signed, to_unsigned
 from .learning import Candidate, StoredCandidate, WindowState, best_candidate
 from .settings import WINDOWS
 
-# Session settings of the matcher's pool: the lookup is planned once (generic plan of the prepared
-# statement, no per-call planning), never fans out to parallel workers, and is never JIT-compiled (a
-# generic plan's cost estimate grows with the table; past jit_above_cost every execution would pay
-# milliseconds of compilation).
-SESSION_SETTINGS = {"plan_cache_mode": "force_generic_plan", "max_parallel_workers_per_gather": "0", "jit": "off"}
+# Session settings of the matcher's pool (on top of db.create_pool's, which already turn JIT off): the
+# lookup is planned once (generic plan of the prepared statement, no per-call planning) and never fans
+# out to parallel workers.
+SESSION_SETTINGS = {"plan_cache_mode": "force_generic_plan", "max_parallel_workers_per_gather": "0"}
 
 
 async def keep_session(_conn: asyncpg.Connection) -> None:

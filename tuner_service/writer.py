@@ -23,6 +23,7 @@ from .settings import TunerSettings
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF_S = 2.0  # retry period while Postgres is unreachable (buffered rows wait at most this long)
+ACQUIRE_TIMEOUT_S = 10.0  # a pool connection (or a new one) for the writer: never wait forever
 RETENTION_EVERY_S = 3600.0
 
 
@@ -67,7 +68,7 @@ class WriteBehind:
         self._stopping = False
         self._last_retention = 0.0
         self._db_reachable = True
-        self._locking = asyncio.Lock()  # one lock attempt at a time (the loop and Report handlers)
+        self._attempted = asyncio.Event()  # set after every pass of the loop
         self.enqueued = 0  # rows ever queued (sequence of the last one)
         self.written = 0  # rows ever written (FIFO, so every row up to this sequence is stored)
         self._progress = asyncio.Event()
@@ -117,19 +118,28 @@ class WriteBehind:
     async def wait_written(self, seq: int, timeout: float) -> bool:
         """Flush soon and wait (bounded) until row ``seq`` is stored; False on timeout or as a standby.
 
-        A process that lost the lock with its database first tries to take it again: under traffic,
-        rows buffered during an outage are written as soon as Postgres is back, not at the loop's
-        next retry (a tuner killed in between would lose them).
+        A process that lost the lock with its database has the loop try again at once and waits for
+        that attempt: under traffic, rows buffered during an outage are written (and acknowledged) as
+        soon as Postgres is back, not at the loop's next retry (a tuner killed in between would lose
+        them). While the database stays unreachable each attempt fails fast and Reports answer at once.
         """
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout
-        if self.ever_writer and not self.is_writer:
-            await self._regain(timeout)
         self._wake.set()
         while self.written < seq:
             remaining = end - loop.time()
-            if remaining <= 0 or not self.is_writer:
+            if remaining <= 0:
                 return False
+            if not self.is_writer:
+                if not self.ever_writer:
+                    return False
+                self._attempted.clear()
+                self._wake.set()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._attempted.wait(), remaining)
+                if not self.is_writer:
+                    return False
+                continue
             self._progress.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._progress.wait(), remaining)
@@ -152,7 +162,14 @@ class WriteBehind:
             self._wake.clear()
             if self._stopping:
                 return
-            ok = await self._tick()
+            try:
+                ok = await self._tick()
+            except Exception:  # the loop must survive anything: what it buffers is written by no one else
+                metrics.DB_ERRORS.labels("loop").inc()
+                log.exception("tuner write-behind: unexpected error (%d rows kept)", len(self.rows))
+                ok = False
+            finally:
+                self._attempted.set()
             backoff = self._settings.flush_interval_seconds if ok else min(MAX_BACKOFF_S, backoff * 2)
             if not self.is_writer and ok:
                 backoff = self._settings.lock_retry_seconds
@@ -182,7 +199,7 @@ class WriteBehind:
         try:
             models, rules, arms = self._snapshot(dirty)
             started = time.perf_counter()
-            async with self._pool.acquire() as conn, conn.transaction():
+            async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn, conn.transaction():
                 await store.write_outcomes(conn, batch)
                 if dirty.deletes:
                     await store.delete_rules(conn, sorted(dirty.deletes))
@@ -213,24 +230,14 @@ class WriteBehind:
         if now - self._last_retention < RETENTION_EVERY_S:
             return
         self._last_retention = now
-        async with self._pool.acquire() as conn:
+        async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
             await store.delete_old_outcomes(conn, self._settings.retention_days)
 
     # ---- the single-writer lock --------------------------------------------------------------
-    async def _regain(self, timeout: float) -> None:
-        """The lock was lost with the database: try again now, after any attempt already running
-        (an unreachable database fails fast; a black-holed one holds a Report at most ``timeout``)."""
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._try_lock(), timeout)
-
     async def _try_lock(self) -> bool:
         """Take the advisory lock on a connection held for as long as this process writes."""
-        async with self._locking:
-            return self.is_writer or await self._take_lock()
-
-    async def _take_lock(self) -> bool:
         try:
-            conn = await self._pool.acquire()
+            conn = await self._pool.acquire(timeout=ACQUIRE_TIMEOUT_S)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError):
             metrics.DB_ERRORS.labels("lock").inc()
             self._db_reachable = False
@@ -269,6 +276,8 @@ class WriteBehind:
             metrics.DB_ERRORS.labels("lock").inc()
             log.warning("tuner lost its database session: writer lock released, standing by")
             await self._drop_lock()
+            with contextlib.suppress(Exception):  # the server went away: no pooled connection is usable
+                await self._pool.expire_connections()
             return False
 
     async def _drop_lock(self) -> None:
