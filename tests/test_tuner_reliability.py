@@ -7,6 +7,7 @@ import asyncio
 import asyncpg
 import grpc
 import pytest
+from prometheus_client import REGISTRY
 
 from ollama_optimizer.channels import create_channel
 from ollama_optimizer.db import create_pool
@@ -14,7 +15,7 @@ from ollama_optimizer.embedded_pg import EmbeddedPostgres
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2, tuner_pb2_grpc
 from ollama_optimizer.migrations import apply_migrations
 from tuner_fixtures import fast_settings, local_server, make_outcome, tuner, tuner_stub  # noqa: F401
-from tuner_service import admin_cli
+from tuner_service import admin_cli, store
 from tuner_service.main import start_tuner
 
 MODEL = "llama3.1:8b"
@@ -88,6 +89,31 @@ async def test_postgres_down_keeps_recommending_and_flushes_without_duplicates(t
         await tuner.stop(0)
         await pool.close()
         await asyncio.to_thread(server.stop)
+
+
+async def test_write_behind_survives_an_unexpected_error(pool: asyncpg.Pool, monkeypatch) -> None:
+    """Any exception in a flush (e.g. asyncpg's InternalClientError on a connection broken by a crash)
+    is logged and retried: the loop must not die, or nothing buffered would ever be written."""
+    real_write = store.write_outcomes
+    failures = []
+
+    async def failing_once(conn, rows):  # type: ignore[no-untyped-def]
+        if not failures:
+            failures.append(len(rows))
+            raise RuntimeError("unexpected client state")
+        await real_write(conn, rows)
+
+    monkeypatch.setattr(store, "write_outcomes", failing_once)
+    errors = REGISTRY.get_sample_value("optimizer_tuner_db_errors_total", {"op": "loop"}) or 0.0
+    tuner = await start_tuner(pool, local_server(), fast_settings())
+    try:
+        tuner.core.report([make_outcome(template_id=7) for _ in range(3)])
+        await asyncio.wait_for(tuner.core.writer.wait_drained(), WAIT_S)
+        assert failures == [3]
+        assert await pool.fetchval("SELECT count(*) FROM tuner_outcome WHERE template_id = 7") == 3
+        assert REGISTRY.get_sample_value("optimizer_tuner_db_errors_total", {"op": "loop"}) == errors + 1
+    finally:
+        await tuner.stop(0)
 
 
 async def test_outcome_buffer_is_bounded_and_drops_are_counted(pool: asyncpg.Pool) -> None:
