@@ -125,6 +125,12 @@ async def _until(condition: Callable[[], Awaitable[bool]], proc: asyncio.subproc
         await asyncio.sleep(0.1)
 
 
+def _waiting_env(dsn: str, timeout_s: int) -> dict[str, str]:
+    """Environment of a matcher (or migrate) that waits up to ``timeout_s`` for the database at ``dsn``."""
+    return {"OPTIMIZER_DSN": dsn, "OPTIMIZER_DB_CONNECT_TIMEOUT_SECONDS": str(timeout_s),
+            "MATCHER_LISTEN": f"127.0.0.1:{_free_port()}", "MATCHER_METRICS_PORT": str(_free_port())}
+
+
 async def _exit_code(proc: asyncio.subprocess.Process) -> int:
     return await asyncio.wait_for(proc.wait(), POLL_BOUND_SECONDS)
 
@@ -214,11 +220,8 @@ async def test_database_refusing_us_fails_fast_with_a_clear_message(case, pg_ser
         "unknown role": ("no_such_role", "postgres", "authentication failed"),
     }[case]
     log = tmp_path / "matcher.log"
-    proc = await _spawn("matcher", {
-        "OPTIMIZER_DSN": f"postgresql://{user}:{PASSWORD}@/{database}?host={socket_dir}",
-        "OPTIMIZER_DB_CONNECT_TIMEOUT_SECONDS": "600",
-        "MATCHER_LISTEN": f"127.0.0.1:{_free_port()}", "MATCHER_METRICS_PORT": str(_free_port()),
-    }, log)
+    proc = await _spawn("matcher", _waiting_env(f"postgresql://{user}:{PASSWORD}@/{database}?host={socket_dir}", 600),
+                        log)
     try:
         assert await _exit_code(proc) == 1, log.read_text()
         text = log.read_text()
@@ -233,11 +236,8 @@ async def test_database_refusing_us_fails_fast_with_a_clear_message(case, pg_ser
 async def test_unreachable_database_exits_after_the_deadline(command, tmp_path) -> None:
     db_port = _free_port()  # nothing listens there
     log = tmp_path / f"{command}.log"
-    proc = await _spawn(command, {
-        "OPTIMIZER_DSN": f"postgresql://postgres:{PASSWORD}@127.0.0.1:{db_port}/optimizer",
-        "OPTIMIZER_DB_CONNECT_TIMEOUT_SECONDS": "1",
-        "MATCHER_LISTEN": f"127.0.0.1:{_free_port()}", "MATCHER_METRICS_PORT": str(_free_port()),
-    }, log)
+    proc = await _spawn(command, _waiting_env(f"postgresql://postgres:{PASSWORD}@127.0.0.1:{db_port}/optimizer", 1),
+                        log)
     try:
         assert await _exit_code(proc) == 1, log.read_text()
         text = log.read_text()
