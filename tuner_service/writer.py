@@ -249,7 +249,7 @@ class WriteBehind:
             self._db_reachable = False
             await self._discard(conn)
             return False
-        except asyncio.CancelledError:  # a bounded attempt gave up: closing the session frees any lock it took
+        except asyncio.CancelledError:  # shutdown mid-attempt: closing the session frees any lock it took
             await self._discard(conn)
             raise
         self._db_reachable = True
