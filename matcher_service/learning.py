@@ -5,7 +5,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 RANDOM_BITS = 32  # expected distance of unrelated fingerprints: a window the template lacks counts this much
-NEAR_FACTOR = 3  # "near" at the next larger window: within 3 k(W) (slot fills), not a sibling
+NEAR_FACTOR = 3  # "near" at a larger window: within 3 k(W) (slot fills), not a sibling
 
 
 @dataclass(frozen=True)
@@ -20,13 +20,13 @@ class Candidate:
     shortest_window: int = 1  # largest window of the shortest prompt folded into the template
     beyond: int = 0  # sum of distances at the query's windows above ``window`` (32 where the template has none)
     unseen: int = 0  # the query's windows above ``window`` the template has no fingerprint for
-    next_near: bool | None = None  # within 3 k(W) at the next larger window both have (None: no such window)
+    near_above: bool | None = None  # near at the larger windows both have (see _near_above; None: no such window)
     stable_distance: int | None = None  # distance at the template's stable window (None: query shorter)
 
     def consistent(self, query_largest_window: int) -> bool:
         """Not shorter than every prompt of the template nor longer by more than one window, and
-        still near it at the next larger window: else a different template sharing the prefix."""
-        return query_largest_window >= self.shortest_window and self.unseen <= 1 and self.next_near is not False
+        still near it above the match window (``near_above``): else a different template sharing the prefix."""
+        return query_largest_window >= self.shortest_window and self.unseen <= 1 and self.near_above is not False
 
     def covers(self, query_largest_window: int) -> bool:
         """A real match: consistent, and ``covers`` by window."""
@@ -77,7 +77,7 @@ def best_candidate(windows: tuple[int, ...], fingerprints: tuple[int, ...], thre
         candidate = Candidate(
             t.template_id, top, d[top], t.observations, t.stable_window, t.shortest_window,
             beyond=sum(d[w] for w in seen_above) + RANDOM_BITS * unseen, unseen=unseen,
-            next_near=d[seen_above[0]] <= NEAR_FACTOR * k[seen_above[0]] if seen_above else None,
+            near_above=_near_above(d, k, seen_above, unseen),
             stable_distance=d.get(t.stable_window),
         )
         order = (not candidate.covers(windows[-1]), top < t.stable_window, candidate.beyond, candidate.distance,
@@ -85,6 +85,15 @@ def best_candidate(windows: tuple[int, ...], fingerprints: tuple[int, ...], thre
         if best is None or order < best[0]:
             best = (order, candidate)
     return best[1] if best else None
+
+
+def _near_above(distances: dict[int, int], k: dict[int, int], seen_above: list[int], unseen: int) -> bool | None:
+    """Within 3 k(W) at the next larger window both have; at every one of them when the query is longer
+    than the template's prompts (``unseen``): such a query is a longer sibling sharing the prefix unless
+    it agrees wherever both have text."""
+    if not seen_above:
+        return None
+    return all(distances[w] <= NEAR_FACTOR * k[w] for w in (seen_above if unseen else seen_above[:1]))
 
 
 def covers(window: int, stable_window: int, query_largest_window: int) -> bool:

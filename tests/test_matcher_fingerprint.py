@@ -120,10 +120,27 @@ def test_best_candidate_prefers_a_covering_template_over_a_closer_sibling() -> N
     covering = StoredCandidate(121, 1, 256, 256, {64: 1, 128: 2, 256: 3})
     best = best_candidate(windows, query, ks, [sibling, covering])
     assert best is not None and best.template_id == 121 and best.window == 256 and best.covers(512)
-    assert (best.unseen, best.beyond, best.next_near) == (1, 32, None)
+    assert (best.unseen, best.beyond, best.near_above) == (1, 32, None)
     alone = best_candidate(windows, query, ks, [sibling])
-    assert alone is not None and alone.next_near is False and not alone.covers(512)
+    assert alone is not None and alone.near_above is False and not alone.covers(512)
     assert best_candidate(windows, query, ks, []) is None
+
+
+def test_a_longer_query_must_be_near_at_every_larger_window_the_template_has() -> None:
+    """A template stable at 64 whose prompts reach 256 (slot fills at 128); a query matching it at 64,
+    near at 128 but 20 bits off at 256. No longer than the template's prompts: only the next window
+    counts (a variable tail may spoil 256), so it covers. Longer (a 512 window the template lacks): a
+    sibling sharing the prefix, unless it is also near at 256."""
+    template = StoredCandidate(7, 10, 64, 256, {64: 0, 128: 0, 256: 0})
+    far_at_256 = (1 << 20) - 1
+    same_length = best_candidate((64, 128, 256), (0, 0b11111, far_at_256), (3, 4, 5), [template])
+    assert same_length is not None and same_length.window == 64 and same_length.near_above is True
+    assert same_length.covers(256)
+    longer = best_candidate((64, 128, 256, 512), (0, 0b11111, far_at_256, 1), (3, 4, 5, 6), [template])
+    assert longer is not None and longer.unseen == 1 and longer.near_above is False
+    assert not longer.consistent(512) and not longer.covers(512)
+    near = best_candidate((64, 128, 256, 512), (0, 0b11111, 0xFF, 1), (3, 4, 5, 6), [template])
+    assert near is not None and near.near_above is True and near.covers(512)
 
 
 def test_soft_cache_ttl_and_bound() -> None:
