@@ -6,6 +6,7 @@ from dataclasses import dataclass, replace
 
 RANDOM_BITS = 32  # expected distance of unrelated fingerprints: a window the template lacks counts this much
 NEAR_FACTOR = 3  # "near" at a larger window: within 3 k(W) (slot fills), not a sibling
+CLOSE_FACTOR = 1.5  # "close" at a larger window: within 1.5 k(W), for a query shorter than the template's prompts
 
 
 @dataclass(frozen=True)
@@ -22,11 +23,14 @@ class Candidate:
     unseen: int = 0  # the query's windows above ``window`` the template has no fingerprint for
     near_above: bool | None = None  # near at the larger windows both have (see _near_above; None: no such window)
     stable_distance: int | None = None  # distance at the template's stable window (None: query shorter)
+    close_above: bool = False  # close at every window of the query above ``window`` (see _close_above)
 
     def consistent(self, query_largest_window: int) -> bool:
-        """Not shorter than every prompt of the template nor longer by more than one window, and
-        still near it above the match window (``near_above``): else a different template sharing the prefix."""
-        return query_largest_window >= self.shortest_window and self.unseen <= 1 and self.near_above is not False
+        """Not shorter than every prompt of the template (unless ``close_above``) nor longer by more than
+        one window, and still near it above the match window (``near_above``): else a different template
+        sharing the prefix."""
+        long_enough = query_largest_window >= self.shortest_window or self.close_above
+        return long_enough and self.unseen <= 1 and self.near_above is not False
 
     def covers(self, query_largest_window: int) -> bool:
         """A real match: consistent, and ``covers`` by window."""
@@ -79,6 +83,7 @@ def best_candidate(windows: tuple[int, ...], fingerprints: tuple[int, ...], thre
             beyond=sum(d[w] for w in seen_above) + RANDOM_BITS * unseen, unseen=unseen,
             near_above=_near_above(d, k, seen_above, unseen),
             stable_distance=d.get(t.stable_window),
+            close_above=_close_above(d, k, above),
         )
         order = (not candidate.covers(windows[-1]), top < t.stable_window, candidate.beyond, candidate.distance,
                  -candidate.observations, candidate.template_id)
@@ -94,6 +99,13 @@ def _near_above(distances: dict[int, int], k: dict[int, int], seen_above: list[i
     if not seen_above:
         return None
     return all(distances[w] <= NEAR_FACTOR * k[w] for w in (seen_above if unseen else seen_above[:1]))
+
+
+def _close_above(distances: dict[int, int], k: dict[int, int], above: list[int]) -> bool:
+    """Within 1.5 k(W) at every window of the query above the match window, all of which the template has:
+    a query shorter than the template's prompts (a shorter variable tail) that agrees with them wherever it
+    has text. A shorter sibling ending at the shared prefix has no such window, and one going on differs there."""
+    return bool(above) and all(w in distances and distances[w] <= CLOSE_FACTOR * k[w] for w in above)
 
 
 def covers(window: int, stable_window: int, query_largest_window: int) -> bool:

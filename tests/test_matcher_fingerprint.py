@@ -143,6 +143,21 @@ def test_a_longer_query_must_be_near_at_every_larger_window_the_template_has() -
     assert near is not None and near.near_above is True and near.covers(512)
 
 
+def test_a_shorter_query_must_be_close_at_every_larger_window_it_has() -> None:
+    """A template stable at 128 whose prompts all reached 512 (a variable tail); a query of 256 tokens
+    matching it at 128. Within 1.5 k(256) at 256 (7 bits): a shorter tail, consistent and covering.
+    9 bits off at 256 (near, not close): still a possible sibling, so not consistent; nor is a query
+    ending at the match window (no larger window to tell a shorter sibling sharing the prefix apart)."""
+    template = StoredCandidate(7, 10, 128, 512, {64: 0, 128: 0, 256: 0, 512: 0})
+    ks = (3, 4, 5)
+    close = best_candidate((64, 128, 256), (0, 0, 0b1111111), ks, [template])
+    assert close is not None and close.window == 128 and close.close_above and close.covers(256)
+    near = best_candidate((64, 128, 256), (0, 0, 0b111111111), ks, [template])
+    assert near is not None and near.near_above is True and not near.close_above and not near.consistent(256)
+    prefix = best_candidate((64, 128), (0, 0), ks[:2], [template])
+    assert prefix is not None and prefix.window == 128 and not prefix.close_above and not prefix.consistent(128)
+
+
 def test_soft_cache_ttl_and_bound() -> None:
     now = [0.0]
     cache: SoftCache[int] = SoftCache(size=2, ttl=1.0, clock=lambda: now[0])
