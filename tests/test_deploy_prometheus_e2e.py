@@ -175,18 +175,10 @@ def _telemetry(metrics_url: str) -> dict[str, float]:
     return out
 
 
-def _wait_telemetry_delivered(metrics_url: str, items: int, proc: subprocess.Popen[bytes],
-                              timeout: float = 30.0) -> None:
+def _wait_telemetry_delivered(metrics_url: str, items: int, proc: subprocess.Popen[bytes]) -> None:
     """Until the gateway counts all ``items`` outcomes it queued so far as delivered to the tuner (Report)."""
-    deadline, seen = time.monotonic() + timeout, dict[str, float]()
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            seen = _telemetry(metrics_url)
-            if seen["sent_report"] >= items:
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"telemetry of {items} requests not delivered after {timeout}s; gateway counters: {seen}\n"
-                         f"{_tail(proc)}")
+    _wait_for(lambda: _telemetry(metrics_url)["sent_report"] >= items,
+              f"telemetry of {items} requests delivered to the tuner", proc)
 
 
 def _query(base: str, expr: str) -> dict[str, Any]:
