@@ -2,7 +2,8 @@
 
 - up: embedded Postgres + the real matcher and tuner as separate processes on loopback; after a
   warm-up that teaches them a templated workload, ``prepare()`` is timed request by request, each
-  request's telemetry delivered before the next (real requests spend seconds in Ollama).
+  request's telemetry delivered before the next (real requests spend seconds in Ollama). Also split:
+  requests whose Match answer came from the plugin's memo (Recommend only) and the others.
 - saturated: the same, back to back, telemetry competing with the request path.
 - floor: two grpc.health.v1 round trips (one per service) — the transport cost with no service work.
 - down: the services are stopped; once the breakers are open ``prepare()`` is timed again.
@@ -34,6 +35,7 @@ from ollama_optimizer.migrations import apply_migrations
 from ollama_optimizer.supervisor import _spawn, _stop
 from proxy_plugin.config import PluginConfig
 from proxy_plugin.core import OptimizerCore
+from proxy_plugin.metrics import REGISTRY
 
 MODELS = ["llama3.1:8b", "qwen2.5:14b"]
 
@@ -109,19 +111,43 @@ def _outcome(payload: dict) -> dict:
             "prompt_eval_duration": 400_000_000, "eval_duration": 1_500_000_000}
 
 
-async def _timed(core: OptimizerCore, payloads: list[dict], drain: bool) -> tuple[list[float], int]:
+def _memo_hits() -> float:
+    return REGISTRY.get_sample_value("optimizer_plugin_match_memo_total", {"result": "hit"}) or 0.0
+
+
+@dataclass
+class Timings:
+    samples: list[float]  # ms per prepare()
+    memo_hit: list[bool]  # the Match answer came from the plugin's memo (no Match round trip)
+    applied: int
+
+
+async def _timed(core: OptimizerCore, payloads: list[dict], drain: bool) -> Timings:
     """Time ``prepare`` per request. ``drain``: deliver each request's telemetry before the next one,
     as when every request spends model time in Ollama; otherwise telemetry competes back to back."""
-    samples, applied = [], 0
+    timings = Timings([], [], 0)
     for payload in payloads:
+        hits = _memo_hits()
         t0 = time.perf_counter()
         _sent, decision = await core.prepare(payload)
-        samples.append((time.perf_counter() - t0) * 1000.0)
-        applied += decision.applied
+        timings.samples.append((time.perf_counter() - t0) * 1000.0)
+        timings.memo_hit.append(_memo_hits() > hits)
+        timings.applied += decision.applied
         core.observe(payload, _outcome(payload), decision, latency_s=2.0, ttft_s=0.5)
         if drain:
             await core.flush()
-    return samples, applied
+    return timings
+
+
+def _split(timings: Timings) -> dict:
+    """p50/p99 of the requests answered from the Match memo (one round trip) and of the others (two)."""
+    result: dict = {"up_memo_hit_share": round(sum(timings.memo_hit) / len(timings.samples), 3)}
+    for name, hit in (("memo_hit", True), ("memo_miss", False)):
+        part = [ms for ms, h in zip(timings.samples, timings.memo_hit) if h is hit]
+        if part:
+            result[f"up_{name}_ms_p50"] = round(_quantile(part, 0.50), 4)
+            result[f"up_{name}_ms_p99"] = round(_quantile(part, 0.99), 4)
+    return result
 
 
 async def run(requests: int, warmup: int) -> dict:
@@ -137,22 +163,23 @@ async def run(requests: int, warmup: int) -> dict:
             await core.flush()
         floor = [a + b for a, b in zip(await _health_round_trips(services.matcher, requests),
                                        await _health_round_trips(services.tuner, requests))]
-        up, applied = await _timed(core, payloads[warmup:], drain=True)
-        saturated, _ = await _timed(core, payloads[warmup:], drain=False)
+        up = await _timed(core, payloads[warmup:], drain=True)
+        saturated = (await _timed(core, payloads[warmup:], drain=False)).samples
         await core.flush()
         await services.stop()  # type: ignore[operator]
         for payload in payloads[:20]:  # trip the breakers
             await core.prepare(payload)
         breakers = core.breaker_states()
-        down, _ = await _timed(core, payloads[warmup:], drain=False)
+        down = (await _timed(core, payloads[warmup:], drain=False)).samples
         await core.close(flush_timeout_s=0.5)
     return {
-        "up_ms_p50": round(_quantile(up, 0.50), 4), "up_ms_p99": round(_quantile(up, 0.99), 4),
+        "up_ms_p50": round(_quantile(up.samples, 0.50), 4), "up_ms_p99": round(_quantile(up.samples, 0.99), 4),
+        **_split(up),
         "floor_ms_p50": round(_quantile(floor, 0.50), 4), "floor_ms_p99": round(_quantile(floor, 0.99), 4),
         "saturated_ms_p50": round(_quantile(saturated, 0.50), 4),
         "saturated_ms_p99": round(_quantile(saturated, 0.99), 4),
         "down_ms_p50": round(_quantile(down, 0.50), 4), "down_ms_p99": round(_quantile(down, 0.99), 4),
-        "requests": requests, "up_applied_share": round(applied / requests, 3), "breakers": breakers,
+        "requests": requests, "up_applied_share": round(up.applied / requests, 3), "breakers": breakers,
     }
 
 

@@ -9,12 +9,12 @@ import asyncpg
 import grpc
 
 from ollama_optimizer.gen.optimizer.v1 import matcher_pb2, matcher_pb2_grpc
+from ollama_optimizer.soft_cache import SoftCache
 
 from . import store
 from .blocks import build_probes
-from .cache import SoftCache
 from .learning import Candidate
-from .metrics import DB_ERRORS, FINGERPRINT_SECONDS, LOOKUP_SECONDS, OBSERVES, WINDOW_CHANGES, match_result
+from .metrics import CACHE_REQUESTS, DB_ERRORS, FINGERPRINT_SECONDS, LOOKUP_SECONDS, OBSERVES, WINDOW_CHANGES, match_result
 from .observe import observe
 from .settings import MatcherSettings
 from .simhash import algorithm_version, fingerprint
@@ -34,7 +34,10 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
         self._pool = pool
         self._settings = settings
         self._version = algorithm_version(settings.shingle_size, settings.normalize)
-        self._cache: SoftCache[Candidate | None] = SoftCache(settings.cache_size, settings.cache_ttl)
+        self._cache: SoftCache[Candidate | None] = SoftCache(
+            settings.cache_size, settings.cache_ttl,
+            hits=CACHE_REQUESTS.labels("hit"), misses=CACHE_REQUESTS.labels("miss"),
+        )
 
     def _query(self, windows: tuple[int, ...], fps: tuple[int, ...]) -> store.Query:
         thresholds = tuple(self._settings.threshold(w) for w in windows)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,3 +90,18 @@ def fingerprint(text: str, shingle_size: int, normalize: bool) -> Fingerprints:
     fps = simhash_windows(token_hashes, windows, shingle_size)
     return Fingerprints(algorithm_version(shingle_size, normalize), tuple(windows),
                         tuple(int(x) for x in fps), unit_count)
+
+
+def match_key(text: str) -> tuple[bytes, int]:
+    """(a digest of everything Match's answer depends on, the text's unit count).
+
+    Match reads only the text's windows (fixed by its unit count) and the tokens inside the largest one:
+    the fingerprints of every window, normalised or not and whatever the shingle size, are functions of
+    those tokens. So two texts with the same key get the same Match answer from the same database, and the
+    plugin can reuse a recent answer (``proxy_plugin.match_memo``). Raw token hashes are digested: equal
+    raw tokens imply equal normalised ones. The text must contain at least one token.
+    """
+    token_hashes, unit_count = hash_tokens(text, WINDOWS[-1], normalize=False)
+    largest = windows_for(unit_count)[-1]
+    digest = hashlib.blake2b(token_hashes[:largest].tobytes(), digest_size=16).digest()
+    return largest.to_bytes(2, "big") + digest, unit_count

@@ -52,6 +52,10 @@ class PluginConfig:
     # instead of none: a request without num_ctx would make Ollama reload the runner to its default (and
     # maybe truncate), then the next optimized request reload again. 0 disables it.
     sticky_ttl_s: float = 300.0  # how long last-applied options stay valid (Ollama's keep_alive default)
+    # Reuse a recent matched Match answer for a text whose Match input (windows and the tokens inside the
+    # largest) is identical: one round trip instead of two on the request path. 0 disables either.
+    match_memo_size: int = 10_000
+    match_memo_ttl_s: float = 2.0  # the matcher's own soft-cache lifetime (MATCHER_CACHE_TTL_SECONDS)
     max_text_bytes: int = 1 << 20  # canonical text cap (the matcher's); larger -> pass through
     probes: bool = True  # attach psutil / pynvml memory figures to telemetry
     auth_token: str = ""

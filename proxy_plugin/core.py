@@ -16,6 +16,7 @@ from . import metrics
 from .canonical import TUNED_OPTIONS, canonical_text, client_options, message_count, num_predict, within_cap
 from .config import PluginConfig, load_config
 from .decision import Decision, Observation
+from .match_memo import MatchAnswer, MatchMemo
 from .probes import HostProbes
 from .rpc import ServiceClient
 from .sticky import StickyOptions
@@ -37,6 +38,7 @@ class OptimizerCore:
         self._telemetry: TelemetryPipeline | None = None
         self._probes = HostProbes(self.config.probes)
         self._sticky = StickyOptions(self.config.sticky_ttl_s)
+        self._memo = MatchMemo(self.config.match_memo_size, self.config.match_memo_ttl_s)
         self._decided = {
             "apply": metrics.DECISIONS.labels("apply"),
             "passthrough": metrics.DECISIONS.labels("passthrough"),
@@ -92,9 +94,7 @@ class OptimizerCore:
             d.reason = "text_too_large"
             return request
         deadline = t0 + cfg.budget_ms / 1000.0
-        match, reason = await matcher.call(
-            "Match", matcher_pb2.MatchRequest(model=d.model, text=text), self._timeout(deadline)
-        )
+        match, reason = await self._match(matcher, d.model, text, deadline)
         if match is None:
             return self._on_failure(request, options, d, reason)
         d.template_id, d.prompt_units, d.fingerprints = match.template_id, match.prompt_units, match.fingerprints
@@ -116,6 +116,19 @@ class OptimizerCore:
             d.reason = "learn_only"
             return request
         return self._apply(request, options, rec, d)
+
+    async def _match(
+        self, matcher: ServiceClient, model: str, text: str, deadline: float
+    ) -> tuple[MatchAnswer | matcher_pb2.MatchResponse | None, str]:
+        """The memo's answer when the text's Match input was matched recently, else a Match call."""
+        key, answer = self._memo.recall(text) if self._memo.enabled else (b"", None)
+        if answer is not None:
+            return answer, ""
+        match, reason = await matcher.call("Match", matcher_pb2.MatchRequest(model=model, text=text),
+                                           self._timeout(deadline))
+        if match is not None and key:
+            self._memo.remember(key, match)
+        return match, reason
 
     def _apply(
         self, request: dict[str, Any], options: dict[str, Any], rec: tuner_pb2.RecommendResponse, d: Decision

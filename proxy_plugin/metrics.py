@@ -29,6 +29,11 @@ OVERHEAD = Histogram(
     "optimizer_plugin_overhead_seconds", "Time prepare() added to a request (Match + Recommend + apply).",
     buckets=_FAST, registry=REGISTRY,
 )
+MATCH_MEMO = Counter(
+    "optimizer_plugin_match_memo",
+    "Match answers looked up in the plugin's memo by result (hit: the Match round trip was skipped | miss).",
+    ["result"], registry=REGISTRY,
+)
 BREAKER_STATE = Gauge(
     "optimizer_plugin_breaker_state", "Circuit breaker per service: 0 closed, 1 open, 2 half-open.",
     ["service"], registry=REGISTRY,

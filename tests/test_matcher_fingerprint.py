@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from matcher_service.blocks import BLOCKS, block_values, build_probes, probe_key, to_signed, to_unsigned
-from matcher_service.cache import SoftCache
+from ollama_optimizer.soft_cache import SoftCache
 from matcher_service.learning import StoredCandidate, WindowState, best_candidate, decide
 from matcher_service.settings import MatcherSettings, parse_thresholds
 from matcher_service.simhash import algorithm_version, fingerprint, windows_for

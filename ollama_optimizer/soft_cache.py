@@ -1,25 +1,38 @@
-"""Soft in-memory cache (per replica): exact fingerprint set → lookup result, short TTL, bounded size."""
+"""Soft in-memory cache: an LRU with a time-to-live whose hits and misses feed the owner's counters.
+
+The matcher caches lookup results by exact fingerprint set; the plugin caches Match answers by the exact
+token prefix Match reads (``matcher_service.simhash.match_key``).
+"""
 from __future__ import annotations
 
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from typing import Generic, TypeVar
-
-from .metrics import CACHE_REQUESTS
+from typing import Generic, Protocol, TypeVar
 
 V = TypeVar("V")
 _MISSING = object()
-_HITS, _MISSES = CACHE_REQUESTS.labels("hit"), CACHE_REQUESTS.labels("miss")
+
+
+class Counts(Protocol):
+    def inc(self) -> None: ...
+
+
+class _NotCounted:
+    def inc(self) -> None:
+        return None
 
 
 class SoftCache(Generic[V]):
     """LRU with a time-to-live; safe to lose, so nothing else depends on it."""
 
-    def __init__(self, size: int, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, size: int, ttl: float, clock: Callable[[], float] = time.monotonic,
+                 hits: Counts = _NotCounted(), misses: Counts = _NotCounted()) -> None:
         self._size = size
         self._ttl = ttl
         self._clock = clock
+        self._hits = hits
+        self._misses = misses
         self._entries: OrderedDict[Hashable, tuple[float, V]] = OrderedDict()
 
     @property
@@ -33,10 +46,10 @@ class SoftCache(Generic[V]):
             expires, value = entry  # type: ignore[misc]
             if expires > self._clock():
                 self._entries.move_to_end(key)
-                _HITS.inc()
+                self._hits.inc()
                 return True, value
             del self._entries[key]
-        _MISSES.inc()
+        self._misses.inc()
         return False, None
 
     def put(self, key: Hashable, value: V) -> None:

@@ -1,0 +1,58 @@
+"""Recent Match answers, reused for texts whose Match input is identical (one round trip saved).
+
+Match's answer depends only on the text's windows and the tokens inside the largest one
+(``matcher_service.simhash.match_key``); a template whose fixed head covers that window — a long
+system prompt, or a short prompt whose variable tail starts past its largest window — sends the same
+key on every request. Such a request skips the Match round trip and goes straight to Recommend with the
+template, unit count and fingerprints Match would have returned. Only matched answers are kept (a new
+template must be found as soon as Observe has created it), for a short time-to-live: the answer is as
+fresh as the matcher's own soft cache.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from matcher_service.simhash import match_key
+from ollama_optimizer.gen.optimizer.v1 import matcher_pb2
+from ollama_optimizer.soft_cache import SoftCache
+
+from .metrics import MATCH_MEMO
+
+
+@dataclass(frozen=True)
+class MatchAnswer:
+    """What the request path needs from a Match: the template and the fingerprints for Observe."""
+
+    template_id: int
+    prompt_units: int
+    fingerprints: matcher_pb2.Fingerprints
+
+
+class MatchMemo:
+    """Matched answers by Match key, bounded in size and age."""
+
+    def __init__(self, size: int, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._cache: SoftCache[MatchAnswer] = SoftCache(
+            size, ttl_s, clock, hits=MATCH_MEMO.labels("hit"), misses=MATCH_MEMO.labels("miss")
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return self._cache.enabled
+
+    def recall(self, text: str) -> tuple[bytes, MatchAnswer | None]:
+        """(the text's key, the recent matched answer for it with this text's unit count, or None)."""
+        key, units = match_key(text)
+        _hit, answer = self._cache.get(key)
+        if answer is None:
+            return key, None
+        fingerprints = matcher_pb2.Fingerprints()
+        fingerprints.CopyFrom(answer.fingerprints)
+        fingerprints.unit_count = units
+        return key, MatchAnswer(answer.template_id, units, fingerprints)
+
+    def remember(self, key: bytes, match: matcher_pb2.MatchResponse) -> None:
+        if match.matched:
+            self._cache.put(key, MatchAnswer(match.template_id, match.prompt_units, match.fingerprints))
