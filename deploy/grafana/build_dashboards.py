@@ -178,6 +178,11 @@ def overview() -> dict[str, Any]:
             (quantile(0.5, "optimizer_plugin_overhead_seconds"), "p50"),
             (quantile(0.99, "optimizer_plugin_overhead_seconds"), "p99"),
         ], "s"),
+        Panel("Match answers reused by the plugin", [
+            (ratio(rate("optimizer_plugin_match_memo_total", 'result="hit"'), rate("optimizer_plugin_match_memo_total")),
+             "memo hits"),
+        ], "percentunit", description="Requests whose Match input (windows and the tokens inside the largest) was "
+                                      "matched in the last 2 s: one round trip (Recommend) instead of two."),
         Row("Reloads, truncations, memory"),
         Panel("Model reloads", [
             (f"sum by (kind) (increase(optimizer_tuner_reloads_total[{RI}]))", "tuner: {{kind}}"),
