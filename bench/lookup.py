@@ -1,6 +1,6 @@
 """Lookup at scale: N templates × 5 windows COPYed into Postgres, then planted near-duplicates and misses.
 
-Run: .venv/bin/python -m bench.lookup --templates 1000000 [--queries 3000] [--exact-sample 300] [--shared-buffers 1GB]
+Run: .venv/bin/python -m bench.lookup --templates 1000000 [--queries 3000] [--exact-sample 300] [--shared-buffers-mb 128]
      [--no-prewarm]
 
 Figures: sql_ms_* (client-observed round trip of the one lookup statement on the Unix socket),
@@ -71,29 +71,13 @@ async def matcher_process(dsn: str, **env: str) -> AsyncIterator[str]:
         await proc.wait()
 
 
-async def _configured_server(data_dir: Path, shared_buffers: str | None) -> EmbeddedPostgres:
-    """An embedded Postgres in ``data_dir``; restarted once with ``shared_buffers`` when given."""
-    server = await asyncio.to_thread(EmbeddedPostgres, data_dir)
-    if shared_buffers is None:
-        return server
-    try:
-        conn = await asyncpg.connect(server.uri())
-        try:
-            await conn.execute(f"ALTER SYSTEM SET shared_buffers = '{shared_buffers}'")
-        finally:
-            await conn.close()
-    finally:
-        await asyncio.to_thread(server.stop)
-    return await asyncio.to_thread(EmbeddedPostgres, data_dir)
-
-
 @contextlib.asynccontextmanager
-async def embedded_database(max_size: int = 10, shared_buffers: str | None = None
+async def embedded_database(max_size: int = 10, shared_buffers_mb: int | None = None
                             ) -> AsyncIterator[tuple[str, asyncpg.Pool]]:
-    """(DSN, pool) of a migrated database in a throw-away embedded Postgres (default shared_buffers
-    unless ``shared_buffers`` is given, e.g. "1GB")."""
+    """(DSN, pool) of a migrated database in a throw-away embedded Postgres (its shared_buffers default
+    unless ``shared_buffers_mb`` is given)."""
     with tempfile.TemporaryDirectory(prefix="bench-matcher-") as tmp:
-        server = await _configured_server(Path(tmp) / "pg", shared_buffers)
+        server = await asyncio.to_thread(EmbeddedPostgres, Path(tmp) / "pg", shared_buffers_mb)
         try:
             await apply_migrations(server.uri())
             pool = await create_pool(server.uri(), 2, max_size, store.SESSION_SETTINGS, store.keep_session)
@@ -204,7 +188,7 @@ async def run(args: argparse.Namespace) -> dict:
     texts = [prompt_of_tokens(1100, seed) for seed in range(200)]
     for i, text in enumerate(texts):
         fps[i] = fingerprint(text, settings.shingle_size, settings.normalize).fingerprints
-    async with embedded_database(shared_buffers=args.shared_buffers) as (dsn, pool):
+    async with embedded_database(shared_buffers_mb=args.shared_buffers_mb) as (dsn, pool):
         shared_buffers = await pool.fetchval("SHOW shared_buffers")
         load_seconds = await load_fingerprints(pool, fps, version)
         prewarm_seconds = await prewarm(pool) if args.prewarm else 0.0
@@ -262,8 +246,10 @@ def main() -> None:
     parser.add_argument("--templates", type=int, default=1_000_000)
     parser.add_argument("--queries", type=int, default=3000)
     parser.add_argument("--exact-sample", type=int, default=300)
-    parser.add_argument("--shared-buffers", help="Postgres shared_buffers (e.g. 1GB; default: the server's 128MB), "
-                        "so that the 4 block indexes (~0.8 GB at 1M templates) can stay cached")
+    parser.add_argument("--shared-buffers-mb", type=int,
+                        help="Postgres shared_buffers in MB (default: the embedded server's, a quarter of the RAM "
+                             "up to 1 GiB, so that the 4 block indexes, ~0.8 GB at 1M templates, stay cached; "
+                             "128 = Postgres's own default)")
     parser.add_argument("--no-prewarm", dest="prewarm", action="store_false",
                         help="time from cold index pages (right after the bulk load)")
     print(json.dumps(asyncio.run(run(parser.parse_args()))))
