@@ -148,6 +148,9 @@ def query_variable(name: str, label: str, metric: str, label_name: str) -> dict[
 
 DECISIONS = "optimizer_plugin_decisions_total"
 MATCHES = "optimizer_matcher_matches_total"
+# Requests whose (matched) Match answer the plugin reused without calling the matcher; 0 without gateways.
+MEMO_HITS = "(" + rate("optimizer_plugin_match_memo_total", 'result="hit"') + " or vector(0))"
+MATCHED = rate(MATCHES, 'result=~"matched|partial"')
 
 
 def overview() -> dict[str, Any]:
@@ -157,8 +160,9 @@ def overview() -> dict[str, Any]:
         Panel("Requests/s (gateway)", [(rate("optimizer_gateway_requests_total"), "requests/s")], "reqps", "stat", 4, 4),
         Panel("Optimized share", [(ratio(rate(DECISIONS, 'action="apply"'), rate(DECISIONS)), "optimized")],
               "percentunit", "stat", 4, 4, "Requests whose options the optimizer set."),
-        Panel("Template match rate", [(ratio(rate(MATCHES, 'result=~"matched|partial"'), rate(MATCHES)), "matched")],
-              "percentunit", "stat", 4, 4),
+        Panel("Template match rate", [(ratio(f"({MATCHED} + {MEMO_HITS})", f"({rate(MATCHES)} + {MEMO_HITS})"),
+                                        "matched")],
+              "percentunit", "stat", 4, 4, "Matched prompts, counting those the plugin answered from its Match memo."),
         Panel("Fail-open share", [(ratio(rate("optimizer_plugin_passthrough_total", f'reason=~"{FAIL_OPEN_REASONS}"'),
                                          rate(DECISIONS)), "fail-open")], "percentunit", "stat", 4, 4,
               "Requests passed through because a service was down, slow or erroring."),
