@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 import ollama
 import pytest
 
@@ -159,3 +160,27 @@ async def test_memory_counters_follow_the_kv_formula(emu, client):
     stats = emu.memory_stats()
     assert stats["kv_peak_bytes"] == kv and kv / 4 <= stats["kv_mean_bytes"] <= kv
     assert emu.summary()["reloads"] == 1 and emu.summary()["requests"] == 2
+
+
+@pytest.mark.parametrize(("path", "body", "error"), [
+    ("/api/chat", {"model": LLAMA, "messages": 1.5},
+     "json: cannot unmarshal number into Go struct field ChatRequest.messages of type []api.Message"),
+    ("/api/chat", {"model": LLAMA, "messages": [{"role": "user", "content": 7}]},
+     "json: cannot unmarshal number into Go struct field Message.messages.content of type string"),
+    ("/api/generate", {"model": LLAMA, "prompt": "hi", "stream": 1},
+     "json: cannot unmarshal number into Go struct field GenerateRequest.stream of type bool"),
+    ("/api/generate", {"model": LLAMA, "prompt": "hi", "options": []},
+     "json: cannot unmarshal array into Go struct field GenerateRequest.options of type map[string]interface {}"),
+    ("/api/chat", [1, 2], "json: cannot unmarshal array into Go value of type api.ChatRequest"),
+])
+async def test_wrongly_typed_fields_are_http_400_as_in_ollama(emu, path, body, error):
+    async with aiohttp.ClientSession() as session, session.post(emu.url + path, json=body) as response:
+        assert response.status == 400 and (await response.json()) == {"error": error}
+    assert emu.requests == []  # rejected before scheduling: nothing ran
+
+
+async def test_null_fields_are_zero_values(emu, client):
+    body = {"model": LLAMA, "messages": [{"role": "user", "content": "hi"}], "options": None, "stream": False,
+            "keep_alive": None}
+    reply = await client._request(ollama.ChatResponse, "POST", "/api/chat", json=body)
+    assert reply.done

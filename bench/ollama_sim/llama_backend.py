@@ -38,6 +38,7 @@ from .engine import DEFAULT_KEEP_ALIVE_S, DEFAULT_NUM_KEEP, MAX_LOADED_PER_GPU, 
     RunnerOptions, parse_keep_alive
 from .profiles import HARDWARE, MODELS, ModelProfile
 from .prompt import PROMPT_TOO_LONG, PromptError
+from .request import read_body
 from .server import MODIFIED_AT, VERSION, _details, _digest, _error, _now_iso, _ns, show_response
 from .summary import run_summary
 from .tokens import unit_count
@@ -496,28 +497,20 @@ class LlamaBackend:
         return web.json_response({"models": models})
 
     async def show(self, request: web.Request) -> web.Response:
-        body = await self._body(request)
+        body = await read_body(request, "ShowRequest")
         name = body.get("model") or body.get("name") or ""
         if name not in self.slots:
             return _error(404, f"model '{name}' not found")
         return show_response(name, self.model)
 
-    @staticmethod
-    async def _body(request: web.Request) -> dict[str, Any]:
-        try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise web.HTTPBadRequest(text=json.dumps({"error": "invalid request body"}),
-                                     content_type="application/json") from None
-        return body if isinstance(body, dict) else {}
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
-        body = await self._body(request)
+        body = await read_body(request, "ChatRequest")
         messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
         return await self._complete(request, body, "chat", messages, None)
 
     async def generate(self, request: web.Request) -> web.StreamResponse:
-        body = await self._body(request)
+        body = await read_body(request, "GenerateRequest")
         if body.get("raw") and body.get("prompt"):
             return await self._complete(request, body, "generate", None, str(body["prompt"]))
         messages = []

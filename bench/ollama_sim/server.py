@@ -6,12 +6,12 @@ import asyncio
 import hashlib
 import json
 from datetime import datetime, timedelta, timezone
-from typing import Any
 
 from aiohttp import web
 
 from .engine import Engine, ModelNotFound, OutOfMemory, Plan
 from .profiles import ModelProfile
+from .request import read_body
 
 VERSION = "0.32.15"  # the Ollama release whose behaviour is emulated (reference doc HEAD)
 MODIFIED_AT = "2026-08-21T00:00:00Z"
@@ -100,7 +100,7 @@ class OllamaApp:
         return web.json_response({"models": models})
 
     async def show(self, request: web.Request) -> web.Response:
-        body = await self._body(request)
+        body = await read_body(request, "ShowRequest")
         name = body.get("model") or body.get("name") or ""
         m = self.engine.models.get(name)
         if m is None:
@@ -108,12 +108,12 @@ class OllamaApp:
         return show_response(m.name, m)
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
-        body = await self._body(request)
+        body = await read_body(request, "ChatRequest")
         messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
         return await self._complete(request, body, "chat", messages)
 
     async def generate(self, request: web.Request) -> web.StreamResponse:
-        body = await self._body(request)
+        body = await read_body(request, "GenerateRequest")
         messages = []
         if body.get("prompt"):
             if body.get("system"):
@@ -121,14 +121,6 @@ class OllamaApp:
             messages.append({"role": "user", "content": str(body["prompt"])})
         return await self._complete(request, body, "generate", messages)
 
-    @staticmethod
-    async def _body(request: web.Request) -> dict[str, Any]:
-        try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise web.HTTPBadRequest(text=json.dumps({"error": "invalid request body"}),
-                                     content_type="application/json") from None
-        return body if isinstance(body, dict) else {}
 
     async def _complete(self, request: web.Request, body: dict, endpoint: str,
                         messages: list[dict]) -> web.StreamResponse:
