@@ -8,7 +8,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tuner_service.policy import APPLY, PASSTHROUGH, Decision, Observation, Policy, Request
+from tuner_service.policy import APPLY, MAX_UNCONFIRMED_MODELS, PASSTHROUGH, Decision, Observation, Policy, Request
 from tuner_service.settings import PolicySettings
 from tuner_service.state import TemplateState, ladder, rung_for
 
@@ -204,3 +204,15 @@ def test_num_batch_changes_only_with_a_reload() -> None:
     for (ctx0, b0, _), (ctx1, b1, reload) in zip(batches, batches[1:]):
         if b1 != b0:
             assert reload and ctx1 != ctx0
+
+
+def test_models_only_recommended_for_are_bounded() -> None:
+    """Made-up model names (each answered with the truncation guard's APPLY) cannot grow the tuner's memory;
+    a model an outcome confirmed is never forgotten for them."""
+    policy = Policy(PolicySettings())
+    policy.observe(Observation(MODEL, 1, 800, 2, False, 0, 0, 0, 900, 10, 2.0, 0.0, 0.4, 1.5, "stop", True))
+    for i in range(MAX_UNCONFIRMED_MODELS + 50):
+        assert policy.recommend(Request(f"made-up-{i}:1b", 0, 20_000)).action == APPLY
+    unconfirmed = [name for name, m in policy.models.items() if not m.confirmed]
+    assert len(unconfirmed) == MAX_UNCONFIRMED_MODELS and unconfirmed[-1] == f"made-up-{MAX_UNCONFIRMED_MODELS + 49}:1b"
+    assert policy.models[MODEL].confirmed

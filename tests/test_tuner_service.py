@@ -133,3 +133,19 @@ async def test_state_survives_a_restart(pool: asyncpg.Pool) -> None:
         assert duplicate[0] == 1
     finally:
         await second.stop(0)
+
+
+async def test_a_model_is_stored_only_once_an_outcome_confirms_it(tuner, tuner_stub, pool: asyncpg.Pool) -> None:
+    """A Recommend for a name Ollama may not know (the gateway asks before Ollama answers 404) leaves no
+    row; the first outcome stores the model with the options the tuner believes it loaded."""
+    ghost = "no-such-model:1b"
+    applied = await tuner_stub.Recommend(tuner_pb2.RecommendRequest(model=ghost, prompt_units=20_000))
+    assert applied.action == tuner_pb2.APPLY and tuner.core.policy.models[ghost].loaded_ctx == applied.num_ctx
+    await tuner.core.writer.flush()
+    assert await pool.fetchval("SELECT count(*) FROM tuner_model WHERE model = $1", ghost) == 0
+
+    tuner.core.report([make_outcome(model=ghost, template_id=0, num_ctx=applied.num_ctx, prompt_units=20_000,
+                                    prompt_eval_count=21_000)])
+    await tuner.core.writer.flush()
+    stored = await pool.fetchval("SELECT loaded_num_ctx FROM tuner_model WHERE model = $1", ghost)
+    assert stored == applied.num_ctx

@@ -187,12 +187,12 @@ class TunerCore:
         models, rules, arms = [], [], []
         for name in sorted(dirty.models):
             model = self.policy.models.get(name)
-            if model is not None:
+            if model is not None and model.confirmed:
                 models.append(store.model_row(name, model, self.policy.ratio_upper(model)))
                 arms.extend(store.arm_rows(name, model))
         for name, template_id in sorted(dirty.rules):
             model = self.policy.models.get(name)
-            template = model.templates.get(template_id) if model else None
+            template = model.templates.get(template_id) if model and model.confirmed else None
             if template is not None:
                 rules.append(store.rule_row(name, template_id, template, self.policy.confidence(template)))
         return models, rules, arms
@@ -205,6 +205,7 @@ class TunerCore:
     # ---- operators ---------------------------------------------------------------------------
     def pin(self, model_name: str, template_id: int, num_ctx: int, num_batch: int) -> None:
         model = self.policy.models.setdefault(model_name, ModelState())
+        model.confirmed = True  # the operator vouches for it
         template = model.templates.setdefault(template_id, TemplateState())
         template.pinned, template.pin_ctx, template.pin_batch = True, num_ctx, num_batch
         template.cached_need = -1.0

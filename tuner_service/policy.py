@@ -19,6 +19,7 @@ PASSTHROUGH = 1
 APPLY = 2
 CLIENT_OWNED = frozenset({"num_ctx", "num_batch"})
 CONFIDENCE_K = 3.0  # confidence = n / (n + K)
+MAX_UNCONFIRMED_MODELS = 256  # models known from Recommend alone (no outcome, pin or stored row yet)
 EWMA = 0.1
 # Assumed share of request time saved per halving of the context when no speeds are measured.
 SHRINK_PRIOR_GAIN = 0.02
@@ -277,11 +278,19 @@ class Policy:
         if model.tight and code not in ("co_reside", "relieve_spill"):
             reason += f"; tight margin {self.margin_for(model):g}: {model.tight}"
         model.managed, model.loaded_ctx, model.loaded_batch, model.fit_streak = True, ctx, batch, 0
-        self.models.setdefault(req.model, model)
+        if self.models.setdefault(req.model, model) is model and not model.confirmed:
+            self._bound_unconfirmed(req.model)
         if template is not None:
             template.current_ctx, template.current_batch = ctx, batch
         return Decision(APPLY, ctx, batch, conf, reason, code, need, reload=reload,
                         truncation_prevented=prevented)
+
+    def _bound_unconfirmed(self, keep: str) -> None:
+        """Forget the oldest models no outcome has confirmed beyond MAX_UNCONFIRMED_MODELS (names clients
+        made up must not grow the tuner's memory)."""
+        unconfirmed = [name for name, m in self.models.items() if not m.confirmed and name != keep]
+        for name in unconfirmed[: max(0, len(unconfirmed) + 1 - MAX_UNCONFIRMED_MODELS)]:
+            del self.models[name]
 
     def _shrink_pays(self, model: ModelState, desired: int) -> bool:
         """Saving over the next ``shrink_min_requests`` requests beats ``payback`` reload costs."""
@@ -301,6 +310,7 @@ class Policy:
     def observe(self, obs: Observation) -> Learned:
         """Fold one outcome into the state."""
         model = self.models.setdefault(obs.model, ModelState())
+        model.confirmed = True
         reloaded = obs.load_s >= self.s.reload_threshold_seconds
         if reloaded:
             model.reloads += 1

@@ -70,6 +70,10 @@ class ModelState:
     class_tokens: dict[int, float] = field(default_factory=dict)         # prompt tokens per size class
     seconds_per_token: dict[int, float] = field(default_factory=dict)    # by num_ctx
     templates: dict[int, TemplateState] = field(default_factory=dict)
+    # An outcome, a pin or the database vouched for this model. Until then it exists only in memory (a
+    # Recommend for a name Ollama may not know must not leave a row behind) and counts against the
+    # policy's bound on unconfirmed models.
+    confirmed: bool = False
 
 
 def ladder(ladder_min: int, ladder_max: int, limit: int, steps: int = 1,

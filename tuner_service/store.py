@@ -125,6 +125,8 @@ async def load_state(conn: asyncpg.Connection) -> dict[str, ModelState]:
     for r in await conn.fetch("SELECT model, size_class, num_batch, pulls, reward_mean FROM tuner_arm"):
         model = models.setdefault(r["model"], ModelState())
         model.arms[(r["size_class"], r["num_batch"])] = ArmStats(r["pulls"], r["reward_mean"])
+    for model in models.values():
+        model.confirmed = True
     return models
 
 
