@@ -70,13 +70,15 @@ class StandInMatcher(matcher_pb2_grpc.MatcherServicer):
 
 
 class StandInTuner(tuner_pb2_grpc.TunerServicer):
-    """Always APPLY num_ctx/num_batch; records reported outcomes; ``report_gate`` can hold Report."""
+    """Always APPLY num_ctx/num_batch; records reported outcomes; ``report_gate`` can hold Report;
+    ``buffer_max`` > 0 stores that many outcomes in all, and the rest of each batch is dropped as at a full buffer."""
 
     def __init__(self, num_ctx: int = 8192, num_batch: int = 256) -> None:
         self.num_ctx, self.num_batch = num_ctx, num_batch
         self.report_gate: asyncio.Event | None = None
         self.report_entered = asyncio.Event()
         self.outcomes: list[tuner_pb2.Outcome] = []
+        self.buffer_max = 0
         self._ids = itertools.count(1)
 
     async def Recommend(self, request, context):  # noqa: N802
@@ -89,8 +91,12 @@ class StandInTuner(tuner_pb2_grpc.TunerServicer):
         self.report_entered.set()
         if self.report_gate is not None:
             await self.report_gate.wait()
-        self.outcomes.extend(request.outcomes)
-        return tuner_pb2.ReportResponse(accepted=len(request.outcomes))
+        room = len(request.outcomes) if not self.buffer_max else max(0, self.buffer_max - len(self.outcomes))
+        kept = list(request.outcomes)[:room]
+        self.outcomes.extend(kept)
+        dropped = list(range(len(kept), len(request.outcomes)))
+        return tuner_pb2.ReportResponse(accepted=len(kept), stored=len(kept), dropped=len(dropped),
+                                        dropped_index=dropped)
 
 
 @dataclass
