@@ -14,6 +14,7 @@ from tuner_fixtures import fast_settings, make_outcome
 from ollama_optimizer.channels import create_channel
 from ollama_optimizer.config import ServerConfig
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2, tuner_pb2_grpc
+from tuner_service.decision_token import DecisionFields, DecisionSigner
 from tuner_service.guard import GuardSettings, ReportGuard, source_of
 from tuner_service.main import RunningTuner, start_tuner
 
@@ -105,3 +106,26 @@ def test_token_bucket_refills_and_sources_come_from_the_transport() -> None:
     assert source_of(None, "ipv4:10.0.0.7:51234") == "peer:10.0.0.7"
     assert source_of(None, "ipv6:[::1]:51234") == "peer:[::1]"
     assert source_of([b"gw-9"], "ipv4:10.0.0.7:1") == "cert:gw-9"
+
+
+async def test_decision_ids_are_verified_not_trusted(pool, monkeypatch) -> None:
+    """Only an id this key issued lends its fields to the stored outcome: a forged flag, an altered
+    reason, or the unsigned positional format of earlier versions ("seq.index.flags") count as none."""
+    monkeypatch.setenv("TUNER_DECISION_KEY", "shared-secret")
+    running = await _start(pool, GuardSettings(frozenset(), rate_per_second=0, burst=0))
+    try:
+        core = running.core
+        issued = core.signer.issue("ab1", DecisionFields("keep_loaded", reload_avoided=True))
+        forged = issued.replace(".a.", ".ap.")
+        relabelled = issued.replace("keep_loaded", "avoid_reload")
+        outcomes = {"issued": issued, "forged": forged, "relabelled": relabelled, "legacy": "abcdef-1.8.6"}
+        core.report([make_outcome(outcome_id=name, decision_id=did) for name, did in outcomes.items()])
+        await core.writer.flush()
+        rows = {r["outcome_id"]: (r["reason_code"], r["reload_avoided"], r["truncation_prevented"])
+                for r in await pool.fetch("SELECT * FROM tuner_outcome")}
+        assert rows == {"issued": ("keep_loaded", True, False), "forged": ("", False, False),
+                        "relabelled": ("", False, False), "legacy": ("", False, False)}
+        assert DecisionSigner(b"shared-secret").verify(issued) == DecisionFields("keep_loaded", reload_avoided=True)
+        assert DecisionSigner(b"another-key").verify(issued) is None
+    finally:
+        await running.stop(0)
