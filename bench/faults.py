@@ -473,7 +473,9 @@ async def poll_holders(system: System, stop: asyncio.Event) -> None:
                 system.postgres.dsn, timeout=1)
             row = await conn.fetchrow(HOLDER_SQL.replace("clock_timestamp()", "extract(epoch FROM clock_timestamp())"))
             system.holders.append((float(row["at"]), _owner(system, row["client_port"])))
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError):
+        except Exception:  # Postgres killed or stopped mid-query: any client error; reconnect
+            if conn is not None:
+                conn.terminate()
             conn = None
         await asyncio.sleep(0.1)
     if conn is not None:

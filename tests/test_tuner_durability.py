@@ -4,10 +4,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import asyncpg
+import pytest
 from tuner_fixtures import fast_settings, local_server, make_outcome
 
 from ollama_optimizer.channels import create_channel
@@ -35,8 +36,13 @@ class Gate:
         await self.real(conn, rows)
 
 
-def _started(core: TunerCore) -> tuple[asyncio.Event, Callable[[], Awaitable[Any]]]:
-    """A Summary call and an event set as it enters its flush (it runs on until it first waits)."""
+async def _overlap(core: TunerCore, gate: Gate, first: list[Any], during: list[Any], last: list[Any]) -> Any:
+    """Report ``first``; a loop flush enters its transaction; report ``during``; a Summary call enters
+    its own flush (it runs on until it first waits); report ``last``; open the gate; Summary's rows."""
+    core.report(first)
+    loop_flush = asyncio.create_task(core.writer.flush())
+    await gate.entered.wait()
+    core.report(during)
     entered, flush = asyncio.Event(), core.writer.flush
 
     async def flush_entering() -> None:
@@ -44,61 +50,47 @@ def _started(core: TunerCore) -> tuple[asyncio.Event, Callable[[], Awaitable[Any
         await flush()
 
     core.writer.flush = flush_entering  # type: ignore[method-assign]
-    return entered, lambda: core.summary(3600, "")
+    summary_call = asyncio.create_task(core.summary(3600, ""))
+    await entered.wait()
+    core.report(last)
+    gate.opened.set()
+    await loop_flush
+    return await summary_call
 
 
 async def _stored_ids(pool: asyncpg.Pool) -> set[str]:
     return {r["outcome_id"] for r in await pool.fetch("SELECT outcome_id FROM tuner_outcome")}
 
 
-async def test_a_summary_flush_overlapping_the_loop_flush_loses_no_row(pool: asyncpg.Pool, monkeypatch) -> None:
+@pytest.fixture
+async def gated(pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[TunerCore, Gate]]:
+    """A writer core whose outcome writes wait at a gate."""
+    gate = Gate(store.write_outcomes)
+    monkeypatch.setattr(store, "write_outcomes", gate)
+    core = TunerCore(pool, QUIET)
+    await core.start()
+    yield core, gate
+    await core.stop()
+
+
+async def test_a_summary_flush_overlapping_the_loop_flush_loses_no_row(gated, pool: asyncpg.Pool) -> None:
     """Loop flush of rows 1-10 in flight, rows 11-20 arrive, Summary flushes, rows 21-30 arrive: all 30 stored."""
-    gate = Gate(store.write_outcomes)
-    monkeypatch.setattr(store, "write_outcomes", gate)
-    core = TunerCore(pool, QUIET)
-    await core.start()
-    try:
-        batches = [[make_outcome() for _ in range(10)] for _ in range(3)]
-        core.report(batches[0])
-        loop_flush = asyncio.create_task(core.writer.flush())
-        await gate.entered.wait()
-        core.report(batches[1])
-        entered, summary = _started(core)
-        summary_call = asyncio.create_task(summary())
-        await entered.wait()
-        core.report(batches[2])
-        gate.opened.set()
-        await loop_flush
-        await summary_call
-        while core.writer.rows:  # what is still buffered is written by later flushes, never dropped
-            await core.writer.flush()
-        assert await _stored_ids(pool) == {o.outcome_id for batch in batches for o in batch}
-    finally:
-        await core.stop()
+    core, gate = gated
+    batches = [[make_outcome() for _ in range(10)] for _ in range(3)]
+    await _overlap(core, gate, *batches)
+    while core.writer.rows:  # what is still buffered is written by later flushes, never dropped
+        await core.writer.flush()
+    assert await _stored_ids(pool) == {o.outcome_id for batch in batches for o in batch}
 
 
-async def test_two_flushes_of_the_same_rows_neither_raise_nor_stall(pool: asyncpg.Pool, monkeypatch) -> None:
+async def test_two_flushes_of_the_same_rows_neither_raise_nor_stall(gated, pool: asyncpg.Pool) -> None:
     """Loop flush and Summary flush overlapping on the same ten rows: Summary answers, every row stored once."""
-    gate = Gate(store.write_outcomes)
-    monkeypatch.setattr(store, "write_outcomes", gate)
-    core = TunerCore(pool, QUIET)
-    await core.start()
-    try:
-        rows = [make_outcome() for _ in range(10)]
-        core.report(rows)
-        loop_flush = asyncio.create_task(core.writer.flush())
-        await gate.entered.wait()
-        entered, summary = _started(core)
-        summary_call = asyncio.create_task(summary())
-        await entered.wait()
-        gate.opened.set()
-        await loop_flush
-        totals = [r for r in await summary_call if r["model"] is None]
-        assert totals and totals[0]["requests"] == 10
-        assert not core.writer.rows
-        assert await _stored_ids(pool) == {o.outcome_id for o in rows}
-    finally:
-        await core.stop()
+    core, gate = gated
+    rows = [make_outcome() for _ in range(10)]
+    totals = [r for r in await _overlap(core, gate, rows, [], []) if r["model"] is None]
+    assert totals and totals[0]["requests"] == 10
+    assert not core.writer.rows
+    assert await _stored_ids(pool) == {o.outcome_id for o in rows}
 
 
 async def _terminate_lock_session(dsn: str) -> int:
