@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import asyncpg
-from matcher_fixtures import matcher, matcher_settings  # noqa: F401 (fixtures)
 from plugin_fixtures import StandInMatcher, StandInTuner, plugin_config, sample, wait_until
 from tuner_fixtures import fast_settings
 
