@@ -1,4 +1,4 @@
-"""Server interceptors: go-grpc-prometheus metrics and optional bearer-token auth."""
+"""Server interceptors: go-grpc-prometheus metrics, optional bearer-token auth, the learning budget."""
 from __future__ import annotations
 
 import asyncio
@@ -161,3 +161,59 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
                 presented = value.encode() if isinstance(value, str) else value
                 return hmac.compare_digest(presented, self._expected)
         return False
+
+
+# Off the request path: the gateways' telemetry. Everything else is served within the global limit only.
+LEARNING_METHODS = frozenset({"/optimizer.v1.Matcher/Observe", "/optimizer.v1.Tuner/Report"})
+
+
+class LearningBudget(grpc.aio.ServerInterceptor):
+    """At most ``limit`` learning RPCs (``LEARNING_METHODS``) run at once; the others are shed at once.
+
+    With ``limit`` below the server's ``maximum_concurrent_rpcs``, learning calls stalled on a slow
+    database can never take the slots the request path (Match, Recommend) needs: an extra one is
+    answered RESOURCE_EXHAUSTED immediately instead of holding a slot for its whole deadline.
+    """
+
+    def __init__(self, limit: int, methods: frozenset[str] = LEARNING_METHODS) -> None:
+        self.limit = limit
+        self.in_flight = 0
+        self._methods = methods
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if method not in self._methods or handler is None or handler.unary_unary is None:
+            return handler
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._bounded(handler)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _bounded(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        inner = handler.unary_unary
+
+        async def bounded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if self.in_flight >= self.limit:
+                await context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"learning budget exhausted: {self.limit} Observe/Report calls in flight",
+                )
+            self.in_flight += 1
+            try:
+                return await inner(request, context)
+            finally:
+                self.in_flight -= 1
+
+        return grpc.unary_unary_rpc_method_handler(
+            bounded,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )

@@ -38,6 +38,12 @@ BREAKER_STATE = Gauge(
     "optimizer_plugin_breaker_state", "Circuit breaker per service: 0 closed, 1 open, 2 half-open.",
     ["service"], registry=REGISTRY,
 )
+LEARNING_BREAKER_STATE = Gauge(
+    "optimizer_plugin_learning_breaker_state",
+    "Circuit breaker of the learning calls (Observe, Report) per service: 0 closed, 1 open, 2 half-open. "
+    "Separate from the request path's: open, it drops telemetry and never gates Match/Recommend.",
+    ["service"], registry=REGISTRY,
+)
 RPC_ERRORS = Counter(
     "optimizer_plugin_rpc_errors", "Failed calls to the services, by service, method and gRPC code.",
     ["service", "method", "code"], registry=REGISTRY,
