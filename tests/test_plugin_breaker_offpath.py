@@ -303,15 +303,37 @@ async def test_stalled_observes_are_shed_over_the_learning_budget_and_match_is_s
         await server.stop(0)
 
 
-async def _lock_waiters(pool: asyncpg.Pool) -> int:
-    return int(await pool.fetchval("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"))
+async def _lock_waiters(db: asyncpg.Pool | asyncpg.Connection) -> int:
+    return int(await db.fetchval("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"))
 
 
 async def wait_until_async(probe, expected: int, timeout_s: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    """Poll an async probe until it returns ``expected`` (bounded)."""
+    """Poll an async probe until it returns at least ``expected`` (bounded)."""
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout_s
-    while await probe() != expected:
+    while await probe() < expected:
         if loop.time() > end:
             raise AssertionError(f"probe never reached {expected}")
         await asyncio.sleep(0.01)
+
+
+async def test_stalled_observes_leave_match_database_connections(matcher, pool, dsn) -> None:  # noqa: F811
+    """Observes waiting on a row lock hold at most half the pool: Match still reaches the database."""
+    probe, blocker = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
+    try:
+        async with create_channel(matcher.address) as channel:
+            stub = matcher_pb2_grpc.MatcherStub(channel)
+            text = canonical_text(request(0))
+            first = await stub.Match(matcher_pb2.MatchRequest(model=MODEL, text=text), timeout=10)
+            observe = matcher_pb2.ObserveRequest(model=MODEL, fingerprints=first.fingerprints)
+            created = await stub.Observe(observe, timeout=10)
+            async with blocker.transaction():
+                await blocker.execute("SELECT id FROM matcher_template FOR UPDATE")
+                held = [asyncio.ensure_future(stub.Observe(observe, timeout=30)) for _ in range(pool.get_max_size())]
+                await wait_until_async(lambda: _lock_waiters(probe), pool.get_max_size() // 2)
+                match = await stub.Match(matcher_pb2.MatchRequest(model=MODEL, text=text + " more"), timeout=10)
+                assert match.matched and match.template_id == created.template_id
+            await asyncio.gather(*held)
+    finally:
+        await blocker.close()
+        await probe.close()
