@@ -22,7 +22,8 @@ PASSTHROUGH = Counter(
     ["reason"], registry=REGISTRY,
 )
 STICKY = Counter(
-    "optimizer_plugin_sticky", "Service failures answered with the options last applied to the model, by reason.",
+    "optimizer_plugin_sticky",
+    "Service failures answered with the runner options the model's last request carried, by reason.",
     ["reason"], registry=REGISTRY,
 )
 OVERHEAD = Histogram(
