@@ -95,8 +95,8 @@ def _observed(handler: grpc.RpcMethodHandler, full_method: str) -> grpc.RpcMetho
     )
 
 
-class MetricsInterceptor(grpc.aio.ServerInterceptor):
-    """Counts and times unary RPCs under the go-grpc-prometheus metric names.
+class _WrappingInterceptor(grpc.aio.ServerInterceptor):
+    """Replaces the unary handlers of the methods it ``wants`` by ``wrap(handler, method)``.
 
     The wrapped handler is built once per method and reused while the inner handler is the same
     object (registered handlers are; a per-call handler, e.g. an auth denial, is wrapped per call).
@@ -105,21 +105,34 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self) -> None:
         self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
+    def wants(self, method: str) -> bool:
+        return True
+
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        raise NotImplementedError
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler
         method = handler_call_details.method
+        if handler is None or handler.unary_unary is None or not self.wants(method):
+            return handler
         cached = self._wrapped.get(method)
         if cached is not None and cached[0] is handler:
             return cached[1]
-        wrapped = _observed(handler, method)
+        wrapped = self.wrap(handler, method)
         self._wrapped[method] = (handler, wrapped)
         return wrapped
+
+
+class MetricsInterceptor(_WrappingInterceptor):
+    """Counts and times unary RPCs under the go-grpc-prometheus metric names."""
+
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        return _observed(handler, method)
 
 
 def _code_name(code: Any) -> str:
@@ -167,7 +180,7 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
 LEARNING_METHODS = frozenset({"/optimizer.v1.Matcher/Observe", "/optimizer.v1.Tuner/Report"})
 
 
-class LearningBudget(grpc.aio.ServerInterceptor):
+class LearningBudget(_WrappingInterceptor):
     """At most ``limit`` learning RPCs (``LEARNING_METHODS``) run at once; the others are shed at once.
 
     With ``limit`` below the server's ``maximum_concurrent_rpcs``, learning calls stalled on a slow
@@ -176,28 +189,15 @@ class LearningBudget(grpc.aio.ServerInterceptor):
     """
 
     def __init__(self, limit: int, methods: frozenset[str] = LEARNING_METHODS) -> None:
+        super().__init__()
         self.limit = limit
         self.in_flight = 0
         self._methods = methods
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if method not in self._methods or handler is None or handler.unary_unary is None:
-            return handler
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = self._bounded(handler)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
+    def wants(self, method: str) -> bool:
+        return method in self._methods
 
-    def _bounded(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         inner = handler.unary_unary
 
         async def bounded(request: Any, context: grpc.aio.ServicerContext) -> Any:

@@ -24,13 +24,11 @@ from plugin_fixtures import StandInMatcher, StandInTuner, plugin_config, sample,
 from tuner_fixtures import fast_settings
 
 from bench.workload import words
-from matcher_service.main import start_matcher
 from ollama_optimizer.channels import create_channel
 from ollama_optimizer.config import ServerConfig
 from ollama_optimizer.gen.optimizer.v1 import matcher_pb2, matcher_pb2_grpc, tuner_pb2, tuner_pb2_grpc
 from ollama_optimizer.server import RunningServer, start_server
 from proxy_plugin import rpc
-from proxy_plugin.canonical import canonical_text
 from proxy_plugin.core import OptimizerCore
 from proxy_plugin.decision import Decision
 from tuner_service.guard import GuardSettings
@@ -272,68 +270,3 @@ async def test_stalled_learning_never_gates_match_or_recommend(matcher, pool, ds
         finally:
             await blocker.close()
         await core.close(0.1)
-
-
-async def test_stalled_observes_are_shed_over_the_learning_budget_and_match_is_served(
-        pool, dsn, matcher_settings) -> None:  # noqa: F811
-    """Three slots, learning budget two: two Observes stall on a row lock, the third is shed, Match answers."""
-    server = await start_matcher(pool, ServerConfig(listen="127.0.0.1:0", metrics_port=0, max_concurrent_rpcs=3),
-                                 matcher_settings)
-    blocker = await asyncpg.connect(dsn)
-    try:
-        async with create_channel(server.address) as channel:
-            stub = matcher_pb2_grpc.MatcherStub(channel)
-            text = canonical_text(request(0))
-            first = await stub.Match(matcher_pb2.MatchRequest(model=MODEL, text=text), timeout=10)
-            observe = matcher_pb2.ObserveRequest(model=MODEL, fingerprints=first.fingerprints)
-            created = await stub.Observe(observe, timeout=10)
-            async with blocker.transaction():
-                await blocker.execute("SELECT id FROM matcher_template FOR UPDATE")
-                held = [asyncio.ensure_future(stub.Observe(observe, timeout=30)) for _ in range(2)]
-                await wait_until_async(lambda: _lock_waiters(pool), 2)
-                with pytest.raises(grpc.aio.AioRpcError) as shed:
-                    await stub.Observe(observe, timeout=10)
-                assert shed.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
-                match = await stub.Match(matcher_pb2.MatchRequest(model=MODEL, text=text), timeout=10)
-                assert match.matched and match.template_id == created.template_id
-            folded = await asyncio.gather(*held)
-            assert all(f.template_id == created.template_id for f in folded)
-    finally:
-        await blocker.close()
-        await server.stop(0)
-
-
-async def _lock_waiters(db: asyncpg.Pool | asyncpg.Connection) -> int:
-    return int(await db.fetchval("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"))
-
-
-async def wait_until_async(probe, expected: int, timeout_s: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    """Poll an async probe until it returns at least ``expected`` (bounded)."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout_s
-    while await probe() < expected:
-        if loop.time() > end:
-            raise AssertionError(f"probe never reached {expected}")
-        await asyncio.sleep(0.01)
-
-
-async def test_stalled_observes_leave_match_database_connections(matcher, pool, dsn) -> None:  # noqa: F811
-    """Observes waiting on a row lock hold at most half the pool: Match still reaches the database."""
-    probe, blocker = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
-    try:
-        async with create_channel(matcher.address) as channel:
-            stub = matcher_pb2_grpc.MatcherStub(channel)
-            text = canonical_text(request(0))
-            first = await stub.Match(matcher_pb2.MatchRequest(model=MODEL, text=text), timeout=10)
-            observe = matcher_pb2.ObserveRequest(model=MODEL, fingerprints=first.fingerprints)
-            created = await stub.Observe(observe, timeout=10)
-            async with blocker.transaction():
-                await blocker.execute("SELECT id FROM matcher_template FOR UPDATE")
-                held = [asyncio.ensure_future(stub.Observe(observe, timeout=30)) for _ in range(pool.get_max_size())]
-                await wait_until_async(lambda: _lock_waiters(probe), pool.get_max_size() // 2)
-                match = await stub.Match(matcher_pb2.MatchRequest(model=MODEL, text=text + " more"), timeout=10)
-                assert match.matched and match.template_id == created.template_id
-            await asyncio.gather(*held)
-    finally:
-        await blocker.close()
-        await probe.close()
