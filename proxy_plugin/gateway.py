@@ -81,6 +81,7 @@ class Gateway:
         self._metrics = RequestMetrics(core.config)
         self._session: aiohttp.ClientSession | None = None
         self.loaded_models = LoadedModels(self.upstream)
+        core.use_loaded_context(self._loaded_context)
         self.app = web.Application(client_max_size=self.config.max_body_bytes)
         self.app.router.add_route("*", "/{tail:.*}", self.handle)
         self.app.on_startup.append(self._start)
@@ -98,6 +99,12 @@ class Gateway:
         await self.loaded_models.close()
         if self._session is not None:
             await self._session.close()
+
+    async def _loaded_context(self, model: str) -> int:
+        """The context Ollama has ``model`` loaded with, from /api/ps (0 = unknown or not loaded)."""
+        if self._session is None:
+            return 0
+        return await self.loaded_models.context_length(self._session, model)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         endpoint = OPTIMIZED_PATHS.get(request.path) if request.method == "POST" else None
