@@ -1,5 +1,5 @@
 """The Ollama HTTP API (aiohttp) over the Engine: /api/chat, /api/generate, /api/ps, /api/tags,
-/api/show, /api/version, and the compatible /v1 endpoints. Field names, units (integer nanoseconds) and
+/api/show, /api/version, /api/embed, and the compatible /v1 endpoints. Field names, units (integer nanoseconds) and
 error shapes follow Ollama."""
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from aiohttp import web
 from proxy_plugin.compat_wire import Reply
 
 from .compat import MODIFIED_AT, CompatRoutes
+from .embed import INVALID_INPUT, embed_inputs, embedding
 from .engine import Engine, ModelNotFound, OutOfMemory, Plan
 from .output import tool_calls
 from .profiles import ModelProfile
@@ -90,6 +91,7 @@ class OllamaApp:
             web.post("/api/chat", self.chat), web.post("/api/generate", self.generate),
             web.get("/api/ps", self.ps), web.get("/api/tags", self.tags),
             web.post("/api/show", self.show), web.get("/api/version", self.version),
+            web.post("/api/embed", self.embed),
             *CompatRoutes(self).routes(),
         ])
         return app
@@ -129,6 +131,33 @@ class OllamaApp:
 
     async def generate(self, request: web.Request) -> web.StreamResponse:
         return await self.run(request, "generate", await read_body(request, "GenerateRequest"))
+
+    async def embed(self, request: web.Request) -> web.Response:
+        return await self.run_embed(await read_body(request, "EmbedRequest"))
+
+    async def run_embed(self, body: dict, reply: Reply | None = None) -> web.Response:
+        """Run a decoded /api/embed request (``reply``: as /v1/embeddings)."""
+        inputs = embed_inputs(body.get("input"))
+        if inputs is None:
+            return _error(400, INVALID_INPUT, reply)
+        name = str(body.get("model") or "")
+        try:
+            plan = self.engine.embed(name, inputs, dict(body.get("options") or {}), body.get("truncate"),
+                                     body.get("keep_alive"))
+        except ModelNotFound as exc:
+            return _error(404, str(exc), reply)
+        except OutOfMemory as exc:
+            return _error(500, str(exc), reply)
+        if plan.record.status != 200:
+            await self._until(plan.start)
+            return _error(plan.record.status, plan.record.error, reply)
+        await self._until(plan.end)
+        model, dimensions = self.engine.models[name], int(body.get("dimensions") or 0)
+        r = plan.record
+        answer = {"model": name, "embeddings": [embedding(model, text, dimensions) for text in inputs],
+                  "total_duration": _ns(r.total_s), "load_duration": _ns(r.load_s),
+                  "prompt_eval_count": r.prompt_eval_count}
+        return _answer({k: v for k, v in answer.items() if v or k == "embeddings"}, reply)
 
     async def run(self, request: web.Request, endpoint: str, body: dict,
                   reply: Reply | None = None) -> web.StreamResponse:
