@@ -1,4 +1,5 @@
-"""``ollama-optimizer gateway``: an Ollama-API reverse proxy that runs the core on /api/chat and /api/generate.
+"""``ollama-optimizer gateway``: an Ollama-API reverse proxy that runs the core on /api/chat, /api/generate and
+/api/embed, and on the compatible /v1 doors (``compat_forward``).
 
 - Every other path and method is relayed untouched (request and response bodies streamed).
 - Streaming NDJSON is written to the client chunk by chunk as it arrives; the final ``done: true``
@@ -37,7 +38,7 @@ from .tail import FinalObject
 
 log = logging.getLogger(__name__)
 
-OPTIMIZED_PATHS = {"/api/chat": "chat", "/api/generate": "generate"}
+OPTIMIZED_PATHS = {"/api/chat": "chat", "/api/generate": "generate", "/api/embed": "embed"}
 _HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
     "transfer-encoding", "upgrade", "content-length", "host",
@@ -181,7 +182,7 @@ class Gateway:
         decision: Decision, received: float,
     ) -> web.StreamResponse:
         headers = _forward_headers(request.headers, drop=frozenset({"accept-encoding"}))  # parseable answer
-        final = FinalObject()
+        final = FinalObject(require_done=endpoint != "embed")  # /api/embed answers one object without done
         response, status, first_chunk = await self._pipe(request, endpoint, body, headers, final)
         if status == 200:
             self.learn(payload, decision, final.result(), received, first_chunk)

@@ -8,7 +8,7 @@ import random
 from typing import Any
 
 from .profiles import ModelProfile
-from .tokens import stable_hash
+from .tokens import stable_hash, token_count
 
 INVALID_INPUT = "invalid input type"
 
@@ -24,9 +24,15 @@ def embed_inputs(value: Any) -> list[str] | None:
     return None
 
 
-def embedding(model: ModelProfile, text: str, dimensions: int) -> list[float]:
-    """A deterministic unit vector for ``text`` (what the model computes is not emulated)."""
-    rng = random.Random(stable_hash("embed", model.name, text))
+def input_tokens(model: ModelProfile, text: str) -> int:
+    """Tokens of one input as the runner receives it (BOS included)."""
+    return model.bos_tokens + token_count(text, model)
+
+
+def embedding(model: ModelProfile, text: str, kept_tokens: int, dimensions: int) -> list[float]:
+    """A deterministic unit vector for the first ``kept_tokens`` of ``text`` (a cut input embeds differently;
+    what the model computes is not emulated)."""
+    rng = random.Random(stable_hash("embed", model.name, text, str(kept_tokens)))
     vector = [rng.gauss(0.0, 1.0) for _ in range(model.hidden)]
     if 0 < dimensions < len(vector):
         vector = vector[:dimensions]

@@ -17,7 +17,8 @@ from . import perf
 from .output import OutputHook, default_output_tokens, output_pieces
 from .profiles import GiB, HARDWARE, MODELS, HardwareProfile, ModelProfile
 from .prompt import PreparedPrompt, PromptError, prepare
-from .tokens import Segment, stable_hash, token_count, unit_count
+from .embed import input_tokens
+from .tokens import Segment, stable_hash, unit_count
 
 DEFAULT_NUM_BATCH = 512  # api.DefaultOptions NumBatch
 DEFAULT_NUM_KEEP = 4  # api.DefaultOptions NumKeep
@@ -287,7 +288,7 @@ class Engine:
         model, runner, plan, slot, ka = self._acquire("embed", model_name, options, None, keep_alive,
                                                       unit_count("\n".join(inputs)))
         record, limit = plan.record, runner.opts.num_ctx
-        counts = [model.bos_tokens + token_count(text, model) for text in inputs]
+        counts = [input_tokens(model, text) for text in inputs]
         if truncate is False and any(n > limit for n in counts):
             record.status, record.error = 400, EMBED_TOO_LONG
             plan.end = plan.start

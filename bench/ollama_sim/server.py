@@ -13,7 +13,7 @@ from aiohttp import web
 from proxy_plugin.compat_wire import Reply
 
 from .compat import MODIFIED_AT, CompatRoutes
-from .embed import INVALID_INPUT, embed_inputs, embedding
+from .embed import INVALID_INPUT, embed_inputs, embedding, input_tokens
 from .engine import Engine, ModelNotFound, OutOfMemory, Plan
 from .output import tool_calls
 from .profiles import ModelProfile
@@ -152,9 +152,10 @@ class OllamaApp:
             await self._until(plan.start)
             return _error(plan.record.status, plan.record.error, reply)
         await self._until(plan.end)
-        model, dimensions = self.engine.models[name], int(body.get("dimensions") or 0)
-        r = plan.record
-        answer = {"model": name, "embeddings": [embedding(model, text, dimensions) for text in inputs],
+        model, dimensions, r = self.engine.models[name], int(body.get("dimensions") or 0), plan.record
+        limit = r.runner["num_ctx"]
+        vectors = [embedding(model, text, min(input_tokens(model, text), limit), dimensions) for text in inputs]
+        answer = {"model": name, "embeddings": vectors,
                   "total_duration": _ns(r.total_s), "load_duration": _ns(r.load_s),
                   "prompt_eval_count": r.prompt_eval_count}
         return _answer({k: v for k, v in answer.items() if v or k == "embeddings"}, reply)
