@@ -11,7 +11,19 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
-from .compat_wire import JSON_TYPE, SSE_TYPE, Translated, go_encoded, go_json, optional, sse_event
+from .compat_wire import (
+    JSON_TYPE,
+    SSE_TYPE,
+    Translated,
+    go_encoded,
+    go_json,
+    native_calls,
+    native_count,
+    native_message,
+    optional,
+    sse_event,
+    typed_fields,
+)
 
 _NUMBER = (int, float)
 
@@ -40,30 +52,8 @@ def stop_reason(done_reason: Any, has_tool_calls: bool) -> str:
 def _usage(native: dict[str, Any], input_tokens: int, output_tokens: int) -> dict[str, Any]:
     usage: dict[str, Any] = {"input_tokens": input_tokens, "output_tokens": output_tokens}
     if "prompt_eval_cached_count" in native:  # Ollama versions that report the cached prefix
-        usage["cache_read_input_tokens"] = _count(native, "prompt_eval_cached_count")
+        usage["cache_read_input_tokens"] = native_count(native, "prompt_eval_cached_count")
     return usage
-
-
-def _count(native: dict[str, Any], key: str) -> int:
-    value = native.get(key)
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-def _message(native: dict[str, Any]) -> dict[str, Any]:
-    message = native.get("message")
-    return message if isinstance(message, dict) else {}
-
-
-def _calls(message: dict[str, Any]) -> list[dict[str, Any]]:
-    calls = message.get("tool_calls")
-    out = []
-    for call in calls if isinstance(calls, list) else []:
-        call = call if isinstance(call, dict) else {}
-        function = call.get("function") if isinstance(call.get("function"), dict) else {}
-        arguments = function.get("arguments")
-        out.append({"id": call.get("id") or "", "name": function.get("name") or "",
-                    "input": arguments if arguments is not None else {}})
-    return out
 
 
 def _text(message: dict[str, Any], key: str) -> str:
@@ -88,30 +78,30 @@ class MessagesReply:
 
     def answer(self, native: dict[str, Any]) -> bytes:
         """``ToMessagesResponse``."""
-        message = _message(native)
+        message = native_message(native)
         content: list[dict[str, Any]] = []
         if _text(message, "thinking"):
             content.append({"type": "thinking", "thinking": message["thinking"]})
         if _text(message, "content"):
             content.append({"type": "text", "text": message["content"]})
-        calls = _calls(message)
-        content.extend({"type": "tool_use", **call} for call in calls)
+        calls = native_calls(message)
+        content.extend({"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments} for c in calls)
         response: dict[str, Any] = {"id": self.id, "type": "message", "role": "assistant",
                                     "model": native.get("model") or "", "content": content or None}
         reason = stop_reason(native.get("done_reason"), bool(calls))
         if reason:
             response["stop_reason"] = reason
-        response["usage"] = _usage(native, _count(native, "prompt_eval_count"), _count(native, "eval_count"))
+        response["usage"] = _usage(native, native_count(native, "prompt_eval_count"), native_count(native, "eval_count"))
         return go_encoded(response)
 
     def chunk(self, native: dict[str, Any]) -> bytes:
         """``StreamConverter.Process``: the events one native object produces."""
         events: list[bytes] = []
-        message = _message(native)
+        message = native_message(native)
         if self._first:
             self._first = False
             start = {"id": self.id, "type": "message", "role": "assistant", "model": self.model, "content": [],
-                     "usage": {"input_tokens": _count(native, "prompt_eval_count"), "output_tokens": 0}}
+                     "usage": {"input_tokens": native_count(native, "prompt_eval_count"), "output_tokens": 0}}
             events.append(sse_event("message_start", {"type": "message_start", "message": start}))
         thinking, text = _text(message, "thinking"), _text(message, "content")
         if thinking and not self._thinking_done:
@@ -128,17 +118,17 @@ class MessagesReply:
                 self._text_started = True
                 events.append(self._block_start({"type": "text", "text": ""}))
             events.append(self._delta({"type": "text_delta", "text": text}))
-        for call in _calls(message):
-            if call["id"] in self._calls_sent:
+        for call in native_calls(message):
+            if call.id in self._calls_sent:
                 continue
             if self._text_started:
                 events.append(self._block_stop())
                 self._index += 1
                 self._text_started = False
-            events.append(self._block_start({"type": "tool_use", "id": call["id"], "name": call["name"], "input": {}}))
-            events.append(self._delta({"type": "input_json_delta", "partial_json": go_json(call["input"])}))
+            events.append(self._block_start({"type": "tool_use", "id": call.id, "name": call.name, "input": {}}))
+            events.append(self._delta({"type": "input_json_delta", "partial_json": go_json(call.arguments)}))
             events.append(self._block_stop())
-            self._calls_sent.add(call["id"])
+            self._calls_sent.add(call.id)
             self._index += 1
         if native.get("done") is True:
             if self._text_started or (self._thinking_started and not self._thinking_done):
@@ -146,7 +136,7 @@ class MessagesReply:
             reason = stop_reason(native.get("done_reason"), bool(self._calls_sent))
             events.append(sse_event("message_delta", {
                 "type": "message_delta", "delta": {"stop_reason": reason} if reason else {},
-                "usage": {"output_tokens": _count(native, "eval_count")}}))
+                "usage": {"output_tokens": native_count(native, "eval_count")}}))
             events.append(sse_event("message_stop", {"type": "message_stop"}))
         return b"".join(events)
 
@@ -160,8 +150,7 @@ class MessagesReply:
     def _block_stop(self) -> bytes:
         return sse_event("content_block_stop", {"type": "content_block_stop", "index": self._index})
 
-    def error(self, message: str) -> bytes:
-        return error_body(message)
+    error = staticmethod(error_body)
 
 
 class MessagesDoor:
@@ -170,16 +159,12 @@ class MessagesDoor:
     error = staticmethod(error_body)
 
     def translate(self, body: Any) -> Translated | str:
-        if not isinstance(body, dict):
-            return "body is not a JSON object"
-        checks = {"model": (str,), "max_tokens": (int,), "messages": (list,), "stream": (bool,),
-                  "temperature": _NUMBER, "top_p": _NUMBER, "top_k": (int,), "stop_sequences": (list,),
-                  "tools": (list,), "tool_choice": (dict,), "thinking": (dict,), "metadata": (dict,)}
-        values = {}
-        for key, kinds in checks.items():
-            ok, values[key] = optional(body, key, kinds)
-            if not ok:
-                return f"{key} has a type Ollama refuses"
+        values = typed_fields(body, {
+            "model": (str,), "max_tokens": (int,), "messages": (list,), "stream": (bool,), "temperature": _NUMBER,
+            "top_p": _NUMBER, "top_k": (int,), "stop_sequences": (list,), "tools": (list,), "tool_choice": (dict,),
+            "thinking": (dict,), "metadata": (dict,)})
+        if isinstance(values, str):
+            return values
         if not values["model"] or not values["max_tokens"] or values["max_tokens"] <= 0 or not values["messages"]:
             return "model, a positive max_tokens and messages are required"
         stops = values["stop_sequences"] or []

@@ -21,7 +21,14 @@ from . import metrics
 from .command import strip_command
 from .compat_anthropic import MessagesDoor
 from .compat_openai import ChatDoor, CompletionDoor, EmbeddingDoor
-from .compat_wire import JSON_TYPE, Door, NdjsonLines, Translated, error_message, go_encoded
+from .compat_wire import (
+    JSON_TYPE,
+    Door,
+    NdjsonLines,
+    Translated,
+    error_message,
+    go_encoded,
+)
 
 if TYPE_CHECKING:
     from .gateway import Gateway
@@ -68,7 +75,7 @@ async def serve_compat(gw: Gateway, request: web.Request, door: Door, headers: d
         native = strip_command(native)
     if native is None or not isinstance(translated, Translated):
         metrics.COMPAT_UNTRANSLATED.labels(label).inc()
-        return await gw._relay(request, label, body)  # noqa: SLF001
+        return await gw._relay(request, label, body)
     to_send, decision = await gw.core.prepare(native, translated.endpoint)
     answer = await _run(gw, request, door, translated, to_send, headers)
     if answer.answered:
@@ -94,7 +101,7 @@ async def _run(
     label = _label(request.path)
     reply = translated.reply
     response: web.StreamResponse | None = None
-    session = gw._session  # noqa: SLF001 (the gateway's upstream session)
+    session = gw._session
     assert session is not None
     try:
         async with session.post(
@@ -108,12 +115,13 @@ async def _run(
                                             content_type=JSON_TYPE))
             if not reply.stream:
                 final = _parse(await upstream.read())
-                first_chunk = time.monotonic()
+                answered = time.monotonic()
                 body = reply.answer(final)
-                return _Answer(web.Response(body=body, content_type=reply.content_type()), True, final, first_chunk)
+                return _Answer(web.Response(body=body, content_type=reply.content_type()), True, final, answered)
             response = web.StreamResponse(headers={"Content-Type": reply.content_type(), "Cache-Control": "no-cache"})
             await response.prepare(request)
-            lines, last, first_chunk = NdjsonLines(), None, None
+            lines, last = NdjsonLines(), None
+            first_chunk: float | None = None
             async for chunk in upstream.content.iter_any():
                 first_chunk = first_chunk or time.monotonic()
                 for obj in lines.feed(chunk):

@@ -16,7 +16,20 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .compat_wire import JSON_TYPE, SSE_TYPE, Translated, go_encoded, go_json, optional, sse_data, unix_seconds
+from .compat_wire import (
+    JSON_TYPE,
+    SSE_TYPE,
+    Translated,
+    go_encoded,
+    go_json,
+    native_calls,
+    native_count,
+    native_message,
+    optional,
+    sse_data,
+    typed_fields,
+    unix_seconds,
+)
 
 _NUMBER = (int, float)
 _EFFORTS = ("high", "medium", "low", "none")
@@ -30,18 +43,23 @@ def error_body(message: str, status: int = 500) -> bytes:
 
 
 def _usage(native: dict[str, Any]) -> dict[str, Any]:
-    prompt = _count(native, "prompt_eval_count")
-    completion = _count(native, "eval_count")
+    prompt = native_count(native, "prompt_eval_count")
+    completion = native_count(native, "eval_count")
     usage: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion,
                              "total_tokens": prompt + completion}
     if "prompt_eval_cached_count" in native:  # Ollama versions that report the cached prefix
-        usage["prompt_tokens_details"] = {"cached_tokens": _count(native, "prompt_eval_cached_count")}
+        usage["prompt_tokens_details"] = {"cached_tokens": native_count(native, "prompt_eval_cached_count")}
     return usage
 
 
-def _count(native: dict[str, Any], key: str) -> int:
-    value = native.get(key)
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+def _events(chunk: dict[str, Any], native: dict[str, Any], include_usage: bool) -> bytes:
+    """The SSE bytes of one chunk; after the final one the usage chunk (when asked for) and ``[DONE]``."""
+    out = sse_data(chunk)
+    if native.get("done") is True:
+        if include_usage:
+            out += sse_data({**chunk, "choices": [], "usage": _usage(native)})
+        out += _DONE
+    return out
 
 
 def _reason(value: Any) -> str | None:
@@ -50,20 +68,12 @@ def _reason(value: Any) -> str | None:
 
 def _tool_calls(message: dict[str, Any]) -> list[dict[str, Any]]:
     """``openai.ToToolCalls``."""
-    calls = message.get("tool_calls")
-    out = []
-    for call in calls if isinstance(calls, list) else []:
-        call = call if isinstance(call, dict) else {}
-        function = call.get("function") if isinstance(call.get("function"), dict) else {}
-        arguments = function.get("arguments")
-        out.append({"id": call.get("id") or "", "index": function.get("index") or 0, "type": "function",
-                    "function": {"name": function.get("name") or "",
-                                 "arguments": go_json(arguments if arguments is not None else {})}})
-    return out
+    return [{"id": c.id, "index": c.index, "type": "function",
+             "function": {"name": c.name, "arguments": go_json(c.arguments)}} for c in native_calls(message)]
 
 
 def _message(native: dict[str, Any], role: str | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    message = native.get("message") if isinstance(native.get("message"), dict) else {}
+    message = native_message(native)
     calls = _tool_calls(message)
     out: dict[str, Any] = {"role": role if role is not None else message.get("role") or "",
                            "content": message.get("content") or ""}
@@ -107,15 +117,9 @@ class ChatReply:
             "choices": [{"index": 0, "delta": delta, "finish_reason": reason}],
         }
         self._tool_call_sent = self._tool_call_sent or bool(calls)
-        out = sse_data(chunk)
-        if native.get("done") is True:
-            if self.include_usage:
-                out += sse_data({**chunk, "choices": [], "usage": _usage(native)})
-            out += _DONE
-        return out
+        return _events(chunk, native, self.include_usage)
 
-    def error(self, message: str) -> bytes:
-        return error_body(message)
+    error = staticmethod(error_body)
 
 
 class ChatDoor:
@@ -124,17 +128,13 @@ class ChatDoor:
     error = staticmethod(error_body)
 
     def translate(self, body: Any) -> Translated | str:
-        if not isinstance(body, dict):
-            return "body is not a JSON object"
-        checks = {"model": (str,), "stream": (bool,), "stream_options": (dict,), "max_tokens": (int,),
-                  "seed": (int,), "temperature": _NUMBER, "frequency_penalty": _NUMBER,
-                  "presence_penalty": _NUMBER, "top_p": _NUMBER, "response_format": (dict,), "tools": (list,),
-                  "reasoning": (dict,), "reasoning_effort": (str,), "messages": (list,)}
-        values = {}
-        for key, kinds in checks.items():
-            ok, values[key] = optional(body, key, kinds)
-            if not ok:
-                return f"{key} has a type Ollama refuses"
+        values = typed_fields(body, {
+            "model": (str,), "stream": (bool,), "stream_options": (dict,), "max_tokens": (int,), "seed": (int,),
+            "temperature": _NUMBER, "frequency_penalty": _NUMBER, "presence_penalty": _NUMBER, "top_p": _NUMBER,
+            "response_format": (dict,), "tools": (list,), "reasoning": (dict,), "reasoning_effort": (str,),
+            "messages": (list,)})
+        if isinstance(values, str):
+            return values
         if body.get("logprobs") or body.get("top_logprobs") or body.get("_debug_render_only"):
             return "logprobs and debug rendering are not translated"
         if not values["messages"]:
@@ -227,7 +227,7 @@ def _chat_messages(messages: list[Any]) -> list[dict[str, Any]] | str:
         if role.lower() == "tool":
             tool_name = msg.get("name") or (_name_of_call(messages, msg["tool_call_id"])
                                             if msg.get("tool_call_id") else "")
-        extra = {"thinking": msg.get("reasoning") or "", "tool_calls": calls, "tool_name": tool_name,
+        extra: dict[str, Any] = {"thinking": msg.get("reasoning") or "", "tool_calls": calls, "tool_name": tool_name,
                  "tool_call_id": msg.get("tool_call_id") or ""}
         if isinstance(content, str):
             out.append(_native_message(role, content, **extra))
@@ -322,15 +322,9 @@ class CompletionReply:
         }
         if self.include_usage:  # Ollama attaches a zero usage to every chunk when asked for usage
             chunk["usage"] = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
-        out = sse_data(chunk)
-        if native.get("done") is True:
-            if self.include_usage:
-                out += sse_data({**chunk, "choices": [], "usage": _usage(native)})
-            out += _DONE
-        return out
+        return _events(chunk, native, self.include_usage)
 
-    def error(self, message: str) -> bytes:
-        return error_body(message)
+    error = staticmethod(error_body)
 
 
 class CompletionDoor:
@@ -339,16 +333,12 @@ class CompletionDoor:
     error = staticmethod(error_body)
 
     def translate(self, body: Any) -> Translated | str:
-        if not isinstance(body, dict):
-            return "body is not a JSON object"
-        checks = {"model": (str,), "prompt": (str,), "frequency_penalty": _NUMBER, "max_tokens": (int,),
-                  "presence_penalty": _NUMBER, "seed": (int,), "stream": (bool,), "stream_options": (dict,),
-                  "temperature": _NUMBER, "top_p": _NUMBER, "suffix": (str,)}
-        values = {}
-        for key, kinds in checks.items():
-            ok, values[key] = optional(body, key, kinds)
-            if not ok:
-                return f"{key} has a type Ollama refuses"
+        values = typed_fields(body, {
+            "model": (str,), "prompt": (str,), "frequency_penalty": _NUMBER, "max_tokens": (int,),
+            "presence_penalty": _NUMBER, "seed": (int,), "stream": (bool,), "stream_options": (dict,),
+            "temperature": _NUMBER, "top_p": _NUMBER, "suffix": (str,)})
+        if isinstance(values, str):
+            return values
         if body.get("logprobs") or body.get("_debug_render_only"):
             return "logprobs and debug rendering are not translated"
         options: dict[str, Any] = {}
@@ -398,15 +388,14 @@ class EmbeddingReply:
         as_base64 = self.encoding_format.lower() == "base64"
         data = [{"object": "embedding", "embedding": _base64_floats(e) if as_base64 else e, "index": i}
                 for i, e in enumerate(embeddings)]
-        count = _count(native, "prompt_eval_count")
+        count = native_count(native, "prompt_eval_count")
         return go_encoded({"object": "list", "data": data, "model": self.model,
                            "usage": {"prompt_tokens": count, "total_tokens": count}})
 
     def chunk(self, native: dict[str, Any]) -> bytes:
         return self.answer(native)
 
-    def error(self, message: str) -> bytes:
-        return error_body(message)
+    error = staticmethod(error_body)
 
 
 def _base64_floats(values: Any) -> str:
@@ -420,13 +409,9 @@ class EmbeddingDoor:
     error = staticmethod(error_body)
 
     def translate(self, body: Any) -> Translated | str:
-        if not isinstance(body, dict):
-            return "body is not a JSON object"
-        values = {}
-        for key, kinds in {"model": (str,), "dimensions": (int,), "encoding_format": (str,)}.items():
-            ok, values[key] = optional(body, key, kinds)
-            if not ok:
-                return f"{key} has a type Ollama refuses"
+        values = typed_fields(body, {"model": (str,), "dimensions": (int,), "encoding_format": (str,)})
+        if isinstance(values, str):
+            return values
         encoding = values["encoding_format"] or ""
         if encoding and encoding.lower() not in ("float", "base64"):
             return "unsupported encoding_format"

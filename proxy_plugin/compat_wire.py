@@ -152,3 +152,48 @@ def unix_seconds(created_at: Any) -> int:
         except ValueError:
             pass
     return int(time.time())
+
+
+def typed_fields(body: Any, kinds_by_key: dict[str, tuple[type, ...]]) -> dict[str, Any] | str:
+    """The request's optional fields when each has the type Go decodes it into, else why not."""
+    if not isinstance(body, dict):
+        return "body is not a JSON object"
+    values = {}
+    for key, kinds in kinds_by_key.items():
+        ok, values[key] = optional(body, key, kinds)
+        if not ok:
+            return f"{key} has a type Ollama refuses"
+    return values
+
+
+@dataclass(frozen=True)
+class NativeCall:
+    """One tool call of a native answer's message."""
+
+    id: str
+    index: int
+    name: str
+    arguments: Any
+
+
+def native_message(native: dict[str, Any]) -> dict[str, Any]:
+    message = native.get("message")
+    return message if isinstance(message, dict) else {}
+
+
+def native_calls(message: dict[str, Any]) -> list[NativeCall]:
+    calls = message.get("tool_calls")
+    out = []
+    for item in calls if isinstance(calls, list) else []:
+        call: dict[str, Any] = item if isinstance(item, dict) else {}
+        function: dict[str, Any] = call["function"] if isinstance(call.get("function"), dict) else {}
+        arguments = function.get("arguments")
+        out.append(NativeCall(call.get("id") or "", function.get("index") or 0, function.get("name") or "",
+                              arguments if arguments is not None else {}))
+    return out
+
+
+def native_count(native: dict[str, Any], key: str) -> int:
+    """A token count of a native answer (0 when absent, as Go's zero value)."""
+    value = native.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0

@@ -94,7 +94,7 @@ async def test_openai_chat_is_optimized_and_answers_as_ollama(chain) -> None:
 
 
 async def test_openai_chat_stream_sends_the_same_events_with_usage_and_done(chain) -> None:
-    services, gw, tap, emu = chain
+    services, gw, _tap, emu = chain
     body = {"model": MODEL, "messages": MESSAGES, "stream": True, "stream_options": {"include_usage": True}}
     ours = await _sse(gw.url + "/v1/chat/completions", body)
     theirs = await _sse(emu.url + "/v1/chat/completions", body)

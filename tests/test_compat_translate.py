@@ -6,7 +6,13 @@ import json
 import struct
 
 from proxy_plugin.compat_anthropic import MessagesDoor, MessagesReply
-from proxy_plugin.compat_openai import ChatDoor, ChatReply, CompletionDoor, CompletionReply, EmbeddingDoor
+from proxy_plugin.compat_openai import (
+    ChatDoor,
+    ChatReply,
+    CompletionDoor,
+    CompletionReply,
+    EmbeddingDoor,
+)
 from proxy_plugin.compat_wire import NdjsonLines, Translated, go_json
 
 MODEL = "qwen3:8b"

@@ -1,6 +1,7 @@
 """The ``opt`` agent loaded by a stand-in ollama-smart-proxy host, end to end against the emulator."""
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -88,7 +89,7 @@ def _builtin_optimizer(plugins: Path) -> None:
 def _apply_patch_renames(host_src: Path) -> None:
     """The file renames of the host patch, done as ``git apply`` does them (paths under ``src/``)."""
     lines = PATCH.read_text().splitlines()
-    for old, new in zip(lines, lines[1:]):
+    for old, new in itertools.pairwise(lines):
         if old.startswith("rename from src/") and new.startswith("rename to src/"):
             source = host_src / old.removeprefix("rename from src/")
             source.rename(host_src / new.removeprefix("rename to src/"))

@@ -33,7 +33,7 @@ class CompatRoutes:
         defs = [web.post(path, self._handler(door)) for path, door in doors.items()]
         return [*defs, web.get("/v1/models", self.models)]
 
-    def _handler(self, door: Door):  # noqa: ANN202 (an aiohttp handler)
+    def _handler(self, door: Door):
         async def handle(request: web.Request) -> web.StreamResponse:
             try:
                 body = json.loads(await request.read())

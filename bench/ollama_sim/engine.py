@@ -14,10 +14,10 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from . import perf
-from .output import OutputHook, default_output_tokens, output_pieces
-from .profiles import GiB, HARDWARE, MODELS, HardwareProfile, ModelProfile
-from .prompt import PreparedPrompt, PromptError, prepare
 from .embed import input_tokens
+from .output import OutputHook, default_output_tokens, output_pieces
+from .profiles import HARDWARE, MODELS, GiB, HardwareProfile, ModelProfile
+from .prompt import PreparedPrompt, PromptError, prepare
 from .tokens import Segment, stable_hash, unit_count
 
 DEFAULT_NUM_BATCH = 512  # api.DefaultOptions NumBatch

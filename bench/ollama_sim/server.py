@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
 from aiohttp import web
@@ -141,16 +142,10 @@ class OllamaApp:
         if inputs is None:
             return _error(400, INVALID_INPUT, reply)
         name = str(body.get("model") or "")
-        try:
-            plan = self.engine.embed(name, inputs, dict(body.get("options") or {}), body.get("truncate"),
-                                     body.get("keep_alive"))
-        except ModelNotFound as exc:
-            return _error(404, str(exc), reply)
-        except OutOfMemory as exc:
-            return _error(500, str(exc), reply)
-        if plan.record.status != 200:
-            await self._until(plan.start)
-            return _error(plan.record.status, plan.record.error, reply)
+        plan = await self._scheduled(lambda: self.engine.embed(
+            name, inputs, dict(body.get("options") or {}), body.get("truncate"), body.get("keep_alive")), reply)
+        if isinstance(plan, web.Response):
+            return plan
         await self._until(plan.end)
         model, dimensions, r = self.engine.models[name], int(body.get("dimensions") or 0), plan.record
         limit = r.runner["num_ctx"]
@@ -159,6 +154,19 @@ class OllamaApp:
                   "total_duration": _ns(r.total_s), "load_duration": _ns(r.load_s),
                   "prompt_eval_count": r.prompt_eval_count}
         return _answer({k: v for k, v in answer.items() if v or k == "embeddings"}, reply)
+
+    async def _scheduled(self, schedule: Callable[[], Plan], reply: Reply | None) -> Plan | web.Response:
+        """The plan of an accepted request, or the error Ollama answers (after any wait it would make)."""
+        try:
+            plan = schedule()
+        except ModelNotFound as exc:
+            return _error(404, str(exc), reply)
+        except OutOfMemory as exc:
+            return _error(500, str(exc), reply)
+        if plan.record.status != 200:
+            await self._until(plan.start)
+            return _error(plan.record.status, plan.record.error, reply)
+        return plan
 
     async def run(self, request: web.Request, endpoint: str, body: dict,
                   reply: Reply | None = None) -> web.StreamResponse:
@@ -179,16 +187,11 @@ class OllamaApp:
         if not body.get("model"):
             return _error(400, "model is required", reply)
         options = body.get("options") or {}
-        try:
-            plan = self.engine.schedule(endpoint, str(body["model"]), messages, dict(options), body.get("truncate"),
-                                        body.get("shift"), body.get("keep_alive"))
-        except ModelNotFound as exc:
-            return _error(404, str(exc), reply)
-        except OutOfMemory as exc:
-            return _error(500, str(exc), reply)
-        if plan.record.status != 200:
-            await self._until(plan.start)
-            return _error(plan.record.status, plan.record.error, reply)
+        plan = await self._scheduled(lambda: self.engine.schedule(
+            endpoint, str(body["model"]), messages, dict(options), body.get("truncate"), body.get("shift"),
+            body.get("keep_alive")), reply)
+        if isinstance(plan, web.Response):
+            return plan
         calls = tool_calls(body.get("tools"), messages, plan.pieces) if endpoint == "chat" else []
         if body.get("stream", True) is False:
             await self._until(plan.end)

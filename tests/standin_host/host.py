@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-
 from src.shared.base_agent import BaseAgent
 
 _COMMAND = re.compile(r"^\s*/(\w+)\s*")
@@ -57,7 +56,7 @@ def load_agents(plugins_dir: Path, order: Order = lambda entries: entries) -> di
             sys.modules[spec.name] = module
             try:
                 spec.loader.exec_module(module)
-            except Exception:  # the host logs the failed module and goes on
+            except Exception:  # noqa: BLE001, S112 (the host logs the failed module and goes on)
                 continue
         agent_module = sys.modules.get(f"plugins.{plugin_dir.name}.agent")
         if agent_module is None:
@@ -68,7 +67,7 @@ def load_agents(plugins_dir: Path, order: Order = lambda entries: entries) -> di
                 try:
                     instance = attr()
                     agents[instance.name] = instance
-                except Exception:  # the host logs it and goes on
+                except Exception:  # noqa: BLE001, S110 (the host logs it and goes on)
                     pass
                 break
     return agents
@@ -104,9 +103,9 @@ class StandInHost:
         if self.patched:
             body.update({k: context[k] for k in FORWARDED_KEYS if k in context})
         self.sent.append(body)
-        async with aiohttp.ClientSession() as session:
-            async with session.post(f"{self.upstream}/api/{endpoint}", json=body) as response:
-                raw = await response.read()  # httpx client.post: the whole body before anything else
+        async with aiohttp.ClientSession() as session, session.post(f"{self.upstream}/api/{endpoint}",
+                                                                     json=body) as response:
+            raw = await response.read()  # httpx client.post: the whole body before anything else
         if not body["stream"]:
             return await self._on_response(names, context, json.loads(raw))
         collected = self._collect([raw])  # aiter_bytes() of a response already read: one chunk
