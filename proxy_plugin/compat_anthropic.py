@@ -76,6 +76,10 @@ class MessagesReply:
     def content_type(self) -> str:
         return SSE_TYPE if self.stream else JSON_TYPE
 
+    def stream_headers(self) -> dict[str, str]:
+        """``AnthropicMessagesMiddleware`` adds no-cache to a stream (the Connection header is hop-by-hop)."""
+        return {"Content-Type": SSE_TYPE, "Cache-Control": "no-cache"}
+
     def answer(self, native: dict[str, Any]) -> bytes:
         """``ToMessagesResponse``."""
         message = native_message(native)

@@ -118,7 +118,7 @@ async def _run(
                 answered = time.monotonic()
                 body = reply.answer(final)
                 return _Answer(web.Response(body=body, content_type=reply.content_type()), True, final, answered)
-            response = web.StreamResponse(headers={"Content-Type": reply.content_type(), "Cache-Control": "no-cache"})
+            response = web.StreamResponse(headers=reply.stream_headers())
             await response.prepare(request)
             lines, last = NdjsonLines(), None
             first_chunk: float | None = None

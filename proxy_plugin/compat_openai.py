@@ -97,6 +97,9 @@ class ChatReply:
     def content_type(self) -> str:
         return SSE_TYPE if self.stream else JSON_TYPE
 
+    def stream_headers(self) -> dict[str, str]:
+        return {"Content-Type": SSE_TYPE}
+
     def answer(self, native: dict[str, Any]) -> bytes:
         message, calls = _message(native, None)
         reason = "tool_calls" if calls else _reason(native.get("done_reason"))
@@ -302,6 +305,9 @@ class CompletionReply:
     def content_type(self) -> str:
         return SSE_TYPE if self.stream else JSON_TYPE
 
+    def stream_headers(self) -> dict[str, str]:
+        return {"Content-Type": SSE_TYPE}
+
     def _choice(self, native: dict[str, Any]) -> dict[str, Any]:
         text = native.get("response")
         return {"text": text if isinstance(text, str) else "", "index": 0,
@@ -379,6 +385,9 @@ class EmbeddingReply:
 
     def content_type(self) -> str:
         return JSON_TYPE
+
+    def stream_headers(self) -> dict[str, str]:
+        return {"Content-Type": JSON_TYPE}
 
     def answer(self, native: dict[str, Any]) -> bytes:
         embeddings = native.get("embeddings")

@@ -28,6 +28,9 @@ class Reply(Protocol):
 
     def content_type(self) -> str: ...
 
+    def stream_headers(self) -> dict[str, str]:
+        """The headers of a streamed answer (Content-Type and what the API's middleware adds)."""
+
     def answer(self, native: dict[str, Any]) -> bytes:
         """The whole compatible body for a non-streamed native answer."""
 

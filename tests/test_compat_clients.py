@@ -41,6 +41,7 @@ async def _sse(url: str, body: dict[str, Any]) -> list[tuple[str | None, Any]]:
     """The raw SSE events of a streamed answer: (event name, parsed data or the literal [DONE])."""
     async with aiohttp.ClientSession() as session, session.post(url, json=body) as response:
         assert response.status == 200 and response.content_type == "text/event-stream"
+        assert ("Cache-Control" in response.headers) == url.endswith("/v1/messages")  # as Ollama's middleware
         text = await response.text()
     events = []
     for block in filter(None, text.split("\n\n")):

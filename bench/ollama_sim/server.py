@@ -197,7 +197,7 @@ class OllamaApp:
             await self._until(plan.end)
             final = self._chunk(endpoint, plan, "" if calls else "".join(plan.pieces), calls) | {"done": True}
             return _answer(final | _metrics(plan), reply)
-        resp = web.StreamResponse(headers={"Content-Type": reply.content_type() if reply else "application/x-ndjson"})
+        resp = web.StreamResponse(headers=reply.stream_headers() if reply else {"Content-Type": "application/x-ndjson"})
         await resp.prepare(request)
         if calls:  # a tool-calling model's parser holds the call back until it is complete
             await self._until(plan.end)
