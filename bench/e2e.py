@@ -3,6 +3,7 @@ oracle, on the same seeded workload and the same emulator settings, in one run.
 
     .venv/bin/python -m bench.e2e            # full: 3 scenarios x concurrency 1, 2, 4, 8 (make bench)
     .venv/bin/python -m bench.e2e --quick    # < 3 minutes; fewer requests, concurrency 1 and 4; no files
+    .venv/bin/python -m bench.e2e --compat   # the same workload through /v1/chat/completions: defaults vs optimizer
 
 Latencies are the emulator's simulated seconds (on a virtual clock, bench/e2e_clock.py) plus, for the
 optimizer, the measured wall-clock request-path overhead of the plugin core (prepare(): Match + Recommend +
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from bench.e2e_arms import ARMS, Naive, Oracle, Passthrough, optimizer_stack, oracle_contexts
 from bench.e2e_clock import virtual_emulator
-from bench.e2e_drive import Result, drive
+from bench.e2e_drive import NATIVE, Result, drive
 from bench.e2e_report import TABLE_HEADER, figures, intact_p50, oracle_gap, plot, settled, table_row
 from bench.ollama_sim import EmulatorConfig
 from bench.ollama_sim.output import default_output_tokens
@@ -37,6 +38,8 @@ SEED = 6
 TEMPLATES = 32
 ORACLE_BATCHES = (512, 1024, 2048)
 KEYS = ("p50_s", "p95_s", "truncated", "reloads", "kv_gib_mean")
+COMPAT_DOOR = "/v1/chat/completions"
+COMPAT_ARMS = ("passthrough", "optimizer")
 
 
 @dataclass(frozen=True)
@@ -79,8 +82,8 @@ def emulator_config(scenario: Scenario) -> EmulatorConfig:
 
 
 async def run_arm(scenario: Scenario, arm: str, requests: list[Request], concurrency: int, long_ids: set[int],
-                  pg: EmbeddedPostgres, oracle: Oracle | None, plugin: dict | None = None) -> dict:
-    """One arm on a fresh emulator (and, for the optimizer, a fresh database)."""
+                  pg: EmbeddedPostgres, oracle: Oracle | None, plugin: dict | None = None, door: str = NATIVE) -> dict:
+    """One arm on a fresh emulator (and, for the optimizer, a fresh database); clients call ``door``."""
     async with AsyncExitStack() as stack:
         emulator, clock = await stack.enter_async_context(virtual_emulator(emulator_config(scenario)))
         url, settle = emulator.url, None
@@ -96,7 +99,7 @@ async def run_arm(scenario: Scenario, arm: str, requests: list[Request], concurr
         else:
             policy = Passthrough()
         results = await drive(requests, concurrency, url, emulator, clock, policy.options_for,  # type: ignore[attr-defined]
-                              policy.completed, settle)  # type: ignore[attr-defined]
+                              policy.completed, settle, door)  # type: ignore[attr-defined]
         if arm != "optimizer":
             return figures(results, emulator, [0.0] * len(results), long_ids)
         decisions = policy.core.decisions  # type: ignore[attr-defined]
@@ -143,32 +146,52 @@ async def run_scenarios(pg: EmbeddedPostgres, scenarios: list[Scenario], n: int,
     return results
 
 
+async def run_compat(pg: EmbeddedPostgres, scenarios: list[Scenario], n: int, levels: tuple[int, ...],
+                     plugin: dict | None = None) -> dict:
+    """The same workload sent by OpenAI clients to ``/v1/chat/completions``: Ollama's defaults (the emulator
+    serves the compatible API as Ollama does) vs the gateway, which translates it to the native API."""
+    results: dict[str, dict[int, dict[str, dict]]] = {}
+    for scenario in scenarios:
+        requests, long_ids = workload(scenario, n)
+        results[scenario.name] = {}
+        for conc in levels:
+            by_arm = {arm: await run_arm(scenario, arm, requests, conc, long_ids, pg, None, plugin, COMPAT_DOOR)
+                      for arm in COMPAT_ARMS}
+            intact = [x is not None and not truncated for x, truncated
+                      in zip(by_arm["passthrough"]["_latencies"], by_arm["passthrough"]["_truncated"])]
+            for figures_ in by_arm.values():
+                figures_["p50_intact_s"] = intact_p50(figures_, intact)
+            results[scenario.name][conc] = by_arm
+    return results
+
+
 async def run(quick: bool, only: str | None = None, requests_n: int | None = None,
-              concurrencies: tuple[int, ...] | None = None) -> dict:
-    """The benchmark on its own embedded Postgres; a full run writes bench/results/ (--quick only prints)."""
+              concurrencies: tuple[int, ...] | None = None, compat: bool = False) -> dict:
+    """The benchmark on its own embedded Postgres; a full run writes bench/results/ (--quick and --compat only
+    print)."""
     n = requests_n or (250 if quick else 1000)
     levels = concurrencies or ((1, 4) if quick else (1, 2, 4, 8))
     scenarios = [s for s in SCENARIOS if only in (None, s.name)]
     with tempfile.TemporaryDirectory(prefix="e2e-pg-") as tmp:
         pg = await asyncio.to_thread(EmbeddedPostgres, Path(tmp) / "pg")
         try:
-            results = await run_scenarios(pg, scenarios, n, levels)
+            results = await (run_compat if compat else run_scenarios)(pg, scenarios, n, levels)
         finally:
             await asyncio.to_thread(pg.stop)
-    if not quick:
+    if not quick and not compat:
         write_outputs(results, scenarios, RESULTS, n)
     return results
 
 
-def summary(results: dict) -> dict:
-    """The last-line JSON: per scenario and arm the KEYS at the lowest concurrency, and per concurrency."""
+def summary(results: dict, keys: tuple[str, ...] = KEYS) -> dict:
+    """The last-line JSON: per scenario and arm the ``keys`` at the lowest concurrency, and per concurrency."""
     out: dict = {}
     for scenario, by_conc in results.items():
         first = min(by_conc)
         out[scenario] = {}
-        for arm in ARMS:
-            entry = {k: by_conc[first][arm][k] for k in KEYS}
-            entry["by_concurrency"] = {str(c): {k: by_conc[c][arm][k] for k in KEYS} for c in sorted(by_conc)}
+        for arm in by_conc[first]:
+            entry = {k: by_conc[first][arm][k] for k in keys}
+            entry["by_concurrency"] = {str(c): {k: by_conc[c][arm][k] for k in keys} for c in sorted(by_conc)}
             out[scenario][arm] = entry
     return out
 
@@ -194,12 +217,14 @@ def main() -> None:
     parser.add_argument("--scenario", choices=[s.name for s in SCENARIOS])
     parser.add_argument("--requests", type=int)
     parser.add_argument("--concurrency", type=int, nargs="+")
+    parser.add_argument("--compat", action="store_true",
+                        help="the compatible-API arm: the workload through /v1/chat/completions, defaults vs optimizer")
     args = parser.parse_args()
     started = time.monotonic()
     results = asyncio.run(run(args.quick, args.scenario, args.requests,
-                              tuple(args.concurrency) if args.concurrency else None))
+                              tuple(args.concurrency) if args.concurrency else None, args.compat))
     print(f"wall {time.monotonic() - started:.0f} s", file=sys.stderr)
-    print(json.dumps(summary(results)))
+    print(json.dumps(summary(results, (*KEYS, "p50_intact_s") if args.compat else KEYS)))
     sys.stdout.flush()
 
 

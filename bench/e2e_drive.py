@@ -19,6 +19,7 @@ from bench.workload import Request
 OptionsFor = Callable[[Request], dict]
 """The arm's client-side options for a request (empty = send it as the user wrote it)."""
 Completed = Callable[[Request, dict], None]
+NATIVE = "/api/chat"
 """Called in simulated-completion order with each request and its JSON answer."""
 
 
@@ -33,8 +34,11 @@ class Result:
 
 async def drive(requests: list[Request], concurrency: int, url: str, emulator: Emulator, clock: VirtualClock,
                 options_for: OptionsFor, completed: Completed,
-                settle: Callable[[int], Awaitable[None]] | None = None) -> list[Result]:
-    """Run ``requests`` through ``url``; ``settle(n)`` runs after n answers were released (learning catches up)."""
+                settle: Callable[[int], Awaitable[None]] | None = None, door: str = NATIVE) -> list[Result]:
+    """Run ``requests`` through ``url``; ``settle(n)`` runs after n answers were released (learning catches up).
+
+    ``door`` is the endpoint the clients use: ``/api/chat``, or ``/v1/chat/completions`` as an OpenAI client
+    sends the same conversation (no options: the OpenAI API has no field for them)."""
     results: list[Result | None] = [None] * len(requests)
     free = [(0.0, w) for w in range(concurrency)]
     heapq.heapify(free)
@@ -45,11 +49,11 @@ async def drive(requests: list[Request], concurrency: int, url: str, emulator: E
 
         async def send(i: int, first_record: int) -> tuple[int, dict]:
             request = requests[i]
-            payload = request.payload()
+            payload = request.payload() if door == NATIVE else {"model": request.model, "messages": request.messages}
             extra = options_for(request)
             if extra:
                 payload["options"] = {**payload.get("options", {}), **extra}
-            async with session.post(url + "/api/chat", json=payload) as response:
+            async with session.post(url + door, json=payload) as response:
                 body = await response.json(content_type=None)
                 status = response.status
             record = emulator.requests[first_record] if len(emulator.requests) > first_record else None

@@ -64,6 +64,11 @@ QUEUE_DEPTH = Gauge(
 )
 
 # --- gateway -----------------------------------------------------------------------------------
+COMPAT_UNTRANSLATED = Counter(
+    "optimizer_gateway_compat_untranslated",
+    "Compatible-API requests relayed to Ollama untouched because they are not translated, by endpoint.",
+    ["endpoint"], registry=REGISTRY,
+)
 REQUESTS = Counter(
     "optimizer_gateway_requests", "Requests relayed, by endpoint (chat | generate | other) and status code.",
     ["endpoint", "code"], registry=REGISTRY,

@@ -6,7 +6,7 @@ Postgres does not, and the summary carries the keys the issue asks for.
 """
 from __future__ import annotations
 
-from bench.e2e import KEYS, SCENARIOS, run_scenarios, summary
+from bench.e2e import COMPAT_ARMS, KEYS, SCENARIOS, run_compat, run_scenarios, summary
 from bench.e2e_arms import ARMS
 from ollama_optimizer.embedded_pg import EmbeddedPostgres
 
@@ -29,3 +29,13 @@ async def test_four_arms_tiny_run(pg_server: EmbeddedPostgres) -> None:
     for arm in ARMS:
         assert set(KEYS) <= set(line["gpu-8gb"][arm])
         assert set(line["gpu-8gb"][arm]["by_concurrency"]) == {"1"}
+
+
+async def test_compatible_api_arm_tiny_run(pg_server: EmbeddedPostgres) -> None:
+    scenario = next(s for s in SCENARIOS if s.name == "gpu-8gb")
+    results = await run_compat(pg_server, [scenario], 40, (1,), RELAXED)
+    figures = results["gpu-8gb"][1]
+    assert set(figures) == set(COMPAT_ARMS)
+    assert figures["passthrough"]["truncated"] > 0  # /v1 cannot set the context: Ollama's default
+    assert figures["optimizer"]["truncated"] == 0 and figures["optimizer"]["errors"] == 0
+    assert set(KEYS) <= set(summary(results)["gpu-8gb"]["optimizer"])
