@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ollama_optimizer.gen.optimizer.v1 import matcher_pb2, matcher_pb2_grpc, tuner_pb2, tuner_pb2_grpc
@@ -32,6 +33,7 @@ class OptimizerCore:
 
     def __init__(self, config: PluginConfig | None = None) -> None:
         self.config = config or load_config()
+        self.wall_clock: Callable[[], float] = time.time  # finish times of outcomes (a benchmark's virtual clock)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._matcher: ServiceClient | None = None
         self._tuner: ServiceClient | None = None
@@ -177,6 +179,7 @@ class OptimizerCore:
         loaded_context_length: int = 0,
         model_size_bytes: int = 0,
         model_vram_bytes: int = 0,
+        runner_load: int = 0,
     ) -> None:
         """Queue the outcome for Observe + Report; returns at once, never raises."""
         try:
@@ -187,8 +190,8 @@ class OptimizerCore:
             latency = time.monotonic() - decision.started if latency_s is None else latency_s
             stats = response if isinstance(response, dict) else {}
             self._telemetry.submit(Observation(
-                decision, stats, latency, ttft_s or 0.0, time.time(), loaded_context_length,
-                model_size_bytes, model_vram_bytes,
+                decision, stats, latency, ttft_s or 0.0, self.wall_clock(), loaded_context_length,
+                model_size_bytes, model_vram_bytes, runner_load,
             ))
         except Exception:
             log.exception("observe failed; telemetry dropped")
