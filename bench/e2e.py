@@ -3,6 +3,7 @@ oracle, on the same seeded workload and the same emulator settings, in one run.
 
     .venv/bin/python -m bench.e2e            # full: 3 scenarios x concurrency 1, 2, 4, 8 (make bench)
     .venv/bin/python -m bench.e2e --quick    # < 3 minutes; fewer requests, concurrency 1 and 4; no files
+    .venv/bin/python -m bench.e2e --workload chat   # chat sessions (bench/workload_chat.py) instead of templates
 
 Latencies are the emulator's simulated seconds (on a virtual clock, bench/e2e_clock.py) plus, for the
 optimizer, the measured wall-clock request-path overhead of the plugin core (prepare(): Match + Recommend +
@@ -26,17 +27,20 @@ from pathlib import Path
 from bench.e2e_arms import ARMS, Naive, Oracle, Passthrough, optimizer_stack, oracle_contexts
 from bench.e2e_clock import virtual_emulator
 from bench.e2e_drive import Result, drive
-from bench.e2e_report import TABLE_HEADER, figures, intact_p50, oracle_gap, plot, settled, table_row
+from bench.e2e_report import TABLE_HEADER, figures, intact_mean, intact_p50, oracle_gap, plot, settled, table_row
 from bench.ollama_sim import EmulatorConfig
 from bench.ollama_sim.output import default_output_tokens
 from bench.workload import Request, make_requests, make_templates
+from bench.workload_chat import make_chat_requests
 from ollama_optimizer.embedded_pg import EmbeddedPostgres
 
 RESULTS = Path(__file__).with_name("results")
 SEED = 6
 TEMPLATES = 32
 ORACLE_BATCHES = (512, 1024, 2048)
-KEYS = ("p50_s", "p95_s", "truncated", "reloads", "kv_gib_mean")
+KEYS = ("p50_s", "p95_s", "truncated", "reloads", "kv_gib_mean", "requests", "mean_intact_s", "loads", "evictions",
+        "revisits")
+COUNTED = ("loads_gateway", "loads_tuner")  # the optimizer's own count of the emulator's loads
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,11 @@ SCENARIOS = (
 )
 
 
-def workload(scenario: Scenario, n: int) -> tuple[list[Request], set[int]]:
+def workload(scenario: Scenario, n: int | None, kind: str = "templates") -> tuple[list[Request], set[int]]:
+    """The requests of a run and the ids of its long-document templates (none for chat: every app)."""
+    if kind == "chat":
+        return make_chat_requests(list(scenario.models), SEED, big_models=scenario.long_doc_models, limit=n), set()
+    n = n or 1000
     templates = make_templates(list(scenario.models), TEMPLATES, SEED, long_doc_models=scenario.long_doc_models,
                                long_doc_tail=scenario.long_doc_tail)
     long_ids = {t.template_id for t in templates if t.template_id > TEMPLATES}
@@ -88,6 +96,8 @@ async def run_arm(scenario: Scenario, arm: str, requests: list[Request], concurr
         if arm == "optimizer":
             url, policy = await stack.enter_async_context(optimizer_stack(pg, emulator.url, plugin))
             settle = policy.settle  # type: ignore[attr-defined]
+            epoch = time.time()
+            policy.core.wall_clock = lambda: epoch + clock.t  # type: ignore[attr-defined]  # outcomes finish in simulated time
         elif arm == "naive":
             policy = Naive()
         elif arm == "oracle":
@@ -102,6 +112,8 @@ async def run_arm(scenario: Scenario, arm: str, requests: list[Request], concurr
         decisions = policy.core.decisions  # type: ignore[attr-defined]
         f = figures(results, emulator, [d[3] for d in decisions], long_ids)  # + the core's measured prepare()
         f["decision_reasons"] = dict(Counter(reason for reason, *_rest in decisions))
+        f["loads_gateway"] = policy.core.loads_judged  # type: ignore[attr-defined]
+        f["loads_tuner"] = sum(m.reloads for m in policy.tuner.policy.models.values())  # type: ignore[attr-defined]
         f["_decisions"], f["_results"] = decisions, results
         return f
 
@@ -120,12 +132,12 @@ async def choose_oracle(scenario: Scenario, requests: list[Request], long_ids: s
     return best[1]
 
 
-async def run_scenarios(pg: EmbeddedPostgres, scenarios: list[Scenario], n: int, levels: tuple[int, ...],
-                        plugin: dict | None = None) -> dict:
+async def run_scenarios(pg: EmbeddedPostgres, scenarios: list[Scenario], n: int | None, levels: tuple[int, ...],
+                        plugin: dict | None = None, kind: str = "templates") -> dict:
     """Every scenario x concurrency x arm on ``pg``; ``plugin`` overrides the gateway's PluginConfig fields."""
     results: dict[str, dict[int, dict[str, dict]]] = {}
     for scenario in scenarios:
-        requests, long_ids = workload(scenario, n)
+        requests, long_ids = workload(scenario, n, kind)
         flags = settled([Result(r, None, 0) for r in requests])
         oracle = await choose_oracle(scenario, requests, long_ids, pg)
         results[scenario.name] = {}
@@ -138,25 +150,26 @@ async def run_scenarios(pg: EmbeddedPostgres, scenarios: list[Scenario], n: int,
             for arm in ARMS:
                 by_arm[arm]["oracle_gap"] = oracle_gap(by_arm[arm], by_arm["oracle"], flags)
                 by_arm[arm]["p50_intact_s"] = intact_p50(by_arm[arm], intact)
+                by_arm[arm]["mean_intact_s"] = intact_mean(by_arm[arm], intact)
             by_arm["oracle"]["config"] = {"num_ctx": oracle.num_ctx, "num_batch": oracle.num_batch}
             results[scenario.name][conc] = {arm: by_arm[arm] for arm in ARMS}
     return results
 
 
 async def run(quick: bool, only: str | None = None, requests_n: int | None = None,
-              concurrencies: tuple[int, ...] | None = None) -> dict:
+              concurrencies: tuple[int, ...] | None = None, kind: str = "templates") -> dict:
     """The benchmark on its own embedded Postgres; a full run writes bench/results/ (--quick only prints)."""
-    n = requests_n or (250 if quick else 1000)
+    n = requests_n or (None if kind == "chat" else 250 if quick else 1000)
     levels = concurrencies or ((1, 4) if quick else (1, 2, 4, 8))
     scenarios = [s for s in SCENARIOS if only in (None, s.name)]
     with tempfile.TemporaryDirectory(prefix="e2e-pg-") as tmp:
         pg = await asyncio.to_thread(EmbeddedPostgres, Path(tmp) / "pg")
         try:
-            results = await run_scenarios(pg, scenarios, n, levels)
+            results = await run_scenarios(pg, scenarios, n, levels, kind=kind)
         finally:
             await asyncio.to_thread(pg.stop)
-    if not quick:
-        write_outputs(results, scenarios, RESULTS, n)
+    if not quick and kind == "templates":
+        write_outputs(results, scenarios, RESULTS, n or 0)
     return results
 
 
@@ -167,8 +180,9 @@ def summary(results: dict) -> dict:
         first = min(by_conc)
         out[scenario] = {}
         for arm in ARMS:
-            entry = {k: by_conc[first][arm][k] for k in KEYS}
-            entry["by_concurrency"] = {str(c): {k: by_conc[c][arm][k] for k in KEYS} for c in sorted(by_conc)}
+            keys = [k for k in (*KEYS, *COUNTED) if k in by_conc[first][arm]]
+            entry = {k: by_conc[first][arm][k] for k in keys}
+            entry["by_concurrency"] = {str(c): {k: by_conc[c][arm][k] for k in keys} for c in sorted(by_conc)}
             out[scenario][arm] = entry
     return out
 
@@ -194,10 +208,12 @@ def main() -> None:
     parser.add_argument("--scenario", choices=[s.name for s in SCENARIOS])
     parser.add_argument("--requests", type=int)
     parser.add_argument("--concurrency", type=int, nargs="+")
+    parser.add_argument("--workload", choices=("templates", "chat"), default="templates",
+                        help="templated prompts (bench/workload.py) or chat sessions (bench/workload_chat.py)")
     args = parser.parse_args()
     started = time.monotonic()
     results = asyncio.run(run(args.quick, args.scenario, args.requests,
-                              tuple(args.concurrency) if args.concurrency else None))
+                              tuple(args.concurrency) if args.concurrency else None, args.workload))
     print(f"wall {time.monotonic() - started:.0f} s", file=sys.stderr)
     print(json.dumps(summary(results)))
     sys.stdout.flush()

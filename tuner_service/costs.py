@@ -11,8 +11,9 @@ from .state import ModelState
 
 MEMORY_POINTS = 8            # (num_ctx, num_batch) memory figures kept per model
 SPILL_SLOWDOWN_PRIOR = 10.0  # time of a fully CPU-resident layer / a GPU one, before speeds are measured
-SHRINK_PRIOR_GAIN = 0.02     # share of request time a halving is worth at least (memory for other models)
-REVISIT_SPAN = 100           # requests over which revisits raise the shrink threshold
+SHRINK_PRIOR_GAIN = 0.02     # share of request time saved per halving when nothing is known of speed or memory
+REVISIT_SPAN = 200           # requests over which revisits raise the shrink threshold
+REVISIT_BACKOFF = 4.0        # threshold factor per recent revisit
 
 
 # ---- claims ----------------------------------------------------------------------------------
@@ -67,30 +68,32 @@ def spill_share(model: ModelState, ctx: int) -> float:
     shares = [1 - vram / size for (c, _), (size, vram) in model.memory.items() if c == ctx and size]
     if shares:
         return max(0.0, shares[-1])
-    limit, per_token = fit_limit(model), kv_bytes_per_token(model)
-    sizes = [size for (c, _), (size, _v) in model.memory.items() if c == limit and size]
-    if not limit or ctx <= limit or per_token <= 0 or not sizes:
+    per_token = kv_bytes_per_token(model)
+    spilled = [(c, size, vram) for (c, _), (size, vram) in model.memory.items() if 0 < vram < size]
+    if per_token <= 0 or not spilled:
         return 0.0
-    at_limit = sizes[-1]
-    return 1 - at_limit / (at_limit + per_token * (ctx - limit))
+    known, size, room = max(spilled)  # the model gets ``room`` bytes of VRAM
+    predicted = size + per_token * (ctx - known)
+    return max(0.0, 1 - room / predicted) if predicted > 0 else 0.0
 
 
 # ---- speed ------------------------------------------------------------------------------------
 def saving_share(model: ModelState, low: int, high: int) -> float:
     """Share of a request's time saved running at ``low`` instead of ``high`` (decode speeds by rung when
-    measured; else the spill figures; else a small prior per halving)."""
+    measured; else the spill figures; with neither, a small prior per halving)."""
     slow = model.decode_spt.get(high)
     fast = model.decode_spt.get(low)
     if fast is None and slow is not None and spill_share(model, low) == 0 and spill_share(model, high) > 0:
         unspilled = [spt for ctx, spt in model.decode_spt.items() if spill_share(model, ctx) == 0]
         fast = min(unspilled, default=None)
-    floor = SHRINK_PRIOR_GAIN * math.log2(high / low) if high > low else 0.0  # the memory a smaller context frees
     if fast is not None and slow is not None and slow > 0:
-        return max(floor, 1 - fast / slow)
+        return max(0.0, 1 - fast / slow)
     high_share, low_share = spill_share(model, high), spill_share(model, low)
     if high_share > low_share:
-        return max(floor, 1 - (1 + SPILL_SLOWDOWN_PRIOR * low_share) / (1 + SPILL_SLOWDOWN_PRIOR * high_share))
-    return floor
+        return 1 - (1 + SPILL_SLOWDOWN_PRIOR * low_share) / (1 + SPILL_SLOWDOWN_PRIOR * high_share)
+    if model.memory:
+        return 0.0  # both fit in VRAM: no faster
+    return SHRINK_PRIOR_GAIN * math.log2(high / low) if high > low else 0.0
 
 
 # ---- rent -------------------------------------------------------------------------------------
@@ -107,8 +110,11 @@ def pay_rent(model: ModelState, rungs: list[int], needed: int, busy_s: float) ->
             model.rent[rung] = model.rent.get(rung, 0.0) + busy_s * saving_share(model, rung, loaded)
 
 
-def recent_revisits(model: ModelState) -> int:
-    model.revisits = [r for r in model.revisits if model.requests - r <= REVISIT_SPAN]
+def recent_revisits(model: ModelState, hold: bool) -> int:
+    """Revisits within REVISIT_SPAN requests; all of them (at most MEMORY_POINTS) while ``hold``."""
+    if not hold:
+        model.revisits = [r for r in model.revisits if model.requests - r <= REVISIT_SPAN]
+    model.revisits = model.revisits[-MEMORY_POINTS:]
     return len(model.revisits)
 
 
@@ -118,17 +124,19 @@ def shrink_target(model: ModelState, required_rung: int, active: int, reload_s: 
     The rent-or-buy rule: once the extra time paid at the loaded rung since the last request that needed
     more than a lower rung exceeds a reload, return to it (at most 2x the best choice in hindsight). Below
     a claim still active the return costs two reloads (the claim will come back), and every recent revisit
-    of a context raises the threshold once more (hysteresis).
+    of a context multiplies the threshold (hysteresis: each revisit shows the claim returns before the rent
+    pays the round trip back, its lost prompt cache included); revisits count while a claim on the loaded
+    context stays active, else for REVISIT_SPAN requests. Of the rungs that qualify, the one saving the
+    most per request, the largest of equals (the fewest growths back).
     """
-    best, best_paid = 0, 0.0
-    penalty = 1 + recent_revisits(model)
+    best: tuple[float, int, float] = (0.0, 0, 0.0)
+    penalty = REVISIT_BACKOFF ** recent_revisits(model, hold=active >= model.loaded_ctx)
     for rung, paid in model.rent.items():
         if rung < required_rung or rung >= model.loaded_ctx:
             continue
-        threshold = reload_s * (2 if active > rung else 1) * penalty
-        if paid >= threshold and (paid, rung) > (best_paid, best):
-            best, best_paid = rung, paid
-    return best, best_paid
+        if paid >= reload_s * (2 if active > rung else 1) * penalty:
+            best = max(best, (round(saving_share(model, rung, model.loaded_ctx), 2), rung, paid))
+    return best[1], best[2]
 
 
 def note_move(model: ModelState, old: int, new: int, revisit_requests: int) -> bool:

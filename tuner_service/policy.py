@@ -327,7 +327,12 @@ class Policy:
         if obs.counts_known and not truncated:
             self._learn_counts(model, obs, ctx_sent)
             if model.managed and self._current(model, obs):
-                used = rung_for((obs.prompt_eval_count + obs.eval_count) * self.margin_for(model), self.rungs(model))
+                # What the request would claim again: its prompt (as counted, and as estimated before it ran)
+                # and the output the policy reserves.
+                template = model.templates.get(obs.template_id) if obs.template_id else None
+                prompt = max(obs.prompt_eval_count, self.prompt_tokens(model, obs.prompt_units, obs.message_count))
+                tokens = prompt + max(obs.eval_count, self.output_reserve(template, obs.num_predict))
+                used = rung_for(tokens * self.margin_for(model), self.rungs(model))
                 costs.pay_rent(model, self.rungs(model), used, obs.prompt_eval_s + obs.eval_s)
         if obs.gpu_total > 0:
             model.gpu_total, model.gpu_free = obs.gpu_total, max(0, obs.gpu_total - obs.gpu_used)
@@ -402,7 +407,8 @@ class Policy:
 
     def _learn_memory(self, model: ModelState, obs: Observation) -> None:
         """Partial offload (0 < size_vram < size) of the loaded options: a smaller num_batch, then the
-        tight margin; at once when the spilled share is large (every request pays), else at the next reload."""
+        tight margin; at once when the spilled share is large (every request pays), else at the next reload.
+        A context far beyond what fits spills whatever the batch or margin: the rent-or-buy rule leaves it."""
         if obs.model_size <= 0:
             return
         model.size_bytes, model.vram_bytes = obs.model_size, obs.model_vram
@@ -411,6 +417,9 @@ class Policy:
         if ctx and self._current(model, obs):
             costs.remember_memory(model, (ctx, obs.num_batch), obs.model_size, obs.model_vram)
         if not 0 < obs.model_vram < obs.model_size or not model.managed or not self._current(model, obs):
+            return
+        limit = costs.fit_limit(model)
+        if limit and config[0] > limit * 1.25:
             return
         share = 1 - obs.model_vram / obs.model_size
         what = f"{share:.0%} of the model on the CPU at num_ctx={config[0]} num_batch={config[1]}"
