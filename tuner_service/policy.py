@@ -172,8 +172,9 @@ class Policy:
         model.requests += 1
         if model.evictions and model.requests - model.evictions[-1] > self.s.eviction_window * 10:
             self._forget_evictions(model)
-        template = model.templates.get(req.template_id) if req.template_id else None
+        template = model.templates.pop(req.template_id, None) if req.template_id else None
         if template is not None:
+            model.templates[req.template_id] = template  # most recently used last (residency evicts the first)
             template.last_seen = model.requests
         need = self.request_need(model, template, req)
         conf = self.confidence(template)

@@ -76,3 +76,5 @@ class TunerSettings:
     # nothing it acknowledged while Postgres was up. 0 = answer at once (write-behind only).
     report_sync_seconds: float = field(default_factory=lambda: env_float("TUNER_REPORT_SYNC_SECONDS", 1.0))
     dedupe_window: int = field(default_factory=lambda: env_int("TUNER_DEDUPE_WINDOW", 200_000))
+    # Templates kept in memory per model (least recently used beyond it are dropped; loaded again on demand).
+    templates_in_memory: int = field(default_factory=lambda: env_int("TUNER_TEMPLATES_IN_MEMORY", 100_000))
