@@ -20,11 +20,13 @@ from matcher_service.main import start_matcher
 from ollama_optimizer.config import ServerConfig
 from ollama_optimizer.db import create_pool
 from ollama_optimizer.embedded_pg import EmbeddedPostgres
+from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
 from ollama_optimizer.migrations import apply_migrations
 from proxy_plugin.config import PluginConfig
 from proxy_plugin.core import OptimizerCore
 from proxy_plugin.decision import Decision
 from proxy_plugin.gateway import start_gateway
+from tuner_service.core import TunerCore
 from tuner_service.main import start_tuner
 
 ARMS = ("passthrough", "naive", "optimizer", "oracle")
@@ -91,6 +93,7 @@ class CountingCore(OptimizerCore):
     keeps each decision's action, reason and options for the diagnosis."""
 
     observed = 0
+    loads_judged = 0  # outcomes the gateway judged RUNNER_LOADED
 
     def __init__(self, config: PluginConfig) -> None:
         super().__init__(config)
@@ -105,6 +108,7 @@ class CountingCore(OptimizerCore):
 
     def observe(self, request: dict[str, Any], response: dict[str, Any], decision: Decision, **kw: Any) -> None:
         self.observed += 1
+        self.loads_judged += kw.get("runner_load") == tuner_pb2.RUNNER_LOADED
         super().observe(request, response, decision, **kw)
 
 
@@ -113,6 +117,7 @@ class Optimizer:
     """This optimizer: clients send plain requests to the gateway; everything is decided behind it."""
 
     core: CountingCore
+    tuner: TunerCore
     answered_ok: int = 0
 
     def options_for(self, request: Request) -> dict:
@@ -165,7 +170,7 @@ async def optimizer_stack(pg: EmbeddedPostgres, upstream: str,
         core = CountingCore(config)
         gateway = await start_gateway("127.0.0.1:0", upstream, core=core)
         try:
-            yield gateway.url, Optimizer(core)
+            yield gateway.url, Optimizer(core, tuner.core)
         finally:
             await gateway.stop(flush_timeout_s=1.0)
             await tuner.stop(0)

@@ -11,6 +11,7 @@ from bench.ollama_sim import Emulator
 GiB = 1024**3
 BUCKET = 100  # learning curve: requests per point
 SETTLE_AFTER = 10  # "after the first 10 requests of each template"
+REVISIT_WINDOW = 10  # a model's runner back at a context it left within this many requests
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -65,7 +66,7 @@ def figures(results: list[Result], emulator: Emulator, overhead_s: list[float], 
         "truncated": truncated, "truncated_pct": round(100 * truncated / max(1, len(records)), 2),
         "long_doc_requests": len(long_docs), "long_doc_truncated": sum(r.record.truncated for r in long_docs),
         "reloads": sum(emulator.reloads.values()), "loads": sum(emulator.loads.values()),
-        "evictions": sum(emulator.evictions.values()),
+        "evictions": sum(emulator.evictions.values()), "revisits": revisits(records),
         "kv_gib_mean": round(memory["kv_mean_bytes"] / GiB, 3), "kv_gib_peak": round(memory["kv_peak_bytes"] / GiB, 3),
         "vram_gib_mean": round(memory["vram_mean_bytes"] / GiB, 3),
         "vram_gib_peak": round(memory["vram_peak_bytes"] / GiB, 3),
@@ -76,6 +77,27 @@ def figures(results: list[Result], emulator: Emulator, overhead_s: list[float], 
         "_latencies": lat,
         "_truncated": [r.record is not None and r.record.truncated for r in results],
     }
+
+
+def revisits(records: list, window: int = REVISIT_WINDOW) -> int:
+    """Loads that brought a model's runner back to a context it had left within ``window`` requests."""
+    current: dict[str, int] = {}
+    left: dict[tuple[str, int], int] = {}
+    count = 0
+    for index, record in enumerate(records):
+        ctx = record.runner.get("num_ctx", 0) if record.runner else 0
+        previous = current.get(record.model)
+        if previous is not None and ctx != previous:
+            left[(record.model, previous)] = index
+            count += index - left.get((record.model, ctx), -window - 1) <= window
+        current[record.model] = ctx
+    return count
+
+
+def intact_mean(arm: dict, intact: list[bool]) -> float:
+    """Mean latency over the requests Ollama's defaults served without truncation (same requests for every arm)."""
+    kept = [x for x, keep in zip(arm["_latencies"], intact) if keep and x is not None]
+    return round(statistics.fmean(kept), 3) if kept else 0.0
 
 
 def intact_p50(arm: dict, intact: list[bool]) -> float:

@@ -93,7 +93,9 @@ TOKENS_PER_SECOND = Histogram(
     registry=REGISTRY,
 )
 RELOADS_SEEN = Counter(
-    "optimizer_gateway_reloads_seen", "Responses whose load_duration exceeded the reload threshold.",
+    "optimizer_gateway_reloads_seen",
+    "Responses for which Ollama loaded a runner: a long load_duration explained by the options sent, no request "
+    "in flight or a load of another model (a queue wait is not one).",
     ["model"], registry=REGISTRY,
 )
 TRUNCATIONS = Counter(

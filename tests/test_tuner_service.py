@@ -126,6 +126,8 @@ async def test_state_survives_a_restart(pool: asyncpg.Pool) -> None:
     second = await start_tuner(pool, local_server(), fast_settings())
     try:
         model = second.core.policy.models[MODEL]
+        assert 9 not in model.templates  # loaded on demand
+        await second.core.residency.ensure(MODEL, 9)
         assert model.templates[9].observations == 4
         assert model.templates[10].pinned and model.templates[10].pin_ctx == 16384
         assert model.calibration_samples == 4
