@@ -206,7 +206,7 @@ async def run_sensitivity(quick: bool, requests_n: int | None, kind: str) -> dic
     """gpu-24gb with each rate varied on its own: the optimizer's p50 and mean against the defaults'."""
     out: dict = {}
     for label, setting in SENSITIVITY_GRID.items():
-        results = await run(True, "gpu-24gb", requests_n or (None if kind == "chat" else 250 if quick else 1000), (1,),
+        results = await run(quick, "gpu-24gb", requests_n, (1,),
                             ("passthrough", "optimizer"), setting, kind)
         arms = results["gpu-24gb"][1]
         base, opt = arms["passthrough"], arms["optimizer"]
