@@ -35,6 +35,7 @@ from bench.e2e_report import TABLE_HEADER, figures, plot, quantile, settled, tab
 from bench.ollama_sim import EmulatorConfig, Sensitivity
 from bench.ollama_sim.output import default_output_tokens
 from bench.workload import Request, make_requests, make_templates
+from bench.workload_mix import make_mix_requests
 from ollama_optimizer.embedded_pg import EmbeddedPostgres
 
 RESULTS = Path(__file__).with_name("results")
@@ -79,7 +80,15 @@ SCENARIOS = (
 )
 
 
-def workload(scenario: Scenario, n: int) -> tuple[list[Request], set[int]]:
+WORKLOADS = ("templates", "mix")
+"""templates: templated prompts with heads of 200-6,000 words (bench/workload.py); mix: chat sessions, RAG,
+agents and one-offs in shifting phases (bench/workload_mix.py)."""
+
+
+def workload(scenario: Scenario, n: int, kind: str = "templates") -> tuple[list[Request], set[int]]:
+    """The requests of a run and the template ids of its long-document templates."""
+    if kind == "mix":
+        return make_mix_requests(list(scenario.models), n, SEED, big_models=scenario.long_doc_models), set()
     templates = make_templates(list(scenario.models), TEMPLATES, SEED, long_doc_models=scenario.long_doc_models,
                                long_doc_tail=scenario.long_doc_tail)
     long_ids = {t.template_id for t in templates if t.template_id > TEMPLATES}
@@ -93,7 +102,8 @@ def emulator_config(scenario: Scenario, sensitivity: Sensitivity = Sensitivity()
 
 
 async def run_arm(scenario: Scenario, arm: str, requests: list[Request], concurrency: int, long_ids: set[int],
-                  pg: EmbeddedPostgres, oracle: Oracle, phase_oracle: PhaseOracle, plugin: dict | None = None,
+                  pg: EmbeddedPostgres, oracle: Oracle | None, phase_oracle: PhaseOracle | None,
+                  plugin: dict | None = None,
                   sensitivity: Sensitivity = Sensitivity()) -> dict:
     """One arm on a fresh emulator (and, for the optimizer, a fresh database)."""
     config = emulator_config(scenario, sensitivity)
@@ -136,21 +146,22 @@ async def choose_oracles(scenario: Scenario, requests: list[Request], long_ids: 
 
 async def run_scenarios(pg: EmbeddedPostgres, scenarios: list[Scenario], n: int, levels: tuple[int, ...],
                         plugin: dict | None = None, arms: tuple[str, ...] = ARMS,
-                        sensitivity: Sensitivity = Sensitivity()) -> dict:
+                        sensitivity: Sensitivity = Sensitivity(), kind: str = "templates") -> dict:
     """Every scenario x concurrency x arm on ``pg``; ``plugin`` overrides the gateway's PluginConfig fields."""
     results: dict[str, dict[int, dict[str, dict]]] = {}
     for scenario in scenarios:
-        requests, long_ids = workload(scenario, n)
+        requests, long_ids = workload(scenario, n, kind)
         flags = settled([Result(r, None, 0) for r in requests])
-        oracle, phase_oracle = await choose_oracles(scenario, requests, long_ids, pg, sensitivity)
+        oracle, phase_oracle = (await choose_oracles(scenario, requests, long_ids, pg, sensitivity)
+                                if {"oracle", "phase-oracle"} & set(arms) else (None, None))
         results[scenario.name] = {}
         for conc in levels:
             by_arm = {arm: await run_arm(scenario, arm, requests, conc, long_ids, pg, oracle, phase_oracle, plugin,
                                          sensitivity) for arm in arms}
             compare(by_arm, flags)
-            if "oracle" in by_arm:
+            if oracle is not None and "oracle" in by_arm:
                 by_arm["oracle"]["config"] = {"num_ctx": oracle.num_ctx, "num_batch": oracle.num_batch}
-            if "phase-oracle" in by_arm:
+            if phase_oracle is not None and "phase-oracle" in by_arm:
                 by_arm["phase-oracle"]["config"] = {"num_ctx": phase_oracle.num_ctx,
                                                     "num_batch": phase_oracle.num_batch}
             results[scenario.name][conc] = by_arm
@@ -159,7 +170,7 @@ async def run_scenarios(pg: EmbeddedPostgres, scenarios: list[Scenario], n: int,
 
 async def run(quick: bool, only: str | None = None, requests_n: int | None = None,
               concurrencies: tuple[int, ...] | None = None, arms: tuple[str, ...] = ARMS,
-              sensitivity: Sensitivity = Sensitivity()) -> dict:
+              sensitivity: Sensitivity = Sensitivity(), kind: str = "templates") -> dict:
     """The benchmark on its own embedded Postgres; a full run at the cited constants writes bench/results/
     (--quick, a subset of arms or a sensitivity setting only prints)."""
     n = requests_n or (250 if quick else 1000)
@@ -168,20 +179,20 @@ async def run(quick: bool, only: str | None = None, requests_n: int | None = Non
     with tempfile.TemporaryDirectory(prefix="e2e-pg-") as tmp:
         pg = await asyncio.to_thread(EmbeddedPostgres, Path(tmp) / "pg")
         try:
-            results = await run_scenarios(pg, scenarios, n, levels, arms=arms, sensitivity=sensitivity)
+            results = await run_scenarios(pg, scenarios, n, levels, arms=arms, sensitivity=sensitivity, kind=kind)
         finally:
             await asyncio.to_thread(pg.stop)
-    if not quick and arms == ARMS and sensitivity == Sensitivity():
+    if not quick and arms == ARMS and sensitivity == Sensitivity() and kind == "templates":
         write_outputs(results, scenarios, RESULTS, n)
     return results
 
 
-async def run_sensitivity(quick: bool, requests_n: int | None) -> dict:
+async def run_sensitivity(quick: bool, requests_n: int | None, kind: str) -> dict:
     """gpu-24gb with each rate varied on its own: the optimizer's p50 and mean against the defaults'."""
     out: dict = {}
     for label, setting in SENSITIVITY_GRID.items():
         results = await run(True, "gpu-24gb", requests_n or (250 if quick else 1000), (1,),
-                            ("passthrough", "optimizer"), setting)
+                            ("passthrough", "optimizer"), setting, kind)
         arms = results["gpu-24gb"][1]
         base, opt = arms["passthrough"], arms["optimizer"]
         out[label] = {"p50_vs_defaults": round(opt["p50_s"] / base["p50_s"] - 1.0, 4),
@@ -228,21 +239,20 @@ def main() -> None:
     parser.add_argument("--requests", type=int, help="requests per run (default 250 quick, 1000 full)")
     parser.add_argument("--concurrency", type=int, nargs="+", help="concurrency levels (default 1 4 quick)")
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS), help="arms to run (default: all)")
+    parser.add_argument("--workload", choices=WORKLOADS, default="templates", help="which traffic (default templates)")
     parser.add_argument("--load-rate", type=float, default=1.0, help="multiplier on the emulator's load rate")
     parser.add_argument("--prompt-rate", type=float, default=1.0, help="multiplier on its prompt speed")
     parser.add_argument("--sensitivity", action="store_true",
                         help="gpu-24gb, concurrency 1, defaults vs optimizer at every setting of SENSITIVITY_GRID")
     args = parser.parse_args()
-    if "optimizer" in args.arms and not {"oracle", "phase-oracle"} <= set(args.arms):
-        args.arms += [a for a in ("oracle", "phase-oracle") if a not in args.arms]
     started = time.monotonic()
     if args.sensitivity:
-        line = asyncio.run(run_sensitivity(args.quick, args.requests))
+        line = asyncio.run(run_sensitivity(args.quick, args.requests, args.workload))
     else:
         results = asyncio.run(run(args.quick, args.scenario, args.requests,
                                   tuple(args.concurrency) if args.concurrency else None,
                                   tuple(a for a in ARMS if a in args.arms),
-                                  Sensitivity(args.load_rate, args.prompt_rate)))
+                                  Sensitivity(args.load_rate, args.prompt_rate), args.workload))
         line = summary(results)
     print(f"wall {time.monotonic() - started:.0f} s", file=sys.stderr)
     print(json.dumps(line))

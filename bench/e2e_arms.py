@@ -149,16 +149,17 @@ class PhaseOracle:
 ClientPolicy = Passthrough | ClientRule | Naive | Oracle | PhaseOracle
 
 
-def client_policy(arm: str, oracle: Oracle, phase_oracle: PhaseOracle | None = None) -> ClientPolicy:
+def client_policy(arm: str, oracle: Oracle | None, phase_oracle: PhaseOracle | None = None) -> ClientPolicy:
     """The client side of every arm but the optimizer (the static arms differ only on the server)."""
     if arm == "client-rule":
         return ClientRule()
     if arm == "naive":
         return Naive()
     if arm == "oracle":
+        assert oracle is not None, "the oracle arm needs its configuration"
         return oracle
     if arm == "phase-oracle":
-        assert phase_oracle is not None, "phase-oracle needs its phases"
+        assert phase_oracle is not None, "the phase-oracle arm needs its phases"
         return phase_oracle
     return Passthrough()
 
