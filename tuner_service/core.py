@@ -20,6 +20,7 @@ import asyncpg
 from . import metrics, store
 from .decision_token import NONE, DecisionFields, DecisionSigner, key_from_env
 from .policy import APPLY, Decision, Learned, Policy, Request
+from .residency import Residency
 from .settings import TunerSettings
 from .state import ModelState, TemplateState
 from .validation import Invalid, Valid, validate
@@ -69,6 +70,7 @@ class TunerCore:
         self.policy = Policy(settings.policy)
         self.pool = pool
         self.writer = WriteBehind(pool, settings, self._snapshot, self._promoted, self._demoted, self._load)
+        self.residency = Residency(pool, self.policy, settings.templates_in_memory, lambda: self.writer.dirty)
         self.signer = DecisionSigner(key_from_env())
         self._prefix = os.urandom(3).hex()
         self._seq = itertools.count(1)
@@ -83,6 +85,7 @@ class TunerCore:
             await self._load()
 
     async def stop(self) -> None:
+        await self.residency.close()
         await self.writer.stop(self.settings.flush_interval_seconds * 10)
 
     async def _load(self) -> None:
@@ -105,7 +108,9 @@ class TunerCore:
         if ids:
             async with self.pool.acquire() as conn:
                 stored = await store.stored_outcome_ids(conn, ids)
-        pending, self._unfolded = self._unfolded, []
+        for key in {(i.valid.observation.model, i.valid.observation.template_id) for i in self._unfolded}:
+            await self.residency.ensure(*key)
+        pending, self._unfolded = self._unfolded, []  # no await from here: Reports arriving meanwhile wait
         for item in pending:
             if item.outcome.outcome_id not in stored:
                 self._fold(item)
@@ -126,6 +131,9 @@ class TunerCore:
     # ---- request path ------------------------------------------------------------------------
     def recommend(self, req: Request) -> tuple[Decision, str]:
         decision = self.policy.recommend(req)
+        model = self.policy.models.get(req.model)
+        if req.template_id and model is not None and req.template_id not in model.templates:
+            self.residency.want(req.model, req.template_id)
         did = self.signer.issue(f"{self._prefix}{next(self._seq):x}", DecisionFields(
             decision.reason_code, decision.reload, decision.reload_avoided, decision.truncation_prevented))
         metrics.RECOMMENDATIONS.labels(ACTION_LABEL[decision.action], decision.reason_code).inc()
@@ -197,6 +205,7 @@ class TunerCore:
         """Learn from the outcome and buffer its row; False when the buffer is full (row dropped)."""
         obs = item.valid.observation
         learned = self.policy.observe(obs)
+        self.residency.bound(obs.model, self.policy.models[obs.model])
         if learned.truncated:
             metrics.TRUNCATIONS.labels("detected").inc()
         if learned.reloaded:
@@ -258,6 +267,7 @@ class TunerCore:
             return False
         del model.templates[template_id]
         self.writer.forget(model_name, template_id)
+        self.residency.forget(model_name, template_id)
         self._update_gauges()
         return True
 
