@@ -112,6 +112,7 @@ async def test_a_writer_whose_lock_session_died_is_fenced_and_reloads_when_it_re
         assert await _terminate_lock_session(dsn) == 1
         await b.start()
         assert b.writer.is_writer  # the lock went with the session
+        await b.residency.ensure(MODEL, 5)  # as a Report does: learn on top of what is stored
         b.report([make_outcome(template_id=5) for _ in range(4)])
         await b.writer.flush()
 
