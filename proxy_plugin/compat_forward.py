@@ -70,11 +70,11 @@ async def serve_compat(gw: Gateway, request: web.Request, door: Door, headers: d
     except (ValueError, RecursionError):
         payload = None
     translated = door.translate(payload)
-    native = translated.native if isinstance(translated, Translated) else None
-    if native is not None and not gw.config.always_on:
-        native = strip_command(native)
-    if native is None or not isinstance(translated, Translated):
+    if not isinstance(translated, Translated):
         metrics.COMPAT_UNTRANSLATED.labels(label).inc()
+        return await gw._relay(request, label, body)
+    native = translated.native if gw.config.always_on else strip_command(translated.native)
+    if native is None:  # no /opt command: what Ollama does with it is what the client asked for
         return await gw._relay(request, label, body)
     to_send, decision = await gw.core.prepare(native, translated.endpoint)
     answer = await _run(gw, request, door, translated, to_send, headers)

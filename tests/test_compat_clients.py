@@ -256,3 +256,15 @@ async def test_unreachable_upstream_is_a_502_in_the_api_format() -> None:
                     assert response.status == 502 and (await response.json())["error"]["type"] == "api_error"
         finally:
             await running.stop(flush_timeout_s=0.5)
+
+
+async def test_command_mode_optimizes_only_opt_requests() -> None:
+    async with stand_ins(tuner=StandInTuner(**TUNED)) as services, gateway_chain(
+            services.config(always_on=False)) as (gw, tap, emu):
+        via, _ = _clients(gw, emu)
+        await via.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "/opt Summarise: a"}])
+        assert _sent(tap)["messages"] == [{"role": "user", "content": "Summarise: a"}]
+        assert _ran_with(emu, 1) == [TUNED["num_ctx"]]
+        await via.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Summarise: b"}])
+        assert [p for p, _ in tap.bodies].count("/v1/chat/completions") == 1  # relayed as the client sent it
+        assert _ran_with(emu, 1) == [DEFAULT_CTX]
