@@ -268,3 +268,18 @@ async def test_command_mode_optimizes_only_opt_requests() -> None:
         await via.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Summarise: b"}])
         assert [p for p, _ in tap.bodies].count("/v1/chat/completions") == 1  # relayed as the client sent it
         assert _ran_with(emu, 1) == [DEFAULT_CTX]
+
+
+async def test_mixing_native_and_compatible_clients_no_longer_reloads(chain) -> None:
+    _services, gw, _tap, emu = chain
+    native = {"model": MODEL, "messages": MESSAGES, "stream": False, "options": TUNED}
+    async with aiohttp.ClientSession() as session:
+        for url in (gw.url, emu.url):  # through the gateway, then straight to Ollama
+            via = openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+            before = sum(emu.reloads.values())
+            for _ in range(2):
+                async with session.post(url + "/api/chat", json=native) as response:
+                    assert response.status == 200
+                await via.chat.completions.create(model=MODEL, messages=MESSAGES)
+            reloads = sum(emu.reloads.values()) - before
+            assert reloads == (0 if url == gw.url else 3), url  # /v1 without num_ctx reloads to the default
