@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 import heapq
 import math
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import aiohttp
 
-from bench.e2e_clock import VirtualClock
+from bench.e2e_clock import WALL_HEADER, VirtualClock
 from bench.ollama_sim import Emulator, RequestRecord
 from bench.workload import Request
 
@@ -30,6 +31,7 @@ class Result:
     request: Request
     record: RequestRecord | None  # the emulator's log entry (None: never reached it)
     status: int
+    hop_s: float = 0.0  # real seconds of the client's round trip not spent inside the emulator (HTTP, gateway)
 
 
 async def drive(requests: list[Request], concurrency: int, url: str, emulator: Emulator, clock: VirtualClock,
@@ -53,11 +55,14 @@ async def drive(requests: list[Request], concurrency: int, url: str, emulator: E
             extra = options_for(request)
             if extra:
                 payload["options"] = {**payload.get("options", {}), **extra}
+            started = time.perf_counter()
             async with session.post(url + door, json=payload) as response:
                 body = await response.json(content_type=None)
                 status = response.status
+                held = float(response.headers.get(WALL_HEADER, "nan"))
+            hop = time.perf_counter() - started - held
             record = emulator.requests[first_record] if len(emulator.requests) > first_record else None
-            results[i] = Result(request, record, status)
+            results[i] = Result(request, record, status, hop if hop == hop else 0.0)
             return status, body
 
         next_index = 0

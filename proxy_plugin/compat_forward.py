@@ -77,9 +77,13 @@ async def serve_compat(gw: Gateway, request: web.Request, door: Door, headers: d
     if native is None:  # no /opt command: what Ollama does with it is what the client asked for
         return await gw._relay(request, label, body)
     to_send, decision = await gw.core.prepare(native, translated.endpoint)
-    answer = await _run(gw, request, door, translated, to_send, headers)
+    sent = gw.runner_loads.sent(decision.model, (decision.num_ctx, decision.num_batch))
+    try:
+        answer = await _run(gw, request, door, translated, to_send, headers)
+    finally:
+        gw.runner_loads.finished(decision.model)
     if answer.answered:
-        gw.learn(to_send, decision, answer.stats, received, answer.first_chunk)
+        await gw.learn(to_send, decision, answer.stats, received, answer.first_chunk, sent)
     return answer.response
 
 

@@ -24,6 +24,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ollama_optimizer.config import env_int
+from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
 from ollama_optimizer.server import wait_for_shutdown_signal
 
 from . import metrics
@@ -34,6 +35,8 @@ from .core import OptimizerCore
 from .decision import Decision
 from .gateway_metrics import RequestMetrics
 from .loaded_models import LoadedModels
+from .outcome import stat_int
+from .runner_loads import RunnerLoads, Sent
 from .tail import FinalObject
 
 log = logging.getLogger(__name__)
@@ -85,6 +88,8 @@ class Gateway:
         self._metrics = RequestMetrics(core.config)
         self._session: aiohttp.ClientSession | None = None
         self.loaded_models = LoadedModels(self.upstream)
+        core.use_loaded_context(self._loaded_context)
+        self.runner_loads = RunnerLoads()
         self.app = web.Application(client_max_size=self.config.max_body_bytes)
         self.app.router.add_route("*", "/{tail:.*}", self.handle)
         self.app.on_startup.append(self._start)
@@ -102,6 +107,12 @@ class Gateway:
         await self.loaded_models.close()
         if self._session is not None:
             await self._session.close()
+
+    async def _loaded_context(self, model: str) -> int:
+        """The context Ollama has ``model`` loaded with, from /api/ps (0 = unknown or not loaded)."""
+        if self._session is None:
+            return 0
+        return await self.loaded_models.context_length(self._session, model)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         endpoint = OPTIMIZED_PATHS.get(request.path) if request.method == "POST" else None
@@ -183,27 +194,39 @@ class Gateway:
     ) -> web.StreamResponse:
         headers = _forward_headers(request.headers, drop=frozenset({"accept-encoding"}))  # parseable answer
         final = FinalObject(require_done=endpoint != "embed")  # /api/embed answers one object without done
-        response, status, first_chunk = await self._pipe(request, endpoint, body, headers, final)
+        sent = self.runner_loads.sent(decision.model, (decision.num_ctx, decision.num_batch))
+        try:
+            response, status, first_chunk = await self._pipe(request, endpoint, body, headers, final)
+        finally:
+            self.runner_loads.finished(decision.model)
         if status == 200:
-            self.learn(payload, decision, final.result(), received, first_chunk)
+            await self.learn(payload, decision, final.result(), received, first_chunk, sent)
         return response
 
-    def learn(
+    async def learn(
         self, payload: dict[str, Any], decision: Decision, stats: dict[str, Any] | None, received: float,
-        first_chunk: float | None,
+        first_chunk: float | None, sent: Sent,
     ) -> None:
-        """Record the request metrics and queue the outcome of an answered request."""
+        """Record the request metrics and queue the outcome of an answered request; ``sent`` is the
+        runner-load ticket taken when the request went upstream."""
         latency = time.monotonic() - received
         ttft = None if first_chunk is None else first_chunk - received
-        self._metrics.record(decision, stats, latency, ttft)
+        runner = self.runner_loads.judge(decision.model, sent, stat_int(stats or {}, "load_duration"),
+                                         int(self.config.reload_threshold_s * 1e9))
+        self._metrics.record(decision, stats, latency, ttft, runner == tuner_pb2.RUNNER_LOADED)
         loaded = self.loaded_models.get(decision.model)
         if self._session is not None:
-            self.loaded_models.refresh_soon(self._session)
+            if runner == tuner_pb2.RUNNER_LOADED or not (decision.num_ctx or loaded.context_length):
+                # The answer is sent: read what this load placed (context, size, VRAM) before reporting.
+                await self.loaded_models.refresh(self._session)
+                loaded = self.loaded_models.get(decision.model)
+            else:
+                self.loaded_models.refresh_soon(self._session)
         self.core.observe(
             payload, stats or {}, decision, latency_s=latency, ttft_s=ttft,
             # Ollama's default context: what /api/ps shows after a request without num_ctx.
             loaded_context_length=0 if decision.num_ctx else loaded.context_length,
-            model_size_bytes=loaded.size, model_vram_bytes=loaded.size_vram,
+            model_size_bytes=loaded.size, model_vram_bytes=loaded.size_vram, runner_load=runner,
         )
 
     @staticmethod

@@ -29,6 +29,17 @@ MIN_NUM_CTX = 4
 EMBED_TOO_LONG = "the input length exceeds the context length"  # the runner's errorInputTooLong
 
 
+@dataclass(frozen=True)
+class Sensitivity:
+    """Multipliers on the load and prompt-processing rates, for sensitivity runs of the benchmarks.
+
+    1.0 is the cited constant (bench/CONSTANTS.md); 2.0 loads twice as fast (e.g. weights in the page cache).
+    """
+
+    load_rate: float = 1.0
+    prompt_rate: float = 1.0
+
+
 class ModelNotFound(Exception):
     """The model is not in the emulator's catalogue (Ollama: 404)."""
 
@@ -146,7 +157,8 @@ class Engine:
 
     def __init__(self, hardware: str, models: list[str], default_num_ctx: int | None, num_parallel: int,
                  time_scale: float, seed: int, output_tokens: OutputHook | None,
-                 max_loaded_models: int | None, keep_alive_s: float = DEFAULT_KEEP_ALIVE_S) -> None:
+                 max_loaded_models: int | None, keep_alive_s: float = DEFAULT_KEEP_ALIVE_S,
+                 sensitivity: Sensitivity = Sensitivity()) -> None:
         if hardware not in HARDWARE:
             raise ValueError(f"unknown hardware {hardware!r}; choose from {sorted(HARDWARE)}")
         self.hw = HARDWARE[hardware]
@@ -158,6 +170,7 @@ class Engine:
         self.output_tokens = output_tokens or default_output_tokens(seed)
         self.max_loaded = max_loaded_models or MAX_LOADED_PER_GPU
         self.keep_alive_s = keep_alive_s
+        self.sensitivity = sensitivity
         self.t0 = time.monotonic()
         self.runners: dict[str, Runner] = {}
         self.retired: list[Runner] = []
@@ -240,7 +253,7 @@ class Engine:
             break
         opts = replace(req, num_batch=batch)
         start = max(after, self.load_barrier)
-        ready = start + perf.load_seconds(model, self.hw, pl)
+        ready = start + perf.load_seconds(model, self.hw, pl) / self.sensitivity.load_rate
         self.load_barrier = ready
         self.loads[model.name] += 1
         return Runner(model, opts, pl, start, ready, [ready] * self.num_parallel,
@@ -346,7 +359,8 @@ class Engine:
         cached = 0 if prompt.cut_head else self._cached(runner.caches[slot], prompt.segments, model)
         rec.cached_tokens = cached
         rec.prompt_eval_s = perf.prompt_seconds(model, self.hw, runner.placement, cached,
-                                                max(1, prompt.tokens - cached), runner.opts.num_batch)
+                                                max(1, prompt.tokens - cached), runner.opts.num_batch
+                                                ) / self.sensitivity.prompt_rate
         n, reason = self._output_length(model, runner.opts, prompt.tokens, messages, options)
         rec.eval_count, rec.done_reason = n, reason
         steps = perf.decode_seconds(model, self.hw, runner.placement, prompt.tokens, n)
