@@ -283,3 +283,19 @@ async def test_mixing_native_and_compatible_clients_no_longer_reloads(chain) -> 
                 await via.chat.completions.create(model=MODEL, messages=MESSAGES)
             reloads = sum(emu.reloads.values()) - before
             assert reloads == (0 if url == gw.url else 3), url  # /v1 without num_ctx reloads to the default
+
+
+async def test_bodies_nested_deeper_than_python_goes_are_relayed_untouched(chain) -> None:
+    _services, gw, tap, _emu = chain
+    async with aiohttp.ClientSession() as session:
+        for depth in (900, 5000):  # 900: decodes, too deep to encode again; 5000: arguments too deep to decode
+            nested = "[" * depth + "]" * depth
+            tools = f'[{{"type":"function","function":{{"name":"f","parameters":{nested}}}}}]'
+            calls = f'[{{"function":{{"name":"f","arguments":"{nested}"}}}}]'
+            for raw in (
+                f'{{"model":"{MODEL}","messages":[{{"role":"user","content":"hi"}}],"tools":{tools}}}',
+                f'{{"model":"{MODEL}","messages":[{{"role":"assistant","content":null,"tool_calls":{calls}}}]}}',
+            ):
+                async with session.post(gw.url + "/v1/chat/completions", data=raw.encode()) as response:
+                    assert response.status in (200, 400)  # what the emulator answers; never the gateway's 500
+                assert ("/v1/chat/completions", raw.encode()) in tap.bodies
