@@ -34,6 +34,7 @@ class OptimizerCore:
 
     def __init__(self, config: PluginConfig | None = None, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config or load_config()
+        self.wall_clock: Callable[[], float] = time.time  # finish times of outcomes (a benchmark's virtual clock)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._matcher: ServiceClient | None = None
         self._tuner: ServiceClient | None = None
@@ -196,6 +197,7 @@ class OptimizerCore:
         loaded_context_length: int = 0,
         model_size_bytes: int = 0,
         model_vram_bytes: int = 0,
+        runner_load: int = 0,
     ) -> None:
         """``request`` (as sent) was answered: note its runner options and queue the outcome for Observe +
         Report; returns at once, never raises."""
@@ -209,8 +211,8 @@ class OptimizerCore:
             latency = time.monotonic() - decision.started if latency_s is None else latency_s
             stats = response if isinstance(response, dict) else {}
             self._telemetry.submit(Observation(
-                decision, stats, latency, ttft_s or 0.0, time.time(), loaded_context_length,
-                model_size_bytes, model_vram_bytes,
+                decision, stats, latency, ttft_s or 0.0, self.wall_clock(), loaded_context_length,
+                model_size_bytes, model_vram_bytes, runner_load,
             ))
         except Exception:
             log.exception("observe failed; telemetry dropped")

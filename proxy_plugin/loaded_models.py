@@ -60,6 +60,11 @@ class LoadedModels:
         self._last_refresh = now
         self._task = asyncio.ensure_future(self._refresh(session))
 
+    async def refresh(self, session: aiohttp.ClientSession) -> None:
+        """Refresh now (after a load: its context, size and VRAM share); never raises."""
+        self._last_refresh = time.monotonic()
+        await self._refresh(session)
+
     async def _refresh(self, session: aiohttp.ClientSession) -> None:
         try:
             async with session.get(self._url, timeout=aiohttp.ClientTimeout(total=2.0)) as response:

@@ -64,6 +64,11 @@ QUEUE_DEPTH = Gauge(
 )
 
 # --- gateway -----------------------------------------------------------------------------------
+COMPAT_UNTRANSLATED = Counter(
+    "optimizer_gateway_compat_untranslated",
+    "Compatible-API requests relayed to Ollama untouched because they are not translated, by endpoint.",
+    ["endpoint"], registry=REGISTRY,
+)
 REQUESTS = Counter(
     "optimizer_gateway_requests", "Requests relayed, by endpoint (chat | generate | other) and status code.",
     ["endpoint", "code"], registry=REGISTRY,
@@ -88,7 +93,9 @@ TOKENS_PER_SECOND = Histogram(
     registry=REGISTRY,
 )
 RELOADS_SEEN = Counter(
-    "optimizer_gateway_reloads_seen", "Responses whose load_duration exceeded the reload threshold.",
+    "optimizer_gateway_reloads_seen",
+    "Responses for which Ollama loaded a runner: a long load_duration explained by the options sent, no request "
+    "in flight or a load of another model (a queue wait is not one).",
     ["model"], registry=REGISTRY,
 )
 TRUNCATIONS = Counter(

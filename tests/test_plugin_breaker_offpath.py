@@ -19,7 +19,6 @@ from contextlib import asynccontextmanager
 import asyncpg
 import grpc
 import pytest
-from matcher_fixtures import matcher, matcher_settings  # noqa: F401 (fixtures)
 from plugin_fixtures import StandInMatcher, StandInTuner, plugin_config, sample, wait_until
 from tuner_fixtures import fast_settings
 
