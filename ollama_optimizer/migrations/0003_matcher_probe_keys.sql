@@ -4,8 +4,8 @@
 -- Also: the shortest prompt a template has seen (below).
 --
 -- Online-safe (expand): plain nullable columns and a constant default are catalog-only changes (no
--- table rewrite); a trigger fills the keys of every row written from now on, by any release; 0005
--- fills older rows in batches and builds the indexes concurrently; 0006 (contract) drops b0..b3.
+-- table rewrite); a trigger fills the keys of every row written from now on, by any release; 0006
+-- fills older rows in batches and builds the indexes concurrently; 0007 (contract) drops b0..b3.
 -- Databases migrated before checksums existed applied an earlier text of this file, which added the
 -- keys as generated columns; both shapes serve the same queries (see SUPERSEDED in __init__.py).
 
