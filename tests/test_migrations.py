@@ -279,3 +279,25 @@ def test_statement_splitting_keeps_dollar_quoted_bodies_whole() -> None:
     with pytest.raises(ValueError):
         statements("SELECT 1")
 
+
+
+async def test_a_step_never_queues_behind_a_long_transaction(empty_dsn: str, monkeypatch: pytest.MonkeyPatch,
+                                                             tmp_path: Path) -> None:
+    await apply_migrations(empty_dsn)
+    for path in MIGRATIONS_DIR.glob("*.sql"):
+        (tmp_path / path.name).write_bytes(path.read_bytes())
+    (tmp_path / "0901_expand_column.sql").write_text("ALTER TABLE tuner_arm ADD COLUMN IF NOT EXISTS spare integer;\n")
+    monkeypatch.setattr("ollama_optimizer.migrations.MIGRATIONS_DIR", tmp_path)
+    monkeypatch.setattr("ollama_optimizer.migrations.LOCK_TIMEOUT", "50ms")
+    monkeypatch.setattr("ollama_optimizer.migrations.LOCK_ATTEMPTS", 2)
+    reader = await asyncpg.connect(empty_dsn)
+    try:
+        reader_tx = reader.transaction()
+        await reader_tx.start()
+        await reader.execute("SELECT count(*) FROM tuner_arm")  # a long read holds ACCESS SHARE
+        with pytest.raises(MigrationError, match="0901_expand_column.sql: a table stayed locked"):
+            await apply_migrations(empty_dsn)
+        await reader_tx.rollback()
+        assert (await apply_migrations(empty_dsn)).applied == [901]
+    finally:
+        await reader.close()
