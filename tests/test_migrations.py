@@ -217,6 +217,15 @@ async def _old_matcher_writes_and_probes(conn: asyncpg.Connection, text: str, te
     await _assert_probe_keys_complete(conn)  # the trigger keys rows the old release writes
 
 
+def _migrations_with(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, files: dict[str, str]) -> None:
+    """The release's migration files plus (or replaced by) ``files``, as the runner's directory."""
+    for path in MIGRATIONS_DIR.glob("*.sql"):
+        (tmp_path / path.name).write_bytes(path.read_bytes())
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    monkeypatch.setattr("ollama_optimizer.migrations.MIGRATIONS_DIR", tmp_path)
+
+
 async def test_fresh_database_gets_contract_steps_at_once(empty_dsn: str) -> None:
     report = await apply_migrations(empty_dsn)
     assert report.applied == [m.version for m in discover()] and report.contract_pending == []
@@ -225,11 +234,8 @@ async def test_fresh_database_gets_contract_steps_at_once(empty_dsn: str) -> Non
 async def test_a_changed_applied_file_is_refused(empty_dsn: str, monkeypatch: pytest.MonkeyPatch,
                                                  tmp_path: Path) -> None:
     await apply_migrations(empty_dsn)
-    for path in MIGRATIONS_DIR.glob("*.sql"):
-        (tmp_path / path.name).write_bytes(path.read_bytes())
-    changed = tmp_path / "0002_tuner.sql"
-    changed.write_text(changed.read_text() + "\nCREATE INDEX IF NOT EXISTS sneaky ON tuner_rule (value);\n")
-    monkeypatch.setattr("ollama_optimizer.migrations.MIGRATIONS_DIR", tmp_path)
+    changed = (MIGRATIONS_DIR / "0002_tuner.sql").read_text() + "\nCREATE INDEX IF NOT EXISTS sneaky ON tuner_rule (value);\n"
+    _migrations_with(tmp_path, monkeypatch, {"0002_tuner.sql": changed})
     with pytest.raises(MigrationError, match="0002_tuner.sql was changed after it was applied"):
         await apply_migrations(empty_dsn)
     conn = await asyncpg.connect(empty_dsn)
@@ -242,14 +248,10 @@ async def test_a_changed_applied_file_is_refused(empty_dsn: str, monkeypatch: py
 async def test_a_new_step_applies_in_its_own_phase(empty_dsn: str, monkeypatch: pytest.MonkeyPatch,
                                                    tmp_path: Path) -> None:
     await apply_migrations(empty_dsn)
-    for path in MIGRATIONS_DIR.glob("*.sql"):
-        (tmp_path / path.name).write_bytes(path.read_bytes())
-    (tmp_path / "0901_expand_index.sql").write_text(
-        "-- migrate: no-transaction\n"
-        "CREATE INDEX CONCURRENTLY IF NOT EXISTS tuner_rule_value_idx ON tuner_rule (value);\n")
-    (tmp_path / "0902_contract_drop.sql").write_text(
-        "-- migrate: contract\nALTER TABLE tuner_arm DROP COLUMN IF EXISTS updated_at;\n")
-    monkeypatch.setattr("ollama_optimizer.migrations.MIGRATIONS_DIR", tmp_path)
+    _migrations_with(tmp_path, monkeypatch, {
+        "0901_expand_index.sql": "-- migrate: no-transaction\n"
+                                 "CREATE INDEX CONCURRENTLY IF NOT EXISTS tuner_rule_value_idx ON tuner_rule (value);\n",
+        "0902_contract_drop.sql": "-- migrate: contract\nALTER TABLE tuner_arm DROP COLUMN IF EXISTS updated_at;\n"})
     conn = await asyncpg.connect(empty_dsn)
     try:
         # An interrupted concurrent build leaves an INVALID index of that name: dropped and rebuilt.
@@ -284,10 +286,8 @@ def test_statement_splitting_keeps_dollar_quoted_bodies_whole() -> None:
 async def test_a_step_never_queues_behind_a_long_transaction(empty_dsn: str, monkeypatch: pytest.MonkeyPatch,
                                                              tmp_path: Path) -> None:
     await apply_migrations(empty_dsn)
-    for path in MIGRATIONS_DIR.glob("*.sql"):
-        (tmp_path / path.name).write_bytes(path.read_bytes())
-    (tmp_path / "0901_expand_column.sql").write_text("ALTER TABLE tuner_arm ADD COLUMN IF NOT EXISTS spare integer;\n")
-    monkeypatch.setattr("ollama_optimizer.migrations.MIGRATIONS_DIR", tmp_path)
+    _migrations_with(tmp_path, monkeypatch,
+                     {"0901_expand_column.sql": "ALTER TABLE tuner_arm ADD COLUMN IF NOT EXISTS spare integer;\n"})
     monkeypatch.setattr("ollama_optimizer.migrations.LOCK_TIMEOUT", "50ms")
     monkeypatch.setattr("ollama_optimizer.migrations.LOCK_ATTEMPTS", 2)
     reader = await asyncpg.connect(empty_dsn)
