@@ -3,10 +3,16 @@
 Postgres (a standalone postmaster), `ollama-optimizer matcher`, `tuner` and `gateway`, and the Ollama
 emulator run as separate processes; closed-loop chat clients stream through the gateway. Each fault in
 turn: kill -9 (matcher, tuner, Postgres, all three), SIGSTOP (hang) of each, and a slow stand-in (a relay
-that delays every answer). Figures: failed user requests, request-path overhead (the gateway's
-optimizer_plugin_overhead_seconds) during the outage and once the breaker is open, recovery without
-restarting the gateway, and outcome rows: acknowledged by the tuner vs stored (lost, duplicated), plus
-outcomes dropped and counted at the plugin while the tuner was unreachable. Each fault ends once the
+that delays every answer); with a standby tuner running: the writer's lock session terminated
+(`pg_terminate_backend`), the writer SIGSTOPped past its lock loss while the standby takes over, and
+Summary calls hammered during Report load. Tuner calls pass a router (bench/tuner_router.py) that
+follows the writer and records each outcome id with its fate. Figures: failed user requests,
+request-path overhead (the gateway's optimizer_plugin_overhead_seconds) during the outage and once the
+breaker is open, recovery without restarting the gateway, and outcome ids: acknowledged as stored vs
+stored (``lost_ids``, ``duplicate_ids``), rows committed by a tuner while another session surely held
+the writer lock (``stale_writer_rows``, from commit timestamps and a polled lock-holder timeline), the
+time from a lock loss to the next stored row (``failover_s``), plus outcomes dropped and counted at the
+plugin while the tuner was unreachable. Each fault ends once the
 gateway has recovered and the tuner has stored what it buffered (`buffer_written_s`). The services log
 at WARNING; `FAULTS_LOG_LEVEL=INFO` shows more (logs under /tmp/faults-*/logs).
 """
@@ -14,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import json
 import os
 import random
@@ -28,9 +35,13 @@ from pathlib import Path
 
 import aiohttp
 import asyncpg
+import grpc
+import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.tuner_router import TunerRouter
 from bench.workload import words
+from ollama_optimizer.gen.optimizer.v1 import tuner_pb2, tuner_pb2_grpc
 from ollama_optimizer.health_check import EXIT_SERVING, check
 from ollama_optimizer.migrations import apply_migrations
 
@@ -112,7 +123,8 @@ class Postgres(Process):
         if not (self.data / "PG_VERSION").exists():  # pgserver's initdb (as user "pgserver" when root)
             pgserver.get_server(self.data, cleanup_mode="stop").cleanup()
         argv = [str(Path(POSTGRES_BIN_PATH) / "postgres"), "-D", str(self.data), "-p", str(self.port),
-                "-k", str(self.data), "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200"]
+                "-k", str(self.data), "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200",
+                "-c", "track_commit_timestamp=on"]
         super().__init__("postgres", argv, os.environ, log_dir)
         self.user = "pgserver" if os.geteuid() == 0 else None
 
@@ -132,12 +144,12 @@ class Postgres(Process):
 class Service(Process):
     """``ollama-optimizer matcher|tuner`` with its gRPC and metrics ports."""
 
-    def __init__(self, kind: str, env: Mapping[str, str], log_dir: Path) -> None:
+    def __init__(self, kind: str, env: Mapping[str, str], log_dir: Path, name: str = "") -> None:
         self.grpc_port, self.metrics_port = free_port(), free_port()
         prefix = kind.upper()
         env = {**env, f"{prefix}_LISTEN": f"127.0.0.1:{self.grpc_port}",
                f"{prefix}_METRICS_PORT": str(self.metrics_port)}
-        super().__init__(kind, [*CLI, kind], env, log_dir)
+        super().__init__(name or kind, [*CLI, kind], env, log_dir)
 
     @property
     def address(self) -> str:
@@ -278,13 +290,34 @@ class System:
     root: Path
     postgres: Postgres
     matcher: Service
-    tuner: Service
+    tuners: dict[str, Service]
     emulator: Process
     gateway: Process
     matcher_relay: Relay
-    tuner_relay: Relay
+    router_proc: Process
+    router_port: int
     gateway_port: int
     gateway_metrics: int
+    holders: list[tuple[float, str]] = field(default_factory=list)  # (Postgres clock, lock holder or "")
+    faulted: dict[str, Process] = field(default_factory=dict)  # the processes the current fault hit, by target
+
+    @property
+    def records(self) -> Path:
+        return self.root / "router.jsonl"
+
+    @property
+    def router(self) -> TunerRouter:
+        """What the router recorded so far: ids and fates, and the tuner it sends to (the writer)."""
+        return TunerRouter.replay(self.records)
+
+    @property
+    def router_address(self) -> str:
+        return f"127.0.0.1:{self.router_port}"
+
+    @property
+    def tuner(self) -> Service:
+        """The tuner the router sends to: the writer, as last seen."""
+        return self.tuners[self.records.with_suffix(".writer").read_text()]
 
     @property
     def gateway_url(self) -> str:
@@ -294,11 +327,12 @@ class System:
         return await scrape(self.gateway_metrics)
 
     def stop(self) -> None:
-        for proc in (self.gateway, self.emulator, self.tuner, self.matcher, self.postgres):
+        for proc in (self.gateway, self.router_proc, self.emulator, *self.tuners.values(), self.matcher,
+                     self.postgres):
             proc.terminate()
 
 
-async def start_system(root: Path, time_scale: float, cooldown_s: float) -> System:
+async def start_system(root: Path, time_scale: float, cooldown_s: float, delay_s: float) -> System:
     logs = root / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     postgres = Postgres(root, logs)
@@ -306,23 +340,35 @@ async def start_system(root: Path, time_scale: float, cooldown_s: float) -> Syst
     await wait_for(postgres.ready, 60, "postgres up")
     await apply_migrations(postgres.dsn)
     env = {**os.environ, "OPTIMIZER_DSN": postgres.dsn, "OPTIMIZER_LOG_LEVEL": os.environ.get("FAULTS_LOG_LEVEL", "WARNING")}
-    matcher, tuner = Service("matcher", env, logs), Service("tuner", env, logs)
-    for service in (matcher, tuner):
+    matcher = Service("matcher", env, logs)
+    tuners = {name: Service("tuner", env, logs, name) for name in ("tuner-a", "tuner-b")}
+    for service in (matcher, *tuners.values()):
         service.start()
-    for service in (matcher, tuner):
-        await wait_for(service.ready, 60, f"{service.name} serving")
-    matcher_relay, tuner_relay = await Relay(matcher.grpc_port).start(), await Relay(tuner.grpc_port).start()
+        await wait_for(service.ready, 60, f"{service.name} serving")  # in turn: tuner-a becomes the writer
+
+    matcher_relay = await Relay(matcher.grpc_port).start()
+    port_file = root / "router.port"
+    router = Process("router", [sys.executable, "-m", "bench.tuner_router", "--records", str(root / "router.jsonl"),
+                                "--port-file", str(port_file), "--delay", str(delay_s),
+                                *(f"--tuner={n}={t.grpc_port}:{t.metrics_port}" for n, t in tuners.items())],
+                     env, logs)
+    router.start()
+
+    async def router_up() -> bool:
+        return port_file.exists() and bool(port_file.read_text())
+    await wait_for(router_up, 60, "tuner router listening")
+    router_port = int(port_file.read_text())
     emu_port, gw_port, gw_metrics = free_port(), free_port(), free_port()
     emulator = Process("emulator", [sys.executable, "-m", "bench.ollama_sim", "--port", str(emu_port),
                                     "--time-scale", str(time_scale)], env, logs)
     emulator.start()
     gateway = Process("gateway", [*CLI, "gateway", "--listen", f"127.0.0.1:{gw_port}",
                                   "--upstream", f"127.0.0.1:{emu_port}"],
-                      {**env, "MATCHER_ADDRESS": matcher_relay.address, "TUNER_ADDRESS": tuner_relay.address,
+                      {**env, "MATCHER_ADDRESS": matcher_relay.address, "TUNER_ADDRESS": f"127.0.0.1:{router_port}",
                        "GATEWAY_METRICS_PORT": str(gw_metrics), "OPT_PROBES": "false",
                        "OPT_BREAKER_COOLDOWN_S": str(cooldown_s)}, logs)
     gateway.start()
-    system = System(root, postgres, matcher, tuner, emulator, gateway, matcher_relay, tuner_relay, gw_port,
+    system = System(root, postgres, matcher, tuners, emulator, gateway, matcher_relay, router, router_port, gw_port,
                     gw_metrics)
 
     async def gateway_up() -> bool:
@@ -338,8 +384,8 @@ async def start_system(root: Path, time_scale: float, cooldown_s: float) -> Syst
 @dataclass(frozen=True)
 class Fault:
     name: str
-    targets: tuple[str, ...]  # postgres | matcher | tuner
-    kind: str  # kill9 | stop | slow
+    targets: tuple[str, ...]  # postgres | matcher | tuner (the writer)
+    kind: str  # kill9 | stop | slow | terminate_lock | stop_failover | summary
 
 
 FAULTS = (
@@ -351,34 +397,102 @@ FAULTS = (
     Fault("sigstop_tuner", ("tuner",), "stop"),
     Fault("sigstop_postgres", ("postgres",), "stop"),
     Fault("slow_matcher_and_tuner", ("matcher", "tuner"), "slow"),
+    Fault("terminate_lock_session", ("tuner",), "terminate_lock"),
+    Fault("sigstop_writer_failover", ("tuner",), "stop_failover"),
+    Fault("summary_hammer", ("tuner",), "summary"),
 )
+LOCK_LOSS = ("terminate_lock", "stop_failover")
+HOLDER_SQL = """SELECT clock_timestamp() AS at, max(a.client_port) AS client_port, max(l.pid) AS pid
+                FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+                WHERE l.locktype = 'advisory' AND l.granted AND l.objid = 1970169202 AND l.classid = 116"""
 
 
 def _proc(system: System, name: str) -> Process:
     return {"postgres": system.postgres, "matcher": system.matcher, "tuner": system.tuner}[name]
 
 
-def inject(system: System, fault: Fault, delay_s: float) -> None:
-    for name in fault.targets:
+async def inject(system: System, fault: Fault, delay_s: float) -> float | None:
+    """Inject the fault; for a lock loss, the Postgres time the writer's lock session was terminated."""
+    system.faulted = {name: _proc(system, name) for name in fault.targets}
+    for name, proc in system.faulted.items():
         if fault.kind == "kill9":
-            _proc(system, name).kill9()
-        elif fault.kind == "stop":
-            _proc(system, name).signal_group(signal.SIGSTOP)
-        else:
-            relay = system.matcher_relay if name == "matcher" else system.tuner_relay
-            relay.delay_s = delay_s
+            proc.kill9()
+        elif fault.kind in ("stop", "stop_failover"):
+            proc.signal_group(signal.SIGSTOP)
+        elif fault.kind == "slow" and name == "matcher":
+            system.matcher_relay.delay_s = delay_s
+        elif fault.kind == "slow":
+            system.router_proc.signal_group(signal.SIGUSR1)
+    if fault.kind in LOCK_LOSS:
+        return await terminate_lock_session(system.postgres.dsn)
+    return None
+
+
+async def terminate_lock_session(dsn: str) -> float:
+    conn = await asyncpg.connect(dsn)
+    try:
+        row = await conn.fetchrow(HOLDER_SQL)
+        await conn.execute("SELECT pg_terminate_backend($1)", row["pid"])
+        return float(await conn.fetchval("SELECT extract(epoch FROM clock_timestamp())"))
+    finally:
+        await conn.close()
+
+
+async def hammer_summary(system: System, stop: asyncio.Event) -> tuple[int, int]:
+    """Summary calls back to back through the router (to the writer) until ``stop``: (calls, failed)."""
+    calls = failed = 0
+    async with grpc.aio.insecure_channel(system.router_address) as channel:
+        stub = tuner_pb2_grpc.TunerStub(channel)
+        while not stop.is_set():
+            calls += 1
+            try:
+                await stub.Summary(tuner_pb2.SummaryRequest(period_seconds=600), timeout=5)
+            except grpc.aio.AioRpcError:
+                failed += 1
+    return calls, failed
+
+
+def _owner(system: System, client_port: int | None) -> str:
+    """The tuner whose process has the TCP connection from ``client_port`` ("" for none)."""
+    for name, tuner in system.tuners.items():
+        try:
+            if any(c.laddr and c.laddr.port == client_port
+                   for c in psutil.Process(tuner.pid).net_connections(kind="tcp")):
+                return name
+        except (psutil.Error, AssertionError):
+            continue
+    return ""
+
+
+async def poll_holders(system: System, stop: asyncio.Event) -> None:
+    """Who holds the writer lock, every 0.1 s, on the Postgres clock (commit timestamps use the same)."""
+    conn: asyncpg.Connection | None = None
+    while not stop.is_set():
+        try:
+            conn = conn if conn is not None and not conn.is_closed() else await asyncpg.connect(
+                system.postgres.dsn, timeout=1)
+            row = await conn.fetchrow(HOLDER_SQL.replace("clock_timestamp()", "extract(epoch FROM clock_timestamp())"))
+            system.holders.append((float(row["at"]), _owner(system, row["client_port"])))
+        except Exception:  # Postgres killed or stopped mid-query: any client error; reconnect
+            if conn is not None:
+                conn.terminate()
+            conn = None
+        await asyncio.sleep(0.1)
+    if conn is not None:
+        await conn.close()
 
 
 async def recover(system: System, fault: Fault) -> None:
     """Undo the fault (restart / SIGCONT / no delay) and wait until the processes serve again."""
-    for name in fault.targets:  # in order, each serving before the next: the services need Postgres
-        proc = _proc(system, name)
+    for name, proc in system.faulted.items():  # in order, each serving before the next: services need Postgres
         if fault.kind == "kill9":
             proc.start()
-        elif fault.kind == "stop":
+        elif fault.kind in ("stop", "stop_failover"):
             proc.signal_group(signal.SIGCONT)
-        else:
-            (system.matcher_relay if name == "matcher" else system.tuner_relay).delay_s = 0.0
+        elif fault.kind == "slow" and name == "matcher":
+            system.matcher_relay.delay_s = 0.0
+        elif fault.kind == "slow":
+            system.router_proc.signal_group(signal.SIGUSR2)
         await wait_for(proc.ready, 60, f"{name} back")  # type: ignore[attr-defined]
 
 
@@ -403,7 +517,9 @@ async def run_fault(system: System, traffic: Traffic, fault: Fault, seconds: flo
     loop = asyncio.get_running_loop()
     before = await system.gw()
     t0 = loop.time()
-    inject(system, fault, delay_s)
+    hammer_stop = asyncio.Event()
+    hammer = asyncio.create_task(hammer_summary(system, hammer_stop)) if fault.kind == "summary" else None
+    lost_at = await inject(system, fault, delay_s)
     opened_at: float | None = None
     at_open: Samples = {}
     while loop.time() - t0 < seconds:
@@ -413,6 +529,8 @@ async def run_fault(system: System, traffic: Traffic, fault: Fault, seconds: flo
         await asyncio.sleep(0.2)
     outage_end = await system.gw()
     t1 = loop.time()
+    hammer_stop.set()
+    summary_calls, summary_failed = await hammer if hammer is not None else (0, 0)
     await recover(system, fault)
     t_back = loop.time()
     sent0 = value(outage_end, "optimizer_plugin_decisions_total", action="apply")
@@ -429,6 +547,8 @@ async def run_fault(system: System, traffic: Traffic, fault: Fault, seconds: flo
     requests, failed = traffic.window(t0, loop.time())
     return {
         "fault": fault.name, "requests": requests, "failed_requests": failed,
+        "failover_s": await _failover_s(system, lost_at) if lost_at is not None else None,
+        "summary_calls": summary_calls, "summary_failed": summary_failed,
         "outage_s": round(t1 - t0, 1),
         "breaker_opened_after_s": round(opened_at - t0, 2) if opened_at else None,
         "overhead_ms_mean_during_outage": round(mean * 1e3, 2), "overhead_ms_p99_during_outage": p99 * 1e3,
@@ -444,18 +564,34 @@ async def run_fault(system: System, traffic: Traffic, fault: Fault, seconds: flo
     }
 
 
+async def _failover_s(system: System, lost_at: float) -> float | None:
+    """Seconds from the lock loss to the first outcome row committed after it (Postgres clock)."""
+    conn = await asyncpg.connect(system.postgres.dsn)
+    try:
+        first = await conn.fetchval(
+            """SELECT min(extract(epoch FROM pg_xact_commit_timestamp(xmin))) FROM tuner_outcome
+               WHERE pg_xact_commit_timestamp(xmin) > to_timestamp($1)""", lost_at)
+    finally:
+        await conn.close()
+    return round(float(first) - lost_at, 2) if first is not None else None
+
+
 async def _buffer_written(system: System, fault: Fault) -> float:
     """Seconds until the tuner is the writer again and has stored every outcome it buffered so far
     (what it acknowledged while Postgres was away). The next fault waits for this: a second crash
     before the buffer is written would lose it, which is the fault's cost, not the next one's."""
-    first = await scrape(system.tuner.metrics_port)
-    target = (value(first, "optimizer_tuner_outcomes_written_total")
-              + value(first, "optimizer_tuner_outcome_buffer"))
+    async def targets() -> dict[str, float]:
+        out = {}
+        for name, tuner in system.tuners.items():
+            s = await scrape(tuner.metrics_port)
+            out[name] = value(s, "optimizer_tuner_outcomes_written_total") + value(s, "optimizer_tuner_outcome_buffer")
+        return out
+    first = await targets()
 
-    async def written() -> bool:
+    async def written() -> bool:  # whichever tuner is the writer now (a standby may have taken over)
         s = await scrape(system.tuner.metrics_port)
         return (bool(s) and value(s, "optimizer_tuner_writer") == 1
-                and value(s, "optimizer_tuner_outcomes_written_total") >= target)
+                and value(s, "optimizer_tuner_outcomes_written_total") >= first.get(system.records.with_suffix(".writer").read_text(), 0))
     return await wait_for(written, 90, f"tuner buffer written after {fault.name}", 0.1)
 
 
@@ -481,6 +617,36 @@ async def settle(system: System, timeout_s: float = 60) -> Samples:
     return await system.gw()
 
 
+def stale_rows(rows: list[tuple[str, float]], sent_to: dict[str, str], holders: list[tuple[float, str]]) -> int:
+    """Rows committed while the lock was surely held by another session than the writing tuner's: the
+    polls just before and just after the commit both saw the same holder, and it was not that tuner."""
+    stale = 0
+    times = [at for at, _ in holders]
+    for outcome_id, committed in rows:
+        i = bisect.bisect_right(times, committed)
+        if 0 < i < len(holders) and holders[i - 1][1] == holders[i][1] != sent_to.get(outcome_id, holders[i][1]):
+            stale += 1
+    return stale
+
+
+async def id_figures(system: System) -> dict[str, int]:
+    """Outcome ids acknowledged as stored vs stored, duplicates, and rows written without the lock."""
+    conn = await asyncpg.connect(system.postgres.dsn)
+    try:
+        rows = [(r["outcome_id"], float(r["committed"])) for r in await conn.fetch(
+            """SELECT outcome_id, extract(epoch FROM pg_xact_commit_timestamp(xmin)) AS committed
+               FROM tuner_outcome""")]
+    finally:
+        await conn.close()
+    stored = {outcome_id for outcome_id, _ in rows}
+    router = system.router
+    return {"acknowledged_ids": len(router.stored), "stored_ids": len(stored),
+            "lost_ids": len(router.stored - stored),
+            "buffered_ids_not_stored": len(router.buffered - stored),
+            "stored_ids_unacknowledged": len(stored - router.stored),
+            "stale_writer_rows": stale_rows(rows, router.sent_to, sorted(system.holders))}
+
+
 async def count_rows(dsn: str) -> dict[str, int]:
     conn = await asyncpg.connect(dsn)
     try:
@@ -497,9 +663,11 @@ async def count_rows(dsn: str) -> dict[str, int]:
 
 async def run(args: argparse.Namespace) -> dict:
     root = Path(tempfile.mkdtemp(prefix="faults-", dir="/tmp"))
-    system = await start_system(root, args.time_scale, args.cooldown)
+    system = await start_system(root, args.time_scale, args.cooldown, args.delay)
     traffic = Traffic(system.gateway_url, args.clients)
     driver = asyncio.create_task(traffic.run())
+    polling = asyncio.Event()
+    poller = asyncio.create_task(poll_holders(system, polling))
     faults: list[dict] = []
     try:
         await asyncio.sleep(args.warmup)  # benchmark pacing: let templates be learned before faults
@@ -518,12 +686,16 @@ async def run(args: argparse.Namespace) -> dict:
         await driver
         final = await settle(system)
         rows = await count_rows(system.postgres.dsn)
+        polling.set()
+        await poller
+        ids = await id_figures(system)
     finally:
         traffic.stop()
         driver.cancel()
+        polling.set()
         await system.matcher_relay.stop()
-        await system.tuner_relay.stop()
         system.stop()
+    failovers = [f["failover_s"] for f in faults if f["failover_s"] is not None]
     acked, completed = _acked(final), _completed(final)
     return {
         "benchmark": "faults",
@@ -531,6 +703,10 @@ async def run(args: argparse.Namespace) -> dict:
         "failed_requests": sum(1 for _, ok, _ in traffic.records if not ok),
         "lost_rows": max(0, acked - rows["stored"]),
         "duplicate_rows": rows["dup_ids"] + rows["dup_content"],
+        **ids,
+        "duplicate_ids": rows["dup_ids"] + rows["dup_content"],
+        "failover_s": max(failovers) if failovers else None,
+        "summary_failed": sum(f["summary_failed"] for f in faults),
         "overhead_ms_p99_during_outage": max(f["overhead_ms_p99_during_outage"] for f in faults),
         "overhead_ms_p99_breaker_open": max(f["overhead_ms_p99_breaker_open"] for f in faults),
         "overhead_ms_added_mean_breaker_open": round(max(
@@ -559,7 +735,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--delay", type=float, default=0.2, help="slow stand-in: seconds added to every answer")
     p.add_argument("--cooldown", type=float, default=2.0, help="plugin breaker cool-down (OPT_BREAKER_COOLDOWN_S)")
     p.add_argument("--time-scale", type=float, default=200.0)
-    p.add_argument("--only", default="", help="comma-separated fault names")
+    p.add_argument("--only", default="", help="comma-separated fault names (" + ",".join(f.name for f in FAULTS) + ")")
     result = asyncio.run(run(p.parse_args(argv)))
     print(json.dumps(result))
 

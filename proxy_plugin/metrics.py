@@ -51,12 +51,14 @@ RPC_ERRORS = Counter(
 )
 TELEMETRY_DROPPED = Counter(
     "optimizer_plugin_telemetry_dropped",
-    "Telemetry items dropped (queue_full | breaker_open | timeout | rpc_error | refused | error); refused = "
-    "turned down by the service's policy (rate limit, allow-list, token), never counted by the breaker.",
+    "Telemetry items dropped (queue_full | breaker_open | timeout | rpc_error | refused | error | tuner_full | "
+    "rejected); refused = turned down by the service's policy (rate limit, allow-list, token), never counted by "
+    "the breaker; tuner_full = dropped at the tuner's full buffer; rejected = invalid telemetry.",
     ["reason"], registry=REGISTRY,
 )
 TELEMETRY_SENT = Counter(
-    "optimizer_plugin_telemetry_sent", "Telemetry items delivered (observe | report).",
+    "optimizer_plugin_telemetry_sent",
+    "Telemetry items delivered (observe | report: stored by the tuner | report_buffered: in the tuner's memory only).",
     ["kind"], registry=REGISTRY,
 )
 QUEUE_DEPTH = Gauge(

@@ -92,9 +92,20 @@ class TelemetryPipeline:
         memory = self._probes.read()
         request = tuner_pb2.ReportRequest(outcomes=[build_outcome(item, memory) for item in batch])
         response, reason = await self._tuner.call("Report", request, self._timeout, off_path=True)
-        _count("report", len(batch), reason)
-        if response is not None and response.rejected:
+        if response is None:
+            _count("report", len(batch), reason)
+            return
+        _count_report(response)
+        if response.rejected:
             log.warning("tuner rejected %d outcomes, e.g. %s", len(response.rejected), response.rejected[0].reason)
+
+
+def _count_report(response: tuner_pb2.ReportResponse) -> None:
+    """Each outcome by its fate at the tuner: stored (or already known), buffered in its memory, or dropped."""
+    metrics.TELEMETRY_SENT.labels("report").inc(response.stored + response.duplicates)
+    metrics.TELEMETRY_SENT.labels("report_buffered").inc(response.buffered)
+    metrics.TELEMETRY_DROPPED.labels("tuner_full").inc(response.dropped)
+    metrics.TELEMETRY_DROPPED.labels("rejected").inc(len(response.rejected))
 
 
 def _count(kind: str, n: int, reason: str) -> None:

@@ -71,7 +71,8 @@ class StandInMatcher(matcher_pb2_grpc.MatcherServicer):
 
 class StandInTuner(tuner_pb2_grpc.TunerServicer):
     """Always APPLY num_ctx/num_batch; records reported outcomes; ``report_gate``/``recommend_gate`` can hold
-    Report/Recommend (``reports_in_flight`` counts the held Reports)."""
+    Report/Recommend (``reports_in_flight`` counts the held Reports); ``buffer_max`` > 0 stores that many
+    outcomes in all, and the rest of each batch is dropped as at a full buffer."""
 
     def __init__(self, num_ctx: int = 8192, num_batch: int = 256) -> None:
         self.num_ctx, self.num_batch = num_ctx, num_batch
@@ -81,6 +82,7 @@ class StandInTuner(tuner_pb2_grpc.TunerServicer):
         self.recommend_gate: asyncio.Event | None = None
         self.recommend_entered = asyncio.Event()
         self.outcomes: list[tuner_pb2.Outcome] = []
+        self.buffer_max = 0
         self._ids = itertools.count(1)
 
     async def Recommend(self, request, context):  # noqa: N802
@@ -100,8 +102,12 @@ class StandInTuner(tuner_pb2_grpc.TunerServicer):
                 await self.report_gate.wait()
         finally:
             self.reports_in_flight -= 1
-        self.outcomes.extend(request.outcomes)
-        return tuner_pb2.ReportResponse(accepted=len(request.outcomes))
+        room = len(request.outcomes) if not self.buffer_max else max(0, self.buffer_max - len(self.outcomes))
+        kept = list(request.outcomes)[:room]
+        self.outcomes.extend(kept)
+        dropped = list(range(len(kept), len(request.outcomes)))
+        return tuner_pb2.ReportResponse(accepted=len(kept), stored=len(kept), dropped=len(dropped),
+                                        dropped_index=dropped)
 
 
 @dataclass

@@ -169,7 +169,8 @@ def _telemetry(metrics_url: str) -> dict[str, float]:
     for family in text_string_to_metric_families(_get(metrics_url)):
         for sample in family.samples:
             if sample.name == "optimizer_plugin_telemetry_sent_total":
-                out[f"sent_{sample.labels['kind']}"] += sample.value
+                key = f"sent_{sample.labels['kind']}"  # report_buffered too: held by the tuner, not stored
+                out[key] = out.get(key, 0.0) + sample.value
             elif sample.name == "optimizer_plugin_telemetry_dropped_total":
                 out["dropped"] += sample.value
     return out

@@ -136,6 +136,21 @@ async def test_slow_matcher_is_cut_by_the_deadline_then_the_breaker() -> None:
         await core.close(flush_timeout_s=0.1)
 
 
+async def test_outcomes_the_tuner_dropped_are_counted_as_dropped_not_sent() -> None:
+    async with stand_ins() as services:
+        services.tuner.buffer_max = 2
+        core = OptimizerCore(services.config())
+        _sent, decision = await core.prepare(CHAT)
+        sent = sample("optimizer_plugin_telemetry_sent_total", kind="report")
+        full = sample("optimizer_plugin_telemetry_dropped_total", reason="tuner_full")
+        for _ in range(5):
+            core.observe(CHAT, {"done": True}, decision)
+        await core.flush()
+        assert sample("optimizer_plugin_telemetry_sent_total", kind="report") == sent + 2
+        assert sample("optimizer_plugin_telemetry_dropped_total", reason="tuner_full") == full + 3
+        await core.close()
+
+
 async def test_queue_overflow_drops_and_counts_without_blocking() -> None:
     async with stand_ins() as services:
         services.tuner.report_gate = asyncio.Event()

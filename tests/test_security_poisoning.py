@@ -1,4 +1,5 @@
-"""Poisoning resistance: unauthenticated, unknown or flooding sources cannot move a template."""
+"""Poisoning resistance: unauthenticated, unknown or flooding sources cannot move a template, and a
+source is the identity the transport authenticated, never a name the client writes."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
@@ -6,27 +7,32 @@ from collections.abc import AsyncIterator
 import asyncpg
 import grpc
 import pytest
+from pki_fixtures import Pki, pki  # noqa: F401
 from prometheus_client import REGISTRY
 from tuner_fixtures import fast_settings, make_outcome
 
 from ollama_optimizer.channels import create_channel
 from ollama_optimizer.config import ServerConfig
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2, tuner_pb2_grpc
-from tuner_service.guard import SOURCE_METADATA_KEY, GuardSettings, ReportGuard, source_of
+from tuner_service.decision_token import DecisionFields, DecisionSigner
+from tuner_service.guard import GuardSettings, ReportGuard, source_of
 from tuner_service.main import RunningTuner, start_tuner
 
 MODEL = "llama3.1:8b"
 TOKEN = "poison-test-token"
+CLAIM = "x-optimizer-source"  # what clients used to be trusted for: a name they write themselves
 
 
-async def _start(pool: asyncpg.Pool, guard: GuardSettings, token: str = "") -> RunningTuner:
-    cfg = ServerConfig(listen="127.0.0.1:0", metrics_port=0, auth_token=token)
+async def _start(pool: asyncpg.Pool, guard: GuardSettings, token: str = "", pki: Pki | None = None) -> RunningTuner:
+    tls = dict(tls_cert=pki.server_cert, tls_key=pki.server_key, tls_client_ca=pki.ca) if pki else {}
+    cfg = ServerConfig(listen="127.0.0.1:0", metrics_port=0, auth_token=token, **tls)
     return await start_tuner(pool, cfg, fast_settings(), guard=guard)
 
 
 @pytest.fixture
-async def guarded(pool: asyncpg.Pool) -> AsyncIterator[RunningTuner]:
-    running = await _start(pool, GuardSettings(frozenset({"gw-1", "gw-2"}), rate_per_second=1e-6, burst=5), TOKEN)
+async def guarded(pool: asyncpg.Pool, pki: Pki) -> AsyncIterator[RunningTuner]:
+    guard = GuardSettings(frozenset({"cert:gw-1", "cert:gw-2"}), rate_per_second=1e-6, burst=5)
+    running = await _start(pool, guard, TOKEN, pki)
     yield running
     await running.stop(0)
 
@@ -47,39 +53,49 @@ def _refused(reason: str) -> float:
     return REGISTRY.get_sample_value("optimizer_tuner_reports_refused_total", {"reason": reason}) or 0.0
 
 
-async def test_unauthenticated_and_unknown_sources_cannot_move_a_template(guarded, pool) -> None:
-    for token, source, code in (("", "gw-1", grpc.StatusCode.UNAUTHENTICATED),
-                                ("wrong", "gw-1", grpc.StatusCode.UNAUTHENTICATED),
-                                (TOKEN, "intruder", grpc.StatusCode.PERMISSION_DENIED),
-                                (TOKEN, None, grpc.StatusCode.PERMISSION_DENIED)):
-        async with create_channel(guarded.address, token=token) as channel:
-            metadata = ((SOURCE_METADATA_KEY, source),) if source else None
-            with pytest.raises(grpc.aio.AioRpcError) as err:
-                await tuner_pb2_grpc.TunerStub(channel).Report(_report(3), metadata=metadata, timeout=5)
-            assert err.value.code() == code, (token, source)
+async def _call(address: str, tls: dict[str, str], n: int, token: str = TOKEN,
+                claim: str | None = None) -> tuner_pb2.ReportResponse:
+    async with create_channel(address, token=token, **tls) as channel:
+        metadata = ((CLAIM, claim),) if claim else None
+        return await tuner_pb2_grpc.TunerStub(channel).Report(_report(n), metadata=metadata, timeout=5)
+
+
+async def test_unauthenticated_unknown_and_self_named_sources_cannot_move_a_template(guarded, pool, pki) -> None:
+    for token, tls, claim, code in (("", pki.client("gw-1"), None, grpc.StatusCode.UNAUTHENTICATED),
+                                    ("wrong", pki.client("gw-1"), None, grpc.StatusCode.UNAUTHENTICATED),
+                                    (TOKEN, pki.client("intruder"), None, grpc.StatusCode.PERMISSION_DENIED),
+                                    (TOKEN, pki.client("intruder"), "gw-1", grpc.StatusCode.PERMISSION_DENIED),
+                                    (TOKEN, pki.client("intruder"), "cert:gw-1", grpc.StatusCode.PERMISSION_DENIED)):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await _call(guarded.address, tls, 3, token, claim)
+        assert err.value.code() == code, (token, claim)
     assert await _state(guarded, pool) == (0, 0)
-    async with create_channel(guarded.address, token=TOKEN) as channel:
-        reply = await tuner_pb2_grpc.TunerStub(channel).Report(
-            _report(3), metadata=((SOURCE_METADATA_KEY, "gw-1"),), timeout=5)
-    assert reply.accepted == 3
+    assert (await _call(guarded.address, pki.client("gw-1"), 3)).accepted == 3
     assert await _state(guarded, pool) == (3, 3)
 
 
-async def test_report_rate_limit_is_per_source_and_counted(guarded, pool) -> None:
+async def test_report_rate_limit_is_per_authenticated_source_whatever_it_claims(guarded, pool, pki) -> None:
     before = _refused("rate_limited")
-    async with create_channel(guarded.address, token=TOKEN) as channel:
-        stub = tuner_pb2_grpc.TunerStub(channel)
-        gw1, gw2 = ((SOURCE_METADATA_KEY, "gw-1"),), ((SOURCE_METADATA_KEY, "gw-2"),)
-        assert (await stub.Report(_report(5), metadata=gw1, timeout=5)).accepted == 5
+    gw1, gw2 = pki.client("gw-1"), pki.client("gw-2")
+    assert (await _call(guarded.address, gw1, 5)).accepted == 5
+    for claim in (None, "fresh-name-1", "fresh-name-2"):  # a new claimed name is no new bucket
         with pytest.raises(grpc.aio.AioRpcError) as err:
-            await stub.Report(_report(1), metadata=gw1, timeout=5)
+            await _call(guarded.address, gw1, 1, claim=claim)
         assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert (await stub.Report(_report(2), metadata=gw2, timeout=5)).accepted == 2  # its own bucket
-    assert _refused("rate_limited") == before + 1
+    assert (await _call(guarded.address, gw2, 2)).accepted == 2  # its own bucket
+    assert _refused("rate_limited") == before + 3
     assert await _state(guarded, pool) == (7, 7)
 
 
-def test_token_bucket_refills_and_keys_by_peer_host() -> None:
+async def test_without_mtls_the_source_is_the_peer_host(pool) -> None:
+    running = await _start(pool, GuardSettings(frozenset({"peer:127.0.0.1"}), rate_per_second=0, burst=0))
+    try:
+        assert (await _call(running.address, {}, 2, token="", claim="gw-1")).accepted == 2
+    finally:
+        await running.stop(0)
+
+
+def test_token_bucket_refills_and_sources_come_from_the_transport() -> None:
     now = [0.0]
     guard = ReportGuard(GuardSettings(frozenset(), rate_per_second=10.0, burst=10), clock=lambda: now[0])
     guard.check("a", 10)
@@ -89,4 +105,27 @@ def test_token_bucket_refills_and_keys_by_peer_host() -> None:
     guard.check("a", 5)
     assert source_of(None, "ipv4:10.0.0.7:51234") == "peer:10.0.0.7"
     assert source_of(None, "ipv6:[::1]:51234") == "peer:[::1]"
-    assert source_of([(SOURCE_METADATA_KEY, "gw-9")], "ipv4:10.0.0.7:1") == "gw-9"
+    assert source_of([b"gw-9"], "ipv4:10.0.0.7:1") == "cert:gw-9"
+
+
+async def test_decision_ids_are_verified_not_trusted(pool, monkeypatch) -> None:
+    """Only an id this key issued lends its fields to the stored outcome: a forged flag, an altered
+    reason, or the unsigned positional format of earlier versions ("seq.index.flags") count as none."""
+    monkeypatch.setenv("TUNER_DECISION_KEY", "shared-secret")
+    running = await _start(pool, GuardSettings(frozenset(), rate_per_second=0, burst=0))
+    try:
+        core = running.core
+        issued = core.signer.issue("ab1", DecisionFields("keep_loaded", reload_avoided=True))
+        forged = issued.replace(".a.", ".ap.")
+        relabelled = issued.replace("keep_loaded", "avoid_reload")
+        outcomes = {"issued": issued, "forged": forged, "relabelled": relabelled, "legacy": "abcdef-1.8.6"}
+        core.report([make_outcome(outcome_id=name, decision_id=did) for name, did in outcomes.items()])
+        await core.writer.flush()
+        rows = {r["outcome_id"]: (r["reason_code"], r["reload_avoided"], r["truncation_prevented"])
+                for r in await pool.fetch("SELECT * FROM tuner_outcome")}
+        assert rows == {"issued": ("keep_loaded", True, False), "forged": ("", False, False),
+                        "relabelled": ("", False, False), "legacy": ("", False, False)}
+        assert DecisionSigner(b"shared-secret").verify(issued) == DecisionFields("keep_loaded", reload_avoided=True)
+        assert DecisionSigner(b"another-key").verify(issued) is None
+    finally:
+        await running.stop(0)

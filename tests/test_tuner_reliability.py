@@ -70,14 +70,13 @@ async def test_postgres_down_keeps_recommending_and_flushes_without_duplicates(t
         assert decision.action == tuner_pb2.APPLY
         late = [make_outcome(template_id=2, prompt_units=2000, prompt_eval_count=2100) for _ in range(5)]
         response = await stub.Report(tuner_pb2.ReportRequest(outcomes=late + late[:2]))
-        assert (response.accepted, response.duplicates) == (5, 2)
-        assert len(tuner.core.writer.rows) == 5
+        assert (response.accepted, response.duplicates, response.stored, response.buffered) == (5, 2, 0, 5)
 
         # Postgres is back: the next Report takes the writer lock again and is acknowledged only once
         # everything buffered meanwhile is stored (a crash right after it loses nothing).
         server = await asyncio.to_thread(EmbeddedPostgres, data)
         after = await stub.Report(tuner_pb2.ReportRequest(outcomes=[make_outcome(template_id=2)]))
-        assert after.accepted == 1 and tuner.core.writer.is_writer
+        assert (after.accepted, after.stored) == (1, 1) and tuner.core.writer.is_writer
         conn = await asyncpg.connect(server.uri())
         try:
             assert await conn.fetchval("SELECT count(*) FROM tuner_outcome") == 10
@@ -122,8 +121,8 @@ async def test_outcome_buffer_is_bounded_and_drops_are_counted(pool: asyncpg.Poo
                               lock_retry_seconds=60)
     tuner = await start_tuner(pool, local_server(), settings)
     try:
-        accepted, _, _ = tuner.core.report([make_outcome() for _ in range(5)])
-        assert accepted == 5 and len(tuner.core.writer.rows) == 3
+        result = tuner.core.report([make_outcome() for _ in range(5)])
+        assert (len(result.kept), result.dropped) == (3, [3, 4]) and len(tuner.core.writer.rows) == 3
     finally:
         await tuner.stop(0)
 

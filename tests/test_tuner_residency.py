@@ -17,9 +17,10 @@ async def test_restart_loads_pinned_templates_only_and_fetches_others_on_demand(
     first = await start_tuner(pool, local_server(), fast_settings())
     try:
         first.core.pin(MODEL, 9, 8192, 256)
-        first.core.report([make_outcome(MODEL, template_id=t, prompt_units=1000 * t) for t in (1, 2, 3)
-                           for _ in range(3)])
-        assert await first.core.writer.wait_written(first.core.writer.enqueued, 10.0)
+        result = first.core.report([make_outcome(MODEL, template_id=t, prompt_units=1000 * t) for t in (1, 2, 3)
+                                    for _ in range(3)])
+        await first.core.writer.wait_stored(result.all_stored, 10.0)
+        assert result.all_stored()
     finally:
         await first.stop(0)
     second = await start_tuner(pool, local_server(), fast_settings())
@@ -42,8 +43,9 @@ async def test_least_recently_used_templates_leave_memory_beyond_the_bound(pool:
         core = running.core
         core.pin(MODEL, 100, 4096, 0)
         for t in range(1, 13):
-            core.report([make_outcome(MODEL, template_id=t)])
-            assert await core.writer.wait_written(core.writer.enqueued, 10.0)  # written: evictable
+            result = core.report([make_outcome(MODEL, template_id=t)])
+            await core.writer.wait_stored(result.all_stored, 10.0)
+            assert result.all_stored()  # written: evictable
             core.recommend(Request(MODEL, 1, 1000))  # template 1 stays the most recently used
         model = core.policy.models[MODEL]
         assert len(model.templates) <= 5

@@ -132,7 +132,7 @@ async def test_state_survives_a_restart(pool: asyncpg.Pool) -> None:
         assert model.templates[10].pinned and model.templates[10].pin_ctx == 16384
         assert model.calibration_samples == 4
         duplicate = second.core.report([make_outcome(outcome_id="o-dup-check")])
-        assert duplicate[0] == 1
+        assert len(duplicate.kept) == 1
     finally:
         await second.stop(0)
 

@@ -1,7 +1,9 @@
 """The tuner's core: policy in memory, outcomes validated and folded, state written behind.
 
-Everything on the request path (recommend) is memory-only; reports are folded at once when
-this process is the writer and queued unfolded while it is a standby.
+Everything on the request path (recommend) is memory-only. Reports are folded at once while this
+process holds the writer lock, and queued unfolded otherwise (a standby, or a writer that lost its
+lock: its state may have diverged from what another writer stored). On gaining the lock the core
+reloads stored state, then folds what waited.
 """
 from __future__ import annotations
 
@@ -16,42 +18,48 @@ from typing import Any
 import asyncpg
 
 from . import metrics, store
-from .policy import APPLY, REASON_CODES, Decision, Learned, Policy, Request
+from .decision_token import NONE, DecisionFields, DecisionSigner, key_from_env
+from .policy import APPLY, Decision, Learned, Policy, Request
 from .residency import Residency
 from .settings import TunerSettings
 from .state import ModelState, TemplateState
 from .validation import Invalid, Valid, validate
-from .writer import Dirty, WriteBehind
+from .writer import Dirty, Entry, WriteBehind
 
 log = logging.getLogger(__name__)
 
-FLAG_RELOAD, FLAG_AVOIDED, FLAG_PREVENTED = 1, 2, 4
 ACTION_LABEL = {1: "passthrough", 2: "apply"}
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class Pending:
-    """A valid outcome waiting to be folded (standby) with what its decision id said."""
+    """A valid outcome, what its verified decision id said, and its buffered row once folded."""
 
     valid: Valid
     outcome: Any  # tuner_pb2.Outcome
-    reason_code: str
-    flags: int
+    decision: DecisionFields
+    entry: Entry | None = None
+
+    @property
+    def stored(self) -> bool:
+        return self.entry is not None and self.entry.stored
 
 
-def decision_id(prefix: str, seq: int, decision: Decision) -> str:
-    flags = ((FLAG_RELOAD if decision.reload else 0) | (FLAG_AVOIDED if decision.reload_avoided else 0)
-             | (FLAG_PREVENTED if decision.truncation_prevented else 0))
-    return f"{prefix}{seq:x}.{REASON_CODES.index(decision.reason_code)}.{flags}"
+@dataclass
+class ReportResult:
+    """One Report batch by request index: outcomes kept (stored or buffered), duplicates, dropped, rejected."""
 
+    kept: dict[int, Pending]
+    duplicates: list[int]
+    dropped: list[int]
+    rejected: list[tuple[int, str]]
 
-def parse_decision_id(value: str) -> tuple[str, int]:
-    """(reason_code, flags) from a decision id; ('', 0) when absent or not ours."""
-    parts = value.split(".")
-    if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
-        return "", 0
-    index = int(parts[1])
-    return (REASON_CODES[index] if index < len(REASON_CODES) else ""), int(parts[2]) & 7
+    def all_stored(self) -> bool:
+        return all(item.stored for item in self.kept.values())
+
+    def buffered(self) -> list[int]:
+        """Indexes of kept outcomes not stored yet (in this process's memory only)."""
+        return [index for index, item in self.kept.items() if not item.stored]
 
 
 class TunerCore:
@@ -61,9 +69,10 @@ class TunerCore:
         self.settings = settings
         self.policy = Policy(settings.policy)
         self.pool = pool
-        self.writer = WriteBehind(pool, settings, self._snapshot, self._promoted)
+        self.writer = WriteBehind(pool, settings, self._snapshot, self._promoted, self._demoted, self._load)
         self.residency = Residency(pool, self.policy, settings.templates_in_memory, lambda: self.writer.dirty)
-        self._prefix = os.urandom(3).hex() + "-"
+        self.signer = DecisionSigner(key_from_env())
+        self._prefix = os.urandom(3).hex()
         self._seq = itertools.count(1)
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._unfolded: list[Pending] = []
@@ -72,7 +81,7 @@ class TunerCore:
     async def start(self) -> None:
         """Take the writer lock (loading state on promotion), or load state read-only as a standby."""
         await self.writer.start()
-        if self.read_only:
+        if not self.writer.ever_writer:
             await self._load()
 
     async def stop(self) -> None:
@@ -80,27 +89,44 @@ class TunerCore:
         await self.writer.stop(self.settings.flush_interval_seconds * 10)
 
     async def _load(self) -> None:
+        """Replace the learned state by what is stored; outcome ids still waiting stay remembered."""
         async with self.pool.acquire() as conn:
             self.policy.models = await store.load_state(conn)
             ids = await store.recent_outcome_ids(conn, self.settings.dedupe_window)
         self._seen = OrderedDict.fromkeys(ids)
+        for item in self._unfolded:
+            self._remember(item.outcome.outcome_id)
         self._update_gauges()
         log.info("tuner state loaded: %d models", len(self.policy.models))
 
     async def _promoted(self) -> None:
-        """Became the writer: reload what the previous writer left, then fold what waited."""
+        """Became the writer: reload what is stored (another writer may have written meanwhile), then
+        fold what waited, except outcomes already stored (a commit whose answer the lock loss cut off)."""
         await self._load()
-        pending, self._unfolded = self._unfolded, []
+        ids = [item.outcome.outcome_id for item in self._unfolded]
+        stored: set[str] = set()
+        if ids:
+            async with self.pool.acquire() as conn:
+                stored = await store.stored_outcome_ids(conn, ids)
+        for key in {(i.valid.observation.model, i.valid.observation.template_id) for i in self._unfolded}:
+            await self.residency.ensure(*key)
+        pending, self._unfolded = self._unfolded, []  # no await from here: Reports arriving meanwhile wait
         for item in pending:
-            await self.residency.ensure(item.valid.observation.model, item.valid.observation.template_id)
-        for item in pending:
-            self._fold(item)
-        metrics.OUTCOME_BUFFER.set(len(self.writer.rows))
+            if item.outcome.outcome_id not in stored:
+                self._fold(item)
+        self._update_gauges()
+
+    def _demoted(self, sources: list[Any]) -> None:
+        """Lost the writer lock: what was folded but not stored waits again, ahead of newer outcomes."""
+        for item in sources:
+            item.entry = None
+        self._unfolded[:0] = sources
+        self._update_gauges()
 
     @property
     def read_only(self) -> bool:
-        """A standby that never held the writer lock (a writer that lost its session keeps learning)."""
-        return not self.writer.ever_writer
+        """Not the writer: Reports wait unfolded, operators' changes are refused."""
+        return not self.writer.is_writer
 
     # ---- request path ------------------------------------------------------------------------
     def recommend(self, req: Request) -> tuple[Decision, str]:
@@ -108,7 +134,8 @@ class TunerCore:
         model = self.policy.models.get(req.model)
         if req.template_id and model is not None and req.template_id not in model.templates:
             self.residency.want(req.model, req.template_id)
-        did = decision_id(self._prefix, next(self._seq), decision)
+        did = self.signer.issue(f"{self._prefix}{next(self._seq):x}", DecisionFields(
+            decision.reason_code, decision.reload, decision.reload_avoided, decision.truncation_prevented))
         metrics.RECOMMENDATIONS.labels(ACTION_LABEL[decision.action], decision.reason_code).inc()
         if decision.reload:
             metrics.RELOADS.labels("caused").inc()
@@ -125,44 +152,57 @@ class TunerCore:
         return decision, did
 
     # ---- reports -----------------------------------------------------------------------------
-    def report(self, outcomes: list[Any]) -> tuple[int, int, list[tuple[int, str]]]:
-        """Validate, dedupe and fold a batch; returns (accepted, duplicates, [(index, reason)])."""
-        accepted = duplicates = 0
-        rejected: list[tuple[int, str]] = []
+    def report(self, outcomes: list[Any]) -> ReportResult:
+        """Validate, dedupe and fold (or queue) a batch."""
+        result = ReportResult({}, [], [], [])
         now = time.time()
         for index, outcome in enumerate(outcomes):
             try:
                 valid = validate(outcome, now)
             except Invalid as exc:
                 metrics.OUTCOMES_REJECTED.labels(exc.rule).inc()
-                rejected.append((index, str(exc)))
+                result.rejected.append((index, str(exc)))
                 continue
             if outcome.outcome_id in self._seen:
-                duplicates += 1
+                result.duplicates.append(index)
                 continue
-            self._remember(outcome.outcome_id)
-            code, flags = parse_decision_id(outcome.decision_id)
-            item = Pending(valid, outcome, code, flags)
+            item = Pending(valid, outcome, self._verified(outcome.decision_id))
             if self.read_only:
-                if len(self._unfolded) < self.settings.buffer_max:
+                kept = len(self._unfolded) < self.settings.buffer_max
+                if kept:
                     self._unfolded.append(item)
                 else:
                     metrics.OUTCOMES_DROPPED.inc()
             else:
-                self._fold(item)
-            accepted += 1
-        metrics.OUTCOMES.labels("accepted").inc(accepted)
-        metrics.OUTCOMES.labels("duplicate").inc(duplicates)
-        metrics.OUTCOMES.labels("rejected").inc(len(rejected))
+                kept = self._fold(item)
+            if kept:  # a dropped outcome may come again: its id is not remembered
+                self._remember(outcome.outcome_id)
+                result.kept[index] = item
+            else:
+                result.dropped.append(index)
+        metrics.OUTCOMES.labels("accepted").inc(len(result.kept))
+        metrics.OUTCOMES.labels("duplicate").inc(len(result.duplicates))
+        metrics.OUTCOMES.labels("rejected").inc(len(result.rejected))
+        metrics.OUTCOMES.labels("dropped").inc(len(result.dropped))
         self._update_gauges()
-        return accepted, duplicates, rejected
+        return result
+
+    def _verified(self, decision_id: str) -> DecisionFields:
+        if not decision_id:
+            return NONE
+        fields = self.signer.verify(decision_id)
+        if fields is None:
+            metrics.DECISIONS_UNVERIFIED.inc()
+            return NONE
+        return fields
 
     def _remember(self, outcome_id: str) -> None:
         self._seen[outcome_id] = None
         if len(self._seen) > self.settings.dedupe_window:
             self._seen.popitem(last=False)
 
-    def _fold(self, item: Pending) -> None:
+    def _fold(self, item: Pending) -> bool:
+        """Learn from the outcome and buffer its row; False when the buffer is full (row dropped)."""
         obs = item.valid.observation
         learned = self.policy.observe(obs)
         self.residency.bound(obs.model, self.policy.models[obs.model])
@@ -171,7 +211,8 @@ class TunerCore:
         if learned.reloaded:
             metrics.RELOADS.labels("observed").inc()
         self.writer.touch(obs.model, obs.template_id)
-        self.writer.enqueue(self._row(item, learned))
+        item.entry = self.writer.enqueue(self._row(item, learned), item)
+        return item.entry is not None
 
     def _row(self, item: Pending, learned: Learned) -> tuple[Any, ...]:
         o, obs = item.outcome, item.valid.observation
@@ -187,9 +228,9 @@ class TunerCore:
             ttft_seconds=o.ttft_seconds, host_rss_bytes=o.host_rss_bytes,
             gpu_memory_used_bytes=o.gpu_memory_used_bytes, gpu_memory_total_bytes=o.gpu_memory_total_bytes,
             loaded_context_length=o.loaded_context_length, model_size_bytes=o.model_size_bytes,
-            model_vram_bytes=o.model_vram_bytes, reason_code=item.reason_code,
-            reload_caused=bool(item.flags & FLAG_RELOAD), reload_avoided=bool(item.flags & FLAG_AVOIDED),
-            truncation_prevented=bool(item.flags & FLAG_PREVENTED), truncation_detected=learned.truncated,
+            model_vram_bytes=o.model_vram_bytes, reason_code=item.decision.reason_code,
+            reload_caused=item.decision.reload_caused, reload_avoided=item.decision.reload_avoided,
+            truncation_prevented=item.decision.truncation_prevented, truncation_detected=learned.truncated,
             kv_tokens_saved=saved, finished_at=item.valid.finished_at))
 
     def _snapshot(self, dirty: Dirty) -> tuple[list[tuple[Any, ...]], list[store.RuleRow], list[tuple[Any, ...]]]:
@@ -232,7 +273,10 @@ class TunerCore:
 
     async def summary(self, period_s: float, model: str) -> list[asyncpg.Record]:
         if self.writer.is_writer:
-            await self.writer.flush()
+            try:
+                await self.writer.flush()
+            except store.FenceLost:  # demoted: the figures below are what the current writer stored
+                pass
         reload_ns = int(self.settings.policy.reload_threshold_seconds * 1e9)
         async with self.pool.acquire() as conn:
             return await store.summary(conn, period_s, model, reload_ns)

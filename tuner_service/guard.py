@@ -1,10 +1,12 @@
 """Poisoning resistance for Report: a source allow-list and a per-source token-bucket rate limit.
 
-A source is the ``x-optimizer-source`` metadata value when present, else the peer's host. With
-``TUNER_REPORT_SOURCES`` set, only listed sources may report (PERMISSION_DENIED otherwise); each
-source may report ``TUNER_REPORT_RATE`` outcomes/s with bursts of ``TUNER_REPORT_BURST``
-(RESOURCE_EXHAUSTED beyond). Refused batches are counted and never touch learned state.
-Authentication itself (bearer token, mTLS) happens before, in the server interceptor.
+A source is an identity the transport authenticated, never a name the client writes: the verified
+mTLS client certificate (its first subject alternative name, else its common name) as
+``cert:<name>``, else the peer's host as ``peer:<address>``. With ``TUNER_REPORT_SOURCES`` set,
+only listed sources may report (PERMISSION_DENIED otherwise); each source may report
+``TUNER_REPORT_RATE`` outcomes/s with bursts of ``TUNER_REPORT_BURST`` (RESOURCE_EXHAUSTED beyond).
+Refused batches are counted and never touch learned state. Authentication itself (bearer token,
+mTLS) happens before, in the server and its interceptor.
 """
 from __future__ import annotations
 
@@ -17,7 +19,6 @@ from ollama_optimizer.config import env_float, env_int, env_str
 
 from . import metrics
 
-SOURCE_METADATA_KEY = "x-optimizer-source"
 MAX_SOURCE_LEN = 128
 MAX_BUCKETS = 10_000
 
@@ -59,12 +60,10 @@ class TokenBucket:
         return True
 
 
-def source_of(metadata: Sequence[tuple[str, str | bytes]] | None, peer: str) -> str:
-    """Declared source id (bounded), else the peer host without its port."""
-    for key, value in metadata or ():
-        if key == SOURCE_METADATA_KEY:
-            text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-            return text[:MAX_SOURCE_LEN]
+def source_of(identities: Sequence[bytes] | None, peer: str) -> str:
+    """The verified client certificate's name (``context.peer_identities()``), else the peer host."""
+    if identities:
+        return "cert:" + identities[0].decode("utf-8", "replace")[:MAX_SOURCE_LEN]
     if peer.startswith(("ipv4:", "ipv6:")):
         return "peer:" + peer.split(":", 1)[1].rsplit(":", 1)[0]
     return "peer:" + peer[:MAX_SOURCE_LEN]

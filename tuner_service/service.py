@@ -53,18 +53,21 @@ class TunerServicer(tuner_pb2_grpc.TunerServicer):
         if len(request.outcomes) > limit:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"at most {limit} outcomes per Report")
         try:
-            self.guard.check(source_of(context.invocation_metadata(), context.peer()), len(request.outcomes))
+            self.guard.check(source_of(context.peer_identities(), context.peer()), len(request.outcomes))
         except Refused as exc:
             await context.abort(grpc.StatusCode[exc.code], str(exc))
         for model, template_id in {(o.model, o.template_id) for o in request.outcomes if o.template_id}:
             await self.core.residency.ensure(model, template_id)  # learn on top of what is stored
-        accepted, duplicates, rejected = self.core.report(list(request.outcomes))
+        result = self.core.report(list(request.outcomes))
         sync = self.core.settings.report_sync_seconds
-        if accepted and sync > 0 and not self.core.read_only:
-            await self.core.writer.wait_written(self.core.writer.enqueued, sync)
+        if result.kept and sync > 0:
+            await self.core.writer.wait_stored(result.all_stored, sync)
+        buffered = result.buffered()
         return tuner_pb2.ReportResponse(
-            accepted=accepted, duplicates=duplicates,
-            rejected=[tuner_pb2.Rejection(index=i, reason=reason) for i, reason in rejected])
+            accepted=len(result.kept), duplicates=len(result.duplicates), stored=len(result.kept) - len(buffered),
+            buffered=len(buffered), dropped=len(result.dropped), buffered_index=buffered,
+            dropped_index=result.dropped, duplicate_index=result.duplicates,
+            rejected=[tuner_pb2.Rejection(index=i, reason=reason) for i, reason in result.rejected])
 
     async def Explain(self, request: tuner_pb2.ExplainRequest,
                       context: grpc.aio.ServicerContext) -> tuner_pb2.ExplainResponse:

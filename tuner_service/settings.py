@@ -71,7 +71,7 @@ class TunerSettings:
     flush_batch: int = field(default_factory=lambda: env_int("TUNER_FLUSH_BATCH", 5000))
     max_report_batch: int = field(default_factory=lambda: env_int("TUNER_MAX_REPORT_BATCH", 10_000))
     retention_days: float = field(default_factory=lambda: env_float("TUNER_OUTCOME_RETENTION_DAYS", 30.0))
-    lock_retry_seconds: float = field(default_factory=lambda: env_float("TUNER_LOCK_RETRY_SECONDS", 2.0))
+    lock_retry_seconds: float = field(default_factory=lambda: env_float("TUNER_LOCK_RETRY_SECONDS", 1.0))
     # Report answers once its outcomes are stored (bounded wait): a tuner killed after answering loses
     # nothing it acknowledged while Postgres was up. 0 = answer at once (write-behind only).
     report_sync_seconds: float = field(default_factory=lambda: env_float("TUNER_REPORT_SYNC_SECONDS", 1.0))

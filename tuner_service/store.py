@@ -14,6 +14,10 @@ from .state import ArmStats, ModelState, TemplateState
 # Single-writer advisory lock key ("tuner" in ASCII).
 WRITER_LOCK_KEY = 0x74756E6572
 
+
+class FenceLost(Exception):
+    """The session a write went through no longer holds the single-writer lock: nothing was written."""
+
 # tuner_outcome columns written per outcome, with their unnest array types: the one list of the order
 # (rows are built by name with outcome_row, never as positional tuples elsewhere).
 OUTCOME_FIELDS = (
@@ -198,6 +202,24 @@ async def delete_old_outcomes(conn: asyncpg.Connection, days: float) -> str:
 
 async def try_writer_lock(conn: asyncpg.Connection) -> bool:
     return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", WRITER_LOCK_KEY))
+
+
+# A bigint advisory key shows in pg_locks as classid (high 32 bits), objid (low 32 bits), objsubid 1.
+HOLDS_WRITER_LOCK = """
+SELECT EXISTS (SELECT 1 FROM pg_locks
+               WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted AND objsubid = 1
+                 AND classid::text::bigint = $1::bigint >> 32 AND objid::text::bigint = $1::bigint & 4294967295)"""
+
+
+async def holds_writer_lock(conn: asyncpg.Connection) -> bool:
+    """Whether this very session holds the single-writer lock (the fence checked by every write)."""
+    return bool(await conn.fetchval(HOLDS_WRITER_LOCK, WRITER_LOCK_KEY))
+
+
+async def stored_outcome_ids(conn: asyncpg.Connection, ids: list[str]) -> set[str]:
+    """The subset of ``ids`` already stored."""
+    rows = await conn.fetch("SELECT outcome_id FROM tuner_outcome WHERE outcome_id = ANY($1::text[])", ids)
+    return {r["outcome_id"] for r in rows}
 
 
 SUMMARY_SQL = """

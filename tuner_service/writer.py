@@ -1,14 +1,21 @@
-"""Write-behind to Postgres under a single-writer advisory lock.
+"""Write-behind to Postgres, fenced by the single-writer advisory lock.
 
 Outcome rows and dirty state wait in memory (bounded; drops counted) and are written in one
-transaction per flush. A failed flush keeps everything for the next attempt; outcome rows are
-idempotent (ON CONFLICT DO NOTHING), so a retried batch never duplicates. Without the lock the
-process is a standby: it writes nothing and keeps trying to become the writer.
+transaction per flush. Every write goes through the one session that holds the advisory lock, and
+each flush transaction first checks that this session still holds it: a write can only commit while
+this process is the writer (Postgres releases a session lock only when the session ends). Flushes
+(the background loop's and on-demand ones) are serialised, and rows leave the buffer only once their
+own transaction committed. A failed flush keeps everything for the next attempt; outcome rows are
+idempotent (ON CONFLICT DO NOTHING), so a retried batch never duplicates. A process that loses the
+lock hands its unwritten rows back to the core (``on_demoted``) and stops writing; one that gains
+it lets the core reload stored state first (``on_promoted``). Without the lock the process is a
+standby: it writes nothing and keeps trying to become the writer.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections import deque
@@ -24,7 +31,10 @@ from .settings import TunerSettings
 log = logging.getLogger(__name__)
 MAX_BACKOFF_S = 2.0  # retry period while Postgres is unreachable (buffered rows wait at most this long)
 ACQUIRE_TIMEOUT_S = 10.0  # a pool connection (or a new one) for the writer: never wait forever
+WRITE_TIMEOUT_S = 30.0  # one flush transaction on the lock session; beyond it the session is given up
+CHECK_TIMEOUT_S = 5.0  # the lock-session liveness check
 RETENTION_EVERY_S = 3600.0
+DB_FAILURES = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError, store.FenceLost)
 
 
 @dataclass
@@ -44,6 +54,15 @@ class Dirty:
         self.deletes |= other.deletes
 
 
+@dataclass(eq=False)
+class Entry:
+    """One buffered outcome row and what it was built from; ``stored`` once its transaction committed."""
+
+    row: tuple[Any, ...]
+    source: Any
+    stored: bool = False
+
+
 Snapshot = Callable[[Dirty], tuple[list[tuple[Any, ...]], list[store.RuleRow], list[tuple[Any, ...]]]]
 
 
@@ -51,41 +70,44 @@ class WriteBehind:
     """Buffers rows and dirty keys; a background task flushes them while this process is the writer."""
 
     def __init__(self, pool: asyncpg.Pool, settings: TunerSettings, snapshot: Snapshot,
-                 on_promoted: Callable[[], Awaitable[None]]) -> None:
+                 on_promoted: Callable[[], Awaitable[None]], on_demoted: Callable[[list[Any]], None],
+                 on_standby: Callable[[], Awaitable[None]]) -> None:
         self._pool = pool
         self._settings = settings
         self._snapshot = snapshot
         self._on_promoted = on_promoted
-        self.rows: deque[tuple[Any, ...]] = deque()
+        self._on_demoted = on_demoted
+        self._on_standby = on_standby
+        self.rows: deque[Entry] = deque()
         self.dirty = Dirty()
         self.is_writer = False
         self.ever_writer = False
         self._lock_conn: asyncpg.Connection | None = None
+        self._session = asyncio.Lock()  # every use of the lock session, and every flush, one at a time
         self._wake = asyncio.Event()
         self._drained = asyncio.Event()
         self._promoted = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._stale_standby = False  # demoted: reload stored state once the lock is seen held elsewhere
         self._last_retention = 0.0
         self._db_reachable = True
         self._attempted = asyncio.Event()  # set after every pass of the loop
-        self.enqueued = 0  # rows ever queued (sequence of the last one)
-        self.written = 0  # rows ever written (FIFO, so every row up to this sequence is stored)
-        self._progress = asyncio.Event()
+        self._progress = asyncio.Event()  # set after every flush and every demotion
 
     # ---- producers (event loop, never blocking) ----------------------------------------------
-    def enqueue(self, row: tuple[Any, ...]) -> bool:
-        """Queue one outcome row; False (and counted) when the buffer is full."""
+    def enqueue(self, row: tuple[Any, ...], source: Any) -> Entry | None:
+        """Queue one outcome row; None (and counted) when the buffer is full."""
         if len(self.rows) >= self._settings.buffer_max:
             metrics.OUTCOMES_DROPPED.inc()
-            return False
-        self.rows.append(row)
-        self.enqueued += 1
+            return None
+        entry = Entry(row, source)
+        self.rows.append(entry)
         self._drained.clear()
         metrics.OUTCOME_BUFFER.set(len(self.rows))
         if len(self.rows) >= self._settings.flush_batch:
             self._wake.set()
-        return True
+        return entry
 
     def touch(self, model: str, template_id: int = 0) -> None:
         self.dirty.models.add(model)
@@ -109,41 +131,41 @@ class WriteBehind:
         self._wake.set()
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(self._task, timeout)
+                await asyncio.wait_for(self._task, timeout)  # cancelled (session lock freed) on timeout
         if self.is_writer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.flush(), timeout)
-        await self._drop_lock()
+        async with self._session:
+            await self._release()
 
-    async def wait_written(self, seq: int, timeout: float) -> bool:
-        """Flush soon and wait (bounded) until row ``seq`` is stored; False on timeout or as a standby.
+    async def wait_stored(self, done: Callable[[], bool], timeout: float) -> None:
+        """Flush soon and wait (bounded) until ``done()``; return early as a standby.
 
-        A process that lost the lock with its database has the loop try again at once and waits for
-        that attempt: under traffic, rows buffered during an outage are written (and acknowledged) as
-        soon as Postgres is back, not at the loop's next retry (a tuner killed in between would lose
-        them). While the database stays unreachable each attempt fails fast and Reports answer at once.
+        A process that lost the lock has the loop try to take it again at once and waits for that
+        attempt: under traffic, rows buffered during an outage are written (and acknowledged) as soon
+        as Postgres is back, not at the loop's next retry (a tuner killed in between would lose them).
+        While the lock stays unavailable each attempt fails fast and Reports answer at once.
         """
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout
         self._wake.set()
-        while self.written < seq:
+        while not done():
             remaining = end - loop.time()
             if remaining <= 0:
-                return False
+                return
             if not self.is_writer:
                 if not self.ever_writer:
-                    return False
+                    return
                 self._attempted.clear()
                 self._wake.set()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._attempted.wait(), remaining)
                 if not self.is_writer:
-                    return False
+                    return
                 continue
             self._progress.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._progress.wait(), remaining)
-        return True
 
     async def wait_drained(self) -> None:
         """Return once everything buffered has been written."""
@@ -175,48 +197,52 @@ class WriteBehind:
                 backoff = self._settings.lock_retry_seconds
 
     async def _tick(self) -> bool:
-        if not (self.is_writer and await self._lock_alive()):
-            if not await self._try_lock():
-                return self._db_reachable
-        try:
-            await self.flush()
-            await self._retention()
-            return True
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError) as exc:
-            metrics.DB_ERRORS.labels("flush").inc()
-            log.warning("tuner write-behind failed (%d rows kept): %s", len(self.rows), exc)
-            return False
+        async with self._session:
+            if not (self.is_writer and await self._holds_lock()):
+                if self.is_writer:
+                    log.warning("tuner lost its writer lock session: standing by")
+                    await self._demote()
+                if not await self._try_lock():
+                    return self._db_reachable
+            try:
+                await self._flush_locked()
+                await self._retention()
+                return True
+            except DB_FAILURES as exc:
+                metrics.DB_ERRORS.labels("flush").inc()
+                log.warning("tuner write-behind failed (%d rows kept): %s", len(self.rows), exc)
+                return False
 
     async def flush(self) -> None:
-        """Write one batch of rows and every dirty key in one transaction (raises on failure)."""
-        if not self.is_writer:
+        """Write one batch of rows and every dirty key in one fenced transaction (raises on failure)."""
+        async with self._session:
+            await self._flush_locked()
+
+    async def _flush_locked(self) -> None:
+        conn = self._lock_conn
+        if conn is None:
             return
         if not self.rows and not self.dirty:
             self._drained.set()
             return
-        batch = [self.rows[i] for i in range(min(len(self.rows), self._settings.flush_batch))]
+        batch = list(itertools.islice(self.rows, self._settings.flush_batch))
         dirty, self.dirty = self.dirty, Dirty()
         try:
             models, rules, arms = self._snapshot(dirty)
             started = time.perf_counter()
-            async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn, conn.transaction():
-                await store.write_outcomes(conn, batch)
-                if dirty.deletes:
-                    await store.delete_rules(conn, sorted(dirty.deletes))
-                if models:
-                    await store.write_models(conn, models)
-                if rules:
-                    await store.write_rules(conn, rules)
-                if arms:
-                    await store.write_arms(conn, arms)
+            await asyncio.wait_for(self._write(conn, batch, dirty, models, rules, arms), WRITE_TIMEOUT_S)
             metrics.FLUSH_SECONDS.observe(time.perf_counter() - started)
-        except BaseException:
+        except BaseException as exc:
             dirty.merge(self.dirty)
             self.dirty = dirty
+            if isinstance(exc, Exception) and not await self._holds_lock():
+                log.warning("tuner lost its writer lock during a flush: standing by")
+                await self._demote()
             raise
-        for _ in batch:
+        for entry in batch:
+            entry.stored = True
+        while self.rows and self.rows[0].stored:  # by identity: only what this transaction wrote
             self.rows.popleft()
-        self.written += len(batch)
         self._progress.set()
         metrics.OUTCOMES_WRITTEN.inc(len(batch))
         metrics.OUTCOME_BUFFER.set(len(self.rows))
@@ -225,26 +251,44 @@ class WriteBehind:
         elif not self.dirty:
             self._drained.set()
 
+    @staticmethod
+    async def _write(conn: asyncpg.Connection, batch: list[Entry], dirty: Dirty, models: list[tuple[Any, ...]],
+                     rules: list[store.RuleRow], arms: list[tuple[Any, ...]]) -> None:
+        async with conn.transaction():
+            if not await store.holds_writer_lock(conn):
+                raise store.FenceLost("this session no longer holds the writer lock")
+            await store.write_outcomes(conn, [entry.row for entry in batch])
+            if dirty.deletes:
+                await store.delete_rules(conn, sorted(dirty.deletes))
+            if models:
+                await store.write_models(conn, models)
+            if rules:
+                await store.write_rules(conn, rules)
+            if arms:
+                await store.write_arms(conn, arms)
+
     async def _retention(self) -> None:
         now = time.monotonic()
-        if now - self._last_retention < RETENTION_EVERY_S:
+        if now - self._last_retention < RETENTION_EVERY_S or self._lock_conn is None:
             return
         self._last_retention = now
-        async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
-            await store.delete_old_outcomes(conn, self._settings.retention_days)
+        async with self._lock_conn.transaction():
+            if not await store.holds_writer_lock(self._lock_conn):
+                raise store.FenceLost("this session no longer holds the writer lock")
+            await store.delete_old_outcomes(self._lock_conn, self._settings.retention_days)
 
     # ---- the single-writer lock --------------------------------------------------------------
     async def _try_lock(self) -> bool:
-        """Take the advisory lock on a connection held for as long as this process writes."""
+        """Take the advisory lock on a session held, and written through, for as long as this process writes."""
         try:
             conn = await self._pool.acquire(timeout=ACQUIRE_TIMEOUT_S)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError):
+        except DB_FAILURES:
             metrics.DB_ERRORS.labels("lock").inc()
             self._db_reachable = False
             return False
         try:
             got = await store.try_writer_lock(conn)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError):
+        except DB_FAILURES:
             metrics.DB_ERRORS.labels("lock").inc()
             self._db_reachable = False
             await self._discard(conn)
@@ -255,32 +299,48 @@ class WriteBehind:
         self._db_reachable = True
         if not got:
             await self._pool.release(conn)
+            if self._stale_standby:
+                self._stale_standby = False
+                await self._on_standby()
             return False
-        self._lock_conn, self.is_writer = conn, True
+        self._lock_conn = conn
+        try:
+            await self._on_promoted()  # stored state first: another writer may have written meanwhile
+        except BaseException:
+            self._lock_conn = None
+            await self._discard(conn)
+            raise
+        self.is_writer, self.ever_writer, self._stale_standby = True, True, False
         metrics.WRITER.set(1)
-        if not self.ever_writer:
-            self.ever_writer = True
-            await self._on_promoted()
         self._promoted.set()
+        self._wake.set()
         log.info("tuner holds the writer lock")
         return True
 
-    async def _lock_alive(self) -> bool:
+    async def _holds_lock(self) -> bool:
+        """Whether the lock session is alive and still holds the lock (False on any doubt)."""
         conn = self._lock_conn
         if conn is None:
             return False
-        try:
-            await conn.fetchval("SELECT 1")
-            return True
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError):
+        try:  # a terminated session is closed, and its pool proxy detached: both raise
+            return await asyncio.wait_for(store.holds_writer_lock(conn), CHECK_TIMEOUT_S)
+        except Exception:  # a broken session, whatever the client library calls it
             metrics.DB_ERRORS.labels("lock").inc()
-            log.warning("tuner lost its database session: writer lock released, standing by")
-            await self._drop_lock()
-            with contextlib.suppress(Exception):  # the server went away: no pooled connection is usable
-                await self._pool.expire_connections()
             return False
 
-    async def _drop_lock(self) -> None:
+    async def _demote(self) -> None:
+        """Stop being the writer: close the lock session, hand unwritten rows back, forget dirty keys."""
+        await self._release()
+        entries, self.rows = list(self.rows), deque()
+        self.dirty = Dirty()
+        self._stale_standby = True
+        self._on_demoted([entry.source for entry in entries])
+        self._progress.set()
+        metrics.OUTCOME_BUFFER.set(0)
+        with contextlib.suppress(Exception):  # the server may have gone away: no pooled connection is usable
+            await self._pool.expire_connections()
+
+    async def _release(self) -> None:
         conn, self._lock_conn = self._lock_conn, None
         self.is_writer = False
         metrics.WRITER.set(0)

@@ -136,14 +136,26 @@ class Rejection(_message.Message):
     def __init__(self, index: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class ReportResponse(_message.Message):
-    __slots__ = ("accepted", "duplicates", "rejected")
+    __slots__ = ("accepted", "duplicates", "rejected", "stored", "buffered", "dropped", "buffered_index", "dropped_index", "duplicate_index")
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     DUPLICATES_FIELD_NUMBER: _ClassVar[int]
     REJECTED_FIELD_NUMBER: _ClassVar[int]
+    STORED_FIELD_NUMBER: _ClassVar[int]
+    BUFFERED_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    BUFFERED_INDEX_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_INDEX_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_INDEX_FIELD_NUMBER: _ClassVar[int]
     accepted: int
     duplicates: int
     rejected: _containers.RepeatedCompositeFieldContainer[Rejection]
-    def __init__(self, accepted: _Optional[int] = ..., duplicates: _Optional[int] = ..., rejected: _Optional[_Iterable[_Union[Rejection, _Mapping]]] = ...) -> None: ...
+    stored: int
+    buffered: int
+    dropped: int
+    buffered_index: _containers.RepeatedScalarFieldContainer[int]
+    dropped_index: _containers.RepeatedScalarFieldContainer[int]
+    duplicate_index: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, accepted: _Optional[int] = ..., duplicates: _Optional[int] = ..., rejected: _Optional[_Iterable[_Union[Rejection, _Mapping]]] = ..., stored: _Optional[int] = ..., buffered: _Optional[int] = ..., dropped: _Optional[int] = ..., buffered_index: _Optional[_Iterable[int]] = ..., dropped_index: _Optional[_Iterable[int]] = ..., duplicate_index: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ExplainRequest(_message.Message):
     __slots__ = ("model", "template_id")

@@ -1,0 +1,175 @@
+"""Durability of acknowledged outcomes: serialised flushes, a fenced single writer, honest Report accounting."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import pytest
+from tuner_fixtures import fast_settings, local_server, make_outcome
+
+from ollama_optimizer.channels import create_channel
+from ollama_optimizer.db import create_pool
+from ollama_optimizer.gen.optimizer.v1 import tuner_pb2, tuner_pb2_grpc
+from tuner_service import store
+from tuner_service.core import TunerCore
+from tuner_service.main import start_tuner
+
+MODEL = "llama3.1:8b"
+WAIT_S = 90  # bounded waits, generous for a loaded CI machine
+# The background loop never flushes on its own: only the flushes a test starts (or a Report's) run.
+QUIET = dataclasses.replace(fast_settings(), flush_interval_seconds=3600, lock_retry_seconds=3600)
+
+
+class Gate:
+    """Stands in for store.write_outcomes: every call waits inside its transaction until opened."""
+
+    def __init__(self, real: Callable[..., Awaitable[None]]) -> None:
+        self.real, self.entered, self.opened = real, asyncio.Event(), asyncio.Event()
+
+    async def __call__(self, conn: asyncpg.Connection, rows: list[Any]) -> None:
+        self.entered.set()
+        await self.opened.wait()
+        await self.real(conn, rows)
+
+
+async def _overlap(core: TunerCore, gate: Gate, first: list[Any], during: list[Any], last: list[Any]) -> Any:
+    """Report ``first``; a loop flush enters its transaction; report ``during``; a Summary call enters
+    its own flush (it runs on until it first waits); report ``last``; open the gate; Summary's rows."""
+    core.report(first)
+    loop_flush = asyncio.create_task(core.writer.flush())
+    await gate.entered.wait()
+    core.report(during)
+    entered, flush = asyncio.Event(), core.writer.flush
+
+    async def flush_entering() -> None:
+        entered.set()
+        await flush()
+
+    core.writer.flush = flush_entering  # type: ignore[method-assign]
+    summary_call = asyncio.create_task(core.summary(3600, ""))
+    await entered.wait()
+    core.report(last)
+    gate.opened.set()
+    await loop_flush
+    return await summary_call
+
+
+async def _stored_ids(pool: asyncpg.Pool) -> set[str]:
+    return {r["outcome_id"] for r in await pool.fetch("SELECT outcome_id FROM tuner_outcome")}
+
+
+@pytest.fixture
+async def gated(pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[TunerCore, Gate]]:
+    """A writer core whose outcome writes wait at a gate."""
+    gate = Gate(store.write_outcomes)
+    monkeypatch.setattr(store, "write_outcomes", gate)
+    core = TunerCore(pool, QUIET)
+    await core.start()
+    yield core, gate
+    await core.stop()
+
+
+async def test_a_summary_flush_overlapping_the_loop_flush_loses_no_row(gated, pool: asyncpg.Pool) -> None:
+    """Loop flush of rows 1-10 in flight, rows 11-20 arrive, Summary flushes, rows 21-30 arrive: all 30 stored."""
+    core, gate = gated
+    batches = [[make_outcome() for _ in range(10)] for _ in range(3)]
+    await _overlap(core, gate, *batches)
+    while core.writer.rows:  # what is still buffered is written by later flushes, never dropped
+        await core.writer.flush()
+    assert await _stored_ids(pool) == {o.outcome_id for batch in batches for o in batch}
+
+
+async def test_two_flushes_of_the_same_rows_neither_raise_nor_stall(gated, pool: asyncpg.Pool) -> None:
+    """Loop flush and Summary flush overlapping on the same ten rows: Summary answers, every row stored once."""
+    core, gate = gated
+    rows = [make_outcome() for _ in range(10)]
+    totals = [r for r in await _overlap(core, gate, rows, [], []) if r["model"] is None]
+    assert totals and totals[0]["requests"] == 10
+    assert not core.writer.rows
+    assert await _stored_ids(pool) == {o.outcome_id for o in rows}
+
+
+async def _terminate_lock_session(dsn: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(await conn.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE locktype = 'advisory' AND granted"))
+    finally:
+        await conn.close()
+
+
+async def test_a_writer_whose_lock_session_died_is_fenced_and_reloads_when_it_regains_the_lock(dsn: str) -> None:
+    pool_a, pool_b = await create_pool(dsn, 1, 4), await create_pool(dsn, 1, 4)
+    a, b = TunerCore(pool_a, QUIET), TunerCore(pool_b, QUIET)
+    try:
+        await a.start()
+        a.report([make_outcome(template_id=5) for _ in range(3)])
+        await a.writer.flush()
+        assert await _terminate_lock_session(dsn) == 1
+        await b.start()
+        assert b.writer.is_writer  # the lock went with the session
+        await b.residency.ensure(MODEL, 5)  # as a Report does: learn on top of what is stored
+        b.report([make_outcome(template_id=5) for _ in range(4)])
+        await b.writer.flush()
+
+        late = [make_outcome(template_id=5) for _ in range(2)]
+        a.report(late)  # A has not noticed yet: it folds, but its write cannot commit
+        with contextlib.suppress(Exception):
+            await a.writer.flush()
+        assert not await _stored_ids(pool_b) & {o.outcome_id for o in late}  # fenced
+        assert not a.writer.is_writer
+        assert await pool_b.fetchval(
+            "SELECT sample_count FROM tuner_rule WHERE template_id = 5 AND param = 'num_ctx'") == 7
+        a.report([make_outcome(template_id=5)])  # a demoted writer queues without folding
+        assert a.policy.models[MODEL].templates[5].observations == 5
+
+        await b.stop()
+        result = a.report([make_outcome(template_id=5)])
+        await a.writer.wait_stored(result.all_stored, WAIT_S)  # takes the lock back: reload, fold, write
+        assert a.writer.is_writer and result.all_stored()
+        assert a.policy.models[MODEL].templates[5].observations == 7 + 2 + 1 + 1
+        assert len(await _stored_ids(pool_a)) == 11
+        assert await pool_a.fetchval(
+            "SELECT sample_count FROM tuner_rule WHERE template_id = 5 AND param = 'num_ctx'") == 11
+    finally:
+        await b.stop()
+        await a.stop()
+        await pool_a.close()
+        await pool_b.close()
+
+
+async def test_report_counts_stored_buffered_and_dropped_apart(pool: asyncpg.Pool) -> None:
+    settings = dataclasses.replace(QUIET, buffer_max=3, report_sync_seconds=0)
+    tuner = await start_tuner(pool, local_server(), settings)
+    try:
+        async with create_channel(tuner.address) as channel:
+            stub = tuner_pb2_grpc.TunerStub(channel)
+            outcomes = [make_outcome() for _ in range(5)]
+            reply = await stub.Report(tuner_pb2.ReportRequest(outcomes=[*outcomes, outcomes[0]]))
+            assert (reply.accepted, reply.stored, reply.buffered, reply.dropped, reply.duplicates) == (3, 0, 3, 2, 1)
+            assert (list(reply.buffered_index), list(reply.dropped_index), list(reply.duplicate_index)) == (
+                [0, 1, 2], [3, 4], [5])
+            await tuner.core.writer.flush()
+            again = await stub.Report(tuner_pb2.ReportRequest(outcomes=outcomes[3:]))  # dropped ids may come again
+            assert (again.accepted, again.duplicates) == (2, 0)
+    finally:
+        await tuner.stop(0)
+
+
+async def test_report_says_stored_only_for_committed_rows(pool: asyncpg.Pool) -> None:
+    writer = await start_tuner(pool, local_server(), dataclasses.replace(QUIET, report_sync_seconds=30))
+    standby = await start_tuner(pool, local_server(), dataclasses.replace(QUIET, report_sync_seconds=30))
+    try:
+        for tuner, expected in ((writer, (2, 2, 0)), (standby, (2, 0, 2))):
+            async with create_channel(tuner.address) as channel:
+                reply = await tuner_pb2_grpc.TunerStub(channel).Report(
+                    tuner_pb2.ReportRequest(outcomes=[make_outcome(), make_outcome()]))
+            assert (reply.accepted, reply.stored, reply.buffered) == expected
+        assert await pool.fetchval("SELECT count(*) FROM tuner_outcome") == 2
+    finally:
+        await standby.stop(0)
+        await writer.stop(0)
