@@ -13,7 +13,6 @@ MEMORY_POINTS = 8            # (num_ctx, num_batch) memory figures kept per mode
 SPILL_SLOWDOWN_PRIOR = 10.0  # time of a fully CPU-resident layer / a GPU one, before speeds are measured
 SHRINK_PRIOR_GAIN = 0.02     # share of request time saved per halving when nothing is known of speed or memory
 REVISIT_SPAN = 200           # requests over which revisits raise the shrink threshold
-REVISIT_BACKOFF = 4.0        # threshold factor per recent revisit
 
 
 # ---- claims ----------------------------------------------------------------------------------
@@ -81,6 +80,8 @@ def spill_share(model: ModelState, ctx: int) -> float:
 def saving_share(model: ModelState, low: int, high: int) -> float:
     """Share of a request's time saved running at ``low`` instead of ``high`` (decode speeds by rung when
     measured; else the spill figures; with neither, a small prior per halving)."""
+    if model.memory and spill_share(model, high) == 0:
+        return 0.0  # the larger context fits in VRAM too: no faster (speeds measured by rung are noise)
     slow = model.decode_spt.get(high)
     fast = model.decode_spt.get(low)
     if fast is None and slow is not None and spill_share(model, low) == 0 and spill_share(model, high) > 0:
@@ -118,7 +119,8 @@ def recent_revisits(model: ModelState, hold: bool) -> int:
     return len(model.revisits)
 
 
-def shrink_target(model: ModelState, required_rung: int, active: int, reload_s: float) -> tuple[int, float]:
+def shrink_target(model: ModelState, required_rung: int, active: int, reload_s: float,
+                  backoff: float) -> tuple[int, float]:
     """(rung, seconds paid) the model should return to now, or (0, 0).
 
     The rent-or-buy rule: once the extra time paid at the loaded rung since the last request that needed
@@ -130,7 +132,7 @@ def shrink_target(model: ModelState, required_rung: int, active: int, reload_s: 
     most per request, the largest of equals (the fewest growths back).
     """
     best: tuple[float, int, float] = (0.0, 0, 0.0)
-    penalty = REVISIT_BACKOFF ** recent_revisits(model, hold=active >= model.loaded_ctx)
+    penalty = backoff ** recent_revisits(model, hold=active >= model.loaded_ctx)
     for rung, paid in model.rent.items():
         if rung < required_rung or rung >= model.loaded_ctx:
             continue

@@ -241,7 +241,7 @@ class Policy:
             code = "grow" if self.confident(template) else "grow_truncation_guard"
             reason = f"grow {loaded} -> {target}: this request needs {required}"
             return self._load(req, model, template, target, need, conf, code, reason, prevented=True)
-        target, paid = costs.shrink_target(model, wanted, active, self.reload_s(model))
+        target, paid = costs.shrink_target(model, wanted, active, self.reload_s(model), self.s.revisit_backoff)
         if target:
             reason = (f"shrink {loaded} -> {target}: {paid:.1f}s paid at {loaded} since a request last needed more "
                       f"than {target}, above the reload cost {self.reload_s(model):.1f}s"
