@@ -119,8 +119,8 @@ def recent_revisits(model: ModelState, hold: bool) -> int:
     return len(model.revisits)
 
 
-def shrink_target(model: ModelState, required_rung: int, active: int, reload_s: float,
-                  backoff: float) -> tuple[int, float]:
+def shrink_target(model: ModelState, rungs: list[int], required_rung: int, active: int, reload_s: float,
+                  backoff: float, coming_s: float = 0.0) -> tuple[int, float]:
     """(rung, seconds paid) the model should return to now, or (0, 0).
 
     The rent-or-buy rule: once the extra time paid at the loaded rung since the last request that needed
@@ -128,14 +128,21 @@ def shrink_target(model: ModelState, required_rung: int, active: int, reload_s: 
     a claim still active the return costs two reloads (the claim will come back), and every recent revisit
     of a context multiplies the threshold (hysteresis: each revisit shows the claim returns before the rent
     pays the round trip back, its lost prompt cache included); revisits count while a claim on the loaded
-    context stays active, else for REVISIT_SPAN requests. Of the rungs that qualify, the one saving the
+    context stays active, else for REVISIT_SPAN requests. ``coming_s`` is what the request being decided
+    would take at the loaded rung: its rent counts before it is paid (a request that alone would pay more
+    than the return runs at the smaller rung). Of the rungs that qualify, the one saving the
     most per request, the largest of equals (the fewest growths back).
     """
+    if not model.rent and (coming_s <= 0 or saving_share(model, required_rung, model.loaded_ctx) <= 0):
+        return 0, 0.0  # nothing paid, and the smallest rung the request allows would save nothing
     best: tuple[float, int, float] = (0.0, 0, 0.0)
     penalty = backoff ** recent_revisits(model, hold=active >= model.loaded_ctx)
-    for rung, paid in model.rent.items():
-        if rung < required_rung or rung >= model.loaded_ctx:
+    for rung in rungs:
+        if rung >= model.loaded_ctx:
+            break
+        if rung < required_rung:
             continue
+        paid = model.rent.get(rung, 0.0) + coming_s * saving_share(model, rung, model.loaded_ctx)
         if paid >= reload_s * (2 if active > rung else 1) * penalty:
             best = max(best, (round(saving_share(model, rung, model.loaded_ctx), 2), rung, paid))
     return best[1], best[2]

@@ -241,7 +241,9 @@ class Policy:
             code = "grow" if self.confident(template) else "grow_truncation_guard"
             reason = f"grow {loaded} -> {target}: this request needs {required}"
             return self._load(req, model, template, target, need, conf, code, reason, prevented=True)
-        target, paid = costs.shrink_target(model, wanted, active, self.reload_s(model), self.s.revisit_backoff)
+        coming = required * model.seconds_per_token.get(loaded, 0.0)
+        target, paid = costs.shrink_target(model, rungs, wanted, active, self.reload_s(model),
+                                           self.s.revisit_backoff, coming)
         if target:
             reason = (f"shrink {loaded} -> {target}: {paid:.1f}s paid at {loaded} since a request last needed more "
                       f"than {target}, above the reload cost {self.reload_s(model):.1f}s"
