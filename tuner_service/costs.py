@@ -12,7 +12,6 @@ from .state import ModelState
 MEMORY_POINTS = 8            # (num_ctx, num_batch) memory figures kept per model
 SPILL_SLOWDOWN_PRIOR = 10.0  # time of a fully CPU-resident layer / a GPU one, before speeds are measured
 SHRINK_PRIOR_GAIN = 0.02     # share of request time saved per halving when nothing is known of speed or memory
-REVISIT_SPAN = 200           # requests over which revisits raise the shrink threshold
 
 
 # ---- claims ----------------------------------------------------------------------------------
@@ -111,24 +110,16 @@ def pay_rent(model: ModelState, rungs: list[int], needed: int, busy_s: float) ->
             model.rent[rung] = model.rent.get(rung, 0.0) + busy_s * saving_share(model, rung, loaded)
 
 
-def recent_revisits(model: ModelState, hold: bool) -> int:
-    """Revisits within REVISIT_SPAN requests; all of them (at most MEMORY_POINTS) while ``hold``."""
-    if not hold:
-        model.revisits = [r for r in model.revisits if model.requests - r <= REVISIT_SPAN]
-    model.revisits = model.revisits[-MEMORY_POINTS:]
-    return len(model.revisits)
-
-
 def shrink_target(model: ModelState, rungs: list[int], required_rung: int, active: int, reload_s: float,
                   backoff: float, coming_s: float = 0.0) -> tuple[int, float]:
     """(rung, seconds paid) the model should return to now, or (0, 0).
 
     The rent-or-buy rule: once the extra time paid at the loaded rung since the last request that needed
     more than a lower rung exceeds a reload, return to it (at most 2x the best choice in hindsight). Below
-    a claim still active the return costs two reloads (the claim will come back), and every recent revisit
-    of a context multiplies the threshold (hysteresis: each revisit shows the claim returns before the rent
-    pays the round trip back, its lost prompt cache included); revisits count while a claim on the loaded
-    context stays active, else for REVISIT_SPAN requests. ``coming_s`` is what the request being decided
+    a claim still active the return costs two reloads (the claim will come back), and every revisit of the
+    loaded context (a load back to it soon after leaving it) multiplies the threshold by ``backoff``
+    (hysteresis: each shows its claim returning before the rent paid for the round trip); the strikes end
+    with the claims on the context. ``coming_s`` is what the request being decided
     would take at the loaded rung: its rent counts before it is paid (a request that alone would pay more
     than the return runs at the smaller rung). Of the rungs that qualify, the one saving the
     most per request, the largest of equals (the fewest growths back).
@@ -136,7 +127,9 @@ def shrink_target(model: ModelState, rungs: list[int], required_rung: int, activ
     if not model.rent and (coming_s <= 0 or saving_share(model, required_rung, model.loaded_ctx) <= 0):
         return 0, 0.0  # nothing paid, and the smallest rung the request allows would save nothing
     best: tuple[float, int, float] = (0.0, 0, 0.0)
-    penalty = backoff ** recent_revisits(model, hold=active >= model.loaded_ctx)
+    if active < model.loaded_ctx:
+        model.strikes.pop(model.loaded_ctx, None)
+    penalty = backoff ** model.strikes.get(model.loaded_ctx, 0)
     for rung in rungs:
         if rung >= model.loaded_ctx:
             break
@@ -153,7 +146,9 @@ def note_move(model: ModelState, old: int, new: int, revisit_requests: int) -> b
     left = model.left_at.get(new)
     revisit = left is not None and model.requests - left <= revisit_requests
     if revisit:
-        model.revisits.append(model.requests)
+        model.strikes[new] = model.strikes.get(new, 0) + 1
+        if len(model.strikes) > MEMORY_POINTS:
+            del model.strikes[next(iter(model.strikes))]
     if old:
         model.left_at[old] = model.requests
         if len(model.left_at) > MEMORY_POINTS:

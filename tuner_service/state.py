@@ -73,7 +73,7 @@ class ModelState:
     rent: dict[int, float] = field(default_factory=dict)        # rung -> seconds paid at the loaded rung since a
     # request last needed more than that rung (what shrinking to it would have saved)
     left_at: dict[int, int] = field(default_factory=dict)       # context -> request counter when the model left it
-    revisits: list[int] = field(default_factory=list)           # request counters of loads back to a recent context
+    strikes: dict[int, int] = field(default_factory=dict)       # context -> loads back to it soon after leaving it
     memory: dict[tuple[int, int], tuple[int, int]] = field(default_factory=dict)  # (num_ctx, num_batch) ->
     # /api/ps (size, size_vram) last seen with those options (bounded)
     load_config: tuple[int, int] = (-1, -1)  # options of the last outcome (reload detection without the gateway)
