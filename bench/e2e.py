@@ -157,7 +157,8 @@ async def run_scenarios(pg: EmbeddedPostgres, scenarios: list[Scenario], n: int 
 
 
 async def run(quick: bool, only: str | None = None, requests_n: int | None = None,
-              concurrencies: tuple[int, ...] | None = None, kind: str = "templates") -> dict:
+              concurrencies: tuple[int, ...] | None = None, kind: str = "templates",
+              plugin: dict | None = None) -> dict:
     """The benchmark on its own embedded Postgres; a full run writes bench/results/ (--quick only prints)."""
     n = requests_n or (None if kind == "chat" else 250 if quick else 1000)
     levels = concurrencies or ((1, 4) if quick else (1, 2, 4, 8))
@@ -165,7 +166,7 @@ async def run(quick: bool, only: str | None = None, requests_n: int | None = Non
     with tempfile.TemporaryDirectory(prefix="e2e-pg-") as tmp:
         pg = await asyncio.to_thread(EmbeddedPostgres, Path(tmp) / "pg")
         try:
-            results = await run_scenarios(pg, scenarios, n, levels, kind=kind)
+            results = await run_scenarios(pg, scenarios, n, levels, plugin, kind)
         finally:
             await asyncio.to_thread(pg.stop)
     if not quick and kind == "templates":
@@ -210,10 +211,14 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+")
     parser.add_argument("--workload", choices=("templates", "chat"), default="templates",
                         help="templated prompts (bench/workload.py) or chat sessions (bench/workload_chat.py)")
+    parser.add_argument("--budget-ms", type=float,
+                        help="the plugin's request-path budget and call timeout (default: the shipped values); on a "
+                             "loaded host a missed deadline re-sends the last options (sticky), which can truncate")
     args = parser.parse_args()
     started = time.monotonic()
+    plugin = {"budget_ms": args.budget_ms, "call_timeout_ms": args.budget_ms} if args.budget_ms else None
     results = asyncio.run(run(args.quick, args.scenario, args.requests,
-                              tuple(args.concurrency) if args.concurrency else None, args.workload))
+                              tuple(args.concurrency) if args.concurrency else None, args.workload, plugin))
     print(f"wall {time.monotonic() - started:.0f} s", file=sys.stderr)
     print(json.dumps(summary(results)))
     sys.stdout.flush()
