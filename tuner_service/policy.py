@@ -10,6 +10,7 @@ its default.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ CONFIDENCE_K = 3.0  # confidence = n / (n + K)
 MAX_UNCONFIRMED_MODELS = 256  # models known from Recommend alone (no outcome, pin or stored row yet)
 EWMA = 0.1
 RUNNER_UNKNOWN, RUNNER_KEPT, RUNNER_LOADED = 0, 1, 2  # Outcome.runner_load: what the gateway saw
+_LADDERS = functools.lru_cache(maxsize=256)(ladder)  # by (min, max, model limit, steps, explicit rungs)
 
 REASON_CODES = ("client_set", "no_data", "low_confidence", "pinned", "initial", "grow",
                 "grow_truncation_guard", "shrink", "keep_loaded", "avoid_reload", "relieve_spill", "co_reside")
@@ -101,8 +103,9 @@ class Policy:
 
     # ---- estimates -------------------------------------------------------------------------
     def rungs(self, model: ModelState) -> list[int]:
-        return ladder(self.s.ladder_min, self.s.ladder_max, model.context_limit, self.s.ladder_steps,
-                      self.s.ladder_rungs)
+        """The model's ladder (shared, never mutated)."""
+        return _LADDERS(self.s.ladder_min, self.s.ladder_max, model.context_limit, self.s.ladder_steps,
+                        self.s.ladder_rungs)
 
     def margin_for(self, model: ModelState) -> float:
         """The tight margin once the model must share memory (evicted or spilled), else the normal one."""
