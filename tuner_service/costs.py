@@ -119,10 +119,10 @@ def shrink_target(model: ModelState, rungs: list[int], required_rung: int, activ
     a claim still active the return costs two reloads (the claim will come back), and every revisit of the
     loaded context (a load back to it soon after leaving it) multiplies the threshold by ``backoff``
     (hysteresis: each shows its claim returning before the rent paid for the round trip); the strikes end
-    with the claims on the context. ``coming_s`` is what the request being decided
-    would take at the loaded rung: its rent counts before it is paid (a request that alone would pay more
-    than the return runs at the smaller rung). Of the rungs that qualify, the one saving the
-    most per request, the largest of equals (the fewest growths back).
+    with the claims on the context. ``coming_s`` is what the request being decided would take at the
+    loaded rung: towards a rung that fits in VRAM its rent counts before it is paid (a request that alone
+    would pay more than the return runs at the smaller rung). Of the rungs that qualify, the one saving
+    the most per request, the largest of equals (the fewest growths back).
     """
     if not model.rent and (coming_s <= 0 or saving_share(model, required_rung, model.loaded_ctx) <= 0):
         return 0, 0.0  # nothing paid, and the smallest rung the request allows would save nothing
@@ -135,7 +135,8 @@ def shrink_target(model: ModelState, rungs: list[int], required_rung: int, activ
             break
         if rung < required_rung:
             continue
-        paid = model.rent.get(rung, 0.0) + coming_s * saving_share(model, rung, model.loaded_ctx)
+        coming = coming_s * saving_share(model, rung, model.loaded_ctx) if spill_share(model, rung) == 0 else 0.0
+        paid = model.rent.get(rung, 0.0) + coming
         if paid >= reload_s * (2 if active > rung else 1) * penalty:
             best = max(best, (round(saving_share(model, rung, model.loaded_ctx), 2), rung, paid))
     return best[1], best[2]
