@@ -28,7 +28,7 @@ from bench.e2e_arms import ARMS, Naive, Oracle, Passthrough, optimizer_stack, or
 from bench.e2e_clock import virtual_emulator
 from bench.e2e_drive import Result, drive
 from bench.e2e_report import TABLE_HEADER, figures, intact_mean, intact_p50, oracle_gap, plot, settled, table_row
-from bench.ollama_sim import EmulatorConfig
+from bench.ollama_sim import MODELS, EmulatorConfig
 from bench.ollama_sim.output import default_output_tokens
 from bench.workload import Request, make_requests, make_templates
 from bench.workload_chat import make_chat_requests
@@ -38,6 +38,7 @@ RESULTS = Path(__file__).with_name("results")
 SEED = 6
 TEMPLATES = 32
 ORACLE_BATCHES = (512, 1024, 2048)
+DOC_MIN_TRAIN_CTX = 32768  # chat sessions paste documents only on models trained for long contexts
 KEYS = ("p50_s", "p95_s", "truncated", "reloads", "kv_gib_mean", "requests", "mean_intact_s", "loads", "evictions",
         "revisits")
 COUNTED = ("loads_gateway", "loads_tuner")  # the optimizer's own count of the emulator's loads
@@ -72,7 +73,9 @@ SCENARIOS = (
 def workload(scenario: Scenario, n: int | None, kind: str = "templates") -> tuple[list[Request], set[int]]:
     """The requests of a run and the ids of its long-document templates (none for chat: every app)."""
     if kind == "chat":
-        return make_chat_requests(list(scenario.models), SEED, big_models=scenario.long_doc_models, limit=n), set()
+        documents = tuple(m for m in set(scenario.models) if MODELS[m].train_ctx >= DOC_MIN_TRAIN_CTX)
+        return make_chat_requests(list(scenario.models), SEED, big_models=scenario.long_doc_models,
+                                  doc_models=documents, limit=n), set()
     n = n or 1000
     templates = make_templates(list(scenario.models), TEMPLATES, SEED, long_doc_models=scenario.long_doc_models,
                                long_doc_tail=scenario.long_doc_tail)
