@@ -110,6 +110,15 @@ def pay_rent(model: ModelState, rungs: list[int], needed: int, busy_s: float) ->
             model.rent[rung] = model.rent.get(rung, 0.0) + busy_s * saving_share(model, rung, loaded)
 
 
+def pay_eviction(model: ModelState, rungs: list[int], reload_s: float) -> None:
+    """Another model sharing the GPU was evicted and reloaded (``reload_s``): at half this model's context
+    or less both would more likely fit, so those rungs earn the reload as rent."""
+    for rung in rungs:
+        if rung * 2 > model.loaded_ctx:
+            break
+        model.rent[rung] = model.rent.get(rung, 0.0) + reload_s
+
+
 def shrink_target(model: ModelState, rungs: list[int], required_rung: int, active: int, reload_s: float,
                   backoff: float, coming_s: float = 0.0) -> tuple[int, float]:
     """(rung, seconds paid) the model should return to now, or (0, 0).

@@ -399,6 +399,10 @@ class Policy:
         if model.config_loads <= 1 or not others or model.requests - model.config_since <= self.s.eviction_grace:
             return
         model.evictions = (model.evictions + [model.requests])[-max(1, self.s.eviction_min):]
+        for name, other in self.models.items():
+            if name != obs.model and other.managed:
+                # An eviction is priced like a reload, on the contexts of the models that took the memory.
+                costs.pay_eviction(other, self.rungs(other), obs.load_s)
         span = model.requests - model.evictions[0]
         if not model.tight and len(model.evictions) >= self.s.eviction_min and span <= self.s.eviction_window:
             model.tight = (f"reloaded {len(model.evictions)} times in {span + 1} requests without an option "
