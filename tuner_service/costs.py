@@ -49,6 +49,11 @@ def kv_bytes_per_token(model: ModelState) -> float:
     return best
 
 
+def kv_bytes(model: ModelState) -> float:
+    """KV bytes of the loaded context (the context itself when the bytes per token are not known)."""
+    return model.loaded_ctx * (kv_bytes_per_token(model) or 1.0)
+
+
 def fit_limit(model: ModelState) -> int:
     """The largest context known (or predicted from KV bytes/token) to sit entirely in VRAM; 0 = unknown."""
     fitted = [ctx for (ctx, _), (size, vram) in model.memory.items() if size and vram >= size]

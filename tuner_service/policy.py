@@ -396,12 +396,16 @@ class Policy:
             return
         model.config_loads += 1
         others = any(name != obs.model for name in self.models)
-        if model.config_loads <= 1 or not others or model.requests - model.config_since <= self.s.eviction_grace:
+        # The grace covers loads the tuner cannot tell apart (in-flight requests with the previous options);
+        # the gateway's judgement (runner_load) already tells them apart.
+        grace = 0 if obs.runner_load != RUNNER_UNKNOWN else self.s.eviction_grace
+        if model.config_loads <= 1 or not others or model.requests - model.config_since <= grace:
             return
         model.evictions = (model.evictions + [model.requests])[-max(1, self.s.eviction_min):]
+        kv = costs.kv_bytes(model)
         for name, other in self.models.items():
-            if name != obs.model and other.managed:
-                # An eviction is priced like a reload, on the contexts of the models that took the memory.
+            if name != obs.model and other.managed and costs.kv_bytes(other) > kv:
+                # An eviction is priced like a reload, on the contexts of the models holding more KV memory.
                 costs.pay_eviction(other, self.rungs(other), obs.load_s)
         span = model.requests - model.evictions[0]
         if not model.tight and len(model.evictions) >= self.s.eviction_min and span <= self.s.eviction_window:
