@@ -135,7 +135,7 @@ def shrink_target(model: ModelState, rungs: list[int], required_rung: int, activ
     (hysteresis: each shows its claim returning before the rent paid for the round trip); the strikes end
     with the claims on the context. ``coming_s`` is what the request being decided would take at the
     loaded rung: towards a rung that fits in VRAM its rent counts before it is paid (a request that alone
-    would pay more than the return runs at the smaller rung). Of the rungs that qualify, the one saving
+    would pay more than the return runs at the smaller rung), unless the loaded context was revisited. Of the rungs that qualify, the one saving
     the most per request, the largest of equals (the fewest growths back).
     """
     if not model.rent and (coming_s <= 0 or saving_share(model, required_rung, model.loaded_ctx) <= 0):
@@ -143,7 +143,10 @@ def shrink_target(model: ModelState, rungs: list[int], required_rung: int, activ
     best: tuple[float, int, float] = (0.0, 0, 0.0)
     if active < model.loaded_ctx:
         model.strikes.pop(model.loaded_ctx, None)
-    penalty = backoff ** model.strikes.get(model.loaded_ctx, 0)
+    strikes = model.strikes.get(model.loaded_ctx, 0)
+    penalty = backoff ** strikes
+    if strikes:
+        coming_s = 0.0  # a context already revisited is left only for rent actually paid
     for rung in rungs:
         if rung >= model.loaded_ctx:
             break
