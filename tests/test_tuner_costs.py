@@ -235,3 +235,24 @@ def test_a_context_that_keeps_evicting_the_other_model_returns_to_one_where_both
         gpu.run("big", 2000)
         gpu.run("small", 1500)
     assert gpu.loads == last
+
+
+def test_growth_driven_by_truncation_floors_is_bounded_and_a_runaway_is_stopped_and_explained() -> None:
+    """An Ollama that reports only the uncached part of the prompt (a cached head) makes every answer look
+    truncated: each signal raises the template's floor. Growth is at most 2x per decision, and after three
+    such growths without a rise in the requests' own estimates the runaway is stopped and explained."""
+    policy = make_policy()
+    world = SpillWorld(policy, vram=80 * GIB)
+    warm(world, units=3000)
+    need_rung = world.history[-1]
+    contexts = []
+    for _ in range(30):
+        decision = policy.recommend(Request(MODEL, 1, 3000, frozenset(), 0, 2))
+        contexts.append(decision.num_ctx)
+        policy.observe(Observation(MODEL, 1, 3000, 2, True, decision.num_ctx, decision.num_batch, 0, 400, 200, 2.0,
+                                   0.005, 0.2, 1.5, "stop", True, finished_at=world.t))
+        world.t += 2.0
+    assert all(b <= 2 * a for a, b in zip(contexts, contexts[1:]))
+    assert max(contexts) <= 8 * need_rung
+    assert len(set(contexts[-10:])) == 1
+    assert "runaway stopped" in explain(policy, MODEL, 1).reason

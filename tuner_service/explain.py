@@ -34,6 +34,9 @@ def _lines(policy: Policy, model: ModelState, template: TemplateState | None) ->
     ]
     if model.tight:
         lines.append(f"tight margin: {model.tight}")
+    if model.runaway:
+        lines.append(f"runaway stopped: {model.runaway}; floors are not followed until it subsides "
+                     "(check the Ollama version's prompt_eval_count, or reset the template)")
     if model.batch_cap:
         lines.append(f"num_batch capped at {model.batch_cap}: spilled to the CPU at num_ctx={model.spilled[0]} "
                      f"num_batch={model.spilled[1]}")

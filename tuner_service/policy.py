@@ -29,7 +29,10 @@ RUNNER_UNKNOWN, RUNNER_KEPT, RUNNER_LOADED = 0, 1, 2  # Outcome.runner_load: wha
 _LADDERS = functools.lru_cache(maxsize=256)(ladder)  # by (min, max, model limit, steps, explicit rungs)
 
 REASON_CODES = ("client_set", "no_data", "low_confidence", "pinned", "initial", "grow",
-                "grow_truncation_guard", "shrink", "keep_loaded", "avoid_reload", "relieve_spill", "co_reside")
+                "grow_truncation_guard", "shrink", "keep_loaded", "avoid_reload", "relieve_spill", "co_reside",
+                "runaway_stopped")
+RUNAWAY_GROWTHS = 3    # growths driven by truncation floors (not by the requests' own estimates) ...
+RUNAWAY_WINDOW = 100   # ... within this many requests: a runaway
 
 
 @dataclass(frozen=True)
@@ -239,6 +242,10 @@ class Policy:
                 reason = f"{why}; load {target} (covers need {required})"
                 return self._load(req, model, template, target, need, conf, code, reason,
                                   prevented=required > loaded, review_batch=over_cap)
+        if required > loaded and loaded < rungs[-1] and required > need and self._runaway(model):
+            reason = (f"runaway stopped: keep {loaded} (this request's own estimate {need}; its template's "
+                      f"truncation floor {required} is not followed): {model.runaway}")
+            return Decision(APPLY, loaded, model.loaded_batch, conf, reason, "runaway_stopped", need)
         if required > loaded and loaded < rungs[-1]:
             target = self._grow_target(model, need, required, active, rungs)
             code = "grow" if self.confident(template) else "grow_truncation_guard"
@@ -262,6 +269,22 @@ class Policy:
         code = "avoid_reload" if avoided else "keep_loaded"
         reason = f"keep loaded {loaded}: covers need {required}" + (f" (template alone: {own})" if avoided else "")
         return Decision(APPLY, loaded, model.loaded_batch, conf, reason, code, need, reload_avoided=avoided)
+
+    def _runaway(self, model: ModelState) -> bool:
+        """Repeated growth that truncation floors drive while the requests' own estimates do not rise: stop it.
+
+        Counted on each such growth; the runaway ends after RUNAWAY_WINDOW x 10 requests without one."""
+        if model.runaway and model.requests - model.floor_growths[-1] <= RUNAWAY_WINDOW * 10:
+            model.floor_growths[-1] = model.requests  # still pushed: stays stopped
+            return True
+        model.runaway = ""
+        model.floor_growths = [r for r in model.floor_growths if model.requests - r <= RUNAWAY_WINDOW]
+        model.floor_growths.append(model.requests)
+        if len(model.floor_growths) > RUNAWAY_GROWTHS:
+            model.runaway = (f"{len(model.floor_growths) - 1} growths in {RUNAWAY_WINDOW} requests driven by "
+                             "truncation floors above the requests' own estimates (misleading telemetry?)")
+            return True
+        return False
 
     def _grow_target(self, model: ModelState, need: int, required: int, active: int, rungs: list[int]) -> int:
         """The rung a growth loads: the request with margin and the active claims that still fit the GPU,
