@@ -34,7 +34,7 @@ from .decision import Decision
 from .gateway_metrics import RequestMetrics
 from .loaded_models import LoadedModels
 from .outcome import stat_int
-from .runner_loads import RunnerLoads
+from .runner_loads import RunnerLoads, ollama_time
 from .tail import FinalObject
 
 log = logging.getLogger(__name__)
@@ -189,8 +189,10 @@ class Gateway:
             latency = time.monotonic() - received
             ttft = None if first_chunk is None else first_chunk - received
             stats = final.result()
-            runner = self.runner_loads.judge(decision.model, sent, stat_int(stats or {}, "load_duration"),
-                                             int(self.config.reload_threshold_s * 1e9))
+            final_stats = stats or {}
+            runner = self.runner_loads.judge(
+                decision.model, sent, stat_int(final_stats, "load_duration"), int(self.config.reload_threshold_s * 1e9),
+                ollama_time(final_stats.get("created_at")), stat_int(final_stats, "total_duration"))
             self._metrics.record(decision, stats, latency, ttft, runner == tuner_pb2.RUNNER_LOADED)
             loaded = self.loaded_models.get(decision.model)
             if self._session is not None:

@@ -25,6 +25,10 @@ def _now_iso() -> str:
     return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
+def _iso(unix_s: float) -> str:
+    return datetime.fromtimestamp(unix_s, timezone.utc).isoformat().replace("+00:00", "Z")
+
+
 def _digest(model: ModelProfile) -> str:
     return hashlib.sha256(model.name.encode()).hexdigest()
 
@@ -139,21 +143,22 @@ class OllamaApp:
             return _error(plan.record.status, plan.record.error)
         if body.get("stream", True) is False:
             await self._until(plan.end)
-            return web.json_response(self._chunk(endpoint, plan, "".join(plan.pieces)) | {"done": True}
+            return web.json_response(self._chunk(endpoint, plan, "".join(plan.pieces), plan.end) | {"done": True}
                                      | _metrics(plan))
         resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await resp.prepare(request)
         for t, piece in zip(plan.token_times, plan.pieces):
             await self._until(t)
-            await resp.write(json.dumps(self._chunk(endpoint, plan, piece) | {"done": False}).encode() + b"\n")
+            await resp.write(json.dumps(self._chunk(endpoint, plan, piece, t) | {"done": False}).encode() + b"\n")
         await self._until(plan.end)
-        final = self._chunk(endpoint, plan, "") | {"done": True} | _metrics(plan)
+        final = self._chunk(endpoint, plan, "", plan.end) | {"done": True} | _metrics(plan)
         await resp.write(json.dumps(final).encode() + b"\n")
         await resp.write_eof()
         return resp
 
-    def _chunk(self, endpoint: str, plan: Plan, text: str) -> dict:
-        base = {"model": plan.record.model, "created_at": _now_iso()}
+    def _chunk(self, endpoint: str, plan: Plan, text: str, sim_t: float) -> dict:
+        """One chunk, stamped (like Ollama) with the time it is produced, on the engine's clock."""
+        base = {"model": plan.record.model, "created_at": _iso(self.engine.epoch + sim_t)}
         if endpoint == "chat":
             return base | {"message": {"role": "assistant", "content": text}}
         return base | {"response": text}
