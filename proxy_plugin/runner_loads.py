@@ -13,9 +13,10 @@ may have evicted it). Otherwise the long load_duration was a queue wait.
 """
 from __future__ import annotations
 
+import itertools
 import re
 from collections import Counter, OrderedDict, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -47,6 +48,7 @@ class Sent:
     idle: bool           # no request of the model was in flight
     others_loaded: bool  # another model was loaded since the previous request of this model
     announced: bool      # the options changed from a known previous request: counted as a load when sent
+    seq: int = field(default=0, compare=False)  # send order
 
 
 class RunnerLoads:
@@ -58,13 +60,14 @@ class RunnerLoads:
         self._loads_at: dict[str, int] = {}  # the load counter when the model's previous request was sent
         self._inflight: Counter[str] = Counter()
         self._loads = 0  # loads of any model, as far as the gateway can tell
-        self._ends: dict[str, deque[tuple[float, float]]] = {}  # model -> (arrival, end) of answered requests
+        self._ends: dict[str, deque[tuple[int, float, float]]] = {}  # model -> (send order, arrival, end)
+        self._seq = itertools.count(1)
 
     def sent(self, model: str, options: tuple[int, int]) -> Sent:
         previous = self._options.pop(model, None)
         ticket = Sent(changed=previous != options, idle=self._inflight[model] == 0,
                       others_loaded=self._loads > self._loads_at.get(model, self._loads),
-                      announced=previous is not None and previous != options)
+                      announced=previous is not None and previous != options, seq=next(self._seq))
         if ticket.announced:
             self._loads += 1  # Ollama restarts the runner for these options
         self._options[model] = options
@@ -98,9 +101,9 @@ class RunnerLoads:
                         total_ns: int) -> int:
         ends = self._ends.setdefault(model, deque(maxlen=ENDS_KEPT))
         arrival = end - total_ns / 1e9
-        # The runner was free once the requests of the model that arrived before this one and ended before it
-        # had ended (arrival order at Ollama, which may differ from the order they were sent in).
-        free = max((e for a, e in ends if a <= arrival and e < end), default=arrival)
-        ends.append((arrival, end))
+        # The runner was free once the requests of the model that arrived (or were sent) before this one and
+        # ended before it had ended (Ollama's arrival order may differ from the order they were sent in).
+        free = max((e for seq, a, e in ends if (a <= arrival or seq < ticket.seq) and e < end), default=arrival)
+        ends.append((ticket.seq, arrival, end))
         waited_ns = max(0.0, free - arrival) * 1e9
         return tuner_pb2.RUNNER_LOADED if load_ns - waited_ns >= threshold_ns else tuner_pb2.RUNNER_KEPT
