@@ -1,4 +1,18 @@
-"""The four arms' client-side behaviour, and the optimizer stack (Postgres + matcher + tuner + gateway)."""
+"""The arms' client-side behaviour and server-wide settings, and the optimizer stack (Postgres + matcher +
+tuner + gateway).
+
+    passthrough   Ollama's defaults: requests as the user wrote them, the server's default context
+    static-8k     OLLAMA_CONTEXT_LENGTH=8192 on the server (the setting Aider's Ollama docs recommend)
+    static-32k    OLLAMA_CONTEXT_LENGTH=32768 on the server
+    client-rule   the client sizes num_ctx per request as Aider does (aider/models.py):
+                  int(prompt tokens x 1.25) + 8192
+    naive         the original in-process plugin: 1.2 x (prompt + output) of the template's last request
+    optimizer     this optimizer behind its gateway
+    oracle        the best fixed configuration in hindsight (per model: the smallest context that holds
+                  every request of the run; the best num_batch)
+    phase-oracle  the best fixed configuration per workload phase (a quarter of the run), switching at the
+                  phase boundaries
+"""
 from __future__ import annotations
 
 import asyncio
@@ -29,8 +43,14 @@ from proxy_plugin.gateway import start_gateway
 from tuner_service.core import TunerCore
 from tuner_service.main import start_tuner
 
-ARMS = ("passthrough", "naive", "optimizer", "oracle")
+ARMS = ("passthrough", "static-8k", "static-32k", "client-rule", "naive", "optimizer", "oracle", "phase-oracle")
+BASELINES = ("passthrough", "static-8k", "static-32k", "client-rule")
+"""What users do without the optimizer; the optimizer is compared with each on the requests none truncated."""
+SERVER_CONTEXT = {"static-8k": 8192, "static-32k": 32768}
+"""Arms that change only the server-wide default context (OLLAMA_CONTEXT_LENGTH)."""
 NAIVE_FACTOR = 1.2  # the original in-process plugin: (prompt_eval_count + eval_count) x 1.2
+CLIENT_RULE_FACTOR, CLIENT_RULE_REPLY = 1.25, 8192  # aider/models.py: int(token_count(messages) * 1.25) + 8192
+PHASES = 4
 _databases = itertools.count(1)
 
 
@@ -60,6 +80,19 @@ class Naive:
             self.last[request.template_id] = int(used * NAIVE_FACTOR)
 
 
+@dataclass
+class ClientRule:
+    """A client that sizes the context per request from its own token count (Aider's rule, unrounded)."""
+
+    def options_for(self, request: Request) -> dict:
+        model = MODELS[request.model]
+        counted = prompt_tokens(render(request.messages, model), model)
+        return {"num_ctx": int(counted * CLIENT_RULE_FACTOR) + CLIENT_RULE_REPLY}
+
+    def completed(self, request: Request, body: dict) -> None:
+        return None
+
+
 def request_need(request: Request, output_tokens: OutputHook) -> int:
     """Tokens a request really needs: its rendered prompt plus the answer the emulator will generate."""
     model = MODELS[request.model]
@@ -86,6 +119,51 @@ class Oracle:
 
     def completed(self, request: Request, body: dict) -> None:
         return None
+
+
+def phase_of(index: int, n: int) -> int:
+    """The workload phase (0..PHASES-1) of request ``index`` of ``n``."""
+    return min(PHASES - 1, index * PHASES // max(1, n))
+
+
+@dataclass
+class PhaseOracle:
+    """The oracle's rule applied to each phase of the run on its own: a reload at most per phase change."""
+
+    num_ctx: list[dict[str, int]]  # per phase, per model
+    num_batch: int
+    n: int
+
+    @classmethod
+    def choose(cls, requests: list[Request], output_tokens: OutputHook, num_batch: int) -> PhaseOracle:
+        phases: list[list[Request]] = [[] for _ in range(PHASES)]
+        for r in requests:
+            phases[phase_of(r.index, len(requests))].append(r)
+        return cls([oracle_contexts(p, output_tokens) for p in phases], num_batch, len(requests))
+
+    def options_for(self, request: Request) -> dict:
+        return {"num_ctx": self.num_ctx[phase_of(request.index, self.n)][request.model], "num_batch": self.num_batch}
+
+    def completed(self, request: Request, body: dict) -> None:
+        return None
+
+
+ClientPolicy = Passthrough | ClientRule | Naive | Oracle | PhaseOracle
+
+
+def client_policy(arm: str, oracle: Oracle | None, phase_oracle: PhaseOracle | None = None) -> ClientPolicy:
+    """The client side of every arm but the optimizer (the static arms differ only on the server)."""
+    if arm == "client-rule":
+        return ClientRule()
+    if arm == "naive":
+        return Naive()
+    if arm == "oracle":
+        assert oracle is not None, "the oracle arm needs its configuration"
+        return oracle
+    if arm == "phase-oracle":
+        assert phase_oracle is not None, "the phase-oracle arm needs its phases"
+        return phase_oracle
+    return Passthrough()
 
 
 class CountingCore(OptimizerCore):

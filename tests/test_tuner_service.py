@@ -8,7 +8,7 @@ import grpc
 import pytest
 
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
-from tuner_fixtures import fast_settings, local_server, make_outcome, tuner, tuner_stub  # noqa: F401
+from tuner_fixtures import fast_settings, local_server, make_outcome
 from tuner_service.main import start_tuner
 
 MODEL = "llama3.1:8b"
