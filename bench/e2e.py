@@ -34,7 +34,7 @@ from bench.e2e_clock import virtual_emulator
 from bench.e2e_drive import NATIVE, Result, drive
 from bench.e2e_compare import compare
 from bench.e2e_report import TABLE_HEADER, figures, plot, quantile, settled, table_row
-from bench.ollama_sim import EmulatorConfig, Sensitivity
+from bench.ollama_sim import MODELS, EmulatorConfig, Sensitivity
 from bench.ollama_sim.output import default_output_tokens
 from bench.workload import Request, make_requests, make_templates
 from bench.workload_chat import make_chat_requests
@@ -52,6 +52,7 @@ SENSITIVITY_GRID = {
 SEED = 6
 TEMPLATES = 32
 ORACLE_BATCHES = (512, 1024, 2048)
+DOC_MIN_TRAIN_CTX = 32768  # chat sessions paste documents only on models trained for long contexts
 KEYS = ("p50_s", "p95_s", "truncated", "reloads", "kv_gib_mean", "requests", "loads", "evictions", "revisits")
 COMPARED = ("p50_intact_s", "mean_intact_s", "mean_untruncated_s", "oracle_gap", "learning_requests",
             "learning_extra_s", "gap_after_learning", "loads_gateway", "loads_tuner")
@@ -95,7 +96,9 @@ chat sessions (bench/workload_chat.py); mix: chat sessions, RAG, agents and one-
 def workload(scenario: Scenario, n: int | None, kind: str = "templates") -> tuple[list[Request], set[int]]:
     """The requests of a run (chat: all turns when ``n`` is None) and the ids of its long-document templates."""
     if kind == "chat":
-        return make_chat_requests(list(scenario.models), SEED, big_models=scenario.long_doc_models, limit=n), set()
+        documents = tuple(m for m in set(scenario.models) if MODELS[m].train_ctx >= DOC_MIN_TRAIN_CTX)
+        return make_chat_requests(list(scenario.models), SEED, big_models=scenario.long_doc_models,
+                                  doc_models=documents, limit=n), set()
     n = n or 1000
     if kind == "mix":
         return make_mix_requests(list(scenario.models), n, SEED, big_models=scenario.long_doc_models), set()
@@ -184,7 +187,8 @@ async def run_scenarios(pg: EmbeddedPostgres, scenarios: list[Scenario], n: int 
 
 async def run(quick: bool, only: str | None = None, requests_n: int | None = None,
               concurrencies: tuple[int, ...] | None = None, arms: tuple[str, ...] = ARMS,
-              sensitivity: Sensitivity = Sensitivity(), kind: str = "templates", door: str = NATIVE) -> dict:
+              sensitivity: Sensitivity = Sensitivity(), kind: str = "templates", door: str = NATIVE,
+              plugin: dict | None = None) -> dict:
     """The benchmark on its own embedded Postgres; a full run of the templates at the cited constants writes
     bench/results/ (anything else only prints)."""
     n = requests_n or (None if kind == "chat" else 250 if quick else 1000)
@@ -193,8 +197,8 @@ async def run(quick: bool, only: str | None = None, requests_n: int | None = Non
     with tempfile.TemporaryDirectory(prefix="e2e-pg-") as tmp:
         pg = await asyncio.to_thread(EmbeddedPostgres, Path(tmp) / "pg")
         try:
-            results = await run_scenarios(pg, scenarios, n, levels, arms=arms, sensitivity=sensitivity, kind=kind,
-                                          door=door)
+            results = await run_scenarios(pg, scenarios, n, levels, plugin, arms=arms, sensitivity=sensitivity,
+                                          kind=kind, door=door)
         finally:
             await asyncio.to_thread(pg.stop)
     if not quick and arms == ARMS and sensitivity == Sensitivity() and kind == "templates" and door == NATIVE:
@@ -261,8 +265,12 @@ def main() -> None:
     parser.add_argument("--prompt-rate", type=float, default=1.0, help="multiplier on its prompt speed")
     parser.add_argument("--sensitivity", action="store_true",
                         help="gpu-24gb, concurrency 1, defaults vs optimizer at every setting of SENSITIVITY_GRID")
+    parser.add_argument("--budget-ms", type=float,
+                        help="the plugin's request-path budget and call timeout (default: the shipped values); on a "
+                             "loaded host a missed deadline re-sends the last options (sticky), which can truncate")
     args = parser.parse_args()
     started = time.monotonic()
+    plugin = {"budget_ms": args.budget_ms, "call_timeout_ms": args.budget_ms} if args.budget_ms else None
     if args.sensitivity:
         line = asyncio.run(run_sensitivity(args.quick, args.requests, args.workload))
     else:
@@ -270,7 +278,7 @@ def main() -> None:
         results = asyncio.run(run(args.quick, args.scenario, args.requests,
                                   tuple(args.concurrency) if args.concurrency else None, arms,
                                   Sensitivity(args.load_rate, args.prompt_rate), args.workload,
-                                  COMPAT_DOOR if args.compat else NATIVE))
+                                  COMPAT_DOOR if args.compat else NATIVE, plugin))
         line = summary(results)
     print(f"wall {time.monotonic() - started:.0f} s", file=sys.stderr)
     print(json.dumps(line))

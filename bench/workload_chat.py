@@ -50,7 +50,8 @@ def make_apps(models: list[str], seed: int) -> list[App]:
     return apps
 
 
-def _sessions(apps: list[App], rng: random.Random, big_models: tuple[str, ...]) -> list[_Session]:
+def _sessions(apps: list[App], rng: random.Random, big_models: tuple[str, ...],
+              doc_models: tuple[str, ...]) -> list[_Session]:
     out: list[_Session] = []
     t = 0.0
     for _ in range(SESSIONS):
@@ -65,7 +66,8 @@ def _sessions(apps: list[App], rng: random.Random, big_models: tuple[str, ...]) 
         s.turns = max(s.turns, 8)
         first = rng.randint(1, s.turns // 2)
         s.pastes = {first: rng.randint(*BIG_DOC_WORDS), first + 2: rng.randint(*BIG_DOC_WORDS)}
-    mid = [i for i in order if not out[i].pastes][:DOC_SESSIONS]
+    mid = [i for i in order if not out[i].pastes and (not doc_models or out[i].app.model in doc_models)]
+    mid = mid[:DOC_SESSIONS]
     for i in mid:
         s = out[i]
         s.pastes = {rng.randint(0, s.turns - 1): rng.randint(1_500, 6_000)}
@@ -73,14 +75,15 @@ def _sessions(apps: list[App], rng: random.Random, big_models: tuple[str, ...]) 
 
 
 def make_chat_requests(models: list[str], seed: int, *, big_models: tuple[str, ...] = (),
-                       limit: int | None = None) -> list[Request]:
+                       doc_models: tuple[str, ...] = (), limit: int | None = None) -> list[Request]:
     """Every turn of every session in arrival order (the first ``limit`` when given).
 
-    ``big_models`` restricts the sessions that grow past 50k tokens to those models (empty = any)."""
+    ``big_models`` restricts the sessions that grow past 50k tokens to those models, ``doc_models`` the
+    sessions that paste a mid-sized document (empty = any)."""
     rng = random.Random(seed)
     apps = make_apps(models, seed)
     timed: list[tuple[float, int, int, list[dict[str, str]], str]] = []
-    for number, session in enumerate(_sessions(apps, rng, big_models)):
+    for number, session in enumerate(_sessions(apps, rng, big_models, doc_models)):
         history: list[dict[str, str]] = [{"role": "system", "content": session.app.system}]
         t = session.start_s
         for turn in range(session.turns):

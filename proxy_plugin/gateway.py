@@ -37,7 +37,7 @@ from .gateway_metrics import RequestMetrics
 from .loaded_models import LoadedModels
 from .loop_guard import HOP_HEADER, HopGuard, SelfUpstream, check_upstream
 from .outcome import stat_int
-from .runner_loads import RunnerLoads, Sent
+from .runner_loads import RunnerLoads, Sent, ollama_time
 from .tail import FinalObject
 
 log = logging.getLogger(__name__)
@@ -218,8 +218,10 @@ class Gateway:
         runner-load ticket taken when the request went upstream."""
         latency = time.monotonic() - received
         ttft = None if first_chunk is None else first_chunk - received
-        runner = self.runner_loads.judge(decision.model, sent, stat_int(stats or {}, "load_duration"),
-                                         int(self.config.reload_threshold_s * 1e9))
+        final_stats = stats or {}
+        runner = self.runner_loads.judge(
+            decision.model, sent, stat_int(final_stats, "load_duration"), int(self.config.reload_threshold_s * 1e9),
+            ollama_time(final_stats.get("created_at")), stat_int(final_stats, "total_duration"))
         self._metrics.record(decision, stats, latency, ttft, runner == tuner_pb2.RUNNER_LOADED)
         loaded = self.loaded_models.get(decision.model)
         if self._session is not None:

@@ -1,7 +1,10 @@
 """Which requests made Ollama load a runner, judged from what this gateway sent to it.
 
 Ollama's load_duration also counts the time a request waits behind earlier requests of the same model,
-so a long load_duration alone is no reload. The gateway sees its requests in the order it sends them.
+so a long load_duration alone is no reload. Ollama's own clock tells the wait apart: a request arrived
+at ``created_at - total_duration`` of its final chunk, and the earlier requests of its model ended at
+their final ``created_at``; what load_duration holds beyond that wait is the load. Without timestamps
+the gateway judges from the order in which it sent its requests.
 A request with a long load_duration loaded a runner when the runner could not have been ready for it:
 its options differ from the previous request of the model (Ollama restarts the runner on any change of
 num_ctx or num_batch), no request of the model was in flight (nothing to wait behind: a first load, an
@@ -10,12 +13,31 @@ may have evicted it). Otherwise the long load_duration was a queue wait.
 """
 from __future__ import annotations
 
-from collections import Counter, OrderedDict
-from dataclasses import dataclass
+import itertools
+import re
+from collections import Counter, OrderedDict, deque
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
 
 MAX_MODELS = 256
+ENDS_KEPT = 64  # answered requests per model whose end times are kept
+_TIMESTAMP = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$")
+
+
+def ollama_time(value: Any) -> float | None:
+    """Unix seconds of an RFC 3339 timestamp as Ollama writes it (nanosecond fractions), None when malformed."""
+    match = _TIMESTAMP.match(value) if isinstance(value, str) else None
+    if match is None:
+        return None
+    base, fraction, zone = match.groups()
+    try:
+        stamp = datetime.fromisoformat(base + (fraction or "")[:7] + ("+00:00" if zone == "Z" else zone))
+    except ValueError:
+        return None
+    return stamp.timestamp()
 
 
 @dataclass(frozen=True)
@@ -26,6 +48,7 @@ class Sent:
     idle: bool           # no request of the model was in flight
     others_loaded: bool  # another model was loaded since the previous request of this model
     announced: bool      # the options changed from a known previous request: counted as a load when sent
+    seq: int = field(default=0, compare=False)  # send order
 
 
 class RunnerLoads:
@@ -37,12 +60,14 @@ class RunnerLoads:
         self._loads_at: dict[str, int] = {}  # the load counter when the model's previous request was sent
         self._inflight: Counter[str] = Counter()
         self._loads = 0  # loads of any model, as far as the gateway can tell
+        self._ends: dict[str, deque[tuple[int, float, float]]] = {}  # model -> (send order, arrival, end)
+        self._seq = itertools.count(1)
 
     def sent(self, model: str, options: tuple[int, int]) -> Sent:
         previous = self._options.pop(model, None)
         ticket = Sent(changed=previous != options, idle=self._inflight[model] == 0,
                       others_loaded=self._loads > self._loads_at.get(model, self._loads),
-                      announced=previous is not None and previous != options)
+                      announced=previous is not None and previous != options, seq=next(self._seq))
         if ticket.announced:
             self._loads += 1  # Ollama restarts the runner for these options
         self._options[model] = options
@@ -51,6 +76,7 @@ class RunnerLoads:
         while len(self._options) > self._max:
             gone, _ = self._options.popitem(last=False)
             self._loads_at.pop(gone, None)
+            self._ends.pop(gone, None)
         return ticket
 
     def finished(self, model: str) -> None:
@@ -59,11 +85,25 @@ class RunnerLoads:
         if self._inflight[model] <= 0:
             del self._inflight[model]
 
-    def judge(self, model: str, ticket: Sent, load_ns: int, threshold_ns: int) -> int:
-        """RUNNER_LOADED or RUNNER_KEPT for an answered request."""
+    def judge(self, model: str, ticket: Sent, load_ns: int, threshold_ns: int,
+              end: float | None = None, total_ns: int = 0) -> int:
+        """RUNNER_LOADED or RUNNER_KEPT for an answered request (``end``: its final created_at, Unix seconds)."""
+        if end is not None and total_ns > 0:
+            return self._judge_by_clock(model, ticket, load_ns, threshold_ns, end, total_ns)
         if load_ns < threshold_ns or not (ticket.changed or ticket.idle or ticket.others_loaded):
             return tuner_pb2.RUNNER_KEPT
         if not ticket.announced:
             self._loads += 1  # a load the options did not announce: other models may have been evicted
             self._loads_at[model] = self._loads
         return tuner_pb2.RUNNER_LOADED
+
+    def _judge_by_clock(self, model: str, ticket: Sent, load_ns: int, threshold_ns: int, end: float,
+                        total_ns: int) -> int:
+        ends = self._ends.setdefault(model, deque(maxlen=ENDS_KEPT))
+        arrival = end - total_ns / 1e9
+        # The runner was free once the requests of the model that arrived (or were sent) before this one and
+        # ended before it had ended (Ollama's arrival order may differ from the order they were sent in).
+        free = max((e for seq, a, e in ends if (a <= arrival or seq < ticket.seq) and e < end), default=arrival)
+        ends.append((ticket.seq, arrival, end))
+        waited_ns = max(0.0, free - arrival) * 1e9
+        return tuner_pb2.RUNNER_LOADED if load_ns - waited_ns >= threshold_ns else tuner_pb2.RUNNER_KEPT

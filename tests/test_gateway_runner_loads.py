@@ -67,3 +67,16 @@ async def test_gateway_counts_the_emulators_loads(concurrency: int) -> None:
             assert len(loaded) == sum(emu.loads.values())
             if concurrency > 1:
                 assert len(long_waits) > len(loaded), "queue waits made load_duration long"
+
+
+def test_ollamas_clock_tells_a_queue_wait_from_a_load() -> None:
+    """Final chunks: created_at (end) and total_duration give the arrival; the earlier request's end is when
+    the runner was free; load_duration beyond that wait is a load."""
+    loads = RunnerLoads()
+    first, queued, evicted = (loads.sent("a", (8192, 512)) for _ in range(3))
+    # first: arrived at 100.0, loaded 3.5 s, ended at 105.0
+    assert loads.judge("a", first, 3_500_000_000, THRESHOLD_NS, 105.0, 5_000_000_000) == tuner_pb2.RUNNER_LOADED
+    # queued: arrived at 100.1, waited 4.9 s for the first, ended at 106.0
+    assert loads.judge("a", queued, 4_905_000_000, THRESHOLD_NS, 106.0, 5_900_000_000) == tuner_pb2.RUNNER_KEPT
+    # evicted meanwhile: arrived at 100.2, waited for the runner (106.0) and then 3.5 s more for a load
+    assert loads.judge("a", evicted, 9_300_000_000, THRESHOLD_NS, 110.5, 10_300_000_000) == tuner_pb2.RUNNER_LOADED

@@ -177,3 +177,82 @@ def test_kv_bytes_per_token_from_two_contexts_and_advice_when_traffic_needs_more
     reason = explain(policy, MODEL, 2).reason
     assert "128 KiB per context token" in reason
     assert "OLLAMA_KV_CACHE_TYPE=q8_0" in reason and "OLLAMA_FLASH_ATTENTION=1" in reason
+
+
+class SharedGpu:
+    """Two models on one GPU as Ollama runs them: a runner per model, a reload on an option change, and the
+    least recently used runner evicted when the two do not fit together."""
+
+    def __init__(self, policy: Policy, vram: int, weights: dict[str, tuple[int, int]]) -> None:
+        self.policy, self.vram, self.weights = policy, vram, weights  # model -> (weights, KV bytes per token)
+        self.runners: dict[str, tuple[tuple[int, int], int]] = {}
+        self.loads = self.evictions = self.truncations = 0
+        self.t = 1_000.0
+
+    def run(self, model: str, units: int) -> Decision:
+        template_id = 1 if units < 10_000 else 2
+        decision = self.policy.recommend(Request(model, template_id, units, frozenset(), 0, 2))
+        options = (decision.num_ctx, decision.num_batch) if decision.action == APPLY else (0, 0)
+        ctx = options[0] or 4096
+        weights, per_token = self.weights[model]
+        size = weights + per_token * ctx
+        loaded = self.runners.pop(model, None)
+        load = loaded is None or loaded[0] != options
+        while load and self.runners and sum(s for _, s in self.runners.values()) + size > self.vram:
+            self.runners.pop(next(iter(self.runners)))
+            self.evictions += 1
+        self.runners[model] = (options, size)
+        self.loads += load
+        prompt = math.ceil(units * 1.1) + 24
+        self.truncations += prompt + 200 > ctx
+        load_s = 4.0 if load else 0.005
+        self.t += load_s + 2.0
+        self.policy.observe(Observation(
+            model, template_id, units, 2, decision.action == APPLY, options[0], options[1], 0, prompt, 200, load_s + 2.0, load_s, 0.5, 1.5, "stop", True, loaded_context_length=ctx,
+            model_size=size, model_vram=size, finished_at=self.t, runner_load=RUNNER_LOADED if load else RUNNER_KEPT))
+        return decision
+
+
+def test_a_context_that_keeps_evicting_the_other_model_returns_to_one_where_both_fit() -> None:
+    """An 8B model's long session needs 60k tokens; a 14B model serves small chats alongside. At 60k the two do
+    not fit and evict each other on every alternation: the evictions are priced like reloads, so once the long
+    session has its answer the 8B model returns to a context where both fit, and the loads stop."""
+    policy = make_policy()
+    gpu = SharedGpu(policy, 23 * GIB, {"small": (5 * GIB, 128 * 1024), "big": (9 * GIB, 192 * 1024)})
+    for _ in range(40):
+        gpu.run("small", 1500)
+        gpu.run("big", 2000)
+    gpu.run("small", 55_000)
+    assert gpu.truncations == 0
+    loads = gpu.loads
+    for _ in range(60):
+        gpu.run("big", 2000)
+        gpu.run("small", 1500)
+    assert gpu.truncations == 0
+    assert gpu.loads - loads <= 8, "a few evictions, then the two models co-reside"
+    last = gpu.loads
+    for _ in range(40):
+        gpu.run("big", 2000)
+        gpu.run("small", 1500)
+    assert gpu.loads == last
+
+
+def test_growth_driven_by_truncation_floors_is_bounded_and_a_runaway_is_stopped_and_explained() -> None:
+    """An Ollama that reports only the uncached part of the prompt (a cached head) makes every answer look
+    truncated: each signal raises the template's floor. Growth is at most 2x per decision, and after three
+    such growths without a rise in the requests' own estimates the runaway is stopped and explained."""
+    policy = make_policy()
+    world = SpillWorld(policy, vram=80 * GIB)
+    warm(world, units=3000)
+    need_rung = world.history[-1]
+    contexts = []
+    for _ in range(30):
+        decision = policy.recommend(Request(MODEL, 1, 3000, frozenset(), 0, 2))
+        contexts.append(decision.num_ctx)
+        policy.observe(Observation(MODEL, 1, 3000, 2, True, decision.num_ctx, decision.num_batch, 0, 400, 200, 2.0,
+                                   0.005, 0.2, 1.5, "stop", True, finished_at=world.t))
+        world.t += 2.0
+    assert all(b <= 2 * a for a, b in zip(contexts, contexts[1:]))
+    assert max(contexts) <= 8 * need_rung
+    assert len(set(contexts[-10:])) == 1
+    assert "runaway stopped" in explain(policy, MODEL, 1).reason

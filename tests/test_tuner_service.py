@@ -151,3 +151,17 @@ async def test_a_model_is_stored_only_once_an_outcome_confirms_it(tuner, tuner_s
     await tuner.core.writer.flush()
     stored = await pool.fetchval("SELECT loaded_num_ctx FROM tuner_model WHERE model = $1", ghost)
     assert stored == applied.num_ctx
+
+
+async def test_stats_and_explain_say_when_the_traffic_needs_more_context_than_fits(tuner_stub) -> None:
+    """/api/ps sizes at two contexts give the KV bytes per token; a spilled load gives the VRAM the model gets."""
+    gib = 1 << 30
+    await tuner_stub.Report(tuner_pb2.ReportRequest(outcomes=[
+        make_outcome(template_id=4, loaded_context_length=4096, model_size_bytes=6 * gib, model_vram_bytes=6 * gib),
+        make_outcome(template_id=4, loaded_context_length=32768, model_size_bytes=int(9.5 * gib),
+                     model_vram_bytes=7 * gib)]))
+    summary = await tuner_stub.Summary(tuner_pb2.SummaryRequest(period_seconds=600))
+    advice = summary.models[0].memory_advice
+    assert "traffic needs 32768 tokens of context" in advice and "OLLAMA_KV_CACHE_TYPE=q8_0" in advice
+    explained = await tuner_stub.Explain(tuner_pb2.ExplainRequest(model=MODEL, template_id=4))
+    assert "KiB per context token" in explained.reason and "OLLAMA_FLASH_ATTENTION=1" in explained.reason

@@ -74,6 +74,9 @@ async def stats(args: argparse.Namespace, **channel_args: str) -> int:
         print(_table([("model", "requests", "optimized", "loaded num_ctx", "loaded num_batch", "reloads"),
                       *[(m.model, m.requests, m.optimized, m.loaded_num_ctx or "default",
                          m.loaded_num_batch or "default", m.reloads) for m in response.models]]))
+        for m in response.models:
+            if m.memory_advice:
+                print(f"{m.model}: {m.memory_advice}")
     return 0
 
 

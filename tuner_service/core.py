@@ -143,6 +143,8 @@ class TunerCore:
             metrics.RELOADS.labels("avoided").inc()
         if decision.truncation_prevented:
             metrics.TRUNCATIONS.labels("prevented").inc()
+        if decision.reason_code == "runaway_stopped":
+            metrics.RUNAWAY_STOPPED.inc()
         if decision.action == APPLY:
             model = self.policy.models.get(req.model)
             if model is not None:

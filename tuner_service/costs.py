@@ -12,8 +12,6 @@ from .state import ModelState
 MEMORY_POINTS = 8            # (num_ctx, num_batch) memory figures kept per model
 SPILL_SLOWDOWN_PRIOR = 10.0  # time of a fully CPU-resident layer / a GPU one, before speeds are measured
 SHRINK_PRIOR_GAIN = 0.02     # share of request time saved per halving when nothing is known of speed or memory
-REVISIT_SPAN = 200           # requests over which revisits raise the shrink threshold
-REVISIT_BACKOFF = 4.0        # threshold factor per recent revisit
 
 
 # ---- claims ----------------------------------------------------------------------------------
@@ -51,6 +49,11 @@ def kv_bytes_per_token(model: ModelState) -> float:
     return best
 
 
+def kv_bytes(model: ModelState) -> float:
+    """KV bytes of the loaded context (the context itself when the bytes per token are not known)."""
+    return model.loaded_ctx * (kv_bytes_per_token(model) or 1.0)
+
+
 def fit_limit(model: ModelState) -> int:
     """The largest context known (or predicted from KV bytes/token) to sit entirely in VRAM; 0 = unknown."""
     fitted = [ctx for (ctx, _), (size, vram) in model.memory.items() if size and vram >= size]
@@ -81,6 +84,8 @@ def spill_share(model: ModelState, ctx: int) -> float:
 def saving_share(model: ModelState, low: int, high: int) -> float:
     """Share of a request's time saved running at ``low`` instead of ``high`` (decode speeds by rung when
     measured; else the spill figures; with neither, a small prior per halving)."""
+    if model.memory and spill_share(model, high) == 0:
+        return 0.0  # the larger context fits in VRAM too: no faster (speeds measured by rung are noise)
     slow = model.decode_spt.get(high)
     fast = model.decode_spt.get(low)
     if fast is None and slow is not None and spill_share(model, low) == 0 and spill_share(model, high) > 0:
@@ -110,30 +115,45 @@ def pay_rent(model: ModelState, rungs: list[int], needed: int, busy_s: float) ->
             model.rent[rung] = model.rent.get(rung, 0.0) + busy_s * saving_share(model, rung, loaded)
 
 
-def recent_revisits(model: ModelState, hold: bool) -> int:
-    """Revisits within REVISIT_SPAN requests; all of them (at most MEMORY_POINTS) while ``hold``."""
-    if not hold:
-        model.revisits = [r for r in model.revisits if model.requests - r <= REVISIT_SPAN]
-    model.revisits = model.revisits[-MEMORY_POINTS:]
-    return len(model.revisits)
+def pay_eviction(model: ModelState, rungs: list[int], reload_s: float) -> None:
+    """Another model sharing the GPU was evicted and reloaded (``reload_s``): at half this model's context
+    or less both would more likely fit, so those rungs earn the reload as rent."""
+    for rung in rungs:
+        if rung * 2 > model.loaded_ctx:
+            break
+        model.rent[rung] = model.rent.get(rung, 0.0) + reload_s
 
 
-def shrink_target(model: ModelState, required_rung: int, active: int, reload_s: float) -> tuple[int, float]:
+def shrink_target(model: ModelState, rungs: list[int], required_rung: int, active: int, reload_s: float,
+                  backoff: float, coming_s: float = 0.0) -> tuple[int, float]:
     """(rung, seconds paid) the model should return to now, or (0, 0).
 
     The rent-or-buy rule: once the extra time paid at the loaded rung since the last request that needed
     more than a lower rung exceeds a reload, return to it (at most 2x the best choice in hindsight). Below
-    a claim still active the return costs two reloads (the claim will come back), and every recent revisit
-    of a context multiplies the threshold (hysteresis: each revisit shows the claim returns before the rent
-    pays the round trip back, its lost prompt cache included); revisits count while a claim on the loaded
-    context stays active, else for REVISIT_SPAN requests. Of the rungs that qualify, the one saving the
-    most per request, the largest of equals (the fewest growths back).
+    a claim still active the return costs two reloads (the claim will come back), and every revisit of the
+    loaded context (a load back to it soon after leaving it) multiplies the threshold by ``backoff``
+    (hysteresis: each shows its claim returning before the rent paid for the round trip); the strikes end
+    with the claims on the context. ``coming_s`` is what the request being decided would take at the
+    loaded rung: towards a rung that fits in VRAM its rent counts before it is paid (a request that alone
+    would pay more than the return runs at the smaller rung), unless the loaded context was revisited. Of the rungs that qualify, the one saving
+    the most per request, the largest of equals (the fewest growths back).
     """
+    if not model.rent and (coming_s <= 0 or saving_share(model, required_rung, model.loaded_ctx) <= 0):
+        return 0, 0.0  # nothing paid, and the smallest rung the request allows would save nothing
     best: tuple[float, int, float] = (0.0, 0, 0.0)
-    penalty = REVISIT_BACKOFF ** recent_revisits(model, hold=active >= model.loaded_ctx)
-    for rung, paid in model.rent.items():
-        if rung < required_rung or rung >= model.loaded_ctx:
+    if active < model.loaded_ctx:
+        model.strikes.pop(model.loaded_ctx, None)
+    strikes = model.strikes.get(model.loaded_ctx, 0)
+    penalty = backoff ** strikes
+    if strikes:
+        coming_s = 0.0  # a context already revisited is left only for rent actually paid
+    for rung in rungs:
+        if rung >= model.loaded_ctx:
+            break
+        if rung < required_rung:
             continue
+        coming = coming_s * saving_share(model, rung, model.loaded_ctx) if spill_share(model, rung) == 0 else 0.0
+        paid = model.rent.get(rung, 0.0) + coming
         if paid >= reload_s * (2 if active > rung else 1) * penalty:
             best = max(best, (round(saving_share(model, rung, model.loaded_ctx), 2), rung, paid))
     return best[1], best[2]
@@ -144,7 +164,9 @@ def note_move(model: ModelState, old: int, new: int, revisit_requests: int) -> b
     left = model.left_at.get(new)
     revisit = left is not None and model.requests - left <= revisit_requests
     if revisit:
-        model.revisits.append(model.requests)
+        model.strikes[new] = model.strikes.get(new, 0) + 1
+        if len(model.strikes) > MEMORY_POINTS:
+            del model.strikes[next(iter(model.strikes))]
     if old:
         model.left_at[old] = model.requests
         if len(model.left_at) > MEMORY_POINTS:

@@ -8,18 +8,25 @@ from .policy import Policy
 from .state import ModelState, TemplateState, rung_for
 
 
+def memory_advice(policy: Policy, model: ModelState) -> str:
+    """When the traffic needs more context than fits in VRAM: by how much, and the server settings that help."""
+    limit = costs.fit_limit(model)
+    need = max(policy.active_need(model), policy.believed_ctx(model))
+    if not limit or need <= limit:
+        return ""
+    return (f"traffic needs {need} tokens of context but {limit} fit in VRAM: the rest runs partly on the CPU. "
+            "Helps: OLLAMA_KV_CACHE_TYPE=q8_0 (half the KV bytes) or q4_0 (a quarter) with OLLAMA_FLASH_ATTENTION=1, "
+            "a GPU with more memory, or a second Ollama host for long sessions")
+
+
 def _memory_lines(policy: Policy, model: ModelState) -> list[str]:
     """KV bytes per token and the largest context that fits the GPU, and what helps when traffic needs more."""
-    per_token, limit = costs.kv_bytes_per_token(model), costs.fit_limit(model)
+    per_token = costs.kv_bytes_per_token(model)
     lines = []
     if per_token:
         lines.append(f"KV cache: {per_token / 1024:.0f} KiB per context token (from /api/ps sizes at two contexts)")
-    need = max(policy.active_need(model), model.loaded_ctx)
-    if limit and need > limit:
-        lines.append(f"traffic needs {need} tokens of context but {limit} fit in VRAM: the rest runs partly on the "
-                     "CPU. Helps: OLLAMA_KV_CACHE_TYPE=q8_0 (half the KV bytes) or q4_0 (a quarter) with "
-                     "OLLAMA_FLASH_ATTENTION=1, a GPU with more memory, or a second Ollama host for long sessions")
-    return lines
+    advice = memory_advice(policy, model)
+    return lines + [advice] if advice else lines
 
 
 def _lines(policy: Policy, model: ModelState, template: TemplateState | None) -> list[str]:
@@ -34,6 +41,9 @@ def _lines(policy: Policy, model: ModelState, template: TemplateState | None) ->
     ]
     if model.tight:
         lines.append(f"tight margin: {model.tight}")
+    if model.runaway:
+        lines.append(f"runaway stopped: {model.runaway}; floors are not followed until it subsides "
+                     "(check the Ollama version's prompt_eval_count, or reset the template)")
     if model.batch_cap:
         lines.append(f"num_batch capped at {model.batch_cap}: spilled to the CPU at num_ctx={model.spilled[0]} "
                      f"num_batch={model.spilled[1]}")

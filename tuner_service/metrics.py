@@ -31,6 +31,9 @@ FLUSH_SECONDS = Histogram(
     "optimizer_tuner_flush_seconds", "Duration of one write-behind flush.",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0))
 WRITER = Gauge("optimizer_tuner_writer", "1 when this process holds the single-writer lock, else 0 (standby).")
+RUNAWAY_STOPPED = Counter(
+    "optimizer_tuner_runaway_stopped_total",
+    "Growths not made: truncation floors kept raising a model's context while the requests' own estimates did not.")
 MODELS = Gauge("optimizer_tuner_models", "Models with learned state in memory.")
 TEMPLATES = Gauge("optimizer_tuner_templates", "(model, template) pairs with learned state in memory.")
 REPORTS_REFUSED = Counter(

@@ -10,6 +10,7 @@ its default.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -25,9 +26,13 @@ CONFIDENCE_K = 3.0  # confidence = n / (n + K)
 MAX_UNCONFIRMED_MODELS = 256  # models known from Recommend alone (no outcome, pin or stored row yet)
 EWMA = 0.1
 RUNNER_UNKNOWN, RUNNER_KEPT, RUNNER_LOADED = 0, 1, 2  # Outcome.runner_load: what the gateway saw
+_LADDERS = functools.lru_cache(maxsize=256)(ladder)  # by (min, max, model limit, steps, explicit rungs)
 
 REASON_CODES = ("client_set", "no_data", "low_confidence", "pinned", "initial", "grow",
-                "grow_truncation_guard", "shrink", "keep_loaded", "avoid_reload", "relieve_spill", "co_reside")
+                "grow_truncation_guard", "shrink", "keep_loaded", "avoid_reload", "relieve_spill", "co_reside",
+                "runaway_stopped")
+RUNAWAY_GROWTHS = 3    # growths driven by truncation floors (not by the requests' own estimates) ...
+RUNAWAY_WINDOW = 100   # ... within this many requests: a runaway
 
 
 @dataclass(frozen=True)
@@ -101,8 +106,9 @@ class Policy:
 
     # ---- estimates -------------------------------------------------------------------------
     def rungs(self, model: ModelState) -> list[int]:
-        return ladder(self.s.ladder_min, self.s.ladder_max, model.context_limit, self.s.ladder_steps,
-                      self.s.ladder_rungs)
+        """The model's ladder (shared, never mutated)."""
+        return _LADDERS(self.s.ladder_min, self.s.ladder_max, model.context_limit, self.s.ladder_steps,
+                        self.s.ladder_rungs)
 
     def margin_for(self, model: ModelState) -> float:
         """The tight margin once the model must share memory (evicted or spilled), else the normal one."""
@@ -236,12 +242,21 @@ class Policy:
                 reason = f"{why}; load {target} (covers need {required})"
                 return self._load(req, model, template, target, need, conf, code, reason,
                                   prevented=required > loaded, review_batch=over_cap)
+        if required > loaded and loaded < rungs[-1] and required > need and self._runaway(model):
+            reason = (f"runaway stopped: keep {loaded} (this request's own estimate {need}; its template's "
+                      f"truncation floor {required} is not followed): {model.runaway}")
+            return Decision(APPLY, loaded, model.loaded_batch, conf, reason, "runaway_stopped", need)
         if required > loaded and loaded < rungs[-1]:
             target = self._grow_target(model, need, required, active, rungs)
             code = "grow" if self.confident(template) else "grow_truncation_guard"
             reason = f"grow {loaded} -> {target}: this request needs {required}"
             return self._load(req, model, template, target, need, conf, code, reason, prevented=True)
-        target, paid = costs.shrink_target(model, wanted, active, self.reload_s(model))
+        # What this request would take at the loaded context: its prompt, and the output reserved for it at
+        # the decode speed measured there (decode is what a spill slows most).
+        coming = (self.prompt_tokens(model, req.prompt_units, req.message_count) * model.seconds_per_token.get(loaded, 0.0)
+                  + self.output_reserve(template, req.num_predict) * model.decode_spt.get(loaded, 0.0))
+        target, paid = costs.shrink_target(model, rungs, wanted, active, self.reload_s(model),
+                                           self.s.revisit_backoff, coming)
         if target:
             reason = (f"shrink {loaded} -> {target}: {paid:.1f}s paid at {loaded} since a request last needed more "
                       f"than {target}, above the reload cost {self.reload_s(model):.1f}s"
@@ -254,6 +269,22 @@ class Policy:
         code = "avoid_reload" if avoided else "keep_loaded"
         reason = f"keep loaded {loaded}: covers need {required}" + (f" (template alone: {own})" if avoided else "")
         return Decision(APPLY, loaded, model.loaded_batch, conf, reason, code, need, reload_avoided=avoided)
+
+    def _runaway(self, model: ModelState) -> bool:
+        """Repeated growth that truncation floors drive while the requests' own estimates do not rise: stop it.
+
+        Counted on each such growth; the runaway ends after RUNAWAY_WINDOW x 10 requests without one."""
+        if model.runaway and model.requests - model.floor_growths[-1] <= RUNAWAY_WINDOW * 10:
+            model.floor_growths[-1] = model.requests  # still pushed: stays stopped
+            return True
+        model.runaway = ""
+        model.floor_growths = [r for r in model.floor_growths if model.requests - r <= RUNAWAY_WINDOW]
+        model.floor_growths.append(model.requests)
+        if len(model.floor_growths) > RUNAWAY_GROWTHS:
+            model.runaway = (f"{len(model.floor_growths) - 1} growths in {RUNAWAY_WINDOW} requests driven by "
+                             "truncation floors above the requests' own estimates (misleading telemetry?)")
+            return True
+        return False
 
     def _grow_target(self, model: ModelState, need: int, required: int, active: int, rungs: list[int]) -> int:
         """The rung a growth loads: the request with margin and the active claims that still fit the GPU,
@@ -388,9 +419,17 @@ class Policy:
             return
         model.config_loads += 1
         others = any(name != obs.model for name in self.models)
-        if model.config_loads <= 1 or not others or model.requests - model.config_since <= self.s.eviction_grace:
+        # The grace covers loads the tuner cannot tell apart (in-flight requests with the previous options);
+        # the gateway's judgement (runner_load) already tells them apart.
+        grace = 0 if obs.runner_load != RUNNER_UNKNOWN else self.s.eviction_grace
+        if model.config_loads <= 1 or not others or model.requests - model.config_since <= grace:
             return
         model.evictions = (model.evictions + [model.requests])[-max(1, self.s.eviction_min):]
+        kv = costs.kv_bytes(model)
+        for name, other in self.models.items():
+            if name != obs.model and other.managed and costs.kv_bytes(other) > kv:
+                # An eviction is priced like a reload, on the contexts of the models holding more KV memory.
+                costs.pay_eviction(other, self.rungs(other), obs.load_s)
         span = model.requests - model.evictions[0]
         if not model.tight and len(model.evictions) >= self.s.eviction_min and span <= self.s.eviction_window:
             model.tight = (f"reloaded {len(model.evictions)} times in {span + 1} requests without an option "

@@ -9,7 +9,7 @@ import grpc
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2, tuner_pb2_grpc
 
 from .core import TunerCore
-from .explain import explain
+from .explain import explain, memory_advice
 from .guard import Refused, ReportGuard, source_of
 from .policy import Request
 from .validation import valid_model
@@ -111,7 +111,8 @@ class TunerServicer(tuner_pb2_grpc.TunerServicer):
                 response.models.append(tuner_pb2.ModelSummary(
                     model=row["model"], requests=row["requests"], optimized=row["optimized"],
                     loaded_num_ctx=model.loaded_ctx if model else 0,
-                    loaded_num_batch=model.loaded_batch if model else 0, reloads=row["reloads"]))
+                    loaded_num_batch=model.loaded_batch if model else 0, reloads=row["reloads"],
+                    memory_advice=memory_advice(self.core.policy, model) if model else ""))
         return response
 
     async def _require_writer(self, context: grpc.aio.ServicerContext) -> None:

@@ -53,6 +53,8 @@ class PolicySettings:
     max_growth: float = field(default_factory=lambda: env_float("TUNER_MAX_GROWTH", 2.0))
     # A load back to a context left within this many requests is a revisit: it raises the shrink threshold.
     revisit_requests: int = field(default_factory=lambda: env_int("TUNER_REVISIT_REQUESTS", 10))
+    # Each recent revisit multiplies the reload cost a return must have paid for (hysteresis).
+    revisit_backoff: float = field(default_factory=lambda: env_float("TUNER_REVISIT_BACKOFF", 2.0))
     reload_threshold_seconds: float = field(
         default_factory=lambda: env_float("TUNER_RELOAD_THRESHOLD_SECONDS", 0.5))
     reload_cost_prior_seconds: float = field(

@@ -73,9 +73,11 @@ class ModelState:
     rent: dict[int, float] = field(default_factory=dict)        # rung -> seconds paid at the loaded rung since a
     # request last needed more than that rung (what shrinking to it would have saved)
     left_at: dict[int, int] = field(default_factory=dict)       # context -> request counter when the model left it
-    revisits: list[int] = field(default_factory=list)           # request counters of loads back to a recent context
+    strikes: dict[int, int] = field(default_factory=dict)       # context -> loads back to it soon after leaving it
     memory: dict[tuple[int, int], tuple[int, int]] = field(default_factory=dict)  # (num_ctx, num_batch) ->
     # /api/ps (size, size_vram) last seen with those options (bounded)
+    floor_growths: list[int] = field(default_factory=list)     # request counters of growths a floor drove
+    runaway: str = ""            # why growth driven by truncation floors is stopped ("" = it is not)
     load_config: tuple[int, int] = (-1, -1)  # options of the last outcome (reload detection without the gateway)
     templates: dict[int, TemplateState] = field(default_factory=dict)
     # An outcome, a pin or the database vouched for this model. Until then it exists only in memory (a

@@ -172,6 +172,7 @@ class Engine:
         self.keep_alive_s = keep_alive_s
         self.sensitivity = sensitivity
         self.t0 = time.monotonic()
+        self.epoch = time.time()  # Unix seconds at simulated time 0 (responses' created_at)
         self.runners: dict[str, Runner] = {}
         self.retired: list[Runner] = []
         self.load_barrier = 0.0

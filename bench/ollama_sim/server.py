@@ -31,6 +31,10 @@ def _now_iso() -> str:
     return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
+def _iso(unix_s: float) -> str:
+    return datetime.fromtimestamp(unix_s, timezone.utc).isoformat().replace("+00:00", "Z")
+
+
 def _digest(model: ModelProfile) -> str:
     return hashlib.sha256(model.name.encode()).hexdigest()
 
@@ -195,25 +199,26 @@ class OllamaApp:
         calls = tool_calls(body.get("tools"), messages, plan.pieces) if endpoint == "chat" else []
         if body.get("stream", True) is False:
             await self._until(plan.end)
-            final = self._chunk(endpoint, plan, "" if calls else "".join(plan.pieces), calls) | {"done": True}
+            final = self._chunk(endpoint, plan, "" if calls else "".join(plan.pieces), plan.end, calls) | {"done": True}
             return _answer(final | _metrics(plan), reply)
         resp = web.StreamResponse(headers=reply.stream_headers() if reply else {"Content-Type": "application/x-ndjson"})
         await resp.prepare(request)
         if calls:  # a tool-calling model's parser holds the call back until it is complete
             await self._until(plan.end)
-            await resp.write(_line(self._chunk(endpoint, plan, "", calls) | {"done": False}, reply))
+            await resp.write(_line(self._chunk(endpoint, plan, "", plan.end, calls) | {"done": False}, reply))
         else:
             for t, piece in zip(plan.token_times, plan.pieces):
                 await self._until(t)
-                await resp.write(_line(self._chunk(endpoint, plan, piece) | {"done": False}, reply))
+                await resp.write(_line(self._chunk(endpoint, plan, piece, t) | {"done": False}, reply))
         await self._until(plan.end)
-        final = self._chunk(endpoint, plan, "") | {"done": True} | _metrics(plan)
+        final = self._chunk(endpoint, plan, "", plan.end) | {"done": True} | _metrics(plan)
         await resp.write(_line(final, reply))
         await resp.write_eof()
         return resp
 
-    def _chunk(self, endpoint: str, plan: Plan, text: str, calls: list[dict] | None = None) -> dict:
-        base = {"model": plan.record.model, "created_at": _now_iso()}
+    def _chunk(self, endpoint: str, plan: Plan, text: str, sim_t: float, calls: list[dict] | None = None) -> dict:
+        """One chunk, stamped (like Ollama) with the time it is produced, on the engine's clock."""
+        base = {"model": plan.record.model, "created_at": _iso(self.engine.epoch + sim_t)}
         if endpoint == "chat":
             message = {"role": "assistant", "content": text} | ({"tool_calls": calls} if calls else {})
             return base | {"message": message}
