@@ -1,5 +1,6 @@
-"""deploy/kubernetes: every overlay renders with the real `kubectl kustomize` and validates against the Kubernetes schemas
-(kubernetes-validate, strict, offline), plus the invariants the design asks of the manifests."""
+"""deploy/kubernetes and deploy/helm: every overlay rendered by the real `kubectl kustomize`, and the Helm
+chart rendered by the real `helm template`, validates against the Kubernetes schemas (kubernetes-validate,
+strict, offline) and keeps the invariants the design asks of the manifests."""
 from __future__ import annotations
 
 import subprocess
@@ -14,31 +15,45 @@ import deploytools as dt  # noqa: E402
 
 K8S = dt.DEPLOY / "kubernetes"
 OVERLAYS = sorted(p.name for p in (K8S / "overlays").iterdir() if (p / "kustomization.yaml").is_file())
-TARGETS = ["base", *(f"overlays/{name}" for name in OVERLAYS)]
+KUSTOMIZE_TARGETS = ["base", *(f"overlays/{name}" for name in OVERLAYS)]
+HELM_CHART = dt.DEPLOY / "helm" / "ollama-optimizer"
+HELM_NAMESPACE = "ollama-optimizer"
+# helm:NAME renders the chart with its ci/NAME-values.yaml. All are schema-validated; the invariants below
+# hold for all but in-cluster-postgres (no HPA, TLS probes: test_deploy_helm.py checks that one).
+TARGETS = [*KUSTOMIZE_TARGETS, "helm:external-dsn", "helm:existing-secret"]
+SCHEMA_TARGETS = [*TARGETS, "helm:in-cluster-postgres"]
 # CRDs: no schema in kubernetes-validate; checked structurally below instead.
 CRD_GROUPS = ("monitoring.coreos.com/",)
 # The prod overlay leaves the Secret to out-of-band management (see its kustomization.yaml).
-EXTERNAL_SECRETS = {"overlays/prod": {"ollama-optimizer-secrets"}}
+EXTERNAL_SECRETS = {"overlays/prod": {"ollama-optimizer-secrets"}, "helm:existing-secret": {"my-optimizer-secrets"}}
 OUR_IMAGE = "ollama-optimizer"
 
 
 def kubectl_or_skip() -> None:
-    if dt.k8s_tool("kubectl") is None:
-        dt.skip(dt.missing_reason("kubectl"))
+    for tool in ("kubectl", "helm"):
+        if dt.k8s_tool(tool) is None:
+            dt.skip(dt.missing_reason(tool))
+
+
+def render(target: str) -> list[dict[str, Any]]:
+    if target.startswith("helm:"):
+        values = HELM_CHART / "ci" / f"{target.removeprefix('helm:')}-values.yaml"
+        return dt.helm_template(HELM_CHART, HELM_NAMESPACE, "--values", str(values))
+    return dt.kustomize_build(K8S / target)
 
 
 @pytest.fixture(scope="module")
 def rendered() -> dict[str, list[dict[str, Any]]]:
-    """Each target as `kubectl kustomize` (kubectl 1.33, kustomize 5.6) renders it."""
+    """Each target as `kubectl kustomize` (kubectl 1.33, kustomize 5.6) or `helm template` renders it."""
     kubectl_or_skip()
-    return {t: dt.kustomize_build(K8S / t) for t in TARGETS}
+    return {t: render(t) for t in SCHEMA_TARGETS}
 
 
 def test_overlays_exist() -> None:
     assert {"dev", "prod"} <= set(OVERLAYS)
 
 
-@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("target", KUSTOMIZE_TARGETS)
 def test_kustomize_renders(rendered: dict[str, list[dict[str, Any]]], target: str) -> None:
     assert rendered[target], f"{target} rendered nothing"
 
@@ -50,7 +65,7 @@ def test_kustomize_is_the_pinned_real_one() -> None:
 
 
 @pytest.mark.parametrize("version", dt.K8S_VERSIONS)
-@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("target", SCHEMA_TARGETS)
 def test_manifests_validate_against_kubernetes_schemas(
     rendered: dict[str, list[dict[str, Any]]], target: str, version: str
 ) -> None:
@@ -162,7 +177,8 @@ def test_tuner_is_a_single_writer(rendered: dict[str, list[dict[str, Any]]], tar
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_migrations_run_as_a_job(rendered: dict[str, list[dict[str, Any]]], target: str) -> None:
-    job = _one(rendered[target], "Job", "ollama-optimizer-migrate")
+    (job,) = [d for d in rendered[target] if d["kind"] == "Job"
+              and d["metadata"]["labels"]["app.kubernetes.io/component"] == "migrate"]
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert container["args"] == ["migrate"]
     assert job["spec"]["template"]["spec"]["restartPolicy"] in ("OnFailure", "Never")

@@ -103,6 +103,11 @@ def helm(*args: str) -> str:
     return _run([binary, *args], "helm " + " ".join(args))
 
 
+def helm_template(chart: Path, namespace: str, *args: str) -> list[dict[str, Any]]:
+    """What `helm install` would apply (release name ``ollama-optimizer``), from the real `helm template`."""
+    return load_docs(helm("template", "ollama-optimizer", str(chart), "--namespace", namespace, *args))
+
+
 def by_identity(docs: list[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str, Any]]:
     ident = {}
     for doc in docs:
