@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any, NoReturn
 
 from .cli_support import CliError
@@ -220,11 +221,39 @@ _template_id = _int_between(1, _INT64_MAX)
 _after_id = _int_between(0, _INT64_MAX)
 
 
+class _EmbeddedPostgresLog(logging.FileHandler):
+    """pgserver's output (initdb, pg_ctl: dozens of lines) to a file; one console line says where."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        super().__init__(path, delay=True)
+        self._announced = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self._announced:
+            self._announced = True
+            print(f"embedded Postgres: its output goes to {self.baseFilename}", file=sys.stderr, flush=True)
+        super().emit(record)
+
+
+def _send_pgserver_output_to_a_file() -> None:
+    from .config import DatabaseConfig
+
+    data_dir = DatabaseConfig().data_dir
+    handler = _EmbeddedPostgresLog(data_dir.with_name(data_dir.name + ".log"))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    pgserver_log = logging.getLogger("pgserver")
+    pgserver_log.addHandler(handler)
+    pgserver_log.propagate = False
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if args.command in ("up", "migrate", "matcher", "tuner"):
+        _send_pgserver_output_to_a_file()
     try:
         code = asyncio.run(args.func(args))
     except KeyboardInterrupt:
