@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, NoReturn
@@ -245,6 +246,8 @@ def _send_pgserver_output_to_a_file() -> None:
     pgserver_log = logging.getLogger("pgserver")
     pgserver_log.addHandler(handler)
     pgserver_log.propagate = False
+    # pgserver's platformdirs warns on every start where no XDG_RUNTIME_DIR is set (containers, CI).
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,7 +13,9 @@ import sys
 
 from .config import DatabaseConfig, ServerConfig, env_str
 from .db import embedded_or_configured_dsn
+from .embedded_pg import EmbeddedPostgres
 from .migrations import apply_migrations
+from .readiness import LISTEN_TIMEOUT_SECONDS, no_ollama_notice, ollama_answers, wait_until_listening
 from .server import wait_for_shutdown_signal
 
 CHILD_GRACE_SECONDS = 10.0
@@ -68,22 +70,49 @@ def _endpoints(with_gateway: bool) -> list[str]:
     return lines
 
 
+def _listen_addresses(with_gateway: bool) -> dict[str, str]:
+    addresses = {"matcher": _dialable(ServerConfig.matcher().listen), "tuner": _dialable(ServerConfig.tuner().listen)}
+    if with_gateway:
+        addresses["gateway"] = _dialable(env_str("GATEWAY_LISTEN", "127.0.0.1:11435"))
+    return addresses
+
+
+async def _announce_when_listening(children: dict[str, asyncio.subprocess.Process], with_gateway: bool,
+                                   embedded: EmbeddedPostgres | None) -> None:
+    """The "is up" banner once every service accepts connections (nothing if one exited meanwhile);
+    a notice when no Ollama answers at the gateway's upstream."""
+    not_listening = await wait_until_listening(_listen_addresses(with_gateway), children)
+    if any(proc.returncode is not None for proc in children.values()):
+        return
+    if not_listening:
+        print(f"still not listening after {LISTEN_TIMEOUT_SECONDS:.0f} s: {', '.join(not_listening)}",
+              file=sys.stderr)
+    print("ollama-optimizer is up (Ctrl-C stops everything):")
+    if embedded is not None:
+        print(f"postgres embedded, data in {embedded.data_dir}")
+    for line in _endpoints(with_gateway):
+        print("  " + line)
+    sys.stdout.flush()
+    if with_gateway:
+        from proxy_plugin.gateway import normalise_upstream
+
+        upstream = normalise_upstream(env_str("OLLAMA_HOST", "127.0.0.1:11434"))
+        if not await ollama_answers(upstream):
+            print(no_ollama_notice(upstream), file=sys.stderr, flush=True)
+
+
 async def run_all(with_gateway: bool = True) -> int:
     """Run the whole system until SIGINT/SIGTERM or a child's exit; returns an exit code."""
     async with embedded_or_configured_dsn(DatabaseConfig()) as (dsn, embedded):
         await apply_migrations(dsn)
         env = {**os.environ, "OPTIMIZER_DSN": dsn, **_client_addresses()}
         names = ["matcher", "tuner"] + (["gateway"] if with_gateway else [])
-        children = {name: await _spawn(name, env) for name in names}
-        print("ollama-optimizer is up (Ctrl-C stops everything):")
-        if embedded is not None:
-            print(f"postgres embedded, data in {embedded.data_dir}")
-        for line in _endpoints(with_gateway):
-            print("  " + line)
-        sys.stdout.flush()
         signal_wait = asyncio.ensure_future(wait_for_shutdown_signal())
+        children = {name: await _spawn(name, env) for name in names}
+        announce = asyncio.ensure_future(_announce_when_listening(children, with_gateway, embedded))
         child_waits = {asyncio.ensure_future(p.wait()): n for n, p in children.items()}
         done, _ = await asyncio.wait({signal_wait, *child_waits}, return_when=asyncio.FIRST_COMPLETED)
+        announce.cancel()
         exit_code = 0
         for task in done:
             if task in child_waits:
