@@ -184,3 +184,12 @@ def test_image_tag_defaults_to_the_chart_app_version() -> None:
     docs = template(CHART / "ci" / "external-dsn-values.yaml")
     images = {c["image"] for w in by_component(docs).values() for c in w["spec"]["template"]["spec"]["containers"]}
     assert images == {f"ollama-optimizer:{app_version}"}
+
+
+def test_chart_app_version_is_the_package_version() -> None:
+    import tomllib
+
+    import yaml
+
+    package = tomllib.loads((dt.REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"] == package
