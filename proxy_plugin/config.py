@@ -68,7 +68,7 @@ class PluginConfig:
     max_body_bytes: int = 0  # gateway: an operator's /api/chat|generate body limit (413 above); 0 = none, as Ollama
     optimize_max_body_bytes: int = 32 << 20  # gateway: larger chat/generate bodies are relayed untouched
     max_model_labels: int = 50  # gateway: distinct model label values before "other"
-    reload_threshold_s: float = 0.1  # gateway: load_duration above this counts as a reload seen
+    reload_threshold_s: float = 0.1  # gateway: load_duration below this is never a reload
     truncation_unit_ratio: float = 0.5  # gateway: prompt_eval_count < ratio * prompt units -> truncated
 
 

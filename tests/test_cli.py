@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from matcher_fixtures import matcher, matcher_settings, matcher_stub, prompt  # noqa: F401
+from matcher_fixtures import prompt
 from ollama_optimizer.cli import build_parser
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
 from ollama_optimizer.version import package_version
-from tuner_fixtures import make_outcome, tuner, tuner_stub  # noqa: F401
+from tuner_fixtures import make_outcome
 
 MODEL = "llama3.1:8b"
 WAIT_S = 60
@@ -127,7 +127,7 @@ async def test_unreachable_service_is_one_line_with_a_hint(args: tuple[str, ...]
     assert out == ""
 
 
-async def test_grpc_error_from_a_server_is_one_line(matcher) -> None:  # noqa: F811
+async def test_grpc_error_from_a_server_is_one_line(matcher) -> None:
     """Any gRPC status (here UNIMPLEMENTED: the tuner's method asked of the matcher) is one line, exit 1."""
     code, _, err = await cli("explain", MODEL, "1", "--address", matcher.address)
     line = assert_one_line_error(code, err)
@@ -142,7 +142,7 @@ async def test_unreadable_client_tls_file_is_one_line() -> None:
 
 
 # --- match and templates -----------------------------------------------------------------------------
-async def test_match_and_templates_print_tables_and_json(matcher) -> None:  # noqa: F811
+async def test_match_and_templates_print_tables_and_json(matcher) -> None:
     text = prompt(1, 300)
     code, out, err = await cli("match", "--address", matcher.address, "--model", MODEL, "--observe",
                                stdin=text.encode())
@@ -180,13 +180,13 @@ async def test_match_and_templates_print_tables_and_json(matcher) -> None:  # no
     assert code == 0 and out.strip() == f"no templates after id {template_id}"
 
 
-async def test_match_without_text_is_an_error(matcher) -> None:  # noqa: F811
+async def test_match_without_text_is_an_error(matcher) -> None:
     code, out, err = await cli("match", "--address", matcher.address, stdin=b"  \n")
     line = assert_one_line_error(code, err, expected_code=2)
     assert "no prompt text" in line and out == ""
 
 
-async def test_match_on_a_terminal_says_what_it_waits_for(matcher) -> None:  # noqa: F811
+async def test_match_on_a_terminal_says_what_it_waits_for(matcher) -> None:
     master, slave = pty.openpty()
     proc = await asyncio.create_subprocess_exec(
         console_script(), "match", "--address", matcher.address, "--json", stdin=slave,
@@ -207,7 +207,7 @@ async def test_match_on_a_terminal_says_what_it_waits_for(matcher) -> None:  # n
 
 
 # --- tuner commands ----------------------------------------------------------------------------------
-async def test_tuner_commands_print_tables_and_json(tuner, tuner_stub) -> None:  # noqa: F811
+async def test_tuner_commands_print_tables_and_json(tuner, tuner_stub) -> None:
     await tuner_stub.Report(tuner_pb2.ReportRequest(outcomes=[make_outcome(template_id=4) for _ in range(4)]))
     address = ("--address", tuner.address)
 
