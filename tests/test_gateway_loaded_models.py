@@ -4,7 +4,7 @@ from __future__ import annotations
 import ollama
 
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
-from plugin_fixtures import StandInTuner, gateway_chain, stand_ins
+from plugin_fixtures import StandInTuner, gateway_chain, sample, stand_ins, wait_until
 from proxy_plugin.loaded_models import LoadedModel, parse_ps
 
 MODEL = "llama3.1:8b"
@@ -51,7 +51,6 @@ async def test_loaded_models_and_the_version_are_exported() -> None:
     import aiohttp
 
     from ollama_optimizer.version import package_version
-    from plugin_fixtures import sample
 
     async with stand_ins(tuner=PassthroughTuner()) as services:
         async with gateway_chain(services.config(), hardware="gpu-24gb") as (gw, _tap, emu):
