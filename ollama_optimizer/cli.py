@@ -33,11 +33,11 @@ async def _up(args: argparse.Namespace) -> int:
 async def _migrate(args: argparse.Namespace) -> int:
     from .config import DatabaseConfig
     from .db import embedded_or_configured_dsn
-    from .migrations import apply_migrations
+    from .migrations import apply_migrations, describe
 
     async with embedded_or_configured_dsn(DatabaseConfig()) as (dsn, _embedded):
-        applied = await apply_migrations(dsn)
-    print(f"applied migrations: {applied or 'none (schema up to date)'}")
+        report = await apply_migrations(dsn, contract=args.contract)
+    print(describe(report))
     return 0
 
 
@@ -68,12 +68,9 @@ async def _health(args: argparse.Namespace) -> int:
 
 
 def _client_tls_args() -> dict[str, str]:
-    return {
-        "token": env_str("OPTIMIZER_AUTH_TOKEN", ""),
-        "tls_ca": env_str("OPTIMIZER_CLIENT_TLS_CA", ""),
-        "tls_cert": env_str("OPTIMIZER_CLIENT_TLS_CERT", ""),
-        "tls_key": env_str("OPTIMIZER_CLIENT_TLS_KEY", ""),
-    }
+    from .health_check import client_args_from_env
+
+    return client_args_from_env()
 
 
 def _prompt_text(args: argparse.Namespace) -> str:
@@ -152,7 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     up = _command(sub, "up", "run everything: embedded Postgres when no OPTIMIZER_DSN, migrations, matcher, "
                   "tuner and gateway; Ctrl-C stops all", _up)
     up.add_argument("--no-gateway", action="store_true", help="do not start the gateway")
-    _command(sub, "migrate", "apply the database migrations (idempotent)", _migrate)
+    migrate = _command(sub, "migrate", "apply the pending expand migrations (safe while older versions run)",
+                       _migrate)
+    migrate.add_argument("--contract", action="store_true",
+                         help="also apply contract steps (drop what older versions use): only once none runs")
     _command(sub, "matcher", "run the matcher gRPC service ($MATCHER_LISTEN)", _matcher)
     _command(sub, "tuner", "run the tuner gRPC service ($TUNER_LISTEN)", _tuner)
 
