@@ -246,8 +246,11 @@ def _send_pgserver_output_to_a_file() -> None:
     pgserver_log = logging.getLogger("pgserver")
     pgserver_log.addHandler(handler)
     pgserver_log.propagate = False
-    # pgserver's platformdirs warns on every start where no XDG_RUNTIME_DIR is set (containers, CI).
+    # pgserver's platformdirs warns on every start where no XDG_RUNTIME_DIR is set (containers, CI), in
+    # this process and in the helper processes it starts.
+    quiet = "ignore:XDG_RUNTIME_DIR is not set"
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+    os.environ["PYTHONWARNINGS"] = ",".join(filter(None, (os.environ.get("PYTHONWARNINGS"), quiet)))
 
 
 def main(argv: list[str] | None = None) -> None:

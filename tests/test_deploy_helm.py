@@ -159,7 +159,8 @@ def test_in_cluster_postgres_tls_and_replicas() -> None:
         # kubelet gRPC probes speak no TLS: the built-in health check does, from inside the pod.
         assert container["readinessProbe"]["exec"]["command"] == [
             "ollama-optimizer", "health", f"localhost:{port}", "--service", service]
-        assert container["livenessProbe"]["exec"]["command"] == ["ollama-optimizer", "health", f"localhost:{port}"]
+        assert container["livenessProbe"]["exec"]["command"] == [
+            "ollama-optimizer", "health", f"localhost:{port}", "--service", "liveness"]
         assert {"name": "tls", "mountPath": tls, "readOnly": True} in container["volumeMounts"]
         assert {"name": "tls", "secret": {"secretName": "ollama-optimizer-tls"}} in pod["volumes"]
 

@@ -108,8 +108,8 @@ readinessProbe:
   periodSeconds: 5
   timeoutSeconds: 2
   failureThreshold: 2
-livenessProbe:
-  {{- include "oo.grpcProbe" (dict "root" .root "port" .port) | nindent 2 }}
+livenessProbe:  # "liveness": the process answers; "" is NOT_SERVING while the database is down
+  {{- include "oo.grpcProbe" (dict "root" .root "port" .port "service" "liveness") | nindent 2 }}
   periodSeconds: 10
   timeoutSeconds: 2
   failureThreshold: 3
