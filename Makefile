@@ -1,37 +1,45 @@
 # Two commands for a newcomer: `make run` and `make test`. Everything installs into .venv.
+# `make run` installs only what running needs; `make test` (and demo, bench, protos) adds the dev extras.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
+DEV_STAMP := $(VENV)/.installed-dev
 
 .PHONY: run test protos demo bench install clean
 
-$(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+$(RUN_STAMP): pyproject.toml
+	@test -x $(PY) || { echo "make: creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
+	@echo "make: installing ollama-optimizer and what it needs to run into $(VENV) (first time: about a minute)"
+	@$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet --progress-bar on -e .
+	@touch $@
 
-install: $(STAMP)
+$(DEV_STAMP): $(RUN_STAMP)
+	@echo "make: installing the test and benchmark tools (the dev extras) into $(VENV)"
+	$(PY) -m pip install --quiet --progress-bar on -e '.[dev]'
+	@touch $@
+
+install: $(RUN_STAMP)
 
 ## Start embedded Postgres, apply migrations, run matcher + tuner (+ gateway). Ctrl-C stops everything.
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(VENV)/bin/ollama-optimizer up
 
 ## The whole test suite (what CI runs).
-test: $(STAMP)
+test: $(DEV_STAMP)
 	bash deploy/tools/install-tools.sh
 	bash bench/install_llamacpp.sh
 	$(PY) -m pytest -q -rs -p no:cacheprovider $(PYTEST_ARGS)
 
 ## Regenerate the gRPC code from protos/ (a test fails when it is stale).
-protos: $(STAMP)
+protos: $(DEV_STAMP)
 	$(PY) -m ollama_optimizer.protogen
 
-demo: $(STAMP)
+demo: $(DEV_STAMP)
 	$(PY) -m bench.demo
 
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	$(PY) -m bench.e2e
 
 clean:

@@ -10,6 +10,8 @@ from typing import Any
 import grpc
 from prometheus_client import Counter, Histogram
 
+from .build_info import register_build_info
+
 # Sub-millisecond resolution: the hot RPCs answer in about 0.1-2 ms.
 HANDLING_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -26,6 +28,7 @@ SERVER_HANDLING = Histogram(
     _LABELS,
     buckets=HANDLING_BUCKETS,
 )
+BUILD_INFO = register_build_info()
 
 # Probes and discovery stay open without a token (Kubernetes gRPC probes carry none).
 UNAUTHENTICATED_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",

@@ -21,6 +21,7 @@ from .health_check import EXIT_SERVING, check, client_args_from_env
 from .lifeline import die_with_parent
 from .migrations import apply_migrations, describe
 from .server import wait_for_shutdown_signal
+from .upstream_check import say_if_no_ollama
 
 CHILD_GRACE_SECONDS = 10.0
 READY_BOUND_SECONDS = 120.0  # children wait for nothing slow: the database already answers
@@ -181,10 +182,13 @@ async def run_all(with_gateway: bool = True) -> int:
             print(describe(report), file=sys.stderr)
         env = {**os.environ, "OPTIMIZER_DSN": dsn, **_client_addresses()}
         names = ["matcher", "tuner"] + (["gateway"] if with_gateway else [])
+        # Ctrl-C is handled from before the banner: a user may press it as soon as they read it.
+        signal_wait = asyncio.ensure_future(wait_for_shutdown_signal())
         children = {name: await _spawn(name, env) for name in names}
         not_ready = await _wait_ready(children)
         if not_ready is not None:
             print(f"ollama-optimizer did not start: {not_ready}; stopping", file=sys.stderr)
+            signal_wait.cancel()
             await _stop(children)
             return 1
         print("ollama-optimizer is up (Ctrl-C stops everything):")
@@ -193,9 +197,11 @@ async def run_all(with_gateway: bool = True) -> int:
         for line in _endpoints(with_gateway):
             print("  " + line)
         sys.stdout.flush()
-        signal_wait = asyncio.ensure_future(wait_for_shutdown_signal())
+        notice = asyncio.ensure_future(say_if_no_ollama(env_str("OLLAMA_HOST", "127.0.0.1:11434")) if with_gateway
+                                       else asyncio.sleep(0))
         child_waits = {asyncio.ensure_future(p.wait()): n for n, p in children.items()}
         done, _ = await asyncio.wait({signal_wait, *child_waits}, return_when=asyncio.FIRST_COMPLETED)
+        notice.cancel()
         exit_code = 0
         for task in done:
             if task in child_waits:

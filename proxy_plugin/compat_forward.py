@@ -58,7 +58,7 @@ async def serve_compat(gw: Gateway, request: web.Request, door: Door, headers: d
     """Serve one compatible request; ``headers`` are the client's, to forward."""
     received = time.monotonic()
     label = _label(request.path)
-    limit = gw.config.max_body_bytes
+    limit = gw.config.max_body_bytes or gw.config.optimize_max_body_bytes  # a door must translate: bounded
     if (request.content_length or 0) > limit:
         return _gateway_error(request, door, 413, f"request body larger than {limit} bytes")
     try:

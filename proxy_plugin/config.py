@@ -25,6 +25,7 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "tls_cert": ("OPTIMIZER_CLIENT_TLS_CERT",),
     "tls_key": ("OPTIMIZER_CLIENT_TLS_KEY",),
     "max_body_bytes": ("GATEWAY_MAX_BODY_BYTES",),
+    "optimize_max_body_bytes": ("GATEWAY_OPTIMIZE_MAX_BODY_BYTES",),
     "max_model_labels": ("GATEWAY_MAX_MODEL_LABELS",),
     "reload_threshold_s": ("GATEWAY_RELOAD_THRESHOLD_S",),
     "truncation_unit_ratio": ("GATEWAY_TRUNCATION_UNIT_RATIO",),
@@ -64,7 +65,8 @@ class PluginConfig:
     tls_cert: str = ""
     tls_key: str = ""
     metrics_port: int = 0  # agent only: serve /metrics on this port (0 = off); the gateway uses GATEWAY_METRICS_PORT
-    max_body_bytes: int = 32 << 20  # gateway: /api/chat|generate body limit (413 above)
+    max_body_bytes: int = 0  # gateway: an operator's /api/chat|generate body limit (413 above); 0 = none, as Ollama
+    optimize_max_body_bytes: int = 32 << 20  # gateway: larger chat/generate bodies are relayed untouched
     max_model_labels: int = 50  # gateway: distinct model label values before "other"
     reload_threshold_s: float = 0.1  # gateway: load_duration below this is never a reload
     truncation_unit_ratio: float = 0.5  # gateway: prompt_eval_count < ratio * prompt units -> truncated

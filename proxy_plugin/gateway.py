@@ -6,7 +6,9 @@
   chunk feeds learning and the request metrics.
 - A request the core leaves alone is forwarded as the original body bytes.
 - A body that is not a JSON object is forwarded untouched: Ollama answers it (its own 400).
-- Bodies above ``max_body_bytes`` get 413 ``{"error": ...}``; an unreachable upstream gets 502.
+- Chat/generate bodies above ``optimize_max_body_bytes`` are relayed untouched (streamed, counted as
+  passthrough ``large_body``), as Ollama takes bodies of any size; only an operator's ``max_body_bytes``
+  limit answers 413 ``{"error": ...}``. An unreachable upstream gets 502.
 - A client disconnect cancels the handler, which closes the upstream request.
 - /metrics is served on its own port (GATEWAY_METRICS_PORT, default 9463).
 """
@@ -16,6 +18,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,7 +95,8 @@ class Gateway:
         self.hops = HopGuard()
         core.use_loaded_context(self._loaded_context)
         self.runner_loads = RunnerLoads()
-        self.app = web.Application(client_max_size=self.config.max_body_bytes)
+        self._read_cap = self.config.max_body_bytes or self.config.optimize_max_body_bytes
+        self.app = web.Application(client_max_size=self._read_cap)
         self.app.router.add_route("*", "/{tail:.*}", self.handle)
         self.app.on_startup.append(self._start)
         self.app.on_cleanup.append(self._stop)
@@ -174,12 +178,13 @@ class Gateway:
 
     async def _optimized(self, request: web.Request, endpoint: str) -> web.StreamResponse:
         received = time.monotonic()
-        if (request.content_length or 0) > self.config.max_body_bytes:
-            return self._too_large(endpoint)
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return self._too_large(endpoint)
+        if (request.content_length or 0) > self._read_cap:
+            return await self._large(request, endpoint, request.content)
+        body, complete = await _read_up_to(request.content, self._read_cap)
+        if not complete:
+            return await self._large(request, endpoint, _prefixed(body, request.content))
+        if len(body) > self.config.optimize_max_body_bytes:
+            return await self._large(request, endpoint, body)
         try:
             payload = json.loads(body)
         except (ValueError, RecursionError):  # not JSON, or nested deeper than Python parses: Ollama answers
@@ -248,9 +253,31 @@ class Gateway:
         metrics.REQUESTS.labels(endpoint, str(upstream.status)).inc()
         return response
 
-    def _too_large(self, endpoint: str) -> web.Response:
-        metrics.REQUESTS.labels(endpoint, "413").inc()
-        return _error(413, f"request body larger than {self.config.max_body_bytes} bytes")
+    async def _large(self, request: web.Request, endpoint: str, body: Any) -> web.StreamResponse:
+        """A body above the operator's limit: 413; else above what is optimized: relayed untouched."""
+        if self.config.max_body_bytes:
+            metrics.REQUESTS.labels(endpoint, "413").inc()
+            return _error(413, f"request body larger than {self.config.max_body_bytes} bytes")
+        metrics.PASSTHROUGH.labels("large_body").inc()
+        return await self._relay(request, endpoint, body)
+
+
+async def _read_up_to(stream: aiohttp.StreamReader, cap: int) -> tuple[bytes, bool]:
+    """The body, or its first chunks once they exceed ``cap`` bytes; and whether it is complete."""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in stream.iter_any():
+        parts.append(chunk)
+        size += len(chunk)
+        if size > cap:
+            return b"".join(parts), False
+    return b"".join(parts), True
+
+
+async def _prefixed(prefix: bytes, rest: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+    yield prefix
+    async for chunk in rest.iter_any():
+        yield chunk
 
 
 async def _metrics_handler(_request: web.Request) -> web.Response:

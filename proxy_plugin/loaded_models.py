@@ -14,6 +14,8 @@ from typing import Any
 
 import aiohttp
 
+from . import metrics
+
 log = logging.getLogger(__name__)
 
 
@@ -35,6 +37,7 @@ class LoadedModels:
         self._models: dict[str, LoadedModel] = {}
         self._last_refresh = float("-inf")
         self._task: asyncio.Task[None] | None = None
+        self._published: set[str] = set()
 
     def get(self, model: str) -> LoadedModel:
         """Last /api/ps figures seen for ``model`` (zeros when unknown); a name without a tag is ``:latest``."""
@@ -70,9 +73,23 @@ class LoadedModels:
             async with session.get(self._url, timeout=aiohttp.ClientTimeout(total=2.0)) as response:
                 if response.status != 200:
                     return
-                self._models.update(parse_ps(await response.json(content_type=None)))
+                loaded = parse_ps(await response.json(content_type=None))
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
             log.debug("/api/ps refresh failed: %s", exc)
+            return
+        self._models.update(loaded)
+        self._publish(loaded)
+
+    def _publish(self, loaded: dict[str, LoadedModel]) -> None:
+        """The loaded-model gauges follow /api/ps exactly: an unloaded model's series go away."""
+        for model in self._published - loaded.keys():
+            for gauge in (metrics.LOADED_NUM_CTX, metrics.LOADED_SIZE, metrics.LOADED_VRAM_SHARE):
+                gauge.remove(model)
+        for model, figures in loaded.items():
+            metrics.LOADED_NUM_CTX.labels(model).set(figures.context_length)
+            metrics.LOADED_SIZE.labels(model).set(figures.size)
+            metrics.LOADED_VRAM_SHARE.labels(model).set(figures.size_vram / figures.size if figures.size else 0)
+        self._published = set(loaded)
 
     async def close(self) -> None:
         if self._task is not None and not self._task.done():

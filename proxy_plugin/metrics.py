@@ -7,7 +7,10 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from ollama_optimizer.build_info import register_build_info
+
 REGISTRY = CollectorRegistry(auto_describe=True)
+BUILD_INFO = register_build_info(REGISTRY)
 
 _FAST = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128)
 _SLOW = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
@@ -109,6 +112,21 @@ TRUNCATIONS = Counter(
 UPSTREAM_ERRORS = Counter(
     "optimizer_gateway_upstream_errors", "Upstream unreachable or failed mid-response (gateway answered 502).",
     ["endpoint"], registry=REGISTRY,
+)
+# Ollama's loaded models as its /api/ps shows them (polled by the gateway after requests, at most every 5 s);
+# a model Ollama unloaded loses its series.
+LOADED_NUM_CTX = Gauge(
+    "optimizer_gateway_loaded_num_ctx", "Context length (num_ctx) each loaded model runs with, from /api/ps.",
+    ["model"], registry=REGISTRY,
+)
+LOADED_SIZE = Gauge(
+    "optimizer_gateway_loaded_size_bytes", "Memory each loaded model takes (weights + KV cache), from /api/ps.",
+    ["model"], registry=REGISTRY,
+)
+LOADED_VRAM_SHARE = Gauge(
+    "optimizer_gateway_loaded_vram_share",
+    "Share of each loaded model in GPU memory (1 = all on the GPU, 0 = CPU only), from /api/ps.",
+    ["model"], registry=REGISTRY,
 )
 CLIENT_DISCONNECTS = Counter(
     "optimizer_gateway_client_disconnects", "Requests cancelled because the client went away.",

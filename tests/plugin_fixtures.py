@@ -164,7 +164,8 @@ class RecordingTap:
         assert self._session is not None
         body = await request.read()
         self.bodies.append((request.path, body))
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
+        headers = {k: v for k, v in request.headers.items()
+                   if k.lower() not in ("host", "content-length", "transfer-encoding")}
         async with self._session.request(request.method, self.upstream + str(request.rel_url),
                                          data=body, headers=headers) as upstream:
             response = web.StreamResponse(status=upstream.status)

@@ -1,7 +1,9 @@
-"""deploy/kubernetes: every overlay renders with kustomize and validates against the Kubernetes schemas
-(kubernetes-validate, strict, offline), plus the invariants the design asks of the manifests."""
+"""deploy/kubernetes and deploy/helm: every overlay rendered by the real `kubectl kustomize`, and the Helm
+chart rendered by the real `helm template`, validates against the Kubernetes schemas (kubernetes-validate,
+strict, offline) and keeps the invariants the design asks of the manifests."""
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,50 +15,57 @@ import deploytools as dt  # noqa: E402
 
 K8S = dt.DEPLOY / "kubernetes"
 OVERLAYS = sorted(p.name for p in (K8S / "overlays").iterdir() if (p / "kustomization.yaml").is_file())
-TARGETS = ["base", *(f"overlays/{name}" for name in OVERLAYS)]
+KUSTOMIZE_TARGETS = ["base", *(f"overlays/{name}" for name in OVERLAYS)]
+HELM_CHART = dt.DEPLOY / "helm" / "ollama-optimizer"
+HELM_NAMESPACE = "ollama-optimizer"
+# helm:NAME renders the chart with its ci/NAME-values.yaml. All are schema-validated; the invariants below
+# hold for all but in-cluster-postgres (no HPA, TLS probes: test_deploy_helm.py checks that one).
+TARGETS = [*KUSTOMIZE_TARGETS, "helm:external-dsn", "helm:existing-secret"]
+SCHEMA_TARGETS = [*TARGETS, "helm:in-cluster-postgres"]
 # CRDs: no schema in kubernetes-validate; checked structurally below instead.
 CRD_GROUPS = ("monitoring.coreos.com/",)
 # The prod overlay leaves the Secret to out-of-band management (see its kustomization.yaml).
-EXTERNAL_SECRETS = {"overlays/prod": {"ollama-optimizer-secrets"}}
+EXTERNAL_SECRETS = {"overlays/prod": {"ollama-optimizer-secrets"}, "helm:existing-secret": {"my-optimizer-secrets"}}
 OUR_IMAGE = "ollama-optimizer"
+
+
+def kubectl_or_skip() -> None:
+    for tool in ("kubectl", "helm"):
+        if dt.k8s_tool(tool) is None:
+            dt.skip(dt.missing_reason(tool))
+
+
+def render(target: str) -> list[dict[str, Any]]:
+    if target.startswith("helm:"):
+        values = HELM_CHART / "ci" / f"{target.removeprefix('helm:')}-values.yaml"
+        return dt.helm_template(HELM_CHART, HELM_NAMESPACE, "--values", str(values))
+    return dt.kustomize_build(K8S / target)
 
 
 @pytest.fixture(scope="module")
 def rendered() -> dict[str, list[dict[str, Any]]]:
-    """Each target rendered by the real kustomize when there is one, else by deploytools.render."""
-    if dt.kustomize_command() is not None:
-        return {t: dt.kustomize_build(K8S / t) for t in TARGETS}
-    print("\nno kustomize/kubectl here: rendering with deploytools.render (kustomize subset)", file=sys.__stderr__)
-    return {t: dt.render(K8S / t) for t in TARGETS}
+    """Each target as `kubectl kustomize` (kubectl 1.33, kustomize 5.6) or `helm template` renders it."""
+    kubectl_or_skip()
+    return {t: render(t) for t in SCHEMA_TARGETS}
 
 
 def test_overlays_exist() -> None:
     assert {"dev", "prod"} <= set(OVERLAYS)
 
 
-@pytest.mark.parametrize("target", TARGETS)
-def test_kustomize_renders(target: str) -> None:
-    if dt.kustomize_command() is None:
-        dt.skip("no kustomize: neither kubectl nor kustomize is installed, and neither is packaged in "
-                "Debian, PyPI or npm (the other tests render with deploytools.render)")
-    docs = dt.kustomize_build(K8S / target)
-    assert docs, f"{target} rendered nothing"
+@pytest.mark.parametrize("target", KUSTOMIZE_TARGETS)
+def test_kustomize_renders(rendered: dict[str, list[dict[str, Any]]], target: str) -> None:
+    assert rendered[target], f"{target} rendered nothing"
 
 
-@pytest.mark.parametrize("target", TARGETS)
-def test_fallback_renderer_matches_kustomize(target: str) -> None:
-    """The Python resolver used where no kustomize exists gives exactly kustomize's objects."""
-    if dt.kustomize_command() is None:
-        dt.skip("no kustomize to compare deploytools.render against")
-    real = dt.by_identity(dt.kustomize_build(K8S / target))
-    ours = dt.by_identity(dt.render(K8S / target))
-    assert sorted(ours) == sorted(real)
-    for key, doc in real.items():
-        assert ours[key] == doc, f"{target}: {key} differs from kustomize's rendering"
+def test_kustomize_is_the_pinned_real_one() -> None:
+    kubectl_or_skip()
+    done = subprocess.run([dt.k8s_tool("kubectl"), "version", "--client"], capture_output=True, text=True)
+    assert "Client Version: v1.33.9" in done.stdout and "Kustomize Version: v5.6.0" in done.stdout
 
 
 @pytest.mark.parametrize("version", dt.K8S_VERSIONS)
-@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("target", SCHEMA_TARGETS)
 def test_manifests_validate_against_kubernetes_schemas(
     rendered: dict[str, list[dict[str, Any]]], target: str, version: str
 ) -> None:
@@ -77,7 +86,7 @@ def test_every_source_manifest_validates() -> None:
     for path in sorted(K8S.rglob("*.yaml")):
         if path.name == "kustomization.yaml" or "patch" in path.name or path.name.startswith("drop-"):
             continue
-        for doc in dt._load_docs(path):
+        for doc in dt.load_docs(path.read_text()):
             if doc["apiVersion"].startswith(CRD_GROUPS):
                 continue
             kubernetes_validate.validate(doc, dt.K8S_VERSIONS[0], strict=True)
@@ -168,7 +177,8 @@ def test_tuner_is_a_single_writer(rendered: dict[str, list[dict[str, Any]]], tar
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_migrations_run_as_a_job(rendered: dict[str, list[dict[str, Any]]], target: str) -> None:
-    job = _one(rendered[target], "Job", "ollama-optimizer-migrate")
+    (job,) = [d for d in rendered[target] if d["kind"] == "Job"
+              and d["metadata"]["labels"]["app.kubernetes.io/component"] == "migrate"]
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert container["args"] == ["migrate"]
     assert job["spec"]["template"]["spec"]["restartPolicy"] in ("OnFailure", "Never")
@@ -234,12 +244,13 @@ def test_network_policies_admit_the_service_ports(rendered: dict[str, list[dict[
 def test_servicemonitor_component() -> None:
     """Structural check of the CRD (no schema offline): selects our Services' metrics ports, job names
     matching the compose scrape config and the alert rules."""
-    (monitor,) = dt._load_docs(K8S / "components" / "servicemonitor" / "servicemonitor.yaml")
+    (monitor,) = dt.load_docs((K8S / "components" / "servicemonitor" / "servicemonitor.yaml").read_text())
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1" and monitor["kind"] == "ServiceMonitor"
     spec = monitor["spec"]
     assert spec["jobLabel"] == "app.kubernetes.io/component"
     assert [e["port"] for e in spec["endpoints"]] == ["metrics"]
-    base = dt.render(K8S / "base")
+    kubectl_or_skip()
+    base = dt.kustomize_build(K8S / "base")
     services = [d for d in base if d["kind"] == "Service"]
     selected = [s for s in services if spec["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()
                 and s["metadata"]["labels"]["app.kubernetes.io/component"] in spec["selector"]["matchExpressions"][0]["values"]]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import ollama
 
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
-from plugin_fixtures import StandInTuner, gateway_chain, stand_ins
+from plugin_fixtures import StandInTuner, gateway_chain, sample, stand_ins, wait_until
 from proxy_plugin.loaded_models import LoadedModel, parse_ps
 
 MODEL = "llama3.1:8b"
@@ -44,3 +44,23 @@ async def test_passthrough_outcomes_carry_the_default_context_from_api_ps() -> N
                                                                          tuner_pb2.RUNNER_KEPT]
             second = services.tuner.outcomes[1]
             assert 0 < second.model_vram_bytes <= second.model_size_bytes
+
+
+async def test_loaded_models_and_the_version_are_exported() -> None:
+    """/metrics shows, per model, what /api/ps shows: num_ctx, size and VRAM share; and build_info."""
+    import aiohttp
+
+    from ollama_optimizer.version import package_version
+
+    async with stand_ins(tuner=PassthroughTuner()) as services:
+        async with gateway_chain(services.config(), hardware="gpu-24gb") as (gw, _tap, emu):
+            await ollama.AsyncClient(host=gw.url).chat(model=MODEL, messages=MESSAGES)
+            await wait_until(lambda: gw.gateway.loaded_models.get(MODEL).context_length > 0)
+            assert sample("optimizer_gateway_loaded_num_ctx", model=MODEL) == emu.runner_options(MODEL)["num_ctx"]
+            size = sample("optimizer_gateway_loaded_size_bytes", model=MODEL)
+            assert size == gw.gateway.loaded_models.get(MODEL).size > 0
+            assert 0 < sample("optimizer_gateway_loaded_vram_share", model=MODEL) <= 1
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"http://127.0.0.1:{gw.metrics_port}/metrics") as response:
+                    text = await response.text()
+    assert f'optimizer_build_info{{version="{package_version()}"}} 1.0' in text

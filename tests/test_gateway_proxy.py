@@ -96,6 +96,31 @@ async def test_other_endpoints_errors_and_limits() -> None:
         assert "optimizer_plugin_passthrough_total" in text
 
 
+async def test_bodies_above_what_is_optimized_pass_through_untouched() -> None:
+    """Ollama takes a chat/generate body of any size: above 32 MiB the gateway relays the exact bytes
+    (not a 413) and counts them; a body sent without Content-Length (chunked) too."""
+    large = json.dumps({"model": MODEL, "prompt": "x" * (33 << 20), "stream": False}).encode()
+    before = sample("optimizer_plugin_passthrough_total", reason="large_body")
+    async with gateway_chain(plugin_config(DEAD, DEAD)) as (gw, tap, emu), aiohttp.ClientSession() as http:
+        async with http.post(gw.url + "/api/generate", data=large) as response:
+            assert response.status == 200 and (await response.json())["done"]
+        assert tap.bodies[-1] == ("/api/generate", large)
+
+    async def chunked(body: bytes):  # type: ignore[no-untyped-def]
+        for start in range(0, len(body), 1000):
+            yield body[start:start + 1000]
+
+    small_cap = plugin_config(DEAD, DEAD, optimize_max_body_bytes=4096)
+    body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "y" * 6000}],
+                       "stream": False}).encode()
+    async with gateway_chain(small_cap) as (gw, tap, emu), aiohttp.ClientSession() as http:
+        async with http.post(gw.url + "/api/chat", data=chunked(body)) as response:
+            assert response.status == 200 and (await response.json())["done"]
+        assert tap.bodies[-1] == ("/api/chat", body)
+        assert emu.requests[-1].options == {}
+    assert sample("optimizer_plugin_passthrough_total", reason="large_body") == before + 2
+
+
 async def test_upstream_down_is_502() -> None:
     from proxy_plugin.core import OptimizerCore
     from proxy_plugin.gateway import start_gateway

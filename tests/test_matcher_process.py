@@ -1,6 +1,7 @@
 """`ollama-optimizer matcher` as a subprocess: health SERVING, CLI round trip, metrics, SIGTERM → NOT_SERVING → exit 0."""
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -12,7 +13,7 @@ import urllib.request
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from matcher_service.admin_cli import list_templates, match
+from matcher_service.admin_cli import match, templates
 from matcher_service.service import SERVICE_NAME
 
 from matcher_fixtures import prompt
@@ -38,11 +39,13 @@ async def test_matcher_process_serves_and_drains_on_sigterm(dsn, capsys) -> None
             while (await anext(statuses)).status != health_pb2.HealthCheckResponse.SERVING:
                 pass
             capsys.readouterr()
-            assert await match(address, "llama3.1:8b", prompt(1, 200), observe=True) == 0
-            assert await list_templates(address, 5) == 0
-            lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-            assert lines[0]["matched"] is False and lines[1]["created"] is True
-            assert lines[2]["template_id"] == lines[1]["template_id"]
+            args = argparse.Namespace(address=address, model="llama3.1:8b", observe=True, json=True)
+            assert await match(args, prompt(1, 200)) == 0
+            matched = json.loads(capsys.readouterr().out)
+            assert matched["match"]["matched"] is False and matched["observe"]["created"] is True
+            assert await templates(argparse.Namespace(address=address, limit=5, after_id=0, json=True)) == 0
+            listed = json.loads(capsys.readouterr().out)["templates"]
+            assert [t["template_id"] for t in listed] == [matched["observe"]["template_id"]]
             body = await asyncio.to_thread(
                 lambda: urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read())
             assert b'optimizer_matcher_observes_total{result="created"} 1.0' in body

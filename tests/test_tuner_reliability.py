@@ -14,6 +14,7 @@ from ollama_optimizer.db import create_pool
 from ollama_optimizer.embedded_pg import EmbeddedPostgres
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2, tuner_pb2_grpc
 from ollama_optimizer.migrations import apply_migrations
+from ollama_optimizer.cli_support import CliError
 from tuner_fixtures import fast_settings, local_server, make_outcome
 from tuner_service import admin_cli, store
 from tuner_service.main import start_tuner
@@ -129,13 +130,14 @@ async def test_outcome_buffer_is_bounded_and_drops_are_counted(pool: asyncpg.Poo
 
 async def test_admin_cli_prints_tables(tuner, tuner_stub, capsys) -> None:
     await tuner_stub.Report(tuner_pb2.ReportRequest(outcomes=[make_outcome(template_id=4) for _ in range(4)]))
-    base = dict(address=tuner.address, model=MODEL, template_id=4)
+    base = dict(address=tuner.address, model=MODEL, template_id=4, json=False)
     assert await admin_cli.explain(argparse.Namespace(**base)) == 0
     assert "observations" in capsys.readouterr().out
     assert await admin_cli.pin(argparse.Namespace(**base, num_ctx=8192, num_batch=0)) == 0
     assert "pinned" in capsys.readouterr().out
-    assert await admin_cli.stats(argparse.Namespace(address=tuner.address, period=600, model="")) == 0
+    assert await admin_cli.stats(argparse.Namespace(address=tuner.address, period=600, model="", json=False)) == 0
     assert "requests" in capsys.readouterr().out
     assert await admin_cli.reset(argparse.Namespace(**base)) == 0
     assert "forgotten" in capsys.readouterr().out
-    assert await admin_cli.explain(argparse.Namespace(**{**base, "address": "127.0.0.1:1"})) == 1
+    with pytest.raises(CliError, match="cannot reach the tuner at 127.0.0.1:1"):
+        await admin_cli.explain(argparse.Namespace(**{**base, "address": "127.0.0.1:1"}))

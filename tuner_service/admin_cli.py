@@ -1,21 +1,15 @@
-"""Operator commands behind `ollama-optimizer stats|explain|pin|reset`: readable tables, exit codes."""
+"""Operator commands behind `ollama-optimizer stats|explain|pin|reset`: readable tables by default, JSON
+with --json; a failed call raises CliError (one line, non-zero exit)."""
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Sequence
 
-import grpc
+from google.protobuf.message import Message
 
-from ollama_optimizer.channels import create_channel
+from ollama_optimizer.cli_support import CALL_TIMEOUT_SECONDS, as_dict, channel_to, print_json, table
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2, tuner_pb2_grpc
 
-TIMEOUT_S = 10.0
-
-
-def _table(rows: Sequence[Sequence[object]]) -> str:
-    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip() for row in rows)
+SERVICE = "tuner"
 
 
 def _print_state(state: tuner_pb2.ExplainResponse) -> None:
@@ -34,44 +28,39 @@ def _print_state(state: tuner_pb2.ExplainResponse) -> None:
             ("reload cost (s)", f"{state.reload_cost_seconds:.2f}"),
             ("model context limit", state.model_context_limit or "unknown"),
             ("confidence", f"{state.confidence:.2f}")]
-    print(_table(rows))
+    print(table(rows))
     print("\n" + state.reason)
 
 
-async def _call(args: argparse.Namespace, channel_args: dict[str, str], method: str, request: object) -> object:
-    channel = create_channel(args.address, **channel_args)
-    try:
-        stub = tuner_pb2_grpc.TunerStub(channel)
-        return await getattr(stub, method)(request, timeout=TIMEOUT_S)
-    finally:
-        await channel.close()
-
-
-async def _run(args: argparse.Namespace, channel_args: dict[str, str], method: str, request: object) -> object | None:
-    try:
-        return await _call(args, channel_args, method, request)
-    except grpc.aio.AioRpcError as exc:
-        print(f"tuner at {args.address}: {exc.code().name}: {exc.details()}", file=sys.stderr)
-        return None
+async def _call(args: argparse.Namespace, channel_args: dict[str, str], method: str, request: Message) -> Message:
+    async with channel_to(SERVICE, args.address, channel_args) as channel:
+        response: Message = await getattr(tuner_pb2_grpc.TunerStub(channel), method)(
+            request, timeout=CALL_TIMEOUT_SECONDS)
+    if args.json:
+        print_json(as_dict(response))
+    return response
 
 
 async def stats(args: argparse.Namespace, **channel_args: str) -> int:
-    response = await _run(args, channel_args, "Summary",
-                          tuner_pb2.SummaryRequest(period_seconds=args.period, model=args.model))
-    if response is None:
-        return 1
+    response = await _call(args, channel_args, "Summary",
+                           tuner_pb2.SummaryRequest(period_seconds=args.period, model=args.model))
     assert isinstance(response, tuner_pb2.SummaryResponse)
-    print(_table([
-        ("period (s)", "requests", "optimized", "match rate", "p50 opt (s)", "p50 pass (s)", "KV tokens saved",
-         "trunc prevented", "trunc detected", "reloads caused", "reloads avoided"),
-        (response.period_seconds, response.requests, f"{response.optimized_share:.0%}",
-         f"{response.match_rate:.0%}", f"{response.latency_p50_optimized_seconds:.3f}",
-         f"{response.latency_p50_passthrough_seconds:.3f}", response.kv_tokens_saved,
-         response.truncations_prevented, response.truncations_detected, response.reloads_caused,
-         response.reloads_avoided)]))
+    if args.json:
+        return 0
+    print(table([
+        ("period", f"last {response.period_seconds} s" + (f", model {args.model}" if args.model else "")),
+        ("requests", response.requests),
+        ("optimized", f"{response.optimized} ({response.optimized_share:.0%})"),
+        ("template match rate", f"{response.match_rate:.0%}"),
+        ("latency p50 optimized / passed through",
+         f"{response.latency_p50_optimized_seconds:.3f} s / {response.latency_p50_passthrough_seconds:.3f} s"),
+        ("KV tokens saved", response.kv_tokens_saved),
+        ("truncations prevented / detected", f"{response.truncations_prevented} / {response.truncations_detected}"),
+        ("reloads caused / avoided", f"{response.reloads_caused} / {response.reloads_avoided}"),
+    ]))
     if response.models:
         print()
-        print(_table([("model", "requests", "optimized", "loaded num_ctx", "loaded num_batch", "reloads"),
+        print(table([("model", "requests", "optimized", "loaded num_ctx", "loaded num_batch", "reloads"),
                       *[(m.model, m.requests, m.optimized, m.loaded_num_ctx or "default",
                          m.loaded_num_batch or "default", m.reloads) for m in response.models]]))
         for m in response.models:
@@ -81,32 +70,29 @@ async def stats(args: argparse.Namespace, **channel_args: str) -> int:
 
 
 async def explain(args: argparse.Namespace, **channel_args: str) -> int:
-    response = await _run(args, channel_args, "Explain",
-                          tuner_pb2.ExplainRequest(model=args.model, template_id=args.template_id))
-    if response is None:
-        return 1
+    response = await _call(args, channel_args, "Explain",
+                           tuner_pb2.ExplainRequest(model=args.model, template_id=args.template_id))
     assert isinstance(response, tuner_pb2.ExplainResponse)
-    _print_state(response)
+    if not args.json:
+        _print_state(response)
     return 0
 
 
 async def pin(args: argparse.Namespace, **channel_args: str) -> int:
-    response = await _run(args, channel_args, "Pin", tuner_pb2.PinRequest(
+    response = await _call(args, channel_args, "Pin", tuner_pb2.PinRequest(
         model=args.model, template_id=args.template_id, num_ctx=args.num_ctx, num_batch=args.num_batch))
-    if response is None:
-        return 1
     assert isinstance(response, tuner_pb2.PinResponse)
-    print(f"pinned {args.model} template {args.template_id}")
-    _print_state(response.state)
+    if not args.json:
+        print(f"pinned {args.model} template {args.template_id}")
+        _print_state(response.state)
     return 0
 
 
 async def reset(args: argparse.Namespace, **channel_args: str) -> int:
-    response = await _run(args, channel_args, "Reset",
-                          tuner_pb2.ResetRequest(model=args.model, template_id=args.template_id))
-    if response is None:
-        return 1
+    response = await _call(args, channel_args, "Reset",
+                           tuner_pb2.ResetRequest(model=args.model, template_id=args.template_id))
     assert isinstance(response, tuner_pb2.ResetResponse)
-    print(f"reset {args.model} template {args.template_id}: "
-          + ("learned state forgotten" if response.existed else "nothing was learned"))
+    if not args.json:
+        print(f"reset {args.model} template {args.template_id}: "
+              + ("learned state forgotten" if response.existed else "nothing was learned"))
     return 0

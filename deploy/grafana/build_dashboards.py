@@ -169,6 +169,8 @@ def overview() -> dict[str, Any]:
         Panel("KV tokens saved (range)", [("sum(increase(optimizer_tuner_kv_tokens_saved_total[$__range]))", "tokens")],
               "short", "stat", 4, 4, "Context tokens not allocated versus the default context."),
         Panel("Services up", [('sum by (job) (up{job=~"matcher|tuner|gateway"})', "{{job}}")], "short", "stat", 4, 4),
+        Panel("Versions running", [("count by (version) (optimizer_build_info)", "{{version}}")], "short", "stat", 4, 4,
+              "Processes per ollama-optimizer version (optimizer_build_info): more than one means a rollout."),
         Row("Traffic"),
         Panel("Decisions", [(rate(DECISIONS, by="action"), "{{action}}")], "reqps", stack=True),
         Panel("Passthroughs by reason", [(rate("optimizer_plugin_passthrough_total", by="reason"), "{{reason}}")],
@@ -317,6 +319,15 @@ def gateway() -> dict[str, Any]:
             (rate("optimizer_gateway_prompt_tokens_total", m, "model"), "prompt {{model}}"),
             (rate("optimizer_gateway_eval_tokens_total", m, "model"), "generated {{model}}"),
         ], "short"),
+        Panel("Loaded num_ctx by model (/api/ps)", [
+            (f"max by (model) (optimizer_gateway_loaded_num_ctx{{{m}}})", "{{model}}")], "short",
+              description="The context each model is loaded with right now; a change means Ollama reloaded it."),
+        Panel("Loaded size by model (/api/ps)", [
+            (f"max by (model) (optimizer_gateway_loaded_size_bytes{{{m}}})", "{{model}}")], "bytes",
+              description="Weights and KV cache: a larger num_ctx makes it grow."),
+        Panel("VRAM share by model (/api/ps)", [
+            (f"min by (model) (optimizer_gateway_loaded_vram_share{{{m}}})", "{{model}}")], "percentunit",
+              description="Below 100 % (on a GPU host) the model runs partly on the CPU."),
         Panel("Reloads seen by model", [
             (f"sum by (model) (increase(optimizer_gateway_reloads_seen_total{{{m}}}[{RI}]))", "{{model}}")], "short"),
         Panel("Truncations detected by model", [

