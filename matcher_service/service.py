@@ -58,6 +58,7 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
             fingerprints=matcher_pb2.Fingerprints(
                 algorithm_version=fps.version,
                 unit_count=fps.unit_count,
+                head_units=fps.head_units,
                 windows=[matcher_pb2.WindowFingerprint(window=w, fingerprint=f)
                          for w, f in zip(fps.windows, fps.fingerprints)],
             ),

@@ -7,7 +7,7 @@ from datetime import datetime
 import asyncpg
 
 from .blocks import BLOCKS, Probes, to_signed, to_unsigned
-from .learning import Candidate, StoredCandidate, WindowState, best_candidate
+from .learning import Candidate, StoredCandidate, WindowState, rank
 from .settings import WINDOWS
 
 # Session settings of the matcher's pool (on top of db.create_pool's, which already turn JIT off): the
@@ -45,7 +45,7 @@ WITH top AS MATERIALIZED (
     SELECT DISTINCT r.template_id FROM ({" UNION ALL ".join(q for slot in range(1, SLOTS) for q in _scans(slot))}) r
     WHERE NOT EXISTS (SELECT FROM top)
 )
-SELECT t.id, t.observations, t.stable_window, t.shortest_window, f.window_size, f.fp
+SELECT t.id, t.observations, t.stable_window, t.shortest_window, t.open_tail, f.window_size, f.fp
 FROM candidate c JOIN matcher_template t ON t.id = c.template_id AND t.algorithm_version = $1
 JOIN matcher_fingerprint f ON f.template_id = c.template_id"""
 
@@ -86,6 +86,16 @@ RETURNING observations, stable_window"""
 EVIDENCE_SQL = """
 UPDATE matcher_template SET shrink_streak = $2, grow_streak = 0, grow_window = 0, updated_at = now()
 WHERE id = $1"""
+
+# A template becomes the open-tail head of its prompts (``learning.diverged_head``) and absorbs the
+# observations of the young templates that shared the head ($2; they are deleted in the same transaction).
+OPEN_TAIL_SQL = """
+UPDATE matcher_template SET open_tail = true, observations = observations + $2, stable_window = $3,
+    shrink_streak = 0, grow_streak = 0, grow_window = 0
+WHERE id = $1"""
+ABSORB_SQL = """
+DELETE FROM matcher_template WHERE id = ANY($1::bigint[]) AND NOT open_tail AND observations < $2
+RETURNING observations"""
 
 # Creation lock: serialises first sightings so that concurrent ones create one template.
 CREATE_LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtext('matcher_template_create'), $1)"
@@ -157,17 +167,32 @@ def lookup_args(query: Query) -> tuple:
     return tuple(args)
 
 
-async def lookup(conn: asyncpg.Connection | asyncpg.Pool, query: Query, timeout: float | None = None) -> Candidate | None:
-    """The best candidate template for the query, or None."""
+async def candidates(conn: asyncpg.Connection | asyncpg.Pool, query: Query,
+                     timeout: float | None = None) -> list[Candidate]:
+    """The candidate templates for the query, best first (``learning.rank``)."""
     rows = await conn.fetch(LOOKUP_SQL, *lookup_args(query), timeout=timeout)
     templates: dict[int, StoredCandidate] = {}
-    for template_id, observations, stable_window, shortest_window, window, fp in rows:
+    for template_id, observations, stable_window, shortest_window, open_tail, window, fp in rows:
         stored = templates.get(template_id)
         if stored is None:
             stored = templates[template_id] = StoredCandidate(template_id, observations, stable_window,
-                                                              shortest_window, {})
+                                                              shortest_window, {}, open_tail)
         stored.fingerprints[window] = to_unsigned(fp)
-    return best_candidate(query.windows, query.fingerprints, query.thresholds, templates.values())
+    return rank(query.windows, query.fingerprints, query.thresholds, templates.values())
+
+
+async def lookup(conn: asyncpg.Connection | asyncpg.Pool, query: Query, timeout: float | None = None) -> Candidate | None:
+    """The best candidate template for the query, or None."""
+    ranked = await candidates(conn, query, timeout)
+    return ranked[0] if ranked else None
+
+
+async def open_tail(conn: asyncpg.Connection, template_id: int, head_window: int, absorb: list[int],
+                    absorb_below: int) -> None:
+    """Make the template the open-tail head ending at ``head_window``; delete the templates of ``absorb``
+    with fewer than ``absorb_below`` observations, adding their observations to it."""
+    absorbed = await conn.fetch(ABSORB_SQL, absorb, absorb_below) if absorb else []
+    await conn.execute(OPEN_TAIL_SQL, template_id, sum(r["observations"] for r in absorbed), head_window)
 
 
 async def create_template(conn: asyncpg.Connection, query: Query) -> int:

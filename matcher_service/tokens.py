@@ -111,3 +111,8 @@ def hash_tokens(text: str, max_tokens: int, normalize: bool) -> tuple[np.ndarray
         codes = _segment_sums(np.take(_LITERAL_CODES, raw[:used]), starts, ends)
         hashes[(codes > 0) & (codes < _NOT_HEX)] = PLACEHOLDER_HASH
     return mix64(hashes), count
+
+
+def count_tokens(text: str) -> int:
+    """Token count of ``text`` (as ``hash_tokens`` counts them), without hashing."""
+    return hash_tokens(text, 1, normalize=False)[1] if text else 0
