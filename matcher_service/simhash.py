@@ -1,6 +1,7 @@
 """64-bit SimHash of token shingles for every prefix window, in one vectorised pass."""
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 from dataclasses import dataclass
@@ -129,3 +130,20 @@ def match_key(text: str) -> tuple[bytes, int]:
     largest = windows_for(fingerprinted)[-1]
     digest = hashlib.blake2b(token_hashes[:largest].tobytes(), digest_size=16).digest()
     return bool(head_end).to_bytes(1, "big") + largest.to_bytes(2, "big") + digest, unit_count
+
+
+# Texts longer than this are fingerprinted in a worker thread, so that one large prompt does not hold up
+# the event loop's other requests.
+OFF_LOOP_CHARS = 1 << 16
+
+
+async def fingerprint_off_loop(text: str, shingle_size: int, normalize: bool) -> Fingerprints:
+    """``fingerprint``, in a worker thread for a text above OFF_LOOP_CHARS."""
+    if len(text) <= OFF_LOOP_CHARS:
+        return fingerprint(text, shingle_size, normalize)
+    return await asyncio.to_thread(fingerprint, text, shingle_size, normalize)
+
+
+async def match_key_off_loop(text: str) -> tuple[bytes, int]:
+    """``match_key``, in a worker thread for a text above OFF_LOOP_CHARS."""
+    return match_key(text) if len(text) <= OFF_LOOP_CHARS else await asyncio.to_thread(match_key, text)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+import threading
 
 import numpy as np
 import pytest
@@ -12,7 +13,8 @@ from ollama_optimizer.soft_cache import SoftCache
 from matcher_service.learning import StoredCandidate, WindowState, best_candidate, decide
 from matcher_service.settings import MatcherSettings, parse_thresholds
 from matcher_service.simhash import algorithm_version, fingerprint, match_key, windows_for
-from matcher_service.tokens import TOKEN_RE, hash_tokens
+from matcher_service import simhash
+from matcher_service.tokens import TOKEN_RE, _hash_all, hash_tokens
 
 from matcher_fixtures import prompt
 
@@ -194,3 +196,30 @@ def test_settings_validation(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MATCHER_GROW_AFTER", "25")
     monkeypatch.setenv("MATCHER_SHINGLE_SIZE", "3")
     assert MatcherSettings().shingle_size == 3 and MatcherSettings().threshold(10) == 2
+
+
+def test_a_long_text_is_tokenised_only_as_far_as_the_windows_need() -> None:
+    ascii_text = prompt(11, 30_000)
+    hashes, count = hash_tokens(ascii_text, 1024, True)
+    exact, exact_count = _hash_all(ascii_text, 1024, True)
+    assert count == exact_count == 30_000 and np.array_equal(hashes, exact)  # ASCII: exact
+    other = ("Grüße, мир! Ça va — 東京 «test». " * 3000)
+    hashes, count = hash_tokens(other, 1024, True)
+    exact, exact_count = _hash_all(other, 1024, True)
+    assert np.array_equal(hashes, exact) and len(hashes) == 1024
+    assert abs(count - exact_count) <= exact_count // 5  # beyond the prefix: non-ASCII marks join words
+
+
+async def test_large_texts_are_fingerprinted_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    threads: list[str] = []
+    original = simhash.fingerprint
+
+    def recording(*args):  # type: ignore[no-untyped-def]
+        threads.append(threading.current_thread().name)
+        return original(*args)
+
+    monkeypatch.setattr(simhash, "fingerprint", recording)
+    small = await simhash.fingerprint_off_loop(prompt(12, 100), 4, True)
+    large = await simhash.fingerprint_off_loop("é " * simhash.OFF_LOOP_CHARS, 4, True)
+    assert small.unit_count == 100 and large.unit_count == simhash.OFF_LOOP_CHARS
+    assert threads[0] == threading.current_thread().name and threads[1] != threads[0]
