@@ -251,8 +251,10 @@ async def test_retention_deletes_stale_low_count_templates(matcher_stub, pool) -
     old = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=30)
     await pool.execute("UPDATE matcher_template SET last_seen_at = $1 WHERE id = ANY($2::bigint[])",
                        old, [stale.template_id, busy.template_id])
+    await pool.execute("""INSERT INTO matcher_template (algorithm_version, stable_window, observations, last_seen_at)
+                          VALUES ($1, 64, 500, $2)""", VERSION - 100, old)  # a busy template of a past version
     settings = MatcherSettings(retention_min_observations=3, retention_max_idle=86400)
-    assert await Maintenance(pool, settings).run_once() == 1
+    assert await Maintenance(pool, settings).run_once() == 2
     remaining = {r["id"] for r in await pool.fetch("SELECT id FROM matcher_template")}
     assert remaining == {busy.template_id, fresh.template_id}
     assert await count(pool, "matcher_fingerprint") == 2 * len(windows_for(64))
