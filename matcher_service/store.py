@@ -108,14 +108,19 @@ WINDOWS_SQL = """
 SELECT template_id, window_size, fp, count FROM matcher_fingerprint
 WHERE template_id = ANY($1::bigint[]) ORDER BY template_id, window_size"""
 
+# Stale templates: rarely observed ones, and those of another algorithm version (which never match
+# again once every replica runs this version: this is how a version change is migrated).
 RETENTION_SQL = """
 WITH doomed AS (
     SELECT id FROM matcher_template
-    WHERE observations < $1 AND last_seen_at < now() - make_interval(secs => $2)
+    WHERE (observations < $1 OR algorithm_version <> $4) AND last_seen_at < now() - make_interval(secs => $2)
     ORDER BY last_seen_at LIMIT $3
 )
 DELETE FROM matcher_template t USING doomed WHERE t.id = doomed.id"""
+# The planner's row estimate (kept by autovacuum), and an exact count only when that is small.
+ESTIMATE_SQL = "SELECT reltuples::bigint FROM pg_class WHERE oid = 'matcher_template'::regclass"
 COUNT_SQL = "SELECT count(*) FROM matcher_template"
+EXACT_BELOW = 10_000
 
 
 @dataclass(frozen=True)
@@ -239,12 +244,13 @@ async def list_templates(pool: asyncpg.Pool, after_id: int, limit: int) -> list[
     return await _with_windows(pool, await pool.fetch(LIST_SQL, after_id, limit))
 
 
-async def delete_stale(pool: asyncpg.Pool, min_observations: int, max_idle_seconds: float,
+async def delete_stale(pool: asyncpg.Pool, min_observations: int, max_idle_seconds: float, version: int,
                        batch: int = 10_000) -> int:
-    """Delete templates with fewer than ``min_observations`` idle for longer than ``max_idle_seconds``."""
+    """Delete templates idle for longer than ``max_idle_seconds`` with fewer than ``min_observations``
+    or of an algorithm version other than ``version``; in batches, each its own short transaction."""
     deleted = 0
     while True:
-        status = await pool.execute(RETENTION_SQL, min_observations, max_idle_seconds, batch)
+        status = await pool.execute(RETENTION_SQL, min_observations, max_idle_seconds, batch, version)
         count = int(status.split()[-1])
         deleted += count
         if count < batch:
@@ -252,4 +258,8 @@ async def delete_stale(pool: asyncpg.Pool, min_observations: int, max_idle_secon
 
 
 async def count_templates(pool: asyncpg.Pool) -> int:
+    """Templates stored: the planner's estimate when large (no scan), else exact."""
+    estimate = await pool.fetchval(ESTIMATE_SQL)
+    if estimate is not None and estimate >= EXACT_BELOW:
+        return int(estimate)
     return int(await pool.fetchval(COUNT_SQL))
