@@ -9,7 +9,7 @@ NEAR_FACTOR = 3  # "near" at a larger window: within 3 k(W) (slot fills), not a 
 # SimHash distance is ~64/pi * acos(1 - f) for a share f of different shingles: unrelated text ~32 bits,
 # half the window different ~21, slot fills (f ~ 0.2) ~14.
 FAR_BITS = 22
-PAIR_NEAR_BITS = 12  # two templates this close at a larger window share text there
+SPREAD_BITS = 8  # prompts sharing only the head are about equally far apart just past it
 CLOSE_FACTOR = 1.5  # "close" at a larger window: within 1.5 k(W), for a query shorter than the template's prompts
 
 
@@ -29,9 +29,7 @@ class Candidate:
     stable_distance: int | None = None  # distance at the template's stable window (None: query shorter)
     close_above: bool = False  # close at every window of the query above ``window`` (see _close_above)
     open_tail: bool = False  # the template is a fixed head (up to its stable window) followed by varying text
-    far_above: bool = False  # different text past the match window (see _far_above)
-    near_far_above: bool = False  # within 3 k(W) at the largest window both have above the match window
-    near_next_above: bool | None = None  # within 3 k(W) at the smallest such window (None: none)
+    distances_above: tuple[int, ...] = ()  # at the windows above ``window`` both have, ascending
     above: tuple[tuple[int, int], ...] = ()  # the template's (window, fingerprint) above ``window``
 
     def consistent(self, query_largest_window: int) -> bool:
@@ -102,9 +100,7 @@ def rank(windows: tuple[int, ...], fingerprints: tuple[int, ...], thresholds: tu
             near_above=_near_above(d, k, seen_above, unseen),
             stable_distance=d.get(t.stable_window),
             close_above=_close_above(d, k, above), open_tail=t.open_tail,
-            far_above=_far_above([d[w] for w in seen_above]),
-            near_far_above=bool(seen_above) and d[seen_above[-1]] <= NEAR_FACTOR * k[seen_above[-1]],
-            near_next_above=d[seen_above[0]] <= NEAR_FACTOR * k[seen_above[0]] if seen_above else None,
+            distances_above=tuple(d[w] for w in seen_above),
             above=tuple((w, fp) for w, fp in sorted(t.fingerprints.items()) if w > top),
         )
         order = (not candidate.covers(windows[-1]), top < t.stable_window, candidate.beyond, candidate.distance,
@@ -114,31 +110,28 @@ def rank(windows: tuple[int, ...], fingerprints: tuple[int, ...], thresholds: tu
 
 
 def diverged_head(ranked: list[Candidate], near_bits: int, query_largest_window: int) -> bool:
-    """Three or more prompts share a head and differ right after it: the query and at least two
-    templates agree at the match window, none covers the query, no two of them are near at the largest
-    window both have (where the shared head weighs least; nor the query near a template's stable window),
-    and at least three pairs of them are far apart there (``_far_above``); at the next larger window,
-    either all pairs are near (one longer head) or none is (some share more than others: siblings). Text past that head varies (a chat history, retrieved documents, a request),
-    so it is one template with an open tail, not siblings: siblings sharing a prefix, and prompts with
-    slots past it, agree with earlier prompts somewhere past it."""
+    """Three or more prompts share a head and differ right after it, alike: the query and at least two
+    templates agree at the match window, none covers the query (nor is near at its stable window), every
+    two of them are far apart at the largest window both have (where the shared head weighs least), and
+    at the next larger window all pairs are about as far apart (within SPREAD_BITS). Text past that head
+    varies (a chat history, retrieved documents, a request), so it is one template with an open tail:
+    siblings sharing a prefix, and prompts with slots past it, agree with some earlier prompts more than
+    with others there."""
     if len(ranked) < 2 or any(c.covers(query_largest_window) or c.near(near_bits, query_largest_window)
-                              or c.near_far_above for c in ranked):
+                              for c in ranked):
         return False
-    return all(c.far_above for c in ranked) and all(
-        _far_above(_distances_above(a, b)) for i, a in enumerate(ranked) for b in ranked[i + 1:])
+    pairs = [list(c.distances_above) for c in ranked]
+    pairs += [_distances_above(a, b) for i, a in enumerate(ranked) for b in ranked[i + 1:]]
+    if not all(d and d[-1] > FAR_BITS for d in pairs):
+        return False
+    nearest = [d[0] for d in pairs]
+    return max(nearest) - min(nearest) <= SPREAD_BITS
 
 
 def _distances_above(a: Candidate, b: Candidate) -> list[int]:
     """Distances of two templates at the windows above the match window both have, ascending by window."""
     b_above = dict(b.above)
     return [(fp ^ b_above[w]).bit_count() for w, fp in a.above if w in b_above]
-
-
-def _far_above(distances: list[int]) -> bool:
-    """Different text past the shared prefix: farther than PAIR_NEAR_BITS at every larger window both have
-    (``distances`` ascend by window), and than FAR_BITS at the largest, where the shared prefix weighs least."""
-    return bool(distances) and min(distances) > PAIR_NEAR_BITS and distances[-1] > FAR_BITS
-
 
 
 def _near_above(distances: dict[int, int], k: dict[int, int], seen_above: list[int], unseen: int) -> bool | None:
