@@ -274,3 +274,15 @@ async def test_prompts_differing_right_after_a_shared_head_become_one_open_tail_
     assert not third.created and third.template_id == first.template_id and third.stable_window == 64
     assert third.observations == 3 and await count(pool) == 1  # the second was folded into it
     assert (await observe(matcher_stub, varied())).template_id == first.template_id and await count(pool) == 1
+
+
+async def test_a_prompt_closer_to_one_template_past_the_head_does_not_merge_them(matcher_stub, pool) -> None:
+    rng = random.Random(15)
+    head = dict(w16=0x1616, w32=0x3232, w64=0x6464)
+    tail = [{f"w{w}": rng.getrandbits(64) for w in (128, 256, 512, 1024)} for _ in range(3)]
+    first = await observe(matcher_stub, fingerprints(1100, **head, **tail[0]))
+    second = await observe(matcher_stub, fingerprints(1100, **head, **tail[1]))
+    near_first = dict(tail[2], w128=tail[0]["w128"] ^ 0xFF)  # 8 bits from the first at 128: it shares more
+    third = await observe(matcher_stub, fingerprints(1100, **head, **near_first))
+    assert third.created and {first.template_id, second.template_id, third.template_id} == {
+        r["id"] for r in await pool.fetch("SELECT id FROM matcher_template")}
