@@ -3,7 +3,7 @@
 The host loads this file by path, finds the subclass of its ``BaseAgent`` and instantiates it without
 arguments; it runs when the last user message starts with ``/opt``. ``on_request`` asks the optimizer
 for ``num_ctx``/``num_batch`` and sets them in ``request["options"]`` (the host forwards them only with
-``host-forward-options.patch`` applied); ``on_response`` queues telemetry. Neither ever raises.
+``ollama-smart-proxy.patch`` applied); ``on_response`` queues telemetry. Neither ever raises.
 The ``proxy_plugin`` package must be importable in the host's environment (``pip install ollama-optimizer``).
 """
 from __future__ import annotations
@@ -65,12 +65,20 @@ def _shared_core() -> OptimizerCore:
     return _core
 
 
+def _builtin_agent() -> Path:
+    """The host's own optimizer plugin's agent (``<plugins>/optimizer/agent.py``), next to this plugin folder."""
+    return Path(__file__).parent.parent / "optimizer" / "agent.py"
+
+
 class OptAgent(BaseAgent):
     """``/opt``: learned num_ctx/num_batch for the request's prompt template."""
 
     def __init__(self) -> None:
         self._pending: OrderedDict[int, Decision] = OrderedDict()
         self._next_id = 0
+        if _builtin_agent().exists():
+            log.warning("%s also answers /opt; apply proxy_plugin/ollama-smart-proxy.patch to the host so that "
+                        "/opt always runs ollama-optimizer's agent", _builtin_agent())
         try:
             asyncio.get_running_loop()
         except RuntimeError:  # built outside the host's loop: channels connect on the first request
@@ -97,7 +105,7 @@ class OptAgent(BaseAgent):
             return request
 
     async def on_response(self, request: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
-        """Queue telemetry; an aggregated streaming response carries no counts (counts_known=false)."""
+        """Queue telemetry; a stream aggregate of an unpatched host carries no counts (counts_known=false)."""
         try:
             decision = self._pending.pop(request.get(DECISION_KEY), None)  # type: ignore[arg-type]
             if decision is not None:

@@ -17,6 +17,7 @@ import asyncpg
 
 from . import metrics, store
 from .policy import APPLY, REASON_CODES, Decision, Learned, Policy, Request
+from .residency import Residency
 from .settings import TunerSettings
 from .state import ModelState, TemplateState
 from .validation import Invalid, Valid, validate
@@ -61,6 +62,7 @@ class TunerCore:
         self.policy = Policy(settings.policy)
         self.pool = pool
         self.writer = WriteBehind(pool, settings, self._snapshot, self._promoted)
+        self.residency = Residency(pool, self.policy, settings.templates_in_memory, lambda: self.writer.dirty)
         self._prefix = os.urandom(3).hex() + "-"
         self._seq = itertools.count(1)
         self._seen: OrderedDict[str, None] = OrderedDict()
@@ -74,6 +76,7 @@ class TunerCore:
             await self._load()
 
     async def stop(self) -> None:
+        await self.residency.close()
         await self.writer.stop(self.settings.flush_interval_seconds * 10)
 
     async def _load(self) -> None:
@@ -89,6 +92,8 @@ class TunerCore:
         await self._load()
         pending, self._unfolded = self._unfolded, []
         for item in pending:
+            await self.residency.ensure(item.valid.observation.model, item.valid.observation.template_id)
+        for item in pending:
             self._fold(item)
         metrics.OUTCOME_BUFFER.set(len(self.writer.rows))
 
@@ -100,6 +105,9 @@ class TunerCore:
     # ---- request path ------------------------------------------------------------------------
     def recommend(self, req: Request) -> tuple[Decision, str]:
         decision = self.policy.recommend(req)
+        model = self.policy.models.get(req.model)
+        if req.template_id and model is not None and req.template_id not in model.templates:
+            self.residency.want(req.model, req.template_id)
         did = decision_id(self._prefix, next(self._seq), decision)
         metrics.RECOMMENDATIONS.labels(ACTION_LABEL[decision.action], decision.reason_code).inc()
         if decision.reload:
@@ -157,6 +165,7 @@ class TunerCore:
     def _fold(self, item: Pending) -> None:
         obs = item.valid.observation
         learned = self.policy.observe(obs)
+        self.residency.bound(obs.model, self.policy.models[obs.model])
         if learned.truncated:
             metrics.TRUNCATIONS.labels("detected").inc()
         if learned.reloaded:
@@ -217,6 +226,7 @@ class TunerCore:
             return False
         del model.templates[template_id]
         self.writer.forget(model_name, template_id)
+        self.residency.forget(model_name, template_id)
         self._update_gauges()
         return True
 

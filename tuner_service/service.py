@@ -56,6 +56,8 @@ class TunerServicer(tuner_pb2_grpc.TunerServicer):
             self.guard.check(source_of(context.invocation_metadata(), context.peer()), len(request.outcomes))
         except Refused as exc:
             await context.abort(grpc.StatusCode[exc.code], str(exc))
+        for model, template_id in {(o.model, o.template_id) for o in request.outcomes if o.template_id}:
+            await self.core.residency.ensure(model, template_id)  # learn on top of what is stored
         accepted, duplicates, rejected = self.core.report(list(request.outcomes))
         sync = self.core.settings.report_sync_seconds
         if accepted and sync > 0 and not self.core.read_only:
@@ -67,6 +69,7 @@ class TunerServicer(tuner_pb2_grpc.TunerServicer):
     async def Explain(self, request: tuner_pb2.ExplainRequest,
                       context: grpc.aio.ServicerContext) -> tuner_pb2.ExplainResponse:
         await _check_model(context, request.model, request.template_id)
+        await self.core.residency.ensure(request.model, request.template_id)
         return explain(self.core.policy, request.model, request.template_id)
 
     async def Pin(self, request: tuner_pb2.PinRequest, context: grpc.aio.ServicerContext) -> tuner_pb2.PinResponse:
@@ -76,6 +79,7 @@ class TunerServicer(tuner_pb2_grpc.TunerServicer):
         if request.num_ctx > MAX_PIN or request.num_batch > MAX_PIN:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"pinned values must be at most {MAX_PIN}")
         await self._require_writer(context)
+        await self.core.residency.ensure(request.model, request.template_id)
         self.core.pin(request.model, request.template_id, request.num_ctx, request.num_batch)
         return tuner_pb2.PinResponse(state=explain(self.core.policy, request.model, request.template_id))
 
@@ -83,6 +87,7 @@ class TunerServicer(tuner_pb2_grpc.TunerServicer):
                     context: grpc.aio.ServicerContext) -> tuner_pb2.ResetResponse:
         await _check_model(context, request.model, request.template_id)
         await self._require_writer(context)
+        await self.core.residency.ensure(request.model, request.template_id)
         return tuner_pb2.ResetResponse(existed=self.core.reset(request.model, request.template_id))
 
     async def Summary(self, request: tuner_pb2.SummaryRequest,
