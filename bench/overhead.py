@@ -7,6 +7,9 @@
 - saturated: the same, back to back, telemetry competing with the request path.
 - floor: two grpc.health.v1 round trips (one per service) — the transport cost with no service work.
 - down: the services are stopped; once the breakers are open ``prepare()`` is timed again.
+- ``--large-share F``: a share F of the timed requests carries a 1 MiB non-ASCII prompt; each is sent
+  concurrently with the requests after it (not awaited in turn, not timed), so the figures are those of
+  the other requests while large prompts are in flight on the same event loop and matcher.
 Targets (issue 5): up_ms_p50 <= 1.5, up_ms_p99 <= 4, down_ms_p99 <= 0.1.
 """
 from __future__ import annotations
@@ -122,11 +125,24 @@ class Timings:
     applied: int
 
 
-async def _timed(core: OptimizerCore, payloads: list[dict], drain: bool) -> Timings:
+# Just under 1 MiB of UTF-8 (the plugin's cap), mostly non-ASCII.
+LARGE_TEXT = ("Größe — мир, 東京. " * (1 << 16)).encode()[: (1 << 20) - 64].decode(errors="ignore")
+
+
+def _large(payload: dict) -> dict:
+    return {**payload, "messages": [{"role": "user", "content": LARGE_TEXT}]}
+
+
+async def _timed(core: OptimizerCore, payloads: list[dict], drain: bool, large_every: int = 0) -> Timings:
     """Time ``prepare`` per request. ``drain``: deliver each request's telemetry before the next one,
-    as when every request spends model time in Ollama; otherwise telemetry competes back to back."""
+    as when every request spends model time in Ollama; otherwise telemetry competes back to back.
+    ``large_every``: every n-th request is a 1 MiB prompt sent concurrently and not timed."""
     timings = Timings([], [], 0)
-    for payload in payloads:
+    in_flight: list[asyncio.Task] = []
+    for index, payload in enumerate(payloads):
+        if large_every and index % large_every == large_every // 2:
+            in_flight.append(asyncio.create_task(core.prepare(_large(payload))))
+            continue
         hits = _memo_hits()
         t0 = time.perf_counter()
         _sent, decision = await core.prepare(payload)
@@ -136,6 +152,7 @@ async def _timed(core: OptimizerCore, payloads: list[dict], drain: bool) -> Timi
         core.observe(payload, _outcome(payload), decision, latency_s=2.0, ttft_s=0.5)
         if drain:
             await core.flush()
+    await asyncio.gather(*in_flight)
     return timings
 
 
@@ -150,7 +167,7 @@ def _split(timings: Timings) -> dict:
     return result
 
 
-async def run(requests: int, warmup: int) -> dict:
+async def run(requests: int, warmup: int, large_share: float = 0.0) -> dict:
     templates = make_templates(MODELS, 12, seed=5, shifting=False)
     payloads = [r.payload() for r in make_requests(templates, warmup + requests, seed=5, one_off_share=0.02)]
     async with running_services() as services:
@@ -163,7 +180,8 @@ async def run(requests: int, warmup: int) -> dict:
             await core.flush()
         floor = [a + b for a, b in zip(await _health_round_trips(services.matcher, requests),
                                        await _health_round_trips(services.tuner, requests))]
-        up = await _timed(core, payloads[warmup:], drain=True)
+        large_every = round(1 / large_share) if large_share > 0 else 0
+        up = await _timed(core, payloads[warmup:], drain=True, large_every=large_every)
         saturated = (await _timed(core, payloads[warmup:], drain=False)).samples
         await core.flush()
         await services.stop()  # type: ignore[operator]
@@ -179,7 +197,9 @@ async def run(requests: int, warmup: int) -> dict:
         "saturated_ms_p50": round(_quantile(saturated, 0.50), 4),
         "saturated_ms_p99": round(_quantile(saturated, 0.99), 4),
         "down_ms_p50": round(_quantile(down, 0.50), 4), "down_ms_p99": round(_quantile(down, 0.99), 4),
-        "requests": requests, "up_applied_share": round(up.applied / requests, 3), "breakers": breakers,
+        "requests": requests, "large_prompts": sum(1 for i in range(requests) if large_every
+                                                    and i % large_every == large_every // 2),
+        "up_applied_share": round(up.applied / requests, 3), "breakers": breakers,
     }
 
 
@@ -187,8 +207,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--large-share", type=float, default=0.0,
+                        help="share of requests with a 1 MiB non-ASCII prompt, sent concurrently (e.g. 0.01)")
     args = parser.parse_args()
-    result = asyncio.run(run(args.requests, args.warmup))
+    if not 0 <= args.large_share <= 0.5:
+        parser.error("--large-share must be in 0..0.5")
+    result = asyncio.run(run(args.requests, args.warmup, args.large_share))
     print(json.dumps(result))
     sys.stdout.flush()
 

@@ -6,6 +6,10 @@ from dataclasses import dataclass, replace
 
 RANDOM_BITS = 32  # expected distance of unrelated fingerprints: a window the template lacks counts this much
 NEAR_FACTOR = 3  # "near" at a larger window: within 3 k(W) (slot fills), not a sibling
+# SimHash distance is ~64/pi * acos(1 - f) for a share f of different shingles: unrelated text ~32 bits,
+# half the window different ~21, slot fills (f ~ 0.2) ~14.
+FAR_BITS = 22
+SPREAD_BITS = 8  # prompts sharing only the head are about equally far apart just past it
 CLOSE_FACTOR = 1.5  # "close" at a larger window: within 1.5 k(W), for a query shorter than the template's prompts
 
 
@@ -24,11 +28,16 @@ class Candidate:
     near_above: bool | None = None  # near at the larger windows both have (see _near_above; None: no such window)
     stable_distance: int | None = None  # distance at the template's stable window (None: query shorter)
     close_above: bool = False  # close at every window of the query above ``window`` (see _close_above)
+    open_tail: bool = False  # the template is a fixed head (up to its stable window) followed by varying text
+    distances_above: tuple[int, ...] = ()  # at the windows above ``window`` both have, ascending
+    above: tuple[tuple[int, int], ...] = ()  # the template's (window, fingerprint) above ``window``
 
     def consistent(self, query_largest_window: int) -> bool:
-        """Not shorter than every prompt of the template (unless ``close_above``) nor longer by more than
-        one window, and still near it above the match window (``near_above``): else a different template
-        sharing the prefix."""
+        """The whole head of an open-tail template, whatever follows it. Else: not shorter than every
+        prompt of the template (unless ``close_above``) nor longer by more than one window, and still near
+        it above the match window (``near_above``): else a different template sharing the prefix."""
+        if self.open_tail and self.window >= self.stable_window:
+            return True
         long_enough = query_largest_window >= self.shortest_window or self.close_above
         return long_enough and self.unseen <= 1 and self.near_above is not False
 
@@ -52,15 +61,22 @@ class StoredCandidate:
     stable_window: int
     shortest_window: int
     fingerprints: dict[int, int]
+    open_tail: bool = False
 
 
 def best_candidate(windows: tuple[int, ...], fingerprints: tuple[int, ...], thresholds: tuple[int, ...],
                    templates: Iterable[StoredCandidate]) -> Candidate | None:
-    """The lookup's answer among ``templates`` for a query (windows ascending, unsigned fingerprints).
+    """The lookup's answer among ``templates`` for a query (windows ascending, unsigned fingerprints)."""
+    ranked = rank(windows, fingerprints, thresholds, templates)
+    return ranked[0] if ranked else None
 
-    The largest window at which some template is within k(W) answers. Among its templates: covering
-    first, then reaching the template's stable window, closeness beyond the window (``beyond``),
-    distance, more observations, lower id.
+
+def rank(windows: tuple[int, ...], fingerprints: tuple[int, ...], thresholds: tuple[int, ...],
+         templates: Iterable[StoredCandidate]) -> list[Candidate]:
+    """The templates within k(W) of the query at the largest window where any is, best first.
+
+    Order: covering first, then reaching the template's stable window, closeness beyond the window
+    (``beyond``), distance, more observations, lower id.
     """
     templates = list(templates)
     query = dict(zip(windows, fingerprints))
@@ -69,9 +85,9 @@ def best_candidate(windows: tuple[int, ...], fingerprints: tuple[int, ...], thre
                  for t in templates}
     top = max((w for d in distances.values() for w, bits in d.items() if bits <= k[w]), default=None)
     if top is None:
-        return None
+        return []
     above = [w for w in windows if w > top]
-    best: tuple[tuple, Candidate] | None = None
+    ranked: list[tuple[tuple, Candidate]] = []
     for t in templates:
         d = distances[t.template_id]
         if d.get(top, RANDOM_BITS) > k[top]:
@@ -83,13 +99,39 @@ def best_candidate(windows: tuple[int, ...], fingerprints: tuple[int, ...], thre
             beyond=sum(d[w] for w in seen_above) + RANDOM_BITS * unseen, unseen=unseen,
             near_above=_near_above(d, k, seen_above, unseen),
             stable_distance=d.get(t.stable_window),
-            close_above=_close_above(d, k, above),
+            close_above=_close_above(d, k, above), open_tail=t.open_tail,
+            distances_above=tuple(d[w] for w in seen_above),
+            above=tuple((w, fp) for w, fp in sorted(t.fingerprints.items()) if w > top),
         )
         order = (not candidate.covers(windows[-1]), top < t.stable_window, candidate.beyond, candidate.distance,
                  -candidate.observations, candidate.template_id)
-        if best is None or order < best[0]:
-            best = (order, candidate)
-    return best[1] if best else None
+        ranked.append((order, candidate))
+    return [c for _, c in sorted(ranked, key=lambda pair: pair[0])]
+
+
+def diverged_head(ranked: list[Candidate], near_bits: int, query_largest_window: int) -> bool:
+    """Three or more prompts share a head and differ right after it, alike: the query and at least two
+    templates agree at the match window, none covers the query (nor is near at its stable window), every
+    two of them are far apart at the largest window both have (where the shared head weighs least), and
+    at the next larger window all pairs are about as far apart (within SPREAD_BITS). Text past that head
+    varies (a chat history, retrieved documents, a request), so it is one template with an open tail:
+    siblings sharing a prefix, and prompts with slots past it, agree with some earlier prompts more than
+    with others there."""
+    if len(ranked) < 2 or any(c.covers(query_largest_window) or c.near(near_bits, query_largest_window)
+                              for c in ranked):
+        return False
+    pairs = [list(c.distances_above) for c in ranked]
+    pairs += [_distances_above(a, b) for i, a in enumerate(ranked) for b in ranked[i + 1:]]
+    if not all(d and d[-1] > FAR_BITS for d in pairs):
+        return False
+    nearest = [d[0] for d in pairs]
+    return max(nearest) - min(nearest) <= SPREAD_BITS
+
+
+def _distances_above(a: Candidate, b: Candidate) -> list[int]:
+    """Distances of two templates at the windows above the match window both have, ascending by window."""
+    b_above = dict(b.above)
+    return [(fp ^ b_above[w]).bit_count() for w, fp in a.above if w in b_above]
 
 
 def _near_above(distances: dict[int, int], k: dict[int, int], seen_above: list[int], unseen: int) -> bool | None:
@@ -131,7 +173,7 @@ class Decision:
 
 
 def decide(state: WindowState, matched_window: int, query_largest_window: int,
-           grow_after: int, shrink_after: int, near: bool = True) -> Decision:
+           grow_after: int, shrink_after: int, near: bool = True, grows: bool = True) -> Decision:
     """Fold or not, and the new window state, for an observation that matched at ``matched_window``.
 
     Partial match (below the stable window, query longer): if the query is still ``near``
@@ -140,7 +182,8 @@ def decide(state: WindowState, matched_window: int, query_largest_window: int,
     consecutive ones the stable window shrinks to the matched window and the observation
     folds in. Otherwise, or before that, a new template is created (a sibling that shares
     only a prefix). A match above the stable window, ``grow_after`` times in a row, grows
-    it to the smallest of those windows.
+    it to the smallest of those windows (unless ``grows`` is off: an open tail's text past its head varies,
+    and later turns of one chat repeat their own history there).
     """
     covering = covers(matched_window, state.stable_window, query_largest_window)
     if not covering and not near:
@@ -150,7 +193,7 @@ def decide(state: WindowState, matched_window: int, query_largest_window: int,
         if streak < shrink_after:
             return Decision(False, WindowState(state.stable_window, shrink_streak=streak))
         return Decision(True, WindowState(matched_window), "shrink")
-    if matched_window > state.stable_window:
+    if matched_window > state.stable_window and grows:
         streak = state.grow_streak + 1
         target = min(state.grow_window or matched_window, matched_window)
         if streak >= grow_after:

@@ -11,6 +11,7 @@ from . import store
 from .metrics import DB_ERRORS, RETENTION_DELETED, TEMPLATES
 from .service import DB_ERRORS_TYPES
 from .settings import MatcherSettings
+from .simhash import algorithm_version
 
 log = logging.getLogger(__name__)
 
@@ -24,9 +25,10 @@ class Maintenance:
         self._task: asyncio.Task[None] | None = None
 
     async def run_once(self) -> int:
-        """Delete stale templates, refresh the gauge; returns how many were deleted."""
+        """Delete stale templates (also of other algorithm versions), refresh the gauge; returns how many."""
         deleted = await store.delete_stale(
-            self._pool, self._settings.retention_min_observations, self._settings.retention_max_idle
+            self._pool, self._settings.retention_min_observations, self._settings.retention_max_idle,
+            algorithm_version(self._settings.shingle_size, self._settings.normalize),
         )
         RETENTION_DELETED.inc(deleted)
         TEMPLATES.set(await store.count_templates(self._pool))

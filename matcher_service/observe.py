@@ -13,11 +13,13 @@ from dataclasses import dataclass
 import asyncpg
 
 from . import store
-from .learning import Candidate, decide
+from .learning import Candidate, WindowState, decide, diverged_head
 from .settings import MatcherSettings
 from .store import Query
 
 DEADLOCK_ATTEMPTS = 3
+# Templates sharing a diverged head with fewer observations than this are merged into its open tail.
+ABSORB_BELOW = 3
 
 
 @dataclass(frozen=True)
@@ -50,15 +52,32 @@ async def _observe(conn: asyncpg.Connection, query: Query, settings: MatcherSett
     outcome = await _fold_into(conn, best, query, settings)
     if outcome is not None:
         return outcome
-    # Partial match: a new (sibling) template, unless a concurrent observation just created it.
+    # Partial match: a new (sibling) template, unless a concurrent observation just created it, or the
+    # prompts sharing this head differ right after it (an open tail).
     await store.take_creation_lock(conn, query.version)
-    again = await store.lookup(conn, query)
+    ranked = await store.candidates(conn, query)
+    again = ranked[0] if ranked else None
     if (again is not None and again.template_id != best.template_id
             and again.covers(query.largest_window)):
         outcome = await _fold_into(conn, again, query, settings)
         if outcome is not None:
             return outcome
+    if diverged_head(ranked, settings.near_bits, query.largest_window):
+        outcome = await _open_tail(conn, ranked, query)
+        if outcome is not None:
+            return outcome
     return await _create(conn, query)
+
+
+async def _open_tail(conn: asyncpg.Connection, ranked: list[Candidate], query: Query) -> ObserveOutcome | None:
+    """The most observed template sharing the head becomes its open tail and takes the observation."""
+    head = max(ranked, key=lambda c: (c.observations, -c.template_id))
+    if await store.lock_template(conn, head.template_id) is None:
+        return None
+    others = [c.template_id for c in ranked if c.template_id != head.template_id]
+    await store.open_tail(conn, head.template_id, head.window, others, ABSORB_BELOW)
+    observations, stable = await store.fold(conn, head.template_id, query, head.distance, WindowState(head.window))
+    return ObserveOutcome(head.template_id, False, stable, observations, "shrink")
 
 
 async def _create(conn: asyncpg.Connection, query: Query) -> ObserveOutcome:
@@ -75,7 +94,7 @@ async def _fold_into(conn: asyncpg.Connection, candidate: Candidate, query: Quer
     if state is None:  # deleted by retention meanwhile
         return None
     decision = decide(state, candidate.window, query.largest_window, settings.grow_after, settings.shrink_after,
-                      candidate.near(settings.near_bits, query.largest_window))
+                      candidate.near(settings.near_bits, query.largest_window), grows=not candidate.open_tail)
     if not decision.fold:
         await store.record_shrink_evidence(conn, candidate.template_id, decision.state)
         return None

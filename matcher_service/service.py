@@ -17,7 +17,7 @@ from .learning import Candidate
 from .metrics import CACHE_REQUESTS, DB_ERRORS, FINGERPRINT_SECONDS, LOOKUP_SECONDS, OBSERVES, WINDOW_CHANGES, match_result
 from .observe import observe
 from .settings import MatcherSettings
-from .simhash import algorithm_version, fingerprint
+from .simhash import algorithm_version, fingerprint_off_loop
 from .validation import InvalidInput, check_fingerprints, check_model, check_template_id, check_text, page_size
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
             check_model(request.model)
             check_text(request.text, self._settings.max_text_bytes)
             started = time.perf_counter()
-            fps = fingerprint(request.text, self._settings.shingle_size, self._settings.normalize)
+            fps = await fingerprint_off_loop(request.text, self._settings.shingle_size, self._settings.normalize)
             FINGERPRINT_SECONDS.observe(time.perf_counter() - started)
         except ValueError as exc:  # InvalidInput, or a text without tokens
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
@@ -62,6 +62,7 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
             fingerprints=matcher_pb2.Fingerprints(
                 algorithm_version=fps.version,
                 unit_count=fps.unit_count,
+                head_units=fps.head_units,
                 windows=[matcher_pb2.WindowFingerprint(window=w, fingerprint=f)
                          for w, f in zip(fps.windows, fps.fingerprints)],
             ),

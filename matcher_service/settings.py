@@ -4,7 +4,7 @@
 |---|---|---|
 | `MATCHER_SHINGLE_SIZE` | `4` | tokens per shingle (3-5); part of the algorithm version |
 | `MATCHER_NORMALIZE` | `true` | replace volatile literals (numbers, hex ids, UUID/date parts) by one placeholder; part of the algorithm version |
-| `MATCHER_THRESHOLDS` | `64:3,128:4,256:5,512:6,1024:7` | max Hamming distance k(W) per window (0-11); prompts shorter than 64 tokens use k(64) |
+| `MATCHER_THRESHOLDS` | `16:2,32:3,64:3,128:4,256:5,512:6,1024:7` | max Hamming distance k(W) per window (0-11); a window left out keeps its default; prompts shorter than 16 tokens use k(16) |
 | `MATCHER_MAX_TEXT_BYTES` | `1048576` | largest accepted text (UTF-8 bytes); larger → INVALID_ARGUMENT (gRPC's receive limit is this plus 1 MiB, at least 4 MiB) |
 | `MATCHER_MATCH_DB_TIMEOUT_SECONDS` | `0.25` | database budget of one Match, shortened to 80% of the caller's remaining deadline; on timeout/outage Match answers "not matched" |
 | `MATCHER_CACHE_SIZE` | `10000` | entries of the in-memory soft cache (0 disables it) |
@@ -22,14 +22,17 @@ from dataclasses import dataclass, field
 
 from ollama_optimizer.config import env_bool, env_float, env_int, env_str
 
-WINDOWS: tuple[int, ...] = (64, 128, 256, 512, 1024)
+WINDOWS: tuple[int, ...] = (16, 32, 64, 128, 256, 512, 1024)
 MAX_THRESHOLD = 11  # blocks.radii: sum(r_i + 1) = k + 1, so at most 2-bit variants per block (548 probes)
-DEFAULT_THRESHOLDS = "64:3,128:4,256:5,512:6,1024:7"
+DEFAULT_THRESHOLDS = "16:2,32:3,64:3,128:4,256:5,512:6,1024:7"
 DEFAULT_NEAR_BITS = 16
+OPTIONAL_WINDOWS = (16, 32)
+_DEFAULTS = {int(w): int(k) for w, k in (part.split(":") for part in DEFAULT_THRESHOLDS.split(","))}
 
 
 def parse_thresholds(spec: str) -> dict[int, int]:
-    """Parse ``"64:3,128:4,..."``: every window must get a k in 0..MAX_THRESHOLD."""
+    """Parse ``"64:3,128:4,..."``: each window's k in 0..MAX_THRESHOLD; the small windows (16, 32) keep
+    their defaults when left out, so a specification written for windows 64..1024 stays valid."""
     result: dict[int, int] = {}
     for part in spec.split(","):
         window, sep, k = part.strip().partition(":")
@@ -40,6 +43,8 @@ def parse_thresholds(spec: str) -> dict[int, int]:
         if int(k) > MAX_THRESHOLD:
             raise ValueError(f"MATCHER_THRESHOLDS: k={k} above {MAX_THRESHOLD}")
         result[int(window)] = int(k)
+    for window in OPTIONAL_WINDOWS:
+        result.setdefault(window, _DEFAULTS[window])
     missing = set(WINDOWS) - set(result)
     if missing:
         raise ValueError(f"MATCHER_THRESHOLDS: no threshold for windows {sorted(missing)}")

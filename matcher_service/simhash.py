@@ -1,6 +1,7 @@
 """64-bit SimHash of token shingles for every prefix window, in one vectorised pass."""
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 from dataclasses import dataclass
@@ -8,9 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from .settings import WINDOWS
-from .tokens import hash_tokens, mix64
+from .tokens import count_tokens, hash_tokens, mix64
 
-ALGORITHM_REVISION = 1  # bump when the tokenizer, hashing or shingling changes
+ALGORITHM_REVISION = 2  # bump when the tokenizer, hashing, shingling or the window set changes
 # Distinct odd multipliers combining the k token hashes of a shingle (order-sensitive).
 _SHINGLE_MULTIPLIERS = tuple(
     np.uint64(m) for m in (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9,
@@ -29,12 +30,26 @@ def windows_for(unit_count: int) -> list[int]:
     return fitting or [unit_count]
 
 
+_SYSTEM = "system: "
+_TURNS = ("\nuser: ", "\nassistant: ", "\ntool: ")
+
+
+def chat_head_end(text: str) -> int:
+    """End of the leading system message(s) of a chat's canonical text (``"{role}: {content}\n"`` per
+    message), or 0 when the text does not open with one followed by another role's message."""
+    if not text.startswith(_SYSTEM):
+        return 0
+    ends = [i for i in (text.find(marker, len(_SYSTEM)) for marker in _TURNS) if i >= 0]
+    return min(ends) + 1 if ends else 0
+
+
 @dataclass(frozen=True)
 class Fingerprints:
     version: int
     windows: tuple[int, ...]
     fingerprints: tuple[int, ...]  # unsigned 64-bit, one per window
     unit_count: int
+    head_units: int = 0  # tokens fingerprinted when they are a chat's system head (0: the whole text's prefix)
 
     @property
     def largest_window(self) -> int:
@@ -82,26 +97,53 @@ def simhash_windows(token_hashes: np.ndarray, windows: list[int], shingle_size: 
 
 
 def fingerprint(text: str, shingle_size: int, normalize: bool) -> Fingerprints:
-    """All window fingerprints of ``text`` (which must contain at least one token)."""
-    token_hashes, unit_count = hash_tokens(text, WINDOWS[-1], normalize)
-    if unit_count == 0:
+    """All window fingerprints of ``text`` (which must contain at least one token).
+
+    A chat whose canonical text opens with system messages is fingerprinted on those only: the system
+    prompt is the fixed head of a chat app, whatever its length, and the history after it differs
+    from one conversation (and turn) to the next. The unit count is always the whole text's.
+    """
+    head_end = chat_head_end(text)
+    token_hashes, fingerprinted = hash_tokens(text[:head_end] if head_end else text, WINDOWS[-1], normalize)
+    if fingerprinted == 0:
         raise ValueError("text contains no tokens")
-    windows = windows_for(unit_count)
+    unit_count = fingerprinted + count_tokens(text[head_end:]) if head_end else fingerprinted
+    windows = windows_for(fingerprinted)
     fps = simhash_windows(token_hashes, windows, shingle_size)
     return Fingerprints(algorithm_version(shingle_size, normalize), tuple(windows),
-                        tuple(int(x) for x in fps), unit_count)
+                        tuple(int(x) for x in fps), unit_count, fingerprinted if head_end else 0)
 
 
 def match_key(text: str) -> tuple[bytes, int]:
     """(a digest of everything Match's answer depends on, the text's unit count).
 
-    Match reads only the text's windows (fixed by its unit count) and the tokens inside the largest one:
+    Match reads only the text's windows (fixed by the tokens it fingerprints: the whole text's, or a
+    chat's system head, see ``fingerprint``) and the tokens inside the largest one:
     the fingerprints of every window, normalised or not and whatever the shingle size, are functions of
     those tokens. So two texts with the same key get the same Match answer from the same database, and the
     plugin can reuse a recent answer (``proxy_plugin.match_memo``). Raw token hashes are digested: equal
     raw tokens imply equal normalised ones. The text must contain at least one token.
     """
-    token_hashes, unit_count = hash_tokens(text, WINDOWS[-1], normalize=False)
-    largest = windows_for(unit_count)[-1]
+    head_end = chat_head_end(text)
+    token_hashes, fingerprinted = hash_tokens(text[:head_end] if head_end else text, WINDOWS[-1], normalize=False)
+    unit_count = fingerprinted + count_tokens(text[head_end:]) if head_end else fingerprinted
+    largest = windows_for(fingerprinted)[-1]
     digest = hashlib.blake2b(token_hashes[:largest].tobytes(), digest_size=16).digest()
-    return largest.to_bytes(2, "big") + digest, unit_count
+    return bool(head_end).to_bytes(1, "big") + largest.to_bytes(2, "big") + digest, unit_count
+
+
+# Texts longer than this are fingerprinted in a worker thread, so that one large prompt does not hold up
+# the event loop's other requests.
+OFF_LOOP_CHARS = 1 << 16
+
+
+async def fingerprint_off_loop(text: str, shingle_size: int, normalize: bool) -> Fingerprints:
+    """``fingerprint``, in a worker thread for a text above OFF_LOOP_CHARS."""
+    if len(text) <= OFF_LOOP_CHARS:
+        return fingerprint(text, shingle_size, normalize)
+    return await asyncio.to_thread(fingerprint, text, shingle_size, normalize)
+
+
+async def match_key_off_loop(text: str) -> tuple[bytes, int]:
+    """``match_key``, in a worker thread for a text above OFF_LOOP_CHARS."""
+    return match_key(text) if len(text) <= OFF_LOOP_CHARS else await asyncio.to_thread(match_key, text)

@@ -7,7 +7,7 @@ from datetime import datetime
 import asyncpg
 
 from .blocks import BLOCKS, Probes, to_signed, to_unsigned
-from .learning import Candidate, StoredCandidate, WindowState, best_candidate
+from .learning import Candidate, StoredCandidate, WindowState, rank
 from .settings import WINDOWS
 
 # Session settings of the matcher's pool (on top of db.create_pool's, which already turn JIT off): the
@@ -45,7 +45,7 @@ WITH top AS MATERIALIZED (
     SELECT DISTINCT r.template_id FROM ({" UNION ALL ".join(q for slot in range(1, SLOTS) for q in _scans(slot))}) r
     WHERE NOT EXISTS (SELECT FROM top)
 )
-SELECT t.id, t.observations, t.stable_window, t.shortest_window, f.window_size, f.fp
+SELECT t.id, t.observations, t.stable_window, t.shortest_window, t.open_tail, f.window_size, f.fp
 FROM candidate c JOIN matcher_template t ON t.id = c.template_id AND t.algorithm_version = $1
 JOIN matcher_fingerprint f ON f.template_id = c.template_id"""
 
@@ -87,6 +87,16 @@ EVIDENCE_SQL = """
 UPDATE matcher_template SET shrink_streak = $2, grow_streak = 0, grow_window = 0, updated_at = now()
 WHERE id = $1"""
 
+# A template becomes the open-tail head of its prompts (``learning.diverged_head``) and absorbs the
+# observations of the young templates that shared the head ($2; they are deleted in the same transaction).
+OPEN_TAIL_SQL = """
+UPDATE matcher_template SET open_tail = true, observations = observations + $2, stable_window = $3,
+    shrink_streak = 0, grow_streak = 0, grow_window = 0
+WHERE id = $1"""
+ABSORB_SQL = """
+DELETE FROM matcher_template WHERE id = ANY($1::bigint[]) AND NOT open_tail AND observations < $2
+RETURNING observations"""
+
 # Creation lock: serialises first sightings so that concurrent ones create one template.
 CREATE_LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtext('matcher_template_create'), $1)"
 
@@ -98,14 +108,19 @@ WINDOWS_SQL = """
 SELECT template_id, window_size, fp, count FROM matcher_fingerprint
 WHERE template_id = ANY($1::bigint[]) ORDER BY template_id, window_size"""
 
+# Stale templates: rarely observed ones, and those of another algorithm version (which never match
+# again once every replica runs this version: this is how a version change is migrated).
 RETENTION_SQL = """
 WITH doomed AS (
     SELECT id FROM matcher_template
-    WHERE observations < $1 AND last_seen_at < now() - make_interval(secs => $2)
+    WHERE (observations < $1 OR algorithm_version <> $4) AND last_seen_at < now() - make_interval(secs => $2)
     ORDER BY last_seen_at LIMIT $3
 )
 DELETE FROM matcher_template t USING doomed WHERE t.id = doomed.id"""
+# The planner's row estimate (kept by autovacuum), and an exact count only when that is small.
+ESTIMATE_SQL = "SELECT reltuples::bigint FROM pg_class WHERE oid = 'matcher_template'::regclass"
 COUNT_SQL = "SELECT count(*) FROM matcher_template"
+EXACT_BELOW = 10_000
 
 
 @dataclass(frozen=True)
@@ -157,17 +172,32 @@ def lookup_args(query: Query) -> tuple:
     return tuple(args)
 
 
-async def lookup(conn: asyncpg.Connection | asyncpg.Pool, query: Query, timeout: float | None = None) -> Candidate | None:
-    """The best candidate template for the query, or None."""
+async def candidates(conn: asyncpg.Connection | asyncpg.Pool, query: Query,
+                     timeout: float | None = None) -> list[Candidate]:
+    """The candidate templates for the query, best first (``learning.rank``)."""
     rows = await conn.fetch(LOOKUP_SQL, *lookup_args(query), timeout=timeout)
     templates: dict[int, StoredCandidate] = {}
-    for template_id, observations, stable_window, shortest_window, window, fp in rows:
+    for template_id, observations, stable_window, shortest_window, open_tail, window, fp in rows:
         stored = templates.get(template_id)
         if stored is None:
             stored = templates[template_id] = StoredCandidate(template_id, observations, stable_window,
-                                                              shortest_window, {})
+                                                              shortest_window, {}, open_tail)
         stored.fingerprints[window] = to_unsigned(fp)
-    return best_candidate(query.windows, query.fingerprints, query.thresholds, templates.values())
+    return rank(query.windows, query.fingerprints, query.thresholds, templates.values())
+
+
+async def lookup(conn: asyncpg.Connection | asyncpg.Pool, query: Query, timeout: float | None = None) -> Candidate | None:
+    """The best candidate template for the query, or None."""
+    ranked = await candidates(conn, query, timeout)
+    return ranked[0] if ranked else None
+
+
+async def open_tail(conn: asyncpg.Connection, template_id: int, head_window: int, absorb: list[int],
+                    absorb_below: int) -> None:
+    """Make the template the open-tail head ending at ``head_window``; delete the templates of ``absorb``
+    with fewer than ``absorb_below`` observations, adding their observations to it."""
+    absorbed = await conn.fetch(ABSORB_SQL, absorb, absorb_below) if absorb else []
+    await conn.execute(OPEN_TAIL_SQL, template_id, sum(r["observations"] for r in absorbed), head_window)
 
 
 async def create_template(conn: asyncpg.Connection, query: Query) -> int:
@@ -214,12 +244,13 @@ async def list_templates(pool: asyncpg.Pool, after_id: int, limit: int) -> list[
     return await _with_windows(pool, await pool.fetch(LIST_SQL, after_id, limit))
 
 
-async def delete_stale(pool: asyncpg.Pool, min_observations: int, max_idle_seconds: float,
+async def delete_stale(pool: asyncpg.Pool, min_observations: int, max_idle_seconds: float, version: int,
                        batch: int = 10_000) -> int:
-    """Delete templates with fewer than ``min_observations`` idle for longer than ``max_idle_seconds``."""
+    """Delete templates idle for longer than ``max_idle_seconds`` with fewer than ``min_observations``
+    or of an algorithm version other than ``version``; in batches, each its own short transaction."""
     deleted = 0
     while True:
-        status = await pool.execute(RETENTION_SQL, min_observations, max_idle_seconds, batch)
+        status = await pool.execute(RETENTION_SQL, min_observations, max_idle_seconds, batch, version)
         count = int(status.split()[-1])
         deleted += count
         if count < batch:
@@ -227,4 +258,8 @@ async def delete_stale(pool: asyncpg.Pool, min_observations: int, max_idle_secon
 
 
 async def count_templates(pool: asyncpg.Pool) -> int:
+    """Templates stored: the planner's estimate when large (no scan), else exact."""
+    estimate = await pool.fetchval(ESTIMATE_SQL)
+    if estimate is not None and estimate >= EXACT_BELOW:
+        return int(estimate)
     return int(await pool.fetchval(COUNT_SQL))

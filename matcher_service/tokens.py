@@ -83,8 +83,44 @@ def _segment_sums(values: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> n
     return np.take(cum, ends + 1) - np.take(cum, starts)
 
 
+# Characters tokenised per token wanted before the rest of a long text is only counted.
+PREFIX_CHARS_PER_TOKEN = 16
+
+
 def hash_tokens(text: str, max_tokens: int, normalize: bool) -> tuple[np.ndarray, int]:
-    """(hashes of the first ``max_tokens`` tokens as uint64, total token count of the text)."""
+    """(hashes of the first ``max_tokens`` tokens as uint64, token count of the text).
+
+    A long text is tokenised only as far as the tokens wanted (a prefix cut at whitespace, grown until
+    it holds them); the rest is counted by ``approximate_count``: exact for ASCII text, and for other
+    text it counts non-ASCII punctuation and spaces as word characters.
+    """
+    limit = max(4096, PREFIX_CHARS_PER_TOKEN * max_tokens)
+    while len(text) > limit:
+        cut = _whitespace_before(text, limit)
+        if cut == 0:
+            break
+        hashes, count = _hash_all(text[:cut], max_tokens, normalize)
+        if count > max_tokens:
+            return hashes, count + approximate_count(text[cut:])
+        limit *= 4
+    return _hash_all(text, max_tokens, normalize)
+
+
+def _whitespace_before(text: str, limit: int) -> int:
+    """Index of the last ASCII whitespace before ``limit`` (tokens never span it), or 0."""
+    return max(text.rfind(c, 0, limit) for c in " \n\t")
+
+
+def approximate_count(text: str) -> int:
+    """Token count without a tokenizer: the ASCII classes on UTF-8 bytes, every non-ASCII byte a word byte."""
+    classes = np.take(_ASCII_CLASSES, np.frombuffer(text.encode("utf-8", "surrogatepass"), np.uint8))
+    word = classes == _WORD
+    starts = (classes == _PUNCT).sum() + int(word[:1].sum()) + int((word[1:] & ~word[:-1]).sum())
+    return int(starts)
+
+
+def _hash_all(text: str, max_tokens: int, normalize: bool) -> tuple[np.ndarray, int]:
+    """(hashes of the first ``max_tokens`` tokens as uint64, exact token count of the text)."""
     lowered = text.lower()
     if lowered.isascii():
         data, table = lowered.encode("ascii"), _ASCII_CLASSES
@@ -111,3 +147,8 @@ def hash_tokens(text: str, max_tokens: int, normalize: bool) -> tuple[np.ndarray
         codes = _segment_sums(np.take(_LITERAL_CODES, raw[:used]), starts, ends)
         hashes[(codes > 0) & (codes < _NOT_HEX)] = PLACEHOLDER_HASH
     return mix64(hashes), count
+
+
+def count_tokens(text: str) -> int:
+    """Token count of ``text`` as ``hash_tokens`` counts it."""
+    return hash_tokens(text, 1, normalize=False)[1] if text else 0

@@ -37,11 +37,14 @@ def check_fingerprints(fps: matcher_pb2.Fingerprints, version: int) -> tuple[tup
         )
     if fps.unit_count < 1:
         raise InvalidInput("fingerprints.unit_count must be at least 1")
+    if fps.head_units > fps.unit_count:
+        raise InvalidInput(f"fingerprints.head_units {fps.head_units} exceeds unit_count {fps.unit_count}")
+    fingerprinted = fps.head_units or fps.unit_count
     windows = tuple(w.window for w in fps.windows)
-    expected = tuple(windows_for(fps.unit_count))
+    expected = tuple(windows_for(fingerprinted))
     if windows != expected:
         raise InvalidInput(
-            f"fingerprints.windows {list(windows)[:8]} do not match unit_count {fps.unit_count} "
+            f"fingerprints.windows {list(windows)[:8]} do not match {fingerprinted} fingerprinted tokens "
             f"(expected {list(expected)}, as Match returns them)"
         )
     return windows, tuple(w.fingerprint for w in fps.windows)

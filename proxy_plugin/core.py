@@ -130,7 +130,7 @@ class OptimizerCore:
         self, matcher: ServiceClient, model: str, text: str, deadline: float
     ) -> tuple[MatchAnswer | matcher_pb2.MatchResponse | None, str]:
         """The memo's answer when the text's Match input was matched recently, else a Match call."""
-        key, answer = self._memo.recall(text) if self._memo.enabled else (b"", None)
+        key, answer = await self._memo.recall(text) if self._memo.enabled else (b"", None)
         if answer is not None:
             return answer, ""
         match, reason = await matcher.call("Match", matcher_pb2.MatchRequest(model=model, text=text),

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from matcher_service.simhash import match_key
+from matcher_service.simhash import match_key_off_loop
 from ollama_optimizer.gen.optimizer.v1 import matcher_pb2
 from ollama_optimizer.soft_cache import SoftCache
 
@@ -42,9 +42,9 @@ class MatchMemo:
     def enabled(self) -> bool:
         return self._cache.enabled
 
-    def recall(self, text: str) -> tuple[bytes, MatchAnswer | None]:
+    async def recall(self, text: str) -> tuple[bytes, MatchAnswer | None]:
         """(the text's key, the recent matched answer for it with this text's unit count, or None)."""
-        key, units = match_key(text)
+        key, units = await match_key_off_loop(text)
         _hit, answer = self._cache.get(key)
         if answer is None:
             return key, None

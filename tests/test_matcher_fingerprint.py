@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+import threading
 
 import numpy as np
 import pytest
@@ -11,8 +12,9 @@ from matcher_service.blocks import BLOCKS, block_values, build_probes, probe_key
 from ollama_optimizer.soft_cache import SoftCache
 from matcher_service.learning import StoredCandidate, WindowState, best_candidate, decide
 from matcher_service.settings import MatcherSettings, parse_thresholds
-from matcher_service.simhash import algorithm_version, fingerprint, windows_for
-from matcher_service.tokens import TOKEN_RE, hash_tokens
+from matcher_service.simhash import algorithm_version, fingerprint, match_key, windows_for
+from matcher_service import simhash
+from matcher_service.tokens import TOKEN_RE, _hash_all, hash_tokens
 
 from matcher_fixtures import prompt
 
@@ -47,20 +49,32 @@ def test_normalisation_hides_volatile_literals_only_when_enabled() -> None:
 
 
 def test_windows_and_short_prompts() -> None:
-    assert windows_for(63) == [63]
-    assert windows_for(64) == [64]
-    assert windows_for(5000) == [64, 128, 256, 512, 1024]
+    assert windows_for(15) == [15]
+    assert windows_for(16) == [16]
+    assert windows_for(63) == [16, 32]
+    assert windows_for(5000) == [16, 32, 64, 128, 256, 512, 1024]
     short = fingerprint("hi there", 4, True)
     assert short.windows == (2,) and short.unit_count == 2
     long = fingerprint(prompt(2, 700), 4, True)
-    assert long.windows == (64, 128, 256, 512) and long.version == algorithm_version(4, True)
+    assert long.windows == (16, 32, 64, 128, 256, 512) and long.version == algorithm_version(4, True)
+
+
+def test_a_chat_is_fingerprinted_on_its_system_head() -> None:
+    system = "system: " + prompt(7, 40) + "\n"
+    a = fingerprint(system + "user: " + prompt(8, 300) + "\n", 4, True)
+    b = fingerprint(system + "user: " + prompt(9, 20) + "\nassistant: " + prompt(10, 90) + "\n", 4, True)
+    assert a.fingerprints == b.fingerprints and a.windows == (16, 32) and a.windows == b.windows
+    assert a.head_units == b.head_units == 42 and a.unit_count == 42 + 2 + 300 and b.unit_count == 42 + 4 + 110
+    plain = fingerprint("system: " + prompt(7, 40), 4, True)  # no other message: the text's own prefixes
+    assert plain.head_units == 0 and plain.windows == (16, 32)
+    assert match_key(system + "user: x\n")[0] == match_key(system + "user: " + prompt(8, 900) + "\n")[0]
 
 
 def test_prefix_windows_do_not_depend_on_the_tail() -> None:
     head = prompt(3, 512)
     a, b = fingerprint(head + " " + prompt(4, 600), 4, True), fingerprint(head + " " + prompt(5, 600), 4, True)
-    assert a.fingerprints[:4] == b.fingerprints[:4]
-    assert a.fingerprints[4] != b.fingerprints[4]
+    assert a.fingerprints[:6] == b.fingerprints[:6]
+    assert a.fingerprints[6] != b.fingerprints[6]
 
 
 def test_one_replaced_token_flips_few_bits_at_1024() -> None:
@@ -172,6 +186,7 @@ def test_soft_cache_ttl_and_bound() -> None:
 
 def test_settings_validation(monkeypatch: pytest.MonkeyPatch) -> None:
     assert parse_thresholds("64:3,128:4,256:5,512:6,1024:7")[1024] == 7
+    assert parse_thresholds("64:3,128:4,256:5,512:6,1024:7")[16] == 2  # small windows keep their defaults
     for bad in ("64:3", "64:x,128:4,256:5,512:6,1024:7", "64:12,128:4,256:5,512:6,1024:7", "65:1"):
         with pytest.raises(ValueError):
             parse_thresholds(bad)
@@ -180,4 +195,31 @@ def test_settings_validation(monkeypatch: pytest.MonkeyPatch) -> None:
         MatcherSettings()
     monkeypatch.setenv("MATCHER_GROW_AFTER", "25")
     monkeypatch.setenv("MATCHER_SHINGLE_SIZE", "3")
-    assert MatcherSettings().shingle_size == 3 and MatcherSettings().threshold(10) == 3
+    assert MatcherSettings().shingle_size == 3 and MatcherSettings().threshold(10) == 2
+
+
+def test_a_long_text_is_tokenised_only_as_far_as_the_windows_need() -> None:
+    ascii_text = prompt(11, 30_000)
+    hashes, count = hash_tokens(ascii_text, 1024, True)
+    exact, exact_count = _hash_all(ascii_text, 1024, True)
+    assert count == exact_count == 30_000 and np.array_equal(hashes, exact)  # ASCII: exact
+    other = ("Grüße, мир! Ça va — 東京 «test». " * 3000)
+    hashes, count = hash_tokens(other, 1024, True)
+    exact, exact_count = _hash_all(other, 1024, True)
+    assert np.array_equal(hashes, exact) and len(hashes) == 1024
+    assert abs(count - exact_count) <= exact_count // 5  # beyond the prefix: non-ASCII marks join words
+
+
+async def test_large_texts_are_fingerprinted_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    threads: list[str] = []
+    original = simhash.fingerprint
+
+    def recording(*args):  # type: ignore[no-untyped-def]
+        threads.append(threading.current_thread().name)
+        return original(*args)
+
+    monkeypatch.setattr(simhash, "fingerprint", recording)
+    small = await simhash.fingerprint_off_loop(prompt(12, 100), 4, True)
+    large = await simhash.fingerprint_off_loop("é " * simhash.OFF_LOOP_CHARS, 4, True)
+    assert small.unit_count == 100 and large.unit_count == simhash.OFF_LOOP_CHARS
+    assert threads[0] == threading.current_thread().name and threads[1] != threads[0]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import random
 
 import asyncpg
 import grpc
@@ -12,7 +13,7 @@ from prometheus_client import REGISTRY
 from matcher_service.maintenance import Maintenance
 from matcher_service.main import start_matcher
 from matcher_service.settings import MatcherSettings
-from matcher_service.simhash import algorithm_version
+from matcher_service.simhash import algorithm_version, windows_for
 from ollama_optimizer.channels import create_channel
 from ollama_optimizer.config import ServerConfig
 from ollama_optimizer.gen.optimizer.v1 import matcher_pb2 as pb
@@ -24,12 +25,30 @@ VERSION = algorithm_version(4, True)
 MODEL = "llama3.1:8b"
 
 
+SMALL = dict(w16=0x1616_1616_0000_1616, w32=0x3232_0000_3232_3232)  # the windows below 64, when not given
+
+
 def fingerprints(unit_count: int, **fps: int) -> pb.Fingerprints:
-    """Hand-made Observe fingerprints: ``w64=..., w128=...`` for the windows of ``unit_count``."""
+    """Hand-made Observe fingerprints: ``w64=..., w128=...`` for the windows of ``unit_count`` (16 and 32
+    default to SMALL)."""
+    given = {**SMALL, **fps}
     return pb.Fingerprints(
         algorithm_version=VERSION, unit_count=unit_count,
+        windows=[pb.WindowFingerprint(window=w, fingerprint=given[f"w{w}"]) for w in windows_for(unit_count)],
+    )
+
+
+def exact_windows(unit_count: int, head_units: int = 0, **fps: int) -> pb.Fingerprints:
+    """Observe fingerprints with exactly the given windows (for inconsistent input)."""
+    return pb.Fingerprints(
+        algorithm_version=VERSION, unit_count=unit_count, head_units=head_units,
         windows=[pb.WindowFingerprint(window=int(k[1:]), fingerprint=v) for k, v in fps.items()],
     )
+
+
+def unrelated(unit_count: int, fp: int) -> pb.Fingerprints:
+    """Fingerprints ``fp`` at every window: prompts with different values share no prefix."""
+    return fingerprints(unit_count, **{f"w{w}": fp for w in windows_for(unit_count)})
 
 
 LONG = dict(w64=0xAAAA_0000_1111_2222, w128=0x1234_5678_9ABC_DEF0, w256=0x0F0F_0F0F_0F0F_0F0F,
@@ -48,7 +67,7 @@ async def test_match_observe_round_trip(matcher_stub, pool) -> None:
     text = prompt(1, 1100)
     miss = await matcher_stub.Match(pb.MatchRequest(model=MODEL, text=text))
     assert not miss.matched and miss.template_id == 0 and miss.prompt_units == 1100
-    assert [w.window for w in miss.fingerprints.windows] == [64, 128, 256, 512, 1024]
+    assert [w.window for w in miss.fingerprints.windows] == [16, 32, 64, 128, 256, 512, 1024]
     created = await matcher_stub.Observe(pb.ObserveRequest(model=MODEL, fingerprints=miss.fingerprints))
     assert created.created and created.observations == 1 and created.stable_window == 1024
 
@@ -62,7 +81,7 @@ async def test_match_observe_round_trip(matcher_stub, pool) -> None:
 
     template = await matcher_stub.GetTemplate(pb.GetTemplateRequest(template_id=created.template_id))
     assert template.observations == 2 and template.algorithm_version == VERSION
-    assert [(w.window, w.votes) for w in template.windows] == [(w, 2) for w in (64, 128, 256, 512, 1024)]
+    assert [(w.window, w.votes) for w in template.windows] == [(w, 2) for w in (16, 32, 64, 128, 256, 512, 1024)]
     assert template.mean_distance == pytest.approx(hit.distance)
     assert await count(pool) == 1
 
@@ -82,10 +101,10 @@ async def test_majority_vote_with_ties_keeping_the_previous_bit(matcher_stub) ->
     for fp in (0b001, 0b011):
         assert (await observe(matcher_stub, fingerprints(64, w64=fp))).template_id == first.template_id
     template = await matcher_stub.GetTemplate(pb.GetTemplateRequest(template_id=first.template_id))
-    assert template.windows[0].fingerprint == 0b001 and template.windows[0].votes == 3
+    assert template.windows[2].fingerprint == 0b001 and template.windows[2].votes == 3
     await observe(matcher_stub, fingerprints(64, w64=0b010))  # bit 0: 2 of 4, bit 1: 2 of 4 → keep 1, 0
     template = await matcher_stub.GetTemplate(pb.GetTemplateRequest(template_id=first.template_id))
-    assert template.windows[0].fingerprint == 0b001 and template.observations == 4
+    assert template.windows[2].fingerprint == 0b001 and template.observations == 4
 
 
 async def test_partial_match_shrinks_when_near_and_creates_a_sibling_when_not(matcher_stub, pool) -> None:
@@ -155,8 +174,7 @@ async def test_cache_hit_and_invalidation_by_observe(matcher_stub) -> None:
 
 
 async def test_list_and_get_templates(matcher_stub) -> None:
-    ids = [(await observe(matcher_stub, fingerprints(64, w64=(0xFFFF << (16 * i)) | i))).template_id
-           for i in range(3)]
+    ids = [(await observe(matcher_stub, unrelated(64, (0xFFFF << (16 * i)) | i))).template_id for i in range(3)]
     page = await matcher_stub.ListTemplates(pb.ListTemplatesRequest(limit=2))
     assert [t.template_id for t in page.templates] == ids[:2] and page.next_after_id == ids[1]
     rest = await matcher_stub.ListTemplates(pb.ListTemplatesRequest(limit=2, after_id=page.next_after_id))
@@ -176,13 +194,15 @@ BAD_CALLS = {
     "long model": ("Match", pb.MatchRequest(model="m" * 201, text="hello")),
     "observe version": ("Observe", pb.ObserveRequest(model=MODEL, fingerprints=pb.Fingerprints(
         algorithm_version=VERSION + 1, unit_count=64, windows=[pb.WindowFingerprint(window=64)]))),
-    "observe windows": ("Observe", pb.ObserveRequest(model=MODEL, fingerprints=fingerprints(300, w64=1, w128=2))),
-    "observe no windows": ("Observe", pb.ObserveRequest(model=MODEL, fingerprints=fingerprints(10))),
-    "observe zero units": ("Observe", pb.ObserveRequest(model=MODEL, fingerprints=fingerprints(0, w0=1))),
-    "observe bad window": ("Observe", pb.ObserveRequest(model=MODEL, fingerprints=fingerprints(100, w100=1))),
-    "observe negative id": ("Observe", pb.ObserveRequest(model=MODEL, fingerprints=fingerprints(64, w64=1),
+    "observe windows": ("Observe", pb.ObserveRequest(model=MODEL, fingerprints=exact_windows(300, w64=1, w128=2))),
+    "observe no windows": ("Observe", pb.ObserveRequest(model=MODEL, fingerprints=exact_windows(10))),
+    "observe zero units": ("Observe", pb.ObserveRequest(model=MODEL, fingerprints=exact_windows(0, w0=1))),
+    "observe bad window": ("Observe", pb.ObserveRequest(model=MODEL, fingerprints=exact_windows(100, w100=1))),
+    "observe head beyond units": ("Observe", pb.ObserveRequest(model=MODEL, fingerprints=exact_windows(
+        20, head_units=40, w16=1, w32=2))),
+    "observe negative id": ("Observe", pb.ObserveRequest(model=MODEL, fingerprints=unrelated(64, 1),
                                                          template_id=-1)),
-    "observe bad model": ("Observe", pb.ObserveRequest(model="/x", fingerprints=fingerprints(64, w64=1))),
+    "observe bad model": ("Observe", pb.ObserveRequest(model="/x", fingerprints=unrelated(64, 1))),
     "get id 0": ("GetTemplate", pb.GetTemplateRequest(template_id=0)),
     "list limit": ("ListTemplates", pb.ListTemplatesRequest(limit=1001)),
     "list after": ("ListTemplates", pb.ListTemplatesRequest(after_id=-5)),
@@ -223,17 +243,46 @@ async def test_database_down_match_passes_through_observe_unavailable() -> None:
 
 
 async def test_retention_deletes_stale_low_count_templates(matcher_stub, pool) -> None:
-    stale = await observe(matcher_stub, fingerprints(64, w64=1))
-    busy = await observe(matcher_stub, fingerprints(64, w64=0xFFFF_FFFF_0000_0000))
+    stale = await observe(matcher_stub, unrelated(64, 1))
+    busy = await observe(matcher_stub, unrelated(64, 0xFFFF_FFFF_0000_0000))
     for _ in range(3):
-        await observe(matcher_stub, fingerprints(64, w64=0xFFFF_FFFF_0000_0000))
-    fresh = await observe(matcher_stub, fingerprints(64, w64=0x0000_FFFF_FFFF_0000))
+        await observe(matcher_stub, unrelated(64, 0xFFFF_FFFF_0000_0000))
+    fresh = await observe(matcher_stub, unrelated(64, 0x0000_FFFF_FFFF_0000))
     old = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=30)
     await pool.execute("UPDATE matcher_template SET last_seen_at = $1 WHERE id = ANY($2::bigint[])",
                        old, [stale.template_id, busy.template_id])
+    await pool.execute("""INSERT INTO matcher_template (algorithm_version, stable_window, observations, last_seen_at)
+                          VALUES ($1, 64, 500, $2)""", VERSION - 100, old)  # a busy template of a past version
     settings = MatcherSettings(retention_min_observations=3, retention_max_idle=86400)
-    assert await Maintenance(pool, settings).run_once() == 1
+    assert await Maintenance(pool, settings).run_once() == 2
     remaining = {r["id"] for r in await pool.fetch("SELECT id FROM matcher_template")}
     assert remaining == {busy.template_id, fresh.template_id}
-    assert await count(pool, "matcher_fingerprint") == 2
+    assert await count(pool, "matcher_fingerprint") == 2 * len(windows_for(64))
     assert _metric("optimizer_matcher_templates") == 2
+
+
+async def test_prompts_differing_right_after_a_shared_head_become_one_open_tail_template(matcher_stub, pool) -> None:
+    rng = random.Random(14)
+    head = dict(w16=0x1616, w32=0x3232, w64=0x6464)
+
+    def varied() -> pb.Fingerprints:  # same head, unrelated text after it (e.g. a retrieved document)
+        return fingerprints(1100, **head, **{f"w{w}": rng.getrandbits(64) for w in (128, 256, 512, 1024)})
+
+    first, second = await observe(matcher_stub, varied()), await observe(matcher_stub, varied())
+    assert first.created and second.created  # two prompts: a sibling sharing a prefix is as likely
+    third = await observe(matcher_stub, varied())  # three continuations: the head is the template
+    assert not third.created and third.template_id == first.template_id and third.stable_window == 64
+    assert third.observations == 3 and await count(pool) == 1  # the second was folded into it
+    assert (await observe(matcher_stub, varied())).template_id == first.template_id and await count(pool) == 1
+
+
+async def test_a_prompt_closer_to_one_template_past_the_head_does_not_merge_them(matcher_stub, pool) -> None:
+    rng = random.Random(15)
+    head = dict(w16=0x1616, w32=0x3232, w64=0x6464)
+    tail = [{f"w{w}": rng.getrandbits(64) for w in (128, 256, 512, 1024)} for _ in range(3)]
+    first = await observe(matcher_stub, fingerprints(1100, **head, **tail[0]))
+    second = await observe(matcher_stub, fingerprints(1100, **head, **tail[1]))
+    near_first = dict(tail[2], w128=tail[0]["w128"] ^ 0xFF)  # 8 bits from the first at 128: it shares more
+    third = await observe(matcher_stub, fingerprints(1100, **head, **near_first))
+    assert third.created and {first.template_id, second.template_id, third.template_id} == {
+        r["id"] for r in await pool.fetch("SELECT id FROM matcher_template")}

@@ -54,23 +54,23 @@ def test_key_changes_with_anything_match_reads() -> None:
     assert match_key("hello world")[0] != match_key("hello world again")[0]  # under 64 tokens: all of it
 
 
-def test_memo_keeps_matched_answers_for_its_lifetime_only() -> None:
+async def test_memo_keeps_matched_answers_for_its_lifetime_only() -> None:
     now = [0.0]
     memo = MatchMemo(size=10, ttl_s=2.0, clock=lambda: now[0])
     text, other = HEAD + " one", HEAD + " two three"
-    key, answer = memo.recall(text)
+    key, answer = await memo.recall(text)
     assert answer is None
     fps = matcher_pb2.Fingerprints(algorithm_version=141, unit_count=1101,
                                    windows=[matcher_pb2.WindowFingerprint(window=64, fingerprint=5)])
     memo.remember(key, matcher_pb2.MatchResponse(matched=False, prompt_units=1101, fingerprints=fps))
-    assert memo.recall(text)[1] is None  # a miss is never kept: Observe is about to create the template
+    assert (await memo.recall(text))[1] is None  # a miss is never kept: Observe is about to create the template
     memo.remember(key, matcher_pb2.MatchResponse(matched=True, template_id=9, prompt_units=1101, fingerprints=fps))
-    _key, answer = memo.recall(other)
+    _key, answer = await memo.recall(other)
     assert answer is not None and answer.template_id == 9
     assert answer.prompt_units == answer.fingerprints.unit_count == match_key(other)[1] == 1102
     assert fps.unit_count == 1101  # the kept message is copied, never changed
     now[0] = 2.5
-    assert memo.recall(other)[1] is None
+    assert (await memo.recall(other))[1] is None
 
 
 def _match_calls() -> float:

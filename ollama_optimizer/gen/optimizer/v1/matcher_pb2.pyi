@@ -15,14 +15,16 @@ class WindowFingerprint(_message.Message):
     def __init__(self, window: _Optional[int] = ..., fingerprint: _Optional[int] = ...) -> None: ...
 
 class Fingerprints(_message.Message):
-    __slots__ = ("algorithm_version", "windows", "unit_count")
+    __slots__ = ("algorithm_version", "windows", "unit_count", "head_units")
     ALGORITHM_VERSION_FIELD_NUMBER: _ClassVar[int]
     WINDOWS_FIELD_NUMBER: _ClassVar[int]
     UNIT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    HEAD_UNITS_FIELD_NUMBER: _ClassVar[int]
     algorithm_version: int
     windows: _containers.RepeatedCompositeFieldContainer[WindowFingerprint]
     unit_count: int
-    def __init__(self, algorithm_version: _Optional[int] = ..., windows: _Optional[_Iterable[_Union[WindowFingerprint, _Mapping]]] = ..., unit_count: _Optional[int] = ...) -> None: ...
+    head_units: int
+    def __init__(self, algorithm_version: _Optional[int] = ..., windows: _Optional[_Iterable[_Union[WindowFingerprint, _Mapping]]] = ..., unit_count: _Optional[int] = ..., head_units: _Optional[int] = ...) -> None: ...
 
 class MatchRequest(_message.Message):
     __slots__ = ("model", "text")
