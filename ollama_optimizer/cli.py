@@ -12,6 +12,17 @@ from typing import Any
 from .config import StartupError, env_str
 
 
+def _count(text: str) -> int:
+    """argparse type: a whole number from 0 to 2**32 - 1 (a uint32 on the wire)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"{value} is out of range (0 to {2**32 - 1})")
+    return value
+
+
 def _matcher_address() -> str:
     return env_str("MATCHER_ADDRESS", "127.0.0.1:50061")
 
@@ -124,20 +135,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     templates = sub.add_parser("templates", help="list learned templates")
     templates.add_argument("--address", default=_matcher_address())
-    templates.add_argument("--limit", type=int, default=20)
+    templates.add_argument("--limit", type=_count, default=20)
     templates.set_defaults(func=_templates)
 
     stats = sub.add_parser("stats", help="tuner summary over a period")
-    stats.add_argument("--period", type=int, default=3600, help="seconds")
+    stats.add_argument("--period", type=_count, default=3600, help="seconds")
     stats.add_argument("--model", default="")
     for name, helptext in (("explain", "why a template gets its options"), ("pin", "pin options"),
                            ("reset", "forget what was learned")):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("model")
-        p.add_argument("template_id", type=int)
         if name == "pin":
-            p.add_argument("--num-ctx", type=int, default=0)
-            p.add_argument("--num-batch", type=int, default=0)
+            p.add_argument("template_id", type=_count)
+            p.add_argument("--num-ctx", type=_count, default=0)
+            p.add_argument("--num-batch", type=_count, default=0)
+        else:  # without a template: the model as a whole
+            p.add_argument("template_id", type=_count, nargs="?", default=0)
         p.add_argument("--address", default=_tuner_address())
         p.set_defaults(func=_tuner_admin)
     stats.add_argument("--address", default=_tuner_address())

@@ -100,10 +100,11 @@ async def pin(args: argparse.Namespace, **channel_args: str) -> int:
 
 async def reset(args: argparse.Namespace, **channel_args: str) -> int:
     response = await _run(args, channel_args, "Reset",
-                          tuner_pb2.ResetRequest(model=args.model, template_id=args.template_id))
+                          tuner_pb2.ResetRequest(model=args.model, template_id=args.template_id,
+                                                 whole_model=not args.template_id))
     if response is None:
         return 1
     assert isinstance(response, tuner_pb2.ResetResponse)
-    print(f"reset {args.model} template {args.template_id}: "
-          + ("learned state forgotten" if response.existed else "nothing was learned"))
+    what = f"template {args.template_id}" if args.template_id else "the whole model (back to Ollama's defaults)"
+    print(f"reset {args.model} {what}: learned state forgotten")
     return 0

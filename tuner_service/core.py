@@ -5,6 +5,7 @@ this process is the writer and queued unfolded while it is a standby.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import os
@@ -15,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from . import metrics, store
+from . import limits, metrics, store
 from .policy import APPLY, REASON_CODES, Decision, Learned, Policy, Request
 from .settings import TunerSettings
 from .state import ModelState, TemplateState
@@ -98,8 +99,13 @@ class TunerCore:
         return not self.writer.ever_writer
 
     # ---- request path ------------------------------------------------------------------------
-    def recommend(self, req: Request) -> tuple[Decision, str]:
-        decision = self.policy.recommend(req)
+    def recommend(self, req: Request, context_limit: int = 0, kv_bytes_per_token: int = 0) -> tuple[Decision, str]:
+        """Decide, then apply the hard limits and caps (``context_limit``/``kv_bytes_per_token`` from /api/show)."""
+        known = self.policy.models.get(req.model)
+        if known is not None:
+            limits.learn(known, context_limit, kv_bytes_per_token)
+            known.num_ctx_cap = limits.hard_cap(req.model, known, self.settings.limits).value
+        decision = self._limited(req, self.policy.recommend(req), context_limit, kv_bytes_per_token)
         did = decision_id(self._prefix, next(self._seq), decision)
         metrics.RECOMMENDATIONS.labels(ACTION_LABEL[decision.action], decision.reason_code).inc()
         if decision.reload:
@@ -115,6 +121,23 @@ class TunerCore:
                 if decision.reload and not self.read_only:
                     self.writer.touch(req.model)
         return decision, did
+
+    def _limited(self, req: Request, decision: Decision, context_limit: int, kv_bytes_per_token: int) -> Decision:
+        """The decision within the caps; the believed-loaded context follows a clamped APPLY."""
+        if decision.action != APPLY:
+            return decision
+        model = self.policy.models.get(req.model)
+        probe = model if model is not None else ModelState()
+        limits.learn(probe, context_limit, kv_bytes_per_token)
+        probe.num_ctx_cap = limits.hard_cap(req.model, probe, self.settings.limits).value
+        value, why = limits.clamp(req.model, probe, decision.num_ctx, decision.need, self.policy.rungs(probe),
+                                  self.settings.limits)
+        if not why:
+            return decision
+        metrics.CAPPED.inc()
+        if model is not None and model.loaded_ctx == decision.num_ctx:
+            model.loaded_ctx = value
+        return dataclasses.replace(decision, num_ctx=value, reason=f"{decision.reason}; {why}")
 
     # ---- reports -----------------------------------------------------------------------------
     def report(self, outcomes: list[Any]) -> tuple[int, int, list[tuple[int, str]]]:
@@ -157,7 +180,10 @@ class TunerCore:
     def _fold(self, item: Pending) -> None:
         obs = item.valid.observation
         learned = self.policy.observe(obs)
-        if learned.truncated:
+        limits.learn(self.policy.models[obs.model], item.outcome.model_context_limit, item.outcome.kv_bytes_per_token)
+        if learned.foreign:
+            metrics.TRUNCATIONS.labels("foreign_context").inc()
+        elif learned.truncated:
             metrics.TRUNCATIONS.labels("detected").inc()
         if learned.reloaded:
             metrics.RELOADS.labels("observed").inc()
@@ -204,8 +230,8 @@ class TunerCore:
 
     # ---- operators ---------------------------------------------------------------------------
     def pin(self, model_name: str, template_id: int, num_ctx: int, num_batch: int) -> None:
-        model = self.policy.models.setdefault(model_name, ModelState())
-        model.confirmed = True  # the operator vouches for it
+        """Pin a known model's template (admin.check_pin has validated the values)."""
+        model = self.policy.models[model_name]
         template = model.templates.setdefault(template_id, TemplateState())
         template.pinned, template.pin_ctx, template.pin_batch = True, num_ctx, num_batch
         template.cached_need = -1.0
@@ -216,7 +242,17 @@ class TunerCore:
         if model is None or template_id not in model.templates:
             return False
         del model.templates[template_id]
+        if model.managed:  # the next request moves the model to what its other templates need
+            model.relieve = ("shrink", f"template {template_id} was reset")
         self.writer.forget(model_name, template_id)
+        self._update_gauges()
+        return True
+
+    def reset_model(self, model_name: str) -> bool:
+        """Forget everything learned for a model: its requests pass through again (Ollama's defaults)."""
+        if self.policy.models.pop(model_name, None) is None:
+            return False
+        self.writer.forget(model_name, 0)
         self._update_gauges()
         return True
 

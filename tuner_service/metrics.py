@@ -15,7 +15,10 @@ RELOADS = Counter(
     ("kind",))  # caused|avoided|observed
 TRUNCATIONS = Counter(
     "optimizer_tuner_truncations_total", "Prompt truncations detected in telemetry or prevented by the guard.",
-    ("kind",))  # detected|prevented
+    ("kind",))  # detected|prevented|foreign_context (seen at a context other than the believed one: not escalated)
+CAPPED = Counter(
+    "optimizer_tuner_capped_total",
+    "APPLY decisions lowered by a hard limit (trained context, operator cap, KV budget) or the memory cap.")
 KV_TOKENS_SAVED = Counter(
     "optimizer_tuner_kv_tokens_saved_total", "Context tokens not allocated versus the default context (APPLY).")
 OUTCOME_BUFFER = Gauge("optimizer_tuner_outcome_buffer", "Outcomes waiting to be written to Postgres.")

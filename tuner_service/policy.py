@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 
 from .bandit import choose_num_batch
+from .evidence import CountReading, at_cut, read_counts
 from .settings import PolicySettings
 from .state import ArmStats, ModelState, TemplateState, ladder, rung_for, size_class
 
@@ -77,6 +78,11 @@ class Observation:
     loaded_context_length: int = 0
     model_size: int = 0   # /api/ps size and size_vram (bytes, 0 = unknown); vram < size = partial offload
     model_vram: int = 0
+    cached_count: int = 0        # prompt_eval_cached_count, meaningful when cached_known
+    cached_known: bool = False
+    ollama_version: str = ""     # "" = unknown: how prompt_eval_count was counted (evidence.py)
+    observed_ctx: int = 0        # context Ollama reported after the request (0 = unknown)
+    options_dropped: bool = False  # the host did not forward the options: num_ctx/num_batch never reached Ollama
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,7 @@ class Learned:
 
     truncated: bool
     reloaded: bool
+    foreign: bool = False  # a truncation at a context other than the one believed loaded: not escalated
 
 
 class Policy:
@@ -96,8 +103,8 @@ class Policy:
 
     # ---- estimates -------------------------------------------------------------------------
     def rungs(self, model: ModelState) -> list[int]:
-        return ladder(self.s.ladder_min, self.s.ladder_max, model.context_limit, self.s.ladder_steps,
-                      self.s.ladder_rungs)
+        return ladder(self.s.ladder_min, self.s.ladder_max, model.num_ctx_cap or model.context_limit,
+                      self.s.ladder_steps, self.s.ladder_rungs)
 
     def margin_for(self, model: ModelState) -> float:
         """The tight margin once the model must share memory (evicted or spilled), else the normal one."""
@@ -319,34 +326,64 @@ class Policy:
             self._learn_eviction(model, obs)
         self._learn_memory(model, obs)
         self._learn_context(model, obs)
+        reading = read_counts(obs.ollama_version, obs.cached_known, obs.prompt_eval_count, obs.cached_count,
+                              reloaded)
+        model.count_semantics = reading.semantics
         ctx_known = obs.num_ctx or obs.loaded_context_length or model.default_ctx
-        truncated = self.truncated(model, obs, ctx_known)
+        truncated = self.truncated(model, obs, ctx_known, reading)
         ctx_sent = ctx_known or self.default_ctx(model)
+        if truncated and self._foreign(model, obs, ctx_sent):
+            return Learned(truncated=True, reloaded=reloaded, foreign=True)
         if obs.counts_known and not truncated:
-            self._learn_counts(model, obs, ctx_sent)
+            self._learn_counts(model, obs, ctx_sent, reading)
         if obs.gpu_total > 0:
             model.gpu_total, model.gpu_free = obs.gpu_total, max(0, obs.gpu_total - obs.gpu_used)
         if obs.template_id:
-            self._learn_template(model, obs, ctx_sent, truncated)
+            self._learn_template(model, obs, ctx_sent, truncated, reading)
         return Learned(truncated=truncated, reloaded=reloaded)
 
-    def truncated(self, model: ModelState, obs: Observation, ctx_known: int) -> bool:
+    def truncated(self, model: ModelState, obs: Observation, ctx_known: int,
+                  reading: CountReading | None = None) -> bool:
         """Truncation signals: done_reason 'length' without a cap, or far fewer tokens than sent.
 
-        ``ctx_known`` is the context the request really ran with, 0 when unknown.
+        ``ctx_known`` is the context the request really ran with, 0 when unknown. A count that may leave
+        out the cache (``reading``) is a truncation only at the cut signature or when the prompt cannot fit.
         """
         if obs.done_reason == "length" and obs.num_predict == 0:
             return True
         if not obs.counts_known or obs.prompt_units == 0:
             return False
+        reading = reading or CountReading("", obs.prompt_eval_count, obs.prompt_eval_count > 0)
+        count = reading.prompt_tokens
         low = obs.prompt_units * self.ratio_lower(model)
-        if obs.prompt_eval_count < self.s.truncation_fraction * low:
-            return True
+        if count and count < self.s.truncation_fraction * low:
+            if reading.whole:
+                return True
+            model.evidence_note = f"a low prompt_eval_count ({count}) not read as a truncation: {reading.note}"
         if not ctx_known:
             return False
         if low >= ctx_known:
             return True
-        return abs(obs.prompt_eval_count - ctx_known / 2) <= 16 and low > obs.prompt_eval_count
+        return bool(count) and at_cut(count, ctx_known) and low > count
+
+    def _foreign(self, model: ModelState, obs: Observation, ctx_sent: int) -> bool:
+        """A truncation at a context other than the one the model is believed loaded with (options dropped
+        by the host, a stale in-flight request, a client's own num_ctx, the cut of the default context):
+        it says nothing about the believed context, so nothing is escalated."""
+        default = self.default_ctx(model)
+        why = ""
+        if obs.options_dropped:
+            why = "the host dropped the options"
+        elif obs.observed_ctx and obs.observed_ctx != ctx_sent:
+            why = f"Ollama ran {obs.observed_ctx}, not the {ctx_sent} sent"
+        elif model.managed and ctx_sent != model.loaded_ctx:
+            why = f"it ran at {ctx_sent} while {model.loaded_ctx} is believed loaded"
+        elif obs.applied and default != ctx_sent and at_cut(obs.prompt_eval_count, default):
+            why = f"the prompt was cut to half the default context {default}: the options did not reach Ollama"
+        if why:
+            model.foreign_truncations += 1
+            model.evidence_note = f"truncation not escalated: {why}"
+        return bool(why)
 
     def _current(self, model: ModelState, obs: Observation) -> bool:
         """Whether the outcome ran with the options the model is believed to be loaded with."""
@@ -420,10 +457,10 @@ class Policy:
         elif reported < obs.num_ctx:
             model.context_limit = reported  # Ollama clamps an explicit num_ctx to the training context
 
-    def _learn_counts(self, model: ModelState, obs: Observation, ctx_sent: int) -> None:
-        if obs.prompt_units > 0 and obs.prompt_eval_count > 0:
+    def _learn_counts(self, model: ModelState, obs: Observation, ctx_sent: int, reading: CountReading) -> None:
+        if obs.prompt_units > 0 and reading.whole:
             overhead = self.s.chat_overhead_tokens * (obs.message_count + 1)
-            model.ratio.add(max(obs.prompt_eval_count - overhead, 1) / obs.prompt_units)
+            model.ratio.add(max(reading.prompt_tokens - overhead, 1) / obs.prompt_units)
             model.calibration_samples += 1
         busy = obs.total_s - obs.load_s
         tokens = obs.prompt_eval_count + obs.eval_count
@@ -439,7 +476,17 @@ class Policy:
             model.arms.setdefault((klass, obs.num_batch), ArmStats()).add(reward)
             model.class_tokens[klass] = model.class_tokens.get(klass, 0.0) * 0.999 + obs.prompt_eval_count
 
-    def _learn_template(self, model: ModelState, obs: Observation, ctx_sent: int, truncated: bool) -> None:
+    def _seen_prompt(self, model: ModelState, obs: Observation, reading: CountReading) -> int:
+        """Prompt tokens to learn a need from: the count when whole, else at least the median estimate."""
+        if reading.whole:
+            return reading.prompt_tokens
+        ratio = (model.ratio.quantile(0.5) if model.calibration_samples >= self.s.calibration_min_samples
+                 else self.s.units_ratio_prior)
+        overhead = self.s.chat_overhead_tokens * (obs.message_count + 1)
+        return max(reading.prompt_tokens, math.ceil(obs.prompt_units * ratio) + overhead)
+
+    def _learn_template(self, model: ModelState, obs: Observation, ctx_sent: int, truncated: bool,
+                        reading: CountReading) -> None:
         template = model.templates.setdefault(obs.template_id, TemplateState())
         template.observations += 1
         template.cached_need = -1.0
@@ -455,7 +502,7 @@ class Policy:
             return
         if obs.counts_known:
             template.successes += 1
-            template.need.add(obs.prompt_eval_count + obs.eval_count)
+            template.need.add(self._seen_prompt(model, obs, reading) + obs.eval_count)
             if obs.eval_count > 0:
                 template.output.add(obs.eval_count)
             template.last_safe_ctx = ctx_sent

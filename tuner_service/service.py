@@ -8,11 +8,13 @@ import grpc
 
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2, tuner_pb2_grpc
 
+from . import admin
 from .core import TunerCore
 from .explain import explain
 from .guard import Refused, ReportGuard, source_of
+from .hosts import MAX_HOST_LEN, split_key, state_key, valid_host
 from .policy import Request
-from .validation import valid_model
+from .validation import MAX_OPTION, valid_model
 
 MAX_MODEL_LEN = 256
 MAX_UNITS = 10_000_000
@@ -20,12 +22,21 @@ MAX_PIN = 16_777_216
 DB_FAILURES = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError)
 
 
-async def _check_model(context: grpc.aio.ServicerContext, model: str, template_id: int) -> None:
+async def _check_model(context: grpc.aio.ServicerContext, model: str, template_id: int, host: str = "") -> str:
+    """The state key of (host, model) once both are valid names."""
     if not valid_model(model):
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                             f"model must be 1..{MAX_MODEL_LEN} characters without control characters or spaces")
     if template_id < 0:
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "template_id must not be negative")
+    if not valid_host(host):
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                            f"ollama_host must be at most {MAX_HOST_LEN} characters without control characters or spaces")
+    return state_key(model, host)
+
+
+async def _refuse(context: grpc.aio.ServicerContext, exc: admin.Refusal) -> None:
+    await context.abort(grpc.StatusCode[exc.code], str(exc))
 
 
 class TunerServicer(tuner_pb2_grpc.TunerServicer):
@@ -35,13 +46,15 @@ class TunerServicer(tuner_pb2_grpc.TunerServicer):
 
     async def Recommend(self, request: tuner_pb2.RecommendRequest,
                         context: grpc.aio.ServicerContext) -> tuner_pb2.RecommendResponse:
-        await _check_model(context, request.model, request.template_id)
+        key = await _check_model(context, request.model, request.template_id, request.ollama_host)
         if request.prompt_units > MAX_UNITS:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"prompt_units above {MAX_UNITS}")
+        if request.model_context_limit > MAX_OPTION or request.kv_bytes_per_token > 1 << 30:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "model_context_limit or kv_bytes_per_token absurd")
         decision, did = self.core.recommend(Request(
-            model=request.model, template_id=request.template_id, prompt_units=request.prompt_units,
+            model=key, template_id=request.template_id, prompt_units=request.prompt_units,
             client_options=frozenset(request.client_options), num_predict=request.num_predict,
-            message_count=request.message_count))
+            message_count=request.message_count), request.model_context_limit, request.kv_bytes_per_token)
         return tuner_pb2.RecommendResponse(
             action=decision.action, num_ctx=decision.num_ctx, num_batch=decision.num_batch, decision_id=did,
             confidence=decision.confidence, reason=decision.reason, reason_code=decision.reason_code,
@@ -66,30 +79,54 @@ class TunerServicer(tuner_pb2_grpc.TunerServicer):
 
     async def Explain(self, request: tuner_pb2.ExplainRequest,
                       context: grpc.aio.ServicerContext) -> tuner_pb2.ExplainResponse:
-        await _check_model(context, request.model, request.template_id)
-        return explain(self.core.policy, request.model, request.template_id)
+        key = await _check_model(context, request.model, request.template_id, request.ollama_host)
+        try:
+            if request.template_id:
+                admin.known_template(self.core.policy, key, request.template_id)
+            else:
+                admin.known_model(self.core.policy, key)
+        except admin.Refusal as exc:
+            await _refuse(context, exc)
+        return explain(self.core.policy, key, request.template_id, self.core.settings.limits)
 
     async def Pin(self, request: tuner_pb2.PinRequest, context: grpc.aio.ServicerContext) -> tuner_pb2.PinResponse:
-        await _check_model(context, request.model, request.template_id)
-        if request.template_id == 0:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "pin needs a template_id")
+        key = await _check_model(context, request.model, request.template_id, request.ollama_host)
         if request.num_ctx > MAX_PIN or request.num_batch > MAX_PIN:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"pinned values must be at most {MAX_PIN}")
         await self._require_writer(context)
-        self.core.pin(request.model, request.template_id, request.num_ctx, request.num_batch)
-        return tuner_pb2.PinResponse(state=explain(self.core.policy, request.model, request.template_id))
+        try:
+            admin.check_pin(self.core.policy, key, request.template_id, request.num_ctx, request.num_batch)
+        except admin.Refusal as exc:
+            await _refuse(context, exc)
+        self.core.pin(key, request.template_id, request.num_ctx, request.num_batch)
+        return tuner_pb2.PinResponse(
+            state=explain(self.core.policy, key, request.template_id, self.core.settings.limits))
 
     async def Reset(self, request: tuner_pb2.ResetRequest,
                     context: grpc.aio.ServicerContext) -> tuner_pb2.ResetResponse:
-        await _check_model(context, request.model, request.template_id)
+        key = await _check_model(context, request.model, request.template_id, request.ollama_host)
+        if request.whole_model == bool(request.template_id):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                "name a template_id, or set whole_model to reset the whole model (not both)")
         await self._require_writer(context)
-        return tuner_pb2.ResetResponse(existed=self.core.reset(request.model, request.template_id))
+        try:
+            if request.template_id:
+                admin.known_template(self.core.policy, key, request.template_id)
+            else:
+                admin.known_model(self.core.policy, key)
+        except admin.Refusal as exc:
+            await _refuse(context, exc)
+        if request.template_id:
+            return tuner_pb2.ResetResponse(existed=self.core.reset(key, request.template_id))
+        return tuner_pb2.ResetResponse(existed=self.core.reset_model(key))
 
     async def Summary(self, request: tuner_pb2.SummaryRequest,
                       context: grpc.aio.ServicerContext) -> tuner_pb2.SummaryResponse:
         period = request.period_seconds or 3600
         if request.model and not valid_model(request.model):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "model filter is not a valid model name")
+        if request.model and not any(split_key(key)[0] == request.model for key in self.core.policy.models):
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"model {request.model!r} is unknown to the tuner")
         try:
             rows = await self.core.summary(period, request.model)
         except DB_FAILURES as exc:

@@ -181,7 +181,12 @@ async def write_arms(conn: asyncpg.Connection, rows: list[tuple[Any, ...]]) -> N
 
 
 async def delete_rules(conn: asyncpg.Connection, keys: list[tuple[str, int]]) -> None:
-    await conn.executemany("DELETE FROM tuner_rule WHERE model = $1 AND template_id = $2", keys)
+    """Delete (model, template) rules; template 0 deletes everything stored for the model."""
+    await conn.executemany("DELETE FROM tuner_rule WHERE model = $1 AND (template_id = $2 OR $2 = 0)", keys)
+    models = [(model,) for model, template_id in keys if template_id == 0]
+    if models:
+        await conn.executemany("DELETE FROM tuner_arm WHERE model = $1", models)
+        await conn.executemany("DELETE FROM tuner_model WHERE model = $1", models)
 
 
 async def delete_old_outcomes(conn: asyncpg.Connection, days: float) -> str:

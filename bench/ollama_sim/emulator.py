@@ -27,6 +27,7 @@ class EmulatorConfig:
     output_tokens: OutputHook | None = None
     max_loaded_models: int | None = None
     keep_alive_s: float = 300.0  # OLLAMA_KEEP_ALIVE; < 0 keeps runners loaded forever
+    count_mode: str = "full"  # how prompt_eval_count is reported, by Ollama version (counts.COUNT_MODES)
     host: str = "127.0.0.1"
     port: int = 0
 
@@ -38,7 +39,7 @@ class Emulator:
         self.config = config or EmulatorConfig()
         c = self.config
         self.engine = Engine(c.hardware, list(c.models), c.default_num_ctx, c.num_parallel, c.time_scale, c.seed,
-                             c.output_tokens, c.max_loaded_models, c.keep_alive_s)
+                             c.output_tokens, c.max_loaded_models, c.keep_alive_s, c.count_mode)
         self._runner: web.AppRunner | None = None
         self.port = c.port
 

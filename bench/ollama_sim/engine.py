@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from . import perf
+from .counts import COUNT_MODES
 from .output import OutputHook, default_output_tokens, output_pieces
 from .profiles import GiB, HARDWARE, MODELS, HardwareProfile, ModelProfile
 from .prompt import PreparedPrompt, PromptError, prepare
@@ -144,9 +145,13 @@ class Engine:
 
     def __init__(self, hardware: str, models: list[str], default_num_ctx: int | None, num_parallel: int,
                  time_scale: float, seed: int, output_tokens: OutputHook | None,
-                 max_loaded_models: int | None, keep_alive_s: float = DEFAULT_KEEP_ALIVE_S) -> None:
+                 max_loaded_models: int | None, keep_alive_s: float = DEFAULT_KEEP_ALIVE_S,
+                 count_mode: str = "full") -> None:
         if hardware not in HARDWARE:
             raise ValueError(f"unknown hardware {hardware!r}; choose from {sorted(HARDWARE)}")
+        if count_mode not in COUNT_MODES:
+            raise ValueError(f"unknown count mode {count_mode!r}; choose from {sorted(COUNT_MODES)}")
+        self.count_mode = count_mode  # how prompt_eval_count is reported (counts.py)
         self.hw = HARDWARE[hardware]
         self.models = {name: MODELS[name] for name in models}
         self.default_num_ctx = default_num_ctx or vram_tier_num_ctx(self.hw)

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 from aiohttp import web
 
+from .counts import COUNT_MODES, prompt_counts
 from .engine import Engine, ModelNotFound, OutOfMemory, Plan
 from .profiles import ModelProfile
 from .request import read_body
@@ -47,14 +48,14 @@ def show_response(name: str, m: ModelProfile) -> web.Response:
                               "modified_at": MODIFIED_AT})
 
 
-def _metrics(plan: Plan) -> dict:
-    """Final-chunk metrics; zero values are omitted like Go's omitempty."""
+def _metrics(plan: Plan, count_mode: str = "full") -> dict:
+    """Final-chunk metrics; zero values are omitted like Go's omitempty (the cached count only when reported)."""
     r = plan.record
     load, prompt, decode = _ns(r.load_s), _ns(r.prompt_eval_s), _ns(r.eval_s)
     out = {"done_reason": r.done_reason, "total_duration": load + prompt + decode, "load_duration": load,
-           "prompt_eval_count": r.prompt_eval_count, "prompt_eval_duration": prompt,
-           "eval_count": r.eval_count, "eval_duration": decode}
-    return {k: v for k, v in out.items() if v}
+           "prompt_eval_duration": prompt, "eval_count": r.eval_count, "eval_duration": decode}
+    counts = prompt_counts(count_mode, r.prompt_eval_count, r.cached_tokens) if r.prompt_eval_count else {}
+    return {k: v for k, v in out.items() if v} | counts
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -81,7 +82,7 @@ class OllamaApp:
         return web.Response(text="Ollama is running")
 
     async def version(self, request: web.Request) -> web.Response:
-        return web.json_response({"version": VERSION})
+        return web.json_response({"version": COUNT_MODES[self.engine.count_mode]})
 
     async def tags(self, request: web.Request) -> web.Response:
         models = [{"name": m.name, "model": m.name, "modified_at": MODIFIED_AT, "size": m.weights_bytes,
@@ -140,14 +141,14 @@ class OllamaApp:
         if body.get("stream", True) is False:
             await self._until(plan.end)
             return web.json_response(self._chunk(endpoint, plan, "".join(plan.pieces)) | {"done": True}
-                                     | _metrics(plan))
+                                     | _metrics(plan, self.engine.count_mode))
         resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await resp.prepare(request)
         for t, piece in zip(plan.token_times, plan.pieces):
             await self._until(t)
             await resp.write(json.dumps(self._chunk(endpoint, plan, piece) | {"done": False}).encode() + b"\n")
         await self._until(plan.end)
-        final = self._chunk(endpoint, plan, "") | {"done": True} | _metrics(plan)
+        final = self._chunk(endpoint, plan, "") | {"done": True} | _metrics(plan, self.engine.count_mode)
         await resp.write(json.dumps(final).encode() + b"\n")
         await resp.write_eof()
         return resp

@@ -24,45 +24,45 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-ollama_optimizer/gen/optimizer/v1/tuner.proto\x12\x0coptimizer.v1\"\x90\x01\n\x10RecommendRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x13\n\x0btemplate_id\x18\x02 \x01(\x03\x12\x14\n\x0cprompt_units\x18\x03 \x01(\r\x12\x16\n\x0e\x63lient_options\x18\x04 \x03(\t\x12\x13\n\x0bnum_predict\x18\x05 \x01(\r\x12\x15\n\rmessage_count\x18\x06 \x01(\r\"\xc3\x01\n\x11RecommendResponse\x12$\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32\x14.optimizer.v1.Action\x12\x0f\n\x07num_ctx\x18\x02 \x01(\r\x12\x11\n\tnum_batch\x18\x03 \x01(\r\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x04 \x01(\t\x12\x12\n\nconfidence\x18\x05 \x01(\x01\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x13\n\x0breason_code\x18\x07 \x01(\t\x12\x16\n\x0e\x65stimated_need\x18\x08 \x01(\r\"\x9a\x05\n\x07Outcome\x12\x12\n\noutcome_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x13\n\x0btemplate_id\x18\x04 \x01(\x03\x12\x14\n\x0cprompt_units\x18\x05 \x01(\r\x12\x15\n\rmessage_count\x18\x06 \x01(\r\x12$\n\x06\x61\x63tion\x18\x07 \x01(\x0e\x32\x14.optimizer.v1.Action\x12\x0f\n\x07num_ctx\x18\x08 \x01(\x03\x12\x11\n\tnum_batch\x18\t \x01(\x03\x12\x13\n\x0bnum_predict\x18\n \x01(\x03\x12\x19\n\x11prompt_eval_count\x18\x0b \x01(\x03\x12\x12\n\neval_count\x18\x0c \x01(\x03\x12\x19\n\x11total_duration_ns\x18\r \x01(\x03\x12\x18\n\x10load_duration_ns\x18\x0e \x01(\x03\x12\x1f\n\x17prompt_eval_duration_ns\x18\x0f \x01(\x03\x12\x18\n\x10\x65val_duration_ns\x18\x10 \x01(\x03\x12\x13\n\x0b\x64one_reason\x18\x11 \x01(\t\x12\x14\n\x0c\x63ounts_known\x18\x12 \x01(\x08\x12\x17\n\x0flatency_seconds\x18\x13 \x01(\x01\x12\x14\n\x0cttft_seconds\x18\x14 \x01(\x01\x12\x16\n\x0ehost_rss_bytes\x18\x15 \x01(\x03\x12\x1d\n\x15gpu_memory_used_bytes\x18\x16 \x01(\x03\x12\x1e\n\x16gpu_memory_total_bytes\x18\x17 \x01(\x03\x12\x13\n\x0b\x66inished_at\x18\x18 \x01(\x01\x12\x1d\n\x15loaded_context_length\x18\x19 \x01(\x03\x12\x18\n\x10model_size_bytes\x18\x1a \x01(\x03\x12\x18\n\x10model_vram_bytes\x18\x1b \x01(\x03\"8\n\rReportRequest\x12\'\n\x08outcomes\x18\x01 \x03(\x0b\x32\x15.optimizer.v1.Outcome\"*\n\tRejection\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0e\n\x06reason\x18\x02 \x01(\t\"a\n\x0eReportResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\x12\x12\n\nduplicates\x18\x02 \x01(\r\x12)\n\x08rejected\x18\x03 \x03(\x0b\x32\x17.optimizer.v1.Rejection\"4\n\x0e\x45xplainRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x13\n\x0btemplate_id\x18\x02 \x01(\x03\"\xb4\x03\n\x0f\x45xplainResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x13\n\x0btemplate_id\x18\x02 \x01(\x03\x12\r\n\x05known\x18\x03 \x01(\x08\x12\x14\n\x0cobservations\x18\x04 \x01(\x03\x12\x10\n\x08need_p50\x18\x05 \x01(\x01\x12\x10\n\x08need_p95\x18\x06 \x01(\x01\x12\x10\n\x08need_max\x18\x07 \x01(\x01\x12\x17\n\x0f\x63urrent_num_ctx\x18\x08 \x01(\r\x12\x19\n\x11last_safe_num_ctx\x18\t \x01(\r\x12\x11\n\tnum_batch\x18\n \x01(\r\x12\x0e\n\x06pinned\x18\x0b \x01(\x08\x12\x1c\n\x14truncations_detected\x18\x0c \x01(\r\x12\x16\n\x0eloaded_num_ctx\x18\r \x01(\r\x12\x18\n\x10loaded_num_batch\x18\x0e \x01(\r\x12\x1d\n\x15units_to_tokens_ratio\x18\x0f \x01(\x01\x12\x1b\n\x13reload_cost_seconds\x18\x10 \x01(\x01\x12\x1b\n\x13model_context_limit\x18\x11 \x01(\r\x12\x12\n\nconfidence\x18\x12 \x01(\x01\x12\x0e\n\x06reason\x18\x13 \x01(\t\"T\n\nPinRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x13\n\x0btemplate_id\x18\x02 \x01(\x03\x12\x0f\n\x07num_ctx\x18\x03 \x01(\r\x12\x11\n\tnum_batch\x18\x04 \x01(\r\";\n\x0bPinResponse\x12,\n\x05state\x18\x01 \x01(\x0b\x32\x1d.optimizer.v1.ExplainResponse\"2\n\x0cResetRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x13\n\x0btemplate_id\x18\x02 \x01(\x03\" \n\rResetResponse\x12\x0f\n\x07\x65xisted\x18\x01 \x01(\x08\"7\n\x0eSummaryRequest\x12\x16\n\x0eperiod_seconds\x18\x01 \x01(\r\x12\r\n\x05model\x18\x02 \x01(\t\"\xfe\x02\n\x0fSummaryResponse\x12\x16\n\x0eperiod_seconds\x18\x01 \x01(\r\x12\x10\n\x08requests\x18\x02 \x01(\x03\x12\x11\n\toptimized\x18\x03 \x01(\x03\x12\x17\n\x0foptimized_share\x18\x04 \x01(\x01\x12\x12\n\nmatch_rate\x18\x05 \x01(\x01\x12%\n\x1dlatency_p50_optimized_seconds\x18\x06 \x01(\x01\x12\'\n\x1flatency_p50_passthrough_seconds\x18\x07 \x01(\x01\x12\x17\n\x0fkv_tokens_saved\x18\x08 \x01(\x03\x12\x1d\n\x15truncations_prevented\x18\t \x01(\x03\x12\x1c\n\x14truncations_detected\x18\n \x01(\x03\x12\x16\n\x0ereloads_caused\x18\x0b \x01(\x03\x12\x17\n\x0freloads_avoided\x18\x0c \x01(\x03\x12*\n\x06models\x18\r \x03(\x0b\x32\x1a.optimizer.v1.ModelSummary\"\x85\x01\n\x0cModelSummary\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08requests\x18\x02 \x01(\x03\x12\x11\n\toptimized\x18\x03 \x01(\x03\x12\x16\n\x0eloaded_num_ctx\x18\x04 \x01(\r\x12\x18\n\x10loaded_num_batch\x18\x05 \x01(\r\x12\x0f\n\x07reloads\x18\x06 \x01(\x03*<\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x0f\n\x0bPASSTHROUGH\x10\x01\x12\t\n\x05\x41PPLY\x10\x02\x32\xa8\x03\n\x05Tuner\x12L\n\tRecommend\x12\x1e.optimizer.v1.RecommendRequest\x1a\x1f.optimizer.v1.RecommendResponse\x12\x43\n\x06Report\x12\x1b.optimizer.v1.ReportRequest\x1a\x1c.optimizer.v1.ReportResponse\x12\x46\n\x07\x45xplain\x12\x1c.optimizer.v1.ExplainRequest\x1a\x1d.optimizer.v1.ExplainResponse\x12:\n\x03Pin\x12\x18.optimizer.v1.PinRequest\x1a\x19.optimizer.v1.PinResponse\x12@\n\x05Reset\x12\x1a.optimizer.v1.ResetRequest\x1a\x1b.optimizer.v1.ResetResponse\x12\x46\n\x07Summary\x12\x1c.optimizer.v1.SummaryRequest\x1a\x1d.optimizer.v1.SummaryResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-ollama_optimizer/gen/optimizer/v1/tuner.proto\x12\x0coptimizer.v1\"\xde\x01\n\x10RecommendRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x13\n\x0btemplate_id\x18\x02 \x01(\x03\x12\x14\n\x0cprompt_units\x18\x03 \x01(\r\x12\x16\n\x0e\x63lient_options\x18\x04 \x03(\t\x12\x13\n\x0bnum_predict\x18\x05 \x01(\r\x12\x15\n\rmessage_count\x18\x06 \x01(\r\x12\x1b\n\x13model_context_limit\x18\x14 \x01(\r\x12\x1a\n\x12kv_bytes_per_token\x18\x15 \x01(\x04\x12\x13\n\x0bollama_host\x18\x16 \x01(\t\"\xc3\x01\n\x11RecommendResponse\x12$\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32\x14.optimizer.v1.Action\x12\x0f\n\x07num_ctx\x18\x02 \x01(\r\x12\x11\n\tnum_batch\x18\x03 \x01(\r\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x04 \x01(\t\x12\x12\n\nconfidence\x18\x05 \x01(\x01\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x13\n\x0breason_code\x18\x07 \x01(\t\x12\x16\n\x0e\x65stimated_need\x18\x08 \x01(\r\"\xf1\x06\n\x07Outcome\x12\x12\n\noutcome_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x13\n\x0btemplate_id\x18\x04 \x01(\x03\x12\x14\n\x0cprompt_units\x18\x05 \x01(\r\x12\x15\n\rmessage_count\x18\x06 \x01(\r\x12$\n\x06\x61\x63tion\x18\x07 \x01(\x0e\x32\x14.optimizer.v1.Action\x12\x0f\n\x07num_ctx\x18\x08 \x01(\x03\x12\x11\n\tnum_batch\x18\t \x01(\x03\x12\x13\n\x0bnum_predict\x18\n \x01(\x03\x12\x19\n\x11prompt_eval_count\x18\x0b \x01(\x03\x12\x12\n\neval_count\x18\x0c \x01(\x03\x12\x19\n\x11total_duration_ns\x18\r \x01(\x03\x12\x18\n\x10load_duration_ns\x18\x0e \x01(\x03\x12\x1f\n\x17prompt_eval_duration_ns\x18\x0f \x01(\x03\x12\x18\n\x10\x65val_duration_ns\x18\x10 \x01(\x03\x12\x13\n\x0b\x64one_reason\x18\x11 \x01(\t\x12\x14\n\x0c\x63ounts_known\x18\x12 \x01(\x08\x12\x17\n\x0flatency_seconds\x18\x13 \x01(\x01\x12\x14\n\x0cttft_seconds\x18\x14 \x01(\x01\x12\x16\n\x0ehost_rss_bytes\x18\x15 \x01(\x03\x12\x1d\n\x15gpu_memory_used_bytes\x18\x16 \x01(\x03\x12\x1e\n\x16gpu_memory_total_bytes\x18\x17 \x01(\x03\x12\x13\n\x0b\x66inished_at\x18\x18 \x01(\x01\x12\x1d\n\x15loaded_context_length\x18\x19 \x01(\x03\x12\x18\n\x10model_size_bytes\x18\x1a \x01(\x03\x12\x18\n\x10model_vram_bytes\x18\x1b \x01(\x03\x12 \n\x18prompt_eval_cached_count\x18( \x01(\x03\x12\x1a\n\x12\x63\x61\x63hed_count_known\x18) \x01(\x08\x12\x16\n\x0eollama_version\x18* \x01(\t\x12\x1b\n\x13model_context_limit\x18+ \x01(\x03\x12\x18\n\x10observed_num_ctx\x18, \x01(\x03\x12\x17\n\x0foptions_dropped\x18- \x01(\x08\x12\x13\n\x0bollama_host\x18. \x01(\t\x12\x1a\n\x12kv_bytes_per_token\x18/ \x01(\x03\"8\n\rReportRequest\x12\'\n\x08outcomes\x18\x01 \x03(\x0b\x32\x15.optimizer.v1.Outcome\"*\n\tRejection\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0e\n\x06reason\x18\x02 \x01(\t\"a\n\x0eReportResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\x12\x12\n\nduplicates\x18\x02 \x01(\r\x12)\n\x08rejected\x18\x03 \x03(\x0b\x32\x17.optimizer.v1.Rejection\"I\n\x0e\x45xplainRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x13\n\x0btemplate_id\x18\x02 \x01(\x03\x12\x13\n\x0bollama_host\x18\x03 \x01(\t\"\xf7\x03\n\x0f\x45xplainResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x13\n\x0btemplate_id\x18\x02 \x01(\x03\x12\r\n\x05known\x18\x03 \x01(\x08\x12\x14\n\x0cobservations\x18\x04 \x01(\x03\x12\x10\n\x08need_p50\x18\x05 \x01(\x01\x12\x10\n\x08need_p95\x18\x06 \x01(\x01\x12\x10\n\x08need_max\x18\x07 \x01(\x01\x12\x17\n\x0f\x63urrent_num_ctx\x18\x08 \x01(\r\x12\x19\n\x11last_safe_num_ctx\x18\t \x01(\r\x12\x11\n\tnum_batch\x18\n \x01(\r\x12\x0e\n\x06pinned\x18\x0b \x01(\x08\x12\x1c\n\x14truncations_detected\x18\x0c \x01(\r\x12\x16\n\x0eloaded_num_ctx\x18\r \x01(\r\x12\x18\n\x10loaded_num_batch\x18\x0e \x01(\r\x12\x1d\n\x15units_to_tokens_ratio\x18\x0f \x01(\x01\x12\x1b\n\x13reload_cost_seconds\x18\x10 \x01(\x01\x12\x1b\n\x13model_context_limit\x18\x11 \x01(\r\x12\x12\n\nconfidence\x18\x12 \x01(\x01\x12\x0e\n\x06reason\x18\x13 \x01(\t\x12\x13\n\x0bnum_ctx_cap\x18( \x01(\r\x12\x17\n\x0f\x63ount_semantics\x18) \x01(\t\x12\x13\n\x0bollama_host\x18* \x01(\t\"i\n\nPinRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x13\n\x0btemplate_id\x18\x02 \x01(\x03\x12\x0f\n\x07num_ctx\x18\x03 \x01(\r\x12\x11\n\tnum_batch\x18\x04 \x01(\r\x12\x13\n\x0bollama_host\x18\x05 \x01(\t\";\n\x0bPinResponse\x12,\n\x05state\x18\x01 \x01(\x0b\x32\x1d.optimizer.v1.ExplainResponse\"\\\n\x0cResetRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x13\n\x0btemplate_id\x18\x02 \x01(\x03\x12\x13\n\x0bollama_host\x18\x03 \x01(\t\x12\x13\n\x0bwhole_model\x18\x04 \x01(\x08\" \n\rResetResponse\x12\x0f\n\x07\x65xisted\x18\x01 \x01(\x08\"7\n\x0eSummaryRequest\x12\x16\n\x0eperiod_seconds\x18\x01 \x01(\r\x12\r\n\x05model\x18\x02 \x01(\t\"\xfe\x02\n\x0fSummaryResponse\x12\x16\n\x0eperiod_seconds\x18\x01 \x01(\r\x12\x10\n\x08requests\x18\x02 \x01(\x03\x12\x11\n\toptimized\x18\x03 \x01(\x03\x12\x17\n\x0foptimized_share\x18\x04 \x01(\x01\x12\x12\n\nmatch_rate\x18\x05 \x01(\x01\x12%\n\x1dlatency_p50_optimized_seconds\x18\x06 \x01(\x01\x12\'\n\x1flatency_p50_passthrough_seconds\x18\x07 \x01(\x01\x12\x17\n\x0fkv_tokens_saved\x18\x08 \x01(\x03\x12\x1d\n\x15truncations_prevented\x18\t \x01(\x03\x12\x1c\n\x14truncations_detected\x18\n \x01(\x03\x12\x16\n\x0ereloads_caused\x18\x0b \x01(\x03\x12\x17\n\x0freloads_avoided\x18\x0c \x01(\x03\x12*\n\x06models\x18\r \x03(\x0b\x32\x1a.optimizer.v1.ModelSummary\"\x85\x01\n\x0cModelSummary\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08requests\x18\x02 \x01(\x03\x12\x11\n\toptimized\x18\x03 \x01(\x03\x12\x16\n\x0eloaded_num_ctx\x18\x04 \x01(\r\x12\x18\n\x10loaded_num_batch\x18\x05 \x01(\r\x12\x0f\n\x07reloads\x18\x06 \x01(\x03*<\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x0f\n\x0bPASSTHROUGH\x10\x01\x12\t\n\x05\x41PPLY\x10\x02\x32\xa8\x03\n\x05Tuner\x12L\n\tRecommend\x12\x1e.optimizer.v1.RecommendRequest\x1a\x1f.optimizer.v1.RecommendResponse\x12\x43\n\x06Report\x12\x1b.optimizer.v1.ReportRequest\x1a\x1c.optimizer.v1.ReportResponse\x12\x46\n\x07\x45xplain\x12\x1c.optimizer.v1.ExplainRequest\x1a\x1d.optimizer.v1.ExplainResponse\x12:\n\x03Pin\x12\x18.optimizer.v1.PinRequest\x1a\x19.optimizer.v1.PinResponse\x12@\n\x05Reset\x12\x1a.optimizer.v1.ResetRequest\x1a\x1b.optimizer.v1.ResetResponse\x12\x46\n\x07Summary\x12\x1c.optimizer.v1.SummaryRequest\x1a\x1d.optimizer.v1.SummaryResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ollama_optimizer.gen.optimizer.v1.tuner_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ACTION']._serialized_start=2582
-  _globals['_ACTION']._serialized_end=2642
+  _globals['_ACTION']._serialized_start=3026
+  _globals['_ACTION']._serialized_end=3086
   _globals['_RECOMMENDREQUEST']._serialized_start=64
-  _globals['_RECOMMENDREQUEST']._serialized_end=208
-  _globals['_RECOMMENDRESPONSE']._serialized_start=211
-  _globals['_RECOMMENDRESPONSE']._serialized_end=406
-  _globals['_OUTCOME']._serialized_start=409
-  _globals['_OUTCOME']._serialized_end=1075
-  _globals['_REPORTREQUEST']._serialized_start=1077
-  _globals['_REPORTREQUEST']._serialized_end=1133
-  _globals['_REJECTION']._serialized_start=1135
-  _globals['_REJECTION']._serialized_end=1177
-  _globals['_REPORTRESPONSE']._serialized_start=1179
-  _globals['_REPORTRESPONSE']._serialized_end=1276
-  _globals['_EXPLAINREQUEST']._serialized_start=1278
-  _globals['_EXPLAINREQUEST']._serialized_end=1330
-  _globals['_EXPLAINRESPONSE']._serialized_start=1333
-  _globals['_EXPLAINRESPONSE']._serialized_end=1769
-  _globals['_PINREQUEST']._serialized_start=1771
-  _globals['_PINREQUEST']._serialized_end=1855
-  _globals['_PINRESPONSE']._serialized_start=1857
-  _globals['_PINRESPONSE']._serialized_end=1916
-  _globals['_RESETREQUEST']._serialized_start=1918
-  _globals['_RESETREQUEST']._serialized_end=1968
-  _globals['_RESETRESPONSE']._serialized_start=1970
-  _globals['_RESETRESPONSE']._serialized_end=2002
-  _globals['_SUMMARYREQUEST']._serialized_start=2004
-  _globals['_SUMMARYREQUEST']._serialized_end=2059
-  _globals['_SUMMARYRESPONSE']._serialized_start=2062
-  _globals['_SUMMARYRESPONSE']._serialized_end=2444
-  _globals['_MODELSUMMARY']._serialized_start=2447
-  _globals['_MODELSUMMARY']._serialized_end=2580
-  _globals['_TUNER']._serialized_start=2645
-  _globals['_TUNER']._serialized_end=3069
+  _globals['_RECOMMENDREQUEST']._serialized_end=286
+  _globals['_RECOMMENDRESPONSE']._serialized_start=289
+  _globals['_RECOMMENDRESPONSE']._serialized_end=484
+  _globals['_OUTCOME']._serialized_start=487
+  _globals['_OUTCOME']._serialized_end=1368
+  _globals['_REPORTREQUEST']._serialized_start=1370
+  _globals['_REPORTREQUEST']._serialized_end=1426
+  _globals['_REJECTION']._serialized_start=1428
+  _globals['_REJECTION']._serialized_end=1470
+  _globals['_REPORTRESPONSE']._serialized_start=1472
+  _globals['_REPORTRESPONSE']._serialized_end=1569
+  _globals['_EXPLAINREQUEST']._serialized_start=1571
+  _globals['_EXPLAINREQUEST']._serialized_end=1644
+  _globals['_EXPLAINRESPONSE']._serialized_start=1647
+  _globals['_EXPLAINRESPONSE']._serialized_end=2150
+  _globals['_PINREQUEST']._serialized_start=2152
+  _globals['_PINREQUEST']._serialized_end=2257
+  _globals['_PINRESPONSE']._serialized_start=2259
+  _globals['_PINRESPONSE']._serialized_end=2318
+  _globals['_RESETREQUEST']._serialized_start=2320
+  _globals['_RESETREQUEST']._serialized_end=2412
+  _globals['_RESETRESPONSE']._serialized_start=2414
+  _globals['_RESETRESPONSE']._serialized_end=2446
+  _globals['_SUMMARYREQUEST']._serialized_start=2448
+  _globals['_SUMMARYREQUEST']._serialized_end=2503
+  _globals['_SUMMARYRESPONSE']._serialized_start=2506
+  _globals['_SUMMARYRESPONSE']._serialized_end=2888
+  _globals['_MODELSUMMARY']._serialized_start=2891
+  _globals['_MODELSUMMARY']._serialized_end=3024
+  _globals['_TUNER']._serialized_start=3089
+  _globals['_TUNER']._serialized_end=3513
 # @@protoc_insertion_point(module_scope)
