@@ -3,6 +3,7 @@ oracle, on the same seeded workload and the same emulator settings, in one run.
 
     .venv/bin/python -m bench.e2e            # full: 3 scenarios x concurrency 1, 2, 4, 8 (make bench)
     .venv/bin/python -m bench.e2e --quick    # < 3 minutes; fewer requests, concurrency 1 and 4; no files
+    .venv/bin/python -m bench.e2e --quick --count-mode uncached   # Ollama counting as 0.30.0 did
 
 Latencies are the emulator's simulated seconds (on a virtual clock, bench/e2e_clock.py) plus, for the
 optimizer, the measured wall-clock request-path overhead of the plugin core (prepare(): Match + Recommend +
@@ -28,6 +29,7 @@ from bench.e2e_clock import virtual_emulator
 from bench.e2e_drive import Result, drive
 from bench.e2e_report import TABLE_HEADER, figures, intact_p50, oracle_gap, plot, settled, table_row
 from bench.ollama_sim import EmulatorConfig
+from bench.ollama_sim.counts import COUNT_MODES
 from bench.ollama_sim.output import default_output_tokens
 from bench.workload import Request, make_requests, make_templates
 from ollama_optimizer.embedded_pg import EmbeddedPostgres
@@ -36,7 +38,7 @@ RESULTS = Path(__file__).with_name("results")
 SEED = 6
 TEMPLATES = 32
 ORACLE_BATCHES = (512, 1024, 2048)
-KEYS = ("p50_s", "p95_s", "truncated", "reloads", "kv_gib_mean")
+KEYS = ("p50_s", "p95_s", "truncated", "reloads", "kv_gib_mean", "max_num_ctx")
 
 
 @dataclass(frozen=True)
@@ -72,17 +74,18 @@ def workload(scenario: Scenario, n: int) -> tuple[list[Request], set[int]]:
     return make_requests(templates, n, SEED), long_ids
 
 
-def emulator_config(scenario: Scenario) -> EmulatorConfig:
+def emulator_config(scenario: Scenario, count_mode: str = "full") -> EmulatorConfig:
     models = tuple(sorted(set(scenario.models) | set(scenario.long_doc_models)))
     return EmulatorConfig(hardware=scenario.hardware, models=models, default_num_ctx=scenario.default_num_ctx,
-                          seed=SEED)
+                          seed=SEED, count_mode=count_mode)
 
 
 async def run_arm(scenario: Scenario, arm: str, requests: list[Request], concurrency: int, long_ids: set[int],
-                  pg: EmbeddedPostgres, oracle: Oracle | None, plugin: dict | None = None) -> dict:
+                  pg: EmbeddedPostgres, oracle: Oracle | None, plugin: dict | None = None,
+                  count_mode: str = "full") -> dict:
     """One arm on a fresh emulator (and, for the optimizer, a fresh database)."""
     async with AsyncExitStack() as stack:
-        emulator, clock = await stack.enter_async_context(virtual_emulator(emulator_config(scenario)))
+        emulator, clock = await stack.enter_async_context(virtual_emulator(emulator_config(scenario, count_mode)))
         url, settle = emulator.url, None
         policy: object
         if arm == "optimizer":
@@ -121,7 +124,7 @@ async def choose_oracle(scenario: Scenario, requests: list[Request], long_ids: s
 
 
 async def run_scenarios(pg: EmbeddedPostgres, scenarios: list[Scenario], n: int, levels: tuple[int, ...],
-                        plugin: dict | None = None) -> dict:
+                        plugin: dict | None = None, count_mode: str = "full") -> dict:
     """Every scenario x concurrency x arm on ``pg``; ``plugin`` overrides the gateway's PluginConfig fields."""
     results: dict[str, dict[int, dict[str, dict]]] = {}
     for scenario in scenarios:
@@ -132,7 +135,7 @@ async def run_scenarios(pg: EmbeddedPostgres, scenarios: list[Scenario], n: int,
         for conc in levels:
             by_arm: dict[str, dict] = {}
             for arm in ARMS:
-                by_arm[arm] = await run_arm(scenario, arm, requests, conc, long_ids, pg, oracle, plugin)
+                by_arm[arm] = await run_arm(scenario, arm, requests, conc, long_ids, pg, oracle, plugin, count_mode)
             intact = [x is not None and not truncated for x, truncated
                       in zip(by_arm["passthrough"]["_latencies"], by_arm["passthrough"]["_truncated"])]
             for arm in ARMS:
@@ -144,7 +147,7 @@ async def run_scenarios(pg: EmbeddedPostgres, scenarios: list[Scenario], n: int,
 
 
 async def run(quick: bool, only: str | None = None, requests_n: int | None = None,
-              concurrencies: tuple[int, ...] | None = None) -> dict:
+              concurrencies: tuple[int, ...] | None = None, count_mode: str = "full") -> dict:
     """The benchmark on its own embedded Postgres; a full run writes bench/results/ (--quick only prints)."""
     n = requests_n or (250 if quick else 1000)
     levels = concurrencies or ((1, 4) if quick else (1, 2, 4, 8))
@@ -152,10 +155,10 @@ async def run(quick: bool, only: str | None = None, requests_n: int | None = Non
     with tempfile.TemporaryDirectory(prefix="e2e-pg-") as tmp:
         pg = await asyncio.to_thread(EmbeddedPostgres, Path(tmp) / "pg")
         try:
-            results = await run_scenarios(pg, scenarios, n, levels)
+            results = await run_scenarios(pg, scenarios, n, levels, count_mode=count_mode)
         finally:
             await asyncio.to_thread(pg.stop)
-    if not quick:
+    if not quick and count_mode == "full":
         write_outputs(results, scenarios, RESULTS, n)
     return results
 
@@ -194,10 +197,12 @@ def main() -> None:
     parser.add_argument("--scenario", choices=[s.name for s in SCENARIOS])
     parser.add_argument("--requests", type=int)
     parser.add_argument("--concurrency", type=int, nargs="+")
+    parser.add_argument("--count-mode", choices=sorted(COUNT_MODES), default="full",
+                        help="how the emulated Ollama reports prompt_eval_count (the version it mirrors)")
     args = parser.parse_args()
     started = time.monotonic()
     results = asyncio.run(run(args.quick, args.scenario, args.requests,
-                              tuple(args.concurrency) if args.concurrency else None))
+                              tuple(args.concurrency) if args.concurrency else None, args.count_mode))
     print(f"wall {time.monotonic() - started:.0f} s", file=sys.stderr)
     print(json.dumps(summary(results)))
     sys.stdout.flush()

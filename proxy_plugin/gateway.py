@@ -33,6 +33,7 @@ from .decision import Decision
 from .gateway_metrics import RequestMetrics
 from .loaded_models import LoadedModels
 from .tail import FinalObject
+from .upstream_facts import UpstreamFacts
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ class Gateway:
         self._metrics = RequestMetrics(core.config)
         self._session: aiohttp.ClientSession | None = None
         self.loaded_models = LoadedModels(self.upstream)
+        self.facts = core.upstream = UpstreamFacts(self.upstream)  # version at start, /api/show per model
         self.app = web.Application(client_max_size=self.config.max_body_bytes)
         self.app.router.add_route("*", "/{tail:.*}", self.handle)
         self.app.on_startup.append(self._start)
@@ -93,8 +95,11 @@ class Gateway:
             auto_decompress=False,  # relay bytes exactly as Ollama sent them
         )
         self.core.connect()
+        self.facts.session = self._session
+        await self.facts.read_version()
 
     async def _stop(self, _app: web.Application) -> None:
+        await self.facts.close()
         await self.loaded_models.close()
         if self._session is not None:
             await self._session.close()

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 
 from .bandit import choose_num_batch
-from .evidence import CountReading, at_cut, read_counts
+from .evidence import UNCACHED, CountReading, at_cut, read_counts
 from .settings import PolicySettings
 from .state import ArmStats, ModelState, TemplateState, ladder, rung_for, size_class
 
@@ -117,13 +117,19 @@ class Policy:
         """The context the model runs with now, as far as the tuner knows."""
         return model.loaded_ctx if model.managed and model.loaded_ctx else self.default_ctx(model)
 
+    def calibrated(self, model: ModelState) -> bool:
+        """Enough samples for the measured ratio; where counts may leave out the cache only loads give
+        samples (a cold cache), so one suffices."""
+        need = 1 if model.count_semantics == UNCACHED else self.s.calibration_min_samples
+        return model.calibration_samples >= need
+
     def ratio_upper(self, model: ModelState) -> float:
-        if model.calibration_samples >= self.s.calibration_min_samples:
+        if self.calibrated(model):
             return model.ratio.quantile(self.s.calibration_quantile)
         return self.s.units_ratio_prior
 
     def ratio_lower(self, model: ModelState) -> float:
-        if model.calibration_samples >= self.s.calibration_min_samples:
+        if self.calibrated(model):
             return model.ratio.quantile(1 - self.s.calibration_quantile, upper=False)
         return self.s.units_ratio_prior / 3
 
@@ -480,7 +486,7 @@ class Policy:
         """Prompt tokens to learn a need from: the count when whole, else at least the median estimate."""
         if reading.whole:
             return reading.prompt_tokens
-        ratio = (model.ratio.quantile(0.5) if model.calibration_samples >= self.s.calibration_min_samples
+        ratio = (model.ratio.quantile(0.5) if self.calibrated(model)
                  else self.s.units_ratio_prior)
         overhead = self.s.chat_overhead_tokens * (obs.message_count + 1)
         return max(reading.prompt_tokens, math.ceil(obs.prompt_units * ratio) + overhead)

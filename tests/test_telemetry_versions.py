@@ -1,0 +1,85 @@
+"""Telemetry that differs between Ollama versions: a low prompt_eval_count caused by the KV cache is never a
+truncation, never shrinks the calibration and never grows the context (emulator --count-mode, real gateway,
+matcher and tuner on Postgres)."""
+from __future__ import annotations
+
+import random
+
+import ollama
+import pytest
+from matcher_fixtures import matcher, matcher_settings  # noqa: F401 (fixtures)
+from plugin_fixtures import gateway_chain, plugin_config
+from tuner_fixtures import tuner  # noqa: F401 (fixture)
+
+from bench.ollama_sim.counts import prompt_counts
+from bench.workload import words
+from ollama_optimizer.channels import create_channel
+from ollama_optimizer.gen.optimizer.v1 import tuner_pb2, tuner_pb2_grpc
+from tuner_service.evidence import TOTALS, UNCACHED, UNKNOWN, count_semantics, read_counts
+from tuner_service.state import ladder, rung_for
+
+MODEL = "llama3.2:3b"
+_rng = random.Random(15)
+SYSTEM = words(_rng, 300)
+INSTRUCTIONS = words(_rng, 1500)
+
+
+def templated(seed: int) -> list[dict[str, str]]:
+    """A template with a long fixed head (cached by Ollama after the first request) and a short new tail."""
+    return [{"role": "system", "content": SYSTEM + "\n\n" + INSTRUCTIONS},
+            {"role": "user", "content": words(random.Random(seed), 40)}]
+
+
+@pytest.mark.parametrize(("version", "cached_known", "expected"), [
+    ("0.30.0", False, UNCACHED), ("0.30.7", False, UNCACHED), ("0.1.30", False, UNCACHED),
+    ("0.32.15", False, TOTALS), ("0.31.0", False, TOTALS), ("0.30.0", True, TOTALS), ("", False, UNKNOWN),
+    ("not a version", False, UNKNOWN)])
+def test_count_semantics_by_version(version: str, cached_known: bool, expected: str) -> None:
+    assert count_semantics(version, cached_known) == expected
+
+
+def test_counts_that_may_leave_out_the_cache_are_lower_bounds() -> None:
+    assert read_counts("0.30.0", False, 40, 0, cold_cache=False).whole is False
+    assert read_counts("0.30.0", False, 2000, 0, cold_cache=True).whole  # a fresh load has an empty cache
+    assert not read_counts("0.1.30", False, 0, 0, cold_cache=False).prompt_tokens  # omitted: fully cached
+    split = read_counts("0.33.3", True, 40, 1900, cold_cache=False)  # disagreeing fields: the larger reading
+    assert (split.prompt_tokens, split.whole) == (1940, False) and "cached" in split.note
+
+
+@pytest.mark.parametrize("mode", ["full", "uncached", "omit-cached", "split"])
+def test_emulator_count_modes(mode: str) -> None:
+    counts = prompt_counts(mode, 2000, 1900)
+    expected = {"full": {"prompt_eval_count": 2000}, "uncached": {"prompt_eval_count": 100},
+                "omit-cached": {"prompt_eval_count": 100},
+                "split": {"prompt_eval_count": 2000, "prompt_eval_cached_count": 1900}}[mode]
+    assert counts == expected
+    assert ("prompt_eval_count" in prompt_counts(mode, 2000, 2000)) is (mode != "omit-cached")
+
+
+async def _explain(address: str, template_id: int = 0) -> tuner_pb2.ExplainResponse:
+    async with create_channel(address) as channel:
+        return await tuner_pb2_grpc.TunerStub(channel).Explain(
+            tuner_pb2.ExplainRequest(model=MODEL, template_id=template_id), timeout=5)
+
+
+@pytest.mark.parametrize("mode", ["uncached", "omit-cached"])
+async def test_cached_head_never_grows_the_context(matcher, tuner, mode: str) -> None:  # noqa: F811
+    """The runaway reproduction: an upstream counting only uncached tokens, one template repeated with a
+    cached head. The context ends within one rung of the true need and explain says why."""
+    async with gateway_chain(plugin_config(matcher.address, tuner.address), count_mode=mode) as (gw, _tap, emu):
+        client = ollama.AsyncClient(host=gw.url)
+        for i in range(14):
+            await client.chat(model=MODEL, messages=templated(i))
+            await gw.gateway.core.flush()
+        records = emu.requests
+        assert emu.truncated_requests == 0
+        assert sum(r.cached_tokens > 0 for r in records) >= 10  # the head was cached: counts were low
+        need = max(r.prompt_eval_count + r.eval_count for r in records)
+        rungs = ladder(1024, 262144, 131072, 4)
+        one_above = rungs[min(rungs.index(rung_for(need, rungs)) + 1, len(rungs) - 1)]
+        loaded = [r.runner["num_ctx"] for r in records if r.options.get("num_ctx")]
+        assert loaded and max(loaded) <= one_above, (need, loaded)
+        state = await _explain(tuner.address)
+        assert state.count_semantics == UNCACHED
+        assert "uncached" in state.reason and "not read as a truncation" in state.reason
+        assert state.model_context_limit == 131072  # /api/show, via the gateway
