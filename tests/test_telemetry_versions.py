@@ -16,6 +16,8 @@ from bench.workload import words
 from ollama_optimizer.channels import create_channel
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2, tuner_pb2_grpc
 from tuner_service.evidence import TOTALS, UNCACHED, UNKNOWN, count_semantics, read_counts
+from tuner_service.policy import APPLY, Observation, Policy, Request
+from tuner_service.settings import PolicySettings
 from tuner_service.state import ladder, rung_for
 
 MODEL = "llama3.2:3b"
@@ -83,3 +85,30 @@ async def test_cached_head_never_grows_the_context(matcher, tuner, mode: str) ->
         assert state.count_semantics == UNCACHED
         assert "uncached" in state.reason and "not read as a truncation" in state.reason
         assert state.model_context_limit == 131072  # /api/show, via the gateway
+
+
+def _managed_policy() -> tuple[Policy, int]:
+    """A policy managing MODEL with one confident template (id 1), and the context it believes loaded."""
+    policy = Policy(PolicySettings())
+    for _ in range(4):
+        policy.observe(Observation(MODEL, 1, 3000, 2, False, 0, 0, 0, 3300, 200, 2.0, 0.01, 0.4, 1.5, "stop", True,
+                                   loaded_context_length=2048))
+    decision = policy.recommend(Request(MODEL, 1, 3000, frozenset(), 0, 2))
+    assert decision.action == APPLY
+    return policy, decision.num_ctx
+
+
+@pytest.mark.parametrize("dropped", [True, False])
+def test_truncation_where_the_options_never_arrived_is_not_escalated(dropped: bool) -> None:
+    """Through an unpatched smart-proxy Ollama ran its default 2048 while the tuner believed its own context:
+    the cut prompt (at half of 2048) must not raise the template or the model."""
+    policy, believed = _managed_policy()
+    model = policy.models[MODEL]
+    for _ in range(3):
+        learned = policy.observe(Observation(
+            MODEL, 1, 3000, 2, True, believed, model.loaded_batch, 0, 1026, 200, 2.0, 0.01, 0.4, 1.5, "stop", True,
+            options_dropped=dropped))
+        assert learned.truncated and learned.foreign
+    assert model.templates[1].floor_ctx == 0 and model.templates[1].truncations == 0
+    assert policy.recommend(Request(MODEL, 1, 3000, frozenset(), 0, 2)).num_ctx == believed
+    assert "not escalated" in model.evidence_note

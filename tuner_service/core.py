@@ -134,7 +134,8 @@ class TunerCore:
                                   self.settings.limits)
         if not why:
             return decision
-        metrics.CAPPED.inc()
+        if value < decision.num_ctx:
+            metrics.CAPPED.inc()
         if model is not None and model.loaded_ctx == decision.num_ctx:
             model.loaded_ctx = value
         return dataclasses.replace(decision, num_ctx=value, reason=f"{decision.reason}; {why}")

@@ -89,10 +89,10 @@ def memory_cap(model: ModelState, s: LimitSettings) -> Cap:
 
 def clamp(name: str, model: ModelState | None, num_ctx: int, need: int, rungs: list[int],
           s: LimitSettings) -> tuple[int, str]:
-    """``num_ctx`` within the caps; returns (value, reason to append, "" when unchanged).
+    """``num_ctx`` within the caps; returns (value, reason to append; "" when no cap binds).
 
-    A hard cap always wins (the reason says when the request then may be truncated); the memory cap
-    never goes below the rung that covers ``need``.
+    A hard cap always wins, and the reason says so whenever it binds (the request may then be
+    truncated); the memory cap never goes below the rung that covers ``need``.
     """
     if model is None or num_ctx <= 0:
         return num_ctx, ""
@@ -106,7 +106,7 @@ def clamp(name: str, model: ModelState | None, num_ctx: int, need: int, rungs: l
         if target < value:
             value, why = target, f"memory cap: {soft.why}" + (f"; kept {target} for need {need}" if
                                                                target > soft.value else "")
-    if hard.value and value > hard.value:
+    if hard.value and value >= hard.value and (value > hard.value or need > value):
         value = hard.value
         why = f"capped at {value} ({hard.why})"
         if need > value:
