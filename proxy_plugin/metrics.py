@@ -52,6 +52,11 @@ TELEMETRY_SENT = Counter(
     "optimizer_plugin_telemetry_sent", "Telemetry items delivered (observe | report).",
     ["kind"], registry=REGISTRY,
 )
+OPTIONS_FORWARDED = Gauge(
+    "optimizer_plugin_host_forwards_options",
+    "Agent only: 1 when the host forwards request options to Ollama, 0 when it drops them (learn-only), "
+    "-1 when it cannot be told.", registry=REGISTRY,
+)
 QUEUE_DEPTH = Gauge(
     "optimizer_plugin_telemetry_queue_depth", "Items waiting in the telemetry queue.", registry=REGISTRY,
 )

@@ -22,6 +22,8 @@ from typing import Any
 import aiohttp
 
 from src.shared.base_agent import BaseAgent
+from src.slices.chat import chat_agent_chain
+from src.slices.generate import generate_agent_chain
 
 _COMMAND = re.compile(r"^\s*/(\w+)\s*")
 # What proxy_plugin/host-forward-options.patch forwards besides model, messages|prompt, stream.
@@ -60,6 +62,10 @@ def parse_commands(content: str) -> tuple[str, list[str]]:
 
 class StandInHost:
     def __init__(self, plugins_dir: Path, upstream: str, forward_options: bool = True) -> None:
+        forwarded = FORWARDED_KEYS if forward_options else ()
+        chat_agent_chain.FORWARDED_FIELDS = generate_agent_chain.FORWARDED_FIELDS = forwarded  # the patch, or not
+        self.chains = {"chat": chat_agent_chain.ChatAgentChain(None),
+                       "generate": generate_agent_chain.GenerateAgentChain(None)}
         self.agents = load_agents(plugins_dir)
         self.upstream = upstream
         self.forward_options = forward_options
@@ -75,9 +81,7 @@ class StandInHost:
         for name in names:
             if name in self.agents:
                 context = await self.agents[name].on_request(context)
-        body = {"model": context["model"], key: context[key], "stream": context.get("stream", False)}
-        if self.forward_options:
-            body.update({k: context[k] for k in FORWARDED_KEYS if k in context})
+        body = self.chains[endpoint].build_ollama_request(context)
         self.sent.append(body)
         async with aiohttp.ClientSession() as session:
             async with session.post(f"{self.upstream}/api/{endpoint}", json=body) as response:
