@@ -151,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--num-batch", type=_count, default=0)
         else:  # without a template: the model as a whole
             p.add_argument("template_id", type=_count, nargs="?", default=0)
+        p.add_argument("--host", default="", help="Ollama host label the state belongs to (gateway ollama_host)")
         p.add_argument("--address", default=_tuner_address())
         p.set_defaults(func=_tuner_admin)
     stats.add_argument("--address", default=_tuner_address())

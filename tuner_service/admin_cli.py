@@ -33,6 +33,9 @@ def _print_state(state: tuner_pb2.ExplainResponse) -> None:
             ("tokens per unit", f"{state.units_to_tokens_ratio:.3f}"),
             ("reload cost (s)", f"{state.reload_cost_seconds:.2f}"),
             ("model context limit", state.model_context_limit or "unknown"),
+            ("num_ctx cap", state.num_ctx_cap or "none"),
+            ("count semantics", state.count_semantics or "unknown"),
+            ("ollama host", state.ollama_host or "default"),
             ("confidence", f"{state.confidence:.2f}")]
     print(_table(rows))
     print("\n" + state.reason)
@@ -71,15 +74,18 @@ async def stats(args: argparse.Namespace, **channel_args: str) -> int:
          response.reloads_avoided)]))
     if response.models:
         print()
-        print(_table([("model", "requests", "optimized", "loaded num_ctx", "loaded num_batch", "reloads"),
-                      *[(m.model, m.requests, m.optimized, m.loaded_num_ctx or "default",
-                         m.loaded_num_batch or "default", m.reloads) for m in response.models]]))
+        print(_table([("model", "host", "requests", "optimized", "loaded num_ctx", "loaded num_batch", "num_ctx cap",
+                       "reloads"),
+                      *[(m.model, m.ollama_host or "default", m.requests, m.optimized, m.loaded_num_ctx or "default",
+                         m.loaded_num_batch or "default", m.num_ctx_cap or "none", m.reloads)
+                        for m in response.models]]))
     return 0
 
 
 async def explain(args: argparse.Namespace, **channel_args: str) -> int:
     response = await _run(args, channel_args, "Explain",
-                          tuner_pb2.ExplainRequest(model=args.model, template_id=args.template_id))
+                          tuner_pb2.ExplainRequest(model=args.model, template_id=args.template_id,
+                                                   ollama_host=getattr(args, "host", "")))
     if response is None:
         return 1
     assert isinstance(response, tuner_pb2.ExplainResponse)
@@ -89,7 +95,8 @@ async def explain(args: argparse.Namespace, **channel_args: str) -> int:
 
 async def pin(args: argparse.Namespace, **channel_args: str) -> int:
     response = await _run(args, channel_args, "Pin", tuner_pb2.PinRequest(
-        model=args.model, template_id=args.template_id, num_ctx=args.num_ctx, num_batch=args.num_batch))
+        model=args.model, template_id=args.template_id, num_ctx=args.num_ctx, num_batch=args.num_batch,
+        ollama_host=getattr(args, "host", "")))
     if response is None:
         return 1
     assert isinstance(response, tuner_pb2.PinResponse)
@@ -101,7 +108,7 @@ async def pin(args: argparse.Namespace, **channel_args: str) -> int:
 async def reset(args: argparse.Namespace, **channel_args: str) -> int:
     response = await _run(args, channel_args, "Reset",
                           tuner_pb2.ResetRequest(model=args.model, template_id=args.template_id,
-                                                 whole_model=not args.template_id))
+                                                 whole_model=not args.template_id, ollama_host=getattr(args, "host", "")))
     if response is None:
         return 1
     assert isinstance(response, tuner_pb2.ResetResponse)

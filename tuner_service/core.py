@@ -10,13 +10,14 @@ import itertools
 import logging
 import os
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
 from . import limits, metrics, store
+from .hosts import split_key
 from .policy import APPLY, REASON_CODES, Decision, Learned, Policy, Request
 from .settings import TunerSettings
 from .state import ModelState, TemplateState
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 
 FLAG_RELOAD, FLAG_AVOIDED, FLAG_PREVENTED = 1, 2, 4
 ACTION_LABEL = {1: "passthrough", 2: "apply"}
+MAX_HOST_LABELS = 32
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class TunerCore:
         self._seq = itertools.count(1)
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._unfolded: list[Pending] = []
+        self._host_labels: set[str] = set()  # label values of MODELS_BY_HOST set so far
 
     # ---- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -208,7 +211,8 @@ class TunerCore:
             model_vram_bytes=o.model_vram_bytes, reason_code=item.reason_code,
             reload_caused=bool(item.flags & FLAG_RELOAD), reload_avoided=bool(item.flags & FLAG_AVOIDED),
             truncation_prevented=bool(item.flags & FLAG_PREVENTED), truncation_detected=learned.truncated,
-            kv_tokens_saved=saved, finished_at=item.valid.finished_at))
+            kv_tokens_saved=saved, finished_at=item.valid.finished_at, ollama_host=o.ollama_host,
+            prompt_eval_cached_count=o.prompt_eval_cached_count))
 
     def _snapshot(self, dirty: Dirty) -> tuple[list[tuple[Any, ...]], list[store.RuleRow], list[tuple[Any, ...]]]:
         models, rules, arms = [], [], []
@@ -226,6 +230,15 @@ class TunerCore:
 
     def _update_gauges(self) -> None:
         metrics.MODELS.set(len(self.policy.models))
+        by_host = Counter(split_key(key)[1] for key in self.policy.models)
+        shown = Counter(dict(by_host.most_common(MAX_HOST_LABELS)))
+        if len(by_host) > MAX_HOST_LABELS:
+            shown["other"] += sum(by_host.values()) - sum(shown.values())
+        for host in self._host_labels - shown.keys():
+            metrics.MODELS_BY_HOST.labels(host).set(0)
+        for host, count in shown.items():
+            metrics.MODELS_BY_HOST.labels(host).set(count)
+        self._host_labels = set(shown)
         metrics.TEMPLATES.set(sum(len(m.templates) for m in self.policy.models.values()))
         metrics.OUTCOME_BUFFER.set(len(self.writer.rows) + len(self._unfolded))
 

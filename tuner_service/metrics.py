@@ -31,6 +31,10 @@ FLUSH_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0))
 WRITER = Gauge("optimizer_tuner_writer", "1 when this process holds the single-writer lock, else 0 (standby).")
 MODELS = Gauge("optimizer_tuner_models", "Models with learned state in memory.")
+MODELS_BY_HOST = Gauge(
+    "optimizer_tuner_models_by_host",
+    "Models with learned state per Ollama host label ('' = the default host; beyond 32 labels: 'other').",
+    ("ollama_host",))
 TEMPLATES = Gauge("optimizer_tuner_templates", "(model, template) pairs with learned state in memory.")
 REPORTS_REFUSED = Counter(
     "optimizer_tuner_reports_refused_total",

@@ -136,11 +136,12 @@ class TunerServicer(tuner_pb2_grpc.TunerServicer):
             if row["model"] is None:
                 _fill_total(response, row)
             else:
-                model = self.core.policy.models.get(row["model"])
+                model = self.core.policy.models.get(state_key(row["model"], row["ollama_host"]))
                 response.models.append(tuner_pb2.ModelSummary(
                     model=row["model"], requests=row["requests"], optimized=row["optimized"],
                     loaded_num_ctx=model.loaded_ctx if model else 0,
-                    loaded_num_batch=model.loaded_batch if model else 0, reloads=row["reloads"]))
+                    loaded_num_batch=model.loaded_batch if model else 0, reloads=row["reloads"],
+                    ollama_host=row["ollama_host"], num_ctx_cap=model.num_ctx_cap if model else 0))
         return response
 
     async def _require_writer(self, context: grpc.aio.ServicerContext) -> None:

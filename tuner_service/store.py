@@ -26,7 +26,8 @@ OUTCOME_FIELDS = (
     ("gpu_memory_used_bytes", "int8"), ("gpu_memory_total_bytes", "int8"), ("loaded_context_length", "int8"),
     ("model_size_bytes", "int8"), ("model_vram_bytes", "int8"), ("reason_code", "text"),
     ("reload_caused", "bool"), ("reload_avoided", "bool"), ("truncation_prevented", "bool"),
-    ("truncation_detected", "bool"), ("kv_tokens_saved", "int8"), ("finished_at", "float8"))
+    ("truncation_detected", "bool"), ("kv_tokens_saved", "int8"), ("finished_at", "float8"),
+    ("ollama_host", "text"), ("prompt_eval_cached_count", "int8"))
 OUTCOME_COLUMNS = tuple(name for name, _ in OUTCOME_FIELDS)
 OUTCOME_TYPES = tuple(kind for _, kind in OUTCOME_FIELDS)
 _OUTCOME_ORDER = operator.itemgetter(*OUTCOME_COLUMNS)
@@ -199,7 +200,7 @@ async def try_writer_lock(conn: asyncpg.Connection) -> bool:
 
 
 SUMMARY_SQL = """
-SELECT model,
+SELECT model, ollama_host,
        count(*) AS requests,
        count(*) FILTER (WHERE action = 2) AS optimized,
        count(*) FILTER (WHERE template_id <> 0) AS matched,
@@ -215,10 +216,10 @@ SELECT model,
            FILTER (WHERE action = 1 AND latency_seconds > 0) AS p50_passthrough
 FROM tuner_outcome
 WHERE finished_at >= now() - make_interval(secs => $1) AND ($2 = '' OR model = $2)
-GROUP BY ROLLUP (model)
+GROUP BY GROUPING SETS ((model, ollama_host), ())
 """
 
 
 async def summary(conn: asyncpg.Connection, period_s: float, model: str, reload_ns: int) -> list[asyncpg.Record]:
-    """Rows per model plus a total row (model NULL)."""
+    """Rows per (model, Ollama host) plus a total row (model NULL)."""
     return await conn.fetch(SUMMARY_SQL, period_s, model, reload_ns)

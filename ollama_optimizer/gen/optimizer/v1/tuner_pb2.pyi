@@ -291,17 +291,21 @@ class SummaryResponse(_message.Message):
     def __init__(self, period_seconds: _Optional[int] = ..., requests: _Optional[int] = ..., optimized: _Optional[int] = ..., optimized_share: _Optional[float] = ..., match_rate: _Optional[float] = ..., latency_p50_optimized_seconds: _Optional[float] = ..., latency_p50_passthrough_seconds: _Optional[float] = ..., kv_tokens_saved: _Optional[int] = ..., truncations_prevented: _Optional[int] = ..., truncations_detected: _Optional[int] = ..., reloads_caused: _Optional[int] = ..., reloads_avoided: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ModelSummary, _Mapping]]] = ...) -> None: ...
 
 class ModelSummary(_message.Message):
-    __slots__ = ("model", "requests", "optimized", "loaded_num_ctx", "loaded_num_batch", "reloads")
+    __slots__ = ("model", "requests", "optimized", "loaded_num_ctx", "loaded_num_batch", "reloads", "ollama_host", "num_ctx_cap")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
     OPTIMIZED_FIELD_NUMBER: _ClassVar[int]
     LOADED_NUM_CTX_FIELD_NUMBER: _ClassVar[int]
     LOADED_NUM_BATCH_FIELD_NUMBER: _ClassVar[int]
     RELOADS_FIELD_NUMBER: _ClassVar[int]
+    OLLAMA_HOST_FIELD_NUMBER: _ClassVar[int]
+    NUM_CTX_CAP_FIELD_NUMBER: _ClassVar[int]
     model: str
     requests: int
     optimized: int
     loaded_num_ctx: int
     loaded_num_batch: int
     reloads: int
-    def __init__(self, model: _Optional[str] = ..., requests: _Optional[int] = ..., optimized: _Optional[int] = ..., loaded_num_ctx: _Optional[int] = ..., loaded_num_batch: _Optional[int] = ..., reloads: _Optional[int] = ...) -> None: ...
+    ollama_host: str
+    num_ctx_cap: int
+    def __init__(self, model: _Optional[str] = ..., requests: _Optional[int] = ..., optimized: _Optional[int] = ..., loaded_num_ctx: _Optional[int] = ..., loaded_num_batch: _Optional[int] = ..., reloads: _Optional[int] = ..., ollama_host: _Optional[str] = ..., num_ctx_cap: _Optional[int] = ...) -> None: ...
