@@ -38,6 +38,7 @@ RESULTS = Path(__file__).with_name("results")
 SEED = 6
 TEMPLATES = 32
 ORACLE_BATCHES = (512, 1024, 2048)
+DECIDED = frozenset({"applied", "tuner_passthrough", "nothing_to_apply", "low_confidence"})
 KEYS = ("p50_s", "p95_s", "truncated", "reloads", "kv_gib_mean", "max_num_ctx")
 
 
@@ -105,6 +106,10 @@ async def run_arm(scenario: Scenario, arm: str, requests: list[Request], concurr
         decisions = policy.core.decisions  # type: ignore[attr-defined]
         f = figures(results, emulator, [d[3] for d in decisions], long_ids)  # + the core's measured prepare()
         f["decision_reasons"] = dict(Counter(reason for reason, *_rest in decisions))
+        # Truncations of requests the tuner decided, apart from those a service failure (timeout, open
+        # breaker, sticky options) sent on without a decision: on a loaded host the request path fails open.
+        f["truncated_decided"] = sum(1 for r, (reason, *_rest) in zip(results, decisions)
+                                     if r.record is not None and r.record.truncated and reason in DECIDED)
         f["_decisions"], f["_results"] = decisions, results
         return f
 
@@ -170,8 +175,9 @@ def summary(results: dict) -> dict:
         first = min(by_conc)
         out[scenario] = {}
         for arm in ARMS:
-            entry = {k: by_conc[first][arm][k] for k in KEYS}
-            entry["by_concurrency"] = {str(c): {k: by_conc[c][arm][k] for k in KEYS} for c in sorted(by_conc)}
+            keys = [k for k in (*KEYS, "truncated_decided") if k in by_conc[first][arm]]
+            entry = {k: by_conc[first][arm][k] for k in keys}
+            entry["by_concurrency"] = {str(c): {k: by_conc[c][arm][k] for k in keys} for c in sorted(by_conc)}
             out[scenario][arm] = entry
     return out
 

@@ -3,10 +3,13 @@ truncation, never shrinks the calibration and never grows the context (emulator 
 matcher and tuner on Postgres)."""
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import ollama
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from matcher_fixtures import matcher, matcher_settings  # noqa: F401 (fixtures)
 from plugin_fixtures import gateway_chain, plugin_config
 from tuner_fixtures import tuner  # noqa: F401 (fixture)
@@ -112,3 +115,18 @@ def test_truncation_where_the_options_never_arrived_is_not_escalated(dropped: bo
     assert model.templates[1].floor_ctx == 0 and model.templates[1].truncations == 0
     assert policy.recommend(Request(MODEL, 1, 3000, frozenset(), 0, 2)).num_ctx == believed
     assert "not escalated" in model.evidence_note
+
+
+@settings(max_examples=60, deadline=None)
+@given(counts=st.lists(st.integers(0, 4000), min_size=1, max_size=30))
+def test_counts_that_may_leave_out_the_cache_never_lower_the_calibration(counts: list[int]) -> None:
+    policy = Policy(PolicySettings())
+    cold = Observation(MODEL, 1, 2000, 2, False, 0, 0, 0, 2200, 100, 3.0, 1.0, 0.4, 1.5, "stop", True,
+                       ollama_version="0.30.0")
+    policy.observe(cold)  # a load: the cache was empty, the count is the whole prompt
+    model = policy.models[MODEL]
+    for count in counts:
+        before = policy.ratio_upper(model)
+        learned = policy.observe(dataclasses.replace(cold, prompt_eval_count=count, load_s=0.01))
+        assert policy.ratio_upper(model) >= before and not learned.truncated
+    assert not model.templates[1].truncations and not model.templates[1].floor_ctx

@@ -464,9 +464,11 @@ class Policy:
             model.context_limit = reported  # Ollama clamps an explicit num_ctx to the training context
 
     def _learn_counts(self, model: ModelState, obs: Observation, ctx_sent: int, reading: CountReading) -> None:
-        if obs.prompt_units > 0 and reading.whole:
-            overhead = self.s.chat_overhead_tokens * (obs.message_count + 1)
-            model.ratio.add(max(reading.prompt_tokens - overhead, 1) / obs.prompt_units)
+        overhead = self.s.chat_overhead_tokens * (obs.message_count + 1)
+        ratio = max(reading.prompt_tokens - overhead, 1) / obs.prompt_units if obs.prompt_units else 0.0
+        # A lower bound (a count that may leave out the cache) only ever raises the calibration.
+        if ratio and (reading.whole or (reading.prompt_tokens and ratio > self.ratio_upper(model))):
+            model.ratio.add(ratio)
             model.calibration_samples += 1
         busy = obs.total_s - obs.load_s
         tokens = obs.prompt_eval_count + obs.eval_count
