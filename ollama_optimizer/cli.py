@@ -171,6 +171,9 @@ def main(argv: list[str] | None = None) -> None:
     except StartupError as exc:  # database unreachable or refusing, address in use: the message says it all
         logging.getLogger("ollama_optimizer").error("%s", exc)
         code = 1
+    except (OSError, ValueError) as exc:  # a malformed setting, a missing TLS or config file: one line, no traceback
+        print(f"ollama-optimizer {args.command}: {exc}", file=sys.stderr)
+        code = 1
     sys.exit(code)
 
 

@@ -93,6 +93,9 @@ def test_memory_cap_never_goes_below_the_need() -> None:
     value, why = clamp(MODEL, model, 32768, 24_000, rungs, LimitSettings())
     assert 24_000 <= value < 32768  # the cap allows ~14k tokens, the need wins
     assert clamp(MODEL, ModelState(), 32768, 5000, rungs, LimitSettings()) == (32768, "")  # no GPU figures
+    spilled = ModelState(size_bytes=9 * GiB, vram_bytes=8 * GiB, kv_bytes_per_token=131_072, loaded_ctx=16384)
+    value, why = clamp(MODEL, spilled, 16384, 3000, rungs, LimitSettings())  # /api/ps size_vram, no probes
+    assert value == 8192 and "before the spill" in why  # 1 GiB of VRAM beside the weights: 8192 tokens
 
 
 async def test_pin_is_validated_and_a_misspelled_model_never_stored(tuner, tuner_stub) -> None:  # noqa: F811
@@ -158,6 +161,15 @@ async def test_cli_on_names_that_do_not_exist_exits_nonzero_with_one_line(tuner,
         assert await command(argparse.Namespace(address=tuner.address, **fields)) == 1, fields
         captured = capsys.readouterr()
         assert captured.out == "" and captured.err.count("\n") == 1 and "NOT_FOUND" in captured.err, fields
+
+
+def test_cli_bad_environment_is_one_line(monkeypatch, capsys) -> None:
+    monkeypatch.setenv("OPTIMIZER_CLIENT_TLS_CA", "/nonexistent/ca.pem")
+    with pytest.raises(SystemExit) as exited:
+        cli_main(["stats", "--address", "127.0.0.1:1"])
+    assert exited.value.code == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("\n") == 1 and "/nonexistent/ca.pem" in err
 
 
 @pytest.mark.parametrize("argv", [["stats", "--period", "-5"], ["templates", "--limit", "-1"],

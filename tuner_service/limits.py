@@ -76,15 +76,20 @@ def hard_cap(name: str, model: ModelState, s: LimitSettings) -> Cap:
 
 
 def memory_cap(model: ModelState, s: LimitSettings) -> Cap:
-    """From the GPU's total memory and the loaded model's size at its context (both reported)."""
+    """From the loaded model's size at its context (/api/ps) and what the GPU holds: the GPU's total memory
+    (host probes) times ``gpu_share``, else, once the model spilled to the CPU, its part in VRAM."""
     bpt, ctx = model.kv_bytes_per_token, model.loaded_ctx or model.default_ctx
-    if not (model.gpu_total and model.size_bytes and bpt and ctx):
+    if model.gpu_total:
+        capacity, what = int(model.gpu_total * s.gpu_share), f"GPU {model.gpu_total / 2**30:.1f} GiB x {s.gpu_share:g}"
+    elif 0 < model.vram_bytes < model.size_bytes:
+        capacity, what = model.vram_bytes, f"{model.vram_bytes / 2**30:.1f} GiB in VRAM before the spill"
+    else:
+        return Cap()
+    if not (model.size_bytes and bpt and ctx):
         return Cap()
     fixed = model.size_bytes - bpt * ctx  # weights and buffers: what the size holds beyond the KV cache
-    room = int(model.gpu_total * s.gpu_share) - max(fixed, 0)
-    tokens = max(room // bpt, 0)
-    return Cap(tokens, f"GPU memory: {model.gpu_total / 2**30:.1f} GiB x {s.gpu_share:g} holds {tokens} tokens "
-                       f"of KV beside the weights") if tokens else Cap()
+    tokens = max((capacity - max(fixed, 0)) // bpt, 0)
+    return Cap(tokens, f"{what} holds {tokens} tokens of KV beside the weights") if tokens else Cap()
 
 
 def clamp(name: str, model: ModelState | None, num_ctx: int, need: int, rungs: list[int],
