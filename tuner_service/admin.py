@@ -34,6 +34,11 @@ def known_template(policy: Policy, key: str, template_id: int) -> ModelState:
     return model
 
 
+def known(policy: Policy, key: str, template_id: int) -> ModelState:
+    """A known template of a known model, or the model alone when ``template_id`` is 0; else NOT_FOUND."""
+    return known_template(policy, key, template_id) if template_id else known_model(policy, key)
+
+
 def check_pin(policy: Policy, key: str, template_id: int, num_ctx: int, num_batch: int) -> None:
     """Pins name a known model and a template seen on some model, a ladder rung within the model's
     limit and caps, and one of the tuner's num_batch values."""

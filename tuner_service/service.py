@@ -81,10 +81,7 @@ class TunerServicer(tuner_pb2_grpc.TunerServicer):
                       context: grpc.aio.ServicerContext) -> tuner_pb2.ExplainResponse:
         key = await _check_model(context, request.model, request.template_id, request.ollama_host)
         try:
-            if request.template_id:
-                admin.known_template(self.core.policy, key, request.template_id)
-            else:
-                admin.known_model(self.core.policy, key)
+            admin.known(self.core.policy, key, request.template_id)
         except admin.Refusal as exc:
             await _refuse(context, exc)
         return explain(self.core.policy, key, request.template_id, self.core.settings.limits)
@@ -110,10 +107,7 @@ class TunerServicer(tuner_pb2_grpc.TunerServicer):
                                 "name a template_id, or set whole_model to reset the whole model (not both)")
         await self._require_writer(context)
         try:
-            if request.template_id:
-                admin.known_template(self.core.policy, key, request.template_id)
-            else:
-                admin.known_model(self.core.policy, key)
+            admin.known(self.core.policy, key, request.template_id)
         except admin.Refusal as exc:
             await _refuse(context, exc)
         if request.template_id:
