@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from .bandit import choose_num_batch
 from .evidence import UNCACHED, CountReading, at_cut, read_counts
+from .hosts import split_key
 from .settings import PolicySettings
 from .state import ArmStats, ModelState, TemplateState, ladder, rung_for, size_class
 
@@ -406,7 +407,8 @@ class Policy:
         if not self._current(model, obs):
             return
         model.config_loads += 1
-        others = any(name != obs.model for name in self.models)
+        host = split_key(obs.model)[1]  # only models on the same Ollama host compete for its memory
+        others = any(name != obs.model and split_key(name)[1] == host for name in self.models)
         if model.config_loads <= 1 or not others or model.requests - model.config_since <= self.s.eviction_grace:
             return
         model.evictions = (model.evictions + [model.requests])[-max(1, self.s.eviction_min):]
