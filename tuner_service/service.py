@@ -119,12 +119,14 @@ class TunerServicer(tuner_pb2_grpc.TunerServicer):
         period = request.period_seconds or 3600
         if request.model and not valid_model(request.model):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "model filter is not a valid model name")
-        if request.model and not any(split_key(key)[0] == request.model for key in self.core.policy.models):
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"model {request.model!r} is unknown to the tuner")
         try:
             rows = await self.core.summary(period, request.model)
         except DB_FAILURES as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"database unavailable: {exc}")
+        if request.model and not any(row["model"] for row in rows) and not any(
+                split_key(key)[0] == request.model for key in self.core.policy.models):
+            await context.abort(grpc.StatusCode.NOT_FOUND,
+                                f"model {request.model!r} is unknown to the tuner (no state, no outcome in the period)")
         response = tuner_pb2.SummaryResponse(period_seconds=period)
         for row in rows:
             if row["model"] is None:
