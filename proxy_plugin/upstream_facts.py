@@ -107,7 +107,7 @@ class UpstreamFacts:
             async with session.request(method, self.upstream + path, json=payload,
                                        timeout=aiohttp.ClientTimeout(total=TIMEOUT_S)) as response:
                 return await response.json(content_type=None) if response.status == 200 else None
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             log.debug("%s %s failed: %s", method, path, exc)
             return None
 

@@ -152,11 +152,11 @@ async def test_whole_model_reset_returns_it_to_ollama_defaults(tuner, tuner_stub
 
 async def test_cli_on_names_that_do_not_exist_exits_nonzero_with_one_line(tuner, tuner_stub, capsys) -> None:  # noqa: F811
     await _learn(tuner_stub, 7, 3000)
-    cases = [(admin_cli.explain, dict(model="nope:1b", template_id=7)),
-             (admin_cli.explain, dict(model=MODEL, template_id=999)),
-             (admin_cli.reset, dict(model=MODEL, template_id=999)),
-             (admin_cli.reset, dict(model="nope:1b", template_id=0)),
-             (admin_cli.stats, dict(model="nope:1b", period=60))]
+    cases = [(admin_cli.explain, {"model": "nope:1b", "template_id": 7}),
+             (admin_cli.explain, {"model": MODEL, "template_id": 999}),
+             (admin_cli.reset, {"model": MODEL, "template_id": 999}),
+             (admin_cli.reset, {"model": "nope:1b", "template_id": 0}),
+             (admin_cli.stats, {"model": "nope:1b", "period": 60})]
     for command, fields in cases:
         assert await command(argparse.Namespace(address=tuner.address, **fields)) == 1, fields
         captured = capsys.readouterr()

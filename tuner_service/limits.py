@@ -48,7 +48,7 @@ class Cap:
     value: int = 0
     why: str = ""
 
-    def tighter(self, value: int, why: str) -> "Cap":
+    def tighter(self, value: int, why: str) -> Cap:
         return Cap(value, why) if value > 0 and (self.value == 0 or value < self.value) else self
 
 
