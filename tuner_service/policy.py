@@ -119,7 +119,7 @@ class Policy:
         return model.loaded_ctx if model.managed and model.loaded_ctx else self.default_ctx(model)
 
     def calibrated(self, model: ModelState) -> bool:
-        """Enough samples for the measured ratio; where counts may leave out the cache only loads give
+        """Enough samples for the measured upper ratio; where counts may leave out the cache only loads give
         samples (a cold cache), so one suffices."""
         need = 1 if model.count_semantics == UNCACHED else self.s.calibration_min_samples
         return model.calibration_samples >= need
@@ -130,7 +130,8 @@ class Policy:
         return self.s.units_ratio_prior
 
     def ratio_lower(self, model: ModelState) -> float:
-        if self.calibrated(model):
+        """The lower calibration quantile (truncation evidence): only from the full number of samples."""
+        if model.calibration_samples >= self.s.calibration_min_samples:
             return model.ratio.quantile(1 - self.s.calibration_quantile, upper=False)
         return self.s.units_ratio_prior / 3
 
