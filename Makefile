@@ -21,6 +21,7 @@ run: $(STAMP)
 ## The whole test suite (what CI runs).
 test: $(STAMP)
 	bash deploy/tools/install-tools.sh
+	bash bench/install_llamacpp.sh
 	$(PY) -m pytest -q -rs -p no:cacheprovider $(PYTEST_ARGS)
 
 ## Regenerate the gRPC code from protos/ (a test fails when it is stale).

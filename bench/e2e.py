@@ -1,15 +1,20 @@
-"""End-to-end benchmark (issue 6): Ollama defaults vs the naive per-request num_ctx vs this optimizer vs an
-oracle, on the same seeded workload and the same emulator settings, in one run.
+"""End-to-end benchmark: this optimizer against what users do instead (Ollama's defaults, a server-wide
+context of 8k or 32k, Aider's per-request rule, the original naive plugin) and against the best fixed
+configurations in hindsight (per run and per phase), on the same seeded workload and emulator settings.
 
-    .venv/bin/python -m bench.e2e            # full: 3 scenarios x concurrency 1, 2, 4, 8 (make bench)
-    .venv/bin/python -m bench.e2e --quick    # < 3 minutes; fewer requests, concurrency 1 and 4; no files
-    .venv/bin/python -m bench.e2e --quick --count-mode uncached   # Ollama counting as 0.30.0 did
+    .venv/bin/python -m bench.e2e                 # full: 3 scenarios x concurrency 1, 2, 4, 8 (make bench)
+    .venv/bin/python -m bench.e2e --quick         # fewer requests, concurrency 1 and 4; no files
+    .venv/bin/python -m bench.e2e --sensitivity   # gpu-24gb with the load and prompt rates varied
+    .venv/bin/python -m bench.e2e --workload chat # chat sessions (bench/workload_chat.py); mix: the realistic mix
+    .venv/bin/python -m bench.e2e --compat        # the workload through /v1/chat/completions: defaults vs optimizer
+    .venv/bin/python -m bench.e2e --quick --count-mode uncached   # Ollama counting prompt tokens as 0.30.0 did
 
-Latencies are the emulator's simulated seconds (on a virtual clock, bench/e2e_clock.py) plus, for the
-optimizer, the measured wall-clock request-path overhead of the plugin core (prepare(): Match + Recommend +
-decision, timed per request in the gateway). Writes bench/results/e2e.json, e2e.md and e2e_<scenario>.png; the last
-line printed is one JSON object: per scenario and arm p50_s, p95_s, truncated, reloads, kv_gib_mean
-(concurrency 1) and the same per concurrency under "by_concurrency".
+Latencies are the emulator's simulated seconds (on a virtual clock, bench/e2e_clock.py) plus the real time of
+each request's path to the emulator, measured per request: the client's round trip less the time the emulator
+held it (for the optimizer: HTTP into the gateway, JSON parse, Match, Recommend, relay and serialise). Arms
+are described in bench/e2e_arms.py. A full run writes bench/results/e2e.json, e2e.md and e2e_<scenario>.png;
+the last line printed is one JSON object: per scenario and arm the KEYS and COMPARED figures (concurrency 1)
+and the KEYS per concurrency under "by_concurrency".
 """
 from __future__ import annotations
 
@@ -21,25 +26,42 @@ import tempfile
 import time
 from collections import Counter
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bench.e2e_arms import ARMS, Naive, Oracle, Passthrough, optimizer_stack, oracle_contexts
+from bench.e2e_arms import ARMS, SERVER_CONTEXT, Oracle, PhaseOracle, client_policy, optimizer_stack, \
+    oracle_contexts
 from bench.e2e_clock import virtual_emulator
-from bench.e2e_drive import Result, drive
-from bench.e2e_report import TABLE_HEADER, figures, intact_p50, oracle_gap, plot, settled, table_row
-from bench.ollama_sim import EmulatorConfig
+from bench.e2e_drive import NATIVE, Result, drive
+from bench.e2e_compare import compare
+from bench.e2e_report import TABLE_HEADER, figures, plot, quantile, settled, table_row
+from bench.ollama_sim import EmulatorConfig, Sensitivity
 from bench.ollama_sim.counts import COUNT_MODES
 from bench.ollama_sim.output import default_output_tokens
 from bench.workload import Request, make_requests, make_templates
+from bench.workload_chat import make_chat_requests
+from bench.workload_mix import make_mix_requests
 from ollama_optimizer.embedded_pg import EmbeddedPostgres
 
 RESULTS = Path(__file__).with_name("results")
+SENSITIVITY_GRID = {
+    "cited": Sensitivity(),
+    "load x0.5": Sensitivity(load_rate=0.5), "load x2": Sensitivity(load_rate=2.0),
+    "load x4": Sensitivity(load_rate=4.0),
+    "prompt x0.5": Sensitivity(prompt_rate=0.5), "prompt x2": Sensitivity(prompt_rate=2.0),
+}
+"""Load rate x2-x4 stands for weights served from the page cache; the cited constants are in CONSTANTS.md."""
 SEED = 6
 TEMPLATES = 32
 ORACLE_BATCHES = (512, 1024, 2048)
+KEYS = ("p50_s", "p95_s", "truncated", "reloads", "kv_gib_mean", "requests", "loads", "evictions", "revisits",
+        "max_num_ctx")
 DECIDED = frozenset({"applied", "tuner_passthrough", "nothing_to_apply", "low_confidence"})
-KEYS = ("p50_s", "p95_s", "truncated", "reloads", "kv_gib_mean", "max_num_ctx")
+COMPARED = ("p50_intact_s", "mean_intact_s", "mean_untruncated_s", "oracle_gap", "learning_requests",
+            "learning_extra_s", "gap_after_learning", "loads_gateway", "loads_tuner")
+"""Figures that compare an arm with others; loads_gateway/loads_tuner: the optimizer's own count of loads."""
+COMPAT_DOOR = "/v1/chat/completions"
+COMPAT_ARMS = ("passthrough", "optimizer")
 
 
 @dataclass(frozen=True)
@@ -68,44 +90,58 @@ SCENARIOS = (
 )
 
 
-def workload(scenario: Scenario, n: int) -> tuple[list[Request], set[int]]:
+WORKLOADS = ("templates", "chat", "mix")
+"""templates: templated prompts with heads of 200-6,000 words (bench/workload.py); chat: every turn of fifty
+chat sessions (bench/workload_chat.py); mix: chat sessions, RAG, agents and one-offs in shifting phases
+(bench/workload_mix.py)."""
+
+
+def workload(scenario: Scenario, n: int | None, kind: str = "templates") -> tuple[list[Request], set[int]]:
+    """The requests of a run (chat: all turns when ``n`` is None) and the ids of its long-document templates."""
+    if kind == "chat":
+        return make_chat_requests(list(scenario.models), SEED, big_models=scenario.long_doc_models, limit=n), set()
+    n = n or 1000
+    if kind == "mix":
+        return make_mix_requests(list(scenario.models), n, SEED, big_models=scenario.long_doc_models), set()
     templates = make_templates(list(scenario.models), TEMPLATES, SEED, long_doc_models=scenario.long_doc_models,
                                long_doc_tail=scenario.long_doc_tail)
     long_ids = {t.template_id for t in templates if t.template_id > TEMPLATES}
     return make_requests(templates, n, SEED), long_ids
 
 
-def emulator_config(scenario: Scenario, count_mode: str = "full") -> EmulatorConfig:
+def emulator_config(scenario: Scenario, sensitivity: Sensitivity = Sensitivity(),
+                    count_mode: str = "full") -> EmulatorConfig:
     models = tuple(sorted(set(scenario.models) | set(scenario.long_doc_models)))
     return EmulatorConfig(hardware=scenario.hardware, models=models, default_num_ctx=scenario.default_num_ctx,
-                          seed=SEED, count_mode=count_mode)
+                          seed=SEED, sensitivity=sensitivity, count_mode=count_mode)
 
 
 async def run_arm(scenario: Scenario, arm: str, requests: list[Request], concurrency: int, long_ids: set[int],
-                  pg: EmbeddedPostgres, oracle: Oracle | None, plugin: dict | None = None,
+                  pg: EmbeddedPostgres, oracle: Oracle | None, phase_oracle: PhaseOracle | None,
+                  plugin: dict | None = None, sensitivity: Sensitivity = Sensitivity(), door: str = NATIVE,
                   count_mode: str = "full") -> dict:
-    """One arm on a fresh emulator (and, for the optimizer, a fresh database)."""
+    """One arm on a fresh emulator (and, for the optimizer, a fresh database); clients call ``door``."""
+    config = emulator_config(scenario, sensitivity, count_mode)
+    if arm in SERVER_CONTEXT:
+        config = replace(config, default_num_ctx=SERVER_CONTEXT[arm])
     async with AsyncExitStack() as stack:
-        emulator, clock = await stack.enter_async_context(virtual_emulator(emulator_config(scenario, count_mode)))
-        url, settle = emulator.url, None
-        policy: object
-        if arm == "optimizer":
-            url, policy = await stack.enter_async_context(optimizer_stack(pg, emulator.url, plugin))
-            settle = policy.settle  # type: ignore[attr-defined]
-        elif arm == "naive":
-            policy = Naive()
-        elif arm == "oracle":
-            assert oracle is not None
-            policy = oracle
-        else:
-            policy = Passthrough()
-        results = await drive(requests, concurrency, url, emulator, clock, policy.options_for,  # type: ignore[attr-defined]
-                              policy.completed, settle)  # type: ignore[attr-defined]
+        emulator, clock = await stack.enter_async_context(virtual_emulator(config))
         if arm != "optimizer":
-            return figures(results, emulator, [0.0] * len(results), long_ids)
-        decisions = policy.core.decisions  # type: ignore[attr-defined]
-        f = figures(results, emulator, [d[3] for d in decisions], long_ids)  # + the core's measured prepare()
+            policy = client_policy(arm, oracle, phase_oracle)
+            results = await drive(requests, concurrency, emulator.url, emulator, clock, policy.options_for,
+                                  policy.completed, door=door)
+            return figures(results, emulator, long_ids)
+        url, optimizer = await stack.enter_async_context(optimizer_stack(pg, emulator.url, plugin))
+        epoch = time.time()
+        optimizer.core.wall_clock = lambda: epoch + clock.t  # outcomes finish in simulated time
+        results = await drive(requests, concurrency, url, emulator, clock, optimizer.options_for,
+                              optimizer.completed, optimizer.settle, door)
+        decisions = optimizer.core.decisions
+        f = figures(results, emulator, long_ids)
         f["decision_reasons"] = dict(Counter(reason for reason, *_rest in decisions))
+        f["loads_gateway"] = optimizer.core.loads_judged
+        f["loads_tuner"] = sum(m.reloads for m in optimizer.tuner.policy.models.values())
+        f["prepare_ms_p50"] = round(1000 * quantile([d[3] for d in decisions], 0.5), 3)
         # Truncations of requests the tuner decided, apart from those a service failure (timeout, open
         # breaker, sticky options) sent on without a decision: on a loaded host the request path fails open.
         f["truncated_decided"] = sum(1 for r, (reason, *_rest) in zip(results, decisions)
@@ -114,58 +150,85 @@ async def run_arm(scenario: Scenario, arm: str, requests: list[Request], concurr
         return f
 
 
-async def choose_oracle(scenario: Scenario, requests: list[Request], long_ids: set[int],
-                        pg: EmbeddedPostgres) -> Oracle:
-    """Hindsight: per-model contexts that hold every request; the num_batch with the lowest mean latency."""
-    contexts = oracle_contexts(requests, default_output_tokens(SEED))
+async def choose_oracles(scenario: Scenario, requests: list[Request], long_ids: set[int], pg: EmbeddedPostgres,
+                         sensitivity: Sensitivity) -> tuple[Oracle, PhaseOracle]:
+    """Hindsight: per-model contexts that hold every request (of the run, of each phase); the num_batch with
+    the lowest mean latency for the whole-run oracle, used by both."""
+    output = default_output_tokens(SEED)
+    contexts = oracle_contexts(requests, output)
     best: tuple[float, Oracle] | None = None
     for batch in ORACLE_BATCHES:
         candidate = Oracle(contexts, batch)
-        f = await run_arm(scenario, "oracle", requests, 1, long_ids, pg, candidate)
+        f = await run_arm(scenario, "oracle", requests, 1, long_ids, pg, candidate,
+                          PhaseOracle.choose(requests, output, batch), sensitivity=sensitivity)
         if f["truncated"] == 0 and (best is None or f["mean_s"] < best[0]):
             best = (f["mean_s"], candidate)
     assert best is not None, "no oracle configuration avoids truncation"
-    return best[1]
+    return best[1], PhaseOracle.choose(requests, output, best[1].num_batch)
 
 
-async def run_scenarios(pg: EmbeddedPostgres, scenarios: list[Scenario], n: int, levels: tuple[int, ...],
-                        plugin: dict | None = None, count_mode: str = "full") -> dict:
-    """Every scenario x concurrency x arm on ``pg``; ``plugin`` overrides the gateway's PluginConfig fields."""
+async def run_scenarios(pg: EmbeddedPostgres, scenarios: list[Scenario], n: int | None, levels: tuple[int, ...],
+                        plugin: dict | None = None, arms: tuple[str, ...] = ARMS,
+                        sensitivity: Sensitivity = Sensitivity(), kind: str = "templates", door: str = NATIVE,
+                        count_mode: str = "full") -> dict:
+    """Every scenario x concurrency x arm on ``pg``; ``plugin`` overrides the gateway's PluginConfig fields;
+    clients call ``door`` (the compatible door: Ollama's defaults vs the gateway, which translates)."""
     results: dict[str, dict[int, dict[str, dict]]] = {}
     for scenario in scenarios:
-        requests, long_ids = workload(scenario, n)
+        requests, long_ids = workload(scenario, n, kind)
         flags = settled([Result(r, None, 0) for r in requests])
-        oracle = await choose_oracle(scenario, requests, long_ids, pg)
+        oracle, phase_oracle = (await choose_oracles(scenario, requests, long_ids, pg, sensitivity)
+                                if {"oracle", "phase-oracle"} & set(arms) else (None, None))
         results[scenario.name] = {}
         for conc in levels:
-            by_arm: dict[str, dict] = {}
-            for arm in ARMS:
-                by_arm[arm] = await run_arm(scenario, arm, requests, conc, long_ids, pg, oracle, plugin, count_mode)
-            intact = [x is not None and not truncated for x, truncated
-                      in zip(by_arm["passthrough"]["_latencies"], by_arm["passthrough"]["_truncated"])]
-            for arm in ARMS:
-                by_arm[arm]["oracle_gap"] = oracle_gap(by_arm[arm], by_arm["oracle"], flags)
-                by_arm[arm]["p50_intact_s"] = intact_p50(by_arm[arm], intact)
-            by_arm["oracle"]["config"] = {"num_ctx": oracle.num_ctx, "num_batch": oracle.num_batch}
-            results[scenario.name][conc] = {arm: by_arm[arm] for arm in ARMS}
+            by_arm = {arm: await run_arm(scenario, arm, requests, conc, long_ids, pg, oracle, phase_oracle, plugin,
+                                         sensitivity, door, count_mode) for arm in arms}
+            compare(by_arm, flags)
+            if oracle is not None and "oracle" in by_arm:
+                by_arm["oracle"]["config"] = {"num_ctx": oracle.num_ctx, "num_batch": oracle.num_batch}
+            if phase_oracle is not None and "phase-oracle" in by_arm:
+                by_arm["phase-oracle"]["config"] = {"num_ctx": phase_oracle.num_ctx,
+                                                    "num_batch": phase_oracle.num_batch}
+            results[scenario.name][conc] = by_arm
     return results
 
 
 async def run(quick: bool, only: str | None = None, requests_n: int | None = None,
-              concurrencies: tuple[int, ...] | None = None, count_mode: str = "full") -> dict:
-    """The benchmark on its own embedded Postgres; a full run writes bench/results/ (--quick only prints)."""
-    n = requests_n or (250 if quick else 1000)
+              concurrencies: tuple[int, ...] | None = None, arms: tuple[str, ...] = ARMS,
+              sensitivity: Sensitivity = Sensitivity(), kind: str = "templates", door: str = NATIVE,
+              count_mode: str = "full") -> dict:
+    """The benchmark on its own embedded Postgres; a full run of the templates at the cited constants writes
+    bench/results/ (anything else only prints)."""
+    n = requests_n or (None if kind == "chat" else 250 if quick else 1000)
     levels = concurrencies or ((1, 4) if quick else (1, 2, 4, 8))
     scenarios = [s for s in SCENARIOS if only in (None, s.name)]
     with tempfile.TemporaryDirectory(prefix="e2e-pg-") as tmp:
         pg = await asyncio.to_thread(EmbeddedPostgres, Path(tmp) / "pg")
         try:
-            results = await run_scenarios(pg, scenarios, n, levels, count_mode=count_mode)
+            results = await run_scenarios(pg, scenarios, n, levels, arms=arms, sensitivity=sensitivity, kind=kind,
+                                          door=door, count_mode=count_mode)
         finally:
             await asyncio.to_thread(pg.stop)
-    if not quick and count_mode == "full":
-        write_outputs(results, scenarios, RESULTS, n)
+    if not quick and arms == ARMS and sensitivity == Sensitivity() and kind == "templates" and door == NATIVE and count_mode == "full":
+        write_outputs(results, scenarios, RESULTS, n or 0)
     return results
+
+
+async def run_sensitivity(quick: bool, requests_n: int | None, kind: str) -> dict:
+    """gpu-24gb with each rate varied on its own: the optimizer's p50 and mean against the defaults'."""
+    out: dict = {}
+    for label, setting in SENSITIVITY_GRID.items():
+        results = await run(quick, "gpu-24gb", requests_n, (1,),
+                            ("passthrough", "optimizer"), setting, kind)
+        arms = results["gpu-24gb"][1]
+        base, opt = arms["passthrough"], arms["optimizer"]
+        out[label] = {"p50_vs_defaults": round(opt["p50_s"] / base["p50_s"] - 1.0, 4),
+                      "mean_vs_defaults": round(opt["mean_s"] / base["mean_s"] - 1.0, 4),
+                      "truncated": {"passthrough": base["truncated"], "optimizer": opt["truncated"]},
+                      "loads": {"passthrough": base["loads"], "optimizer": opt["loads"]}}
+        print(f"{label}: {json.dumps(out[label])}", file=sys.stderr)
+    ratios = [v["p50_vs_defaults"] for v in out.values()]
+    return {"gpu-24gb": out, "p50_vs_defaults_range": [min(ratios), max(ratios)]}
 
 
 def summary(results: dict) -> dict:
@@ -174,10 +237,10 @@ def summary(results: dict) -> dict:
     for scenario, by_conc in results.items():
         first = min(by_conc)
         out[scenario] = {}
-        for arm in ARMS:
-            keys = [k for k in (*KEYS, "truncated_decided") if k in by_conc[first][arm]]
-            entry = {k: by_conc[first][arm][k] for k in keys}
-            entry["by_concurrency"] = {str(c): {k: by_conc[c][arm][k] for k in keys} for c in sorted(by_conc)}
+        for arm, f in by_conc[first].items():
+            entry = {k: f[k] for k in KEYS} | {k: f[k] for k in COMPARED if k in f}
+            entry["by_concurrency"] = {str(c): {k: by_conc[c][arm][k] for k in (*KEYS, "truncated_decided")
+                                                if k in by_conc[c][arm]} for c in sorted(by_conc)}
             out[scenario][arm] = entry
     return out
 
@@ -198,19 +261,34 @@ def write_outputs(results: dict, scenarios: list[Scenario], out_dir: Path, n: in
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer requests, concurrency 1 and 4 (< 3 minutes)")
-    parser.add_argument("--scenario", choices=[s.name for s in SCENARIOS])
-    parser.add_argument("--requests", type=int)
-    parser.add_argument("--concurrency", type=int, nargs="+")
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer requests, concurrency 1 and 4; writes no files")
+    parser.add_argument("--scenario", choices=[s.name for s in SCENARIOS], help="one scenario (default: all)")
+    parser.add_argument("--requests", type=int, help="requests per run (default 250 quick, 1000 full)")
+    parser.add_argument("--concurrency", type=int, nargs="+", help="concurrency levels (default 1 4 quick)")
+    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS), help="arms to run (default: all)")
+    parser.add_argument("--workload", choices=WORKLOADS, default="templates", help="which traffic (default templates)")
+    parser.add_argument("--compat", action="store_true",
+                        help="the compatible-API arm: the workload through /v1/chat/completions, defaults vs optimizer")
+    parser.add_argument("--load-rate", type=float, default=1.0, help="multiplier on the emulator's load rate")
+    parser.add_argument("--prompt-rate", type=float, default=1.0, help="multiplier on its prompt speed")
     parser.add_argument("--count-mode", choices=sorted(COUNT_MODES), default="full",
                         help="how the emulated Ollama reports prompt_eval_count (the version it mirrors)")
+    parser.add_argument("--sensitivity", action="store_true",
+                        help="gpu-24gb, concurrency 1, defaults vs optimizer at every setting of SENSITIVITY_GRID")
     args = parser.parse_args()
     started = time.monotonic()
-    results = asyncio.run(run(args.quick, args.scenario, args.requests,
-                              tuple(args.concurrency) if args.concurrency else None, args.count_mode))
+    if args.sensitivity:
+        line = asyncio.run(run_sensitivity(args.quick, args.requests, args.workload))
+    else:
+        arms = COMPAT_ARMS if args.compat else tuple(a for a in ARMS if a in args.arms)
+        results = asyncio.run(run(args.quick, args.scenario, args.requests,
+                                  tuple(args.concurrency) if args.concurrency else None, arms,
+                                  Sensitivity(args.load_rate, args.prompt_rate), args.workload,
+                                  COMPAT_DOOR if args.compat else NATIVE, args.count_mode))
+        line = summary(results)
     print(f"wall {time.monotonic() - started:.0f} s", file=sys.stderr)
-    print(json.dumps(summary(results)))
+    print(json.dumps(line))
     sys.stdout.flush()
 
 

@@ -1,4 +1,18 @@
-"""The four arms' client-side behaviour, and the optimizer stack (Postgres + matcher + tuner + gateway)."""
+"""The arms' client-side behaviour and server-wide settings, and the optimizer stack (Postgres + matcher +
+tuner + gateway).
+
+    passthrough   Ollama's defaults: requests as the user wrote them, the server's default context
+    static-8k     OLLAMA_CONTEXT_LENGTH=8192 on the server (the setting Aider's Ollama docs recommend)
+    static-32k    OLLAMA_CONTEXT_LENGTH=32768 on the server
+    client-rule   the client sizes num_ctx per request as Aider does (aider/models.py):
+                  int(prompt tokens x 1.25) + 8192
+    naive         the original in-process plugin: 1.2 x (prompt + output) of the template's last request
+    optimizer     this optimizer behind its gateway
+    oracle        the best fixed configuration in hindsight (per model: the smallest context that holds
+                  every request of the run; the best num_batch)
+    phase-oracle  the best fixed configuration per workload phase (a quarter of the run), switching at the
+                  phase boundaries
+"""
 from __future__ import annotations
 
 import asyncio
@@ -20,15 +34,23 @@ from matcher_service.main import start_matcher
 from ollama_optimizer.config import ServerConfig
 from ollama_optimizer.db import create_pool
 from ollama_optimizer.embedded_pg import EmbeddedPostgres
+from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
 from ollama_optimizer.migrations import apply_migrations
 from proxy_plugin.config import PluginConfig
 from proxy_plugin.core import OptimizerCore
 from proxy_plugin.decision import Decision
 from proxy_plugin.gateway import start_gateway
+from tuner_service.core import TunerCore
 from tuner_service.main import start_tuner
 
-ARMS = ("passthrough", "naive", "optimizer", "oracle")
+ARMS = ("passthrough", "static-8k", "static-32k", "client-rule", "naive", "optimizer", "oracle", "phase-oracle")
+BASELINES = ("passthrough", "static-8k", "static-32k", "client-rule")
+"""What users do without the optimizer; the optimizer is compared with each on the requests none truncated."""
+SERVER_CONTEXT = {"static-8k": 8192, "static-32k": 32768}
+"""Arms that change only the server-wide default context (OLLAMA_CONTEXT_LENGTH)."""
 NAIVE_FACTOR = 1.2  # the original in-process plugin: (prompt_eval_count + eval_count) x 1.2
+CLIENT_RULE_FACTOR, CLIENT_RULE_REPLY = 1.25, 8192  # aider/models.py: int(token_count(messages) * 1.25) + 8192
+PHASES = 4
 _databases = itertools.count(1)
 
 
@@ -56,6 +78,19 @@ class Naive:
         used = int(body.get("prompt_eval_count") or 0) + int(body.get("eval_count") or 0)
         if request.template_id and used:
             self.last[request.template_id] = int(used * NAIVE_FACTOR)
+
+
+@dataclass
+class ClientRule:
+    """A client that sizes the context per request from its own token count (Aider's rule, unrounded)."""
+
+    def options_for(self, request: Request) -> dict:
+        model = MODELS[request.model]
+        counted = prompt_tokens(render(request.messages, model), model)
+        return {"num_ctx": int(counted * CLIENT_RULE_FACTOR) + CLIENT_RULE_REPLY}
+
+    def completed(self, request: Request, body: dict) -> None:
+        return None
 
 
 def request_need(request: Request, output_tokens: OutputHook) -> int:
@@ -86,11 +121,57 @@ class Oracle:
         return None
 
 
+def phase_of(index: int, n: int) -> int:
+    """The workload phase (0..PHASES-1) of request ``index`` of ``n``."""
+    return min(PHASES - 1, index * PHASES // max(1, n))
+
+
+@dataclass
+class PhaseOracle:
+    """The oracle's rule applied to each phase of the run on its own: a reload at most per phase change."""
+
+    num_ctx: list[dict[str, int]]  # per phase, per model
+    num_batch: int
+    n: int
+
+    @classmethod
+    def choose(cls, requests: list[Request], output_tokens: OutputHook, num_batch: int) -> PhaseOracle:
+        phases: list[list[Request]] = [[] for _ in range(PHASES)]
+        for r in requests:
+            phases[phase_of(r.index, len(requests))].append(r)
+        return cls([oracle_contexts(p, output_tokens) for p in phases], num_batch, len(requests))
+
+    def options_for(self, request: Request) -> dict:
+        return {"num_ctx": self.num_ctx[phase_of(request.index, self.n)][request.model], "num_batch": self.num_batch}
+
+    def completed(self, request: Request, body: dict) -> None:
+        return None
+
+
+ClientPolicy = Passthrough | ClientRule | Naive | Oracle | PhaseOracle
+
+
+def client_policy(arm: str, oracle: Oracle | None, phase_oracle: PhaseOracle | None = None) -> ClientPolicy:
+    """The client side of every arm but the optimizer (the static arms differ only on the server)."""
+    if arm == "client-rule":
+        return ClientRule()
+    if arm == "naive":
+        return Naive()
+    if arm == "oracle":
+        assert oracle is not None, "the oracle arm needs its configuration"
+        return oracle
+    if arm == "phase-oracle":
+        assert phase_oracle is not None, "the phase-oracle arm needs its phases"
+        return phase_oracle
+    return Passthrough()
+
+
 class CountingCore(OptimizerCore):
     """The real core; counts observe() calls (so the driver knows when learning has been handed over) and
     keeps each decision's action, reason and options for the diagnosis."""
 
     observed = 0
+    loads_judged = 0  # outcomes the gateway judged RUNNER_LOADED
 
     def __init__(self, config: PluginConfig) -> None:
         super().__init__(config)
@@ -105,6 +186,7 @@ class CountingCore(OptimizerCore):
 
     def observe(self, request: dict[str, Any], response: dict[str, Any], decision: Decision, **kw: Any) -> None:
         self.observed += 1
+        self.loads_judged += kw.get("runner_load") == tuner_pb2.RUNNER_LOADED
         super().observe(request, response, decision, **kw)
 
 
@@ -113,6 +195,7 @@ class Optimizer:
     """This optimizer: clients send plain requests to the gateway; everything is decided behind it."""
 
     core: CountingCore
+    tuner: TunerCore
     answered_ok: int = 0
 
     def options_for(self, request: Request) -> dict:
@@ -165,7 +248,7 @@ async def optimizer_stack(pg: EmbeddedPostgres, upstream: str,
         core = CountingCore(config)
         gateway = await start_gateway("127.0.0.1:0", upstream, core=core)
         try:
-            yield gateway.url, Optimizer(core)
+            yield gateway.url, Optimizer(core, tuner.core)
         finally:
             await gateway.stop(flush_timeout_s=1.0)
             await tuner.stop(0)

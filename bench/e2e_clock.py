@@ -11,10 +11,12 @@ import asyncio
 import heapq
 import itertools
 import math
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from bench.ollama_sim import Emulator, EmulatorConfig
 from bench.ollama_sim.server import OllamaApp
@@ -55,12 +57,31 @@ class VirtualClock:
         return released
 
 
+WALL_HEADER = "X-Emulator-Wall-Seconds"
+"""Wall-clock seconds the emulator held a (non-streamed) request, including its wait for the virtual clock:
+a client subtracts it from its round trip to get what the path to the emulator cost in real time."""
+
+
+@web.middleware
+async def _stamp_wall_time(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    response = await handler(request)
+    if not response.prepared:
+        response.headers[WALL_HEADER] = f"{time.perf_counter() - started:.6f}"
+    return response
+
+
 class _VirtualApp(OllamaApp):
     """The emulator's HTTP API with responses paced by the virtual clock instead of the wall clock."""
 
     def __init__(self, emulator: Emulator, clock: VirtualClock) -> None:
         super().__init__(emulator.engine)
         self.clock = clock
+
+    def build(self) -> web.Application:
+        app = super().build()
+        app.middlewares.append(_stamp_wall_time)
+        return app
 
     async def _until(self, sim_t: float) -> None:
         self.clock.scheduled.set()  # a request's first wait comes right after the engine scheduled it

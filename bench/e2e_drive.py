@@ -7,18 +7,20 @@ from __future__ import annotations
 import asyncio
 import heapq
 import math
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import aiohttp
 
-from bench.e2e_clock import VirtualClock
+from bench.e2e_clock import WALL_HEADER, VirtualClock
 from bench.ollama_sim import Emulator, RequestRecord
 from bench.workload import Request
 
 OptionsFor = Callable[[Request], dict]
 """The arm's client-side options for a request (empty = send it as the user wrote it)."""
 Completed = Callable[[Request, dict], None]
+NATIVE = "/api/chat"
 """Called in simulated-completion order with each request and its JSON answer."""
 
 
@@ -29,12 +31,16 @@ class Result:
     request: Request
     record: RequestRecord | None  # the emulator's log entry (None: never reached it)
     status: int
+    hop_s: float = 0.0  # real seconds of the client's round trip not spent inside the emulator (HTTP, gateway)
 
 
 async def drive(requests: list[Request], concurrency: int, url: str, emulator: Emulator, clock: VirtualClock,
                 options_for: OptionsFor, completed: Completed,
-                settle: Callable[[int], Awaitable[None]] | None = None) -> list[Result]:
-    """Run ``requests`` through ``url``; ``settle(n)`` runs after n answers were released (learning catches up)."""
+                settle: Callable[[int], Awaitable[None]] | None = None, door: str = NATIVE) -> list[Result]:
+    """Run ``requests`` through ``url``; ``settle(n)`` runs after n answers were released (learning catches up).
+
+    ``door`` is the endpoint the clients use: ``/api/chat``, or ``/v1/chat/completions`` as an OpenAI client
+    sends the same conversation (no options: the OpenAI API has no field for them)."""
     results: list[Result | None] = [None] * len(requests)
     free = [(0.0, w) for w in range(concurrency)]
     heapq.heapify(free)
@@ -45,15 +51,18 @@ async def drive(requests: list[Request], concurrency: int, url: str, emulator: E
 
         async def send(i: int, first_record: int) -> tuple[int, dict]:
             request = requests[i]
-            payload = request.payload()
+            payload = request.payload() if door == NATIVE else {"model": request.model, "messages": request.messages}
             extra = options_for(request)
             if extra:
                 payload["options"] = {**payload.get("options", {}), **extra}
-            async with session.post(url + "/api/chat", json=payload) as response:
+            started = time.perf_counter()
+            async with session.post(url + door, json=payload) as response:
                 body = await response.json(content_type=None)
                 status = response.status
+                held = float(response.headers.get(WALL_HEADER, "nan"))
+            hop = time.perf_counter() - started - held
             record = emulator.requests[first_record] if len(emulator.requests) > first_record else None
-            results[i] = Result(request, record, status)
+            results[i] = Result(request, record, status, hop if hop == hop else 0.0)
             return status, body
 
         next_index = 0

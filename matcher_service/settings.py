@@ -5,8 +5,8 @@
 | `MATCHER_SHINGLE_SIZE` | `4` | tokens per shingle (3-5); part of the algorithm version |
 | `MATCHER_NORMALIZE` | `true` | replace volatile literals (numbers, hex ids, UUID/date parts) by one placeholder; part of the algorithm version |
 | `MATCHER_THRESHOLDS` | `64:3,128:4,256:5,512:6,1024:7` | max Hamming distance k(W) per window (0-11); prompts shorter than 64 tokens use k(64) |
-| `MATCHER_MAX_TEXT_BYTES` | `1048576` | largest accepted text (UTF-8 bytes); larger → INVALID_ARGUMENT |
-| `MATCHER_MATCH_DB_TIMEOUT_SECONDS` | `0.25` | database budget of one Match; on timeout/outage Match answers "not matched" |
+| `MATCHER_MAX_TEXT_BYTES` | `1048576` | largest accepted text (UTF-8 bytes); larger → INVALID_ARGUMENT (gRPC's receive limit is this plus 1 MiB, at least 4 MiB) |
+| `MATCHER_MATCH_DB_TIMEOUT_SECONDS` | `0.25` | database budget of one Match, shortened to 80% of the caller's remaining deadline; on timeout/outage Match answers "not matched" |
 | `MATCHER_CACHE_SIZE` | `10000` | entries of the in-memory soft cache (0 disables it) |
 | `MATCHER_CACHE_TTL_SECONDS` | `2.0` | lifetime of a cache entry |
 | `MATCHER_GROW_AFTER` | `30` | consecutive matches at a larger window before the stable window grows (20-50) |

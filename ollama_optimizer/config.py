@@ -76,6 +76,10 @@ class ServerConfig:
     listen: str
     metrics_port: int
     max_concurrent_rpcs: int = field(default_factory=lambda: env_int("OPTIMIZER_MAX_CONCURRENT_RPCS", 256))
+    # Observe/Report share of max_concurrent_rpcs; always kept below it, so the request path keeps the rest.
+    max_concurrent_learning_rpcs: int = field(
+        default_factory=lambda: env_int("OPTIMIZER_MAX_CONCURRENT_LEARNING_RPCS", 64)
+    )
     grace_seconds: float = field(default_factory=lambda: env_float("OPTIMIZER_SHUTDOWN_GRACE_SECONDS", 5.0))
     auth_token: str = field(default_factory=lambda: env_str("OPTIMIZER_AUTH_TOKEN", ""))
     max_connection_age_seconds: int = field(
@@ -84,6 +88,11 @@ class ServerConfig:
     tls_cert: str = field(default_factory=lambda: env_str("OPTIMIZER_TLS_CERT", ""))
     tls_key: str = field(default_factory=lambda: env_str("OPTIMIZER_TLS_KEY", ""))
     tls_client_ca: str = field(default_factory=lambda: env_str("OPTIMIZER_TLS_CLIENT_CA", ""))
+
+    @property
+    def learning_rpcs(self) -> int:
+        """The learning budget in effect: at most ``max_concurrent_rpcs - 1``."""
+        return max(0, min(self.max_concurrent_learning_rpcs, self.max_concurrent_rpcs - 1))
 
     @classmethod
     def matcher(cls) -> "ServerConfig":

@@ -1,4 +1,4 @@
-"""Server interceptors: go-grpc-prometheus metrics and optional bearer-token auth."""
+"""Server interceptors: go-grpc-prometheus metrics, optional bearer-token auth, the learning budget."""
 from __future__ import annotations
 
 import asyncio
@@ -95,8 +95,8 @@ def _observed(handler: grpc.RpcMethodHandler, full_method: str) -> grpc.RpcMetho
     )
 
 
-class MetricsInterceptor(grpc.aio.ServerInterceptor):
-    """Counts and times unary RPCs under the go-grpc-prometheus metric names.
+class _WrappingInterceptor(grpc.aio.ServerInterceptor):
+    """Replaces the unary handlers of the methods it ``wants`` by ``wrap(handler, method)``.
 
     The wrapped handler is built once per method and reused while the inner handler is the same
     object (registered handlers are; a per-call handler, e.g. an auth denial, is wrapped per call).
@@ -105,21 +105,34 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self) -> None:
         self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
+    def wants(self, method: str) -> bool:
+        return True
+
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        raise NotImplementedError
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler
         method = handler_call_details.method
+        if handler is None or handler.unary_unary is None or not self.wants(method):
+            return handler
         cached = self._wrapped.get(method)
         if cached is not None and cached[0] is handler:
             return cached[1]
-        wrapped = _observed(handler, method)
+        wrapped = self.wrap(handler, method)
         self._wrapped[method] = (handler, wrapped)
         return wrapped
+
+
+class MetricsInterceptor(_WrappingInterceptor):
+    """Counts and times unary RPCs under the go-grpc-prometheus metric names."""
+
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        return _observed(handler, method)
 
 
 def _code_name(code: Any) -> str:
@@ -161,3 +174,46 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
                 presented = value.encode() if isinstance(value, str) else value
                 return hmac.compare_digest(presented, self._expected)
         return False
+
+
+# Off the request path: the gateways' telemetry. Everything else is served within the global limit only.
+LEARNING_METHODS = frozenset({"/optimizer.v1.Matcher/Observe", "/optimizer.v1.Tuner/Report"})
+
+
+class LearningBudget(_WrappingInterceptor):
+    """At most ``limit`` learning RPCs (``LEARNING_METHODS``) run at once; the others are shed at once.
+
+    With ``limit`` below the server's ``maximum_concurrent_rpcs``, learning calls stalled on a slow
+    database can never take the slots the request path (Match, Recommend) needs: an extra one is
+    answered RESOURCE_EXHAUSTED immediately instead of holding a slot for its whole deadline.
+    """
+
+    def __init__(self, limit: int, methods: frozenset[str] = LEARNING_METHODS) -> None:
+        super().__init__()
+        self.limit = limit
+        self.in_flight = 0
+        self._methods = methods
+
+    def wants(self, method: str) -> bool:
+        return method in self._methods
+
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        inner = handler.unary_unary
+
+        async def bounded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if self.in_flight >= self.limit:
+                await context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"learning budget exhausted: {self.limit} Observe/Report calls in flight",
+                )
+            self.in_flight += 1
+            try:
+                return await inner(request, context)
+            finally:
+                self.in_flight -= 1
+
+        return grpc.unary_unary_rpc_method_handler(
+            bounded,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )

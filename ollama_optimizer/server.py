@@ -1,8 +1,9 @@
 """gRPC service scaffolding shared by the matcher and the tuner.
 
 aio server with health + reflection, metrics and auth interceptors, optional TLS,
-load shedding (maximum_concurrent_rpcs), a failed bind raising, a Prometheus
-/metrics endpoint, and graceful shutdown (NOT_SERVING -> drain -> stop(grace)).
+load shedding (maximum_concurrent_rpcs, and a smaller budget for the learning RPCs),
+keepalive, a failed bind raising, a Prometheus /metrics endpoint, and graceful
+shutdown (NOT_SERVING -> drain -> stop(grace)).
 """
 from __future__ import annotations
 
@@ -19,12 +20,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
+from .channels import KEEPALIVE
 from .config import ServerConfig, StartupError
-from .grpc_interceptors import BearerTokenInterceptor, MetricsInterceptor
+from .grpc_interceptors import BearerTokenInterceptor, LearningBudget, MetricsInterceptor
 
 log = logging.getLogger(__name__)
 
 Registrar = Callable[[grpc.aio.Server], None]
+DEFAULT_MAX_RECEIVE_BYTES = 4 * 1024 * 1024  # gRPC's own default
 
 
 class BindError(StartupError):
@@ -48,12 +51,13 @@ class RunningServer:
         await self.server.stop(grace)
 
 
-def _server_options(cfg: ServerConfig) -> list[tuple[str, int]]:
+def _server_options(cfg: ServerConfig, max_receive_bytes: int) -> list[tuple[str, int]]:
     return [
         ("grpc.so_reuseport", 0),  # a second server on the same port must fail, not share it
         ("grpc.max_connection_age_ms", cfg.max_connection_age_seconds * 1000),
         ("grpc.max_connection_age_grace_ms", int(cfg.grace_seconds * 1000)),
-        ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+        ("grpc.max_receive_message_length", max_receive_bytes),
+        *KEEPALIVE.server_options(),
     ]
 
 
@@ -75,17 +79,20 @@ async def start_server(
     *,
     serve_metrics: bool = True,
     serving: bool = True,
+    max_receive_bytes: int = DEFAULT_MAX_RECEIVE_BYTES,
 ) -> RunningServer:
     """Build, bind and start a server exposing ``service_names`` plus health and reflection.
 
     Health reports SERVING for the server and ``service_names`` (NOT_SERVING with ``serving=False``).
+    Requests up to ``max_receive_bytes`` reach the handlers (larger ones: RESOURCE_EXHAUSTED from gRPC).
     """
     interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor()]
     if cfg.auth_token:
         interceptors.append(BearerTokenInterceptor(cfg.auth_token))
+    interceptors.append(LearningBudget(cfg.learning_rpcs))
     server = grpc.aio.server(
         interceptors=interceptors,
-        options=_server_options(cfg),
+        options=_server_options(cfg, max_receive_bytes),
         maximum_concurrent_rpcs=cfg.max_concurrent_rpcs,
     )
     for register in registrars:

@@ -6,12 +6,12 @@ token prefix Match reads (``matcher_service.simhash.match_key``).
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Generic, Protocol, TypeVar
 
+from cachetools import TTLCache
+
 V = TypeVar("V")
-_MISSING = object()
 
 
 class Counts(Protocol):
@@ -24,39 +24,29 @@ class _NotCounted:
 
 
 class SoftCache(Generic[V]):
-    """LRU with a time-to-live; safe to lose, so nothing else depends on it."""
+    """LRU with a time-to-live (cachetools' TTLCache) whose lookups are counted; safe to lose, so nothing
+    else depends on it."""
 
     def __init__(self, size: int, ttl: float, clock: Callable[[], float] = time.monotonic,
                  hits: Counts = _NotCounted(), misses: Counts = _NotCounted()) -> None:
-        self._size = size
-        self._ttl = ttl
-        self._clock = clock
+        self.enabled = size > 0 and ttl > 0
         self._hits = hits
         self._misses = misses
-        self._entries: OrderedDict[Hashable, tuple[float, V]] = OrderedDict()
-
-    @property
-    def enabled(self) -> bool:
-        return self._size > 0 and self._ttl > 0
+        self._entries: TTLCache[Hashable, V] = TTLCache(maxsize=max(1, size), ttl=max(ttl, 1e-9), timer=clock)
 
     def get(self, key: Hashable) -> tuple[bool, V | None]:
         """(hit, value); counts the hit or miss."""
-        entry = self._entries.get(key, _MISSING)
-        if entry is not _MISSING:
-            expires, value = entry  # type: ignore[misc]
-            if expires > self._clock():
-                self._entries.move_to_end(key)
-                self._hits.inc()
-                return True, value
-            del self._entries[key]
-        self._misses.inc()
-        return False, None
+        try:
+            value = self._entries[key]
+        except KeyError:
+            self._misses.inc()
+            return False, None
+        self._hits.inc()
+        return True, value
 
     def put(self, key: Hashable, value: V) -> None:
-        self._entries[key] = (self._clock() + self._ttl, value)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._size:
-            self._entries.popitem(last=False)
+        if self.enabled:
+            self._entries[key] = value
 
     def discard(self, key: Hashable) -> None:
         self._entries.pop(key, None)

@@ -3,7 +3,7 @@
 The host loads this file by path, finds the subclass of its ``BaseAgent`` and instantiates it without
 arguments; it runs when the last user message starts with ``/opt``. ``on_request`` asks the optimizer
 for ``num_ctx``/``num_batch`` and sets them in ``request["options"]`` (the host forwards them only with
-``host-forward-options.patch`` applied); ``on_response`` queues telemetry. Neither ever raises.
+``ollama-smart-proxy.patch`` applied); ``on_response`` queues telemetry. Neither ever raises.
 The ``proxy_plugin`` package must be importable in the host's environment (``pip install ollama-optimizer``).
 """
 from __future__ import annotations
@@ -74,7 +74,7 @@ def _learn_only_unless_forwarded(cfg: PluginConfig) -> PluginConfig:
     metrics.OPTIONS_FORWARDED.set({True: 1, False: 0, None: -1}[forwarded])
     if forwarded is False and cfg.apply_options:
         log.warning("opt: this ollama-smart-proxy drops request options (num_ctx/num_batch never reach Ollama); "
-                    "running learn-only - apply proxy_plugin/host-forward-options.patch to optimize")
+                    "running learn-only - apply proxy_plugin/ollama-smart-proxy.patch to optimize")
         return replace(cfg, apply_options=False)
     return cfg
 
@@ -111,7 +111,7 @@ class OptAgent(BaseAgent):
             return request
 
     async def on_response(self, request: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
-        """Queue telemetry; an aggregated streaming response carries no counts (counts_known=false)."""
+        """Queue telemetry; a stream aggregate of an unpatched host carries no counts (counts_known=false)."""
         try:
             decision = self._pending.pop(request.get(DECISION_KEY), None)  # type: ignore[arg-type]
             if decision is not None:

@@ -8,7 +8,8 @@ TUNED_OPTIONS = ("num_ctx", "num_batch")
 
 
 def canonical_text(request: dict[str, Any]) -> str:
-    """chat: ``"{role}: {content}\\n"`` per message in order; generate: system + prompt."""
+    """chat: ``"{role}: {content}\\n"`` per message in order; generate: system + prompt; embed: the inputs,
+    one per line (a batch is sized as one text, so the context holds even the sum of its inputs)."""
     messages = request.get("messages")
     if isinstance(messages, list):
         parts = []
@@ -16,6 +17,11 @@ def canonical_text(request: dict[str, Any]) -> str:
             if isinstance(message, dict):
                 parts.append(f"{message.get('role', '')}: {_text(message.get('content'))}\n")
         return "".join(parts)
+    inputs = request.get("input")
+    if isinstance(inputs, list):
+        return "\n".join(_text(item) for item in inputs)
+    if isinstance(inputs, str):
+        return inputs
     return _text(request.get("system")) + _text(request.get("prompt"))
 
 

@@ -66,7 +66,7 @@ class PluginConfig:
     metrics_port: int = 0  # agent only: serve /metrics on this port (0 = off); the gateway uses GATEWAY_METRICS_PORT
     max_body_bytes: int = 32 << 20  # gateway: /api/chat|generate body limit (413 above)
     max_model_labels: int = 50  # gateway: distinct model label values before "other"
-    reload_threshold_s: float = 0.1  # gateway: load_duration above this counts as a reload seen
+    reload_threshold_s: float = 0.1  # gateway: load_duration below this is never a reload
     truncation_unit_ratio: float = 0.5  # gateway: prompt_eval_count < ratio * prompt units -> truncated
     # Label of the Ollama host (or hardware class) behind this host: the tuner learns per (label, model).
     # "" = the default host (one Ollama behind every gateway).

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ollama_optimizer.gen.optimizer.v1 import matcher_pb2, matcher_pb2_grpc, tuner_pb2, tuner_pb2_grpc
@@ -26,25 +27,33 @@ from .upstream_facts import UpstreamFacts
 log = logging.getLogger(__name__)
 
 _APPLIED = "applied"
+LoadedContext = Callable[[str], Awaitable[int]]
 
 
 class OptimizerCore:
     """One per process. Channels and the telemetry task are created on first use in the running loop."""
 
-    def __init__(self, config: PluginConfig | None = None) -> None:
+    def __init__(self, config: PluginConfig | None = None, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config or load_config()
+        self.wall_clock: Callable[[], float] = time.time  # finish times of outcomes (a benchmark's virtual clock)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._matcher: ServiceClient | None = None
         self._tuner: ServiceClient | None = None
         self._telemetry: TelemetryPipeline | None = None
         self._probes = HostProbes(self.config.probes)
-        self._sticky = StickyOptions(self.config.sticky_ttl_s)
+        self._sticky = StickyOptions(self.config.sticky_ttl_s, clock)
+        self._loaded_context: LoadedContext | None = None
         self._memo = MatchMemo(self.config.match_memo_size, self.config.match_memo_ttl_s)
         self.upstream: UpstreamFacts | None = None  # set by a host that reads its Ollama (the gateway)
         self._decided = {
             "apply": metrics.DECISIONS.labels("apply"),
             "passthrough": metrics.DECISIONS.labels("passthrough"),
         }
+
+    def use_loaded_context(self, lookup: LoadedContext) -> None:
+        """The host can tell the context a model is loaded with (0 = unknown): used on failure when this
+        process has not sent the model a request recently (e.g. a replica started during an outage)."""
+        self._loaded_context = lookup
 
     # --- request path ---------------------------------------------------------------------------
     async def prepare(self, request: dict[str, Any], endpoint: str | None = None) -> tuple[dict[str, Any], Decision]:
@@ -92,7 +101,7 @@ class OptimizerCore:
             return request
         matcher, tuner = self._clients()
         if matcher.breaker.rejecting():  # decided before any work on the prompt: ~0 cost while down
-            return self._on_failure(request, options, d, "breaker_open")
+            return await self._on_failure(request, options, d, "breaker_open")
         text = canonical_text(request)
         if not text:
             d.reason = "empty_text"
@@ -103,7 +112,7 @@ class OptimizerCore:
         deadline = t0 + cfg.budget_ms / 1000.0
         match, reason = await self._match(matcher, d.model, text, deadline)
         if match is None:
-            return self._on_failure(request, options, d, reason)
+            return await self._on_failure(request, options, d, reason)
         d.template_id, d.prompt_units, d.fingerprints = match.template_id, match.prompt_units, match.fingerprints
         recommend = tuner_pb2.RecommendRequest(
             model=d.model, template_id=match.template_id, prompt_units=match.prompt_units,
@@ -113,7 +122,7 @@ class OptimizerCore:
         )
         rec, reason = await tuner.call("Recommend", recommend, self._timeout(deadline))
         if rec is None:
-            return self._on_failure(request, options, d, reason)
+            return await self._on_failure(request, options, d, reason)
         d.decision_id = rec.decision_id
         if rec.action != tuner_pb2.APPLY:
             d.reason = "tuner_passthrough"
@@ -144,17 +153,28 @@ class OptimizerCore:
     ) -> dict[str, Any]:
         result = self._with_options(request, options, rec.num_ctx, rec.num_batch, d, _APPLIED)
         if d.applied:
-            self._sticky.remember(d.model, rec.num_ctx, rec.num_batch)
+            self._sticky.remember(d.model, d.num_ctx, d.num_batch)
         return result
 
-    def _on_failure(self, request: dict[str, Any], options: dict[str, Any], d: Decision, reason: str) -> dict[str, Any]:
-        """A service failed: keep the model's runner as the optimizer last loaded it, else pass through."""
+    async def _on_failure(
+        self, request: dict[str, Any], options: dict[str, Any], d: Decision, reason: str
+    ) -> dict[str, Any]:
+        """A service failed: send the runner options the model's last request carried (else the context
+        the host sees it loaded with), so Ollama keeps the runner; with nothing known, pass through."""
         d.reason = reason
-        remembered = self._sticky.recall(d.model) if self.config.apply_options else None
-        if remembered is None:
+        if not self.config.apply_options:
             return request
-        metrics.STICKY.labels(reason).inc()
-        return self._with_options(request, options, *remembered, d, "sticky")
+        known = self._sticky.recall(d.model)
+        if known is None and self._loaded_context is not None:
+            loaded = await self._loaded_context(d.model)
+            known = (loaded, 0) if loaded > 0 else None
+        if known is None:
+            return request
+        result = self._with_options(request, options, *known, d, "sticky")
+        if d.applied:
+            metrics.STICKY.labels(reason).inc()
+            self._sticky.remember(d.model, d.num_ctx, d.num_batch)
+        return result
 
     def _with_options(
         self, request: dict[str, Any], options: dict[str, Any], num_ctx: int, num_batch: int, d: Decision,
@@ -186,18 +206,22 @@ class OptimizerCore:
         loaded_context_length: int = 0,
         model_size_bytes: int = 0,
         model_vram_bytes: int = 0,
+        runner_load: int = 0,
     ) -> None:
-        """Queue the outcome for Observe + Report; returns at once, never raises."""
+        """``request`` (as sent) was answered: note its runner options and queue the outcome for Observe +
+        Report; returns at once, never raises."""
         try:
             if not decision.model:
                 return
+            sent = client_options(request) if isinstance(request, dict) else {}
+            self._sticky.remember(decision.model, _int_option(sent, "num_ctx"), _int_option(sent, "num_batch"))
             self._clients()
             assert self._telemetry is not None
             latency = time.monotonic() - decision.started if latency_s is None else latency_s
             stats = response if isinstance(response, dict) else {}
             self._telemetry.submit(Observation(
-                decision, stats, latency, ttft_s or 0.0, time.time(), loaded_context_length,
-                model_size_bytes, model_vram_bytes,
+                decision, stats, latency, ttft_s or 0.0, self.wall_clock(), loaded_context_length,
+                model_size_bytes, model_vram_bytes, runner_load,
             ))
         except Exception:
             log.exception("observe failed; telemetry dropped")
@@ -224,6 +248,10 @@ class OptimizerCore:
 
     def breaker_states(self) -> dict[str, str]:
         return {c.name: c.breaker.state.name.lower() for c in (self._matcher, self._tuner) if c is not None}
+
+    def learning_breaker_states(self) -> dict[str, str]:
+        """The breakers of the learning calls (Observe, Report), apart from the request path's."""
+        return {c.name: c.learning_breaker.state.name.lower() for c in (self._matcher, self._tuner) if c is not None}
 
     def channel_states(self) -> dict[str, str]:
         """Connectivity per service channel (idle, connecting, ready, transient_failure, shutdown)."""

@@ -45,3 +45,4 @@ class Observation:
     loaded_context_length: int = 0  # Ollama's /api/ps context for the model after a request without num_ctx
     model_size_bytes: int = 0  # /api/ps size and size_vram of the loaded model (0 = unknown)
     model_vram_bytes: int = 0
+    runner_load: int = 0  # tuner_pb2.RunnerLoad as the gateway judged it (0 = unknown)

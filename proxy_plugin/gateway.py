@@ -1,4 +1,5 @@
-"""``ollama-optimizer gateway``: an Ollama-API reverse proxy that runs the core on /api/chat and /api/generate.
+"""``ollama-optimizer gateway``: an Ollama-API reverse proxy that runs the core on /api/chat, /api/generate and
+/api/embed, and on the compatible /v1 doors (``compat_forward``).
 
 - Every other path and method is relayed untouched (request and response bodies streamed).
 - Streaming NDJSON is written to the client chunk by chunk as it arrives; the final ``done: true``
@@ -23,25 +24,31 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ollama_optimizer.config import env_int
+from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
 from ollama_optimizer.server import wait_for_shutdown_signal
 
 from . import metrics
 from .command import strip_command
+from .compat_forward import COMPAT_DOORS, serve_compat
 from .config import PluginConfig, load_config
 from .core import OptimizerCore
 from .decision import Decision
 from .gateway_metrics import RequestMetrics
 from .loaded_models import LoadedModels
+from .outcome import stat_int
+from .runner_loads import RunnerLoads, Sent
 from .tail import FinalObject
 from .upstream_facts import UpstreamFacts
 
 log = logging.getLogger(__name__)
 
-OPTIMIZED_PATHS = {"/api/chat": "chat", "/api/generate": "generate"}
+OPTIMIZED_PATHS = {"/api/chat": "chat", "/api/generate": "generate", "/api/embed": "embed"}
 _HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
     "transfer-encoding", "upgrade", "content-length", "host",
 })
+
+_COMPAT_DROP = frozenset({"accept-encoding", "content-type"})  # the native answer must be parseable JSON
 
 
 def normalise_upstream(upstream: str) -> str:
@@ -83,6 +90,8 @@ class Gateway:
         self._session: aiohttp.ClientSession | None = None
         self.loaded_models = LoadedModels(self.upstream)
         self.facts = core.upstream = UpstreamFacts(self.upstream)  # version at start, /api/show per model
+        core.use_loaded_context(self._loaded_context)
+        self.runner_loads = RunnerLoads()
         self.app = web.Application(client_max_size=self.config.max_body_bytes)
         self.app.router.add_route("*", "/{tail:.*}", self.handle)
         self.app.on_startup.append(self._start)
@@ -104,8 +113,17 @@ class Gateway:
         if self._session is not None:
             await self._session.close()
 
+    async def _loaded_context(self, model: str) -> int:
+        """The context Ollama has ``model`` loaded with, from /api/ps (0 = unknown or not loaded)."""
+        if self._session is None:
+            return 0
+        return await self.loaded_models.context_length(self._session, model)
+
     async def handle(self, request: web.Request) -> web.StreamResponse:
         endpoint = OPTIMIZED_PATHS.get(request.path) if request.method == "POST" else None
+        door = COMPAT_DOORS.get(request.path) if request.method == "POST" else None
+        if door is not None:
+            return await serve_compat(self, request, door, _forward_headers(request.headers, drop=_COMPAT_DROP))
         if endpoint is None:
             return await self._relay(request, "other", request.content if request.body_exists else None)
         return await self._optimized(request, endpoint)
@@ -180,23 +198,41 @@ class Gateway:
         decision: Decision, received: float,
     ) -> web.StreamResponse:
         headers = _forward_headers(request.headers, drop=frozenset({"accept-encoding"}))  # parseable answer
-        final = FinalObject()
-        response, status, first_chunk = await self._pipe(request, endpoint, body, headers, final)
+        final = FinalObject(require_done=endpoint != "embed")  # /api/embed answers one object without done
+        sent = self.runner_loads.sent(decision.model, (decision.num_ctx, decision.num_batch))
+        try:
+            response, status, first_chunk = await self._pipe(request, endpoint, body, headers, final)
+        finally:
+            self.runner_loads.finished(decision.model)
         if status == 200:
-            latency = time.monotonic() - received
-            ttft = None if first_chunk is None else first_chunk - received
-            stats = final.result()
-            self._metrics.record(decision, stats, latency, ttft)
-            loaded = self.loaded_models.get(decision.model)
-            if self._session is not None:
-                self.loaded_models.refresh_soon(self._session)
-            self.core.observe(
-                payload, stats or {}, decision, latency_s=latency, ttft_s=ttft,
-                # Ollama's default context: what /api/ps shows after a request without num_ctx.
-                loaded_context_length=0 if decision.num_ctx else loaded.context_length,
-                model_size_bytes=loaded.size, model_vram_bytes=loaded.size_vram,
-            )
+            await self.learn(payload, decision, final.result(), received, first_chunk, sent)
         return response
+
+    async def learn(
+        self, payload: dict[str, Any], decision: Decision, stats: dict[str, Any] | None, received: float,
+        first_chunk: float | None, sent: Sent,
+    ) -> None:
+        """Record the request metrics and queue the outcome of an answered request; ``sent`` is the
+        runner-load ticket taken when the request went upstream."""
+        latency = time.monotonic() - received
+        ttft = None if first_chunk is None else first_chunk - received
+        runner = self.runner_loads.judge(decision.model, sent, stat_int(stats or {}, "load_duration"),
+                                         int(self.config.reload_threshold_s * 1e9))
+        self._metrics.record(decision, stats, latency, ttft, runner == tuner_pb2.RUNNER_LOADED)
+        loaded = self.loaded_models.get(decision.model)
+        if self._session is not None:
+            if runner == tuner_pb2.RUNNER_LOADED or not (decision.num_ctx or loaded.context_length):
+                # The answer is sent: read what this load placed (context, size, VRAM) before reporting.
+                await self.loaded_models.refresh(self._session)
+                loaded = self.loaded_models.get(decision.model)
+            else:
+                self.loaded_models.refresh_soon(self._session)
+        self.core.observe(
+            payload, stats or {}, decision, latency_s=latency, ttft_s=ttft,
+            # Ollama's default context: what /api/ps shows after a request without num_ctx.
+            loaded_context_length=0 if decision.num_ctx else loaded.context_length,
+            model_size_bytes=loaded.size, model_vram_bytes=loaded.size_vram, runner_load=runner,
+        )
 
     @staticmethod
     def _response_for(upstream: aiohttp.ClientResponse, endpoint: str) -> web.StreamResponse:

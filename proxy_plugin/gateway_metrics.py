@@ -15,7 +15,8 @@ class RequestMetrics:
         self._model = metrics.BoundedLabel(cfg.max_model_labels)
 
     def record(
-        self, decision: Decision, final: dict[str, Any] | None, latency_s: float, ttft_s: float | None
+        self, decision: Decision, final: dict[str, Any] | None, latency_s: float, ttft_s: float | None,
+        runner_loaded: bool = False,
     ) -> None:
         model = self._model(decision.model)
         endpoint = decision.endpoint
@@ -33,7 +34,7 @@ class RequestMetrics:
         ):
             if count and duration_ns:
                 metrics.TOKENS_PER_SECOND.labels(model, phase).observe(count / (duration_ns / 1e9))
-        if stat_int(final, "load_duration") > self._cfg.reload_threshold_s * 1e9:
+        if runner_loaded:
             metrics.RELOADS_SEEN.labels(model).inc()
         if self._truncated(decision, final, prompt):
             metrics.TRUNCATIONS.labels(model).inc()

@@ -37,8 +37,20 @@ class LoadedModels:
         self._task: asyncio.Task[None] | None = None
 
     def get(self, model: str) -> LoadedModel:
-        """Last /api/ps figures seen for ``model`` (zeros when unknown)."""
-        return self._models.get(model, LoadedModel())
+        """Last /api/ps figures seen for ``model`` (zeros when unknown); a name without a tag is ``:latest``."""
+        found = self._models.get(model)
+        if found is None and ":" not in model.rsplit("/", 1)[-1]:
+            found = self._models.get(model + ":latest")
+        return found or LoadedModel()
+
+    async def context_length(self, session: aiohttp.ClientSession, model: str) -> int:
+        """The context ``model`` is loaded with (0 = unknown); asks /api/ps first when it is not known yet
+        (no more often than ``refresh_soon`` does). Never raises."""
+        if not self.get(model).context_length:
+            self.refresh_soon(session)
+            if self._task is not None and not self._task.done():
+                await asyncio.shield(self._task)  # a cancelled request leaves the shared refresh running
+        return self.get(model).context_length
 
     def refresh_soon(self, session: aiohttp.ClientSession) -> None:
         """Start a background refresh unless one ran recently or is running; never raises."""
@@ -47,6 +59,11 @@ class LoadedModels:
             return
         self._last_refresh = now
         self._task = asyncio.ensure_future(self._refresh(session))
+
+    async def refresh(self, session: aiohttp.ClientSession) -> None:
+        """Refresh now (after a load: its context, size and VRAM share); never raises."""
+        self._last_refresh = time.monotonic()
+        await self._refresh(session)
 
     async def _refresh(self, session: aiohttp.ClientSession) -> None:
         try:

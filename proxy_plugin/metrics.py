@@ -22,7 +22,8 @@ PASSTHROUGH = Counter(
     ["reason"], registry=REGISTRY,
 )
 STICKY = Counter(
-    "optimizer_plugin_sticky", "Service failures answered with the options last applied to the model, by reason.",
+    "optimizer_plugin_sticky",
+    "Service failures answered with the runner options the model's last request carried, by reason.",
     ["reason"], registry=REGISTRY,
 )
 OVERHEAD = Histogram(
@@ -36,6 +37,12 @@ MATCH_MEMO = Counter(
 )
 BREAKER_STATE = Gauge(
     "optimizer_plugin_breaker_state", "Circuit breaker per service: 0 closed, 1 open, 2 half-open.",
+    ["service"], registry=REGISTRY,
+)
+LEARNING_BREAKER_STATE = Gauge(
+    "optimizer_plugin_learning_breaker_state",
+    "Circuit breaker of the learning calls (Observe, Report) per service: 0 closed, 1 open, 2 half-open. "
+    "Separate from the request path's: open, it drops telemetry and never gates Match/Recommend.",
     ["service"], registry=REGISTRY,
 )
 RPC_ERRORS = Counter(
@@ -62,6 +69,11 @@ QUEUE_DEPTH = Gauge(
 )
 
 # --- gateway -----------------------------------------------------------------------------------
+COMPAT_UNTRANSLATED = Counter(
+    "optimizer_gateway_compat_untranslated",
+    "Compatible-API requests relayed to Ollama untouched because they are not translated, by endpoint.",
+    ["endpoint"], registry=REGISTRY,
+)
 REQUESTS = Counter(
     "optimizer_gateway_requests", "Requests relayed, by endpoint (chat | generate | other) and status code.",
     ["endpoint", "code"], registry=REGISTRY,
@@ -86,7 +98,9 @@ TOKENS_PER_SECOND = Histogram(
     registry=REGISTRY,
 )
 RELOADS_SEEN = Counter(
-    "optimizer_gateway_reloads_seen", "Responses whose load_duration exceeded the reload threshold.",
+    "optimizer_gateway_reloads_seen",
+    "Responses for which Ollama loaded a runner: a long load_duration explained by the options sent, no request "
+    "in flight or a load of another model (a queue wait is not one).",
     ["model"], registry=REGISTRY,
 )
 TRUNCATIONS = Counter(

@@ -56,6 +56,7 @@ def build_outcome(item: Observation, memory: MemoryFigures) -> tuner_pb2.Outcome
         loaded_context_length=item.loaded_context_length,
         model_size_bytes=item.model_size_bytes,
         model_vram_bytes=item.model_vram_bytes,
+        runner_load=item.runner_load,
         ollama_version=d.ollama_version,
         model_context_limit=d.context_limit,
         kv_bytes_per_token=d.kv_bytes_per_token,

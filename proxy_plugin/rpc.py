@@ -1,6 +1,8 @@
-"""One service seen from the plugin: its channel, its circuit breaker, and calls that never raise."""
+"""One service seen from the plugin: two lanes (request path, learning), each with its own channel and
+circuit breaker, and calls that never raise."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -28,9 +30,9 @@ _CALLER_FAULTS = frozenset({
 # The service answered and refused this caller: the tuner's Report guard (RESOURCE_EXHAUSTED over the
 # per-source rate, PERMISSION_DENIED outside TUNER_REPORT_SOURCES), the bearer-token check
 # (UNAUTHENTICATED). gRPC's own load shedding (maximum_concurrent_rpcs) also answers RESOURCE_EXHAUSTED,
-# told apart only by its free-text details. Off the request path none of these feed the breaker: the
-# request path's own calls (Match, Recommend) are shed too when the service is overloaded, and they do
-# count, so only a refusal that also hits the request path can open the breaker.
+# told apart only by its free-text details, and the servers' learning budget sheds Observe/Report with it
+# before they can take the request path's slots. Off the request path none of these feed a breaker; on
+# the request path (Match, Recommend) load shedding counts as a failure.
 _REFUSALS = frozenset({
     grpc.StatusCode.RESOURCE_EXHAUSTED,
     grpc.StatusCode.PERMISSION_DENIED,
@@ -58,8 +60,21 @@ class _Throttled:
         return True
 
 
+class _Lane:
+    """A channel and the breaker guarding it."""
+
+    def __init__(self, channel: grpc.aio.Channel, stub_class: Any, breaker: CircuitBreaker) -> None:
+        self.channel = channel
+        self.stub = stub_class(channel)
+        self.breaker = breaker
+
+
 class ServiceClient:
-    """Calls ``stub.<method>`` with a deadline; no retries; failures feed the breaker.
+    """Calls ``stub.<method>`` with a deadline; no retries; failures feed the lane's breaker.
+
+    The request lane (``Match``, ``Recommend``) and the learning lane (``off_path``: ``Observe``,
+    ``Report``) have separate channels (separate connections) and separate breakers: a slow or failing
+    learning call never opens the breaker that gates the request path, nor queues behind it.
 
     ``call`` returns ``(response, "")`` or ``(None, reason)`` with reason one of
     ``breaker_open | budget_exhausted | timeout | rpc_error``, and for ``off_path`` calls also
@@ -70,43 +85,66 @@ class ServiceClient:
 
     def __init__(self, name: str, address: str, stub_class: Any, cfg: PluginConfig) -> None:
         self.name = name
-        gauge = metrics.BREAKER_STATE.labels(name)
-        gauge.set(0)
-        self.breaker = CircuitBreaker(cfg.breaker_threshold, cfg.breaker_cooldown_s, on_change=gauge.set)
-        self.channel = create_channel(
-            address, token=cfg.auth_token, tls_ca=cfg.tls_ca, tls_cert=cfg.tls_cert, tls_key=cfg.tls_key
-        )
-        self._stub = stub_class(self.channel)
+        self._request = _Lane(self._channel(address, cfg, separate=False), stub_class,
+                              self._breaker(cfg, metrics.BREAKER_STATE.labels(name)))
+        self._learning = _Lane(self._channel(address, cfg, separate=True), stub_class,
+                               self._breaker(cfg, metrics.LEARNING_BREAKER_STATE.labels(name)))
         self._metadata = (("x-optimizer-source", cfg.source_id),) if cfg.source_id else None
         self._refusal_warning = _Throttled(REFUSAL_WARN_INTERVAL_S)
+
+    @staticmethod
+    def _breaker(cfg: PluginConfig, gauge: Any) -> CircuitBreaker:
+        gauge.set(0)
+        return CircuitBreaker(cfg.breaker_threshold, cfg.breaker_cooldown_s, on_change=gauge.set)
+
+    @staticmethod
+    def _channel(address: str, cfg: PluginConfig, *, separate: bool) -> grpc.aio.Channel:
+        return create_channel(address, token=cfg.auth_token, tls_ca=cfg.tls_ca, tls_cert=cfg.tls_cert,
+                              tls_key=cfg.tls_key, own_connection=separate)
+
+    @property
+    def breaker(self) -> CircuitBreaker:
+        """The request path's breaker."""
+        return self._request.breaker
+
+    @property
+    def learning_breaker(self) -> CircuitBreaker:
+        return self._learning.breaker
+
+    @property
+    def channel(self) -> grpc.aio.Channel:
+        """The request path's channel."""
+        return self._request.channel
 
     async def call(
         self, method: str, request: Any, timeout_s: float, *, off_path: bool = False
     ) -> tuple[Any, str]:
-        if not self.breaker.allow():
+        lane = self._learning if off_path else self._request
+        breaker = lane.breaker
+        if not breaker.allow():
             return None, "breaker_open"
         if timeout_s <= 0:
-            self.breaker.abandon()
+            breaker.abandon()
             return None, "budget_exhausted"
         try:
-            response = await getattr(self._stub, method)(request, timeout=timeout_s, metadata=self._metadata)
+            response = await getattr(lane.stub, method)(request, timeout=timeout_s, metadata=self._metadata)
         except grpc.aio.AioRpcError as exc:
             code = exc.code()
             metrics.RPC_ERRORS.labels(self.name, method, code.name).inc()
             if off_path and code in _REFUSALS:
-                self.breaker.abandon()  # no verdict on the service's health; frees a half-open probe slot
+                breaker.abandon()  # no verdict on the service's health; frees a half-open probe slot
                 self._warn_refused(method, code, exc.details())
                 return None, "refused"
             if code in _CALLER_FAULTS:
-                self.breaker.success()
+                breaker.success()
             else:
-                self.breaker.failure()
+                breaker.failure()
             log.debug("%s.%s failed: %s %s", self.name, method, code.name, exc.details())
             return None, "timeout" if code is grpc.StatusCode.DEADLINE_EXCEEDED else "rpc_error"
         except BaseException:
-            self.breaker.abandon()
+            breaker.abandon()
             raise
-        self.breaker.success()
+        breaker.success()
         return response, ""
 
     def _warn_refused(self, method: str, code: grpc.StatusCode, details: str | None) -> None:
@@ -123,7 +161,8 @@ class ServiceClient:
     def connect(self) -> None:
         """Start connecting now (non-blocking): the first request then finds the channel ready instead of
         paying the TCP/HTTP2 (and TLS) handshake inside its deadline."""
-        self.channel.get_state(try_to_connect=True)
+        for lane in (self._request, self._learning):
+            lane.channel.get_state(try_to_connect=True)
 
     async def close(self) -> None:
-        await self.channel.close()
+        await asyncio.gather(self._request.channel.close(), self._learning.channel.close())

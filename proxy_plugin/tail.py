@@ -12,9 +12,10 @@ class FinalObject:
     (kept whole, it is small).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, require_done: bool = True) -> None:
         self._partial = bytearray()
         self._last = b""
+        self._require_done = require_done
 
     def feed(self, chunk: bytes) -> None:
         newline = chunk.rfind(b"\n")
@@ -28,13 +29,16 @@ class FinalObject:
         self._partial = bytearray(chunk[newline + 1:])
 
     def result(self) -> dict[str, Any] | None:
-        """The parsed final object when it says ``done: true``; otherwise None."""
+        """The parsed final object when it says ``done: true`` (or, without ``require_done``, any object, as
+        /api/embed answers); otherwise None."""
         candidate = bytes(self._partial).strip() or self._last
         try:
             parsed = json.loads(candidate)
         except ValueError:
             return None
-        return parsed if isinstance(parsed, dict) and parsed.get("done") is True else None
+        if not isinstance(parsed, dict) or (self._require_done and parsed.get("done") is not True):
+            return None
+        return parsed
 
 
 def _last_nonempty_line(data: bytearray) -> bytes:

@@ -3,9 +3,11 @@
 ``submit`` never waits: a full queue drops the item and counts it. One background task drains the
 queue; a batch is whatever is waiting (up to ``batch_size``) when the task wakes up.
 
-Calls go through the same ``ServiceClient`` (and breaker) as the request path: an unreachable or slow
-service counts; a batch refused by policy (the tuner's per-source rate limit or allow-list, a rejected
-token) is dropped as ``refused`` and never opens the breaker that guards the request path.
+Calls go through the learning lane of each ``ServiceClient``: its own channel and breaker, never the
+request path's. An unreachable or slow service opens the learning breaker (telemetry is then dropped as
+``breaker_open`` until a probe succeeds); a batch refused by policy (the tuner's per-source rate limit or
+allow-list, a rejected token, the server's learning budget) is dropped as ``refused`` and leaves the
+breaker as it was. Neither ever gates Match or Recommend.
 """
 from __future__ import annotations
 

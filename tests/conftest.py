@@ -20,6 +20,8 @@ if os.environ.get("CI"):
 from ollama_optimizer.embedded_pg import EmbeddedPostgres
 from ollama_optimizer.migrations import apply_migrations
 
+pytest_plugins = ["matcher_fixtures", "tuner_fixtures"]  # their fixtures, for every test module
+
 TEMPLATE_DB = "optimizer_template"
 _counter = itertools.count()
 

@@ -1,4 +1,4 @@
-"""Reusable matcher fixtures (import them explicitly: ``from matcher_fixtures import matcher, matcher_stub``).
+"""Reusable matcher fixtures (registered for every test module by conftest.py).
 
 - ``matcher_settings``: MatcherSettings from the environment's defaults (override the fixture to change).
 - ``matcher``: a real matcher (gRPC on 127.0.0.1, any port) over the per-test ``pool``; ``.address``, ``.port``.

@@ -70,16 +70,23 @@ class StandInMatcher(matcher_pb2_grpc.MatcherServicer):
 
 
 class StandInTuner(tuner_pb2_grpc.TunerServicer):
-    """Always APPLY num_ctx/num_batch; records reported outcomes; ``report_gate`` can hold Report."""
+    """Always APPLY num_ctx/num_batch; records reported outcomes; ``report_gate``/``recommend_gate`` can hold
+    Report/Recommend (``reports_in_flight`` counts the held Reports)."""
 
     def __init__(self, num_ctx: int = 8192, num_batch: int = 256) -> None:
         self.num_ctx, self.num_batch = num_ctx, num_batch
         self.report_gate: asyncio.Event | None = None
         self.report_entered = asyncio.Event()
+        self.reports_in_flight = 0
+        self.recommend_gate: asyncio.Event | None = None
+        self.recommend_entered = asyncio.Event()
         self.outcomes: list[tuner_pb2.Outcome] = []
         self._ids = itertools.count(1)
 
     async def Recommend(self, request, context):  # noqa: N802
+        self.recommend_entered.set()
+        if self.recommend_gate is not None:
+            await self.recommend_gate.wait()
         return tuner_pb2.RecommendResponse(
             action=tuner_pb2.APPLY, num_ctx=self.num_ctx, num_batch=self.num_batch,
             decision_id=f"d{next(self._ids)}", confidence=0.9, reason_code="stand_in",
@@ -87,8 +94,12 @@ class StandInTuner(tuner_pb2_grpc.TunerServicer):
 
     async def Report(self, request, context):  # noqa: N802
         self.report_entered.set()
-        if self.report_gate is not None:
-            await self.report_gate.wait()
+        self.reports_in_flight += 1
+        try:
+            if self.report_gate is not None:
+                await self.report_gate.wait()
+        finally:
+            self.reports_in_flight -= 1
         self.outcomes.extend(request.outcomes)
         return tuner_pb2.ReportResponse(accepted=len(request.outcomes))
 

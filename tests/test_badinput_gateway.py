@@ -11,10 +11,8 @@ from collections.abc import Callable
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from matcher_fixtures import matcher, matcher_settings  # noqa: F401 (fixtures)
 from plugin_fixtures import gateway_chain, plugin_config
 from test_badinput_grpc import snapshot
-from tuner_fixtures import tuner  # noqa: F401 (fixture)
 
 UNKNOWN = "no-such-model:1b"
 KNOWN = "llama3.2:3b"

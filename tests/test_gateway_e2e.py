@@ -5,9 +5,7 @@ import json
 import random
 
 import ollama
-from matcher_fixtures import matcher, matcher_settings  # noqa: F401 (fixtures)
 from plugin_fixtures import gateway_chain, plugin_config
-from tuner_fixtures import tuner  # noqa: F401 (fixture)
 
 from bench.workload import words
 from ollama_optimizer.channels import create_channel

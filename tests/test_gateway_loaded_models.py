@@ -4,7 +4,7 @@ from __future__ import annotations
 import ollama
 
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
-from plugin_fixtures import StandInTuner, gateway_chain, stand_ins, wait_until
+from plugin_fixtures import StandInTuner, gateway_chain, stand_ins
 from proxy_plugin.loaded_models import LoadedModel, parse_ps
 
 MODEL = "llama3.1:8b"
@@ -33,12 +33,14 @@ async def test_passthrough_outcomes_carry_the_default_context_from_api_ps() -> N
         async with gateway_chain(services.config(), hardware="gpu-24gb") as (gw, _tap, emu):
             client = ollama.AsyncClient(host=gw.url)
             await client.chat(model=MODEL, messages=MESSAGES)
-            loaded = gw.gateway.loaded_models
-            await wait_until(lambda: loaded.get(MODEL).context_length > 0)
             await client.chat(model=MODEL, messages=MESSAGES)
             await gw.gateway.core.flush()
             default_ctx = emu.runner_options(MODEL)["num_ctx"]
             assert default_ctx == 32768  # the VRAM-tier default on a 24 GB GPU
-            assert [o.loaded_context_length for o in services.tuner.outcomes] == [0, default_ctx]
+            # The first answer's load is read from /api/ps before its outcome is reported: the default is
+            # known from the first passthrough on.
+            assert [o.loaded_context_length for o in services.tuner.outcomes] == [default_ctx, default_ctx]
+            assert [o.runner_load for o in services.tuner.outcomes] == [tuner_pb2.RUNNER_LOADED,
+                                                                         tuner_pb2.RUNNER_KEPT]
             second = services.tuner.outcomes[1]
             assert 0 < second.model_vram_bytes <= second.model_size_bytes

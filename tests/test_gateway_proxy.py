@@ -6,7 +6,7 @@ import json
 import aiohttp
 import ollama
 import pytest
-from plugin_fixtures import gateway_chain, plugin_config, sample, stand_ins, wait_until
+from plugin_fixtures import RecordingTap, gateway_chain, plugin_config, sample, stand_ins, wait_until
 
 from proxy_plugin.gateway import normalise_upstream
 
@@ -23,10 +23,15 @@ def test_normalise_upstream() -> None:
     assert normalise_upstream("http://[::1]:8080") == "http://[::1]:8080"
 
 
-async def _direct_body(tap, request) -> bytes:
-    """What the official client sends for ``request`` straight to the tap (the reference bytes)."""
-    await ollama.AsyncClient(host=tap.url).chat(**request)
-    return tap.bodies[-1][1]
+async def _reference_body(request) -> bytes:
+    """What the official client sends for ``request`` (recorded by a tap with no upstream: nothing is loaded)."""
+    tap = await RecordingTap("http://" + DEAD).start()
+    try:
+        with pytest.raises(ollama.ResponseError):
+            await ollama.AsyncClient(host=tap.url).chat(**request)
+        return tap.bodies[-1][1]
+    finally:
+        await tap.stop()
 
 
 async def test_options_applied_streaming_and_learning_from_final_chunk() -> None:
@@ -60,7 +65,7 @@ async def test_passthrough_is_byte_identical_when_services_fail(mode: str) -> No
         async with gateway_chain(cfg) as (gw, tap, emu):
             client = ollama.AsyncClient(host=gw.url)
             request = {"model": MODEL, "messages": MESSAGES, "options": {"temperature": 0.1}}
-            reference = await _direct_body(tap, request)
+            reference = await _reference_body(request)
             for _ in range(3):
                 reply = await client.chat(**request)
                 assert reply.done

@@ -18,7 +18,7 @@ from ollama_optimizer.config import ServerConfig
 from ollama_optimizer.gen.optimizer.v1 import matcher_pb2 as pb
 from ollama_optimizer.gen.optimizer.v1 import matcher_pb2_grpc
 
-from matcher_fixtures import matcher, matcher_settings, matcher_stub, prompt  # noqa: F401
+from matcher_fixtures import prompt
 
 VERSION = algorithm_version(4, True)
 MODEL = "llama3.1:8b"

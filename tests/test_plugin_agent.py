@@ -1,6 +1,7 @@
 """The ``opt`` agent loaded by a stand-in ollama-smart-proxy host, end to end against the emulator."""
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
 
 HOST_ROOT = Path(__file__).parent / "standin_host"
 AGENT = Path(__file__).resolve().parent.parent / "proxy_plugin" / "agent.py"
+PATCH = AGENT.with_name("ollama-smart-proxy.patch")
 MODEL = "smollm2:135m"
 
 
@@ -61,7 +63,9 @@ async def test_standin_host_runs_the_opt_agent(tmp_path: Path, standin_host_path
         await core.flush()
         plain, streamed = services.tuner.outcomes
         assert plain.counts_known and plain.eval_count == emu.requests[0].eval_count
-        assert not streamed.counts_known and streamed.eval_count == 0 and streamed.latency_seconds > 0
+        # the patched host hands the agent the final chunk's counts
+        assert streamed.counts_known and streamed.eval_count == emu.requests[1].eval_count > 0
+        assert streamed.prompt_eval_count == emu.requests[1].prompt_eval_count and streamed.latency_seconds > 0
         await core.close()
         await tap.stop()
 
@@ -69,7 +73,7 @@ async def test_standin_host_runs_the_opt_agent(tmp_path: Path, standin_host_path
 async def test_unpatched_host_learn_only_and_services_down(tmp_path: Path, standin_host_path) -> None:
     async with start_emulator(EmulatorConfig(time_scale=1000)) as emu:
         plugins = _install(tmp_path, "127.0.0.1:1", "127.0.0.1:1", apply_options=False)
-        host = standin_host_path(plugins, emu.url, forward_options=False)
+        host = standin_host_path(plugins, emu.url, patched=False)
         for _ in range(3):
             reply = await host.handle("generate", {"model": MODEL, "prompt": "/opt hello", "options": {"seed": 1}})
             assert reply["done"]
@@ -86,7 +90,7 @@ async def test_agent_detects_whether_the_host_forwards_options(tmp_path: Path, s
 
     async with stand_ins() as services, start_emulator(EmulatorConfig(time_scale=1000)) as emu:
         host = standin_host_path(_install(tmp_path, services.matcher_address, services.tuner_address), emu.url,
-                                 forward_options=patched)
+                                 patched=patched)
         for _ in range(2):
             await host.handle("chat", {"model": MODEL, "messages": [{"role": "user", "content": "/opt Hi there"}]})
         gauge = REGISTRY.get_sample_value("optimizer_plugin_host_forwards_options")
@@ -100,4 +104,65 @@ async def test_agent_detects_whether_the_host_forwards_options(tmp_path: Path, s
             assert gauge == 0 and len(warnings) == 1 and not core.config.apply_options
             assert "options" not in host.sent[-1]
             assert all(o.action == tuner_pb2.PASSTHROUGH and o.num_ctx == 0 for o in services.tuner.outcomes)
+
+
+def _builtin_optimizer(plugins: Path) -> None:
+    """The host's own optimizer plugin, whose agent is also named ``opt``."""
+    (plugins / "optimizer").mkdir()
+    (plugins / "optimizer" / "agent.py").write_text((HOST_ROOT / "builtin_optimizer_agent.py").read_text())
+
+
+def _apply_patch_renames(host_src: Path) -> None:
+    """The file renames of the host patch, done as ``git apply`` does them (paths under ``src/``)."""
+    lines = PATCH.read_text().splitlines()
+    for old, new in itertools.pairwise(lines):
+        if old.startswith("rename from src/") and new.startswith("rename to src/"):
+            source = host_src / old.removeprefix("rename from src/")
+            source.rename(host_src / new.removeprefix("rename to src/"))
+
+
+ORDERS = {"ours first": sorted, "theirs first": lambda entries: sorted(entries, reverse=True)}
+
+
+async def test_opt_runs_our_agent_in_every_plugin_order_only_with_the_patch(tmp_path: Path, standin_host_path) -> None:
+    async with stand_ins() as services, start_emulator(EmulatorConfig(time_scale=1000)) as emu:
+        tap = await RecordingTap(emu.url).start()
+        plugins = _install(tmp_path, services.matcher_address, services.tuner_address)
+        _builtin_optimizer(plugins)
+        opt = {"model": MODEL, "messages": [{"role": "user", "content": "/opt Hi there"}]}
+
+        async def run(order) -> tuple[str, dict]:
+            host = standin_host_path(plugins, tap.url, order=order)
+            await host.handle("chat", json.loads(json.dumps(opt)))
+            await sys.modules["plugins.opt.agent"]._shared_core().close(flush_timeout_s=0.5)
+            return type(host.agents["opt"]).__name__, json.loads(tap.bodies[-1][1]).get("options")
+
+        tuned = {"num_ctx": 8192, "num_batch": 256}
+        before = {name: await run(order) for name, order in ORDERS.items()}
+        # the collision: the agent loaded last answers /opt, so the host's own one wins in one of the orders
+        assert before == {"ours first": ("OptimizerAgent", None), "theirs first": ("OptAgent", tuned)}
+
+        _apply_patch_renames(tmp_path)
+        assert not (plugins / "optimizer" / "agent.py").exists()
+        for order in ORDERS.values():
+            assert await run(order) == ("OptAgent", tuned)
+        await tap.stop()
+
+
+@pytest.mark.parametrize("patched", [False, True])
+async def test_streamed_answers_teach_only_through_the_patched_host(tmp_path: Path, standin_host_path,
+                                                                     patched: bool) -> None:
+    async with stand_ins() as services, start_emulator(EmulatorConfig(time_scale=1000)) as emu:
+        plugins = _install(tmp_path, services.matcher_address, services.tuner_address, apply_options=patched)
+        host = standin_host_path(plugins, emu.url, patched=patched)
+        chunks = await host.handle("chat", {"model": MODEL, "stream": True,
+                                            "messages": [{"role": "user", "content": "/opt Tell me a story"}]})
+        assert len(chunks) > 2 and chunks[-1]["done"]  # the client got the whole stream either way
+        core = sys.modules["plugins.opt.agent"]._shared_core()
+        await core.flush()
+        if patched:
+            (outcome,) = services.tuner.outcomes
+            assert outcome.counts_known and outcome.eval_count == chunks[-1]["eval_count"] == emu.requests[0].eval_count
+        else:  # the host never parses the NDJSON body, so the agent never hears of the answer
+            assert services.tuner.outcomes == [] and services.matcher.observed == []
         await core.close()

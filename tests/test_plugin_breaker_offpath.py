@@ -2,8 +2,11 @@
 
 A Report batch the tuner's guard refuses (per-source rate limit: RESOURCE_EXHAUSTED; allow-list:
 PERMISSION_DENIED) or an Observe the matcher rejects as bad input says nothing about the service's
-health: the breaker stays closed, Recommend is still asked, the drop is counted as ``refused``. A tuner
-that is gone or sheds load still opens the breaker.
+health: the breaker stays closed, Recommend is still asked, the drop is counted as ``refused``.
+
+Learning calls (Observe, Report) have their own breakers and channels, and on the servers their own
+concurrency budget: a stalled or unreachable learning path opens only the learning breakers, and never
+takes the slots Match and Recommend need. Load shedding on the request path itself still opens its breaker.
 """
 from __future__ import annotations
 
@@ -14,11 +17,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import asyncpg
-from matcher_fixtures import matcher, matcher_settings  # noqa: F401 (fixtures)
+import grpc
+import pytest
 from plugin_fixtures import StandInMatcher, StandInTuner, plugin_config, sample, wait_until
 from tuner_fixtures import fast_settings
 
 from bench.workload import words
+from ollama_optimizer.channels import create_channel
 from ollama_optimizer.config import ServerConfig
 from ollama_optimizer.gen.optimizer.v1 import matcher_pb2, matcher_pb2_grpc, tuner_pb2, tuner_pb2_grpc
 from ollama_optimizer.server import RunningServer, start_server
@@ -143,7 +148,8 @@ async def test_observe_rejected_as_bad_input_never_opens_the_matcher_breaker(mat
         await core.close()
 
 
-async def test_control_stopped_tuner_opens_the_breaker_from_telemetry(matcher, pool) -> None:  # noqa: F811
+async def test_a_stopped_tuner_opens_the_learning_breaker_and_the_request_path_finds_out_itself(
+        matcher, pool) -> None:  # noqa: F811
     async with guarded_tuner(pool, GuardSettings(frozenset(), rate_per_second=0, burst=0)) as tuner:
         core = OptimizerCore(plugin_config(matcher.address, tuner.address, breaker_threshold=2,
                                            breaker_cooldown_s=3600, sticky_ttl_s=0))
@@ -155,23 +161,32 @@ async def test_control_stopped_tuner_opens_the_breaker_from_telemetry(matcher, p
         for _ in range(2):  # off the request path only: Report fails UNAVAILABLE
             core.observe(sent, STATS, decision)
             await core.flush()
-        assert core.breaker_states() == {"matcher": "closed", "tuner": "open"}
+        assert core.learning_breaker_states() == {"matcher": "closed", "tuner": "open"}
+        assert sample("optimizer_plugin_learning_breaker_state", service="tuner") == 1
+        assert core.breaker_states() == {"matcher": "closed", "tuner": "closed"}
         assert sample("optimizer_plugin_telemetry_dropped_total", reason="rpc_error") >= dropped_before + 2
         assert refused() == refused_before
-        _sent, decision = await core.prepare(request(1))
-        assert decision.reason == "breaker_open" and not decision.decision_id
+        unavailable = rpc_errors("tuner", "Report", "UNAVAILABLE")
+        core.observe(sent, STATS, decision)
+        await core.flush()  # the learning breaker is open: dropped without a call
+        assert rpc_errors("tuner", "Report", "UNAVAILABLE") == unavailable
+        for seed, reason in ((1, "rpc_error"), (2, "rpc_error"), (3, "breaker_open")):  # Recommend's own failures
+            _sent, decision = await core.prepare(request(seed))
+            assert decision.reason == reason and not decision.decision_id
+        assert core.breaker_states() == {"matcher": "closed", "tuner": "open"}
         await core.close(0.1)
 
 
-async def _stand_in(servicer: object, add, name: str, max_concurrent_rpcs: int) -> RunningServer:
-    cfg = ServerConfig(listen="127.0.0.1:0", metrics_port=0, max_concurrent_rpcs=max_concurrent_rpcs)
+async def _stand_in(servicer: object, add, name: str, max_concurrent_rpcs: int,
+                    learning_rpcs: int = 64) -> RunningServer:
+    cfg = ServerConfig(listen="127.0.0.1:0", metrics_port=0, max_concurrent_rpcs=max_concurrent_rpcs,
+                       max_concurrent_learning_rpcs=learning_rpcs)
     return await start_server(cfg, [lambda s: add(servicer, s)], (name,), serve_metrics=False)
 
 
 async def test_control_load_shedding_on_the_request_path_still_opens_the_breaker() -> None:
     """gRPC's own load shedding (maximum_concurrent_rpcs) answers Recommend RESOURCE_EXHAUSTED: that counts."""
     tuner = StandInTuner()
-    tuner.report_gate = asyncio.Event()
     servers = [
         await _stand_in(StandInMatcher(), matcher_pb2_grpc.add_MatcherServicer_to_server, "optimizer.v1.Matcher", 64),
         await _stand_in(tuner, tuner_pb2_grpc.add_TunerServicer_to_server, "optimizer.v1.Tuner", 1),
@@ -179,19 +194,78 @@ async def test_control_load_shedding_on_the_request_path_still_opens_the_breaker
     try:
         core = OptimizerCore(plugin_config(*(f"127.0.0.1:{s.port}" for s in servers), breaker_threshold=1,
                                            breaker_cooldown_s=3600, sticky_ttl_s=0))
-        sent, decision = await core.prepare({"model": "m", "prompt": "hello there"})
+        _sent, decision = await core.prepare({"model": "m", "prompt": "hello there"})
         assert decision.applied
-        core.observe(sent, STATS, decision)
-        await asyncio.wait_for(tuner.report_entered.wait(), 10)  # the only slot is now held by Report
+        tuner.recommend_gate = asyncio.Event()
+        held = asyncio.ensure_future(core.prepare({"model": "m", "prompt": "held"}))
+        await asyncio.wait_for(tuner.recommend_entered.wait(), 10)  # the only slot is now held by Recommend
         shed_before = rpc_errors("tuner", "Recommend", "RESOURCE_EXHAUSTED")
         _sent, decision = await core.prepare({"model": "m", "prompt": "hello again"})
         assert decision.reason == "rpc_error"
         assert rpc_errors("tuner", "Recommend", "RESOURCE_EXHAUSTED") == shed_before + 1
         assert core.breaker_states()["tuner"] == "open"
-        tuner.report_gate.set()
-        await core.flush()
-        await wait_until(lambda: len(tuner.outcomes) == 1)
+        tuner.recommend_gate.set()
+        await held
         await core.close()
     finally:
         for running in servers:
             await running.server.stop(0)
+
+
+async def test_held_reports_never_take_the_request_paths_slots() -> None:
+    """Over the server's learning budget a Report is shed at once; Recommend keeps its slot."""
+    tuner = StandInTuner()
+    tuner.report_gate = asyncio.Event()
+    servers = [
+        await _stand_in(StandInMatcher(), matcher_pb2_grpc.add_MatcherServicer_to_server, "optimizer.v1.Matcher", 64),
+        await _stand_in(tuner, tuner_pb2_grpc.add_TunerServicer_to_server, "optimizer.v1.Tuner", 3),
+    ]
+    try:
+        address = f"127.0.0.1:{servers[1].port}"
+        core = OptimizerCore(plugin_config(f"127.0.0.1:{servers[0].port}", address, breaker_threshold=1,
+                                           breaker_cooldown_s=3600, sticky_ttl_s=0))
+        async with create_channel(address) as channel:  # other gateways' telemetry, stalled in the tuner
+            stub = tuner_pb2_grpc.TunerStub(channel)
+            held = [asyncio.ensure_future(stub.Report(tuner_pb2.ReportRequest(), timeout=30)) for _ in range(2)]
+            await wait_until(lambda: tuner.reports_in_flight == 2)
+            with pytest.raises(grpc.aio.AioRpcError) as shed:
+                await stub.Report(tuner_pb2.ReportRequest(), timeout=10)
+            assert shed.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "learning budget" in (shed.value.details() or "")
+            _sent, decision = await core.prepare({"model": "m", "prompt": "hello there"})
+            assert decision.applied and decision.decision_id
+            assert core.breaker_states() == {"matcher": "closed", "tuner": "closed"}
+            tuner.report_gate.set()
+            await asyncio.gather(*held)
+        await core.close()
+    finally:
+        for running in servers:
+            await running.server.stop(0)
+
+
+async def test_stalled_learning_never_gates_match_or_recommend(matcher, pool, dsn) -> None:  # noqa: F811
+    """Observe waits on a template's row lock, Report on a locked outcome table: both time out off the
+    request path, open the learning breakers, and Match still finds the template, Recommend still answers."""
+    async with guarded_tuner(pool, GuardSettings(frozenset(), rate_per_second=0, burst=0)) as tuner:
+        core = OptimizerCore(plugin_config(matcher.address, tuner.address, batch_size=1, breaker_threshold=2,
+                                           breaker_cooldown_s=3600, offpath_timeout_ms=300, match_memo_size=0))
+        await serve(core, range(1))  # the first sighting creates the template
+        [learned] = await serve(core, range(1, 2))
+        assert learned.template_id
+        blocker = await asyncpg.connect(dsn)
+        try:
+            async with blocker.transaction():
+                await blocker.execute("SELECT id FROM matcher_template FOR UPDATE")
+                await blocker.execute("LOCK TABLE tuner_outcome IN EXCLUSIVE MODE")
+                timeouts = rpc_errors("matcher", "Observe", "DEADLINE_EXCEEDED")
+                await serve(core, range(2, 6))
+                assert rpc_errors("matcher", "Observe", "DEADLINE_EXCEEDED") >= timeouts + 2
+                for seed in range(6, 9):
+                    _sent, decision = await core.prepare(request(seed))
+                    assert decision.reason not in ("breaker_open", "rpc_error", "timeout")
+                    assert decision.template_id == learned.template_id and decision.decision_id
+                assert core.breaker_states() == {"matcher": "closed", "tuner": "closed"}
+                assert core.learning_breaker_states() == {"matcher": "open", "tuner": "open"}
+        finally:
+            await blocker.close()
+        await core.close(0.1)

@@ -4,10 +4,9 @@ from __future__ import annotations
 import random
 
 import pytest
-from matcher_fixtures import matcher, matcher_settings, prompt  # noqa: F401 (fixtures)
+from matcher_fixtures import prompt
 from plugin_fixtures import plugin_config
 from prometheus_client import REGISTRY
-from tuner_fixtures import tuner  # noqa: F401 (fixture)
 
 from matcher_service.simhash import fingerprint, match_key
 from ollama_optimizer.channels import create_channel

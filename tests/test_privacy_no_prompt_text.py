@@ -8,9 +8,7 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 import ollama
-from matcher_fixtures import matcher, matcher_settings  # noqa: F401 (fixtures)
 from plugin_fixtures import gateway_chain, plugin_config
-from tuner_fixtures import tuner  # noqa: F401 (fixture)
 
 MODEL = "llama3.2:3b"
 SECRETS = (

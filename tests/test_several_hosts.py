@@ -6,7 +6,7 @@ import random
 
 import ollama
 from matcher_fixtures import matcher, matcher_settings  # noqa: F401 (fixtures)
-from plugin_fixtures import gateway_chain, plugin_config
+from plugin_fixtures import gateway_chain, plugin_config, wait_until
 from prometheus_client import REGISTRY
 from tuner_fixtures import tuner  # noqa: F401 (fixture)
 
@@ -27,10 +27,12 @@ async def test_two_hosts_learn_apart(matcher, tuner) -> None:  # noqa: F811
     large = plugin_config(matcher.address, tuner.address, ollama_host="gpu-24gb")
     async with gateway_chain(small, hardware="gpu-8gb") as (gw_small, _t1, emu_small), \
             gateway_chain(large, hardware="gpu-24gb") as (gw_large, _t2, emu_large):
+        clients = [(gw, ollama.AsyncClient(host=gw.url)) for gw in (gw_small, gw_large)]  # connections stay open
         for i in range(6):
-            for gw in (gw_small, gw_large):
-                await ollama.AsyncClient(host=gw.url).chat(model=MODEL, messages=templated(i))
+            for gw, client in clients:
+                await client.chat(model=MODEL, messages=templated(i))
                 await gw.gateway.core.flush()
+        await wait_until(lambda: tuner.core.writer.enqueued >= 12)  # the gateways learn after answering
         models = tuner.core.policy.models
         assert {f"{MODEL} @gpu-8gb", f"{MODEL} @gpu-24gb"} <= set(models) and MODEL not in models
         # Each host's default context (its VRAM tier) was learned on its own, not merged.

@@ -67,27 +67,37 @@ async def _explain(address: str, template_id: int = 0) -> tuner_pb2.ExplainRespo
             tuner_pb2.ExplainRequest(model=MODEL, template_id=template_id), timeout=5)
 
 
-@pytest.mark.parametrize("mode", ["uncached", "omit-cached"])
-async def test_cached_head_never_grows_the_context(matcher, tuner, mode: str) -> None:  # noqa: F811
-    """The runaway reproduction: an upstream counting only uncached tokens, one template repeated with a
-    cached head. The context ends within one rung of the true need and explain says why."""
-    async with gateway_chain(plugin_config(matcher.address, tuner.address), count_mode=mode) as (gw, _tap, emu):
+async def _run_template(matcher_address: str, tuner_address: str, mode: str, host: str = "") -> tuple[list, list[int]]:
+    """14 requests of the cached-head template through a gateway; the emulator's records and the contexts sent."""
+    cfg = plugin_config(matcher_address, tuner_address, ollama_host=host)
+    async with gateway_chain(cfg, count_mode=mode) as (gw, _tap, emu):
         client = ollama.AsyncClient(host=gw.url)
         for i in range(14):
             await client.chat(model=MODEL, messages=templated(i))
             await gw.gateway.core.flush()
-        records = emu.requests
-        assert emu.truncated_requests == 0
-        assert sum(r.cached_tokens > 0 for r in records) >= 10  # the head was cached: counts were low
-        need = max(r.prompt_eval_count + r.eval_count for r in records)
-        rungs = ladder(1024, 262144, 131072, 4)
-        one_above = rungs[min(rungs.index(rung_for(need, rungs)) + 1, len(rungs) - 1)]
-        loaded = [r.runner["num_ctx"] for r in records if r.options.get("num_ctx")]
-        assert loaded and max(loaded) <= one_above, (need, loaded)
-        state = await _explain(tuner.address)
-        assert state.count_semantics == UNCACHED
-        assert "uncached" in state.reason and "not read as a truncation" in state.reason
-        assert state.model_context_limit == 131072  # /api/show, via the gateway
+        records = list(emu.requests)
+    return records, [r.runner["num_ctx"] for r in records if r.options.get("num_ctx")]
+
+
+def _rung_index(value: int) -> int:
+    return ladder(1024, 262144, 131072, 4).index(value)
+
+
+@pytest.mark.parametrize("mode", ["uncached", "omit-cached"])
+async def test_cached_head_never_grows_the_context(matcher, tuner, mode: str) -> None:  # noqa: F811
+    """The runaway reproduction: an upstream counting only uncached tokens, one template repeated with a
+    cached head. The context never grows after the first managed load, stays within one rung of what the
+    same traffic gets from an Ollama counting whole prompts, nothing is truncated, and explain says why."""
+    records, loaded = await _run_template(matcher.address, tuner.address, mode)
+    reference, reference_loaded = await _run_template(matcher.address, tuner.address, "full", host="reference")
+    assert sum(r.cached_tokens > 0 for r in records) >= 10  # the head was cached: counts were low
+    assert not any(r.truncated for r in records + reference)
+    assert loaded and len(set(loaded)) == 1, loaded  # no growth at all: the runaway grew at every request
+    assert _rung_index(max(loaded)) <= _rung_index(max(reference_loaded)) + 1, (loaded, reference_loaded)
+    state = await _explain(tuner.address)
+    assert state.count_semantics == UNCACHED
+    assert "uncached" in state.reason and "not read as a truncation" in state.reason
+    assert state.model_context_limit == 131072  # /api/show, via the gateway
 
 
 def _managed_policy() -> tuple[Policy, int]:

@@ -129,7 +129,7 @@ async def test_reset_of_the_big_template_returns_the_model_context(tuner_stub) -
     assert small.num_ctx == big.num_ctx >= 32768  # one loaded context serves both
     assert (await tuner_stub.Reset(tuner_pb2.ResetRequest(model=MODEL, template_id=5))).existed
     after = await tuner_stub.Recommend(tuner_pb2.RecommendRequest(model=MODEL, template_id=4, prompt_units=1000))
-    assert after.num_ctx < 8192 and after.reason_code == "shrink" and "reset" in after.reason
+    assert after.num_ctx < 8192 and after.reason_code == "reset" and "reset" in after.reason
 
 
 async def test_whole_model_reset_returns_it_to_ollama_defaults(tuner, tuner_stub, pool) -> None:  # noqa: F811

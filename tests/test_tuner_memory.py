@@ -137,7 +137,7 @@ def test_spill_at_the_smallest_batch_switches_to_the_tight_margin() -> None:
         gpu.run("m", 1, 11_000)
     model = policy.models["m"]
     assert model.tight.startswith("spilled")
-    assert model.loaded_ctx == rung_for(policy.model_need(model), policy.rungs(model))
+    assert model.loaded_ctx < 20480, "the truncation guard's first growth is left for a smaller context"
     assert model.loaded_ctx >= math.ceil(11_000 * RATIO) + 24
     assert "tight margin" in explain(policy, "m", 1).reason
 

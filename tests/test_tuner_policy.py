@@ -22,6 +22,7 @@ class World:
         self.policy, self.ratio, self.default_ctx, self.overhead = policy, ratio, default_ctx, overhead
         self.loaded: tuple[int, int] | None = None
         self.reloads = self.truncations = 0
+        self.t = 1_000.0  # seconds: each request takes 2 s
 
     def prompt_tokens(self, units: int, messages: int) -> int:
         return math.ceil(units * self.ratio) + self.overhead * (messages + 1)
@@ -37,9 +38,10 @@ class World:
         prompt = self.prompt_tokens(units, messages)
         truncated = prompt > ctx
         self.truncations += truncated
+        self.t += 2.0
         self.policy.observe(Observation(
             MODEL, template_id, units, messages, decision.action == APPLY, options[0], options[1], num_predict,
-            ctx // 2 + 2 if truncated else prompt, output, 2.0, 0.01, 0.4, 1.5, "stop", True))
+            ctx // 2 + 2 if truncated else prompt, output, 2.0, 0.01, 0.4, 1.5, "stop", True, finished_at=self.t))
         return decision, truncated
 
 
@@ -172,10 +174,9 @@ def test_managed_model_never_falls_back_to_the_default() -> None:
 
 
 def test_shrinks_once_a_large_template_is_gone_and_the_saving_pays() -> None:
-    policy = make_policy(shrink_min_requests=50, template_idle_requests=20, reload_cost_prior_seconds=0.1)
+    policy = make_policy(claim_idle_seconds=40, reload_cost_prior_seconds=0.1)
     world = World(policy)
     teach(world, 1, 20_000, 4)
-    teach(world, 2, 1000, 4)
     big = policy.models[MODEL].loaded_ctx
     teach(world, 2, 1000, 100)
     assert policy.models[MODEL].loaded_ctx < big

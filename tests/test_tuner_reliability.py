@@ -14,7 +14,7 @@ from ollama_optimizer.db import create_pool
 from ollama_optimizer.embedded_pg import EmbeddedPostgres
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2, tuner_pb2_grpc
 from ollama_optimizer.migrations import apply_migrations
-from tuner_fixtures import fast_settings, local_server, make_outcome, tuner, tuner_stub  # noqa: F401
+from tuner_fixtures import fast_settings, local_server, make_outcome
 from tuner_service import admin_cli, store
 from tuner_service.main import start_tuner
 

@@ -8,7 +8,7 @@ import grpc
 import pytest
 
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
-from tuner_fixtures import fast_settings, local_server, make_outcome, tuner, tuner_stub  # noqa: F401
+from tuner_fixtures import fast_settings, local_server, make_outcome
 from tuner_service.main import start_tuner
 
 MODEL = "llama3.1:8b"
@@ -128,6 +128,8 @@ async def test_state_survives_a_restart(pool: asyncpg.Pool) -> None:
     second = await start_tuner(pool, local_server(), fast_settings())
     try:
         model = second.core.policy.models[MODEL]
+        assert 9 not in model.templates  # loaded on demand
+        await second.core.residency.ensure(MODEL, 9)
         assert model.templates[9].observations == 4
         assert model.templates[10].pinned and model.templates[10].pin_ctx == 16384
         assert model.calibration_samples == 4

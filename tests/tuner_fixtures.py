@@ -1,4 +1,4 @@
-"""Reusable tuner fixtures and builders: `from tuner_fixtures import tuner, tuner_stub, make_outcome`."""
+"""Reusable tuner fixtures (registered by conftest.py) and builders: `from tuner_fixtures import make_outcome`."""
 from __future__ import annotations
 
 import dataclasses

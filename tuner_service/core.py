@@ -19,8 +19,9 @@ import asyncpg
 from . import limits, metrics, store
 from .hosts import split_key
 from .policy import APPLY, REASON_CODES, Decision, Learned, Policy, Request
+from .residency import Residency
 from .settings import TunerSettings
-from .state import ModelState, TemplateState
+from .state import ModelState, TemplateState, rung_for
 from .validation import Invalid, Valid, validate
 from .writer import Dirty, WriteBehind
 
@@ -64,6 +65,7 @@ class TunerCore:
         self.policy = Policy(settings.policy)
         self.pool = pool
         self.writer = WriteBehind(pool, settings, self._snapshot, self._promoted)
+        self.residency = Residency(pool, self.policy, settings.templates_in_memory, lambda: self.writer.dirty)
         self._prefix = os.urandom(3).hex() + "-"
         self._seq = itertools.count(1)
         self._seen: OrderedDict[str, None] = OrderedDict()
@@ -78,6 +80,7 @@ class TunerCore:
             await self._load()
 
     async def stop(self) -> None:
+        await self.residency.close()
         await self.writer.stop(self.settings.flush_interval_seconds * 10)
 
     async def _load(self) -> None:
@@ -92,6 +95,8 @@ class TunerCore:
         """Became the writer: reload what the previous writer left, then fold what waited."""
         await self._load()
         pending, self._unfolded = self._unfolded, []
+        for item in pending:
+            await self.residency.ensure(item.valid.observation.model, item.valid.observation.template_id)
         for item in pending:
             self._fold(item)
         metrics.OUTCOME_BUFFER.set(len(self.writer.rows))
@@ -109,6 +114,9 @@ class TunerCore:
             limits.learn(known, context_limit, kv_bytes_per_token)
             known.num_ctx_cap = limits.hard_cap(req.model, known, self.settings.limits).value
         decision = self._limited(req, self.policy.recommend(req), context_limit, kv_bytes_per_token)
+        model = self.policy.models.get(req.model)
+        if req.template_id and model is not None and req.template_id not in model.templates:
+            self.residency.want(req.model, req.template_id)
         did = decision_id(self._prefix, next(self._seq), decision)
         metrics.RECOMMENDATIONS.labels(ACTION_LABEL[decision.action], decision.reason_code).inc()
         if decision.reload:
@@ -184,6 +192,7 @@ class TunerCore:
     def _fold(self, item: Pending) -> None:
         obs = item.valid.observation
         learned = self.policy.observe(obs)
+        self.residency.bound(obs.model, self.policy.models[obs.model])
         limits.learn(self.policy.models[obs.model], item.outcome.model_context_limit, item.outcome.kv_bytes_per_token)
         if learned.foreign:
             metrics.TRUNCATIONS.labels("foreign_context").inc()
@@ -244,8 +253,9 @@ class TunerCore:
 
     # ---- operators ---------------------------------------------------------------------------
     def pin(self, model_name: str, template_id: int, num_ctx: int, num_batch: int) -> None:
-        """Pin a known model's template (admin.check_pin has validated the values)."""
-        model = self.policy.models[model_name]
+        """Pin a template (the service has validated names and values with admin.check_pin)."""
+        model = self.policy.models.setdefault(model_name, ModelState())
+        model.confirmed = True  # the operator vouches for it
         template = model.templates.setdefault(template_id, TemplateState())
         template.pinned, template.pin_ctx, template.pin_batch = True, num_ctx, num_batch
         template.cached_need = -1.0
@@ -256,9 +266,14 @@ class TunerCore:
         if model is None or template_id not in model.templates:
             return False
         del model.templates[template_id]
-        if model.managed:  # the next request moves the model to what its other templates need
-            model.relieve = ("shrink", f"template {template_id} was reset")
+        if model.managed:  # the next request moves the model down to what its other templates need
+            rungs, margin = self.policy.rungs(model), self.policy.margin_for(model)
+            keep = rung_for(max((self.policy.template_need(t, margin) for t in model.templates.values()),
+                                default=0.0), rungs)
+            model.claims = {rung: seen for rung, seen in model.claims.items() if rung <= keep}
+            model.relieve = ("reset", f"template {template_id} was reset")
         self.writer.forget(model_name, template_id)
+        self.residency.forget(model_name, template_id)
         self._update_gauges()
         return True
 

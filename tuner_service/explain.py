@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
 
+from . import costs
 from .evidence import UNCACHED, UNKNOWN
 from .hosts import split_key
 from .limits import Cap, LimitSettings, hard_cap, memory_cap
@@ -36,14 +37,30 @@ def _evidence_lines(model: ModelState) -> list[str]:
     return lines
 
 
+
+def _memory_lines(policy: Policy, model: ModelState) -> list[str]:
+    """KV bytes per token and the largest context that fits the GPU, and what helps when traffic needs more."""
+    per_token, limit = costs.kv_bytes_per_token(model), costs.fit_limit(model)
+    lines = []
+    if per_token:
+        lines.append(f"KV cache: {per_token / 1024:.0f} KiB per context token (from /api/ps sizes at two contexts)")
+    need = max(policy.active_need(model), model.loaded_ctx)
+    if limit and need > limit:
+        lines.append(f"traffic needs {need} tokens of context but {limit} fit in VRAM: the rest runs partly on the "
+                     "CPU. Helps: OLLAMA_KV_CACHE_TYPE=q8_0 (half the KV bytes) or q4_0 (a quarter) with "
+                     "OLLAMA_FLASH_ATTENTION=1, a GPU with more memory, or a second Ollama host for long sessions")
+    return lines
+
+
 def _lines(policy: Policy, model: ModelState, template: TemplateState | None, hard: Cap, soft: Cap) -> list[str]:
     lines = [
         f"model: managed={model.managed} loaded num_ctx={model.loaded_ctx or 'default'} "
         f"num_batch={model.loaded_batch or 'default'} default context={policy.default_ctx(model)}",
         f"calibration: {policy.ratio_upper(model):.3f} tokens/unit (p{policy.s.calibration_quantile * 100:g}, "
         f"{model.calibration_samples} samples); reload cost {model.reload_cost_s:.2f}s ({model.reloads} seen)",
-        f"model need (active templates, with margin {policy.margin_for(model):g}): "
-        f"{policy.model_need(model):.0f} tokens",
+        f"active need (requests within {policy.s.claim_idle_seconds:g}s, margin {policy.margin_for(model):g}): "
+        f"{policy.active_need(model) or 'none'}",
+        *_memory_lines(policy, model),
     ]
     lines += _limit_lines(model, hard, soft) + _evidence_lines(model)
     if model.tight:

@@ -1,16 +1,19 @@
-"""The tuner's decision policy: pure functions over in-memory state, no I/O, no clock.
+"""The tuner's decision policy: pure functions over in-memory state, no I/O; time comes from outcomes.
 
-num_ctx is decided per model (one loaded runner serves every template of a model):
-keep the loaded context while it covers the request, grow at once when it would not,
-shrink only when a sustained saving outweighs the measured reload cost. Once a model
-is managed every request for it carries the same explicit options, because a request
-without num_ctx after an explicit one makes Ollama reload to its default.
+num_ctx is decided per model (one loaded runner serves every template of a model) and priced for all
+of its traffic: a request that needs more context than is loaded gets it at once (never truncate what
+can be served); a larger context that slows the rest of the traffic (spill to the CPU) is left by the
+rent-or-buy rule once the extra time paid exceeds a reload (costs.py); a request's claim on a context
+ends when requests needing it stop arriving. Once a model is managed every request for it carries the
+same explicit options, because a request without num_ctx after an explicit one makes Ollama reload to
+its default.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
+from . import costs
 from .bandit import choose_num_batch
 from .evidence import UNCACHED, CountReading, at_cut, read_counts
 from .hosts import split_key
@@ -23,11 +26,11 @@ CLIENT_OWNED = frozenset({"num_ctx", "num_batch"})
 CONFIDENCE_K = 3.0  # confidence = n / (n + K)
 MAX_UNCONFIRMED_MODELS = 256  # models known from Recommend alone (no outcome, pin or stored row yet)
 EWMA = 0.1
-# Assumed share of request time saved per halving of the context when no speeds are measured.
-SHRINK_PRIOR_GAIN = 0.02
+RUNNER_UNKNOWN, RUNNER_KEPT, RUNNER_LOADED = 0, 1, 2  # Outcome.runner_load: what the gateway saw
 
 REASON_CODES = ("client_set", "no_data", "low_confidence", "pinned", "initial", "grow",
-                "grow_truncation_guard", "shrink", "keep_loaded", "avoid_reload", "relieve_spill", "co_reside")
+                "grow_truncation_guard", "shrink", "keep_loaded", "avoid_reload", "relieve_spill", "co_reside",
+                "reset")
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,8 @@ class Observation:
     loaded_context_length: int = 0
     model_size: int = 0   # /api/ps size and size_vram (bytes, 0 = unknown); vram < size = partial offload
     model_vram: int = 0
+    finished_at: float = 0.0  # seconds (Unix); the policy's clock
+    runner_load: int = RUNNER_UNKNOWN
     cached_count: int = 0        # prompt_eval_cached_count, meaningful when cached_known
     cached_known: bool = False
     ollama_version: str = ""     # "" = unknown: how prompt_eval_count was counted (evidence.py)
@@ -101,6 +106,7 @@ class Policy:
     def __init__(self, settings: PolicySettings) -> None:
         self.s = settings
         self.models: dict[str, ModelState] = {}
+        self.clock = 0.0  # the latest finish time of an outcome (seconds): claims expire by it
 
     # ---- estimates -------------------------------------------------------------------------
     def rungs(self, model: ModelState) -> list[int]:
@@ -166,21 +172,12 @@ class Policy:
             template.cached_need = template.need.quantile(self.s.need_quantile) if template.need.total else 0.0
         return max(template.cached_need * (self.s.margin if margin is None else margin), float(template.floor_ctx))
 
-    def model_need(self, model: ModelState) -> float:
-        """The largest need among the model's active, unpinned templates seen at least once.
+    def active_need(self, model: ModelState) -> int:
+        """The largest rung (with margin) a request needed within the claim idle time; 0 = none."""
+        return costs.active_need(model, self.clock, self.s.claim_idle_seconds)
 
-        Templates still below min_observations count too: one reload then covers them all.
-        """
-        horizon = model.requests - self.s.template_idle_requests
-        margin = self.margin_for(model)
-        return max((self.template_need(t, margin) for t in model.templates.values()
-                    if not t.pinned and (t.observations or t.floor_ctx) and t.last_seen >= horizon), default=0.0)
-
-    def seen_need(self, model: ModelState) -> float:
-        """The largest need any active, unpinned template has shown (no margin), or a request since tight."""
-        horizon = model.requests - self.s.template_idle_requests
-        return max([float(model.tight_floor)] + [t.need.max_value for t in model.templates.values()
-                                                 if not t.pinned and t.last_seen >= horizon])
+    def reload_s(self, model: ModelState) -> float:
+        return model.reload_cost_s or self.s.reload_cost_prior_seconds
 
     # ---- decisions -------------------------------------------------------------------------
     def recommend(self, req: Request) -> Decision:
@@ -191,8 +188,9 @@ class Policy:
         model.requests += 1
         if model.evictions and model.requests - model.evictions[-1] > self.s.eviction_window * 10:
             self._forget_evictions(model)
-        template = model.templates.get(req.template_id) if req.template_id else None
+        template = model.templates.pop(req.template_id, None) if req.template_id else None
         if template is not None:
+            model.templates[req.template_id] = template  # most recently used last (residency evicts the first)
             template.last_seen = model.requests
         need = self.request_need(model, template, req)
         conf = self.confidence(template)
@@ -203,6 +201,8 @@ class Policy:
                             "client_set", need)
         if template is not None and template.pinned:
             return self._pinned(model, template, need, conf)
+        required = max(need, template.floor_ctx if template is not None else 0)
+        costs.claim(model, rung_for(required * self.margin_for(model), self.rungs(model)), self.clock)
         if not model.managed:
             return self._unmanaged(req, model, template, need, conf, believed)
         return self._managed(req, model, template, need, conf)
@@ -221,7 +221,7 @@ class Policy:
                    conf: float, believed: int) -> Decision:
         rungs = self.rungs(model)
         if self.confident(template):
-            target = rung_for(max(need, self.model_need(model)), rungs)
+            target = rung_for(max(need, self.active_need(model)), rungs)
             reason = f"first managed context {target}: covers need {need} (template p{self._pct()})"
             return self._load(req, model, template, target, need, conf, "initial", reason,
                               prevented=need > believed)
@@ -239,34 +239,32 @@ class Policy:
         rungs = self.rungs(model)
         loaded = model.loaded_ctx
         required = max(need, template.floor_ctx if template is not None else 0)
-        wanted = max(required, self.model_need(model))
+        wanted = rung_for(required * self.margin_for(model), rungs)
+        active = self.active_need(model)
         if model.tight:
             model.tight_floor = max(model.tight_floor, required)
         if model.relieve[0]:
             (code, why), model.relieve = model.relieve, ("", "")
             over_cap = 0 < model.batch_cap < model.loaded_batch
-            if code == "co_reside":
-                # Only down, and never below a need already seen: else a later request grows it back.
-                target = rung_for(max(wanted, self.seen_need(model)), rungs)
-                move = target < loaded
-            else:
-                target = rung_for(wanted, rungs)
-                move = target != loaded or over_cap
-            if move:
+            # Only down, and never below a need already seen: else a later request grows it back.
+            target = max(rung_for(model.tight_floor, rungs), wanted) if code == "co_reside" else loaded
+            if code == "reset":  # an operator reset a template: what the request and the remaining claims need
+                target = max(rung_for(active, rungs), wanted)
+            if target < loaded or over_cap:
                 reason = f"{why}; load {target} (covers need {required})"
                 return self._load(req, model, template, target, need, conf, code, reason,
                                   prevented=required > loaded, review_batch=over_cap)
         if required > loaded and loaded < rungs[-1]:
-            # The margin on this request too: else the next slightly larger one grows again.
-            target = rung_for(max(wanted, required * self.margin_for(model)), rungs)
+            target = self._grow_target(model, need, required, active, rungs)
             code = "grow" if self.confident(template) else "grow_truncation_guard"
             reason = f"grow {loaded} -> {target}: this request needs {required}"
             return self._load(req, model, template, target, need, conf, code, reason, prevented=True)
-        desired = rung_for(wanted, rungs)
-        model.fit_streak = model.fit_streak + 1 if desired * 2 <= loaded else 0
-        if model.fit_streak >= self.s.shrink_min_requests and self._shrink_pays(model, desired):
-            reason = f"shrink {loaded} -> {desired}: {model.fit_streak} requests fit, worth a reload"
-            return self._load(req, model, template, desired, need, conf, "shrink", reason)
+        target, paid = costs.shrink_target(model, wanted, active, self.reload_s(model))
+        if target:
+            reason = (f"shrink {loaded} -> {target}: {paid:.1f}s paid at {loaded} since a request last needed more "
+                      f"than {target}, above the reload cost {self.reload_s(model):.1f}s"
+                      + (f" x2 (a claim on {active} is still active)" if active > target else ""))
+            return self._load(req, model, template, target, need, conf, "shrink", reason)
         own = rung_for(self.template_need(template), rungs) if self.confident(template) else loaded
         avoided = template is not None and own != loaded and self.confident(template)
         if template is not None:
@@ -274,6 +272,22 @@ class Policy:
         code = "avoid_reload" if avoided else "keep_loaded"
         reason = f"keep loaded {loaded}: covers need {required}" + (f" (template alone: {own})" if avoided else "")
         return Decision(APPLY, loaded, model.loaded_batch, conf, reason, code, need, reload_avoided=avoided)
+
+    def _grow_target(self, model: ModelState, need: int, required: int, active: int, rungs: list[int]) -> int:
+        """The rung a growth loads: the request with margin and the active claims that still fit the GPU,
+        with headroom up to the largest context that fits; growth a learned floor drives (not the request's
+        own estimate) is bounded to ``max_growth`` x the loaded context."""
+        margin = self.margin_for(model)
+        limit = costs.fit_limit(model)
+        cover = active if not limit or active <= limit else 0
+        target = rung_for(max(required * margin, cover), rungs)
+        if limit:
+            roomy = [r for r in rungs if r <= min(required * self.s.grow_headroom, limit)]
+            target = max(target, roomy[-1] if roomy else 0)
+        if required > need:
+            bound = rung_for(max(need * margin, model.loaded_ctx * self.s.max_growth), rungs)
+            target = min(target, bound)
+        return target
 
     def _load(self, req: Request, model: ModelState, template: TemplateState | None, ctx: int, need: int,
               conf: float, code: str, reason: str, prevented: bool = False, review_batch: bool = False) -> Decision:
@@ -290,9 +304,11 @@ class Policy:
             reload = reload or (model.managed and batch != model.loaded_batch)
         if (ctx, batch) != (model.loaded_ctx, model.loaded_batch):
             model.config_loads, model.config_since = 0, model.requests
+        if ctx != model.loaded_ctx and costs.note_move(model, model.loaded_ctx, ctx, self.s.revisit_requests):
+            reason += f"; {ctx} was left within {self.s.revisit_requests} requests: the next shrink waits longer"
         if model.tight and code not in ("co_reside", "relieve_spill"):
             reason += f"; tight margin {self.margin_for(model):g}: {model.tight}"
-        model.managed, model.loaded_ctx, model.loaded_batch, model.fit_streak = True, ctx, batch, 0
+        model.managed, model.loaded_ctx, model.loaded_batch = True, ctx, batch
         if self.models.setdefault(req.model, model) is model and not model.confirmed:
             self._bound_unconfirmed(req.model)
         if template is not None:
@@ -307,17 +323,6 @@ class Policy:
         for name in unconfirmed[: max(0, len(unconfirmed) + 1 - MAX_UNCONFIRMED_MODELS)]:
             del self.models[name]
 
-    def _shrink_pays(self, model: ModelState, desired: int) -> bool:
-        """Saving over the next ``shrink_min_requests`` requests beats ``payback`` reload costs."""
-        loaded = model.loaded_ctx
-        fast, slow = model.seconds_per_token.get(desired), model.seconds_per_token.get(loaded)
-        if fast is not None and slow is not None and model.request_s > 0:
-            per_request = max(0.0, (slow - fast) / slow) * model.request_s
-        else:
-            per_request = model.request_s * SHRINK_PRIOR_GAIN * math.log2(loaded / desired)
-        cost = model.reload_cost_s or self.s.reload_cost_prior_seconds
-        return per_request * self.s.shrink_min_requests > self.s.shrink_payback * cost
-
     def _pct(self) -> str:
         return f"{self.s.need_quantile * 100:g}"
 
@@ -326,7 +331,8 @@ class Policy:
         """Fold one outcome into the state."""
         model = self.models.setdefault(obs.model, ModelState())
         model.confirmed = True
-        reloaded = obs.load_s >= self.s.reload_threshold_seconds
+        self.clock = max(self.clock, obs.finished_at)
+        reloaded = self._reloaded(model, obs)
         if reloaded:
             model.reloads += 1
             model.reload_cost_s = obs.load_s if not model.reload_cost_s else (
@@ -344,11 +350,32 @@ class Policy:
             return Learned(truncated=True, reloaded=reloaded, foreign=True)
         if obs.counts_known and not truncated:
             self._learn_counts(model, obs, ctx_sent, reading)
+            if model.managed and self._current(model, obs):
+                # What the request would claim again: its prompt (as counted, and as estimated before it ran)
+                # and the output the policy reserves.
+                template = model.templates.get(obs.template_id) if obs.template_id else None
+                prompt = max(reading.prompt_tokens, self.prompt_tokens(model, obs.prompt_units, obs.message_count))
+                tokens = prompt + max(obs.eval_count, self.output_reserve(template, obs.num_predict))
+                used = rung_for(tokens * self.margin_for(model), self.rungs(model))
+                costs.pay_rent(model, self.rungs(model), used, obs.prompt_eval_s + obs.eval_s)
         if obs.gpu_total > 0:
             model.gpu_total, model.gpu_free = obs.gpu_total, max(0, obs.gpu_total - obs.gpu_used)
         if obs.template_id:
             self._learn_template(model, obs, ctx_sent, truncated, reading)
         return Learned(truncated=truncated, reloaded=reloaded)
+
+    def _reloaded(self, model: ModelState, obs: Observation) -> bool:
+        """Whether Ollama loaded a runner for this request. The gateway tells from what it sent (options,
+        requests in flight); without it, a load_duration over the threshold counts when the options differ
+        from the previous outcome's, else only when it is at least half a measured load (a shorter wait
+        is a queue wait behind other requests, which load_duration includes)."""
+        config = (obs.num_ctx, obs.num_batch) if obs.applied else (0, 0)
+        changed, model.load_config = config != model.load_config, config
+        if obs.runner_load != RUNNER_UNKNOWN:
+            return obs.runner_load == RUNNER_LOADED
+        if obs.load_s < self.s.reload_threshold_seconds:
+            return False
+        return changed or obs.load_s >= model.reload_cost_s / 2
 
     def truncated(self, model: ModelState, obs: Observation, ctx_known: int,
                   reading: CountReading | None = None) -> bool:
@@ -430,12 +457,19 @@ class Policy:
 
     def _learn_memory(self, model: ModelState, obs: Observation) -> None:
         """Partial offload (0 < size_vram < size) of the loaded options: a smaller num_batch, then the
-        tight margin; at once when the spilled share is large (every request pays), else at the next reload."""
+        tight margin; at once when the spilled share is large (every request pays), else at the next reload.
+        A context far beyond what fits spills whatever the batch or margin: the rent-or-buy rule leaves it."""
         if obs.model_size <= 0:
             return
         model.size_bytes, model.vram_bytes = obs.model_size, obs.model_vram
         config = (obs.num_ctx, obs.num_batch)
+        ctx = obs.num_ctx or obs.loaded_context_length
+        if ctx and self._current(model, obs):
+            costs.remember_memory(model, (ctx, obs.num_batch), obs.model_size, obs.model_vram)
         if not 0 < obs.model_vram < obs.model_size or not model.managed or not self._current(model, obs):
+            return
+        limit = costs.fit_limit(model)
+        if limit and config[0] > limit * 1.25:
             return
         share = 1 - obs.model_vram / obs.model_size
         what = f"{share:.0%} of the model on the CPU at num_ctx={config[0]} num_batch={config[1]}"
@@ -481,6 +515,10 @@ class Policy:
                 old = model.seconds_per_token.get(ctx_sent)
                 spt = busy / tokens
                 model.seconds_per_token[ctx_sent] = spt if old is None else (1 - EWMA) * old + EWMA * spt
+        if obs.eval_count > 1 and obs.eval_s > 0:
+            old = model.decode_spt.get(ctx_sent)
+            spt = obs.eval_s / obs.eval_count
+            model.decode_spt[ctx_sent] = spt if old is None else (1 - EWMA) * old + EWMA * spt
         if obs.prompt_eval_count > 0 and obs.prompt_eval_s > 0:
             klass = size_class(obs.prompt_eval_count)
             reward = obs.prompt_eval_count / obs.prompt_eval_s

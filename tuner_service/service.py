@@ -69,6 +69,9 @@ class TunerServicer(tuner_pb2_grpc.TunerServicer):
             self.guard.check(source_of(context.invocation_metadata(), context.peer()), len(request.outcomes))
         except Refused as exc:
             await context.abort(grpc.StatusCode[exc.code], str(exc))
+        for key, template_id in {(state_key(o.model, o.ollama_host), o.template_id) for o in request.outcomes
+                                 if o.template_id}:
+            await self.core.residency.ensure(key, template_id)  # learn on top of what is stored
         accepted, duplicates, rejected = self.core.report(list(request.outcomes))
         sync = self.core.settings.report_sync_seconds
         if accepted and sync > 0 and not self.core.read_only:
@@ -80,6 +83,7 @@ class TunerServicer(tuner_pb2_grpc.TunerServicer):
     async def Explain(self, request: tuner_pb2.ExplainRequest,
                       context: grpc.aio.ServicerContext) -> tuner_pb2.ExplainResponse:
         key = await _check_model(context, request.model, request.template_id, request.ollama_host)
+        await self.core.residency.ensure(key, request.template_id)
         try:
             admin.known(self.core.policy, key, request.template_id)
         except admin.Refusal as exc:
@@ -91,6 +95,7 @@ class TunerServicer(tuner_pb2_grpc.TunerServicer):
         if request.num_ctx > MAX_PIN or request.num_batch > MAX_PIN:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"pinned values must be at most {MAX_PIN}")
         await self._require_writer(context)
+        await self.core.residency.ensure(key, request.template_id)
         try:
             admin.check_pin(self.core.policy, key, request.template_id, request.num_ctx, request.num_batch)
         except admin.Refusal as exc:
@@ -106,6 +111,7 @@ class TunerServicer(tuner_pb2_grpc.TunerServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 "name a template_id, or set whole_model to reset the whole model (not both)")
         await self._require_writer(context)
+        await self.core.residency.ensure(key, request.template_id)
         try:
             admin.known(self.core.policy, key, request.template_id)
         except admin.Refusal as exc:

@@ -46,9 +46,15 @@ class PolicySettings:
     respect_client_options: bool = field(default_factory=lambda: env_bool("TUNER_RESPECT_CLIENT_OPTIONS", True))
     truncation_guard: bool = field(default_factory=lambda: env_bool("TUNER_TRUNCATION_GUARD", True))
     truncation_fraction: float = field(default_factory=lambda: env_float("TUNER_TRUNCATION_FRACTION", 0.7))
-    shrink_min_requests: int = field(default_factory=lambda: env_int("TUNER_SHRINK_MIN_REQUESTS", 200))
-    shrink_payback: float = field(default_factory=lambda: env_float("TUNER_SHRINK_PAYBACK", 3.0))
-    template_idle_requests: int = field(default_factory=lambda: env_int("TUNER_TEMPLATE_IDLE_REQUESTS", 500))
+    # A request's claim on a context ends this long (seconds, by the finish times of outcomes) after the
+    # last request that needed it: a session that stops sending stops holding the context.
+    claim_idle_seconds: float = field(default_factory=lambda: env_float("TUNER_CLAIM_IDLE_SECONDS", 300.0))
+    # Growth covers up to this multiple of the request's need while the model still fits the GPU there.
+    grow_headroom: float = field(default_factory=lambda: env_float("TUNER_GROW_HEADROOM", 2.0))
+    # Growth driven by a learned floor (not by the request's own estimate) is bounded to this factor per decision.
+    max_growth: float = field(default_factory=lambda: env_float("TUNER_MAX_GROWTH", 2.0))
+    # A load back to a context left within this many requests is a revisit: it raises the shrink threshold.
+    revisit_requests: int = field(default_factory=lambda: env_int("TUNER_REVISIT_REQUESTS", 10))
     reload_threshold_seconds: float = field(
         default_factory=lambda: env_float("TUNER_RELOAD_THRESHOLD_SECONDS", 0.5))
     reload_cost_prior_seconds: float = field(
@@ -73,3 +79,5 @@ class TunerSettings:
     # nothing it acknowledged while Postgres was up. 0 = answer at once (write-behind only).
     report_sync_seconds: float = field(default_factory=lambda: env_float("TUNER_REPORT_SYNC_SECONDS", 1.0))
     dedupe_window: int = field(default_factory=lambda: env_int("TUNER_DEDUPE_WINDOW", 200_000))
+    # Templates kept in memory per model (least recently used beyond it are dropped; loaded again on demand).
+    templates_in_memory: int = field(default_factory=lambda: env_int("TUNER_TEMPLATES_IN_MEMORY", 100_000))

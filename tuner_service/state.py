@@ -55,7 +55,6 @@ class ModelState:
     request_s: float = 0.0       # EWMA of (total - load) seconds per request
     gpu_free: int = 0            # bytes of GPU memory free, last reported (0 = unknown)
     gpu_total: int = 0
-    fit_streak: int = 0          # consecutive requests a smaller rung would have covered
     size_bytes: int = 0          # /api/ps size and size_vram of the loaded model, last reported (0 = unknown)
     vram_bytes: int = 0
     config_loads: int = 0        # loads seen of the options the model is believed loaded with
@@ -69,6 +68,15 @@ class ModelState:
     arms: dict[tuple[int, int], ArmStats] = field(default_factory=dict)  # (size class, num_batch)
     class_tokens: dict[int, float] = field(default_factory=dict)         # prompt tokens per size class
     seconds_per_token: dict[int, float] = field(default_factory=dict)    # by num_ctx
+    decode_spt: dict[int, float] = field(default_factory=dict)  # EWMA decode seconds per token, by num_ctx
+    claims: dict[int, float] = field(default_factory=dict)      # rung -> policy clock when a request last needed it
+    rent: dict[int, float] = field(default_factory=dict)        # rung -> seconds paid at the loaded rung since a
+    # request last needed more than that rung (what shrinking to it would have saved)
+    left_at: dict[int, int] = field(default_factory=dict)       # context -> request counter when the model left it
+    revisits: list[int] = field(default_factory=list)           # request counters of loads back to a recent context
+    memory: dict[tuple[int, int], tuple[int, int]] = field(default_factory=dict)  # (num_ctx, num_batch) ->
+    # /api/ps (size, size_vram) last seen with those options (bounded)
+    load_config: tuple[int, int] = (-1, -1)  # options of the last outcome (reload detection without the gateway)
     templates: dict[int, TemplateState] = field(default_factory=dict)
     count_semantics: str = "unknown"  # how this model's host counts prompt tokens (evidence.py)
     evidence_note: str = ""      # the last telemetry not taken at face value, and why

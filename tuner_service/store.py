@@ -114,10 +114,10 @@ def _template_from(ctx: asyncpg.Record, batch: asyncpg.Record | None) -> Templat
 
 # ---- queries -----------------------------------------------------------------------------------
 async def load_state(conn: asyncpg.Connection) -> dict[str, ModelState]:
-    """Every model, template and arm, as the policy keeps them in memory."""
+    """Every model and arm, and the pinned templates; other templates are loaded on demand (load_template)."""
     models = {r["model"]: _model_from(r) for r in await conn.fetch("SELECT * FROM tuner_model")}
     rules: dict[tuple[str, int], dict[str, asyncpg.Record]] = {}
-    for r in await conn.fetch("SELECT * FROM tuner_rule"):
+    for r in await conn.fetch("SELECT * FROM tuner_rule WHERE pinned"):
         rules.setdefault((r["model"], r["template_id"]), {})[r["param"]] = r
     for (name, template_id), params in rules.items():
         if "num_ctx" in params:
@@ -129,6 +129,13 @@ async def load_state(conn: asyncpg.Connection) -> dict[str, ModelState]:
     for model in models.values():
         model.confirmed = True
     return models
+
+
+async def load_template(conn: asyncpg.Connection, model: str, template_id: int) -> TemplateState | None:
+    """One stored template (None when nothing is stored for it)."""
+    params = {r["param"]: r for r in await conn.fetch(
+        "SELECT * FROM tuner_rule WHERE model = $1 AND template_id = $2", model, template_id)}
+    return _template_from(params["num_ctx"], params.get("num_batch")) if "num_ctx" in params else None
 
 
 async def recent_outcome_ids(conn: asyncpg.Connection, limit: int) -> list[str]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
 
 from .hosts import MAX_HOST_LEN, state_key, valid_host
-from .policy import APPLY, PASSTHROUGH, Observation
+from .policy import APPLY, PASSTHROUGH, RUNNER_KEPT, RUNNER_LOADED, RUNNER_UNKNOWN, Observation
 
 NS = 1e9
 MAX_TOKENS = 10_000_000
@@ -113,6 +113,8 @@ def validate(o: tuner_pb2.Outcome, now: float | None = None) -> Valid:
         eval_s=o.eval_duration_ns / NS, done_reason=o.done_reason, counts_known=o.counts_known,
         gpu_used=o.gpu_memory_used_bytes, gpu_total=o.gpu_memory_total_bytes,
         loaded_context_length=o.loaded_context_length, model_size=o.model_size_bytes,
-        model_vram=o.model_vram_bytes, cached_count=o.prompt_eval_cached_count, cached_known=o.cached_count_known,
+        model_vram=o.model_vram_bytes, finished_at=o.finished_at or now,
+        runner_load=o.runner_load if o.runner_load in (RUNNER_KEPT, RUNNER_LOADED) else RUNNER_UNKNOWN,
+        cached_count=o.prompt_eval_cached_count, cached_known=o.cached_count_known,
         ollama_version=o.ollama_version, observed_ctx=o.observed_num_ctx, options_dropped=o.options_dropped)
     return Valid(observation, o.finished_at or now)

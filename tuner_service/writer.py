@@ -57,6 +57,7 @@ class WriteBehind:
         self._snapshot = snapshot
         self._on_promoted = on_promoted
         self.rows: deque[tuple[Any, ...]] = deque()
+        self._flush_lock = asyncio.Lock()
         self.dirty = Dirty()
         self.is_writer = False
         self.ever_writer = False
@@ -191,7 +192,12 @@ class WriteBehind:
             return False
 
     async def flush(self) -> None:
-        """Write one batch of rows and every dirty key in one transaction (raises on failure)."""
+        """Write one batch of rows and every dirty key in one transaction (raises on failure); one flush at a
+        time (the background loop and a Summary may both flush: each batch must be popped once)."""
+        async with self._flush_lock:
+            await self._flush()
+
+    async def _flush(self) -> None:
         if not self.is_writer:
             return
         if not self.rows and not self.dirty:

@@ -6,9 +6,9 @@
         emu.reloads["llama3.1:8b"], emu.truncated_requests, emu.memory_stats()
 """
 from .emulator import Emulator, EmulatorConfig, start_emulator
-from .engine import RequestRecord
+from .engine import RequestRecord, Sensitivity
 from .profiles import DEFAULT_HARDWARE, HARDWARE, MODELS, HardwareProfile, ModelProfile
 from .tokens import token_count, unit_count
 
 __all__ = ["DEFAULT_HARDWARE", "Emulator", "EmulatorConfig", "HARDWARE", "HardwareProfile", "MODELS",
-           "ModelProfile", "RequestRecord", "start_emulator", "token_count", "unit_count"]
+           "ModelProfile", "RequestRecord", "Sensitivity", "start_emulator", "token_count", "unit_count"]

@@ -15,8 +15,9 @@ from typing import Any
 
 from . import perf
 from .counts import COUNT_MODES
+from .embed import input_tokens
 from .output import OutputHook, default_output_tokens, output_pieces
-from .profiles import GiB, HARDWARE, MODELS, HardwareProfile, ModelProfile
+from .profiles import HARDWARE, MODELS, GiB, HardwareProfile, ModelProfile
 from .prompt import PreparedPrompt, PromptError, prepare
 from .tokens import Segment, stable_hash, unit_count
 
@@ -26,6 +27,18 @@ DEFAULT_KEEP_ALIVE_S = 300.0  # OLLAMA_KEEP_ALIVE default 5m
 WARM_OVERHEAD_S = 0.005  # docs/api.md warm load_duration example (5 ms)
 MAX_LOADED_PER_GPU = 3  # OLLAMA_MAX_LOADED_MODELS default: 3 x GPUs (3 on CPU)
 MIN_NUM_CTX = 4
+EMBED_TOO_LONG = "the input length exceeds the context length"  # the runner's errorInputTooLong
+
+
+@dataclass(frozen=True)
+class Sensitivity:
+    """Multipliers on the load and prompt-processing rates, for sensitivity runs of the benchmarks.
+
+    1.0 is the cited constant (bench/CONSTANTS.md); 2.0 loads twice as fast (e.g. weights in the page cache).
+    """
+
+    load_rate: float = 1.0
+    prompt_rate: float = 1.0
 
 
 class ModelNotFound(Exception):
@@ -146,6 +159,7 @@ class Engine:
     def __init__(self, hardware: str, models: list[str], default_num_ctx: int | None, num_parallel: int,
                  time_scale: float, seed: int, output_tokens: OutputHook | None,
                  max_loaded_models: int | None, keep_alive_s: float = DEFAULT_KEEP_ALIVE_S,
+                 sensitivity: Sensitivity = Sensitivity(),
                  count_mode: str = "full") -> None:
         if hardware not in HARDWARE:
             raise ValueError(f"unknown hardware {hardware!r}; choose from {sorted(HARDWARE)}")
@@ -161,6 +175,7 @@ class Engine:
         self.output_tokens = output_tokens or default_output_tokens(seed)
         self.max_loaded = max_loaded_models or MAX_LOADED_PER_GPU
         self.keep_alive_s = keep_alive_s
+        self.sensitivity = sensitivity
         self.t0 = time.monotonic()
         self.runners: dict[str, Runner] = {}
         self.retired: list[Runner] = []
@@ -243,7 +258,7 @@ class Engine:
             break
         opts = replace(req, num_batch=batch)
         start = max(after, self.load_barrier)
-        ready = start + perf.load_seconds(model, self.hw, pl)
+        ready = start + perf.load_seconds(model, self.hw, pl) / self.sensitivity.load_rate
         self.load_barrier = ready
         self.loads[model.name] += 1
         return Runner(model, opts, pl, start, ready, [ready] * self.num_parallel,
@@ -266,12 +281,59 @@ class Engine:
     def schedule(self, endpoint: str, model_name: str, messages: list[dict], options: dict,
                  truncate: bool | None, shift: bool | None, keep_alive: Any) -> Plan:
         """Decide everything about one request at its arrival; raises ModelNotFound / OutOfMemory."""
+        units = unit_count("".join(f"{m.get('role')}: {m.get('content') or ''}\n" for m in messages))
+        model, runner, plan, slot, ka = self._acquire(endpoint, model_name, options, shift, keep_alive, units)
+        record = plan.record
+        if not messages:  # empty request: load (or unload) only
+            record.done_reason = "unload" if ka == 0 else "load"
+            plan.end = plan.first_token = plan.start
+            self._finish(runner, slot, plan, ka, runner.caches[slot])
+            return plan
+        try:
+            prompt = prepare(messages, model, runner.opts.num_ctx, int(options.get("num_keep", DEFAULT_NUM_KEEP)),
+                             truncate is not False, runner.opts.shift)
+        except PromptError as exc:
+            record.status, record.error = 400, str(exc)
+            plan.end = plan.start
+            self._touch(runner, plan.end, ka)
+            return plan
+        self._run(model, runner, slot, prompt, messages, options, plan, ka)
+        return plan
+
+    def embed(self, model_name: str, inputs: list[str], options: dict, truncate: bool | None,
+              keep_alive: Any) -> Plan:
+        """/api/embed: each input is cut to the runner's context (or refused with ``truncate: false``)."""
+        model, runner, plan, slot, ka = self._acquire("embed", model_name, options, None, keep_alive,
+                                                      unit_count("\n".join(inputs)))
+        record, limit = plan.record, runner.opts.num_ctx
+        counts = [input_tokens(model, text) for text in inputs]
+        if truncate is False and any(n > limit for n in counts):
+            record.status, record.error = 400, EMBED_TOO_LONG
+            plan.end = plan.start
+            self._touch(runner, plan.end, ka)
+            return plan
+        record.truncated = any(n > limit for n in counts)
+        if record.truncated:
+            self.truncated[model_name] += 1
+        record.prompt_tokens_sent = sum(counts)
+        record.prompt_eval_count = sum(min(n, limit) for n in counts)
+        record.prompt_eval_s = sum(perf.prompt_seconds(model, self.hw, runner.placement, 0, min(n, limit),
+                                                       runner.opts.num_batch) for n in counts)
+        plan.end = plan.first_token = plan.start + record.prompt_eval_s
+        record.total_s = plan.end - record.arrival_s
+        self._finish(runner, slot, plan, ka, [])
+        return plan
+
+    def _acquire(self, endpoint: str, model_name: str, options: dict, shift: bool | None, keep_alive: Any,
+                 prompt_units: int) -> tuple[ModelProfile, Runner, Plan, int, float]:
+        """The model's runner for a request arriving now (loaded or reloaded as Ollama's scheduler would),
+        the request's plan and record, its slot and its keep-alive seconds."""
         now = self.now()
         if model_name not in self.models:
             raise ModelNotFound(f"model '{model_name}' not found")
         model = self.models[model_name]
         record = RequestRecord(len(self.requests), endpoint, model_name, now, options=dict(options))
-        record.prompt_units = unit_count("".join(f"{m.get('role')}: {m.get('content') or ''}\n" for m in messages))
+        record.prompt_units = prompt_units
         self._expire(now)
         req = self.resolve(model, options, shift)
         runner = self.runners.get(model_name)
@@ -290,22 +352,7 @@ class Engine:
         plan.start = max(now, runner.slots[slot]) + WARM_OVERHEAD_S
         record.load_s = plan.start - now
         ka = parse_keep_alive(keep_alive)
-        ka = self.keep_alive_s if ka is None else ka
-        if not messages:  # empty request: load (or unload) only
-            record.done_reason = "unload" if ka == 0 else "load"
-            plan.end = plan.first_token = plan.start
-            self._finish(runner, slot, plan, ka, runner.caches[slot])
-            return plan
-        try:
-            prompt = prepare(messages, model, runner.opts.num_ctx, int(options.get("num_keep", DEFAULT_NUM_KEEP)),
-                             truncate is not False, runner.opts.shift)
-        except PromptError as exc:
-            record.status, record.error = 400, str(exc)
-            plan.end = plan.start
-            self._touch(runner, plan.end, ka)
-            return plan
-        self._run(model, runner, slot, prompt, messages, options, plan, ka)
-        return plan
+        return model, runner, plan, slot, self.keep_alive_s if ka is None else ka
 
     def _run(self, model: ModelProfile, runner: Runner, slot: int, prompt: PreparedPrompt, messages: list[dict],
              options: dict, plan: Plan, keep_alive: float) -> None:
@@ -317,7 +364,8 @@ class Engine:
         cached = 0 if prompt.cut_head else self._cached(runner.caches[slot], prompt.segments, model)
         rec.cached_tokens = cached
         rec.prompt_eval_s = perf.prompt_seconds(model, self.hw, runner.placement, cached,
-                                                max(1, prompt.tokens - cached), runner.opts.num_batch)
+                                                max(1, prompt.tokens - cached), runner.opts.num_batch
+                                                ) / self.sensitivity.prompt_rate
         n, reason = self._output_length(model, runner.opts, prompt.tokens, messages, options)
         rec.eval_count, rec.done_reason = n, reason
         steps = perf.decode_seconds(model, self.hw, runner.placement, prompt.tokens, n)

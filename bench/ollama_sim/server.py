@@ -1,21 +1,27 @@
 """The Ollama HTTP API (aiohttp) over the Engine: /api/chat, /api/generate, /api/ps, /api/tags,
-/api/show, /api/version. Field names, units (integer nanoseconds) and error shapes follow Ollama."""
+/api/show, /api/version, /api/embed, and the compatible /v1 endpoints. Field names, units (integer nanoseconds) and
+error shapes follow Ollama."""
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import json
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
 from aiohttp import web
 
+from proxy_plugin.compat_wire import Reply
+
+from .compat import MODIFIED_AT, CompatRoutes
 from .counts import COUNT_MODES, prompt_counts
+from .embed import INVALID_INPUT, embed_inputs, embedding, input_tokens
 from .engine import Engine, ModelNotFound, OutOfMemory, Plan
+from .output import tool_calls
 from .profiles import ModelProfile
 from .request import read_body
 
 VERSION = "0.32.15"  # the Ollama release whose behaviour is emulated (reference doc HEAD)
-MODIFIED_AT = "2026-08-21T00:00:00Z"
 
 
 def _ns(seconds: float) -> int:
@@ -58,8 +64,20 @@ def _metrics(plan: Plan, count_mode: str = "full") -> dict:
     return {k: v for k, v in out.items() if v} | counts
 
 
-def _error(status: int, message: str) -> web.Response:
+def _error(status: int, message: str, reply: Reply | None = None) -> web.Response:
+    if reply is not None:
+        return web.Response(status=status, body=reply.error(message), content_type="application/json")
     return web.json_response({"error": message}, status=status)
+
+
+def _answer(native: dict, reply: Reply | None) -> web.Response:
+    if reply is not None:
+        return web.Response(body=reply.answer(native), content_type=reply.content_type())
+    return web.json_response(native)
+
+
+def _line(native: dict, reply: Reply | None) -> bytes:
+    return reply.chunk(native) if reply is not None else json.dumps(native).encode() + b"\n"
 
 
 class OllamaApp:
@@ -75,6 +93,8 @@ class OllamaApp:
             web.post("/api/chat", self.chat), web.post("/api/generate", self.generate),
             web.get("/api/ps", self.ps), web.get("/api/tags", self.tags),
             web.post("/api/show", self.show), web.get("/api/version", self.version),
+            web.post("/api/embed", self.embed),
+            *CompatRoutes(self).routes(),
         ])
         return app
 
@@ -109,54 +129,95 @@ class OllamaApp:
         return show_response(m.name, m)
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
-        body = await read_body(request, "ChatRequest")
-        messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
-        return await self._complete(request, body, "chat", messages)
+        return await self.run(request, "chat", await read_body(request, "ChatRequest"))
 
     async def generate(self, request: web.Request) -> web.StreamResponse:
-        body = await read_body(request, "GenerateRequest")
+        return await self.run(request, "generate", await read_body(request, "GenerateRequest"))
+
+    async def embed(self, request: web.Request) -> web.Response:
+        return await self.run_embed(await read_body(request, "EmbedRequest"))
+
+    async def run_embed(self, body: dict, reply: Reply | None = None) -> web.Response:
+        """Run a decoded /api/embed request (``reply``: as /v1/embeddings)."""
+        inputs = embed_inputs(body.get("input"))
+        if inputs is None:
+            return _error(400, INVALID_INPUT, reply)
+        name = str(body.get("model") or "")
+        plan = await self._scheduled(lambda: self.engine.embed(
+            name, inputs, dict(body.get("options") or {}), body.get("truncate"), body.get("keep_alive")), reply)
+        if isinstance(plan, web.Response):
+            return plan
+        await self._until(plan.end)
+        model, dimensions, r = self.engine.models[name], int(body.get("dimensions") or 0), plan.record
+        limit = r.runner["num_ctx"]
+        vectors = [embedding(model, text, min(input_tokens(model, text), limit), dimensions) for text in inputs]
+        answer = {"model": name, "embeddings": vectors,
+                  "total_duration": _ns(r.total_s), "load_duration": _ns(r.load_s),
+                  "prompt_eval_count": r.prompt_eval_count}
+        return _answer({k: v for k, v in answer.items() if v or k == "embeddings"}, reply)
+
+    async def _scheduled(self, schedule: Callable[[], Plan], reply: Reply | None) -> Plan | web.Response:
+        """The plan of an accepted request, or the error Ollama answers (after any wait it would make)."""
+        try:
+            plan = schedule()
+        except ModelNotFound as exc:
+            return _error(404, str(exc), reply)
+        except OutOfMemory as exc:
+            return _error(500, str(exc), reply)
+        if plan.record.status != 200:
+            await self._until(plan.start)
+            return _error(plan.record.status, plan.record.error, reply)
+        return plan
+
+    async def run(self, request: web.Request, endpoint: str, body: dict,
+                  reply: Reply | None = None) -> web.StreamResponse:
+        """Run a decoded chat or generate request."""
+        if endpoint == "chat":
+            return await self._complete(request, body, endpoint,
+                                        [m for m in body.get("messages") or [] if isinstance(m, dict)], reply)
         messages = []
         if body.get("prompt"):
             if body.get("system"):
                 messages.append({"role": "system", "content": str(body["system"])})
             messages.append({"role": "user", "content": str(body["prompt"])})
-        return await self._complete(request, body, "generate", messages)
-
+        return await self._complete(request, body, endpoint, messages, reply)
 
     async def _complete(self, request: web.Request, body: dict, endpoint: str,
-                        messages: list[dict]) -> web.StreamResponse:
+                        messages: list[dict], reply: Reply | None = None) -> web.StreamResponse:
+        """The native handler; with ``reply`` its output is rewritten as Ollama's compatibility layer does."""
         if not body.get("model"):
-            return _error(400, "model is required")
+            return _error(400, "model is required", reply)
         options = body.get("options") or {}
-        try:
-            plan = self.engine.schedule(endpoint, str(body["model"]), messages, dict(options), body.get("truncate"),
-                                        body.get("shift"), body.get("keep_alive"))
-        except ModelNotFound as exc:
-            return _error(404, str(exc))
-        except OutOfMemory as exc:
-            return _error(500, str(exc))
-        if plan.record.status != 200:
-            await self._until(plan.start)
-            return _error(plan.record.status, plan.record.error)
+        plan = await self._scheduled(lambda: self.engine.schedule(
+            endpoint, str(body["model"]), messages, dict(options), body.get("truncate"), body.get("shift"),
+            body.get("keep_alive")), reply)
+        if isinstance(plan, web.Response):
+            return plan
+        calls = tool_calls(body.get("tools"), messages, plan.pieces) if endpoint == "chat" else []
         if body.get("stream", True) is False:
             await self._until(plan.end)
-            return web.json_response(self._chunk(endpoint, plan, "".join(plan.pieces)) | {"done": True}
-                                     | _metrics(plan, self.engine.count_mode))
-        resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+            final = self._chunk(endpoint, plan, "" if calls else "".join(plan.pieces), calls) | {"done": True}
+            return _answer(final | _metrics(plan, self.engine.count_mode), reply)
+        resp = web.StreamResponse(headers=reply.stream_headers() if reply else {"Content-Type": "application/x-ndjson"})
         await resp.prepare(request)
-        for t, piece in zip(plan.token_times, plan.pieces):
-            await self._until(t)
-            await resp.write(json.dumps(self._chunk(endpoint, plan, piece) | {"done": False}).encode() + b"\n")
+        if calls:  # a tool-calling model's parser holds the call back until it is complete
+            await self._until(plan.end)
+            await resp.write(_line(self._chunk(endpoint, plan, "", calls) | {"done": False}, reply))
+        else:
+            for t, piece in zip(plan.token_times, plan.pieces):
+                await self._until(t)
+                await resp.write(_line(self._chunk(endpoint, plan, piece) | {"done": False}, reply))
         await self._until(plan.end)
         final = self._chunk(endpoint, plan, "") | {"done": True} | _metrics(plan, self.engine.count_mode)
-        await resp.write(json.dumps(final).encode() + b"\n")
+        await resp.write(_line(final, reply))
         await resp.write_eof()
         return resp
 
-    def _chunk(self, endpoint: str, plan: Plan, text: str) -> dict:
+    def _chunk(self, endpoint: str, plan: Plan, text: str, calls: list[dict] | None = None) -> dict:
         base = {"model": plan.record.model, "created_at": _now_iso()}
         if endpoint == "chat":
-            return base | {"message": {"role": "assistant", "content": text}}
+            message = {"role": "assistant", "content": text} | ({"tool_calls": calls} if calls else {})
+            return base | {"message": message}
         return base | {"response": text}
 
     async def _until(self, sim_t: float) -> None:

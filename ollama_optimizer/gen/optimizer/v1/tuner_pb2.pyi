@@ -12,9 +12,18 @@ class Action(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ACTION_UNSPECIFIED: _ClassVar[Action]
     PASSTHROUGH: _ClassVar[Action]
     APPLY: _ClassVar[Action]
+
+class RunnerLoad(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RUNNER_LOAD_UNKNOWN: _ClassVar[RunnerLoad]
+    RUNNER_KEPT: _ClassVar[RunnerLoad]
+    RUNNER_LOADED: _ClassVar[RunnerLoad]
 ACTION_UNSPECIFIED: Action
 PASSTHROUGH: Action
 APPLY: Action
+RUNNER_LOAD_UNKNOWN: RunnerLoad
+RUNNER_KEPT: RunnerLoad
+RUNNER_LOADED: RunnerLoad
 
 class RecommendRequest(_message.Message):
     __slots__ = ("model", "template_id", "prompt_units", "client_options", "num_predict", "message_count", "model_context_limit", "kv_bytes_per_token", "ollama_host")
@@ -59,7 +68,7 @@ class RecommendResponse(_message.Message):
     def __init__(self, action: _Optional[_Union[Action, str]] = ..., num_ctx: _Optional[int] = ..., num_batch: _Optional[int] = ..., decision_id: _Optional[str] = ..., confidence: _Optional[float] = ..., reason: _Optional[str] = ..., reason_code: _Optional[str] = ..., estimated_need: _Optional[int] = ...) -> None: ...
 
 class Outcome(_message.Message):
-    __slots__ = ("outcome_id", "decision_id", "model", "template_id", "prompt_units", "message_count", "action", "num_ctx", "num_batch", "num_predict", "prompt_eval_count", "eval_count", "total_duration_ns", "load_duration_ns", "prompt_eval_duration_ns", "eval_duration_ns", "done_reason", "counts_known", "latency_seconds", "ttft_seconds", "host_rss_bytes", "gpu_memory_used_bytes", "gpu_memory_total_bytes", "finished_at", "loaded_context_length", "model_size_bytes", "model_vram_bytes", "prompt_eval_cached_count", "cached_count_known", "ollama_version", "model_context_limit", "observed_num_ctx", "options_dropped", "ollama_host", "kv_bytes_per_token")
+    __slots__ = ("outcome_id", "decision_id", "model", "template_id", "prompt_units", "message_count", "action", "num_ctx", "num_batch", "num_predict", "prompt_eval_count", "eval_count", "total_duration_ns", "load_duration_ns", "prompt_eval_duration_ns", "eval_duration_ns", "done_reason", "counts_known", "latency_seconds", "ttft_seconds", "host_rss_bytes", "gpu_memory_used_bytes", "gpu_memory_total_bytes", "finished_at", "loaded_context_length", "model_size_bytes", "model_vram_bytes", "runner_load", "prompt_eval_cached_count", "cached_count_known", "ollama_version", "model_context_limit", "observed_num_ctx", "options_dropped", "ollama_host", "kv_bytes_per_token")
     OUTCOME_ID_FIELD_NUMBER: _ClassVar[int]
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -87,6 +96,7 @@ class Outcome(_message.Message):
     LOADED_CONTEXT_LENGTH_FIELD_NUMBER: _ClassVar[int]
     MODEL_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MODEL_VRAM_BYTES_FIELD_NUMBER: _ClassVar[int]
+    RUNNER_LOAD_FIELD_NUMBER: _ClassVar[int]
     PROMPT_EVAL_CACHED_COUNT_FIELD_NUMBER: _ClassVar[int]
     CACHED_COUNT_KNOWN_FIELD_NUMBER: _ClassVar[int]
     OLLAMA_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -122,6 +132,7 @@ class Outcome(_message.Message):
     loaded_context_length: int
     model_size_bytes: int
     model_vram_bytes: int
+    runner_load: RunnerLoad
     prompt_eval_cached_count: int
     cached_count_known: bool
     ollama_version: str
@@ -130,7 +141,7 @@ class Outcome(_message.Message):
     options_dropped: bool
     ollama_host: str
     kv_bytes_per_token: int
-    def __init__(self, outcome_id: _Optional[str] = ..., decision_id: _Optional[str] = ..., model: _Optional[str] = ..., template_id: _Optional[int] = ..., prompt_units: _Optional[int] = ..., message_count: _Optional[int] = ..., action: _Optional[_Union[Action, str]] = ..., num_ctx: _Optional[int] = ..., num_batch: _Optional[int] = ..., num_predict: _Optional[int] = ..., prompt_eval_count: _Optional[int] = ..., eval_count: _Optional[int] = ..., total_duration_ns: _Optional[int] = ..., load_duration_ns: _Optional[int] = ..., prompt_eval_duration_ns: _Optional[int] = ..., eval_duration_ns: _Optional[int] = ..., done_reason: _Optional[str] = ..., counts_known: _Optional[bool] = ..., latency_seconds: _Optional[float] = ..., ttft_seconds: _Optional[float] = ..., host_rss_bytes: _Optional[int] = ..., gpu_memory_used_bytes: _Optional[int] = ..., gpu_memory_total_bytes: _Optional[int] = ..., finished_at: _Optional[float] = ..., loaded_context_length: _Optional[int] = ..., model_size_bytes: _Optional[int] = ..., model_vram_bytes: _Optional[int] = ..., prompt_eval_cached_count: _Optional[int] = ..., cached_count_known: _Optional[bool] = ..., ollama_version: _Optional[str] = ..., model_context_limit: _Optional[int] = ..., observed_num_ctx: _Optional[int] = ..., options_dropped: _Optional[bool] = ..., ollama_host: _Optional[str] = ..., kv_bytes_per_token: _Optional[int] = ...) -> None: ...
+    def __init__(self, outcome_id: _Optional[str] = ..., decision_id: _Optional[str] = ..., model: _Optional[str] = ..., template_id: _Optional[int] = ..., prompt_units: _Optional[int] = ..., message_count: _Optional[int] = ..., action: _Optional[_Union[Action, str]] = ..., num_ctx: _Optional[int] = ..., num_batch: _Optional[int] = ..., num_predict: _Optional[int] = ..., prompt_eval_count: _Optional[int] = ..., eval_count: _Optional[int] = ..., total_duration_ns: _Optional[int] = ..., load_duration_ns: _Optional[int] = ..., prompt_eval_duration_ns: _Optional[int] = ..., eval_duration_ns: _Optional[int] = ..., done_reason: _Optional[str] = ..., counts_known: _Optional[bool] = ..., latency_seconds: _Optional[float] = ..., ttft_seconds: _Optional[float] = ..., host_rss_bytes: _Optional[int] = ..., gpu_memory_used_bytes: _Optional[int] = ..., gpu_memory_total_bytes: _Optional[int] = ..., finished_at: _Optional[float] = ..., loaded_context_length: _Optional[int] = ..., model_size_bytes: _Optional[int] = ..., model_vram_bytes: _Optional[int] = ..., runner_load: _Optional[_Union[RunnerLoad, str]] = ..., prompt_eval_cached_count: _Optional[int] = ..., cached_count_known: _Optional[bool] = ..., ollama_version: _Optional[str] = ..., model_context_limit: _Optional[int] = ..., observed_num_ctx: _Optional[int] = ..., options_dropped: _Optional[bool] = ..., ollama_host: _Optional[str] = ..., kv_bytes_per_token: _Optional[int] = ...) -> None: ...
 
 class ReportRequest(_message.Message):
     __slots__ = ("outcomes",)

@@ -1,0 +1,155 @@
+"""The gateway's compatible front doors: translate, optimize, run natively, translate the answer back.
+
+Ollama ignores ``options`` on ``/v1/*``, so a compatible request is sent to the native endpoint Ollama's
+own compatibility layer would have run, with the optimizer's ``num_ctx``/``num_batch`` added, and the
+native answer is rewritten object by object (streams stay streams). A request a door cannot translate
+faithfully is relayed untouched, so Ollama answers it as it always would.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from aiohttp import web
+
+from . import metrics
+from .command import strip_command
+from .compat_anthropic import MessagesDoor
+from .compat_openai import ChatDoor, CompletionDoor, EmbeddingDoor
+from .compat_wire import (
+    JSON_TYPE,
+    Door,
+    NdjsonLines,
+    Translated,
+    error_message,
+    go_encoded,
+)
+
+if TYPE_CHECKING:
+    from .gateway import Gateway
+
+log = logging.getLogger(__name__)
+
+COMPAT_DOORS: dict[str, Door] = {
+    "/v1/chat/completions": ChatDoor(),
+    "/v1/completions": CompletionDoor(),
+    "/v1/embeddings": EmbeddingDoor(),
+    "/v1/messages": MessagesDoor(),
+}
+
+
+def _label(path: str) -> str:
+    """The ``endpoint`` metric label of a door: ``v1_chat_completions``, ``v1_messages``, ..."""
+    return path.strip("/").replace("/", "_")
+
+
+def _gateway_error(request: web.Request, door: Door, status: int, message: str) -> web.Response:
+    """An error the gateway itself answers, in the door's API format."""
+    metrics.REQUESTS.labels(_label(request.path), str(status)).inc()
+    return web.Response(status=status, body=door.error(message, status), content_type=JSON_TYPE)
+
+
+async def serve_compat(gw: Gateway, request: web.Request, door: Door, headers: dict[str, str]) -> web.StreamResponse:
+    """Serve one compatible request; ``headers`` are the client's, to forward."""
+    received = time.monotonic()
+    label = _label(request.path)
+    limit = gw.config.max_body_bytes
+    if (request.content_length or 0) > limit:
+        return _gateway_error(request, door, 413, f"request body larger than {limit} bytes")
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return _gateway_error(request, door, 413, f"request body larger than {limit} bytes")
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError):
+        payload = None
+    translated = door.translate(payload)
+    native = translated.native if isinstance(translated, Translated) else None
+    if native is not None and not gw.config.always_on:
+        native = strip_command(native)
+    if native is None or not isinstance(translated, Translated):
+        metrics.COMPAT_UNTRANSLATED.labels(label).inc()
+        return await gw._relay(request, label, body)
+    to_send, decision = await gw.core.prepare(native, translated.endpoint)
+    sent = gw.runner_loads.sent(decision.model, (decision.num_ctx, decision.num_batch))
+    try:
+        answer = await _run(gw, request, door, translated, to_send, headers)
+    finally:
+        gw.runner_loads.finished(decision.model)
+    if answer.answered:
+        await gw.learn(to_send, decision, answer.stats, received, answer.first_chunk, sent)
+    return answer.response
+
+
+@dataclass
+class _Answer:
+    """The response, whether Ollama answered 200, its final object (None when a stream was cut)."""
+
+    response: web.StreamResponse
+    answered: bool = False
+    stats: dict[str, Any] | None = None
+    first_chunk: float | None = None
+
+
+async def _run(
+    gw: Gateway, request: web.Request, door: Door, translated: Translated, native: dict[str, Any],
+    headers: dict[str, str],
+) -> _Answer:
+    """Send the native request and write the translated answer."""
+    label = _label(request.path)
+    reply = translated.reply
+    response: web.StreamResponse | None = None
+    session = gw._session
+    assert session is not None
+    try:
+        async with session.post(
+            gw.upstream + translated.path, data=go_encoded(native),
+            headers={**headers, "Content-Type": JSON_TYPE}, allow_redirects=False,
+        ) as upstream:
+            metrics.REQUESTS.labels(label, str(upstream.status)).inc()
+            if upstream.status != 200:
+                message = error_message(await upstream.read())
+                return _Answer(web.Response(status=upstream.status, body=reply.error(message),
+                                            content_type=JSON_TYPE))
+            if not reply.stream:
+                final = _parse(await upstream.read())
+                answered = time.monotonic()
+                body = reply.answer(final)
+                return _Answer(web.Response(body=body, content_type=reply.content_type()), True, final, answered)
+            response = web.StreamResponse(headers=reply.stream_headers())
+            await response.prepare(request)
+            lines, last = NdjsonLines(), None
+            first_chunk: float | None = None
+            async for chunk in upstream.content.iter_any():
+                first_chunk = first_chunk or time.monotonic()
+                for obj in lines.feed(chunk):
+                    last = obj
+                    await response.write(reply.chunk(obj))
+            for obj in lines.close():
+                last = obj
+                await response.write(reply.chunk(obj))
+            await response.write_eof()
+            stats = last if last is not None and last.get("done") is True else None
+            return _Answer(response, True, stats, first_chunk)
+    except (asyncio.CancelledError, ConnectionResetError):
+        metrics.CLIENT_DISCONNECTS.labels(label).inc()
+        raise
+    except aiohttp.ClientError as exc:
+        metrics.UPSTREAM_ERRORS.labels(label).inc()
+        if response is not None and response.prepared:
+            raise
+        return _Answer(_gateway_error(request, door, 502, f"upstream {gw.upstream} unreachable: {exc}"))
+
+
+def _parse(raw: bytes) -> dict[str, Any]:
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}

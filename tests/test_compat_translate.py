@@ -1,0 +1,187 @@
+"""The compatible doors' translation, object by object, against what Ollama's compatibility layer writes."""
+from __future__ import annotations
+
+import base64
+import json
+import struct
+
+from proxy_plugin.compat_anthropic import MessagesDoor, MessagesReply
+from proxy_plugin.compat_openai import (
+    ChatDoor,
+    ChatReply,
+    CompletionDoor,
+    CompletionReply,
+    EmbeddingDoor,
+)
+from proxy_plugin.compat_wire import NdjsonLines, Translated, go_json
+
+MODEL = "qwen3:8b"
+CALL = {"id": "call_abc", "function": {"index": 0, "name": "get_weather", "arguments": {"city": "Paris", "days": 2.0}}}
+
+
+def _native(door, body: dict) -> dict:
+    translated = door.translate(body)
+    assert isinstance(translated, Translated), translated
+    return translated.native
+
+
+def _sse(raw: bytes) -> list[tuple[str | None, object]]:
+    events = []
+    for block in filter(None, raw.decode().split("\n\n")):
+        fields = dict(line.split(": ", 1) for line in block.split("\n"))
+        events.append((fields.get("event"), fields["data"] if fields["data"] == "[DONE]" else json.loads(fields["data"])))
+    return events
+
+
+def test_go_json_escapes_html_and_prints_integral_floats_as_go_does() -> None:
+    assert go_json({"a": "<b>&</b>", "n": 2.0, "x": 1.5, "u": "é\u2028"}) == (
+        '{"a":"\\u003cb\\u003e\\u0026\\u003c/b\\u003e","n":2,"x":1.5,"u":"é\\u2028"}')
+
+
+def test_ndjson_lines_survive_any_chunking() -> None:
+    body = b'{"a":1}\n{"b":2}\n{"done":true}'
+    for cut in range(1, len(body)):
+        lines = NdjsonLines()
+        got = lines.feed(body[:cut]) + lines.feed(body[cut:]) + lines.close()
+        assert got == [{"a": 1}, {"b": 2}, {"done": True}]
+
+
+def test_chat_request_mapping() -> None:
+    native = _native(ChatDoor(), {
+        "model": MODEL, "stream": True, "reasoning_effort": "none", "stop": "END", "frequency_penalty": 0.5,
+        "response_format": {"type": "JSON_OBJECT"},
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": '{"x": 1}'}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "42"}]})
+    assert native == {
+        "model": MODEL, "format": "json", "stream": True, "think": False,
+        "options": {"stop": ["END"], "temperature": 1.0, "frequency_penalty": 0.5, "top_p": 1.0},
+        "messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"},
+                     {"role": "assistant", "content": "", "tool_calls": [
+                         {"id": "call_1", "function": {"name": "f", "arguments": {"x": 1}}}]},
+                     {"role": "tool", "content": "42", "tool_name": "f", "tool_call_id": "call_1"}]}
+
+
+def test_requests_ollama_refuses_or_that_are_not_translated_are_left_to_ollama() -> None:
+    door, msg = ChatDoor(), [{"role": "user", "content": "x"}]
+    for body in ({"model": MODEL, "messages": []}, {"model": MODEL, "messages": msg, "max_tokens": 1.5},
+                 {"model": MODEL, "messages": msg, "reasoning_effort": "max"},
+                 {"model": MODEL, "messages": msg, "logprobs": True},
+                 {"model": MODEL, "messages": [{"role": "user", "content": [
+                     {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}}]}]},
+                 {"model": MODEL, "messages": [{"role": "assistant", "tool_calls": [
+                     {"function": {"name": "f", "arguments": "not json"}}]}]}, [1, 2]):
+        assert isinstance(door.translate(body), str)
+    assert isinstance(CompletionDoor().translate({"model": MODEL, "prompt": "p", "stop": ["a", 1]}), str)
+    assert isinstance(MessagesDoor().translate({"model": MODEL, "max_tokens": 0, "messages": msg}), str)
+    assert isinstance(EmbeddingDoor().translate({"model": MODEL, "input": []}), str)
+
+
+def test_chat_stream_with_a_tool_call_ends_in_tool_calls_with_usage_and_done() -> None:
+    reply = ChatReply(stream=True, include_usage=True)
+    raw = reply.chunk({"model": MODEL, "message": {"role": "assistant", "content": "", "thinking": "hmm"}, "done": False})
+    raw += reply.chunk({"model": MODEL, "message": {"role": "assistant", "content": "", "tool_calls": [CALL]},
+                        "done": False})
+    raw += reply.chunk({"model": MODEL, "message": {"role": "assistant", "content": ""}, "done": True,
+                        "done_reason": "stop", "prompt_eval_count": 7, "eval_count": 3})
+    events = [data for _, data in _sse(raw)]
+    assert events[0]["choices"][0] == {"index": 0, "delta": {"role": "assistant", "content": "", "reasoning": "hmm"},
+                                       "finish_reason": None}
+    call = events[1]["choices"][0]["delta"]["tool_calls"][0]
+    assert call == {"id": "call_abc", "index": 0, "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city":"Paris","days":2}'}}
+    assert events[2]["choices"][0]["finish_reason"] == "tool_calls"  # a call was sent earlier in the stream
+    assert events[3]["choices"] == [] and events[3]["usage"] == {"prompt_tokens": 7, "completion_tokens": 3,
+                                                                 "total_tokens": 10}
+    assert events[4] == "[DONE]" and all("usage" not in e for e in events[:3])
+
+
+def test_chat_answer_fields_and_cached_tokens() -> None:
+    answer = json.loads(ChatReply(stream=False, include_usage=False).answer({
+        "model": MODEL, "created_at": "2026-12-05T10:00:00.123456789Z", "done": True, "done_reason": "length",
+        "message": {"role": "assistant", "content": "hi"}, "prompt_eval_count": 9, "eval_count": 2,
+        "prompt_eval_cached_count": 4}))
+    assert answer["object"] == "chat.completion" and answer["created"] == 1796464800
+    assert answer["system_fingerprint"] == "fp_ollama" and answer["id"].startswith("chatcmpl-")
+    assert answer["choices"] == [{"index": 0, "message": {"role": "assistant", "content": "hi"},
+                                  "finish_reason": "length"}]
+    assert answer["usage"] == {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11,
+                               "prompt_tokens_details": {"cached_tokens": 4}}
+
+
+def test_completion_stream_usage_as_ollama_sends_it() -> None:
+    reply = CompletionReply(stream=True, include_usage=True)
+    events = [d for _, d in _sse(reply.chunk({"model": MODEL, "response": "a", "done": False})
+                                 + reply.chunk({"model": MODEL, "response": "", "done": True, "done_reason": "stop",
+                                                "prompt_eval_count": 5, "eval_count": 1}))]
+    zero = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    assert [e["usage"] for e in events[:3]] == [zero, zero, {"prompt_tokens": 5, "completion_tokens": 1,
+                                                             "total_tokens": 6}]
+    assert list(events[0]) == ["id", "object", "created", "choices", "model", "system_fingerprint", "usage"]
+    assert events[3] == "[DONE]"
+    native = _native(CompletionDoor(), {"model": MODEL, "prompt": "p", "max_tokens": 3, "seed": 1})
+    assert native["options"] == {"num_predict": 3, "temperature": 1.0, "seed": 1, "frequency_penalty": 0.0,
+                                 "presence_penalty": 0.0, "top_p": 1.0}
+
+
+def test_embedding_list_in_float_and_base64() -> None:
+    native = {"model": "nomic-embed-text", "embeddings": [[0.5, -1.0]], "prompt_eval_count": 3}
+    translated = EmbeddingDoor().translate({"model": "nomic-embed-text", "input": "", "encoding_format": "base64"})
+    assert isinstance(translated, Translated) and translated.native["input"] == [""]
+    answer = json.loads(translated.reply.answer(native))
+    assert struct.unpack("<2f", base64.b64decode(answer["data"][0]["embedding"])) == (0.5, -1.0)
+    assert answer["usage"] == {"prompt_tokens": 3, "total_tokens": 3} and answer["object"] == "list"
+
+
+def test_messages_request_mapping() -> None:
+    native = _native(MessagesDoor(), {
+        "model": MODEL, "max_tokens": 64, "system": [{"type": "text", "text": "Be brief."}],
+        "thinking": {"type": "enabled", "budget_tokens": 100}, "top_k": 5,
+        "tools": [{"name": "f", "input_schema": {"type": "object"}}],
+        "messages": [{"role": "assistant", "content": [{"type": "text", "text": "ok"},
+                                                       {"type": "tool_use", "id": "t1", "name": "f", "input": {"a": 1}}]},
+                     {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1",
+                                                   "content": [{"type": "text", "text": "42"}]}]}]})
+    assert native == {
+        "model": MODEL, "options": {"num_predict": 64, "top_k": 5}, "stream": False, "think": True,
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+        "messages": [{"role": "system", "content": "Be brief."},
+                     {"role": "assistant", "content": "ok", "tool_calls": [
+                         {"id": "t1", "function": {"name": "f", "arguments": {"a": 1}}}]},
+                     {"role": "tool", "content": "42", "tool_call_id": "t1"}]}
+
+
+def test_messages_stream_event_sequence_thinking_text_tool() -> None:
+    reply = MessagesReply(stream=True, model=MODEL)
+    raw = reply.chunk({"model": MODEL, "message": {"role": "assistant", "thinking": "hm"}, "done": False})
+    raw += reply.chunk({"model": MODEL, "message": {"role": "assistant", "content": "Hi"}, "done": False})
+    raw += reply.chunk({"model": MODEL, "message": {"role": "assistant", "content": "", "tool_calls": [CALL]},
+                        "done": False})
+    raw += reply.chunk({"model": MODEL, "message": {"role": "assistant", "content": ""}, "done": True,
+                        "done_reason": "stop", "prompt_eval_count": 7, "eval_count": 3})
+    events = _sse(raw)
+    assert [(e, d.get("index")) for e, d in events] == [
+        ("message_start", None), ("content_block_start", 0), ("content_block_delta", 0), ("content_block_stop", 0),
+        ("content_block_start", 1), ("content_block_delta", 1), ("content_block_stop", 1),
+        ("content_block_start", 2), ("content_block_delta", 2), ("content_block_stop", 2),
+        ("message_delta", None), ("message_stop", None)]
+    assert events[0][1]["message"]["usage"] == {"input_tokens": 0, "output_tokens": 0}  # Ollama: from the 1st chunk
+    assert events[7][1]["content_block"] == {"type": "tool_use", "id": "call_abc", "name": "get_weather", "input": {}}
+    assert events[8][1]["delta"] == {"type": "input_json_delta", "partial_json": '{"city":"Paris","days":2}'}
+    assert events[10][1] == {"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 3}}
+
+
+def test_messages_answer_and_errors() -> None:
+    reply = MessagesReply(stream=False, model=MODEL)
+    empty = json.loads(reply.answer({"model": MODEL, "message": {"role": "assistant", "content": ""}, "done": True,
+                                     "done_reason": "length", "eval_count": 4}))
+    assert empty["content"] is None and empty["stop_reason"] == "max_tokens"  # Go's nil slice
+    assert empty["usage"] == {"input_tokens": 0, "output_tokens": 4}
+    error = json.loads(reply.error("model 'x' not found"))
+    assert error["type"] == "error" and error["error"] == {"type": "api_error", "message": "model 'x' not found"}
+    assert error["request_id"].startswith("req_")
+    assert json.loads(MessagesDoor.error("bad", 400))["error"]["type"] == "invalid_request_error"
+    assert json.loads(ChatDoor.error("bad", 400)) == {"error": {"message": "bad", "type": "invalid_request_error",
+                                                                "param": None, "code": None}}

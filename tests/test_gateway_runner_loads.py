@@ -1,0 +1,69 @@
+"""The gateway counts a reload when Ollama loaded a runner, not when load_duration was long: at concurrency
+1-8 its count equals the emulator's real loads (option changes, evictions), though queue waits make most
+load_duration values long."""
+from __future__ import annotations
+
+import asyncio
+
+import ollama
+import pytest
+
+from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
+from plugin_fixtures import StandInTuner, gateway_chain, stand_ins, wait_until
+from proxy_plugin.runner_loads import RunnerLoads
+
+THRESHOLD_NS = 100_000_000
+SMALL, LARGE = "llama3.1:8b", "qwen2.5:14b"
+
+
+class ScheduleTuner(StandInTuner):
+    """APPLY the num_ctx of the current phase (set by the test)."""
+
+    num_ctx_now = 8192
+
+    async def Recommend(self, request, context):  # noqa: N802
+        self.num_ctx = self.num_ctx_now
+        return await super().Recommend(request, context)
+
+
+def test_queue_wait_is_kept_option_change_idle_load_and_other_models_loads_are_loaded() -> None:
+    loads = RunnerLoads()
+    first = loads.sent("a", (8192, 512))
+    queued = loads.sent("a", (8192, 512))  # behind the first: its load_duration is the wait
+    assert loads.judge("a", first, 4 * THRESHOLD_NS, THRESHOLD_NS) == tuner_pb2.RUNNER_LOADED
+    assert loads.judge("a", queued, 9 * THRESHOLD_NS, THRESHOLD_NS) == tuner_pb2.RUNNER_KEPT
+    changed = loads.sent("a", (16384, 512))  # still two in flight: a reload all the same
+    assert loads.judge("a", changed, 4 * THRESHOLD_NS, THRESHOLD_NS) == tuner_pb2.RUNNER_LOADED
+    for _ in range(3):
+        loads.finished("a")
+    other = loads.sent("b", (4096, 512))
+    busy = loads.sent("a", (16384, 512))
+    behind = loads.sent("a", (16384, 512))
+    assert loads.judge("b", other, 4 * THRESHOLD_NS, THRESHOLD_NS) == tuner_pb2.RUNNER_LOADED
+    # "b" loaded after "a"'s previous request was sent: "a" may have been evicted
+    assert loads.judge("a", busy, 4 * THRESHOLD_NS, THRESHOLD_NS) == tuner_pb2.RUNNER_LOADED
+    assert loads.judge("a", behind, 4 * THRESHOLD_NS, THRESHOLD_NS) == tuner_pb2.RUNNER_KEPT
+    assert loads.judge("a", loads.sent("a", (16384, 512)), 0, THRESHOLD_NS) == tuner_pb2.RUNNER_KEPT
+
+
+@pytest.mark.parametrize("concurrency", [1, 4, 8])
+async def test_gateway_counts_the_emulators_loads(concurrency: int) -> None:
+    tuner = ScheduleTuner()
+    async with stand_ins(tuner=tuner) as services:
+        async with gateway_chain(services.config(), hardware="gpu-24gb", models=(SMALL, LARGE)) as (gw, _tap, emu):
+            client = ollama.AsyncClient(host=gw.url)
+            messages = [{"role": "user", "content": "Summarise the plot of a long novel in three sentences."}]
+            # Phases: option changes of one model, then two models too large to co-reside evicting each other.
+            for num_ctx, models in ((8192, (SMALL,)), (16384, (SMALL,)), (8192, (SMALL,)),
+                                    (32768, (SMALL, LARGE)), (32768, (LARGE, SMALL)), (32768, (SMALL, LARGE))):
+                tuner.num_ctx_now = num_ctx
+                for model in models:
+                    await asyncio.gather(*(client.chat(model=model, messages=messages) for _ in range(concurrency)))
+            # A load's outcome is reported once /api/ps has been read, after the answer.
+            await wait_until(lambda: len(tuner.outcomes) == 9 * concurrency)
+            loaded = [o for o in tuner.outcomes if o.runner_load == tuner_pb2.RUNNER_LOADED]
+            long_waits = [o for o in tuner.outcomes if o.load_duration_ns >= THRESHOLD_NS]
+            assert sum(emu.loads.values()) >= 6
+            assert len(loaded) == sum(emu.loads.values())
+            if concurrency > 1:
+                assert len(long_waits) > len(loaded), "queue waits made load_duration long"

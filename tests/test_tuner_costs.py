@@ -1,0 +1,179 @@
+"""The policy prices what a context costs all traffic: rent-or-buy, claims that expire by time, hysteresis,
+reloads told apart from queue waits, KV bytes per token learned from /api/ps sizes."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from tuner_service import costs
+from tuner_service.explain import explain
+from tuner_service.policy import (APPLY, RUNNER_KEPT, RUNNER_LOADED, Decision, Observation, Policy, Request)
+from tuner_service.settings import PolicySettings
+
+GIB = 1 << 30
+MODEL = "m"
+LOAD_S = 3.5
+
+
+def make_policy(**overrides: object) -> Policy:
+    return Policy(dataclasses.replace(PolicySettings(), **overrides))
+
+
+class SpillWorld:
+    """One model on one GPU as Ollama runs it: a reload on any option change (LOAD_S), layers beyond the VRAM on
+    the CPU, where a token costs ten times as long; requests follow each other with ``gap_s`` seconds between."""
+
+    def __init__(self, policy: Policy, vram: int = 8 * GIB, weights: int = int(5.1 * GIB),
+                 kv_per_token: int = 128 * 1024, default_ctx: int = 4096, gap_s: float = 0.0,
+                 load_s: float = LOAD_S) -> None:
+        self.policy, self.vram, self.weights, self.kv, self.default_ctx = policy, vram, weights, kv_per_token, default_ctx
+        self.gap_s, self.load_s = gap_s, load_s
+        self.loaded: tuple[int, int] | None = None
+        self.t = 1_000.0
+        self.loads = self.truncations = 0
+        self.history: list[int] = []  # the context each request ran at
+        self.latencies: list[float] = []
+
+    def size(self, ctx: int, batch: int) -> int:
+        return self.weights + self.kv * ctx + 1536 * 1024 * batch
+
+    def spill(self, ctx: int, batch: int) -> float:
+        size = self.size(ctx, batch)
+        return max(0.0, 1 - self.vram / size)
+
+    def seconds(self, ctx: int, batch: int, prompt: int, output: int) -> tuple[float, float]:
+        slow = 1 + 10 * self.spill(ctx, batch)
+        return prompt * 0.0002 * slow, output * 0.01 * slow
+
+    def run(self, units: int, template_id: int = 1, output: int = 200) -> Decision:
+        decision = self.policy.recommend(Request(MODEL, template_id, units, frozenset(), 0, 2))
+        options = (decision.num_ctx, decision.num_batch) if decision.action == APPLY else (0, 0)
+        ctx, batch = options[0] or self.default_ctx, options[1] or 512
+        load = options != self.loaded
+        self.loads += load
+        self.loaded = options
+        prompt = math.ceil(units * 1.1) + 24
+        truncated = prompt + output > ctx
+        self.truncations += truncated
+        prompt_s, eval_s = self.seconds(ctx, batch, prompt, output)
+        load_s = self.load_s if load else 0.005
+        total = load_s + prompt_s + eval_s
+        self.t += total + self.gap_s
+        self.history.append(ctx)
+        self.latencies.append(total)
+        size = self.size(ctx, batch)
+        self.policy.observe(Observation(
+            MODEL, template_id, units, 2, decision.action == APPLY, options[0], options[1], 0,
+            prompt, output, total, load_s, prompt_s, eval_s, "stop", True, loaded_context_length=ctx,
+            model_size=size, model_vram=min(size, self.vram), finished_at=self.t,
+            runner_load=RUNNER_LOADED if load else RUNNER_KEPT))
+        return decision
+
+    def fast_latency(self, units: int, output: int = 200) -> float:
+        """What a request takes on a context that fits the GPU."""
+        return sum(self.seconds(4096, 512, math.ceil(units * 1.1) + 24, output))
+
+
+def revisits(history: list[int], window: int = 10) -> int:
+    left: dict[int, int] = {}
+    count = 0
+    for index, (before, now) in enumerate(zip(history, history[1:]), start=1):
+        if now != before:
+            left[before] = index
+            count += index - left.get(now, -window - 1) <= window
+    return count
+
+
+def warm(world: SpillWorld, units: int = 1500, count: int = 20) -> None:
+    for _ in range(count):
+        world.run(units)
+
+
+def test_rent_or_buy_returns_to_the_small_context_within_twice_the_hindsight_best() -> None:
+    """One request needs 50k tokens (spilled to the CPU); the traffic after it needs 2k. Staying costs every
+    later request the spill; returning costs one reload. The online cost is at most twice the better of the two
+    (plus the request on which the rent crossed the reload cost)."""
+    world = SpillWorld(make_policy())
+    warm(world)
+    fit = world.history[-1]
+    world.run(45_000, template_id=2)
+    big = world.history[-1]
+    assert big > fit and world.spill(big, 512) > 0 and world.truncations == 0
+    loads_before = world.loads
+    extra = []
+    for _ in range(100):
+        world.run(1500)
+        extra.append(world.latencies[-1] - world.fast_latency(1500))
+    assert world.history[-1] < big, "the small traffic got its fast context back"
+    assert world.loads - loads_before == 1
+    paid = sum(e for e in extra if e > 0)
+    hindsight = min(LOAD_S, sum(world.seconds(big, 512, math.ceil(1500 * 1.1) + 24, 200)) * 100)
+    one_request = max(extra)
+    assert paid <= 2 * hindsight + one_request
+    assert world.truncations == 0
+
+
+def test_a_session_still_sending_holds_its_context_without_flip_flop_then_releases_it() -> None:
+    """A long session sends a turn every third request; between its turns the small traffic pays the spill.
+    Hysteresis: no context is revisited within 10 requests more than once per 100 requests. Once the session
+    stops, the model returns to the small context."""
+    world = SpillWorld(make_policy())
+    warm(world)
+    for i in range(300):
+        world.run(45_000 + 30 * i if i % 3 == 0 else 1500, template_id=2 if i % 3 == 0 else 1)
+    assert world.truncations == 0
+    assert revisits(world.history[20:]) <= 3
+    big = world.history[-3]
+    for _ in range(40):
+        world.run(1500)
+    assert world.history[-1] < big
+
+
+def test_a_claim_ends_when_its_session_stops_sending_not_after_a_request_count() -> None:
+    """After a 50k request, the small traffic pays the spill until the rent covers the return: two reloads while
+    the large request's claim is active, one once it has expired. Expiry is by time: the same requests, minutes
+    apart, end the claim after one request."""
+    def small_requests_at_the_large_context(gap_s: float) -> int:
+        world = SpillWorld(make_policy(), load_s=20.0)
+        warm(world)
+        world.run(45_000, template_id=2)
+        big = world.history[-1]
+        world.gap_s = gap_s
+        for _ in range(12):
+            world.run(1500)
+        assert world.truncations == 0
+        return world.history.count(big) - 1
+
+    assert small_requests_at_the_large_context(400.0) < small_requests_at_the_large_context(1.0)
+
+
+def test_queue_waits_are_not_reloads_and_do_not_price_a_reload() -> None:
+    policy = make_policy()
+
+    def observe(ctx: int, load_s: float, runner_load: int = 0) -> bool:
+        return policy.observe(Observation(MODEL, 1, 800, 2, True, ctx, 512, 0, 900, 50, load_s + 1.0, load_s,
+                                          0.2, 0.8, "stop", True, runner_load=runner_load)).reloaded
+
+    assert observe(8192, 3.5, RUNNER_LOADED)
+    assert not observe(8192, 9.0, RUNNER_KEPT)  # waited behind other requests of the model
+    model = policy.models[MODEL]
+    assert model.reloads == 1 and model.reload_cost_s == 3.5
+    # Without the gateway's judgement: same options and a wait shorter than half a measured load is a queue
+    # wait; changed options with a long load_duration are a reload.
+    assert not observe(8192, 1.5)
+    assert observe(16384, 3.6)
+    assert model.reloads == 2
+
+
+def test_kv_bytes_per_token_from_two_contexts_and_advice_when_traffic_needs_more_than_fits() -> None:
+    policy = make_policy()
+    world = SpillWorld(policy)
+    warm(world)
+    world.run(45_000, template_id=2)
+    model = policy.models[MODEL]
+    assert costs.kv_bytes_per_token(model) == 128 * 1024
+    limit = costs.fit_limit(model)
+    assert world.spill(limit, 512) == 0 and world.spill(limit + 1024, 512) > 0
+    reason = explain(policy, MODEL, 2).reason
+    assert "128 KiB per context token" in reason
+    assert "OLLAMA_KV_CACHE_TYPE=q8_0" in reason and "OLLAMA_FLASH_ATTENTION=1" in reason

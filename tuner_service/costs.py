@@ -1,0 +1,153 @@
+"""What a context costs a model's traffic: claims that expire, speeds and memory by rung, rent paid.
+
+Pure functions over ModelState; every cost is in seconds. Sizes are bounded by the ladder (a few dozen
+rungs), never by the number of templates.
+"""
+from __future__ import annotations
+
+import math
+
+from .state import ModelState
+
+MEMORY_POINTS = 8            # (num_ctx, num_batch) memory figures kept per model
+SPILL_SLOWDOWN_PRIOR = 10.0  # time of a fully CPU-resident layer / a GPU one, before speeds are measured
+SHRINK_PRIOR_GAIN = 0.02     # share of request time saved per halving when nothing is known of speed or memory
+REVISIT_SPAN = 200           # requests over which revisits raise the shrink threshold
+REVISIT_BACKOFF = 4.0        # threshold factor per recent revisit
+
+
+# ---- claims ----------------------------------------------------------------------------------
+def claim(model: ModelState, rung: int, now: float) -> None:
+    model.claims[rung] = max(now, model.claims.get(rung, now))
+
+
+def active_need(model: ModelState, now: float, idle_s: float) -> int:
+    """The largest rung a request needed within ``idle_s`` seconds of ``now``; expired claims are dropped."""
+    top = 0
+    for rung, seen in list(model.claims.items()):
+        if seen < now - idle_s:
+            del model.claims[rung]
+        elif rung > top:
+            top = rung
+    return top
+
+
+# ---- memory -----------------------------------------------------------------------------------
+def remember_memory(model: ModelState, config: tuple[int, int], size: int, vram: int) -> None:
+    model.memory.pop(config, None)
+    model.memory[config] = (size, vram)
+    while len(model.memory) > MEMORY_POINTS:
+        del model.memory[next(iter(model.memory))]
+
+
+def kv_bytes_per_token(model: ModelState) -> float:
+    """KV (and context-sized buffer) bytes per context token from /api/ps sizes at two contexts, 0 = unknown."""
+    best = 0.0
+    points = sorted(model.memory.items())
+    for (ctx_a, batch_a), (size_a, _) in points:
+        for (ctx_b, batch_b), (size_b, _) in points:
+            if batch_a == batch_b and ctx_b > ctx_a and size_b > size_a:
+                best = max(best, (size_b - size_a) / (ctx_b - ctx_a))
+    return best
+
+
+def fit_limit(model: ModelState) -> int:
+    """The largest context known (or predicted from KV bytes/token) to sit entirely in VRAM; 0 = unknown."""
+    fitted = [ctx for (ctx, _), (size, vram) in model.memory.items() if size and vram >= size]
+    known = max(fitted, default=0)
+    per_token = kv_bytes_per_token(model)
+    spilled = [(ctx, size, vram) for (ctx, _), (size, vram) in model.memory.items() if 0 < vram < size]
+    if per_token <= 0 or not spilled:
+        return known
+    ctx, size, vram = min(spilled)
+    return max(known, int(ctx - (size - vram) / per_token))
+
+
+def spill_share(model: ModelState, ctx: int) -> float:
+    """Share of the model on the CPU at ``ctx``: measured, else predicted from the fit limit; 0 = none known."""
+    shares = [1 - vram / size for (c, _), (size, vram) in model.memory.items() if c == ctx and size]
+    if shares:
+        return max(0.0, shares[-1])
+    per_token = kv_bytes_per_token(model)
+    spilled = [(c, size, vram) for (c, _), (size, vram) in model.memory.items() if 0 < vram < size]
+    if per_token <= 0 or not spilled:
+        return 0.0
+    known, size, room = max(spilled)  # the model gets ``room`` bytes of VRAM
+    predicted = size + per_token * (ctx - known)
+    return max(0.0, 1 - room / predicted) if predicted > 0 else 0.0
+
+
+# ---- speed ------------------------------------------------------------------------------------
+def saving_share(model: ModelState, low: int, high: int) -> float:
+    """Share of a request's time saved running at ``low`` instead of ``high`` (decode speeds by rung when
+    measured; else the spill figures; with neither, a small prior per halving)."""
+    slow = model.decode_spt.get(high)
+    fast = model.decode_spt.get(low)
+    if fast is None and slow is not None and spill_share(model, low) == 0 and spill_share(model, high) > 0:
+        unspilled = [spt for ctx, spt in model.decode_spt.items() if spill_share(model, ctx) == 0]
+        fast = min(unspilled, default=None)
+    if fast is not None and slow is not None and slow > 0:
+        return max(0.0, 1 - fast / slow)
+    high_share, low_share = spill_share(model, high), spill_share(model, low)
+    if high_share > low_share:
+        return 1 - (1 + SPILL_SLOWDOWN_PRIOR * low_share) / (1 + SPILL_SLOWDOWN_PRIOR * high_share)
+    if model.memory:
+        return 0.0  # both fit in VRAM: no faster
+    return SHRINK_PRIOR_GAIN * math.log2(high / low) if high > low else 0.0
+
+
+# ---- rent -------------------------------------------------------------------------------------
+def pay_rent(model: ModelState, rungs: list[int], needed: int, busy_s: float) -> None:
+    """One request ran at the loaded rung and needed ``needed`` (a rung): every lower rung that would have
+    held it earns what it would have saved; the rungs it would not fit restart from zero."""
+    loaded = model.loaded_ctx
+    for rung in rungs:
+        if rung >= loaded:
+            break
+        if rung < needed:
+            model.rent.pop(rung, None)
+        else:
+            model.rent[rung] = model.rent.get(rung, 0.0) + busy_s * saving_share(model, rung, loaded)
+
+
+def recent_revisits(model: ModelState, hold: bool) -> int:
+    """Revisits within REVISIT_SPAN requests; all of them (at most MEMORY_POINTS) while ``hold``."""
+    if not hold:
+        model.revisits = [r for r in model.revisits if model.requests - r <= REVISIT_SPAN]
+    model.revisits = model.revisits[-MEMORY_POINTS:]
+    return len(model.revisits)
+
+
+def shrink_target(model: ModelState, required_rung: int, active: int, reload_s: float) -> tuple[int, float]:
+    """(rung, seconds paid) the model should return to now, or (0, 0).
+
+    The rent-or-buy rule: once the extra time paid at the loaded rung since the last request that needed
+    more than a lower rung exceeds a reload, return to it (at most 2x the best choice in hindsight). Below
+    a claim still active the return costs two reloads (the claim will come back), and every recent revisit
+    of a context multiplies the threshold (hysteresis: each revisit shows the claim returns before the rent
+    pays the round trip back, its lost prompt cache included); revisits count while a claim on the loaded
+    context stays active, else for REVISIT_SPAN requests. Of the rungs that qualify, the one saving the
+    most per request, the largest of equals (the fewest growths back).
+    """
+    best: tuple[float, int, float] = (0.0, 0, 0.0)
+    penalty = REVISIT_BACKOFF ** recent_revisits(model, hold=active >= model.loaded_ctx)
+    for rung, paid in model.rent.items():
+        if rung < required_rung or rung >= model.loaded_ctx:
+            continue
+        if paid >= reload_s * (2 if active > rung else 1) * penalty:
+            best = max(best, (round(saving_share(model, rung, model.loaded_ctx), 2), rung, paid))
+    return best[1], best[2]
+
+
+def note_move(model: ModelState, old: int, new: int, revisit_requests: int) -> bool:
+    """Record a change of the loaded context; True when ``new`` was left within ``revisit_requests``."""
+    left = model.left_at.get(new)
+    revisit = left is not None and model.requests - left <= revisit_requests
+    if revisit:
+        model.revisits.append(model.requests)
+    if old:
+        model.left_at[old] = model.requests
+        if len(model.left_at) > MEMORY_POINTS:
+            del model.left_at[min(model.left_at, key=lambda c: model.left_at[c])]
+    model.rent.clear()
+    return revisit
