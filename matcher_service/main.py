@@ -8,6 +8,7 @@ import asyncpg
 
 from ollama_optimizer.config import DatabaseConfig, ServerConfig
 from ollama_optimizer.db import open_database
+from ollama_optimizer.db_health import follow_database
 from ollama_optimizer.gen.optimizer.v1 import matcher_pb2_grpc
 from ollama_optimizer.server import (DEFAULT_MAX_RECEIVE_BYTES, BindError, RunningServer, not_serving_while_waiting,
                                      serve_until_signal, start_server)
@@ -67,6 +68,7 @@ async def start_matcher(
         serve_metrics=serve_metrics,
         max_receive_bytes=receive_limit(settings),
     )
+    follow_database(running, pool, (SERVICE_NAME,))  # no Match without the database
     job = Maintenance(pool, settings) if maintenance else None
     if job is not None:
         job.start()

@@ -40,11 +40,11 @@ async def _up(args: argparse.Namespace) -> int:
 async def _migrate(args: argparse.Namespace) -> int:
     from .config import DatabaseConfig
     from .db import embedded_or_configured_dsn
-    from .migrations import apply_migrations
+    from .migrations import apply_migrations, describe
 
     async with embedded_or_configured_dsn(DatabaseConfig()) as (dsn, _embedded):
-        applied = await apply_migrations(dsn)
-    print(f"applied migrations: {applied or 'none (schema up to date)'}")
+        report = await apply_migrations(dsn, contract=args.contract)
+    print(describe(report))
     return 0
 
 
@@ -75,12 +75,9 @@ async def _health(args: argparse.Namespace) -> int:
 
 
 def _client_tls_args() -> dict[str, str]:
-    return {
-        "token": env_str("OPTIMIZER_AUTH_TOKEN", ""),
-        "tls_ca": env_str("OPTIMIZER_CLIENT_TLS_CA", ""),
-        "tls_cert": env_str("OPTIMIZER_CLIENT_TLS_CERT", ""),
-        "tls_key": env_str("OPTIMIZER_CLIENT_TLS_KEY", ""),
-    }
+    from .health_check import client_args_from_env
+
+    return client_args_from_env()
 
 
 async def _match(args: argparse.Namespace) -> int:
@@ -111,7 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="embedded Postgres (no DSN) + migrations + matcher + tuner + gateway")
     up.add_argument("--no-gateway", action="store_true", help="do not start the gateway")
     up.set_defaults(func=_up)
-    sub.add_parser("migrate", help="apply database migrations").set_defaults(func=_migrate)
+    migrate = sub.add_parser("migrate", help="apply the pending expand migrations (safe while older versions run)")
+    migrate.add_argument("--contract", action="store_true",
+                         help="also apply contract steps (drop what older versions use): only once none runs")
+    migrate.set_defaults(func=_migrate)
     sub.add_parser("matcher", help="run the matcher gRPC service").set_defaults(func=_matcher)
     sub.add_parser("tuner", help="run the tuner gRPC service").set_defaults(func=_tuner)
 

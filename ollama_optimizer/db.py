@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import asyncpg
 
-from .config import DatabaseConfig, StartupError
+from .config import DatabaseConfig, StartupError, env_bool
 from .embedded_pg import EmbeddedPostgres
 
 log = logging.getLogger(__name__)
@@ -169,21 +169,51 @@ async def embedded_or_configured_dsn(
         log.info("embedded Postgres stopped")
 
 
+async def wait_for_schema(dsn: str, timeout: float, *, while_waiting: WhileWaiting | None = None) -> None:
+    """Return once ``dsn`` has every expand migration this release needs (``ollama-optimizer migrate``
+    applies them: a Kubernetes Job, a compose service); polls for up to ``timeout`` seconds, with
+    ``while_waiting`` entered meanwhile, then raises ``DatabaseStartupError`` naming the missing steps."""
+    from .migrations import missing_expand_steps
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + max(timeout, 0.0)
+    announced = False
+    async with contextlib.AsyncExitStack() as waiting:
+        while missing := await missing_expand_steps(dsn):
+            if loop.time() >= deadline:
+                raise DatabaseStartupError(
+                    f"database {describe_dsn(dsn)} lacks schema migrations {missing} this release needs: run "
+                    "`ollama-optimizer migrate` (or set OPTIMIZER_MIGRATE_ON_START=true on one process)")
+            if not announced:
+                announced = True
+                log.warning("database %s lacks schema migrations %s; waiting up to %gs for "
+                            "`ollama-optimizer migrate`", describe_dsn(dsn), missing, timeout)
+                if while_waiting is not None:
+                    await waiting.enter_async_context(while_waiting())
+            await asyncio.sleep(min(BACKOFF_MAX_SECONDS, max(deadline - loop.time(), 0.0)))
+
+
 @contextlib.asynccontextmanager
-async def open_database(cfg: DatabaseConfig, *, migrate: bool = True, server_settings: dict[str, str] | None = None,
-                        reset: Reset | None = None,
+async def open_database(cfg: DatabaseConfig, *, migrate: bool | None = None,
+                        server_settings: dict[str, str] | None = None, reset: Reset | None = None,
                         while_waiting: WhileWaiting | None = None) -> AsyncIterator[Database]:
-    """Open a pool (starting embedded Postgres when no DSN is set) and apply migrations.
+    """Open a pool (starting embedded Postgres when no DSN is set) over a schema this release can use.
 
     A configured database that is not reachable yet is waited for (``wait_for_database``;
-    ``while_waiting`` runs meanwhile). ``server_settings``: extra session settings of the pool's
-    connections (added to the defaults); ``reset``: see ``create_pool``.
+    ``while_waiting`` runs meanwhile). ``migrate`` (default: OPTIMIZER_MIGRATE_ON_START, false)
+    applies the expand migrations here; otherwise they are waited for (``wait_for_schema``).
+    ``server_settings``: extra session settings of the pool's connections (added to the
+    defaults); ``reset``: see ``create_pool``.
     """
     from .migrations import apply_migrations
 
+    if migrate is None:
+        migrate = env_bool("OPTIMIZER_MIGRATE_ON_START", False)
     async with embedded_or_configured_dsn(cfg, while_waiting=while_waiting) as (dsn, embedded):
         if migrate:
             await apply_migrations(dsn)
+        else:
+            await wait_for_schema(dsn, cfg.connect_timeout_seconds, while_waiting=while_waiting)
         pool = await create_pool(dsn, cfg.pool_min, cfg.pool_max, server_settings, reset)
         try:
             yield Database(dsn=dsn, pool=pool, embedded=embedded)

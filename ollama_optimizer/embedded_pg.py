@@ -1,8 +1,11 @@
 """Embedded Postgres (pgserver) for local runs and tests, with no orphan server, ever.
 
-The owning process starts the server; a tiny reaper process watches the owner
-through a pipe and shuts the server down (fast mode) if the owner dies without
-cleaning up, even on SIGKILL.
+Every process that opens the data directory is an owner, recorded in pgserver's handle list; the
+first one starts the server, the others attach to it. A tiny reaper process per owner watches it
+through a pipe: when the owner exits (even on SIGKILL) the reaper removes it from the list and
+stops the server only if no live owner remains, so no process ever stops a Postgres another one
+uses. The stop is a "smart" shutdown first (sessions of the owner's children finish their work),
+then fast, then a kill.
 
 Unlike a bare pgserver, the server gets a ``shared_buffers`` sized for the matcher's block indexes
 (about 0.8 GB at a million templates): Postgres's 128 MB default makes every lookup copy index pages
@@ -27,6 +30,8 @@ log = logging.getLogger(__name__)
 
 HANDLE_FILE = ".handle_pids.json"
 MAX_AUTO_SHARED_BUFFERS_MB = 1024
+SMART_SHUTDOWN_SECONDS = 30.0  # the owner's children close their sessions (a tuner flushes) meanwhile
+FAST_SHUTDOWN_SECONDS = 20.0
 
 
 def default_shared_buffers_mb() -> int:
@@ -45,16 +50,23 @@ class EmbeddedPostgres:
         import pgserver  # heavy import, only when embedded Postgres is used
 
         data_dir.mkdir(parents=True, exist_ok=True)
-        _drop_stale_handles(data_dir)
+        data_dir = data_dir.resolve()  # pgserver keys its handle list by the resolved path
+        with _owners_lock():
+            _drop_stale_handles(data_dir)
         self.data_dir = data_dir
         self._server = pgserver.get_server(data_dir, cleanup_mode="stop")
+        self._reaper = _start_reaper(data_dir)
         wanted = shared_buffers_mb or default_shared_buffers_mb()
-        if _shared_buffers_mb(self._server) != wanted:  # takes effect at the next start only
-            self._server.psql(f"ALTER SYSTEM SET shared_buffers = '{int(wanted)}MB';")
+        if _shared_buffers_mb(self._server) == wanted:
+            return
+        self._server.psql(f"ALTER SYSTEM SET shared_buffers = '{int(wanted)}MB';")  # read at the next start
+        if owners(data_dir) == [os.getpid()]:
             self._server.cleanup()
             self._server = pgserver.get_server(data_dir, cleanup_mode="stop")
             log.info("embedded Postgres restarted with shared_buffers = %d MB", wanted)
-        self._reaper = _start_reaper(data_dir, self._server.get_pid())
+        else:
+            log.info("embedded Postgres shared by other processes: shared_buffers = %d MB at its next start",
+                     wanted)
 
     def uri(self, database: str = "postgres") -> str:
         """libpq URI (Unix socket) usable by asyncpg."""
@@ -80,42 +92,77 @@ def _shared_buffers_mb(server) -> int:  # type: ignore[no-untyped-def]  # a pgse
     return int(output.splitlines()[2])
 
 
-def _drop_stale_handles(data_dir: Path) -> None:
-    """Forget handles of processes that died without cleanup, so the last live owner stops the server."""
-    handles = data_dir / HANDLE_FILE
-    if not handles.exists():
-        return
+def _owners_lock():  # type: ignore[no-untyped-def]  # a fasteners.InterProcessLock
+    """pgserver's inter-process lock, under which it adds and removes owners and starts or stops servers."""
+    from pgserver.postgres_server import PostgresServer
+
+    return PostgresServer._lock
+
+
+def owners(data_dir: Path) -> list[int]:
+    """Pids of the processes recorded as using the embedded server of ``data_dir``."""
     try:
-        pids = json.loads(handles.read_text())
-    except (OSError, ValueError):
-        pids = []
-    alive = [pid for pid in pids if psutil.pid_exists(pid) and pid != os.getpid()]
-    handles.write_text(json.dumps(alive))
+        return [int(pid) for pid in json.loads((data_dir / HANDLE_FILE).read_text())]
+    except (OSError, ValueError, TypeError):
+        return []
 
 
-def _start_reaper(data_dir: Path, postmaster_pid: int | None) -> subprocess.Popen:
+def _drop_stale_handles(data_dir: Path, *also: int) -> list[int]:
+    """Forget owners that died without cleanup (and ``also``); returns the live owners left."""
+    recorded = owners(data_dir)
+    alive = [pid for pid in recorded if pid not in also and _alive(pid)]
+    if alive != recorded:  # never create the file: initdb wants an empty directory
+        (data_dir / HANDLE_FILE).write_text(json.dumps(alive))
+    return alive
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _start_reaper(data_dir: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "ollama_optimizer.embedded_pg", str(data_dir), str(postmaster_pid or 0)],
+        [sys.executable, "-m", "ollama_optimizer.embedded_pg", str(data_dir), str(os.getpid())],
         stdin=subprocess.PIPE,
         start_new_session=True,  # survives the owner's Ctrl-C to do its job
     )
 
 
-def _reap(data_dir: Path, postmaster_pid: int) -> None:
-    """Block until the owner's pipe closes; then stop the server if it is still up."""
-    sys.stdin.buffer.read()
-    if not postmaster_pid or not psutil.pid_exists(postmaster_pid):
-        return
-    if not (data_dir / "postmaster.pid").exists():
-        return
+def _postmaster_pid(data_dir: Path) -> int | None:
     try:
-        os.kill(postmaster_pid, signal.SIGINT)  # Postgres "fast shutdown"
-        psutil.Process(postmaster_pid).wait(timeout=20)
-    except (ProcessLookupError, psutil.NoSuchProcess):
+        return int((data_dir / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _shut_down(postmaster_pid: int) -> None:
+    """Smart shutdown (waits for sessions to end), then fast, then kill, each bounded."""
+    try:
+        process = psutil.Process(postmaster_pid)
+        for sig, seconds in ((signal.SIGTERM, SMART_SHUTDOWN_SECONDS), (signal.SIGINT, FAST_SHUTDOWN_SECONDS)):
+            process.send_signal(sig)
+            try:
+                process.wait(timeout=seconds)
+                return
+            except psutil.TimeoutExpired:
+                continue
+        process.kill()
+    except psutil.NoSuchProcess:
         pass
-    except psutil.TimeoutExpired:
-        os.kill(postmaster_pid, signal.SIGKILL)
-    _drop_stale_handles(data_dir)
+
+
+def _reap(data_dir: Path, owner_pid: int) -> None:
+    """Block until the owner's pipe closes; then release its ownership and stop the server if it was the last."""
+    sys.stdin.buffer.read()
+    with _owners_lock():
+        if _drop_stale_handles(data_dir, owner_pid):
+            return  # another process uses the server
+        postmaster_pid = _postmaster_pid(data_dir)
+        if postmaster_pid is not None and psutil.pid_exists(postmaster_pid):
+            _shut_down(postmaster_pid)
 
 
 if __name__ == "__main__":

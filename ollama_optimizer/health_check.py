@@ -7,12 +7,23 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from .channels import create_channel
+from .config import env_str
 
 EXIT_SERVING = 0
 EXIT_INVALID_ARGUMENTS = 1
 EXIT_CONNECTION_FAILURE = 2
 EXIT_RPC_FAILURE = 3
 EXIT_UNHEALTHY = 4
+
+
+def client_args_from_env() -> dict[str, str]:
+    """The client token and TLS files of the CLI's admin commands (OPTIMIZER_AUTH_TOKEN, OPTIMIZER_CLIENT_TLS_*)."""
+    return {
+        "token": env_str("OPTIMIZER_AUTH_TOKEN", ""),
+        "tls_ca": env_str("OPTIMIZER_CLIENT_TLS_CA", ""),
+        "tls_cert": env_str("OPTIMIZER_CLIENT_TLS_CERT", ""),
+        "tls_key": env_str("OPTIMIZER_CLIENT_TLS_KEY", ""),
+    }
 
 
 async def check(address: str, service: str = "", timeout: float = 2.0, **channel_args: str) -> tuple[int, str]:

@@ -11,8 +11,8 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -27,6 +27,8 @@ from .grpc_interceptors import BearerTokenInterceptor, LearningBudget, MetricsIn
 log = logging.getLogger(__name__)
 
 Registrar = Callable[[grpc.aio.Server], None]
+# Health name that is SERVING while the process answers at all (liveness probes; see db_health).
+LIVENESS = "liveness"
 DEFAULT_MAX_RECEIVE_BYTES = 4 * 1024 * 1024  # gRPC's own default
 
 
@@ -43,10 +45,13 @@ class RunningServer:
     service_names: tuple[str, ...]
     port: int
     metrics_port: int | None
+    before_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # e.g. health watchers
 
     async def stop(self, grace: float) -> None:
         """Report NOT_SERVING, let in-flight RPCs finish for ``grace`` seconds, then stop."""
-        for name in (*self.service_names, ""):
+        for hook in self.before_stop:
+            await hook()
+        for name in (*self.service_names, "", LIVENESS):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.stop(grace)
 
@@ -83,7 +88,8 @@ async def start_server(
 ) -> RunningServer:
     """Build, bind and start a server exposing ``service_names`` plus health and reflection.
 
-    Health reports SERVING for the server and ``service_names`` (NOT_SERVING with ``serving=False``).
+    Health reports SERVING for the server and ``service_names`` (NOT_SERVING with ``serving=False``),
+    and for ``LIVENESS`` until the server stops.
     Requests up to ``max_receive_bytes`` reach the handlers (larger ones: RESOURCE_EXHAUSTED from gRPC).
     """
     interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor()]
@@ -119,6 +125,7 @@ async def start_server(
     status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
     for name in (*service_names, ""):
         await health_servicer.set(name, status)
+    await health_servicer.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
     if serving:
         log.info("gRPC %s listening on %s (port %d)", ",".join(service_names), cfg.listen, port)
     return RunningServer(server, health_servicer, service_names, port, metrics_port)

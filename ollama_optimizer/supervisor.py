@@ -1,27 +1,39 @@
 """`ollama-optimizer up`: one command for a local system.
 
-Starts embedded Postgres when no DSN is configured, applies migrations, runs
-matcher, tuner and gateway as child processes, prints the endpoints and stops
-everything (children first, then Postgres) on Ctrl-C or when a child dies.
+Checks that every port it needs is free (a second instance fails here, touching nothing), starts
+embedded Postgres when no DSN is configured (or attaches to the one already running on the data
+directory), applies the expand migrations, runs matcher, tuner and gateway as child processes that
+die with it (even on SIGKILL), prints the endpoints once all of them are ready, and stops everything
+(children first, then its hold on Postgres) on Ctrl-C or when a child dies.
 """
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import signal
+import socket
 import sys
 
-from .config import DatabaseConfig, ServerConfig, env_str
+from .config import DatabaseConfig, ServerConfig, StartupError, env_str
 from .db import embedded_or_configured_dsn
-from .migrations import apply_migrations
+from .health_check import EXIT_SERVING, check, client_args_from_env
+from .lifeline import die_with_parent
+from .migrations import apply_migrations, describe
 from .server import wait_for_shutdown_signal
 
 CHILD_GRACE_SECONDS = 10.0
+READY_BOUND_SECONDS = 120.0  # children wait for nothing slow: the database already answers
+READY_POLL_SECONDS = 0.2
+
+
+class PortInUse(StartupError):
+    """A port `up` needs is taken, typically by another `ollama-optimizer up`."""
 
 
 async def _spawn(name: str, env: dict[str, str]) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ollama_optimizer.cli", name, env=env
+        sys.executable, "-m", "ollama_optimizer.cli", name, env=env, preexec_fn=die_with_parent()
     )
 
 
@@ -52,6 +64,55 @@ def _client_addresses() -> dict[str, str]:
     }
 
 
+def _gateway_listen() -> str:
+    return env_str("GATEWAY_LISTEN", "127.0.0.1:11435")
+
+
+def _gateway_metrics_port() -> str:
+    return env_str("GATEWAY_METRICS_PORT", "9463")
+
+
+def _with_port(listen: str, port: int | str) -> str:
+    return f"{listen.rpartition(':')[0]}:{port}"
+
+
+def _needed_addresses(with_gateway: bool) -> dict[str, str]:
+    """Every address the children will bind, by what binds it."""
+    matcher, tuner = ServerConfig.matcher(), ServerConfig.tuner()
+    needed = {
+        "matcher gRPC": matcher.listen, "matcher metrics": _with_port(matcher.listen, matcher.metrics_port),
+        "tuner gRPC": tuner.listen, "tuner metrics": _with_port(tuner.listen, tuner.metrics_port),
+    }
+    if with_gateway:
+        needed["gateway HTTP"] = _gateway_listen()
+        needed["gateway metrics"] = _with_port(_gateway_listen(), _gateway_metrics_port())
+    return needed
+
+
+def _in_use(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind
+        try:
+            probe.bind((host, int(port)))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return True
+            raise PortInUse(f"cannot bind {address}: {exc}") from exc
+    return False
+
+
+def ensure_ports_free(needed: dict[str, str]) -> None:
+    """Raise ``PortInUse`` naming every taken address (before anything is started or attached)."""
+    taken = [f"{what} {address}" for what, address in needed.items() if _in_use(address)]
+    if taken:
+        raise PortInUse(f"ports in use: {', '.join(taken)}; is another `ollama-optimizer up` running? "
+                        "(stop it, or set MATCHER_LISTEN, TUNER_LISTEN, GATEWAY_LISTEN and the *_METRICS_PORT "
+                        "variables to free ports)")
+
+
 def _endpoints(with_gateway: bool) -> list[str]:
     matcher, tuner = ServerConfig.matcher(), ServerConfig.tuner()
     lines = [
@@ -59,22 +120,73 @@ def _endpoints(with_gateway: bool) -> list[str]:
         f"tuner    gRPC {tuner.listen}   metrics http://127.0.0.1:{tuner.metrics_port}/metrics",
     ]
     if with_gateway:
-        listen = env_str("GATEWAY_LISTEN", "127.0.0.1:11435")
         upstream = env_str("OLLAMA_HOST", "127.0.0.1:11434")
-        metrics = env_str("GATEWAY_METRICS_PORT", "9463")
-        lines.append(
-            f"gateway  HTTP http://{listen} -> {upstream}   metrics http://127.0.0.1:{metrics}/metrics"
-        )
+        lines.append(f"gateway  HTTP http://{_gateway_listen()} -> {upstream}   "
+                     f"metrics http://127.0.0.1:{_gateway_metrics_port()}/metrics")
     return lines
+
+
+async def _grpc_ready(address: str, service: str) -> bool:
+    code, _message = await check(address, service, READY_POLL_SECONDS * 5, **client_args_from_env())
+    return code == EXIT_SERVING
+
+
+async def _http_ready(address: str) -> bool:
+    host, _, port = _dialable(address).rpartition(":")
+    try:
+        _reader, writer = await asyncio.open_connection(host.strip("[]"), int(port))
+    except OSError:
+        return False
+    writer.close()
+    return True
+
+
+async def _ready(name: str) -> bool:
+    from .gen.optimizer.v1 import matcher_pb2, tuner_pb2
+
+    if name == "matcher":
+        service = matcher_pb2.DESCRIPTOR.services_by_name["Matcher"].full_name
+        return await _grpc_ready(_dialable(ServerConfig.matcher().listen), service)
+    if name == "tuner":
+        service = tuner_pb2.DESCRIPTOR.services_by_name["Tuner"].full_name
+        return await _grpc_ready(_dialable(ServerConfig.tuner().listen), service)
+    return await _http_ready(_gateway_listen())
+
+
+async def _wait_ready(children: dict[str, asyncio.subprocess.Process]) -> str | None:
+    """None once every child is ready; else why not (a child exited, or it never got ready)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + READY_BOUND_SECONDS
+    pending = set(children)
+    while pending:
+        for name in sorted(pending):
+            code = children[name].returncode
+            if code is not None:
+                return f"{name} exited with code {code} while starting"
+            if await _ready(name):
+                pending.discard(name)
+        if pending and loop.time() > deadline:
+            return f"{', '.join(sorted(pending))} not ready after {READY_BOUND_SECONDS:g}s"
+        if pending:
+            await asyncio.sleep(READY_POLL_SECONDS)
+    return None
 
 
 async def run_all(with_gateway: bool = True) -> int:
     """Run the whole system until SIGINT/SIGTERM or a child's exit; returns an exit code."""
+    ensure_ports_free(_needed_addresses(with_gateway))
     async with embedded_or_configured_dsn(DatabaseConfig()) as (dsn, embedded):
-        await apply_migrations(dsn)
+        report = await apply_migrations(dsn)
+        if report.contract_pending:
+            print(describe(report), file=sys.stderr)
         env = {**os.environ, "OPTIMIZER_DSN": dsn, **_client_addresses()}
         names = ["matcher", "tuner"] + (["gateway"] if with_gateway else [])
         children = {name: await _spawn(name, env) for name in names}
+        not_ready = await _wait_ready(children)
+        if not_ready is not None:
+            print(f"ollama-optimizer did not start: {not_ready}; stopping", file=sys.stderr)
+            await _stop(children)
+            return 1
         print("ollama-optimizer is up (Ctrl-C stops everything):")
         if embedded is not None:
             print(f"postgres embedded, data in {embedded.data_dir}")

@@ -79,12 +79,20 @@ def _learn_only_unless_forwarded(cfg: PluginConfig) -> PluginConfig:
     return cfg
 
 
+def _builtin_agent() -> Path:
+    """The host's own optimizer plugin's agent (``<plugins>/optimizer/agent.py``), next to this plugin folder."""
+    return Path(__file__).parent.parent / "optimizer" / "agent.py"
+
+
 class OptAgent(BaseAgent):
     """``/opt``: learned num_ctx/num_batch for the request's prompt template."""
 
     def __init__(self) -> None:
         self._pending: OrderedDict[int, Decision] = OrderedDict()
         self._next_id = 0
+        if _builtin_agent().exists():
+            log.warning("%s also answers /opt; apply proxy_plugin/ollama-smart-proxy.patch to the host so that "
+                        "/opt always runs ollama-optimizer's agent", _builtin_agent())
         try:
             asyncio.get_running_loop()
         except RuntimeError:  # built outside the host's loop: channels connect on the first request

@@ -69,17 +69,25 @@ async def serve_compat(gw: Gateway, request: web.Request, door: Door, headers: d
         payload = json.loads(body)
     except (ValueError, RecursionError):
         payload = None
-    translated = door.translate(payload)
-    native = translated.native if isinstance(translated, Translated) else None
-    if native is not None and not gw.config.always_on:
-        native = strip_command(native)
-    if native is None or not isinstance(translated, Translated):
+    try:
+        translated = door.translate(payload)
+    except RecursionError:  # nested deeper than Python decodes (Ollama's decoder goes deeper)
+        translated = "nested too deep to translate"
+    if not isinstance(translated, Translated):
         metrics.COMPAT_UNTRANSLATED.labels(label).inc()
         return await gw._relay(request, label, body)
+    native = translated.native if gw.config.always_on else strip_command(translated.native)
+    if native is None:  # no /opt command: what Ollama does with it is what the client asked for
+        return await gw._relay(request, label, body)
     to_send, decision = await gw.core.prepare(native, translated.endpoint)
+    try:
+        data = go_encoded(to_send)
+    except RecursionError:
+        metrics.COMPAT_UNTRANSLATED.labels(label).inc()
+        return await gw._relay(request, label, body)
     sent = gw.runner_loads.sent(decision.model, (decision.num_ctx, decision.num_batch))
     try:
-        answer = await _run(gw, request, door, translated, to_send, headers)
+        answer = await _run(gw, request, door, translated, data, headers)
     finally:
         gw.runner_loads.finished(decision.model)
     if answer.answered:
@@ -98,10 +106,9 @@ class _Answer:
 
 
 async def _run(
-    gw: Gateway, request: web.Request, door: Door, translated: Translated, native: dict[str, Any],
-    headers: dict[str, str],
+    gw: Gateway, request: web.Request, door: Door, translated: Translated, data: bytes, headers: dict[str, str],
 ) -> _Answer:
-    """Send the native request and write the translated answer."""
+    """Send the native request (``data``) and write the translated answer."""
     label = _label(request.path)
     reply = translated.reply
     response: web.StreamResponse | None = None
@@ -109,7 +116,7 @@ async def _run(
     assert session is not None
     try:
         async with session.post(
-            gw.upstream + translated.path, data=go_encoded(native),
+            gw.upstream + translated.path, data=data,
             headers={**headers, "Content-Type": JSON_TYPE}, allow_redirects=False,
         ) as upstream:
             metrics.REQUESTS.labels(label, str(upstream.status)).inc()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import random
 import struct
 import time
@@ -34,6 +35,7 @@ from .compat_wire import (
 _NUMBER = (int, float)
 _EFFORTS = ("high", "medium", "low", "none")
 _DONE = b"data: [DONE]\n\n"
+_FLOAT32_MAX = 3.4028234663852886e38
 
 
 def error_body(message: str, status: int = 500) -> bytes:
@@ -408,8 +410,15 @@ class EmbeddingReply:
 
 
 def _base64_floats(values: Any) -> str:
-    floats = [float(v) for v in values] if isinstance(values, list) else []
+    """``floatsToBase64``: little-endian float32 (what is not a number is Go's zero value)."""
+    floats = [_float32(v) for v in values] if isinstance(values, list) else []
     return base64.b64encode(struct.pack(f"<{len(floats)}f", *floats)).decode()
+
+
+def _float32(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return 0.0
+    return float(value) if abs(value) <= _FLOAT32_MAX else math.copysign(math.inf, value)
 
 
 class EmbeddingDoor:

@@ -190,9 +190,9 @@ def native_calls(message: dict[str, Any]) -> list[NativeCall]:
     for item in calls if isinstance(calls, list) else []:
         call: dict[str, Any] = item if isinstance(item, dict) else {}
         function: dict[str, Any] = call["function"] if isinstance(call.get("function"), dict) else {}
-        arguments = function.get("arguments")
-        out.append(NativeCall(call.get("id") or "", function.get("index") or 0, function.get("name") or "",
-                              arguments if arguments is not None else {}))
+        arguments, index = function.get("arguments"), function.get("index")
+        out.append(NativeCall(_string(call.get("id")), index if type(index) is int else 0,
+                              _string(function.get("name")), arguments if arguments is not None else {}))
     return out
 
 
@@ -200,3 +200,8 @@ def native_count(native: dict[str, Any], key: str) -> int:
     """A token count of a native answer (0 when absent, as Go's zero value)."""
     value = native.get(key)
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _string(value: Any) -> str:
+    """A string field of a native answer (Go's zero value when it is not one)."""
+    return value if isinstance(value, str) else ""

@@ -35,6 +35,7 @@ from .core import OptimizerCore
 from .decision import Decision
 from .gateway_metrics import RequestMetrics
 from .loaded_models import LoadedModels
+from .loop_guard import HOP_HEADER, HopGuard, SelfUpstream, check_upstream
 from .outcome import stat_int
 from .runner_loads import RunnerLoads, Sent
 from .tail import FinalObject
@@ -90,6 +91,7 @@ class Gateway:
         self._session: aiohttp.ClientSession | None = None
         self.loaded_models = LoadedModels(self.upstream)
         self.facts = core.upstream = UpstreamFacts(self.upstream)  # version at start, /api/show per model
+        self.hops = HopGuard()
         core.use_loaded_context(self._loaded_context)
         self.runner_loads = RunnerLoads()
         self.app = web.Application(client_max_size=self.config.max_body_bytes)
@@ -120,6 +122,9 @@ class Gateway:
         return await self.loaded_models.context_length(self._session, model)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        if self.hops.is_loop(request.headers.get(HOP_HEADER)):
+            return _error(508, f"loop detected: this request already passed through this gateway ({HOP_HEADER}); "
+                               "its upstream leads back to it")
         endpoint = OPTIMIZED_PATHS.get(request.path) if request.method == "POST" else None
         door = COMPAT_DOORS.get(request.path) if request.method == "POST" else None
         if door is not None:
@@ -142,6 +147,8 @@ class Gateway:
         Returns the response, the upstream status and when the first chunk arrived.
         """
         assert self._session is not None
+        headers = {k: v for k, v in headers.items() if k.lower() != HOP_HEADER.lower()}
+        headers[HOP_HEADER] = self.hops.outgoing(request.headers.get(HOP_HEADER))
         first_chunk: float | None = None
         response: web.StreamResponse | None = None
         try:
@@ -292,6 +299,7 @@ async def start_gateway(
     """Start the proxy on ``listen`` and /metrics on ``metrics_port`` (same host); raises OSError on bind."""
     gateway = Gateway(upstream, core or OptimizerCore())
     host, port = split_listen(listen)
+    check_upstream(host, port, gateway.upstream)
     proxy_runner, bound = await _start_site(gateway.app, host, port, shutdown_timeout)
     metrics_app = web.Application()
     metrics_app.router.add_get("/metrics", _metrics_handler)
@@ -311,6 +319,9 @@ async def serve(listen: str, upstream: str) -> int:
             listen, upstream, core=OptimizerCore(load_config()),
             metrics_port=env_int("GATEWAY_METRICS_PORT", 9463),
         )
+    except SelfUpstream as exc:
+        log.error("gateway refused: %s", exc)
+        return 2
     except OSError as exc:
         log.error("gateway cannot bind: %s", exc)
         return 2

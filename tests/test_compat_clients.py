@@ -256,3 +256,46 @@ async def test_unreachable_upstream_is_a_502_in_the_api_format() -> None:
                     assert response.status == 502 and (await response.json())["error"]["type"] == "api_error"
         finally:
             await running.stop(flush_timeout_s=0.5)
+
+
+async def test_command_mode_optimizes_only_opt_requests() -> None:
+    async with stand_ins(tuner=StandInTuner(**TUNED)) as services, gateway_chain(
+            services.config(always_on=False)) as (gw, tap, emu):
+        via, _ = _clients(gw, emu)
+        await via.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "/opt Summarise: a"}])
+        assert _sent(tap)["messages"] == [{"role": "user", "content": "Summarise: a"}]
+        assert _ran_with(emu, 1) == [TUNED["num_ctx"]]
+        await via.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Summarise: b"}])
+        assert [p for p, _ in tap.bodies].count("/v1/chat/completions") == 1  # relayed as the client sent it
+        assert _ran_with(emu, 1) == [DEFAULT_CTX]
+
+
+async def test_mixing_native_and_compatible_clients_no_longer_reloads(chain) -> None:
+    _services, gw, _tap, emu = chain
+    native = {"model": MODEL, "messages": MESSAGES, "stream": False, "options": TUNED}
+    async with aiohttp.ClientSession() as session:
+        for url in (gw.url, emu.url):  # through the gateway, then straight to Ollama
+            via = openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+            before = sum(emu.reloads.values())
+            for _ in range(2):
+                async with session.post(url + "/api/chat", json=native) as response:
+                    assert response.status == 200
+                await via.chat.completions.create(model=MODEL, messages=MESSAGES)
+            reloads = sum(emu.reloads.values()) - before
+            assert reloads == (0 if url == gw.url else 3), url  # /v1 without num_ctx reloads to the default
+
+
+async def test_bodies_nested_deeper_than_python_goes_are_relayed_untouched(chain) -> None:
+    _services, gw, tap, _emu = chain
+    async with aiohttp.ClientSession() as session:
+        for depth in (900, 5000):  # 900: decodes, too deep to encode again; 5000: arguments too deep to decode
+            nested = "[" * depth + "]" * depth
+            tools = f'[{{"type":"function","function":{{"name":"f","parameters":{nested}}}}}]'
+            calls = f'[{{"function":{{"name":"f","arguments":"{nested}"}}}}]'
+            for raw in (
+                f'{{"model":"{MODEL}","messages":[{{"role":"user","content":"hi"}}],"tools":{tools}}}',
+                f'{{"model":"{MODEL}","messages":[{{"role":"assistant","content":null,"tool_calls":{calls}}}]}}',
+            ):
+                async with session.post(gw.url + "/v1/chat/completions", data=raw.encode()) as response:
+                    assert response.status in (200, 400)  # what the emulator answers; never the gateway's 500
+                assert ("/v1/chat/completions", raw.encode()) in tap.bodies

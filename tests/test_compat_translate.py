@@ -5,6 +5,9 @@ import base64
 import json
 import struct
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from proxy_plugin.compat_anthropic import MessagesDoor, MessagesReply
 from proxy_plugin.compat_openai import (
     ChatDoor,
@@ -185,3 +188,54 @@ def test_messages_answer_and_errors() -> None:
     assert json.loads(MessagesDoor.error("bad", 400))["error"]["type"] == "invalid_request_error"
     assert json.loads(ChatDoor.error("bad", 400)) == {"error": {"message": "bad", "type": "invalid_request_error",
                                                                 "param": None, "code": None}}
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=25,
+)
+_FIELDS = ["model", "messages", "stream", "stream_options", "max_tokens", "seed", "stop", "temperature", "top_p",
+           "response_format", "tools", "reasoning", "reasoning_effort", "prompt", "suffix", "input", "dimensions",
+           "encoding_format", "system", "stop_sequences", "thinking", "top_k", "tool_choice"]
+_call = st.fixed_dictionaries({"id": _json, "function": st.fixed_dictionaries(
+    {"name": _json, "arguments": st.sampled_from(['{"a": 1}', "[]", "x", ""]) | _json, "index": _json}) | _json})
+_message = st.fixed_dictionaries({
+    "role": _json | st.sampled_from(["user", "assistant", "tool"]),
+    "content": _json | st.lists(st.fixed_dictionaries({"type": st.sampled_from(["text", "image_url", "tool_use",
+                                                                                  "tool_result", "thinking"]),
+                                                        "text": _json, "input": _json, "id": _json,
+                                                        "name": _json, "content": _json})),
+    "tool_calls": st.lists(_call, max_size=2) | _json, "tool_call_id": _json, "name": _json})
+_body = st.one_of(
+    _json,
+    st.dictionaries(st.sampled_from(_FIELDS), _json, max_size=8),
+    st.fixed_dictionaries({"model": st.just(MODEL), "max_tokens": st.integers(-2, 5),
+                           "messages": st.lists(_message | _json, max_size=4)}, optional={"tools": _json}),
+)
+_DOORS = (ChatDoor(), CompletionDoor(), EmbeddingDoor(), MessagesDoor())
+
+
+@settings(max_examples=300, deadline=None)
+@given(_body)
+def test_any_body_is_translated_or_left_to_ollama_never_raises(body: object) -> None:
+    for door in _DOORS:
+        translated = door.translate(body)
+        assert isinstance(translated, (Translated, str))
+        if isinstance(translated, Translated):
+            json.loads(go_json(translated.native))  # what the gateway sends is JSON
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["model", "message", "response", "done", "done_reason", "created_at",
+                                        "prompt_eval_count", "eval_count", "embeddings"]),
+                       _json | st.fixed_dictionaries({"role": _json, "content": _json, "thinking": _json,
+                                                      "tool_calls": st.lists(_call, max_size=2) | _json}),
+                       max_size=6))
+def test_any_native_object_becomes_a_compatible_answer(native: dict) -> None:
+    embeddings = EmbeddingDoor().translate({"model": MODEL, "input": "x", "encoding_format": "base64"})
+    assert isinstance(embeddings, Translated)
+    for reply in (ChatReply(stream=True, include_usage=True), ChatReply(stream=False, include_usage=False),
+                  CompletionReply(stream=True, include_usage=True), MessagesReply(stream=True, model=MODEL),
+                  MessagesReply(stream=False, model=MODEL), embeddings.reply):
+        assert isinstance(reply.chunk(native) if reply.stream else reply.answer(native), bytes)

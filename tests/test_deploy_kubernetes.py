@@ -126,7 +126,7 @@ def test_grpc_services_have_native_grpc_probes(rendered: dict[str, list[dict[str
         assert config[env].startswith("0.0.0.0:"), "metrics bind to the listen host: must be reachable"
         assert {"name": "grpc", "containerPort": port, "protocol": "TCP"} in container["ports"]
         assert container["readinessProbe"]["grpc"] == {"port": port, "service": service}
-        assert container["livenessProbe"]["grpc"] == {"port": port}
+        assert container["livenessProbe"]["grpc"] == {"port": port, "service": "liveness"}  # not the database
         assert container["startupProbe"]["grpc"]["port"] == port
         metrics_port = int(config[env.replace("LISTEN", "METRICS_PORT")])
         assert {"name": "metrics", "containerPort": metrics_port, "protocol": "TCP"} in container["ports"]
@@ -172,6 +172,12 @@ def test_migrations_run_as_a_job(rendered: dict[str, list[dict[str, Any]]], targ
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert container["args"] == ["migrate"]
     assert job["spec"]["template"]["spec"]["restartPolicy"] in ("OnFailure", "Never")
+    config = _one(rendered[target], "ConfigMap", "ollama-optimizer-config")["data"]
+    assert config.get("OPTIMIZER_MIGRATE_ON_START", "false") == "false", "only the Job migrates"
+    for deployment in (d for d in rendered[target] if d["kind"] == "Deployment"):
+        for container in deployment["spec"]["template"]["spec"]["containers"]:
+            env = {e["name"]: e.get("value") for e in container.get("env", [])}
+            assert env.get("OPTIMIZER_MIGRATE_ON_START", "false") == "false", deployment["metadata"]["name"]
 
 
 @pytest.mark.parametrize("target", TARGETS)

@@ -124,7 +124,8 @@ def _apply_patch_renames(host_src: Path) -> None:
 ORDERS = {"ours first": sorted, "theirs first": lambda entries: sorted(entries, reverse=True)}
 
 
-async def test_opt_runs_our_agent_in_every_plugin_order_only_with_the_patch(tmp_path: Path, standin_host_path) -> None:
+async def test_opt_runs_our_agent_in_every_plugin_order_only_with_the_patch(tmp_path: Path, standin_host_path,
+                                                                             caplog: pytest.LogCaptureFixture) -> None:
     async with stand_ins() as services, start_emulator(EmulatorConfig(time_scale=1000)) as emu:
         tap = await RecordingTap(emu.url).start()
         plugins = _install(tmp_path, services.matcher_address, services.tuner_address)
@@ -139,6 +140,8 @@ async def test_opt_runs_our_agent_in_every_plugin_order_only_with_the_patch(tmp_
 
         tuned = {"num_ctx": 8192, "num_batch": 256}
         before = {name: await run(order) for name, order in ORDERS.items()}
+        assert "also answers /opt" in caplog.text  # our agent says so in the host's log
+        caplog.clear()
         # the collision: the agent loaded last answers /opt, so the host's own one wins in one of the orders
         assert before == {"ours first": ("OptimizerAgent", None), "theirs first": ("OptAgent", tuned)}
 
@@ -146,6 +149,7 @@ async def test_opt_runs_our_agent_in_every_plugin_order_only_with_the_patch(tmp_
         assert not (plugins / "optimizer" / "agent.py").exists()
         for order in ORDERS.values():
             assert await run(order) == ("OptAgent", tuned)
+        assert "also answers /opt" not in caplog.text
         await tap.stop()
 
 

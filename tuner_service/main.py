@@ -8,6 +8,7 @@ import asyncpg
 
 from ollama_optimizer.config import DatabaseConfig, ServerConfig
 from ollama_optimizer.db import create_pool, open_database
+from ollama_optimizer.db_health import follow_database
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2, tuner_pb2_grpc
 from ollama_optimizer.server import RunningServer, not_serving_while_waiting, serve_until_signal, start_server
 
@@ -58,6 +59,7 @@ async def start_tuner(pool_or_dsn: asyncpg.Pool | str, server_cfg: ServerConfig,
         server = await start_server(
             server_cfg, [lambda s: tuner_pb2_grpc.add_TunerServicer_to_server(servicer, s)], (SERVICE_NAME,),
             serve_metrics=serve_metrics)
+        follow_database(server, pool, ())  # Recommend is served from memory while the database is down
     except BaseException:
         await core.stop()
         if owned is not None:

@@ -36,10 +36,11 @@ class CompatRoutes:
     def _handler(self, door: Door):
         async def handle(request: web.Request) -> web.StreamResponse:
             try:
-                body = json.loads(await request.read())
+                translated = door.translate(json.loads(await request.read()))
             except (ValueError, UnicodeDecodeError) as exc:
                 return _bad_request(door, str(exc))
-            translated = door.translate(body)
+            except RecursionError:  # Go decodes up to 10,000 levels; deeper than Python goes is refused here
+                return _bad_request(door, "request nested too deep")
             if not isinstance(translated, Translated):
                 return _bad_request(door, translated)
             if translated.endpoint == "embed":

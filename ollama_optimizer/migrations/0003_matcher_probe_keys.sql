@@ -2,22 +2,34 @@
 -- (window_size << 16 | block value), so all windows' exact and 1-bit-variant probes of one block
 -- are a single `key = ANY(array)` scan of one covering index (replaces the b0..b3 indexes).
 -- Also: the shortest prompt a template has seen (below).
+--
+-- Online-safe (expand): plain nullable columns and a constant default are catalog-only changes (no
+-- table rewrite); a trigger fills the keys of every row written from now on, by any release; 0006
+-- fills older rows in batches and builds the indexes concurrently; 0007 (contract) drops b0..b3.
+-- Databases migrated before checksums existed applied an earlier text of this file, which added the
+-- keys as generated columns; both shapes serve the same queries (see SUPERSEDED in __init__.py).
 
 ALTER TABLE matcher_fingerprint
-    ADD COLUMN IF NOT EXISTS k0 integer GENERATED ALWAYS AS ((window_size << 16) | (fp & 65535)::integer) STORED,
-    ADD COLUMN IF NOT EXISTS k1 integer GENERATED ALWAYS AS ((window_size << 16) | ((fp >> 16) & 65535)::integer) STORED,
-    ADD COLUMN IF NOT EXISTS k2 integer GENERATED ALWAYS AS ((window_size << 16) | ((fp >> 32) & 65535)::integer) STORED,
-    ADD COLUMN IF NOT EXISTS k3 integer GENERATED ALWAYS AS ((window_size << 16) | ((fp >> 48) & 65535)::integer) STORED;
+    ADD COLUMN IF NOT EXISTS k0 integer,
+    ADD COLUMN IF NOT EXISTS k1 integer,
+    ADD COLUMN IF NOT EXISTS k2 integer,
+    ADD COLUMN IF NOT EXISTS k3 integer;
 
-DROP INDEX IF EXISTS matcher_fingerprint_b0_idx, matcher_fingerprint_b1_idx,
-                     matcher_fingerprint_b2_idx, matcher_fingerprint_b3_idx;
-ALTER TABLE matcher_fingerprint DROP COLUMN IF EXISTS b0, DROP COLUMN IF EXISTS b1,
-                                DROP COLUMN IF EXISTS b2, DROP COLUMN IF EXISTS b3;
+CREATE OR REPLACE FUNCTION matcher_fingerprint_probe_keys() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.k0 := (NEW.window_size << 16) | (NEW.fp & 65535)::integer;
+    NEW.k1 := (NEW.window_size << 16) | ((NEW.fp >> 16) & 65535)::integer;
+    NEW.k2 := (NEW.window_size << 16) | ((NEW.fp >> 32) & 65535)::integer;
+    NEW.k3 := (NEW.window_size << 16) | ((NEW.fp >> 48) & 65535)::integer;
+    RETURN NEW;
+END
+$$;
 
-CREATE INDEX IF NOT EXISTS matcher_fingerprint_k0_idx ON matcher_fingerprint (k0) INCLUDE (fp, template_id);
-CREATE INDEX IF NOT EXISTS matcher_fingerprint_k1_idx ON matcher_fingerprint (k1) INCLUDE (fp, template_id);
-CREATE INDEX IF NOT EXISTS matcher_fingerprint_k2_idx ON matcher_fingerprint (k2) INCLUDE (fp, template_id);
-CREATE INDEX IF NOT EXISTS matcher_fingerprint_k3_idx ON matcher_fingerprint (k3) INCLUDE (fp, template_id);
+DROP TRIGGER IF EXISTS matcher_fingerprint_probe_keys ON matcher_fingerprint;
+CREATE TRIGGER matcher_fingerprint_probe_keys
+    BEFORE INSERT OR UPDATE OF fp, window_size ON matcher_fingerprint
+    FOR EACH ROW EXECUTE FUNCTION matcher_fingerprint_probe_keys();
 
 -- Shortest prompt (largest window) a template has seen: a query shorter than all of them is a
 -- different (shorter) template that shares the prefix, not a partial instance.

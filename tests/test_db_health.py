@@ -1,0 +1,71 @@
+"""grpc.health.v1 follows the database: the matcher stops serving, the tuner serves from memory, and
+the server overall ("") never says SERVING while the database is gone. Real Postgres stopped and started."""
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from matcher_service.main import start_matcher
+from matcher_service.service import SERVICE_NAME as MATCHER
+from ollama_optimizer import db_health
+from ollama_optimizer.embedded_pg import EmbeddedPostgres
+from ollama_optimizer.migrations import apply_migrations
+from ollama_optimizer.server import LIVENESS
+from tuner_fixtures import fast_settings, local_server
+from tuner_service.main import SERVICE_NAME as TUNER
+from tuner_service.main import start_tuner
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+POLL_BOUND_SECONDS = 90.0  # a bound for polling on a busy host, never a timing assertion
+
+
+async def _statuses(address: str, names: tuple[str, ...]) -> dict[str, int]:
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        return {name: (await stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=10)).status
+                for name in names}
+
+
+async def _until(address: str, name: str, status: int) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + POLL_BOUND_SECONDS
+    while (await _statuses(address, (name,)))[name] != status:
+        assert loop.time() < deadline, f"{address} {name!r} never became {status}"
+        await asyncio.sleep(0.05)
+
+
+async def test_health_follows_the_database(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(db_health, "PROBE_SECONDS", 0.05)
+    server = await asyncio.to_thread(EmbeddedPostgres, tmp_path / "pg")
+    await apply_migrations(server.uri())
+    pool = await asyncpg.create_pool(server.uri(), min_size=1, max_size=4)
+    matcher = await start_matcher(pool, local_server())
+    tuner = await start_tuner(pool, local_server(), fast_settings())
+    try:
+        for address in (matcher.address, tuner.address):
+            await _until(address, db_health.DATABASE, SERVING)
+        assert set((await _statuses(matcher.address, ("", MATCHER, LIVENESS))).values()) == {SERVING}
+        assert set((await _statuses(tuner.address, ("", TUNER, LIVENESS))).values()) == {SERVING}
+
+        await asyncio.to_thread(server.stop)
+        await _until(matcher.address, MATCHER, NOT_SERVING)
+        await _until(tuner.address, db_health.DATABASE, NOT_SERVING)
+        assert await _statuses(matcher.address, ("", db_health.DATABASE, LIVENESS)) == {
+            "": NOT_SERVING, db_health.DATABASE: NOT_SERVING, LIVENESS: SERVING}
+        assert await _statuses(tuner.address, ("", TUNER, LIVENESS)) == {
+            "": NOT_SERVING, TUNER: SERVING, LIVENESS: SERVING}
+
+        server = await asyncio.to_thread(EmbeddedPostgres, tmp_path / "pg")
+        for address in (matcher.address, tuner.address):
+            await _until(address, "", SERVING)
+        assert (await _statuses(matcher.address, (MATCHER,)))[MATCHER] == SERVING
+    finally:
+        await matcher.stop(0)
+        await tuner.stop(0)
+        await pool.close()
+        await asyncio.to_thread(server.stop)
