@@ -7,6 +7,7 @@ configurations in hindsight (per run and per phase), on the same seeded workload
     .venv/bin/python -m bench.e2e --sensitivity   # gpu-24gb with the load and prompt rates varied
     .venv/bin/python -m bench.e2e --workload chat # chat sessions (bench/workload_chat.py); mix: the realistic mix
     .venv/bin/python -m bench.e2e --compat        # the workload through /v1/chat/completions: defaults vs optimizer
+    .venv/bin/python -m bench.e2e --quick --count-mode uncached   # Ollama counting prompt tokens as 0.30.0 did
 
 Latencies are the emulator's simulated seconds (on a virtual clock, bench/e2e_clock.py) plus the real time of
 each request's path to the emulator, measured per request: the client's round trip less the time the emulator
@@ -35,6 +36,7 @@ from bench.e2e_drive import NATIVE, Result, drive
 from bench.e2e_compare import compare
 from bench.e2e_report import TABLE_HEADER, figures, plot, quantile, settled, table_row
 from bench.ollama_sim import MODELS, EmulatorConfig, Sensitivity
+from bench.ollama_sim.counts import COUNT_MODES
 from bench.ollama_sim.output import default_output_tokens
 from bench.workload import Request, make_requests, make_templates
 from bench.workload_chat import make_chat_requests
@@ -53,7 +55,9 @@ SEED = 6
 TEMPLATES = 32
 ORACLE_BATCHES = (512, 1024, 2048)
 DOC_MIN_TRAIN_CTX = 32768  # chat sessions paste documents only on models trained for long contexts
-KEYS = ("p50_s", "p95_s", "truncated", "reloads", "kv_gib_mean", "requests", "loads", "evictions", "revisits")
+KEYS = ("p50_s", "p95_s", "truncated", "reloads", "kv_gib_mean", "requests", "loads", "evictions", "revisits",
+        "max_num_ctx")
+DECIDED = frozenset({"applied", "tuner_passthrough", "nothing_to_apply", "low_confidence"})
 COMPARED = ("p50_intact_s", "mean_intact_s", "mean_untruncated_s", "oracle_gap", "learning_requests",
             "learning_extra_s", "gap_after_learning", "loads_gateway", "loads_tuner")
 """Figures that compare an arm with others; loads_gateway/loads_tuner: the optimizer's own count of loads."""
@@ -108,17 +112,19 @@ def workload(scenario: Scenario, n: int | None, kind: str = "templates") -> tupl
     return make_requests(templates, n, SEED), long_ids
 
 
-def emulator_config(scenario: Scenario, sensitivity: Sensitivity = Sensitivity()) -> EmulatorConfig:
+def emulator_config(scenario: Scenario, sensitivity: Sensitivity = Sensitivity(),
+                    count_mode: str = "full") -> EmulatorConfig:
     models = tuple(sorted(set(scenario.models) | set(scenario.long_doc_models)))
     return EmulatorConfig(hardware=scenario.hardware, models=models, default_num_ctx=scenario.default_num_ctx,
-                          seed=SEED, sensitivity=sensitivity)
+                          seed=SEED, sensitivity=sensitivity, count_mode=count_mode)
 
 
 async def run_arm(scenario: Scenario, arm: str, requests: list[Request], concurrency: int, long_ids: set[int],
                   pg: EmbeddedPostgres, oracle: Oracle | None, phase_oracle: PhaseOracle | None,
-                  plugin: dict | None = None, sensitivity: Sensitivity = Sensitivity(), door: str = NATIVE) -> dict:
+                  plugin: dict | None = None, sensitivity: Sensitivity = Sensitivity(), door: str = NATIVE,
+                  count_mode: str = "full") -> dict:
     """One arm on a fresh emulator (and, for the optimizer, a fresh database); clients call ``door``."""
-    config = emulator_config(scenario, sensitivity)
+    config = emulator_config(scenario, sensitivity, count_mode)
     if arm in SERVER_CONTEXT:
         config = replace(config, default_num_ctx=SERVER_CONTEXT[arm])
     async with AsyncExitStack() as stack:
@@ -139,6 +145,10 @@ async def run_arm(scenario: Scenario, arm: str, requests: list[Request], concurr
         f["loads_gateway"] = optimizer.core.loads_judged
         f["loads_tuner"] = sum(m.reloads for m in optimizer.tuner.policy.models.values())
         f["prepare_ms_p50"] = round(1000 * quantile([d[3] for d in decisions], 0.5), 3)
+        # Truncations of requests the tuner decided, apart from those a service failure (timeout, open
+        # breaker, sticky options) sent on without a decision: on a loaded host the request path fails open.
+        f["truncated_decided"] = sum(1 for r, (reason, *_rest) in zip(results, decisions)
+                                     if r.record is not None and r.record.truncated and reason in DECIDED)
         f["_decisions"], f["_results"] = decisions, results
         return f
 
@@ -162,7 +172,8 @@ async def choose_oracles(scenario: Scenario, requests: list[Request], long_ids: 
 
 async def run_scenarios(pg: EmbeddedPostgres, scenarios: list[Scenario], n: int | None, levels: tuple[int, ...],
                         plugin: dict | None = None, arms: tuple[str, ...] = ARMS,
-                        sensitivity: Sensitivity = Sensitivity(), kind: str = "templates", door: str = NATIVE) -> dict:
+                        sensitivity: Sensitivity = Sensitivity(), kind: str = "templates", door: str = NATIVE,
+                        count_mode: str = "full") -> dict:
     """Every scenario x concurrency x arm on ``pg``; ``plugin`` overrides the gateway's PluginConfig fields;
     clients call ``door`` (the compatible door: Ollama's defaults vs the gateway, which translates)."""
     results: dict[str, dict[int, dict[str, dict]]] = {}
@@ -174,7 +185,7 @@ async def run_scenarios(pg: EmbeddedPostgres, scenarios: list[Scenario], n: int 
         results[scenario.name] = {}
         for conc in levels:
             by_arm = {arm: await run_arm(scenario, arm, requests, conc, long_ids, pg, oracle, phase_oracle, plugin,
-                                         sensitivity, door) for arm in arms}
+                                         sensitivity, door, count_mode) for arm in arms}
             compare(by_arm, flags)
             if oracle is not None and "oracle" in by_arm:
                 by_arm["oracle"]["config"] = {"num_ctx": oracle.num_ctx, "num_batch": oracle.num_batch}
@@ -188,7 +199,7 @@ async def run_scenarios(pg: EmbeddedPostgres, scenarios: list[Scenario], n: int 
 async def run(quick: bool, only: str | None = None, requests_n: int | None = None,
               concurrencies: tuple[int, ...] | None = None, arms: tuple[str, ...] = ARMS,
               sensitivity: Sensitivity = Sensitivity(), kind: str = "templates", door: str = NATIVE,
-              plugin: dict | None = None) -> dict:
+              plugin: dict | None = None, count_mode: str = "full") -> dict:
     """The benchmark on its own embedded Postgres; a full run of the templates at the cited constants writes
     bench/results/ (anything else only prints)."""
     n = requests_n or (None if kind == "chat" else 250 if quick else 1000)
@@ -198,10 +209,11 @@ async def run(quick: bool, only: str | None = None, requests_n: int | None = Non
         pg = await asyncio.to_thread(EmbeddedPostgres, Path(tmp) / "pg")
         try:
             results = await run_scenarios(pg, scenarios, n, levels, plugin, arms=arms, sensitivity=sensitivity,
-                                          kind=kind, door=door)
+                                          kind=kind, door=door, count_mode=count_mode)
         finally:
             await asyncio.to_thread(pg.stop)
-    if not quick and arms == ARMS and sensitivity == Sensitivity() and kind == "templates" and door == NATIVE:
+    if (not quick and arms == ARMS and sensitivity == Sensitivity() and kind == "templates" and door == NATIVE
+            and count_mode == "full"):
         write_outputs(results, scenarios, RESULTS, n or 0)
     return results
 
@@ -231,7 +243,8 @@ def summary(results: dict) -> dict:
         out[scenario] = {}
         for arm, f in by_conc[first].items():
             entry = {k: f[k] for k in KEYS} | {k: f[k] for k in COMPARED if k in f}
-            entry["by_concurrency"] = {str(c): {k: by_conc[c][arm][k] for k in KEYS} for c in sorted(by_conc)}
+            entry["by_concurrency"] = {str(c): {k: by_conc[c][arm][k] for k in (*KEYS, "truncated_decided")
+                                                if k in by_conc[c][arm]} for c in sorted(by_conc)}
             out[scenario][arm] = entry
     return out
 
@@ -263,6 +276,8 @@ def main() -> None:
                         help="the compatible-API arm: the workload through /v1/chat/completions, defaults vs optimizer")
     parser.add_argument("--load-rate", type=float, default=1.0, help="multiplier on the emulator's load rate")
     parser.add_argument("--prompt-rate", type=float, default=1.0, help="multiplier on its prompt speed")
+    parser.add_argument("--count-mode", choices=sorted(COUNT_MODES), default="full",
+                        help="how the emulated Ollama reports prompt_eval_count (the version it mirrors)")
     parser.add_argument("--sensitivity", action="store_true",
                         help="gpu-24gb, concurrency 1, defaults vs optimizer at every setting of SENSITIVITY_GRID")
     parser.add_argument("--budget-ms", type=float,
@@ -278,7 +293,7 @@ def main() -> None:
         results = asyncio.run(run(args.quick, args.scenario, args.requests,
                                   tuple(args.concurrency) if args.concurrency else None, arms,
                                   Sensitivity(args.load_rate, args.prompt_rate), args.workload,
-                                  COMPAT_DOOR if args.compat else NATIVE, plugin))
+                                  COMPAT_DOOR if args.compat else NATIVE, plugin, args.count_mode))
         line = summary(results)
     print(f"wall {time.monotonic() - started:.0f} s", file=sys.stderr)
     print(json.dumps(line))

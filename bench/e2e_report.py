@@ -73,10 +73,20 @@ def figures(results: list[Result], emulator: Emulator, long_doc_ids: set[int]) -
         "tokens_per_s": round(sum(r.eval_count for r in records) / span, 2) if span > 0 else 0.0,
         "overhead_ms_p50": round(quantile(overhead_ms, 0.5), 3),
         "overhead_ms_p99": round(quantile(overhead_ms, 0.99), 3),
+        "max_num_ctx": max_contexts(records),
         "curve": curve,
         "_latencies": lat,
         "_truncated": [r.record is not None and r.record.truncated for r in results],
     }
+
+
+def max_contexts(records: list) -> dict[str, int]:
+    """The largest context each model was loaded with during the run."""
+    largest: dict[str, int] = {}
+    for r in records:
+        if r.runner:
+            largest[r.model] = max(largest.get(r.model, 0), int(r.runner["num_ctx"]))
+    return dict(sorted(largest.items()))
 
 
 def revisits(records: list, window: int = REVISIT_WINDOW) -> int:

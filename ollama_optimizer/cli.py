@@ -190,11 +190,18 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--model", default="", help="only this model (empty: all)")
     for name, description in (("explain", "why a template gets its options on a model"),
                               ("pin", "pin a template's options on a model"),
-                              ("reset", "forget what was learned for a template on a model")):
+                              ("reset", "forget what was learned for a template on a model, or (no template) "
+                                        "for the whole model: back to Ollama's defaults")):
         command = _command(sub, name, description, _tuner_admin)
         _client_options(command, _tuner_address(), "tuner", "TUNER_ADDRESS")
         command.add_argument("model", help="model name, e.g. llama3.1:8b")
-        command.add_argument("template_id", type=_template_id, help="template id (see `templates`, `match`)")
+        if name == "pin":
+            command.add_argument("template_id", type=_template_id, help="template id (see `templates`, `match`)")
+        else:
+            command.add_argument("template_id", type=_template_id, nargs="?", default=0,
+                                 help="template id (see `templates`, `match`); none: the model as a whole")
+        command.add_argument("--host", default="",
+                             help="the Ollama host label the state belongs to (a gateway's OPT_OLLAMA_HOST)")
         if name == "pin":
             command.add_argument("--num-ctx", type=_non_negative_int, default=0, help="num_ctx to pin (0: keep)")
             command.add_argument("--num-batch", type=_non_negative_int, default=0,

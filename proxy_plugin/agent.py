@@ -12,6 +12,7 @@ import asyncio
 import logging
 import sys
 from collections import OrderedDict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,10 @@ except ImportError:  # linked from a checkout that is not installed: import from
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from proxy_plugin.core import OptimizerCore
 
-from proxy_plugin.config import load_config
+from proxy_plugin import metrics
+from proxy_plugin.config import PluginConfig, load_config
 from proxy_plugin.decision import Decision
+from proxy_plugin.host_check import host_forwards_options
 
 try:
     from src.shared.base_agent import BaseAgent
@@ -54,7 +57,7 @@ def _shared_core() -> OptimizerCore:
     global _core
     if _core is None:
         local = Path(__file__).with_name("config.json")
-        cfg = load_config(local if local.exists() else None)
+        cfg = _learn_only_unless_forwarded(load_config(local if local.exists() else None))
         _core = OptimizerCore(cfg)
         if cfg.metrics_port:
             from prometheus_client import start_http_server
@@ -63,6 +66,17 @@ def _shared_core() -> OptimizerCore:
 
             start_http_server(cfg.metrics_port, registry=REGISTRY)
     return _core
+
+
+def _learn_only_unless_forwarded(cfg: PluginConfig) -> PluginConfig:
+    """A host that drops options would make the tuner believe contexts Ollama never loaded: learn only."""
+    forwarded = host_forwards_options()
+    metrics.OPTIONS_FORWARDED.set({True: 1, False: 0, None: -1}[forwarded])
+    if forwarded is False and cfg.apply_options:
+        log.warning("opt: this ollama-smart-proxy drops request options (num_ctx/num_batch never reach Ollama); "
+                    "running learn-only - apply proxy_plugin/ollama-smart-proxy.patch to optimize")
+        return replace(cfg, apply_options=False)
+    return cfg
 
 
 def _builtin_agent() -> Path:

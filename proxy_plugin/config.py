@@ -70,6 +70,9 @@ class PluginConfig:
     max_model_labels: int = 50  # gateway: distinct model label values before "other"
     reload_threshold_s: float = 0.1  # gateway: load_duration below this is never a reload
     truncation_unit_ratio: float = 0.5  # gateway: prompt_eval_count < ratio * prompt units -> truncated
+    # Label of the Ollama host (or hardware class) behind this host: the tuner learns per (label, model).
+    # "" = the default host (one Ollama behind every gateway).
+    ollama_host: str = ""
 
 
 def _coerce(raw: Any, like: Any, name: str) -> Any:

@@ -22,6 +22,7 @@ from .probes import HostProbes
 from .rpc import ServiceClient
 from .sticky import StickyOptions
 from .telemetry import TelemetryPipeline
+from .upstream_facts import UpstreamFacts
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ class OptimizerCore:
         self._sticky = StickyOptions(self.config.sticky_ttl_s, clock)
         self._loaded_context: LoadedContext | None = None
         self._memo = MatchMemo(self.config.match_memo_size, self.config.match_memo_ttl_s)
+        self.upstream: UpstreamFacts | None = None  # set by a host that reads its Ollama (the gateway)
         self._decided = {
             "apply": metrics.DECISIONS.labels("apply"),
             "passthrough": metrics.DECISIONS.labels("passthrough"),
@@ -61,7 +63,8 @@ class OptimizerCore:
         is_dict = isinstance(request, dict)
         endpoint = endpoint or ("chat" if is_dict and "messages" in request else "generate")
         model = request.get("model") if is_dict else None
-        decision = Decision(model=model if isinstance(model, str) else "", endpoint=endpoint, started=started)
+        decision = Decision(model=model if isinstance(model, str) else "", endpoint=endpoint, started=started,
+                            ollama_host=self.config.ollama_host)
         try:
             result = await self._prepare(request, decision, t0)
         except Exception:
@@ -81,6 +84,10 @@ class OptimizerCore:
         if not d.model:
             d.reason = "no_model"
             return request
+        if self.upstream is not None:
+            facts = self.upstream.model(d.model)
+            d.ollama_version, d.context_limit, d.kv_bytes_per_token = (
+                self.upstream.version, facts.context_length, facts.kv_bytes_per_token)
         if "options" in request and not isinstance(request["options"], dict):
             d.reason = "bad_options"  # Ollama will answer it; never replace what the client sent
             return request
@@ -110,6 +117,8 @@ class OptimizerCore:
         recommend = tuner_pb2.RecommendRequest(
             model=d.model, template_id=match.template_id, prompt_units=match.prompt_units,
             client_options=set_by_client, num_predict=d.num_predict, message_count=d.message_count,
+            model_context_limit=d.context_limit, kv_bytes_per_token=d.kv_bytes_per_token,
+            ollama_host=d.ollama_host,
         )
         rec, reason = await tuner.call("Recommend", recommend, self._timeout(deadline))
         if rec is None:

@@ -22,6 +22,11 @@ class Decision:
     num_batch: int = 0
     decision_id: str = ""
     fingerprints: matcher_pb2.Fingerprints | None = None
+    # What the host knows about its Ollama (gateway: /api/version, /api/show; "" / 0 = unknown).
+    ollama_version: str = ""
+    context_limit: int = 0
+    kv_bytes_per_token: int = 0
+    ollama_host: str = ""  # the host label (config ollama_host): the tuner learns per (host, model)
 
     @property
     def applied(self) -> bool:

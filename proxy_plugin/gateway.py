@@ -42,6 +42,7 @@ from .loop_guard import HOP_HEADER, HopGuard, SelfUpstream, check_upstream
 from .outcome import stat_int
 from .runner_loads import RunnerLoads, Sent, ollama_time
 from .tail import FinalObject
+from .upstream_facts import UpstreamFacts
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,7 @@ class Gateway:
         self._metrics = RequestMetrics(core.config)
         self._session: aiohttp.ClientSession | None = None
         self.loaded_models = LoadedModels(self.upstream)
+        self.facts = core.upstream = UpstreamFacts(self.upstream)  # version at start, /api/show per model
         self.hops = HopGuard()
         core.use_loaded_context(self._loaded_context)
         self.runner_loads = RunnerLoads()
@@ -108,8 +110,11 @@ class Gateway:
             auto_decompress=False,  # relay bytes exactly as Ollama sent them
         )
         self.core.connect()
+        self.facts.session = self._session
+        await self.facts.read_version()
 
     async def _stop(self, _app: web.Application) -> None:
+        await self.facts.close()
         await self.loaded_models.close()
         if self._session is not None:
             await self._session.close()

@@ -64,6 +64,11 @@ TELEMETRY_SENT = Counter(
     "Telemetry items delivered (observe | report: stored by the tuner | report_buffered: in the tuner's memory only).",
     ["kind"], registry=REGISTRY,
 )
+OPTIONS_FORWARDED = Gauge(
+    "optimizer_plugin_host_forwards_options",
+    "Agent only: 1 when the host forwards request options to Ollama, 0 when it drops them (learn-only), "
+    "-1 when it cannot be told.", registry=REGISTRY,
+)
 QUEUE_DEPTH = Gauge(
     "optimizer_plugin_telemetry_queue_depth", "Items waiting in the telemetry queue.", registry=REGISTRY,
 )

@@ -57,10 +57,17 @@ def build_outcome(item: Observation, memory: MemoryFigures) -> tuner_pb2.Outcome
         model_size_bytes=item.model_size_bytes,
         model_vram_bytes=item.model_vram_bytes,
         runner_load=item.runner_load,
+        ollama_version=d.ollama_version,
+        model_context_limit=d.context_limit,
+        kv_bytes_per_token=d.kv_bytes_per_token,
+        ollama_host=d.ollama_host,
     )
     if known:
         outcome.prompt_eval_count = stat_int(stats, "prompt_eval_count")
         outcome.eval_count = stat_int(stats, "eval_count")
+        if "prompt_eval_cached_count" in stats:  # Ollama with PR 17943: the cached part of the prompt total
+            outcome.cached_count_known = True
+            outcome.prompt_eval_cached_count = stat_int(stats, "prompt_eval_cached_count")
         for source, field in _DURATIONS.items():
             setattr(outcome, field, stat_int(stats, source))
     return outcome

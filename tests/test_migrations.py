@@ -151,7 +151,7 @@ async def _match_observe(pool: asyncpg.Pool, known: str) -> None:
 async def _tuner_queries(conn: asyncpg.Connection) -> None:
     state = await tuner_store.load_state(conn)
     assert MODEL in state
-    values = {column: 0 for column in tuner_store.OUTCOME_COLUMNS}
+    values = {column: "" if kind == "text" else 0 for column, kind in tuner_store.OUTCOME_FIELDS}
     values.update(outcome_id="after-upgrade", decision_id="", model=MODEL, done_reason="stop", reason_code="",
                   counts_known=True, reload_caused=False, reload_avoided=False, truncation_prevented=False,
                   truncation_detected=False, action=2, finished_at=time.time())

@@ -10,6 +10,7 @@ import pytest
 from plugin_fixtures import RecordingTap, stand_ins
 
 from bench.ollama_sim import EmulatorConfig, start_emulator
+from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
 
 HOST_ROOT = Path(__file__).parent / "standin_host"
 AGENT = Path(__file__).resolve().parent.parent / "proxy_plugin" / "agent.py"
@@ -78,6 +79,31 @@ async def test_unpatched_host_learn_only_and_services_down(tmp_path: Path, stand
             assert reply["done"]
         assert host.sent[-1] == {"model": MODEL, "prompt": "hello", "stream": False}
         await sys.modules["plugins.opt.agent"]._shared_core().close(flush_timeout_s=0.5)
+
+
+@pytest.mark.parametrize("patched", [True, False])
+async def test_agent_detects_whether_the_host_forwards_options(tmp_path: Path, standin_host_path, patched: bool,
+                                                               caplog) -> None:
+    """Unpatched, the host's chains drop options: the agent says so once and learns only (Ollama keeps its own
+    context, and the outcomes say so); patched, it applies."""
+    from proxy_plugin.metrics import REGISTRY
+
+    async with stand_ins() as services, start_emulator(EmulatorConfig(time_scale=1000)) as emu:
+        host = standin_host_path(_install(tmp_path, services.matcher_address, services.tuner_address), emu.url,
+                                 patched=patched)
+        for _ in range(2):
+            await host.handle("chat", {"model": MODEL, "messages": [{"role": "user", "content": "/opt Hi there"}]})
+        gauge = REGISTRY.get_sample_value("optimizer_plugin_host_forwards_options")
+        core = sys.modules["plugins.opt.agent"]._shared_core()
+        await core.flush()
+        warnings = [r for r in caplog.records if "drops request options" in r.getMessage()]
+        if patched:
+            assert gauge == 1 and not warnings and core.config.apply_options
+            assert host.sent[-1]["options"] == {"num_ctx": 8192, "num_batch": 256}
+        else:
+            assert gauge == 0 and len(warnings) == 1 and not core.config.apply_options
+            assert "options" not in host.sent[-1]
+            assert all(o.action == tuner_pb2.PASSTHROUGH and o.num_ctx == 0 for o in services.tuner.outcomes)
 
 
 def _builtin_optimizer(plugins: Path) -> None:

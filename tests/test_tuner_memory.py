@@ -240,3 +240,17 @@ def test_co_residence_tightness_ends_when_evictions_stop() -> None:
     for _ in range(policy.s.eviction_window * 10 + 2):  # the big model is gone: no more evictions
         gpu.run("small", 1, 20_000)
     assert policy.models["small"].tight == "" and gpu.truncations == 0
+
+
+def test_a_model_on_another_ollama_host_never_evicts() -> None:
+    """Learned state is per (host, model): reloads of a lone model on one host are not evictions by a model
+    that lives on another host."""
+    policy = make_policy()
+    gpu = Gpu(policy, 80 * GIB, {"m": Weights(4 * GIB, 128 * 1024)})
+    for _ in range(10):
+        gpu.run("m", 1, 3000)
+    policy.models["m @other-host"] = type(policy.models["m"])()
+    for _ in range(50):
+        gpu.runners.clear()  # unloaded behind the tuner's back (keep-alive expiry)
+        gpu.run("m", 1, 3000)
+    assert policy.models["m"].tight == "" and policy.models["m"].evictions == []

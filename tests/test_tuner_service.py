@@ -102,8 +102,10 @@ async def test_learned_template_is_applied_explained_pinned_and_reset(tuner_stub
     response = await tuner_stub.Recommend(tuner_pb2.RecommendRequest(model=MODEL, template_id=5, prompt_units=3000))
     assert (response.num_ctx, response.num_batch, response.reason_code) == (8192, 1024, "pinned")
     assert (await tuner_stub.Reset(tuner_pb2.ResetRequest(model=MODEL, template_id=5))).existed
-    assert not (await tuner_stub.Reset(tuner_pb2.ResetRequest(model=MODEL, template_id=5))).existed
-    assert not (await tuner_stub.Explain(tuner_pb2.ExplainRequest(model=MODEL, template_id=5))).known
+    for call, request in (("Reset", tuner_pb2.ResetRequest), ("Explain", tuner_pb2.ExplainRequest)):
+        with pytest.raises(grpc.aio.AioRpcError) as gone:  # forgotten: it no longer exists
+            await getattr(tuner_stub, call)(request(model=MODEL, template_id=5))
+        assert gone.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 async def test_summary_counts_requests(tuner_stub) -> None:

@@ -27,6 +27,9 @@ def _print_state(state: tuner_pb2.ExplainResponse) -> None:
             ("tokens per unit", f"{state.units_to_tokens_ratio:.3f}"),
             ("reload cost (s)", f"{state.reload_cost_seconds:.2f}"),
             ("model context limit", state.model_context_limit or "unknown"),
+            ("num_ctx cap", state.num_ctx_cap or "none"),
+            ("count semantics", state.count_semantics or "unknown"),
+            ("ollama host", state.ollama_host or "default"),
             ("confidence", f"{state.confidence:.2f}")]
     print(table(rows))
     print("\n" + state.reason)
@@ -60,9 +63,11 @@ async def stats(args: argparse.Namespace, **channel_args: str) -> int:
     ]))
     if response.models:
         print()
-        print(table([("model", "requests", "optimized", "loaded num_ctx", "loaded num_batch", "reloads"),
-                      *[(m.model, m.requests, m.optimized, m.loaded_num_ctx or "default",
-                         m.loaded_num_batch or "default", m.reloads) for m in response.models]]))
+        print(table([("model", "host", "requests", "optimized", "loaded num_ctx", "loaded num_batch", "num_ctx cap",
+                      "reloads"),
+                     *[(m.model, m.ollama_host or "default", m.requests, m.optimized, m.loaded_num_ctx or "default",
+                        m.loaded_num_batch or "default", m.num_ctx_cap or "none", m.reloads)
+                       for m in response.models]]))
         for m in response.models:
             if m.memory_advice:
                 print(f"{m.model}: {m.memory_advice}")
@@ -71,7 +76,8 @@ async def stats(args: argparse.Namespace, **channel_args: str) -> int:
 
 async def explain(args: argparse.Namespace, **channel_args: str) -> int:
     response = await _call(args, channel_args, "Explain",
-                           tuner_pb2.ExplainRequest(model=args.model, template_id=args.template_id))
+                           tuner_pb2.ExplainRequest(model=args.model, template_id=args.template_id,
+                                                    ollama_host=getattr(args, "host", "")))
     assert isinstance(response, tuner_pb2.ExplainResponse)
     if not args.json:
         _print_state(response)
@@ -80,7 +86,8 @@ async def explain(args: argparse.Namespace, **channel_args: str) -> int:
 
 async def pin(args: argparse.Namespace, **channel_args: str) -> int:
     response = await _call(args, channel_args, "Pin", tuner_pb2.PinRequest(
-        model=args.model, template_id=args.template_id, num_ctx=args.num_ctx, num_batch=args.num_batch))
+        model=args.model, template_id=args.template_id, num_ctx=args.num_ctx, num_batch=args.num_batch,
+        ollama_host=getattr(args, "host", "")))
     assert isinstance(response, tuner_pb2.PinResponse)
     if not args.json:
         print(f"pinned {args.model} template {args.template_id}")
@@ -90,9 +97,11 @@ async def pin(args: argparse.Namespace, **channel_args: str) -> int:
 
 async def reset(args: argparse.Namespace, **channel_args: str) -> int:
     response = await _call(args, channel_args, "Reset",
-                           tuner_pb2.ResetRequest(model=args.model, template_id=args.template_id))
+                           tuner_pb2.ResetRequest(model=args.model, template_id=args.template_id,
+                                                  whole_model=not args.template_id,
+                                                  ollama_host=getattr(args, "host", "")))
     assert isinstance(response, tuner_pb2.ResetResponse)
     if not args.json:
-        print(f"reset {args.model} template {args.template_id}: "
-              + ("learned state forgotten" if response.existed else "nothing was learned"))
+        what = f"template {args.template_id}" if args.template_id else "the whole model (back to Ollama's defaults)"
+        print(f"reset {args.model} {what}: learned state forgotten")
     return 0

@@ -7,28 +7,31 @@ reloads stored state, then folds what waited.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import os
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
-from . import metrics, store
+from . import limits, metrics, store
 from .decision_token import NONE, DecisionFields, DecisionSigner, key_from_env
+from .hosts import split_key
 from .policy import APPLY, Decision, Learned, Policy, Request
 from .residency import Residency
 from .settings import TunerSettings
-from .state import ModelState, TemplateState
+from .state import ModelState, TemplateState, rung_for
 from .validation import Invalid, Valid, validate
 from .writer import Dirty, Entry, WriteBehind
 
 log = logging.getLogger(__name__)
 
 ACTION_LABEL = {1: "passthrough", 2: "apply"}
+MAX_HOST_LABELS = 32
 
 
 @dataclass(eq=False)
@@ -76,6 +79,7 @@ class TunerCore:
         self._seq = itertools.count(1)
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._unfolded: list[Pending] = []
+        self._host_labels: set[str] = set()  # label values of MODELS_BY_HOST set so far
 
     # ---- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -129,8 +133,13 @@ class TunerCore:
         return not self.writer.is_writer
 
     # ---- request path ------------------------------------------------------------------------
-    def recommend(self, req: Request) -> tuple[Decision, str]:
-        decision = self.policy.recommend(req)
+    def recommend(self, req: Request, context_limit: int = 0, kv_bytes_per_token: int = 0) -> tuple[Decision, str]:
+        """Decide, then apply the hard limits and caps (``context_limit``/``kv_bytes_per_token`` from /api/show)."""
+        known = self.policy.models.get(req.model)
+        if known is not None:
+            limits.learn(known, context_limit, kv_bytes_per_token)
+            known.num_ctx_cap = limits.hard_cap(req.model, known, self.settings.limits).value
+        decision = self._limited(req, self.policy.recommend(req), context_limit, kv_bytes_per_token)
         model = self.policy.models.get(req.model)
         if req.template_id and model is not None and req.template_id not in model.templates:
             self.residency.want(req.model, req.template_id)
@@ -152,6 +161,24 @@ class TunerCore:
                 if decision.reload and not self.read_only:
                     self.writer.touch(req.model)
         return decision, did
+
+    def _limited(self, req: Request, decision: Decision, context_limit: int, kv_bytes_per_token: int) -> Decision:
+        """The decision within the caps; the believed-loaded context follows a clamped APPLY."""
+        if decision.action != APPLY:
+            return decision
+        model = self.policy.models.get(req.model)
+        probe = model if model is not None else ModelState()
+        limits.learn(probe, context_limit, kv_bytes_per_token)
+        probe.num_ctx_cap = limits.hard_cap(req.model, probe, self.settings.limits).value
+        value, why = limits.clamp(req.model, probe, decision.num_ctx, decision.need, self.policy.rungs(probe),
+                                  self.settings.limits)
+        if not why:
+            return decision
+        if value < decision.num_ctx:
+            metrics.CAPPED.inc()
+        if model is not None and model.loaded_ctx == decision.num_ctx:
+            model.loaded_ctx = value
+        return dataclasses.replace(decision, num_ctx=value, reason=f"{decision.reason}; {why}")
 
     # ---- reports -----------------------------------------------------------------------------
     def report(self, outcomes: list[Any]) -> ReportResult:
@@ -208,7 +235,10 @@ class TunerCore:
         obs = item.valid.observation
         learned = self.policy.observe(obs)
         self.residency.bound(obs.model, self.policy.models[obs.model])
-        if learned.truncated:
+        limits.learn(self.policy.models[obs.model], item.outcome.model_context_limit, item.outcome.kv_bytes_per_token)
+        if learned.foreign:
+            metrics.TRUNCATIONS.labels("foreign_context").inc()
+        elif learned.truncated:
             metrics.TRUNCATIONS.labels("detected").inc()
         if learned.reloaded:
             metrics.RELOADS.labels("observed").inc()
@@ -233,7 +263,8 @@ class TunerCore:
             model_vram_bytes=o.model_vram_bytes, reason_code=item.decision.reason_code,
             reload_caused=item.decision.reload_caused, reload_avoided=item.decision.reload_avoided,
             truncation_prevented=item.decision.truncation_prevented, truncation_detected=learned.truncated,
-            kv_tokens_saved=saved, finished_at=item.valid.finished_at))
+            kv_tokens_saved=saved, finished_at=item.valid.finished_at, ollama_host=o.ollama_host,
+            prompt_eval_cached_count=o.prompt_eval_cached_count))
 
     def _snapshot(self, dirty: Dirty) -> tuple[list[tuple[Any, ...]], list[store.RuleRow], list[tuple[Any, ...]]]:
         models, rules, arms = [], [], []
@@ -251,11 +282,21 @@ class TunerCore:
 
     def _update_gauges(self) -> None:
         metrics.MODELS.set(len(self.policy.models))
+        by_host = Counter(split_key(key)[1] for key in self.policy.models)
+        shown = Counter(dict(by_host.most_common(MAX_HOST_LABELS)))
+        if len(by_host) > MAX_HOST_LABELS:
+            shown["other"] += sum(by_host.values()) - sum(shown.values())
+        for host in self._host_labels - shown.keys():
+            metrics.MODELS_BY_HOST.labels(host).set(0)
+        for host, count in shown.items():
+            metrics.MODELS_BY_HOST.labels(host).set(count)
+        self._host_labels = set(shown)
         metrics.TEMPLATES.set(sum(len(m.templates) for m in self.policy.models.values()))
         metrics.OUTCOME_BUFFER.set(len(self.writer.rows) + len(self._unfolded))
 
     # ---- operators ---------------------------------------------------------------------------
     def pin(self, model_name: str, template_id: int, num_ctx: int, num_batch: int) -> None:
+        """Pin a template (the service has validated names and values with admin.check_pin)."""
         model = self.policy.models.setdefault(model_name, ModelState())
         model.confirmed = True  # the operator vouches for it
         template = model.templates.setdefault(template_id, TemplateState())
@@ -268,8 +309,22 @@ class TunerCore:
         if model is None or template_id not in model.templates:
             return False
         del model.templates[template_id]
+        if model.managed:  # the next request moves the model down to what its other templates need
+            rungs, margin = self.policy.rungs(model), self.policy.margin_for(model)
+            keep = rung_for(max((self.policy.template_need(t, margin) for t in model.templates.values()),
+                                default=0.0), rungs)
+            model.claims = {rung: seen for rung, seen in model.claims.items() if rung <= keep}
+            model.relieve = ("reset", f"template {template_id} was reset")
         self.writer.forget(model_name, template_id)
         self.residency.forget(model_name, template_id)
+        self._update_gauges()
+        return True
+
+    def reset_model(self, model_name: str) -> bool:
+        """Forget everything learned for a model: its requests pass through again (Ollama's defaults)."""
+        if self.policy.models.pop(model_name, None) is None:
+            return False
+        self.writer.forget(model_name, 0)
         self._update_gauges()
         return True
 

@@ -4,8 +4,38 @@ from __future__ import annotations
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
 
 from . import costs
+from .evidence import UNCACHED, UNKNOWN
+from .hosts import split_key
+from .limits import Cap, LimitSettings, hard_cap, memory_cap
 from .policy import Policy
 from .state import ModelState, TemplateState, rung_for
+
+_SEMANTICS = {
+    UNKNOWN: "Ollama version unknown: prompt_eval_count read as the whole prompt",
+    UNCACHED: "this Ollama counts only uncached prompt tokens: counts are lower bounds, never a truncation "
+              "signal or a calibration sample",
+}
+
+
+def _limit_lines(model: ModelState, hard: Cap, soft: Cap) -> list[str]:
+    lines = [f"model context limit: {model.context_limit or 'unknown'}"
+             + (" (trained context, /api/show)" if model.context_limit else "")]
+    if hard.value:
+        lines.append(f"num_ctx never above {hard.value}: {hard.why}")
+    if soft.value:
+        lines.append(f"memory cap {soft.value} (never below a request's need): {soft.why}")
+    return lines
+
+
+def _evidence_lines(model: ModelState) -> list[str]:
+    lines = [f"telemetry: {_SEMANTICS.get(model.count_semantics, 'prompt_eval_count is the whole prompt')}"]
+    if model.evidence_note:
+        lines.append(f"last telemetry not taken at face value: {model.evidence_note}")
+    if model.foreign_truncations:
+        lines.append(f"truncations at a context other than the believed one (not escalated): "
+                     f"{model.foreign_truncations}")
+    return lines
+
 
 
 def memory_advice(policy: Policy, model: ModelState) -> str:
@@ -29,7 +59,7 @@ def _memory_lines(policy: Policy, model: ModelState) -> list[str]:
     return lines + [advice] if advice else lines
 
 
-def _lines(policy: Policy, model: ModelState, template: TemplateState | None) -> list[str]:
+def _lines(policy: Policy, model: ModelState, template: TemplateState | None, hard: Cap, soft: Cap) -> list[str]:
     lines = [
         f"model: managed={model.managed} loaded num_ctx={model.loaded_ctx or 'default'} "
         f"num_batch={model.loaded_batch or 'default'} default context={policy.default_ctx(model)}",
@@ -39,6 +69,7 @@ def _lines(policy: Policy, model: ModelState, template: TemplateState | None) ->
         f"{policy.active_need(model) or 'none'}",
         *_memory_lines(policy, model),
     ]
+    lines += _limit_lines(model, hard, soft) + _evidence_lines(model)
     if model.tight:
         lines.append(f"tight margin: {model.tight}")
     if model.runaway:
@@ -67,17 +98,23 @@ def _lines(policy: Policy, model: ModelState, template: TemplateState | None) ->
     return lines
 
 
-def explain(policy: Policy, model_name: str, template_id: int) -> tuner_pb2.ExplainResponse:
-    model = policy.models.get(model_name)
+def explain(policy: Policy, key: str, template_id: int,
+            limits: LimitSettings | None = None) -> tuner_pb2.ExplainResponse:
+    """The state behind (model, template) under a state key (hosts.state_key); template 0 = the model."""
+    model_name, host = split_key(key)
+    model = policy.models.get(key)
     if model is None:
-        return tuner_pb2.ExplainResponse(model=model_name, template_id=template_id, known=False,
+        return tuner_pb2.ExplainResponse(model=model_name, template_id=template_id, known=False, ollama_host=host,
                                          reason="nothing learned for this model")
+    limits = limits or LimitSettings()
+    hard, soft = hard_cap(key, model, limits), memory_cap(model, limits)
     template = model.templates.get(template_id)
     response = tuner_pb2.ExplainResponse(
-        model=model_name, template_id=template_id, known=template is not None,
+        model=model_name, template_id=template_id, known=template is not None or template_id == 0,
         loaded_num_ctx=model.loaded_ctx, loaded_num_batch=model.loaded_batch,
         units_to_tokens_ratio=policy.ratio_upper(model), reload_cost_seconds=model.reload_cost_s,
-        model_context_limit=model.context_limit, reason="\n".join(_lines(policy, model, template)))
+        model_context_limit=model.context_limit, num_ctx_cap=hard.value, count_semantics=model.count_semantics,
+        ollama_host=host, reason="\n".join(_lines(policy, model, template, hard, soft)))
     if template is not None:
         response.observations = template.observations
         response.need_p50 = template.need.quantile(0.5)

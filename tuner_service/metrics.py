@@ -19,7 +19,10 @@ RELOADS = Counter(
     ("kind",))  # caused|avoided|observed
 TRUNCATIONS = Counter(
     "optimizer_tuner_truncations_total", "Prompt truncations detected in telemetry or prevented by the guard.",
-    ("kind",))  # detected|prevented
+    ("kind",))  # detected|prevented|foreign_context (seen at a context other than the believed one: not escalated)
+CAPPED = Counter(
+    "optimizer_tuner_capped_total",
+    "APPLY decisions lowered by a hard limit (trained context, operator cap, KV budget) or the memory cap.")
 KV_TOKENS_SAVED = Counter(
     "optimizer_tuner_kv_tokens_saved_total", "Context tokens not allocated versus the default context (APPLY).")
 OUTCOME_BUFFER = Gauge("optimizer_tuner_outcome_buffer", "Outcomes waiting to be written to Postgres.")
@@ -35,6 +38,10 @@ RUNAWAY_STOPPED = Counter(
     "optimizer_tuner_runaway_stopped_total",
     "Growths not made: truncation floors kept raising a model's context while the requests' own estimates did not.")
 MODELS = Gauge("optimizer_tuner_models", "Models with learned state in memory.")
+MODELS_BY_HOST = Gauge(
+    "optimizer_tuner_models_by_host",
+    "Models with learned state per Ollama host label ('' = the default host; beyond 32 labels: 'other').",
+    ("ollama_host",))
 TEMPLATES = Gauge("optimizer_tuner_templates", "(model, template) pairs with learned state in memory.")
 REPORTS_REFUSED = Counter(
     "optimizer_tuner_reports_refused_total",

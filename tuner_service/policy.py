@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 from . import costs
 from .bandit import choose_num_batch
+from .evidence import UNCACHED, CountReading, at_cut, read_counts
+from .hosts import split_key
 from .settings import PolicySettings
 from .state import ArmStats, ModelState, TemplateState, ladder, rung_for, size_class
 
@@ -30,7 +32,7 @@ _LADDERS = functools.lru_cache(maxsize=256)(ladder)  # by (min, max, model limit
 
 REASON_CODES = ("client_set", "no_data", "low_confidence", "pinned", "initial", "grow",
                 "grow_truncation_guard", "shrink", "keep_loaded", "avoid_reload", "relieve_spill", "co_reside",
-                "runaway_stopped")
+                "runaway_stopped", "reset")
 RUNAWAY_GROWTHS = 3    # growths driven by truncation floors (not by the requests' own estimates) ...
 RUNAWAY_WINDOW = 100   # ... within this many requests: a runaway
 
@@ -86,6 +88,11 @@ class Observation:
     model_vram: int = 0
     finished_at: float = 0.0  # seconds (Unix); the policy's clock
     runner_load: int = RUNNER_UNKNOWN
+    cached_count: int = 0        # prompt_eval_cached_count, meaningful when cached_known
+    cached_known: bool = False
+    ollama_version: str = ""     # "" = unknown: how prompt_eval_count was counted (evidence.py)
+    observed_ctx: int = 0        # context Ollama reported after the request (0 = unknown)
+    options_dropped: bool = False  # the host did not forward the options: num_ctx/num_batch never reached Ollama
 
 
 @dataclass(frozen=True)
@@ -94,6 +101,7 @@ class Learned:
 
     truncated: bool
     reloaded: bool
+    foreign: bool = False  # a truncation at a context other than the one believed loaded: not escalated
 
 
 class Policy:
@@ -106,9 +114,9 @@ class Policy:
 
     # ---- estimates -------------------------------------------------------------------------
     def rungs(self, model: ModelState) -> list[int]:
-        """The model's ladder (shared, never mutated)."""
-        return _LADDERS(self.s.ladder_min, self.s.ladder_max, model.context_limit, self.s.ladder_steps,
-                        self.s.ladder_rungs)
+        """The model's ladder (shared, never mutated), up to its cap or trained context."""
+        return _LADDERS(self.s.ladder_min, self.s.ladder_max, model.num_ctx_cap or model.context_limit,
+                        self.s.ladder_steps, self.s.ladder_rungs)
 
     def margin_for(self, model: ModelState) -> float:
         """The tight margin once the model must share memory (evicted or spilled), else the normal one."""
@@ -121,12 +129,19 @@ class Policy:
         """The context the model runs with now, as far as the tuner knows."""
         return model.loaded_ctx if model.managed and model.loaded_ctx else self.default_ctx(model)
 
+    def calibrated(self, model: ModelState) -> bool:
+        """Enough samples for the measured upper ratio; where counts may leave out the cache only loads give
+        samples (a cold cache), so one suffices."""
+        need = 1 if model.count_semantics == UNCACHED else self.s.calibration_min_samples
+        return model.calibration_samples >= need
+
     def ratio_upper(self, model: ModelState) -> float:
-        if model.calibration_samples >= self.s.calibration_min_samples:
+        if self.calibrated(model):
             return model.ratio.quantile(self.s.calibration_quantile)
         return self.s.units_ratio_prior
 
     def ratio_lower(self, model: ModelState) -> float:
+        """The lower calibration quantile (truncation evidence): only from the full number of samples."""
         if model.calibration_samples >= self.s.calibration_min_samples:
             return model.ratio.quantile(1 - self.s.calibration_quantile, upper=False)
         return self.s.units_ratio_prior / 3
@@ -238,6 +253,8 @@ class Policy:
             over_cap = 0 < model.batch_cap < model.loaded_batch
             # Only down, and never below a need already seen: else a later request grows it back.
             target = max(rung_for(model.tight_floor, rungs), wanted) if code == "co_reside" else loaded
+            if code == "reset":  # an operator reset a template: what the request and the remaining claims need
+                target = max(rung_for(active, rungs), wanted)
             if target < loaded or over_cap:
                 reason = f"{why}; load {target} (covers need {required})"
                 return self._load(req, model, template, target, need, conf, code, reason,
@@ -353,23 +370,28 @@ class Policy:
             self._learn_eviction(model, obs)
         self._learn_memory(model, obs)
         self._learn_context(model, obs)
+        reading = read_counts(obs.ollama_version, obs.cached_known, obs.prompt_eval_count, obs.cached_count,
+                              reloaded)
+        model.count_semantics = reading.semantics
         ctx_known = obs.num_ctx or obs.loaded_context_length or model.default_ctx
-        truncated = self.truncated(model, obs, ctx_known)
+        truncated = self.truncated(model, obs, ctx_known, reading)
         ctx_sent = ctx_known or self.default_ctx(model)
+        if truncated and self._foreign(model, obs, ctx_sent):
+            return Learned(truncated=True, reloaded=reloaded, foreign=True)
         if obs.counts_known and not truncated:
-            self._learn_counts(model, obs, ctx_sent)
+            self._learn_counts(model, obs, ctx_sent, reading)
             if model.managed and self._current(model, obs):
                 # What the request would claim again: its prompt (as counted, and as estimated before it ran)
                 # and the output the policy reserves.
                 template = model.templates.get(obs.template_id) if obs.template_id else None
-                prompt = max(obs.prompt_eval_count, self.prompt_tokens(model, obs.prompt_units, obs.message_count))
+                prompt = max(reading.prompt_tokens, self.prompt_tokens(model, obs.prompt_units, obs.message_count))
                 tokens = prompt + max(obs.eval_count, self.output_reserve(template, obs.num_predict))
                 used = rung_for(tokens * self.margin_for(model), self.rungs(model))
                 costs.pay_rent(model, self.rungs(model), used, obs.prompt_eval_s + obs.eval_s)
         if obs.gpu_total > 0:
             model.gpu_total, model.gpu_free = obs.gpu_total, max(0, obs.gpu_total - obs.gpu_used)
         if obs.template_id:
-            self._learn_template(model, obs, ctx_sent, truncated)
+            self._learn_template(model, obs, ctx_sent, truncated, reading)
         return Learned(truncated=truncated, reloaded=reloaded)
 
     def _reloaded(self, model: ModelState, obs: Observation) -> bool:
@@ -385,23 +407,48 @@ class Policy:
             return False
         return changed or obs.load_s >= model.reload_cost_s / 2
 
-    def truncated(self, model: ModelState, obs: Observation, ctx_known: int) -> bool:
+    def truncated(self, model: ModelState, obs: Observation, ctx_known: int,
+                  reading: CountReading | None = None) -> bool:
         """Truncation signals: done_reason 'length' without a cap, or far fewer tokens than sent.
 
-        ``ctx_known`` is the context the request really ran with, 0 when unknown.
+        ``ctx_known`` is the context the request really ran with, 0 when unknown. A count that may leave
+        out the cache (``reading``) is a truncation only at the cut signature or when the prompt cannot fit.
         """
         if obs.done_reason == "length" and obs.num_predict == 0:
             return True
         if not obs.counts_known or obs.prompt_units == 0:
             return False
+        reading = reading or CountReading("", obs.prompt_eval_count, obs.prompt_eval_count > 0)
+        count = reading.prompt_tokens
         low = obs.prompt_units * self.ratio_lower(model)
-        if obs.prompt_eval_count < self.s.truncation_fraction * low:
-            return True
+        if count and count < self.s.truncation_fraction * low:
+            if reading.whole:
+                return True
+            model.evidence_note = f"a low prompt_eval_count ({count}) not read as a truncation: {reading.note}"
         if not ctx_known:
             return False
         if low >= ctx_known:
             return True
-        return abs(obs.prompt_eval_count - ctx_known / 2) <= 16 and low > obs.prompt_eval_count
+        return bool(count) and at_cut(count, ctx_known) and low > count
+
+    def _foreign(self, model: ModelState, obs: Observation, ctx_sent: int) -> bool:
+        """A truncation at a context other than the one the model is believed loaded with (options dropped
+        by the host, a stale in-flight request, a client's own num_ctx, the cut of the default context):
+        it says nothing about the believed context, so nothing is escalated."""
+        default = self.default_ctx(model)
+        why = ""
+        if obs.options_dropped:
+            why = "the host dropped the options"
+        elif obs.observed_ctx and obs.observed_ctx != ctx_sent:
+            why = f"Ollama ran {obs.observed_ctx}, not the {ctx_sent} sent"
+        elif model.managed and ctx_sent != model.loaded_ctx:
+            why = f"it ran at {ctx_sent} while {model.loaded_ctx} is believed loaded"
+        elif obs.applied and default != ctx_sent and at_cut(obs.prompt_eval_count, default):
+            why = f"the prompt was cut to half the default context {default}: the options did not reach Ollama"
+        if why:
+            model.foreign_truncations += 1
+            model.evidence_note = f"truncation not escalated: {why}"
+        return bool(why)
 
     def _current(self, model: ModelState, obs: Observation) -> bool:
         """Whether the outcome ran with the options the model is believed to be loaded with."""
@@ -418,7 +465,8 @@ class Policy:
         if not self._current(model, obs):
             return
         model.config_loads += 1
-        others = any(name != obs.model for name in self.models)
+        host = split_key(obs.model)[1]  # only models on the same Ollama host compete for its memory
+        others = any(name != obs.model and split_key(name)[1] == host for name in self.models)
         # The grace covers loads the tuner cannot tell apart (in-flight requests with the previous options);
         # the gateway's judgement (runner_load) already tells them apart.
         grace = 0 if obs.runner_load != RUNNER_UNKNOWN else self.s.eviction_grace
@@ -427,7 +475,8 @@ class Policy:
         model.evictions = (model.evictions + [model.requests])[-max(1, self.s.eviction_min):]
         kv = costs.kv_bytes(model)
         for name, other in self.models.items():
-            if name != obs.model and other.managed and costs.kv_bytes(other) > kv:
+            if (name != obs.model and split_key(name)[1] == host and other.managed
+                    and costs.kv_bytes(other) > kv):
                 # An eviction is priced like a reload, on the contexts of the models holding more KV memory.
                 costs.pay_eviction(other, self.rungs(other), obs.load_s)
         span = model.requests - model.evictions[0]
@@ -490,10 +539,12 @@ class Policy:
         elif reported < obs.num_ctx:
             model.context_limit = reported  # Ollama clamps an explicit num_ctx to the training context
 
-    def _learn_counts(self, model: ModelState, obs: Observation, ctx_sent: int) -> None:
-        if obs.prompt_units > 0 and obs.prompt_eval_count > 0:
-            overhead = self.s.chat_overhead_tokens * (obs.message_count + 1)
-            model.ratio.add(max(obs.prompt_eval_count - overhead, 1) / obs.prompt_units)
+    def _learn_counts(self, model: ModelState, obs: Observation, ctx_sent: int, reading: CountReading) -> None:
+        overhead = self.s.chat_overhead_tokens * (obs.message_count + 1)
+        ratio = max(reading.prompt_tokens - overhead, 1) / obs.prompt_units if obs.prompt_units else 0.0
+        # A lower bound (a count that may leave out the cache) only ever raises the calibration.
+        if ratio and (reading.whole or (reading.prompt_tokens and ratio > self.ratio_upper(model))):
+            model.ratio.add(ratio)
             model.calibration_samples += 1
         busy = obs.total_s - obs.load_s
         tokens = obs.prompt_eval_count + obs.eval_count
@@ -513,7 +564,17 @@ class Policy:
             model.arms.setdefault((klass, obs.num_batch), ArmStats()).add(reward)
             model.class_tokens[klass] = model.class_tokens.get(klass, 0.0) * 0.999 + obs.prompt_eval_count
 
-    def _learn_template(self, model: ModelState, obs: Observation, ctx_sent: int, truncated: bool) -> None:
+    def _seen_prompt(self, model: ModelState, obs: Observation, reading: CountReading) -> int:
+        """Prompt tokens to learn a need from: the count when whole, else at least the median estimate."""
+        if reading.whole:
+            return reading.prompt_tokens
+        ratio = (model.ratio.quantile(0.5) if self.calibrated(model)
+                 else self.s.units_ratio_prior)
+        overhead = self.s.chat_overhead_tokens * (obs.message_count + 1)
+        return max(reading.prompt_tokens, math.ceil(obs.prompt_units * ratio) + overhead)
+
+    def _learn_template(self, model: ModelState, obs: Observation, ctx_sent: int, truncated: bool,
+                        reading: CountReading) -> None:
         template = model.templates.setdefault(obs.template_id, TemplateState())
         template.observations += 1
         template.cached_need = -1.0
@@ -529,7 +590,7 @@ class Policy:
             return
         if obs.counts_known:
             template.successes += 1
-            template.need.add(obs.prompt_eval_count + obs.eval_count)
+            template.need.add(self._seen_prompt(model, obs, reading) + obs.eval_count)
             if obs.eval_count > 0:
                 template.output.add(obs.eval_count)
             template.last_safe_ctx = ctx_sent

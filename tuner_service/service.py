@@ -8,11 +8,13 @@ import grpc
 
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2, tuner_pb2_grpc
 
+from . import admin
 from .core import TunerCore
 from .explain import explain, memory_advice
 from .guard import Refused, ReportGuard, source_of
+from .hosts import MAX_HOST_LEN, split_key, state_key, valid_host
 from .policy import Request
-from .validation import valid_model
+from .validation import MAX_OPTION, valid_model
 
 MAX_MODEL_LEN = 256
 MAX_UNITS = 10_000_000
@@ -20,12 +22,21 @@ MAX_PIN = 16_777_216
 DB_FAILURES = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError)
 
 
-async def _check_model(context: grpc.aio.ServicerContext, model: str, template_id: int) -> None:
+async def _check_model(context: grpc.aio.ServicerContext, model: str, template_id: int, host: str = "") -> str:
+    """The state key of (host, model) once both are valid names."""
     if not valid_model(model):
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                             f"model must be 1..{MAX_MODEL_LEN} characters without control characters or spaces")
     if template_id < 0:
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "template_id must not be negative")
+    if not valid_host(host):
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                            f"ollama_host must be at most {MAX_HOST_LEN} characters without control characters or spaces")
+    return state_key(model, host)
+
+
+async def _refuse(context: grpc.aio.ServicerContext, exc: admin.Refusal) -> None:
+    await context.abort(grpc.StatusCode[exc.code], str(exc))
 
 
 class TunerServicer(tuner_pb2_grpc.TunerServicer):
@@ -35,13 +46,15 @@ class TunerServicer(tuner_pb2_grpc.TunerServicer):
 
     async def Recommend(self, request: tuner_pb2.RecommendRequest,
                         context: grpc.aio.ServicerContext) -> tuner_pb2.RecommendResponse:
-        await _check_model(context, request.model, request.template_id)
+        key = await _check_model(context, request.model, request.template_id, request.ollama_host)
         if request.prompt_units > MAX_UNITS:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"prompt_units above {MAX_UNITS}")
+        if request.model_context_limit > MAX_OPTION or request.kv_bytes_per_token > 1 << 30:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "model_context_limit or kv_bytes_per_token absurd")
         decision, did = self.core.recommend(Request(
-            model=request.model, template_id=request.template_id, prompt_units=request.prompt_units,
+            model=key, template_id=request.template_id, prompt_units=request.prompt_units,
             client_options=frozenset(request.client_options), num_predict=request.num_predict,
-            message_count=request.message_count))
+            message_count=request.message_count), request.model_context_limit, request.kv_bytes_per_token)
         return tuner_pb2.RecommendResponse(
             action=decision.action, num_ctx=decision.num_ctx, num_batch=decision.num_batch, decision_id=did,
             confidence=decision.confidence, reason=decision.reason, reason_code=decision.reason_code,
@@ -56,8 +69,9 @@ class TunerServicer(tuner_pb2_grpc.TunerServicer):
             self.guard.check(source_of(context.peer_identities(), context.peer()), len(request.outcomes))
         except Refused as exc:
             await context.abort(grpc.StatusCode[exc.code], str(exc))
-        for model, template_id in {(o.model, o.template_id) for o in request.outcomes if o.template_id}:
-            await self.core.residency.ensure(model, template_id)  # learn on top of what is stored
+        for key, template_id in {(state_key(o.model, o.ollama_host), o.template_id) for o in request.outcomes
+                                 if o.template_id}:
+            await self.core.residency.ensure(key, template_id)  # learn on top of what is stored
         result = self.core.report(list(request.outcomes))
         sync = self.core.settings.report_sync_seconds
         if result.kept and sync > 0:
@@ -71,27 +85,43 @@ class TunerServicer(tuner_pb2_grpc.TunerServicer):
 
     async def Explain(self, request: tuner_pb2.ExplainRequest,
                       context: grpc.aio.ServicerContext) -> tuner_pb2.ExplainResponse:
-        await _check_model(context, request.model, request.template_id)
-        await self.core.residency.ensure(request.model, request.template_id)
-        return explain(self.core.policy, request.model, request.template_id)
+        key = await _check_model(context, request.model, request.template_id, request.ollama_host)
+        await self.core.residency.ensure(key, request.template_id)
+        try:
+            admin.known(self.core.policy, key, request.template_id)
+        except admin.Refusal as exc:
+            await _refuse(context, exc)
+        return explain(self.core.policy, key, request.template_id, self.core.settings.limits)
 
     async def Pin(self, request: tuner_pb2.PinRequest, context: grpc.aio.ServicerContext) -> tuner_pb2.PinResponse:
-        await _check_model(context, request.model, request.template_id)
-        if request.template_id == 0:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "pin needs a template_id")
+        key = await _check_model(context, request.model, request.template_id, request.ollama_host)
         if request.num_ctx > MAX_PIN or request.num_batch > MAX_PIN:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"pinned values must be at most {MAX_PIN}")
         await self._require_writer(context)
-        await self.core.residency.ensure(request.model, request.template_id)
-        self.core.pin(request.model, request.template_id, request.num_ctx, request.num_batch)
-        return tuner_pb2.PinResponse(state=explain(self.core.policy, request.model, request.template_id))
+        await self.core.residency.ensure(key, request.template_id)
+        try:
+            admin.check_pin(self.core.policy, key, request.template_id, request.num_ctx, request.num_batch)
+        except admin.Refusal as exc:
+            await _refuse(context, exc)
+        self.core.pin(key, request.template_id, request.num_ctx, request.num_batch)
+        return tuner_pb2.PinResponse(
+            state=explain(self.core.policy, key, request.template_id, self.core.settings.limits))
 
     async def Reset(self, request: tuner_pb2.ResetRequest,
                     context: grpc.aio.ServicerContext) -> tuner_pb2.ResetResponse:
-        await _check_model(context, request.model, request.template_id)
+        key = await _check_model(context, request.model, request.template_id, request.ollama_host)
+        if request.whole_model == bool(request.template_id):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                "name a template_id, or set whole_model to reset the whole model (not both)")
         await self._require_writer(context)
-        await self.core.residency.ensure(request.model, request.template_id)
-        return tuner_pb2.ResetResponse(existed=self.core.reset(request.model, request.template_id))
+        await self.core.residency.ensure(key, request.template_id)
+        try:
+            admin.known(self.core.policy, key, request.template_id)
+        except admin.Refusal as exc:
+            await _refuse(context, exc)
+        if request.template_id:
+            return tuner_pb2.ResetResponse(existed=self.core.reset(key, request.template_id))
+        return tuner_pb2.ResetResponse(existed=self.core.reset_model(key))
 
     async def Summary(self, request: tuner_pb2.SummaryRequest,
                       context: grpc.aio.ServicerContext) -> tuner_pb2.SummaryResponse:
@@ -102,17 +132,22 @@ class TunerServicer(tuner_pb2_grpc.TunerServicer):
             rows = await self.core.summary(period, request.model)
         except DB_FAILURES as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"database unavailable: {exc}")
+        if request.model and not any(row["model"] for row in rows) and not any(
+                split_key(key)[0] == request.model for key in self.core.policy.models):
+            await context.abort(grpc.StatusCode.NOT_FOUND,
+                                f"model {request.model!r} is unknown to the tuner (no state, no outcome in the period)")
         response = tuner_pb2.SummaryResponse(period_seconds=period)
         for row in rows:
             if row["model"] is None:
                 _fill_total(response, row)
             else:
-                model = self.core.policy.models.get(row["model"])
+                model = self.core.policy.models.get(state_key(row["model"], row["ollama_host"]))
                 response.models.append(tuner_pb2.ModelSummary(
                     model=row["model"], requests=row["requests"], optimized=row["optimized"],
                     loaded_num_ctx=model.loaded_ctx if model else 0,
                     loaded_num_batch=model.loaded_batch if model else 0, reloads=row["reloads"],
-                    memory_advice=memory_advice(self.core.policy, model) if model else ""))
+                    memory_advice=memory_advice(self.core.policy, model) if model else "",
+                    ollama_host=row["ollama_host"], num_ctx_cap=model.num_ctx_cap if model else 0))
         return response
 
     async def _require_writer(self, context: grpc.aio.ServicerContext) -> None:

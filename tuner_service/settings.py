@@ -5,6 +5,8 @@ from dataclasses import dataclass, field
 
 from ollama_optimizer.config import env_bool, env_float, env_int, env_str
 
+from .limits import LimitSettings
+
 
 def _int_list(raw: str) -> tuple[int, ...]:
     return tuple(sorted({int(part) for part in raw.split(",") if part.strip()}))
@@ -68,6 +70,7 @@ class TunerSettings:
     """Service settings: policy plus write-behind, retention and locking."""
 
     policy: PolicySettings = field(default_factory=PolicySettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
     buffer_max: int = field(default_factory=lambda: env_int("TUNER_BUFFER_MAX", 100_000))
     flush_interval_seconds: float = field(default_factory=lambda: env_float("TUNER_FLUSH_INTERVAL_SECONDS", 0.5))
     flush_batch: int = field(default_factory=lambda: env_int("TUNER_FLUSH_BATCH", 5000))

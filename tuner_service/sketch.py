@@ -11,9 +11,10 @@ from typing import Any
 
 
 class LogHistogram:
-    """Quantiles of positive values; ``upper`` quantiles round up to the bucket edge."""
+    """Quantiles of positive values; ``upper`` quantiles round up to the bucket edge, and every quantile
+    stays within the observed [min_value, max_value]."""
 
-    __slots__ = ("resolution", "cap", "counts", "total", "max_value")
+    __slots__ = ("resolution", "cap", "counts", "total", "max_value", "min_value")
 
     def __init__(self, resolution: int = 16, cap: float = 2000.0) -> None:
         self.resolution = resolution
@@ -21,6 +22,7 @@ class LogHistogram:
         self.counts: dict[int, float] = {}
         self.total = 0.0
         self.max_value = 0.0
+        self.min_value = 0.0
 
     def _index(self, value: float) -> int:
         return math.floor(math.log2(value) * self.resolution)
@@ -35,6 +37,7 @@ class LogHistogram:
         self.counts[index] = self.counts.get(index, 0.0) + weight
         self.total += weight
         self.max_value = max(self.max_value, value)
+        self.min_value = min(self.min_value, value) if self.min_value else value
         if self.total > self.cap:
             self._decay()
 
@@ -44,9 +47,13 @@ class LogHistogram:
         self.total = sum(halved.values())
 
     def quantile(self, q: float, upper: bool = True) -> float:
-        """The ``q`` quantile: the upper edge of its bucket (or the lower edge when ``upper`` is false)."""
+        """The ``q`` quantile: the upper edge of its bucket (or the lower edge when ``upper`` is false),
+        clamped to the observed range."""
         if self.total <= 0:
             return 0.0
+        return min(max(self._bucket_quantile(q, upper), self.min_value), self.max_value or math.inf)
+
+    def _bucket_quantile(self, q: float, upper: bool) -> float:
         target = q * self.total
         seen = 0.0
         for index in sorted(self.counts):
@@ -58,7 +65,7 @@ class LogHistogram:
 
     def to_json(self) -> dict[str, Any]:
         return {"r": self.resolution, "c": {str(i): round(c, 4) for i, c in self.counts.items()},
-                "m": self.max_value}
+                "m": self.max_value, "n": self.min_value}
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None, cap: float = 2000.0) -> "LogHistogram":
@@ -67,4 +74,5 @@ class LogHistogram:
             hist.counts[int(key)] = float(count)
         hist.total = sum(hist.counts.values())
         hist.max_value = float((data or {}).get("m", 0.0))
+        hist.min_value = float((data or {}).get("n", 0.0))
         return hist

@@ -80,6 +80,11 @@ class ModelState:
     runaway: str = ""            # why growth driven by truncation floors is stopped ("" = it is not)
     load_config: tuple[int, int] = (-1, -1)  # options of the last outcome (reload detection without the gateway)
     templates: dict[int, TemplateState] = field(default_factory=dict)
+    count_semantics: str = "unknown"  # how this model's host counts prompt tokens (evidence.py)
+    evidence_note: str = ""      # the last telemetry not taken at face value, and why
+    foreign_truncations: int = 0  # truncations seen at a context other than the believed one (not escalated)
+    kv_bytes_per_token: int = 0  # from /api/show via the gateway (0 = unknown)
+    num_ctx_cap: int = 0         # hard cap from limits.py (trained context, operator caps, KV budget); 0 = none
     # An outcome, a pin or the database vouched for this model. Until then it exists only in memory (a
     # Recommend for a name Ollama may not know must not leave a row behind) and counts against the
     # policy's bound on unconfirmed models.

@@ -30,7 +30,8 @@ OUTCOME_FIELDS = (
     ("gpu_memory_used_bytes", "int8"), ("gpu_memory_total_bytes", "int8"), ("loaded_context_length", "int8"),
     ("model_size_bytes", "int8"), ("model_vram_bytes", "int8"), ("reason_code", "text"),
     ("reload_caused", "bool"), ("reload_avoided", "bool"), ("truncation_prevented", "bool"),
-    ("truncation_detected", "bool"), ("kv_tokens_saved", "int8"), ("finished_at", "float8"))
+    ("truncation_detected", "bool"), ("kv_tokens_saved", "int8"), ("finished_at", "float8"),
+    ("ollama_host", "text"), ("prompt_eval_cached_count", "int8"))
 OUTCOME_COLUMNS = tuple(name for name, _ in OUTCOME_FIELDS)
 OUTCOME_TYPES = tuple(kind for _, kind in OUTCOME_FIELDS)
 _OUTCOME_ORDER = operator.itemgetter(*OUTCOME_COLUMNS)
@@ -192,7 +193,12 @@ async def write_arms(conn: asyncpg.Connection, rows: list[tuple[Any, ...]]) -> N
 
 
 async def delete_rules(conn: asyncpg.Connection, keys: list[tuple[str, int]]) -> None:
-    await conn.executemany("DELETE FROM tuner_rule WHERE model = $1 AND template_id = $2", keys)
+    """Delete (model, template) rules; template 0 deletes everything stored for the model."""
+    await conn.executemany("DELETE FROM tuner_rule WHERE model = $1 AND (template_id = $2 OR $2 = 0)", keys)
+    models = [(model,) for model, template_id in keys if template_id == 0]
+    if models:
+        await conn.executemany("DELETE FROM tuner_arm WHERE model = $1", models)
+        await conn.executemany("DELETE FROM tuner_model WHERE model = $1", models)
 
 
 async def delete_old_outcomes(conn: asyncpg.Connection, days: float) -> str:
@@ -223,7 +229,7 @@ async def stored_outcome_ids(conn: asyncpg.Connection, ids: list[str]) -> set[st
 
 
 SUMMARY_SQL = """
-SELECT model,
+SELECT model, ollama_host,
        count(*) AS requests,
        count(*) FILTER (WHERE action = 2) AS optimized,
        count(*) FILTER (WHERE template_id <> 0) AS matched,
@@ -239,10 +245,10 @@ SELECT model,
            FILTER (WHERE action = 1 AND latency_seconds > 0) AS p50_passthrough
 FROM tuner_outcome
 WHERE finished_at >= now() - make_interval(secs => $1) AND ($2 = '' OR model = $2)
-GROUP BY ROLLUP (model)
+GROUP BY GROUPING SETS ((model, ollama_host), ())
 """
 
 
 async def summary(conn: asyncpg.Connection, period_s: float, model: str, reload_ns: int) -> list[asyncpg.Record]:
-    """Rows per model plus a total row (model NULL)."""
+    """Rows per (model, Ollama host) plus a total row (model NULL)."""
     return await conn.fetch(SUMMARY_SQL, period_s, model, reload_ns)

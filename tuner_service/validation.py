@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
 
+from .hosts import MAX_HOST_LEN, state_key, valid_host
 from .policy import APPLY, PASSTHROUGH, RUNNER_KEPT, RUNNER_LOADED, RUNNER_UNKNOWN, Observation
 
 NS = 1e9
@@ -22,7 +23,9 @@ DONE_REASONS = frozenset({"", "stop", "length", "load", "unload"})
 _NONNEGATIVE = ("template_id", "prompt_units", "message_count", "num_ctx", "num_batch", "num_predict",
                 "prompt_eval_count", "eval_count", "total_duration_ns", "load_duration_ns",
                 "prompt_eval_duration_ns", "eval_duration_ns", "host_rss_bytes", "gpu_memory_used_bytes",
-                "gpu_memory_total_bytes", "loaded_context_length", "model_size_bytes", "model_vram_bytes")
+                "gpu_memory_total_bytes", "loaded_context_length", "model_size_bytes", "model_vram_bytes",
+                "prompt_eval_cached_count", "model_context_limit", "observed_num_ctx", "kv_bytes_per_token")
+MAX_VERSION_LEN = 64
 _DURATIONS = ("total_duration_ns", "load_duration_ns", "prompt_eval_duration_ns", "eval_duration_ns")
 
 
@@ -49,13 +52,14 @@ def _check_ranges(o: tuner_pb2.Outcome) -> None:
     for name in _NONNEGATIVE:
         if getattr(o, name) < 0:
             raise Invalid("negative", f"{name} is negative")
-    for name in ("prompt_eval_count", "eval_count", "prompt_units"):
+    for name in ("prompt_eval_count", "eval_count", "prompt_units", "prompt_eval_cached_count"):
         if getattr(o, name) > MAX_TOKENS:
             raise Invalid("absurd", f"{name} above {MAX_TOKENS}")
     for name in _DURATIONS:
         if getattr(o, name) > MAX_DURATION_NS:
             raise Invalid("absurd", f"{name} above one day")
-    for name in ("num_ctx", "num_batch", "num_predict", "loaded_context_length"):
+    for name in ("num_ctx", "num_batch", "num_predict", "loaded_context_length", "model_context_limit",
+                 "observed_num_ctx"):
         if getattr(o, name) > MAX_OPTION:
             raise Invalid("absurd", f"{name} above {MAX_OPTION}")
     for name in ("latency_seconds", "ttft_seconds", "finished_at"):
@@ -64,6 +68,13 @@ def _check_ranges(o: tuner_pb2.Outcome) -> None:
             raise Invalid("not_finite", f"{name} is NaN, infinite or negative")
     if o.latency_seconds > 86_400 or o.ttft_seconds > 86_400:
         raise Invalid("absurd", "latency above one day")
+    if o.kv_bytes_per_token > 1 << 30:
+        raise Invalid("absurd", "kv_bytes_per_token above 1 GiB")
+    if len(o.ollama_version) > MAX_VERSION_LEN or not o.ollama_version.isprintable():
+        raise Invalid("bad_version", f"ollama_version must be at most {MAX_VERSION_LEN} printable characters")
+    if not valid_host(o.ollama_host):
+        raise Invalid("bad_host", f"ollama_host must be at most {MAX_HOST_LEN} characters without control "
+                                  "characters or spaces")
 
 
 def _check_consistency(o: tuner_pb2.Outcome, now: float) -> None:
@@ -95,7 +106,7 @@ def validate(o: tuner_pb2.Outcome, now: float | None = None) -> Valid:
     _check_ranges(o)
     _check_consistency(o, now)
     observation = Observation(
-        model=o.model, template_id=o.template_id, prompt_units=o.prompt_units, message_count=o.message_count,
+        model=state_key(o.model, o.ollama_host), template_id=o.template_id, prompt_units=o.prompt_units, message_count=o.message_count,
         applied=o.action == APPLY, num_ctx=o.num_ctx, num_batch=o.num_batch, num_predict=o.num_predict,
         prompt_eval_count=o.prompt_eval_count, eval_count=o.eval_count, total_s=o.total_duration_ns / NS,
         load_s=o.load_duration_ns / NS, prompt_eval_s=o.prompt_eval_duration_ns / NS,
@@ -103,5 +114,7 @@ def validate(o: tuner_pb2.Outcome, now: float | None = None) -> Valid:
         gpu_used=o.gpu_memory_used_bytes, gpu_total=o.gpu_memory_total_bytes,
         loaded_context_length=o.loaded_context_length, model_size=o.model_size_bytes,
         model_vram=o.model_vram_bytes, finished_at=o.finished_at or now,
-        runner_load=o.runner_load if o.runner_load in (RUNNER_KEPT, RUNNER_LOADED) else RUNNER_UNKNOWN)
+        runner_load=o.runner_load if o.runner_load in (RUNNER_KEPT, RUNNER_LOADED) else RUNNER_UNKNOWN,
+        cached_count=o.prompt_eval_cached_count, cached_known=o.cached_count_known,
+        ollama_version=o.ollama_version, observed_ctx=o.observed_num_ctx, options_dropped=o.options_dropped)
     return Valid(observation, o.finished_at or now)

@@ -116,8 +116,11 @@ class WriteBehind:
         self._drained.clear()
 
     def forget(self, model: str, template_id: int) -> None:
+        """Delete a rule at the next flush; template 0 deletes the whole model (rules, arms, model row)."""
         self.dirty.deletes.add((model, template_id))
-        self.dirty.rules.discard((model, template_id))
+        self.dirty.rules -= {key for key in self.dirty.rules if key[0] == model and template_id in (0, key[1])}
+        if template_id == 0:
+            self.dirty.models.discard(model)
         self._drained.clear()
         self._wake.set()
 

@@ -28,6 +28,7 @@ class EmulatorConfig:
     max_loaded_models: int | None = None
     keep_alive_s: float = 300.0  # OLLAMA_KEEP_ALIVE; < 0 keeps runners loaded forever
     sensitivity: Sensitivity = field(default_factory=Sensitivity)  # rate multipliers (1.0 = cited constants)
+    count_mode: str = "full"  # how prompt_eval_count is reported, by Ollama version (counts.COUNT_MODES)
     host: str = "127.0.0.1"
     port: int = 0
 
@@ -39,7 +40,8 @@ class Emulator:
         self.config = config or EmulatorConfig()
         c = self.config
         self.engine = Engine(c.hardware, list(c.models), c.default_num_ctx, c.num_parallel, c.time_scale, c.seed,
-                             c.output_tokens, c.max_loaded_models, c.keep_alive_s, c.sensitivity)
+                             c.output_tokens, c.max_loaded_models, c.keep_alive_s, c.sensitivity,
+                             c.count_mode)
         self._runner: web.AppRunner | None = None
         self.port = c.port
 

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from . import perf
+from .counts import COUNT_MODES
 from .embed import input_tokens
 from .output import OutputHook, default_output_tokens, output_pieces
 from .profiles import HARDWARE, MODELS, GiB, HardwareProfile, ModelProfile
@@ -158,9 +159,13 @@ class Engine:
     def __init__(self, hardware: str, models: list[str], default_num_ctx: int | None, num_parallel: int,
                  time_scale: float, seed: int, output_tokens: OutputHook | None,
                  max_loaded_models: int | None, keep_alive_s: float = DEFAULT_KEEP_ALIVE_S,
-                 sensitivity: Sensitivity = Sensitivity()) -> None:
+                 sensitivity: Sensitivity = Sensitivity(),
+                 count_mode: str = "full") -> None:
         if hardware not in HARDWARE:
             raise ValueError(f"unknown hardware {hardware!r}; choose from {sorted(HARDWARE)}")
+        if count_mode not in COUNT_MODES:
+            raise ValueError(f"unknown count mode {count_mode!r}; choose from {sorted(COUNT_MODES)}")
+        self.count_mode = count_mode  # how prompt_eval_count is reported (counts.py)
         self.hw = HARDWARE[hardware]
         self.models = {name: MODELS[name] for name in models}
         self.default_num_ctx = default_num_ctx or vram_tier_num_ctx(self.hw)

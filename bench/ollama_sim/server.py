@@ -14,6 +14,7 @@ from aiohttp import web
 from proxy_plugin.compat_wire import Reply
 
 from .compat import MODIFIED_AT, CompatRoutes
+from .counts import COUNT_MODES, prompt_counts
 from .embed import INVALID_INPUT, embed_inputs, embedding, input_tokens
 from .engine import Engine, ModelNotFound, OutOfMemory, Plan
 from .output import tool_calls
@@ -57,14 +58,14 @@ def show_response(name: str, m: ModelProfile) -> web.Response:
                               "modified_at": MODIFIED_AT})
 
 
-def _metrics(plan: Plan) -> dict:
-    """Final-chunk metrics; zero values are omitted like Go's omitempty."""
+def _metrics(plan: Plan, count_mode: str = "full") -> dict:
+    """Final-chunk metrics; zero values are omitted like Go's omitempty (the cached count only when reported)."""
     r = plan.record
     load, prompt, decode = _ns(r.load_s), _ns(r.prompt_eval_s), _ns(r.eval_s)
     out = {"done_reason": r.done_reason, "total_duration": load + prompt + decode, "load_duration": load,
-           "prompt_eval_count": r.prompt_eval_count, "prompt_eval_duration": prompt,
-           "eval_count": r.eval_count, "eval_duration": decode}
-    return {k: v for k, v in out.items() if v}
+           "prompt_eval_duration": prompt, "eval_count": r.eval_count, "eval_duration": decode}
+    counts = prompt_counts(count_mode, r.prompt_eval_count, r.cached_tokens) if r.prompt_eval_count else {}
+    return {k: v for k, v in out.items() if v} | counts
 
 
 def _error(status: int, message: str, reply: Reply | None = None) -> web.Response:
@@ -105,7 +106,7 @@ class OllamaApp:
         return web.Response(text="Ollama is running")
 
     async def version(self, request: web.Request) -> web.Response:
-        return web.json_response({"version": VERSION})
+        return web.json_response({"version": COUNT_MODES[self.engine.count_mode]})
 
     async def tags(self, request: web.Request) -> web.Response:
         models = [{"name": m.name, "model": m.name, "modified_at": MODIFIED_AT, "size": m.weights_bytes,
@@ -200,7 +201,7 @@ class OllamaApp:
         if body.get("stream", True) is False:
             await self._until(plan.end)
             final = self._chunk(endpoint, plan, "" if calls else "".join(plan.pieces), plan.end, calls) | {"done": True}
-            return _answer(final | _metrics(plan), reply)
+            return _answer(final | _metrics(plan, self.engine.count_mode), reply)
         resp = web.StreamResponse(headers=reply.stream_headers() if reply else {"Content-Type": "application/x-ndjson"})
         await resp.prepare(request)
         if calls:  # a tool-calling model's parser holds the call back until it is complete
@@ -211,7 +212,7 @@ class OllamaApp:
                 await self._until(t)
                 await resp.write(_line(self._chunk(endpoint, plan, piece, t) | {"done": False}, reply))
         await self._until(plan.end)
-        final = self._chunk(endpoint, plan, "", plan.end) | {"done": True} | _metrics(plan)
+        final = self._chunk(endpoint, plan, "", plan.end) | {"done": True} | _metrics(plan, self.engine.count_mode)
         await resp.write(_line(final, reply))
         await resp.write_eof()
         return resp

@@ -8,7 +8,7 @@
 - A request (``src/slices/base_chain.py`` and the chat/generate chains): the context keeps only model,
   messages|prompt and stream (default False); leading ``/<name>`` commands of the last user message (or
   prompt) are parsed and stripped; agents' ``on_request`` run in order; the upstream request is rebuilt
-  from model, messages|prompt and stream. The upstream answer is read whole (``httpx`` ``client.post``),
+  from model, messages|prompt and stream (``build_ollama_request`` of ``src/slices/*/…_agent_chain.py``). The upstream answer is read whole (``httpx`` ``client.post``),
   so a streamed answer reaches the stream parser as one chunk; each chunk is parsed as one JSON document,
   and agents' ``on_response`` run only when some chunk parsed, with the aggregate
   ``{"message": {"content"}, "done": True}`` (or ``"response"``) that carries no counts.
@@ -31,6 +31,8 @@ from typing import Any
 
 import aiohttp
 from src.shared.base_agent import BaseAgent
+from src.slices.chat import chat_agent_chain
+from src.slices.generate import generate_agent_chain
 
 _COMMAND = re.compile(r"^\s*/(\w+)\s*")
 # What proxy_plugin/ollama-smart-proxy.patch forwards besides model, messages|prompt, stream.
@@ -84,6 +86,10 @@ def parse_commands(content: str) -> tuple[str, list[str]]:
 
 class StandInHost:
     def __init__(self, plugins_dir: Path, upstream: str, patched: bool = True, order: Order | None = None) -> None:
+        forwarded = FORWARDED_KEYS if patched else ()
+        chat_agent_chain.FORWARDED_FIELDS = generate_agent_chain.FORWARDED_FIELDS = forwarded  # the patch, or not
+        self.chains = {"chat": chat_agent_chain.ChatAgentChain(None),
+                       "generate": generate_agent_chain.GenerateAgentChain(None)}
         self.agents = load_agents(plugins_dir, order) if order else load_agents(plugins_dir)
         self.upstream = upstream
         self.patched = patched
@@ -99,9 +105,7 @@ class StandInHost:
         for name in names:
             if name in self.agents:
                 context = await self.agents[name].on_request(context)
-        body = {"model": context["model"], key: context[key], "stream": context.get("stream", False)}
-        if self.patched:
-            body.update({k: context[k] for k in FORWARDED_KEYS if k in context})
+        body = self.chains[endpoint].build_ollama_request(context)
         self.sent.append(body)
         async with aiohttp.ClientSession() as session, session.post(f"{self.upstream}/api/{endpoint}",
                                                                      json=body) as response:

@@ -26,20 +26,26 @@ RUNNER_KEPT: RunnerLoad
 RUNNER_LOADED: RunnerLoad
 
 class RecommendRequest(_message.Message):
-    __slots__ = ("model", "template_id", "prompt_units", "client_options", "num_predict", "message_count")
+    __slots__ = ("model", "template_id", "prompt_units", "client_options", "num_predict", "message_count", "model_context_limit", "kv_bytes_per_token", "ollama_host")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TEMPLATE_ID_FIELD_NUMBER: _ClassVar[int]
     PROMPT_UNITS_FIELD_NUMBER: _ClassVar[int]
     CLIENT_OPTIONS_FIELD_NUMBER: _ClassVar[int]
     NUM_PREDICT_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    MODEL_CONTEXT_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    KV_BYTES_PER_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    OLLAMA_HOST_FIELD_NUMBER: _ClassVar[int]
     model: str
     template_id: int
     prompt_units: int
     client_options: _containers.RepeatedScalarFieldContainer[str]
     num_predict: int
     message_count: int
-    def __init__(self, model: _Optional[str] = ..., template_id: _Optional[int] = ..., prompt_units: _Optional[int] = ..., client_options: _Optional[_Iterable[str]] = ..., num_predict: _Optional[int] = ..., message_count: _Optional[int] = ...) -> None: ...
+    model_context_limit: int
+    kv_bytes_per_token: int
+    ollama_host: str
+    def __init__(self, model: _Optional[str] = ..., template_id: _Optional[int] = ..., prompt_units: _Optional[int] = ..., client_options: _Optional[_Iterable[str]] = ..., num_predict: _Optional[int] = ..., message_count: _Optional[int] = ..., model_context_limit: _Optional[int] = ..., kv_bytes_per_token: _Optional[int] = ..., ollama_host: _Optional[str] = ...) -> None: ...
 
 class RecommendResponse(_message.Message):
     __slots__ = ("action", "num_ctx", "num_batch", "decision_id", "confidence", "reason", "reason_code", "estimated_need")
@@ -62,7 +68,7 @@ class RecommendResponse(_message.Message):
     def __init__(self, action: _Optional[_Union[Action, str]] = ..., num_ctx: _Optional[int] = ..., num_batch: _Optional[int] = ..., decision_id: _Optional[str] = ..., confidence: _Optional[float] = ..., reason: _Optional[str] = ..., reason_code: _Optional[str] = ..., estimated_need: _Optional[int] = ...) -> None: ...
 
 class Outcome(_message.Message):
-    __slots__ = ("outcome_id", "decision_id", "model", "template_id", "prompt_units", "message_count", "action", "num_ctx", "num_batch", "num_predict", "prompt_eval_count", "eval_count", "total_duration_ns", "load_duration_ns", "prompt_eval_duration_ns", "eval_duration_ns", "done_reason", "counts_known", "latency_seconds", "ttft_seconds", "host_rss_bytes", "gpu_memory_used_bytes", "gpu_memory_total_bytes", "finished_at", "loaded_context_length", "model_size_bytes", "model_vram_bytes", "runner_load")
+    __slots__ = ("outcome_id", "decision_id", "model", "template_id", "prompt_units", "message_count", "action", "num_ctx", "num_batch", "num_predict", "prompt_eval_count", "eval_count", "total_duration_ns", "load_duration_ns", "prompt_eval_duration_ns", "eval_duration_ns", "done_reason", "counts_known", "latency_seconds", "ttft_seconds", "host_rss_bytes", "gpu_memory_used_bytes", "gpu_memory_total_bytes", "finished_at", "loaded_context_length", "model_size_bytes", "model_vram_bytes", "runner_load", "prompt_eval_cached_count", "cached_count_known", "ollama_version", "model_context_limit", "observed_num_ctx", "options_dropped", "ollama_host", "kv_bytes_per_token")
     OUTCOME_ID_FIELD_NUMBER: _ClassVar[int]
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -91,6 +97,14 @@ class Outcome(_message.Message):
     MODEL_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MODEL_VRAM_BYTES_FIELD_NUMBER: _ClassVar[int]
     RUNNER_LOAD_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_EVAL_CACHED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    CACHED_COUNT_KNOWN_FIELD_NUMBER: _ClassVar[int]
+    OLLAMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    MODEL_CONTEXT_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    OBSERVED_NUM_CTX_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    OLLAMA_HOST_FIELD_NUMBER: _ClassVar[int]
+    KV_BYTES_PER_TOKEN_FIELD_NUMBER: _ClassVar[int]
     outcome_id: str
     decision_id: str
     model: str
@@ -119,7 +133,15 @@ class Outcome(_message.Message):
     model_size_bytes: int
     model_vram_bytes: int
     runner_load: RunnerLoad
-    def __init__(self, outcome_id: _Optional[str] = ..., decision_id: _Optional[str] = ..., model: _Optional[str] = ..., template_id: _Optional[int] = ..., prompt_units: _Optional[int] = ..., message_count: _Optional[int] = ..., action: _Optional[_Union[Action, str]] = ..., num_ctx: _Optional[int] = ..., num_batch: _Optional[int] = ..., num_predict: _Optional[int] = ..., prompt_eval_count: _Optional[int] = ..., eval_count: _Optional[int] = ..., total_duration_ns: _Optional[int] = ..., load_duration_ns: _Optional[int] = ..., prompt_eval_duration_ns: _Optional[int] = ..., eval_duration_ns: _Optional[int] = ..., done_reason: _Optional[str] = ..., counts_known: _Optional[bool] = ..., latency_seconds: _Optional[float] = ..., ttft_seconds: _Optional[float] = ..., host_rss_bytes: _Optional[int] = ..., gpu_memory_used_bytes: _Optional[int] = ..., gpu_memory_total_bytes: _Optional[int] = ..., finished_at: _Optional[float] = ..., loaded_context_length: _Optional[int] = ..., model_size_bytes: _Optional[int] = ..., model_vram_bytes: _Optional[int] = ..., runner_load: _Optional[_Union[RunnerLoad, str]] = ...) -> None: ...
+    prompt_eval_cached_count: int
+    cached_count_known: bool
+    ollama_version: str
+    model_context_limit: int
+    observed_num_ctx: int
+    options_dropped: bool
+    ollama_host: str
+    kv_bytes_per_token: int
+    def __init__(self, outcome_id: _Optional[str] = ..., decision_id: _Optional[str] = ..., model: _Optional[str] = ..., template_id: _Optional[int] = ..., prompt_units: _Optional[int] = ..., message_count: _Optional[int] = ..., action: _Optional[_Union[Action, str]] = ..., num_ctx: _Optional[int] = ..., num_batch: _Optional[int] = ..., num_predict: _Optional[int] = ..., prompt_eval_count: _Optional[int] = ..., eval_count: _Optional[int] = ..., total_duration_ns: _Optional[int] = ..., load_duration_ns: _Optional[int] = ..., prompt_eval_duration_ns: _Optional[int] = ..., eval_duration_ns: _Optional[int] = ..., done_reason: _Optional[str] = ..., counts_known: _Optional[bool] = ..., latency_seconds: _Optional[float] = ..., ttft_seconds: _Optional[float] = ..., host_rss_bytes: _Optional[int] = ..., gpu_memory_used_bytes: _Optional[int] = ..., gpu_memory_total_bytes: _Optional[int] = ..., finished_at: _Optional[float] = ..., loaded_context_length: _Optional[int] = ..., model_size_bytes: _Optional[int] = ..., model_vram_bytes: _Optional[int] = ..., runner_load: _Optional[_Union[RunnerLoad, str]] = ..., prompt_eval_cached_count: _Optional[int] = ..., cached_count_known: _Optional[bool] = ..., ollama_version: _Optional[str] = ..., model_context_limit: _Optional[int] = ..., observed_num_ctx: _Optional[int] = ..., options_dropped: _Optional[bool] = ..., ollama_host: _Optional[str] = ..., kv_bytes_per_token: _Optional[int] = ...) -> None: ...
 
 class ReportRequest(_message.Message):
     __slots__ = ("outcomes",)
@@ -158,15 +180,17 @@ class ReportResponse(_message.Message):
     def __init__(self, accepted: _Optional[int] = ..., duplicates: _Optional[int] = ..., rejected: _Optional[_Iterable[_Union[Rejection, _Mapping]]] = ..., stored: _Optional[int] = ..., buffered: _Optional[int] = ..., dropped: _Optional[int] = ..., buffered_index: _Optional[_Iterable[int]] = ..., dropped_index: _Optional[_Iterable[int]] = ..., duplicate_index: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ExplainRequest(_message.Message):
-    __slots__ = ("model", "template_id")
+    __slots__ = ("model", "template_id", "ollama_host")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TEMPLATE_ID_FIELD_NUMBER: _ClassVar[int]
+    OLLAMA_HOST_FIELD_NUMBER: _ClassVar[int]
     model: str
     template_id: int
-    def __init__(self, model: _Optional[str] = ..., template_id: _Optional[int] = ...) -> None: ...
+    ollama_host: str
+    def __init__(self, model: _Optional[str] = ..., template_id: _Optional[int] = ..., ollama_host: _Optional[str] = ...) -> None: ...
 
 class ExplainResponse(_message.Message):
-    __slots__ = ("model", "template_id", "known", "observations", "need_p50", "need_p95", "need_max", "current_num_ctx", "last_safe_num_ctx", "num_batch", "pinned", "truncations_detected", "loaded_num_ctx", "loaded_num_batch", "units_to_tokens_ratio", "reload_cost_seconds", "model_context_limit", "confidence", "reason")
+    __slots__ = ("model", "template_id", "known", "observations", "need_p50", "need_p95", "need_max", "current_num_ctx", "last_safe_num_ctx", "num_batch", "pinned", "truncations_detected", "loaded_num_ctx", "loaded_num_batch", "units_to_tokens_ratio", "reload_cost_seconds", "model_context_limit", "confidence", "reason", "num_ctx_cap", "count_semantics", "ollama_host")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TEMPLATE_ID_FIELD_NUMBER: _ClassVar[int]
     KNOWN_FIELD_NUMBER: _ClassVar[int]
@@ -186,6 +210,9 @@ class ExplainResponse(_message.Message):
     MODEL_CONTEXT_LIMIT_FIELD_NUMBER: _ClassVar[int]
     CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    NUM_CTX_CAP_FIELD_NUMBER: _ClassVar[int]
+    COUNT_SEMANTICS_FIELD_NUMBER: _ClassVar[int]
+    OLLAMA_HOST_FIELD_NUMBER: _ClassVar[int]
     model: str
     template_id: int
     known: bool
@@ -205,19 +232,24 @@ class ExplainResponse(_message.Message):
     model_context_limit: int
     confidence: float
     reason: str
-    def __init__(self, model: _Optional[str] = ..., template_id: _Optional[int] = ..., known: _Optional[bool] = ..., observations: _Optional[int] = ..., need_p50: _Optional[float] = ..., need_p95: _Optional[float] = ..., need_max: _Optional[float] = ..., current_num_ctx: _Optional[int] = ..., last_safe_num_ctx: _Optional[int] = ..., num_batch: _Optional[int] = ..., pinned: _Optional[bool] = ..., truncations_detected: _Optional[int] = ..., loaded_num_ctx: _Optional[int] = ..., loaded_num_batch: _Optional[int] = ..., units_to_tokens_ratio: _Optional[float] = ..., reload_cost_seconds: _Optional[float] = ..., model_context_limit: _Optional[int] = ..., confidence: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
+    num_ctx_cap: int
+    count_semantics: str
+    ollama_host: str
+    def __init__(self, model: _Optional[str] = ..., template_id: _Optional[int] = ..., known: _Optional[bool] = ..., observations: _Optional[int] = ..., need_p50: _Optional[float] = ..., need_p95: _Optional[float] = ..., need_max: _Optional[float] = ..., current_num_ctx: _Optional[int] = ..., last_safe_num_ctx: _Optional[int] = ..., num_batch: _Optional[int] = ..., pinned: _Optional[bool] = ..., truncations_detected: _Optional[int] = ..., loaded_num_ctx: _Optional[int] = ..., loaded_num_batch: _Optional[int] = ..., units_to_tokens_ratio: _Optional[float] = ..., reload_cost_seconds: _Optional[float] = ..., model_context_limit: _Optional[int] = ..., confidence: _Optional[float] = ..., reason: _Optional[str] = ..., num_ctx_cap: _Optional[int] = ..., count_semantics: _Optional[str] = ..., ollama_host: _Optional[str] = ...) -> None: ...
 
 class PinRequest(_message.Message):
-    __slots__ = ("model", "template_id", "num_ctx", "num_batch")
+    __slots__ = ("model", "template_id", "num_ctx", "num_batch", "ollama_host")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TEMPLATE_ID_FIELD_NUMBER: _ClassVar[int]
     NUM_CTX_FIELD_NUMBER: _ClassVar[int]
     NUM_BATCH_FIELD_NUMBER: _ClassVar[int]
+    OLLAMA_HOST_FIELD_NUMBER: _ClassVar[int]
     model: str
     template_id: int
     num_ctx: int
     num_batch: int
-    def __init__(self, model: _Optional[str] = ..., template_id: _Optional[int] = ..., num_ctx: _Optional[int] = ..., num_batch: _Optional[int] = ...) -> None: ...
+    ollama_host: str
+    def __init__(self, model: _Optional[str] = ..., template_id: _Optional[int] = ..., num_ctx: _Optional[int] = ..., num_batch: _Optional[int] = ..., ollama_host: _Optional[str] = ...) -> None: ...
 
 class PinResponse(_message.Message):
     __slots__ = ("state",)
@@ -226,12 +258,16 @@ class PinResponse(_message.Message):
     def __init__(self, state: _Optional[_Union[ExplainResponse, _Mapping]] = ...) -> None: ...
 
 class ResetRequest(_message.Message):
-    __slots__ = ("model", "template_id")
+    __slots__ = ("model", "template_id", "ollama_host", "whole_model")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TEMPLATE_ID_FIELD_NUMBER: _ClassVar[int]
+    OLLAMA_HOST_FIELD_NUMBER: _ClassVar[int]
+    WHOLE_MODEL_FIELD_NUMBER: _ClassVar[int]
     model: str
     template_id: int
-    def __init__(self, model: _Optional[str] = ..., template_id: _Optional[int] = ...) -> None: ...
+    ollama_host: str
+    whole_model: bool
+    def __init__(self, model: _Optional[str] = ..., template_id: _Optional[int] = ..., ollama_host: _Optional[str] = ..., whole_model: _Optional[bool] = ...) -> None: ...
 
 class ResetResponse(_message.Message):
     __slots__ = ("existed",)
@@ -278,7 +314,7 @@ class SummaryResponse(_message.Message):
     def __init__(self, period_seconds: _Optional[int] = ..., requests: _Optional[int] = ..., optimized: _Optional[int] = ..., optimized_share: _Optional[float] = ..., match_rate: _Optional[float] = ..., latency_p50_optimized_seconds: _Optional[float] = ..., latency_p50_passthrough_seconds: _Optional[float] = ..., kv_tokens_saved: _Optional[int] = ..., truncations_prevented: _Optional[int] = ..., truncations_detected: _Optional[int] = ..., reloads_caused: _Optional[int] = ..., reloads_avoided: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ModelSummary, _Mapping]]] = ...) -> None: ...
 
 class ModelSummary(_message.Message):
-    __slots__ = ("model", "requests", "optimized", "loaded_num_ctx", "loaded_num_batch", "reloads", "memory_advice")
+    __slots__ = ("model", "requests", "optimized", "loaded_num_ctx", "loaded_num_batch", "reloads", "memory_advice", "ollama_host", "num_ctx_cap")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
     OPTIMIZED_FIELD_NUMBER: _ClassVar[int]
@@ -286,6 +322,8 @@ class ModelSummary(_message.Message):
     LOADED_NUM_BATCH_FIELD_NUMBER: _ClassVar[int]
     RELOADS_FIELD_NUMBER: _ClassVar[int]
     MEMORY_ADVICE_FIELD_NUMBER: _ClassVar[int]
+    OLLAMA_HOST_FIELD_NUMBER: _ClassVar[int]
+    NUM_CTX_CAP_FIELD_NUMBER: _ClassVar[int]
     model: str
     requests: int
     optimized: int
@@ -293,4 +331,6 @@ class ModelSummary(_message.Message):
     loaded_num_batch: int
     reloads: int
     memory_advice: str
-    def __init__(self, model: _Optional[str] = ..., requests: _Optional[int] = ..., optimized: _Optional[int] = ..., loaded_num_ctx: _Optional[int] = ..., loaded_num_batch: _Optional[int] = ..., reloads: _Optional[int] = ..., memory_advice: _Optional[str] = ...) -> None: ...
+    ollama_host: str
+    num_ctx_cap: int
+    def __init__(self, model: _Optional[str] = ..., requests: _Optional[int] = ..., optimized: _Optional[int] = ..., loaded_num_ctx: _Optional[int] = ..., loaded_num_batch: _Optional[int] = ..., reloads: _Optional[int] = ..., memory_advice: _Optional[str] = ..., ollama_host: _Optional[str] = ..., num_ctx_cap: _Optional[int] = ...) -> None: ...

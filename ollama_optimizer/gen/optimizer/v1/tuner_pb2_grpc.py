@@ -99,7 +99,7 @@ class TunerServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Reset(self, request, context):
-        """Operator: forget what was learned for (model, template), including any pin.
+        """Operator: forget what was learned for (model, template), including any pin, or for the whole model.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

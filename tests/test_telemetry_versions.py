@@ -1,0 +1,142 @@
+"""Telemetry that differs between Ollama versions: a low prompt_eval_count caused by the KV cache is never a
+truncation, never shrinks the calibration and never grows the context (emulator --count-mode, real gateway,
+matcher and tuner on Postgres)."""
+from __future__ import annotations
+
+import dataclasses
+import random
+
+import ollama
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from matcher_fixtures import matcher, matcher_settings  # noqa: F401 (fixtures)
+from plugin_fixtures import gateway_chain, plugin_config
+from tuner_fixtures import tuner  # noqa: F401 (fixture)
+
+from bench.ollama_sim.counts import prompt_counts
+from bench.workload import words
+from ollama_optimizer.channels import create_channel
+from ollama_optimizer.gen.optimizer.v1 import tuner_pb2, tuner_pb2_grpc
+from tuner_service.evidence import TOTALS, UNCACHED, UNKNOWN, count_semantics, read_counts
+from tuner_service.policy import APPLY, Observation, Policy, Request
+from tuner_service.settings import PolicySettings
+from tuner_service.state import ladder, rung_for
+
+MODEL = "llama3.2:3b"
+_rng = random.Random(15)
+SYSTEM = words(_rng, 300)
+INSTRUCTIONS = words(_rng, 1500)
+
+
+def templated(seed: int) -> list[dict[str, str]]:
+    """A template with a long fixed head (cached by Ollama after the first request) and a short new tail."""
+    return [{"role": "system", "content": SYSTEM + "\n\n" + INSTRUCTIONS},
+            {"role": "user", "content": words(random.Random(seed), 40)}]
+
+
+@pytest.mark.parametrize(("version", "cached_known", "expected"), [
+    ("0.30.0", False, UNCACHED), ("0.30.7", False, UNCACHED), ("0.1.30", False, UNCACHED),
+    ("0.32.15", False, TOTALS), ("0.31.0", False, TOTALS), ("0.30.0", True, TOTALS), ("", False, UNKNOWN),
+    ("not a version", False, UNKNOWN)])
+def test_count_semantics_by_version(version: str, cached_known: bool, expected: str) -> None:
+    assert count_semantics(version, cached_known) == expected
+
+
+def test_counts_that_may_leave_out_the_cache_are_lower_bounds() -> None:
+    assert read_counts("0.30.0", False, 40, 0, cold_cache=False).whole is False
+    assert read_counts("0.30.0", False, 2000, 0, cold_cache=True).whole  # a fresh load has an empty cache
+    assert not read_counts("0.1.30", False, 0, 0, cold_cache=False).prompt_tokens  # omitted: fully cached
+    split = read_counts("0.33.3", True, 40, 1900, cold_cache=False)  # disagreeing fields: the larger reading
+    assert (split.prompt_tokens, split.whole) == (1940, False) and "cached" in split.note
+
+
+@pytest.mark.parametrize("mode", ["full", "uncached", "omit-cached", "split"])
+def test_emulator_count_modes(mode: str) -> None:
+    counts = prompt_counts(mode, 2000, 1900)
+    expected = {"full": {"prompt_eval_count": 2000}, "uncached": {"prompt_eval_count": 100},
+                "omit-cached": {"prompt_eval_count": 100},
+                "split": {"prompt_eval_count": 2000, "prompt_eval_cached_count": 1900}}[mode]
+    assert counts == expected
+    assert ("prompt_eval_count" in prompt_counts(mode, 2000, 2000)) is (mode != "omit-cached")
+
+
+async def _explain(address: str, template_id: int = 0) -> tuner_pb2.ExplainResponse:
+    async with create_channel(address) as channel:
+        return await tuner_pb2_grpc.TunerStub(channel).Explain(
+            tuner_pb2.ExplainRequest(model=MODEL, template_id=template_id), timeout=5)
+
+
+async def _run_template(matcher_address: str, tuner_address: str, mode: str, host: str = "") -> tuple[list, list[int]]:
+    """14 requests of the cached-head template through a gateway; the emulator's records and the contexts sent."""
+    cfg = plugin_config(matcher_address, tuner_address, ollama_host=host)
+    async with gateway_chain(cfg, count_mode=mode) as (gw, _tap, emu):
+        client = ollama.AsyncClient(host=gw.url)
+        for i in range(14):
+            await client.chat(model=MODEL, messages=templated(i))
+            await gw.gateway.core.flush()
+        records = list(emu.requests)
+    return records, [r.runner["num_ctx"] for r in records if r.options.get("num_ctx")]
+
+
+def _rung_index(value: int) -> int:
+    return ladder(1024, 262144, 131072, 4).index(value)
+
+
+@pytest.mark.parametrize("mode", ["uncached", "omit-cached"])
+async def test_cached_head_never_grows_the_context(matcher, tuner, mode: str) -> None:  # noqa: F811
+    """The runaway reproduction: an upstream counting only uncached tokens, one template repeated with a
+    cached head. The context never grows after the first managed load, stays within one rung of what the
+    same traffic gets from an Ollama counting whole prompts, nothing is truncated, and explain says why."""
+    records, loaded = await _run_template(matcher.address, tuner.address, mode)
+    reference, reference_loaded = await _run_template(matcher.address, tuner.address, "full", host="reference")
+    assert sum(r.cached_tokens > 0 for r in records) >= 10  # the head was cached: counts were low
+    assert not any(r.truncated for r in records + reference)
+    assert loaded and len(set(loaded)) == 1, loaded  # no growth at all: the runaway grew at every request
+    assert _rung_index(max(loaded)) <= _rung_index(max(reference_loaded)) + 1, (loaded, reference_loaded)
+    state = await _explain(tuner.address)
+    assert state.count_semantics == UNCACHED
+    assert "uncached" in state.reason and "not read as a truncation" in state.reason
+    assert state.model_context_limit == 131072  # /api/show, via the gateway
+
+
+def _managed_policy() -> tuple[Policy, int]:
+    """A policy managing MODEL with one confident template (id 1), and the context it believes loaded."""
+    policy = Policy(PolicySettings())
+    for _ in range(4):
+        policy.observe(Observation(MODEL, 1, 3000, 2, False, 0, 0, 0, 3300, 200, 2.0, 0.01, 0.4, 1.5, "stop", True,
+                                   loaded_context_length=2048))
+    decision = policy.recommend(Request(MODEL, 1, 3000, frozenset(), 0, 2))
+    assert decision.action == APPLY
+    return policy, decision.num_ctx
+
+
+@pytest.mark.parametrize("dropped", [True, False])
+def test_truncation_where_the_options_never_arrived_is_not_escalated(dropped: bool) -> None:
+    """Through an unpatched smart-proxy Ollama ran its default 2048 while the tuner believed its own context:
+    the cut prompt (at half of 2048) must not raise the template or the model."""
+    policy, believed = _managed_policy()
+    model = policy.models[MODEL]
+    for _ in range(3):
+        learned = policy.observe(Observation(
+            MODEL, 1, 3000, 2, True, believed, model.loaded_batch, 0, 1026, 200, 2.0, 0.01, 0.4, 1.5, "stop", True,
+            options_dropped=dropped))
+        assert learned.truncated and learned.foreign
+    assert model.templates[1].floor_ctx == 0 and model.templates[1].truncations == 0
+    assert policy.recommend(Request(MODEL, 1, 3000, frozenset(), 0, 2)).num_ctx == believed
+    assert "not escalated" in model.evidence_note
+
+
+@settings(max_examples=60, deadline=None)
+@given(counts=st.lists(st.integers(0, 4000), min_size=1, max_size=30))
+def test_counts_that_may_leave_out_the_cache_never_lower_the_calibration(counts: list[int]) -> None:
+    policy = Policy(PolicySettings())
+    cold = Observation(MODEL, 1, 2000, 2, False, 0, 0, 0, 2200, 100, 3.0, 1.0, 0.4, 1.5, "stop", True,
+                       ollama_version="0.30.0")
+    policy.observe(cold)  # a load: the cache was empty, the count is the whole prompt
+    model = policy.models[MODEL]
+    for count in counts:
+        before = policy.ratio_upper(model)
+        learned = policy.observe(dataclasses.replace(cold, prompt_eval_count=count, load_s=0.01))
+        assert policy.ratio_upper(model) >= before and not learned.truncated
+    assert not model.templates[1].truncations and not model.templates[1].floor_ctx
