@@ -228,5 +228,5 @@ async def test_tuner_commands_print_tables_and_json(tuner, tuner_stub) -> None:
 
     code, out, _ = await cli("reset", MODEL, "4", *address)
     assert code == 0 and "learned state forgotten" in out
-    code, out, _ = await cli("reset", MODEL, "4", *address, "--json")
-    assert code == 0 and json.loads(out)["existed"] is False
+    code, out, err = await cli("reset", MODEL, "4", *address, "--json")  # forgotten already: it does not exist
+    assert code == 1 and out == "" and len(err.strip().splitlines()) == 1 and "NOT_FOUND" in err, err
