@@ -32,8 +32,10 @@ async def test_two_hosts_learn_apart(matcher, tuner) -> None:  # noqa: F811
             for gw, client in clients:
                 await client.chat(model=MODEL, messages=templated(i))
                 await gw.gateway.core.flush()
-        await wait_until(lambda: tuner.core.writer.enqueued >= 12)  # the gateways learn after answering
         models = tuner.core.policy.models
+        hosts = (f"{MODEL} @gpu-8gb", f"{MODEL} @gpu-24gb")
+        # The gateways learn after answering: wait until the tuner has learned a default context for both hosts.
+        await wait_until(lambda: all(key in models and models[key].default_ctx for key in hosts))
         assert {f"{MODEL} @gpu-8gb", f"{MODEL} @gpu-24gb"} <= set(models) and MODEL not in models
         # Each host's default context (its VRAM tier) was learned on its own, not merged.
         assert models[f"{MODEL} @gpu-8gb"].default_ctx == 4096

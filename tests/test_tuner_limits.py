@@ -16,6 +16,7 @@ from ollama_optimizer.channels import create_channel
 from ollama_optimizer.cli import main as cli_main
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2, tuner_pb2_grpc
 from tuner_fixtures import fast_settings, local_server, make_outcome, tuner, tuner_stub  # noqa: F401
+from ollama_optimizer.cli_support import CliError
 from tuner_service import admin_cli
 from tuner_service.limits import LimitSettings, clamp
 from tuner_service.main import RunningTuner, start_tuner
@@ -157,10 +158,11 @@ async def test_cli_on_names_that_do_not_exist_exits_nonzero_with_one_line(tuner,
              (admin_cli.reset, {"model": MODEL, "template_id": 999}),
              (admin_cli.reset, {"model": "nope:1b", "template_id": 0}),
              (admin_cli.stats, {"model": "nope:1b", "period": 60})]
-    for command, fields in cases:
-        assert await command(argparse.Namespace(address=tuner.address, **fields)) == 1, fields
-        captured = capsys.readouterr()
-        assert captured.out == "" and captured.err.count("\n") == 1 and "NOT_FOUND" in captured.err, fields
+    for command, fields in cases:  # the CLI prints a CliError as one line and exits 1 (tests/test_cli.py)
+        with pytest.raises(CliError, match="NOT_FOUND") as error:
+            await command(argparse.Namespace(address=tuner.address, json=False, host="", **fields))
+        assert "\n" not in str(error.value), fields
+        assert capsys.readouterr().out == "", fields
 
 
 def test_cli_bad_environment_is_one_line(monkeypatch, capsys) -> None:
