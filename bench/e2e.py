@@ -29,11 +29,10 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bench.e2e_arms import ARMS, SERVER_CONTEXT, Oracle, PhaseOracle, client_policy, optimizer_stack, \
-    oracle_contexts
+from bench.e2e_arms import ARMS, SERVER_CONTEXT, Oracle, PhaseOracle, client_policy, optimizer_stack, oracle_contexts
 from bench.e2e_clock import virtual_emulator
-from bench.e2e_drive import NATIVE, Result, drive
 from bench.e2e_compare import compare
+from bench.e2e_drive import NATIVE, Result, drive
 from bench.e2e_report import TABLE_HEADER, figures, plot, quantile, settled, table_row
 from bench.ollama_sim import MODELS, EmulatorConfig, Sensitivity
 from bench.ollama_sim.counts import COUNT_MODES

@@ -38,7 +38,7 @@ def compare(by_arm: dict[str, dict], settled: list[bool]) -> None:
     compared = [a for a in (*BASELINES, "optimizer") if a in by_arm]
     untruncated = [all(not by_arm[a]["_truncated"][i] for a in compared)
                    for i in range(len(next(iter(by_arm.values()))["_latencies"]))]
-    for name, f in by_arm.items():
+    for f in by_arm.values():
         lat = f["_latencies"]
         if passthrough is not None:
             intact = [not t for t in passthrough["_truncated"]]

@@ -22,14 +22,21 @@ import random
 import sys
 import tempfile
 import time
+from collections import Counter
 from contextlib import AsyncExitStack
 from pathlib import Path
 
 import aiohttp
 
 from bench.e2e_arms import ClientPolicy, Optimizer, Oracle, client_policy, optimizer_stack
-from bench.ollama_sim.llama_backend import (MODEL_NAME, LlamaBackendConfig, available, gguf_path, render_chatml,
-                                            start_llama_backend)
+from bench.ollama_sim.llama_backend import (
+    MODEL_NAME,
+    LlamaBackendConfig,
+    available,
+    gguf_path,
+    render_chatml,
+    start_llama_backend,
+)
 from bench.ollama_sim.profiles import MODELS
 from bench.workload import Request, Template, make_requests, words
 from ollama_optimizer.embedded_pg import EmbeddedPostgres

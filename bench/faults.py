@@ -90,7 +90,7 @@ class Process:
 
     def signal_group(self, sig: int) -> None:
         """Send ``sig`` to the process and its children (its session's process group)."""
-        if self.proc is not None and self.proc.poll() is None or sig == signal.SIGKILL:
+        if (self.proc is not None and self.proc.poll() is None) or sig == signal.SIGKILL:
             try:
                 os.killpg(self.pid, sig)
             except ProcessLookupError:
@@ -135,7 +135,7 @@ class Postgres(Process):
     async def ready(self) -> bool:
         try:
             conn = await asyncpg.connect(self.dsn, timeout=1)
-        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
+        except (TimeoutError, OSError, asyncpg.PostgresError):
             return False
         await conn.close()
         return True
@@ -167,7 +167,7 @@ class Relay:
         self.target_port, self.delay_s, self.port = target_port, 0.0, 0
         self._server: asyncio.AbstractServer | None = None
 
-    async def start(self) -> "Relay":
+    async def start(self) -> Relay:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
         self.port = int(self._server.sockets[0].getsockname()[1])
         return self
@@ -207,7 +207,7 @@ async def scrape(port: int) -> Samples:
         async with aiohttp.ClientSession() as session, session.get(
                 f"http://127.0.0.1:{port}/metrics", timeout=aiohttp.ClientTimeout(total=5)) as response:
             text = await response.text()
-    except (aiohttp.ClientError, asyncio.TimeoutError):
+    except (TimeoutError, aiohttp.ClientError):
         return {}
     return {(s.name, frozenset(s.labels.items())): s.value
             for family in text_string_to_metric_families(text) for s in family.samples}
@@ -273,7 +273,7 @@ class Traffic:
                 ok = response.status == 200 and bool(lines) and json.loads(lines[-1]).get("done") is True
                 if not ok:
                     self.errors.append(f"HTTP {response.status}: {raw[:200]!r}")
-            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+            except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
                 self.errors.append(repr(exc))
             self.records.append((started, ok, loop.time() - started))
 
@@ -473,7 +473,7 @@ async def poll_holders(system: System, stop: asyncio.Event) -> None:
                 system.postgres.dsn, timeout=1)
             row = await conn.fetchrow(HOLDER_SQL.replace("clock_timestamp()", "extract(epoch FROM clock_timestamp())"))
             system.holders.append((float(row["at"]), _owner(system, row["client_port"])))
-        except Exception:  # Postgres killed or stopped mid-query: any client error; reconnect
+        except Exception:  # noqa: BLE001 - Postgres killed or stopped mid-query: any client error; reconnect
             if conn is not None:
                 conn.terminate()
             conn = None
@@ -675,7 +675,7 @@ async def run(args: argparse.Namespace) -> dict:
         start = asyncio.get_running_loop().time()
         await asyncio.sleep(args.baseline)
         base_after = await system.gw()
-        baseline_n, baseline_mean, baseline_p99 = histogram_delta(
+        _baseline_n, baseline_mean, baseline_p99 = histogram_delta(
             base_before, base_after, "optimizer_plugin_overhead_seconds")
         baseline_requests, baseline_failed = traffic.window(start, asyncio.get_running_loop().time())
         selected = [f for f in FAULTS if not args.only or f.name in args.only.split(",")]

@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     for name, prop in build(args.examples, tried).items():
         try:
             prop()
-        except Exception as exc:  # a falsified property: report it, keep fuzzing the others
+        except Exception as exc:  # noqa: BLE001 - a falsified property: report it, keep fuzzing the others
             failures[name] = f"{type(exc).__name__}: {exc}"[:500]
     print(json.dumps({"benchmark": "fuzz", "inputs_tried": dict(tried), "inputs_tried_total": sum(tried.values()),
                       "failures": failures, "seconds": round(time.perf_counter() - started, 1),

@@ -27,9 +27,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bench.workload import make_requests, make_templates
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from bench.workload import make_requests, make_templates
 from ollama_optimizer.channels import create_channel
 from ollama_optimizer.config import DatabaseConfig
 from ollama_optimizer.db import embedded_or_configured_dsn

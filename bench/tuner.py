@@ -199,7 +199,7 @@ async def run(args: argparse.Namespace, dsn: str) -> dict[str, object]:
         "startup_s": round(startup_s, 3),
         "rss_mib": round(rss_after, 1),
         "rss_mib_startup_growth": round(rss_after - rss_before, 1),
-        "recommend_calls": int(len(client)),
+        "recommend_calls": len(client),
         "recommend_clients": args.clients,
         "recommend_concurrency_per_client": args.concurrency,
         "recommend_ms_p50": round(float(np.percentile(server, 50)), 4),

@@ -10,8 +10,14 @@ from ollama_optimizer.config import DatabaseConfig, ServerConfig
 from ollama_optimizer.db import open_database
 from ollama_optimizer.db_health import follow_database
 from ollama_optimizer.gen.optimizer.v1 import matcher_pb2_grpc
-from ollama_optimizer.server import (DEFAULT_MAX_RECEIVE_BYTES, BindError, RunningServer, not_serving_while_waiting,
-                                     serve_until_signal, start_server)
+from ollama_optimizer.server import (
+    DEFAULT_MAX_RECEIVE_BYTES,
+    BindError,
+    RunningServer,
+    not_serving_while_waiting,
+    serve_until_signal,
+    start_server,
+)
 
 from .maintenance import Maintenance
 from .service import SERVICE_NAME, MatcherService

@@ -14,7 +14,15 @@ from ollama_optimizer.soft_cache import SoftCache
 from . import store
 from .blocks import build_probes
 from .learning import Candidate
-from .metrics import CACHE_REQUESTS, DB_ERRORS, FINGERPRINT_SECONDS, LOOKUP_SECONDS, OBSERVES, WINDOW_CHANGES, match_result
+from .metrics import (
+    CACHE_REQUESTS,
+    DB_ERRORS,
+    FINGERPRINT_SECONDS,
+    LOOKUP_SECONDS,
+    OBSERVES,
+    WINDOW_CHANGES,
+    match_result,
+)
 from .observe import observe
 from .settings import MatcherSettings
 from .simhash import algorithm_version, fingerprint_off_loop

@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> None:
     except CliError as exc:
         print(f"ollama-optimizer {args.command}: error: {exc}", file=sys.stderr)
         code = exc.exit_code
-    except Exception as exc:  # noqa: BLE001 - one line for the user, the traceback at DEBUG
+    except Exception as exc:  # one line for the user, the traceback at DEBUG
         logging.getLogger("ollama_optimizer").debug("%s failed", args.command, exc_info=True)
         print(f"ollama-optimizer {args.command}: error: {type(exc).__name__}: {' '.join(str(exc).split())} "
               "(--log-level DEBUG shows the traceback)", file=sys.stderr)

@@ -5,7 +5,7 @@ import json
 import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -62,7 +62,7 @@ def when(epoch_seconds: float) -> str:
     """A timestamp as ISO 8601 UTC to the second; '-' for none."""
     if not epoch_seconds:
         return "-"
-    return datetime.fromtimestamp(epoch_seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(epoch_seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def as_dict(message: Message, timestamps: Sequence[str] = ()) -> dict[str, Any]:

@@ -95,14 +95,14 @@ class ServerConfig:
         return max(0, min(self.max_concurrent_learning_rpcs, self.max_concurrent_rpcs - 1))
 
     @classmethod
-    def matcher(cls) -> "ServerConfig":
+    def matcher(cls) -> ServerConfig:
         return cls(
             listen=env_str("MATCHER_LISTEN", "127.0.0.1:50061"),
             metrics_port=env_int("MATCHER_METRICS_PORT", 9461),
         )
 
     @classmethod
-    def tuner(cls) -> "ServerConfig":
+    def tuner(cls) -> ServerConfig:
         return cls(
             listen=env_str("TUNER_LISTEN", "127.0.0.1:50062"),
             metrics_port=env_int("TUNER_METRICS_PORT", 9462),

@@ -54,13 +54,13 @@ class DatabaseHealth:
         """True: answered; False: gone or not answering; None: no connection free to ask (busy, not down)."""
         try:
             conn = await self._pool.acquire(timeout=PROBE_TIMEOUT_SECONDS)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return None
-        except Exception:  # refused, no socket, a broken connection: no answer
+        except Exception:  # noqa: BLE001 - refused, no socket, a broken connection: no answer
             return False
         try:
             await conn.fetchval("SELECT 1", timeout=PROBE_TIMEOUT_SECONDS)
-        except Exception:
+        except Exception:  # noqa: BLE001 - any failure of the probe query: no answer
             return False
         finally:
             with contextlib.suppress(Exception):

@@ -34,7 +34,7 @@ async def check(address: str, service: str = "", timeout: float = 2.0, **channel
     try:
         try:
             await asyncio.wait_for(channel.channel_ready(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return EXIT_CONNECTION_FAILURE, f"timeout: failed to connect to {address} within {timeout}s"
         stub = health_pb2_grpc.HealthStub(channel)
         try:

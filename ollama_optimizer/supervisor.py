@@ -45,7 +45,7 @@ async def _stop(children: dict[str, asyncio.subprocess.Process]) -> None:
     for name, proc in children.items():
         try:
             await asyncio.wait_for(proc.wait(), CHILD_GRACE_SECONDS)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             print(f"{name} did not stop in {CHILD_GRACE_SECONDS}s: killing", file=sys.stderr)
             proc.kill()
             await proc.wait()

@@ -2,7 +2,6 @@
 start one (or the emulator) there."""
 from __future__ import annotations
 
-import asyncio
 import sys
 from urllib.parse import urlsplit
 
@@ -15,7 +14,7 @@ async def ollama_answers(base_url: str, timeout_s: float = 3.0) -> bool:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as http:
             async with http.get(base_url + "/api/version") as response:
                 return response.status == 200
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+    except (TimeoutError, aiohttp.ClientError, OSError):
         return False
 
 

@@ -8,7 +8,7 @@ COMMAND = "/opt"
 
 def _strip(text: str) -> str | None:
     stripped = text.lstrip()
-    if stripped == COMMAND or stripped.startswith(COMMAND + " ") or stripped.startswith(COMMAND + "\n"):
+    if stripped == COMMAND or stripped.startswith((COMMAND + " ", COMMAND + "\n")):
         return stripped[len(COMMAND):].lstrip()
     return None
 

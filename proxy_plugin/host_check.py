@@ -26,7 +26,7 @@ def _module(names: tuple[str, ...]) -> ModuleType | None:
     for name in names:
         try:
             return importlib.import_module(name)
-        except Exception:  # not in a host, or a host that cannot import it here: unknown
+        except Exception:  # noqa: BLE001, S112 - not in a host, or a host that cannot import it here: unknown
             continue
     return None
 
@@ -36,7 +36,7 @@ def _forwards(chain: type, key: str) -> bool | None:
                              "options": dict(PROBE_OPTIONS)}
     try:
         built = chain.build_ollama_request(object.__new__(chain), probe)
-    except Exception:
+    except Exception:  # noqa: BLE001 - whatever the host's chain raises: unknown
         return None
     return isinstance(built, dict) and built.get("options") == PROBE_OPTIONS
 

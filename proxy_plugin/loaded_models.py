@@ -74,7 +74,7 @@ class LoadedModels:
                 if response.status != 200:
                     return
                 loaded = parse_ps(await response.json(content_type=None))
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
             log.debug("/api/ps refresh failed: %s", exc)
             return
         self._models.update(loaded)

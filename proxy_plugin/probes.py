@@ -38,7 +38,7 @@ class HostProbes:
             pynvml.nvmlInit()
             self._gpus = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
             self._nvml = pynvml
-        except Exception as exc:  # ImportError, NVMLError (no driver / no GPU), anything else
+        except Exception as exc:  # noqa: BLE001 - ImportError, NVMLError (no driver / no GPU), anything else
             log.debug("no GPU figures: %s", exc)
             self._gpus = []
 
@@ -56,7 +56,7 @@ class HostProbes:
                     info = self._nvml.nvmlDeviceGetMemoryInfo(handle)
                     used += int(info.used)
                     total += int(info.total)
-            except Exception as exc:  # a GPU that vanished: stop asking
+            except Exception as exc:  # noqa: BLE001 - a GPU that vanished: stop asking
                 log.debug("GPU probe failed, disabling: %s", exc)
                 self._gpus, used, total = [], 0, 0
         return MemoryFigures(rss, used, total)

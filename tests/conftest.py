@@ -17,10 +17,10 @@ settings.register_profile("ci", derandomize=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
 
-from ollama_optimizer.embedded_pg import EmbeddedPostgres
-from ollama_optimizer.migrations import apply_migrations
+from ollama_optimizer.embedded_pg import EmbeddedPostgres  # noqa: E402 - after the profile, before any test module
+from ollama_optimizer.migrations import apply_migrations  # noqa: E402
 
-pytest_plugins = ["matcher_fixtures", "tuner_fixtures"]  # their fixtures, for every test module
+pytest_plugins = ["matcher_fixtures", "pki_fixtures", "tuner_fixtures"]  # their fixtures, for every test module
 
 TEMPLATE_DB = "optimizer_template"
 _counter = itertools.count()

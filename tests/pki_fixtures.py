@@ -1,4 +1,4 @@
-"""Reusable test PKI: a CA, a server certificate for localhost, client certificates: `from pki_fixtures import pki`."""
+"""Reusable test PKI: a CA, a server certificate for localhost, client certificates (registered in conftest.py)."""
 from __future__ import annotations
 
 import datetime
@@ -38,7 +38,7 @@ def _key() -> ec.EllipticCurvePrivateKey:
 
 
 def _cert(subject: str, key, issuer: str, issuer_key, *, ca: bool, server: bool = False) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     builder = (x509.CertificateBuilder()
                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
                .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))

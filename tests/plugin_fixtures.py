@@ -50,7 +50,7 @@ class StandInMatcher(matcher_pb2_grpc.MatcherServicer):
         self.matches = 0
         self.observed: list[matcher_pb2.ObserveRequest] = []
 
-    async def Match(self, request, context):  # noqa: N802
+    async def Match(self, request, context):
         self.matches += 1
         if self.hang:
             await self.never.wait()
@@ -64,7 +64,7 @@ class StandInMatcher(matcher_pb2_grpc.MatcherServicer):
             fingerprints=fingerprints, observations=10,
         )
 
-    async def Observe(self, request, context):  # noqa: N802
+    async def Observe(self, request, context):
         self.observed.append(request)
         return matcher_pb2.ObserveResponse(template_id=request.template_id or 1, observations=len(self.observed))
 
@@ -85,7 +85,7 @@ class StandInTuner(tuner_pb2_grpc.TunerServicer):
         self.buffer_max = 0
         self._ids = itertools.count(1)
 
-    async def Recommend(self, request, context):  # noqa: N802
+    async def Recommend(self, request, context):
         self.recommend_entered.set()
         if self.recommend_gate is not None:
             await self.recommend_gate.wait()
@@ -94,7 +94,7 @@ class StandInTuner(tuner_pb2_grpc.TunerServicer):
             decision_id=f"d{next(self._ids)}", confidence=0.9, reason_code="stand_in",
         )
 
-    async def Report(self, request, context):  # noqa: N802
+    async def Report(self, request, context):
         self.report_entered.set()
         self.reports_in_flight += 1
         try:
@@ -176,7 +176,7 @@ class RecordingTap:
             await response.write_eof()
             return response
 
-    async def start(self) -> "RecordingTap":
+    async def start(self) -> RecordingTap:
         self._session = aiohttp.ClientSession()
         app = web.Application(client_max_size=64 << 20)
         app.router.add_route("*", "/{tail:.*}", self._relay)

@@ -11,8 +11,9 @@ from collections.abc import Callable
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from plugin_fixtures import gateway_chain, plugin_config
 from test_badinput_grpc import snapshot
+
+from plugin_fixtures import gateway_chain, plugin_config
 
 UNKNOWN = "no-such-model:1b"
 KNOWN = "llama3.2:3b"
@@ -68,9 +69,9 @@ async def _check(port: int, upstream_port: int, pool, prop: Callable[[], None]) 
     assert await snapshot(pool) == before
 
 
-async def test_gateway_bad_bodies_pass_through_cleanly(matcher, tuner, pool) -> None:  # noqa: F811
+async def test_gateway_bad_bodies_pass_through_cleanly(matcher, tuner, pool) -> None:
     cfg = plugin_config(matcher.address, tuner.address, max_body_bytes=MAX_BODY)
-    async with gateway_chain(cfg) as (gw, tap, emu):
+    async with gateway_chain(cfg) as (gw, _tap, emu):
         upstream = int(emu.url.rsplit(":", 1)[1])
 
         @CONFIG
@@ -95,9 +96,9 @@ async def test_gateway_bad_bodies_pass_through_cleanly(matcher, tuner, pool) -> 
     print(f"\nbad-input (gateway) inputs tried: {dict(tried)}")
 
 
-async def test_gateway_known_model_with_absurd_options_is_answered_by_ollama(matcher, tuner) -> None:  # noqa: F811
+async def test_gateway_known_model_with_absurd_options_is_answered_by_ollama(matcher, tuner) -> None:
     cfg = plugin_config(matcher.address, tuner.address)
-    async with gateway_chain(cfg) as (gw, tap, emu):
+    async with gateway_chain(cfg) as (gw, _tap, emu):
         upstream = int(emu.url.rsplit(":", 1)[1])
 
         @settings(max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck))
@@ -112,10 +113,10 @@ async def test_gateway_known_model_with_absurd_options_is_answered_by_ollama(mat
     print(f"\nbad-input (gateway options) inputs tried: {dict(tried)}")
 
 
-async def test_deeply_nested_json_is_relayed_untouched(matcher, tuner) -> None:  # noqa: F811
+async def test_deeply_nested_json_is_relayed_untouched(matcher, tuner) -> None:
     """Python's json gives up (RecursionError) where Ollama answers itself: the bytes must reach Ollama."""
     cfg = plugin_config(matcher.address, tuner.address)
-    async with gateway_chain(cfg) as (gw, tap, emu):
+    async with gateway_chain(cfg) as (gw, tap, _emu):
         for path in ("/api/chat", "/api/generate"):
             body = _nested(50_000)
             await asyncio.to_thread(post, gw.port, path, body)

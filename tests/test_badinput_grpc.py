@@ -16,12 +16,13 @@ import grpc
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tuner_fixtures import fast_settings, local_server, make_outcome
 
 from matcher_service.main import MatcherServer, start_matcher
 from matcher_service.settings import MatcherSettings
 from ollama_optimizer.gen.optimizer.v1 import matcher_pb2, matcher_pb2_grpc, tuner_pb2, tuner_pb2_grpc
 from tuner_service.main import RunningTuner, start_tuner
+
+from tuner_fixtures import fast_settings, local_server, make_outcome
 
 CAP = 4096  # matcher text cap for this suite: oversize is cheap to generate
 MAX_BATCH = 50

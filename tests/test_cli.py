@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from matcher_fixtures import prompt
 from ollama_optimizer.cli import build_parser
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
 from ollama_optimizer.version import package_version
+
+from matcher_fixtures import prompt
 from tuner_fixtures import make_outcome
 
 MODEL = "llama3.1:8b"

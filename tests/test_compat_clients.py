@@ -13,6 +13,7 @@ import aiohttp
 import anthropic
 import openai
 import pytest
+
 from plugin_fixtures import StandInTuner, gateway_chain, sample, stand_ins
 
 MODEL = "smollm2:135m"

@@ -6,9 +6,10 @@ from __future__ import annotations
 import aiohttp
 import ollama
 import openai
-from plugin_fixtures import StandInTuner, gateway_chain, stand_ins
 
 from bench.ollama_sim import MODELS, EmulatorConfig, start_emulator, token_count
+
+from plugin_fixtures import StandInTuner, gateway_chain, stand_ins
 
 MODEL = "llama3.2:3b"
 DEFAULT_CTX = 2048

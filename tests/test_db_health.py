@@ -15,9 +15,10 @@ from ollama_optimizer import db_health
 from ollama_optimizer.embedded_pg import EmbeddedPostgres
 from ollama_optimizer.migrations import apply_migrations
 from ollama_optimizer.server import LIVENESS
-from tuner_fixtures import fast_settings, local_server
 from tuner_service.main import SERVICE_NAME as TUNER
 from tuner_service.main import start_tuner
+
+from tuner_fixtures import fast_settings, local_server
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "deploy" / "tools"))
-import deploytools as dt  # noqa: E402
+import deploytools as dt
 
 COMPOSE = dt.DEPLOY / "compose" / "compose.yaml"
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "deploy" / "tools"))
-import deploytools as dt  # noqa: E402
+import deploytools as dt
 
 GRAFANA = dt.DEPLOY / "grafana"
 DASHBOARDS = dt.load_dashboards()
@@ -44,7 +44,7 @@ def test_dashboard_structure(name: str) -> None:
         assert panel["id"] not in ids
         ids.add(panel["id"])
         grid = panel["gridPos"]
-        assert 0 <= grid["x"] and grid["x"] + grid["w"] <= 24 and grid["h"] > 0
+        assert grid["x"] >= 0 and grid["x"] + grid["w"] <= 24 and grid["h"] > 0
         for dx in range(grid["w"]):
             for dy in range(grid["h"]):
                 cell = (grid["x"] + dx, grid["y"] + dy)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "deploy" / "tools"))
-import deploytools as dt  # noqa: E402
+import deploytools as dt
 
 CHART = dt.DEPLOY / "helm" / "ollama-optimizer"
 VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
@@ -68,12 +68,12 @@ def test_every_object_is_in_the_release_namespace(values: Path) -> None:
 
 
 def test_a_database_is_required() -> None:
-    with pytest.raises(AssertionError, match="set database.dsn, postgres.enabled=true, or existingSecret"):
+    with pytest.raises(AssertionError, match=r"set database.dsn, postgres.enabled=true, or existingSecret"):
         template()
 
 
 def test_in_cluster_postgres_needs_a_password() -> None:
-    with pytest.raises(AssertionError, match="postgres.password is required"):
+    with pytest.raises(AssertionError, match=r"postgres.password is required"):
         template(None, "--set", "postgres.enabled=true")
 
 

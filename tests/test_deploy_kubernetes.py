@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "deploy" / "tools"))
-import deploytools as dt  # noqa: E402
+import deploytools as dt
 
 K8S = dt.DEPLOY / "kubernetes"
 OVERLAYS = sorted(p.name for p in (K8S / "overlays").iterdir() if (p / "kustomization.yaml").is_file())

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "deploy" / "tools"))
-import deploytools as dt  # noqa: E402
+import deploytools as dt
 
 PROM = dt.DEPLOY / "prometheus"
 RULE_FILES = sorted((PROM / "rules").glob("*.yml"))

@@ -28,7 +28,7 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "deploy" / "tools"))
-import deploytools as dt  # noqa: E402
+import deploytools as dt
 
 MODEL = "llama3.2:3b"
 SCRAPE = "1s"
@@ -150,7 +150,7 @@ class _Traffic:
         return sent
 
     def first_half(self) -> int:
-        return self._chats(range(0, 12))
+        return self._chats(range(12))
 
     def second_half(self) -> int:
         sent = self._chats(range(12, 24))
@@ -260,14 +260,13 @@ def test_every_dashboard_and_alert_expression_against_real_services(database: st
         emulator = stack.enter_context(_process(
             [sys.executable, "-m", "bench.ollama_sim", "--port", str(ports["ollama"]), "--time-scale", "200",
              "--models", MODEL], {}, tmp_path / "ollama.log"))
-        matcher = stack.enter_context(_process(cli + ["matcher"], {
+        matcher = stack.enter_context(_process([*cli, "matcher"], {
             **common, "MATCHER_LISTEN": matcher_addr, "MATCHER_METRICS_PORT": str(ports["matcher"])},
             tmp_path / "matcher.log"))
-        tuner = stack.enter_context(_process(cli + ["tuner"], {
+        tuner = stack.enter_context(_process([*cli, "tuner"], {
             **common, "TUNER_LISTEN": tuner_addr, "TUNER_METRICS_PORT": str(ports["tuner"])}, tmp_path / "tuner.log"))
         gateway = stack.enter_context(_process(
-            cli + ["gateway", "--listen", f"127.0.0.1:{ports['gateway_http']}",
-                   "--upstream", f"http://127.0.0.1:{ports['ollama']}"],
+            [*cli, "gateway", "--listen", f"127.0.0.1:{ports['gateway_http']}", "--upstream", f"http://127.0.0.1:{ports['ollama']}"],
             {**common, "GATEWAY_METRICS_PORT": str(ports["gateway"]), "MATCHER_ADDRESS": matcher_addr,
              "TUNER_ADDRESS": tuner_addr}, tmp_path / "gateway.log"))
         prom = stack.enter_context(_process(
@@ -281,7 +280,7 @@ def test_every_dashboard_and_alert_expression_against_real_services(database: st
 
         # The health command the containers use, against the real services.
         for address, service in ((matcher_addr, "optimizer.v1.Matcher"), (tuner_addr, "optimizer.v1.Tuner")):
-            done = subprocess.run(cli + ["health", address, "--service", service], capture_output=True, timeout=30)
+            done = subprocess.run([*cli, "health", address, "--service", service], capture_output=True, timeout=30)
             assert done.returncode == 0, done.stderr
 
         # Prometheus applies discovered targets a few seconds after start: wait for the first scrapes.

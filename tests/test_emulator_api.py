@@ -8,9 +8,9 @@ import ollama
 import pytest
 
 from bench.ollama_sim import EmulatorConfig, start_emulator
+from bench.ollama_sim.profiles import MODELS
 from bench.ollama_sim.prompt import PROMPT_TOO_LONG
 from bench.ollama_sim.tokens import prompt_tokens, render
-from bench.ollama_sim.profiles import MODELS
 
 FAST = dict(time_scale=1e5, keep_alive_s=-1)
 LLAMA, QWEN, SMOL = "llama3.1:8b", "qwen2.5:14b", "smollm2:135m"
@@ -82,7 +82,7 @@ async def test_stage1_drops_whole_old_messages_keeping_system_and_last(emu, clie
         msgs.append({"role": "user" if i % 2 == 0 else "assistant", "content": words(300, f"m{i}")})
     r = await client.chat(model=LLAMA, messages=msgs, options={"num_ctx": 1024})
     rec = emu.requests[-1]
-    kept = [msgs[0]] + msgs[1 + rec.messages_dropped:]
+    kept = [msgs[0], *msgs[1 + rec.messages_dropped:]]
     assert rec.messages_dropped > 0
     assert r.prompt_eval_count == prompt_tokens(render(kept, model), model) <= 1024
     assert r.prompt_eval_count < rec.prompt_tokens_sent and emu.truncated_requests == 1

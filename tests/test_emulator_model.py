@@ -7,8 +7,7 @@ import sys
 import ollama
 import pytest
 
-from bench.ollama_sim import HARDWARE, MODELS, EmulatorConfig, start_emulator, token_count, unit_count
-from bench.ollama_sim import perf
+from bench.ollama_sim import HARDWARE, MODELS, EmulatorConfig, perf, start_emulator, token_count, unit_count
 from bench.ollama_sim.engine import vram_tier_num_ctx
 from bench.ollama_sim.profiles import GiB
 

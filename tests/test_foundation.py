@@ -25,7 +25,7 @@ def test_generated_code_is_not_stale(tmp_path: Path, project_root: Path) -> None
     committed = project_root / "ollama_optimizer" / "gen" / "optimizer" / "v1"
     names = sorted(p.name for p in fresh.iterdir() if p.is_file())
     assert names, "protoc generated nothing"
-    match, mismatch, errors = filecmp.cmpfiles(fresh, committed, names, shallow=False)
+    _match, mismatch, errors = filecmp.cmpfiles(fresh, committed, names, shallow=False)
     assert not mismatch and not errors, f"stale generated code, run `make protos`: {mismatch + errors}"
 
 

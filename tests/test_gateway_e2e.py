@@ -5,11 +5,12 @@ import json
 import random
 
 import ollama
-from plugin_fixtures import gateway_chain, plugin_config
 
 from bench.workload import words
 from ollama_optimizer.channels import create_channel
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2, tuner_pb2_grpc
+
+from plugin_fixtures import gateway_chain, plugin_config
 
 MODEL = "llama3.2:3b"
 _rng = random.Random(7)
@@ -29,7 +30,7 @@ async def _explain(address: str, template_id: int) -> tuner_pb2.ExplainResponse:
             tuner_pb2.ExplainRequest(model=MODEL, template_id=template_id), timeout=5)
 
 
-async def test_learned_template_gets_options_and_streams_teach(matcher, tuner) -> None:  # noqa: F811
+async def test_learned_template_gets_options_and_streams_teach(matcher, tuner) -> None:
     cfg = plugin_config(matcher.address, tuner.address)
     async with gateway_chain(cfg) as (gw, tap, emu):
         client = ollama.AsyncClient(host=gw.url)
@@ -66,9 +67,9 @@ async def _template_of(address: str, messages: list[dict[str, str]]) -> int:
     return reply.template_id
 
 
-async def test_services_killed_mid_run_passthrough_is_byte_identical(matcher, tuner) -> None:  # noqa: F811
+async def test_services_killed_mid_run_passthrough_is_byte_identical(matcher, tuner) -> None:
     cfg = plugin_config(matcher.address, tuner.address, breaker_threshold=2, breaker_cooldown_s=3600)
-    async with gateway_chain(cfg) as (gw, tap, emu):
+    async with gateway_chain(cfg) as (gw, tap, _emu):
         client = ollama.AsyncClient(host=gw.url)
         await client.chat(model=MODEL, messages=templated(1))
         await gw.gateway.core.flush()

@@ -4,15 +4,16 @@ from __future__ import annotations
 import ollama
 
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
-from plugin_fixtures import StandInTuner, gateway_chain, sample, stand_ins, wait_until
 from proxy_plugin.loaded_models import LoadedModel, parse_ps
+
+from plugin_fixtures import StandInTuner, gateway_chain, sample, stand_ins, wait_until
 
 MODEL = "llama3.1:8b"
 MESSAGES = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Name a colour."}]
 
 
 class PassthroughTuner(StandInTuner):
-    async def Recommend(self, request, context):  # noqa: N802
+    async def Recommend(self, request, context):
         return tuner_pb2.RecommendResponse(action=tuner_pb2.PASSTHROUGH, decision_id="p", reason_code="no_data")
 
 

@@ -23,7 +23,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.mark.parametrize("listen_host,upstream", [
+@pytest.mark.parametrize(("listen_host", "upstream"), [
     ("127.0.0.1", "http://127.0.0.1:{port}"), ("127.0.0.1", "http://localhost:{port}"),
     ("0.0.0.0", "http://127.0.0.1:{port}"), ("localhost", "http://127.0.0.1:{port}"),
 ])

@@ -6,9 +6,10 @@ import json
 import aiohttp
 import ollama
 import pytest
-from plugin_fixtures import RecordingTap, gateway_chain, plugin_config, sample, stand_ins, wait_until
 
 from proxy_plugin.gateway import normalise_upstream
+
+from plugin_fixtures import RecordingTap, gateway_chain, plugin_config, sample, stand_ins, wait_until
 
 MODEL = "smollm2:135m"
 MESSAGES = [{"role": "system", "content": "You answer tersely."}, {"role": "user", "content": "Summarise: a b c."}]
@@ -77,9 +78,9 @@ async def test_passthrough_is_byte_identical_when_services_fail(mode: str) -> No
 
 
 async def test_other_endpoints_errors_and_limits() -> None:
-    async with gateway_chain(plugin_config(DEAD, DEAD, max_body_bytes=4096)) as (gw, tap, emu):
+    async with gateway_chain(plugin_config(DEAD, DEAD, max_body_bytes=4096)) as (gw, tap, _emu):
         client = ollama.AsyncClient(host=gw.url)
-        assert [m.model for m in (await client.list()).models][0] == MODEL
+        assert next(m.model for m in (await client.list()).models) == MODEL
         with pytest.raises(ollama.ResponseError) as missing:
             await client.chat(model="no-such-model", messages=MESSAGES)
         assert missing.value.status_code == 404  # relayed as Ollama sends it
@@ -135,7 +136,7 @@ async def test_upstream_down_is_502() -> None:
 
 
 async def test_gateway_metrics_and_client_disconnect() -> None:
-    async with stand_ins() as services, gateway_chain(services.config(), time_scale=1.0) as (gw, tap, emu):
+    async with stand_ins() as services, gateway_chain(services.config(), time_scale=1.0) as (gw, _tap, _emu):
         before = sample("optimizer_gateway_client_disconnects_total", endpoint="chat")
         async with aiohttp.ClientSession() as http:
             response = await http.post(gw.url + "/api/chat", json={"model": MODEL, "messages": MESSAGES})
@@ -152,7 +153,7 @@ async def test_gateway_connects_to_the_services_at_start_up() -> None:
 
 
 async def test_command_mode_optimizes_only_opt_requests() -> None:
-    async with stand_ins() as services, gateway_chain(services.config(always_on=False)) as (gw, tap, emu):
+    async with stand_ins() as services, gateway_chain(services.config(always_on=False)) as (gw, tap, _emu):
         client = ollama.AsyncClient(host=gw.url)
         await client.chat(model=MODEL, messages=MESSAGES)
         assert "options" not in json.loads(tap.bodies[-1][1])

@@ -9,8 +9,9 @@ import ollama
 import pytest
 
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
-from plugin_fixtures import StandInTuner, gateway_chain, stand_ins, wait_until
 from proxy_plugin.runner_loads import RunnerLoads
+
+from plugin_fixtures import StandInTuner, gateway_chain, stand_ins, wait_until
 
 THRESHOLD_NS = 100_000_000
 SMALL, LARGE = "llama3.1:8b", "qwen2.5:14b"
@@ -21,7 +22,7 @@ class ScheduleTuner(StandInTuner):
 
     num_ctx_now = 8192
 
-    async def Recommend(self, request, context):  # noqa: N802
+    async def Recommend(self, request, context):
         self.num_ctx = self.num_ctx_now
         return await super().Recommend(request, context)
 

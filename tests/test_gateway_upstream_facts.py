@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import ollama
 import pytest
-from plugin_fixtures import gateway_chain, stand_ins, wait_until
 
 from bench.ollama_sim import MODELS
 from proxy_plugin.upstream_facts import ModelFacts, parse_show
+
+from plugin_fixtures import gateway_chain, stand_ins, wait_until
 
 MODEL = "llama3.2:3b"
 

@@ -11,13 +11,14 @@ import asyncpg
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from matcher_fixtures import prompt
 
 from matcher_service.main import MatcherServer, start_matcher
 from matcher_service.settings import MatcherSettings
 from ollama_optimizer.channels import KEEPALIVE, Keepalive, create_channel
 from ollama_optimizer.config import ServerConfig
 from ollama_optimizer.gen.optimizer.v1 import matcher_pb2, matcher_pb2_grpc
+
+from matcher_fixtures import prompt
 
 MODEL = "llama3.1:8b"
 MiB = 1 << 20
@@ -79,7 +80,7 @@ class Blackhole:
         self._server: asyncio.Server | None = None
         self._writers: list[asyncio.StreamWriter] = []
 
-    async def start(self) -> "Blackhole":
+    async def start(self) -> Blackhole:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self

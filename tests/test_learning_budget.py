@@ -9,12 +9,13 @@ from contextlib import asynccontextmanager
 import asyncpg
 import grpc
 import pytest
-from matcher_fixtures import matcher, matcher_settings, prompt  # noqa: F401 (fixtures)
 
 from matcher_service.main import start_matcher
 from ollama_optimizer.channels import create_channel
 from ollama_optimizer.config import ServerConfig
 from ollama_optimizer.gen.optimizer.v1 import matcher_pb2, matcher_pb2_grpc
+
+from matcher_fixtures import matcher, matcher_settings, prompt  # noqa: F401 (fixtures)
 
 MODEL = "llama3.2:3b"
 

@@ -6,15 +6,16 @@ import threading
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from matcher_service import simhash
 from matcher_service.blocks import BLOCKS, block_values, build_probes, probe_key, to_signed, to_unsigned
-from ollama_optimizer.soft_cache import SoftCache
 from matcher_service.learning import StoredCandidate, WindowState, best_candidate, decide
 from matcher_service.settings import MatcherSettings, parse_thresholds
 from matcher_service.simhash import algorithm_version, fingerprint, match_key, windows_for
-from matcher_service import simhash
 from matcher_service.tokens import TOKEN_RE, _hash_all, hash_tokens
+from ollama_optimizer.soft_cache import SoftCache
 
 from matcher_fixtures import prompt
 

@@ -57,7 +57,7 @@ async def test_matcher_process_serves_and_drains_on_sigterm(dsn, capsys) -> None
                 async for response in statuses:
                     after.append(response.status)
             except grpc.aio.AioRpcError as exc:  # the stream ends when the server stops
-                assert exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+                assert exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)  # noqa: PT017
             assert after[:1] == [health_pb2.HealthCheckResponse.NOT_SERVING]
         assert await asyncio.wait_for(proc.wait(), 30) == 0
     finally:

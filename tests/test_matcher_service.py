@@ -10,8 +10,8 @@ import grpc
 import pytest
 from prometheus_client import REGISTRY
 
-from matcher_service.maintenance import Maintenance
 from matcher_service.main import start_matcher
+from matcher_service.maintenance import Maintenance
 from matcher_service.settings import MatcherSettings
 from matcher_service.simhash import algorithm_version, windows_for
 from ollama_optimizer.channels import create_channel
@@ -248,7 +248,7 @@ async def test_retention_deletes_stale_low_count_templates(matcher_stub, pool) -
     for _ in range(3):
         await observe(matcher_stub, unrelated(64, 0xFFFF_FFFF_0000_0000))
     fresh = await observe(matcher_stub, unrelated(64, 0x0000_FFFF_FFFF_0000))
-    old = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=30)
+    old = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=30)
     await pool.execute("UPDATE matcher_template SET last_seen_at = $1 WHERE id = ANY($2::bigint[])",
                        old, [stale.template_id, busy.template_id])
     await pool.execute("""INSERT INTO matcher_template (algorithm_version, stable_window, observations, last_seen_at)

@@ -22,8 +22,15 @@ from matcher_service.simhash import fingerprint
 from ollama_optimizer.config import ServerConfig
 from ollama_optimizer.gen.optimizer.v1 import matcher_pb2 as pb
 from ollama_optimizer.gen.optimizer.v1 import matcher_pb2_grpc
-from ollama_optimizer.migrations import (MIGRATIONS_DIR, SUPERSEDED, MigrationError, apply_migrations, discover,
-                                         missing_expand_steps, statements)
+from ollama_optimizer.migrations import (
+    MIGRATIONS_DIR,
+    SUPERSEDED,
+    MigrationError,
+    apply_migrations,
+    discover,
+    missing_expand_steps,
+    statements,
+)
 from tuner_service import store as tuner_store
 
 from matcher_fixtures import prompt
@@ -236,7 +243,7 @@ async def test_a_changed_applied_file_is_refused(empty_dsn: str, monkeypatch: py
     await apply_migrations(empty_dsn)
     changed = (MIGRATIONS_DIR / "0002_tuner.sql").read_text() + "\nCREATE INDEX IF NOT EXISTS sneaky ON tuner_rule (value);\n"
     _migrations_with(tmp_path, monkeypatch, {"0002_tuner.sql": changed})
-    with pytest.raises(MigrationError, match="0002_tuner.sql was changed after it was applied"):
+    with pytest.raises(MigrationError, match=r"0002_tuner.sql was changed after it was applied"):
         await apply_migrations(empty_dsn)
     conn = await asyncpg.connect(empty_dsn)
     try:
@@ -295,7 +302,7 @@ async def test_a_step_never_queues_behind_a_long_transaction(empty_dsn: str, mon
         reader_tx = reader.transaction()
         await reader_tx.start()
         await reader.execute("SELECT count(*) FROM tuner_arm")  # a long read holds ACCESS SHARE
-        with pytest.raises(MigrationError, match="0901_expand_column.sql: a table stayed locked"):
+        with pytest.raises(MigrationError, match=r"0901_expand_column.sql: a table stayed locked"):
             await apply_migrations(empty_dsn)
         await reader_tx.rollback()
         assert (await apply_migrations(empty_dsn)).applied == [901]

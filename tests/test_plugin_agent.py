@@ -7,10 +7,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from plugin_fixtures import RecordingTap, stand_ins
 
 from bench.ollama_sim import EmulatorConfig, start_emulator
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
+
+from plugin_fixtures import RecordingTap, stand_ins
 
 HOST_ROOT = Path(__file__).parent / "standin_host"
 AGENT = Path(__file__).resolve().parent.parent / "proxy_plugin" / "agent.py"
@@ -22,7 +23,7 @@ MODEL = "smollm2:135m"
 def standin_host_path():
     sys.path.insert(0, str(HOST_ROOT))
     try:
-        from host import StandInHost  # noqa: PLC0415 (needs the host root on sys.path)
+        from host import StandInHost  # needs the host root on sys.path
 
         yield StandInHost
     finally:

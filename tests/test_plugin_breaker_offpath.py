@@ -19,8 +19,6 @@ from contextlib import asynccontextmanager
 import asyncpg
 import grpc
 import pytest
-from plugin_fixtures import StandInMatcher, StandInTuner, plugin_config, sample, wait_until
-from tuner_fixtures import fast_settings
 
 from bench.workload import words
 from ollama_optimizer.channels import create_channel
@@ -32,6 +30,9 @@ from proxy_plugin.core import OptimizerCore
 from proxy_plugin.decision import Decision
 from tuner_service.guard import GuardSettings
 from tuner_service.main import RunningTuner, start_tuner
+
+from plugin_fixtures import StandInMatcher, StandInTuner, plugin_config, sample, wait_until
+from tuner_fixtures import fast_settings
 
 MODEL = "llama3.2:3b"
 SOURCE = "gw-under-test"
@@ -82,7 +83,7 @@ def rpc_errors(service: str, method: str, code: str) -> float:
     return sample("optimizer_plugin_rpc_errors_total", service=service, method=method, code=code)
 
 
-async def test_rate_limited_reports_never_open_the_tuner_breaker(matcher, pool) -> None:  # noqa: F811
+async def test_rate_limited_reports_never_open_the_tuner_breaker(matcher, pool) -> None:
     # Three one-outcome Reports pass the bucket (the tuner learns the template), then it is empty.
     guard = GuardSettings(frozenset(), rate_per_second=1e-6, burst=3)
     async with guarded_tuner(pool, guard) as tuner:
@@ -106,7 +107,7 @@ async def test_rate_limited_reports_never_open_the_tuner_breaker(matcher, pool) 
 
 
 async def test_reports_from_a_source_not_allowed_never_open_the_tuner_breaker(
-        matcher, pool, monkeypatch, caplog) -> None:  # noqa: F811
+        matcher, pool, monkeypatch, caplog) -> None:
     monkeypatch.setattr(rpc, "REFUSAL_WARN_INTERVAL_S", 3600.0)  # one warning for the whole test
     guard = GuardSettings(frozenset({"another-gateway"}), rate_per_second=0, burst=0)
     async with guarded_tuner(pool, guard) as tuner:
@@ -131,7 +132,7 @@ async def test_reports_from_a_source_not_allowed_never_open_the_tuner_breaker(
         await core.close()
 
 
-async def test_observe_rejected_as_bad_input_never_opens_the_matcher_breaker(matcher, pool) -> None:  # noqa: F811
+async def test_observe_rejected_as_bad_input_never_opens_the_matcher_breaker(matcher, pool) -> None:
     async with guarded_tuner(pool, GuardSettings(frozenset(), rate_per_second=0, burst=0)) as tuner:
         core = OptimizerCore(plugin_config(matcher.address, tuner.address, breaker_threshold=1,
                                            breaker_cooldown_s=3600))
@@ -149,7 +150,7 @@ async def test_observe_rejected_as_bad_input_never_opens_the_matcher_breaker(mat
 
 
 async def test_a_stopped_tuner_opens_the_learning_breaker_and_the_request_path_finds_out_itself(
-        matcher, pool) -> None:  # noqa: F811
+        matcher, pool) -> None:
     async with guarded_tuner(pool, GuardSettings(frozenset(), rate_per_second=0, burst=0)) as tuner:
         core = OptimizerCore(plugin_config(matcher.address, tuner.address, breaker_threshold=2,
                                            breaker_cooldown_s=3600, sticky_ttl_s=0))
@@ -243,7 +244,7 @@ async def test_held_reports_never_take_the_request_paths_slots() -> None:
             await running.server.stop(0)
 
 
-async def test_stalled_learning_never_gates_match_or_recommend(matcher, pool, dsn) -> None:  # noqa: F811
+async def test_stalled_learning_never_gates_match_or_recommend(matcher, pool, dsn) -> None:
     """Observe waits on a template's row lock, Report on a locked outcome table: both time out off the
     request path, open the learning breakers, and Match still finds the template, Recommend still answers."""
     async with guarded_tuner(pool, GuardSettings(frozenset(), rate_per_second=0, burst=0)) as tuner:

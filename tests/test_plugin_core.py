@@ -6,7 +6,6 @@ import json
 from dataclasses import replace
 
 import pytest
-from plugin_fixtures import plugin_config, sample, stand_ins, wait_until
 
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
 from proxy_plugin.breaker import CircuitBreaker, State
@@ -17,6 +16,8 @@ from proxy_plugin.core import OptimizerCore
 from proxy_plugin.decision import Decision, Observation
 from proxy_plugin.outcome import build_outcome
 from proxy_plugin.probes import HostProbes, MemoryFigures
+
+from plugin_fixtures import plugin_config, sample, stand_ins, wait_until
 
 CHAT = {"model": "m", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]}
 DEAD = "127.0.0.1:1"  # nothing listens on port 1

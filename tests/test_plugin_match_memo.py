@@ -4,8 +4,6 @@ from __future__ import annotations
 import random
 
 import pytest
-from matcher_fixtures import prompt
-from plugin_fixtures import plugin_config
 from prometheus_client import REGISTRY
 
 from matcher_service.simhash import fingerprint, match_key
@@ -14,6 +12,9 @@ from ollama_optimizer.gen.optimizer.v1 import matcher_pb2, matcher_pb2_grpc
 from proxy_plugin.canonical import canonical_text
 from proxy_plugin.core import OptimizerCore
 from proxy_plugin.match_memo import MatchMemo
+
+from matcher_fixtures import prompt
+from plugin_fixtures import plugin_config
 
 MODEL = "llama3.1:8b"
 HEAD = prompt(1, 1100)  # a fixed head longer than the largest window (1,024 tokens)
@@ -83,7 +84,7 @@ def _chat(head: str, tail_seed: int) -> dict:
                                          {"role": "user", "content": prompt(tail_seed, 40)}]}
 
 
-async def test_repeated_match_input_skips_the_round_trip_with_matchs_answer(matcher, tuner) -> None:  # noqa: F811
+async def test_repeated_match_input_skips_the_round_trip_with_matchs_answer(matcher, tuner) -> None:
     core = OptimizerCore(plugin_config(matcher.address, tuner.address))
     outcome = {"done": True, "prompt_eval_count": 1200, "eval_count": 10}
     decisions = []

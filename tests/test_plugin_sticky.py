@@ -7,9 +7,10 @@ import json
 
 import aiohttp
 import ollama
-from plugin_fixtures import gateway_chain, plugin_config, stand_ins
 
 from proxy_plugin.core import OptimizerCore
+
+from plugin_fixtures import gateway_chain, plugin_config, stand_ins
 
 MODEL = "smollm2:135m"
 DEAD = "127.0.0.1:1"  # nothing listens on port 1
@@ -105,7 +106,7 @@ async def test_a_replica_started_during_an_outage_keeps_the_loaded_context() -> 
 
 
 async def test_a_model_ollama_has_not_loaded_passes_through_byte_identical() -> None:
-    async with gateway_chain(plugin_config(DEAD, DEAD, breaker_threshold=1)) as (gw, tap, emu):
+    async with gateway_chain(plugin_config(DEAD, DEAD, breaker_threshold=1)) as (gw, tap, _emu):
         async with aiohttp.ClientSession() as http:
             body = json.dumps(chat("first")).encode()
             async with http.post(gw.url + "/api/chat", data=body) as response:

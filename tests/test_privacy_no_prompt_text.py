@@ -1,13 +1,13 @@
 """No prompt text anywhere: traffic through the gateway, then every table, the logs and /metrics are scanned."""
 from __future__ import annotations
 
-import asyncio
 import logging
 from pathlib import Path
 
 import aiohttp
 import asyncpg
 import ollama
+
 from plugin_fixtures import gateway_chain, plugin_config
 
 MODEL = "llama3.2:3b"
@@ -43,7 +43,7 @@ async def dump_tables(pool: asyncpg.Pool) -> str:
     return "\n".join(parts)
 
 
-async def test_no_prompt_text_in_tables_logs_or_metrics(matcher, tuner, pool, pg_server, caplog) -> None:  # noqa: F811
+async def test_no_prompt_text_in_tables_logs_or_metrics(matcher, tuner, pool, pg_server, caplog) -> None:
     caplog.set_level(logging.DEBUG)
     cfg = plugin_config(matcher.address, tuner.address)
     async with gateway_chain(cfg) as (gw, tap, emu):

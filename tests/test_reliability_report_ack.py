@@ -4,11 +4,12 @@ from __future__ import annotations
 import dataclasses
 
 import asyncpg
-from tuner_fixtures import fast_settings, local_server, make_outcome
 
 from ollama_optimizer.channels import create_channel
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2, tuner_pb2_grpc
 from tuner_service.main import start_tuner
+
+from tuner_fixtures import fast_settings, local_server, make_outcome
 
 
 async def test_report_answers_after_its_outcomes_are_stored(pool: asyncpg.Pool) -> None:

@@ -7,16 +7,17 @@ from collections.abc import AsyncIterator
 import asyncpg
 import grpc
 import pytest
-from pki_fixtures import Pki, pki  # noqa: F401
 from prometheus_client import REGISTRY
-from tuner_fixtures import fast_settings, make_outcome
 
 from ollama_optimizer.channels import create_channel
 from ollama_optimizer.config import ServerConfig
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2, tuner_pb2_grpc
 from tuner_service.decision_token import DecisionFields, DecisionSigner
-from tuner_service.guard import GuardSettings, ReportGuard, source_of
+from tuner_service.guard import GuardSettings, Refused, ReportGuard, source_of
 from tuner_service.main import RunningTuner, start_tuner
+
+from pki_fixtures import Pki
+from tuner_fixtures import fast_settings, make_outcome
 
 MODEL = "llama3.1:8b"
 TOKEN = "poison-test-token"
@@ -99,7 +100,7 @@ def test_token_bucket_refills_and_sources_come_from_the_transport() -> None:
     now = [0.0]
     guard = ReportGuard(GuardSettings(frozenset(), rate_per_second=10.0, burst=10), clock=lambda: now[0])
     guard.check("a", 10)
-    with pytest.raises(Exception):
+    with pytest.raises(Refused):
         guard.check("a", 1)
     now[0] = 0.5  # 5 tokens back
     guard.check("a", 5)

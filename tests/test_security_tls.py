@@ -7,9 +7,6 @@ import asyncpg
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from pki_fixtures import Pki, pki  # noqa: F401
-from plugin_fixtures import plugin_config
-from tuner_fixtures import fast_settings
 
 from matcher_service.main import MatcherServer, start_matcher
 from matcher_service.settings import MatcherSettings
@@ -19,6 +16,10 @@ from ollama_optimizer.gen.optimizer.v1 import matcher_pb2, matcher_pb2_grpc, tun
 from ollama_optimizer.health_check import EXIT_SERVING, check
 from proxy_plugin.core import OptimizerCore
 from tuner_service.main import RunningTuner, start_tuner
+
+from pki_fixtures import Pki
+from plugin_fixtures import plugin_config
+from tuner_fixtures import fast_settings
 
 TOKEN = "tls-test-token"
 MODEL = "llama3.1:8b"
@@ -101,7 +102,7 @@ async def test_mtls_every_channel_plugin_and_health_cli(services, pki) -> None:
                                        call_timeout_ms=5_000, **good))  # cold channels: TLS handshake
     request = {"model": MODEL, "messages": [{"role": "user", "content": "summarise the quarterly report " * 20}]}
     try:
-        sent, decision = await core.prepare(request, "chat")
+        _sent, decision = await core.prepare(request, "chat")
         assert decision.reason == "tuner_passthrough"  # both calls answered (an error would say rpc_error)
         assert decision.fingerprints is not None and decision.decision_id
         core.observe(request, {"done": True, "prompt_eval_count": 250, "eval_count": 20}, decision, latency_s=0.1)

@@ -5,14 +5,15 @@ from __future__ import annotations
 import random
 
 import ollama
-from matcher_fixtures import matcher, matcher_settings  # noqa: F401 (fixtures)
-from plugin_fixtures import gateway_chain, plugin_config, wait_until
 from prometheus_client import REGISTRY
-from tuner_fixtures import tuner  # noqa: F401 (fixture)
 
 from bench.workload import words
 from ollama_optimizer.channels import create_channel
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2, tuner_pb2_grpc
+
+from matcher_fixtures import matcher, matcher_settings  # noqa: F401 (fixtures)
+from plugin_fixtures import gateway_chain, plugin_config, wait_until
+from tuner_fixtures import tuner  # noqa: F401 (fixture)
 
 MODEL = "llama3.1:8b"
 HEAD = words(random.Random(21), 900)

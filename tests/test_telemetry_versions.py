@@ -10,9 +10,6 @@ import ollama
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from matcher_fixtures import matcher, matcher_settings  # noqa: F401 (fixtures)
-from plugin_fixtures import gateway_chain, plugin_config
-from tuner_fixtures import tuner  # noqa: F401 (fixture)
 
 from bench.ollama_sim.counts import prompt_counts
 from bench.workload import words
@@ -21,7 +18,11 @@ from ollama_optimizer.gen.optimizer.v1 import tuner_pb2, tuner_pb2_grpc
 from tuner_service.evidence import TOTALS, UNCACHED, UNKNOWN, count_semantics, read_counts
 from tuner_service.policy import APPLY, Observation, Policy, Request
 from tuner_service.settings import PolicySettings
-from tuner_service.state import ladder, rung_for
+from tuner_service.state import ladder
+
+from matcher_fixtures import matcher, matcher_settings  # noqa: F401 (fixtures)
+from plugin_fixtures import gateway_chain, plugin_config
+from tuner_fixtures import tuner  # noqa: F401 (fixture)
 
 MODEL = "llama3.2:3b"
 _rng = random.Random(15)

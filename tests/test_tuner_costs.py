@@ -3,11 +3,12 @@ reloads told apart from queue waits, KV bytes per token learned from /api/ps siz
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 
 from tuner_service import costs
 from tuner_service.explain import explain
-from tuner_service.policy import (APPLY, RUNNER_KEPT, RUNNER_LOADED, Decision, Observation, Policy, Request)
+from tuner_service.policy import APPLY, RUNNER_KEPT, RUNNER_LOADED, Decision, Observation, Policy, Request
 from tuner_service.settings import PolicySettings
 
 GIB = 1 << 30
@@ -77,7 +78,7 @@ class SpillWorld:
 def revisits(history: list[int], window: int = 10) -> int:
     left: dict[int, int] = {}
     count = 0
-    for index, (before, now) in enumerate(zip(history, history[1:]), start=1):
+    for index, (before, now) in enumerate(itertools.pairwise(history), start=1):
         if now != before:
             left[before] = index
             count += index - left.get(now, -window - 1) <= window
@@ -252,7 +253,7 @@ def test_growth_driven_by_truncation_floors_is_bounded_and_a_runaway_is_stopped_
         policy.observe(Observation(MODEL, 1, 3000, 2, True, decision.num_ctx, decision.num_batch, 0, 400, 200, 2.0,
                                    0.005, 0.2, 1.5, "stop", True, finished_at=world.t))
         world.t += 2.0
-    assert all(b <= 2 * a for a, b in zip(contexts, contexts[1:]))
+    assert all(b <= 2 * a for a, b in itertools.pairwise(contexts))
     assert max(contexts) <= 8 * need_rung
     assert len(set(contexts[-10:])) == 1
     assert "runaway stopped" in explain(policy, MODEL, 1).reason

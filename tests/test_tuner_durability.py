@@ -9,7 +9,6 @@ from typing import Any
 
 import asyncpg
 import pytest
-from tuner_fixtures import fast_settings, local_server, make_outcome
 
 from ollama_optimizer.channels import create_channel
 from ollama_optimizer.db import create_pool
@@ -17,6 +16,8 @@ from ollama_optimizer.gen.optimizer.v1 import tuner_pb2, tuner_pb2_grpc
 from tuner_service import store
 from tuner_service.core import TunerCore
 from tuner_service.main import start_tuner
+
+from tuner_fixtures import fast_settings, local_server, make_outcome
 
 MODEL = "llama3.1:8b"
 WAIT_S = 90  # bounded waits, generous for a loaded CI machine

@@ -14,13 +14,14 @@ from prometheus_client import REGISTRY
 
 from ollama_optimizer.channels import create_channel
 from ollama_optimizer.cli import main as cli_main
-from ollama_optimizer.gen.optimizer.v1 import tuner_pb2, tuner_pb2_grpc
-from tuner_fixtures import fast_settings, local_server, make_outcome, tuner, tuner_stub  # noqa: F401
 from ollama_optimizer.cli_support import CliError
+from ollama_optimizer.gen.optimizer.v1 import tuner_pb2, tuner_pb2_grpc
 from tuner_service import admin_cli
 from tuner_service.limits import LimitSettings, clamp
 from tuner_service.main import RunningTuner, start_tuner
 from tuner_service.state import ModelState, ladder
+
+from tuner_fixtures import fast_settings, local_server, make_outcome, tuner, tuner_stub  # noqa: F401
 
 MODEL = "llama3.1:8b"
 GiB = 2**30

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import random
 
@@ -70,7 +71,7 @@ class Gpu:
 def test_ladder_overshoot_at_most_a_quarter_and_capped() -> None:
     rungs = ladder(1024, 262144, 0, 4)
     assert rungs[:6] == [1024, 1280, 1536, 1792, 2048, 2560] and rungs[-1] == 262144
-    assert all(b / a <= 1.25 for a, b in zip(rungs, rungs[1:]))
+    assert all(b / a <= 1.25 for a, b in itertools.pairwise(rungs))
     assert rung_for(8400, rungs) == 10240 and rung_for(44_700, rungs) == 49152
     assert ladder(1024, 262144, 40000, 4)[-1] == 40000
     assert ladder(1024, 262144, 0, 1) == [1024 << i for i in range(9)]

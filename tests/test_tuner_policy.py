@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import random
 
@@ -202,7 +203,7 @@ def test_num_batch_changes_only_with_a_reload() -> None:
     for i in range(300):
         decision, _ = world.run(1 + i % 2, (1000, 6000)[i % 2] + rng.randint(-50, 50), 200)
         batches.append((decision.num_ctx, decision.num_batch, decision.reload))
-    for (ctx0, b0, _), (ctx1, b1, reload) in zip(batches, batches[1:]):
+    for (ctx0, b0, _), (ctx1, b1, reload) in itertools.pairwise(batches):
         if b1 != b0:
             assert reload and ctx1 != ctx0
 

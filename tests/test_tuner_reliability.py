@@ -10,14 +10,15 @@ import pytest
 from prometheus_client import REGISTRY
 
 from ollama_optimizer.channels import create_channel
+from ollama_optimizer.cli_support import CliError
 from ollama_optimizer.db import create_pool
 from ollama_optimizer.embedded_pg import EmbeddedPostgres
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2, tuner_pb2_grpc
 from ollama_optimizer.migrations import apply_migrations
-from ollama_optimizer.cli_support import CliError
-from tuner_fixtures import fast_settings, local_server, make_outcome
 from tuner_service import admin_cli, store
 from tuner_service.main import start_tuner
+
+from tuner_fixtures import fast_settings, local_server, make_outcome
 
 MODEL = "llama3.1:8b"
 WAIT_S = 90  # bounded waits, generous for a loaded CI machine
@@ -139,5 +140,5 @@ async def test_admin_cli_prints_tables(tuner, tuner_stub, capsys) -> None:
     assert "requests" in capsys.readouterr().out
     assert await admin_cli.reset(argparse.Namespace(**base)) == 0
     assert "forgotten" in capsys.readouterr().out
-    with pytest.raises(CliError, match="cannot reach the tuner at 127.0.0.1:1"):
+    with pytest.raises(CliError, match=r"cannot reach the tuner at 127\.0\.0\.1:1"):
         await admin_cli.explain(argparse.Namespace(**{**base, "address": "127.0.0.1:1"}))

@@ -5,10 +5,11 @@ import dataclasses
 
 import asyncpg
 
-from plugin_fixtures import wait_until
-from tuner_fixtures import fast_settings, local_server, make_outcome
 from tuner_service.main import start_tuner
 from tuner_service.policy import Request
+
+from plugin_fixtures import wait_until
+from tuner_fixtures import fast_settings, local_server, make_outcome
 
 MODEL = "llama3.1:8b"
 

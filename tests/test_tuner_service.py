@@ -8,8 +8,9 @@ import grpc
 import pytest
 
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
-from tuner_fixtures import fast_settings, local_server, make_outcome
 from tuner_service.main import start_tuner
+
+from tuner_fixtures import fast_settings, local_server, make_outcome
 
 MODEL = "llama3.1:8b"
 

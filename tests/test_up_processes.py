@@ -19,7 +19,6 @@ import asyncpg
 import psutil
 import pytest
 from grpc_health.v1 import health_pb2
-
 from test_db_startup import _health
 
 POLL_BOUND_SECONDS = 120.0  # bounds polling on a busy shared host; never a timing assertion
@@ -118,7 +117,7 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
         proc.send_signal(signal.SIGINT)
         try:
             await asyncio.wait_for(proc.wait(), POLL_BOUND_SECONDS)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             proc.kill()
             await proc.wait()
 

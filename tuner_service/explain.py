@@ -56,7 +56,7 @@ def _memory_lines(policy: Policy, model: ModelState) -> list[str]:
     if per_token:
         lines.append(f"KV cache: {per_token / 1024:.0f} KiB per context token (from /api/ps sizes at two contexts)")
     advice = memory_advice(policy, model)
-    return lines + [advice] if advice else lines
+    return [*lines, advice] if advice else lines
 
 
 def _lines(policy: Policy, model: ModelState, template: TemplateState | None, hard: Cap, soft: Cap) -> list[str]:

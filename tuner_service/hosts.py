@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 
 MAX_HOST_LEN = 128
-HOST_RE = re.compile(r"[^\x00-\x20\x7f]{0,%d}" % MAX_HOST_LEN)
+HOST_RE = re.compile(rf"[^\x00-\x20\x7f]{{0,{MAX_HOST_LEN}}}")
 SEPARATOR = " @"
 
 

@@ -472,7 +472,7 @@ class Policy:
         grace = 0 if obs.runner_load != RUNNER_UNKNOWN else self.s.eviction_grace
         if model.config_loads <= 1 or not others or model.requests - model.config_since <= grace:
             return
-        model.evictions = (model.evictions + [model.requests])[-max(1, self.s.eviction_min):]
+        model.evictions = ([*model.evictions, model.requests])[-max(1, self.s.eviction_min):]
         kv = costs.kv_bytes(model)
         for name, other in self.models.items():
             if (name != obs.model and split_key(name)[1] == host and other.managed

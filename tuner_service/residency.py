@@ -58,7 +58,7 @@ class Residency:
         try:
             async with self._pool.acquire(timeout=FETCH_TIMEOUT_S) as conn:
                 template = await store.load_template(conn, *key)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.debug("template %s not loaded: %s", key, exc)
             return
         finally:

@@ -14,7 +14,7 @@ class LogHistogram:
     """Quantiles of positive values; ``upper`` quantiles round up to the bucket edge, and every quantile
     stays within the observed [min_value, max_value]."""
 
-    __slots__ = ("resolution", "cap", "counts", "total", "max_value", "min_value")
+    __slots__ = ("cap", "counts", "max_value", "min_value", "resolution", "total")
 
     def __init__(self, resolution: int = 16, cap: float = 2000.0) -> None:
         self.resolution = resolution
@@ -68,7 +68,7 @@ class LogHistogram:
                 "m": self.max_value, "n": self.min_value}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any] | None, cap: float = 2000.0) -> "LogHistogram":
+    def from_json(cls, data: dict[str, Any] | None, cap: float = 2000.0) -> LogHistogram:
         hist = cls(int((data or {}).get("r", 16)), cap)
         for key, count in ((data or {}).get("c") or {}).items():
             hist.counts[int(key)] = float(count)

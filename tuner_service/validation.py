@@ -18,7 +18,7 @@ MAX_OPTION = 16_777_216
 MAX_ID_LEN = 128
 MAX_MODEL_LEN = 256
 # Model names: no control characters or white space (Postgres text cannot hold NUL; logs stay one line).
-MODEL_RE = re.compile(r"[^\x00-\x20\x7f]{1,%d}" % MAX_MODEL_LEN)
+MODEL_RE = re.compile(rf"[^\x00-\x20\x7f]{{1,{MAX_MODEL_LEN}}}")
 DONE_REASONS = frozenset({"", "stop", "length", "load", "unload"})
 _NONNEGATIVE = ("template_id", "prompt_units", "message_count", "num_ctx", "num_batch", "num_predict",
                 "prompt_eval_count", "eval_count", "total_duration_ns", "load_duration_ns",

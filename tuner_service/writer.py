@@ -48,7 +48,7 @@ class Dirty:
     def __bool__(self) -> bool:
         return bool(self.models or self.rules or self.deletes)
 
-    def merge(self, other: "Dirty") -> None:
+    def merge(self, other: Dirty) -> None:
         self.models |= other.models
         self.rules |= other.rules
         self.deletes |= other.deletes
@@ -327,7 +327,7 @@ class WriteBehind:
             return False
         try:  # a terminated session is closed, and its pool proxy detached: both raise
             return await asyncio.wait_for(store.holds_writer_lock(conn), CHECK_TIMEOUT_S)
-        except Exception:  # a broken session, whatever the client library calls it
+        except Exception:  # noqa: BLE001 - a broken session, whatever the client library calls it
             metrics.DB_ERRORS.labels("lock").inc()
             return False
 

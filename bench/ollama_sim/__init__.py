@@ -10,5 +10,17 @@ from .engine import RequestRecord, Sensitivity
 from .profiles import DEFAULT_HARDWARE, HARDWARE, MODELS, HardwareProfile, ModelProfile
 from .tokens import token_count, unit_count
 
-__all__ = ["DEFAULT_HARDWARE", "Emulator", "EmulatorConfig", "HARDWARE", "HardwareProfile", "MODELS",
-           "ModelProfile", "RequestRecord", "Sensitivity", "start_emulator", "token_count", "unit_count"]
+__all__ = [
+           "DEFAULT_HARDWARE",
+           "HARDWARE",
+           "MODELS",
+           "Emulator",
+           "EmulatorConfig",
+           "HardwareProfile",
+           "ModelProfile",
+           "RequestRecord",
+           "Sensitivity",
+           "start_emulator",
+           "token_count",
+           "unit_count",
+]

@@ -45,7 +45,7 @@ class Emulator:
         self._runner: web.AppRunner | None = None
         self.port = c.port
 
-    async def start(self) -> "Emulator":
+    async def start(self) -> Emulator:
         self._runner = web.AppRunner(OllamaApp(self.engine).build(), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port)
@@ -58,7 +58,7 @@ class Emulator:
             await self._runner.cleanup()
             self._runner = None
 
-    async def __aenter__(self) -> "Emulator":
+    async def __aenter__(self) -> Emulator:
         return await self.start()
 
     async def __aexit__(self, *exc: object) -> None:

@@ -26,16 +26,24 @@ import json
 import math
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from aiohttp import web
 
 from . import perf
-from .engine import DEFAULT_KEEP_ALIVE_S, DEFAULT_NUM_KEEP, MAX_LOADED_PER_GPU, Engine, RequestRecord, \
-    RunnerOptions, parse_keep_alive
+from .engine import (
+    DEFAULT_KEEP_ALIVE_S,
+    DEFAULT_NUM_KEEP,
+    MAX_LOADED_PER_GPU,
+    Engine,
+    RequestRecord,
+    RunnerOptions,
+    parse_keep_alive,
+)
 from .profiles import HARDWARE, MODELS, ModelProfile
 from .prompt import PROMPT_TOO_LONG, PromptError
 from .request import read_body
@@ -330,7 +338,7 @@ class LlamaBackend:
         self.port = c.port
 
     # ---- lifecycle -----------------------------------------------------------------------------
-    async def start(self) -> "LlamaBackend":
+    async def start(self) -> LlamaBackend:
         self._lock = asyncio.Lock()
         app = web.Application(client_max_size=64 * 1024**2)
         app.add_routes([web.get("/", self.root), web.post("/api/chat", self.chat),
@@ -353,7 +361,7 @@ class LlamaBackend:
             await loop.run_in_executor(self._pool, self._unload, name)
         self._pool.shutdown(wait=True)
 
-    async def __aenter__(self) -> "LlamaBackend":
+    async def __aenter__(self) -> LlamaBackend:
         return await self.start()
 
     async def __aexit__(self, *exc: object) -> None:

@@ -1,7 +1,7 @@
 """Deterministic output: how many tokens a request generates, and their text."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from .tokens import stable_hash
 

@@ -10,6 +10,7 @@ reason num_batch matters under spill. Decode (b = 1) reads CPU-resident weights 
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -61,7 +62,7 @@ def batch_surcharge(num_batch: int) -> int:
     pts = SURCHARGE_POINTS
     if num_batch <= pts[0][0]:
         return 0
-    for (b0, s0), (b1, s1) in zip(pts, pts[1:]):
+    for (b0, s0), (b1, s1) in itertools.pairwise(pts):
         if num_batch <= b1:
             return int(s0 + (s1 - s0) * (num_batch - b0) / (b1 - b0))
     (b0, s0), (b1, s1) = pts[-2], pts[-1]

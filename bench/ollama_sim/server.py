@@ -7,7 +7,7 @@ import asyncio
 import hashlib
 import json
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
@@ -25,15 +25,15 @@ VERSION = "0.32.15"  # the Ollama release whose behaviour is emulated (reference
 
 
 def _ns(seconds: float) -> int:
-    return int(round(seconds * 1e9))
+    return round(seconds * 1e9)
 
 
 def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _iso(unix_s: float) -> str:
-    return datetime.fromtimestamp(unix_s, timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.fromtimestamp(unix_s, UTC).isoformat().replace("+00:00", "Z")
 
 
 def _digest(model: ModelProfile) -> str:
@@ -118,7 +118,7 @@ class OllamaApp:
         for name, r in self.engine.runners.items():
             if r.load_start > now:
                 continue
-            expires = datetime.now(timezone.utc) + timedelta(seconds=min(r.expires_at - now, 10 * 365 * 86400))
+            expires = datetime.now(UTC) + timedelta(seconds=min(r.expires_at - now, 10 * 365 * 86400))
             models.append({"name": name, "model": name, "size": r.placement.total_bytes, "digest": _digest(r.model),
                            "details": _details(r.model), "expires_at": expires.isoformat().replace("+00:00", "Z"),
                            "size_vram": r.placement.vram_bytes, "context_length": r.opts.num_ctx})
