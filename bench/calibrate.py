@@ -73,7 +73,8 @@ def probe(n_ctx: int, n_batch: int) -> dict:
         del again
     return {"n_ctx": n_ctx, "n_batch": n_batch, "cold_load_s": cold, "load_s": statistics.median(loads),
             "prompt_s_400": min(prompt_s), "decode_tok_s": DECODE_TOKENS / min(decode_s),
-            "prompt_s_runs": prompt_s, "prompt_cpu_s_runs": prompt_cpu, "decode_s_runs": decode_s, "rss_mib": rss / 2**20}
+            "prompt_s_runs": prompt_s, "prompt_cpu_s_runs": prompt_cpu, "decode_s_runs": decode_s,
+            "rss_mib": rss / 2**20}
 
 
 def _run_probe(n_ctx: int, n_batch: int) -> dict:

@@ -88,7 +88,8 @@ def bucket(head: int) -> str:
     return next(name for low, high, name in BUCKETS if low <= head < high)
 
 
-async def observe_corpus(corpus: list[Prompt]) -> tuple[list[tuple[Prompt, int]], dict[int, Counter[int]], set[int], int]:
+async def observe_corpus(
+        corpus: list[Prompt]) -> tuple[list[tuple[Prompt, int]], dict[int, Counter[int]], set[int], int]:
     """Match then Observe every prompt through a real matcher: (decisions, true templates folded per
     template id, the template ids alive at the end, templates created)."""
     settings = MatcherSettings(cache_size=0)

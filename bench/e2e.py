@@ -253,7 +253,8 @@ def write_outputs(results: dict, scenarios: list[Scenario], out_dir: Path, n: in
     clean = {s: {c: {a: {k: v for k, v in f.items() if not k.startswith("_")} for a, f in by_arm.items()}
                  for c, by_arm in by_conc.items()} for s, by_conc in results.items()}
     (out_dir / "e2e.json").write_text(json.dumps(clean, indent=1) + "\n")
-    lines = [f"Requests per run: {n}. Latencies: simulated seconds (+ the measured request-path overhead of the plugin core for the optimizer).",
+    lines = [f"Requests per run: {n}. Latencies: simulated seconds "
+             "(+ the measured request-path overhead of the plugin core for the optimizer).",
              "", TABLE_HEADER]
     for scenario, by_conc in results.items():
         for conc, by_arm in sorted(by_conc.items()):

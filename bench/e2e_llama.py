@@ -162,7 +162,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=20)
     parser.add_argument("--default-ctx", type=int, default=1024)
-    parser.add_argument("--threads", type=int, default=1, help="llama.cpp threads (1: no barrier waits on busy shared cores)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="llama.cpp threads (1: no barrier waits on busy shared cores)")
     parser.add_argument("--arms", nargs="+", choices=LLAMA_ARMS, default=list(LLAMA_ARMS))
     args = parser.parse_args()
     if not available():

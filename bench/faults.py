@@ -339,7 +339,8 @@ async def start_system(root: Path, time_scale: float, cooldown_s: float, delay_s
     postgres.start()
     await wait_for(postgres.ready, 60, "postgres up")
     await apply_migrations(postgres.dsn)
-    env = {**os.environ, "OPTIMIZER_DSN": postgres.dsn, "OPTIMIZER_LOG_LEVEL": os.environ.get("FAULTS_LOG_LEVEL", "WARNING")}
+    env = {**os.environ, "OPTIMIZER_DSN": postgres.dsn,
+           "OPTIMIZER_LOG_LEVEL": os.environ.get("FAULTS_LOG_LEVEL", "WARNING")}
     matcher = Service("matcher", env, logs)
     tuners = {name: Service("tuner", env, logs, name) for name in ("tuner-a", "tuner-b")}
     for service in (matcher, *tuners.values()):
@@ -590,8 +591,9 @@ async def _buffer_written(system: System, fault: Fault) -> float:
 
     async def written() -> bool:  # whichever tuner is the writer now (a standby may have taken over)
         s = await scrape(system.tuner.metrics_port)
+        writer = system.records.with_suffix(".writer").read_text()
         return (bool(s) and value(s, "optimizer_tuner_writer") == 1
-                and value(s, "optimizer_tuner_outcomes_written_total") >= first.get(system.records.with_suffix(".writer").read_text(), 0))
+                and value(s, "optimizer_tuner_outcomes_written_total") >= first.get(writer, 0))
     return await wait_for(written, 90, f"tuner buffer written after {fault.name}", 0.1)
 
 
@@ -654,7 +656,8 @@ async def count_rows(dsn: str) -> dict[str, int]:
             """SELECT count(*) AS stored, count(*) - count(DISTINCT outcome_id) AS dup_ids,
                       (SELECT coalesce(sum(n - 1), 0) FROM (
                           SELECT count(*) AS n FROM tuner_outcome
-                          GROUP BY model, finished_at, latency_seconds, ttft_seconds HAVING count(*) > 1) d) AS dup_content
+                          GROUP BY model, finished_at, latency_seconds, ttft_seconds
+                          HAVING count(*) > 1) d) AS dup_content
                FROM tuner_outcome""")
     finally:
         await conn.close()
@@ -710,7 +713,8 @@ async def run(args: argparse.Namespace) -> dict:
         "overhead_ms_p99_during_outage": max(f["overhead_ms_p99_during_outage"] for f in faults),
         "overhead_ms_p99_breaker_open": max(f["overhead_ms_p99_breaker_open"] for f in faults),
         "overhead_ms_added_mean_breaker_open": round(max(
-            0.0, *(f["overhead_ms_mean_breaker_open"] - baseline_mean * 1e3 for f in faults if f["breaker_open_samples"])), 2),
+            0.0, *(f["overhead_ms_mean_breaker_open"] - baseline_mean * 1e3
+                   for f in faults if f["breaker_open_samples"])), 2),
         "overhead_ms_p99_baseline": baseline_p99 * 1e3,
         "overhead_ms_mean_baseline": round(baseline_mean * 1e3, 2),
         "baseline_requests": baseline_requests, "baseline_failed": baseline_failed,

@@ -1,14 +1,14 @@
 """Lookup at scale: N templates × 5 windows COPYed into Postgres, then planted near-duplicates and misses.
 
-Run: .venv/bin/python -m bench.lookup --templates 1000000 [--queries 3000] [--exact-sample 300] [--shared-buffers-mb 128]
-     [--no-prewarm]
+Run: .venv/bin/python -m bench.lookup --templates 1000000 [--queries 3000] [--exact-sample 300]
+     [--shared-buffers-mb 128] [--no-prewarm]
 
 Figures: sql_ms_* (client-observed round trip of the one lookup statement on the Unix socket),
-match_ms_* (client-observed Match RPC on loopback to an `ollama-optimizer matcher` subprocess, cache off), exact (SQL result equals a numpy
-brute-force reference over all stored fingerprints, on a sample), and the SQL figures split into
-planted near-duplicates (hit) and misses. Unless --no-prewarm, every page of the lookup's indexes is
-read once before timing (a long-running server's steady state; pg_prewarm is not in pgserver), after a
-CHECKPOINT has written the bulk load's dirty pages.
+match_ms_* (client-observed Match RPC on loopback to an `ollama-optimizer matcher` subprocess, cache off),
+exact (SQL result equals a numpy brute-force reference over all stored fingerprints, on a sample), and the
+SQL figures split into planted near-duplicates (hit) and misses. Unless --no-prewarm, every page of the
+lookup's indexes is read once before timing (a long-running server's steady state; pg_prewarm is not in
+pgserver), after a CHECKPOINT has written the bulk load's dirty pages.
 """
 from __future__ import annotations
 
@@ -235,7 +235,8 @@ async def run(args: argparse.Namespace) -> dict:
                     matched += response.matched
     return {
         "bench": "lookup", "templates": args.templates, "fingerprint_rows": args.templates * len(WINDOWS),
-        "thresholds": settings.thresholds, "shared_buffers": shared_buffers, "load_seconds": round(load_seconds, 1), "queries": len(queries),
+        "thresholds": settings.thresholds, "shared_buffers": shared_buffers, "load_seconds": round(load_seconds, 1),
+        "queries": len(queries),
         "sql_hits": sum(r is not None for r in results),
         "sql_ms_p50": percentile(sql_ms, 50), "sql_ms_p99": percentile(sql_ms, 99),
         "sql_ms_p50_hit": percentile(hit_ms, 50), "sql_ms_p99_hit": percentile(hit_ms, 99),

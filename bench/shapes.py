@@ -155,7 +155,8 @@ class _Builder:
             if as_chat:
                 messages = [{"role": "system", "content": instructions},
                             {"role": "user", "content": "Context:\n" + docs + "\n\n" + question}]
-                self.streams.append([Prompt(truth, "rag", _chat_head(messages), canonical_text({"messages": messages}))])
+                self.streams.append(
+                    [Prompt(truth, "rag", _chat_head(messages), canonical_text({"messages": messages}))])
             else:
                 text = instructions + "\n\nContext:\n" + docs + "\n\n" + question
                 self.streams.append([Prompt(truth, "rag", units(instructions), text)])

@@ -186,7 +186,8 @@ async def candidates(conn: asyncpg.Connection | asyncpg.Pool, query: Query,
     return rank(query.windows, query.fingerprints, query.thresholds, templates.values())
 
 
-async def lookup(conn: asyncpg.Connection | asyncpg.Pool, query: Query, timeout: float | None = None) -> Candidate | None:
+async def lookup(conn: asyncpg.Connection | asyncpg.Pool, query: Query,
+                 timeout: float | None = None) -> Candidate | None:
     """The best candidate template for the query, or None."""
     ranked = await candidates(conn, query, timeout)
     return ranked[0] if ranked else None

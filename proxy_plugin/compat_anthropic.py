@@ -95,7 +95,8 @@ class MessagesReply:
         reason = stop_reason(native.get("done_reason"), bool(calls))
         if reason:
             response["stop_reason"] = reason
-        response["usage"] = _usage(native, native_count(native, "prompt_eval_count"), native_count(native, "eval_count"))
+        response["usage"] = _usage(native, native_count(native, "prompt_eval_count"),
+                                   native_count(native, "eval_count"))
         return go_encoded(response)
 
     def chunk(self, native: dict[str, Any]) -> bytes:

@@ -90,8 +90,8 @@ async def test_gateway_bad_bodies_pass_through_cleanly(matcher, tuner, pool) -> 
 
         await _check(gw.port, upstream, pool, bodies)
         await gw.gateway.core.flush()
-        status, _ = await asyncio.to_thread(
-            post, gw.port, "/api/generate", json.dumps({"model": KNOWN, "prompt": "still up", "stream": False}).encode())
+        body = json.dumps({"model": KNOWN, "prompt": "still up", "stream": False}).encode()
+        status, _ = await asyncio.to_thread(post, gw.port, "/api/generate", body)
         assert status == 200
     print(f"\nbad-input (gateway) inputs tried: {dict(tried)}")
 

@@ -152,7 +152,8 @@ def _corrupt(draw: st.DrawFn) -> tuner_pb2.Outcome:
         ("finished_at", math.nan), ("prompt_eval_count", -5), ("eval_count", 10**15), ("total_duration_ns", -1),
         ("load_duration_ns", 10**18), ("num_ctx", -4096), ("num_ctx", 2**40), ("num_batch", -1), ("outcome_id", ""),
         ("outcome_id", "x" * 500), ("model", ""), ("model", "m" * 1000), ("action", 7), ("done_reason", "exploded"),
-        ("template_id", -3), ("model", "bad\x00model"), ("model", "two words"), ("gpu_memory_used_bytes", -1), ("finished_at", 1e300), ("host_rss_bytes", -(2**63)),
+        ("template_id", -3), ("model", "bad\x00model"), ("model", "two words"), ("gpu_memory_used_bytes", -1),
+        ("finished_at", 1e300), ("host_rss_bytes", -(2**63)),
     ]))
     setattr(outcome, field, bad)
     if draw(st.booleans()):  # sometimes a second, random field goes absurd too

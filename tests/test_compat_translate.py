@@ -32,7 +32,8 @@ def _sse(raw: bytes) -> list[tuple[str | None, object]]:
     events = []
     for block in filter(None, raw.decode().split("\n\n")):
         fields = dict(line.split(": ", 1) for line in block.split("\n"))
-        events.append((fields.get("event"), fields["data"] if fields["data"] == "[DONE]" else json.loads(fields["data"])))
+        data = fields["data"] if fields["data"] == "[DONE]" else json.loads(fields["data"])
+        events.append((fields.get("event"), data))
     return events
 
 
@@ -84,7 +85,8 @@ def test_requests_ollama_refuses_or_that_are_not_translated_are_left_to_ollama()
 
 def test_chat_stream_with_a_tool_call_ends_in_tool_calls_with_usage_and_done() -> None:
     reply = ChatReply(stream=True, include_usage=True)
-    raw = reply.chunk({"model": MODEL, "message": {"role": "assistant", "content": "", "thinking": "hmm"}, "done": False})
+    raw = reply.chunk({"model": MODEL, "message": {"role": "assistant", "content": "", "thinking": "hmm"},
+                       "done": False})
     raw += reply.chunk({"model": MODEL, "message": {"role": "assistant", "content": "", "tool_calls": [CALL]},
                         "done": False})
     raw += reply.chunk({"model": MODEL, "message": {"role": "assistant", "content": ""}, "done": True,
@@ -143,8 +145,9 @@ def test_messages_request_mapping() -> None:
         "model": MODEL, "max_tokens": 64, "system": [{"type": "text", "text": "Be brief."}],
         "thinking": {"type": "enabled", "budget_tokens": 100}, "top_k": 5,
         "tools": [{"name": "f", "input_schema": {"type": "object"}}],
-        "messages": [{"role": "assistant", "content": [{"type": "text", "text": "ok"},
-                                                       {"type": "tool_use", "id": "t1", "name": "f", "input": {"a": 1}}]},
+        "messages": [{"role": "assistant", "content": [
+                         {"type": "text", "text": "ok"},
+                         {"type": "tool_use", "id": "t1", "name": "f", "input": {"a": 1}}]},
                      {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1",
                                                    "content": [{"type": "text", "text": "42"}]}]}]})
     assert native == {
@@ -173,7 +176,8 @@ def test_messages_stream_event_sequence_thinking_text_tool() -> None:
     assert events[0][1]["message"]["usage"] == {"input_tokens": 0, "output_tokens": 0}  # Ollama: from the 1st chunk
     assert events[7][1]["content_block"] == {"type": "tool_use", "id": "call_abc", "name": "get_weather", "input": {}}
     assert events[8][1]["delta"] == {"type": "input_json_delta", "partial_json": '{"city":"Paris","days":2}'}
-    assert events[10][1] == {"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 3}}
+    assert events[10][1] == {"type": "message_delta", "delta": {"stop_reason": "tool_use"},
+                             "usage": {"output_tokens": 3}}
 
 
 def test_messages_answer_and_errors() -> None:

@@ -66,7 +66,8 @@ def test_services_and_healthchecks(compose: dict[str, Any]) -> None:
     assert services["matcher"]["deploy"]["replicas"] == 2
     assert services["ollama"]["image"].startswith("ollama/ollama:")
     assert services["migrate"]["command"] == ["migrate"] and services["migrate"]["restart"] == "no"
-    for name, port, grpc_service in (("matcher", 50061, "optimizer.v1.Matcher"), ("tuner", 50062, "optimizer.v1.Tuner")):
+    for name, port, grpc_service in (("matcher", 50061, "optimizer.v1.Matcher"),
+                                     ("tuner", 50062, "optimizer.v1.Tuner")):
         assert services[name]["command"] == [name]
         assert services[name]["healthcheck"]["test"] == [
             "CMD", "ollama-optimizer", "health", f"127.0.0.1:{port}", "--service", grpc_service]
@@ -203,7 +204,8 @@ def test_image_install_step_works_on_the_build_context(tmp_path: Path) -> None:
                         (context / relative).write_bytes(path.read_bytes())
     wheels = tmp_path / "wheels"
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(context)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels),
+         str(context)],
         capture_output=True, text=True, timeout=300,
     )
     assert build.returncode == 0, build.stderr

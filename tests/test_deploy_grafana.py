@@ -99,7 +99,8 @@ def test_provisioning() -> None:
 
 def test_metric_name_extraction() -> None:
     """The PromQL scan used above (no PromQL parser on PyPI that knows Prometheus 2.x fully)."""
-    expr = ('histogram_quantile(0.95, sum by (le, model) (rate(foo_seconds_bucket{model=~"$model", a="b(c)"}[$__rate_interval])))'
+    expr = ('histogram_quantile(0.95, sum by (le, model) '
+            '(rate(foo_seconds_bucket{model=~"$model", a="b(c)"}[$__rate_interval])))'
             ' / on (job) group_left sum without (instance) (bar_total offset 5m) > bool 3 or absent(up{job="x"})')
     assert dt.metric_names(expr) == {"foo_seconds_bucket", "bar_total", "up"}
     assert dt.grafana_to_promql('rate(x{m=~"$model"}[$__rate_interval])') == 'rate(x{m=~".*"}[1m])'

@@ -252,8 +252,9 @@ def test_servicemonitor_component() -> None:
     kubectl_or_skip()
     base = dt.kustomize_build(K8S / "base")
     services = [d for d in base if d["kind"] == "Service"]
+    components = spec["selector"]["matchExpressions"][0]["values"]
     selected = [s for s in services if spec["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()
-                and s["metadata"]["labels"]["app.kubernetes.io/component"] in spec["selector"]["matchExpressions"][0]["values"]]
+                and s["metadata"]["labels"]["app.kubernetes.io/component"] in components]
     assert {s["metadata"]["labels"]["app.kubernetes.io/component"] for s in selected} == {"matcher", "tuner", "gateway"}
     for service in selected:
         assert "metrics" in {p["name"] for p in service["spec"]["ports"]}

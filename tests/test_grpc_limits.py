@@ -25,7 +25,8 @@ MiB = 1 << 20
 
 
 @asynccontextmanager
-async def matcher_with(pool: asyncpg.Pool, **settings: object) -> AsyncIterator[tuple[MatcherServer, matcher_pb2_grpc.MatcherStub]]:
+async def matcher_with(
+        pool: asyncpg.Pool, **settings: object) -> AsyncIterator[tuple[MatcherServer, matcher_pb2_grpc.MatcherStub]]:
     server = await start_matcher(pool, ServerConfig(listen="127.0.0.1:0", metrics_port=0),
                                  replace(MatcherSettings(), **settings))
     try:

@@ -1,4 +1,5 @@
-"""`ollama-optimizer matcher` as a subprocess: health SERVING, CLI round trip, metrics, SIGTERM → NOT_SERVING → exit 0."""
+"""`ollama-optimizer matcher` as a subprocess: health SERVING, CLI round trip, metrics,
+SIGTERM → NOT_SERVING → exit 0."""
 from __future__ import annotations
 
 import argparse

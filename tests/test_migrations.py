@@ -180,7 +180,8 @@ async def test_upgrade_from_every_released_schema_with_data(version: int, empty_
 
         expected_pending = CONTRACT_STEPS if version else []
         assert report.contract_pending == expected_pending
-        assert sorted(report.applied + report.contract_pending) == [m.version for m in discover() if m.version > version]
+        later = [m.version for m in discover() if m.version > version]
+        assert sorted(report.applied + report.contract_pending) == later
         assert await missing_expand_steps(empty_dsn) == []
         await _assert_probe_keys_complete(conn)
         recorded = dict(await conn.fetch("SELECT version, checksum FROM sys_schema_version"))
@@ -241,7 +242,8 @@ async def test_fresh_database_gets_contract_steps_at_once(empty_dsn: str) -> Non
 async def test_a_changed_applied_file_is_refused(empty_dsn: str, monkeypatch: pytest.MonkeyPatch,
                                                  tmp_path: Path) -> None:
     await apply_migrations(empty_dsn)
-    changed = (MIGRATIONS_DIR / "0002_tuner.sql").read_text() + "\nCREATE INDEX IF NOT EXISTS sneaky ON tuner_rule (value);\n"
+    changed = ((MIGRATIONS_DIR / "0002_tuner.sql").read_text()
+               + "\nCREATE INDEX IF NOT EXISTS sneaky ON tuner_rule (value);\n")
     _migrations_with(tmp_path, monkeypatch, {"0002_tuner.sql": changed})
     with pytest.raises(MigrationError, match=r"0002_tuner.sql was changed after it was applied"):
         await apply_migrations(empty_dsn)
@@ -257,7 +259,8 @@ async def test_a_new_step_applies_in_its_own_phase(empty_dsn: str, monkeypatch: 
     await apply_migrations(empty_dsn)
     _migrations_with(tmp_path, monkeypatch, {
         "0901_expand_index.sql": "-- migrate: no-transaction\n"
-                                 "CREATE INDEX CONCURRENTLY IF NOT EXISTS tuner_rule_value_idx ON tuner_rule (value);\n",
+                                 "CREATE INDEX CONCURRENTLY IF NOT EXISTS tuner_rule_value_idx "
+                                 "ON tuner_rule (value);\n",
         "0902_contract_drop.sql": "-- migrate: contract\nALTER TABLE tuner_arm DROP COLUMN IF EXISTS updated_at;\n"})
     conn = await asyncpg.connect(empty_dsn)
     try:
@@ -267,7 +270,8 @@ async def test_a_new_step_applies_in_its_own_phase(empty_dsn: str, monkeypatch: 
                            "WHERE indexrelid = 'tuner_rule_value_idx'::regclass")
         report = await apply_migrations(empty_dsn)
         assert report.applied == [901] and report.contract_pending == [902]
-        assert await conn.fetchval("SELECT indisvalid FROM pg_index WHERE indexrelid = 'tuner_rule_value_idx'::regclass")
+        assert await conn.fetchval(
+            "SELECT indisvalid FROM pg_index WHERE indexrelid = 'tuner_rule_value_idx'::regclass")
         assert await conn.fetchval("SELECT count(*) FROM information_schema.columns "
                                    "WHERE table_name = 'tuner_arm' AND column_name = 'updated_at'") == 1
         assert (await apply_migrations(empty_dsn, contract=True)).applied == [902]

@@ -33,7 +33,8 @@ def test_canonical_text() -> None:
 def test_strip_command() -> None:
     assert strip_command({"prompt": "/opt  hello"}) == {"prompt": "hello"}
     assert strip_command({"prompt": "/optimal hello"}) is None
-    stripped = strip_command({"messages": [{"role": "user", "content": "/opt hi"}, {"role": "assistant", "content": "x"}]})
+    stripped = strip_command({"messages": [{"role": "user", "content": "/opt hi"},
+                                           {"role": "assistant", "content": "x"}]})
     assert stripped is None  # like the host: only when the last message is the user's
     assert strip_command({"messages": [{"role": "user", "content": "/opt hi"}]}) == {
         "messages": [{"role": "user", "content": "hi"}]}

@@ -27,7 +27,8 @@ class SpillWorld:
     def __init__(self, policy: Policy, vram: int = 8 * GIB, weights: int = int(5.1 * GIB),
                  kv_per_token: int = 128 * 1024, default_ctx: int = 4096, gap_s: float = 0.0,
                  load_s: float = LOAD_S) -> None:
-        self.policy, self.vram, self.weights, self.kv, self.default_ctx = policy, vram, weights, kv_per_token, default_ctx
+        self.policy, self.vram, self.weights = policy, vram, weights
+        self.kv, self.default_ctx = kv_per_token, default_ctx
         self.gap_s, self.load_s = gap_s, load_s
         self.loaded: tuple[int, int] | None = None
         self.t = 1_000.0
@@ -209,7 +210,8 @@ class SharedGpu:
         load_s = 4.0 if load else 0.005
         self.t += load_s + 2.0
         self.policy.observe(Observation(
-            model, template_id, units, 2, decision.action == APPLY, options[0], options[1], 0, prompt, 200, load_s + 2.0, load_s, 0.5, 1.5, "stop", True, loaded_context_length=ctx,
+            model, template_id, units, 2, decision.action == APPLY, options[0], options[1], 0, prompt, 200,
+            load_s + 2.0, load_s, 0.5, 1.5, "stop", True, loaded_context_length=ctx,
             model_size=size, model_vram=size, finished_at=self.t, runner_load=RUNNER_LOADED if load else RUNNER_KEPT))
         return decision
 

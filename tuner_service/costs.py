@@ -135,8 +135,8 @@ def shrink_target(model: ModelState, rungs: list[int], required_rung: int, activ
     (hysteresis: each shows its claim returning before the rent paid for the round trip); the strikes end
     with the claims on the context. ``coming_s`` is what the request being decided would take at the
     loaded rung: towards a rung that fits in VRAM its rent counts before it is paid (a request that alone
-    would pay more than the return runs at the smaller rung), unless the loaded context was revisited. Of the rungs that qualify, the one saving
-    the most per request, the largest of equals (the fewest growths back).
+    would pay more than the return runs at the smaller rung), unless the loaded context was revisited.
+    Of the rungs that qualify, the one saving the most per request, the largest of equals (the fewest growths back).
     """
     if not model.rent and (coming_s <= 0 or saving_share(model, required_rung, model.loaded_ctx) <= 0):
         return 0, 0.0  # nothing paid, and the smallest rung the request allows would save nothing

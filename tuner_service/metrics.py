@@ -5,8 +5,8 @@ from prometheus_client import Counter, Gauge, Histogram
 
 RECOMMENDATIONS = Counter(
     "optimizer_tuner_recommendations_total", "Recommendations by action and reason code.", ("action", "reason"))
-OUTCOMES = Counter(
-    "optimizer_tuner_outcomes_total", "Reported outcomes by result.", ("result",))  # accepted|duplicate|rejected|dropped
+OUTCOMES = Counter(  # result: accepted|duplicate|rejected|dropped
+    "optimizer_tuner_outcomes_total", "Reported outcomes by result.", ("result",))
 DECISIONS_UNVERIFIED = Counter(
     "optimizer_tuner_decisions_unverified_total",
     "Outcomes whose decision_id this tuner did not issue (forged, altered, another key, an older format): "

@@ -270,7 +270,8 @@ class Policy:
             return self._load(req, model, template, target, need, conf, code, reason, prevented=True)
         # What this request would take at the loaded context: its prompt, and the output reserved for it at
         # the decode speed measured there (decode is what a spill slows most).
-        coming = (self.prompt_tokens(model, req.prompt_units, req.message_count) * model.seconds_per_token.get(loaded, 0.0)
+        coming = (self.prompt_tokens(model, req.prompt_units, req.message_count)
+                  * model.seconds_per_token.get(loaded, 0.0)
                   + self.output_reserve(template, req.num_predict) * model.decode_spt.get(loaded, 0.0))
         target, paid = costs.shrink_target(model, rungs, wanted, active, self.reload_s(model),
                                            self.s.revisit_backoff, coming)

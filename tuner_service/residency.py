@@ -2,9 +2,9 @@
 
 Start-up loads models, arms and pinned templates only. A Recommend for a template that is not in memory
 is answered from the model's state at once and fetches the template's stored rule in the background; an
-operator call (explain, pin, reset) and a Report of its outcomes wait for it. Memory holds at most ``limit`` templates per model:
-beyond it the least recently used ones that are neither pinned nor waiting to be written are dropped
-(their rules stay in Postgres).
+operator call (explain, pin, reset) and a Report of its outcomes wait for it. Memory holds at most
+``limit`` templates per model: beyond it the least recently used ones that are neither pinned nor waiting
+to be written are dropped (their rules stay in Postgres).
 """
 from __future__ import annotations
 

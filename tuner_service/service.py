@@ -30,8 +30,9 @@ async def _check_model(context: grpc.aio.ServicerContext, model: str, template_i
     if template_id < 0:
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "template_id must not be negative")
     if not valid_host(host):
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                            f"ollama_host must be at most {MAX_HOST_LEN} characters without control characters or spaces")
+        await context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"ollama_host must be at most {MAX_HOST_LEN} characters without control characters or spaces")
     return state_key(model, host)
 
 

@@ -106,7 +106,8 @@ def validate(o: tuner_pb2.Outcome, now: float | None = None) -> Valid:
     _check_ranges(o)
     _check_consistency(o, now)
     observation = Observation(
-        model=state_key(o.model, o.ollama_host), template_id=o.template_id, prompt_units=o.prompt_units, message_count=o.message_count,
+        model=state_key(o.model, o.ollama_host), template_id=o.template_id, prompt_units=o.prompt_units,
+        message_count=o.message_count,
         applied=o.action == APPLY, num_ctx=o.num_ctx, num_batch=o.num_batch, num_predict=o.num_predict,
         prompt_eval_count=o.prompt_eval_count, eval_count=o.eval_count, total_s=o.total_duration_ns / NS,
         load_s=o.load_duration_ns / NS, prompt_eval_s=o.prompt_eval_duration_ns / NS,

@@ -243,7 +243,8 @@ class Engine:
             if req.num_batch_auto:
                 batch = auto_num_batch(req.num_ctx)
                 full = model.weights_bytes + model.kv_bytes(kv_ctx) + self.hw.gpu_overhead_bytes
-                while self.hw.vram_bytes and batch > DEFAULT_NUM_BATCH and full + perf.batch_surcharge(batch) > free_vram:
+                while (self.hw.vram_bytes and batch > DEFAULT_NUM_BATCH
+                       and full + perf.batch_surcharge(batch) > free_vram):
                     batch //= 2
             pl = perf.place(model, self.hw, kv_ctx, batch, req.num_gpu, free_vram)
             fits = pl.gpu_layers == model.layers if self.hw.vram_bytes else pl.total_bytes <= free_ram

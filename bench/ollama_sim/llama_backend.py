@@ -155,7 +155,8 @@ class LlamaRunner:
         return self.engine.resolve(self.model, options, shift)
 
     def would_reload(self, options: dict, shift: bool | None = None) -> bool:
-        return self.llama is not None and self.opts is not None and Engine.needs_reload(self.opts, self.resolve(options, shift))
+        return (self.llama is not None and self.opts is not None
+                and Engine.needs_reload(self.opts, self.resolve(options, shift)))
 
     def ensure(self, options: dict, shift: bool | None = None) -> float:
         """Load or reload when Ollama would; returns the load seconds (0 when warm)."""
@@ -192,7 +193,8 @@ class LlamaRunner:
         full = self.tokenize(render_chatml(messages, self.model))
         if not truncate or not prune or len(full) <= self.opts.num_ctx:
             return full, len(full), 0
-        kept = prune_messages(messages, lambda ms: len(self.tokenize(render_chatml(ms, self.model))) <= self.opts.num_ctx)
+        kept = prune_messages(messages,
+                              lambda ms: len(self.tokenize(render_chatml(ms, self.model))) <= self.opts.num_ctx)
         return self.tokenize(render_chatml(kept, self.model)), len(full), len(messages) - len(kept)
 
     # ---- completion ----------------------------------------------------------------------------
@@ -543,8 +545,8 @@ class LlamaBackend:
             return _error(404, f"model '{name}' not found")
         arrival = time.monotonic()
         record = RequestRecord(len(self.requests), endpoint, name, self.now(), options=dict(body.get("options") or {}))
-        record.prompt_units = unit_count(raw if raw is not None else
-                                         "".join(f"{m.get('role')}: {m.get('content') or ''}\n" for m in messages or []))
+        rendered = "".join(f"{m.get('role')}: {m.get('content') or ''}\n" for m in messages or [])
+        record.prompt_units = unit_count(raw if raw is not None else rendered)
         self.requests.append(record)
         stream = body.get("stream", True) is not False
         loop = asyncio.get_running_loop()

@@ -157,7 +157,8 @@ def overview() -> dict[str, Any]:
     return dashboard("ollama-optimizer-overview", "ollama-optimizer / Overview",
                      "Is the optimizer helping? Requests, optimized share, match rate, latency optimized vs "
                      "passed through, reloads, truncations, KV memory saved.", [
-        Panel("Requests/s (gateway)", [(rate("optimizer_gateway_requests_total"), "requests/s")], "reqps", "stat", 4, 4),
+        Panel("Requests/s (gateway)", [(rate("optimizer_gateway_requests_total"), "requests/s")],
+              "reqps", "stat", 4, 4),
         Panel("Optimized share", [(ratio(rate(DECISIONS, 'action="apply"'), rate(DECISIONS)), "optimized")],
               "percentunit", "stat", 4, 4, "Requests whose options the optimizer set."),
         Panel("Template match rate", [(ratio(f"({MATCHED} + {MEMO_HITS})", f"({rate(MATCHES)} + {MEMO_HITS})"),
@@ -177,16 +178,18 @@ def overview() -> dict[str, Any]:
               "reqps", stack=True),
         Row("Latency"),
         Panel("Request latency: optimized vs passed through", [
-            (quantile(0.5, "optimizer_gateway_request_duration_seconds", by="optimized"), "p50 optimized={{optimized}}"),
-            (quantile(0.95, "optimizer_gateway_request_duration_seconds", by="optimized"), "p95 optimized={{optimized}}"),
+            (quantile(0.5, "optimizer_gateway_request_duration_seconds", by="optimized"),
+             "p50 optimized={{optimized}}"),
+            (quantile(0.95, "optimizer_gateway_request_duration_seconds", by="optimized"),
+             "p95 optimized={{optimized}}"),
         ], "s"),
         Panel("Plugin overhead (Match + Recommend)", [
             (quantile(0.5, "optimizer_plugin_overhead_seconds"), "p50"),
             (quantile(0.99, "optimizer_plugin_overhead_seconds"), "p99"),
         ], "s"),
         Panel("Match answers reused by the plugin", [
-            (ratio(rate("optimizer_plugin_match_memo_total", 'result="hit"'), rate("optimizer_plugin_match_memo_total")),
-             "memo hits"),
+            (ratio(rate("optimizer_plugin_match_memo_total", 'result="hit"'),
+                   rate("optimizer_plugin_match_memo_total")), "memo hits"),
         ], "percentunit", description="Requests whose Match input (windows and the tokens inside the largest) was "
                                       "matched in the last 2 s: one round trip (Recommend) instead of two."),
         Row("Reloads, truncations, memory"),
@@ -257,7 +260,8 @@ def tuner() -> dict[str, Any]:
         Panel("Models", [("max(optimizer_tuner_models)", "models")], "short", "stat", 4, 4),
         Panel("Model x template states", [("max(optimizer_tuner_templates)", "templates")], "short", "stat", 4, 4),
         Panel("Outcome buffer", [("max(optimizer_tuner_outcome_buffer)", "waiting")], "short", "stat", 4, 4),
-        Panel("Outcomes dropped (range)", [("sum(increase(optimizer_tuner_outcomes_dropped_total[$__range]))", "dropped")],
+        Panel("Outcomes dropped (range)",
+              [("sum(increase(optimizer_tuner_outcomes_dropped_total[$__range]))", "dropped")],
               "short", "stat", 4, 4),
         Row("Decisions"),
         Panel("Recommendations by action", [(rate("optimizer_tuner_recommendations_total", by="action"), "{{action}}")],

@@ -8,10 +8,11 @@
 - A request (``src/slices/base_chain.py`` and the chat/generate chains): the context keeps only model,
   messages|prompt and stream (default False); leading ``/<name>`` commands of the last user message (or
   prompt) are parsed and stripped; agents' ``on_request`` run in order; the upstream request is rebuilt
-  from model, messages|prompt and stream (``build_ollama_request`` of ``src/slices/*/…_agent_chain.py``). The upstream answer is read whole (``httpx`` ``client.post``),
-  so a streamed answer reaches the stream parser as one chunk; each chunk is parsed as one JSON document,
-  and agents' ``on_response`` run only when some chunk parsed, with the aggregate
-  ``{"message": {"content"}, "done": True}`` (or ``"response"``) that carries no counts.
+  from model, messages|prompt and stream (``build_ollama_request`` of ``src/slices/*/…_agent_chain.py``).
+  The upstream answer is read whole (``httpx`` ``client.post``), so a streamed answer reaches the stream
+  parser as one chunk; each chunk is parsed as one JSON document, and agents' ``on_response`` run only
+  when some chunk parsed, with the aggregate ``{"message": {"content"}, "done": True}`` (or
+  ``"response"``) that carries no counts.
 
 ``patched=True`` behaves as the host with ``proxy_plugin/ollama-smart-proxy.patch`` applied: request
 fields are forwarded, stream chunks are split into NDJSON lines, and the aggregate keeps the final
