@@ -87,7 +87,7 @@ def rank(windows: tuple[int, ...], fingerprints: tuple[int, ...], thresholds: tu
     if top is None:
         return []
     above = [w for w in windows if w > top]
-    ranked: list[tuple[tuple, Candidate]] = []
+    ranked: list[tuple[tuple[bool, bool, int, int, int, int], Candidate]] = []
     for t in templates:
         d = distances[t.template_id]
         if d.get(top, RANDOM_BITS) > k[top]:

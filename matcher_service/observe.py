@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from ollama_optimizer.db import DbConn
+
 from . import store
 from .learning import Candidate, WindowState, decide, diverged_head
 from .settings import MatcherSettings
@@ -42,7 +44,7 @@ async def observe(pool: asyncpg.Pool, query: Query, settings: MatcherSettings) -
     raise AssertionError("unreachable")
 
 
-async def _observe(conn: asyncpg.Connection, query: Query, settings: MatcherSettings) -> ObserveOutcome:
+async def _observe(conn: DbConn, query: Query, settings: MatcherSettings) -> ObserveOutcome:
     best = await store.lookup(conn, query)
     if best is None:
         await store.take_creation_lock(conn, query.version)
@@ -69,7 +71,7 @@ async def _observe(conn: asyncpg.Connection, query: Query, settings: MatcherSett
     return await _create(conn, query)
 
 
-async def _open_tail(conn: asyncpg.Connection, ranked: list[Candidate], query: Query) -> ObserveOutcome | None:
+async def _open_tail(conn: DbConn, ranked: list[Candidate], query: Query) -> ObserveOutcome | None:
     """The most observed template sharing the head becomes its open tail and takes the observation."""
     head = max(ranked, key=lambda c: (c.observations, -c.template_id))
     if await store.lock_template(conn, head.template_id) is None:
@@ -80,12 +82,12 @@ async def _open_tail(conn: asyncpg.Connection, ranked: list[Candidate], query: Q
     return ObserveOutcome(head.template_id, False, stable, observations, "shrink")
 
 
-async def _create(conn: asyncpg.Connection, query: Query) -> ObserveOutcome:
+async def _create(conn: DbConn, query: Query) -> ObserveOutcome:
     template_id = await store.create_template(conn, query)
     return ObserveOutcome(template_id, True, query.largest_window, 1)
 
 
-async def _fold_into(conn: asyncpg.Connection, candidate: Candidate, query: Query,
+async def _fold_into(conn: DbConn, candidate: Candidate, query: Query,
                      settings: MatcherSettings) -> ObserveOutcome | None:
     """Fold under the template's row lock; None when the rules say: create a new template instead."""
     if not candidate.consistent(query.largest_window):  # a sibling sharing a prefix

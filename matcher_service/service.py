@@ -4,11 +4,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable
+from typing import TypeVar
 
 import asyncpg
 import grpc
 
 from ollama_optimizer.gen.optimizer.v1 import matcher_pb2, matcher_pb2_grpc
+from ollama_optimizer.server import Context
 from ollama_optimizer.soft_cache import SoftCache
 
 from . import store
@@ -29,6 +32,8 @@ from .simhash import algorithm_version, fingerprint_off_loop
 from .validation import InvalidInput, check_fingerprints, check_model, check_template_id, check_text, page_size
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 SERVICE_NAME = matcher_pb2.DESCRIPTOR.services_by_name["Matcher"].full_name
 # What an unreachable or failing database looks like from asyncpg.
@@ -55,7 +60,7 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
         thresholds = tuple(self._settings.threshold(w) for w in windows)
         return store.Query(self._version, windows, fps, thresholds, build_probes(windows, fps, list(thresholds)))
 
-    async def Match(self, request: matcher_pb2.MatchRequest, context: grpc.aio.ServicerContext
+    async def Match(self, request: matcher_pb2.MatchRequest, context: Context
                     ) -> matcher_pb2.MatchResponse:
         try:
             check_model(request.model)
@@ -102,7 +107,7 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
             response.observations = best.observations
         return response
 
-    def _db_budget(self, context: grpc.aio.ServicerContext) -> float:
+    def _db_budget(self, context: Context) -> float:
         """The Match database budget, shortened to fit the caller's deadline with time left to answer."""
         remaining = context.time_remaining()
         if remaining is None:
@@ -117,7 +122,7 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
         LOOKUP_SECONDS.observe(time.perf_counter() - started)
         return best
 
-    async def Observe(self, request: matcher_pb2.ObserveRequest, context: grpc.aio.ServicerContext
+    async def Observe(self, request: matcher_pb2.ObserveRequest, context: Context
                       ) -> matcher_pb2.ObserveResponse:
         try:
             check_model(request.model)
@@ -143,7 +148,7 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
             stable_window=outcome.stable_window, observations=outcome.observations,
         )
 
-    async def GetTemplate(self, request: matcher_pb2.GetTemplateRequest, context: grpc.aio.ServicerContext
+    async def GetTemplate(self, request: matcher_pb2.GetTemplateRequest, context: Context
                           ) -> matcher_pb2.Template:
         try:
             check_template_id(request.template_id, allow_zero=False)
@@ -154,7 +159,7 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"template {request.template_id} not found")
         return _template_message(found)
 
-    async def ListTemplates(self, request: matcher_pb2.ListTemplatesRequest, context: grpc.aio.ServicerContext
+    async def ListTemplates(self, request: matcher_pb2.ListTemplatesRequest, context: Context
                             ) -> matcher_pb2.ListTemplatesResponse:
         try:
             limit = page_size(request.limit)
@@ -167,7 +172,7 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
             templates=[_template_message(t) for t in templates], next_after_id=next_after
         )
 
-    async def _admin(self, context: grpc.aio.ServicerContext, call):  # type: ignore[no-untyped-def]
+    async def _admin(self, context: Context, call: Awaitable[T]) -> T:
         try:
             return await call
         except DB_ERRORS_TYPES as exc:

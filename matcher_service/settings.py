@@ -43,8 +43,8 @@ def parse_thresholds(spec: str) -> dict[int, int]:
         if int(k) > MAX_THRESHOLD:
             raise ValueError(f"MATCHER_THRESHOLDS: k={k} above {MAX_THRESHOLD}")
         result[int(window)] = int(k)
-    for window in OPTIONAL_WINDOWS:
-        result.setdefault(window, _DEFAULTS[window])
+    for optional in OPTIONAL_WINDOWS:
+        result.setdefault(optional, _DEFAULTS[optional])
     missing = set(WINDOWS) - set(result)
     if missing:
         raise ValueError(f"MATCHER_THRESHOLDS: no threshold for windows {sorted(missing)}")

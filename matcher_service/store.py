@@ -6,6 +6,8 @@ from datetime import datetime
 
 import asyncpg
 
+from ollama_optimizer.db import DbConn
+
 from .blocks import BLOCKS, Probes, to_signed, to_unsigned
 from .learning import Candidate, StoredCandidate, WindowState, rank
 from .settings import WINDOWS
@@ -162,9 +164,9 @@ class StoredTemplate:
     windows: tuple[StoredWindow, ...]
 
 
-def lookup_args(query: Query) -> tuple:
+def lookup_args(query: Query) -> tuple[object, ...]:
     """Parameters of LOOKUP_SQL for ``query``: its windows largest first."""
-    args: list = [query.version]
+    args: list[object] = [query.version]
     for _w, fp, k, keys in sorted(zip(query.windows, query.signed, query.thresholds, query.probes.per_window),
                                   reverse=True):
         args += [fp, k, *keys]
@@ -172,7 +174,7 @@ def lookup_args(query: Query) -> tuple:
     return tuple(args)
 
 
-async def candidates(conn: asyncpg.Connection | asyncpg.Pool, query: Query,
+async def candidates(conn: DbConn | asyncpg.Pool, query: Query,
                      timeout: float | None = None) -> list[Candidate]:
     """The candidate templates for the query, best first (``learning.rank``)."""
     rows = await conn.fetch(LOOKUP_SQL, *lookup_args(query), timeout=timeout)
@@ -186,14 +188,14 @@ async def candidates(conn: asyncpg.Connection | asyncpg.Pool, query: Query,
     return rank(query.windows, query.fingerprints, query.thresholds, templates.values())
 
 
-async def lookup(conn: asyncpg.Connection | asyncpg.Pool, query: Query,
+async def lookup(conn: DbConn | asyncpg.Pool, query: Query,
                  timeout: float | None = None) -> Candidate | None:
     """The best candidate template for the query, or None."""
     ranked = await candidates(conn, query, timeout)
     return ranked[0] if ranked else None
 
 
-async def open_tail(conn: asyncpg.Connection, template_id: int, head_window: int, absorb: list[int],
+async def open_tail(conn: DbConn, template_id: int, head_window: int, absorb: list[int],
                     absorb_below: int) -> None:
     """Make the template the open-tail head ending at ``head_window``; delete the templates of ``absorb``
     with fewer than ``absorb_below`` observations, adding their observations to it."""
@@ -201,30 +203,31 @@ async def open_tail(conn: asyncpg.Connection, template_id: int, head_window: int
     await conn.execute(OPEN_TAIL_SQL, template_id, sum(r["observations"] for r in absorbed), head_window)
 
 
-async def create_template(conn: asyncpg.Connection, query: Query) -> int:
+async def create_template(conn: DbConn, query: Query) -> int:
     rows = await conn.fetch(CREATE_SQL, query.version, query.largest_window, list(query.windows), query.signed)
     return int(rows[0]["template_id"])
 
 
-async def lock_template(conn: asyncpg.Connection, template_id: int) -> WindowState | None:
+async def lock_template(conn: DbConn, template_id: int) -> WindowState | None:
     row = await conn.fetchrow(LOCK_SQL, template_id)
     return None if row is None else WindowState(*row)
 
 
-async def fold(conn: asyncpg.Connection, template_id: int, query: Query, distance: int,
+async def fold(conn: DbConn, template_id: int, query: Query, distance: int,
                state: WindowState) -> tuple[int, int]:
     """Add the query's votes and update the template row; returns (observations, stable window)."""
     await conn.execute(FOLD_FINGERPRINTS_SQL, template_id, list(query.windows), query.signed)
     row = await conn.fetchrow(FOLD_TEMPLATE_SQL, template_id, float(distance), state.stable_window,
                               state.shrink_streak, state.grow_streak, state.grow_window, query.largest_window)
+    assert row is not None, "fold runs on a template row locked by lock_template"
     return int(row["observations"]), int(row["stable_window"])
 
 
-async def record_shrink_evidence(conn: asyncpg.Connection, template_id: int, state: WindowState) -> None:
+async def record_shrink_evidence(conn: DbConn, template_id: int, state: WindowState) -> None:
     await conn.execute(EVIDENCE_SQL, template_id, state.shrink_streak)
 
 
-async def take_creation_lock(conn: asyncpg.Connection, version: int) -> None:
+async def take_creation_lock(conn: DbConn, version: int) -> None:
     await conn.execute(CREATE_LOCK_SQL, version)
 
 
@@ -233,7 +236,9 @@ async def _with_windows(conn: asyncpg.Pool, rows: list[asyncpg.Record]) -> list[
     windows: dict[int, list[StoredWindow]] = {i: [] for i in ids}
     for w in await conn.fetch(WINDOWS_SQL, ids):
         windows[w["template_id"]].append(StoredWindow(w["window_size"], to_unsigned(w["fp"]), w["count"]))
-    return [StoredTemplate(*r, windows=tuple(windows[r["id"]])) for r in rows]
+    return [StoredTemplate(r["id"], r["created_at"], r["updated_at"], r["last_seen_at"], r["observations"],
+                           r["mean_distance"], r["stable_window"], r["algorithm_version"], tuple(windows[r["id"]]))
+            for r in rows]
 
 
 async def get_template(pool: asyncpg.Pool, template_id: int) -> StoredTemplate | None:

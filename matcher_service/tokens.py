@@ -58,8 +58,8 @@ class _Powers:
             return
         size = max(n, 2 * len(self.pow), 8192)
         with np.errstate(over="ignore"):
-            self.pow = np.cumprod(np.full(size, _P, _U64)) * _U64(_P_INV)
-            self.inv = np.cumprod(np.full(size, _P_INV, _U64)) * _U64(_P)
+            self.pow = np.cumprod(np.full(size, _P, _U64), dtype=_U64) * _U64(_P_INV)
+            self.inv = np.cumprod(np.full(size, _P_INV, _U64), dtype=_U64) * _U64(_P)
 
 
 _POWERS = _Powers()
@@ -80,7 +80,8 @@ def _segment_sums(values: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> n
     cum = np.empty(len(values) + 1, values.dtype)
     cum[0] = 0
     np.cumsum(values, out=cum[1:])
-    return np.take(cum, ends + 1) - np.take(cum, starts)
+    sums: np.ndarray = np.take(cum, ends + 1) - np.take(cum, starts)
+    return sums
 
 
 # Characters tokenised per token wanted before the rest of a long text is only counted.

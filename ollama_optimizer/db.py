@@ -13,12 +13,15 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from .config import DatabaseConfig, StartupError, env_bool
 from .embedded_pg import EmbeddedPostgres
 
 log = logging.getLogger(__name__)
 
+# A database session: a connection of its own, or one borrowed from a pool (``pool.acquire()``).
+DbConn = asyncpg.Connection | PoolConnectionProxy
 Reset = Callable[[asyncpg.Connection], Awaitable[None]]
 # Entered when the first connection attempt fails, left once the database answers (or start-up gives
 # up): a service shows NOT_SERVING meanwhile (see ollama_optimizer.server.not_serving_while_waiting).

@@ -20,11 +20,16 @@ import os
 import signal
 import subprocess
 import sys
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
 
 from .config import env_int
+
+if TYPE_CHECKING:
+    from pgserver.postgres_server import PostgresServer
 
 log = logging.getLogger(__name__)
 
@@ -47,22 +52,23 @@ class EmbeddedPostgres:
     """A pgserver instance owned by this process; ``stop()`` (or exit) shuts it down."""
 
     def __init__(self, data_dir: Path, shared_buffers_mb: int | None = None) -> None:
-        import pgserver  # heavy import, only when embedded Postgres is used
+        from pgserver.postgres_server import get_server  # heavy import, only when embedded Postgres is used
 
         data_dir.mkdir(parents=True, exist_ok=True)
         data_dir = data_dir.resolve()  # pgserver keys its handle list by the resolved path
         with _owners_lock():
             _drop_stale_handles(data_dir)
         self.data_dir = data_dir
-        self._server = pgserver.get_server(data_dir, cleanup_mode="stop")
+        self._server: PostgresServer | None = get_server(data_dir, cleanup_mode="stop")
         self._reaper = _start_reaper(data_dir)
         wanted = shared_buffers_mb or default_shared_buffers_mb()
-        if _shared_buffers_mb(self._server) == wanted:
+        server = self._server
+        if _shared_buffers_mb(server) == wanted:
             return
-        self._server.psql(f"ALTER SYSTEM SET shared_buffers = '{int(wanted)}MB';")  # read at the next start
+        server.psql(f"ALTER SYSTEM SET shared_buffers = '{int(wanted)}MB';")  # read at the next start
         if owners(data_dir) == [os.getpid()]:
-            self._server.cleanup()
-            self._server = pgserver.get_server(data_dir, cleanup_mode="stop")
+            server.cleanup()
+            self._server = get_server(data_dir, cleanup_mode="stop")
             log.info("embedded Postgres restarted with shared_buffers = %d MB", wanted)
         else:
             log.info("embedded Postgres shared by other processes: shared_buffers = %d MB at its next start",
@@ -70,6 +76,8 @@ class EmbeddedPostgres:
 
     def uri(self, database: str = "postgres") -> str:
         """libpq URI (Unix socket) usable by asyncpg."""
+        if self._server is None:
+            raise RuntimeError("embedded Postgres is stopped")
         return self._server.get_uri(database)
 
     def stop(self) -> None:
@@ -86,17 +94,18 @@ class EmbeddedPostgres:
             self._reaper.kill()
 
 
-def _shared_buffers_mb(server) -> int:  # type: ignore[no-untyped-def]  # a pgserver.PostgresServer
+def _shared_buffers_mb(server: PostgresServer) -> int:
     """The running server's shared_buffers in MB (psql's aligned output: header, rule, value)."""
     output = server.psql("SELECT setting::bigint * 8 / 1024 FROM pg_settings WHERE name = 'shared_buffers';")
     return int(output.splitlines()[2])
 
 
-def _owners_lock():  # type: ignore[no-untyped-def]  # a fasteners.InterProcessLock
+def _owners_lock() -> AbstractContextManager[object]:
     """pgserver's inter-process lock, under which it adds and removes owners and starts or stops servers."""
     from pgserver.postgres_server import PostgresServer
 
-    return PostgresServer._lock
+    lock: AbstractContextManager[object] = PostgresServer._lock  # a fasteners.InterProcessLock (untyped)
+    return lock
 
 
 def owners(data_dir: Path) -> list[int]:
@@ -123,7 +132,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _start_reaper(data_dir: Path) -> subprocess.Popen:
+def _start_reaper(data_dir: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "ollama_optimizer.embedded_pg", str(data_dir), str(os.getpid())],
         stdin=subprocess.PIPE,

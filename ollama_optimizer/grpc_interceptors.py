@@ -5,7 +5,7 @@ import asyncio
 import hmac
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 from prometheus_client import Counter, Histogram
@@ -30,6 +30,12 @@ SERVER_HANDLING = Histogram(
 )
 BUILD_INFO = register_build_info()
 
+if TYPE_CHECKING:  # grpc's classes are generic in the stubs only
+    Handler = grpc.RpcMethodHandler[Any, Any]
+    Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]]
+    # What an aio server keeps in ``Handler.unary_unary`` (the stubs describe the sync server's callables).
+    AioUnary = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
+
 # Probes and discovery stay open without a token (Kubernetes gRPC probes carry none).
 UNAUTHENTICATED_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",
                             "grpc.reflection.v1.ServerReflection")
@@ -40,7 +46,7 @@ def _split_method(full_method: str) -> tuple[str, str]:
     return service, method
 
 
-def _rpc_type(handler: grpc.RpcMethodHandler) -> str:
+def _rpc_type(handler: Handler) -> str:
     if handler.request_streaming and handler.response_streaming:
         return "bidi_stream"
     if handler.request_streaming:
@@ -57,9 +63,9 @@ class _MethodMetrics:
         self.labels = labels
         self.started = SERVER_STARTED.labels(*labels)
         self.handling = SERVER_HANDLING.labels(*labels)
-        self._handled: dict[str, Any] = {}
+        self._handled: dict[str, Counter] = {}
 
-    def handled(self, code: Any) -> Any:
+    def handled(self, code: object) -> Counter:
         name = _code_name(code)
         child = self._handled.get(name)
         if child is None:
@@ -67,16 +73,16 @@ class _MethodMetrics:
         return child
 
 
-def _observed(handler: grpc.RpcMethodHandler, full_method: str) -> grpc.RpcMethodHandler:
+def _observed(handler: Handler, full_method: str) -> Handler:
     """``handler`` (unary-unary) counted and timed under its method's labels."""
     metrics = _MethodMetrics((_rpc_type(handler), *_split_method(full_method)))
-    inner = handler.unary_unary
+    inner = cast("AioUnary", handler.unary_unary)
     perf_counter = time.perf_counter
 
-    async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def observed(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         metrics.started.inc()
         t0 = perf_counter()
-        code: Any = grpc.StatusCode.UNKNOWN
+        code: object = grpc.StatusCode.UNKNOWN
         try:
             response = await inner(request, context)
             code = context.code() or grpc.StatusCode.OK
@@ -106,19 +112,19 @@ class _WrappingInterceptor(grpc.aio.ServerInterceptor):
     """
 
     def __init__(self) -> None:
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
 
     def wants(self, method: str) -> bool:
         return True
 
-    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    def wrap(self, handler: Handler, method: str) -> Handler:
         raise NotImplementedError
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Continuation,
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
         if handler is None or handler.unary_unary is None or not self.wants(method):
@@ -134,11 +140,11 @@ class _WrappingInterceptor(grpc.aio.ServerInterceptor):
 class MetricsInterceptor(_WrappingInterceptor):
     """Counts and times unary RPCs under the go-grpc-prometheus metric names."""
 
-    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    def wrap(self, handler: Handler, method: str) -> Handler:
         return _observed(handler, method)
 
 
-def _code_name(code: Any) -> str:
+def _code_name(code: object) -> str:
     if isinstance(code, grpc.StatusCode):
         return code.name
     return grpc.StatusCode.UNKNOWN.name
@@ -152,9 +158,9 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Continuation,
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         service, _ = _split_method(handler_call_details.method)
         if service in UNAUTHENTICATED_SERVICES or self._authorized(handler_call_details):
             return await continuation(handler_call_details)
@@ -162,7 +168,7 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or handler.unary_unary is None:
             return handler
 
-        async def deny(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def deny(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
 
         return grpc.unary_unary_rpc_method_handler(
@@ -200,10 +206,10 @@ class LearningBudget(_WrappingInterceptor):
     def wants(self, method: str) -> bool:
         return method in self._methods
 
-    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
-        inner = handler.unary_unary
+    def wrap(self, handler: Handler, method: str) -> Handler:
+        inner = cast("AioUnary", handler.unary_unary)
 
-        async def bounded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def bounded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             if self.in_flight >= self.limit:
                 await context.abort(
                     grpc.StatusCode.RESOURCE_EXHAUSTED,

@@ -14,6 +14,7 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -27,6 +28,8 @@ from .grpc_interceptors import BearerTokenInterceptor, LearningBudget, MetricsIn
 log = logging.getLogger(__name__)
 
 Registrar = Callable[[grpc.aio.Server], None]
+# The context of an RPC a servicer answers; helpers shared by several RPCs take any of them.
+Context = grpc.aio.ServicerContext[Any, Any]
 # Health name that is SERVING while the process answers at all (liveness probes; see db_health).
 LIVENESS = "liveness"
 DEFAULT_MAX_RECEIVE_BYTES = 4 * 1024 * 1024  # gRPC's own default

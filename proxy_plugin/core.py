@@ -206,7 +206,7 @@ class OptimizerCore:
         loaded_context_length: int = 0,
         model_size_bytes: int = 0,
         model_vram_bytes: int = 0,
-        runner_load: int = 0,
+        runner_load: tuner_pb2.RunnerLoad = tuner_pb2.RUNNER_LOAD_UNKNOWN,
     ) -> None:
         """``request`` (as sent) was answered: note its runner options and queue the outcome for Observe +
         Report; returns at once, never raises."""

@@ -12,7 +12,7 @@ class Decision:
     model: str
     endpoint: str  # "chat" | "generate"
     started: float  # time.monotonic() when prepare() began
-    action: int = tuner_pb2.PASSTHROUGH
+    action: tuner_pb2.Action = tuner_pb2.PASSTHROUGH
     reason: str = ""  # "applied", or why the request was passed through
     template_id: int = 0
     prompt_units: int = 0
@@ -45,4 +45,4 @@ class Observation:
     loaded_context_length: int = 0  # Ollama's /api/ps context for the model after a request without num_ctx
     model_size_bytes: int = 0  # /api/ps size and size_vram of the loaded model (0 = unknown)
     model_vram_bytes: int = 0
-    runner_load: int = 0  # tuner_pb2.RunnerLoad as the gateway judged it (0 = unknown)
+    runner_load: tuner_pb2.RunnerLoad = tuner_pb2.RUNNER_LOAD_UNKNOWN  # as the gateway judged it

@@ -86,7 +86,7 @@ class RunnerLoads:
             del self._inflight[model]
 
     def judge(self, model: str, ticket: Sent, load_ns: int, threshold_ns: int,
-              end: float | None = None, total_ns: int = 0) -> int:
+              end: float | None = None, total_ns: int = 0) -> tuner_pb2.RunnerLoad:
         """RUNNER_LOADED or RUNNER_KEPT for an answered request (``end``: its final created_at, Unix seconds)."""
         if end is not None and total_ns > 0:
             return self._judge_by_clock(model, ticket, load_ns, threshold_ns, end, total_ns)
@@ -98,7 +98,7 @@ class RunnerLoads:
         return tuner_pb2.RUNNER_LOADED
 
     def _judge_by_clock(self, model: str, ticket: Sent, load_ns: int, threshold_ns: int, end: float,
-                        total_ns: int) -> int:
+                        total_ns: int) -> tuner_pb2.RunnerLoad:
         ends = self._ends.setdefault(model, deque(maxlen=ENDS_KEPT))
         arrival = end - total_ns / 1e9
         # The runner was free once the requests of the model that arrived (or were sent) before this one and

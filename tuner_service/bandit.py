@@ -45,7 +45,7 @@ def choose_num_batch(model: ModelState, arms: tuple[int, ...], request_class: in
     candidates = [a for a in arms if a >= floor and _fits(model, a, safe)] or [min(arms)]
     klass = _dominant_class(model, request_class)
     stats = {a: model.arms.get((klass, a)) for a in candidates}
-    untried = [a for a in candidates if stats[a] is None or stats[a].pulls == 0]
+    untried = [a for a in candidates if (arm := stats[a]) is None or arm.pulls == 0]
     if untried:
         ranked = sorted(untried, key=lambda a: EXPLORE_ORDER.index(a) if a in EXPLORE_ORDER else len(EXPLORE_ORDER))
         return ranked[0]

@@ -13,10 +13,13 @@ import logging
 import os
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+
+from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
 
 from . import limits, metrics, store
 from .decision_token import NONE, DecisionFields, DecisionSigner, key_from_env
@@ -39,9 +42,9 @@ class Pending:
     """A valid outcome, what its verified decision id said, and its buffered row once folded."""
 
     valid: Valid
-    outcome: Any  # tuner_pb2.Outcome
+    outcome: tuner_pb2.Outcome
     decision: DecisionFields
-    entry: Entry | None = None
+    entry: Entry[Pending] | None = None
 
     @property
     def stored(self) -> bool:
@@ -72,7 +75,8 @@ class TunerCore:
         self.settings = settings
         self.policy = Policy(settings.policy)
         self.pool = pool
-        self.writer = WriteBehind(pool, settings, self._snapshot, self._promoted, self._demoted, self._load)
+        self.writer: WriteBehind[Pending] = WriteBehind(
+            pool, settings, self._snapshot, self._promoted, self._demoted, self._load)
         self.residency = Residency(pool, self.policy, settings.templates_in_memory, lambda: self.writer.dirty)
         self.signer = DecisionSigner(key_from_env())
         self._prefix = os.urandom(3).hex()
@@ -120,7 +124,7 @@ class TunerCore:
                 self._fold(item)
         self._update_gauges()
 
-    def _demoted(self, sources: list[Any]) -> None:
+    def _demoted(self, sources: list[Pending]) -> None:
         """Lost the writer lock: what was folded but not stored waits again, ahead of newer outcomes."""
         for item in sources:
             item.entry = None
@@ -181,7 +185,7 @@ class TunerCore:
         return dataclasses.replace(decision, num_ctx=value, reason=f"{decision.reason}; {why}")
 
     # ---- reports -----------------------------------------------------------------------------
-    def report(self, outcomes: list[Any]) -> ReportResult:
+    def report(self, outcomes: Sequence[tuner_pb2.Outcome]) -> ReportResult:
         """Validate, dedupe and fold (or queue) a batch."""
         result = ReportResult({}, [], [], [])
         now = time.time()

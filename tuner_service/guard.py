@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from ollama_optimizer.config import env_float, env_int, env_str
@@ -60,10 +60,11 @@ class TokenBucket:
         return True
 
 
-def source_of(identities: Sequence[bytes] | None, peer: str) -> str:
+def source_of(identities: Iterable[bytes] | None, peer: str) -> str:
     """The verified client certificate's name (``context.peer_identities()``), else the peer host."""
-    if identities:
-        return "cert:" + identities[0].decode("utf-8", "replace")[:MAX_SOURCE_LEN]
+    first = next(iter(identities or ()), None)
+    if first is not None:
+        return "cert:" + first.decode("utf-8", "replace")[:MAX_SOURCE_LEN]
     if peer.startswith(("ipv4:", "ipv6:")):
         return "peer:" + peer.split(":", 1)[1].rsplit(":", 1)[0]
     return "peer:" + peer[:MAX_SOURCE_LEN]

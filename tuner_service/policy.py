@@ -14,6 +14,8 @@ import functools
 import math
 from dataclasses import dataclass
 
+from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
+
 from . import costs
 from .bandit import choose_num_batch
 from .evidence import UNCACHED, CountReading, at_cut, read_counts
@@ -21,8 +23,8 @@ from .hosts import split_key
 from .settings import PolicySettings
 from .state import ArmStats, ModelState, TemplateState, ladder, rung_for, size_class
 
-PASSTHROUGH = 1
-APPLY = 2
+PASSTHROUGH = tuner_pb2.PASSTHROUGH  # Decision.action: the proto's Action values
+APPLY = tuner_pb2.APPLY
 CLIENT_OWNED = frozenset({"num_ctx", "num_batch"})
 CONFIDENCE_K = 3.0  # confidence = n / (n + K)
 MAX_UNCONFIRMED_MODELS = 256  # models known from Recommend alone (no outcome, pin or stored row yet)
@@ -49,7 +51,7 @@ class Request:
 
 @dataclass(frozen=True)
 class Decision:
-    action: int
+    action: tuner_pb2.Action
     num_ctx: int
     num_batch: int
     confidence: float
@@ -280,8 +282,9 @@ class Policy:
                       f"than {target}, above the reload cost {self.reload_s(model):.1f}s"
                       + (f" x2 (a claim on {active} is still active)" if active > target else ""))
             return self._load(req, model, template, target, need, conf, "shrink", reason)
-        own = rung_for(self.template_need(template), rungs) if self.confident(template) else loaded
-        avoided = template is not None and own != loaded and self.confident(template)
+        confident = self.confident(template)  # False without a template
+        own = rung_for(self.template_need(template), rungs) if template is not None and confident else loaded
+        avoided = own != loaded and confident
         if template is not None:
             template.current_ctx, template.current_batch = loaded, model.loaded_batch
         code = "avoid_reload" if avoided else "keep_loaded"

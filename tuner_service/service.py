@@ -7,6 +7,7 @@ import asyncpg
 import grpc
 
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2, tuner_pb2_grpc
+from ollama_optimizer.server import Context
 
 from . import admin
 from .core import TunerCore
@@ -22,7 +23,7 @@ MAX_PIN = 16_777_216
 DB_FAILURES = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError)
 
 
-async def _check_model(context: grpc.aio.ServicerContext, model: str, template_id: int, host: str = "") -> str:
+async def _check_model(context: Context, model: str, template_id: int, host: str = "") -> str:
     """The state key of (host, model) once both are valid names."""
     if not valid_model(model):
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
@@ -36,7 +37,7 @@ async def _check_model(context: grpc.aio.ServicerContext, model: str, template_i
     return state_key(model, host)
 
 
-async def _refuse(context: grpc.aio.ServicerContext, exc: admin.Refusal) -> None:
+async def _refuse(context: Context, exc: admin.Refusal) -> None:
     await context.abort(grpc.StatusCode[exc.code], str(exc))
 
 
@@ -46,7 +47,7 @@ class TunerServicer(tuner_pb2_grpc.TunerServicer):
         self.guard = guard or ReportGuard()
 
     async def Recommend(self, request: tuner_pb2.RecommendRequest,
-                        context: grpc.aio.ServicerContext) -> tuner_pb2.RecommendResponse:
+                        context: Context) -> tuner_pb2.RecommendResponse:
         key = await _check_model(context, request.model, request.template_id, request.ollama_host)
         if request.prompt_units > MAX_UNITS:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"prompt_units above {MAX_UNITS}")
@@ -62,7 +63,7 @@ class TunerServicer(tuner_pb2_grpc.TunerServicer):
             estimated_need=min(decision.need, 2**32 - 1))
 
     async def Report(self, request: tuner_pb2.ReportRequest,
-                     context: grpc.aio.ServicerContext) -> tuner_pb2.ReportResponse:
+                     context: Context) -> tuner_pb2.ReportResponse:
         limit = self.core.settings.max_report_batch
         if len(request.outcomes) > limit:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"at most {limit} outcomes per Report")
@@ -85,7 +86,7 @@ class TunerServicer(tuner_pb2_grpc.TunerServicer):
             rejected=[tuner_pb2.Rejection(index=i, reason=reason) for i, reason in result.rejected])
 
     async def Explain(self, request: tuner_pb2.ExplainRequest,
-                      context: grpc.aio.ServicerContext) -> tuner_pb2.ExplainResponse:
+                      context: Context) -> tuner_pb2.ExplainResponse:
         key = await _check_model(context, request.model, request.template_id, request.ollama_host)
         await self.core.residency.ensure(key, request.template_id)
         try:
@@ -94,7 +95,7 @@ class TunerServicer(tuner_pb2_grpc.TunerServicer):
             await _refuse(context, exc)
         return explain(self.core.policy, key, request.template_id, self.core.settings.limits)
 
-    async def Pin(self, request: tuner_pb2.PinRequest, context: grpc.aio.ServicerContext) -> tuner_pb2.PinResponse:
+    async def Pin(self, request: tuner_pb2.PinRequest, context: Context) -> tuner_pb2.PinResponse:
         key = await _check_model(context, request.model, request.template_id, request.ollama_host)
         if request.num_ctx > MAX_PIN or request.num_batch > MAX_PIN:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"pinned values must be at most {MAX_PIN}")
@@ -109,7 +110,7 @@ class TunerServicer(tuner_pb2_grpc.TunerServicer):
             state=explain(self.core.policy, key, request.template_id, self.core.settings.limits))
 
     async def Reset(self, request: tuner_pb2.ResetRequest,
-                    context: grpc.aio.ServicerContext) -> tuner_pb2.ResetResponse:
+                    context: Context) -> tuner_pb2.ResetResponse:
         key = await _check_model(context, request.model, request.template_id, request.ollama_host)
         if request.whole_model == bool(request.template_id):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
@@ -125,7 +126,7 @@ class TunerServicer(tuner_pb2_grpc.TunerServicer):
         return tuner_pb2.ResetResponse(existed=self.core.reset_model(key))
 
     async def Summary(self, request: tuner_pb2.SummaryRequest,
-                      context: grpc.aio.ServicerContext) -> tuner_pb2.SummaryResponse:
+                      context: Context) -> tuner_pb2.SummaryResponse:
         period = request.period_seconds or 3600
         if request.model and not valid_model(request.model):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "model filter is not a valid model name")
@@ -151,7 +152,7 @@ class TunerServicer(tuner_pb2_grpc.TunerServicer):
                     ollama_host=row["ollama_host"], num_ctx_cap=model.num_ctx_cap if model else 0))
         return response
 
-    async def _require_writer(self, context: grpc.aio.ServicerContext) -> None:
+    async def _require_writer(self, context: Context) -> None:
         if self.core.read_only:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                                 "this tuner is a read-only standby: another process holds the writer lock")

@@ -28,7 +28,7 @@ class LogHistogram:
         return math.floor(math.log2(value) * self.resolution)
 
     def _edge(self, index: int) -> float:
-        return 2.0 ** (index / self.resolution)
+        return math.pow(2.0, index / self.resolution)
 
     def add(self, value: float, weight: float = 1.0) -> None:
         if not value > 0 or math.isinf(value):

@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import json
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+
+from ollama_optimizer.db import DbConn
 
 from .sketch import LogHistogram
 from .state import ArmStats, ModelState, TemplateState
@@ -34,7 +37,7 @@ OUTCOME_FIELDS = (
     ("ollama_host", "text"), ("prompt_eval_cached_count", "int8"))
 OUTCOME_COLUMNS = tuple(name for name, _ in OUTCOME_FIELDS)
 OUTCOME_TYPES = tuple(kind for _, kind in OUTCOME_FIELDS)
-_OUTCOME_ORDER = operator.itemgetter(*OUTCOME_COLUMNS)
+_OUTCOME_ORDER: Callable[[dict[str, Any]], tuple[Any, ...]] = operator.itemgetter(*OUTCOME_COLUMNS)
 _UNNEST = ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(OUTCOME_TYPES))
 _SELECT = ", ".join("to_timestamp(finished_at)" if c == "finished_at" else c for c in OUTCOME_COLUMNS)
 INSERT_OUTCOMES = (
@@ -117,7 +120,7 @@ def _template_from(ctx: asyncpg.Record, batch: asyncpg.Record | None) -> Templat
 
 
 # ---- queries -----------------------------------------------------------------------------------
-async def load_state(conn: asyncpg.Connection) -> dict[str, ModelState]:
+async def load_state(conn: DbConn) -> dict[str, ModelState]:
     """Every model and arm, and the pinned templates; other templates are loaded on demand (load_template)."""
     models = {r["model"]: _model_from(r) for r in await conn.fetch("SELECT * FROM tuner_model")}
     rules: dict[tuple[str, int], dict[str, asyncpg.Record]] = {}
@@ -135,24 +138,24 @@ async def load_state(conn: asyncpg.Connection) -> dict[str, ModelState]:
     return models
 
 
-async def load_template(conn: asyncpg.Connection, model: str, template_id: int) -> TemplateState | None:
+async def load_template(conn: DbConn, model: str, template_id: int) -> TemplateState | None:
     """One stored template (None when nothing is stored for it)."""
     params = {r["param"]: r for r in await conn.fetch(
         "SELECT * FROM tuner_rule WHERE model = $1 AND template_id = $2", model, template_id)}
     return _template_from(params["num_ctx"], params.get("num_batch")) if "num_ctx" in params else None
 
 
-async def recent_outcome_ids(conn: asyncpg.Connection, limit: int) -> list[str]:
+async def recent_outcome_ids(conn: DbConn, limit: int) -> list[str]:
     rows = await conn.fetch("SELECT outcome_id FROM tuner_outcome ORDER BY id DESC LIMIT $1", limit)
     return [r["outcome_id"] for r in reversed(rows)]
 
 
-async def write_outcomes(conn: asyncpg.Connection, rows: list[tuple[Any, ...]]) -> None:
+async def write_outcomes(conn: DbConn, rows: list[tuple[Any, ...]]) -> None:
     if rows:
         await conn.execute(INSERT_OUTCOMES, *[list(column) for column in zip(*rows)])
 
 
-async def write_models(conn: asyncpg.Connection, rows: list[tuple[Any, ...]]) -> None:
+async def write_models(conn: DbConn, rows: list[tuple[Any, ...]]) -> None:
     await conn.executemany(
         """INSERT INTO tuner_model (model, units_ratio, calibration_samples, managed, loaded_num_ctx,
                loaded_num_batch, default_num_ctx, context_limit, reload_cost_seconds, reloads, requests, state,
@@ -166,7 +169,7 @@ async def write_models(conn: asyncpg.Connection, rows: list[tuple[Any, ...]]) ->
                requests = EXCLUDED.requests, state = EXCLUDED.state, updated_at = now()""", rows)
 
 
-async def write_rules(conn: asyncpg.Connection, rules: list[RuleRow]) -> None:
+async def write_rules(conn: DbConn, rules: list[RuleRow]) -> None:
     rows = []
     for r in rules:
         rows.append((r.model, r.template_id, "num_ctx", r.ctx_value, r.samples, r.confidence, r.successes,
@@ -184,7 +187,7 @@ async def write_rules(conn: asyncpg.Connection, rules: list[RuleRow]) -> None:
                truncations = EXCLUDED.truncations, state = EXCLUDED.state, updated_at = now()""", rows)
 
 
-async def write_arms(conn: asyncpg.Connection, rows: list[tuple[Any, ...]]) -> None:
+async def write_arms(conn: DbConn, rows: list[tuple[Any, ...]]) -> None:
     await conn.executemany(
         """INSERT INTO tuner_arm (model, size_class, num_batch, pulls, reward_mean, updated_at)
            VALUES ($1, $2, $3, $4, $5, now())
@@ -192,7 +195,7 @@ async def write_arms(conn: asyncpg.Connection, rows: list[tuple[Any, ...]]) -> N
                reward_mean = EXCLUDED.reward_mean, updated_at = now()""", rows)
 
 
-async def delete_rules(conn: asyncpg.Connection, keys: list[tuple[str, int]]) -> None:
+async def delete_rules(conn: DbConn, keys: list[tuple[str, int]]) -> None:
     """Delete (model, template) rules; template 0 deletes everything stored for the model."""
     await conn.executemany("DELETE FROM tuner_rule WHERE model = $1 AND (template_id = $2 OR $2 = 0)", keys)
     models = [(model,) for model, template_id in keys if template_id == 0]
@@ -201,12 +204,12 @@ async def delete_rules(conn: asyncpg.Connection, keys: list[tuple[str, int]]) ->
         await conn.executemany("DELETE FROM tuner_model WHERE model = $1", models)
 
 
-async def delete_old_outcomes(conn: asyncpg.Connection, days: float) -> str:
+async def delete_old_outcomes(conn: DbConn, days: float) -> str:
     return await conn.execute(
         "DELETE FROM tuner_outcome WHERE finished_at < now() - make_interval(secs => $1)", days * 86400)
 
 
-async def try_writer_lock(conn: asyncpg.Connection) -> bool:
+async def try_writer_lock(conn: DbConn) -> bool:
     return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", WRITER_LOCK_KEY))
 
 
@@ -217,12 +220,12 @@ SELECT EXISTS (SELECT 1 FROM pg_locks
                  AND classid::text::bigint = $1::bigint >> 32 AND objid::text::bigint = $1::bigint & 4294967295)"""
 
 
-async def holds_writer_lock(conn: asyncpg.Connection) -> bool:
+async def holds_writer_lock(conn: DbConn) -> bool:
     """Whether this very session holds the single-writer lock (the fence checked by every write)."""
     return bool(await conn.fetchval(HOLDS_WRITER_LOCK, WRITER_LOCK_KEY))
 
 
-async def stored_outcome_ids(conn: asyncpg.Connection, ids: list[str]) -> set[str]:
+async def stored_outcome_ids(conn: DbConn, ids: list[str]) -> set[str]:
     """The subset of ``ids`` already stored."""
     rows = await conn.fetch("SELECT outcome_id FROM tuner_outcome WHERE outcome_id = ANY($1::text[])", ids)
     return {r["outcome_id"] for r in rows}
@@ -249,6 +252,6 @@ GROUP BY GROUPING SETS ((model, ollama_host), ())
 """
 
 
-async def summary(conn: asyncpg.Connection, period_s: float, model: str, reload_ns: int) -> list[asyncpg.Record]:
+async def summary(conn: DbConn, period_s: float, model: str, reload_ns: int) -> list[asyncpg.Record]:
     """Rows per (model, Ollama host) plus a total row (model NULL)."""
     return await conn.fetch(SUMMARY_SQL, period_s, model, reload_ns)

@@ -21,14 +21,19 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from ollama_optimizer.db import DbConn
 
 from . import metrics, store
 from .settings import TunerSettings
 
 log = logging.getLogger(__name__)
+
+S = TypeVar("S")  # what a buffered row was built from, handed back on demotion
 MAX_BACKOFF_S = 2.0  # retry period while Postgres is unreachable (buffered rows wait at most this long)
 ACQUIRE_TIMEOUT_S = 10.0  # a pool connection (or a new one) for the writer: never wait forever
 WRITE_TIMEOUT_S = 30.0  # one flush transaction on the lock session; beyond it the session is given up
@@ -55,22 +60,22 @@ class Dirty:
 
 
 @dataclass(eq=False)
-class Entry:
+class Entry(Generic[S]):
     """One buffered outcome row and what it was built from; ``stored`` once its transaction committed."""
 
     row: tuple[Any, ...]
-    source: Any
+    source: S
     stored: bool = False
 
 
 Snapshot = Callable[[Dirty], tuple[list[tuple[Any, ...]], list[store.RuleRow], list[tuple[Any, ...]]]]
 
 
-class WriteBehind:
+class WriteBehind(Generic[S]):
     """Buffers rows and dirty keys; a background task flushes them while this process is the writer."""
 
     def __init__(self, pool: asyncpg.Pool, settings: TunerSettings, snapshot: Snapshot,
-                 on_promoted: Callable[[], Awaitable[None]], on_demoted: Callable[[list[Any]], None],
+                 on_promoted: Callable[[], Awaitable[None]], on_demoted: Callable[[list[S]], None],
                  on_standby: Callable[[], Awaitable[None]]) -> None:
         self._pool = pool
         self._settings = settings
@@ -78,11 +83,11 @@ class WriteBehind:
         self._on_promoted = on_promoted
         self._on_demoted = on_demoted
         self._on_standby = on_standby
-        self.rows: deque[Entry] = deque()
+        self.rows: deque[Entry[S]] = deque()
         self.dirty = Dirty()
         self.is_writer = False
         self.ever_writer = False
-        self._lock_conn: asyncpg.Connection | None = None
+        self._lock_conn: PoolConnectionProxy | None = None
         self._session = asyncio.Lock()  # every use of the lock session, and every flush, one at a time
         self._wake = asyncio.Event()
         self._drained = asyncio.Event()
@@ -96,7 +101,7 @@ class WriteBehind:
         self._progress = asyncio.Event()  # set after every flush and every demotion
 
     # ---- producers (event loop, never blocking) ----------------------------------------------
-    def enqueue(self, row: tuple[Any, ...], source: Any) -> Entry | None:
+    def enqueue(self, row: tuple[Any, ...], source: S) -> Entry[S] | None:
         """Queue one outcome row; None (and counted) when the buffer is full."""
         if len(self.rows) >= self._settings.buffer_max:
             metrics.OUTCOMES_DROPPED.inc()
@@ -255,7 +260,7 @@ class WriteBehind:
             self._drained.set()
 
     @staticmethod
-    async def _write(conn: asyncpg.Connection, batch: list[Entry], dirty: Dirty, models: list[tuple[Any, ...]],
+    async def _write(conn: DbConn, batch: list[Entry[Any]], dirty: Dirty, models: list[tuple[Any, ...]],
                      rules: list[store.RuleRow], arms: list[tuple[Any, ...]]) -> None:
         async with conn.transaction():
             if not await store.holds_writer_lock(conn):
@@ -350,7 +355,7 @@ class WriteBehind:
         if conn is not None:
             await self._discard(conn)
 
-    async def _discard(self, conn: asyncpg.Connection) -> None:
+    async def _discard(self, conn: PoolConnectionProxy) -> None:
         """Close a connection (releasing its session lock) and hand it back to the pool."""
         with contextlib.suppress(Exception):
             await conn.close(timeout=2)
