@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+from typing import Unpack
 
+from ollama_optimizer.channels import ClientArgs
 from ollama_optimizer.cli_support import CALL_TIMEOUT_SECONDS, CliError, as_dict, channel_to, print_json, table, when
 from ollama_optimizer.gen.optimizer.v1 import matcher_pb2, matcher_pb2_grpc
 
@@ -10,7 +12,7 @@ SERVICE = "matcher"
 TEMPLATE_TIMES = ("created_at", "updated_at", "last_seen_at")
 
 
-async def match(args: argparse.Namespace, text: str, **channel_args: str) -> int:
+async def match(args: argparse.Namespace, text: str, **channel_args: Unpack[ClientArgs]) -> int:
     """Match ``text`` for ``args.model`` (then Observe it with ``args.observe``) and print the result."""
     if not text.strip():
         raise CliError("no prompt text: pass --text or pipe the prompt on standard input", exit_code=2)
@@ -46,7 +48,7 @@ async def match(args: argparse.Namespace, text: str, **channel_args: str) -> int
     return 0
 
 
-async def templates(args: argparse.Namespace, **channel_args: str) -> int:
+async def templates(args: argparse.Namespace, **channel_args: Unpack[ClientArgs]) -> int:
     """Print one page of learned templates (fingerprints and counters; no prompt text exists)."""
     async with channel_to(SERVICE, args.address, channel_args) as channel:
         response = await matcher_pb2_grpc.MatcherStub(channel).ListTemplates(

@@ -8,8 +8,10 @@ clients themselves to drop dead connections.
 """
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypedDict
 
 import grpc
 
@@ -41,6 +43,15 @@ class Keepalive:
 
 
 KEEPALIVE = Keepalive()
+
+
+class ClientArgs(TypedDict, total=False):
+    """How a client authenticates: the keyword arguments of ``create_channel`` an operator configures."""
+
+    token: str
+    tls_ca: str
+    tls_cert: str
+    tls_key: str
 
 
 def _channel_options(keepalive: Keepalive, own_connection: bool) -> list[tuple[str, int | str]]:
@@ -97,8 +108,14 @@ class _BearerMetadata(grpc.aio.UnaryUnaryClientInterceptor):
     def __init__(self, token: str) -> None:
         self._header = ("authorization", f"Bearer {token}")
 
-    async def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
+    async def intercept_unary_unary(
+        self,
+        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Awaitable[grpc.aio.UnaryUnaryCall[Any, Any]]],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> grpc.aio.UnaryUnaryCall[Any, Any]:
         metadata = list(client_call_details.metadata or ())
         metadata.append(self._header)
-        details = client_call_details._replace(metadata=metadata)
+        # A namedtuple at run time; the stubs declare only its fields.
+        details = client_call_details._replace(metadata=metadata)  # type: ignore[attr-defined]
         return await continuation(details, request)

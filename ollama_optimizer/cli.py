@@ -9,11 +9,14 @@ import sys
 import warnings
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from .cli_support import CliError
 from .config import StartupError, env_str
 from .version import package_version
+
+if TYPE_CHECKING:
+    from .channels import ClientArgs
 
 
 def _matcher_address() -> str:
@@ -67,7 +70,7 @@ async def _health(args: argparse.Namespace) -> int:
     return code
 
 
-def _client_tls_args() -> dict[str, str]:
+def _client_tls_args() -> ClientArgs:
     from .health_check import client_args_from_env
 
     return client_args_from_env()
@@ -120,7 +123,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
-def _command(sub: argparse._SubParsersAction, name: str, description: str,  # type: ignore[type-arg]
+def _command(sub: argparse._SubParsersAction[_Parser], name: str, description: str,
              func: Callable[[argparse.Namespace], Coroutine[Any, Any, int]]) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = sub.add_parser(name, help=description, description=description,
                                                      formatter_class=_HelpFormatter)

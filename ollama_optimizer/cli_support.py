@@ -12,7 +12,7 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
-from .channels import create_channel
+from .channels import ClientArgs, create_channel
 
 CALL_TIMEOUT_SECONDS = 10.0
 # Where each service is started from, for the hint when nothing answers.
@@ -39,7 +39,7 @@ def describe_rpc_error(service: str, address: str, exc: grpc.aio.AioRpcError) ->
 
 
 @asynccontextmanager
-async def channel_to(service: str, address: str, channel_args: dict[str, str]) -> AsyncIterator[grpc.aio.Channel]:
+async def channel_to(service: str, address: str, channel_args: ClientArgs) -> AsyncIterator[grpc.aio.Channel]:
     """A channel to ``address``; gRPC failures inside the block become a CliError naming the service."""
     try:
         channel = create_channel(address, **channel_args)

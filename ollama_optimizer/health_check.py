@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Unpack
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from .channels import create_channel
+from .channels import ClientArgs, create_channel
 from .config import env_str
 
 EXIT_SERVING = 0
@@ -16,7 +17,7 @@ EXIT_RPC_FAILURE = 3
 EXIT_UNHEALTHY = 4
 
 
-def client_args_from_env() -> dict[str, str]:
+def client_args_from_env() -> ClientArgs:
     """The client token and TLS files of the CLI's admin commands (OPTIMIZER_AUTH_TOKEN, OPTIMIZER_CLIENT_TLS_*)."""
     return {
         "token": env_str("OPTIMIZER_AUTH_TOKEN", ""),
@@ -26,7 +27,8 @@ def client_args_from_env() -> dict[str, str]:
     }
 
 
-async def check(address: str, service: str = "", timeout: float = 2.0, **channel_args: str) -> tuple[int, str]:
+async def check(address: str, service: str = "", timeout: float = 2.0,
+                **channel_args: Unpack[ClientArgs]) -> tuple[int, str]:
     """Return (exit code, message) for one health check."""
     if not address or ":" not in address:
         return EXIT_INVALID_ARGUMENTS, f"invalid address {address!r}: expected HOST:PORT"
@@ -38,7 +40,9 @@ async def check(address: str, service: str = "", timeout: float = 2.0, **channel
             return EXIT_CONNECTION_FAILURE, f"timeout: failed to connect to {address} within {timeout}s"
         stub = health_pb2_grpc.HealthStub(channel)
         try:
-            reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+            # types-grpcio-health-checking declares HealthStub without its methods.
+            reply: health_pb2.HealthCheckResponse = await stub.Check(  # type: ignore[attr-defined]
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout)
         except grpc.aio.AioRpcError as exc:
             return EXIT_RPC_FAILURE, f"health rpc failed: {exc.code().name}: {exc.details()}"
         status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)

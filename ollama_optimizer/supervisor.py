@@ -203,9 +203,9 @@ async def run_all(with_gateway: bool = True) -> int:
         done, _ = await asyncio.wait({signal_wait, *child_waits}, return_when=asyncio.FIRST_COMPLETED)
         notice.cancel()
         exit_code = 0
-        for task in done:
-            if task in child_waits:
-                print(f"{child_waits[task]} exited with code {task.result()}: stopping", file=sys.stderr)
+        for task, name in child_waits.items():
+            if task in done:
+                print(f"{name} exited with code {task.result()}: stopping", file=sys.stderr)
                 exit_code = 1
         signal_wait.cancel()
         await _stop(children)

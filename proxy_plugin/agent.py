@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from abc import ABC, abstractmethod
 from collections import OrderedDict
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 try:
     from proxy_plugin.core import OptimizerCore
@@ -27,21 +28,28 @@ from proxy_plugin.config import PluginConfig, load_config
 from proxy_plugin.decision import Decision
 from proxy_plugin.host_check import host_forwards_options
 
-try:
-    from src.shared.base_agent import BaseAgent
-except ImportError:  # outside the host (tests, linting): the same contract, locally
-    from abc import ABC, abstractmethod
 
-    class BaseAgent(ABC):  # type: ignore[no-redef]
-        @property
-        @abstractmethod
-        def name(self) -> str: ...
+class _AgentContract(ABC):
+    """The host's ``BaseAgent`` contract: what mypy checks against, and the base outside the host."""
 
-        @abstractmethod
-        async def on_request(self, request: dict[str, Any]) -> dict[str, Any]: ...
+    @property
+    @abstractmethod
+    def name(self) -> str: ...
 
-        @abstractmethod
-        async def on_response(self, request: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]: ...
+    @abstractmethod
+    async def on_request(self, request: dict[str, Any]) -> dict[str, Any]: ...
+
+    @abstractmethod
+    async def on_response(self, request: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]: ...
+
+
+if TYPE_CHECKING:
+    BaseAgent = _AgentContract
+else:
+    try:
+        from src.shared.base_agent import BaseAgent
+    except ImportError:  # outside the host (tests, linting): the same contract, locally
+        BaseAgent = _AgentContract
 
 
 log = logging.getLogger(__name__)
@@ -121,7 +129,8 @@ class OptAgent(BaseAgent):
     async def on_response(self, request: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
         """Queue telemetry; a stream aggregate of an unpatched host carries no counts (counts_known=false)."""
         try:
-            decision = self._pending.pop(request.get(DECISION_KEY), None)  # type: ignore[arg-type]
+            key = request.get(DECISION_KEY)
+            decision = self._pending.pop(key, None) if isinstance(key, int) else None
             if decision is not None:
                 _shared_core().observe(request, response, decision)
         except Exception:

@@ -35,7 +35,8 @@ def _forwards(chain: type, key: str) -> bool | None:
     probe: dict[str, Any] = {"model": "probe", key: [] if key == "messages" else "", "stream": False,
                              "options": dict(PROBE_OPTIONS)}
     try:
-        built = chain.build_ollama_request(object.__new__(chain), probe)
+        build = getattr(chain, "build_ollama_request", None)  # the host's class: untyped, maybe absent
+        built = build(object.__new__(chain), probe) if callable(build) else None
     except Exception:  # noqa: BLE001 - whatever the host's chain raises: unknown
         return None
     return isinstance(built, dict) and built.get("options") == PROBE_OPTIONS

@@ -25,7 +25,7 @@ class SelfUpstream(ValueError):
 def _local_addresses() -> set[str]:
     found = {"127.0.0.1", "::1", "0.0.0.0", "::"}
     try:
-        found.update(info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None))
+        found.update(str(info[4][0]) for info in socket.getaddrinfo(socket.gethostname(), None))
     except OSError:
         pass
     return found
@@ -33,7 +33,7 @@ def _local_addresses() -> set[str]:
 
 def _resolve(host: str) -> set[str]:
     try:
-        return {info[4][0] for info in socket.getaddrinfo(host, None)}
+        return {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
     except OSError:
         return set()
 

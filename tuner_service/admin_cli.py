@@ -3,9 +3,11 @@ with --json; a failed call raises CliError (one line, non-zero exit)."""
 from __future__ import annotations
 
 import argparse
+from typing import Unpack
 
 from google.protobuf.message import Message
 
+from ollama_optimizer.channels import ClientArgs
 from ollama_optimizer.cli_support import CALL_TIMEOUT_SECONDS, as_dict, channel_to, print_json, table
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2, tuner_pb2_grpc
 
@@ -35,7 +37,7 @@ def _print_state(state: tuner_pb2.ExplainResponse) -> None:
     print("\n" + state.reason)
 
 
-async def _call(args: argparse.Namespace, channel_args: dict[str, str], method: str, request: Message) -> Message:
+async def _call(args: argparse.Namespace, channel_args: ClientArgs, method: str, request: Message) -> Message:
     async with channel_to(SERVICE, args.address, channel_args) as channel:
         response: Message = await getattr(tuner_pb2_grpc.TunerStub(channel), method)(
             request, timeout=CALL_TIMEOUT_SECONDS)
@@ -44,7 +46,7 @@ async def _call(args: argparse.Namespace, channel_args: dict[str, str], method: 
     return response
 
 
-async def stats(args: argparse.Namespace, **channel_args: str) -> int:
+async def stats(args: argparse.Namespace, **channel_args: Unpack[ClientArgs]) -> int:
     response = await _call(args, channel_args, "Summary",
                            tuner_pb2.SummaryRequest(period_seconds=args.period, model=args.model))
     assert isinstance(response, tuner_pb2.SummaryResponse)
@@ -74,7 +76,7 @@ async def stats(args: argparse.Namespace, **channel_args: str) -> int:
     return 0
 
 
-async def explain(args: argparse.Namespace, **channel_args: str) -> int:
+async def explain(args: argparse.Namespace, **channel_args: Unpack[ClientArgs]) -> int:
     response = await _call(args, channel_args, "Explain",
                            tuner_pb2.ExplainRequest(model=args.model, template_id=args.template_id,
                                                     ollama_host=getattr(args, "host", "")))
@@ -84,7 +86,7 @@ async def explain(args: argparse.Namespace, **channel_args: str) -> int:
     return 0
 
 
-async def pin(args: argparse.Namespace, **channel_args: str) -> int:
+async def pin(args: argparse.Namespace, **channel_args: Unpack[ClientArgs]) -> int:
     response = await _call(args, channel_args, "Pin", tuner_pb2.PinRequest(
         model=args.model, template_id=args.template_id, num_ctx=args.num_ctx, num_batch=args.num_batch,
         ollama_host=getattr(args, "host", "")))
@@ -95,7 +97,7 @@ async def pin(args: argparse.Namespace, **channel_args: str) -> int:
     return 0
 
 
-async def reset(args: argparse.Namespace, **channel_args: str) -> int:
+async def reset(args: argparse.Namespace, **channel_args: Unpack[ClientArgs]) -> int:
     response = await _call(args, channel_args, "Reset",
                            tuner_pb2.ResetRequest(model=args.model, template_id=args.template_id,
                                                   whole_model=not args.template_id,
