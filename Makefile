@@ -26,8 +26,10 @@ install: $(RUN_STAMP)
 run: $(RUN_STAMP)
 	$(VENV)/bin/ollama-optimizer up
 
-## The whole test suite (what CI runs).
+## The whole test suite (what CI runs): lint, strict types, then pytest.
 test: $(DEV_STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m mypy
 	bash deploy/tools/install-tools.sh
 	bash bench/install_llamacpp.sh
 	$(PY) -m pytest -q -rs -p no:cacheprovider $(PYTEST_ARGS)
