@@ -3,7 +3,8 @@ with --json; a failed call raises CliError (one line, non-zero exit)."""
 from __future__ import annotations
 
 import argparse
-from typing import Unpack
+from collections.abc import Awaitable, Callable
+from typing import TypeVar, Unpack
 
 from google.protobuf.message import Message
 
@@ -12,6 +13,7 @@ from ollama_optimizer.cli_support import CALL_TIMEOUT_SECONDS, as_dict, channel_
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2, tuner_pb2_grpc
 
 SERVICE = "tuner"
+Response = TypeVar("Response", bound=Message)
 
 
 def _print_state(state: tuner_pb2.ExplainResponse) -> None:
@@ -37,19 +39,18 @@ def _print_state(state: tuner_pb2.ExplainResponse) -> None:
     print("\n" + state.reason)
 
 
-async def _call(args: argparse.Namespace, channel_args: ClientArgs, method: str, request: Message) -> Message:
+async def _call(args: argparse.Namespace, channel_args: ClientArgs,
+                rpc: Callable[[tuner_pb2_grpc.TunerAsyncStub], Awaitable[Response]]) -> Response:
     async with channel_to(SERVICE, args.address, channel_args) as channel:
-        response: Message = await getattr(tuner_pb2_grpc.TunerStub(channel), method)(
-            request, timeout=CALL_TIMEOUT_SECONDS)
+        response = await rpc(tuner_pb2_grpc.TunerStub(channel))
     if args.json:
         print_json(as_dict(response))
     return response
 
 
 async def stats(args: argparse.Namespace, **channel_args: Unpack[ClientArgs]) -> int:
-    response = await _call(args, channel_args, "Summary",
-                           tuner_pb2.SummaryRequest(period_seconds=args.period, model=args.model))
-    assert isinstance(response, tuner_pb2.SummaryResponse)
+    request = tuner_pb2.SummaryRequest(period_seconds=args.period, model=args.model)
+    response = await _call(args, channel_args, lambda stub: stub.Summary(request, timeout=CALL_TIMEOUT_SECONDS))
     if args.json:
         return 0
     print(table([
@@ -77,20 +78,19 @@ async def stats(args: argparse.Namespace, **channel_args: Unpack[ClientArgs]) ->
 
 
 async def explain(args: argparse.Namespace, **channel_args: Unpack[ClientArgs]) -> int:
-    response = await _call(args, channel_args, "Explain",
-                           tuner_pb2.ExplainRequest(model=args.model, template_id=args.template_id,
-                                                    ollama_host=getattr(args, "host", "")))
-    assert isinstance(response, tuner_pb2.ExplainResponse)
+    request = tuner_pb2.ExplainRequest(model=args.model, template_id=args.template_id,
+                                       ollama_host=getattr(args, "host", ""))
+    response = await _call(args, channel_args, lambda stub: stub.Explain(request, timeout=CALL_TIMEOUT_SECONDS))
     if not args.json:
         _print_state(response)
     return 0
 
 
 async def pin(args: argparse.Namespace, **channel_args: Unpack[ClientArgs]) -> int:
-    response = await _call(args, channel_args, "Pin", tuner_pb2.PinRequest(
+    request = tuner_pb2.PinRequest(
         model=args.model, template_id=args.template_id, num_ctx=args.num_ctx, num_batch=args.num_batch,
-        ollama_host=getattr(args, "host", "")))
-    assert isinstance(response, tuner_pb2.PinResponse)
+        ollama_host=getattr(args, "host", ""))
+    response = await _call(args, channel_args, lambda stub: stub.Pin(request, timeout=CALL_TIMEOUT_SECONDS))
     if not args.json:
         print(f"pinned {args.model} template {args.template_id}")
         _print_state(response.state)
@@ -98,11 +98,9 @@ async def pin(args: argparse.Namespace, **channel_args: Unpack[ClientArgs]) -> i
 
 
 async def reset(args: argparse.Namespace, **channel_args: Unpack[ClientArgs]) -> int:
-    response = await _call(args, channel_args, "Reset",
-                           tuner_pb2.ResetRequest(model=args.model, template_id=args.template_id,
-                                                  whole_model=not args.template_id,
-                                                  ollama_host=getattr(args, "host", "")))
-    assert isinstance(response, tuner_pb2.ResetResponse)
+    request = tuner_pb2.ResetRequest(model=args.model, template_id=args.template_id,
+                                     whole_model=not args.template_id, ollama_host=getattr(args, "host", ""))
+    await _call(args, channel_args, lambda stub: stub.Reset(request, timeout=CALL_TIMEOUT_SECONDS))
     if not args.json:
         what = f"template {args.template_id}" if args.template_id else "the whole model (back to Ollama's defaults)"
         print(f"reset {args.model} {what}: learned state forgotten")
