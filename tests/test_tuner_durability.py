@@ -142,6 +142,41 @@ async def test_a_writer_whose_lock_session_died_is_fenced_and_reloads_when_it_re
         await pool_b.close()
 
 
+async def test_a_hung_writer_loses_the_lock_to_a_standby(dsn: str) -> None:
+    """A writer that stops talking to Postgres (here: its loop stopped, its lock session left open and
+    idle, as a SIGSTOPped or wedged process leaves it) has its session ended by Postgres after the lock
+    session timeout; the standby takes the lock and stores, and the hung writer's late flush is fenced."""
+    settings = dataclasses.replace(fast_settings(), lock_session_timeout_seconds=1.0)
+    pool_a, pool_b = await create_pool(dsn, 1, 4), await create_pool(dsn, 1, 4)
+    a, b = TunerCore(pool_a, settings), TunerCore(pool_b, settings)
+    try:
+        await a.start()
+        assert a.writer.is_writer
+        hung = a.writer._task
+        assert hung is not None
+        hung.cancel()  # no more heartbeats; the lock session stays open
+        with contextlib.suppress(asyncio.CancelledError):
+            await hung
+        await b.start()
+        assert not b.writer.is_writer
+        await asyncio.wait_for(b.writer.wait_writer(), WAIT_S)
+        result = b.report([make_outcome(), make_outcome()])
+        await b.writer.wait_stored(result.all_stored, WAIT_S)
+        assert result.all_stored()
+
+        late = [make_outcome()]
+        a.report(late)
+        with pytest.raises(Exception):
+            await a.writer.flush()
+        assert not a.writer.is_writer
+        assert await _stored_ids(pool_b) == {item.outcome.outcome_id for item in result.kept.values()}
+    finally:
+        await b.stop()
+        await a.stop()
+        await pool_a.close()
+        await pool_b.close()
+
+
 async def test_report_counts_stored_buffered_and_dropped_apart(pool: asyncpg.Pool) -> None:
     settings = dataclasses.replace(QUIET, buffer_max=3, report_sync_seconds=0)
     tuner = await start_tuner(pool, local_server(), settings)

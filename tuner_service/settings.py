@@ -76,7 +76,13 @@ class TunerSettings:
     flush_batch: int = field(default_factory=lambda: env_int("TUNER_FLUSH_BATCH", 5000))
     max_report_batch: int = field(default_factory=lambda: env_int("TUNER_MAX_REPORT_BATCH", 10_000))
     retention_days: float = field(default_factory=lambda: env_float("TUNER_OUTCOME_RETENTION_DAYS", 30.0))
-    lock_retry_seconds: float = field(default_factory=lambda: env_float("TUNER_LOCK_RETRY_SECONDS", 1.0))
+    # How often a standby tries to take the single-writer lock (a free lock is taken within this long).
+    lock_retry_seconds: float = field(default_factory=lambda: env_float("TUNER_LOCK_RETRY_SECONDS", 0.25))
+    # Postgres ends the writer's lock session (and frees the lock for a standby) once the writer is silent
+    # this long: hung, stopped, or cut off. Never below four flush intervals (the writer's own heartbeat);
+    # 0 = never (a hung writer then keeps the lock until its connection dies).
+    lock_session_timeout_seconds: float = field(
+        default_factory=lambda: env_float("TUNER_LOCK_SESSION_TIMEOUT_SECONDS", 5.0))
     # Report answers once its outcomes are stored (bounded wait): a tuner killed after answering loses
     # nothing it acknowledged while Postgres was up. 0 = answer at once (write-behind only).
     report_sync_seconds: float = field(default_factory=lambda: env_float("TUNER_REPORT_SYNC_SECONDS", 1.0))

@@ -210,6 +210,24 @@ async def try_writer_lock(conn: asyncpg.Connection) -> bool:
     return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", WRITER_LOCK_KEY))
 
 
+# Session settings that bound how long a silent client keeps its session, and with it the writer lock:
+# idle between statements, idle inside a transaction, and unacknowledged data to a vanished host.
+LOCK_SESSION_BOUNDS = (("idle_session_timeout", 1000), ("idle_in_transaction_session_timeout", 1000),
+                       ("tcp_user_timeout", 1000))
+
+
+async def bound_lock_session(conn: asyncpg.Connection, seconds: float) -> list[str]:
+    """Have Postgres end this session once its client is silent for ``seconds``; the settings this
+    server does not know (``idle_session_timeout`` needs Postgres 14) are returned, not applied."""
+    unknown = []
+    for name, per_second in LOCK_SESSION_BOUNDS:
+        try:
+            await conn.execute("SELECT set_config($1, $2, false)", name, str(int(seconds * per_second)))
+        except asyncpg.UndefinedObjectError:
+            unknown.append(name)
+    return unknown
+
+
 # A bigint advisory key shows in pg_locks as classid (high 32 bits), objid (low 32 bits), objsubid 1.
 HOLDS_WRITER_LOCK = """
 SELECT EXISTS (SELECT 1 FROM pg_locks
