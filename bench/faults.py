@@ -11,9 +11,10 @@ request-path overhead (the gateway's optimizer_plugin_overhead_seconds) during t
 breaker is open, recovery without restarting the gateway, and outcome ids: acknowledged as stored vs
 stored (``lost_ids``, ``duplicate_ids``), rows committed by a tuner while another session surely held
 the writer lock (``stale_writer_rows``, from commit timestamps and a polled lock-holder timeline), the
-time from a lock loss to the next stored row (``failover_s``), plus outcomes dropped and counted at the
-plugin while the tuner was unreachable. Each fault ends once the
-gateway has recovered and the tuner has stored what it buffered (`buffer_written_s`). The services log
+time from the writer's death or lock loss (kill -9 of the writer, its lock session terminated, SIGSTOP
+past its lock loss) to the next stored row (``failover_s``), the same from a SIGSTOPped writer whose
+lock session Postgres ends for its silence (``hung_writer_failover_s``), plus outcomes dropped and
+counted at the plugin while the tuner was unreachable. Each fault ends once the gateway has recovered and the tuner has stored what it buffered (`buffer_written_s`). The services log
 at WARNING; `FAULTS_LOG_LEVEL=INFO` shows more (logs under /tmp/faults-*/logs).
 """
 from __future__ import annotations
@@ -386,19 +387,22 @@ class Fault:
     name: str
     targets: tuple[str, ...]  # postgres | matcher | tuner (the writer)
     kind: str  # kill9 | stop | slow | terminate_lock | stop_failover | summary
+    # "failover": the writer dies or loses its lock (failover_s); "hung": the writer stops answering and
+    # keeps its lock session open until Postgres ends it (hung_writer_failover_s); "": neither
+    measure: str = ""
 
 
 FAULTS = (
     Fault("kill9_matcher", ("matcher",), "kill9"),
-    Fault("kill9_tuner", ("tuner",), "kill9"),
+    Fault("kill9_tuner", ("tuner",), "kill9", "failover"),
     Fault("kill9_postgres", ("postgres",), "kill9"),
     Fault("kill9_all", ("postgres", "matcher", "tuner"), "kill9"),
     Fault("sigstop_matcher", ("matcher",), "stop"),
-    Fault("sigstop_tuner", ("tuner",), "stop"),
+    Fault("sigstop_tuner", ("tuner",), "stop", "hung"),
     Fault("sigstop_postgres", ("postgres",), "stop"),
     Fault("slow_matcher_and_tuner", ("matcher", "tuner"), "slow"),
-    Fault("terminate_lock_session", ("tuner",), "terminate_lock"),
-    Fault("sigstop_writer_failover", ("tuner",), "stop_failover"),
+    Fault("terminate_lock_session", ("tuner",), "terminate_lock", "failover"),
+    Fault("sigstop_writer_failover", ("tuner",), "stop_failover", "failover"),
     Fault("summary_hammer", ("tuner",), "summary"),
 )
 LOCK_LOSS = ("terminate_lock", "stop_failover")
@@ -412,8 +416,10 @@ def _proc(system: System, name: str) -> Process:
 
 
 async def inject(system: System, fault: Fault, delay_s: float) -> float | None:
-    """Inject the fault; for a lock loss, the Postgres time the writer's lock session was terminated."""
+    """Inject the fault; for a measured one, the Postgres time the writer died, stopped, or lost its lock
+    session (read before a kill or stop: the failover measured from it is never shorter than the real one)."""
     system.faulted = {name: _proc(system, name) for name in fault.targets}
+    died_at = await postgres_now(system.postgres.dsn) if fault.measure and fault.kind not in LOCK_LOSS else None
     for name, proc in system.faulted.items():
         if fault.kind == "kill9":
             proc.kill9()
@@ -425,7 +431,15 @@ async def inject(system: System, fault: Fault, delay_s: float) -> float | None:
             system.router_proc.signal_group(signal.SIGUSR1)
     if fault.kind in LOCK_LOSS:
         return await terminate_lock_session(system.postgres.dsn)
-    return None
+    return died_at
+
+
+async def postgres_now(dsn: str) -> float:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return float(await conn.fetchval("SELECT extract(epoch FROM clock_timestamp())"))
+    finally:
+        await conn.close()
 
 
 async def terminate_lock_session(dsn: str) -> float:
@@ -547,7 +561,8 @@ async def run_fault(system: System, traffic: Traffic, fault: Fault, seconds: flo
     requests, failed = traffic.window(t0, loop.time())
     return {
         "fault": fault.name, "requests": requests, "failed_requests": failed,
-        "failover_s": await _failover_s(system, lost_at) if lost_at is not None else None,
+        "failover_s": await _failover_s(system, lost_at) if fault.measure == "failover" else None,
+        "hung_writer_failover_s": await _failover_s(system, lost_at) if fault.measure == "hung" else None,
         "summary_calls": summary_calls, "summary_failed": summary_failed,
         "outage_s": round(t1 - t0, 1),
         "breaker_opened_after_s": round(opened_at - t0, 2) if opened_at else None,
@@ -696,6 +711,7 @@ async def run(args: argparse.Namespace) -> dict:
         await system.matcher_relay.stop()
         system.stop()
     failovers = [f["failover_s"] for f in faults if f["failover_s"] is not None]
+    hung = [f["hung_writer_failover_s"] for f in faults if f["hung_writer_failover_s"] is not None]
     acked, completed = _acked(final), _completed(final)
     return {
         "benchmark": "faults",
@@ -706,6 +722,7 @@ async def run(args: argparse.Namespace) -> dict:
         **ids,
         "duplicate_ids": rows["dup_ids"] + rows["dup_content"],
         "failover_s": max(failovers) if failovers else None,
+        "hung_writer_failover_s": max(hung) if hung else None,
         "summary_failed": sum(f["summary_failed"] for f in faults),
         "overhead_ms_p99_during_outage": max(f["overhead_ms_p99_during_outage"] for f in faults),
         "overhead_ms_p99_breaker_open": max(f["overhead_ms_p99_breaker_open"] for f in faults),

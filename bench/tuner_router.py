@@ -23,6 +23,8 @@ import grpc
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
 
 REPORT = "/optimizer.v1.Tuner/Report"
+POLL_EVERY_S = 0.2  # how often each tuner is asked whether it is the writer
+POLL_TIMEOUT_S = 0.5
 _OPTIONS = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 500),
             ("grpc.min_reconnect_backoff_ms", 100)]
 
@@ -33,6 +35,7 @@ class TunerRouter:
         self.addresses, self._is_writer, self._records = addresses, is_writer, records
         self._writer_file = writer_file
         self.current = next(iter(addresses), "")
+        self._claims: dict[str, bool] = {}  # tuner -> whether its last answer said writer
         self.delay_s = 0.0
         self.sent_to: dict[str, str] = {}  # outcome id -> tuner it was last sent to
         self.stored: set[str] = set()  # ids a Report answered as stored
@@ -63,17 +66,22 @@ class TunerRouter:
             await channel.close()
 
     async def _follow_writer(self) -> None:
+        """Each tuner asked on its own (a hung one never delays hearing from the others); the calls
+        move to a tuner that says it is the writer once the current one no longer says so."""
+        await asyncio.gather(*(self._poll(name) for name in self.addresses))
+
+    async def _poll(self, name: str) -> None:
         while True:
-            names = list(self.addresses)
-            answers = await asyncio.gather(*(asyncio.wait_for(self._is_writer(n), 0.5) for n in names),
-                                           return_exceptions=True)
-            writers = [name for name, answer in zip(names, answers) if answer is True]
-            if writers and self.current not in writers:
-                self.current = writers[0]
-                self._write({"writer": self.current})
+            try:
+                self._claims[name] = await asyncio.wait_for(self._is_writer(name), POLL_TIMEOUT_S) is True
+            except Exception:  # unreachable, hung or answering nonsense: not the writer
+                self._claims[name] = False
+            if self._claims[name] and name != self.current and not self._claims.get(self.current, False):
+                self.current = name
+                self._write({"writer": name})
                 if self._writer_file is not None:
-                    self._writer_file.write_text(self.current)
-            await asyncio.sleep(0.2)
+                    self._writer_file.write_text(name)
+            await asyncio.sleep(POLL_EVERY_S)
 
     async def forward(self, method: str, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         target = self.current
