@@ -11,6 +11,7 @@ import grpc
 from prometheus_client import Counter, Histogram
 
 from .build_info import register_build_info
+from .source_tokens import SourceTokens, bearer
 
 # Sub-millisecond resolution: the hot RPCs answer in about 0.1-2 ms.
 HANDLING_BUCKETS = (
@@ -145,10 +146,12 @@ def _code_name(code: Any) -> str:
 
 
 class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
-    """Rejects calls without ``authorization: Bearer <token>`` with UNAUTHENTICATED."""
+    """Rejects calls without ``authorization: Bearer <token>`` with UNAUTHENTICATED; the token is the
+    shared one (when set) or one of the per-source tokens."""
 
-    def __init__(self, token: str) -> None:
-        self._expected = f"Bearer {token}".encode()
+    def __init__(self, token: str, sources: SourceTokens | None = None) -> None:
+        self._expected = token.encode() if token else None
+        self._sources = sources or SourceTokens()
 
     async def intercept_service(
         self,
@@ -172,11 +175,12 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
         )
 
     def _authorized(self, details: grpc.HandlerCallDetails) -> bool:
-        for key, value in details.invocation_metadata or ():
-            if key == "authorization":
-                presented = value.encode() if isinstance(value, str) else value
-                return hmac.compare_digest(presented, self._expected)
-        return False
+        presented = bearer(details.invocation_metadata)
+        if not presented:
+            return False
+        if self._expected is not None and hmac.compare_digest(presented.encode(), self._expected):
+            return True
+        return bool(self._sources.source(presented))
 
 
 # Off the request path: the gateways' telemetry. Everything else is served within the global limit only.

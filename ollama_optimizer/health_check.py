@@ -7,7 +7,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from .channels import create_channel
-from .config import env_str
+from .config import env_secret, env_str
 
 EXIT_SERVING = 0
 EXIT_INVALID_ARGUMENTS = 1
@@ -19,7 +19,7 @@ EXIT_UNHEALTHY = 4
 def client_args_from_env() -> dict[str, str]:
     """The client token and TLS files of the CLI's admin commands (OPTIMIZER_AUTH_TOKEN, OPTIMIZER_CLIENT_TLS_*)."""
     return {
-        "token": env_str("OPTIMIZER_AUTH_TOKEN", ""),
+        "token": env_secret("OPTIMIZER_AUTH_TOKEN"),
         "tls_ca": env_str("OPTIMIZER_CLIENT_TLS_CA", ""),
         "tls_cert": env_str("OPTIMIZER_CLIENT_TLS_CERT", ""),
         "tls_key": env_str("OPTIMIZER_CLIENT_TLS_KEY", ""),

@@ -93,8 +93,8 @@ async def start_server(
     Requests up to ``max_receive_bytes`` reach the handlers (larger ones: RESOURCE_EXHAUSTED from gRPC).
     """
     interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor()]
-    if cfg.auth_token:
-        interceptors.append(BearerTokenInterceptor(cfg.auth_token))
+    if cfg.auth_token or cfg.source_tokens:
+        interceptors.append(BearerTokenInterceptor(cfg.auth_token, cfg.source_tokens))
     interceptors.append(LearningBudget(cfg.learning_rpcs))
     server = grpc.aio.server(
         interceptors=interceptors,

@@ -7,6 +7,7 @@ honour the names the rest of the project uses (``MATCHER_ADDRESS``, ``OPTIMIZER_
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
@@ -14,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_PATH = Path(__file__).with_name("config.json")
+log = logging.getLogger(__name__)
 
 # Extra environment names per key, tried after OPT_<KEY>, in order.
 _ALIASES: dict[str, tuple[str, ...]] = {
     "matcher_address": ("MATCHER_ADDRESS",),
     "tuner_address": ("TUNER_ADDRESS",),
     "auth_token": ("OPTIMIZER_AUTH_TOKEN",),
-    "source_id": ("OPTIMIZER_SOURCE_ID",),
     "tls_ca": ("OPTIMIZER_CLIENT_TLS_CA",),
     "tls_cert": ("OPTIMIZER_CLIENT_TLS_CERT",),
     "tls_key": ("OPTIMIZER_CLIENT_TLS_KEY",),
@@ -29,6 +30,11 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "max_model_labels": ("GATEWAY_MAX_MODEL_LABELS",),
     "reload_threshold_s": ("GATEWAY_RELOAD_THRESHOLD_S",),
     "truncation_unit_ratio": ("GATEWAY_TRUNCATION_UNIT_RATIO",),
+}
+# Keys earlier versions read, ignored with a warning (an upgrade must not stop a working gateway).
+_RETIRED = {
+    "source_id": "a client's Reports are named by its per-source token (auth_token, listed in the services' "
+                 "OPTIMIZER_SOURCE_TOKENS), never by a name it writes",
 }
 
 
@@ -59,8 +65,7 @@ class PluginConfig:
     match_memo_ttl_s: float = 2.0  # the matcher's own soft-cache lifetime (MATCHER_CACHE_TTL_SECONDS)
     max_text_bytes: int = 1 << 20  # canonical text cap (the matcher's); larger -> pass through
     probes: bool = True  # attach psutil / pynvml memory figures to telemetry
-    auth_token: str = ""
-    source_id: str = ""  # sent as x-optimizer-source metadata (the tuner's TUNER_REPORT_SOURCES allow-list)
+    auth_token: str = ""  # bearer token; a per-source one (OPTIMIZER_SOURCE_TOKENS) also names this client's Reports
     tls_ca: str = ""
     tls_cert: str = ""
     tls_key: str = ""
@@ -99,6 +104,9 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
     values: dict[str, Any] = {}
     if path.exists():
         data = json.loads(path.read_text())
+        for key in set(data) & set(_RETIRED):
+            log.warning("%s: %r is no longer read: %s", path, key, _RETIRED[key])
+            del data[key]
         known = {f.name for f in fields(PluginConfig)}
         unknown = set(data) - known
         if unknown:

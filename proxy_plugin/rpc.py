@@ -89,7 +89,6 @@ class ServiceClient:
                               self._breaker(cfg, metrics.BREAKER_STATE.labels(name)))
         self._learning = _Lane(self._channel(address, cfg, separate=True), stub_class,
                                self._breaker(cfg, metrics.LEARNING_BREAKER_STATE.labels(name)))
-        self._metadata = (("x-optimizer-source", cfg.source_id),) if cfg.source_id else None
         self._refusal_warning = _Throttled(REFUSAL_WARN_INTERVAL_S)
 
     @staticmethod
@@ -127,7 +126,7 @@ class ServiceClient:
             breaker.abandon()
             return None, "budget_exhausted"
         try:
-            response = await getattr(lane.stub, method)(request, timeout=timeout_s, metadata=self._metadata)
+            response = await getattr(lane.stub, method)(request, timeout=timeout_s)
         except grpc.aio.AioRpcError as exc:
             code = exc.code()
             metrics.RPC_ERRORS.labels(self.name, method, code.name).inc()

@@ -23,10 +23,12 @@ from plugin_fixtures import StandInMatcher, StandInTuner, plugin_config, sample,
 from tuner_fixtures import fast_settings
 
 from bench.workload import words
+from matcher_service.main import start_matcher
 from ollama_optimizer.channels import create_channel
 from ollama_optimizer.config import ServerConfig
 from ollama_optimizer.gen.optimizer.v1 import matcher_pb2, matcher_pb2_grpc, tuner_pb2, tuner_pb2_grpc
 from ollama_optimizer.server import RunningServer, start_server
+from ollama_optimizer.source_tokens import SourceTokens
 from proxy_plugin import rpc
 from proxy_plugin.core import OptimizerCore
 from proxy_plugin.decision import Decision
@@ -34,7 +36,6 @@ from tuner_service.guard import GuardSettings
 from tuner_service.main import RunningTuner, start_tuner
 
 MODEL = "llama3.2:3b"
-SOURCE = "gw-under-test"
 _rng = random.Random(11)
 SYSTEM = words(_rng, 120)
 INSTRUCTIONS = words(_rng, 300)
@@ -86,7 +87,7 @@ async def test_rate_limited_reports_never_open_the_tuner_breaker(matcher, pool) 
     # Three one-outcome Reports pass the bucket (the tuner learns the template), then it is empty.
     guard = GuardSettings(frozenset(), rate_per_second=1e-6, burst=3)
     async with guarded_tuner(pool, guard) as tuner:
-        core = OptimizerCore(plugin_config(matcher.address, tuner.address, source_id=SOURCE, batch_size=1,
+        core = OptimizerCore(plugin_config(matcher.address, tuner.address, batch_size=1,
                                            breaker_threshold=2, breaker_cooldown_s=3600))
         refused_before = refused()
         shed_before = rpc_errors("tuner", "Report", "RESOURCE_EXHAUSTED")
@@ -105,12 +106,41 @@ async def test_rate_limited_reports_never_open_the_tuner_breaker(matcher, pool) 
         await core.close()
 
 
+async def test_a_gateway_is_named_by_its_own_token(pool) -> None:
+    """Each gateway authenticates to matcher and tuner with its own token (no shared one), and the tuner
+    takes its Reports' source from that token: gw-a is allowed to teach, gw-b is not."""
+    token_a, token_b = "gateway-a-" + "1" * 22, "gateway-b-" + "2" * 22
+    cfg = ServerConfig(listen="127.0.0.1:0", metrics_port=0,
+                       source_tokens=SourceTokens.parse(f"gw-a={token_a},gw-b={token_b}"))
+    matcher = await start_matcher(pool, cfg)
+    guard = GuardSettings(frozenset({"token:gw-a"}), rate_per_second=0, burst=0)
+    tuner = await start_tuner(pool, cfg, fast_settings(min_observations=1), guard=guard)
+    gateways = [OptimizerCore(plugin_config(matcher.address, tuner.address, auth_token=token, batch_size=1))
+                for token in (token_a, token_b)]
+    try:
+        unauthenticated = sample("optimizer_plugin_rpc_errors_total", service="matcher", method="Match",
+                                 code="UNAUTHENTICATED")
+        denied = rpc_errors("tuner", "Report", "PERMISSION_DENIED")
+        assert all(d.decision_id for d in await serve(gateways[0], range(3)))
+        assert all(d.decision_id for d in await serve(gateways[1], range(3, 5)))
+        await tuner.core.writer.flush()
+        assert await pool.fetchval("SELECT count(*) FROM tuner_outcome") == 3
+        assert rpc_errors("tuner", "Report", "PERMISSION_DENIED") == denied + 2
+        assert sample("optimizer_plugin_rpc_errors_total", service="matcher", method="Match",
+                      code="UNAUTHENTICATED") == unauthenticated
+    finally:
+        for gateway in gateways:
+            await gateway.close()
+        await tuner.stop(0)
+        await matcher.stop(0)
+
+
 async def test_reports_from_a_source_not_allowed_never_open_the_tuner_breaker(
         matcher, pool, monkeypatch, caplog) -> None:  # noqa: F811
     monkeypatch.setattr(rpc, "REFUSAL_WARN_INTERVAL_S", 3600.0)  # one warning for the whole test
     guard = GuardSettings(frozenset({"another-gateway"}), rate_per_second=0, burst=0)
     async with guarded_tuner(pool, guard) as tuner:
-        core = OptimizerCore(plugin_config(matcher.address, tuner.address, source_id=SOURCE, batch_size=1,
+        core = OptimizerCore(plugin_config(matcher.address, tuner.address, batch_size=1,
                                            breaker_threshold=1, breaker_cooldown_s=3600))
         refused_before = refused()
         denied_before = rpc_errors("tuner", "Report", "PERMISSION_DENIED")

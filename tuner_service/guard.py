@@ -1,7 +1,8 @@
 """Poisoning resistance for Report: a source allow-list and a per-source token-bucket rate limit.
 
-A source is an identity the transport authenticated, never a name the client writes: the verified
-mTLS client certificate (its first subject alternative name, else its common name) as
+A source is an identity the transport authenticated, never a name the client writes: the name a
+per-source bearer token stands for (``OPTIMIZER_SOURCE_TOKENS``) as ``token:<name>``, else the
+verified mTLS client certificate (its first subject alternative name, else its common name) as
 ``cert:<name>``, else the peer's host as ``peer:<address>``. With ``TUNER_REPORT_SOURCES`` set,
 only listed sources may report (PERMISSION_DENIED otherwise); each source may report
 ``TUNER_REPORT_RATE`` outcomes/s with bursts of ``TUNER_REPORT_BURST`` (RESOURCE_EXHAUSTED beyond).
@@ -60,8 +61,11 @@ class TokenBucket:
         return True
 
 
-def source_of(identities: Sequence[bytes] | None, peer: str) -> str:
-    """The verified client certificate's name (``context.peer_identities()``), else the peer host."""
+def source_of(identities: Sequence[bytes] | None, peer: str, token_source: str = "") -> str:
+    """The source a verified per-source token names, else the verified client certificate's name
+    (``context.peer_identities()``), else the peer host."""
+    if token_source:
+        return token_source
     if identities:
         return "cert:" + identities[0].decode("utf-8", "replace")[:MAX_SOURCE_LEN]
     if peer.startswith(("ipv4:", "ipv6:")):

@@ -54,7 +54,7 @@ async def start_tuner(pool_or_dsn: asyncpg.Pool | str, server_cfg: ServerConfig,
     assert isinstance(pool, asyncpg.Pool)
     core = TunerCore(pool, settings or TunerSettings())
     await core.start()
-    servicer = TunerServicer(core, ReportGuard(guard))
+    servicer = TunerServicer(core, ReportGuard(guard), server_cfg.source_tokens)
     try:
         server = await start_server(
             server_cfg, [lambda s: tuner_pb2_grpc.add_TunerServicer_to_server(servicer, s)], (SERVICE_NAME,),

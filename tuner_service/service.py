@@ -7,6 +7,7 @@ import asyncpg
 import grpc
 
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2, tuner_pb2_grpc
+from ollama_optimizer.source_tokens import SourceTokens, bearer
 
 from . import admin
 from .core import TunerCore
@@ -40,9 +41,10 @@ async def _refuse(context: grpc.aio.ServicerContext, exc: admin.Refusal) -> None
 
 
 class TunerServicer(tuner_pb2_grpc.TunerServicer):
-    def __init__(self, core: TunerCore, guard: ReportGuard | None = None) -> None:
+    def __init__(self, core: TunerCore, guard: ReportGuard | None = None, tokens: SourceTokens | None = None) -> None:
         self.core = core
         self.guard = guard or ReportGuard()
+        self.tokens = tokens or SourceTokens()  # per-source bearer tokens: the Report source they name
 
     async def Recommend(self, request: tuner_pb2.RecommendRequest,
                         context: grpc.aio.ServicerContext) -> tuner_pb2.RecommendResponse:
@@ -66,7 +68,9 @@ class TunerServicer(tuner_pb2_grpc.TunerServicer):
         if len(request.outcomes) > limit:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"at most {limit} outcomes per Report")
         try:
-            self.guard.check(source_of(context.peer_identities(), context.peer()), len(request.outcomes))
+            source = source_of(context.peer_identities(), context.peer(),
+                               self.tokens.source(bearer(context.invocation_metadata())))
+            self.guard.check(source, len(request.outcomes))
         except Refused as exc:
             await context.abort(grpc.StatusCode[exc.code], str(exc))
         for key, template_id in {(state_key(o.model, o.ollama_host), o.template_id) for o in request.outcomes
