@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from dataclasses import replace
 
 import pytest
@@ -65,6 +66,15 @@ def test_config_file_and_env(tmp_path) -> None:
     with pytest.raises(ValueError):
         load_config(path, env={})
     assert load_config(env={}).matcher_address == "127.0.0.1:50061"  # the shipped config.json
+
+
+def test_a_retired_config_key_is_ignored_with_a_warning(tmp_path, caplog) -> None:
+    """source_id named a gateway by what it wrote; a config that still has it loads, and says so."""
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"source_id": "gw-1", "budget_ms": 20}))
+    with caplog.at_level(logging.WARNING, logger="proxy_plugin.config"):
+        assert load_config(path, env={}).budget_ms == 20
+    assert any("'source_id' is no longer read" in r.getMessage() for r in caplog.records)
 
 
 async def test_apply_respects_client_options() -> None:
