@@ -87,6 +87,20 @@ def test_services_and_healthchecks(compose: dict[str, Any]) -> None:
         "matcher", "tuner", "ollama"}
 
 
+def test_secrets_reach_the_services_and_only_its_token_the_gateway(compose: dict[str, Any]) -> None:
+    """migrate, matcher and tuner get the DSN, the per-source tokens and the decision-id key from the
+    environment (an .env file); the gateway only its bearer token (it echoes decision ids)."""
+    secrets = {"OPTIMIZER_DSN", "OPTIMIZER_SOURCE_TOKENS", "TUNER_DECISION_KEY"}
+    services = compose["services"]
+    for name in ("migrate", "matcher", "tuner"):
+        env = services[name]["environment"]
+        assert secrets | {"OPTIMIZER_AUTH_TOKEN"} <= env.keys(), name
+        assert env["TUNER_DECISION_KEY"] == "${TUNER_DECISION_KEY:-}"
+        assert env["OPTIMIZER_SOURCE_TOKENS"] == "${OPTIMIZER_SOURCE_TOKENS:-}"
+    gateway = services["gateway"]["environment"]
+    assert gateway["OPTIMIZER_AUTH_TOKEN"] == "${OPTIMIZER_AUTH_TOKEN:-}" and not secrets & gateway.keys()
+
+
 def test_optimizer_containers_are_locked_down(compose: dict[str, Any]) -> None:
     for name in ("migrate", "matcher", "tuner", "gateway"):
         service = compose["services"][name]

@@ -135,8 +135,14 @@ def test_in_cluster_postgres_tls_and_replicas() -> None:
     secret = one(docs, "Secret", "ollama-optimizer-secrets")["stringData"]
     assert secret == {
         "OPTIMIZER_DSN": f"postgresql://optimizer:optimizer-dev@postgres.{NAMESPACE}.svc.cluster.local:5432/optimizer",
-        "OPTIMIZER_AUTH_TOKEN": "dev-token",
+        "OPTIMIZER_AUTH_TOKEN": "dev-gateway-token-0001",
+        "OPTIMIZER_SOURCE_TOKENS": "gateway=dev-gateway-token-0001",
+        "TUNER_DECISION_KEY": "dev-decision-key",
     }
+    for name in ("matcher", "tuner", "migrate"):  # every key reaches the services (the gateway: its token only)
+        workload = next(w for (_kind, component), w in by_component(docs).items() if component == name)
+        assert {"secretRef": {"name": "ollama-optimizer-secrets"}} in \
+            workload["spec"]["template"]["spec"]["containers"][0]["envFrom"], name
     postgres = one(docs, "Deployment", "postgres")["spec"]["template"]["spec"]
     assert {"name": "data", "persistentVolumeClaim": {"claimName": "postgres"}} in postgres["volumes"]
     one(docs, "PersistentVolumeClaim", "postgres")
@@ -168,9 +174,13 @@ def test_in_cluster_postgres_tls_and_replicas() -> None:
 def test_existing_secret_is_used_and_never_created() -> None:
     docs = template(CHART / "ci" / "existing-secret-values.yaml")
     assert not [d for d in docs if d["kind"] == "Secret"]
-    for workload in by_component(docs).values():
-        sources = workload["spec"]["template"]["spec"]["containers"][0]["envFrom"]
-        assert {"secretRef": {"name": "my-optimizer-secrets"}} in sources
+    for (_kind, component), workload in by_component(docs).items():
+        container = workload["spec"]["template"]["spec"]["containers"][0]
+        if component == "gateway":  # its token only
+            assert container["env"] == [{"name": "OPTIMIZER_AUTH_TOKEN", "valueFrom": {"secretKeyRef": {
+                "name": "my-optimizer-secrets", "key": "OPTIMIZER_AUTH_TOKEN"}}}]
+        else:
+            assert {"secretRef": {"name": "my-optimizer-secrets"}} in container["envFrom"], component
 
 
 def test_network_policies_can_be_switched_off() -> None:

@@ -206,12 +206,42 @@ def test_references_resolve(rendered: dict[str, list[dict[str, Any]]], target: s
                 if "secretRef" in source:
                     secret = source["secretRef"]["name"]
                     assert ("Secret", secret) in have or secret in external, f"{target}: Secret {secret}"
+            for variable in container.get("env", []):
+                if "secretKeyRef" in variable.get("valueFrom", {}):
+                    secret = variable["valueFrom"]["secretKeyRef"]["name"]
+                    assert ("Secret", secret) in have or secret in external, f"{target}: Secret {secret}"
     if target == "overlays/prod":
         assert ("Secret", "ollama-optimizer-secrets") not in have, "prod must not overwrite the real Secret"
     templates = [w["spec"]["template"]["metadata"]["labels"] for w in _workloads(docs)]
     for service in (d for d in docs if d["kind"] == "Service"):
         selector = service["spec"]["selector"]
         assert any(selector.items() <= labels.items() for labels in templates), service["metadata"]["name"]
+
+
+SERVER_SECRETS = ("OPTIMIZER_DSN", "OPTIMIZER_AUTH_TOKEN", "OPTIMIZER_SOURCE_TOKENS", "TUNER_DECISION_KEY")
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_secrets_reach_the_services_and_only_its_token_the_gateway(
+        rendered: dict[str, list[dict[str, Any]]], target: str) -> None:
+    """Matcher and tuner read the whole Secret (DSN, tokens, the decision-id key); the gateway reads
+    its bearer token from it and nothing else (it echoes decision ids: it must not hold their key)."""
+    docs = rendered[target]
+    secrets = {d["metadata"]["name"]: {**d.get("data", {}), **d.get("stringData", {})}
+               for d in docs if d["kind"] == "Secret"}
+    external = EXTERNAL_SECRETS.get(target, set())
+    containers = {w["metadata"]["name"]: w["spec"]["template"]["spec"]["containers"][0]
+                  for w in _workloads(docs) if w["metadata"]["name"] in ("matcher", "tuner", "gateway")}
+    for component in ("matcher", "tuner"):
+        names = [s["secretRef"]["name"] for s in containers[component]["envFrom"] if "secretRef" in s]
+        assert len(names) == 1, component
+        assert names[0] in external or set(SERVER_SECRETS) <= secrets[names[0]].keys(), (component, names[0])
+    gateway = containers["gateway"]
+    assert not [s for s in gateway["envFrom"] if "secretRef" in s]
+    from_secrets = [e for e in gateway.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})]
+    assert [(e["name"], e["valueFrom"]["secretKeyRef"]["key"]) for e in from_secrets] == [
+        ("OPTIMIZER_AUTH_TOKEN", "OPTIMIZER_AUTH_TOKEN")]
+    assert from_secrets[0]["valueFrom"]["secretKeyRef"]["name"] == names[0]
 
 
 @pytest.mark.parametrize("target", [t for t in TARGETS if t != "base"])
