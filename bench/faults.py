@@ -533,7 +533,10 @@ async def run_fault(system: System, traffic: Traffic, fault: Fault, seconds: flo
     t0 = loop.time()
     hammer_stop = asyncio.Event()
     hammer = asyncio.create_task(hammer_summary(system, hammer_stop)) if fault.kind == "summary" else None
+    old_writer = system.records.with_suffix(".writer").read_text()
     lost_at = await inject(system, fault, delay_s)
+    # A killed or stopped writer's own commit in flight may land just after; a terminated one may win back.
+    replaced = old_writer if fault.kind != "terminate_lock" else ""
     opened_at: float | None = None
     at_open: Samples = {}
     while loop.time() - t0 < seconds:
@@ -561,8 +564,8 @@ async def run_fault(system: System, traffic: Traffic, fault: Fault, seconds: flo
     requests, failed = traffic.window(t0, loop.time())
     return {
         "fault": fault.name, "requests": requests, "failed_requests": failed,
-        "failover_s": await _failover_s(system, lost_at) if fault.measure == "failover" else None,
-        "hung_writer_failover_s": await _failover_s(system, lost_at) if fault.measure == "hung" else None,
+        "failover_s": await _failover_s(system, lost_at, replaced) if fault.measure == "failover" else None,
+        "hung_writer_failover_s": await _failover_s(system, lost_at, replaced) if fault.measure == "hung" else None,
         "summary_calls": summary_calls, "summary_failed": summary_failed,
         "outage_s": round(t1 - t0, 1),
         "breaker_opened_after_s": round(opened_at - t0, 2) if opened_at else None,
@@ -579,15 +582,19 @@ async def run_fault(system: System, traffic: Traffic, fault: Fault, seconds: flo
     }
 
 
-async def _failover_s(system: System, lost_at: float) -> float | None:
-    """Seconds from the lock loss to the first outcome row committed after it (Postgres clock)."""
+async def _failover_s(system: System, lost_at: float, replaced: str) -> float | None:
+    """Seconds from the writer's death or lock loss to the first outcome row committed after it (Postgres
+    clock) that was not sent to the ``replaced`` tuner: a row the next writer stored."""
     conn = await asyncpg.connect(system.postgres.dsn)
     try:
-        first = await conn.fetchval(
-            """SELECT min(extract(epoch FROM pg_xact_commit_timestamp(xmin))) FROM tuner_outcome
-               WHERE pg_xact_commit_timestamp(xmin) > to_timestamp($1)""", lost_at)
+        rows = await conn.fetch(
+            """SELECT outcome_id, extract(epoch FROM pg_xact_commit_timestamp(xmin)) AS committed
+               FROM tuner_outcome WHERE pg_xact_commit_timestamp(xmin) > to_timestamp($1)
+               ORDER BY 2""", lost_at)
     finally:
         await conn.close()
+    sent_to = system.router.sent_to
+    first = next((r["committed"] for r in rows if sent_to.get(r["outcome_id"]) != replaced or not replaced), None)
     return round(float(first) - lost_at, 2) if first is not None else None
 
 
