@@ -584,7 +584,8 @@ async def run_fault(system: System, traffic: Traffic, fault: Fault, seconds: flo
 
 async def _failover_s(system: System, lost_at: float, replaced: str) -> float | None:
     """Seconds from the writer's death or lock loss to the first outcome row committed after it (Postgres
-    clock) that was not sent to the ``replaced`` tuner: a row the next writer stored."""
+    clock) that the router sent to another tuner than ``replaced`` and saw answered: a row the next
+    writer stored (an id whose answer never came back may be the dead writer's last commit)."""
     conn = await asyncpg.connect(system.postgres.dsn)
     try:
         rows = await conn.fetch(
@@ -594,7 +595,7 @@ async def _failover_s(system: System, lost_at: float, replaced: str) -> float | 
     finally:
         await conn.close()
     sent_to = system.router.sent_to
-    first = next((r["committed"] for r in rows if sent_to.get(r["outcome_id"]) != replaced or not replaced), None)
+    first = next((r["committed"] for r in rows if not replaced or sent_to.get(r["outcome_id"], replaced) != replaced), None)
     return round(float(first) - lost_at, 2) if first is not None else None
 
 
