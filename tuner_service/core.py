@@ -18,7 +18,7 @@ from typing import Any
 
 import asyncpg
 
-from . import limits, metrics, store
+from . import limits, metrics, store, tentative
 from .decision_token import NONE, DecisionFields, DecisionSigner, key_from_env
 from .hosts import split_key
 from .policy import APPLY, Decision, Learned, Policy, Request
@@ -314,6 +314,7 @@ class TunerCore:
             keep = rung_for(max((self.policy.template_need(t, margin) for t in model.templates.values()),
                                 default=0.0), rungs)
             model.claims = {rung: seen for rung, seen in model.claims.items() if rung <= keep}
+            tentative.forget_template(model, template_id)
             model.relieve = ("reset", f"template {template_id} was reset")
         self.writer.forget(model_name, template_id)
         self.residency.forget(model_name, template_id)

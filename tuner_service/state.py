@@ -70,6 +70,8 @@ class ModelState:
     seconds_per_token: dict[int, float] = field(default_factory=dict)    # by num_ctx
     decode_spt: dict[int, float] = field(default_factory=dict)  # EWMA decode seconds per token, by num_ctx
     claims: dict[int, float] = field(default_factory=dict)      # rung -> policy clock when a request last needed it
+    tentative: dict[tuple[int, int, int], tuple[int, float]] = field(default_factory=dict)  # request shape ->
+    # (rung, policy clock) claimed from a prior-based estimate until its outcome arrives (tentative.py)
     rent: dict[int, float] = field(default_factory=dict)        # rung -> seconds paid at the loaded rung since a
     # request last needed more than that rung (what shrinking to it would have saved)
     left_at: dict[int, int] = field(default_factory=dict)       # context -> request counter when the model left it
