@@ -162,6 +162,13 @@ class TunerCore:
                     self.writer.touch(req.model)
         return decision, did
 
+    def sizing(self, key: str, context_limit: int = 0) -> dict[str, float | int]:
+        """What a host needs to size a request while the tuner cannot answer: the tokens-per-unit estimate and
+        the hard cap of the model (RecommendResponse fields); ``context_limit`` from /api/show."""
+        model = self.policy.models.get(key) or ModelState(context_limit=context_limit)
+        return {"units_to_tokens_ratio": self.policy.ratio_upper(model),
+                "num_ctx_cap": limits.hard_cap(key, model, self.settings.limits).value}
+
     def _limited(self, req: Request, decision: Decision, context_limit: int, kv_bytes_per_token: int) -> Decision:
         """The decision within the caps; the believed-loaded context follows a clamped APPLY."""
         if decision.action != APPLY:
