@@ -1,6 +1,8 @@
 """Explain: the learned state behind a (model, template) decision, as an ExplainResponse."""
 from __future__ import annotations
 
+import time
+
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
 
 from . import costs
@@ -27,15 +29,21 @@ def _limit_lines(model: ModelState, hard: Cap, soft: Cap) -> list[str]:
     return lines
 
 
+def _when(at: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(at))
+
+
 def _evidence_lines(model: ModelState) -> list[str]:
-    lines = [f"telemetry: {_SEMANTICS.get(model.count_semantics, 'prompt_eval_count is the whole prompt')}"]
+    source = (f"Ollama {model.ollama_version} (reported {_when(model.version_at)}, kept across restarts)"
+              if model.ollama_version else "no Ollama version reported")
+    lines = [f"telemetry ({source}): "
+             f"{_SEMANTICS.get(model.count_semantics, 'prompt_eval_count is the whole prompt')}"]
     if model.evidence_note:
         lines.append(f"last telemetry not taken at face value: {model.evidence_note}")
     if model.foreign_truncations:
         lines.append(f"truncations at a context other than the believed one (not escalated): "
                      f"{model.foreign_truncations}")
     return lines
-
 
 
 def memory_advice(policy: Policy, model: ModelState) -> str:

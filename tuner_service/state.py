@@ -83,6 +83,8 @@ class ModelState:
     load_config: tuple[int, int] = (-1, -1)  # options of the last outcome (reload detection without the gateway)
     templates: dict[int, TemplateState] = field(default_factory=dict)
     count_semantics: str = "unknown"  # how this model's host counts prompt tokens (evidence.py)
+    ollama_version: str = ""     # the version this model's outcomes last reported ("" = none)
+    version_at: float = 0.0      # when (the outcome's finish time)
     evidence_note: str = ""      # the last telemetry not taken at face value, and why
     foreign_truncations: int = 0  # truncations seen at a context other than the believed one (not escalated)
     kv_bytes_per_token: int = 0  # from /api/show via the gateway (0 = unknown)
