@@ -36,8 +36,8 @@ def _when(at: float) -> str:
 def _evidence_lines(model: ModelState) -> list[str]:
     source = (f"Ollama {model.ollama_version} (reported {_when(model.version_at)}, kept across restarts)"
               if model.ollama_version else "no Ollama version reported")
-    lines = [f"telemetry ({source}): "
-             f"{_SEMANTICS.get(model.count_semantics, 'prompt_eval_count is the whole prompt')}"]
+    semantics = _SEMANTICS.get(model.count_semantics, "prompt_eval_count is the whole prompt")
+    lines = [f"telemetry ({source}): {semantics}"]
     if model.evidence_note:
         lines.append(f"last telemetry not taken at face value: {model.evidence_note}")
     if model.foreign_truncations:
