@@ -2,6 +2,7 @@
 generous rung for the request itself, and the request's outcome replaces that claim with what it needed."""
 from __future__ import annotations
 
+from tuner_service.explain import explain
 from tuner_service.policy import Observation, Policy, Request
 from tuner_service.settings import PolicySettings
 from tuner_service.state import ladder, rung_for
@@ -23,8 +24,10 @@ def test_a_claim_from_the_output_prior_ends_with_the_outcome() -> None:
     assert decision.need >= 2024 + policy.s.output_reserve_tokens  # the prior reserve protects this request
     model = policy.models[MODEL]
     assert policy.active_need(model) == rung_for(decision.need * policy.s.margin, RUNGS)
+    assert "1 tentative claims" in explain(policy, MODEL, 0).reason
     policy.observe(_outcome(2, 101.0))
     assert policy.active_need(model) == rung_for((2024 + 30) * policy.s.margin, RUNGS)
+    assert "tentative" not in explain(policy, MODEL, 0).reason
 
 
 def test_a_measured_ratio_replaces_the_prior_from_the_first_whole_count() -> None:

@@ -67,6 +67,14 @@ def _memory_lines(policy: Policy, model: ModelState) -> list[str]:
     return lines + [advice] if advice else lines
 
 
+def _tentative_lines(model: ModelState) -> list[str]:
+    if not model.tentative:
+        return []
+    top = max(rung for rung, _seen in model.tentative.values())
+    return [f"{len(model.tentative)} tentative claims (up to {top}): estimated from priors (no measured ratio or "
+            "no output seen for the template), each replaced by what its request needed once its outcome arrives"]
+
+
 def _lines(policy: Policy, model: ModelState, template: TemplateState | None, hard: Cap, soft: Cap) -> list[str]:
     lines = [
         f"model: managed={model.managed} loaded num_ctx={model.loaded_ctx or 'default'} "
@@ -75,6 +83,7 @@ def _lines(policy: Policy, model: ModelState, template: TemplateState | None, ha
         f"{model.calibration_samples} samples); reload cost {model.reload_cost_s:.2f}s ({model.reloads} seen)",
         f"active need (requests within {policy.s.claim_idle_seconds:g}s, margin {policy.margin_for(model):g}): "
         f"{policy.active_need(model) or 'none'}",
+        *_tentative_lines(model),
         *_memory_lines(policy, model),
     ]
     lines += _limit_lines(model, hard, soft) + _evidence_lines(model)
