@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 
 MAX_MODELS = 1024  # bound the per-model map; models beyond it use the prior and no cap but the trained context
 UNIT_RE = re.compile(r"\w+|[^\w\s]")  # the matcher's unit
@@ -38,44 +39,55 @@ def rung_above(tokens: float) -> int:
         octave *= 2
 
 
+@dataclass(frozen=True)
+class TunerSaid:
+    """What the tuner's last answer for a model said (0 = not said)."""
+
+    tokens_per_unit: float = 0.0
+    num_ctx_cap: int = 0
+    believed_ctx: int = 0  # the context the tuner believes loaded (its num_ctx, applied or not)
+
+
 class ContextGuard:
-    """Per model: the tuner's last tokens-per-unit estimate and hard cap (from its Recommend answers)."""
+    """Per model: the tuner's last tokens-per-unit estimate, hard cap and believed context."""
 
     def __init__(self, tokens_per_unit: float, output_tokens: int) -> None:
         self._prior = tokens_per_unit
         self._output = output_tokens
-        self._models: dict[str, tuple[float, int]] = {}
+        self._models: dict[str, TunerSaid] = {}
 
     @property
     def enabled(self) -> bool:
         return self._prior > 0
 
-    def remember(self, model: str, tokens_per_unit: float, num_ctx_cap: int) -> None:
-        """What the tuner said of ``model`` (0 = not said)."""
-        if tokens_per_unit > 0 and (model in self._models or len(self._models) < MAX_MODELS):
-            self._models[model] = (tokens_per_unit, num_ctx_cap)
+    def remember(self, model: str, said: TunerSaid) -> None:
+        if model in self._models or len(self._models) < MAX_MODELS:
+            self._models[model] = said
+
+    def _ratio(self, model: str) -> float:
+        return self._models.get(model, TunerSaid()).tokens_per_unit or self._prior
 
     def need(self, model: str, units: int, messages: int, num_predict: int) -> int:
         """Tokens the request needs: its prompt by the model's estimate, and room for the answer."""
-        ratio = self._models.get(model, (self._prior, 0))[0]
-        return math.ceil(units * ratio) + OVERHEAD_TOKENS * (messages + 1) + (num_predict or self._output)
+        return math.ceil(units * self._ratio(model)) + OVERHEAD_TOKENS * (messages + 1) + (num_predict or self._output)
 
     def raise_to(self, model: str, text: str, units: int, messages: int, num_predict: int, in_effect: int,
                  trained: int) -> int:
-        """The num_ctx to send instead of ``in_effect`` (0 = unknown: Ollama's default), or 0 when the
-        request fits (or nothing larger is allowed). ``units`` 0 = count them in ``text``."""
+        """The num_ctx to send instead of ``in_effect`` (0 = unknown: the context the tuner believes loaded,
+        else Ollama's default), or 0 when the request fits or nothing larger is allowed. ``units`` 0 = count
+        them in ``text``."""
         if not self.enabled:
             return 0
-        ctx = in_effect or OLLAMA_DEFAULT_CTX
+        said = self._models.get(model, TunerSaid())
+        ctx = in_effect or said.believed_ctx or OLLAMA_DEFAULT_CTX
         if not units:  # characters bound the units: a short text is never counted
-            ratio = self._models.get(model, (self._prior, 0))[0]
-            fits_any = (ctx - 1 - OVERHEAD_TOKENS * (messages + 1) - (num_predict or self._output)) / ratio
-            units = unit_count(text, max(int(fits_any), 0))
+            room = ctx - 1 - OVERHEAD_TOKENS * (messages + 1) - (num_predict or self._output)
+            units = unit_count(text, max(int(room / self._ratio(model)), 0))
         need = self.need(model, units, messages, num_predict)
         if need <= ctx - 1:
             return 0
-        cap = min((c for c in (trained, self._models.get(model, (0.0, 0))[1]) if c > 0), default=0)
         target = rung_above(need * MARGIN)
+        cap = min((c for c in (trained, said.num_ctx_cap) if c > 0), default=0)
         if cap:
             target = min(target, cap)
         return target if target > ctx else 0

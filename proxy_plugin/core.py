@@ -16,7 +16,7 @@ from ollama_optimizer.gen.optimizer.v1 import matcher_pb2, matcher_pb2_grpc, tun
 from . import metrics
 from .canonical import TUNED_OPTIONS, canonical_text, client_options, message_count, num_predict, within_cap
 from .config import PluginConfig, load_config
-from .context_guard import ContextGuard
+from .context_guard import ContextGuard, TunerSaid
 from .decision import Decision, Observation
 from .match_memo import MatchAnswer, MatchMemo
 from .probes import HostProbes
@@ -125,7 +125,7 @@ class OptimizerCore:
         rec, reason = await tuner.call("Recommend", recommend, self._timeout(deadline))
         if rec is None:
             return await self._on_failure(request, options, d, reason)
-        self._guard.remember(d.model, rec.units_to_tokens_ratio, rec.num_ctx_cap)
+        self._guard.remember(d.model, TunerSaid(rec.units_to_tokens_ratio, rec.num_ctx_cap, rec.num_ctx))
         d.decision_id = rec.decision_id
         if rec.action != tuner_pb2.APPLY:
             d.reason = "tuner_passthrough"

@@ -13,7 +13,7 @@ from tuner_fixtures import tuner, tuner_stub  # noqa: F401 (fixtures)
 
 from bench.workload import words
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
-from proxy_plugin.context_guard import ContextGuard, rung_above
+from proxy_plugin.context_guard import ContextGuard, TunerSaid, rung_above
 from tuner_service.settings import PolicySettings
 from tuner_service.state import ladder
 
@@ -50,16 +50,19 @@ async def test_a_long_document_during_an_outage_gets_a_context_that_holds_it() -
             assert after - before == 1
 
 
-def test_the_guard_sizes_with_the_tuners_ratio_and_stays_within_its_cap() -> None:
+def test_the_guard_sizes_with_what_the_tuner_said() -> None:
     guard = ContextGuard(tokens_per_unit=1.5, output_tokens=256)
     text = words(random.Random(5), 3000)
     assert guard.raise_to(MODEL, text, 0, 1, 0, 4096, 131072) == rung_above((3000 * 1.5 + 16 + 256) * 1.15)
-    guard.remember(MODEL, 1.0, 0)  # the tuner measured one token per unit: it fits
+    guard.remember(MODEL, TunerSaid(1.0, 0, 0))  # the tuner measured one token per unit: it fits
     assert guard.raise_to(MODEL, text, 0, 1, 0, 4096, 131072) == 0
-    guard.remember(MODEL, 2.0, 5120)  # the operator capped the model at 5120: never above it
+    guard.remember(MODEL, TunerSaid(2.0, 5120, 0))  # the operator capped the model at 5120: never above it
     assert guard.raise_to(MODEL, text, 0, 1, 0, 4096, 131072) == 5120
     assert guard.raise_to(MODEL, text, 0, 1, 0, 8192, 131072) == 0  # nothing larger allowed
     assert guard.raise_to(MODEL, "short", 0, 1, 0, 0, 0) == 0  # unknown context: Ollama's default holds it
+    assert guard.raise_to(MODEL, text, 0, 1, 0, 0, 0) == 5120  # nothing known loaded: Ollama's default 4096
+    guard.remember(MODEL, TunerSaid(2.0, 0, 32768))  # the tuner believes the model runs its default 32768
+    assert guard.raise_to(MODEL, text, 0, 1, 0, 0, 0) == 0
 
 
 def test_the_guards_rungs_are_the_tuners_default_ladder() -> None:
