@@ -399,19 +399,28 @@ class Policy:
                 tokens = prompt + max(obs.eval_count, self.output_reserve(template, obs.num_predict))
                 used = rung_for(tokens * self.margin_for(model), self.rungs(model))
                 costs.pay_rent(model, self.rungs(model), used, obs.prompt_eval_s + obs.eval_s)
-        self._settle(model, obs, truncated, reading)
         if obs.gpu_total > 0:
             model.gpu_total, model.gpu_free = obs.gpu_total, max(0, obs.gpu_total - obs.gpu_used)
         if obs.template_id:
             self._learn_template(model, obs, ctx_sent, truncated, reading)
+        self._settle(model, obs, truncated, reading)
         return Learned(truncated=truncated, reloaded=reloaded)
 
     def _settle(self, model: ModelState, obs: Observation, truncated: bool, reading: CountReading) -> None:
-        """A tentative claim of this request's shape becomes a claim on what the request was measured to need
-        (its prompt and output, with margin); without a measurement (truncated, no counts) it stays as made."""
+        """A tentative claim of this request's shape becomes a claim on what it needs as now known: for a
+        template, what the policy would estimate for the same request now (calibration and the template's
+        output as learned since: claims and growth decisions rest on the same estimate, so the next such
+        request does not undo a shrink the settled claim allowed), never below what the request was measured
+        to need; for a prompt that matched no template (whose text becomes one), the measured need. Without a
+        measurement (truncated, no counts) it stays as made."""
         measured = 0
         if obs.counts_known and not truncated:
             tokens = self._seen_prompt(model, obs, reading) + obs.eval_count
+            template = model.templates.get(obs.template_id) if obs.template_id else None
+            if template is not None:
+                again = Request(obs.model, obs.template_id, obs.prompt_units, frozenset(), obs.num_predict,
+                                obs.message_count)
+                tokens = max(tokens, self.request_need(model, template, again), template.floor_ctx)
             measured = rung_for(tokens * self.margin_for(model), self.rungs(model))
         tentative.settle(model, (obs.template_id, obs.prompt_units, obs.message_count), measured, self.clock)
 
