@@ -243,7 +243,8 @@ def summary(results: dict) -> dict:
         out[scenario] = {}
         for arm, f in by_conc[first].items():
             entry = {k: f[k] for k in KEYS} | {k: f[k] for k in COMPARED if k in f}
-            entry["by_concurrency"] = {str(c): {k: by_conc[c][arm][k] for k in (*KEYS, "truncated_decided")
+            entry["by_concurrency"] = {str(c): {k: by_conc[c][arm][k] for k in (*KEYS, "truncated_decided",
+                                                                                 "decision_reasons")
                                                 if k in by_conc[c][arm]} for c in sorted(by_conc)}
             out[scenario][arm] = entry
     return out

@@ -59,6 +59,11 @@ class PluginConfig:
     # instead of none: a request without num_ctx would make Ollama reload the runner to its default (and
     # maybe truncate), then the next optimized request reload again. 0 disables it.
     sticky_ttl_s: float = 300.0  # how long last-applied options stay valid (Ollama's keep_alive default)
+    # When a service fails, a prompt that visibly does not fit the context in effect gets a larger num_ctx
+    # (context_guard.py): its tokens per matcher unit until the tuner reported the model's (0 = no guard),
+    # and the room kept for the answer when the client set no num_predict.
+    guard_tokens_per_unit: float = 1.5
+    guard_output_tokens: int = 256
     # Reuse a recent matched Match answer for a text whose Match input (windows and the tokens inside the
     # largest) is identical: one round trip instead of two on the request path. 0 disables either.
     match_memo_size: int = 10_000

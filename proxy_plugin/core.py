@@ -16,6 +16,7 @@ from ollama_optimizer.gen.optimizer.v1 import matcher_pb2, matcher_pb2_grpc, tun
 from . import metrics
 from .canonical import TUNED_OPTIONS, canonical_text, client_options, message_count, num_predict, within_cap
 from .config import PluginConfig, load_config
+from .context_guard import ContextGuard, TunerSaid
 from .decision import Decision, Observation
 from .match_memo import MatchAnswer, MatchMemo
 from .probes import HostProbes
@@ -42,6 +43,7 @@ class OptimizerCore:
         self._telemetry: TelemetryPipeline | None = None
         self._probes = HostProbes(self.config.probes)
         self._sticky = StickyOptions(self.config.sticky_ttl_s, clock)
+        self._guard = ContextGuard(self.config.guard_tokens_per_unit, self.config.guard_output_tokens)
         self._loaded_context: LoadedContext | None = None
         self._memo = MatchMemo(self.config.match_memo_size, self.config.match_memo_ttl_s)
         self.upstream: UpstreamFacts | None = None  # set by a host that reads its Ollama (the gateway)
@@ -123,6 +125,7 @@ class OptimizerCore:
         rec, reason = await tuner.call("Recommend", recommend, self._timeout(deadline))
         if rec is None:
             return await self._on_failure(request, options, d, reason)
+        self._guard.remember(d.model, TunerSaid(rec.units_to_tokens_ratio, rec.num_ctx_cap, rec.num_ctx))
         d.decision_id = rec.decision_id
         if rec.action != tuner_pb2.APPLY:
             d.reason = "tuner_passthrough"
@@ -160,7 +163,8 @@ class OptimizerCore:
         self, request: dict[str, Any], options: dict[str, Any], d: Decision, reason: str
     ) -> dict[str, Any]:
         """A service failed: send the runner options the model's last request carried (else the context
-        the host sees it loaded with), so Ollama keeps the runner; with nothing known, pass through."""
+        the host sees it loaded with), so Ollama keeps the runner, unless the prompt visibly does not fit
+        that context (then a larger one: context_guard.py); with nothing known, pass through."""
         d.reason = reason
         if not self.config.apply_options:
             return request
@@ -168,13 +172,28 @@ class OptimizerCore:
         if known is None and self._loaded_context is not None:
             loaded = await self._loaded_context(d.model)
             known = (loaded, 0) if loaded > 0 else None
-        if known is None:
+        num_ctx, num_batch = known or (0, 0)
+        raised = await self._guarded(request, options, d, num_ctx)
+        if not (known or raised):
             return request
-        result = self._with_options(request, options, *known, d, "sticky")
+        result = self._with_options(request, options, raised or num_ctx, num_batch, d,
+                                    "guarded" if raised else "sticky")
         if d.applied:
-            metrics.STICKY.labels(reason).inc()
+            (metrics.GUARDED if raised else metrics.STICKY).labels(reason).inc()
             self._sticky.remember(d.model, d.num_ctx, d.num_batch)
         return result
+
+    async def _guarded(self, request: dict[str, Any], options: dict[str, Any], d: Decision, num_ctx: int) -> int:
+        """A larger num_ctx when the prompt does not fit ``num_ctx`` (0 = what Ollama has loaded), else 0."""
+        if not self._guard.enabled or (self.config.respect_client_options and "num_ctx" in options):
+            return 0
+        text = "" if d.prompt_units else canonical_text(request)
+        if not within_cap(text, self.config.max_text_bytes):
+            return 0
+        if not num_ctx and self._loaded_context is not None:
+            num_ctx = await self._loaded_context(d.model)
+        return self._guard.raise_to(d.model, text, d.prompt_units, d.message_count, d.num_predict, num_ctx,
+                                    d.context_limit)
 
     def _with_options(
         self, request: dict[str, Any], options: dict[str, Any], num_ctx: int, num_batch: int, d: Decision,
@@ -185,7 +204,7 @@ class OptimizerCore:
             if value > 0 and not (self.config.respect_client_options and name in options):
                 new_options[name] = int(value)
         if new_options == options:
-            d.reason = d.reason if reason == "sticky" else "nothing_to_apply"
+            d.reason = d.reason if reason in ("sticky", "guarded") else "nothing_to_apply"
             return request
         d.action, d.reason = tuner_pb2.APPLY, reason
         d.num_ctx, d.num_batch = _int_option(new_options, "num_ctx"), _int_option(new_options, "num_batch")

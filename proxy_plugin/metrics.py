@@ -29,6 +29,11 @@ STICKY = Counter(
     "Service failures answered with the runner options the model's last request carried, by reason.",
     ["reason"], registry=REGISTRY,
 )
+GUARDED = Counter(
+    "optimizer_plugin_guarded",
+    "Service failures whose prompt did not fit the context in effect and got a larger num_ctx, by reason.",
+    ["reason"], registry=REGISTRY,
+)
 OVERHEAD = Histogram(
     "optimizer_plugin_overhead_seconds", "Time prepare() added to a request (Match + Recommend + apply).",
     buckets=_FAST, registry=REGISTRY,

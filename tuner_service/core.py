@@ -18,10 +18,11 @@ from typing import Any
 
 import asyncpg
 
-from . import limits, metrics, store
+from . import limits, metrics, store, tentative
 from .decision_token import NONE, DecisionFields, DecisionSigner, key_from_env
+from .evidence import HostVersions
 from .hosts import split_key
-from .policy import APPLY, Decision, Learned, Policy, Request
+from .policy import APPLY, Decision, Learned, Observation, Policy, Request
 from .residency import Residency
 from .settings import TunerSettings
 from .state import ModelState, TemplateState, rung_for
@@ -80,6 +81,7 @@ class TunerCore:
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._unfolded: list[Pending] = []
         self._host_labels: set[str] = set()  # label values of MODELS_BY_HOST set so far
+        self.host_versions = HostVersions()
 
     # ---- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -97,6 +99,9 @@ class TunerCore:
         async with self.pool.acquire() as conn:
             self.policy.models = await store.load_state(conn)
             ids = await store.recent_outcome_ids(conn, self.settings.dedupe_window)
+        self.host_versions = HostVersions()
+        for key, model in self.policy.models.items():
+            self.host_versions.learn(split_key(key)[1], model.ollama_version, model.version_at)
         self._seen = OrderedDict.fromkeys(ids)
         for item in self._unfolded:
             self._remember(item.outcome.outcome_id)
@@ -161,6 +166,13 @@ class TunerCore:
                 if decision.reload and not self.read_only:
                     self.writer.touch(req.model)
         return decision, did
+
+    def sizing(self, key: str, context_limit: int = 0) -> dict[str, float | int]:
+        """What a host needs to size a request while the tuner cannot answer: the tokens-per-unit estimate and
+        the hard cap of the model (RecommendResponse fields); ``context_limit`` from /api/show."""
+        model = self.policy.models.get(key) or ModelState(context_limit=context_limit)
+        return {"units_to_tokens_ratio": self.policy.ratio_upper(model),
+                "num_ctx_cap": limits.hard_cap(key, model, self.settings.limits).value}
 
     def _limited(self, req: Request, decision: Decision, context_limit: int, kv_bytes_per_token: int) -> Decision:
         """The decision within the caps; the believed-loaded context follows a clamped APPLY."""
@@ -232,7 +244,7 @@ class TunerCore:
 
     def _fold(self, item: Pending) -> bool:
         """Learn from the outcome and buffer its row; False when the buffer is full (row dropped)."""
-        obs = item.valid.observation
+        obs = self._with_host_version(item.valid.observation)
         learned = self.policy.observe(obs)
         self.residency.bound(obs.model, self.policy.models[obs.model])
         limits.learn(self.policy.models[obs.model], item.outcome.model_context_limit, item.outcome.kv_bytes_per_token)
@@ -245,6 +257,17 @@ class TunerCore:
         self.writer.touch(obs.model, obs.template_id)
         item.entry = self.writer.enqueue(self._row(item, learned), item)
         return item.entry is not None
+
+    def _with_host_version(self, obs: Observation) -> Observation:
+        """An outcome that reports its Ollama version teaches its host's; one without is read as its host's."""
+        host = split_key(obs.model)[1]
+        if not obs.ollama_version:
+            return dataclasses.replace(obs, ollama_version=self.host_versions.version(host))
+        self.host_versions.learn(host, obs.ollama_version, obs.finished_at)
+        model = self.policy.models.setdefault(obs.model, ModelState())
+        if obs.finished_at >= model.version_at:
+            model.ollama_version, model.version_at = obs.ollama_version, obs.finished_at
+        return obs
 
     def _row(self, item: Pending, learned: Learned) -> tuple[Any, ...]:
         o, obs = item.outcome, item.valid.observation
@@ -314,6 +337,7 @@ class TunerCore:
             keep = rung_for(max((self.policy.template_need(t, margin) for t in model.templates.values()),
                                 default=0.0), rungs)
             model.claims = {rung: seen for rung, seen in model.claims.items() if rung <= keep}
+            tentative.forget_template(model, template_id)
             model.relieve = ("reset", f"template {template_id} was reset")
         self.writer.forget(model_name, template_id)
         self.residency.forget(model_name, template_id)

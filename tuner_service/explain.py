@@ -1,6 +1,8 @@
 """Explain: the learned state behind a (model, template) decision, as an ExplainResponse."""
 from __future__ import annotations
 
+import time
+
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
 
 from . import costs
@@ -27,15 +29,21 @@ def _limit_lines(model: ModelState, hard: Cap, soft: Cap) -> list[str]:
     return lines
 
 
+def _when(at: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(at))
+
+
 def _evidence_lines(model: ModelState) -> list[str]:
-    lines = [f"telemetry: {_SEMANTICS.get(model.count_semantics, 'prompt_eval_count is the whole prompt')}"]
+    source = (f"Ollama {model.ollama_version} (reported {_when(model.version_at)}, kept across restarts)"
+              if model.ollama_version else "no Ollama version reported")
+    semantics = _SEMANTICS.get(model.count_semantics, "prompt_eval_count is the whole prompt")
+    lines = [f"telemetry ({source}): {semantics}"]
     if model.evidence_note:
         lines.append(f"last telemetry not taken at face value: {model.evidence_note}")
     if model.foreign_truncations:
         lines.append(f"truncations at a context other than the believed one (not escalated): "
                      f"{model.foreign_truncations}")
     return lines
-
 
 
 def memory_advice(policy: Policy, model: ModelState) -> str:
@@ -59,6 +67,14 @@ def _memory_lines(policy: Policy, model: ModelState) -> list[str]:
     return lines + [advice] if advice else lines
 
 
+def _tentative_lines(model: ModelState) -> list[str]:
+    if not model.tentative:
+        return []
+    top = max(rung for rung, _seen in model.tentative.values())
+    return [f"{len(model.tentative)} tentative claims (up to {top}): estimated from priors (no measured ratio or "
+            "no output seen for the template), each replaced by what its request needed once its outcome arrives"]
+
+
 def _lines(policy: Policy, model: ModelState, template: TemplateState | None, hard: Cap, soft: Cap) -> list[str]:
     lines = [
         f"model: managed={model.managed} loaded num_ctx={model.loaded_ctx or 'default'} "
@@ -67,6 +83,7 @@ def _lines(policy: Policy, model: ModelState, template: TemplateState | None, ha
         f"{model.calibration_samples} samples); reload cost {model.reload_cost_s:.2f}s ({model.reloads} seen)",
         f"active need (requests within {policy.s.claim_idle_seconds:g}s, margin {policy.margin_for(model):g}): "
         f"{policy.active_need(model) or 'none'}",
+        *_tentative_lines(model),
         *_memory_lines(policy, model),
     ]
     lines += _limit_lines(model, hard, soft) + _evidence_lines(model)

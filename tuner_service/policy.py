@@ -14,9 +14,9 @@ import functools
 import math
 from dataclasses import dataclass
 
-from . import costs
+from . import costs, tentative
 from .bandit import choose_num_batch
-from .evidence import UNCACHED, CountReading, at_cut, read_counts
+from .evidence import CountReading, at_cut, read_counts
 from .hosts import split_key
 from .settings import PolicySettings
 from .state import ArmStats, ModelState, TemplateState, ladder, rung_for, size_class
@@ -130,10 +130,10 @@ class Policy:
         return model.loaded_ctx if model.managed and model.loaded_ctx else self.default_ctx(model)
 
     def calibrated(self, model: ModelState) -> bool:
-        """Enough samples for the measured upper ratio; where counts may leave out the cache only loads give
-        samples (a cold cache), so one suffices."""
-        need = 1 if model.count_semantics == UNCACHED else self.s.calibration_min_samples
-        return model.calibration_samples >= need
+        """A measured ratio exists: the upper quantile of a few samples is their largest, a measurement that
+        beats the prior (which would otherwise set the first contexts). Counts that may leave out the cache
+        give samples only from loads (a cold cache) or above the estimate (evidence.py)."""
+        return model.calibration_samples >= 1
 
     def ratio_upper(self, model: ModelState) -> float:
         if self.calibrated(model):
@@ -179,7 +179,8 @@ class Policy:
 
     def active_need(self, model: ModelState) -> int:
         """The largest rung (with margin) a request needed within the claim idle time; 0 = none."""
-        return costs.active_need(model, self.clock, self.s.claim_idle_seconds)
+        return max(costs.active_need(model, self.clock, self.s.claim_idle_seconds),
+                   tentative.active_need(model, self.clock, self.s.claim_idle_seconds))
 
     def reload_s(self, model: ModelState) -> float:
         return model.reload_cost_s or self.s.reload_cost_prior_seconds
@@ -207,10 +208,20 @@ class Policy:
         if template is not None and template.pinned:
             return self._pinned(model, template, need, conf)
         required = max(need, template.floor_ctx if template is not None else 0)
-        costs.claim(model, rung_for(required * self.margin_for(model), self.rungs(model)), self.clock)
+        rung = rung_for(required * self.margin_for(model), self.rungs(model))
+        if required == need and self._prior_based(model, template, req):
+            tentative.claim(model, (req.template_id, req.prompt_units, req.message_count), rung, self.clock)
+        else:
+            costs.claim(model, rung, self.clock)
         if not model.managed:
             return self._unmanaged(req, model, template, need, conf, believed)
         return self._managed(req, model, template, need, conf)
+
+    def _prior_based(self, model: ModelState, template: TemplateState | None, req: Request) -> bool:
+        """Whether the request's need rests on a prior: no measured tokens-per-unit ratio, or no output seen for
+        its template (and no num_predict): its claim is tentative until its outcome arrives."""
+        no_output = req.num_predict <= 0 and (template is None or template.output.total <= 0)
+        return no_output or not self.calibrated(model)
 
     def _pinned(self, model: ModelState, template: TemplateState, need: int, conf: float) -> Decision:
         rungs = self.rungs(model)
@@ -392,7 +403,26 @@ class Policy:
             model.gpu_total, model.gpu_free = obs.gpu_total, max(0, obs.gpu_total - obs.gpu_used)
         if obs.template_id:
             self._learn_template(model, obs, ctx_sent, truncated, reading)
+        self._settle(model, obs, truncated, reading)
         return Learned(truncated=truncated, reloaded=reloaded)
+
+    def _settle(self, model: ModelState, obs: Observation, truncated: bool, reading: CountReading) -> None:
+        """A tentative claim of this request's shape becomes a claim on what it needs as now known: for a
+        template, what the policy would estimate for the same request now (calibration and the template's
+        output as learned since: claims and growth decisions rest on the same estimate, so the next such
+        request does not undo a shrink the settled claim allowed), never below what the request was measured
+        to need; for a prompt that matched no template (whose text becomes one), the measured need. Without a
+        measurement (truncated, no counts) it stays as made."""
+        measured = 0
+        if obs.counts_known and not truncated:
+            tokens = self._seen_prompt(model, obs, reading) + obs.eval_count
+            template = model.templates.get(obs.template_id) if obs.template_id else None
+            if template is not None:
+                again = Request(obs.model, obs.template_id, obs.prompt_units, frozenset(), obs.num_predict,
+                                obs.message_count)
+                tokens = max(tokens, self.request_need(model, template, again), template.floor_ctx)
+            measured = rung_for(tokens * self.margin_for(model), self.rungs(model))
+        tentative.settle(model, (obs.template_id, obs.prompt_units, obs.message_count), measured, self.clock)
 
     def _reloaded(self, model: ModelState, obs: Observation) -> bool:
         """Whether Ollama loaded a runner for this request. The gateway tells from what it sent (options,

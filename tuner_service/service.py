@@ -60,7 +60,7 @@ class TunerServicer(tuner_pb2_grpc.TunerServicer):
         return tuner_pb2.RecommendResponse(
             action=decision.action, num_ctx=decision.num_ctx, num_batch=decision.num_batch, decision_id=did,
             confidence=decision.confidence, reason=decision.reason, reason_code=decision.reason_code,
-            estimated_need=min(decision.need, 2**32 - 1))
+            estimated_need=min(decision.need, 2**32 - 1), **self.core.sizing(key, request.model_context_limit))
 
     async def Report(self, request: tuner_pb2.ReportRequest,
                      context: grpc.aio.ServicerContext) -> tuner_pb2.ReportResponse:

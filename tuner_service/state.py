@@ -70,6 +70,8 @@ class ModelState:
     seconds_per_token: dict[int, float] = field(default_factory=dict)    # by num_ctx
     decode_spt: dict[int, float] = field(default_factory=dict)  # EWMA decode seconds per token, by num_ctx
     claims: dict[int, float] = field(default_factory=dict)      # rung -> policy clock when a request last needed it
+    tentative: dict[tuple[int, int, int], tuple[int, float]] = field(default_factory=dict)  # request shape ->
+    # (rung, policy clock) claimed from a prior-based estimate until its outcome arrives (tentative.py)
     rent: dict[int, float] = field(default_factory=dict)        # rung -> seconds paid at the loaded rung since a
     # request last needed more than that rung (what shrinking to it would have saved)
     left_at: dict[int, int] = field(default_factory=dict)       # context -> request counter when the model left it
@@ -81,6 +83,8 @@ class ModelState:
     load_config: tuple[int, int] = (-1, -1)  # options of the last outcome (reload detection without the gateway)
     templates: dict[int, TemplateState] = field(default_factory=dict)
     count_semantics: str = "unknown"  # how this model's host counts prompt tokens (evidence.py)
+    ollama_version: str = ""     # the version this model's outcomes last reported ("" = none)
+    version_at: float = 0.0      # when (the outcome's finish time)
     evidence_note: str = ""      # the last telemetry not taken at face value, and why
     foreign_truncations: int = 0  # truncations seen at a context other than the believed one (not escalated)
     kv_bytes_per_token: int = 0  # from /api/show via the gateway (0 = unknown)

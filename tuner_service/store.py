@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 
+from .evidence import UNKNOWN
 from .sketch import LogHistogram
 from .state import ArmStats, ModelState, TemplateState
 
@@ -73,7 +74,8 @@ def model_row(name: str, m: ModelState, ratio_upper: float) -> tuple[Any, ...]:
     state = {"ratio": m.ratio.to_json(), "request_s": m.request_s, "gpu_free": m.gpu_free,
              "gpu_total": m.gpu_total, "class_tokens": {str(k): v for k, v in m.class_tokens.items()},
              "spt": {str(k): v for k, v in m.seconds_per_token.items()}, "tight": m.tight,
-             "batch_cap": m.batch_cap}
+             "batch_cap": m.batch_cap,
+             "counts": m.count_semantics, "version": m.ollama_version, "version_at": m.version_at}
     return (name, ratio_upper, m.calibration_samples, m.managed, m.loaded_ctx, m.loaded_batch, m.default_ctx,
             m.context_limit, m.reload_cost_s, m.reloads, m.requests, json.dumps(state))
 
@@ -101,7 +103,9 @@ def _model_from(r: asyncpg.Record) -> ModelState:
         gpu_total=int(state.get("gpu_total", 0)),
         class_tokens={int(k): float(v) for k, v in (state.get("class_tokens") or {}).items()},
         seconds_per_token={int(k): float(v) for k, v in (state.get("spt") or {}).items()},
-        tight=str(state.get("tight") or ""), batch_cap=int(state.get("batch_cap") or 0))
+        tight=str(state.get("tight") or ""), batch_cap=int(state.get("batch_cap") or 0),
+        count_semantics=str(state.get("counts") or UNKNOWN), ollama_version=str(state.get("version") or ""),
+        version_at=float(state.get("version_at") or 0.0))
 
 
 def _template_from(ctx: asyncpg.Record, batch: asyncpg.Record | None) -> TemplateState:

@@ -48,7 +48,7 @@ class RecommendRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., template_id: _Optional[int] = ..., prompt_units: _Optional[int] = ..., client_options: _Optional[_Iterable[str]] = ..., num_predict: _Optional[int] = ..., message_count: _Optional[int] = ..., model_context_limit: _Optional[int] = ..., kv_bytes_per_token: _Optional[int] = ..., ollama_host: _Optional[str] = ...) -> None: ...
 
 class RecommendResponse(_message.Message):
-    __slots__ = ("action", "num_ctx", "num_batch", "decision_id", "confidence", "reason", "reason_code", "estimated_need")
+    __slots__ = ("action", "num_ctx", "num_batch", "decision_id", "confidence", "reason", "reason_code", "estimated_need", "units_to_tokens_ratio", "num_ctx_cap")
     ACTION_FIELD_NUMBER: _ClassVar[int]
     NUM_CTX_FIELD_NUMBER: _ClassVar[int]
     NUM_BATCH_FIELD_NUMBER: _ClassVar[int]
@@ -57,6 +57,8 @@ class RecommendResponse(_message.Message):
     REASON_FIELD_NUMBER: _ClassVar[int]
     REASON_CODE_FIELD_NUMBER: _ClassVar[int]
     ESTIMATED_NEED_FIELD_NUMBER: _ClassVar[int]
+    UNITS_TO_TOKENS_RATIO_FIELD_NUMBER: _ClassVar[int]
+    NUM_CTX_CAP_FIELD_NUMBER: _ClassVar[int]
     action: Action
     num_ctx: int
     num_batch: int
@@ -65,7 +67,9 @@ class RecommendResponse(_message.Message):
     reason: str
     reason_code: str
     estimated_need: int
-    def __init__(self, action: _Optional[_Union[Action, str]] = ..., num_ctx: _Optional[int] = ..., num_batch: _Optional[int] = ..., decision_id: _Optional[str] = ..., confidence: _Optional[float] = ..., reason: _Optional[str] = ..., reason_code: _Optional[str] = ..., estimated_need: _Optional[int] = ...) -> None: ...
+    units_to_tokens_ratio: float
+    num_ctx_cap: int
+    def __init__(self, action: _Optional[_Union[Action, str]] = ..., num_ctx: _Optional[int] = ..., num_batch: _Optional[int] = ..., decision_id: _Optional[str] = ..., confidence: _Optional[float] = ..., reason: _Optional[str] = ..., reason_code: _Optional[str] = ..., estimated_need: _Optional[int] = ..., units_to_tokens_ratio: _Optional[float] = ..., num_ctx_cap: _Optional[int] = ...) -> None: ...
 
 class Outcome(_message.Message):
     __slots__ = ("outcome_id", "decision_id", "model", "template_id", "prompt_units", "message_count", "action", "num_ctx", "num_batch", "num_predict", "prompt_eval_count", "eval_count", "total_duration_ns", "load_duration_ns", "prompt_eval_duration_ns", "eval_duration_ns", "done_reason", "counts_known", "latency_seconds", "ttft_seconds", "host_rss_bytes", "gpu_memory_used_bytes", "gpu_memory_total_bytes", "finished_at", "loaded_context_length", "model_size_bytes", "model_vram_bytes", "runner_load", "prompt_eval_cached_count", "cached_count_known", "ollama_version", "model_context_limit", "observed_num_ctx", "options_dropped", "ollama_host", "kv_bytes_per_token")
