@@ -59,7 +59,7 @@ KEYS = ("p50_s", "p95_s", "truncated", "reloads", "kv_gib_mean", "requests", "lo
         "max_num_ctx")
 DECIDED = frozenset({"applied", "tuner_passthrough", "nothing_to_apply", "low_confidence"})
 COMPARED = ("p50_intact_s", "mean_intact_s", "mean_untruncated_s", "oracle_gap", "learning_requests",
-            "learning_extra_s", "gap_after_learning", "loads_gateway", "loads_tuner")
+            "learning_extra_s", "gap_after_learning", "loads_gateway", "loads_tuner", "intact_time")
 """Figures that compare an arm with others; loads_gateway/loads_tuner: the optimizer's own count of loads."""
 COMPAT_DOOR = "/v1/chat/completions"
 COMPAT_ARMS = ("passthrough", "optimizer")
@@ -244,7 +244,9 @@ def summary(results: dict) -> dict:
         for arm, f in by_conc[first].items():
             entry = {k: f[k] for k in KEYS} | {k: f[k] for k in COMPARED if k in f}
             entry["by_concurrency"] = {str(c): {k: by_conc[c][arm][k] for k in (*KEYS, "truncated_decided",
-                                                                                 "decision_reasons")
+                                                                                 "decision_reasons", "mean_intact_s",
+                                                                                 "intact_time", "loads_gateway",
+                                                                                 "loads_tuner")
                                                 if k in by_conc[c][arm]} for c in sorted(by_conc)}
             out[scenario][arm] = entry
     return out

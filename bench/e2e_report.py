@@ -5,6 +5,7 @@ import statistics
 from collections import Counter
 from pathlib import Path
 
+from bench.e2e_blame import load_intervals
 from bench.e2e_drive import Result
 from bench.ollama_sim import Emulator
 
@@ -77,6 +78,8 @@ def figures(results: list[Result], emulator: Emulator, long_doc_ids: set[int]) -
         "curve": curve,
         "_latencies": lat,
         "_truncated": [r.record is not None and r.record.truncated for r in results],
+        "_records": [r.record for r in results],
+        "_loads": load_intervals(emulator),
     }
 
 

@@ -256,3 +256,20 @@ def test_growth_driven_by_truncation_floors_is_bounded_and_a_runaway_is_stopped_
     assert max(contexts) <= 8 * need_rung
     assert len(set(contexts[-10:])) == 1
     assert "runaway stopped" in explain(policy, MODEL, 1).reason
+
+
+def test_on_a_cpu_only_host_a_large_context_costs_no_speed_so_the_model_does_not_shrink_between_turns() -> None:
+    """Ollama on a CPU-only host reports size_vram 0 at every context: the layers run on the CPU whatever the
+    context, so a long session's context slows nothing between its turns. The model grows for the session and
+    stays: no shrink for a speed it cannot gain, and no growth back on the next turn."""
+    policy = make_policy()
+    world = SpillWorld(policy, vram=0)
+    warm(world)
+    loads = world.loads
+    for i in range(60):
+        world.run(45_000 + 30 * i if i % 3 == 0 else 1500, template_id=2 if i % 3 == 0 else 1)
+    assert world.truncations == 0
+    assert world.loads - loads <= 2, "the growths for the session, no shrink between its turns"
+    model = policy.models[MODEL]
+    assert costs.in_ram(model) and costs.spill_share(model, model.loaded_ctx) == 0
+    assert "fit in VRAM" not in explain(policy, MODEL, 2).reason

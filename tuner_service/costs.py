@@ -66,8 +66,17 @@ def fit_limit(model: ModelState) -> int:
     return max(known, int(ctx - (size - vram) / per_token))
 
 
+def in_ram(model: ModelState) -> bool:
+    """No byte of the model in VRAM at any context seen (a CPU-only host: /api/ps size_vram 0). Its layers run
+    on the CPU whatever the context, so a context costs load time and memory there, never speed."""
+    return bool(model.memory) and all(vram == 0 for _, vram in model.memory.values())
+
+
 def spill_share(model: ModelState, ctx: int) -> float:
-    """Share of the model on the CPU at ``ctx``: measured, else predicted from the fit limit; 0 = none known."""
+    """Share of the model on the CPU at ``ctx`` beyond where it always runs: measured, else predicted from the
+    fit limit; 0 = none known, and 0 on a CPU-only host."""
+    if in_ram(model):
+        return 0.0
     shares = [1 - vram / size for (c, _), (size, vram) in model.memory.items() if c == ctx and size]
     if shares:
         return max(0.0, shares[-1])
