@@ -85,6 +85,16 @@ def test_one_replaced_token_flips_few_bits_at_1024() -> None:
     assert bin(base ^ changed).count("1") <= 7
 
 
+def test_repeated_boilerplate_does_not_outweigh_the_text_that_differs() -> None:
+    """Tool schemas of two agents: the same JSON structure repeated, different names and descriptions."""
+    def schema(seed: int) -> str:
+        words = prompt(seed, 60).split()
+        return " ".join(f'{{"type": "function", "function": {{"name": "{words[i]}", "parameters": '
+                        f'{{"type": "object", "properties": {{}}}}}}}}' for i in range(60))
+    a, b = fingerprint(schema(20), 4, True), fingerprint(schema(21), 4, True)
+    assert a.windows[-1] == 1024 and bin(a.fingerprints[-1] ^ b.fingerprints[-1]).count("1") > 16
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.integers(0, (1 << 64) - 1), st.integers(0, 11), st.data())
 def test_probes_find_every_fingerprint_within_k(query: int, k: int, data: st.DataObject) -> None:
