@@ -10,7 +10,7 @@ NEAR_FACTOR = 3  # "near" at a larger window: within 3 k(W) (slot fills), not a 
 # SimHash distance is ~64/pi * acos(s) for a share s of common shingles: unrelated text ~32 bits,
 # half the window in common ~21, slot fills (s ~ 0.8) ~13.
 YOUNG_BRANCHES = 3  # single-prompt templates diverging after one head before it becomes an open tail
-DIVERGENCE_SLACK_BITS = 6  # below the distance expected when two prompts share no more than the head's window
+DIVERGENCE_SLACK_BITS = 10  # below the distance expected when two prompts share no more than the head's window
 CLOSE_FACTOR = 1.5  # "close" at a larger window: within 1.5 k(W), for a query shorter than the template's prompts
 
 
