@@ -13,13 +13,13 @@ from dataclasses import dataclass
 import asyncpg
 
 from . import store
-from .learning import Candidate, WindowState, decide, diverged_head
+from .learning import Candidate, WindowState, decide, diverged_head, young_branches
 from .settings import MatcherSettings
 from .store import Query
 
 DEADLOCK_ATTEMPTS = 3
 # Templates sharing a diverged head with fewer observations than this are merged into its open tail.
-ABSORB_BELOW = 3
+ABSORB_BELOW = 2  # single prompts only (one may have been folded into since the lookup)
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ async def _observe(conn: asyncpg.Connection, query: Query, settings: MatcherSett
         outcome = await _fold_into(conn, again, query, settings)
         if outcome is not None:
             return outcome
-    if diverged_head(ranked, settings.near_bits, query.largest_window):
+    if diverged_head(ranked, settings.near_bits, query.largest_window, settings.threshold):
         outcome = await _open_tail(conn, ranked, query)
         if outcome is not None:
             return outcome
@@ -70,11 +70,13 @@ async def _observe(conn: asyncpg.Connection, query: Query, settings: MatcherSett
 
 
 async def _open_tail(conn: asyncpg.Connection, ranked: list[Candidate], query: Query) -> ObserveOutcome | None:
-    """The most observed template sharing the head becomes its open tail and takes the observation."""
-    head = max(ranked, key=lambda c: (c.observations, -c.template_id))
+    """The oldest single-prompt template sharing the head becomes its open tail, absorbs the other single
+    prompts and takes the observation; templates whose prompts repeated past the head stay siblings."""
+    young = young_branches(ranked)
+    head = min(young, key=lambda c: c.template_id)
     if await store.lock_template(conn, head.template_id) is None:
         return None
-    others = [c.template_id for c in ranked if c.template_id != head.template_id]
+    others = [c.template_id for c in young if c.template_id != head.template_id]
     await store.open_tail(conn, head.template_id, head.window, others, ABSORB_BELOW)
     observations, stable = await store.fold(conn, head.template_id, query, head.distance, WindowState(head.window))
     return ObserveOutcome(head.template_id, False, stable, observations, "shrink")

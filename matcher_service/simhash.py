@@ -11,7 +11,7 @@ import numpy as np
 from .settings import WINDOWS
 from .tokens import count_tokens, hash_tokens, mix64
 
-ALGORITHM_REVISION = 2  # bump when the tokenizer, hashing, shingling or the window set changes
+ALGORITHM_REVISION = 3  # bump when the tokenizer, hashing, shingling or the window set changes
 # Distinct odd multipliers combining the k token hashes of a shingle (order-sensitive).
 _SHINGLE_MULTIPLIERS = tuple(
     np.uint64(m) for m in (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9,
@@ -71,11 +71,13 @@ def _segments(window_shingles: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]
 
 
 def simhash_windows(token_hashes: np.ndarray, windows: list[int], shingle_size: int) -> np.ndarray:
-    """SimHash (uint64) of the shingles inside each prefix window of ``token_hashes``.
+    """SimHash (uint64) of the set of distinct shingles inside each prefix window of ``token_hashes``.
 
-    Shingle hashes are spread into byte lanes (bit j of byte b in lane j), summed per
-    segment with one reduceat (SWAR: 8 counters per uint64), and a cumulative sum over
-    segments gives every window's per-bit counts; the majority of each bit is the SimHash.
+    Each distinct shingle counts once (at its first occurrence), so repeated boilerplate (the JSON
+    structure of tool schemas, say) does not outweigh the text that tells prompts apart. Shingle hashes
+    are spread into byte lanes (bit j of byte b in lane j), summed per segment with one reduceat (SWAR:
+    8 counters per uint64), and a cumulative sum over segments gives every window's per-bit counts; the
+    majority of each bit over the window's distinct shingles is the SimHash.
     """
     hashes = token_hashes[: windows[-1]]
     if len(hashes) < shingle_size:
@@ -88,11 +90,14 @@ def simhash_windows(token_hashes: np.ndarray, windows: list[int], shingle_size: 
         shingles = mix64(combined)
     window_shingles = tuple(max(w - shingle_size + 1, 1) for w in windows)
     starts, last_segment = _segments(window_shingles)
-    lanes = (shingles[:, None] >> _BIT_SHIFTS) & _LANES
+    first = np.zeros(n_shingles, np.uint64)
+    first[np.unique(shingles, return_index=True)[1]] = 1
+    distinct = np.cumsum(first)[np.array(window_shingles) - 1].astype(np.int64)
+    lanes = ((shingles[:, None] >> _BIT_SHIFTS) & _LANES) * first[:, None]
     sums = np.add.reduceat(lanes, starts, axis=0)
     per_bit = sums.view(np.uint8).reshape(len(starts), 8, 8).transpose(0, 2, 1).reshape(len(starts), 64)
     ones = np.cumsum(per_bit, axis=0, dtype=np.int32)[last_segment]
-    majority = (2 * ones > np.array(window_shingles)[:, None]).astype(np.uint8)
+    majority = (2 * ones > distinct[:, None]).astype(np.uint8)
     return np.packbits(majority, axis=1, bitorder="little").view("<u8").ravel()
 
 

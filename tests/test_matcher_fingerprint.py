@@ -10,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 
 from matcher_service.blocks import BLOCKS, block_values, build_probes, probe_key, to_signed, to_unsigned
 from ollama_optimizer.soft_cache import SoftCache
-from matcher_service.learning import StoredCandidate, WindowState, best_candidate, decide
+from matcher_service.learning import StoredCandidate, WindowState, best_candidate, decide, diverged_after
 from matcher_service.settings import MatcherSettings, parse_thresholds
 from matcher_service.simhash import algorithm_version, fingerprint, match_key, windows_for
 from matcher_service import simhash
@@ -83,6 +83,16 @@ def test_one_replaced_token_flips_few_bits_at_1024() -> None:
     words[500] = "replaced"
     changed = fingerprint(" ".join(words), 4, True).fingerprints[-1]
     assert bin(base ^ changed).count("1") <= 7
+
+
+def test_repeated_boilerplate_does_not_outweigh_the_text_that_differs() -> None:
+    """Tool schemas of two agents: the same JSON structure repeated, different names and descriptions."""
+    def schema(seed: int) -> str:
+        words = prompt(seed, 60).split()
+        return " ".join(f'{{"type": "function", "function": {{"name": "{words[i]}", "parameters": '
+                        f'{{"type": "object", "properties": {{}}}}}}}}' for i in range(60))
+    a, b = fingerprint(schema(20), 4, True), fingerprint(schema(21), 4, True)
+    assert a.windows[-1] == 1024 and bin(a.fingerprints[-1] ^ b.fingerprints[-1]).count("1") > 16
 
 
 @settings(max_examples=300, deadline=None)
@@ -170,6 +180,15 @@ def test_a_shorter_query_must_be_close_at_every_larger_window_it_has() -> None:
     assert near is not None and near.near_above is True and not near.close_above and not near.consistent(256)
     prefix = best_candidate((64, 128), (0, 0), ks[:2], [template])
     assert prefix is not None and prefix.window == 128 and not prefix.close_above and not prefix.consistent(128)
+
+
+def test_diverged_after_needs_nothing_shared_past_the_next_window() -> None:
+    k = MatcherSettings().threshold
+    assert diverged_after([(128, 20), (256, 25), (512, 29)], k)  # a head, then different text
+    assert diverged_after([(64, 7), (128, 22)], k)  # a head filling most of 64, then different text
+    assert not diverged_after([(128, 4), (256, 25)], k)  # agree at 128: they share more than the head
+    assert not diverged_after([(128, 10), (256, 6)], k)  # a slot fill past the head, fixed text after it
+    assert diverged_after([], k)
 
 
 def test_soft_cache_ttl_and_bound() -> None:

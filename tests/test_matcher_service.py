@@ -268,12 +268,27 @@ async def test_prompts_differing_right_after_a_shared_head_become_one_open_tail_
     def varied() -> pb.Fingerprints:  # same head, unrelated text after it (e.g. a retrieved document)
         return fingerprints(1100, **head, **{f"w{w}": rng.getrandbits(64) for w in (128, 256, 512, 1024)})
 
-    first, second = await observe(matcher_stub, varied()), await observe(matcher_stub, varied())
-    assert first.created and second.created  # two prompts: a sibling sharing a prefix is as likely
-    third = await observe(matcher_stub, varied())  # three continuations: the head is the template
-    assert not third.created and third.template_id == first.template_id and third.stable_window == 64
-    assert third.observations == 3 and await count(pool) == 1  # the second was folded into it
+    first, second, third = [await observe(matcher_stub, varied()) for _ in range(3)]
+    assert first.created and second.created and third.created  # siblings sharing a prefix are as likely
+    fourth = await observe(matcher_stub, varied())  # four continuations: the head is the template
+    assert not fourth.created and fourth.template_id == first.template_id and fourth.stable_window == 64
+    assert fourth.observations == 4 and await count(pool) == 1  # the others were folded into it
     assert (await observe(matcher_stub, varied())).template_id == first.template_id and await count(pool) == 1
+
+
+async def test_a_template_that_repeated_past_the_head_stays_a_sibling_of_the_open_tail(matcher_stub, pool) -> None:
+    rng = random.Random(16)
+    head = dict(w16=0x1616, w32=0x3232, w64=0x6464)
+    fixed = {f"w{w}": rng.getrandbits(64) for w in (128, 256, 512, 1024)}
+    sibling = await observe(matcher_stub, fingerprints(1100, **head, **fixed))
+    assert (await observe(matcher_stub, fingerprints(1100, **head, **fixed))).observations == 2
+    varied = [await observe(matcher_stub, fingerprints(1100, **head, **{f"w{w}": rng.getrandbits(64)
+                                                                          for w in (128, 256, 512, 1024)}))
+              for _ in range(4)]
+    assert not varied[-1].created and varied[-1].template_id == varied[0].template_id != sibling.template_id
+    assert {sibling.template_id, varied[0].template_id} == {r["id"] for r in await pool.fetch("SELECT id FROM matcher_template")}
+    again = await observe(matcher_stub, fingerprints(1100, **head, **fixed))
+    assert again.template_id == sibling.template_id and again.observations == 3
 
 
 async def test_a_prompt_closer_to_one_template_past_the_head_does_not_merge_them(matcher_stub, pool) -> None:
@@ -282,7 +297,12 @@ async def test_a_prompt_closer_to_one_template_past_the_head_does_not_merge_them
     tail = [{f"w{w}": rng.getrandbits(64) for w in (128, 256, 512, 1024)} for _ in range(3)]
     first = await observe(matcher_stub, fingerprints(1100, **head, **tail[0]))
     second = await observe(matcher_stub, fingerprints(1100, **head, **tail[1]))
-    near_first = dict(tail[2], w128=tail[0]["w128"] ^ 0xFF)  # 8 bits from the first at 128: it shares more
+    # 8 bits from the first at 128 and 256 (beyond k, far below unrelated text): a slot past the head, then
+    # text in common with the first
+    near_first = dict(tail[2], w128=tail[0]["w128"] ^ 0xFF, w256=tail[0]["w256"] ^ 0xFF00)
     third = await observe(matcher_stub, fingerprints(1100, **head, **near_first))
-    assert third.created and {first.template_id, second.template_id, third.template_id} == {
+    fourth = await observe(matcher_stub, fingerprints(1100, **head, **{f"w{w}": rng.getrandbits(64)
+                                                                         for w in (128, 256, 512, 1024)}))
+    assert third.created and fourth.created
+    assert {first.template_id, second.template_id, third.template_id, fourth.template_id} == {
         r["id"] for r in await pool.fetch("SELECT id FROM matcher_template")}
