@@ -24,29 +24,58 @@ SLOTS = len(WINDOWS)  # one slot per window, largest first; unused slots get k =
 _SLOT_PARAMS = 2 + BLOCKS  # query fp, k, one key array per block position ($1 is the algorithm version)
 
 
-def _scans(slot: int) -> list[str]:
-    """One window's probes: an index-only `= ANY` scan per block position, rechecked inside the scan."""
+# Candidates read per probe key, and templates ranked in Python, at most: a miss that shares a head with
+# thousands of templates costs no more than one that shares it with a few.
+CANDIDATE_LIMIT = 32
+
+
+def _slot_params(slot: int) -> tuple[str, str, list[str]]:
+    """One window's parameters: its query fingerprint, its k, and its probe keys per block position."""
     first = 2 + slot * _SLOT_PARAMS
-    return [f"SELECT template_id FROM matcher_fingerprint WHERE k{b} = ANY(${first + 2 + b}::integer[])"
-            f" AND bit_count((fp # ${first}::bigint)::bit(64)) <= ${first + 1}::integer" for b in range(BLOCKS)]
+    return f"${first}::bigint", f"${first + 1}::integer", [f"${first + 2 + b}::integer[]" for b in range(BLOCKS)]
 
 
-# One round trip. The query's largest window is probed first; only when it has no candidate of this
-# algorithm version are the other windows probed, all at once (the one-time filter skips them on a hit).
-# Every window of every candidate template comes back, so that learning.best_candidate ranks them in
-# Python (largest window with a candidate, then learning.Candidate's order) without per-candidate SQL.
+def _exists(slot: int) -> str:
+    """Whether any template of this algorithm version is within k at this window (stops at the first)."""
+    fp, k, keys = _slot_params(slot)
+    scans = " UNION ALL ".join(
+        f"SELECT f.template_id FROM matcher_fingerprint f WHERE f.k{b} = ANY({keys[b]})"
+        f" AND bit_count((f.fp # {fp})::bit(64)) <= {k}" for b in range(BLOCKS))
+    return (f"SELECT FROM ({scans}) s JOIN matcher_template t ON t.id = s.template_id"
+            " AND t.algorithm_version = $1")
+
+
+def _bounded(slot: int) -> str:
+    """The window's candidates, at most CANDIDATE_LIMIT per probe key, smallest stable window first (an
+    index-ordered scan per key, rechecked inside the scan); read only when it is the top window."""
+    fp, k, keys = _slot_params(slot)
+    return " UNION ALL ".join(
+        f"SELECT x.* FROM unnest({keys[b]}) AS p(key) CROSS JOIN LATERAL ("
+        f"SELECT f.template_id, f.stable_window, bit_count((f.fp # {fp})::bit(64)) AS distance"
+        f" FROM matcher_fingerprint f WHERE f.k{b} = p.key AND bit_count((f.fp # {fp})::bit(64)) <= {k}"
+        f" ORDER BY f.stable_window LIMIT {CANDIDATE_LIMIT}) x WHERE (SELECT slot FROM top) = {slot}"
+        for b in range(BLOCKS))
+
+
+# One round trip. The top window is the query's largest with a candidate of this algorithm version (the
+# CASE stops at the first). Only there are candidates read, bounded: the CANDIDATE_LIMIT with the smallest
+# (stable window, distance, id). Every window of those comes back, so that learning.rank orders them in
+# Python. Exact (the same order as ranking every candidate) whenever at most CANDIDATE_LIMIT candidates
+# at the top window have a stable window up to twice it: a match covers only such templates
+# (learning.covers), and they come first. Beyond that, or among more non-covering candidates than the
+# limit, the ranking sees the limit's worth with the smallest stable window and distance.
 LOOKUP_SQL = f"""
 WITH top AS MATERIALIZED (
-    SELECT DISTINCT s.template_id FROM ({" UNION ALL ".join(_scans(0))}) s
-    JOIN matcher_template t ON t.id = s.template_id AND t.algorithm_version = $1
-), candidate AS (
-    SELECT template_id FROM top
-    UNION ALL
-    SELECT DISTINCT r.template_id FROM ({" UNION ALL ".join(q for slot in range(1, SLOTS) for q in _scans(slot))}) r
-    WHERE NOT EXISTS (SELECT FROM top)
+    SELECT CASE {" ".join(f"WHEN EXISTS ({_exists(slot)}) THEN {slot}" for slot in range(SLOTS))} END AS slot
+), hit AS MATERIALIZED (
+    {" UNION ALL ".join(_bounded(slot) for slot in range(SLOTS))}
+), candidate AS MATERIALIZED (
+    SELECT h.template_id FROM hit h JOIN matcher_template t ON t.id = h.template_id AND t.algorithm_version = $1
+    GROUP BY h.template_id
+    ORDER BY min(h.stable_window), min(h.distance), h.template_id LIMIT {CANDIDATE_LIMIT}
 )
 SELECT t.id, t.observations, t.stable_window, t.shortest_window, t.open_tail, f.window_size, f.fp
-FROM candidate c JOIN matcher_template t ON t.id = c.template_id AND t.algorithm_version = $1
+FROM candidate c JOIN matcher_template t ON t.id = c.template_id
 JOIN matcher_fingerprint f ON f.template_id = c.template_id"""
 
 CREATE_SQL = """
@@ -54,14 +83,15 @@ WITH t AS (
     INSERT INTO matcher_template (algorithm_version, stable_window, shortest_window) VALUES ($1, $2, $2)
     RETURNING id
 )
-INSERT INTO matcher_fingerprint (template_id, window_size, fp)
-SELECT t.id, u.w, u.q FROM t, unnest($3::integer[], $4::bigint[]) AS u(w, q)
+INSERT INTO matcher_fingerprint (template_id, window_size, fp, stable_window)
+SELECT t.id, u.w, u.q, $2 FROM t, unnest($3::integer[], $4::bigint[]) AS u(w, q)
 RETURNING template_id"""
 
-# Atomic per-row vote update (row lock of the upsert): votes += bits, fp = majority.
+# Atomic per-row vote update (row lock of the upsert): votes += bits, fp = majority. A new window's row
+# gets the template's current stable window ($4).
 FOLD_FINGERPRINTS_SQL = """
-INSERT INTO matcher_fingerprint AS f (template_id, window_size, fp)
-SELECT $1, u.w, u.q FROM unnest($2::integer[], $3::bigint[]) AS u(w, q)
+INSERT INTO matcher_fingerprint AS f (template_id, window_size, fp, stable_window)
+SELECT $1, u.w, u.q, $4 FROM unnest($2::integer[], $3::bigint[]) AS u(w, q)
 ON CONFLICT (template_id, window_size) DO UPDATE SET
     votes = matcher_add_votes(COALESCE(f.votes, matcher_fp_bits(f.fp)), matcher_fp_bits(EXCLUDED.fp)),
     count = f.count + 1,
@@ -213,7 +243,8 @@ async def lock_template(conn: asyncpg.Connection, template_id: int) -> WindowSta
 async def fold(conn: asyncpg.Connection, template_id: int, query: Query, distance: int,
                state: WindowState) -> tuple[int, int]:
     """Add the query's votes and update the template row; returns (observations, stable window)."""
-    await conn.execute(FOLD_FINGERPRINTS_SQL, template_id, list(query.windows), query.signed)
+    await conn.execute(FOLD_FINGERPRINTS_SQL, template_id, list(query.windows), query.signed,
+                       state.stable_window)
     row = await conn.fetchrow(FOLD_TEMPLATE_SQL, template_id, float(distance), state.stable_window,
                               state.shrink_streak, state.grow_streak, state.grow_window, query.largest_window)
     return int(row["observations"]), int(row["stable_window"])
