@@ -1,6 +1,7 @@
 """SQL of the matcher: block-index lookup, template creation, vote folding, admin reads, retention."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -103,13 +104,17 @@ LOCK_SQL = """
 SELECT stable_window, shrink_streak, grow_streak, grow_window FROM matcher_template
 WHERE id = $1 FOR UPDATE"""
 
-FOLD_TEMPLATE_SQL = """
+# ``last_seen_at`` (indexed, for retention) moves only when it is LAST_SEEN_RESOLUTION old: every other fold
+# changes no indexed column, so it is a HOT update (the table keeps free space on its pages for them).
+LAST_SEEN_RESOLUTION = "60 seconds"
+FOLD_TEMPLATE_SQL = f"""
 UPDATE matcher_template SET
     observations = observations + 1,
     mean_distance = mean_distance + ($2 - mean_distance) / observations,
     stable_window = $3, shrink_streak = $4, grow_streak = $5, grow_window = $6,
     shortest_window = least(shortest_window, $7),
-    updated_at = now(), last_seen_at = now()
+    updated_at = now(),
+    last_seen_at = CASE WHEN last_seen_at < now() - interval '{LAST_SEEN_RESOLUTION}' THEN now() ELSE last_seen_at END
 WHERE id = $1
 RETURNING observations, stable_window"""
 
@@ -127,8 +132,8 @@ ABSORB_SQL = """
 DELETE FROM matcher_template WHERE id = ANY($1::bigint[]) AND NOT open_tail AND observations < $2
 RETURNING observations"""
 
-# Creation lock: serialises first sightings so that concurrent ones create one template.
-CREATE_LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtext('matcher_template_create'), $1)"
+# Creation locks (``creation_lock_keys``), taken in ascending order so that two takers never deadlock.
+CREATE_LOCK_SQL = "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k"
 
 TEMPLATE_COLUMNS = """id, created_at, updated_at, last_seen_at, observations, mean_distance,
     stable_window, algorithm_version"""
@@ -241,10 +246,12 @@ async def lock_template(conn: asyncpg.Connection, template_id: int) -> WindowSta
 
 
 async def fold(conn: asyncpg.Connection, template_id: int, query: Query, distance: int,
-               state: WindowState) -> tuple[int, int]:
-    """Add the query's votes and update the template row; returns (observations, stable window)."""
-    await conn.execute(FOLD_FINGERPRINTS_SQL, template_id, list(query.windows), query.signed,
-                       state.stable_window)
+               state: WindowState, votes: bool = True) -> tuple[int, int]:
+    """Add the query's votes (unless not ``votes``) and update the template row; returns (observations,
+    stable window)."""
+    if votes:
+        await conn.execute(FOLD_FINGERPRINTS_SQL, template_id, list(query.windows), query.signed,
+                           state.stable_window)
     row = await conn.fetchrow(FOLD_TEMPLATE_SQL, template_id, float(distance), state.stable_window,
                               state.shrink_streak, state.grow_streak, state.grow_window, query.largest_window)
     return int(row["observations"]), int(row["stable_window"])
@@ -254,8 +261,27 @@ async def record_shrink_evidence(conn: asyncpg.Connection, template_id: int, sta
     await conn.execute(EVIDENCE_SQL, template_id, state.shrink_streak)
 
 
-async def take_creation_lock(conn: asyncpg.Connection, version: int) -> None:
-    await conn.execute(CREATE_LOCK_SQL, version)
+def creation_lock_keys(query: Query) -> list[int]:
+    """Advisory lock keys that serialise the creations two queries could make of one template, and only those.
+
+    At each window W the query's fingerprint is cut into k(W) + 1 blocks: two fingerprints within k(W)
+    bits agree on at least one of them (pigeonhole), so two queries within k(W) of each other at some
+    window (the only way one can match what the other creates) share a key there. Keys are hashes of
+    (algorithm version, window, block position, block value), ascending.
+    """
+    keys = set()
+    for window, fp, k in zip(query.windows, query.fingerprints, query.thresholds):
+        bounds = [i * 64 // (k + 1) for i in range(k + 2)]
+        for position, (low, high) in enumerate(zip(bounds, bounds[1:])):
+            block = (fp >> low) & ((1 << (high - low)) - 1)
+            name = f"matcher-create:{query.version}:{window}:{position}:{block}".encode()
+            keys.add(int.from_bytes(hashlib.blake2b(name, digest_size=8).digest(), "big", signed=True))
+    return sorted(keys)
+
+
+async def take_creation_lock(conn: asyncpg.Connection, query: Query) -> None:
+    """Wait until no concurrent transaction may create a template this query could match (``creation_lock_keys``)."""
+    await conn.execute(CREATE_LOCK_SQL, creation_lock_keys(query))
 
 
 async def _with_windows(conn: asyncpg.Pool, rows: list[asyncpg.Record]) -> list[StoredTemplate]:
