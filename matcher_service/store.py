@@ -13,8 +13,11 @@ from .settings import WINDOWS
 
 # Session settings of the matcher's pool (on top of db.create_pool's, which already turn JIT off): the
 # lookup is planned once (generic plan of the prepared statement, no per-call planning) and never fans
-# out to parallel workers.
-SESSION_SETTINGS = {"plan_cache_mode": "force_generic_plan", "max_parallel_workers_per_gather": "0"}
+# out to parallel workers. Commits do not wait for the WAL flush: the matcher writes only learning
+# (observations, retention), which a database crash may lose the last moment of but never leaves
+# inconsistent, as the tuner's write-behind buffer may.
+SESSION_SETTINGS = {"plan_cache_mode": "force_generic_plan", "max_parallel_workers_per_gather": "0",
+                    "synchronous_commit": "off"}
 
 
 async def keep_session(_conn: asyncpg.Connection) -> None:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+import grpc
+import pytest
+
 from matcher_service import store
 from matcher_service.blocks import build_probes
 from matcher_service.learning import WindowState
@@ -102,3 +105,24 @@ async def test_a_settled_template_counts_every_observation_and_votes_on_a_sample
     assert SETTLED_OBSERVATIONS <= votes.pop() <= SETTLED_OBSERVATIONS + 3 + 1
     query = _query(f"{base} end0x")
     assert (await store.lookup(pool, query)).template_id == template_id
+
+
+async def test_observe_batch_folds_every_valid_item_and_lists_the_invalid(pool, matcher_stub) -> None:
+    base, other = prompt(61, 500), prompt(62, 500)
+    items = [pb.ObserveRequest(model="m", fingerprints=await _fingerprints(matcher_stub, text))
+             for text in (f"{base} a1x", f"{other} b1x", f"{base} a2x", f"{base} a3x", f"{other} b2x")]
+    items.insert(2, pb.ObserveRequest(model="bad model!", fingerprints=items[0].fingerprints))
+    answer = await matcher_stub.ObserveBatch(pb.ObserveBatchRequest(observations=items))
+    assert [(r.index, "model" in r.reason) for r in answer.rejected] == [(2, True)]
+    results = list(answer.results)
+    assert len(results) == 6 and results[2].template_id == 0
+    first, second = results[0].template_id, results[1].template_id
+    assert [r.template_id for r in results] == [first, second, 0, first, first, second] and first != second
+    assert [r.created for r in results] == [True, True, False, False, False, False]
+    found = {t: (await matcher_stub.GetTemplate(pb.GetTemplateRequest(template_id=t))).observations
+             for t in (first, second)}
+    assert found == {first: 3, second: 2}
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await matcher_stub.ObserveBatch(pb.ObserveBatchRequest())
+    assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert await pool.fetchval("SELECT sum(observations) FROM matcher_template") == 5

@@ -78,6 +78,28 @@ class ObserveResponse(_message.Message):
     observations: int
     def __init__(self, template_id: _Optional[int] = ..., created: _Optional[bool] = ..., stable_window: _Optional[int] = ..., observations: _Optional[int] = ...) -> None: ...
 
+class ObserveBatchRequest(_message.Message):
+    __slots__ = ("observations",)
+    OBSERVATIONS_FIELD_NUMBER: _ClassVar[int]
+    observations: _containers.RepeatedCompositeFieldContainer[ObserveRequest]
+    def __init__(self, observations: _Optional[_Iterable[_Union[ObserveRequest, _Mapping]]] = ...) -> None: ...
+
+class ObserveRejection(_message.Message):
+    __slots__ = ("index", "reason")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    reason: str
+    def __init__(self, index: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ObserveBatchResponse(_message.Message):
+    __slots__ = ("results", "rejected")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[ObserveResponse]
+    rejected: _containers.RepeatedCompositeFieldContainer[ObserveRejection]
+    def __init__(self, results: _Optional[_Iterable[_Union[ObserveResponse, _Mapping]]] = ..., rejected: _Optional[_Iterable[_Union[ObserveRejection, _Mapping]]] = ...) -> None: ...
+
 class GetTemplateRequest(_message.Message):
     __slots__ = ("template_id",)
     TEMPLATE_ID_FIELD_NUMBER: _ClassVar[int]
