@@ -146,12 +146,14 @@ WINDOWS_SQL = """
 SELECT template_id, window_size, fp, count FROM matcher_fingerprint
 WHERE template_id = ANY($1::bigint[]) ORDER BY template_id, window_size"""
 
-# Stale templates: rarely observed ones, and those of another algorithm version (which never match
-# again once every replica runs this version: this is how a version change is migrated).
+# Stale templates: rarely observed ones, those of another algorithm version (which never match again
+# once every replica runs this version: this is how a version change is migrated), and any unseen for
+# the forget period ($5). Rows are taken oldest first from the last_seen_at index.
 RETENTION_SQL = """
 WITH doomed AS (
     SELECT id FROM matcher_template
-    WHERE (observations < $1 OR algorithm_version <> $4) AND last_seen_at < now() - make_interval(secs => $2)
+    WHERE last_seen_at < now() - make_interval(secs => $2)
+      AND (observations < $1 OR algorithm_version <> $4 OR last_seen_at < now() - make_interval(secs => $5))
     ORDER BY last_seen_at LIMIT $3
 )
 DELETE FROM matcher_template t USING doomed WHERE t.id = doomed.id"""
@@ -305,12 +307,14 @@ async def list_templates(pool: asyncpg.Pool, after_id: int, limit: int) -> list[
 
 
 async def delete_stale(pool: asyncpg.Pool, min_observations: int, max_idle_seconds: float, version: int,
-                       batch: int = 10_000) -> int:
+                       forget_seconds: float, batch: int = 10_000) -> int:
     """Delete templates idle for longer than ``max_idle_seconds`` with fewer than ``min_observations``
-    or of an algorithm version other than ``version``; in batches, each its own short transaction."""
+    or of an algorithm version other than ``version``, and all idle for longer than ``forget_seconds``; in
+    batches, each its own short transaction (Match, read-only, never waits for one)."""
     deleted = 0
     while True:
-        status = await pool.execute(RETENTION_SQL, min_observations, max_idle_seconds, batch, version)
+        status = await pool.execute(RETENTION_SQL, min_observations, max_idle_seconds, batch, version,
+                                    forget_seconds)
         count = int(status.split()[-1])
         deleted += count
         if count < batch:
