@@ -64,10 +64,12 @@ def _bounded(slot: int) -> str:
 # One round trip. The top window is the query's largest with a candidate of this algorithm version (the
 # CASE stops at the first). Only there are candidates read, bounded: the CANDIDATE_LIMIT with the smallest
 # (stable window, distance, id). Every window of those comes back, so that learning.rank orders them in
-# Python. Exact (the same order as ranking every candidate) whenever at most CANDIDATE_LIMIT candidates
-# at the top window have a stable window up to twice it: a match covers only such templates
-# (learning.covers), and they come first. Beyond that, or among more non-covering candidates than the
-# limit, the ranking sees the limit's worth with the smallest stable window and distance.
+# Python. Exactness: with at most CANDIDATE_LIMIT candidates at the top window, all are ranked. With more,
+# a template that covers the query is still found (and ranks first, as it would among all) as long as at
+# most CANDIDATE_LIMIT of them have a stable window up to twice the top window: a match covers only such
+# templates (learning.covers), and they come first. Among more non-covering candidates than the limit
+# (a head shared by many templates, a query that continues differently), Match's answer is the same (not
+# matched) but Observe's rules see the limit's worth with the smallest stable window and distance.
 LOOKUP_SQL = f"""
 WITH top AS MATERIALIZED (
     SELECT CASE {" ".join(f"WHEN EXISTS ({_exists(slot)}) THEN {slot}" for slot in range(SLOTS))} END AS slot
