@@ -108,37 +108,37 @@ async def _fingerprints(stub: matcher_pb2_grpc.MatcherStub, texts: list[str]) ->
 
 async def run(args: argparse.Namespace) -> dict:
     requests = _requests(args.mix, args.seed)
-    async with embedded_database() as (dsn, pool), matcher_process(dsn) as address:
-        async with create_channel(address) as channel:
-            stub = matcher_pb2_grpc.MatcherStub(channel)
-            observed = await _fingerprints(stub, list(itertools.islice(requests, args.observe_requests)))
-            queue = itertools.cycle(observed)
-            created = 0
+    async with embedded_database() as (dsn, pool), matcher_process(dsn) as address, \
+            create_channel(address) as channel:
+        stub = matcher_pb2_grpc.MatcherStub(channel)
+        observed = await _fingerprints(stub, list(itertools.islice(requests, args.observe_requests)))
+        queue = itertools.cycle(observed)
+        created = 0
 
-            async def observe() -> None:
-                nonlocal created
-                items = [matcher_pb2.ObserveRequest(model="bench", fingerprints=next(queue))
-                         for _ in range(args.observe_batch)]
-                if args.observe_batch == 1:
-                    created += (await stub.Observe(items[0], timeout=30)).created
-                else:
-                    answer = await stub.ObserveBatch(matcher_pb2.ObserveBatchRequest(observations=items), timeout=30)
-                    created += sum(r.created for r in answer.results)
+        async def observe() -> None:
+            nonlocal created
+            items = [matcher_pb2.ObserveRequest(model="bench", fingerprints=next(queue))
+                     for _ in range(args.observe_batch)]
+            if args.observe_batch == 1:
+                created += (await stub.Observe(items[0], timeout=30)).created
+            else:
+                answer = await stub.ObserveBatch(matcher_pb2.ObserveBatchRequest(observations=items), timeout=30)
+                created += sum(r.created for r in answer.results)
 
-            latencies, elapsed = await _closed_loop(args.observe_clients, args.seconds, observe)
-            observe_figures = {"clients": args.observe_clients, "batch": args.observe_batch,
-                               "observe_per_s": round(len(latencies) * args.observe_batch / elapsed, 1),
-                               "call_p50_ms": _figures(latencies, elapsed)["p50_ms"],
-                               "call_p99_ms": _figures(latencies, elapsed)["p99_ms"], "created": created}
-            templates = await pool.fetchval("SELECT count(*) FROM matcher_template")
+        latencies, elapsed = await _closed_loop(args.observe_clients, args.seconds, observe)
+        observe_figures = {"clients": args.observe_clients, "batch": args.observe_batch,
+                           "observe_per_s": round(len(latencies) * args.observe_batch / elapsed, 1),
+                           "call_p50_ms": _figures(latencies, elapsed)["p50_ms"],
+                           "call_p99_ms": _figures(latencies, elapsed)["p99_ms"], "created": created}
+        templates = await pool.fetchval("SELECT count(*) FROM matcher_template")
 
-            async def match() -> None:
-                await stub.Match(matcher_pb2.MatchRequest(model="bench", text=next(requests)), timeout=5)
+        async def match() -> None:
+            await stub.Match(matcher_pb2.MatchRequest(model="bench", text=next(requests)), timeout=5)
 
-            levels = []
-            for clients in args.concurrency:
-                latencies, elapsed = await _closed_loop(clients, args.seconds, match)
-                levels.append({"clients": clients, **_figures(latencies, elapsed)})
+        levels = []
+        for clients in args.concurrency:
+            latencies, elapsed = await _closed_loop(clients, args.seconds, match)
+            levels.append({"clients": clients, **_figures(latencies, elapsed)})
     within = [lv["rps"] for lv in levels if lv["p99_ms"] <= P99_BUDGET_MS]
     return {"bench": "matcher_load", "mix": args.mix, "seed": args.seed, "seconds_per_level": args.seconds,
             "observe": observe_figures, "templates_after_observe": templates, "levels": levels,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -279,7 +280,7 @@ def creation_lock_keys(query: Query) -> list[int]:
     keys = set()
     for window, fp, k in zip(query.windows, query.fingerprints, query.thresholds):
         bounds = [i * 64 // (k + 1) for i in range(k + 2)]
-        for position, (low, high) in enumerate(zip(bounds, bounds[1:])):
+        for position, (low, high) in enumerate(itertools.pairwise(bounds)):
             block = (fp >> low) & ((1 << (high - low)) - 1)
             name = f"matcher-create:{query.version}:{window}:{position}:{block}".encode()
             keys.add(int.from_bytes(hashlib.blake2b(name, digest_size=8).digest(), "big", signed=True))

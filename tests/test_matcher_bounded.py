@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import asyncpg
+from matcher_fixtures import prompt
 
 from matcher_service import store
 from matcher_service.blocks import build_probes, to_signed
@@ -12,8 +13,6 @@ from matcher_service.learning import StoredCandidate, rank
 from matcher_service.settings import WINDOWS, MatcherSettings
 from matcher_service.simhash import fingerprint
 from ollama_optimizer.gen.optimizer.v1 import matcher_pb2 as pb
-
-from matcher_fixtures import prompt
 
 HEAD_WINDOW = 128
 SHARING = store.CANDIDATE_LIMIT + 20  # more templates share the head than the lookup reads

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import datetime
 
+from matcher_fixtures import prompt
+
 from matcher_service import store
 from matcher_service.maintenance import Maintenance
 from matcher_service.settings import MatcherSettings
 from ollama_optimizer.gen.optimizer.v1 import matcher_pb2 as pb
-
-from matcher_fixtures import prompt
 
 
 async def _learn(stub, text: str, times: int) -> int:
@@ -21,7 +21,7 @@ async def _learn(stub, text: str, times: int) -> int:
 
 
 async def _age(pool, template_id: int, days: int) -> None:
-    when = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=days)
+    when = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=days)
     await pool.execute("UPDATE matcher_template SET last_seen_at = $2 WHERE id = $1", template_id, when)
 
 

@@ -6,6 +6,7 @@ import asyncio
 
 import grpc
 import pytest
+from matcher_fixtures import prompt
 
 from matcher_service import store
 from matcher_service.blocks import build_probes
@@ -18,8 +19,6 @@ from ollama_optimizer.channels import create_channel
 from ollama_optimizer.config import ServerConfig
 from ollama_optimizer.gen.optimizer.v1 import matcher_pb2 as pb
 from ollama_optimizer.gen.optimizer.v1 import matcher_pb2_grpc
-
-from matcher_fixtures import prompt
 
 
 def _query(text: str) -> store.Query:

@@ -2,13 +2,12 @@
 request to an older matcher, without opening the learning breaker."""
 from __future__ import annotations
 
+from matcher_fixtures import prompt
 from plugin_fixtures import plugin_config, sample, stand_ins
 from prometheus_client import REGISTRY
 
 from ollama_optimizer.gen.optimizer.v1 import matcher_pb2 as pb
 from proxy_plugin.core import OptimizerCore
-
-from matcher_fixtures import prompt
 
 
 def _chat(seed: int) -> dict:
