@@ -28,6 +28,8 @@ SERVICE_NAME = matcher_pb2.DESCRIPTOR.services_by_name["Matcher"].full_name
 DB_ERRORS_TYPES = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 CacheKey = tuple[int, tuple[int, ...], tuple[int, ...]]
+# Largest unit count answered (uint32 fields).
+MAX_UNITS = (1 << 32) - 1
 # Share of the caller's remaining time Match keeps for answering after its database lookup.
 ANSWER_SHARE = 0.2
 
@@ -58,11 +60,12 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
             FINGERPRINT_SECONDS.observe(time.perf_counter() - started)
         except ValueError as exc:  # InvalidInput, or a text without tokens
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        unit_count = min(fps.unit_count + request.units_after_text, MAX_UNITS)
         response = matcher_pb2.MatchResponse(
-            prompt_units=fps.unit_count,
+            prompt_units=unit_count,
             fingerprints=matcher_pb2.Fingerprints(
                 algorithm_version=fps.version,
-                unit_count=fps.unit_count,
+                unit_count=unit_count,
                 head_units=fps.head_units,
                 windows=[matcher_pb2.WindowFingerprint(window=w, fingerprint=f)
                          for w, f in zip(fps.windows, fps.fingerprints)],

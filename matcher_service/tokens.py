@@ -91,10 +91,19 @@ PREFIX_CHARS_PER_TOKEN = 16
 def hash_tokens(text: str, max_tokens: int, normalize: bool) -> tuple[np.ndarray, int]:
     """(hashes of the first ``max_tokens`` tokens as uint64, token count of the text).
 
-    A long text is tokenised only as far as the tokens wanted (a prefix cut at whitespace, grown until
-    it holds them); the rest is counted by ``approximate_count``: exact for ASCII text, and for other
-    text it counts non-ASCII punctuation and spaces as word characters.
+    A long text is tokenised only as far as the tokens wanted (``tokenised_prefix``); the rest is counted
+    by ``approximate_count``: exact for ASCII text, and for other text it counts non-ASCII punctuation and
+    spaces as word characters.
     """
+    end, hashes, count = tokenised_prefix(text, max_tokens, normalize)
+    return hashes, count + (approximate_count(text[end:]) if end < len(text) else 0)
+
+
+def tokenised_prefix(text: str, max_tokens: int, normalize: bool) -> tuple[int, np.ndarray, int]:
+    """(end of the prefix that is tokenised, hashes of its first ``max_tokens`` tokens, its token count).
+
+    The prefix is cut at whitespace and grown until it holds more than ``max_tokens`` tokens; it is the
+    whole text when that is short or holds no more."""
     limit = max(4096, PREFIX_CHARS_PER_TOKEN * max_tokens)
     while len(text) > limit:
         cut = _whitespace_before(text, limit)
@@ -102,9 +111,10 @@ def hash_tokens(text: str, max_tokens: int, normalize: bool) -> tuple[np.ndarray
             break
         hashes, count = _hash_all(text[:cut], max_tokens, normalize)
         if count > max_tokens:
-            return hashes, count + approximate_count(text[cut:])
+            return cut, hashes, count
         limit *= 4
-    return _hash_all(text, max_tokens, normalize)
+    hashes, count = _hash_all(text, max_tokens, normalize)
+    return len(text), hashes, count
 
 
 def _whitespace_before(text: str, limit: int) -> int:

@@ -27,12 +27,14 @@ class Fingerprints(_message.Message):
     def __init__(self, algorithm_version: _Optional[int] = ..., windows: _Optional[_Iterable[_Union[WindowFingerprint, _Mapping]]] = ..., unit_count: _Optional[int] = ..., head_units: _Optional[int] = ...) -> None: ...
 
 class MatchRequest(_message.Message):
-    __slots__ = ("model", "text")
+    __slots__ = ("model", "text", "units_after_text")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
+    UNITS_AFTER_TEXT_FIELD_NUMBER: _ClassVar[int]
     model: str
     text: str
-    def __init__(self, model: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
+    units_after_text: int
+    def __init__(self, model: _Optional[str] = ..., text: _Optional[str] = ..., units_after_text: _Optional[int] = ...) -> None: ...
 
 class MatchResponse(_message.Message):
     __slots__ = ("matched", "template_id", "window", "distance", "similarity", "prompt_units", "fingerprints", "observations", "cache_hit")
