@@ -1,4 +1,4 @@
-"""Observe: fold an observation into its template, or create one; a batch of them in one transaction.
+"""Observe: fold an observation into its template, or create one, in one transaction.
 
 Concurrency. Folds of one template serialise on its row lock (SELECT ... FOR UPDATE) and
 every vote update is a single atomic upsert, so no update is lost. Creation happens under
@@ -37,18 +37,21 @@ class ObserveOutcome:
     window_change: str | None = None
 
 
-async def observe_batch(pool: asyncpg.Pool, queries: list[Query], settings: MatcherSettings,
-                        hints: list[int] | None = None) -> list[ObserveOutcome]:
-    """Observe every query in one transaction (one commit for the batch), in ascending order of ``hints``
-    (the templates Match returned, 0 for none): batches then lock template rows in one order as far as the
-    hints tell, and two of them rarely wait on each other in a cycle (the loser of one is retried whole).
-    Outcomes in the order of ``queries``."""
-    order = sorted(range(len(queries)), key=lambda i: (hints[i] if hints else 0, i))
+async def observe_batch(pool: asyncpg.Pool, queries: list[Query], settings: MatcherSettings) -> list[ObserveOutcome]:
+    """Observe every query in turn on one connection, each in its own short transaction (a few locks held
+    briefly; commits do not wait for the WAL flush, see ``store.SESSION_SETTINGS``). Outcomes in order."""
+    outcomes = []
+    async with pool.acquire() as conn:
+        for query in queries:
+            outcomes.append(await _observe_retrying(conn, query, settings))
+    return outcomes
+
+
+async def _observe_retrying(conn: asyncpg.Connection, query: Query, settings: MatcherSettings) -> ObserveOutcome:
     for attempt in range(DEADLOCK_ATTEMPTS):
         try:
-            async with pool.acquire() as conn, conn.transaction():
-                outcomes = {i: await _observe(conn, queries[i], settings) for i in order}
-            return [outcomes[i] for i in range(len(queries))]
+            async with conn.transaction():
+                return await _observe(conn, query, settings)
         except asyncpg.DeadlockDetectedError:
             if attempt == DEADLOCK_ATTEMPTS - 1:
                 raise

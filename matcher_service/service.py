@@ -120,7 +120,7 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
         except InvalidInput as exc:
             OBSERVES.labels("invalid").inc()
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        return (await self._observe(context, [query], [request.template_id]))[0]
+        return (await self._observe(context, [query]))[0]
 
     async def ObserveBatch(self, request: matcher_pb2.ObserveBatchRequest, context: grpc.aio.ServicerContext
                            ) -> matcher_pb2.ObserveBatchResponse:
@@ -140,7 +140,7 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
                 rejected.append(matcher_pb2.ObserveRejection(index=index, reason=str(exc)))
         results = [matcher_pb2.ObserveResponse() for _ in request.observations]
         if queries:
-            answers = await self._observe(context, queries, [request.observations[i].template_id for i in valid])
+            answers = await self._observe(context, queries)
             for index, answer in zip(valid, answers):
                 results[index] = answer
         return matcher_pb2.ObserveBatchResponse(results=results, rejected=rejected)
@@ -152,12 +152,12 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
         windows, fps = check_fingerprints(request.fingerprints, self._version)
         return self._query(windows, fps)
 
-    async def _observe(self, context: grpc.aio.ServicerContext, queries: list[store.Query], hints: list[int]
+    async def _observe(self, context: grpc.aio.ServicerContext, queries: list[store.Query]
                        ) -> list[matcher_pb2.ObserveResponse]:
-        """Observe ``queries`` in one transaction; UNAVAILABLE without the database."""
+        """Observe ``queries`` on one connection; UNAVAILABLE without the database."""
         try:
             async with self._observe_connections:
-                outcomes = await observe_batch(self._pool, queries, self._settings, hints)
+                outcomes = await observe_batch(self._pool, queries, self._settings)
         except DB_ERRORS_TYPES as exc:
             DB_ERRORS.labels("observe").inc()
             OBSERVES.labels("error").inc(len(queries))

@@ -81,9 +81,10 @@ class MatcherServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ObserveBatch(self, request, context):
-        """Observe for a batch of observed requests (the plugin's telemetry batch), in one database transaction.
-        Each valid item is handled as Observe would; an invalid one is skipped and listed in `rejected`.
-        Errors: INVALID_ARGUMENT for an empty batch or more than 1000 items; UNAVAILABLE without the database.
+        """Observe for a batch of observed requests (the plugin's telemetry batch), on one database connection.
+        Each valid item is handled as Observe would (in its own transaction); an invalid one is skipped and
+        listed in `rejected`. Errors: INVALID_ARGUMENT for an empty batch or more than 1000 items;
+        UNAVAILABLE without the database (the items before the failure may be folded).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
