@@ -40,46 +40,42 @@ def _slot_params(slot: int) -> tuple[str, str, list[str]]:
     return f"${first}::bigint", f"${first + 1}::integer", [f"${first + 2 + b}::integer[]" for b in range(BLOCKS)]
 
 
-def _exists(slot: int) -> str:
-    """Whether any template of this algorithm version is within k at this window (stops at the first)."""
-    fp, k, keys = _slot_params(slot)
-    scans = " UNION ALL ".join(
-        f"SELECT f.template_id FROM matcher_fingerprint f WHERE f.k{b} = ANY({keys[b]})"
-        f" AND bit_count((f.fp # {fp})::bit(64)) <= {k}" for b in range(BLOCKS))
-    return (f"SELECT FROM ({scans}) s JOIN matcher_template t ON t.id = s.template_id"
-            " AND t.algorithm_version = $1")
-
-
 def _bounded(slot: int) -> str:
     """The window's candidates, at most CANDIDATE_LIMIT per probe key, smallest stable window first (an
-    index-ordered scan per key, rechecked inside the scan); read only when it is the top window."""
+    index-ordered scan per key, rechecked inside the scan); read only when no larger window has any."""
     fp, k, keys = _slot_params(slot)
+    larger = " AND ".join(f"NOT EXISTS (SELECT FROM version{s})" for s in range(slot)) or "true"
     return " UNION ALL ".join(
         f"SELECT x.* FROM unnest({keys[b]}) AS p(key) CROSS JOIN LATERAL ("
         f"SELECT f.template_id, f.stable_window, bit_count((f.fp # {fp})::bit(64)) AS distance"
         f" FROM matcher_fingerprint f WHERE f.k{b} = p.key AND bit_count((f.fp # {fp})::bit(64)) <= {k}"
-        f" ORDER BY f.stable_window LIMIT {CANDIDATE_LIMIT}) x WHERE (SELECT slot FROM top) = {slot}"
+        f" ORDER BY f.stable_window LIMIT {CANDIDATE_LIMIT}) x WHERE {larger}"
         for b in range(BLOCKS))
 
 
-# One round trip. The top window is the query's largest with a candidate of this algorithm version (the
-# CASE stops at the first). Only there are candidates read, bounded: the CANDIDATE_LIMIT with the smallest
-# (stable window, distance, id). Every window of those comes back, so that learning.rank orders them in
-# Python. Exactness: with at most CANDIDATE_LIMIT candidates at the top window, all are ranked. With more,
-# a template that covers the query is still found (and ranks first, as it would among all) as long as at
-# most CANDIDATE_LIMIT of them have a stable window up to twice the top window: a match covers only such
-# templates (learning.covers), and they come first. Among more non-covering candidates than the limit
-# (a head shared by many templates, a query that continues differently), Match's answer is the same (not
-# matched) but Observe's rules see the limit's worth with the smallest stable window and distance.
+def _window(slot: int) -> str:
+    """CTEs of one window: its bounded candidates, and those of this algorithm version."""
+    return (f"hit{slot} AS MATERIALIZED ({_bounded(slot)}), version{slot} AS MATERIALIZED ("
+            f"SELECT h.* FROM hit{slot} h JOIN matcher_template t ON t.id = h.template_id"
+            " AND t.algorithm_version = $1)")
+
+
+# One round trip. Windows are probed largest first; a window is probed only when no larger one has a
+# candidate of this algorithm version (one-time filters), so the candidates all come from the top window
+# (the largest with any), bounded: the CANDIDATE_LIMIT with the smallest (stable window, distance, id).
+# Every window of those comes back, so that learning.rank orders them in Python. Exactness: with at most
+# CANDIDATE_LIMIT candidates at the top window, all are ranked. With more, a template that covers the
+# query is still found (and ranks first, as it would among all) as long as at most CANDIDATE_LIMIT of them
+# have a stable window up to twice the top window: a match covers only such templates (learning.covers),
+# and they come first. Among more non-covering candidates than the limit (a head shared by many
+# templates, a query that continues differently), Match's answer is the same (not matched) but Observe's
+# rules see the limit's worth with the smallest stable window and distance.
 LOOKUP_SQL = f"""
-WITH top AS MATERIALIZED (
-    SELECT CASE {" ".join(f"WHEN EXISTS ({_exists(slot)}) THEN {slot}" for slot in range(SLOTS))} END AS slot
-), hit AS MATERIALIZED (
-    {" UNION ALL ".join(_bounded(slot) for slot in range(SLOTS))}
-), candidate AS MATERIALIZED (
-    SELECT h.template_id FROM hit h JOIN matcher_template t ON t.id = h.template_id AND t.algorithm_version = $1
-    GROUP BY h.template_id
-    ORDER BY min(h.stable_window), min(h.distance), h.template_id LIMIT {CANDIDATE_LIMIT}
+WITH {", ".join(_window(slot) for slot in range(SLOTS))},
+candidate AS MATERIALIZED (
+    SELECT template_id FROM ({" UNION ALL ".join(f"SELECT * FROM version{slot}" for slot in range(SLOTS))}) v
+    GROUP BY template_id
+    ORDER BY min(stable_window), min(distance), template_id LIMIT {CANDIDATE_LIMIT}
 )
 SELECT t.id, t.observations, t.stable_window, t.shortest_window, t.open_tail, f.window_size, f.fp
 FROM candidate c JOIN matcher_template t ON t.id = c.template_id
