@@ -29,6 +29,7 @@ class Maintenance:
         deleted = await store.delete_stale(
             self._pool, self._settings.retention_min_observations, self._settings.retention_max_idle,
             algorithm_version(self._settings.shingle_size, self._settings.normalize),
+            max(self._settings.retention_forget, self._settings.retention_max_idle),
         )
         RETENTION_DELETED.inc(deleted)
         TEMPLATES.set(await store.count_templates(self._pool))

@@ -2,9 +2,10 @@
 
 Concurrency. Folds of one template serialise on its row lock (SELECT ... FOR UPDATE) and
 every vote update is a single atomic upsert, so no update is lost. Creation happens under
-a transaction-level advisory lock followed by a re-lookup, so concurrent first sightings
+transaction-level advisory locks followed by a re-lookup, so concurrent first sightings
 of a template create it once (READ COMMITTED: the re-lookup sees what the lock holder
-committed). A rare lock-order deadlock is retried.
+committed); the locks are those of the query's fingerprint blocks (``store.creation_lock_keys``),
+so creations of unrelated templates do not wait for each other. A rare lock-order deadlock is retried.
 """
 from __future__ import annotations
 
@@ -18,6 +19,11 @@ from .settings import MatcherSettings
 from .store import Query
 
 DEADLOCK_ATTEMPTS = 3
+# A template's majority fingerprints are settled after this many observations: from then on one
+# observation in VOTE_SAMPLE adds its votes (the others only count), unless it brings a window the
+# template lacks or moves the stable window.
+SETTLED_OBSERVATIONS = 64
+VOTE_SAMPLE = 16
 # Templates sharing a diverged head with fewer observations than this are merged into its open tail.
 ABSORB_BELOW = 2  # single prompts only (one may have been folded into since the lookup)
 
@@ -31,10 +37,20 @@ class ObserveOutcome:
     window_change: str | None = None
 
 
-async def observe(pool: asyncpg.Pool, query: Query, settings: MatcherSettings) -> ObserveOutcome:
+async def observe_batch(pool: asyncpg.Pool, queries: list[Query], settings: MatcherSettings) -> list[ObserveOutcome]:
+    """Observe every query in turn on one connection, each in its own short transaction (a few locks held
+    briefly; commits do not wait for the WAL flush, see ``store.SESSION_SETTINGS``). Outcomes in order."""
+    outcomes = []
+    async with pool.acquire() as conn:
+        for query in queries:
+            outcomes.append(await _observe_retrying(conn, query, settings))
+    return outcomes
+
+
+async def _observe_retrying(conn: asyncpg.Connection, query: Query, settings: MatcherSettings) -> ObserveOutcome:
     for attempt in range(DEADLOCK_ATTEMPTS):
         try:
-            async with pool.acquire() as conn, conn.transaction():
+            async with conn.transaction():
                 return await _observe(conn, query, settings)
         except asyncpg.DeadlockDetectedError:
             if attempt == DEADLOCK_ATTEMPTS - 1:
@@ -45,7 +61,7 @@ async def observe(pool: asyncpg.Pool, query: Query, settings: MatcherSettings) -
 async def _observe(conn: asyncpg.Connection, query: Query, settings: MatcherSettings) -> ObserveOutcome:
     best = await store.lookup(conn, query)
     if best is None:
-        await store.take_creation_lock(conn, query.version)
+        await store.take_creation_lock(conn, query)
         best = await store.lookup(conn, query)
         if best is None:
             return await _create(conn, query)
@@ -54,7 +70,7 @@ async def _observe(conn: asyncpg.Connection, query: Query, settings: MatcherSett
         return outcome
     # Partial match: a new (sibling) template, unless a concurrent observation just created it, or the
     # prompts sharing this head differ right after it (an open tail).
-    await store.take_creation_lock(conn, query.version)
+    await store.take_creation_lock(conn, query)
     ranked = await store.candidates(conn, query)
     again = ranked[0] if ranked else None
     if (again is not None and again.template_id != best.template_id
@@ -100,5 +116,12 @@ async def _fold_into(conn: asyncpg.Connection, candidate: Candidate, query: Quer
     if not decision.fold:
         await store.record_shrink_evidence(conn, candidate.template_id, decision.state)
         return None
-    observations, stable = await store.fold(conn, candidate.template_id, query, candidate.distance, decision.state)
+    observations, stable = await store.fold(conn, candidate.template_id, query, candidate.distance, decision.state,
+                                            votes=_votes(candidate, decision.change))
     return ObserveOutcome(candidate.template_id, False, stable, observations, decision.change)
+
+
+def _votes(candidate: Candidate, change: str | None) -> bool:
+    """Whether this fold adds its votes to the template's fingerprints (see SETTLED_OBSERVATIONS)."""
+    settled = candidate.observations >= SETTLED_OBSERVATIONS and candidate.unseen == 0 and change is None
+    return not settled or candidate.observations % VOTE_SAMPLE == 0

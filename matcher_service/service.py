@@ -15,10 +15,11 @@ from . import store
 from .blocks import build_probes
 from .learning import Candidate
 from .metrics import CACHE_REQUESTS, DB_ERRORS, FINGERPRINT_SECONDS, LOOKUP_SECONDS, OBSERVES, WINDOW_CHANGES, match_result
-from .observe import observe
+from .observe import observe_batch
 from .settings import MatcherSettings
 from .simhash import algorithm_version, fingerprint_off_loop
-from .validation import InvalidInput, check_fingerprints, check_model, check_template_id, check_text, page_size
+from .validation import (InvalidInput, check_batch, check_fingerprints, check_model, check_template_id, check_text,
+                         page_size)
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,8 @@ SERVICE_NAME = matcher_pb2.DESCRIPTOR.services_by_name["Matcher"].full_name
 DB_ERRORS_TYPES = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 CacheKey = tuple[int, tuple[int, ...], tuple[int, ...]]
+# Largest unit count answered (uint32 fields).
+MAX_UNITS = (1 << 32) - 1
 # Share of the caller's remaining time Match keeps for answering after its database lookup.
 ANSWER_SHARE = 0.2
 
@@ -57,11 +60,12 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
             FINGERPRINT_SECONDS.observe(time.perf_counter() - started)
         except ValueError as exc:  # InvalidInput, or a text without tokens
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        unit_count = min(fps.unit_count + request.units_after_text, MAX_UNITS)
         response = matcher_pb2.MatchResponse(
-            prompt_units=fps.unit_count,
+            prompt_units=unit_count,
             fingerprints=matcher_pb2.Fingerprints(
                 algorithm_version=fps.version,
-                unit_count=fps.unit_count,
+                unit_count=unit_count,
                 head_units=fps.head_units,
                 windows=[matcher_pb2.WindowFingerprint(window=w, fingerprint=f)
                          for w, f in zip(fps.windows, fps.fingerprints)],
@@ -112,28 +116,64 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
     async def Observe(self, request: matcher_pb2.ObserveRequest, context: grpc.aio.ServicerContext
                       ) -> matcher_pb2.ObserveResponse:
         try:
-            check_model(request.model)
-            check_template_id(request.template_id, allow_zero=True)  # advisory: the matcher re-checks
-            windows, fps = check_fingerprints(request.fingerprints, self._version)
+            query = self._observed(request)
         except InvalidInput as exc:
             OBSERVES.labels("invalid").inc()
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        return (await self._observe(context, [query]))[0]
+
+    async def ObserveBatch(self, request: matcher_pb2.ObserveBatchRequest, context: grpc.aio.ServicerContext
+                           ) -> matcher_pb2.ObserveBatchResponse:
+        try:
+            check_batch(len(request.observations))
+        except InvalidInput as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        valid: list[int] = []
+        queries: list[store.Query] = []
+        rejected: list[matcher_pb2.ObserveRejection] = []
+        for index, item in enumerate(request.observations):
+            try:
+                queries.append(self._observed(item))
+                valid.append(index)
+            except InvalidInput as exc:
+                OBSERVES.labels("invalid").inc()
+                rejected.append(matcher_pb2.ObserveRejection(index=index, reason=str(exc)))
+        results = [matcher_pb2.ObserveResponse() for _ in request.observations]
+        if queries:
+            answers = await self._observe(context, queries)
+            for index, answer in zip(valid, answers):
+                results[index] = answer
+        return matcher_pb2.ObserveBatchResponse(results=results, rejected=rejected)
+
+    def _observed(self, request: matcher_pb2.ObserveRequest) -> store.Query:
+        """The query of one observation (InvalidInput when a field is out of range)."""
+        check_model(request.model)
+        check_template_id(request.template_id, allow_zero=True)  # advisory: the matcher re-checks
+        windows, fps = check_fingerprints(request.fingerprints, self._version)
+        return self._query(windows, fps)
+
+    async def _observe(self, context: grpc.aio.ServicerContext, queries: list[store.Query]
+                       ) -> list[matcher_pb2.ObserveResponse]:
+        """Observe ``queries`` on one connection; UNAVAILABLE without the database."""
         try:
             async with self._observe_connections:
-                outcome = await observe(self._pool, self._query(windows, fps), self._settings)
+                outcomes = await observe_batch(self._pool, queries, self._settings)
         except DB_ERRORS_TYPES as exc:
             DB_ERRORS.labels("observe").inc()
-            OBSERVES.labels("error").inc()
+            OBSERVES.labels("error").inc(len(queries))
             log.warning("Observe failed: %r", exc)
             await context.abort(grpc.StatusCode.UNAVAILABLE, "database unavailable")
-        self._cache.discard((self._version, windows, fps))
-        OBSERVES.labels("created" if outcome.created else "folded").inc()
-        if outcome.window_change:
-            WINDOW_CHANGES.labels(outcome.window_change).inc()
-        return matcher_pb2.ObserveResponse(
-            template_id=outcome.template_id, created=outcome.created,
-            stable_window=outcome.stable_window, observations=outcome.observations,
-        )
+        answers = []
+        for query, outcome in zip(queries, outcomes):
+            self._cache.discard((self._version, query.windows, query.fingerprints))
+            OBSERVES.labels("created" if outcome.created else "folded").inc()
+            if outcome.window_change:
+                WINDOW_CHANGES.labels(outcome.window_change).inc()
+            answers.append(matcher_pb2.ObserveResponse(
+                template_id=outcome.template_id, created=outcome.created,
+                stable_window=outcome.stable_window, observations=outcome.observations,
+            ))
+        return answers
 
     async def GetTemplate(self, request: matcher_pb2.GetTemplateRequest, context: grpc.aio.ServicerContext
                           ) -> matcher_pb2.Template:

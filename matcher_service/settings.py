@@ -14,6 +14,7 @@
 | `MATCHER_NEAR_BITS` | `16` | a partial match (below the stable window) is shrink evidence only within this many bits at the stable window (0-32; unrelated text differs in ~32), else a sibling template |
 | `MATCHER_RETENTION_MIN_OBSERVATIONS` | `3` | templates with fewer observations ... |
 | `MATCHER_RETENTION_MAX_IDLE_SECONDS` | `604800` | ... and no observation for this long are deleted |
+| `MATCHER_RETENTION_FORGET_SECONDS` | `7776000` | any template with no observation for this long (90 days; never less than the above) is deleted |
 | `MATCHER_MAINTENANCE_INTERVAL_SECONDS` | `60` | period of the retention job and the templates gauge refresh |
 """
 from __future__ import annotations
@@ -76,6 +77,9 @@ class MatcherSettings:
     retention_max_idle: float = field(
         default_factory=lambda: env_float("MATCHER_RETENTION_MAX_IDLE_SECONDS", 7 * 86400.0)
     )
+    retention_forget: float = field(
+        default_factory=lambda: env_float("MATCHER_RETENTION_FORGET_SECONDS", 90 * 86400.0)
+    )
     maintenance_interval: float = field(
         default_factory=lambda: env_float("MATCHER_MAINTENANCE_INTERVAL_SECONDS", 60.0)
     )
@@ -91,6 +95,7 @@ class MatcherSettings:
         _check_range("MATCHER_NEAR_BITS", self.near_bits, 0, 32)
         _check_range("MATCHER_RETENTION_MIN_OBSERVATIONS", self.retention_min_observations, 0, 1 << 31)
         _check_range("MATCHER_RETENTION_MAX_IDLE_SECONDS", self.retention_max_idle, 1, 1e10)
+        _check_range("MATCHER_RETENTION_FORGET_SECONDS", self.retention_forget, 1, 1e10)
         _check_range("MATCHER_MAINTENANCE_INTERVAL_SECONDS", self.maintenance_interval, 0.01, 86400)
 
     def threshold(self, window: int) -> int:

@@ -184,7 +184,8 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
 
 
 # Off the request path: the gateways' telemetry. Everything else is served within the global limit only.
-LEARNING_METHODS = frozenset({"/optimizer.v1.Matcher/Observe", "/optimizer.v1.Tuner/Report"})
+LEARNING_METHODS = frozenset({"/optimizer.v1.Matcher/Observe", "/optimizer.v1.Matcher/ObserveBatch",
+                              "/optimizer.v1.Tuner/Report"})
 
 
 class LearningBudget(_WrappingInterceptor):

@@ -142,13 +142,15 @@ class OptimizerCore:
         self, matcher: ServiceClient, model: str, text: str, deadline: float
     ) -> tuple[MatchAnswer | matcher_pb2.MatchResponse | None, str]:
         """The memo's answer when the text's Match input was matched recently, else a Match call."""
-        key, answer = await self._memo.recall(text) if self._memo.enabled else (b"", None)
+        key, answer = await self._memo.recall(text) if self._memo.enabled else (None, None)
         if answer is not None:
             return answer, ""
-        match, reason = await matcher.call("Match", matcher_pb2.MatchRequest(model=model, text=text),
-                                           self._timeout(deadline))
-        if match is not None and key:
-            self._memo.remember(key, match)
+        request = matcher_pb2.MatchRequest(model=model, text=text)
+        if key is not None and key.units_after:  # a long text: only the start Match reads, and a count
+            request = matcher_pb2.MatchRequest(model=model, text=text[:key.read_end], units_after_text=key.units_after)
+        match, reason = await matcher.call("Match", request, self._timeout(deadline))
+        if match is not None and key is not None:
+            self._memo.remember(key.key, match)
         return match, reason
 
     def _apply(

@@ -75,6 +75,21 @@ def split_listen(listen: str) -> tuple[str, int]:
     return (host.strip("[]") or "127.0.0.1"), int(port)
 
 
+def _body_to_send(body: bytes, original: dict[str, Any], to_send: dict[str, Any]) -> bytes:
+    """The bytes to forward: the client's own when nothing changed; when only runner options were added to
+    a UTF-8 body that had none, the client's bytes with them appended (a large prompt is not encoded again
+    on the event loop); else the JSON of ``to_send``."""
+    if to_send is original:
+        return body
+    head, tail = body.rstrip(), body.lstrip()
+    only_options = ("options" not in original and len(to_send) == len(original) + 1
+                    and all(to_send.get(key) is value for key, value in original.items()))
+    if only_options and tail[:1] == b"{" and head[-1:] == b"}" and head[:-1].rstrip()[-1:] not in (b"{", b""):
+        options = json.dumps(to_send["options"], separators=(",", ":")).encode()
+        return head[:-1] + b',"options":' + options + b"}"
+    return json.dumps(to_send, separators=(",", ":")).encode()
+
+
 def _forward_headers(headers: Any, *, drop: frozenset[str] = frozenset()) -> dict[str, str]:
     return {k: v for k, v in headers.items() if k.lower() not in _HOP_BY_HOP and k.lower() not in drop}
 
@@ -202,7 +217,7 @@ class Gateway:
             if payload is None:
                 return await self._relay(request, endpoint, body)
         to_send, decision = await self.core.prepare(payload, endpoint)
-        send_body = body if to_send is original else json.dumps(to_send, separators=(",", ":")).encode()
+        send_body = _body_to_send(body, original, to_send)
         return await self._forward(request, endpoint, to_send, send_body, decision, received)
 
     async def _forward(

@@ -77,7 +77,8 @@ class ServiceClient:
     learning call never opens the breaker that gates the request path, nor queues behind it.
 
     ``call`` returns ``(response, "")`` or ``(None, reason)`` with reason one of
-    ``breaker_open | budget_exhausted | timeout | rpc_error``, and for ``off_path`` calls also
+    ``breaker_open | budget_exhausted | timeout | rpc_error | unimplemented`` (a release of the service
+    without the method: no verdict against its health), and for ``off_path`` calls also
     ``refused``: the service turned the call down by policy (see ``_REFUSALS``); that leaves the breaker
     as it was, is counted and logged as a rate-limited warning. gRPC errors never raise; cancellation
     propagates (after freeing a half-open probe slot).
@@ -134,6 +135,9 @@ class ServiceClient:
                 breaker.abandon()  # no verdict on the service's health; frees a half-open probe slot
                 self._warn_refused(method, code, exc.details())
                 return None, "refused"
+            if code is grpc.StatusCode.UNIMPLEMENTED:  # a release of the service without this method
+                breaker.success()
+                return None, "unimplemented"
             if code in _CALLER_FAULTS:
                 breaker.success()
             else:

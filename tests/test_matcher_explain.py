@@ -43,6 +43,6 @@ async def test_lookup_never_scans_the_fingerprint_table(pool) -> None:
     scans = [(n["Node Type"], n.get("Relation Name")) for n in _nodes(plan)]
     assert ("Seq Scan", "matcher_fingerprint") not in scans
     indexes = {n.get("Index Name") for n in _nodes(plan)}
-    assert {f"matcher_fingerprint_k{i}_idx" for i in range(4)} <= indexes
+    assert {f"matcher_probe_k{i}_idx" for i in range(4)} <= indexes
     assert best is not None and (best.template_id, best.window, best.distance) == (124, 1024, 0)
     assert to_signed(query[0]) == int(fps[123, 0])

@@ -121,10 +121,13 @@ async def _assert_probe_keys_complete(conn: asyncpg.Connection) -> None:
     rows = await conn.fetch("SELECT window_size, fp, k0, k1, k2, k3 FROM matcher_fingerprint")
     for row in rows:
         assert [row[f"k{b}"] for b in range(4)] == [_key(row["window_size"], row["fp"], b) for b in range(4)]
-    invalid = await conn.fetchval(
+    valid = await conn.fetchval(
         "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-        "WHERE c.relname LIKE 'matcher_fingerprint_k%_idx' AND i.indisvalid")
-    assert invalid == 4
+        "WHERE c.relname LIKE 'matcher_probe_k%_idx' AND i.indisvalid")
+    assert valid == 4
+    # every row carries its template's stable window (the probe indexes' order), also rows old releases wrote
+    assert await conn.fetchval("SELECT count(*) FROM matcher_fingerprint f JOIN matcher_template t "
+                               "ON t.id = f.template_id WHERE f.stable_window IS DISTINCT FROM t.stable_window") == 0
 
 
 async def _match_observe(pool: asyncpg.Pool, known: str) -> None:

@@ -37,7 +37,7 @@ def test_equal_keys_mean_equal_fingerprints_whatever_the_matcher_settings(shingl
                       head + " " + prompt(rng.randrange(1000), rng.randrange(1, 300))))
     equal = 0
     for a, b in cases:
-        (ka, units_a), (kb, _units_b) = match_key(a), match_key(b)
+        (ka, units_a, *_), (kb, *_) = match_key(a), match_key(b)
         assert units_a == fingerprint(a, shingle_size, normalize).unit_count
         if ka == kb:
             equal += 1
@@ -46,7 +46,7 @@ def test_equal_keys_mean_equal_fingerprints_whatever_the_matcher_settings(shingl
 
 
 def test_key_changes_with_anything_match_reads() -> None:
-    base, _ = match_key(SHORT_HEAD + " " + prompt(20, 20))
+    base = match_key(SHORT_HEAD + " " + prompt(20, 20)).key
     assert match_key(SHORT_HEAD + " " + prompt(21, 500))[0] != base  # crosses 1,024: a new window
     words = SHORT_HEAD.split()
     words[300] = "changed"
@@ -62,9 +62,9 @@ async def test_memo_keeps_matched_answers_for_its_lifetime_only() -> None:
     assert answer is None
     fps = matcher_pb2.Fingerprints(algorithm_version=141, unit_count=1101,
                                    windows=[matcher_pb2.WindowFingerprint(window=64, fingerprint=5)])
-    memo.remember(key, matcher_pb2.MatchResponse(matched=False, prompt_units=1101, fingerprints=fps))
+    memo.remember(key.key, matcher_pb2.MatchResponse(matched=False, prompt_units=1101, fingerprints=fps))
     assert (await memo.recall(text))[1] is None  # a miss is never kept: Observe is about to create the template
-    memo.remember(key, matcher_pb2.MatchResponse(matched=True, template_id=9, prompt_units=1101, fingerprints=fps))
+    memo.remember(key.key, matcher_pb2.MatchResponse(matched=True, template_id=9, prompt_units=1101, fingerprints=fps))
     _key, answer = await memo.recall(other)
     assert answer is not None and answer.template_id == 9
     assert answer.prompt_units == answer.fingerprints.unit_count == match_key(other)[1] == 1102
