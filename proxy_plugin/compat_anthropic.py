@@ -13,6 +13,7 @@ from typing import Any
 
 from .compat_wire import (
     JSON_TYPE,
+    NUMBER,
     SSE_TYPE,
     Translated,
     go_encoded,
@@ -22,11 +23,9 @@ from .compat_wire import (
     native_message,
     optional,
     sse_event,
+    text_field,
     typed_fields,
 )
-
-_NUMBER = (int, float)
-
 
 _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                 404: "not_found_error", 429: "rate_limit_error", 503: "overloaded_error", 529: "overloaded_error"}
@@ -56,11 +55,6 @@ def _usage(native: dict[str, Any], input_tokens: int, output_tokens: int) -> dic
     return usage
 
 
-def _text(message: dict[str, Any], key: str) -> str:
-    value = message.get(key)
-    return value if isinstance(value, str) else ""
-
-
 @dataclass
 class MessagesReply:
     stream: bool
@@ -84,9 +78,9 @@ class MessagesReply:
         """``ToMessagesResponse``."""
         message = native_message(native)
         content: list[dict[str, Any]] = []
-        if _text(message, "thinking"):
+        if text_field(message, "thinking"):
             content.append({"type": "thinking", "thinking": message["thinking"]})
-        if _text(message, "content"):
+        if text_field(message, "content"):
             content.append({"type": "text", "text": message["content"]})
         calls = native_calls(message)
         content.extend({"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments} for c in calls)
@@ -107,7 +101,7 @@ class MessagesReply:
             start = {"id": self.id, "type": "message", "role": "assistant", "model": self.model, "content": [],
                      "usage": {"input_tokens": native_count(native, "prompt_eval_count"), "output_tokens": 0}}
             events.append(sse_event("message_start", {"type": "message_start", "message": start}))
-        thinking, text = _text(message, "thinking"), _text(message, "content")
+        thinking, text = text_field(message, "thinking"), text_field(message, "content")
         if thinking and not self._thinking_done:
             if not self._thinking_started:
                 self._thinking_started = True
@@ -164,8 +158,8 @@ class MessagesDoor:
 
     def translate(self, body: Any) -> Translated | str:
         values = typed_fields(body, {
-            "model": (str,), "max_tokens": (int,), "messages": (list,), "stream": (bool,), "temperature": _NUMBER,
-            "top_p": _NUMBER, "top_k": (int,), "stop_sequences": (list,), "tools": (list,), "tool_choice": (dict,),
+            "model": (str,), "max_tokens": (int,), "messages": (list,), "stream": (bool,), "temperature": NUMBER,
+            "top_p": NUMBER, "top_k": (int,), "stop_sequences": (list,), "tools": (list,), "tool_choice": (dict,),
             "thinking": (dict,), "metadata": (dict,)})
         if isinstance(values, str):
             return values

@@ -21,6 +21,7 @@ from . import metrics
 from .command import strip_command
 from .compat_anthropic import MessagesDoor
 from .compat_openai import ChatDoor, CompletionDoor, EmbeddingDoor
+from .compat_responses import ResponsesDoor
 from .compat_wire import (
     JSON_TYPE,
     Door,
@@ -39,6 +40,7 @@ COMPAT_DOORS: dict[str, Door] = {
     "/v1/chat/completions": ChatDoor(),
     "/v1/completions": CompletionDoor(),
     "/v1/embeddings": EmbeddingDoor(),
+    "/v1/responses": ResponsesDoor(),
     "/v1/messages": MessagesDoor(),
 }
 

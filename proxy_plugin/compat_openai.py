@@ -19,6 +19,7 @@ from typing import Any
 
 from .compat_wire import (
     JSON_TYPE,
+    NUMBER,
     SSE_TYPE,
     Translated,
     go_encoded,
@@ -32,7 +33,6 @@ from .compat_wire import (
     unix_seconds,
 )
 
-_NUMBER = (int, float)
 _EFFORTS = ("high", "medium", "low", "none")
 _DONE = b"data: [DONE]\n\n"
 _FLOAT32_MAX = 3.4028234663852886e38
@@ -68,7 +68,7 @@ def _reason(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _tool_calls(message: dict[str, Any]) -> list[dict[str, Any]]:
+def tool_calls(message: dict[str, Any]) -> list[dict[str, Any]]:
     """``openai.ToToolCalls``."""
     return [{"id": c.id, "index": c.index, "type": "function",
              "function": {"name": c.name, "arguments": go_json(c.arguments)}} for c in native_calls(message)]
@@ -76,7 +76,7 @@ def _tool_calls(message: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _message(native: dict[str, Any], role: str | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     message = native_message(native)
-    calls = _tool_calls(message)
+    calls = tool_calls(message)
     out: dict[str, Any] = {"role": role if role is not None else message.get("role") or "",
                            "content": message.get("content") or ""}
     if message.get("thinking"):
@@ -135,7 +135,7 @@ class ChatDoor:
     def translate(self, body: Any) -> Translated | str:
         values = typed_fields(body, {
             "model": (str,), "stream": (bool,), "stream_options": (dict,), "max_tokens": (int,), "seed": (int,),
-            "temperature": _NUMBER, "frequency_penalty": _NUMBER, "presence_penalty": _NUMBER, "top_p": _NUMBER,
+            "temperature": NUMBER, "frequency_penalty": NUMBER, "presence_penalty": NUMBER, "top_p": NUMBER,
             "response_format": (dict,), "tools": (list,), "reasoning": (dict,), "reasoning_effort": (str,),
             "messages": (list,)})
         if isinstance(values, str):
@@ -342,9 +342,9 @@ class CompletionDoor:
 
     def translate(self, body: Any) -> Translated | str:
         values = typed_fields(body, {
-            "model": (str,), "prompt": (str,), "frequency_penalty": _NUMBER, "max_tokens": (int,),
-            "presence_penalty": _NUMBER, "seed": (int,), "stream": (bool,), "stream_options": (dict,),
-            "temperature": _NUMBER, "top_p": _NUMBER, "suffix": (str,)})
+            "model": (str,), "prompt": (str,), "frequency_penalty": NUMBER, "max_tokens": (int,),
+            "presence_penalty": NUMBER, "seed": (int,), "stream": (bool,), "stream_options": (dict,),
+            "temperature": NUMBER, "top_p": NUMBER, "suffix": (str,)})
         if isinstance(values, str):
             return values
         if body.get("logprobs") or body.get("_debug_render_only"):

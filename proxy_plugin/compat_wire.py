@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 NATIVE_PATHS = {"chat": "/api/chat", "generate": "/api/generate", "embed": "/api/embed"}
 JSON_TYPE = "application/json"
+NUMBER = (int, float)  # what Go decodes into a float64
 SSE_TYPE = "text/event-stream"
 
 _HTML_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
@@ -194,6 +195,11 @@ def native_calls(message: dict[str, Any]) -> list[NativeCall]:
         out.append(NativeCall(_string(call.get("id")), index if type(index) is int else 0,
                               _string(function.get("name")), arguments if arguments is not None else {}))
     return out
+
+
+def text_field(message: dict[str, Any], key: str) -> str:
+    """A string field of a native message (Go's zero value when it is not one)."""
+    return _string(message.get(key))
 
 
 def native_count(native: dict[str, Any], key: str) -> int:

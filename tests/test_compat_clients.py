@@ -23,9 +23,11 @@ OPENAI_TOOLS = [{"type": "function", "function": {
     "name": "get_weather", "description": "Weather of a city",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
                    "required": ["city", "days"]}}}]
+RESPONSES_TOOLS = [{"type": "function", "name": "get_weather", "description": "Weather of a city",
+                    "parameters": OPENAI_TOOLS[0]["function"]["parameters"]}]
 ANTHROPIC_TOOLS = [{"name": "get_weather", "description": "Weather of a city",
                     "input_schema": OPENAI_TOOLS[0]["function"]["parameters"]}]
-_VOLATILE = {"id", "created", "request_id"}
+_VOLATILE = {"id", "created", "request_id", "created_at", "completed_at", "item_id"}
 
 
 def _same(value: Any) -> Any:
@@ -41,7 +43,7 @@ async def _sse(url: str, body: dict[str, Any]) -> list[tuple[str | None, Any]]:
     """The raw SSE events of a streamed answer: (event name, parsed data or the literal [DONE])."""
     async with aiohttp.ClientSession() as session, session.post(url, json=body) as response:
         assert response.status == 200 and response.content_type == "text/event-stream"
-        assert ("Cache-Control" in response.headers) == url.endswith("/v1/messages")  # as Ollama's middleware
+        assert ("Cache-Control" in response.headers) == url.endswith(("/v1/messages", "/v1/responses"))  # as Ollama
         text = await response.text()
     events = []
     for block in filter(None, text.split("\n\n")):
@@ -170,6 +172,53 @@ async def test_openai_completions_streamed_and_not(chain) -> None:
     assert streamed[0][1]["usage"] == {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
     assert streamed[-2][1]["usage"]["completion_tokens"] == 3 and streamed[-1][1] == "[DONE]"
     assert _ran_with(emu, 4) == [TUNED["num_ctx"], DEFAULT_CTX] * 2
+
+
+async def test_openai_responses_streamed_and_not_with_tools(chain) -> None:
+    services, gw, tap, emu = chain
+    via, direct = _clients(gw, emu)
+    request = {"model": MODEL, "instructions": "You answer tersely.", "input": "Summarise: a b c.",
+               "max_output_tokens": 4, "temperature": 0.2}
+    ours, theirs = await via.responses.create(**request), await direct.responses.create(**request)
+    assert _same(ours.model_dump()) == _same(theirs.model_dump())
+    assert ours.status == "completed" and ours.output_text and ours.usage.output_tokens == 4
+    assert ours.usage.input_tokens == emu.requests[-2].prompt_eval_count
+    assert _ran_with(emu, 2) == [TUNED["num_ctx"], DEFAULT_CTX]
+    native = _sent(tap)
+    assert native["messages"] == MESSAGES and native["stream"] is False
+    assert native["options"] == {"temperature": 0.2, "num_predict": 4, **TUNED}
+
+    body = {**request, "stream": True}
+    events = await _sse(gw.url + "/v1/responses", body)
+    assert [(e, _same(d)) for e, d in events] == [(e, _same(d)) for e, d in await _sse(emu.url + "/v1/responses",
+                                                                                      body)]
+    assert [d["sequence_number"] for _, d in events] == list(range(len(events)))
+    assert [e for e, _ in events[:4]] == ["response.created", "response.in_progress", "response.output_item.added",
+                                          "response.content_part.added"]
+    assert events[-1][0] == "response.completed" and events[-1][1]["response"]["usage"]["output_tokens"] == 4
+    assert "".join(d["delta"] for e, d in events if e == "response.output_text.delta") == ours.output_text
+
+    ask = {"model": MODEL, "input": "Weather in Paris for 2 days?", "tools": RESPONSES_TOOLS}
+    ours, theirs = await via.responses.create(**ask), await direct.responses.create(**ask)
+    assert _same(ours.model_dump()) == _same(theirs.model_dump())
+    call = ours.output[0]
+    assert call.type == "function_call" and call.name == "get_weather" and set(json.loads(call.arguments)) == {
+        "city", "days"}
+    assert _sent(tap)["tools"] == OPENAI_TOOLS
+    async with via.responses.stream(**ask) as stream:
+        final = await stream.get_final_response()
+    assert [(o.type, o.name, o.arguments) for o in final.output] == [("function_call", call.name, call.arguments)]
+    follow = await via.responses.create(**{**ask, "input": [
+        {"role": "user", "content": ask["input"]}, call.model_dump(exclude_none=True),
+        {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}]})
+    assert follow.output[0].type == "message" and follow.output_text
+    assert _sent(tap)["messages"][1:] == [
+        {"role": "assistant", "content": "", "tool_calls": [
+            {"id": call.call_id, "function": {"name": "get_weather", "arguments": json.loads(call.arguments)}}]},
+        {"role": "tool", "content": "sunny", "tool_call_id": call.call_id}]
+    assert _ran_with(emu, 1) == [TUNED["num_ctx"]]
+    await gw.gateway.core.flush()
+    assert len(services.tuner.outcomes) == 5 and all(o.counts_known for o in services.tuner.outcomes)
 
 
 async def test_anthropic_messages_streamed_and_not_with_tools(chain) -> None:
