@@ -16,21 +16,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import compat_wire as wire
 from .compat_openai import error_body, tool_calls
-from .compat_wire import (
-    JSON_TYPE,
-    NUMBER,
-    SSE_TYPE,
-    Translated,
-    go_encoded,
-    native_count,
-    native_message,
-    optional,
-    sse_event,
-    text_field,
-    typed_fields,
-    unix_seconds,
-)
 
 _EFFORTS = ("low", "medium", "high", "max")
 
@@ -84,9 +71,9 @@ class _Echo:
 
 
 def _usage(native: dict[str, Any]) -> dict[str, Any]:
-    prompt, output = native_count(native, "prompt_eval_count"), native_count(native, "eval_count")
+    prompt, output = wire.native_count(native, "prompt_eval_count"), wire.native_count(native, "eval_count")
     return {"input_tokens": prompt, "output_tokens": output, "total_tokens": prompt + output,
-            "input_tokens_details": {"cached_tokens": native_count(native, "prompt_eval_cached_count")},
+            "input_tokens_details": {"cached_tokens": wire.native_count(native, "prompt_eval_cached_count")},
             "output_tokens_details": {"reasoning_tokens": 0}}
 
 
@@ -110,7 +97,7 @@ def _call_item(item_id: str, status: str, call: dict[str, Any], arguments: str) 
 
 
 @dataclass
-class ResponsesReply:
+class ResponsesReply(wire.SseReply):
     stream: bool
     echo: _Echo
     id: str = field(default_factory=lambda: f"resp_{random.randrange(999999)}")
@@ -126,48 +113,43 @@ class ResponsesReply:
     _reasoning_id: str = ""
     _reasoning_done: bool = False
 
-    def content_type(self) -> str:
-        return SSE_TYPE if self.stream else JSON_TYPE
-
-    def stream_headers(self) -> dict[str, str]:
-        """``ResponsesMiddleware`` adds no-cache to a stream (the Connection header is hop-by-hop)."""
-        return {"Content-Type": SSE_TYPE, "Cache-Control": "no-cache"}
+    no_cache = True  # as ResponsesMiddleware sets it
 
     def answer(self, native: dict[str, Any]) -> bytes:
         """``ToResponse`` with ``completed_at`` set as the middleware sets it."""
-        message = native_message(native)
+        message = wire.native_message(native)
         output: list[dict[str, Any]] = []
-        if text_field(message, "thinking"):
+        if wire.text_field(message, "thinking"):
             output.append(_reasoning_item(f"rs_{self.id}", message["thinking"]))
         calls = tool_calls(message)
         for i, call in enumerate(calls):
             item = _call_item(f"fc_{self.id}_{i}", "completed", call, call["function"]["arguments"])
             output.append({k: v for k, v in item.items() if v != ""})  # omitempty
         if not calls:
-            output.append(_message_item(self.item_id, "completed", text_field(message, "content")))
+            output.append(_message_item(self.item_id, "completed", wire.text_field(message, "content")))
         echo = self.echo
         reasoning = {k: v for k, v in (("effort", echo.effort), ("summary", echo.summary)) if v} or None
-        response = echo.response(self.id, unix_seconds(native.get("created_at")), "completed", output,
+        response = echo.response(self.id, wire.unix_seconds(native.get("created_at")), "completed", output,
                                  _usage(native), reasoning)
         response["completed_at"] = int(time.time())
         response["tools"] = _go_map(response["tools"])
-        return go_encoded(response)
+        return wire.go_encoded(response)
 
     def chunk(self, native: dict[str, Any]) -> bytes:
         """``ResponsesStreamConverter.Process``: the events one native object produces."""
         events: list[bytes] = []
-        message = native_message(native)
+        message = wire.native_message(native)
         calls = tool_calls(message)
         if self._first:
             self._first = False
             events.append(self._event("response.created", {"response": self._object("in_progress", [], None)}))
             events.append(self._event("response.in_progress", {"response": self._object("in_progress", [], None)}))
-        if text_field(message, "thinking"):
+        if wire.text_field(message, "thinking"):
             events.extend(self._thinking_delta(message["thinking"]))
         if calls:
             events.extend(self._calls(calls))
             self._calls_sent = True
-        elif not self._calls_sent and text_field(message, "content"):
+        elif not self._calls_sent and wire.text_field(message, "content"):
             events.extend(self._text_delta(message["content"]))
         if native.get("done") is True:
             events.extend(self._completion(native))
@@ -176,7 +158,7 @@ class ResponsesReply:
     def _event(self, kind: str, data: dict[str, Any]) -> bytes:
         data = {**data, "type": kind, "sequence_number": self._sequence}
         self._sequence += 1
-        return sse_event(kind, _go_map(data))
+        return wire.sse_event(kind, _go_map(data))
 
     def _object(self, status: str, output: list[dict[str, Any]], usage: dict[str, Any] | None) -> dict[str, Any]:
         """``buildResponseObject``: a reasoning object always has both keys there."""
@@ -274,11 +256,11 @@ class ResponsesDoor:
 
     error = staticmethod(error_body)
 
-    def translate(self, body: Any) -> Translated | str:
-        values = typed_fields(body, {
+    def translate(self, body: Any) -> wire.Translated | str:
+        values = wire.typed_fields(body, {
             "model": (str,), "background": (bool,), "include": (list,), "instructions": (str,),
-            "max_output_tokens": (int,), "reasoning": (dict,), "temperature": NUMBER, "text": (dict,),
-            "top_p": NUMBER, "truncation": (str,), "tools": (list,), "stream": (bool,)})
+            "max_output_tokens": (int,), "reasoning": (dict,), "temperature": wire.NUMBER, "text": (dict,),
+            "top_p": wire.NUMBER, "truncation": (str,), "tools": (list,), "stream": (bool,)})
         if isinstance(values, str):
             return values
         try:
@@ -287,7 +269,7 @@ class ResponsesDoor:
             return str(exc)
 
 
-def _translate(body: dict[str, Any], values: dict[str, Any]) -> Translated:
+def _translate(body: dict[str, Any], values: dict[str, Any]) -> wire.Translated:
     if not all(isinstance(i, str) for i in values["include"] or []):
         raise _NotTranslated("include has a type Ollama refuses")
     reasoning = _strings(values["reasoning"] or {}, ("effort", "generate_summary", "summary"))
@@ -318,14 +300,14 @@ def _translate(body: dict[str, Any], values: dict[str, Any]) -> Translated:
                  values["truncation"] if values["truncation"] is not None else "disabled", echoed_tools,
                  text_format, effort, reasoning["summary"], values["top_p"] if values["top_p"] is not None else 1.0,
                  options["temperature"], values["max_output_tokens"], bool(values["background"]))
-    return Translated("chat", native, ResponsesReply(stream, echo))
+    return wire.Translated("chat", native, ResponsesReply(stream, echo))
 
 
 def _strings(obj: dict[str, Any], keys: tuple[str, ...]) -> dict[str, str]:
     """String fields as Go decodes them (absent or null: empty)."""
     out = {}
     for key in keys:
-        ok, value = optional(obj, key, (str,))
+        ok, value = wire.optional(obj, key, (str,))
         if not ok:
             raise _NotTranslated(f"{key} has a type Ollama refuses")
         out[key] = value or ""
@@ -340,7 +322,7 @@ def _text_format(text: dict[str, Any] | None) -> dict[str, Any] | None:
     if not isinstance(fmt, dict):
         raise _NotTranslated("text.format has a type Ollama refuses")
     fields = _strings(fmt, ("type", "name"))
-    ok, strict = optional(fmt, "strict", (bool,))
+    ok, strict = wire.optional(fmt, "strict", (bool,))
     if not ok:
         raise _NotTranslated("text.format.strict has a type Ollama refuses")
     out: dict[str, Any] = {"type": fields["type"]}
@@ -361,8 +343,8 @@ def _tools(tools: list[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
         if not isinstance(tool, dict):
             raise _NotTranslated("tools has a type Ollama refuses")
         fields = _strings(tool, ("type", "name", "description"))
-        ok_strict, strict = optional(tool, "strict", (bool,))
-        ok_params, parameters = optional(tool, "parameters", (dict,))
+        ok_strict, strict = wire.optional(tool, "strict", (bool,))
+        ok_params, parameters = wire.optional(tool, "parameters", (dict,))
         if not ok_strict or not ok_params:
             raise _NotTranslated("tools has a type Ollama refuses")
         if fields["type"] != "function":

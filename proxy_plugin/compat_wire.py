@@ -42,6 +42,23 @@ class Reply(Protocol):
         """The compatible error body for a native error message."""
 
 
+class SseReply:
+    """The framing half of a ``Reply`` whose streams are Server-Sent Events."""
+
+    stream: bool
+    no_cache = False  # the API's middleware adds ``Cache-Control: no-cache`` to a stream
+
+    def content_type(self) -> str:
+        return SSE_TYPE if self.stream else JSON_TYPE
+
+    def stream_headers(self) -> dict[str, str]:
+        """Content-Type, and no-cache where the API's middleware sets it (Connection is hop-by-hop)."""
+        headers = {"Content-Type": SSE_TYPE}
+        if self.no_cache:
+            headers["Cache-Control"] = "no-cache"
+        return headers
+
+
 @dataclass(frozen=True)
 class Translated:
     """A compatible request as the native request Ollama's own compatibility layer would run."""
