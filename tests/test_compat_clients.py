@@ -157,6 +157,11 @@ async def test_openai_json_mode_and_structured_outputs_reach_ollama_as_format(ch
     await via.chat.completions.create(model=MODEL, messages=MESSAGES, response_format={
         "type": "json_schema", "json_schema": {"name": "a", "schema": schema}})
     assert _sent(tap)["format"] == schema
+    answer = await via.responses.create(model=MODEL, input="Summarise: a b c.", text={
+        "format": {"type": "json_schema", "name": "a", "schema": schema, "strict": True}})
+    assert _sent(tap)["format"] == schema
+    assert answer.text.format.model_dump(by_alias=True, exclude_none=True) == {
+        "type": "json_schema", "name": "a", "schema": schema, "strict": True}
 
 
 async def test_openai_completions_streamed_and_not(chain) -> None:
@@ -263,6 +268,10 @@ async def test_errors_in_each_api_format(chain) -> None:
             await client.chat.completions.create(model="missing:1b", messages=MESSAGES)
         assert caught.value.body == {"message": "model 'missing:1b' not found", "type": "api_error",
                                      "param": None, "code": None}
+        with pytest.raises(openai.NotFoundError) as caught:
+            await client.responses.create(model="missing:1b", input="x", stream=True)
+        assert caught.value.body == {"message": "model 'missing:1b' not found", "type": "api_error",
+                                     "param": None, "code": None}
     for url in (gw.url, emu.url):
         client = anthropic.AsyncAnthropic(base_url=url, api_key="unused", max_retries=0)
         with pytest.raises(anthropic.NotFoundError) as raised:
@@ -282,6 +291,12 @@ async def test_untranslated_requests_and_model_lists_are_relayed_untouched(chain
                                 headers={"Content-Type": "application/json"}) as response:
             assert response.status == 400  # the emulator refuses what it does not serve; Ollama would answer
         assert ("/v1/chat/completions", raw) in tap.bodies
+        image_input = json.dumps({"model": MODEL, "input": [{"role": "user", "content": [
+            {"type": "input_image", "image_url": "data:image/png;base64,AAAA"}]}]}).encode()
+        async with session.post(gw.url + "/v1/responses", data=image_input,
+                                headers={"Content-Type": "application/json"}) as response:
+            assert response.status == 400
+        assert ("/v1/responses", image_input) in tap.bodies
         async with session.get(gw.url + "/v1/models") as response:
             assert (await response.json())["data"][0]["object"] == "model"
     assert sample("optimizer_gateway_compat_untranslated_total", endpoint="v1_chat_completions") == before + 1

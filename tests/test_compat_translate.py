@@ -183,6 +183,9 @@ def test_messages_answer_and_errors() -> None:
                                      "done_reason": "length", "eval_count": 4}))
     assert empty["content"] is None and empty["stop_reason"] == "max_tokens"  # Go's nil slice
     assert empty["usage"] == {"input_tokens": 0, "output_tokens": 4}
+    cached = json.loads(reply.answer({"model": MODEL, "done": True, "prompt_eval_count": 9, "eval_count": 1,
+                                      "prompt_eval_cached_count": 6}))
+    assert cached["usage"] == {"input_tokens": 9, "output_tokens": 1, "cache_read_input_tokens": 6}
     error = json.loads(reply.error("model 'x' not found"))
     assert error["type"] == "error" and error["error"] == {"type": "api_error", "message": "model 'x' not found"}
     assert error["request_id"].startswith("req_")
