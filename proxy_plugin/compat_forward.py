@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
 
 from . import metrics
 from .command import strip_command
@@ -30,11 +31,14 @@ from .compat_wire import (
     error_message,
     go_encoded,
 )
+from .forwarded import forward_headers
 
 if TYPE_CHECKING:
     from .gateway import Gateway
 
 log = logging.getLogger(__name__)
+
+_REWRITTEN = frozenset({"content-type", "content-encoding"})  # the answer is the door's, not the native one
 
 COMPAT_DOORS: dict[str, Door] = {
     "/v1/chat/completions": ChatDoor(),
@@ -57,7 +61,8 @@ def _gateway_error(request: web.Request, door: Door, status: int, message: str) 
 
 
 async def serve_compat(gw: Gateway, request: web.Request, door: Door, headers: dict[str, str]) -> web.StreamResponse:
-    """Serve one compatible request; ``headers`` are the client's, to forward."""
+    """Serve one compatible request; ``headers`` go upstream with the native request; the upstream's
+    own headers come back with the answer (but those describing the native body)."""
     received = time.monotonic()
     label = _label(request.path)
     limit = gw.config.max_body_bytes or gw.config.optimize_max_body_bytes  # a door must translate: bounded
@@ -122,16 +127,20 @@ async def _run(
             headers={**headers, "Content-Type": JSON_TYPE}, allow_redirects=False,
         ) as upstream:
             metrics.REQUESTS.labels(label, str(upstream.status)).inc()
+            passed_on = forward_headers(upstream.headers, drop=_REWRITTEN)
             if upstream.status != 200:
                 message = error_message(await upstream.read())
                 return _Answer(web.Response(status=upstream.status, body=reply.error(message),
-                                            content_type=JSON_TYPE))
+                                            headers=passed_on, content_type=JSON_TYPE))
             if not reply.stream:
                 final = _parse(await upstream.read())
                 answered = time.monotonic()
                 body = reply.answer(final)
-                return _Answer(web.Response(body=body, content_type=reply.content_type()), True, final, answered)
-            response = web.StreamResponse(headers=reply.stream_headers())
+                return _Answer(web.Response(body=body, headers=passed_on, content_type=reply.content_type()),
+                               True, final, answered)
+            stream_headers = CIMultiDict(passed_on)
+            stream_headers.update(reply.stream_headers())
+            response = web.StreamResponse(headers=stream_headers)
             await response.prepare(request)
             lines, last = NdjsonLines(), None
             first_chunk: float | None = None

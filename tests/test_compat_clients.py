@@ -15,6 +15,8 @@ import openai
 import pytest
 from plugin_fixtures import StandInTuner, gateway_chain, sample, stand_ins
 
+from proxy_plugin.loop_guard import HOP_HEADER
+
 MODEL = "smollm2:135m"
 DEFAULT_CTX = 8192  # the emulator's default context for this model (its training context)
 TUNED = {"num_ctx": 2048, "num_batch": 128}
@@ -347,6 +349,19 @@ async def test_mixing_native_and_compatible_clients_no_longer_reloads(chain) -> 
                 await via.chat.completions.create(model=MODEL, messages=MESSAGES)
             reloads = sum(emu.reloads.values()) - before
             assert reloads == (0 if url == gw.url else 3), url  # /v1 without num_ctx reloads to the default
+
+
+async def test_translated_requests_carry_the_loop_guard(chain) -> None:
+    _services, gw, tap, _emu = chain
+    own = gw.gateway.hops.gateway_id
+    async with aiohttp.ClientSession() as session:
+        for path, body in (("/v1/chat/completions", {"model": MODEL, "messages": MESSAGES}),
+                           ("/v1/responses", {"model": MODEL, "input": "x", "stream": True})):
+            async with session.post(gw.url + path, json=body, headers={HOP_HEADER: "gw-in-front"}) as response:
+                assert response.status == 200
+            assert tap.headers[-1][HOP_HEADER] == f"gw-in-front, {own}"  # a loop through other proxies ends here
+            async with session.post(gw.url + path, json=body, headers={HOP_HEADER: own}) as response:
+                assert response.status == 508
 
 
 async def test_bodies_nested_deeper_than_python_goes_are_relayed_untouched(chain) -> None:
