@@ -186,7 +186,9 @@ async def test_openai_responses_streamed_and_not_with_tools(chain) -> None:
     via, direct = _clients(gw, emu)
     request = {"model": MODEL, "instructions": "You answer tersely.", "input": "Summarise: a b c.",
                "max_output_tokens": 4, "temperature": 0.2}
-    ours, theirs = await via.responses.create(**request), await direct.responses.create(**request)
+    ignored = {"options": {"num_ctx": 4096}, "num_ctx": 4096}  # no field for them: Ollama ignores both
+    ours, theirs = await via.responses.create(**request, extra_body=ignored), await direct.responses.create(
+        **request, extra_body=ignored)
     assert _same(ours.model_dump()) == _same(theirs.model_dump())
     assert ours.status == "completed" and ours.output_text and ours.usage.output_tokens == 4
     assert ours.usage.input_tokens == emu.requests[-2].prompt_eval_count
