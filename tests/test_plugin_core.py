@@ -222,7 +222,7 @@ class _FirstReportTimesOut(StandInTuner):
         super().__init__()
         self.calls: list[list[str]] = []
 
-    async def Report(self, request, context):  # noqa: N802
+    async def Report(self, request, context):
         self.calls.append([o.outcome_id for o in request.outcomes])
         if len(self.calls) == 1:
             await asyncio.Event().wait()
