@@ -93,12 +93,13 @@ async def serve_compat(gw: Gateway, request: web.Request, door: Door, headers: d
         metrics.COMPAT_UNTRANSLATED.labels(label).inc()
         return await gw._relay(request, label, body)
     sent = gw.runner_loads.sent(decision.model, (decision.num_ctx, decision.num_batch))
-    try:
-        answer = await _run(gw, request, door, translated, data, headers)
-    finally:
-        gw.runner_loads.finished(decision.model)
-    if answer.answered:
-        await gw.learn(to_send, decision, answer.stats, received, answer.first_chunk, sent)
+    with gw.outcome_pending():
+        try:
+            answer = await _run(gw, request, door, translated, data, headers)
+        finally:
+            gw.runner_loads.finished(decision.model)
+        if answer.answered:
+            await gw.learn(to_send, decision, answer.stats, received, answer.first_chunk, sent)
     return answer.response
 
 

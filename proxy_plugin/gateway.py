@@ -15,10 +15,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,6 +90,9 @@ class Gateway:
         self.hops = HopGuard()
         core.use_loaded_context(self._loaded_context)
         self.runner_loads = RunnerLoads()
+        self._learning = 0  # answers sent whose outcome is not queued yet (e.g. waiting for /api/ps)
+        self._learned = asyncio.Event()
+        self._learned.set()
         self._read_cap = self.config.max_body_bytes or self.config.optimize_max_body_bytes
         self.app = web.Application(client_max_size=self._read_cap)
         self.app.router.add_route("*", "/{tail:.*}", self.handle)
@@ -210,13 +214,33 @@ class Gateway:
         headers = forward_headers(request.headers, drop=frozenset({"accept-encoding"}))  # parseable answer
         final = FinalObject(require_done=endpoint != "embed")  # /api/embed answers one object without done
         sent = self.runner_loads.sent(decision.model, (decision.num_ctx, decision.num_batch))
-        try:
-            response, status, first_chunk = await self._pipe(request, endpoint, body, headers, final)
-        finally:
-            self.runner_loads.finished(decision.model)
-        if status == 200:
-            await self.learn(payload, decision, final.result(), received, first_chunk, sent)
+        with self.outcome_pending():
+            try:
+                response, status, first_chunk = await self._pipe(request, endpoint, body, headers, final)
+            finally:
+                self.runner_loads.finished(decision.model)
+            if status == 200:
+                await self.learn(payload, decision, final.result(), received, first_chunk, sent)
         return response
+
+    @contextlib.contextmanager
+    def outcome_pending(self) -> Iterator[None]:
+        """Around sending a request upstream and learning from its answer: ``flush`` waits for it."""
+        self._learning += 1
+        self._learned.clear()
+        try:
+            yield
+        finally:
+            self._learning -= 1
+            if not self._learning:
+                self._learned.set()
+
+    async def flush(self) -> None:
+        """Wait until the outcome of every request answered so far is queued, then until it has been sent
+        (or dropped). A client may have the whole answer before then: after a runner load the gateway reads
+        ``/api/ps`` before queueing the outcome."""
+        await self._learned.wait()
+        await self.core.flush()
 
     async def learn(
         self, payload: dict[str, Any], decision: Decision, stats: dict[str, Any] | None, received: float,

@@ -3,7 +3,7 @@
 ``submit`` never waits: a full queue drops the item and counts it. One background task drains the
 queue; a batch is whatever is waiting (up to ``batch_size``) when the task wakes up. A Report that timed
 out is sent again with the same outcomes (``REPORT_ATTEMPTS``), so a tuner that is briefly slow (a
-fresh connection, a pause) loses nothing.
+pause, a busy database) loses nothing.
 
 Calls go through the learning lane of each ``ServiceClient``: its own channel and breaker, never the
 request path's. An unreachable or slow service opens the learning breaker (telemetry is then dropped as
@@ -26,8 +26,7 @@ from .rpc import ServiceClient
 
 log = logging.getLogger(__name__)
 
-# A Report that timed out may still be stored at the tuner (or be slow only because its channel was
-# still connecting): it is sent again as built, and the tuner counts outcome ids it already has as
+# A Report that timed out may still be stored at the tuner, or only late: it is sent again as built, and the tuner counts outcome ids it already has as
 # duplicates. Other failures are not retried (refused by policy, or the breaker is the answer).
 REPORT_ATTEMPTS = 3
 

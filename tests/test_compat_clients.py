@@ -6,6 +6,7 @@ by field except ids and timestamps, while the emulator's records show the contex
 """
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -92,7 +93,7 @@ async def test_openai_chat_is_optimized_and_answers_as_ollama(chain) -> None:
     assert native["options"] == {"stop": ["zzz"], "num_predict": 4, "temperature": 0.2, "seed": 7, "top_p": 1,
                                  **TUNED}
 
-    await gw.gateway.core.flush()
+    await gw.gateway.flush()
     outcome = services.tuner.outcomes[-1]
     assert outcome.counts_known and outcome.num_ctx == TUNED["num_ctx"] and outcome.eval_count == 4
     assert outcome.done_reason == "length" and outcome.num_predict == 4
@@ -115,7 +116,7 @@ async def test_openai_chat_stream_sends_the_same_events_with_usage_and_done(chai
     assert all(c.usage is None for c in chunks)  # no usage chunk unless asked for
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == "".join(
         d["choices"][0]["delta"]["content"] for _, d in ours[:-2])
-    await gw.gateway.core.flush()
+    await gw.gateway.flush()
     assert [o.counts_known for o in services.tuner.outcomes] == [True, True]
     assert services.tuner.outcomes[-1].eval_count == emu.requests[-1].eval_count
 
@@ -226,7 +227,7 @@ async def test_openai_responses_streamed_and_not_with_tools(chain) -> None:
             {"id": call.call_id, "function": {"name": "get_weather", "arguments": json.loads(call.arguments)}}]},
         {"role": "tool", "content": "sunny", "tool_call_id": call.call_id}]
     assert _ran_with(emu, 1) == [TUNED["num_ctx"]]
-    await gw.gateway.core.flush()
+    await gw.gateway.flush()
     assert len(services.tuner.outcomes) == 5 and all(o.counts_known for o in services.tuner.outcomes)
 
 
@@ -260,7 +261,7 @@ async def test_anthropic_messages_streamed_and_not_with_tools(chain) -> None:
         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "sunny"}]}]})
     assert follow.stop_reason == "end_turn" and follow.content[0].text
     assert _ran_with(emu, 1) == [TUNED["num_ctx"]]
-    await gw.gateway.core.flush()
+    await gw.gateway.flush()
     assert len(services.tuner.outcomes) == 4 and all(o.counts_known for o in services.tuner.outcomes)
 
 
@@ -380,3 +381,22 @@ async def test_bodies_nested_deeper_than_python_goes_are_relayed_untouched(chain
                 async with session.post(gw.url + "/v1/chat/completions", data=raw.encode()) as response:
                     assert response.status in (200, 400)  # what the emulator answers; never the gateway's 500
                 assert ("/v1/chat/completions", raw.encode()) in tap.bodies
+
+
+async def test_flush_covers_answers_whose_outcome_waits_for_ollamas_process_list(chain) -> None:
+    services, gw, _tap, emu = chain
+    gate, read_ps = asyncio.Event(), gw.gateway.loaded_models.refresh
+
+    async def held(session) -> None:  # after a runner load the gateway reads /api/ps before queueing the outcome
+        await gate.wait()
+        await read_ps(session)
+
+    gw.gateway.loaded_models.refresh = held
+    via, _ = _clients(gw, emu)
+    answer = await via.chat.completions.create(model=MODEL, messages=MESSAGES)  # the client has it all
+    flushed = asyncio.create_task(gw.gateway.flush())
+    await asyncio.wait({flushed}, timeout=0)
+    assert not flushed.done() and services.tuner.outcomes == []
+    gate.set()
+    await flushed
+    assert [o.eval_count for o in services.tuner.outcomes] == [answer.usage.completion_tokens]
