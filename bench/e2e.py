@@ -58,6 +58,9 @@ DOC_MIN_TRAIN_CTX = 32768  # chat sessions paste documents only on models traine
 KEYS = ("p50_s", "p95_s", "truncated", "reloads", "kv_gib_mean", "requests", "loads", "evictions", "revisits",
         "max_num_ctx")
 DECIDED = frozenset({"applied", "tuner_passthrough", "nothing_to_apply", "low_confidence"})
+DIAGNOSIS = ("truncated_decided", "decision_reasons", "overhead_ms_p50", "mean_intact_s", "intact_time",
+             "loads_gateway", "loads_tuner")
+"""Per concurrency besides KEYS: truncations the tuner decided, why the core decided as it did, the path's cost."""
 COMPARED = ("p50_intact_s", "mean_intact_s", "mean_untruncated_s", "oracle_gap", "learning_requests",
             "learning_extra_s", "gap_after_learning", "loads_gateway", "loads_tuner", "intact_time")
 """Figures that compare an arm with others; loads_gateway/loads_tuner: the optimizer's own count of loads."""
@@ -243,10 +246,7 @@ def summary(results: dict) -> dict:
         out[scenario] = {}
         for arm, f in by_conc[first].items():
             entry = {k: f[k] for k in KEYS} | {k: f[k] for k in COMPARED if k in f}
-            entry["by_concurrency"] = {str(c): {k: by_conc[c][arm][k] for k in (*KEYS, "truncated_decided",
-                                                                                 "decision_reasons", "mean_intact_s",
-                                                                                 "intact_time", "loads_gateway",
-                                                                                 "loads_tuner")
+            entry["by_concurrency"] = {str(c): {k: by_conc[c][arm][k] for k in (*KEYS, *DIAGNOSIS)
                                                 if k in by_conc[c][arm]} for c in sorted(by_conc)}
             out[scenario][arm] = entry
     return out

@@ -15,10 +15,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,7 @@ from .compat_forward import COMPAT_DOORS, serve_compat
 from .config import PluginConfig, load_config
 from .core import OptimizerCore
 from .decision import Decision
+from .forwarded import forward_headers
 from .gateway_metrics import RequestMetrics
 from .loaded_models import LoadedModels
 from .loop_guard import HOP_HEADER, HopGuard, SelfUpstream, check_upstream
@@ -47,11 +49,6 @@ from .upstream_facts import UpstreamFacts
 log = logging.getLogger(__name__)
 
 OPTIMIZED_PATHS = {"/api/chat": "chat", "/api/generate": "generate", "/api/embed": "embed"}
-_HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
-    "transfer-encoding", "upgrade", "content-length", "host",
-})
-
 _COMPAT_DROP = frozenset({"accept-encoding", "content-type"})  # the native answer must be parseable JSON
 
 
@@ -90,10 +87,6 @@ def _body_to_send(body: bytes, original: dict[str, Any], to_send: dict[str, Any]
     return json.dumps(to_send, separators=(",", ":")).encode()
 
 
-def _forward_headers(headers: Any, *, drop: frozenset[str] = frozenset()) -> dict[str, str]:
-    return {k: v for k, v in headers.items() if k.lower() not in _HOP_BY_HOP and k.lower() not in drop}
-
-
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
@@ -112,6 +105,9 @@ class Gateway:
         self.hops = HopGuard()
         core.use_loaded_context(self._loaded_context)
         self.runner_loads = RunnerLoads()
+        self._learning = 0  # answers sent whose outcome is not queued yet (e.g. waiting for /api/ps)
+        self._learned = asyncio.Event()
+        self._learned.set()
         self._read_cap = self.config.max_body_bytes or self.config.optimize_max_body_bytes
         self.app = web.Application(client_max_size=self._read_cap)
         self.app.router.add_route("*", "/{tail:.*}", self.handle)
@@ -147,14 +143,21 @@ class Gateway:
         endpoint = OPTIMIZED_PATHS.get(request.path) if request.method == "POST" else None
         door = COMPAT_DOORS.get(request.path) if request.method == "POST" else None
         if door is not None:
-            return await serve_compat(self, request, door, _forward_headers(request.headers, drop=_COMPAT_DROP))
+            return await serve_compat(self, request, door,
+                                      self._hop(request, forward_headers(request.headers, drop=_COMPAT_DROP)))
         if endpoint is None:
             return await self._relay(request, "other", request.content if request.body_exists else None)
         return await self._optimized(request, endpoint)
 
+    def _hop(self, request: web.Request, headers: dict[str, str]) -> dict[str, str]:
+        """``headers`` to send upstream, with this gateway added to the loop guard's header."""
+        headers = {k: v for k, v in headers.items() if k.lower() != HOP_HEADER.lower()}
+        headers[HOP_HEADER] = self.hops.outgoing(request.headers.get(HOP_HEADER))
+        return headers
+
     async def _relay(self, request: web.Request, endpoint: str, body: Any) -> web.StreamResponse:
         """Forward as is and stream the answer back (no learning)."""
-        response, _status, _first = await self._pipe(request, endpoint, body, _forward_headers(request.headers))
+        response, _status, _first = await self._pipe(request, endpoint, body, forward_headers(request.headers))
         return response
 
     async def _pipe(
@@ -166,8 +169,7 @@ class Gateway:
         Returns the response, the upstream status and when the first chunk arrived.
         """
         assert self._session is not None
-        headers = {k: v for k, v in headers.items() if k.lower() != HOP_HEADER.lower()}
-        headers[HOP_HEADER] = self.hops.outgoing(request.headers.get(HOP_HEADER))
+        headers = self._hop(request, headers)
         first_chunk: float | None = None
         response: web.StreamResponse | None = None
         try:
@@ -224,16 +226,36 @@ class Gateway:
         self, request: web.Request, endpoint: str, payload: dict[str, Any], body: bytes,
         decision: Decision, received: float,
     ) -> web.StreamResponse:
-        headers = _forward_headers(request.headers, drop=frozenset({"accept-encoding"}))  # parseable answer
+        headers = forward_headers(request.headers, drop=frozenset({"accept-encoding"}))  # parseable answer
         final = FinalObject(require_done=endpoint != "embed")  # /api/embed answers one object without done
         sent = self.runner_loads.sent(decision.model, (decision.num_ctx, decision.num_batch))
-        try:
-            response, status, first_chunk = await self._pipe(request, endpoint, body, headers, final)
-        finally:
-            self.runner_loads.finished(decision.model)
-        if status == 200:
-            await self.learn(payload, decision, final.result(), received, first_chunk, sent)
+        with self.outcome_pending():
+            try:
+                response, status, first_chunk = await self._pipe(request, endpoint, body, headers, final)
+            finally:
+                self.runner_loads.finished(decision.model)
+            if status == 200:
+                await self.learn(payload, decision, final.result(), received, first_chunk, sent)
         return response
+
+    @contextlib.contextmanager
+    def outcome_pending(self) -> Iterator[None]:
+        """Around sending a request upstream and learning from its answer: ``flush`` waits for it."""
+        self._learning += 1
+        self._learned.clear()
+        try:
+            yield
+        finally:
+            self._learning -= 1
+            if not self._learning:
+                self._learned.set()
+
+    async def flush(self) -> None:
+        """Wait until the outcome of every request answered so far is queued, then until it has been sent
+        (or dropped). A client may have the whole answer before then: after a runner load the gateway reads
+        ``/api/ps`` before queueing the outcome."""
+        await self._learned.wait()
+        await self.core.flush()
 
     async def learn(
         self, payload: dict[str, Any], decision: Decision, stats: dict[str, Any] | None, received: float,
@@ -266,7 +288,7 @@ class Gateway:
     @staticmethod
     def _response_for(upstream: aiohttp.ClientResponse, endpoint: str) -> web.StreamResponse:
         response = web.StreamResponse(
-            status=upstream.status, reason=upstream.reason, headers=_forward_headers(upstream.headers)
+            status=upstream.status, reason=upstream.reason, headers=forward_headers(upstream.headers)
         )
         if upstream.content_length is not None:
             response.content_length = upstream.content_length

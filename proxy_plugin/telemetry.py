@@ -1,7 +1,9 @@
 """Off the request path: a bounded queue of finished requests, sent in batches (ObserveBatch + Report).
 
 ``submit`` never waits: a full queue drops the item and counts it. One background task drains the
-queue; a batch is whatever is waiting (up to ``batch_size``) when the task wakes up.
+queue; a batch is whatever is waiting (up to ``batch_size``) when the task wakes up. A Report that timed
+out is sent again with the same outcomes (``REPORT_ATTEMPTS``), so a tuner that is briefly slow (a
+pause, a busy database) loses nothing.
 
 Calls go through the learning lane of each ``ServiceClient``: its own channel and breaker, never the
 request path's. An unreachable or slow service opens the learning breaker (telemetry is then dropped as
@@ -23,6 +25,10 @@ from .probes import HostProbes
 from .rpc import ServiceClient
 
 log = logging.getLogger(__name__)
+
+# A Report that timed out may still be stored at the tuner, or only late: it is sent again as built, and the tuner counts outcome ids it already has as
+# duplicates. Other failures are not retried (refused by policy, or the breaker is the answer).
+REPORT_ATTEMPTS = 3
 
 
 class TelemetryPipeline:
@@ -107,7 +113,10 @@ class TelemetryPipeline:
     async def _report(self, batch: list[Observation]) -> None:
         memory = self._probes.read()
         request = tuner_pb2.ReportRequest(outcomes=[build_outcome(item, memory) for item in batch])
-        response, reason = await self._tuner.call("Report", request, self._timeout, off_path=True)
+        for _attempt in range(REPORT_ATTEMPTS):
+            response, reason = await self._tuner.call("Report", request, self._timeout, off_path=True)
+            if reason != "timeout":
+                break
         if response is None:
             _count("report", len(batch), reason)
             return

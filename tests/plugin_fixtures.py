@@ -151,11 +151,13 @@ async def stand_ins(hang_matcher: bool = False, tuner: StandInTuner | None = Non
 
 
 class RecordingTap:
-    """A transparent HTTP relay in front of ``upstream`` that records each request's raw body bytes."""
+    """A transparent HTTP relay in front of ``upstream`` that records each request's raw body bytes (and
+    headers)."""
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
         self.bodies: list[tuple[str, bytes]] = []
+        self.headers: list[dict[str, str]] = []
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self.port = 0
@@ -164,6 +166,7 @@ class RecordingTap:
         assert self._session is not None
         body = await request.read()
         self.bodies.append((request.path, body))
+        self.headers.append(dict(request.headers))
         headers = {k: v for k, v in request.headers.items()
                    if k.lower() not in ("host", "content-length", "transfer-encoding")}
         async with self._session.request(request.method, self.upstream + str(request.rel_url),

@@ -55,7 +55,7 @@ async def test_gateway_sizes_the_context_so_no_embedding_input_is_cut() -> None:
         assert theirs.usage.prompt_tokens == DEFAULT_CTX and emu.truncated_requests == 1
         assert ours.data[0].embedding != theirs.data[0].embedding  # the cut input embeds differently
 
-        await gw.gateway.core.flush()
+        await gw.gateway.flush()
         outcomes = services.tuner.outcomes
         assert [o.prompt_eval_count for o in outcomes] == [native.prompt_eval_count, ours.usage.prompt_tokens]
         assert all(o.counts_known and o.num_ctx == 8192 for o in outcomes)

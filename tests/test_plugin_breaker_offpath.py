@@ -276,7 +276,8 @@ async def test_held_reports_never_take_the_request_paths_slots() -> None:
 
 async def test_stalled_learning_never_gates_match_or_recommend(matcher, pool, dsn) -> None:  # noqa: F811
     """Observe waits on a template's row lock, Report on a locked outcome table: both time out off the
-    request path, open the learning breakers, and Match still finds the template, Recommend still answers."""
+    request path (Observe opens its learning breaker), and Match still finds the template, Recommend still
+    answers."""
     async with guarded_tuner(pool, GuardSettings(frozenset(), rate_per_second=0, burst=0)) as tuner:
         core = OptimizerCore(plugin_config(matcher.address, tuner.address, batch_size=1, breaker_threshold=2,
                                            breaker_cooldown_s=3600, offpath_timeout_ms=300, match_memo_size=0))
@@ -289,14 +290,18 @@ async def test_stalled_learning_never_gates_match_or_recommend(matcher, pool, ds
                 await blocker.execute("SELECT id FROM matcher_template FOR UPDATE")
                 await blocker.execute("LOCK TABLE tuner_outcome IN EXCLUSIVE MODE")
                 timeouts = rpc_errors("matcher", "ObserveBatch", "DEADLINE_EXCEEDED")
+                reports_timed_out = rpc_errors("tuner", "Report", "DEADLINE_EXCEEDED")
                 await serve(core, range(2, 6))
                 assert rpc_errors("matcher", "ObserveBatch", "DEADLINE_EXCEEDED") >= timeouts + 2
+                assert rpc_errors("tuner", "Report", "DEADLINE_EXCEEDED") >= reports_timed_out + 1
                 for seed in range(6, 9):
                     _sent, decision = await core.prepare(request(seed))
                     assert decision.reason not in ("breaker_open", "rpc_error", "timeout")
                     assert decision.template_id == learned.template_id and decision.decision_id
                 assert core.breaker_states() == {"matcher": "closed", "tuner": "closed"}
-                assert core.learning_breaker_states() == {"matcher": "open", "tuner": "open"}
+                # A Report that timed out is sent again with the same outcomes, which the tuner may by then
+                # hold: its learning breaker is open or closed; the request path's never opened.
+                assert core.learning_breaker_states()["matcher"] == "open"
         finally:
             await blocker.close()
         await core.close(0.1)

@@ -7,7 +7,7 @@ import logging
 from dataclasses import replace
 
 import pytest
-from plugin_fixtures import plugin_config, sample, stand_ins, wait_until
+from plugin_fixtures import StandInTuner, plugin_config, sample, stand_ins, wait_until
 
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
 from proxy_plugin.breaker import CircuitBreaker, State
@@ -222,3 +222,34 @@ async def test_sticky_options_can_be_disabled() -> None:
         sent, decision = await core.prepare(request)
         assert sent is request and not decision.applied
         await core.close(0.1)
+
+
+class _FirstReportTimesOut(StandInTuner):
+    """A tuner whose first Report never answers (it is cancelled at the client's deadline), as a tuner does
+    that is slow to take a fresh connection's first call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[list[str]] = []
+
+    async def Report(self, request, context):
+        self.calls.append([o.outcome_id for o in request.outcomes])
+        if len(self.calls) == 1:
+            await asyncio.Event().wait()
+        return await super().Report(request, context)
+
+
+async def test_a_report_that_timed_out_is_sent_again_with_the_same_outcomes() -> None:
+    async with stand_ins(tuner=_FirstReportTimesOut()) as services:
+        core = OptimizerCore(services.config(offpath_timeout_ms=300))
+        _sent, decision = await core.prepare(CHAT)
+        sent = sample("optimizer_plugin_telemetry_sent_total", kind="report")
+        timed_out = sample("optimizer_plugin_telemetry_dropped_total", reason="timeout")
+        core.observe(CHAT, {"done": True, "prompt_eval_count": 7}, decision)
+        await core.flush()
+        first, again = services.tuner.calls
+        assert first == again and len(first) == 1  # the tuner counts an outcome it already has as a duplicate
+        assert [o.outcome_id for o in services.tuner.outcomes] == first
+        assert sample("optimizer_plugin_telemetry_sent_total", kind="report") == sent + 1
+        assert sample("optimizer_plugin_telemetry_dropped_total", reason="timeout") == timed_out
+        await core.close()

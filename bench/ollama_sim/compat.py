@@ -13,6 +13,7 @@ from aiohttp import web
 
 from proxy_plugin.compat_anthropic import MessagesDoor
 from proxy_plugin.compat_openai import ChatDoor, CompletionDoor, EmbeddingDoor
+from proxy_plugin.compat_responses import ResponsesDoor
 from proxy_plugin.compat_wire import Door, Translated, go_encoded
 
 if TYPE_CHECKING:
@@ -22,14 +23,16 @@ MODIFIED_AT = "2026-08-21T00:00:00Z"
 
 
 class CompatRoutes:
-    """``/v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings``, ``/v1/messages`` and ``/v1/models``."""
+    """``/v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings``, ``/v1/responses``, ``/v1/messages``
+    and ``/v1/models``."""
 
     def __init__(self, app: OllamaApp) -> None:
         self.app = app
 
     def routes(self) -> list[web.RouteDef]:
         doors: dict[str, Door] = {"/v1/chat/completions": ChatDoor(), "/v1/completions": CompletionDoor(),
-                                  "/v1/embeddings": EmbeddingDoor(), "/v1/messages": MessagesDoor()}
+                                  "/v1/embeddings": EmbeddingDoor(), "/v1/responses": ResponsesDoor(),
+                                  "/v1/messages": MessagesDoor()}
         defs = [web.post(path, self._handler(door)) for path, door in doors.items()]
         return [*defs, web.get("/v1/models", self.models)]
 
