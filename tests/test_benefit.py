@@ -6,16 +6,17 @@ import re
 
 import prometheus_client
 import pytest
+from test_cli import cli
 
 from ollama_optimizer import benefit
 from ollama_optimizer.benefit import Ledger, Request, runner_loaded
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
 from proxy_plugin.runner_loads import RunnerLoads
-from test_cli import cli
-from tuner_fixtures import make_outcome
 from tuner_service import benefit_view
 from tuner_service.policy import Observation, Policy
 from tuner_service.settings import PolicySettings
+
+from tuner_fixtures import make_outcome
 
 MODEL = "llama3.1:8b"
 KIB = 1024
@@ -95,7 +96,8 @@ async def test_summary_and_stats_measure_the_benefit_per_model(tuner, tuner_stub
     """A model whose default context is 4096 (from /api/ps): passthroughs, a request the optimizer grows the
     context for, a queue wait, a client's own num_ctx. Every figure by the one definition."""
     series = [("optimizer_tuner_runner_loads_total", {"cause": cause}) for cause in ("optimizer", "client", "other")]
-    series += [("optimizer_tuner_truncations_total", {"kind": "prevented"}), ("optimizer_tuner_baseline_reloads_total", {})]
+    series += [("optimizer_tuner_truncations_total", {"kind": "prevented"}),
+               ("optimizer_tuner_baseline_reloads_total", {})]
     before = [_tuner_sample(name, model=MODEL, **labels) for name, labels in series]
     bare = dict(loaded_context_length=4096, kv_bytes_per_token=128 * KIB)
     await tuner_stub.Report(tuner_pb2.ReportRequest(outcomes=[
@@ -138,7 +140,23 @@ async def test_summary_and_stats_measure_the_benefit_per_model(tuner, tuner_stub
     assert (figures["reloads seen"], figures["by the optimizer"], figures["reloads the clients' options cause"]) == (
         "4", "2", "2")
     assert figures["num_ctx default -> now"] == f"4096 -> {grown.num_ctx}"
-    assert figures["KV memory default -> now"].startswith("512.0 MiB -> ") and "more" in figures["KV memory default -> now"]
+    kv = figures["KV memory default -> now"]
+    assert kv.startswith("512.0 MiB -> ") and kv.endswith("more)")
     assert "saved, 2 requests" in figures["prompt time baseline -> measured"]
     assert "truncations prevented: optimized requests" in out
     assert not re.search(r"-\d[\d.]* \S* ?saved", out)
+
+
+def test_a_config_of_an_earlier_release_with_the_retired_thresholds_still_loads(tmp_path) -> None:
+    """The gateway's own reload threshold and truncation ratio are gone (one definition for everything); a
+    config.json that still sets them loads, and a misspelled key is still refused."""
+    import json
+
+    from proxy_plugin.config import load_config
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"reload_threshold_s": 0.3, "truncation_unit_ratio": 0.5, "max_model_labels": 7}))
+    assert load_config(path, env={}).max_model_labels == 7
+    path.write_text(json.dumps({"reload_treshold_s": 0.3}))
+    with pytest.raises(ValueError, match="reload_treshold_s"):
+        load_config(path, env={})

@@ -58,7 +58,8 @@ async def stats(args: argparse.Namespace, **channel_args: str) -> int:
         ("requests", response.requests),
         ("optimized", f"{response.optimized} ({response.optimized_share:.0%})"),
         ("template match rate", f"{response.match_rate:.0%}"),
-        ("latency p50 / p95 optimized", f"{b.latency_p50_optimized_seconds:.3f} s / {b.latency_p95_optimized_seconds:.3f} s"),
+        ("latency p50 / p95 optimized",
+         f"{b.latency_p50_optimized_seconds:.3f} s / {b.latency_p95_optimized_seconds:.3f} s"),
         ("latency p50 / p95 passed through",
          f"{b.latency_p50_passthrough_seconds:.3f} s / {b.latency_p95_passthrough_seconds:.3f} s"),
     ]))

@@ -32,7 +32,8 @@ def kv_change(b: tuner_pb2.Benefit) -> str:
         return "unknown"
     delta = b.kv_bytes_loaded - b.kv_bytes_default
     word = "saved" if delta < 0 else "more"
-    return f"{size(b.kv_bytes_default)} -> {size(b.kv_bytes_loaded)}" + (f" ({size(abs(delta))} {word})" if delta else "")
+    change = f" ({size(abs(delta))} {word})" if delta else ""
+    return f"{size(b.kv_bytes_default)} -> {size(b.kv_bytes_loaded)}{change}"
 
 
 def prompt_change(b: tuner_pb2.Benefit) -> str:
