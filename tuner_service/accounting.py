@@ -14,6 +14,7 @@ from .policy import Learned, Observation, Policy
 from .state import ModelState, size_class
 
 MAX_MODEL_LABELS = 50
+MAX_HOST_LABELS = 32  # Ollama host label values in metrics before "other"
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class Accounting:
         self._policy = policy
         self._ledger = Ledger()
         self._label = BoundedLabel(MAX_MODEL_LABELS)
+        self._host = BoundedLabel(MAX_HOST_LABELS)  # "" (the default host) stays "" beside them
 
     def assess(self, outcome: Any, obs: Observation, learned: Learned) -> Assessed:
         """``outcome``: the Outcome message behind ``obs`` (validated), folded into the policy just now."""
@@ -83,5 +85,6 @@ class Accounting:
         memory = kv_memory(self._policy, model)
         if memory.default:
             host = split_key(obs.model)[1]
+            host = self._host(host) if host else ""
             metrics.KV_BYTES.labels(label, host, "loaded").set(memory.loaded)
             metrics.KV_BYTES.labels(label, host, "default").set(memory.default)

@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 
 from . import limits, metrics, store
-from .accounting import Accounting, Assessed
+from .accounting import MAX_HOST_LABELS, Accounting, Assessed
 from .decision_token import NONE, DecisionFields, DecisionSigner, key_from_env
 from .hosts import split_key
 from .policy import APPLY, Decision, Learned, Policy, Request
@@ -32,7 +32,6 @@ from .writer import Dirty, Entry, WriteBehind
 log = logging.getLogger(__name__)
 
 ACTION_LABEL = {1: "passthrough", 2: "apply"}
-MAX_HOST_LABELS = 32
 
 
 @dataclass(eq=False)
