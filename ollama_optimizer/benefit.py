@@ -16,9 +16,11 @@ stored, summed by ``ollama-optimizer stats``, exported to Prometheus), the Grafa
 - **Truncation prevented**: an optimized request that was not truncated and whose prompt (as Ollama
   counted it) is longer than the baseline context: Ollama would have cut it.
 - **Load the optimizer caused**: a runner load on an optimized request whose options differ from the
-  previous request of the model. **Load a client would have caused**: in the baseline, a request whose
-  options differ from the previous request's (a bare request after an explicit one reloads to the default).
-  Other loads (first loads, expiry, eviction) happen with or without the optimizer.
+  previous request of the model, with no load of another model on the same Ollama host in between (that
+  one may have evicted it: the load would have happened anyway). **Load a client would have caused**: in
+  the baseline, a request whose options differ from the previous request's (a bare request after an
+  explicit one reloads to the default). Other loads (first loads, expiry, eviction) happen with or without
+  the optimizer.
 - **Prompt time at the baseline**: an optimized request's prompt tokens at the prompt speed Ollama showed
   for the model with its own options (requests passed through, same prompt size class); estimated only
   once that speed has ``MIN_SPEED_SAMPLES`` samples and never for a prevented truncation (the baseline
@@ -27,7 +29,7 @@ stored, summed by ``ollama-optimizer stats``, exported to Prometheus), the Grafa
 from __future__ import annotations
 
 import os
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 
 RUNNER_UNKNOWN, RUNNER_KEPT, RUNNER_LOADED = 0, 1, 2  # Outcome.runner_load
@@ -79,23 +81,30 @@ class Benefit:
 
 
 class Ledger:
-    """Per model (and Ollama host): the options of the previous request, as sent and as in the baseline."""
+    """Per model (and Ollama host): the options of the previous request, as sent and as in the baseline, and
+    the host's load count then."""
 
     def __init__(self, max_models: int = 4096) -> None:
         self._max = max_models
-        self._previous: OrderedDict[str, tuple[Options, Options]] = OrderedDict()
+        self._previous: OrderedDict[str, tuple[Options, Options, int]] = OrderedDict()
+        self._host_loads: Counter[str] = Counter()
 
-    def assess(self, key: str, r: Request) -> Benefit:
+    def assess(self, key: str, host: str, r: Request) -> Benefit:
+        """``key``: the model on its host; ``host``: the host, whose models compete for its memory."""
         previous = self._previous.pop(key, None)
-        self._previous[key] = (r.sent, r.baseline)
+        loads_before = self._host_loads[host]
+        if r.loaded:
+            self._host_loads[host] += 1
+        self._previous[key] = (r.sent, r.baseline, self._host_loads[host])
         while len(self._previous) > self._max:
             self._previous.popitem(last=False)
         baseline_ctx = r.baseline[0] or r.default_ctx
         over = bool(baseline_ctx) and r.prompt_tokens > baseline_ctx
         changed = previous is not None and previous[0] != r.sent
+        others_loaded = previous is not None and loads_before > previous[2]
         cause = 0
         if r.loaded:
-            cause = 1 if r.optimized and changed else 2 if changed else 3
+            cause = 3 if others_loaded or not changed else 1 if r.optimized else 2
         return Benefit(baseline_ctx=baseline_ctx, baseline_truncated=over,
                        truncation_prevented=r.optimized and over and not r.truncated, load_cause=cause,
                        baseline_reload=previous is not None and previous[1] != r.baseline)

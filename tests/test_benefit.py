@@ -32,32 +32,37 @@ def _request(**fields: object) -> Request:
 
 def test_a_truncation_is_prevented_only_when_the_prompt_exceeds_what_ollama_would_have_used() -> None:
     ledger = Ledger()
-    over = ledger.assess("m", _request(optimized=True, sent=(8192, 512), prompt_tokens=6000))
+    over = ledger.assess("m", "", _request(optimized=True, sent=(8192, 512), prompt_tokens=6000))
     assert over.truncation_prevented and over.baseline_ctx == 4096
-    within = ledger.assess("m", _request(optimized=True, sent=(8192, 512), prompt_tokens=3000))
+    within = ledger.assess("m", "", _request(optimized=True, sent=(8192, 512), prompt_tokens=3000))
     assert not within.truncation_prevented and not within.baseline_truncated
-    cut_anyway = ledger.assess("m", _request(optimized=True, sent=(8192, 512), prompt_tokens=6000, truncated=True))
+    cut_anyway = ledger.assess("m", "", _request(optimized=True, sent=(8192, 512), prompt_tokens=6000, truncated=True))
     assert cut_anyway.baseline_truncated and not cut_anyway.truncation_prevented
     # The client's own num_ctx is what Ollama would have used: a prompt within it was never at risk.
-    client_ctx = ledger.assess("m", _request(optimized=True, sent=(8192, 512), baseline=(8192, 0), prompt_tokens=6000))
+    client_ctx = ledger.assess("m", "", _request(optimized=True, sent=(8192, 512), baseline=(8192, 0), prompt_tokens=6000))
     assert client_ctx.baseline_ctx == 8192 and not client_ctx.truncation_prevented
-    passed = ledger.assess("m", _request(prompt_tokens=6000))
+    passed = ledger.assess("m", "", _request(prompt_tokens=6000))
     assert passed.baseline_truncated and not passed.truncation_prevented
 
 
 def test_a_load_is_the_optimizers_only_after_an_option_change_it_made() -> None:
     ledger = Ledger()
-    first = ledger.assess("m", _request(loaded=True))
+    first = ledger.assess("m", "", _request(loaded=True))
     assert first.cause == "other" and not first.baseline_reload  # a first load happens without the optimizer too
-    switched = ledger.assess("m", _request(optimized=True, sent=(8192, 512), loaded=True))
+    switched = ledger.assess("m", "", _request(optimized=True, sent=(8192, 512), loaded=True))
     assert switched.cause == "optimizer" and not switched.baseline_reload
-    evicted = ledger.assess("m", _request(optimized=True, sent=(8192, 512), loaded=True))
+    evicted = ledger.assess("m", "", _request(optimized=True, sent=(8192, 512), loaded=True))
     assert evicted.cause == "other"
-    client = ledger.assess("m", _request(sent=(2048, 0), baseline=(2048, 0), loaded=True))
+    client = ledger.assess("m", "", _request(sent=(2048, 0), baseline=(2048, 0), loaded=True))
     assert client.cause == "client" and client.baseline_reload  # the client's own option change
-    back = ledger.assess("m", _request(optimized=True, sent=(8192, 512), loaded=True))
+    back = ledger.assess("m", "", _request(optimized=True, sent=(8192, 512), loaded=True))
     assert back.cause == "optimizer" and back.baseline_reload  # bare after explicit: Ollama reloads to the default
-    assert ledger.assess("other-model", _request(loaded=False)).cause == ""
+    assert ledger.assess("other-model", "", _request(loaded=False)).cause == ""
+    # Another model loaded on the same host in between: it may have evicted this one, the load is not blamed.
+    ledger.assess("other-model", "", _request(loaded=True))
+    assert ledger.assess("m", "", _request(optimized=True, sent=(16384, 512), loaded=True)).cause == "other"
+    ledger.assess("model-b", "gpu-b", _request(loaded=True))  # another host's loads evict nothing here
+    assert ledger.assess("m", "", _request(optimized=True, sent=(8192, 512), loaded=True)).cause == "optimizer"
 
 
 def test_one_reload_threshold_for_the_gateway_and_the_tuner() -> None:

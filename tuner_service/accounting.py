@@ -57,7 +57,7 @@ class Accounting:
         sent = (outcome.num_ctx, outcome.num_batch)
         baseline = (outcome.client_num_ctx, outcome.client_num_batch) if obs.applied else sent
         prompt = outcome.prompt_eval_count if obs.counts_known else 0
-        benefit = self._ledger.assess(obs.model, Request(
+        benefit = self._ledger.assess(obs.model, split_key(obs.model)[1], Request(
             optimized=obs.applied, sent=sent, baseline=baseline, loaded=learned.reloaded,
             truncated=learned.truncated, prompt_tokens=prompt, default_ctx=self._policy.default_ctx(model)))
         estimate = 0.0

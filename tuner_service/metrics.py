@@ -25,8 +25,8 @@ TRUNCATIONS = Counter(
     ("model", "kind"))  # prevented|truncated
 RUNNER_LOADS = Counter(
     "optimizer_tuner_runner_loads_total",
-    "Runner loads (reloads) per model by cause: optimizer = an option change it made; client = an option change "
-    "of the client's own; other = first load, expiry or eviction.",
+    "Runner loads (reloads) per model by cause: optimizer = an option change it made (no other model loaded on the "
+    "host since); client = an option change of the client's own; other = first load, expiry or eviction.",
     ("model", "cause"))
 BASELINE_RELOADS = Counter(
     "optimizer_tuner_baseline_reloads_total",
