@@ -165,3 +165,22 @@ def test_a_config_of_an_earlier_release_with_the_retired_thresholds_still_loads(
     path.write_text(json.dumps({"reload_treshold_s": 0.3}))
     with pytest.raises(ValueError, match="reload_treshold_s"):
         load_config(path, env={})
+
+
+async def test_no_benefit_is_claimed_against_a_default_never_seen(tuner, tuner_stub, monkeypatch) -> None:
+    """Every request carried a num_ctx, so /api/ps never showed Ollama's default: the tuner's 4096 fallback is
+    a guess (a 24 GB GPU defaults to 32768), not a baseline. Nothing is counted as prevented against it."""
+    monkeypatch.delenv("TUNER_DEFAULT_NUM_CTX", raising=False)
+    grown = await tuner_stub.Recommend(tuner_pb2.RecommendRequest(model=MODEL, prompt_units=4000))
+    await tuner_stub.Report(tuner_pb2.ReportRequest(outcomes=[
+        make_outcome(template_id=0, prompt_units=4000, prompt_eval_count=6000, action=tuner_pb2.APPLY,
+                     num_ctx=grown.num_ctx, num_batch=grown.num_batch, kv_bytes_per_token=128 * KIB)]))
+    summary = await tuner_stub.Summary(tuner_pb2.SummaryRequest(period_seconds=600))
+    b = summary.models[0].benefit
+    assert (b.optimized, b.truncations_prevented, b.default_num_ctx, b.kv_bytes_default) == (1, 0, 0, 0)
+    assert summary.benefit.kv_bytes_loaded == 0  # the total compares only models with a known default
+    code, out, err = await cli("stats", "--period", "600", "--address", tuner.address)
+    assert code == 0, err
+    assert re.search(rf"^num_ctx default -> now\s+unknown -> {grown.num_ctx}$", out, re.M), out
+    assert re.search(r"^KV memory default -> now\s+unknown$", out, re.M)
+    assert f"Ollama's default context is not known for {MODEL}" in out

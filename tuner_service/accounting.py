@@ -2,6 +2,7 @@
 and the KV memory of each model against Ollama's default context."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,8 +36,17 @@ class KvMemory:
     default_ctx: int
 
 
+def known_default_ctx(policy: Policy, model: ModelState) -> int:
+    """Ollama's default context for the model as the gateway saw it (/api/ps after a request without num_ctx),
+    else the operator's TUNER_DEFAULT_NUM_CTX; 0 = unknown (every request so far carried a num_ctx): the
+    settings' fallback is a guess the policy may act on, never a baseline to claim a benefit against."""
+    if model.default_ctx:
+        return model.default_ctx
+    return policy.s.default_num_ctx if os.environ.get("TUNER_DEFAULT_NUM_CTX") else 0
+
+
 def kv_memory(policy: Policy, model: ModelState) -> KvMemory:
-    default_ctx = policy.default_ctx(model)
+    default_ctx = known_default_ctx(policy, model)
     loaded_ctx = model.loaded_ctx if model.managed and model.loaded_ctx else default_ctx
     per_token = model.kv_bytes_per_token or costs.kv_bytes_per_token(model)
     return KvMemory(int(loaded_ctx * per_token), int(default_ctx * per_token), loaded_ctx, default_ctx)
@@ -59,7 +69,7 @@ class Accounting:
         prompt = outcome.prompt_eval_count if obs.counts_known else 0
         benefit = self._ledger.assess(obs.model, split_key(obs.model)[1], Request(
             optimized=obs.applied, sent=sent, baseline=baseline, loaded=learned.reloaded,
-            truncated=learned.truncated, prompt_tokens=prompt, default_ctx=self._policy.default_ctx(model)))
+            truncated=learned.truncated, prompt_tokens=prompt, default_ctx=known_default_ctx(self._policy, model)))
         estimate = 0.0
         if obs.applied and not benefit.baseline_truncated and obs.prompt_eval_s > 0:
             arm = model.arms.get((size_class(prompt), baseline[1]))

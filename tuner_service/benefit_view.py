@@ -47,7 +47,7 @@ def prompt_change(b: tuner_pb2.Benefit) -> str:
 
 def context_change(b: tuner_pb2.Benefit) -> str:
     if not b.default_num_ctx:
-        return "-"
+        return f"unknown -> {b.loaded_num_ctx}" if b.loaded_num_ctx else "-"
     return f"{b.default_num_ctx} -> {b.loaded_num_ctx or b.default_num_ctx}"
 
 
@@ -71,4 +71,10 @@ def render(response: tuner_pb2.SummaryResponse) -> str:
         names.append("total")
         columns.append(column(response.benefit, ""))
     rows = [("", *names), *[(figure, *values) for figure, *values in zip(FIGURES, *columns)]]
-    return table(rows) + "\n\n" + "\n".join(NOTES)
+    unknown = [name for name, m in zip(names, response.models) if not m.benefit.default_num_ctx]
+    notes = list(NOTES)
+    if unknown:
+        notes.append(f"Ollama's default context is not known for {', '.join(unknown)}: every request carried a "
+                     "num_ctx, so /api/ps never showed it (set TUNER_DEFAULT_NUM_CTX to your server's default); "
+                     "truncations prevented and the KV memory of the default are not counted there.")
+    return table(rows) + "\n\n" + "\n".join(notes)
