@@ -9,7 +9,7 @@ from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
 
 NOTES = (
     "truncations prevented: optimized requests, not truncated, whose prompt was longer than the context Ollama\n"
-    "  would have used (the client's num_ctx, else Ollama's default as learned from /api/ps).",
+    "  would have used (the client's num_ctx, else Ollama's default: from /api/ps, or TUNER_DEFAULT_NUM_CTX).",
     "reloads seen: runner loads (Ollama's clock); by the optimizer: those after an option change it made;\n"
     "  the clients' options cause: reloads their own option changes would cause without the optimizer.",
     "prompt time: optimized requests measured, against an estimate at the prompt speed Ollama showed for the\n"
