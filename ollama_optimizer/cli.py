@@ -32,11 +32,11 @@ async def _up(args: argparse.Namespace) -> int:
 
 async def _migrate(args: argparse.Namespace) -> int:
     from .config import DatabaseConfig
-    from .db import embedded_or_configured_dsn
-    from .migrations import apply_migrations, describe
+    from .migrations import describe
+    from .startup import migrated_database
 
-    async with embedded_or_configured_dsn(DatabaseConfig()) as (dsn, _embedded):
-        report = await apply_migrations(dsn, contract=args.contract)
+    async with migrated_database(DatabaseConfig(), contract=args.contract) as (_dsn, _embedded, report):
+        pass
     print(describe(report))
     return 0
 

@@ -16,11 +16,11 @@ import socket
 import sys
 
 from .config import DatabaseConfig, ServerConfig, StartupError, env_str
-from .db import embedded_or_configured_dsn
 from .health_check import EXIT_SERVING, check, client_args_from_env
 from .lifeline import die_with_parent
-from .migrations import apply_migrations, describe
+from .migrations import describe
 from .server import wait_for_shutdown_signal
+from .startup import migrated_database, step
 from .upstream_check import say_if_no_ollama
 
 CHILD_GRACE_SECONDS = 10.0
@@ -176,16 +176,18 @@ async def _wait_ready(children: dict[str, asyncio.subprocess.Process]) -> str | 
 async def run_all(with_gateway: bool = True) -> int:
     """Run the whole system until SIGINT/SIGTERM or a child's exit; returns an exit code."""
     ensure_ports_free(_needed_addresses(with_gateway))
-    async with embedded_or_configured_dsn(DatabaseConfig()) as (dsn, embedded):
-        report = await apply_migrations(dsn)
+    async with migrated_database(DatabaseConfig()) as (dsn, embedded, report):
         if report.contract_pending:
             print(describe(report), file=sys.stderr)
         env = {**os.environ, "OPTIMIZER_DSN": dsn, **_client_addresses()}
         names = ["matcher", "tuner"] + (["gateway"] if with_gateway else [])
         # Ctrl-C is handled from before the banner: a user may press it as soon as they read it.
         signal_wait = asyncio.ensure_future(wait_for_shutdown_signal())
-        children = {name: await _spawn(name, env) for name in names}
-        not_ready = await _wait_ready(children)
+        with step(f"starting {', '.join(names)}") as starting:
+            children = {name: await _spawn(name, env) for name in names}
+            not_ready = await _wait_ready(children)
+            if not_ready is not None:
+                starting.failed()
         if not_ready is not None:
             print(f"ollama-optimizer did not start: {not_ready}; stopping", file=sys.stderr)
             signal_wait.cancel()

@@ -92,7 +92,7 @@ async def serve_compat(gw: Gateway, request: web.Request, door: Door, headers: d
     except RecursionError:
         metrics.COMPAT_UNTRANSLATED.labels(label).inc()
         return await gw._relay(request, label, body)
-    sent = gw.runner_loads.sent(decision.model, (decision.num_ctx, decision.num_batch))
+    sent = gw.sending(decision)
     with gw.outcome_pending():
         try:
             answer = await _run(gw, request, door, translated, data, headers)

@@ -28,14 +28,14 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "max_body_bytes": ("GATEWAY_MAX_BODY_BYTES",),
     "optimize_max_body_bytes": ("GATEWAY_OPTIMIZE_MAX_BODY_BYTES",),
     "max_model_labels": ("GATEWAY_MAX_MODEL_LABELS",),
-    "reload_threshold_s": ("GATEWAY_RELOAD_THRESHOLD_S",),
-    "truncation_unit_ratio": ("GATEWAY_TRUNCATION_UNIT_RATIO",),
 }
 # Keys earlier versions read, ignored with a warning (an upgrade must not stop a working gateway).
 _RETIRED = {
     "source_id": "a client's Reports are named by its per-source token (auth_token, listed in the services' "
                  "OPTIMIZER_SOURCE_TOKENS), never by a name it writes",
 }
+# Keys of earlier releases now defined once for every component (ollama_optimizer/benefit.py): ignored.
+RETIRED_KEYS = frozenset({"reload_threshold_s", "truncation_unit_ratio"})
 
 
 @dataclass(frozen=True)
@@ -78,8 +78,6 @@ class PluginConfig:
     max_body_bytes: int = 0  # gateway: an operator's /api/chat|generate body limit (413 above); 0 = none, as Ollama
     optimize_max_body_bytes: int = 32 << 20  # gateway: larger chat/generate bodies are relayed untouched
     max_model_labels: int = 50  # gateway: distinct model label values before "other"
-    reload_threshold_s: float = 0.1  # gateway: load_duration below this is never a reload
-    truncation_unit_ratio: float = 0.5  # gateway: prompt_eval_count < ratio * prompt units -> truncated
     # Label of the Ollama host (or hardware class) behind this host: the tuner learns per (label, model).
     # "" = the default host (one Ollama behind every gateway).
     ollama_host: str = ""
@@ -113,10 +111,10 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
             log.warning("%s: %r is no longer read: %s", path, key, _RETIRED[key])
             del data[key]
         known = {f.name for f in fields(PluginConfig)}
-        unknown = set(data) - known
+        unknown = set(data) - known - RETIRED_KEYS
         if unknown:
             raise ValueError(f"{path}: unknown keys {sorted(unknown)}")
-        values.update(data)
+        values.update((key, value) for key, value in data.items() if key in known)
     for f in fields(PluginConfig):
         for name in (f"OPT_{f.name.upper()}", *_ALIASES.get(f.name, ())):
             if env.get(name):

@@ -98,6 +98,7 @@ class OptimizerCore:
         d.message_count = message_count(request)
         set_by_client = [name for name in TUNED_OPTIONS if name in options]
         d.num_ctx, d.num_batch = _int_option(options, "num_ctx"), _int_option(options, "num_batch")
+        d.client_num_ctx, d.client_num_batch = d.num_ctx, d.num_batch
         if cfg.respect_client_options and len(set_by_client) == len(TUNED_OPTIONS):
             d.reason = "client_options"
             return request

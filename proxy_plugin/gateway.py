@@ -27,6 +27,7 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from ollama_optimizer.benefit import RELOAD_THRESHOLD_SECONDS
 from ollama_optimizer.config import env_int
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
 from ollama_optimizer.server import wait_for_shutdown_signal
@@ -228,7 +229,7 @@ class Gateway:
     ) -> web.StreamResponse:
         headers = forward_headers(request.headers, drop=frozenset({"accept-encoding"}))  # parseable answer
         final = FinalObject(require_done=endpoint != "embed")  # /api/embed answers one object without done
-        sent = self.runner_loads.sent(decision.model, (decision.num_ctx, decision.num_batch))
+        sent = self.sending(decision)
         with self.outcome_pending():
             try:
                 response, status, first_chunk = await self._pipe(request, endpoint, body, headers, final)
@@ -257,6 +258,12 @@ class Gateway:
         await self._learned.wait()
         await self.core.flush()
 
+    def sending(self, decision: Decision) -> Sent:
+        """Note the options a request goes upstream with: the runner-load ticket (end it with
+        ``runner_loads.finished``) and the num_batch /api/ps does not show."""
+        self.loaded_models.sent(decision.model, decision.num_batch)
+        return self.runner_loads.sent(decision.model, (decision.num_ctx, decision.num_batch))
+
     async def learn(
         self, payload: dict[str, Any], decision: Decision, stats: dict[str, Any] | None, received: float,
         first_chunk: float | None, sent: Sent,
@@ -267,7 +274,7 @@ class Gateway:
         ttft = None if first_chunk is None else first_chunk - received
         final_stats = stats or {}
         runner = self.runner_loads.judge(
-            decision.model, sent, stat_int(final_stats, "load_duration"), int(self.config.reload_threshold_s * 1e9),
+            decision.model, sent, stat_int(final_stats, "load_duration"), int(RELOAD_THRESHOLD_SECONDS * 1e9),
             ollama_time(final_stats.get("created_at")), stat_int(final_stats, "total_duration"))
         self._metrics.record(decision, stats, latency, ttft, runner == tuner_pb2.RUNNER_LOADED)
         loaded = self.loaded_models.get(decision.model)

@@ -36,12 +36,3 @@ class RequestMetrics:
                 metrics.TOKENS_PER_SECOND.labels(model, phase).observe(count / (duration_ns / 1e9))
         if runner_loaded:
             metrics.RELOADS_SEEN.labels(model).inc()
-        if self._truncated(decision, final, prompt):
-            metrics.TRUNCATIONS.labels(model).inc()
-
-    def _truncated(self, decision: Decision, final: dict[str, Any], prompt_tokens: int) -> bool:
-        """done_reason=length without a num_predict cap, or far fewer prompt tokens than prompt units."""
-        if final.get("done_reason") == "length" and decision.num_predict == 0:
-            return True
-        units = decision.prompt_units
-        return bool(units and prompt_tokens and prompt_tokens < self._cfg.truncation_unit_ratio * units)

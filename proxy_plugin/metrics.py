@@ -8,6 +8,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ollama_optimizer.build_info import register_build_info
+from ollama_optimizer.labels import BoundedLabel as BoundedLabel  # re-exported for the gateway
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 BUILD_INFO = register_build_info(REGISTRY)
@@ -109,14 +110,8 @@ TOKENS_PER_SECOND = Histogram(
 )
 RELOADS_SEEN = Counter(
     "optimizer_gateway_reloads_seen",
-    "Responses for which Ollama loaded a runner: a long load_duration explained by the options sent, no request "
-    "in flight or a load of another model (a queue wait is not one).",
-    ["model"], registry=REGISTRY,
-)
-TRUNCATIONS = Counter(
-    "optimizer_gateway_truncations_detected",
-    "Responses that look truncated (done_reason=length without num_predict, or far fewer prompt tokens "
-    "than the prompt's units).",
+    "Responses for which Ollama loaded a runner (ollama_optimizer/benefit.py: the part of load_duration beyond "
+    "the wait for earlier requests of the model, by Ollama's clock, is at least the reload threshold).",
     ["model"], registry=REGISTRY,
 )
 UPSTREAM_ERRORS = Counter(
@@ -127,6 +122,12 @@ UPSTREAM_ERRORS = Counter(
 # a model Ollama unloaded loses its series.
 LOADED_NUM_CTX = Gauge(
     "optimizer_gateway_loaded_num_ctx", "Context length (num_ctx) each loaded model runs with, from /api/ps.",
+    ["model"], registry=REGISTRY,
+)
+LOADED_NUM_BATCH = Gauge(
+    "optimizer_gateway_loaded_num_batch",
+    "num_batch each loaded model runs with as this gateway last sent it (/api/ps does not report num_batch; "
+    "0 = Ollama's automatic value).",
     ["model"], registry=REGISTRY,
 )
 LOADED_SIZE = Gauge(
@@ -142,19 +143,3 @@ CLIENT_DISCONNECTS = Counter(
     "optimizer_gateway_client_disconnects", "Requests cancelled because the client went away.",
     ["endpoint"], registry=REGISTRY,
 )
-
-
-class BoundedLabel:
-    """The first ``limit`` distinct values keep their name; later ones become ``"other"``."""
-
-    def __init__(self, limit: int) -> None:
-        self._limit = limit
-        self._seen: set[str] = set()
-
-    def __call__(self, value: str) -> str:
-        if value in self._seen:
-            return value
-        if len(self._seen) < self._limit and value:
-            self._seen.add(value)
-            return value
-        return "other"

@@ -44,6 +44,8 @@ def build_outcome(item: Observation, memory: MemoryFigures) -> tuner_pb2.Outcome
         action=d.action,
         num_ctx=d.num_ctx,
         num_batch=d.num_batch,
+        client_num_ctx=d.client_num_ctx,
+        client_num_batch=d.client_num_batch,
         num_predict=d.num_predict,
         done_reason=done_reason if done_reason in ("stop", "length") else "",
         counts_known=known,

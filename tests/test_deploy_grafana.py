@@ -66,14 +66,14 @@ def test_required_panels() -> None:
         return " | ".join(p["title"].lower() for p in DASHBOARDS[name]["panels"])
 
     overview = titles("overview.json")
-    for words in ("requests", "optimized share", "match rate", "optimized vs passed through", "reloads",
-                  "truncations", "kv tokens saved"):
+    for words in ("requests", "optimized share", "match rate", "optimized vs passed through", "reloads by cause",
+                  "truncations prevented", "kv memory", "prompt time", "benefit"):
         assert words in overview, words
     for words in ("rps", "latency", "cache", "templates"):
         assert words in titles("matcher.json"), words
     for words in ("recommendations", "learning", "outcomes", "flush"):
         assert words in titles("tuner.json"), words
-    for words in ("latency by model", "time to first token", "tokens/s"):
+    for words in ("latency by model", "time to first token", "tokens/s", "num_batch", "benefit"):
         assert words in titles("gateway.json"), words
 
 

@@ -331,7 +331,10 @@ def test_every_dashboard_and_alert_expression_against_real_services(database: st
                      "matcher.json / RPS by method", "matcher.json / Latency by method", "matcher.json / Match results",
                      "tuner.json / Recommendations by action", "tuner.json / RPC rate by method",
                      "tuner.json / Outcomes reported", "gateway.json / Time to first token by model",
-                     "gateway.json / Tokens/s per request (median)", "gateway.json / Token throughput"):
+                     "gateway.json / Tokens/s per request (median)", "gateway.json / Token throughput",
+                     "overview.json / Requests optimized by model",
+                     "overview.json / Reloads by cause, and what the clients' options would cause",
+                     "gateway.json / Loaded num_batch by model (as sent)"):
             assert must not in empty, (
                 f"{must} shows no data after traffic; empty: {empty}\ngateway /metrics:\n"
                 + _get(f"http://127.0.0.1:{ports['gateway']}/metrics")[:3000])

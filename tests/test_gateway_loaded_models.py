@@ -64,3 +64,20 @@ async def test_loaded_models_and_the_version_are_exported() -> None:
                 async with http.get(f"http://127.0.0.1:{gw.metrics_port}/metrics") as response:
                     text = await response.text()
     assert f'optimizer_build_info{{version="{package_version()}"}} 1.0' in text
+
+
+async def test_the_loaded_num_batch_is_what_the_gateway_sent() -> None:
+    """/api/ps does not show num_batch: the gauge shows what this gateway last sent for a loaded model, 0 for
+    Ollama's own value; a model Ollama unloaded loses it with the other gauges."""
+    async with stand_ins(tuner=StandInTuner(num_ctx=8192, num_batch=1024)) as services:
+        async with gateway_chain(services.config(), hardware="gpu-24gb") as (gw, _tap, emu):
+            await ollama.AsyncClient(host=gw.url).chat(model=MODEL, messages=MESSAGES)
+            await wait_until(lambda: sample("optimizer_gateway_loaded_num_batch", model=MODEL) == 1024)
+            assert emu.runner_options(MODEL)["num_batch"] == 1024
+            assert sample("optimizer_gateway_loaded_num_ctx", model=MODEL) == 8192
+    async with stand_ins(tuner=PassthroughTuner()) as services:
+        async with gateway_chain(services.config(), hardware="gpu-24gb") as (gw, _tap, emu):
+            await ollama.AsyncClient(host=gw.url).chat(model=MODEL, messages=MESSAGES)
+            await wait_until(lambda: gw.gateway.loaded_models.get(MODEL).context_length == 32768)
+            await wait_until(lambda: sample("optimizer_gateway_loaded_num_ctx", model=MODEL) == 32768)
+            assert sample("optimizer_gateway_loaded_num_batch", model=MODEL) == 0

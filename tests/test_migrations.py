@@ -154,13 +154,13 @@ async def _match_observe(pool: asyncpg.Pool, known: str) -> None:
 async def _tuner_queries(conn: asyncpg.Connection) -> None:
     state = await tuner_store.load_state(conn)
     assert MODEL in state
-    values = {column: "" if kind == "text" else 0 for column, kind in tuner_store.OUTCOME_FIELDS}
-    values.update(outcome_id="after-upgrade", decision_id="", model=MODEL, done_reason="stop", reason_code="",
-                  counts_known=True, reload_caused=False, reload_avoided=False, truncation_prevented=False,
-                  truncation_detected=False, action=2, finished_at=time.time())
+    blank = {"text": "", "bool": False}
+    values = {column: blank.get(kind, 0) for column, kind in tuner_store.OUTCOME_FIELDS}
+    values.update(outcome_id="after-upgrade", model=MODEL, done_reason="stop", counts_known=True, action=2,
+                  finished_at=time.time())
     await tuner_store.write_outcomes(conn, [tuner_store.outcome_row(values)])
     assert await conn.fetchval("SELECT count(*) FROM tuner_outcome") == 2
-    assert await tuner_store.summary(conn, 3600.0, "", 0)
+    assert await tuner_store.summary(conn, 3600.0, "")
 
 
 @pytest.mark.parametrize("version", RELEASED_VERSIONS)

@@ -9,6 +9,8 @@ from google.protobuf.message import Message
 from ollama_optimizer.cli_support import CALL_TIMEOUT_SECONDS, as_dict, channel_to, print_json, table
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2, tuner_pb2_grpc
 
+from . import benefit_view
+
 SERVICE = "tuner"
 
 
@@ -50,24 +52,24 @@ async def stats(args: argparse.Namespace, **channel_args: str) -> int:
     assert isinstance(response, tuner_pb2.SummaryResponse)
     if args.json:
         return 0
+    b = response.benefit
     print(table([
         ("period", f"last {response.period_seconds} s" + (f", model {args.model}" if args.model else "")),
         ("requests", response.requests),
         ("optimized", f"{response.optimized} ({response.optimized_share:.0%})"),
         ("template match rate", f"{response.match_rate:.0%}"),
-        ("latency p50 optimized / passed through",
-         f"{response.latency_p50_optimized_seconds:.3f} s / {response.latency_p50_passthrough_seconds:.3f} s"),
-        ("KV tokens saved", response.kv_tokens_saved),
-        ("truncations prevented / detected", f"{response.truncations_prevented} / {response.truncations_detected}"),
-        ("reloads caused / avoided", f"{response.reloads_caused} / {response.reloads_avoided}"),
+        ("latency p50 / p95 optimized",
+         f"{b.latency_p50_optimized_seconds:.3f} s / {b.latency_p95_optimized_seconds:.3f} s"),
+        ("latency p50 / p95 passed through",
+         f"{b.latency_p50_passthrough_seconds:.3f} s / {b.latency_p95_passthrough_seconds:.3f} s"),
     ]))
     if response.models:
+        print("\nWhat the optimizer changed against Ollama alone (its defaults and the clients' own options):\n")
+        print(benefit_view.render(response))
         print()
-        print(table([("model", "host", "requests", "optimized", "loaded num_ctx", "loaded num_batch", "num_ctx cap",
-                      "reloads"),
-                     *[(m.model, m.ollama_host or "default", m.requests, m.optimized, m.loaded_num_ctx or "default",
-                        m.loaded_num_batch or "default", m.num_ctx_cap or "none", m.reloads)
-                       for m in response.models]]))
+        print(table([("model", "host", "loaded num_ctx", "loaded num_batch", "num_ctx cap"),
+                     *[(m.model, m.ollama_host or "default", m.loaded_num_ctx or "default",
+                        m.loaded_num_batch or "default", m.num_ctx_cap or "none") for m in response.models]]))
         for m in response.models:
             if m.memory_advice:
                 print(f"{m.model}: {m.memory_advice}")

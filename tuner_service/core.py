@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 
 from . import limits, metrics, store, tentative
+from .accounting import MAX_HOST_LABELS, Accounting, Assessed
 from .decision_token import NONE, DecisionFields, DecisionSigner, key_from_env
 from .evidence import HostVersions
 from .hosts import split_key
@@ -32,7 +33,6 @@ from .writer import Dirty, Entry, WriteBehind
 log = logging.getLogger(__name__)
 
 ACTION_LABEL = {1: "passthrough", 2: "apply"}
-MAX_HOST_LABELS = 32
 
 
 @dataclass(eq=False)
@@ -74,6 +74,7 @@ class TunerCore:
         self.policy = Policy(settings.policy)
         self.pool = pool
         self.writer = WriteBehind(pool, settings, self._snapshot, self._promoted, self._demoted, self._load)
+        self.accounting = Accounting(self.policy)
         self.residency = Residency(pool, self.policy, settings.templates_in_memory, lambda: self.writer.dirty)
         self.signer = DecisionSigner(key_from_env())
         self._prefix = os.urandom(3).hex()
@@ -151,20 +152,10 @@ class TunerCore:
         did = self.signer.issue(f"{self._prefix}{next(self._seq):x}", DecisionFields(
             decision.reason_code, decision.reload, decision.reload_avoided, decision.truncation_prevented))
         metrics.RECOMMENDATIONS.labels(ACTION_LABEL[decision.action], decision.reason_code).inc()
-        if decision.reload:
-            metrics.RELOADS.labels("caused").inc()
-        if decision.reload_avoided:
-            metrics.RELOADS.labels("avoided").inc()
-        if decision.truncation_prevented:
-            metrics.TRUNCATIONS.labels("prevented").inc()
         if decision.reason_code == "runaway_stopped":
             metrics.RUNAWAY_STOPPED.inc()
-        if decision.action == APPLY:
-            model = self.policy.models.get(req.model)
-            if model is not None:
-                metrics.KV_TOKENS_SAVED.inc(max(0, self.policy.default_ctx(model) - decision.num_ctx))
-                if decision.reload and not self.read_only:
-                    self.writer.touch(req.model)
+        if decision.action == APPLY and decision.reload and not self.read_only and req.model in self.policy.models:
+            self.writer.touch(req.model)
         return decision, did
 
     def sizing(self, key: str, context_limit: int = 0) -> dict[str, float | int]:
@@ -248,14 +239,9 @@ class TunerCore:
         learned = self.policy.observe(obs)
         self.residency.bound(obs.model, self.policy.models[obs.model])
         limits.learn(self.policy.models[obs.model], item.outcome.model_context_limit, item.outcome.kv_bytes_per_token)
-        if learned.foreign:
-            metrics.TRUNCATIONS.labels("foreign_context").inc()
-        elif learned.truncated:
-            metrics.TRUNCATIONS.labels("detected").inc()
-        if learned.reloaded:
-            metrics.RELOADS.labels("observed").inc()
+        assessed = self.accounting.assess(item.outcome, obs, learned)
         self.writer.touch(obs.model, obs.template_id)
-        item.entry = self.writer.enqueue(self._row(item, learned), item)
+        item.entry = self.writer.enqueue(self._row(item, learned, assessed), item)
         return item.entry is not None
 
     def _with_host_version(self, obs: Observation) -> Observation:
@@ -269,7 +255,7 @@ class TunerCore:
             model.ollama_version, model.version_at = obs.ollama_version, obs.finished_at
         return obs
 
-    def _row(self, item: Pending, learned: Learned) -> tuple[Any, ...]:
+    def _row(self, item: Pending, learned: Learned, assessed: Assessed) -> tuple[Any, ...]:
         o, obs = item.outcome, item.valid.observation
         model = self.policy.models[obs.model]
         saved = self.policy.default_ctx(model) - o.num_ctx if obs.applied and o.num_ctx > 0 else 0
@@ -287,7 +273,10 @@ class TunerCore:
             reload_caused=item.decision.reload_caused, reload_avoided=item.decision.reload_avoided,
             truncation_prevented=item.decision.truncation_prevented, truncation_detected=learned.truncated,
             kv_tokens_saved=saved, finished_at=item.valid.finished_at, ollama_host=o.ollama_host,
-            prompt_eval_cached_count=o.prompt_eval_cached_count))
+            prompt_eval_cached_count=o.prompt_eval_cached_count, runner_loaded=learned.reloaded,
+            load_cause=assessed.benefit.load_cause, baseline_reload=assessed.benefit.baseline_reload,
+            baseline_num_ctx=assessed.benefit.baseline_ctx, baseline_truncated=assessed.benefit.baseline_truncated,
+            prompt_seconds_baseline=assessed.prompt_seconds_baseline))
 
     def _snapshot(self, dirty: Dirty) -> tuple[list[tuple[Any, ...]], list[store.RuleRow], list[tuple[Any, ...]]]:
         models, rules, arms = [], [], []
@@ -358,7 +347,6 @@ class TunerCore:
                 await self.writer.flush()
             except store.FenceLost:  # demoted: the figures below are what the current writer stored
                 pass
-        reload_ns = int(self.settings.policy.reload_threshold_seconds * 1e9)
         async with self.pool.acquire() as conn:
-            return await store.summary(conn, period_s, model, reload_ns)
+            return await store.summary(conn, period_s, model)
 

@@ -13,18 +13,39 @@ DECISIONS_UNVERIFIED = Counter(
     "stored without the decision's fields.")
 OUTCOMES_REJECTED = Counter(
     "optimizer_tuner_outcomes_rejected_total", "Rejected outcomes by validation rule.", ("rule",))
-RELOADS = Counter(
-    "optimizer_tuner_reloads_total",
-    "Model reloads: caused by a recommendation, avoided by keeping the loaded context, observed in telemetry.",
-    ("kind",))  # caused|avoided|observed
+# What the optimizer changed against Ollama alone, per model (ollama_optimizer/benefit.py; the tuner's
+# outcome order; at most MAX_MODEL_LABELS model names, the rest "other").
+REQUESTS = Counter(
+    "optimizer_tuner_requests_total", "Outcomes per model by action (apply = optimized | passthrough).",
+    ("model", "action"))
 TRUNCATIONS = Counter(
-    "optimizer_tuner_truncations_total", "Prompt truncations detected in telemetry or prevented by the guard.",
-    ("kind",))  # detected|prevented|foreign_context (seen at a context other than the believed one: not escalated)
+    "optimizer_tuner_truncations_total",
+    "Per model: prevented = optimized requests not truncated whose prompt is longer than the context Ollama "
+    "would have used; truncated = requests truncated anyway (the tuner's judgement).",
+    ("model", "kind"))  # prevented|truncated
+RUNNER_LOADS = Counter(
+    "optimizer_tuner_runner_loads_total",
+    "Runner loads (reloads) per model by cause: optimizer = an option change it made (no other model loaded on the "
+    "host since); client = an option change of the client's own; other = first load, expiry or eviction.",
+    ("model", "cause"))
+BASELINE_RELOADS = Counter(
+    "optimizer_tuner_baseline_reloads_total",
+    "Per model: reloads the clients' own options would have caused without the optimizer (an option change "
+    "between requests as the clients sent them).",
+    ("model",))
+PROMPT_SECONDS = Counter(
+    "optimizer_tuner_prompt_seconds_total",
+    "Prompt processing of optimized requests with an estimate, per model: measured, and baseline = estimated at "
+    "the prompt speed Ollama showed with the clients' own options (same model and prompt size class).",
+    ("model", "measure"))  # measured|baseline
+KV_BYTES = Gauge(
+    "optimizer_tuner_kv_bytes",
+    "KV-cache bytes per model and Ollama host label of the context loaded now and of Ollama's default context "
+    "(models whose KV bytes per token are known).",
+    ("model", "ollama_host", "context"))  # loaded|default
 CAPPED = Counter(
     "optimizer_tuner_capped_total",
     "APPLY decisions lowered by a hard limit (trained context, operator cap, KV budget) or the memory cap.")
-KV_TOKENS_SAVED = Counter(
-    "optimizer_tuner_kv_tokens_saved_total", "Context tokens not allocated versus the default context (APPLY).")
 OUTCOME_BUFFER = Gauge("optimizer_tuner_outcome_buffer", "Outcomes waiting to be written to Postgres.")
 OUTCOMES_DROPPED = Counter(
     "optimizer_tuner_outcomes_dropped_total", "Outcomes dropped because the write-behind buffer was full.")

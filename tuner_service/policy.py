@@ -14,6 +14,10 @@ import functools
 import math
 from dataclasses import dataclass
 
+from ollama_optimizer.benefit import RUNNER_KEPT as RUNNER_KEPT  # re-exported: Outcome.runner_load
+from ollama_optimizer.benefit import RUNNER_LOADED as RUNNER_LOADED
+from ollama_optimizer.benefit import RUNNER_UNKNOWN, runner_loaded
+
 from . import costs, tentative
 from .bandit import choose_num_batch
 from .evidence import CountReading, at_cut, read_counts
@@ -27,7 +31,6 @@ CLIENT_OWNED = frozenset({"num_ctx", "num_batch"})
 CONFIDENCE_K = 3.0  # confidence = n / (n + K)
 MAX_UNCONFIRMED_MODELS = 256  # models known from Recommend alone (no outcome, pin or stored row yet)
 EWMA = 0.1
-RUNNER_UNKNOWN, RUNNER_KEPT, RUNNER_LOADED = 0, 1, 2  # Outcome.runner_load: what the gateway saw
 _LADDERS = functools.lru_cache(maxsize=256)(ladder)  # by (min, max, model limit, steps, explicit rungs)
 
 REASON_CODES = ("client_set", "no_data", "low_confidence", "pinned", "initial", "grow",
@@ -425,17 +428,10 @@ class Policy:
         tentative.settle(model, (obs.template_id, obs.prompt_units, obs.message_count), measured, self.clock)
 
     def _reloaded(self, model: ModelState, obs: Observation) -> bool:
-        """Whether Ollama loaded a runner for this request. The gateway tells from what it sent (options,
-        requests in flight); without it, a load_duration over the threshold counts when the options differ
-        from the previous outcome's, else only when it is at least half a measured load (a shorter wait
-        is a queue wait behind other requests, which load_duration includes)."""
+        """Whether Ollama loaded a runner for this request (the one definition: benefit.runner_loaded)."""
         config = (obs.num_ctx, obs.num_batch) if obs.applied else (0, 0)
         changed, model.load_config = config != model.load_config, config
-        if obs.runner_load != RUNNER_UNKNOWN:
-            return obs.runner_load == RUNNER_LOADED
-        if obs.load_s < self.s.reload_threshold_seconds:
-            return False
-        return changed or obs.load_s >= model.reload_cost_s / 2
+        return runner_loaded(obs.runner_load, obs.load_s, changed, model.reload_cost_s)
 
     def truncated(self, model: ModelState, obs: Observation, ctx_known: int,
                   reading: CountReading | None = None) -> bool:

@@ -10,6 +10,7 @@ from ollama_optimizer.gen.optimizer.v1 import tuner_pb2, tuner_pb2_grpc
 from ollama_optimizer.source_tokens import SourceTokens, bearer
 
 from . import admin
+from .accounting import kv_memory
 from .core import TunerCore
 from .explain import explain, memory_advice
 from .guard import Refused, ReportGuard, source_of
@@ -144,14 +145,23 @@ class TunerServicer(tuner_pb2_grpc.TunerServicer):
         for row in rows:
             if row["model"] is None:
                 _fill_total(response, row)
-            else:
-                model = self.core.policy.models.get(state_key(row["model"], row["ollama_host"]))
-                response.models.append(tuner_pb2.ModelSummary(
-                    model=row["model"], requests=row["requests"], optimized=row["optimized"],
-                    loaded_num_ctx=model.loaded_ctx if model else 0,
-                    loaded_num_batch=model.loaded_batch if model else 0, reloads=row["reloads"],
-                    memory_advice=memory_advice(self.core.policy, model) if model else "",
-                    ollama_host=row["ollama_host"], num_ctx_cap=model.num_ctx_cap if model else 0))
+                continue
+            model = self.core.policy.models.get(state_key(row["model"], row["ollama_host"]))
+            summary = tuner_pb2.ModelSummary(
+                model=row["model"], requests=row["requests"], optimized=row["optimized"],
+                loaded_num_ctx=model.loaded_ctx if model else 0,
+                loaded_num_batch=model.loaded_batch if model else 0, reloads=row["runner_loads"],
+                memory_advice=memory_advice(self.core.policy, model) if model else "",
+                ollama_host=row["ollama_host"], num_ctx_cap=model.num_ctx_cap if model else 0,
+                benefit=_benefit(row))
+            if model is not None:
+                memory = kv_memory(self.core.policy, model)
+                summary.benefit.kv_bytes_loaded, summary.benefit.kv_bytes_default = memory.loaded, memory.default
+                summary.benefit.loaded_num_ctx, summary.benefit.default_num_ctx = memory.loaded_ctx, memory.default_ctx
+                if memory.default:  # the total compares the models whose default is known
+                    response.benefit.kv_bytes_loaded += memory.loaded
+                    response.benefit.kv_bytes_default += memory.default
+            response.models.append(summary)
         return response
 
     async def _require_writer(self, context: grpc.aio.ServicerContext) -> None:
@@ -160,16 +170,28 @@ class TunerServicer(tuner_pb2_grpc.TunerServicer):
                                 "this tuner is a read-only standby: another process holds the writer lock")
 
 
+def _benefit(row: asyncpg.Record) -> tuner_pb2.Benefit:
+    """The benefit figures of one summary row (KV memory is filled from the learned state)."""
+    optimized, passthrough = row["latency_optimized"] or (0.0, 0.0), row["latency_passthrough"] or (0.0, 0.0)
+    return tuner_pb2.Benefit(
+        requests=row["requests"], optimized=row["optimized"], truncations_prevented=row["prevented"],
+        truncated=row["truncations_detected"], runner_loads=row["runner_loads"],
+        loads_by_optimizer=row["loads_by_optimizer"], loads_by_clients_baseline=row["loads_by_clients_baseline"],
+        latency_p50_optimized_seconds=optimized[0], latency_p95_optimized_seconds=optimized[1],
+        latency_p50_passthrough_seconds=passthrough[0], latency_p95_passthrough_seconds=passthrough[1],
+        prompt_seconds=row["prompt_seconds"], prompt_seconds_baseline=row["prompt_seconds_baseline"],
+        prompt_estimated_requests=row["prompt_estimated"])
+
+
 def _fill_total(response: tuner_pb2.SummaryResponse, row: asyncpg.Record) -> None:
     requests = row["requests"]
     response.requests = requests
     response.optimized = row["optimized"]
     response.optimized_share = row["optimized"] / requests if requests else 0.0
     response.match_rate = row["matched"] / requests if requests else 0.0
-    response.latency_p50_optimized_seconds = row["p50_optimized"] or 0.0
-    response.latency_p50_passthrough_seconds = row["p50_passthrough"] or 0.0
-    response.kv_tokens_saved = row["kv_tokens_saved"]
-    response.truncations_prevented = row["truncations_prevented"]
+    response.benefit.MergeFrom(_benefit(row))
+    response.latency_p50_optimized_seconds = response.benefit.latency_p50_optimized_seconds
+    response.latency_p50_passthrough_seconds = response.benefit.latency_p50_passthrough_seconds
+    response.truncations_prevented = row["prevented"]
     response.truncations_detected = row["truncations_detected"]
-    response.reloads_caused = row["reloads_caused"]
-    response.reloads_avoided = row["reloads_avoided"]
+    response.reloads_caused = row["loads_by_optimizer"]

@@ -57,8 +57,6 @@ class PolicySettings:
     revisit_requests: int = field(default_factory=lambda: env_int("TUNER_REVISIT_REQUESTS", 10))
     # Each recent revisit multiplies the reload cost a return must have paid for (hysteresis).
     revisit_backoff: float = field(default_factory=lambda: env_float("TUNER_REVISIT_BACKOFF", 2.0))
-    reload_threshold_seconds: float = field(
-        default_factory=lambda: env_float("TUNER_RELOAD_THRESHOLD_SECONDS", 0.5))
     reload_cost_prior_seconds: float = field(
         default_factory=lambda: env_float("TUNER_RELOAD_COST_PRIOR_SECONDS", 5.0))
     num_batch_arms: tuple[int, ...] = field(

@@ -32,7 +32,9 @@ OUTCOME_FIELDS = (
     ("model_size_bytes", "int8"), ("model_vram_bytes", "int8"), ("reason_code", "text"),
     ("reload_caused", "bool"), ("reload_avoided", "bool"), ("truncation_prevented", "bool"),
     ("truncation_detected", "bool"), ("kv_tokens_saved", "int8"), ("finished_at", "float8"),
-    ("ollama_host", "text"), ("prompt_eval_cached_count", "int8"))
+    ("ollama_host", "text"), ("prompt_eval_cached_count", "int8"), ("runner_loaded", "bool"),
+    ("load_cause", "int2"), ("baseline_reload", "bool"), ("baseline_num_ctx", "int4"),
+    ("baseline_truncated", "bool"), ("prompt_seconds_baseline", "float8"))
 OUTCOME_COLUMNS = tuple(name for name, _ in OUTCOME_FIELDS)
 OUTCOME_TYPES = tuple(kind for _, kind in OUTCOME_FIELDS)
 _OUTCOME_ORDER = operator.itemgetter(*OUTCOME_COLUMNS)
@@ -255,22 +257,24 @@ SELECT model, ollama_host,
        count(*) AS requests,
        count(*) FILTER (WHERE action = 2) AS optimized,
        count(*) FILTER (WHERE template_id <> 0) AS matched,
-       coalesce(sum(kv_tokens_saved) FILTER (WHERE action = 2), 0)::bigint AS kv_tokens_saved,
-       count(*) FILTER (WHERE truncation_prevented) AS truncations_prevented,
        count(*) FILTER (WHERE truncation_detected) AS truncations_detected,
-       count(*) FILTER (WHERE reload_caused) AS reloads_caused,
-       count(*) FILTER (WHERE reload_avoided) AS reloads_avoided,
-       count(*) FILTER (WHERE load_duration_ns >= $3) AS reloads,
-       percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_seconds)
-           FILTER (WHERE action = 2 AND latency_seconds > 0) AS p50_optimized,
-       percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_seconds)
-           FILTER (WHERE action = 1 AND latency_seconds > 0) AS p50_passthrough
+       count(*) FILTER (WHERE action = 2 AND baseline_truncated AND NOT truncation_detected) AS prevented,
+       count(*) FILTER (WHERE runner_loaded) AS runner_loads,
+       count(*) FILTER (WHERE load_cause = 1) AS loads_by_optimizer,
+       count(*) FILTER (WHERE baseline_reload) AS loads_by_clients_baseline,
+       coalesce(sum(prompt_eval_duration_ns) FILTER (WHERE prompt_seconds_baseline > 0), 0) / 1e9 AS prompt_seconds,
+       coalesce(sum(prompt_seconds_baseline), 0) AS prompt_seconds_baseline,
+       count(*) FILTER (WHERE prompt_seconds_baseline > 0) AS prompt_estimated,
+       percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY latency_seconds)
+           FILTER (WHERE action = 2 AND latency_seconds > 0) AS latency_optimized,
+       percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY latency_seconds)
+           FILTER (WHERE action = 1 AND latency_seconds > 0) AS latency_passthrough
 FROM tuner_outcome
 WHERE finished_at >= now() - make_interval(secs => $1) AND ($2 = '' OR model = $2)
 GROUP BY GROUPING SETS ((model, ollama_host), ())
 """
 
 
-async def summary(conn: asyncpg.Connection, period_s: float, model: str, reload_ns: int) -> list[asyncpg.Record]:
+async def summary(conn: asyncpg.Connection, period_s: float, model: str) -> list[asyncpg.Record]:
     """Rows per (model, Ollama host) plus a total row (model NULL)."""
-    return await conn.fetch(SUMMARY_SQL, period_s, model, reload_ns)
+    return await conn.fetch(SUMMARY_SQL, period_s, model)

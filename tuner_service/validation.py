@@ -24,7 +24,8 @@ _NONNEGATIVE = ("template_id", "prompt_units", "message_count", "num_ctx", "num_
                 "prompt_eval_count", "eval_count", "total_duration_ns", "load_duration_ns",
                 "prompt_eval_duration_ns", "eval_duration_ns", "host_rss_bytes", "gpu_memory_used_bytes",
                 "gpu_memory_total_bytes", "loaded_context_length", "model_size_bytes", "model_vram_bytes",
-                "prompt_eval_cached_count", "model_context_limit", "observed_num_ctx", "kv_bytes_per_token")
+                "prompt_eval_cached_count", "model_context_limit", "observed_num_ctx", "kv_bytes_per_token",
+                "client_num_ctx", "client_num_batch")
 MAX_VERSION_LEN = 64
 _DURATIONS = ("total_duration_ns", "load_duration_ns", "prompt_eval_duration_ns", "eval_duration_ns")
 
@@ -59,7 +60,7 @@ def _check_ranges(o: tuner_pb2.Outcome) -> None:
         if getattr(o, name) > MAX_DURATION_NS:
             raise Invalid("absurd", f"{name} above one day")
     for name in ("num_ctx", "num_batch", "num_predict", "loaded_context_length", "model_context_limit",
-                 "observed_num_ctx"):
+                 "observed_num_ctx", "client_num_ctx", "client_num_batch"):
         if getattr(o, name) > MAX_OPTION:
             raise Invalid("absurd", f"{name} above {MAX_OPTION}")
     for name in ("latency_seconds", "ttft_seconds", "finished_at"):

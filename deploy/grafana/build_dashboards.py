@@ -147,6 +147,8 @@ def query_variable(name: str, label: str, metric: str, label_name: str) -> dict[
 
 
 DECISIONS = "optimizer_plugin_decisions_total"
+TRUNCATIONS = "optimizer_tuner_truncations_total"
+REQUESTS_BY_MODEL = "optimizer_tuner_requests_total"
 MATCHES = "optimizer_matcher_matches_total"
 # Requests whose (matched) Match answer the plugin reused without calling the matcher; 0 without gateways.
 MEMO_HITS = "(" + rate("optimizer_plugin_match_memo_total", 'result="hit"') + " or vector(0))"
@@ -156,7 +158,8 @@ MATCHED = rate(MATCHES, 'result=~"matched|partial"')
 def overview() -> dict[str, Any]:
     return dashboard("ollama-optimizer-overview", "ollama-optimizer / Overview",
                      "Is the optimizer helping? Requests, optimized share, match rate, latency optimized vs "
-                     "passed through, reloads, truncations, KV memory saved.", [
+                     "passed through, and the benefit against Ollama alone: truncations prevented, reloads by "
+                     "cause, KV memory, prompt time.", [
         Panel("Requests/s (gateway)", [(rate("optimizer_gateway_requests_total"), "requests/s")], "reqps", "stat", 4, 4),
         Panel("Optimized share", [(ratio(rate(DECISIONS, 'action="apply"'), rate(DECISIONS)), "optimized")],
               "percentunit", "stat", 4, 4, "Requests whose options the optimizer set."),
@@ -166,8 +169,9 @@ def overview() -> dict[str, Any]:
         Panel("Fail-open share", [(ratio(rate("optimizer_plugin_passthrough_total", f'reason=~"{FAIL_OPEN_REASONS}"'),
                                          rate(DECISIONS)), "fail-open")], "percentunit", "stat", 4, 4,
               "Requests passed through because a service was down, slow or erroring."),
-        Panel("KV tokens saved (range)", [("sum(increase(optimizer_tuner_kv_tokens_saved_total[$__range]))", "tokens")],
-              "short", "stat", 4, 4, "Context tokens not allocated versus the default context."),
+        Panel("Truncations prevented (range)",
+              [(f'sum(increase({TRUNCATIONS}{{kind="prevented"}}[$__range]))', "prevented")], "short", "stat", 4, 4,
+              "Optimized requests, not truncated, whose prompt was longer than the context Ollama would have used."),
         Panel("Services up", [('sum by (job) (up{job=~"matcher|tuner|gateway"})', "{{job}}")], "short", "stat", 4, 4),
         Panel("Versions running", [("count by (version) (optimizer_build_info)", "{{version}}")], "short", "stat", 4, 4,
               "Processes per ollama-optimizer version (optimizer_build_info): more than one means a rollout."),
@@ -189,18 +193,49 @@ def overview() -> dict[str, Any]:
              "memo hits"),
         ], "percentunit", description="Requests whose Match input (windows and the tokens inside the largest) was "
                                       "matched in the last 2 s: one round trip (Recommend) instead of two."),
-        Row("Reloads, truncations, memory"),
-        Panel("Model reloads", [
-            (f"sum by (kind) (increase(optimizer_tuner_reloads_total[{RI}]))", "tuner: {{kind}}"),
-            (f"sum(increase(optimizer_gateway_reloads_seen_total[{RI}]))", "gateway: seen"),
-        ], "short", width=8, description="caused: a recommendation changed the runner options; avoided: the "
-                                          "loaded context was kept; observed/seen: load_duration in telemetry."),
-        Panel("Truncations", [
-            (f"sum by (kind) (increase(optimizer_tuner_truncations_total[{RI}]))", "tuner: {{kind}}"),
-            (f"sum(increase(optimizer_gateway_truncations_detected_total[{RI}]))", "gateway: detected"),
-        ], "short", width=8, description="prevented: a larger context was set so the prompt fits."),
-        Panel("KV tokens saved /s", [(rate("optimizer_tuner_kv_tokens_saved_total"), "tokens/s")], "short", width=8),
+        *benefit_row(),
     ])
+
+
+def benefit_row(m: str = "") -> list[Panel | Row]:
+    """What the optimizer changed against Ollama alone, per model (ollama_optimizer/benefit.py); ``m``: a
+    model selector."""
+    sel = f"{m}, " if m else ""
+    return [
+        Row("Benefit: against Ollama alone (its defaults, the clients' own options)"),
+        Panel("Requests optimized by model", [
+            (f'sum by (model) (increase({REQUESTS_BY_MODEL}{{{sel}action="apply"}}[{RI}]))', "optimized {{model}}"),
+            (f'sum by (model) (increase({REQUESTS_BY_MODEL}{{{sel}action="passthrough"}}[{RI}]))',
+             "passed through {{model}}"),
+        ], "short", width=8),
+        Panel("Truncations: prevented vs happened, by model", [
+            (f"sum by (model, kind) (increase({TRUNCATIONS}{{{m}}}[{RI}]))", "{{kind}} {{model}}")], "short", width=8,
+              description="prevented: optimized requests, not truncated, whose prompt was longer than the context "
+                          "Ollama would have used (the client's num_ctx, else its default from /api/ps); truncated: "
+                          "requests cut anyway (the tuner's judgement)."),
+        Panel("Reloads by cause, and what the clients' options would cause", [
+            (f"sum by (cause) (increase(optimizer_tuner_runner_loads_total{{{m}}}[{RI}]))", "{{cause}}"),
+            (f"sum(increase(optimizer_tuner_baseline_reloads_total{{{m}}}[{RI}]))", "without the optimizer: clients"),
+        ], "short", width=8,
+              description="Runner loads Ollama made (judged from its clock): optimizer = after an option change it "
+                          "made; client = after a client's own change; other = first load, expiry, eviction. "
+                          "Without the optimizer: option changes between the clients' own requests."),
+        Panel("KV memory: loaded vs Ollama's default context", [
+            (f'sum by (model) (max by (model, ollama_host) (optimizer_tuner_kv_bytes{{{sel}context="loaded"}}))',
+             "loaded {{model}}"),
+            (f'sum by (model) (max by (model, ollama_host) (optimizer_tuner_kv_bytes{{{sel}context="default"}}))',
+             "default {{model}}"),
+        ], "bytes", width=12, description="KV-cache bytes of the context each model is loaded with and of the "
+                                          "context Ollama would use (models whose KV bytes per token are known)."),
+        Panel("Prompt time: measured vs at Ollama's own options (estimate)", [
+            (f'sum(increase(optimizer_tuner_prompt_seconds_total{{{sel}measure="measured"}}[{RI}]))', "measured"),
+            (f'sum(increase(optimizer_tuner_prompt_seconds_total{{{sel}measure="baseline"}}[{RI}]))',
+             "baseline estimate"),
+        ], "s", width=12,
+              description="Optimized requests' prompt processing, and the same prompts at the prompt speed Ollama "
+                          "showed for the model with the clients' own options (same prompt size class); only once "
+                          "that speed has samples, never for a prevented truncation."),
+    ]
 
 
 def matcher() -> dict[str, Any]:
@@ -271,11 +306,13 @@ def tuner() -> dict[str, Any]:
             (quantile(0.99, "grpc_server_handling_seconds", grpc, "grpc_method"), "p99 {{grpc_method}}"),
         ], "s"),
         Row("Learning"),
-        Panel("Reloads", [(f"sum by (kind) (increase(optimizer_tuner_reloads_total[{RI}]))", "{{kind}}")],
-              "short", width=8),
-        Panel("Truncations", [(f"sum by (kind) (increase(optimizer_tuner_truncations_total[{RI}]))", "{{kind}}")],
-              "short", width=8),
-        Panel("KV tokens saved /s", [(rate("optimizer_tuner_kv_tokens_saved_total"), "tokens/s")], "short", width=8),
+        Panel("Reloads by cause", [
+            (f"sum by (cause) (increase(optimizer_tuner_runner_loads_total[{RI}]))", "{{cause}}")], "short", width=8),
+        Panel("Truncations", [(f"sum by (kind) (increase({TRUNCATIONS}[{RI}]))", "{{kind}}")], "short", width=8),
+        Panel("Recommendations not applied, by reason", [
+            (rate("optimizer_tuner_recommendations_total", 'action="passthrough"', "reason"), "{{reason}}")],
+              "reqps", width=8, description="no_data / low_confidence: templates still being learned; "
+                                            "client_set: the client set num_ctx/num_batch itself."),
         Row("Ingest"),
         Panel("Outcomes reported", [(rate("optimizer_tuner_outcomes_total", by="result"), "{{result}}")],
               "ops", stack=True, width=8),
@@ -328,11 +365,13 @@ def gateway() -> dict[str, Any]:
         Panel("VRAM share by model (/api/ps)", [
             (f"min by (model) (optimizer_gateway_loaded_vram_share{{{m}}})", "{{model}}")], "percentunit",
               description="Below 100 % (on a GPU host) the model runs partly on the CPU."),
+        Panel("Loaded num_batch by model (as sent)", [
+            (f"max by (model) (optimizer_gateway_loaded_num_batch{{{m}}})", "{{model}}")], "short",
+              description="/api/ps does not show num_batch: what this gateway last sent for each loaded model "
+                          "(0 = Ollama's automatic value)."),
         Panel("Reloads seen by model", [
             (f"sum by (model) (increase(optimizer_gateway_reloads_seen_total{{{m}}}[{RI}]))", "{{model}}")], "short"),
-        Panel("Truncations detected by model", [
-            (f"sum by (model) (increase(optimizer_gateway_truncations_detected_total{{{m}}}[{RI}]))", "{{model}}")],
-              "short"),
+        *benefit_row(m),
         Row("Optimizer core"),
         Panel("Plugin overhead", [(quantile(0.5, "optimizer_plugin_overhead_seconds"), "p50"),
                                   (quantile(0.99, "optimizer_plugin_overhead_seconds"), "p99")], "s", width=8),
