@@ -5,6 +5,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+# pip's progress without its notices: one line per package it fetches, then what it installed.
+PIP_PROGRESS := $(PY) -u -c "import sys; [print('  fetching ' + line.split()[1] if line.startswith('Collecting') else line.rstrip(), flush=True) for line in sys.stdin if line.startswith(('Collecting', 'Successfully installed', 'ERROR', 'error'))]"
 
 .PHONY: run test protos demo bench install clean
 
@@ -12,12 +16,12 @@ $(RUN_STAMP): pyproject.toml
 	@test -x $(PY) || { echo "make: creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
 	@echo "make: installing ollama-optimizer and what it needs to run into $(VENV) (first time: about a minute)"
 	@$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet --progress-bar on -e .
+	$(PY) -m pip install --progress-bar off -e . 2>&1 | $(PIP_PROGRESS)
 	@touch $@
 
 $(DEV_STAMP): $(RUN_STAMP)
 	@echo "make: installing the test and benchmark tools (the dev extras) into $(VENV)"
-	$(PY) -m pip install --quiet --progress-bar on -e '.[dev]'
+	$(PY) -m pip install --progress-bar off -e '.[dev]' 2>&1 | $(PIP_PROGRESS)
 	@touch $@
 
 install: $(RUN_STAMP)
@@ -29,6 +33,7 @@ run: $(RUN_STAMP)
 ## The whole test suite (what CI runs): lint, strict types, then pytest.
 test: $(DEV_STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 	bash deploy/tools/install-tools.sh
 	bash bench/install_llamacpp.sh

@@ -12,6 +12,7 @@ runs, since other jobs share the CPUs - the header prints the host load average.
 n_threads=2 on 2 shared cores every op barrier waits for a descheduled thread, so a busy host inflates prompt
 and decode times many-fold; only figures taken at a load average well below 2 compare with the emulator.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,8 +43,15 @@ def probe(n_ctx: int, n_batch: int) -> dict:
 
     def load() -> tuple[Llama, float]:
         t0 = time.perf_counter()
-        llama = Llama(model_path=str(gguf_path()), n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch, n_threads=THREADS,
-                      n_threads_batch=THREADS, verbose=False)
+        llama = Llama(
+            model_path=str(gguf_path()),
+            n_ctx=n_ctx,
+            n_batch=n_batch,
+            n_ubatch=n_batch,
+            n_threads=THREADS,
+            n_threads_batch=THREADS,
+            verbose=False,
+        )
         return llama, time.perf_counter() - t0
 
     before = proc.memory_info().rss
@@ -71,15 +79,28 @@ def probe(n_ctx: int, n_batch: int) -> dict:
         loads.append(s)
         again.close()
         del again
-    return {"n_ctx": n_ctx, "n_batch": n_batch, "cold_load_s": cold, "load_s": statistics.median(loads),
-            "prompt_s_400": min(prompt_s), "decode_tok_s": DECODE_TOKENS / min(decode_s),
-            "prompt_s_runs": prompt_s, "prompt_cpu_s_runs": prompt_cpu, "decode_s_runs": decode_s,
-            "rss_mib": rss / 2**20}
+    return {
+        "n_ctx": n_ctx,
+        "n_batch": n_batch,
+        "cold_load_s": cold,
+        "load_s": statistics.median(loads),
+        "prompt_s_400": min(prompt_s),
+        "decode_tok_s": DECODE_TOKENS / min(decode_s),
+        "prompt_s_runs": prompt_s,
+        "prompt_cpu_s_runs": prompt_cpu,
+        "decode_s_runs": decode_s,
+        "rss_mib": rss / 2**20,
+    }
 
 
 def _run_probe(n_ctx: int, n_batch: int) -> dict:
-    out = subprocess.run([sys.executable, "-m", "bench.calibrate", "--probe", str(n_ctx), str(n_batch)],
-                         capture_output=True, text=True, check=True, env=os.environ | {"OMP_NUM_THREADS": str(THREADS)})
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.calibrate", "--probe", str(n_ctx), str(n_batch)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=os.environ | {"OMP_NUM_THREADS": str(THREADS)},
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -88,10 +109,12 @@ def emulated(n_ctx: int, n_batch: int) -> dict:
     model, hw = MODELS[MODEL_NAME], HARDWARE["cpu"]
     pl = perf.place(model, hw, n_ctx, n_batch, -1, 0)
     steps = perf.decode_seconds(model, hw, pl, PROMPT_TOKENS, DECODE_TOKENS)
-    return {"load_s": perf.load_seconds(model, hw, pl),
-            "prompt_s_400": perf.prompt_seconds(model, hw, pl, 0, PROMPT_TOKENS, n_batch),
-            "decode_tok_s": DECODE_TOKENS / sum(steps),
-            "rss_mib": (model.weights_bytes + pl.kv_bytes + pl.buffer) / 2**20}
+    return {
+        "load_s": perf.load_seconds(model, hw, pl),
+        "prompt_s_400": perf.prompt_seconds(model, hw, pl, 0, PROMPT_TOKENS, n_batch),
+        "decode_tok_s": DECODE_TOKENS / sum(steps),
+        "rss_mib": (model.weights_bytes + pl.kv_bytes + pl.buffer) / 2**20,
+    }
 
 
 def measure() -> tuple[list[dict], list[dict]]:
@@ -99,8 +122,15 @@ def measure() -> tuple[list[dict], list[dict]]:
     rows, probes = [], []
 
     def add(figure: str, setting: str, real: float, emu: float) -> None:
-        rows.append({"figure": figure, "setting": setting, "real": real, "emulated": emu,
-                     "ratio": real / emu if emu else float("nan")})
+        rows.append(
+            {
+                "figure": figure,
+                "setting": setting,
+                "real": real,
+                "emulated": emu,
+                "ratio": real / emu if emu else float("nan"),
+            }
+        )
 
     for n_ctx in CTX_POINTS:
         p, e = _run_probe(n_ctx, 512), emulated(n_ctx, 512)
@@ -116,8 +146,12 @@ def measure() -> tuple[list[dict], list[dict]]:
     by_ctx = {p["n_ctx"]: p["rss_mib"] for p in probes if p["n_batch"] == 512 and p["n_ctx"] in CTX_POINTS}
     lo, hi = min(CTX_POINTS), max(CTX_POINTS)
     model = MODELS[MODEL_NAME]
-    add("memory_kib_per_ctx_token", f"n_ctx {lo}->{hi}", (by_ctx[hi] - by_ctx[lo]) * 1024 / (hi - lo),
-        model.kv_bytes(1) / 1024)
+    add(
+        "memory_kib_per_ctx_token",
+        f"n_ctx {lo}->{hi}",
+        (by_ctx[hi] - by_ctx[lo]) * 1024 / (hi - lo),
+        model.kv_bytes(1) / 1024,
+    )
     return rows, probes
 
 
@@ -134,15 +168,28 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()[0]
     rows, probes = measure()
     load_after = os.getloadavg()[0]
-    print(f"real: llama-cpp-python {llama_cpp.__version__}, {MODEL_NAME} ({gguf_path().name}), n_threads={THREADS}, "
-          f"host load average {load_before:.2f} -> {load_after:.2f} on {os.cpu_count()} CPUs; "
-          "emulator: hardware profile `cpu`")
+    print(
+        f"real: llama-cpp-python {llama_cpp.__version__}, {MODEL_NAME} ({gguf_path().name}), n_threads={THREADS}, "
+        f"host load average {load_before:.2f} -> {load_after:.2f} on {os.cpu_count()} CPUs; "
+        "emulator: hardware profile `cpu`"
+    )
     print("| figure | setting | real | emulator (cpu) | real/emulated |")
     print("|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['figure']} | {r['setting']} | {r['real']:.3f} | {r['emulated']:.3f} | {r['ratio']:.2f} |")
-    print(json.dumps({"model": MODEL_NAME, "hardware": "cpu", "llama_cpp_python": llama_cpp.__version__,
-                      "threads": THREADS, "loadavg": [load_before, load_after], "rows": rows, "probes": probes}))
+    print(
+        json.dumps(
+            {
+                "model": MODEL_NAME,
+                "hardware": "cpu",
+                "llama_cpp_python": llama_cpp.__version__,
+                "threads": THREADS,
+                "loadavg": [load_before, load_after],
+                "rows": rows,
+                "probes": probes,
+            }
+        )
+    )
     return 0
 
 

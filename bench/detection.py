@@ -15,6 +15,7 @@ fixed-head length (a one-off matched to a template counts against that template'
 ``templates_per_true_template`` counts the templates alive at the end that a true template owns.
 The last line printed is one JSON object.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,9 +36,32 @@ from .shapes import Prompt, make_shapes
 WARM_UP = 5
 # A template sharing a prefix has some text of its own after it (else it is that prefix, not a template).
 MIN_OWN_TOKENS = 16
-_VOCAB = [f"{a}{b}" for a in ("al", "be", "co", "da", "el", "fo", "gi", "ha", "io", "ju", "ka", "lo", "mu",
-                                "ne", "or", "pi", "qu", "ra", "si", "tu") for b in ("n", "rt", "sk", "m", "ve",
-                                "lo", "dy", "x", "pa", "th", "ce", "go")]
+_VOCAB = [
+    f"{a}{b}"
+    for a in (
+        "al",
+        "be",
+        "co",
+        "da",
+        "el",
+        "fo",
+        "gi",
+        "ha",
+        "io",
+        "ju",
+        "ka",
+        "lo",
+        "mu",
+        "ne",
+        "or",
+        "pi",
+        "qu",
+        "ra",
+        "si",
+        "tu",
+    )
+    for b in ("n", "rt", "sk", "m", "ve", "lo", "dy", "x", "pa", "th", "ce", "go")
+]
 _PUNCT = [",", ".", ":", ";", "(", ")", "-"]
 
 
@@ -89,7 +113,8 @@ def bucket(head: int) -> str:
 
 
 async def observe_corpus(
-        corpus: list[Prompt]) -> tuple[list[tuple[Prompt, int]], dict[int, Counter[int]], set[int], int]:
+    corpus: list[Prompt],
+) -> tuple[list[tuple[Prompt, int]], dict[int, Counter[int]], set[int], int]:
     """Match then Observe every prompt through a real matcher: (decisions, true templates folded per
     template id, the template ids alive at the end, templates created)."""
     settings = MatcherSettings(cache_size=0)
@@ -107,8 +132,11 @@ async def observe_corpus(
                     if prompt.truth < 0 or seen[prompt.truth] >= WARM_UP:
                         decisions.append((prompt, match.template_id if match.matched else 0))
                     seen[prompt.truth] += 1
-                    obs = await stub.Observe(matcher_pb2.ObserveRequest(
-                        model="bench", fingerprints=match.fingerprints, template_id=match.template_id))
+                    obs = await stub.Observe(
+                        matcher_pb2.ObserveRequest(
+                            model="bench", fingerprints=match.fingerprints, template_id=match.template_id
+                        )
+                    )
                     folded[obs.template_id][prompt.truth] += 1
                     created += obs.created
         finally:
@@ -117,8 +145,9 @@ async def observe_corpus(
     return decisions, folded, alive, created
 
 
-def score(corpus: list[Prompt], decisions: list[tuple[Prompt, int]], folded: dict[int, Counter[int]],
-          alive: set[int]) -> dict:
+def score(
+    corpus: list[Prompt], decisions: list[tuple[Prompt, int]], folded: dict[int, Counter[int]], alive: set[int]
+) -> dict:
     """Precision, recall and templates per true template, overall and per head bucket."""
     owner = {tid: counts.most_common(1)[0][0] for tid, counts in folded.items()}
     head = {p.truth: p.head for p in corpus if p.truth >= 0}
@@ -150,8 +179,10 @@ def score(corpus: list[Prompt], decisions: list[tuple[Prompt, int]], folded: dic
         if not truths[name]:
             continue
         by_bucket[name] = {
-            "true_templates": truths[name], "decisions": c["decisions"],
-            "precision": _ratio(c["tp"], c["tp"] + c["fp"]), "recall": _ratio(c["tp"], c["decisions"]),
+            "true_templates": truths[name],
+            "decisions": c["decisions"],
+            "precision": _ratio(c["tp"], c["tp"] + c["fp"]),
+            "recall": _ratio(c["tp"], c["decisions"]),
             "templates_per_true_template": _ratio(owned_templates[name], truths[name]),
         }
     tp = table["template_matched_own (TP)"]
@@ -178,9 +209,12 @@ def chat_sessions(corpus: list[Prompt], decisions: list[tuple[Prompt, int]], fol
     for p, tid in turns:
         per_session[p.session].add(tid)
     on_app = sum(1 for p, tid in turns if tid == main_template[p.truth][0])
-    return {"chat_turns": len(turns), "chat_turns_on_app_template": _ratio(on_app, len(turns)),
-            "sessions_split": sum(1 for ids in per_session.values() if len(ids) > 1),
-            "sessions": len({p.session for p in corpus if p.session >= 0})}
+    return {
+        "chat_turns": len(turns),
+        "chat_turns_on_app_template": _ratio(on_app, len(turns)),
+        "sessions_split": sum(1 for ids in per_session.values() if len(ids) > 1),
+        "sessions": len({p.session for p in corpus if p.session >= 0}),
+    }
 
 
 def _ratio(a: float, b: float) -> float:
@@ -193,13 +227,24 @@ async def run(args: argparse.Namespace) -> dict:
         header = {"bench": "detection", "corpus": "shapes", "seed": args.seed}
     else:
         corpus = make_corpus(args.templates, args.fills, args.one_offs, args.seed)
-        header = {"bench": "detection", "corpus": "slots", "seed": args.seed, "templates": args.templates,
-                  "fills": args.fills, "one_offs": args.one_offs}
+        header = {
+            "bench": "detection",
+            "corpus": "slots",
+            "seed": args.seed,
+            "templates": args.templates,
+            "fills": args.fills,
+            "one_offs": args.one_offs,
+        }
     decisions, folded, alive, created = await observe_corpus(corpus)
-    result = {**header, "prompts": len(corpus), "one_off_share": _ratio(sum(p.truth < 0 for p in corpus), len(corpus)),
-              "templates_created": created, "templates_alive": len(alive),
-              "templates_created_per_true_template": _ratio(created, len({p.truth for p in corpus if p.truth >= 0})),
-              **score(corpus, decisions, folded, alive)}
+    result = {
+        **header,
+        "prompts": len(corpus),
+        "one_off_share": _ratio(sum(p.truth < 0 for p in corpus), len(corpus)),
+        "templates_created": created,
+        "templates_alive": len(alive),
+        "templates_created_per_true_template": _ratio(created, len({p.truth for p in corpus if p.truth >= 0})),
+        **score(corpus, decisions, folded, alive),
+    }
     if args.corpus == "shapes":
         result.update(chat_sessions(corpus, decisions, folded))
     return result
@@ -211,8 +256,12 @@ def main() -> None:
     parser.add_argument("--fills", type=int, default=40)
     parser.add_argument("--one-offs", type=int, default=200)
     parser.add_argument("--seed", type=int, default=3)
-    parser.add_argument("--corpus", choices=("slots", "shapes"), default="slots",
-                        help="slots: the templated corpus above; shapes: the prompt shapes of bench.shapes")
+    parser.add_argument(
+        "--corpus",
+        choices=("slots", "shapes"),
+        default="slots",
+        help="slots: the templated corpus above; shapes: the prompt shapes of bench.shapes",
+    )
     print(json.dumps(asyncio.run(run(parser.parse_args()))))
 
 

@@ -16,6 +16,7 @@ are described in bench/e2e_arms.py. A full run writes bench/results/e2e.json, e2
 the last line printed is one JSON object: per scenario and arm the KEYS and COMPARED figures (concurrency 1)
 and the KEYS per concurrency under "by_concurrency".
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,20 +46,52 @@ from ollama_optimizer.embedded_pg import EmbeddedPostgres
 RESULTS = Path(__file__).with_name("results")
 SENSITIVITY_GRID = {
     "cited": Sensitivity(),
-    "load x0.5": Sensitivity(load_rate=0.5), "load x2": Sensitivity(load_rate=2.0),
+    "load x0.5": Sensitivity(load_rate=0.5),
+    "load x2": Sensitivity(load_rate=2.0),
     "load x4": Sensitivity(load_rate=4.0),
-    "prompt x0.5": Sensitivity(prompt_rate=0.5), "prompt x2": Sensitivity(prompt_rate=2.0),
+    "prompt x0.5": Sensitivity(prompt_rate=0.5),
+    "prompt x2": Sensitivity(prompt_rate=2.0),
 }
 """Load rate x2-x4 stands for weights served from the page cache; the cited constants are in CONSTANTS.md."""
 SEED = 6
 TEMPLATES = 32
 ORACLE_BATCHES = (512, 1024, 2048)
 DOC_MIN_TRAIN_CTX = 32768  # chat sessions paste documents only on models trained for long contexts
-KEYS = ("p50_s", "p95_s", "truncated", "reloads", "kv_gib_mean", "requests", "loads", "evictions", "revisits",
-        "max_num_ctx")
+KEYS = (
+    "p50_s",
+    "p95_s",
+    "truncated",
+    "reloads",
+    "kv_gib_mean",
+    "requests",
+    "loads",
+    "evictions",
+    "revisits",
+    "max_num_ctx",
+)
 DECIDED = frozenset({"applied", "tuner_passthrough", "nothing_to_apply", "low_confidence"})
-COMPARED = ("p50_intact_s", "mean_intact_s", "mean_untruncated_s", "oracle_gap", "learning_requests",
-            "learning_extra_s", "gap_after_learning", "loads_gateway", "loads_tuner")
+DIAGNOSIS = (
+    "truncated_decided",
+    "decision_reasons",
+    "overhead_ms_p50",
+    "mean_intact_s",
+    "intact_time",
+    "loads_gateway",
+    "loads_tuner",
+)
+"""Per concurrency besides KEYS: truncations the tuner decided, why the core decided as it did, the path's cost."""
+COMPARED = (
+    "p50_intact_s",
+    "mean_intact_s",
+    "mean_untruncated_s",
+    "oracle_gap",
+    "learning_requests",
+    "learning_extra_s",
+    "gap_after_learning",
+    "loads_gateway",
+    "loads_tuner",
+    "intact_time",
+)
 """Figures that compare an arm with others; loads_gateway/loads_tuner: the optimizer's own count of loads."""
 COMPAT_DOOR = "/v1/chat/completions"
 COMPAT_ARMS = ("passthrough", "optimizer")
@@ -76,17 +109,36 @@ class Scenario:
 
 
 SCENARIOS = (
-    Scenario("gpu-24gb", "gpu-24gb", None, ("qwen2.5:14b",) * 3 + ("llama3.1:8b",) * 2,
-             ("llama3.1:8b", "llama3.1:8b"), (24_000, 34_000),
-             "24 GB card, VRAM-tier default 32768: a 14B chat model (60% of templates) and an 8B model (40%, "
-             "plus two long-document templates of ~26k-37k tokens) share one GPU."),
-    Scenario("gpu-8gb", "gpu-8gb", 4096, ("llama3.1:8b",), ("llama3.1:8b",), (6_000, 10_000),
-             "8 GB card, default 4096: one 8B model; heads up to ~6.5k tokens and one long-document "
-             "template (~7k-11k tokens) exceed the default."),
-    Scenario("cpu", "cpu", 4096, ("smollm2:135m", "smollm2:135m", "llama3.2:3b"), ("llama3.2:3b",),
-             (6_000, 10_000),
-             "CPU-only host (24 GiB RAM), default 4096: a 135M model (2/3 of templates) and a 3B model "
-             "(1/3, plus one long-document template)."),
+    Scenario(
+        "gpu-24gb",
+        "gpu-24gb",
+        None,
+        ("qwen2.5:14b",) * 3 + ("llama3.1:8b",) * 2,
+        ("llama3.1:8b", "llama3.1:8b"),
+        (24_000, 34_000),
+        "24 GB card, VRAM-tier default 32768: a 14B chat model (60% of templates) and an 8B model (40%, "
+        "plus two long-document templates of ~26k-37k tokens) share one GPU.",
+    ),
+    Scenario(
+        "gpu-8gb",
+        "gpu-8gb",
+        4096,
+        ("llama3.1:8b",),
+        ("llama3.1:8b",),
+        (6_000, 10_000),
+        "8 GB card, default 4096: one 8B model; heads up to ~6.5k tokens and one long-document "
+        "template (~7k-11k tokens) exceed the default.",
+    ),
+    Scenario(
+        "cpu",
+        "cpu",
+        4096,
+        ("smollm2:135m", "smollm2:135m", "llama3.2:3b"),
+        ("llama3.2:3b",),
+        (6_000, 10_000),
+        "CPU-only host (24 GiB RAM), default 4096: a 135M model (2/3 of templates) and a 3B model "
+        "(1/3, plus one long-document template).",
+    ),
 )
 
 
@@ -100,28 +152,51 @@ def workload(scenario: Scenario, n: int | None, kind: str = "templates") -> tupl
     """The requests of a run (chat: all turns when ``n`` is None) and the ids of its long-document templates."""
     if kind == "chat":
         documents = tuple(m for m in set(scenario.models) if MODELS[m].train_ctx >= DOC_MIN_TRAIN_CTX)
-        return make_chat_requests(list(scenario.models), SEED, big_models=scenario.long_doc_models,
-                                  doc_models=documents, limit=n), set()
+        return make_chat_requests(
+            list(scenario.models), SEED, big_models=scenario.long_doc_models, doc_models=documents, limit=n
+        ), set()
     n = n or 1000
     if kind == "mix":
         return make_mix_requests(list(scenario.models), n, SEED, big_models=scenario.long_doc_models), set()
-    templates = make_templates(list(scenario.models), TEMPLATES, SEED, long_doc_models=scenario.long_doc_models,
-                               long_doc_tail=scenario.long_doc_tail)
+    templates = make_templates(
+        list(scenario.models),
+        TEMPLATES,
+        SEED,
+        long_doc_models=scenario.long_doc_models,
+        long_doc_tail=scenario.long_doc_tail,
+    )
     long_ids = {t.template_id for t in templates if t.template_id > TEMPLATES}
     return make_requests(templates, n, SEED), long_ids
 
 
-def emulator_config(scenario: Scenario, sensitivity: Sensitivity = Sensitivity(),
-                    count_mode: str = "full") -> EmulatorConfig:
+def emulator_config(
+    scenario: Scenario, sensitivity: Sensitivity = Sensitivity(), count_mode: str = "full"
+) -> EmulatorConfig:
     models = tuple(sorted(set(scenario.models) | set(scenario.long_doc_models)))
-    return EmulatorConfig(hardware=scenario.hardware, models=models, default_num_ctx=scenario.default_num_ctx,
-                          seed=SEED, sensitivity=sensitivity, count_mode=count_mode)
+    return EmulatorConfig(
+        hardware=scenario.hardware,
+        models=models,
+        default_num_ctx=scenario.default_num_ctx,
+        seed=SEED,
+        sensitivity=sensitivity,
+        count_mode=count_mode,
+    )
 
 
-async def run_arm(scenario: Scenario, arm: str, requests: list[Request], concurrency: int, long_ids: set[int],
-                  pg: EmbeddedPostgres, oracle: Oracle | None, phase_oracle: PhaseOracle | None,
-                  plugin: dict | None = None, sensitivity: Sensitivity = Sensitivity(), door: str = NATIVE,
-                  count_mode: str = "full") -> dict:
+async def run_arm(
+    scenario: Scenario,
+    arm: str,
+    requests: list[Request],
+    concurrency: int,
+    long_ids: set[int],
+    pg: EmbeddedPostgres,
+    oracle: Oracle | None,
+    phase_oracle: PhaseOracle | None,
+    plugin: dict | None = None,
+    sensitivity: Sensitivity = Sensitivity(),
+    door: str = NATIVE,
+    count_mode: str = "full",
+) -> dict:
     """One arm on a fresh emulator (and, for the optimizer, a fresh database); clients call ``door``."""
     config = emulator_config(scenario, sensitivity, count_mode)
     if arm in SERVER_CONTEXT:
@@ -130,14 +205,24 @@ async def run_arm(scenario: Scenario, arm: str, requests: list[Request], concurr
         emulator, clock = await stack.enter_async_context(virtual_emulator(config))
         if arm != "optimizer":
             policy = client_policy(arm, oracle, phase_oracle)
-            results = await drive(requests, concurrency, emulator.url, emulator, clock, policy.options_for,
-                                  policy.completed, door=door)
+            results = await drive(
+                requests, concurrency, emulator.url, emulator, clock, policy.options_for, policy.completed, door=door
+            )
             return figures(results, emulator, long_ids)
         url, optimizer = await stack.enter_async_context(optimizer_stack(pg, emulator.url, plugin))
         epoch = time.time()
         optimizer.core.wall_clock = lambda: epoch + clock.t  # outcomes finish in simulated time
-        results = await drive(requests, concurrency, url, emulator, clock, optimizer.options_for,
-                              optimizer.completed, optimizer.settle, door)
+        results = await drive(
+            requests,
+            concurrency,
+            url,
+            emulator,
+            clock,
+            optimizer.options_for,
+            optimizer.completed,
+            optimizer.settle,
+            door,
+        )
         decisions = optimizer.core.decisions
         f = figures(results, emulator, long_ids)
         f["decision_reasons"] = dict(Counter(reason for reason, *_rest in decisions))
@@ -146,14 +231,18 @@ async def run_arm(scenario: Scenario, arm: str, requests: list[Request], concurr
         f["prepare_ms_p50"] = round(1000 * quantile([d[3] for d in decisions], 0.5), 3)
         # Truncations of requests the tuner decided, apart from those a service failure (timeout, open
         # breaker, sticky options) sent on without a decision: on a loaded host the request path fails open.
-        f["truncated_decided"] = sum(1 for r, (reason, *_rest) in zip(results, decisions)
-                                     if r.record is not None and r.record.truncated and reason in DECIDED)
+        f["truncated_decided"] = sum(
+            1
+            for r, (reason, *_rest) in zip(results, decisions)
+            if r.record is not None and r.record.truncated and reason in DECIDED
+        )
         f["_decisions"], f["_results"] = decisions, results
         return f
 
 
-async def choose_oracles(scenario: Scenario, requests: list[Request], long_ids: set[int], pg: EmbeddedPostgres,
-                         sensitivity: Sensitivity) -> tuple[Oracle, PhaseOracle]:
+async def choose_oracles(
+    scenario: Scenario, requests: list[Request], long_ids: set[int], pg: EmbeddedPostgres, sensitivity: Sensitivity
+) -> tuple[Oracle, PhaseOracle]:
     """Hindsight: per-model contexts that hold every request (of the run, of each phase); the num_batch with
     the lowest mean latency for the whole-run oracle, used by both."""
     output = default_output_tokens(SEED)
@@ -161,44 +250,89 @@ async def choose_oracles(scenario: Scenario, requests: list[Request], long_ids: 
     best: tuple[float, Oracle] | None = None
     for batch in ORACLE_BATCHES:
         candidate = Oracle(contexts, batch)
-        f = await run_arm(scenario, "oracle", requests, 1, long_ids, pg, candidate,
-                          PhaseOracle.choose(requests, output, batch), sensitivity=sensitivity)
+        f = await run_arm(
+            scenario,
+            "oracle",
+            requests,
+            1,
+            long_ids,
+            pg,
+            candidate,
+            PhaseOracle.choose(requests, output, batch),
+            sensitivity=sensitivity,
+        )
         if f["truncated"] == 0 and (best is None or f["mean_s"] < best[0]):
             best = (f["mean_s"], candidate)
     assert best is not None, "no oracle configuration avoids truncation"
     return best[1], PhaseOracle.choose(requests, output, best[1].num_batch)
 
 
-async def run_scenarios(pg: EmbeddedPostgres, scenarios: list[Scenario], n: int | None, levels: tuple[int, ...],
-                        plugin: dict | None = None, arms: tuple[str, ...] = ARMS,
-                        sensitivity: Sensitivity = Sensitivity(), kind: str = "templates", door: str = NATIVE,
-                        count_mode: str = "full") -> dict:
+async def run_scenarios(
+    pg: EmbeddedPostgres,
+    scenarios: list[Scenario],
+    n: int | None,
+    levels: tuple[int, ...],
+    plugin: dict | None = None,
+    arms: tuple[str, ...] = ARMS,
+    sensitivity: Sensitivity = Sensitivity(),
+    kind: str = "templates",
+    door: str = NATIVE,
+    count_mode: str = "full",
+) -> dict:
     """Every scenario x concurrency x arm on ``pg``; ``plugin`` overrides the gateway's PluginConfig fields;
     clients call ``door`` (the compatible door: Ollama's defaults vs the gateway, which translates)."""
     results: dict[str, dict[int, dict[str, dict]]] = {}
     for scenario in scenarios:
         requests, long_ids = workload(scenario, n, kind)
         flags = settled([Result(r, None, 0) for r in requests])
-        oracle, phase_oracle = (await choose_oracles(scenario, requests, long_ids, pg, sensitivity)
-                                if {"oracle", "phase-oracle"} & set(arms) else (None, None))
+        oracle, phase_oracle = (
+            await choose_oracles(scenario, requests, long_ids, pg, sensitivity)
+            if {"oracle", "phase-oracle"} & set(arms)
+            else (None, None)
+        )
         results[scenario.name] = {}
         for conc in levels:
-            by_arm = {arm: await run_arm(scenario, arm, requests, conc, long_ids, pg, oracle, phase_oracle, plugin,
-                                         sensitivity, door, count_mode) for arm in arms}
+            by_arm = {
+                arm: await run_arm(
+                    scenario,
+                    arm,
+                    requests,
+                    conc,
+                    long_ids,
+                    pg,
+                    oracle,
+                    phase_oracle,
+                    plugin,
+                    sensitivity,
+                    door,
+                    count_mode,
+                )
+                for arm in arms
+            }
             compare(by_arm, flags)
             if oracle is not None and "oracle" in by_arm:
                 by_arm["oracle"]["config"] = {"num_ctx": oracle.num_ctx, "num_batch": oracle.num_batch}
             if phase_oracle is not None and "phase-oracle" in by_arm:
-                by_arm["phase-oracle"]["config"] = {"num_ctx": phase_oracle.num_ctx,
-                                                    "num_batch": phase_oracle.num_batch}
+                by_arm["phase-oracle"]["config"] = {
+                    "num_ctx": phase_oracle.num_ctx,
+                    "num_batch": phase_oracle.num_batch,
+                }
             results[scenario.name][conc] = by_arm
     return results
 
 
-async def run(quick: bool, only: str | None = None, requests_n: int | None = None,
-              concurrencies: tuple[int, ...] | None = None, arms: tuple[str, ...] = ARMS,
-              sensitivity: Sensitivity = Sensitivity(), kind: str = "templates", door: str = NATIVE,
-              plugin: dict | None = None, count_mode: str = "full") -> dict:
+async def run(
+    quick: bool,
+    only: str | None = None,
+    requests_n: int | None = None,
+    concurrencies: tuple[int, ...] | None = None,
+    arms: tuple[str, ...] = ARMS,
+    sensitivity: Sensitivity = Sensitivity(),
+    kind: str = "templates",
+    door: str = NATIVE,
+    plugin: dict | None = None,
+    count_mode: str = "full",
+) -> dict:
     """The benchmark on its own embedded Postgres; a full run of the templates at the cited constants writes
     bench/results/ (anything else only prints)."""
     n = requests_n or (None if kind == "chat" else 250 if quick else 1000)
@@ -207,12 +341,28 @@ async def run(quick: bool, only: str | None = None, requests_n: int | None = Non
     with tempfile.TemporaryDirectory(prefix="e2e-pg-") as tmp:
         pg = await asyncio.to_thread(EmbeddedPostgres, Path(tmp) / "pg")
         try:
-            results = await run_scenarios(pg, scenarios, n, levels, plugin, arms=arms, sensitivity=sensitivity,
-                                          kind=kind, door=door, count_mode=count_mode)
+            results = await run_scenarios(
+                pg,
+                scenarios,
+                n,
+                levels,
+                plugin,
+                arms=arms,
+                sensitivity=sensitivity,
+                kind=kind,
+                door=door,
+                count_mode=count_mode,
+            )
         finally:
             await asyncio.to_thread(pg.stop)
-    if (not quick and arms == ARMS and sensitivity == Sensitivity() and kind == "templates" and door == NATIVE
-            and count_mode == "full"):
+    if (
+        not quick
+        and arms == ARMS
+        and sensitivity == Sensitivity()
+        and kind == "templates"
+        and door == NATIVE
+        and count_mode == "full"
+    ):
         write_outputs(results, scenarios, RESULTS, n or 0)
     return results
 
@@ -221,14 +371,15 @@ async def run_sensitivity(quick: bool, requests_n: int | None, kind: str) -> dic
     """gpu-24gb with each rate varied on its own: the optimizer's p50 and mean against the defaults'."""
     out: dict = {}
     for label, setting in SENSITIVITY_GRID.items():
-        results = await run(quick, "gpu-24gb", requests_n, (1,),
-                            ("passthrough", "optimizer"), setting, kind)
+        results = await run(quick, "gpu-24gb", requests_n, (1,), ("passthrough", "optimizer"), setting, kind)
         arms = results["gpu-24gb"][1]
         base, opt = arms["passthrough"], arms["optimizer"]
-        out[label] = {"p50_vs_defaults": round(opt["p50_s"] / base["p50_s"] - 1.0, 4),
-                      "mean_vs_defaults": round(opt["mean_s"] / base["mean_s"] - 1.0, 4),
-                      "truncated": {"passthrough": base["truncated"], "optimizer": opt["truncated"]},
-                      "loads": {"passthrough": base["loads"], "optimizer": opt["loads"]}}
+        out[label] = {
+            "p50_vs_defaults": round(opt["p50_s"] / base["p50_s"] - 1.0, 4),
+            "mean_vs_defaults": round(opt["mean_s"] / base["mean_s"] - 1.0, 4),
+            "truncated": {"passthrough": base["truncated"], "optimizer": opt["truncated"]},
+            "loads": {"passthrough": base["loads"], "optimizer": opt["loads"]},
+        }
         print(f"{label}: {json.dumps(out[label])}", file=sys.stderr)
     ratios = [v["p50_vs_defaults"] for v in out.values()]
     return {"gpu-24gb": out, "p50_vs_defaults_range": [min(ratios), max(ratios)]}
@@ -242,20 +393,30 @@ def summary(results: dict) -> dict:
         out[scenario] = {}
         for arm, f in by_conc[first].items():
             entry = {k: f[k] for k in KEYS} | {k: f[k] for k in COMPARED if k in f}
-            entry["by_concurrency"] = {str(c): {k: by_conc[c][arm][k] for k in (*KEYS, "truncated_decided")
-                                                if k in by_conc[c][arm]} for c in sorted(by_conc)}
+            entry["by_concurrency"] = {
+                str(c): {k: by_conc[c][arm][k] for k in (*KEYS, *DIAGNOSIS) if k in by_conc[c][arm]}
+                for c in sorted(by_conc)
+            }
             out[scenario][arm] = entry
     return out
 
 
 def write_outputs(results: dict, scenarios: list[Scenario], out_dir: Path, n: int) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    clean = {s: {c: {a: {k: v for k, v in f.items() if not k.startswith("_")} for a, f in by_arm.items()}
-                 for c, by_arm in by_conc.items()} for s, by_conc in results.items()}
+    clean = {
+        s: {
+            c: {a: {k: v for k, v in f.items() if not k.startswith("_")} for a, f in by_arm.items()}
+            for c, by_arm in by_conc.items()
+        }
+        for s, by_conc in results.items()
+    }
     (out_dir / "e2e.json").write_text(json.dumps(clean, indent=1) + "\n")
-    lines = [f"Requests per run: {n}. Latencies: simulated seconds "
-             "(+ the measured request-path overhead of the plugin core for the optimizer).",
-             "", TABLE_HEADER]
+    lines = [
+        f"Requests per run: {n}. Latencies: simulated seconds "
+        "(+ the measured request-path overhead of the plugin core for the optimizer).",
+        "",
+        TABLE_HEADER,
+    ]
     for scenario, by_conc in results.items():
         for conc, by_arm in sorted(by_conc.items()):
             lines += [table_row(scenario, conc, arm, f) for arm, f in by_arm.items()]
@@ -272,17 +433,30 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", help="concurrency levels (default 1 4 quick)")
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS), help="arms to run (default: all)")
     parser.add_argument("--workload", choices=WORKLOADS, default="templates", help="which traffic (default templates)")
-    parser.add_argument("--compat", action="store_true",
-                        help="the compatible-API arm: the workload through /v1/chat/completions, defaults vs optimizer")
+    parser.add_argument(
+        "--compat",
+        action="store_true",
+        help="the compatible-API arm: the workload through /v1/chat/completions, defaults vs optimizer",
+    )
     parser.add_argument("--load-rate", type=float, default=1.0, help="multiplier on the emulator's load rate")
     parser.add_argument("--prompt-rate", type=float, default=1.0, help="multiplier on its prompt speed")
-    parser.add_argument("--count-mode", choices=sorted(COUNT_MODES), default="full",
-                        help="how the emulated Ollama reports prompt_eval_count (the version it mirrors)")
-    parser.add_argument("--sensitivity", action="store_true",
-                        help="gpu-24gb, concurrency 1, defaults vs optimizer at every setting of SENSITIVITY_GRID")
-    parser.add_argument("--budget-ms", type=float,
-                        help="the plugin's request-path budget and call timeout (default: the shipped values); on a "
-                             "loaded host a missed deadline re-sends the last options (sticky), which can truncate")
+    parser.add_argument(
+        "--count-mode",
+        choices=sorted(COUNT_MODES),
+        default="full",
+        help="how the emulated Ollama reports prompt_eval_count (the version it mirrors)",
+    )
+    parser.add_argument(
+        "--sensitivity",
+        action="store_true",
+        help="gpu-24gb, concurrency 1, defaults vs optimizer at every setting of SENSITIVITY_GRID",
+    )
+    parser.add_argument(
+        "--budget-ms",
+        type=float,
+        help="the plugin's request-path budget and call timeout (default: the shipped values); on a "
+        "loaded host a missed deadline re-sends the last options (sticky), which can truncate",
+    )
     args = parser.parse_args()
     started = time.monotonic()
     plugin = {"budget_ms": args.budget_ms, "call_timeout_ms": args.budget_ms} if args.budget_ms else None
@@ -290,10 +464,20 @@ def main() -> None:
         line = asyncio.run(run_sensitivity(args.quick, args.requests, args.workload))
     else:
         arms = COMPAT_ARMS if args.compat else tuple(a for a in ARMS if a in args.arms)
-        results = asyncio.run(run(args.quick, args.scenario, args.requests,
-                                  tuple(args.concurrency) if args.concurrency else None, arms,
-                                  Sensitivity(args.load_rate, args.prompt_rate), args.workload,
-                                  COMPAT_DOOR if args.compat else NATIVE, plugin, args.count_mode))
+        results = asyncio.run(
+            run(
+                args.quick,
+                args.scenario,
+                args.requests,
+                tuple(args.concurrency) if args.concurrency else None,
+                arms,
+                Sensitivity(args.load_rate, args.prompt_rate),
+                args.workload,
+                COMPAT_DOOR if args.compat else NATIVE,
+                plugin,
+                args.count_mode,
+            )
+        )
         line = summary(results)
     print(f"wall {time.monotonic() - started:.0f} s", file=sys.stderr)
     print(json.dumps(line))

@@ -13,6 +13,7 @@ tuner + gateway).
     phase-oracle  the best fixed configuration per workload phase (a quarter of the run), switching at the
                   phase boundaries
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -234,8 +235,9 @@ async def fresh_database(pg: EmbeddedPostgres) -> AsyncIterator[asyncpg.Pool]:
 
 
 @asynccontextmanager
-async def optimizer_stack(pg: EmbeddedPostgres, upstream: str,
-                          plugin: dict[str, Any] | None = None) -> AsyncIterator[tuple[str, Optimizer]]:
+async def optimizer_stack(
+    pg: EmbeddedPostgres, upstream: str, plugin: dict[str, Any] | None = None
+) -> AsyncIterator[tuple[str, Optimizer]]:
     """Real matcher + tuner on a fresh database, and the gateway in front of ``upstream``; yields its URL.
 
     ``plugin`` overrides PluginConfig fields (default: the shipped defaults, probes off)."""
@@ -243,8 +245,9 @@ async def optimizer_stack(pg: EmbeddedPostgres, upstream: str,
     async with fresh_database(pg) as pool:
         matcher = await start_matcher(pool, local)
         tuner = await start_tuner(pool, local)
-        config = replace(PluginConfig(), matcher_address=matcher.address, tuner_address=tuner.address, probes=False,
-                         **(plugin or {}))
+        config = replace(
+            PluginConfig(), matcher_address=matcher.address, tuner_address=tuner.address, probes=False, **(plugin or {})
+        )
         core = CountingCore(config)
         gateway = await start_gateway("127.0.0.1:0", upstream, core=core)
         try:

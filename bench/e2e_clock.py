@@ -5,6 +5,7 @@ of arrival delay. Here the driver sets each request's simulated arrival time, an
 layer holds every response until the driver advances the clock past its simulated end, so learning
 only ever sees outcomes that have finished in simulated time.
 """
+
 from __future__ import annotations
 
 import asyncio

@@ -2,6 +2,7 @@
 its previous answer has arrived (in simulated time). Requests are released to the system one at a time,
 in simulated-arrival order; an answer is released only when the clock reaches its simulated end.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -34,9 +35,17 @@ class Result:
     hop_s: float = 0.0  # real seconds of the client's round trip not spent inside the emulator (HTTP, gateway)
 
 
-async def drive(requests: list[Request], concurrency: int, url: str, emulator: Emulator, clock: VirtualClock,
-                options_for: OptionsFor, completed: Completed,
-                settle: Callable[[int], Awaitable[None]] | None = None, door: str = NATIVE) -> list[Result]:
+async def drive(
+    requests: list[Request],
+    concurrency: int,
+    url: str,
+    emulator: Emulator,
+    clock: VirtualClock,
+    options_for: OptionsFor,
+    completed: Completed,
+    settle: Callable[[int], Awaitable[None]] | None = None,
+    door: str = NATIVE,
+) -> list[Result]:
     """Run ``requests`` through ``url``; ``settle(n)`` runs after n answers were released (learning catches up).
 
     ``door`` is the endpoint the clients use: ``/api/chat``, or ``/v1/chat/completions`` as an OpenAI client

@@ -12,6 +12,7 @@ model, the smallest multiple of 1024 holding prompt + num_predict of every reque
 The last line printed is one JSON object: per arm p50_s, p95_s, truncated, reloads, kv_gib_mean.
 Needs `bash bench/install_llamacpp.sh`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,13 +64,27 @@ def make_workload(n: int) -> list[Request]:
     templates = []
     for i, head in enumerate(HEADS):
         system_words = max(25, head // 3)
-        templates.append(Template(template_id=i + 1, model=MODEL_NAMES[i % len(MODEL_NAMES)],
-                                  system=words(rng, system_words), instructions=words(rng, head - system_words),
-                                  tail_words=(10, 80), weight=2.5 if head > 1000 else rng.uniform(0.8, 1.6)))
+        templates.append(
+            Template(
+                template_id=i + 1,
+                model=MODEL_NAMES[i % len(MODEL_NAMES)],
+                system=words(rng, system_words),
+                instructions=words(rng, head - system_words),
+                tail_words=(10, 80),
+                weight=2.5 if head > 1000 else rng.uniform(0.8, 1.6),
+            )
+        )
     requests = make_requests(templates, n, SEED, one_off_share=0.05)
-    return [Request(r.index, r.model, r.messages, r.template_id,
-                    {"options": {"num_predict": num_predict(r.index), "temperature": 0.0, "seed": SEED}})
-            for r in requests]
+    return [
+        Request(
+            r.index,
+            r.model,
+            r.messages,
+            r.template_id,
+            {"options": {"num_predict": num_predict(r.index), "temperature": 0.0, "seed": SEED}},
+        )
+        for r in requests
+    ]
 
 
 def oracle_contexts(requests: list[Request]) -> tuple[dict[str, int], dict[str, int]]:
@@ -92,11 +107,15 @@ def quantile(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, int(p * len(xs)))] if xs else 0.0
 
 
-async def run_arm(arm: str, requests: list[Request], pg: EmbeddedPostgres, oracle: Oracle,
-                  default_ctx: int, threads: int) -> dict:
+async def run_arm(
+    arm: str, requests: list[Request], pg: EmbeddedPostgres, oracle: Oracle, default_ctx: int, threads: int
+) -> dict:
     async with AsyncExitStack() as stack:
-        be = await stack.enter_async_context(start_llama_backend(
-            LlamaBackendConfig(default_num_ctx=default_ctx, aliases=(ALIAS,), seed=SEED, n_threads=threads)))
+        be = await stack.enter_async_context(
+            start_llama_backend(
+                LlamaBackendConfig(default_num_ctx=default_ctx, aliases=(ALIAS,), seed=SEED, n_threads=threads)
+            )
+        )
         url, settle = be.url, None
         policy: Optimizer | ClientPolicy
         if arm == "optimizer":
@@ -124,15 +143,24 @@ async def run_arm(arm: str, requests: list[Request], pg: EmbeddedPostgres, oracl
                 policy.completed(request, body)
                 if settle is not None:
                     await settle(i + 1)
-                print(f"  {arm} {i + 1}/{len(requests)} tpl {request.template_id} {latencies[-1]:.2f}s "
-                      f"ctx {be.requests[-1].runner.get('num_ctx') if be.requests and be.requests[-1].runner else '-'}"
-                      f" trunc {be.truncated_requests} reloads {sum(be.reloads.values())}", file=sys.stderr)
+                print(
+                    f"  {arm} {i + 1}/{len(requests)} tpl {request.template_id} {latencies[-1]:.2f}s "
+                    f"ctx {be.requests[-1].runner.get('num_ctx') if be.requests and be.requests[-1].runner else '-'}"
+                    f" trunc {be.truncated_requests} reloads {sum(be.reloads.values())}",
+                    file=sys.stderr,
+                )
         memory = be.memory_stats()
-        f = {"p50_s": round(quantile(latencies, 0.5), 3), "p95_s": round(quantile(latencies, 0.95), 3),
-             "truncated": be.truncated_requests, "reloads": sum(be.reloads.values()),
-             "kv_gib_mean": round(memory["kv_mean_bytes"] / 2**30, 4),
-             "mean_s": round(sum(latencies) / len(latencies), 3), "errors": errors,
-             "loads": sum(be.loads.values()), "wall_s": round(time.monotonic() - started, 1)}
+        f = {
+            "p50_s": round(quantile(latencies, 0.5), 3),
+            "p95_s": round(quantile(latencies, 0.95), 3),
+            "truncated": be.truncated_requests,
+            "reloads": sum(be.reloads.values()),
+            "kv_gib_mean": round(memory["kv_mean_bytes"] / 2**30, 4),
+            "mean_s": round(sum(latencies) / len(latencies), 3),
+            "errors": errors,
+            "loads": sum(be.loads.values()),
+            "wall_s": round(time.monotonic() - started, 1),
+        }
         if isinstance(policy, Optimizer):
             decisions = policy.core.decisions
             f["decision_reasons"] = dict(Counter(d[0] for d in decisions))
@@ -162,8 +190,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=20)
     parser.add_argument("--default-ctx", type=int, default=1024)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="llama.cpp threads (1: no barrier waits on busy shared cores)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="llama.cpp threads (1: no barrier waits on busy shared cores)"
+    )
     parser.add_argument("--arms", nargs="+", choices=LLAMA_ARMS, default=list(LLAMA_ARMS))
     args = parser.parse_args()
     if not available():

@@ -1,10 +1,12 @@
 """Figures of one benchmark run (one arm, scenario and concurrency), the markdown table and the plots."""
+
 from __future__ import annotations
 
 import statistics
 from collections import Counter
 from pathlib import Path
 
+from bench.e2e_blame import load_intervals
 from bench.e2e_drive import Result
 from bench.ollama_sim import Emulator
 
@@ -53,21 +55,34 @@ def figures(results: list[Result], emulator: Emulator, long_doc_ids: set[int]) -
     memory = emulator.engine.memory_stats(until=max(ends) if ends else 0.0)
     curve = []
     for start in range(0, len(results), BUCKET):
-        chunk = results[start:start + BUCKET]
-        chunk_lat = [x for x in lat[start:start + BUCKET] if x is not None]
-        curve.append({"from": start, "latency_mean_s": round(statistics.fmean(chunk_lat), 3) if chunk_lat else None,
-                      "reloads": sum(1 for r in chunk if r.record is not None and r.record.reloaded),
-                      "loads": sum(1 for r in chunk if r.record is not None and r.record.loaded)})
+        chunk = results[start : start + BUCKET]
+        chunk_lat = [x for x in lat[start : start + BUCKET] if x is not None]
+        curve.append(
+            {
+                "from": start,
+                "latency_mean_s": round(statistics.fmean(chunk_lat), 3) if chunk_lat else None,
+                "reloads": sum(1 for r in chunk if r.record is not None and r.record.reloaded),
+                "loads": sum(1 for r in chunk if r.record is not None and r.record.loaded),
+            }
+        )
     overhead_ms = [r.hop_s * 1000 for r in results]
     return {
-        "requests": len(results), "errors": len(results) - len(ok),
-        "p50_s": round(quantile(ok, 0.50), 3), "p95_s": round(quantile(ok, 0.95), 3),
-        "p99_s": round(quantile(ok, 0.99), 3), "mean_s": round(statistics.fmean(ok), 3) if ok else 0.0,
-        "truncated": truncated, "truncated_pct": round(100 * truncated / max(1, len(records)), 2),
-        "long_doc_requests": len(long_docs), "long_doc_truncated": sum(r.record.truncated for r in long_docs),
-        "reloads": sum(emulator.reloads.values()), "loads": sum(emulator.loads.values()),
-        "evictions": sum(emulator.evictions.values()), "revisits": revisits(records),
-        "kv_gib_mean": round(memory["kv_mean_bytes"] / GiB, 3), "kv_gib_peak": round(memory["kv_peak_bytes"] / GiB, 3),
+        "requests": len(results),
+        "errors": len(results) - len(ok),
+        "p50_s": round(quantile(ok, 0.50), 3),
+        "p95_s": round(quantile(ok, 0.95), 3),
+        "p99_s": round(quantile(ok, 0.99), 3),
+        "mean_s": round(statistics.fmean(ok), 3) if ok else 0.0,
+        "truncated": truncated,
+        "truncated_pct": round(100 * truncated / max(1, len(records)), 2),
+        "long_doc_requests": len(long_docs),
+        "long_doc_truncated": sum(r.record.truncated for r in long_docs),
+        "reloads": sum(emulator.reloads.values()),
+        "loads": sum(emulator.loads.values()),
+        "evictions": sum(emulator.evictions.values()),
+        "revisits": revisits(records),
+        "kv_gib_mean": round(memory["kv_mean_bytes"] / GiB, 3),
+        "kv_gib_peak": round(memory["kv_peak_bytes"] / GiB, 3),
         "vram_gib_mean": round(memory["vram_mean_bytes"] / GiB, 3),
         "vram_gib_peak": round(memory["vram_peak_bytes"] / GiB, 3),
         "tokens_per_s": round(sum(r.eval_count for r in records) / span, 2) if span > 0 else 0.0,
@@ -77,6 +92,8 @@ def figures(results: list[Result], emulator: Emulator, long_doc_ids: set[int]) -
         "curve": curve,
         "_latencies": lat,
         "_truncated": [r.record is not None and r.record.truncated for r in results],
+        "_records": [r.record for r in results],
+        "_loads": load_intervals(emulator),
     }
 
 
@@ -104,10 +121,12 @@ def revisits(records: list, window: int = REVISIT_WINDOW) -> int:
     return count
 
 
-TABLE_HEADER = ("| scenario | conc | arm | p50 s | p50 intact s | mean s (none truncated) | p95 s | p99 s | truncated "
-                "| reloads | loads | evictions | KV GiB mean/peak | VRAM GiB mean/peak | tok/s | hop ms p50/p99 "
-                "| vs oracle (settled) | learning: requests / extra s / gap after |\n"
-                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+TABLE_HEADER = (
+    "| scenario | conc | arm | p50 s | p50 intact s | mean s (none truncated) | p95 s | p99 s | truncated "
+    "| reloads | loads | evictions | KV GiB mean/peak | VRAM GiB mean/peak | tok/s | hop ms p50/p99 "
+    "| vs oracle (settled) | learning: requests / extra s / gap after |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+)
 
 
 def _pct(value: float | None) -> str:
@@ -116,14 +135,19 @@ def _pct(value: float | None) -> str:
 
 def table_row(scenario: str, conc: int, arm: str, f: dict) -> str:
     untruncated = f.get("mean_untruncated_s")
-    learning = (f"{f['learning_requests']} / {f['learning_extra_s']:.0f} / {_pct(f['gap_after_learning'])}"
-                if "learning_requests" in f else "")
-    return (f"| {scenario} | {conc} | {arm} | {f['p50_s']:.2f} | {f.get('p50_intact_s', 0.0):.2f} "
-            f"| {'' if untruncated is None else f'{untruncated:.2f}'} | {f['p95_s']:.2f} | {f['p99_s']:.2f} "
-            f"| {f['truncated']} ({f['truncated_pct']:.1f}%) | {f['reloads']} | {f['loads']} | {f['evictions']} "
-            f"| {f['kv_gib_mean']:.2f}/{f['kv_gib_peak']:.2f} | {f['vram_gib_mean']:.2f}/{f['vram_gib_peak']:.2f} "
-            f"| {f['tokens_per_s']:.1f} | {f['overhead_ms_p50']:.2f}/{f['overhead_ms_p99']:.2f} "
-            f"| {_pct(f.get('oracle_gap'))} | {learning} |")
+    learning = (
+        f"{f['learning_requests']} / {f['learning_extra_s']:.0f} / {_pct(f['gap_after_learning'])}"
+        if "learning_requests" in f
+        else ""
+    )
+    return (
+        f"| {scenario} | {conc} | {arm} | {f['p50_s']:.2f} | {f.get('p50_intact_s', 0.0):.2f} "
+        f"| {'' if untruncated is None else f'{untruncated:.2f}'} | {f['p95_s']:.2f} | {f['p99_s']:.2f} "
+        f"| {f['truncated']} ({f['truncated_pct']:.1f}%) | {f['reloads']} | {f['loads']} | {f['evictions']} "
+        f"| {f['kv_gib_mean']:.2f}/{f['kv_gib_peak']:.2f} | {f['vram_gib_mean']:.2f}/{f['vram_gib_peak']:.2f} "
+        f"| {f['tokens_per_s']:.1f} | {f['overhead_ms_p50']:.2f}/{f['overhead_ms_p99']:.2f} "
+        f"| {_pct(f.get('oracle_gap'))} | {learning} |"
+    )
 
 
 def plot(results: dict, out_dir: Path) -> list[Path]:  # results as written to e2e.json
@@ -139,8 +163,9 @@ def plot(results: dict, out_dir: Path) -> list[Path]:  # results as written to e
         fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
         concs = sorted(by_conc, key=int)
         for arm in next(iter(by_conc.values())):
-            line = axes[0].plot([int(c) for c in concs], [by_conc[c][arm]["p50_s"] for c in concs], marker="o",
-                                label=arm)[0]
+            line = axes[0].plot(
+                [int(c) for c in concs], [by_conc[c][arm]["p50_s"] for c in concs], marker="o", label=arm
+            )[0]
             curve = by_conc[concs[0]][arm]["curve"]
             xs = [p["from"] for p in curve]
             axes[1].plot(xs, [p["latency_mean_s"] for p in curve], marker=".", label=arm)
@@ -149,11 +174,15 @@ def plot(results: dict, out_dir: Path) -> list[Path]:  # results as written to e
         axes[0].set(title=f"{scenario}: p50 latency", xlabel="concurrency", ylabel="s (simulated)", xscale="log")
         axes[0].set_xticks([int(c) for c in concs], [str(c) for c in concs])
         axes[0].minorticks_off()
-        axes[1].set(title=f"learning curve, concurrency {concs[0]}", xlabel="request index (per 100)",
-                    ylabel="mean latency s")
-        axes[2].set(title="reloads (solid), all loads (dashed) per 100", xlabel="request index (per 100)",
-                    ylabel="per 100 requests",
-                    yscale="symlog")
+        axes[1].set(
+            title=f"learning curve, concurrency {concs[0]}", xlabel="request index (per 100)", ylabel="mean latency s"
+        )
+        axes[2].set(
+            title="reloads (solid), all loads (dashed) per 100",
+            xlabel="request index (per 100)",
+            ylabel="per 100 requests",
+            yscale="symlog",
+        )
         for ax in axes:
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)

@@ -11,11 +11,14 @@ request-path overhead (the gateway's optimizer_plugin_overhead_seconds) during t
 breaker is open, recovery without restarting the gateway, and outcome ids: acknowledged as stored vs
 stored (``lost_ids``, ``duplicate_ids``), rows committed by a tuner while another session surely held
 the writer lock (``stale_writer_rows``, from commit timestamps and a polled lock-holder timeline), the
-time from a lock loss to the next stored row (``failover_s``), plus outcomes dropped and counted at the
-plugin while the tuner was unreachable. Each fault ends once the
-gateway has recovered and the tuner has stored what it buffered (`buffer_written_s`). The services log
+time from the writer's death or lock loss (kill -9 of the writer, its lock session terminated, SIGSTOP
+past its lock loss) to the next stored row (``failover_s``), the same from a SIGSTOPped writer whose
+lock session Postgres ends for its silence (``hung_writer_failover_s``), plus outcomes dropped and
+counted at the plugin while the tuner was unreachable. Each fault ends once the gateway has recovered and
+the tuner has stored what it buffered (`buffer_written_s`). The services log
 at WARNING; `FAULTS_LOG_LEVEL=INFO` shows more (logs under /tmp/faults-*/logs).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -79,8 +82,15 @@ class Process:
 
     def start(self) -> None:
         log = open(self.log_path, "ab")  # noqa: SIM115 (kept by the child)
-        self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True, cwd=ROOT, user=self.user)
+        self.proc = subprocess.Popen(
+            self.argv,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=ROOT,
+            user=self.user,
+        )
         log.close()
 
     @property
@@ -122,9 +132,21 @@ class Postgres(Process):
         self.data, self.port = root / "pgdata", free_port()
         if not (self.data / "PG_VERSION").exists():  # pgserver's initdb (as user "pgserver" when root)
             pgserver.get_server(self.data, cleanup_mode="stop").cleanup()
-        argv = [str(Path(POSTGRES_BIN_PATH) / "postgres"), "-D", str(self.data), "-p", str(self.port),
-                "-k", str(self.data), "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200",
-                "-c", "track_commit_timestamp=on"]
+        argv = [
+            str(Path(POSTGRES_BIN_PATH) / "postgres"),
+            "-D",
+            str(self.data),
+            "-p",
+            str(self.port),
+            "-k",
+            str(self.data),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "max_connections=200",
+            "-c",
+            "track_commit_timestamp=on",
+        ]
         super().__init__("postgres", argv, os.environ, log_dir)
         self.user = "pgserver" if os.geteuid() == 0 else None
 
@@ -147,8 +169,11 @@ class Service(Process):
     def __init__(self, kind: str, env: Mapping[str, str], log_dir: Path, name: str = "") -> None:
         self.grpc_port, self.metrics_port = free_port(), free_port()
         prefix = kind.upper()
-        env = {**env, f"{prefix}_LISTEN": f"127.0.0.1:{self.grpc_port}",
-               f"{prefix}_METRICS_PORT": str(self.metrics_port)}
+        env = {
+            **env,
+            f"{prefix}_LISTEN": f"127.0.0.1:{self.grpc_port}",
+            f"{prefix}_METRICS_PORT": str(self.metrics_port),
+        }
         super().__init__(name or kind, [*CLI, kind], env, log_dir)
 
     @property
@@ -204,13 +229,18 @@ class Relay:
 async def scrape(port: int) -> Samples:
     """Every sample of a /metrics endpoint (empty when unreachable)."""
     try:
-        async with aiohttp.ClientSession() as session, session.get(
-                f"http://127.0.0.1:{port}/metrics", timeout=aiohttp.ClientTimeout(total=5)) as response:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{port}/metrics", timeout=aiohttp.ClientTimeout(total=5)) as response,
+        ):
             text = await response.text()
     except (TimeoutError, aiohttp.ClientError):
         return {}
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
@@ -221,7 +251,9 @@ def histogram_delta(before: Samples, after: Samples, name: str) -> tuple[int, fl
     """(count, mean seconds, p99 upper bucket bound seconds) of a histogram between two scrapes."""
     buckets = sorted(
         (float(dict(labels)["le"]), after[(n, labels)] - before.get((n, labels), 0.0))
-        for (n, labels) in after if n == f"{name}_bucket")
+        for (n, labels) in after
+        if n == f"{name}_bucket"
+    )
     count = int(value(after, f"{name}_count") - value(before, f"{name}_count"))
     total = value(after, f"{name}_sum") - value(before, f"{name}_sum")
     p99 = 0.0
@@ -261,9 +293,15 @@ class Traffic:
         while not self._stop.is_set():
             system, instructions = rng.choice(TEMPLATES)
             stream = rng.random() < 0.5
-            body = {"model": MODEL, "stream": stream, "options": {"num_predict": 16},
-                    "messages": [{"role": "system", "content": system},
-                                 {"role": "user", "content": instructions + "\n" + words(rng, 20)}]}
+            body = {
+                "model": MODEL,
+                "stream": stream,
+                "options": {"num_predict": 16},
+                "messages": [
+                    {"role": "system", "content": system},
+                    {"role": "user", "content": instructions + "\n" + words(rng, 20)},
+                ],
+            }
             started = loop.time()
             ok = False
             try:
@@ -327,8 +365,7 @@ class System:
         return await scrape(self.gateway_metrics)
 
     def stop(self) -> None:
-        for proc in (self.gateway, self.router_proc, self.emulator, *self.tuners.values(), self.matcher,
-                     self.postgres):
+        for proc in (self.gateway, self.router_proc, self.emulator, *self.tuners.values(), self.matcher, self.postgres):
             proc.terminate()
 
 
@@ -339,8 +376,11 @@ async def start_system(root: Path, time_scale: float, cooldown_s: float, delay_s
     postgres.start()
     await wait_for(postgres.ready, 60, "postgres up")
     await apply_migrations(postgres.dsn)
-    env = {**os.environ, "OPTIMIZER_DSN": postgres.dsn,
-           "OPTIMIZER_LOG_LEVEL": os.environ.get("FAULTS_LOG_LEVEL", "WARNING")}
+    env = {
+        **os.environ,
+        "OPTIMIZER_DSN": postgres.dsn,
+        "OPTIMIZER_LOG_LEVEL": os.environ.get("FAULTS_LOG_LEVEL", "WARNING"),
+    }
     matcher = Service("matcher", env, logs)
     tuners = {name: Service("tuner", env, logs, name) for name in ("tuner-a", "tuner-b")}
     for service in (matcher, *tuners.values()):
@@ -349,28 +389,55 @@ async def start_system(root: Path, time_scale: float, cooldown_s: float, delay_s
 
     matcher_relay = await Relay(matcher.grpc_port).start()
     port_file = root / "router.port"
-    router = Process("router", [sys.executable, "-m", "bench.tuner_router", "--records", str(root / "router.jsonl"),
-                                "--port-file", str(port_file), "--delay", str(delay_s),
-                                *(f"--tuner={n}={t.grpc_port}:{t.metrics_port}" for n, t in tuners.items())],
-                     env, logs)
+    router = Process(
+        "router",
+        [
+            sys.executable,
+            "-m",
+            "bench.tuner_router",
+            "--records",
+            str(root / "router.jsonl"),
+            "--port-file",
+            str(port_file),
+            "--delay",
+            str(delay_s),
+            *(f"--tuner={n}={t.grpc_port}:{t.metrics_port}" for n, t in tuners.items()),
+        ],
+        env,
+        logs,
+    )
     router.start()
 
     async def router_up() -> bool:
         return port_file.exists() and bool(port_file.read_text())
+
     await wait_for(router_up, 60, "tuner router listening")
     router_port = int(port_file.read_text())
     emu_port, gw_port, gw_metrics = free_port(), free_port(), free_port()
-    emulator = Process("emulator", [sys.executable, "-m", "bench.ollama_sim", "--port", str(emu_port),
-                                    "--time-scale", str(time_scale)], env, logs)
+    emulator = Process(
+        "emulator",
+        [sys.executable, "-m", "bench.ollama_sim", "--port", str(emu_port), "--time-scale", str(time_scale)],
+        env,
+        logs,
+    )
     emulator.start()
-    gateway = Process("gateway", [*CLI, "gateway", "--listen", f"127.0.0.1:{gw_port}",
-                                  "--upstream", f"127.0.0.1:{emu_port}"],
-                      {**env, "MATCHER_ADDRESS": matcher_relay.address, "TUNER_ADDRESS": f"127.0.0.1:{router_port}",
-                       "GATEWAY_METRICS_PORT": str(gw_metrics), "OPT_PROBES": "false",
-                       "OPT_BREAKER_COOLDOWN_S": str(cooldown_s)}, logs)
+    gateway = Process(
+        "gateway",
+        [*CLI, "gateway", "--listen", f"127.0.0.1:{gw_port}", "--upstream", f"127.0.0.1:{emu_port}"],
+        {
+            **env,
+            "MATCHER_ADDRESS": matcher_relay.address,
+            "TUNER_ADDRESS": f"127.0.0.1:{router_port}",
+            "GATEWAY_METRICS_PORT": str(gw_metrics),
+            "OPT_PROBES": "false",
+            "OPT_BREAKER_COOLDOWN_S": str(cooldown_s),
+        },
+        logs,
+    )
     gateway.start()
-    system = System(root, postgres, matcher, tuners, emulator, gateway, matcher_relay, router, router_port, gw_port,
-                    gw_metrics)
+    system = System(
+        root, postgres, matcher, tuners, emulator, gateway, matcher_relay, router, router_port, gw_port, gw_metrics
+    )
 
     async def gateway_up() -> bool:
         try:
@@ -378,6 +445,7 @@ async def start_system(root: Path, time_scale: float, cooldown_s: float, delay_s
                 return r.status == 200
         except aiohttp.ClientError:
             return False
+
     await wait_for(gateway_up, 60, "gateway relaying")
     return system
 
@@ -387,19 +455,22 @@ class Fault:
     name: str
     targets: tuple[str, ...]  # postgres | matcher | tuner (the writer)
     kind: str  # kill9 | stop | slow | terminate_lock | stop_failover | summary
+    # "failover": the writer dies or loses its lock (failover_s); "hung": the writer stops answering and
+    # keeps its lock session open until Postgres ends it (hung_writer_failover_s); "": neither
+    measure: str = ""
 
 
 FAULTS = (
     Fault("kill9_matcher", ("matcher",), "kill9"),
-    Fault("kill9_tuner", ("tuner",), "kill9"),
+    Fault("kill9_tuner", ("tuner",), "kill9", "failover"),
     Fault("kill9_postgres", ("postgres",), "kill9"),
     Fault("kill9_all", ("postgres", "matcher", "tuner"), "kill9"),
     Fault("sigstop_matcher", ("matcher",), "stop"),
-    Fault("sigstop_tuner", ("tuner",), "stop"),
+    Fault("sigstop_tuner", ("tuner",), "stop", "hung"),
     Fault("sigstop_postgres", ("postgres",), "stop"),
     Fault("slow_matcher_and_tuner", ("matcher", "tuner"), "slow"),
-    Fault("terminate_lock_session", ("tuner",), "terminate_lock"),
-    Fault("sigstop_writer_failover", ("tuner",), "stop_failover"),
+    Fault("terminate_lock_session", ("tuner",), "terminate_lock", "failover"),
+    Fault("sigstop_writer_failover", ("tuner",), "stop_failover", "failover"),
     Fault("summary_hammer", ("tuner",), "summary"),
 )
 LOCK_LOSS = ("terminate_lock", "stop_failover")
@@ -413,8 +484,10 @@ def _proc(system: System, name: str) -> Process:
 
 
 async def inject(system: System, fault: Fault, delay_s: float) -> float | None:
-    """Inject the fault; for a lock loss, the Postgres time the writer's lock session was terminated."""
+    """Inject the fault; for a measured one, the Postgres time the writer died, stopped, or lost its lock
+    session (read before a kill or stop: the failover measured from it is never shorter than the real one)."""
     system.faulted = {name: _proc(system, name) for name in fault.targets}
+    died_at = await postgres_now(system.postgres.dsn) if fault.measure and fault.kind not in LOCK_LOSS else None
     for name, proc in system.faulted.items():
         if fault.kind == "kill9":
             proc.kill9()
@@ -426,7 +499,15 @@ async def inject(system: System, fault: Fault, delay_s: float) -> float | None:
             system.router_proc.signal_group(signal.SIGUSR1)
     if fault.kind in LOCK_LOSS:
         return await terminate_lock_session(system.postgres.dsn)
-    return None
+    return died_at
+
+
+async def postgres_now(dsn: str) -> float:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return float(await conn.fetchval("SELECT extract(epoch FROM clock_timestamp())"))
+    finally:
+        await conn.close()
 
 
 async def terminate_lock_session(dsn: str) -> float:
@@ -457,8 +538,9 @@ def _owner(system: System, client_port: int | None) -> str:
     """The tuner whose process has the TCP connection from ``client_port`` ("" for none)."""
     for name, tuner in system.tuners.items():
         try:
-            if any(c.laddr and c.laddr.port == client_port
-                   for c in psutil.Process(tuner.pid).net_connections(kind="tcp")):
+            if any(
+                c.laddr and c.laddr.port == client_port for c in psutil.Process(tuner.pid).net_connections(kind="tcp")
+            ):
                 return name
         except (psutil.Error, AssertionError):
             continue
@@ -470,8 +552,11 @@ async def poll_holders(system: System, stop: asyncio.Event) -> None:
     conn: asyncpg.Connection | None = None
     while not stop.is_set():
         try:
-            conn = conn if conn is not None and not conn.is_closed() else await asyncpg.connect(
-                system.postgres.dsn, timeout=1)
+            conn = (
+                conn
+                if conn is not None and not conn.is_closed()
+                else await asyncpg.connect(system.postgres.dsn, timeout=1)
+            )
             row = await conn.fetchrow(HOLDER_SQL.replace("clock_timestamp()", "extract(epoch FROM clock_timestamp())"))
             system.holders.append((float(row["at"]), _owner(system, row["client_port"])))
         except Exception:  # noqa: BLE001 - Postgres killed or stopped mid-query: any client error; reconnect
@@ -520,7 +605,10 @@ async def run_fault(system: System, traffic: Traffic, fault: Fault, seconds: flo
     t0 = loop.time()
     hammer_stop = asyncio.Event()
     hammer = asyncio.create_task(hammer_summary(system, hammer_stop)) if fault.kind == "summary" else None
+    old_writer = system.records.with_suffix(".writer").read_text()
     lost_at = await inject(system, fault, delay_s)
+    # A killed or stopped writer's own commit in flight may land just after; a terminated one may win back.
+    replaced = old_writer if fault.kind != "terminate_lock" else ""
     opened_at: float | None = None
     at_open: Samples = {}
     while loop.time() - t0 < seconds:
@@ -539,22 +627,31 @@ async def run_fault(system: System, traffic: Traffic, fault: Fault, seconds: flo
     async def gateway_recovered() -> bool:
         s = await system.gw()
         return _breakers_closed(s) and value(s, "optimizer_plugin_decisions_total", action="apply") > sent0
+
     recovery_s = await wait_for(gateway_recovered, 90, f"gateway recovered from {fault.name}", 0.1)
     buffer_s = await _buffer_written(system, fault)
     after = await system.gw()
     n, mean, p99 = histogram_delta(before, outage_end, "optimizer_plugin_overhead_seconds")
-    open_n, open_mean, open_p99 = (histogram_delta(at_open, outage_end, "optimizer_plugin_overhead_seconds")
-                                   if opened_at else (0, 0.0, 0.0))
+    open_n, open_mean, open_p99 = (
+        histogram_delta(at_open, outage_end, "optimizer_plugin_overhead_seconds") if opened_at else (0, 0.0, 0.0)
+    )
     requests, failed = traffic.window(t0, loop.time())
     return {
-        "fault": fault.name, "requests": requests, "failed_requests": failed,
-        "failover_s": await _failover_s(system, lost_at) if lost_at is not None else None,
-        "summary_calls": summary_calls, "summary_failed": summary_failed,
+        "fault": fault.name,
+        "requests": requests,
+        "failed_requests": failed,
+        "failover_s": await _failover_s(system, lost_at, replaced) if fault.measure == "failover" else None,
+        "hung_writer_failover_s": await _failover_s(system, lost_at, replaced) if fault.measure == "hung" else None,
+        "summary_calls": summary_calls,
+        "summary_failed": summary_failed,
         "outage_s": round(t1 - t0, 1),
         "breaker_opened_after_s": round(opened_at - t0, 2) if opened_at else None,
-        "overhead_ms_mean_during_outage": round(mean * 1e3, 2), "overhead_ms_p99_during_outage": p99 * 1e3,
-        "overhead_ms_mean_breaker_open": round(open_mean * 1e3, 3), "overhead_ms_p99_breaker_open": open_p99 * 1e3,
-        "overhead_samples": n, "breaker_open_samples": open_n,
+        "overhead_ms_mean_during_outage": round(mean * 1e3, 2),
+        "overhead_ms_p99_during_outage": p99 * 1e3,
+        "overhead_ms_mean_breaker_open": round(open_mean * 1e3, 3),
+        "overhead_ms_p99_breaker_open": open_p99 * 1e3,
+        "overhead_samples": n,
+        "breaker_open_samples": open_n,
         "recovery_s_after_restart": round(recovery_s, 2),
         "buffer_written_s": round(buffer_s, 2),
         "restore_s": round(t_back - t1, 2),
@@ -565,15 +662,24 @@ async def run_fault(system: System, traffic: Traffic, fault: Fault, seconds: flo
     }
 
 
-async def _failover_s(system: System, lost_at: float) -> float | None:
-    """Seconds from the lock loss to the first outcome row committed after it (Postgres clock)."""
+async def _failover_s(system: System, lost_at: float, replaced: str) -> float | None:
+    """Seconds from the writer's death or lock loss to the first outcome row committed after it (Postgres
+    clock) that the router sent to another tuner than ``replaced`` and saw answered: a row the next
+    writer stored (an id whose answer never came back may be the dead writer's last commit)."""
     conn = await asyncpg.connect(system.postgres.dsn)
     try:
-        first = await conn.fetchval(
-            """SELECT min(extract(epoch FROM pg_xact_commit_timestamp(xmin))) FROM tuner_outcome
-               WHERE pg_xact_commit_timestamp(xmin) > to_timestamp($1)""", lost_at)
+        rows = await conn.fetch(
+            """SELECT outcome_id, extract(epoch FROM pg_xact_commit_timestamp(xmin)) AS committed
+               FROM tuner_outcome WHERE pg_xact_commit_timestamp(xmin) > to_timestamp($1)
+               ORDER BY 2""",
+            lost_at,
+        )
     finally:
         await conn.close()
+    sent_to = system.router.sent_to
+    first = next(
+        (r["committed"] for r in rows if not replaced or sent_to.get(r["outcome_id"], replaced) != replaced), None
+    )
     return round(float(first) - lost_at, 2) if first is not None else None
 
 
@@ -581,19 +687,25 @@ async def _buffer_written(system: System, fault: Fault) -> float:
     """Seconds until the tuner is the writer again and has stored every outcome it buffered so far
     (what it acknowledged while Postgres was away). The next fault waits for this: a second crash
     before the buffer is written would lose it, which is the fault's cost, not the next one's."""
+
     async def targets() -> dict[str, float]:
         out = {}
         for name, tuner in system.tuners.items():
             s = await scrape(tuner.metrics_port)
             out[name] = value(s, "optimizer_tuner_outcomes_written_total") + value(s, "optimizer_tuner_outcome_buffer")
         return out
+
     first = await targets()
 
     async def written() -> bool:  # whichever tuner is the writer now (a standby may have taken over)
         s = await scrape(system.tuner.metrics_port)
         writer = system.records.with_suffix(".writer").read_text()
-        return (bool(s) and value(s, "optimizer_tuner_writer") == 1
-                and value(s, "optimizer_tuner_outcomes_written_total") >= first.get(writer, 0))
+        return (
+            bool(s)
+            and value(s, "optimizer_tuner_writer") == 1
+            and value(s, "optimizer_tuner_outcomes_written_total") >= first.get(writer, 0)
+        )
+
     return await wait_for(written, 90, f"tuner buffer written after {fault.name}", 0.1)
 
 
@@ -611,10 +723,16 @@ def _dropped(samples: Samples) -> int:
 
 async def settle(system: System, timeout_s: float = 60) -> Samples:
     """Wait until the gateway's telemetry queue and the tuner's write buffer are empty."""
+
     async def quiet() -> bool:
         gw, tuner = await system.gw(), await scrape(system.tuner.metrics_port)
-        return (bool(gw) and value(gw, "optimizer_plugin_telemetry_queue_depth") == 0 and bool(tuner)
-                and value(tuner, "optimizer_tuner_outcome_buffer") == 0)
+        return (
+            bool(gw)
+            and value(gw, "optimizer_plugin_telemetry_queue_depth") == 0
+            and bool(tuner)
+            and value(tuner, "optimizer_tuner_outcome_buffer") == 0
+        )
+
     await wait_for(quiet, timeout_s, "telemetry settled", 0.2)
     return await system.gw()
 
@@ -635,18 +753,25 @@ async def id_figures(system: System) -> dict[str, int]:
     """Outcome ids acknowledged as stored vs stored, duplicates, and rows written without the lock."""
     conn = await asyncpg.connect(system.postgres.dsn)
     try:
-        rows = [(r["outcome_id"], float(r["committed"])) for r in await conn.fetch(
-            """SELECT outcome_id, extract(epoch FROM pg_xact_commit_timestamp(xmin)) AS committed
-               FROM tuner_outcome""")]
+        rows = [
+            (r["outcome_id"], float(r["committed"]))
+            for r in await conn.fetch(
+                """SELECT outcome_id, extract(epoch FROM pg_xact_commit_timestamp(xmin)) AS committed
+               FROM tuner_outcome"""
+            )
+        ]
     finally:
         await conn.close()
     stored = {outcome_id for outcome_id, _ in rows}
     router = system.router
-    return {"acknowledged_ids": len(router.stored), "stored_ids": len(stored),
-            "lost_ids": len(router.stored - stored),
-            "buffered_ids_not_stored": len(router.buffered - stored),
-            "stored_ids_unacknowledged": len(stored - router.stored),
-            "stale_writer_rows": stale_rows(rows, router.sent_to, sorted(system.holders))}
+    return {
+        "acknowledged_ids": len(router.stored),
+        "stored_ids": len(stored),
+        "lost_ids": len(router.stored - stored),
+        "buffered_ids_not_stored": len(router.buffered - stored),
+        "stored_ids_unacknowledged": len(stored - router.stored),
+        "stale_writer_rows": stale_rows(rows, router.sent_to, sorted(system.holders)),
+    }
 
 
 async def count_rows(dsn: str) -> dict[str, int]:
@@ -658,7 +783,8 @@ async def count_rows(dsn: str) -> dict[str, int]:
                           SELECT count(*) AS n FROM tuner_outcome
                           GROUP BY model, finished_at, latency_seconds, ttft_seconds
                           HAVING count(*) > 1) d) AS dup_content
-               FROM tuner_outcome""")
+               FROM tuner_outcome"""
+        )
     finally:
         await conn.close()
     return {k: int(v) for k, v in row.items()}
@@ -679,7 +805,8 @@ async def run(args: argparse.Namespace) -> dict:
         await asyncio.sleep(args.baseline)
         base_after = await system.gw()
         _baseline_n, baseline_mean, baseline_p99 = histogram_delta(
-            base_before, base_after, "optimizer_plugin_overhead_seconds")
+            base_before, base_after, "optimizer_plugin_overhead_seconds"
+        )
         baseline_requests, baseline_failed = traffic.window(start, asyncio.get_running_loop().time())
         selected = [f for f in FAULTS if not args.only or f.name in args.only.split(",")]
         for fault in selected:
@@ -699,6 +826,7 @@ async def run(args: argparse.Namespace) -> dict:
         await system.matcher_relay.stop()
         system.stop()
     failovers = [f["failover_s"] for f in faults if f["failover_s"] is not None]
+    hung = [f["hung_writer_failover_s"] for f in faults if f["hung_writer_failover_s"] is not None]
     acked, completed = _acked(final), _completed(final)
     return {
         "benchmark": "faults",
@@ -709,24 +837,42 @@ async def run(args: argparse.Namespace) -> dict:
         **ids,
         "duplicate_ids": rows["dup_ids"] + rows["dup_content"],
         "failover_s": max(failovers) if failovers else None,
+        "hung_writer_failover_s": max(hung) if hung else None,
         "summary_failed": sum(f["summary_failed"] for f in faults),
         "overhead_ms_p99_during_outage": max(f["overhead_ms_p99_during_outage"] for f in faults),
         "overhead_ms_p99_breaker_open": max(f["overhead_ms_p99_breaker_open"] for f in faults),
-        "overhead_ms_added_mean_breaker_open": round(max(
-            0.0, *(f["overhead_ms_mean_breaker_open"] - baseline_mean * 1e3
-                   for f in faults if f["breaker_open_samples"])), 2),
+        "overhead_ms_added_mean_breaker_open": round(
+            max(
+                0.0,
+                *(
+                    f["overhead_ms_mean_breaker_open"] - baseline_mean * 1e3
+                    for f in faults
+                    if f["breaker_open_samples"]
+                ),
+            ),
+            2,
+        ),
         "overhead_ms_p99_baseline": baseline_p99 * 1e3,
         "overhead_ms_mean_baseline": round(baseline_mean * 1e3, 2),
-        "baseline_requests": baseline_requests, "baseline_failed": baseline_failed,
-        "outcomes_completed": completed, "outcomes_acknowledged": acked, "rows_stored": rows["stored"],
+        "baseline_requests": baseline_requests,
+        "baseline_failed": baseline_failed,
+        "outcomes_completed": completed,
+        "outcomes_acknowledged": acked,
+        "rows_stored": rows["stored"],
         "outcomes_dropped_and_counted": completed - acked,
         "stored_though_unacknowledged": max(0, rows["stored"] - acked),
         "gateway_restarts": 0,
         "faults": faults,
         "errors_sample": traffic.errors[:5],
-        "config": {"clients": args.clients, "fault_seconds": args.fault_seconds, "slow_delay_s": args.delay,
-                   "breaker_cooldown_s": args.cooldown, "emulator_time_scale": args.time_scale,
-                   "plugin_budget_ms": 50, "logs": str(root / "logs")},
+        "config": {
+            "clients": args.clients,
+            "fault_seconds": args.fault_seconds,
+            "slow_delay_s": args.delay,
+            "breaker_cooldown_s": args.cooldown,
+            "emulator_time_scale": args.time_scale,
+            "plugin_budget_ms": 50,
+            "logs": str(root / "logs"),
+        },
     }
 
 

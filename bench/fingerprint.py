@@ -2,6 +2,7 @@
 
 Run: .venv/bin/python -m bench.fingerprint [--runs 3000]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,8 +15,10 @@ from matcher_service.settings import MatcherSettings
 from matcher_service.simhash import fingerprint
 from matcher_service.tokens import TOKEN_RE
 
-_WORDS = ("You are a helpful assistant . Answer the user's question using the context below , "
-          "citing sources [ 1 ] when possible ; order 12345 at 2024-01-05 : status = ok").split()
+_WORDS = (
+    "You are a helpful assistant . Answer the user's question using the context below , "
+    "citing sources [ 1 ] when possible ; order 12345 at 2024-01-05 : status = ok"
+).split()
 
 
 def prompt_of_tokens(tokens: int, seed: int = 1) -> str:
@@ -41,8 +44,13 @@ def main() -> None:
         samples.append((time.perf_counter() - started) * 1e6)
     samples.sort()
     result = {
-        "bench": "fingerprint", "tokens": 1024, "windows": 5, "runs": args.runs,
-        "shingle_size": settings.shingle_size, "normalize": settings.normalize, "text_bytes": len(text),
+        "bench": "fingerprint",
+        "tokens": 1024,
+        "windows": 5,
+        "runs": args.runs,
+        "shingle_size": settings.shingle_size,
+        "normalize": settings.normalize,
+        "text_bytes": len(text),
         "fingerprint_us_median": round(statistics.median(samples), 1),
         "fingerprint_us_p90": round(samples[int(0.9 * len(samples))], 1),
         "fingerprint_us_min": round(samples[0], 1),

@@ -8,6 +8,7 @@ Properties (each run for N generated inputs; the last line is one JSON object wi
   well-formed chats it is exactly ``"{role}: {content}\\n"`` per message.
 - within_cap: never fails (lone surrogates included) and agrees with the UTF-8 length.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,16 +29,18 @@ SHINGLES = (3, 4, 5)
 _text = st.one_of(
     st.text(max_size=400),
     st.text(alphabet=st.sampled_from(list("ab1 9f-_.,\n\tÉßİ日本\u00a0\u200b")), max_size=3000),
-    st.lists(st.sampled_from(["the", "2024-01-01", "0xdeadbeef", "İstanbul", "ﬁ", "٣", "—", "!", " ", "\n"]),
-             max_size=1500).map(" ".join),
+    st.lists(
+        st.sampled_from(["the", "2024-01-01", "0xdeadbeef", "İstanbul", "ﬁ", "٣", "—", "!", " ", "\n"]), max_size=1500
+    ).map(" ".join),
 )
 _json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=40),
     lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner, max_size=5),
     max_leaves=30,
 )
-_message = st.fixed_dictionaries({"role": st.sampled_from(["system", "user", "assistant"]),
-                                  "content": st.text(max_size=200)})
+_message = st.fixed_dictionaries(
+    {"role": st.sampled_from(["system", "user", "assistant"]), "content": st.text(max_size=200)}
+)
 _request = st.one_of(
     st.dictionaries(st.sampled_from(["messages", "prompt", "system", "model", "options"]), _json, max_size=5),
     st.fixed_dictionaries({"messages": st.lists(_json | _message, max_size=20)}),
@@ -47,8 +50,7 @@ _request = st.one_of(
 
 def build(examples: int, tried: Counter[str]) -> dict[str, Callable[[], None]]:
     """The properties as zero-argument callables running ``examples`` inputs each; ``tried`` counts inputs."""
-    config = settings(max_examples=examples, deadline=None, database=None,
-                      suppress_health_check=list(HealthCheck))
+    config = settings(max_examples=examples, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 
     @config
     @given(_text, st.sampled_from(SHINGLES), st.booleans())
@@ -77,19 +79,21 @@ def build(examples: int, tried: Counter[str]) -> dict[str, Callable[[], None]]:
         text = canonical_text(request)
         assert isinstance(text, str)
         messages = request.get("messages")
-        if isinstance(messages, list) and all(isinstance(m, dict) and set(m) == {"role", "content"}
-                                              and isinstance(m["content"], str) for m in messages):
+        if isinstance(messages, list) and all(
+            isinstance(m, dict) and set(m) == {"role", "content"} and isinstance(m["content"], str) for m in messages
+        ):
             assert text == "".join(f"{m['role']}: {m['content']}\n" for m in messages)
 
     @config
-    @given(st.text(alphabet=st.characters(codec=None, categories=None), max_size=300) | st.just("\ud800" * 5),
-           st.integers(0, 2000))
+    @given(
+        st.text(alphabet=st.characters(codec=None, categories=None), max_size=300) | st.just("\ud800" * 5),
+        st.integers(0, 2000),
+    )
     def cap_properties(text: str, cap: int) -> None:
         tried["within_cap"] += 1
         assert within_cap(text, cap) == (len(text.encode("utf-8", "surrogatepass")) <= cap)
 
-    return {"fingerprint": fingerprint_properties, "canonical_text": canonical_properties,
-            "within_cap": cap_properties}
+    return {"fingerprint": fingerprint_properties, "canonical_text": canonical_properties, "within_cap": cap_properties}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -104,9 +108,18 @@ def main(argv: list[str] | None = None) -> None:
             prop()
         except Exception as exc:  # noqa: BLE001 - a falsified property: report it, keep fuzzing the others
             failures[name] = f"{type(exc).__name__}: {exc}"[:500]
-    print(json.dumps({"benchmark": "fuzz", "inputs_tried": dict(tried), "inputs_tried_total": sum(tried.values()),
-                      "failures": failures, "seconds": round(time.perf_counter() - started, 1),
-                      "engine": "hypothesis"}))
+    print(
+        json.dumps(
+            {
+                "benchmark": "fuzz",
+                "inputs_tried": dict(tried),
+                "inputs_tried_total": sum(tried.values()),
+                "failures": failures,
+                "seconds": round(time.perf_counter() - started, 1),
+                "engine": "hypothesis",
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

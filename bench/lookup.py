@@ -1,15 +1,20 @@
 """Lookup at scale: N templates × 5 windows COPYed into Postgres, then planted near-duplicates and misses.
 
 Run: .venv/bin/python -m bench.lookup --templates 1000000 [--queries 3000] [--exact-sample 300]
-     [--shared-buffers-mb 128] [--no-prewarm]
+     [--shared-buffers-mb 128] [--no-prewarm] [--shared-head 10000]
 
 Figures: sql_ms_* (client-observed round trip of the one lookup statement on the Unix socket),
 match_ms_* (client-observed Match RPC on loopback to an `ollama-optimizer matcher` subprocess, cache off),
-exact (SQL result equals a numpy brute-force reference over all stored fingerprints, on a sample), and the
-SQL figures split into planted near-duplicates (hit) and misses. Unless --no-prewarm, every page of the
-lookup's indexes is read once before timing (a long-running server's steady state; pg_prewarm is not in
-pgserver), after a CHECKPOINT has written the bulk load's dirty pages.
+exact (SQL result equals a numpy
+brute-force reference over all stored fingerprints, on a sample), and the SQL figures split into
+planted near-duplicates (hit) and misses. With --shared-head H, H of the templates share one 128-token head
+(equal fingerprints up to window 128, different fixed continuations) and ``shared_head`` reports the
+same SQL and Match figures for queries that share the head and miss (their continuation is new). Unless
+--no-prewarm, every page of the lookup's indexes is
+read once before timing (a long-running server's steady state; pg_prewarm is not in pgserver), after a
+CHECKPOINT has written the bulk load's dirty pages.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,13 +48,15 @@ from ollama_optimizer.migrations import apply_migrations
 from .fingerprint import prompt_of_tokens
 
 U64 = (1 << 64) - 1
-BULK_TIMEOUT = 3600.0  # the pool's 10 s command timeout is for the service, not for bulk loads
+BULK_TIMEOUT = 3600.0
+SHARED_HEAD_TOKENS = 128  # the pool's 10 s command timeout is for the service, not for bulk loads
 
 
 async def _wait_serving(address: str) -> None:
     async with create_channel(address) as channel:
-        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(), wait_for_ready=True,
-                                                          timeout=60)
+        watch = health_pb2_grpc.HealthStub(channel).Watch(
+            health_pb2.HealthCheckRequest(), wait_for_ready=True, timeout=60
+        )
         async for response in watch:
             if response.status == health_pb2.HealthCheckResponse.SERVING:
                 return
@@ -61,8 +68,14 @@ async def matcher_process(dsn: str, **env: str) -> AsyncIterator[str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         address = f"127.0.0.1:{sock.getsockname()[1]}"
-    env = {**os.environ, "OPTIMIZER_DSN": dsn, "MATCHER_LISTEN": address, "MATCHER_METRICS_PORT": "0",
-           "OPTIMIZER_LOG_LEVEL": "WARNING", **env}
+    env = {
+        **os.environ,
+        "OPTIMIZER_DSN": dsn,
+        "MATCHER_LISTEN": address,
+        "MATCHER_METRICS_PORT": "0",
+        "OPTIMIZER_LOG_LEVEL": "WARNING",
+        **env,
+    }
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "ollama_optimizer.cli", "matcher", env=env)
     try:
         await _wait_serving(address)
@@ -73,8 +86,9 @@ async def matcher_process(dsn: str, **env: str) -> AsyncIterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def embedded_database(max_size: int = 10, shared_buffers_mb: int | None = None
-                            ) -> AsyncIterator[tuple[str, asyncpg.Pool]]:
+async def embedded_database(
+    max_size: int = 10, shared_buffers_mb: int | None = None
+) -> AsyncIterator[tuple[str, asyncpg.Pool]]:
     """(DSN, pool) of a migrated database in a throw-away embedded Postgres (its shared_buffers default
     unless ``shared_buffers_mb`` is given)."""
     with tempfile.TemporaryDirectory(prefix="bench-matcher-") as tmp:
@@ -105,24 +119,48 @@ def percentile(values: list[float], q: float) -> float:
     return round(float(np.percentile(values, q)), 3)
 
 
+def _probe_key_columns(fps: np.ndarray, window: int) -> list[list[int]]:
+    """k0..k3 of one window's fingerprints (as the probe-key trigger computes them)."""
+    return [
+        ((np.int64(window) << 16) | ((fps >> np.uint64(16 * b)) & np.uint64(0xFFFF)).astype(np.int64)).tolist()
+        for b in range(4)
+    ]
+
+
 async def load_fingerprints(pool: asyncpg.Pool, fps: np.ndarray, version: int) -> float:
-    """COPY templates × windows (block indexes rebuilt after the load); returns seconds."""
+    """COPY templates × windows (secondary indexes rebuilt after the load; triggers skipped, so the rows
+    carry their probe keys and stable window as the triggers would set them); returns seconds."""
     started = time.perf_counter()
     n = fps.shape[0]
     async with pool.acquire() as conn:
-        await conn.execute("""INSERT INTO matcher_template (algorithm_version, stable_window)
-                              SELECT $1, $2 FROM generate_series(1, $3)""", version, WINDOWS[-1], n,
-                           timeout=BULK_TIMEOUT)
+        await conn.execute(
+            """INSERT INTO matcher_template (algorithm_version, stable_window)
+                              SELECT $1, $2 FROM generate_series(1, $3)""",
+            version,
+            WINDOWS[-1],
+            n,
+            timeout=BULK_TIMEOUT,
+        )
         indexes = await conn.fetch("""SELECT indexname, indexdef FROM pg_indexes
-                                      WHERE tablename = 'matcher_fingerprint' AND indexname LIKE '%\\_k_\\_idx'""")
+                                      WHERE tablename = 'matcher_fingerprint' AND indexname NOT LIKE '%\\_pkey'""")
         for index in indexes:
             await conn.execute(f"DROP INDEX {index['indexname']}")
         await conn.execute("SET session_replication_role = replica")  # skip per-row FK triggers for the bulk load
         signed = fps.astype(np.int64)
         for w_index, window in enumerate(WINDOWS):
-            records = zip(range(1, n + 1), [window] * n, signed[:, w_index].tolist())
-            await conn.copy_records_to_table("matcher_fingerprint", records=records,
-                                             columns=["template_id", "window_size", "fp"], timeout=BULK_TIMEOUT)
+            records = zip(
+                range(1, n + 1),
+                [window] * n,
+                signed[:, w_index].tolist(),
+                [WINDOWS[-1]] * n,
+                *_probe_key_columns(fps[:, w_index], window),
+            )
+            await conn.copy_records_to_table(
+                "matcher_fingerprint",
+                records=records,
+                columns=["template_id", "window_size", "fp", "stable_window", "k0", "k1", "k2", "k3"],
+                timeout=BULK_TIMEOUT,
+            )
         await conn.execute("RESET session_replication_role")
         await conn.execute("SET maintenance_work_mem = '512MB'")
         for index in indexes:
@@ -140,8 +178,9 @@ async def prewarm(pool: asyncpg.Pool) -> float:
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off")
         for column in ("k0", "k1", "k2", "k3", "template_id"):
-            await conn.fetchval(f"SELECT count(*) FROM matcher_fingerprint WHERE {column} > -2147483648",
-                                timeout=BULK_TIMEOUT)
+            await conn.fetchval(
+                f"SELECT count(*) FROM matcher_fingerprint WHERE {column} > -2147483648", timeout=BULK_TIMEOUT
+            )
         await conn.fetchval("SELECT count(*) FROM matcher_template WHERE id > 0", timeout=BULK_TIMEOUT)
     return time.perf_counter() - started
 
@@ -151,8 +190,9 @@ def is_miss(i: int) -> bool:
     return i % 4 == 3
 
 
-def planted_queries(fps: np.ndarray, settings: MatcherSettings, count: int, rng: random.Random
-                    ) -> list[tuple[int, ...]]:
+def planted_queries(
+    fps: np.ndarray, settings: MatcherSettings, count: int, rng: random.Random
+) -> list[tuple[int, ...]]:
     """3/4 near-duplicates (0..k(W) flipped bits per window), 1/4 random misses."""
     queries = []
     for i in range(count):
@@ -160,8 +200,12 @@ def planted_queries(fps: np.ndarray, settings: MatcherSettings, count: int, rng:
             queries.append(tuple(rng.getrandbits(64) for _ in WINDOWS))
             continue
         row = fps[rng.randrange(fps.shape[0])]
-        queries.append(tuple(int(fp) ^ sum(1 << b for b in rng.sample(range(64), rng.randint(0, settings.threshold(w))))
-                             for fp, w in zip(row, WINDOWS)))
+        queries.append(
+            tuple(
+                int(fp) ^ sum(1 << b for b in rng.sample(range(64), rng.randint(0, settings.threshold(w))))
+                for fp, w in zip(row, WINDOWS)
+            )
+        )
     return queries
 
 
@@ -185,17 +229,25 @@ async def run(args: argparse.Namespace) -> dict:
     settings = MatcherSettings(cache_size=0)
     version = algorithm_version(settings.shingle_size, settings.normalize)
     rng = random.Random(11)
-    fps = np.random.default_rng(5).integers(0, U64, size=(args.templates, len(WINDOWS)), dtype=np.uint64,
-                                            endpoint=True)
+    fps = np.random.default_rng(5).integers(0, U64, size=(args.templates, len(WINDOWS)), dtype=np.uint64, endpoint=True)
     # A few templates come from real texts, so that Match (text in) has near-duplicates to find.
     texts = [prompt_of_tokens(1100, seed) for seed in range(200)]
     for i, text in enumerate(texts):
         fps[i] = fingerprint(text, settings.shingle_size, settings.normalize).fingerprints
+    head = prompt_of_tokens(SHARED_HEAD_TOKENS, 20_000)
+    shared = slice(len(texts), len(texts) + args.shared_head)
+    head_windows = [i for i, w in enumerate(WINDOWS) if w <= SHARED_HEAD_TOKENS]
+    head_fps = fingerprint(f"{head} {texts[0]}", settings.shingle_size, settings.normalize).fingerprints
+    fps[shared, : len(head_windows)] = np.array(head_fps[: len(head_windows)], dtype=np.uint64)
     async with embedded_database(shared_buffers_mb=args.shared_buffers_mb) as (dsn, pool):
         shared_buffers = await pool.fetchval("SHOW shared_buffers")
         load_seconds = await load_fingerprints(pool, fps, version)
-        sizes = {table: await pool.fetchval("SELECT pg_total_relation_size($1::regclass)", table)
-                 for table in ("matcher_template", "matcher_fingerprint")}
+        sizes = {
+            table: await pool.fetchrow(
+                "SELECT pg_total_relation_size($1::regclass) AS total, pg_indexes_size($1::regclass) AS indexes", table
+            )
+            for table in ("matcher_template", "matcher_fingerprint")
+        }
         prewarm_seconds = await prewarm(pool) if args.prewarm else 0.0
         queries = planted_queries(fps, settings, args.queries, rng)
         sql_ms, results = [], []
@@ -214,7 +266,26 @@ async def run(args: argparse.Namespace) -> dict:
         sample = rng.sample(range(len(queries)), min(args.exact_sample, len(queries)))
         exact = all(results[i] == brute_force(fps, queries[i], settings) for i in sample)
 
+        shared_sql_ms, shared_candidates = [], 0
+        if args.shared_head:
+            async with pool.acquire() as conn:
+                with no_gc_pauses():
+                    for _ in range(args.queries):
+                        query = make_query(
+                            version,
+                            (
+                                *head_fps[: len(head_windows)],
+                                *(rng.getrandbits(64) for _ in WINDOWS[len(head_windows) :]),
+                            ),
+                            settings,
+                        )
+                        started = time.perf_counter()
+                        ranked = await store.candidates(conn, query)
+                        shared_sql_ms.append((time.perf_counter() - started) * 1000)
+                        shared_candidates = max(shared_candidates, len(ranked))
+
         match_ms, matched = [], 0
+        shared_match_ms, shared_matched = [], 0
         async with matcher_process(dsn, MATCHER_CACHE_SIZE="0") as address, create_channel(address) as channel:
             stub = matcher_pb2_grpc.MatcherStub(channel)
             match_texts = []
@@ -233,19 +304,58 @@ async def run(args: argparse.Namespace) -> dict:
                     response = await stub.Match(matcher_pb2.MatchRequest(model="bench", text=text))
                     match_ms.append((time.perf_counter() - started) * 1000)
                     matched += response.matched
+            if args.shared_head:
+                shared_texts = [f"{head} {prompt_of_tokens(1000, 30_000 + i)}" for i in range(args.queries)]
+                with no_gc_pauses():
+                    for text in shared_texts:
+                        started = time.perf_counter()
+                        response = await stub.Match(matcher_pb2.MatchRequest(model="bench", text=text))
+                        shared_match_ms.append((time.perf_counter() - started) * 1000)
+                        shared_matched += response.matched
+    shared_report = (
+        {}
+        if not args.shared_head
+        else {
+            "shared_head": {
+                "templates": args.shared_head,
+                "head_tokens": SHARED_HEAD_TOKENS,
+                "queries": args.queries,
+                "sql_ms_p50": percentile(shared_sql_ms, 50),
+                "sql_ms_p99": percentile(shared_sql_ms, 99),
+                "candidates_ranked_max": shared_candidates,
+                "match_ms_p50": percentile(shared_match_ms, 50),
+                "match_ms_p99": percentile(shared_match_ms, 99),
+                "match_matched": shared_matched,
+            }
+        }
+    )
     return {
-        "bench": "lookup", "templates": args.templates, "fingerprint_rows": args.templates * len(WINDOWS),
-        "thresholds": settings.thresholds, "shared_buffers": shared_buffers, "load_seconds": round(load_seconds, 1),
+        "bench": "lookup",
+        "templates": args.templates,
+        "fingerprint_rows": args.templates * len(WINDOWS),
+        "thresholds": settings.thresholds,
+        "shared_buffers": shared_buffers,
+        "load_seconds": round(load_seconds, 1),
         "queries": len(queries),
         "sql_hits": sum(r is not None for r in results),
-        "sql_ms_p50": percentile(sql_ms, 50), "sql_ms_p99": percentile(sql_ms, 99),
-        "sql_ms_p50_hit": percentile(hit_ms, 50), "sql_ms_p99_hit": percentile(hit_ms, 99),
-        "sql_ms_p50_miss": percentile(miss_ms, 50), "sql_ms_p99_miss": percentile(miss_ms, 99),
+        "sql_ms_p50": percentile(sql_ms, 50),
+        "sql_ms_p99": percentile(sql_ms, 99),
+        "sql_ms_p50_hit": percentile(hit_ms, 50),
+        "sql_ms_p99_hit": percentile(hit_ms, 99),
+        "sql_ms_p50_miss": percentile(miss_ms, 50),
+        "sql_ms_p99_miss": percentile(miss_ms, 99),
         "prewarm_seconds": round(prewarm_seconds, 1),
-        # tables with their indexes (and TOAST), in MiB per million templates
-        "mib_per_million_templates": {t: round(b / 2**20 * 1e6 / args.templates, 1) for t, b in sizes.items()},
-        "match_ms_p50": percentile(match_ms, 50), "match_ms_p99": percentile(match_ms, 99),
-        "match_matched": matched, "exact": exact, "exact_sample": len(sample),
+        # tables with their indexes (and TOAST), and the indexes alone, in MiB per million templates
+        "mib_per_million_templates": {t: round(b["total"] / 2**20 * 1e6 / args.templates, 1) for t, b in sizes.items()},
+        "index_mib_per_million_templates": {
+            t: round(b["indexes"] / 2**20 * 1e6 / args.templates, 1) for t, b in sizes.items()
+        },
+        "match_ms_p50": percentile(match_ms, 50),
+        "match_ms_p99": percentile(match_ms, 99),
+        "match_matched": matched,
+        "exact": exact,
+        "exact_sample": len(sample),
+        **shared_report,
     }
 
 
@@ -254,12 +364,26 @@ def main() -> None:
     parser.add_argument("--templates", type=int, default=1_000_000)
     parser.add_argument("--queries", type=int, default=3000)
     parser.add_argument("--exact-sample", type=int, default=300)
-    parser.add_argument("--shared-buffers-mb", type=int,
-                        help="Postgres shared_buffers in MB (default: the embedded server's, a quarter of the RAM "
-                             "up to 1 GiB, so that the 4 block indexes, ~0.8 GB at 1M templates, stay cached; "
-                             "128 = Postgres's own default)")
-    parser.add_argument("--no-prewarm", dest="prewarm", action="store_false",
-                        help="time from cold index pages (right after the bulk load)")
+    parser.add_argument(
+        "--shared-buffers-mb",
+        type=int,
+        help="Postgres shared_buffers in MB (default: the embedded server's, a quarter of the RAM "
+        "up to 1 GiB, so that the 4 block indexes, ~0.8 GB at 1M templates, stay cached; "
+        "128 = Postgres's own default)",
+    )
+    parser.add_argument(
+        "--shared-head",
+        type=int,
+        default=0,
+        metavar="H",
+        help="H templates share one 128-token head; report lookups of queries that share it and miss",
+    )
+    parser.add_argument(
+        "--no-prewarm",
+        dest="prewarm",
+        action="store_false",
+        help="time from cold index pages (right after the bulk load)",
+    )
     print(json.dumps(asyncio.run(run(parser.parse_args()))))
 
 

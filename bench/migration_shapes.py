@@ -4,6 +4,7 @@ and generated columns (0003 as first released, databases migrated before checksu
 `python -m bench.migration_shapes [--templates N] [--rounds R]`: N templates × 4 windows per round,
 inserted in one statement into each shape, alternating; one line per round and shape.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,10 @@ async def run(templates: int, rounds: int) -> None:
                 started = time.perf_counter()
                 await conn.execute(FILL.format(n=templates))
                 took = time.perf_counter() - started
-                print(f"round {round_no} {name}: {templates * 4} rows in {took:.2f} s "
-                      f"({took / (templates * 4) * 1e6:.1f} us/row)")
+                print(
+                    f"round {round_no} {name}: {templates * 4} rows in {took:.2f} s "
+                    f"({took / (templates * 4) * 1e6:.1f} us/row)"
+                )
         print(f"load average after: {os.getloadavg()[0]:.2f}")
         await triggered.close()
         await generated.close()

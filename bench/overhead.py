@@ -12,6 +12,7 @@
   the other requests while large prompts are in flight on the same event loop and matcher.
 Targets (issue 5): up_ms_p50 <= 1.5, up_ms_p99 <= 4, down_ms_p99 <= 0.1.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,8 +65,14 @@ async def running_services(data_dir: Path | None = None) -> AsyncIterator[Servic
         async with embedded_or_configured_dsn(cfg) as (dsn, _embedded):
             await apply_migrations(dsn)
             matcher, tuner = f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"
-            env = {**os.environ, "OPTIMIZER_DSN": dsn, "MATCHER_LISTEN": matcher, "TUNER_LISTEN": tuner,
-                   "MATCHER_METRICS_PORT": str(_free_port()), "TUNER_METRICS_PORT": str(_free_port())}
+            env = {
+                **os.environ,
+                "OPTIMIZER_DSN": dsn,
+                "MATCHER_LISTEN": matcher,
+                "TUNER_LISTEN": tuner,
+                "MATCHER_METRICS_PORT": str(_free_port()),
+                "TUNER_METRICS_PORT": str(_free_port()),
+            }
             children = {name: await _spawn(name, env) for name in ("matcher", "tuner")}
             stopped = False
 
@@ -109,9 +116,16 @@ async def _health_round_trips(address: str, n: int) -> list[float]:
 def _outcome(payload: dict) -> dict:
     """A plausible final chunk for telemetry (the overhead bench has no Ollama)."""
     units = sum(len(m["content"].split()) for m in payload["messages"])
-    return {"done": True, "done_reason": "stop", "prompt_eval_count": int(units * 1.3), "eval_count": 200,
-            "total_duration": 2_000_000_000, "load_duration": 5_000_000,
-            "prompt_eval_duration": 400_000_000, "eval_duration": 1_500_000_000}
+    return {
+        "done": True,
+        "done_reason": "stop",
+        "prompt_eval_count": int(units * 1.3),
+        "eval_count": 200,
+        "total_duration": 2_000_000_000,
+        "load_duration": 5_000_000,
+        "prompt_eval_duration": 400_000_000,
+        "eval_duration": 1_500_000_000,
+    }
 
 
 def _memo_hits() -> float:
@@ -171,15 +185,26 @@ async def run(requests: int, warmup: int, large_share: float = 0.0) -> dict:
     templates = make_templates(MODELS, 12, seed=5, shifting=False)
     payloads = [r.payload() for r in make_requests(templates, warmup + requests, seed=5, one_off_share=0.02)]
     async with running_services() as services:
-        cfg = replace(PluginConfig(), matcher_address=services.matcher, tuner_address=services.tuner,
-                      probes=True, breaker_threshold=3, breaker_cooldown_s=3600)
+        cfg = replace(
+            PluginConfig(),
+            matcher_address=services.matcher,
+            tuner_address=services.tuner,
+            probes=True,
+            breaker_threshold=3,
+            breaker_cooldown_s=3600,
+        )
         core = OptimizerCore(cfg)
         for payload in payloads[:warmup]:  # teach templates; learning is asynchronous, so flush
             _sent, decision = await core.prepare(payload)
             core.observe(payload, _outcome(payload), decision, latency_s=2.0, ttft_s=0.5)
             await core.flush()
-        floor = [a + b for a, b in zip(await _health_round_trips(services.matcher, requests),
-                                       await _health_round_trips(services.tuner, requests))]
+        floor = [
+            a + b
+            for a, b in zip(
+                await _health_round_trips(services.matcher, requests),
+                await _health_round_trips(services.tuner, requests),
+            )
+        ]
         large_every = round(1 / large_share) if large_share > 0 else 0
         up = await _timed(core, payloads[warmup:], drain=True, large_every=large_every)
         saturated = (await _timed(core, payloads[warmup:], drain=False)).samples
@@ -191,15 +216,19 @@ async def run(requests: int, warmup: int, large_share: float = 0.0) -> dict:
         down = (await _timed(core, payloads[warmup:], drain=False)).samples
         await core.close(flush_timeout_s=0.5)
     return {
-        "up_ms_p50": round(_quantile(up.samples, 0.50), 4), "up_ms_p99": round(_quantile(up.samples, 0.99), 4),
+        "up_ms_p50": round(_quantile(up.samples, 0.50), 4),
+        "up_ms_p99": round(_quantile(up.samples, 0.99), 4),
         **_split(up),
-        "floor_ms_p50": round(_quantile(floor, 0.50), 4), "floor_ms_p99": round(_quantile(floor, 0.99), 4),
+        "floor_ms_p50": round(_quantile(floor, 0.50), 4),
+        "floor_ms_p99": round(_quantile(floor, 0.99), 4),
         "saturated_ms_p50": round(_quantile(saturated, 0.50), 4),
         "saturated_ms_p99": round(_quantile(saturated, 0.99), 4),
-        "down_ms_p50": round(_quantile(down, 0.50), 4), "down_ms_p99": round(_quantile(down, 0.99), 4),
-        "requests": requests, "large_prompts": sum(1 for i in range(requests) if large_every
-                                                    and i % large_every == large_every // 2),
-        "up_applied_share": round(up.applied / requests, 3), "breakers": breakers,
+        "down_ms_p50": round(_quantile(down, 0.50), 4),
+        "down_ms_p99": round(_quantile(down, 0.99), 4),
+        "requests": requests,
+        "large_prompts": sum(1 for i in range(requests) if large_every and i % large_every == large_every // 2),
+        "up_applied_share": round(up.applied / requests, 3),
+        "breakers": breakers,
     }
 
 
@@ -207,8 +236,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--warmup", type=int, default=200)
-    parser.add_argument("--large-share", type=float, default=0.0,
-                        help="share of requests with a 1 MiB non-ASCII prompt, sent concurrently (e.g. 0.01)")
+    parser.add_argument(
+        "--large-share",
+        type=float,
+        default=0.0,
+        help="share of requests with a 1 MiB non-ASCII prompt, sent concurrently (e.g. 0.01)",
+    )
     args = parser.parse_args()
     if not 0 <= args.large_share <= 0.5:
         parser.error("--large-share must be in 0..0.5")

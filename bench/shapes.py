@@ -18,6 +18,7 @@ Every prompt carries its true template, the token length of that template's fixe
 RAG/agent system messages: the system message, whatever its length) and its chat session, if any.
 Chat prompts are the canonical text the plugin sends (``proxy_plugin.canonical.canonical_text``).
 """
+
 from __future__ import annotations
 
 import json
@@ -29,12 +30,21 @@ from importlib import resources
 from matcher_service.tokens import hash_tokens
 from proxy_plugin.canonical import canonical_text
 
-_FUNCTION = ("the the the a a an of of of to to to and and and in in is is for that with on as be by this it "
-             "you your are or from at will can should not all each when if must more than into about which "
-             "their they we our has have was were its one other some any only also such these those").split()
-_OPENINGS = ("I want you to act as", "Summarise the following", "Please write a short", "Can you help me",
-             "Translate the following into French:", "Explain like I am five:", "Write a poem about",
-             "What is the difference between")
+_FUNCTION = (
+    "the the the a a an of of of to to to and and and in in is is for that with on as be by this it "
+    "you your are or from at will can should not all each when if must more than into about which "
+    "their they we our has have was were its one other some any only also such these those"
+).split()
+_OPENINGS = (
+    "I want you to act as",
+    "Summarise the following",
+    "Please write a short",
+    "Can you help me",
+    "Translate the following into French:",
+    "Explain like I am five:",
+    "Write a poem about",
+    "What is the difference between",
+)
 MIN_HEAD = 16  # a plain prompt whose fixed head is shorter counts as a one-off
 
 
@@ -43,6 +53,7 @@ def _lexicon() -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
     def load(name: str) -> tuple[str, ...]:
         text = resources.files("wonderwords.assets").joinpath(name).read_text(encoding="utf-8")
         return tuple(w for w in text.split("\n") if w.isalpha() and w.islower())
+
     return load("nounlist.txt"), load("verblist.txt"), load("adjectivelist.txt")
 
 
@@ -104,8 +115,9 @@ class _Builder:
         self.templates += 1
         return self.templates - 1
 
-    def plain(self, kind: str, head_tokens: tuple[int, int], var_tokens: tuple[int, int], count: int,
-              suffix: bool = False) -> None:
+    def plain(
+        self, kind: str, head_tokens: tuple[int, int], var_tokens: tuple[int, int], count: int, suffix: bool = False
+    ) -> None:
         """A plain-prompt template: fixed head, variable part, sometimes a fixed closing line."""
         rng = self.rng
         head = sentences(rng, rng.randint(*head_tokens))
@@ -122,11 +134,19 @@ class _Builder:
         truth = self._new_template()
         size = units(head)
         for _ in range(count):
-            self.streams.append([Prompt(truth, "under_64", size,
-                                        head + " " + sentences(rng, rng.randint(3, max(4, 60 - size))))])
+            self.streams.append(
+                [Prompt(truth, "under_64", size, head + " " + sentences(rng, rng.randint(3, max(4, 60 - size))))]
+            )
 
-    def chat(self, system_tokens: int, sessions: int, turns: tuple[int, int], kind: str = "chat",
-             system: str | None = None, user: tuple[int, int] = (5, 150)) -> None:
+    def chat(
+        self,
+        system_tokens: int,
+        sessions: int,
+        turns: tuple[int, int],
+        kind: str = "chat",
+        system: str | None = None,
+        user: tuple[int, int] = (5, 150),
+    ) -> None:
         """An app: one system prompt, ``sessions`` conversations whose history grows turn by turn."""
         rng = self.rng
         system = system if system is not None else "You are " + sentences(rng, system_tokens)
@@ -138,8 +158,9 @@ class _Builder:
             stream = []
             for _turn in range(rng.randint(*turns)):
                 messages.append({"role": "user", "content": sentences(rng, rng.randint(*user))})
-                stream.append(Prompt(truth, kind, _chat_head(messages), canonical_text({"messages": messages}),
-                                     session))
+                stream.append(
+                    Prompt(truth, kind, _chat_head(messages), canonical_text({"messages": messages}), session)
+                )
                 messages.append({"role": "assistant", "content": sentences(rng, rng.randint(20, 200))})
             self.streams.append(stream)
 
@@ -149,14 +170,18 @@ class _Builder:
         as_chat = rng.random() < 0.5
         truth = self._new_template()
         for _ in range(count):
-            docs = "\n".join(f"Document {i + 1}: " + sentences(rng, rng.randint(60, 400))
-                             for i in range(rng.randint(1, 4)))
+            docs = "\n".join(
+                f"Document {i + 1}: " + sentences(rng, rng.randint(60, 400)) for i in range(rng.randint(1, 4))
+            )
             question = "Question: " + sentences(rng, rng.randint(8, 30))
             if as_chat:
-                messages = [{"role": "system", "content": instructions},
-                            {"role": "user", "content": "Context:\n" + docs + "\n\n" + question}]
+                messages = [
+                    {"role": "system", "content": instructions},
+                    {"role": "user", "content": "Context:\n" + docs + "\n\n" + question},
+                ]
                 self.streams.append(
-                    [Prompt(truth, "rag", _chat_head(messages), canonical_text({"messages": messages}))])
+                    [Prompt(truth, "rag", _chat_head(messages), canonical_text({"messages": messages}))]
+                )
             else:
                 text = instructions + "\n\nContext:\n" + docs + "\n\n" + question
                 self.streams.append([Prompt(truth, "rag", units(instructions), text)])
@@ -164,14 +189,32 @@ class _Builder:
     def agent(self, sessions: int) -> None:
         rng = self.rng
         nouns, verbs, _ = _lexicon()
-        tools = [{"type": "function", "function": {
-            "name": f"{rng.choice(verbs)}_{rng.choice(nouns)}", "description": sentences(rng, rng.randint(10, 40)),
-            "parameters": {"type": "object", "properties": {
-                rng.choice(nouns): {"type": rng.choice(("string", "integer", "boolean")),
-                                    "description": sentences(rng, rng.randint(5, 20))}
-                for _ in range(rng.randint(1, 5))}}}} for _ in range(rng.randint(3, 10))]
-        system = ("You are an agent. " + sentences(rng, rng.randint(20, 60))
-                  + "\nYou have access to the following tools:\n" + json.dumps(tools, indent=1))
+        tools = [
+            {
+                "type": "function",
+                "function": {
+                    "name": f"{rng.choice(verbs)}_{rng.choice(nouns)}",
+                    "description": sentences(rng, rng.randint(10, 40)),
+                    "parameters": {
+                        "type": "object",
+                        "properties": {
+                            rng.choice(nouns): {
+                                "type": rng.choice(("string", "integer", "boolean")),
+                                "description": sentences(rng, rng.randint(5, 20)),
+                            }
+                            for _ in range(rng.randint(1, 5))
+                        },
+                    },
+                },
+            }
+            for _ in range(rng.randint(3, 10))
+        ]
+        system = (
+            "You are an agent. "
+            + sentences(rng, rng.randint(20, 60))
+            + "\nYou have access to the following tools:\n"
+            + json.dumps(tools, indent=1)
+        )
         self.chat(0, sessions, (2, 6), kind="agent", system=system, user=(10, 100))
 
     def one_offs(self, count: int) -> None:

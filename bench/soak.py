@@ -8,6 +8,7 @@
    long before the upstream finishes (no whole-body buffering), and no upstream connection is left
    behind (established sockets from the gateway to the emulator before/after).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,6 +64,7 @@ async def capacity(stub: matcher_pb2_grpc.MatcherStub, seconds: float, concurren
             except grpc.aio.AioRpcError as exc:  # shed: the measured capacity counts answers only
                 if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
                     raise
+
     await asyncio.gather(*(worker(i) for i in range(concurrency)))
     return done / seconds
 
@@ -101,9 +103,15 @@ async def open_loop(stub: matcher_pb2_grpc.MatcherStub, rate: float, seconds: fl
     await asyncio.gather(*tasks)
     latencies.sort()
     q = lambda p: round(latencies[int(p * (len(latencies) - 1))] * 1e3, 2) if latencies else None  # noqa: E731
-    return {"offered_per_s": round(rate, 1), "sent": sent, "codes": dict(codes),
-            "served_per_s": round(codes["OK"] / seconds, 1), "ok_latency_ms_p50": q(0.5),
-            "ok_latency_ms_p99": q(0.99), "client_max_in_flight": max_in_flight}
+    return {
+        "offered_per_s": round(rate, 1),
+        "sent": sent,
+        "codes": dict(codes),
+        "served_per_s": round(codes["OK"] / seconds, 1),
+        "ok_latency_ms_p50": q(0.5),
+        "ok_latency_ms_p99": q(0.99),
+        "client_max_in_flight": max_in_flight,
+    }
 
 
 async def matcher_soak(root: Path, args: argparse.Namespace) -> tuple[dict, Postgres, Service]:
@@ -113,8 +121,13 @@ async def matcher_soak(root: Path, args: argparse.Namespace) -> tuple[dict, Post
     postgres.start()
     await wait_for(postgres.ready, 60, "postgres up")
     await apply_migrations(postgres.dsn)
-    env = {**os.environ, "OPTIMIZER_DSN": postgres.dsn, "OPTIMIZER_LOG_LEVEL": "WARNING",
-           "OPTIMIZER_MAX_CONCURRENT_RPCS": str(args.max_concurrent), "MATCHER_CACHE_SIZE": "0"}
+    env = {
+        **os.environ,
+        "OPTIMIZER_DSN": postgres.dsn,
+        "OPTIMIZER_LOG_LEVEL": "WARNING",
+        "OPTIMIZER_MAX_CONCURRENT_RPCS": str(args.max_concurrent),
+        "MATCHER_CACHE_SIZE": "0",
+    }
     matcher = Service("matcher", env, logs)
     try:
         return await _load_phases(matcher, args), postgres, matcher
@@ -137,24 +150,37 @@ async def _load_phases(matcher: Service, args: argparse.Namespace) -> dict:
     after = _footprint(matcher.pid)
     shed = sum(p["codes"].get("RESOURCE_EXHAUSTED", 0) for p in phases)
     return {
-        "capacity_per_s": round(cap, 1), "max_concurrent_rpcs": args.max_concurrent,
-        "at_capacity": phases[0], "at_2x": phases[1], "shed_resource_exhausted": shed,
-        "rss_mib_before": round(before[0], 1), "rss_mib_after": round(after[0], 1),
-        "rss_growth_mib": round(after[0] - before[0], 1), "fds_before": before[1], "fds_after": after[1],
+        "capacity_per_s": round(cap, 1),
+        "max_concurrent_rpcs": args.max_concurrent,
+        "at_capacity": phases[0],
+        "at_2x": phases[1],
+        "shed_resource_exhausted": shed,
+        "rss_mib_before": round(before[0], 1),
+        "rss_mib_after": round(after[0], 1),
+        "rss_growth_mib": round(after[0] - before[0], 1),
+        "fds_before": before[1],
+        "fds_after": after[1],
         "fd_growth": after[1] - before[1],
     }
 
 
 def _upstream_connections(gateway_pid: int, upstream_port: int) -> int:
-    return sum(1 for c in psutil.Process(gateway_pid).net_connections(kind="tcp")
-               if c.raddr and c.raddr.port == upstream_port and c.status == psutil.CONN_ESTABLISHED)
+    return sum(
+        1
+        for c in psutil.Process(gateway_pid).net_connections(kind="tcp")
+        if c.raddr and c.raddr.port == upstream_port and c.status == psutil.CONN_ESTABLISHED
+    )
 
 
 async def _stream(session: aiohttp.ClientSession, url: str, seed: int, hang_up: bool) -> tuple[float, float] | None:
     """(first chunk, end) seconds after sending; None when this client hung up after the first chunk."""
     rng = random.Random(seed)
-    body = {"model": MODEL, "stream": True, "options": {"num_predict": 200},
-            "messages": [{"role": "user", "content": HEAD + " " + words(rng, 30)}]}
+    body = {
+        "model": MODEL,
+        "stream": True,
+        "options": {"num_predict": 200},
+        "messages": [{"role": "user", "content": HEAD + " " + words(rng, 30)}],
+    }
     started = time.perf_counter()
     first = None
     async with session.post(url + "/api/chat", json=body) as response:
@@ -172,34 +198,59 @@ async def _stream(session: aiohttp.ClientSession, url: str, seed: int, hang_up: 
 async def gateway_soak(root: Path, matcher: Service, args: argparse.Namespace) -> dict:
     logs = root / "logs"
     emu_port, gw_port, gw_metrics = free_port(), free_port(), free_port()
-    emulator = Process("emulator", [sys.executable, "-m", "bench.ollama_sim", "--port", str(emu_port),
-                                    "--time-scale", str(args.stream_time_scale), "--num-parallel", "4"],
-                       os.environ, logs)
-    gateway = Process("gateway", [*CLI, "gateway", "--listen", f"127.0.0.1:{gw_port}",
-                                  "--upstream", f"127.0.0.1:{emu_port}"],
-                      {**os.environ, "MATCHER_ADDRESS": matcher.address, "TUNER_ADDRESS": f"127.0.0.1:{free_port()}",
-                       "GATEWAY_METRICS_PORT": str(gw_metrics), "OPT_PROBES": "false"}, logs)
+    emulator = Process(
+        "emulator",
+        [
+            sys.executable,
+            "-m",
+            "bench.ollama_sim",
+            "--port",
+            str(emu_port),
+            "--time-scale",
+            str(args.stream_time_scale),
+            "--num-parallel",
+            "4",
+        ],
+        os.environ,
+        logs,
+    )
+    gateway = Process(
+        "gateway",
+        [*CLI, "gateway", "--listen", f"127.0.0.1:{gw_port}", "--upstream", f"127.0.0.1:{emu_port}"],
+        {
+            **os.environ,
+            "MATCHER_ADDRESS": matcher.address,
+            "TUNER_ADDRESS": f"127.0.0.1:{free_port()}",
+            "GATEWAY_METRICS_PORT": str(gw_metrics),
+            "OPT_PROBES": "false",
+        },
+        logs,
+    )
     emulator.start()
     gateway.start()
     url = f"http://127.0.0.1:{gw_port}"
     try:
+
         async def up() -> bool:
             try:
                 async with aiohttp.ClientSession() as s, s.get(url + "/api/tags") as r:
                     return r.status == 200
             except aiohttp.ClientError:
                 return False
+
         await wait_for(up, 60, "gateway relaying")
         before = _upstream_connections(gateway.pid, emu_port)
         results: list[tuple[float, float] | None] = []
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as session:
             for wave in range(args.waves):
-                results += await asyncio.gather(*(
-                    _stream(session, url, wave * 1000 + i, hang_up=i % 4 == 3) for i in range(args.streams)))
+                results += await asyncio.gather(
+                    *(_stream(session, url, wave * 1000 + i, hang_up=i % 4 == 3) for i in range(args.streams))
+                )
         during = _upstream_connections(gateway.pid, emu_port)
 
         async def released() -> bool:
             return _upstream_connections(gateway.pid, emu_port) <= before
+
         try:
             idle_s = await wait_for(released, 60, "upstream connections released", 0.5)
         except TimeoutError:
@@ -213,12 +264,16 @@ async def gateway_soak(root: Path, matcher: Service, args: argparse.Namespace) -
     early = sum(1 for first, end in complete if end - first >= 0.05)
     complete.sort(key=lambda r: r[1])
     return {
-        "streams": len(results), "hung_up_mid_stream": len(results) - len(complete),
-        "completed": len(complete), "first_chunk_50ms_or_more_before_end": early,
+        "streams": len(results),
+        "hung_up_mid_stream": len(results) - len(complete),
+        "completed": len(complete),
+        "first_chunk_50ms_or_more_before_end": early,
         "first_chunk_ms_median": round(sorted(f for f, _ in complete)[len(complete) // 2] * 1e3, 1),
         "body_ms_median": round(complete[len(complete) // 2][1] * 1e3, 1),
-        "upstream_established_before": before, "upstream_established_after_load": during,
-        "upstream_established_after_idle": after, "upstream_release_s": idle_s,
+        "upstream_established_before": before,
+        "upstream_established_after_load": during,
+        "upstream_established_after_idle": after,
+        "upstream_release_s": idle_s,
     }
 
 
@@ -233,12 +288,21 @@ async def run(args: argparse.Namespace) -> dict:
             if proc is not None:
                 proc.terminate()
     return {
-        "benchmark": "soak", "rss_growth_mib": matcher_result["rss_growth_mib"],
-        "fd_growth": matcher_result["fd_growth"], "shed_resource_exhausted": matcher_result["shed_resource_exhausted"],
-        "matcher": matcher_result, "gateway_streaming": gateway_result,
-        "config": {"seconds_per_phase": args.seconds, "capacity_seconds": args.capacity_seconds,
-                   "deadline_s": args.deadline, "streams": args.streams, "waves": args.waves,
-                   "cpus": os.cpu_count(), "logs": str(root / "logs")},
+        "benchmark": "soak",
+        "rss_growth_mib": matcher_result["rss_growth_mib"],
+        "fd_growth": matcher_result["fd_growth"],
+        "shed_resource_exhausted": matcher_result["shed_resource_exhausted"],
+        "matcher": matcher_result,
+        "gateway_streaming": gateway_result,
+        "config": {
+            "seconds_per_phase": args.seconds,
+            "capacity_seconds": args.capacity_seconds,
+            "deadline_s": args.deadline,
+            "streams": args.streams,
+            "waves": args.waves,
+            "cpus": os.cpu_count(),
+            "logs": str(root / "logs"),
+        },
     }
 
 

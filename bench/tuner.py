@@ -9,6 +9,7 @@ tuner then starts on it (``startup_s``, ``rss_mib`` after start-up) and Recommen
 Runs an embedded Postgres (or OPTIMIZER_DSN), an in-process tuner, and client processes.
 The last line printed is one JSON object.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,10 +45,12 @@ TEMPLATES = 30
 
 def _request(i: int, stored: int = 0) -> tuner_pb2.RecommendRequest:
     if stored:  # one model, templates spread over all stored ones
-        return tuner_pb2.RecommendRequest(model=MODELS[0], template_id=1 + (i * 7919) % stored,
-                                          prompt_units=200 + (i * 37) % 6000, message_count=2)
-    return tuner_pb2.RecommendRequest(model=MODELS[i % 3], template_id=1 + i % TEMPLATES,
-                                      prompt_units=200 + (i * 37) % 6000, message_count=2)
+        return tuner_pb2.RecommendRequest(
+            model=MODELS[0], template_id=1 + (i * 7919) % stored, prompt_units=200 + (i * 37) % 6000, message_count=2
+        )
+    return tuner_pb2.RecommendRequest(
+        model=MODELS[i % 3], template_id=1 + i % TEMPLATES, prompt_units=200 + (i * 37) % 6000, message_count=2
+    )
 
 
 async def _seed_templates(pool: asyncpg.Pool, count: int) -> None:
@@ -58,18 +61,57 @@ async def _seed_templates(pool: asyncpg.Pool, count: int) -> None:
         template.need.add(rng.randint(2000, 6000))
         template.output.add(rng.randint(100, 400))
     row = store.rule_row(MODELS[0], 0, template, 0.87)
-    fields = ("model", "template_id", "param", "value", "sample_count", "confidence", "success_count",
-              "total_count", "pinned", "last_safe_value", "truncations", "state")
+    fields = (
+        "model",
+        "template_id",
+        "param",
+        "value",
+        "sample_count",
+        "confidence",
+        "success_count",
+        "total_count",
+        "pinned",
+        "last_safe_value",
+        "truncations",
+        "state",
+    )
     async with pool.acquire() as conn:
-        await conn.execute("INSERT INTO tuner_model (model, state) VALUES ($1, '{}') ON CONFLICT DO NOTHING",
-                           MODELS[0])
+        await conn.execute("INSERT INTO tuner_model (model, state) VALUES ($1, '{}') ON CONFLICT DO NOTHING", MODELS[0])
         for start in range(1, count + 1, 100_000):
             records = []
             for template_id in range(start, min(count, start + 99_999) + 1):
-                records.append((row.model, template_id, "num_ctx", row.ctx_value, row.samples, row.confidence,
-                                row.successes, row.samples, False, row.last_safe, 0, row.state))
-                records.append((row.model, template_id, "num_batch", row.batch_value, row.samples, row.confidence,
-                                row.successes, row.samples, False, 0, 0, "{}"))
+                records.append(
+                    (
+                        row.model,
+                        template_id,
+                        "num_ctx",
+                        row.ctx_value,
+                        row.samples,
+                        row.confidence,
+                        row.successes,
+                        row.samples,
+                        False,
+                        row.last_safe,
+                        0,
+                        row.state,
+                    )
+                )
+                records.append(
+                    (
+                        row.model,
+                        template_id,
+                        "num_batch",
+                        row.batch_value,
+                        row.samples,
+                        row.confidence,
+                        row.successes,
+                        row.samples,
+                        False,
+                        0,
+                        0,
+                        "{}",
+                    )
+                )
             await conn.copy_records_to_table("tuner_rule", records=records, columns=fields)
 
 
@@ -84,11 +126,24 @@ def _rss_mib() -> float:
 def _outcome(prefix: str, i: int) -> tuner_pb2.Outcome:
     units = 200 + (i * 37) % 6000
     return tuner_pb2.Outcome(
-        outcome_id=f"{prefix}-{i}", model=MODELS[i % 3], template_id=1 + i % TEMPLATES, prompt_units=units,
-        message_count=2, action=tuner_pb2.APPLY, num_ctx=8192, prompt_eval_count=int(units * 1.1) + 24,
-        eval_count=100 + i % 300, total_duration_ns=2_000_000_000, load_duration_ns=4_000_000,
-        prompt_eval_duration_ns=300_000_000, eval_duration_ns=1_500_000_000, done_reason="stop",
-        counts_known=True, latency_seconds=2.0, ttft_seconds=0.3)
+        outcome_id=f"{prefix}-{i}",
+        model=MODELS[i % 3],
+        template_id=1 + i % TEMPLATES,
+        prompt_units=units,
+        message_count=2,
+        action=tuner_pb2.APPLY,
+        num_ctx=8192,
+        prompt_eval_count=int(units * 1.1) + 24,
+        eval_count=100 + i % 300,
+        total_duration_ns=2_000_000_000,
+        load_duration_ns=4_000_000,
+        prompt_eval_duration_ns=300_000_000,
+        eval_duration_ns=1_500_000_000,
+        done_reason="stop",
+        counts_known=True,
+        latency_seconds=2.0,
+        ttft_seconds=0.3,
+    )
 
 
 async def _client_load(address: str, calls: int, concurrency: int, offset: int, stored: int) -> list[float]:
@@ -131,8 +186,10 @@ def _timed_recommend(samples: list[float]):  # type: ignore[no-untyped-def]
 async def _report_throughput(address: str, total: int, batch: int, concurrency: int) -> float:
     channel = create_channel(address)
     stub = tuner_pb2_grpc.TunerStub(channel)
-    batches = [tuner_pb2.ReportRequest(outcomes=[_outcome("r", i) for i in range(s, min(s + batch, total))])
-               for s in range(0, total, batch)]
+    batches = [
+        tuner_pb2.ReportRequest(outcomes=[_outcome("r", i) for i in range(s, min(s + batch, total))])
+        for s in range(0, total, batch)
+    ]
     queue = iter(batches)
     accepted = 0
 
@@ -164,8 +221,12 @@ async def run(args: argparse.Namespace, dsn: str) -> dict[str, object]:
     rss_before = _rss_mib()
     t0 = time.perf_counter()
     # Ingest capacity, not the per-source Report rate limit (TUNER_REPORT_RATE), is what is measured here.
-    tuner = await start_tuner(pool, ServerConfig(listen="127.0.0.1:0", metrics_port=0), TunerSettings(),
-                              guard=GuardSettings(rate_per_second=0))
+    tuner = await start_tuner(
+        pool,
+        ServerConfig(listen="127.0.0.1:0", metrics_port=0),
+        TunerSettings(),
+        guard=GuardSettings(rate_per_second=0),
+    )
     startup_s = time.perf_counter() - t0
     rss_after = _rss_mib()
     try:
@@ -174,13 +235,20 @@ async def run(args: argparse.Namespace, dsn: str) -> dict[str, object]:
         per_client = args.calls // args.clients
         ctx = multiprocessing.get_context("spawn")
         with ctx.Pool(args.clients) as procs:
-            pending = [loop.run_in_executor(None, functools.partial(
-                procs.apply, _client_process,
-                (tuner.address, per_client, args.concurrency, k * per_client, args.templates)))
-                for k in range(args.clients)]
+            pending = [
+                loop.run_in_executor(
+                    None,
+                    functools.partial(
+                        procs.apply,
+                        _client_process,
+                        (tuner.address, per_client, args.concurrency, k * per_client, args.templates),
+                    ),
+                )
+                for k in range(args.clients)
+            ]
             client_lists = await asyncio.gather(*pending)
         client = np.array([x for lst in client_lists for x in lst]) * 1000
-        server = np.array(server_samples[-len(client):]) * 1000
+        server = np.array(server_samples[-len(client) :]) * 1000
 
         report_rate = await _report_throughput(tuner.address, args.outcomes, args.batch, 4)
         t0 = time.perf_counter()
@@ -192,8 +260,16 @@ async def run(args: argparse.Namespace, dsn: str) -> dict[str, object]:
     finally:
         await tuner.stop(0)
         await pool.close()
-    scale = {"templates_stored": args.templates, "seed_s": round(seeded_s, 1), "templates_in_memory": in_memory,
-             "rss_mib_end": round(rss_end, 1)} if args.templates else {}
+    scale = (
+        {
+            "templates_stored": args.templates,
+            "seed_s": round(seeded_s, 1),
+            "templates_in_memory": in_memory,
+            "rss_mib_end": round(rss_end, 1),
+        }
+        if args.templates
+        else {}
+    )
     return {
         **scale,
         "startup_s": round(startup_s, 3),

@@ -7,6 +7,7 @@ decoded on the way: each outcome id is recorded with the tuner it was sent to an
 (`python -m bench.tuner_router`, used by bench.faults) so it competes less with the load generator;
 it appends one JSON line per Report and per change of writer to ``--records``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,16 +24,27 @@ import grpc
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
 
 REPORT = "/optimizer.v1.Tuner/Report"
-_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 500),
-            ("grpc.min_reconnect_backoff_ms", 100)]
+POLL_EVERY_S = 0.2  # how often each tuner is asked whether it is the writer
+POLL_TIMEOUT_S = 0.5
+_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 500),
+    ("grpc.min_reconnect_backoff_ms", 100),
+]
 
 
 class TunerRouter:
-    def __init__(self, addresses: dict[str, str], is_writer: Callable[[str], Awaitable[bool]],
-                 records: TextIO | None = None, writer_file: Path | None = None) -> None:
+    def __init__(
+        self,
+        addresses: dict[str, str],
+        is_writer: Callable[[str], Awaitable[bool]],
+        records: TextIO | None = None,
+        writer_file: Path | None = None,
+    ) -> None:
         self.addresses, self._is_writer, self._records = addresses, is_writer, records
         self._writer_file = writer_file
         self.current = next(iter(addresses), "")
+        self._claims: dict[str, bool] = {}  # tuner -> whether its last answer said writer
         self.delay_s = 0.0
         self.sent_to: dict[str, str] = {}  # outcome id -> tuner it was last sent to
         self.stored: set[str] = set()  # ids a Report answered as stored
@@ -63,17 +75,22 @@ class TunerRouter:
             await channel.close()
 
     async def _follow_writer(self) -> None:
+        """Each tuner asked on its own (a hung one never delays hearing from the others); the calls
+        move to a tuner that says it is the writer once the current one no longer says so."""
+        await asyncio.gather(*(self._poll(name) for name in self.addresses))
+
+    async def _poll(self, name: str) -> None:
         while True:
-            names = list(self.addresses)
-            answers = await asyncio.gather(*(asyncio.wait_for(self._is_writer(n), 0.5) for n in names),
-                                           return_exceptions=True)
-            writers = [name for name, answer in zip(names, answers) if answer is True]
-            if writers and self.current not in writers:
-                self.current = writers[0]
-                self._write({"writer": self.current})
+            try:
+                self._claims[name] = await asyncio.wait_for(self._is_writer(name), POLL_TIMEOUT_S) is True
+            except Exception:  # noqa: BLE001 (unreachable, hung or answering nonsense: not the writer)
+                self._claims[name] = False
+            if self._claims[name] and name != self.current and not self._claims.get(self.current, False):
+                self.current = name
+                self._write({"writer": name})
                 if self._writer_file is not None:
-                    self._writer_file.write_text(self.current)
-            await asyncio.sleep(0.2)
+                    self._writer_file.write_text(name)
+            await asyncio.sleep(POLL_EVERY_S)
 
     async def forward(self, method: str, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         target = self.current
@@ -92,10 +109,15 @@ class TunerRouter:
     def _record(self, target: str, request: bytes, answer: bytes) -> None:
         ids = [o.outcome_id for o in tuner_pb2.ReportRequest.FromString(request).outcomes]
         reply = tuner_pb2.ReportResponse.FromString(answer)
-        not_stored = {*reply.buffered_index, *reply.dropped_index, *reply.duplicate_index,
-                      *(r.index for r in reply.rejected)}
-        self._write({"target": target, "ids": ids, "not_stored": sorted(not_stored),
-                     "buffered": list(reply.buffered_index)})
+        not_stored = {
+            *reply.buffered_index,
+            *reply.dropped_index,
+            *reply.duplicate_index,
+            *(r.index for r in reply.rejected),
+        }
+        self._write(
+            {"target": target, "ids": ids, "not_stored": sorted(not_stored), "buffered": list(reply.buffered_index)}
+        )
         for index, outcome_id in enumerate(ids):
             self.sent_to[outcome_id] = target
             if index not in not_stored:
@@ -103,7 +125,6 @@ class TunerRouter:
                 self.buffered.discard(outcome_id)
             elif index in reply.buffered_index and outcome_id not in self.stored:
                 self.buffered.add(outcome_id)
-
 
     def _write(self, record: dict[str, Any]) -> None:
         if self._records is not None:
@@ -155,8 +176,9 @@ async def _serve(args: argparse.Namespace) -> None:
         url = f"http://127.0.0.1:{tuners[name].split(':')[1]}/metrics"
         async with aiohttp.ClientSession() as session, session.get(url) as response:
             text = await response.text()
-        return any(line.startswith("optimizer_tuner_writer ") and float(line.split()[1]) == 1
-                   for line in text.splitlines())
+        return any(
+            line.startswith("optimizer_tuner_writer ") and float(line.split()[1]) == 1 for line in text.splitlines()
+        )
 
     with open(args.records, "a") as records:
         writer_file = Path(args.records).with_suffix(".writer")

@@ -6,6 +6,7 @@ words) and a variable tail (the user's part); a few "long-document" templates
 carry tails far beyond common context defaults. The mix can shift: templates
 appear and disappear over the run.
 """
+
 from __future__ import annotations
 
 import random
@@ -54,7 +55,12 @@ class Request:
 
 
 def make_templates(
-    models: list[str], count: int, seed: int, *, long_doc_models: tuple[str, ...] = (), shifting: bool = True,
+    models: list[str],
+    count: int,
+    seed: int,
+    *,
+    long_doc_models: tuple[str, ...] = (),
+    shifting: bool = True,
     long_doc_tail: tuple[int, int] = (20_000, 40_000),
 ) -> list[Template]:
     """``count`` templates spread over ``models`` (round robin: repeat a name to weight it); heads of
@@ -96,9 +102,7 @@ def make_templates(
     return templates
 
 
-def make_requests(
-    templates: list[Template], n: int, seed: int, *, one_off_share: float = 0.05
-) -> list[Request]:
+def make_requests(templates: list[Template], n: int, seed: int, *, one_off_share: float = 0.05) -> list[Request]:
     """``n`` requests: weighted templates active at that point of the run, plus one-off prompts."""
     rng = random.Random(seed + 1)
     models = sorted({t.model for t in templates})

@@ -7,6 +7,7 @@ a document: most sessions that paste stay under ~12k tokens, a few paste enough 
 Sessions start at random times and users think between turns, so a few sessions overlap; requests are
 ordered by their arrival time. The ground-truth template of a request is its app.
 """
+
 from __future__ import annotations
 
 import random
@@ -18,10 +19,10 @@ APPS = 10
 SHORT_SYSTEM_APPS = 7
 SESSIONS = 50
 TURNS = (3, 20)
-SESSION_GAP_S = 400.0      # mean time between session starts (exponential)
-THINK_S = (20.0, 90.0)     # a user's pause between an answer and the next turn
-DOC_SESSIONS = 8           # sessions that paste one mid-sized document (1.5k-6k words)
-BIG_SESSIONS = 3           # sessions whose pasted documents take the history past 50k tokens
+SESSION_GAP_S = 400.0  # mean time between session starts (exponential)
+THINK_S = (20.0, 90.0)  # a user's pause between an answer and the next turn
+DOC_SESSIONS = 8  # sessions that paste one mid-sized document (1.5k-6k words)
+BIG_SESSIONS = 3  # sessions whose pasted documents take the history past 50k tokens
 BIG_DOC_WORDS = (22_000, 30_000)
 
 
@@ -50,8 +51,9 @@ def make_apps(models: list[str], seed: int) -> list[App]:
     return apps
 
 
-def _sessions(apps: list[App], rng: random.Random, big_models: tuple[str, ...],
-              doc_models: tuple[str, ...]) -> list[_Session]:
+def _sessions(
+    apps: list[App], rng: random.Random, big_models: tuple[str, ...], doc_models: tuple[str, ...]
+) -> list[_Session]:
     out: list[_Session] = []
     t = 0.0
     for _ in range(SESSIONS):
@@ -74,8 +76,14 @@ def _sessions(apps: list[App], rng: random.Random, big_models: tuple[str, ...],
     return out
 
 
-def make_chat_requests(models: list[str], seed: int, *, big_models: tuple[str, ...] = (),
-                       doc_models: tuple[str, ...] = (), limit: int | None = None) -> list[Request]:
+def make_chat_requests(
+    models: list[str],
+    seed: int,
+    *,
+    big_models: tuple[str, ...] = (),
+    doc_models: tuple[str, ...] = (),
+    limit: int | None = None,
+) -> list[Request]:
     """Every turn of every session in arrival order (the first ``limit`` when given).
 
     ``big_models`` restricts the sessions that grow past 50k tokens to those models, ``doc_models`` the

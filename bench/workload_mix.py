@@ -6,6 +6,7 @@ prompts. The run has four phases of equal length in which the shares of these ki
 their sessions' order. Ground truth: chat turns belong to their app, RAG and agent requests to their app,
 one-offs to none (template 0).
 """
+
 from __future__ import annotations
 
 import random
@@ -19,8 +20,14 @@ PHASE_MIX = ((0.55, 0.20, 0.05, 0.20), (0.20, 0.50, 0.10, 0.20), (0.20, 0.10, 0.
 """Per phase, the shares of KINDS."""
 RAG_APPS, AGENT_APPS = 4, 3
 RAG_BASE, AGENT_BASE = 100, 200  # template ids of RAG and agent apps start above these
-OPENINGS = ("I want you to", "Summarise the following", "Translate this into French:", "Explain why",
-            "Write a short poem about", "Fix the bug in this code:")
+OPENINGS = (
+    "I want you to",
+    "Summarise the following",
+    "Translate this into French:",
+    "Explain why",
+    "Write a short poem about",
+    "Fix the bug in this code:",
+)
 
 
 @dataclass(frozen=True)
@@ -31,25 +38,29 @@ class _App:
 
 
 def _apps(models: list[str], rng: random.Random) -> tuple[list[_App], list[_App]]:
-    rag = [_App(RAG_BASE + i + 1, models[i % len(models)], words(rng, rng.randint(80, 300)))
-           for i in range(RAG_APPS)]
-    agents = [_App(AGENT_BASE + i + 1, models[(i + 1) % len(models)], words(rng, rng.randint(1_500, 4_000)))
-              for i in range(AGENT_APPS)]
+    rag = [_App(RAG_BASE + i + 1, models[i % len(models)], words(rng, rng.randint(80, 300))) for i in range(RAG_APPS)]
+    agents = [
+        _App(AGENT_BASE + i + 1, models[(i + 1) % len(models)], words(rng, rng.randint(1_500, 4_000)))
+        for i in range(AGENT_APPS)
+    ]
     return rag, agents
 
 
 def _rag(app: _App, rng: random.Random) -> list[dict[str, str]]:
     passages = "\n\n".join(words(rng, rng.randint(150, 400)) for _ in range(rng.randint(3, 6)))
-    return [{"role": "system", "content": app.head},
-            {"role": "user", "content": f"Context:\n{passages}\n\nQuestion: {words(rng, rng.randint(10, 30))}"}]
+    return [
+        {"role": "system", "content": app.head},
+        {"role": "user", "content": f"Context:\n{passages}\n\nQuestion: {words(rng, rng.randint(10, 30))}"},
+    ]
 
 
 def _agent(app: _App, rng: random.Random) -> list[dict[str, str]]:
-    messages = [{"role": "system", "content": app.head},
-                {"role": "user", "content": words(rng, rng.randint(20, 100))}]
+    messages = [{"role": "system", "content": app.head}, {"role": "user", "content": words(rng, rng.randint(20, 100))}]
     for _ in range(rng.randint(0, 3)):  # earlier tool calls and their results
-        messages += [{"role": "assistant", "content": words(rng, rng.randint(10, 40))},
-                     {"role": "tool", "content": words(rng, rng.randint(50, 600))}]
+        messages += [
+            {"role": "assistant", "content": words(rng, rng.randint(10, 40))},
+            {"role": "tool", "content": words(rng, rng.randint(50, 600))},
+        ]
     return messages
 
 

@@ -13,6 +13,7 @@ k=3 → (0,0,0,0), 4 probes; k=4 → (1,0,0,0), 20; k=5 → (1,1,0,0), 36; k=6 �
 k=7 → (1,1,1,1), 68; k=11 → (2,2,2,2), 548. A probe is a key (window << 16 | value) of the
 block's index: one ``k_i = ANY(keys)`` scan per block position.
 """
+
 from __future__ import annotations
 
 import functools
@@ -80,6 +81,7 @@ def build_probes(windows: tuple[int, ...], fingerprints: tuple[int, ...], thresh
     per_window = []
     for w, fp, k in zip(windows, fingerprints, thresholds):
         base = probe_key(w, 0)
-        per_window.append(tuple([base | (mask ^ b) for mask in variant_masks(r)]
-                                for r, b in zip(radii(k), block_values(fp))))
+        per_window.append(
+            tuple([base | (mask ^ b) for mask in variant_masks(r)] for r, b in zip(radii(k), block_values(fp)))
+        )
     return Probes(tuple(per_window))

@@ -1,15 +1,17 @@
 """Pure learning rules: which candidate wins, and how a template's stable window adapts."""
+
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
 RANDOM_BITS = 32  # expected distance of unrelated fingerprints: a window the template lacks counts this much
 NEAR_FACTOR = 3  # "near" at a larger window: within 3 k(W) (slot fills), not a sibling
-# SimHash distance is ~64/pi * acos(1 - f) for a share f of different shingles: unrelated text ~32 bits,
-# half the window different ~21, slot fills (f ~ 0.2) ~14.
-FAR_BITS = 22
-SPREAD_BITS = 8  # prompts sharing only the head are about equally far apart just past it
+# SimHash distance is ~64/pi * acos(s) for a share s of common shingles: unrelated text ~32 bits,
+# half the window in common ~21, slot fills (s ~ 0.8) ~13.
+YOUNG_BRANCHES = 3  # single-prompt templates diverging after one head before it becomes an open tail
+DIVERGENCE_SLACK_BITS = 10  # below the distance expected when two prompts share no more than the head's window
 CLOSE_FACTOR = 1.5  # "close" at a larger window: within 1.5 k(W), for a query shorter than the template's prompts
 
 
@@ -29,7 +31,7 @@ class Candidate:
     stable_distance: int | None = None  # distance at the template's stable window (None: query shorter)
     close_above: bool = False  # close at every window of the query above ``window`` (see _close_above)
     open_tail: bool = False  # the template is a fixed head (up to its stable window) followed by varying text
-    distances_above: tuple[int, ...] = ()  # at the windows above ``window`` both have, ascending
+    distances_above: tuple[tuple[int, int], ...] = ()  # (window, distance) above ``window`` both have, ascending
     above: tuple[tuple[int, int], ...] = ()  # the template's (window, fingerprint) above ``window``
 
     def consistent(self, query_largest_window: int) -> bool:
@@ -48,8 +50,12 @@ class Candidate:
     def near(self, near_bits: int, query_largest_window: int) -> bool:
         """Within ``near_bits`` at the stable window, and neither shorter nor longer than the
         template's prompts: slot fills rather than a different continuation."""
-        return (self.unseen == 0 and query_largest_window >= self.shortest_window
-                and self.stable_distance is not None and self.stable_distance <= near_bits)
+        return (
+            self.unseen == 0
+            and query_largest_window >= self.shortest_window
+            and self.stable_distance is not None
+            and self.stable_distance <= near_bits
+        )
 
 
 @dataclass(frozen=True)
@@ -64,15 +70,23 @@ class StoredCandidate:
     open_tail: bool = False
 
 
-def best_candidate(windows: tuple[int, ...], fingerprints: tuple[int, ...], thresholds: tuple[int, ...],
-                   templates: Iterable[StoredCandidate]) -> Candidate | None:
+def best_candidate(
+    windows: tuple[int, ...],
+    fingerprints: tuple[int, ...],
+    thresholds: tuple[int, ...],
+    templates: Iterable[StoredCandidate],
+) -> Candidate | None:
     """The lookup's answer among ``templates`` for a query (windows ascending, unsigned fingerprints)."""
     ranked = rank(windows, fingerprints, thresholds, templates)
     return ranked[0] if ranked else None
 
 
-def rank(windows: tuple[int, ...], fingerprints: tuple[int, ...], thresholds: tuple[int, ...],
-         templates: Iterable[StoredCandidate]) -> list[Candidate]:
+def rank(
+    windows: tuple[int, ...],
+    fingerprints: tuple[int, ...],
+    thresholds: tuple[int, ...],
+    templates: Iterable[StoredCandidate],
+) -> list[Candidate]:
     """The templates within k(W) of the query at the largest window where any is, best first.
 
     Order: covering first, then reaching the template's stable window, closeness beyond the window
@@ -81,8 +95,10 @@ def rank(windows: tuple[int, ...], fingerprints: tuple[int, ...], thresholds: tu
     templates = list(templates)
     query = dict(zip(windows, fingerprints))
     k = dict(zip(windows, thresholds))
-    distances = {t.template_id: {w: (fp ^ query[w]).bit_count() for w, fp in t.fingerprints.items() if w in query}
-                 for t in templates}
+    distances = {
+        t.template_id: {w: (fp ^ query[w]).bit_count() for w, fp in t.fingerprints.items() if w in query}
+        for t in templates
+    }
     top = max((w for d in distances.values() for w, bits in d.items() if bits <= k[w]), default=None)
     if top is None:
         return []
@@ -95,43 +111,73 @@ def rank(windows: tuple[int, ...], fingerprints: tuple[int, ...], thresholds: tu
         unseen = sum(w not in d for w in above)
         seen_above = [w for w in above if w in d]
         candidate = Candidate(
-            t.template_id, top, d[top], t.observations, t.stable_window, t.shortest_window,
-            beyond=sum(d[w] for w in seen_above) + RANDOM_BITS * unseen, unseen=unseen,
+            t.template_id,
+            top,
+            d[top],
+            t.observations,
+            t.stable_window,
+            t.shortest_window,
+            beyond=sum(d[w] for w in seen_above) + RANDOM_BITS * unseen,
+            unseen=unseen,
             near_above=_near_above(d, k, seen_above, unseen),
             stable_distance=d.get(t.stable_window),
-            close_above=_close_above(d, k, above), open_tail=t.open_tail,
-            distances_above=tuple(d[w] for w in seen_above),
+            close_above=_close_above(d, k, above),
+            open_tail=t.open_tail,
+            distances_above=tuple((w, d[w]) for w in seen_above),
             above=tuple((w, fp) for w, fp in sorted(t.fingerprints.items()) if w > top),
         )
-        order = (not candidate.covers(windows[-1]), top < t.stable_window, candidate.beyond, candidate.distance,
-                 -candidate.observations, candidate.template_id)
+        order = (
+            not candidate.covers(windows[-1]),
+            top < t.stable_window,
+            candidate.beyond,
+            candidate.distance,
+            -candidate.observations,
+            candidate.template_id,
+        )
         ranked.append((order, candidate))
     return [c for _, c in sorted(ranked, key=lambda pair: pair[0])]
 
 
-def diverged_head(ranked: list[Candidate], near_bits: int, query_largest_window: int) -> bool:
-    """Three or more prompts share a head and differ right after it, alike: the query and at least two
-    templates agree at the match window, none covers the query (nor is near at its stable window), every
-    two of them are far apart at the largest window both have (where the shared head weighs least), and
-    at the next larger window all pairs are about as far apart (within SPREAD_BITS). Text past that head
-    varies (a chat history, retrieved documents, a request), so it is one template with an open tail:
-    siblings sharing a prefix, and prompts with slots past it, agree with some earlier prompts more than
-    with others there."""
-    if len(ranked) < 2 or any(c.covers(query_largest_window) or c.near(near_bits, query_largest_window)
-                              for c in ranked):
-        return False
-    pairs = [list(c.distances_above) for c in ranked]
-    pairs += [_distances_above(a, b) for i, a in enumerate(ranked) for b in ranked[i + 1:]]
-    if not all(d and d[-1] > FAR_BITS for d in pairs):
-        return False
-    nearest = [d[0] for d in pairs]
-    return max(nearest) - min(nearest) <= SPREAD_BITS
+def young_branches(ranked: list[Candidate]) -> list[Candidate]:
+    """Candidates made of a single prompt (not open tails): branches nothing has confirmed yet."""
+    return [c for c in ranked if c.observations == 1 and not c.open_tail]
 
 
-def _distances_above(a: Candidate, b: Candidate) -> list[int]:
-    """Distances of two templates at the windows above the match window both have, ascending by window."""
+def diverged_head(
+    ranked: list[Candidate], near_bits: int, query_largest_window: int, threshold: Callable[[int], int]
+) -> bool:
+    """Prompts share a head and differ right after it: none of the candidates covers the query (nor is near
+    at its stable window), at least YOUNG_BRANCHES of them are single prompts, and the query and those
+    branches are, pairwise, diverged right after the match window (``diverged_after``). Text past that
+    head varies (a request, retrieved documents, a chat history), so the head is one template with an open
+    tail. Templates with more observations are prompts that repeated past the head: siblings, left alone."""
+    if any(c.covers(query_largest_window) or c.near(near_bits, query_largest_window) for c in ranked):
+        return False
+    young = young_branches(ranked)
+    if len(young) < YOUNG_BRANCHES:
+        return False
+    pairs = [list(c.distances_above) for c in young]
+    pairs += [_distances_above(a, b) for i, a in enumerate(young) for b in young[i + 1 :]]
+    return all(diverged_after(d, threshold) for d in pairs)
+
+
+def diverged_after(distances: list[tuple[int, int]], threshold: Callable[[int], int]) -> bool:
+    """Two prompts agreeing up to a window and sharing nothing past the next one (``distances``: (window,
+    distance) above the match window, ascending): beyond k at the next window, and at every larger window
+    W at least as far as prompts sharing the next window's text only would be (~64/pi * acos(next / W)),
+    less DIVERGENCE_SLACK_BITS. Prompts with a slot past the head and fixed text after it are closer there."""
+    if not distances:
+        return True
+    first, bits = distances[0]
+    if bits <= threshold(first):
+        return False
+    return all(d >= 64 / math.pi * math.acos(first / w) - DIVERGENCE_SLACK_BITS for w, d in distances[1:])
+
+
+def _distances_above(a: Candidate, b: Candidate) -> list[tuple[int, int]]:
+    """(window, distance) of two templates above the match window both have, ascending by window."""
     b_above = dict(b.above)
-    return [(fp ^ b_above[w]).bit_count() for w, fp in a.above if w in b_above]
+    return [(w, (fp ^ b_above[w]).bit_count()) for w, fp in a.above if w in b_above]
 
 
 def _near_above(distances: dict[int, int], k: dict[int, int], seen_above: list[int], unseen: int) -> bool | None:
@@ -172,8 +218,15 @@ class Decision:
     change: str | None = None  # "grow" / "shrink" when the stable window moved
 
 
-def decide(state: WindowState, matched_window: int, query_largest_window: int,
-           grow_after: int, shrink_after: int, near: bool = True, grows: bool = True) -> Decision:
+def decide(
+    state: WindowState,
+    matched_window: int,
+    query_largest_window: int,
+    grow_after: int,
+    shrink_after: int,
+    near: bool = True,
+    grows: bool = True,
+) -> Decision:
     """Fold or not, and the new window state, for an observation that matched at ``matched_window``.
 
     Partial match (below the stable window, query longer): if the query is still ``near``

@@ -1,4 +1,5 @@
 """Entry points: ``serve()`` for `ollama-optimizer matcher`, ``start_matcher()`` in-process (tests, benches)."""
+
 from __future__ import annotations
 
 import logging
@@ -89,8 +90,12 @@ async def serve() -> int:
     except ValueError as exc:
         log.error("bad configuration: %s", exc)
         return 2
-    async with open_database(DatabaseConfig(), server_settings=SESSION_SETTINGS, reset=keep_session,
-                             while_waiting=lambda: not_serving_while_waiting(server_cfg, (SERVICE_NAME,))) as db:
+    async with open_database(
+        DatabaseConfig(),
+        server_settings=SESSION_SETTINGS,
+        reset=keep_session,
+        while_waiting=lambda: not_serving_while_waiting(server_cfg, (SERVICE_NAME,)),
+    ) as db:
         try:
             matcher = await start_matcher(db.pool, server_cfg, settings, serve_metrics=True, maintenance=True)
         except BindError as exc:

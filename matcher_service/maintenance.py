@@ -1,4 +1,5 @@
 """Background job: retention of stale low-count templates and the templates gauge."""
+
 from __future__ import annotations
 
 import asyncio
@@ -27,8 +28,11 @@ class Maintenance:
     async def run_once(self) -> int:
         """Delete stale templates (also of other algorithm versions), refresh the gauge; returns how many."""
         deleted = await store.delete_stale(
-            self._pool, self._settings.retention_min_observations, self._settings.retention_max_idle,
+            self._pool,
+            self._settings.retention_min_observations,
+            self._settings.retention_max_idle,
             algorithm_version(self._settings.shingle_size, self._settings.normalize),
+            max(self._settings.retention_forget, self._settings.retention_max_idle),
         )
         RETENTION_DELETED.inc(deleted)
         TEMPLATES.set(await store.count_templates(self._pool))

@@ -1,4 +1,5 @@
 """Prometheus domain metrics of the matcher (prefix optimizer_matcher_; bounded labels only)."""
+
 from __future__ import annotations
 
 import functools
@@ -7,8 +8,22 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from .settings import WINDOWS
 
-_FAST_BUCKETS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00015, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
-                 0.01, 0.025, 0.05, 0.1)
+_FAST_BUCKETS = (
+    0.00001,
+    0.000025,
+    0.00005,
+    0.0001,
+    0.00015,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+)
 
 MATCHES = Counter(
     "optimizer_matcher_matches_total",
@@ -23,7 +38,8 @@ OBSERVES = Counter(
     "optimizer_matcher_observes_total", "Observe calls by result (created, folded, invalid, error).", ("result",)
 )
 WINDOW_CHANGES = Counter(
-    "optimizer_matcher_window_changes_total", "Stable-window adaptations by direction (grow, shrink).",
+    "optimizer_matcher_window_changes_total",
+    "Stable-window adaptations by direction (grow, shrink).",
     ("direction",),
 )
 TEMPLATES = Gauge("optimizer_matcher_templates", "Templates in the database (refreshed by the maintenance job).")
@@ -39,7 +55,8 @@ FINGERPRINT_SECONDS = Histogram(
     "optimizer_matcher_fingerprint_seconds", "Time to tokenize and fingerprint one text.", buckets=_FAST_BUCKETS
 )
 LOOKUP_SECONDS = Histogram(
-    "optimizer_matcher_lookup_seconds", "Time of the block-index lookup (one SQL round trip).",
+    "optimizer_matcher_lookup_seconds",
+    "Time of the block-index lookup (one SQL round trip).",
     buckets=_FAST_BUCKETS,
 )
 

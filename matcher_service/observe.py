@@ -2,10 +2,12 @@
 
 Concurrency. Folds of one template serialise on its row lock (SELECT ... FOR UPDATE) and
 every vote update is a single atomic upsert, so no update is lost. Creation happens under
-a transaction-level advisory lock followed by a re-lookup, so concurrent first sightings
+transaction-level advisory locks followed by a re-lookup, so concurrent first sightings
 of a template create it once (READ COMMITTED: the re-lookup sees what the lock holder
-committed). A rare lock-order deadlock is retried.
+committed); the locks are those of the query's fingerprint blocks (``store.creation_lock_keys``),
+so creations of unrelated templates do not wait for each other. A rare lock-order deadlock is retried.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,13 +17,18 @@ import asyncpg
 from ollama_optimizer.db import DbConn
 
 from . import store
-from .learning import Candidate, WindowState, decide, diverged_head
+from .learning import Candidate, WindowState, decide, diverged_head, young_branches
 from .settings import MatcherSettings
 from .store import Query
 
 DEADLOCK_ATTEMPTS = 3
+# A template's majority fingerprints are settled after this many observations: from then on one
+# observation in VOTE_SAMPLE adds its votes (the others only count), unless it brings a window the
+# template lacks or moves the stable window.
+SETTLED_OBSERVATIONS = 64
+VOTE_SAMPLE = 16
 # Templates sharing a diverged head with fewer observations than this are merged into its open tail.
-ABSORB_BELOW = 3
+ABSORB_BELOW = 2  # single prompts only (one may have been folded into since the lookup)
 
 
 @dataclass(frozen=True)
@@ -33,10 +40,20 @@ class ObserveOutcome:
     window_change: str | None = None
 
 
-async def observe(pool: asyncpg.Pool, query: Query, settings: MatcherSettings) -> ObserveOutcome:
+async def observe_batch(pool: asyncpg.Pool, queries: list[Query], settings: MatcherSettings) -> list[ObserveOutcome]:
+    """Observe every query in turn on one connection, each in its own short transaction (a few locks held
+    briefly; commits do not wait for the WAL flush, see ``store.SESSION_SETTINGS``). Outcomes in order."""
+    outcomes = []
+    async with pool.acquire() as conn:
+        for query in queries:
+            outcomes.append(await _observe_retrying(conn, query, settings))
+    return outcomes
+
+
+async def _observe_retrying(conn: DbConn, query: Query, settings: MatcherSettings) -> ObserveOutcome:
     for attempt in range(DEADLOCK_ATTEMPTS):
         try:
-            async with pool.acquire() as conn, conn.transaction():
+            async with conn.transaction():
                 return await _observe(conn, query, settings)
         except asyncpg.DeadlockDetectedError:
             if attempt == DEADLOCK_ATTEMPTS - 1:
@@ -47,7 +64,7 @@ async def observe(pool: asyncpg.Pool, query: Query, settings: MatcherSettings) -
 async def _observe(conn: DbConn, query: Query, settings: MatcherSettings) -> ObserveOutcome:
     best = await store.lookup(conn, query)
     if best is None:
-        await store.take_creation_lock(conn, query.version)
+        await store.take_creation_lock(conn, query)
         best = await store.lookup(conn, query)
         if best is None:
             return await _create(conn, query)
@@ -56,15 +73,14 @@ async def _observe(conn: DbConn, query: Query, settings: MatcherSettings) -> Obs
         return outcome
     # Partial match: a new (sibling) template, unless a concurrent observation just created it, or the
     # prompts sharing this head differ right after it (an open tail).
-    await store.take_creation_lock(conn, query.version)
+    await store.take_creation_lock(conn, query)
     ranked = await store.candidates(conn, query)
     again = ranked[0] if ranked else None
-    if (again is not None and again.template_id != best.template_id
-            and again.covers(query.largest_window)):
+    if again is not None and again.template_id != best.template_id and again.covers(query.largest_window):
         outcome = await _fold_into(conn, again, query, settings)
         if outcome is not None:
             return outcome
-    if diverged_head(ranked, settings.near_bits, query.largest_window):
+    if diverged_head(ranked, settings.near_bits, query.largest_window, settings.threshold):
         outcome = await _open_tail(conn, ranked, query)
         if outcome is not None:
             return outcome
@@ -72,11 +88,13 @@ async def _observe(conn: DbConn, query: Query, settings: MatcherSettings) -> Obs
 
 
 async def _open_tail(conn: DbConn, ranked: list[Candidate], query: Query) -> ObserveOutcome | None:
-    """The most observed template sharing the head becomes its open tail and takes the observation."""
-    head = max(ranked, key=lambda c: (c.observations, -c.template_id))
+    """The oldest single-prompt template sharing the head becomes its open tail, absorbs the other single
+    prompts and takes the observation; templates whose prompts repeated past the head stay siblings."""
+    young = young_branches(ranked)
+    head = min(young, key=lambda c: c.template_id)
     if await store.lock_template(conn, head.template_id) is None:
         return None
-    others = [c.template_id for c in ranked if c.template_id != head.template_id]
+    others = [c.template_id for c in young if c.template_id != head.template_id]
     await store.open_tail(conn, head.template_id, head.window, others, ABSORB_BELOW)
     observations, stable = await store.fold(conn, head.template_id, query, head.distance, WindowState(head.window))
     return ObserveOutcome(head.template_id, False, stable, observations, "shrink")
@@ -87,18 +105,34 @@ async def _create(conn: DbConn, query: Query) -> ObserveOutcome:
     return ObserveOutcome(template_id, True, query.largest_window, 1)
 
 
-async def _fold_into(conn: DbConn, candidate: Candidate, query: Query,
-                     settings: MatcherSettings) -> ObserveOutcome | None:
+async def _fold_into(
+    conn: DbConn, candidate: Candidate, query: Query, settings: MatcherSettings
+) -> ObserveOutcome | None:
     """Fold under the template's row lock; None when the rules say: create a new template instead."""
     if not candidate.consistent(query.largest_window):  # a sibling sharing a prefix
         return None
     state = await store.lock_template(conn, candidate.template_id)
     if state is None:  # deleted by retention meanwhile
         return None
-    decision = decide(state, candidate.window, query.largest_window, settings.grow_after, settings.shrink_after,
-                      candidate.near(settings.near_bits, query.largest_window), grows=not candidate.open_tail)
+    decision = decide(
+        state,
+        candidate.window,
+        query.largest_window,
+        settings.grow_after,
+        settings.shrink_after,
+        candidate.near(settings.near_bits, query.largest_window),
+        grows=not candidate.open_tail,
+    )
     if not decision.fold:
         await store.record_shrink_evidence(conn, candidate.template_id, decision.state)
         return None
-    observations, stable = await store.fold(conn, candidate.template_id, query, candidate.distance, decision.state)
+    observations, stable = await store.fold(
+        conn, candidate.template_id, query, candidate.distance, decision.state, votes=_votes(candidate, decision.change)
+    )
     return ObserveOutcome(candidate.template_id, False, stable, observations, decision.change)
+
+
+def _votes(candidate: Candidate, change: str | None) -> bool:
+    """Whether this fold adds its votes to the template's fingerprints (see SETTLED_OBSERVATIONS)."""
+    settled = candidate.observations >= SETTLED_OBSERVATIONS and candidate.unseen == 0 and change is None
+    return not settled or candidate.observations % VOTE_SAMPLE == 0

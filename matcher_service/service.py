@@ -1,4 +1,5 @@
 """The Matcher gRPC servicer: validation, fingerprints, cache, lookup, Observe and admin reads."""
+
 from __future__ import annotations
 
 import asyncio
@@ -26,10 +27,18 @@ from .metrics import (
     WINDOW_CHANGES,
     match_result,
 )
-from .observe import observe
+from .observe import observe_batch
 from .settings import MatcherSettings
 from .simhash import algorithm_version, fingerprint_off_loop
-from .validation import InvalidInput, check_fingerprints, check_model, check_template_id, check_text, page_size
+from .validation import (
+    InvalidInput,
+    check_batch,
+    check_fingerprints,
+    check_model,
+    check_template_id,
+    check_text,
+    page_size,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +49,8 @@ SERVICE_NAME = matcher_pb2.DESCRIPTOR.services_by_name["Matcher"].full_name
 DB_ERRORS_TYPES = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 CacheKey = tuple[int, tuple[int, ...], tuple[int, ...]]
+# Largest unit count answered (uint32 fields).
+MAX_UNITS = (1 << 32) - 1
 # Share of the caller's remaining time Match keeps for answering after its database lookup.
 ANSWER_SHARE = 0.2
 
@@ -50,8 +61,10 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
         self._settings = settings
         self._version = algorithm_version(settings.shingle_size, settings.normalize)
         self._cache: SoftCache[Candidate | None] = SoftCache(
-            settings.cache_size, settings.cache_ttl,
-            hits=CACHE_REQUESTS.labels("hit"), misses=CACHE_REQUESTS.labels("miss"),
+            settings.cache_size,
+            settings.cache_ttl,
+            hits=CACHE_REQUESTS.labels("hit"),
+            misses=CACHE_REQUESTS.labels("miss"),
         )
         # Observe holds at most half the pool (waiting on row locks, say): Match always finds a connection.
         self._observe_connections = asyncio.Semaphore(max(1, pool.get_max_size() // 2))
@@ -60,8 +73,7 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
         thresholds = tuple(self._settings.threshold(w) for w in windows)
         return store.Query(self._version, windows, fps, thresholds, build_probes(windows, fps, list(thresholds)))
 
-    async def Match(self, request: matcher_pb2.MatchRequest, context: Context
-                    ) -> matcher_pb2.MatchResponse:
+    async def Match(self, request: matcher_pb2.MatchRequest, context: Context) -> matcher_pb2.MatchResponse:
         try:
             check_model(request.model)
             check_text(request.text, self._settings.max_text_bytes)
@@ -70,14 +82,17 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
             FINGERPRINT_SECONDS.observe(time.perf_counter() - started)
         except ValueError as exc:  # InvalidInput, or a text without tokens
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        unit_count = min(fps.unit_count + request.units_after_text, MAX_UNITS)
         response = matcher_pb2.MatchResponse(
-            prompt_units=fps.unit_count,
+            prompt_units=unit_count,
             fingerprints=matcher_pb2.Fingerprints(
                 algorithm_version=fps.version,
-                unit_count=fps.unit_count,
+                unit_count=unit_count,
                 head_units=fps.head_units,
-                windows=[matcher_pb2.WindowFingerprint(window=w, fingerprint=f)
-                         for w, f in zip(fps.windows, fps.fingerprints)],
+                windows=[
+                    matcher_pb2.WindowFingerprint(window=w, fingerprint=f)
+                    for w, f in zip(fps.windows, fps.fingerprints)
+                ],
             ),
         )
         key: CacheKey = (fps.version, fps.windows, fps.fingerprints)
@@ -122,34 +137,72 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
         LOOKUP_SECONDS.observe(time.perf_counter() - started)
         return best
 
-    async def Observe(self, request: matcher_pb2.ObserveRequest, context: Context
-                      ) -> matcher_pb2.ObserveResponse:
+    async def Observe(self, request: matcher_pb2.ObserveRequest, context: Context) -> matcher_pb2.ObserveResponse:
         try:
-            check_model(request.model)
-            check_template_id(request.template_id, allow_zero=True)  # advisory: the matcher re-checks
-            windows, fps = check_fingerprints(request.fingerprints, self._version)
+            query = self._observed(request)
         except InvalidInput as exc:
             OBSERVES.labels("invalid").inc()
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        return (await self._observe(context, [query]))[0]
+
+    async def ObserveBatch(
+        self, request: matcher_pb2.ObserveBatchRequest, context: Context
+    ) -> matcher_pb2.ObserveBatchResponse:
+        try:
+            check_batch(len(request.observations))
+        except InvalidInput as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        valid: list[int] = []
+        queries: list[store.Query] = []
+        rejected: list[matcher_pb2.ObserveRejection] = []
+        for index, item in enumerate(request.observations):
+            try:
+                queries.append(self._observed(item))
+                valid.append(index)
+            except InvalidInput as exc:
+                OBSERVES.labels("invalid").inc()
+                rejected.append(matcher_pb2.ObserveRejection(index=index, reason=str(exc)))
+        results = [matcher_pb2.ObserveResponse() for _ in request.observations]
+        if queries:
+            answers = await self._observe(context, queries)
+            for index, answer in zip(valid, answers):
+                results[index] = answer
+        return matcher_pb2.ObserveBatchResponse(results=results, rejected=rejected)
+
+    def _observed(self, request: matcher_pb2.ObserveRequest) -> store.Query:
+        """The query of one observation (InvalidInput when a field is out of range)."""
+        check_model(request.model)
+        check_template_id(request.template_id, allow_zero=True)  # advisory: the matcher re-checks
+        windows, fps = check_fingerprints(request.fingerprints, self._version)
+        return self._query(windows, fps)
+
+    async def _observe(self, context: Context, queries: list[store.Query]) -> list[matcher_pb2.ObserveResponse]:
+        """Observe ``queries`` on one connection; UNAVAILABLE without the database."""
         try:
             async with self._observe_connections:
-                outcome = await observe(self._pool, self._query(windows, fps), self._settings)
+                outcomes = await observe_batch(self._pool, queries, self._settings)
         except DB_ERRORS_TYPES as exc:
             DB_ERRORS.labels("observe").inc()
-            OBSERVES.labels("error").inc()
+            OBSERVES.labels("error").inc(len(queries))
             log.warning("Observe failed: %r", exc)
             await context.abort(grpc.StatusCode.UNAVAILABLE, "database unavailable")
-        self._cache.discard((self._version, windows, fps))
-        OBSERVES.labels("created" if outcome.created else "folded").inc()
-        if outcome.window_change:
-            WINDOW_CHANGES.labels(outcome.window_change).inc()
-        return matcher_pb2.ObserveResponse(
-            template_id=outcome.template_id, created=outcome.created,
-            stable_window=outcome.stable_window, observations=outcome.observations,
-        )
+        answers = []
+        for query, outcome in zip(queries, outcomes):
+            self._cache.discard((self._version, query.windows, query.fingerprints))
+            OBSERVES.labels("created" if outcome.created else "folded").inc()
+            if outcome.window_change:
+                WINDOW_CHANGES.labels(outcome.window_change).inc()
+            answers.append(
+                matcher_pb2.ObserveResponse(
+                    template_id=outcome.template_id,
+                    created=outcome.created,
+                    stable_window=outcome.stable_window,
+                    observations=outcome.observations,
+                )
+            )
+        return answers
 
-    async def GetTemplate(self, request: matcher_pb2.GetTemplateRequest, context: Context
-                          ) -> matcher_pb2.Template:
+    async def GetTemplate(self, request: matcher_pb2.GetTemplateRequest, context: Context) -> matcher_pb2.Template:
         try:
             check_template_id(request.template_id, allow_zero=False)
         except InvalidInput as exc:
@@ -159,8 +212,9 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"template {request.template_id} not found")
         return _template_message(found)
 
-    async def ListTemplates(self, request: matcher_pb2.ListTemplatesRequest, context: Context
-                            ) -> matcher_pb2.ListTemplatesResponse:
+    async def ListTemplates(
+        self, request: matcher_pb2.ListTemplatesRequest, context: Context
+    ) -> matcher_pb2.ListTemplatesResponse:
         try:
             limit = page_size(request.limit)
             check_template_id(request.after_id, allow_zero=True)
@@ -191,6 +245,7 @@ def _template_message(t: store.StoredTemplate) -> matcher_pb2.Template:
         mean_distance=t.mean_distance,
         stable_window=t.stable_window,
         algorithm_version=t.algorithm_version,
-        windows=[matcher_pb2.TemplateWindow(window=w.window, fingerprint=w.fingerprint, votes=w.votes)
-                 for w in t.windows],
+        windows=[
+            matcher_pb2.TemplateWindow(window=w.window, fingerprint=w.fingerprint, votes=w.votes) for w in t.windows
+        ],
     )

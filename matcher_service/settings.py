@@ -14,8 +14,10 @@
 | `MATCHER_NEAR_BITS` | `16` | a partial match (below the stable window) is shrink evidence only within this many bits at the stable window (0-32; unrelated text differs in ~32), else a sibling template |
 | `MATCHER_RETENTION_MIN_OBSERVATIONS` | `3` | templates with fewer observations ... |
 | `MATCHER_RETENTION_MAX_IDLE_SECONDS` | `604800` | ... and no observation for this long are deleted |
+| `MATCHER_RETENTION_FORGET_SECONDS` | `7776000` | any template with no observation for this long (90 days; never less than the above) is deleted |
 | `MATCHER_MAINTENANCE_INTERVAL_SECONDS` | `60` | period of the retention job and the templates gauge refresh |
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -70,15 +72,12 @@ class MatcherSettings:
     grow_after: int = field(default_factory=lambda: env_int("MATCHER_GROW_AFTER", 30))
     shrink_after: int = field(default_factory=lambda: env_int("MATCHER_SHRINK_AFTER", 1))
     near_bits: int = field(default_factory=lambda: env_int("MATCHER_NEAR_BITS", DEFAULT_NEAR_BITS))
-    retention_min_observations: int = field(
-        default_factory=lambda: env_int("MATCHER_RETENTION_MIN_OBSERVATIONS", 3)
-    )
+    retention_min_observations: int = field(default_factory=lambda: env_int("MATCHER_RETENTION_MIN_OBSERVATIONS", 3))
     retention_max_idle: float = field(
         default_factory=lambda: env_float("MATCHER_RETENTION_MAX_IDLE_SECONDS", 7 * 86400.0)
     )
-    maintenance_interval: float = field(
-        default_factory=lambda: env_float("MATCHER_MAINTENANCE_INTERVAL_SECONDS", 60.0)
-    )
+    retention_forget: float = field(default_factory=lambda: env_float("MATCHER_RETENTION_FORGET_SECONDS", 90 * 86400.0))
+    maintenance_interval: float = field(default_factory=lambda: env_float("MATCHER_MAINTENANCE_INTERVAL_SECONDS", 60.0))
 
     def __post_init__(self) -> None:
         _check_range("MATCHER_SHINGLE_SIZE", self.shingle_size, 3, 5)
@@ -91,6 +90,7 @@ class MatcherSettings:
         _check_range("MATCHER_NEAR_BITS", self.near_bits, 0, 32)
         _check_range("MATCHER_RETENTION_MIN_OBSERVATIONS", self.retention_min_observations, 0, 1 << 31)
         _check_range("MATCHER_RETENTION_MAX_IDLE_SECONDS", self.retention_max_idle, 1, 1e10)
+        _check_range("MATCHER_RETENTION_FORGET_SECONDS", self.retention_forget, 1, 1e10)
         _check_range("MATCHER_MAINTENANCE_INTERVAL_SECONDS", self.maintenance_interval, 0.01, 86400)
 
     def threshold(self, window: int) -> int:

@@ -1,21 +1,23 @@
 """64-bit SimHash of token shingles for every prefix window, in one vectorised pass."""
+
 from __future__ import annotations
 
 import asyncio
 import functools
 import hashlib
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from .settings import WINDOWS
-from .tokens import count_tokens, hash_tokens, mix64
+from .tokens import approximate_count, count_tokens, hash_tokens, mix64, tokenised_prefix
 
-ALGORITHM_REVISION = 2  # bump when the tokenizer, hashing, shingling or the window set changes
+ALGORITHM_REVISION = 3  # bump when the tokenizer, hashing, shingling or the window set changes
 # Distinct odd multipliers combining the k token hashes of a shingle (order-sensitive).
 _SHINGLE_MULTIPLIERS = tuple(
-    np.uint64(m) for m in (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9,
-                           0xD6E8FEB86659FD93, 0xFF51AFD7ED558CCD)
+    np.uint64(m)
+    for m in (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93, 0xFF51AFD7ED558CCD)
 )
 
 
@@ -71,11 +73,13 @@ def _segments(window_shingles: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]
 
 
 def simhash_windows(token_hashes: np.ndarray, windows: list[int], shingle_size: int) -> np.ndarray:
-    """SimHash (uint64) of the shingles inside each prefix window of ``token_hashes``.
+    """SimHash (uint64) of the set of distinct shingles inside each prefix window of ``token_hashes``.
 
-    Shingle hashes are spread into byte lanes (bit j of byte b in lane j), summed per
-    segment with one reduceat (SWAR: 8 counters per uint64), and a cumulative sum over
-    segments gives every window's per-bit counts; the majority of each bit is the SimHash.
+    Each distinct shingle counts once (at its first occurrence), so repeated boilerplate (the JSON
+    structure of tool schemas, say) does not outweigh the text that tells prompts apart. Shingle hashes
+    are spread into byte lanes (bit j of byte b in lane j), summed per segment with one reduceat (SWAR:
+    8 counters per uint64), and a cumulative sum over segments gives every window's per-bit counts; the
+    majority of each bit over the window's distinct shingles is the SimHash.
     """
     hashes = token_hashes[: windows[-1]]
     if len(hashes) < shingle_size:
@@ -88,11 +92,14 @@ def simhash_windows(token_hashes: np.ndarray, windows: list[int], shingle_size: 
         shingles = mix64(combined)
     window_shingles = tuple(max(w - shingle_size + 1, 1) for w in windows)
     starts, last_segment = _segments(window_shingles)
-    lanes = (shingles[:, None] >> _BIT_SHIFTS) & _LANES
+    first = np.zeros(n_shingles, np.uint64)
+    first[np.unique(shingles, return_index=True)[1]] = 1
+    distinct = np.cumsum(first)[np.array(window_shingles) - 1].astype(np.int64)
+    lanes = ((shingles[:, None] >> _BIT_SHIFTS) & _LANES) * first[:, None]
     sums = np.add.reduceat(lanes, starts, axis=0)
     per_bit = sums.view(np.uint8).reshape(len(starts), 8, 8).transpose(0, 2, 1).reshape(len(starts), 64)
     ones = np.cumsum(per_bit, axis=0, dtype=np.int32)[last_segment]
-    majority = (2 * ones > np.array(window_shingles)[:, None]).astype(np.uint8)
+    majority = (2 * ones > distinct[:, None]).astype(np.uint8)
     return np.packbits(majority, axis=1, bitorder="little").view("<u8").ravel()
 
 
@@ -110,26 +117,58 @@ def fingerprint(text: str, shingle_size: int, normalize: bool) -> Fingerprints:
     unit_count = fingerprinted + count_tokens(text[head_end:]) if head_end else fingerprinted
     windows = windows_for(fingerprinted)
     fps = simhash_windows(token_hashes, windows, shingle_size)
-    return Fingerprints(algorithm_version(shingle_size, normalize), tuple(windows),
-                        tuple(int(x) for x in fps), unit_count, fingerprinted if head_end else 0)
+    return Fingerprints(
+        algorithm_version(shingle_size, normalize),
+        tuple(windows),
+        tuple(int(x) for x in fps),
+        unit_count,
+        fingerprinted if head_end else 0,
+    )
 
 
-def match_key(text: str) -> tuple[bytes, int]:
-    """(a digest of everything Match's answer depends on, the text's unit count).
+class MatchKey(NamedTuple):
+    """What the plugin needs of a text before Match: its key, its unit count, and how much of it to send."""
+
+    key: bytes  # a digest of everything Match's answer depends on
+    unit_count: int
+    read_end: int  # Match reads text[:read_end] (the whole text when it is short)
+    units_after: int  # tokens of text[read_end:], counted as Match counts them
+
+
+# A chat's text is cut no closer after its head than this: the turn marker ("\nassistant: ") stays in.
+_MARKER_CHARS = 16
+
+
+def match_key(text: str) -> MatchKey:
+    """The text's Match key and unit count, and the start of it Match needs (the rest is only counted).
 
     Match reads only the text's windows (fixed by the tokens it fingerprints: the whole text's, or a
     chat's system head, see ``fingerprint``) and the tokens inside the largest one:
     the fingerprints of every window, normalised or not and whatever the shingle size, are functions of
     those tokens. So two texts with the same key get the same Match answer from the same database, and the
     plugin can reuse a recent answer (``proxy_plugin.match_memo``). Raw token hashes are digested: equal
-    raw tokens imply equal normalised ones. The text must contain at least one token.
+    raw tokens imply equal normalised ones. ``text[:read_end]`` with ``units_after`` gives Match the same
+    fingerprints and unit count as the whole text: it is cut where ``fingerprint`` stops tokenising. The
+    text must contain at least one token.
     """
     head_end = chat_head_end(text)
-    token_hashes, fingerprinted = hash_tokens(text[:head_end] if head_end else text, WINDOWS[-1], normalize=False)
-    unit_count = fingerprinted + count_tokens(text[head_end:]) if head_end else fingerprinted
-    largest = windows_for(fingerprinted)[-1]
+    head = text[:head_end] if head_end else text
+    end, token_hashes, fingerprinted = tokenised_prefix(head, WINDOWS[-1], normalize=False)
+    if head_end:
+        fingerprinted += approximate_count(head[end:]) if end < len(head) else 0
+        rest = text[head_end:]
+        rest_end, _hashes, before = tokenised_prefix(rest, 1, normalize=False)
+        if rest_end < _MARKER_CHARS:
+            rest_end, before = len(rest), count_tokens(rest)
+        read_end, before = head_end + rest_end, fingerprinted + before
+    else:
+        read_end, before = end, fingerprinted
+    after = approximate_count(text[read_end:]) if read_end < len(text) else 0
+    largest = windows_for(fingerprinted if head_end else before + after)[-1]
     digest = hashlib.blake2b(token_hashes[:largest].tobytes(), digest_size=16).digest()
-    return bool(head_end).to_bytes(1, "big") + largest.to_bytes(2, "big") + digest, unit_count
+    return MatchKey(
+        bool(head_end).to_bytes(1, "big") + largest.to_bytes(2, "big") + digest, before + after, read_end, after
+    )
 
 
 # Texts longer than this are fingerprinted in a worker thread, so that one large prompt does not hold up
@@ -144,6 +183,6 @@ async def fingerprint_off_loop(text: str, shingle_size: int, normalize: bool) ->
     return await asyncio.to_thread(fingerprint, text, shingle_size, normalize)
 
 
-async def match_key_off_loop(text: str) -> tuple[bytes, int]:
+async def match_key_off_loop(text: str) -> MatchKey:
     """``match_key``, in a worker thread for a text above OFF_LOOP_CHARS."""
     return match_key(text) if len(text) <= OFF_LOOP_CHARS else await asyncio.to_thread(match_key, text)

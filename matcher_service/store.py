@@ -1,6 +1,9 @@
 """SQL of the matcher: block-index lookup, template creation, vote folding, admin reads, retention."""
+
 from __future__ import annotations
 
+import hashlib
+import itertools
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -14,8 +17,14 @@ from .settings import WINDOWS
 
 # Session settings of the matcher's pool (on top of db.create_pool's, which already turn JIT off): the
 # lookup is planned once (generic plan of the prepared statement, no per-call planning) and never fans
-# out to parallel workers.
-SESSION_SETTINGS = {"plan_cache_mode": "force_generic_plan", "max_parallel_workers_per_gather": "0"}
+# out to parallel workers. Commits do not wait for the WAL flush: the matcher writes only learning
+# (observations, retention), which a database crash may lose the last moment of but never leaves
+# inconsistent, as the tuner's write-behind buffer may.
+SESSION_SETTINGS = {
+    "plan_cache_mode": "force_generic_plan",
+    "max_parallel_workers_per_gather": "0",
+    "synchronous_commit": "off",
+}
 
 
 async def keep_session(_conn: asyncpg.Connection) -> None:
@@ -26,29 +35,59 @@ SLOTS = len(WINDOWS)  # one slot per window, largest first; unused slots get k =
 _SLOT_PARAMS = 2 + BLOCKS  # query fp, k, one key array per block position ($1 is the algorithm version)
 
 
-def _scans(slot: int) -> list[str]:
-    """One window's probes: an index-only `= ANY` scan per block position, rechecked inside the scan."""
+# Candidates read per probe key, and templates ranked in Python, at most: a miss that shares a head with
+# thousands of templates costs no more than one that shares it with a few.
+CANDIDATE_LIMIT = 32
+
+
+def _slot_params(slot: int) -> tuple[str, str, list[str]]:
+    """One window's parameters: its query fingerprint, its k, and its probe keys per block position."""
     first = 2 + slot * _SLOT_PARAMS
-    return [f"SELECT template_id FROM matcher_fingerprint WHERE k{b} = ANY(${first + 2 + b}::integer[])"
-            f" AND bit_count((fp # ${first}::bigint)::bit(64)) <= ${first + 1}::integer" for b in range(BLOCKS)]
+    return f"${first}::bigint", f"${first + 1}::integer", [f"${first + 2 + b}::integer[]" for b in range(BLOCKS)]
 
 
-# One round trip. The query's largest window is probed first; only when it has no candidate of this
-# algorithm version are the other windows probed, all at once (the one-time filter skips them on a hit).
-# Every window of every candidate template comes back, so that learning.best_candidate ranks them in
-# Python (largest window with a candidate, then learning.Candidate's order) without per-candidate SQL.
+def _bounded(slot: int) -> str:
+    """The window's candidates, at most CANDIDATE_LIMIT per probe key, smallest stable window first (an
+    index-ordered scan per key, rechecked inside the scan); read only when no larger window has any."""
+    fp, k, keys = _slot_params(slot)
+    larger = " AND ".join(f"NOT EXISTS (SELECT FROM version{s})" for s in range(slot)) or "true"
+    return " UNION ALL ".join(
+        f"SELECT x.* FROM unnest({keys[b]}) AS p(key) CROSS JOIN LATERAL ("
+        f"SELECT f.template_id, f.stable_window, bit_count((f.fp # {fp})::bit(64)) AS distance"
+        f" FROM matcher_fingerprint f WHERE f.k{b} = p.key AND bit_count((f.fp # {fp})::bit(64)) <= {k}"
+        f" ORDER BY f.stable_window LIMIT {CANDIDATE_LIMIT}) x WHERE {larger}"
+        for b in range(BLOCKS)
+    )
+
+
+def _window(slot: int) -> str:
+    """CTEs of one window: its bounded candidates, and those of this algorithm version."""
+    return (
+        f"hit{slot} AS MATERIALIZED ({_bounded(slot)}), version{slot} AS MATERIALIZED ("
+        f"SELECT h.* FROM hit{slot} h JOIN matcher_template t ON t.id = h.template_id"
+        " AND t.algorithm_version = $1)"
+    )
+
+
+# One round trip. Windows are probed largest first; a window is probed only when no larger one has a
+# candidate of this algorithm version (one-time filters), so the candidates all come from the top window
+# (the largest with any), bounded: the CANDIDATE_LIMIT with the smallest (stable window, distance, id).
+# Every window of those comes back, so that learning.rank orders them in Python. Exactness: with at most
+# CANDIDATE_LIMIT candidates at the top window, all are ranked. With more, a template that covers the
+# query is still found (and ranks first, as it would among all) as long as at most CANDIDATE_LIMIT of them
+# have a stable window up to twice the top window: a match covers only such templates (learning.covers),
+# and they come first. Among more non-covering candidates than the limit (a head shared by many
+# templates, a query that continues differently), Match's answer is the same (not matched) but Observe's
+# rules see the limit's worth with the smallest stable window and distance.
 LOOKUP_SQL = f"""
-WITH top AS MATERIALIZED (
-    SELECT DISTINCT s.template_id FROM ({" UNION ALL ".join(_scans(0))}) s
-    JOIN matcher_template t ON t.id = s.template_id AND t.algorithm_version = $1
-), candidate AS (
-    SELECT template_id FROM top
-    UNION ALL
-    SELECT DISTINCT r.template_id FROM ({" UNION ALL ".join(q for slot in range(1, SLOTS) for q in _scans(slot))}) r
-    WHERE NOT EXISTS (SELECT FROM top)
+WITH {", ".join(_window(slot) for slot in range(SLOTS))},
+candidate AS MATERIALIZED (
+    SELECT template_id FROM ({" UNION ALL ".join(f"SELECT * FROM version{slot}" for slot in range(SLOTS))}) v
+    GROUP BY template_id
+    ORDER BY min(stable_window), min(distance), template_id LIMIT {CANDIDATE_LIMIT}
 )
 SELECT t.id, t.observations, t.stable_window, t.shortest_window, t.open_tail, f.window_size, f.fp
-FROM candidate c JOIN matcher_template t ON t.id = c.template_id AND t.algorithm_version = $1
+FROM candidate c JOIN matcher_template t ON t.id = c.template_id
 JOIN matcher_fingerprint f ON f.template_id = c.template_id"""
 
 CREATE_SQL = """
@@ -56,14 +95,15 @@ WITH t AS (
     INSERT INTO matcher_template (algorithm_version, stable_window, shortest_window) VALUES ($1, $2, $2)
     RETURNING id
 )
-INSERT INTO matcher_fingerprint (template_id, window_size, fp)
-SELECT t.id, u.w, u.q FROM t, unnest($3::integer[], $4::bigint[]) AS u(w, q)
+INSERT INTO matcher_fingerprint (template_id, window_size, fp, stable_window)
+SELECT t.id, u.w, u.q, $2 FROM t, unnest($3::integer[], $4::bigint[]) AS u(w, q)
 RETURNING template_id"""
 
-# Atomic per-row vote update (row lock of the upsert): votes += bits, fp = majority.
+# Atomic per-row vote update (row lock of the upsert): votes += bits, fp = majority. A new window's row
+# gets the template's current stable window ($4).
 FOLD_FINGERPRINTS_SQL = """
-INSERT INTO matcher_fingerprint AS f (template_id, window_size, fp)
-SELECT $1, u.w, u.q FROM unnest($2::integer[], $3::bigint[]) AS u(w, q)
+INSERT INTO matcher_fingerprint AS f (template_id, window_size, fp, stable_window)
+SELECT $1, u.w, u.q, $4 FROM unnest($2::integer[], $3::bigint[]) AS u(w, q)
 ON CONFLICT (template_id, window_size) DO UPDATE SET
     votes = matcher_add_votes(COALESCE(f.votes, matcher_fp_bits(f.fp)), matcher_fp_bits(EXCLUDED.fp)),
     count = f.count + 1,
@@ -75,13 +115,17 @@ LOCK_SQL = """
 SELECT stable_window, shrink_streak, grow_streak, grow_window FROM matcher_template
 WHERE id = $1 FOR UPDATE"""
 
-FOLD_TEMPLATE_SQL = """
+# ``last_seen_at`` (indexed, for retention) moves only when it is LAST_SEEN_RESOLUTION old: every other fold
+# changes no indexed column, so it is a HOT update (the table keeps free space on its pages for them).
+LAST_SEEN_RESOLUTION = "60 seconds"
+FOLD_TEMPLATE_SQL = f"""
 UPDATE matcher_template SET
     observations = observations + 1,
     mean_distance = mean_distance + ($2 - mean_distance) / observations,
     stable_window = $3, shrink_streak = $4, grow_streak = $5, grow_window = $6,
     shortest_window = least(shortest_window, $7),
-    updated_at = now(), last_seen_at = now()
+    updated_at = now(),
+    last_seen_at = CASE WHEN last_seen_at < now() - interval '{LAST_SEEN_RESOLUTION}' THEN now() ELSE last_seen_at END
 WHERE id = $1
 RETURNING observations, stable_window"""
 
@@ -99,8 +143,8 @@ ABSORB_SQL = """
 DELETE FROM matcher_template WHERE id = ANY($1::bigint[]) AND NOT open_tail AND observations < $2
 RETURNING observations"""
 
-# Creation lock: serialises first sightings so that concurrent ones create one template.
-CREATE_LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtext('matcher_template_create'), $1)"
+# Creation locks (``creation_lock_keys``), taken in ascending order so that two takers never deadlock.
+CREATE_LOCK_SQL = "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k"
 
 TEMPLATE_COLUMNS = """id, created_at, updated_at, last_seen_at, observations, mean_distance,
     stable_window, algorithm_version"""
@@ -110,12 +154,14 @@ WINDOWS_SQL = """
 SELECT template_id, window_size, fp, count FROM matcher_fingerprint
 WHERE template_id = ANY($1::bigint[]) ORDER BY template_id, window_size"""
 
-# Stale templates: rarely observed ones, and those of another algorithm version (which never match
-# again once every replica runs this version: this is how a version change is migrated).
+# Stale templates: rarely observed ones, those of another algorithm version (which never match again
+# once every replica runs this version: this is how a version change is migrated), and any unseen for
+# the forget period ($5). Rows are taken oldest first from the last_seen_at index.
 RETENTION_SQL = """
 WITH doomed AS (
     SELECT id FROM matcher_template
-    WHERE (observations < $1 OR algorithm_version <> $4) AND last_seen_at < now() - make_interval(secs => $2)
+    WHERE last_seen_at < now() - make_interval(secs => $2)
+      AND (observations < $1 OR algorithm_version <> $4 OR last_seen_at < now() - make_interval(secs => $5))
     ORDER BY last_seen_at LIMIT $3
 )
 DELETE FROM matcher_template t USING doomed WHERE t.id = doomed.id"""
@@ -167,36 +213,35 @@ class StoredTemplate:
 def lookup_args(query: Query) -> tuple[object, ...]:
     """Parameters of LOOKUP_SQL for ``query``: its windows largest first."""
     args: list[object] = [query.version]
-    for _w, fp, k, keys in sorted(zip(query.windows, query.signed, query.thresholds, query.probes.per_window),
-                                  reverse=True):
+    for _w, fp, k, keys in sorted(
+        zip(query.windows, query.signed, query.thresholds, query.probes.per_window), reverse=True
+    ):
         args += [fp, k, *keys]
     args += [0, -1, *([[]] * BLOCKS)] * (SLOTS - len(query.windows))
     return tuple(args)
 
 
-async def candidates(conn: DbConn | asyncpg.Pool, query: Query,
-                     timeout: float | None = None) -> list[Candidate]:
+async def candidates(conn: DbConn | asyncpg.Pool, query: Query, timeout: float | None = None) -> list[Candidate]:
     """The candidate templates for the query, best first (``learning.rank``)."""
     rows = await conn.fetch(LOOKUP_SQL, *lookup_args(query), timeout=timeout)
     templates: dict[int, StoredCandidate] = {}
     for template_id, observations, stable_window, shortest_window, open_tail, window, fp in rows:
         stored = templates.get(template_id)
         if stored is None:
-            stored = templates[template_id] = StoredCandidate(template_id, observations, stable_window,
-                                                              shortest_window, {}, open_tail)
+            stored = templates[template_id] = StoredCandidate(
+                template_id, observations, stable_window, shortest_window, {}, open_tail
+            )
         stored.fingerprints[window] = to_unsigned(fp)
     return rank(query.windows, query.fingerprints, query.thresholds, templates.values())
 
 
-async def lookup(conn: DbConn | asyncpg.Pool, query: Query,
-                 timeout: float | None = None) -> Candidate | None:
+async def lookup(conn: DbConn | asyncpg.Pool, query: Query, timeout: float | None = None) -> Candidate | None:
     """The best candidate template for the query, or None."""
     ranked = await candidates(conn, query, timeout)
     return ranked[0] if ranked else None
 
 
-async def open_tail(conn: DbConn, template_id: int, head_window: int, absorb: list[int],
-                    absorb_below: int) -> None:
+async def open_tail(conn: DbConn, template_id: int, head_window: int, absorb: list[int], absorb_below: int) -> None:
     """Make the template the open-tail head ending at ``head_window``; delete the templates of ``absorb``
     with fewer than ``absorb_below`` observations, adding their observations to it."""
     absorbed = await conn.fetch(ABSORB_SQL, absorb, absorb_below) if absorb else []
@@ -213,12 +258,23 @@ async def lock_template(conn: DbConn, template_id: int) -> WindowState | None:
     return None if row is None else WindowState(*row)
 
 
-async def fold(conn: DbConn, template_id: int, query: Query, distance: int,
-               state: WindowState) -> tuple[int, int]:
-    """Add the query's votes and update the template row; returns (observations, stable window)."""
-    await conn.execute(FOLD_FINGERPRINTS_SQL, template_id, list(query.windows), query.signed)
-    row = await conn.fetchrow(FOLD_TEMPLATE_SQL, template_id, float(distance), state.stable_window,
-                              state.shrink_streak, state.grow_streak, state.grow_window, query.largest_window)
+async def fold(
+    conn: DbConn, template_id: int, query: Query, distance: int, state: WindowState, votes: bool = True
+) -> tuple[int, int]:
+    """Add the query's votes (unless not ``votes``) and update the template row; returns (observations,
+    stable window)."""
+    if votes:
+        await conn.execute(FOLD_FINGERPRINTS_SQL, template_id, list(query.windows), query.signed, state.stable_window)
+    row = await conn.fetchrow(
+        FOLD_TEMPLATE_SQL,
+        template_id,
+        float(distance),
+        state.stable_window,
+        state.shrink_streak,
+        state.grow_streak,
+        state.grow_window,
+        query.largest_window,
+    )
     assert row is not None, "fold runs on a template row locked by lock_template"
     return int(row["observations"]), int(row["stable_window"])
 
@@ -227,8 +283,27 @@ async def record_shrink_evidence(conn: DbConn, template_id: int, state: WindowSt
     await conn.execute(EVIDENCE_SQL, template_id, state.shrink_streak)
 
 
-async def take_creation_lock(conn: DbConn, version: int) -> None:
-    await conn.execute(CREATE_LOCK_SQL, version)
+def creation_lock_keys(query: Query) -> list[int]:
+    """Advisory lock keys that serialise the creations two queries could make of one template, and only those.
+
+    At each window W the query's fingerprint is cut into k(W) + 1 blocks: two fingerprints within k(W)
+    bits agree on at least one of them (pigeonhole), so two queries within k(W) of each other at some
+    window (the only way one can match what the other creates) share a key there. Keys are hashes of
+    (algorithm version, window, block position, block value), ascending.
+    """
+    keys = set()
+    for window, fp, k in zip(query.windows, query.fingerprints, query.thresholds):
+        bounds = [i * 64 // (k + 1) for i in range(k + 2)]
+        for position, (low, high) in enumerate(itertools.pairwise(bounds)):
+            block = (fp >> low) & ((1 << (high - low)) - 1)
+            name = f"matcher-create:{query.version}:{window}:{position}:{block}".encode()
+            keys.add(int.from_bytes(hashlib.blake2b(name, digest_size=8).digest(), "big", signed=True))
+    return sorted(keys)
+
+
+async def take_creation_lock(conn: DbConn, query: Query) -> None:
+    """Wait until no concurrent transaction may create a template this query could match (``creation_lock_keys``)."""
+    await conn.execute(CREATE_LOCK_SQL, creation_lock_keys(query))
 
 
 async def _with_windows(conn: asyncpg.Pool, rows: list[asyncpg.Record]) -> list[StoredTemplate]:
@@ -236,9 +311,20 @@ async def _with_windows(conn: asyncpg.Pool, rows: list[asyncpg.Record]) -> list[
     windows: dict[int, list[StoredWindow]] = {i: [] for i in ids}
     for w in await conn.fetch(WINDOWS_SQL, ids):
         windows[w["template_id"]].append(StoredWindow(w["window_size"], to_unsigned(w["fp"]), w["count"]))
-    return [StoredTemplate(r["id"], r["created_at"], r["updated_at"], r["last_seen_at"], r["observations"],
-                           r["mean_distance"], r["stable_window"], r["algorithm_version"], tuple(windows[r["id"]]))
-            for r in rows]
+    return [
+        StoredTemplate(
+            r["id"],
+            r["created_at"],
+            r["updated_at"],
+            r["last_seen_at"],
+            r["observations"],
+            r["mean_distance"],
+            r["stable_window"],
+            r["algorithm_version"],
+            tuple(windows[r["id"]]),
+        )
+        for r in rows
+    ]
 
 
 async def get_template(pool: asyncpg.Pool, template_id: int) -> StoredTemplate | None:
@@ -250,13 +336,20 @@ async def list_templates(pool: asyncpg.Pool, after_id: int, limit: int) -> list[
     return await _with_windows(pool, await pool.fetch(LIST_SQL, after_id, limit))
 
 
-async def delete_stale(pool: asyncpg.Pool, min_observations: int, max_idle_seconds: float, version: int,
-                       batch: int = 10_000) -> int:
+async def delete_stale(
+    pool: asyncpg.Pool,
+    min_observations: int,
+    max_idle_seconds: float,
+    version: int,
+    forget_seconds: float,
+    batch: int = 10_000,
+) -> int:
     """Delete templates idle for longer than ``max_idle_seconds`` with fewer than ``min_observations``
-    or of an algorithm version other than ``version``; in batches, each its own short transaction."""
+    or of an algorithm version other than ``version``, and all idle for longer than ``forget_seconds``; in
+    batches, each its own short transaction (Match, read-only, never waits for one)."""
     deleted = 0
     while True:
-        status = await pool.execute(RETENTION_SQL, min_observations, max_idle_seconds, batch, version)
+        status = await pool.execute(RETENTION_SQL, min_observations, max_idle_seconds, batch, version, forget_seconds)
         count = int(status.split()[-1])
         deleted += count
         if count < batch:

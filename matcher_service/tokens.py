@@ -8,9 +8,11 @@ finished with the splitmix64 mixer. With normalisation on, a token made only of 
 digits and containing a decimal digit (numbers, hex ids, UUID and date parts) hashes
 as one placeholder; the token count is unchanged.
 """
+
 from __future__ import annotations
 
 import re
+import time
 
 import numpy as np
 
@@ -91,10 +93,19 @@ PREFIX_CHARS_PER_TOKEN = 16
 def hash_tokens(text: str, max_tokens: int, normalize: bool) -> tuple[np.ndarray, int]:
     """(hashes of the first ``max_tokens`` tokens as uint64, token count of the text).
 
-    A long text is tokenised only as far as the tokens wanted (a prefix cut at whitespace, grown until
-    it holds them); the rest is counted by ``approximate_count``: exact for ASCII text, and for other
-    text it counts non-ASCII punctuation and spaces as word characters.
+    A long text is tokenised only as far as the tokens wanted (``tokenised_prefix``); the rest is counted
+    by ``approximate_count``: exact for ASCII text, and for other text it counts non-ASCII punctuation and
+    spaces as word characters.
     """
+    end, hashes, count = tokenised_prefix(text, max_tokens, normalize)
+    return hashes, count + (approximate_count(text[end:]) if end < len(text) else 0)
+
+
+def tokenised_prefix(text: str, max_tokens: int, normalize: bool) -> tuple[int, np.ndarray, int]:
+    """(end of the prefix that is tokenised, hashes of its first ``max_tokens`` tokens, its token count).
+
+    The prefix is cut at whitespace and grown until it holds more than ``max_tokens`` tokens; it is the
+    whole text when that is short or holds no more."""
     limit = max(4096, PREFIX_CHARS_PER_TOKEN * max_tokens)
     while len(text) > limit:
         cut = _whitespace_before(text, limit)
@@ -102,9 +113,10 @@ def hash_tokens(text: str, max_tokens: int, normalize: bool) -> tuple[np.ndarray
             break
         hashes, count = _hash_all(text[:cut], max_tokens, normalize)
         if count > max_tokens:
-            return hashes, count + approximate_count(text[cut:])
+            return cut, hashes, count
         limit *= 4
-    return _hash_all(text, max_tokens, normalize)
+    hashes, count = _hash_all(text, max_tokens, normalize)
+    return len(text), hashes, count
 
 
 def _whitespace_before(text: str, limit: int) -> int:
@@ -112,12 +124,27 @@ def _whitespace_before(text: str, limit: int) -> int:
     return max(text.rfind(c, 0, limit) for c in " \n\t")
 
 
+# Characters counted per step of ``approximate_count``; between steps it lets other threads run.
+COUNT_CHUNK_CHARS = 1 << 16
+
+
 def approximate_count(text: str) -> int:
-    """Token count without a tokenizer: the ASCII classes on UTF-8 bytes, every non-ASCII byte a word byte."""
-    classes = np.take(_ASCII_CLASSES, np.frombuffer(text.encode("utf-8", "surrogatepass"), np.uint8))
-    word = classes == _WORD
-    starts = (classes == _PUNCT).sum() + int(word[:1].sum()) + int((word[1:] & ~word[:-1]).sum())
-    return int(starts)
+    """Token count without a tokenizer: the ASCII classes on UTF-8 bytes, every non-ASCII byte a word byte.
+
+    Counted COUNT_CHUNK_CHARS at a time, handing the GIL over after each chunk: counting a large text in a
+    worker thread holds up the event loop's thread by one chunk at most, not by the switch interval."""
+    count = 0
+    word_before = False  # the previous chunk ended inside a word
+    for start in range(0, len(text), COUNT_CHUNK_CHARS):
+        if start:
+            time.sleep(0)
+        data = text[start : start + COUNT_CHUNK_CHARS].encode("utf-8", "surrogatepass")
+        classes = np.take(_ASCII_CLASSES, np.frombuffer(data, np.uint8))
+        word = classes == _WORD
+        count += int((classes == _PUNCT).sum()) + int((word[1:] & ~word[:-1]).sum())
+        count += int(bool(word[0]) and not word_before)
+        word_before = bool(word[-1])
+    return count
 
 
 def _hash_all(text: str, max_tokens: int, normalize: bool) -> tuple[np.ndarray, int]:

@@ -1,4 +1,5 @@
 """Input validation at the gRPC boundary: bad input → InvalidInput (INVALID_ARGUMENT), nothing written."""
+
 from __future__ import annotations
 
 import re
@@ -10,6 +11,7 @@ from .simhash import windows_for
 MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,199}$")
 MAX_TEMPLATE_ID = (1 << 63) - 1
 MAX_PAGE = 1000
+MAX_OBSERVE_BATCH = 1000
 DEFAULT_PAGE = 100
 
 
@@ -48,6 +50,11 @@ def check_fingerprints(fps: matcher_pb2.Fingerprints, version: int) -> tuple[tup
             f"(expected {list(expected)}, as Match returns them)"
         )
     return windows, tuple(w.fingerprint for w in fps.windows)
+
+
+def check_batch(items: int) -> None:
+    if not 1 <= items <= MAX_OBSERVE_BATCH:
+        raise InvalidInput(f"observations: {items} items, want 1..{MAX_OBSERVE_BATCH}")
 
 
 def check_template_id(template_id: int, *, allow_zero: bool) -> None:

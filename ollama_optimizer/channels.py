@@ -6,6 +6,7 @@ entry) is noticed before the next request pays for it inside its deadline; serve
 often (``server_options``) instead of answering them with GOAWAY ``too_many_pings``, and ping idle
 clients themselves to drop dead connections.
 """
+
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
@@ -96,9 +97,7 @@ def create_channel(
         return grpc.aio.secure_channel(target, credentials, options=options)
     if token:
         # Plain-text channel with a bearer token: loopback/dev only; attached per call as metadata.
-        return grpc.aio.insecure_channel(
-            target, options=options, interceptors=[_BearerMetadata(token)]
-        )
+        return grpc.aio.insecure_channel(target, options=options, interceptors=[_BearerMetadata(token)])
     return grpc.aio.insecure_channel(target, options=options)
 
 

@@ -1,4 +1,5 @@
 """The `ollama-optimizer` command line."""
+
 from __future__ import annotations
 
 import argparse
@@ -35,11 +36,11 @@ async def _up(args: argparse.Namespace) -> int:
 
 async def _migrate(args: argparse.Namespace) -> int:
     from .config import DatabaseConfig
-    from .db import embedded_or_configured_dsn
-    from .migrations import apply_migrations, describe
+    from .migrations import describe
+    from .startup import migrated_database
 
-    async with embedded_or_configured_dsn(DatabaseConfig()) as (dsn, _embedded):
-        report = await apply_migrations(dsn, contract=args.contract)
+    async with migrated_database(DatabaseConfig(), contract=args.contract) as (_dsn, _embedded, report):
+        pass
     print(describe(report))
     return 0
 
@@ -80,8 +81,11 @@ def _prompt_text(args: argparse.Namespace) -> str:
     if args.text is not None:
         return str(args.text)
     if sys.stdin.isatty():
-        print("Reading the prompt from standard input: type or paste it, then Ctrl-D "
-              "(or pass --text, or pipe it in).", file=sys.stderr, flush=True)
+        print(
+            "Reading the prompt from standard input: type or paste it, then Ctrl-D (or pass --text, or pipe it in).",
+            file=sys.stderr,
+            flush=True,
+        )
     return sys.stdin.read()
 
 
@@ -123,92 +127,134 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
-def _command(sub: argparse._SubParsersAction[_Parser], name: str, description: str,
-             func: Callable[[argparse.Namespace], Coroutine[Any, Any, int]]) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = sub.add_parser(name, help=description, description=description,
-                                                     formatter_class=_HelpFormatter)
+def _command(
+    sub: argparse._SubParsersAction[_Parser],
+    name: str,
+    description: str,
+    func: Callable[[argparse.Namespace], Coroutine[Any, Any, int]],
+) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name, help=description, description=description, formatter_class=_HelpFormatter
+    )
     parser.set_defaults(func=func)
     return parser
 
 
 def _client_options(parser: argparse.ArgumentParser, address: str, service: str, variable: str) -> None:
-    parser.add_argument("--address", default=address,
-                        help=f"the {service} to call, HOST:PORT or dns:///HOST:PORT (${variable})")
+    parser.add_argument(
+        "--address", default=address, help=f"the {service} to call, HOST:PORT or dns:///HOST:PORT (${variable})"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON for scripts instead of tables")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="ollama-optimizer", formatter_class=_HelpFormatter, description=(
-        "Learns num_ctx/num_batch for Ollama prompt templates. Runs the services (up, matcher, tuner, "
-        "gateway, migrate) and talks to them (health, match, templates, stats, explain, pin, reset). "
-        "Configured by environment variables (README: Configuration); client commands read "
-        "OPTIMIZER_AUTH_TOKEN and OPTIMIZER_CLIENT_TLS_*."))
+    parser = _Parser(
+        prog="ollama-optimizer",
+        formatter_class=_HelpFormatter,
+        description=(
+            "Learns num_ctx/num_batch for Ollama prompt templates. Runs the services (up, matcher, tuner, "
+            "gateway, migrate) and talks to them (health, match, templates, stats, explain, pin, reset). "
+            "Configured by environment variables (README: Configuration); client commands read "
+            "OPTIMIZER_AUTH_TOKEN and OPTIMIZER_CLIENT_TLS_*."
+        ),
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
-    parser.add_argument("--log-level", default=os.environ.get("OPTIMIZER_LOG_LEVEL", "INFO"),
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper,
-                        help="log level of the services ($OPTIMIZER_LOG_LEVEL)")
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("OPTIMIZER_LOG_LEVEL", "INFO"),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        type=str.upper,
+        help="log level of the services ($OPTIMIZER_LOG_LEVEL)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    up = _command(sub, "up", "run everything: embedded Postgres when no OPTIMIZER_DSN, migrations, matcher, "
-                  "tuner and gateway; Ctrl-C stops all", _up)
+    up = _command(
+        sub,
+        "up",
+        "run everything: embedded Postgres when no OPTIMIZER_DSN, migrations, matcher, "
+        "tuner and gateway; Ctrl-C stops all",
+        _up,
+    )
     up.add_argument("--no-gateway", action="store_true", help="do not start the gateway")
-    migrate = _command(sub, "migrate", "apply the pending expand migrations (safe while older versions run)",
-                       _migrate)
-    migrate.add_argument("--contract", action="store_true",
-                         help="also apply contract steps (drop what older versions use): only once none runs")
+    migrate = _command(sub, "migrate", "apply the pending expand migrations (safe while older versions run)", _migrate)
+    migrate.add_argument(
+        "--contract",
+        action="store_true",
+        help="also apply contract steps (drop what older versions use): only once none runs",
+    )
     _command(sub, "matcher", "run the matcher gRPC service ($MATCHER_LISTEN)", _matcher)
     _command(sub, "tuner", "run the tuner gRPC service ($TUNER_LISTEN)", _tuner)
 
     gateway = _command(sub, "gateway", "run the Ollama-API gateway in front of Ollama", _gateway)
-    gateway.add_argument("--listen", default=env_str("GATEWAY_LISTEN", "127.0.0.1:11435"),
-                         help="HOST:PORT the gateway serves the Ollama API on ($GATEWAY_LISTEN)")
-    gateway.add_argument("--upstream", default=env_str("OLLAMA_HOST", "127.0.0.1:11434"),
-                         help="the Ollama it forwards to ($OLLAMA_HOST)")
+    gateway.add_argument(
+        "--listen",
+        default=env_str("GATEWAY_LISTEN", "127.0.0.1:11435"),
+        help="HOST:PORT the gateway serves the Ollama API on ($GATEWAY_LISTEN)",
+    )
+    gateway.add_argument(
+        "--upstream", default=env_str("OLLAMA_HOST", "127.0.0.1:11434"), help="the Ollama it forwards to ($OLLAMA_HOST)"
+    )
 
-    health = _command(sub, "health", "grpc.health.v1 check of a service; exit 0 SERVING, 2 no connection, "
-                      "3 RPC failure, 4 NOT_SERVING", _health)
+    health = _command(
+        sub,
+        "health",
+        "grpc.health.v1 check of a service; exit 0 SERVING, 2 no connection, 3 RPC failure, 4 NOT_SERVING",
+        _health,
+    )
     health.add_argument("address", help="HOST:PORT of the matcher or tuner")
-    health.add_argument("--service", default="",
-                        help="service name, e.g. optimizer.v1.Matcher (default: none, the server as a whole)")
+    health.add_argument(
+        "--service", default="", help="service name, e.g. optimizer.v1.Matcher (default: none, the server as a whole)"
+    )
     health.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for the answer")
 
-    match = _command(sub, "match", "match a prompt against the learned templates (--text, or standard input)",
-                     _match)
+    match = _command(sub, "match", "match a prompt against the learned templates (--text, or standard input)", _match)
     _client_options(match, _matcher_address(), "matcher", "MATCHER_ADDRESS")
     match.add_argument("--model", default="llama3.1:8b", help="the model the prompt is for")
     match.add_argument("--text", default=None, help="the prompt text (default: read standard input)")
     match.add_argument("--observe", action="store_true", help="also learn from it (Observe)")
 
-    templates = _command(sub, "templates", "list learned templates (fingerprints and counters, no text)",
-                         _templates)
+    templates = _command(sub, "templates", "list learned templates (fingerprints and counters, no text)", _templates)
     _client_options(templates, _matcher_address(), "matcher", "MATCHER_ADDRESS")
     templates.add_argument("--limit", type=_positive_int, default=20, help="templates per page")
-    templates.add_argument("--after-id", type=_after_id, default=0,
-                           help="start after this template id (the next page)")
+    templates.add_argument("--after-id", type=_after_id, default=0, help="start after this template id (the next page)")
 
-    stats = _command(sub, "stats", "tuner summary over a period: requests, optimized share, reloads, "
-                     "truncations, per model", _tuner_admin)
+    stats = _command(
+        sub,
+        "stats",
+        "tuner summary over a period: requests, optimized share, reloads, truncations, per model",
+        _tuner_admin,
+    )
     _client_options(stats, _tuner_address(), "tuner", "TUNER_ADDRESS")
     stats.add_argument("--period", type=_positive_int, default=3600, help="seconds back from now")
     stats.add_argument("--model", default="", help="only this model (empty: all)")
-    for name, description in (("explain", "why a template gets its options on a model"),
-                              ("pin", "pin a template's options on a model"),
-                              ("reset", "forget what was learned for a template on a model, or (no template) "
-                                        "for the whole model: back to Ollama's defaults")):
+    for name, description in (
+        ("explain", "why a template gets its options on a model"),
+        ("pin", "pin a template's options on a model"),
+        (
+            "reset",
+            "forget what was learned for a template on a model, or (no template) "
+            "for the whole model: back to Ollama's defaults",
+        ),
+    ):
         command = _command(sub, name, description, _tuner_admin)
         _client_options(command, _tuner_address(), "tuner", "TUNER_ADDRESS")
         command.add_argument("model", help="model name, e.g. llama3.1:8b")
         if name == "pin":
             command.add_argument("template_id", type=_template_id, help="template id (see `templates`, `match`)")
         else:
-            command.add_argument("template_id", type=_template_id, nargs="?", default=0,
-                                 help="template id (see `templates`, `match`); none: the model as a whole")
-        command.add_argument("--host", default="",
-                             help="the Ollama host label the state belongs to (a gateway's OPT_OLLAMA_HOST)")
+            command.add_argument(
+                "template_id",
+                type=_template_id,
+                nargs="?",
+                default=0,
+                help="template id (see `templates`, `match`); none: the model as a whole",
+            )
+        command.add_argument(
+            "--host", default="", help="the Ollama host label the state belongs to (a gateway's OPT_OLLAMA_HOST)"
+        )
         if name == "pin":
             command.add_argument("--num-ctx", type=_non_negative_int, default=0, help="num_ctx to pin (0: keep)")
-            command.add_argument("--num-batch", type=_non_negative_int, default=0,
-                                 help="num_batch to pin (0: keep)")
+            command.add_argument("--num-batch", type=_non_negative_int, default=0, help="num_batch to pin (0: keep)")
     return parser
 
 
@@ -265,9 +311,7 @@ def _send_pgserver_output_to_a_file() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command in ("up", "migrate", "matcher", "tuner"):
         _send_pgserver_output_to_a_file()
     try:
@@ -282,8 +326,11 @@ def main(argv: list[str] | None = None) -> None:
         code = exc.exit_code
     except Exception as exc:  # one line for the user, the traceback at DEBUG
         logging.getLogger("ollama_optimizer").debug("%s failed", args.command, exc_info=True)
-        print(f"ollama-optimizer {args.command}: error: {type(exc).__name__}: {' '.join(str(exc).split())} "
-              "(--log-level DEBUG shows the traceback)", file=sys.stderr)
+        print(
+            f"ollama-optimizer {args.command}: error: {type(exc).__name__}: {' '.join(str(exc).split())} "
+            "(--log-level DEBUG shows the traceback)",
+            file=sys.stderr,
+        )
         code = 1
     sys.exit(code)
 

@@ -1,4 +1,5 @@
 """What the `ollama-optimizer` client commands share: the channel, one-line errors, tables, times, JSON."""
+
 from __future__ import annotations
 
 import json

@@ -2,11 +2,14 @@
 
 Every setting is read once at start-up; see the README's configuration table.
 """
+
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .source_tokens import SourceTokens
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -18,6 +21,19 @@ class StartupError(RuntimeError):
 
 def env_str(name: str, default: str) -> str:
     return os.environ.get(name, default)
+
+
+def env_secret(name: str) -> str:
+    """A secret from ``name``, else from the file ``name_FILE`` names (Docker and Kubernetes secret
+    files), else ""; surrounding whitespace is dropped."""
+    value = os.environ.get(name, "")
+    path = os.environ.get(f"{name}_FILE", "")
+    if not value and path:
+        try:
+            value = Path(path).read_text()
+        except OSError as exc:
+            raise StartupError(f"{name}_FILE: cannot read {path}: {exc.strerror}") from None
+    return value.strip()
 
 
 def env_int(name: str, default: int) -> int:
@@ -81,7 +97,11 @@ class ServerConfig:
         default_factory=lambda: env_int("OPTIMIZER_MAX_CONCURRENT_LEARNING_RPCS", 64)
     )
     grace_seconds: float = field(default_factory=lambda: env_float("OPTIMIZER_SHUTDOWN_GRACE_SECONDS", 5.0))
-    auth_token: str = field(default_factory=lambda: env_str("OPTIMIZER_AUTH_TOKEN", ""))
+    auth_token: str = field(default_factory=lambda: env_secret("OPTIMIZER_AUTH_TOKEN"))
+    # Per-source bearer tokens (name=token, ...): accepted beside auth_token; a Report's source is the name.
+    source_tokens: SourceTokens = field(
+        default_factory=lambda: SourceTokens.parse(env_secret("OPTIMIZER_SOURCE_TOKENS"))
+    )
     max_connection_age_seconds: int = field(
         default_factory=lambda: env_int("OPTIMIZER_MAX_CONNECTION_AGE_SECONDS", 300)
     )

@@ -1,4 +1,5 @@
 """Postgres access: a pool for a configured DSN, or an embedded server when none is given."""
+
 from __future__ import annotations
 
 import asyncio
@@ -68,8 +69,10 @@ def describe_dsn(dsn: str) -> str:
     userinfo, _, hosts = parts.netloc.rpartition("@")
     user = unquote(userinfo.partition(":")[0])
     query = parse_qs(parts.query)
-    hosts = ",".join(f"[{h}]" if h.startswith("/") else h  # Unix socket directories in brackets
-                     for h in (query.get("host") or [unquote(hosts) or "localhost"]))
+    hosts = ",".join(
+        f"[{h}]" if h.startswith("/") else h  # Unix socket directories in brackets
+        for h in (query.get("host") or [unquote(hosts) or "localhost"])
+    )
     if "port" in query and ":" not in hosts:
         hosts += ":" + query["port"][0]
     database = unquote(parts.path.lstrip("/")) or (query.get("dbname") or [user or "(default)"])[0]
@@ -78,8 +81,13 @@ def describe_dsn(dsn: str) -> str:
 
 def _is_transient(exc: BaseException) -> bool:
     """True for errors meaning "the server is not reachable yet"; anything else fails fast."""
-    if isinstance(exc, (asyncpg.CannotConnectNowError,  # 57P03: starting up, shutting down, recovering
-                        asyncpg.ConnectionDoesNotExistError)):  # a proxy accepted, with no server behind
+    if isinstance(
+        exc,
+        (
+            asyncpg.CannotConnectNowError,  # 57P03: starting up, shutting down, recovering
+            asyncpg.ConnectionDoesNotExistError,
+        ),
+    ):  # a proxy accepted, with no server behind
         return True
     if isinstance(exc, (ConnectionError, FileNotFoundError, TimeoutError, socket.gaierror)):
         return True  # refused/reset, no Unix socket yet, no answer, DNS name not registered yet
@@ -126,8 +134,9 @@ async def wait_for_database(dsn: str, timeout: float, *, while_waiting: WhileWai
                 conn = await asyncpg.connect(dsn, timeout=attempt_timeout)
             except Exception as exc:
                 if not _is_transient(exc):
-                    raise DatabaseRejected(f"connecting to database {where} failed (not retried): "
-                                           f"{_reason(exc)}{_rejection_hint(exc)}") from exc
+                    raise DatabaseRejected(
+                        f"connecting to database {where} failed (not retried): {_reason(exc)}{_rejection_hint(exc)}"
+                    ) from exc
                 now = time.monotonic()
                 if now >= deadline:
                     raise DatabaseUnavailable(
@@ -135,21 +144,29 @@ async def wait_for_database(dsn: str, timeout: float, *, while_waiting: WhileWai
                         f"OPTIMIZER_DB_CONNECT_TIMEOUT_SECONDS={timeout:g}); last error: {_reason(exc)}"
                     ) from exc
                 if attempts == 1:
-                    log.warning("database %s not reachable yet (%s); retrying for up to %gs",
-                                where, _reason(exc), timeout)
+                    log.warning(
+                        "database %s not reachable yet (%s); retrying for up to %gs", where, _reason(exc), timeout
+                    )
                     if while_waiting is not None:
                         await waiting.enter_async_context(while_waiting())
                 elif now - last_warning >= WARN_EVERY_SECONDS:
                     last_warning = now
-                    log.warning("still waiting for database %s: %.0fs of %gs, %s, last error: %s",
-                                where, now - started, timeout, _attempts(attempts), _reason(exc))
+                    log.warning(
+                        "still waiting for database %s: %.0fs of %gs, %s, last error: %s",
+                        where,
+                        now - started,
+                        timeout,
+                        _attempts(attempts),
+                        _reason(exc),
+                    )
                 await asyncio.sleep(min(delay, deadline - now))
                 delay = min(delay * 2, BACKOFF_MAX_SECONDS)
                 continue
             await conn.close()
             if attempts > 1:
-                log.info("database %s reachable after %.1fs (%s)", where, time.monotonic() - started,
-                         _attempts(attempts))
+                log.info(
+                    "database %s reachable after %.1fs (%s)", where, time.monotonic() - started, _attempts(attempts)
+                )
             return
 
 
@@ -186,20 +203,30 @@ async def wait_for_schema(dsn: str, timeout: float, *, while_waiting: WhileWaiti
             if loop.time() >= deadline:
                 raise DatabaseStartupError(
                     f"database {describe_dsn(dsn)} lacks schema migrations {missing} this release needs: run "
-                    "`ollama-optimizer migrate` (or set OPTIMIZER_MIGRATE_ON_START=true on one process)")
+                    "`ollama-optimizer migrate` (or set OPTIMIZER_MIGRATE_ON_START=true on one process)"
+                )
             if not announced:
                 announced = True
-                log.warning("database %s lacks schema migrations %s; waiting up to %gs for "
-                            "`ollama-optimizer migrate`", describe_dsn(dsn), missing, timeout)
+                log.warning(
+                    "database %s lacks schema migrations %s; waiting up to %gs for `ollama-optimizer migrate`",
+                    describe_dsn(dsn),
+                    missing,
+                    timeout,
+                )
                 if while_waiting is not None:
                     await waiting.enter_async_context(while_waiting())
             await asyncio.sleep(min(BACKOFF_MAX_SECONDS, max(deadline - loop.time(), 0.0)))
 
 
 @contextlib.asynccontextmanager
-async def open_database(cfg: DatabaseConfig, *, migrate: bool | None = None,
-                        server_settings: dict[str, str] | None = None, reset: Reset | None = None,
-                        while_waiting: WhileWaiting | None = None) -> AsyncIterator[Database]:
+async def open_database(
+    cfg: DatabaseConfig,
+    *,
+    migrate: bool | None = None,
+    server_settings: dict[str, str] | None = None,
+    reset: Reset | None = None,
+    while_waiting: WhileWaiting | None = None,
+) -> AsyncIterator[Database]:
     """Open a pool (starting embedded Postgres when no DSN is set) over a schema this release can use.
 
     A configured database that is not reachable yet is waited for (``wait_for_database``;
@@ -224,8 +251,13 @@ async def open_database(cfg: DatabaseConfig, *, migrate: bool | None = None,
             await pool.close()
 
 
-async def create_pool(dsn: str, min_size: int = 2, max_size: int = 10,
-                      server_settings: dict[str, str] | None = None, reset: Reset | None = None) -> asyncpg.Pool:
+async def create_pool(
+    dsn: str,
+    min_size: int = 2,
+    max_size: int = 10,
+    server_settings: dict[str, str] | None = None,
+    reset: Reset | None = None,
+) -> asyncpg.Pool:
     """A pool with short statement timeouts: the services never wait long on the database.
 
     ``reset`` replaces asyncpg's reset query on release (one more round trip per use) for a

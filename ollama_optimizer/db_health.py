@@ -11,6 +11,7 @@ Names a server reports:
 - ``liveness``: the process answers at all (a liveness probe that does not restart pods for a
   database outage).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -76,8 +77,12 @@ class DatabaseHealth:
 
     async def _set(self, up: bool) -> None:
         if self.up is not None or not up:
-            log.log(logging.INFO if up else logging.WARNING, "database %s: health %s",
-                    "answers again" if up else "not answering", "SERVING" if up else "NOT_SERVING")
+            log.log(
+                logging.INFO if up else logging.WARNING,
+                "database %s: health %s",
+                "answers again" if up else "not answering",
+                "SERVING" if up else "NOT_SERVING",
+            )
         self.up = up
         status = SERVING if up else NOT_SERVING
         for name in (DATABASE, "", *self._follows):

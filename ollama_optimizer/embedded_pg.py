@@ -12,6 +12,7 @@ Unlike a bare pgserver, the server gets a ``shared_buffers`` sized for the match
 from the OS cache. Set once with ALTER SYSTEM (one restart when a data directory is new or the size
 changes).
 """
+
 from __future__ import annotations
 
 import json
@@ -71,8 +72,7 @@ class EmbeddedPostgres:
             self._server = get_server(data_dir, cleanup_mode="stop")
             log.info("embedded Postgres restarted with shared_buffers = %d MB", wanted)
         else:
-            log.info("embedded Postgres shared by other processes: shared_buffers = %d MB at its next start",
-                     wanted)
+            log.info("embedded Postgres shared by other processes: shared_buffers = %d MB at its next start", wanted)
 
     def uri(self, database: str = "postgres") -> str:
         """libpq URI (Unix socket) usable by asyncpg."""

@@ -1,4 +1,5 @@
 """Server interceptors: go-grpc-prometheus metrics, optional bearer-token auth, the learning budget."""
+
 from __future__ import annotations
 
 import asyncio
@@ -11,10 +12,26 @@ import grpc
 from prometheus_client import Counter, Histogram
 
 from .build_info import register_build_info
+from .source_tokens import SourceTokens, bearer
 
 # Sub-millisecond resolution: the hot RPCs answer in about 0.1-2 ms.
 HANDLING_BUCKETS = (
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
 )
 _LABELS = ("grpc_type", "grpc_service", "grpc_method")
 
@@ -37,8 +54,11 @@ if TYPE_CHECKING:  # grpc's classes are generic in the stubs only
     AioUnary = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 
 # Probes and discovery stay open without a token (Kubernetes gRPC probes carry none).
-UNAUTHENTICATED_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",
-                            "grpc.reflection.v1.ServerReflection")
+UNAUTHENTICATED_SERVICES = (
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1alpha.ServerReflection",
+    "grpc.reflection.v1.ServerReflection",
+)
 
 
 def _split_method(full_method: str) -> tuple[str, str]:
@@ -151,10 +171,12 @@ def _code_name(code: object) -> str:
 
 
 class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
-    """Rejects calls without ``authorization: Bearer <token>`` with UNAUTHENTICATED."""
+    """Rejects calls without ``authorization: Bearer <token>`` with UNAUTHENTICATED; the token is the
+    shared one (when set) or one of the per-source tokens."""
 
-    def __init__(self, token: str) -> None:
-        self._expected = f"Bearer {token}".encode()
+    def __init__(self, token: str, sources: SourceTokens | None = None) -> None:
+        self._expected = token.encode() if token else None
+        self._sources = sources or SourceTokens()
 
     async def intercept_service(
         self,
@@ -178,15 +200,18 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
         )
 
     def _authorized(self, details: grpc.HandlerCallDetails) -> bool:
-        for key, value in details.invocation_metadata or ():
-            if key == "authorization":
-                presented = value.encode() if isinstance(value, str) else value
-                return hmac.compare_digest(presented, self._expected)
-        return False
+        presented = bearer(details.invocation_metadata)
+        if not presented:
+            return False
+        if self._expected is not None and hmac.compare_digest(presented.encode(), self._expected):
+            return True
+        return bool(self._sources.source(presented))
 
 
 # Off the request path: the gateways' telemetry. Everything else is served within the global limit only.
-LEARNING_METHODS = frozenset({"/optimizer.v1.Matcher/Observe", "/optimizer.v1.Tuner/Report"})
+LEARNING_METHODS = frozenset(
+    {"/optimizer.v1.Matcher/Observe", "/optimizer.v1.Matcher/ObserveBatch", "/optimizer.v1.Tuner/Report"}
+)
 
 
 class LearningBudget(_WrappingInterceptor):

@@ -1,4 +1,5 @@
 """`ollama-optimizer health ADDRESS`: a grpc.health.v1 check with grpc_health_probe exit codes."""
+
 from __future__ import annotations
 
 import asyncio
@@ -8,7 +9,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from .channels import ClientArgs, create_channel
-from .config import env_str
+from .config import env_secret, env_str
 
 EXIT_SERVING = 0
 EXIT_INVALID_ARGUMENTS = 1
@@ -20,15 +21,16 @@ EXIT_UNHEALTHY = 4
 def client_args_from_env() -> ClientArgs:
     """The client token and TLS files of the CLI's admin commands (OPTIMIZER_AUTH_TOKEN, OPTIMIZER_CLIENT_TLS_*)."""
     return {
-        "token": env_str("OPTIMIZER_AUTH_TOKEN", ""),
+        "token": env_secret("OPTIMIZER_AUTH_TOKEN"),
         "tls_ca": env_str("OPTIMIZER_CLIENT_TLS_CA", ""),
         "tls_cert": env_str("OPTIMIZER_CLIENT_TLS_CERT", ""),
         "tls_key": env_str("OPTIMIZER_CLIENT_TLS_KEY", ""),
     }
 
 
-async def check(address: str, service: str = "", timeout: float = 2.0,
-                **channel_args: Unpack[ClientArgs]) -> tuple[int, str]:
+async def check(
+    address: str, service: str = "", timeout: float = 2.0, **channel_args: Unpack[ClientArgs]
+) -> tuple[int, str]:
     """Return (exit code, message) for one health check."""
     if not address or ":" not in address:
         return EXIT_INVALID_ARGUMENTS, f"invalid address {address!r}: expected HOST:PORT"
@@ -42,7 +44,8 @@ async def check(address: str, service: str = "", timeout: float = 2.0,
         try:
             # types-grpcio-health-checking declares HealthStub without its methods.
             reply: health_pb2.HealthCheckResponse = await stub.Check(  # type: ignore[attr-defined]
-                health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout
+            )
         except grpc.aio.AioRpcError as exc:
             return EXIT_RPC_FAILURE, f"health rpc failed: {exc.code().name}: {exc.details()}"
         status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)

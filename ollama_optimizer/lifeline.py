@@ -1,4 +1,5 @@
 """Child processes that die with their parent, even when the parent is SIGKILLed (Linux)."""
+
 from __future__ import annotations
 
 import ctypes

@@ -5,6 +5,7 @@ generated modules import each other as ``ollama_optimizer.gen.optimizer.v1``.
 Message stubs (``*_pb2.pyi``) come from grpcio-tools, service stubs
 (``*_pb2_grpc.pyi``) from mypy-protobuf's ``protoc-gen-mypy_grpc`` plugin.
 """
+
 from __future__ import annotations
 
 import sys

@@ -5,6 +5,7 @@ load shedding (maximum_concurrent_rpcs, and a smaller budget for the learning RP
 keepalive, a failed bind raising, a Prometheus /metrics endpoint, and graceful
 shutdown (NOT_SERVING -> drain -> stop(grace)).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -96,8 +97,8 @@ async def start_server(
     Requests up to ``max_receive_bytes`` reach the handlers (larger ones: RESOURCE_EXHAUSTED from gRPC).
     """
     interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor()]
-    if cfg.auth_token:
-        interceptors.append(BearerTokenInterceptor(cfg.auth_token))
+    if cfg.auth_token or cfg.source_tokens:
+        interceptors.append(BearerTokenInterceptor(cfg.auth_token, cfg.source_tokens))
     interceptors.append(LearningBudget(cfg.learning_rpcs))
     server = grpc.aio.server(
         interceptors=interceptors,
@@ -135,8 +136,7 @@ async def start_server(
 
 
 @contextlib.asynccontextmanager
-async def not_serving_while_waiting(cfg: ServerConfig,
-                                    service_names: tuple[str, ...]) -> AsyncIterator[RunningServer]:
+async def not_serving_while_waiting(cfg: ServerConfig, service_names: tuple[str, ...]) -> AsyncIterator[RunningServer]:
     """While a service waits for a dependency: health (NOT_SERVING) and reflection on ``cfg.listen``.
 
     Probes see a live process that is not ready, and a bad listen address fails at once. On exit
@@ -144,8 +144,9 @@ async def not_serving_while_waiting(cfg: ServerConfig,
     UNAVAILABLE and is reopened against it).
     """
     running = await start_server(cfg, [], service_names, serve_metrics=False, serving=False)
-    log.info("gRPC health listening on %s (port %d): NOT_SERVING until the database is reachable",
-             cfg.listen, running.port)
+    log.info(
+        "gRPC health listening on %s (port %d): NOT_SERVING until the database is reachable", cfg.listen, running.port
+    )
     try:
         yield running
     finally:

@@ -3,6 +3,7 @@
 The matcher caches lookup results by exact fingerprint set; the plugin caches Match answers by the exact
 token prefix Match reads (``matcher_service.simhash.match_key``).
 """
+
 from __future__ import annotations
 
 import time
@@ -27,8 +28,14 @@ class SoftCache(Generic[V]):
     """LRU with a time-to-live (cachetools' TTLCache) whose lookups are counted; safe to lose, so nothing
     else depends on it."""
 
-    def __init__(self, size: int, ttl: float, clock: Callable[[], float] = time.monotonic,
-                 hits: Counts = _NotCounted(), misses: Counts = _NotCounted()) -> None:
+    def __init__(
+        self,
+        size: int,
+        ttl: float,
+        clock: Callable[[], float] = time.monotonic,
+        hits: Counts = _NotCounted(),
+        misses: Counts = _NotCounted(),
+    ) -> None:
         self.enabled = size > 0 and ttl > 0
         self._hits = hits
         self._misses = misses

@@ -6,6 +6,7 @@ directory), applies the expand migrations, runs matcher, tuner and gateway as ch
 die with it (even on SIGKILL), prints the endpoints once all of them are ready, and stops everything
 (children first, then its hold on Postgres) on Ctrl-C or when a child dies.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -16,11 +17,11 @@ import socket
 import sys
 
 from .config import DatabaseConfig, ServerConfig, StartupError, env_str
-from .db import embedded_or_configured_dsn
 from .health_check import EXIT_SERVING, check, client_args_from_env
 from .lifeline import die_with_parent
-from .migrations import apply_migrations, describe
+from .migrations import describe
 from .server import wait_for_shutdown_signal
+from .startup import migrated_database, step
 from .upstream_check import say_if_no_ollama
 
 CHILD_GRACE_SECONDS = 10.0
@@ -81,8 +82,10 @@ def _needed_addresses(with_gateway: bool) -> dict[str, str]:
     """Every address the children will bind, by what binds it."""
     matcher, tuner = ServerConfig.matcher(), ServerConfig.tuner()
     needed = {
-        "matcher gRPC": matcher.listen, "matcher metrics": _with_port(matcher.listen, matcher.metrics_port),
-        "tuner gRPC": tuner.listen, "tuner metrics": _with_port(tuner.listen, tuner.metrics_port),
+        "matcher gRPC": matcher.listen,
+        "matcher metrics": _with_port(matcher.listen, matcher.metrics_port),
+        "tuner gRPC": tuner.listen,
+        "tuner metrics": _with_port(tuner.listen, tuner.metrics_port),
     }
     if with_gateway:
         needed["gateway HTTP"] = _gateway_listen()
@@ -109,9 +112,11 @@ def ensure_ports_free(needed: dict[str, str]) -> None:
     """Raise ``PortInUse`` naming every taken address (before anything is started or attached)."""
     taken = [f"{what} {address}" for what, address in needed.items() if _in_use(address)]
     if taken:
-        raise PortInUse(f"ports in use: {', '.join(taken)}; is another `ollama-optimizer up` running? "
-                        "(stop it, or set MATCHER_LISTEN, TUNER_LISTEN, GATEWAY_LISTEN and the *_METRICS_PORT "
-                        "variables to free ports)")
+        raise PortInUse(
+            f"ports in use: {', '.join(taken)}; is another `ollama-optimizer up` running? "
+            "(stop it, or set MATCHER_LISTEN, TUNER_LISTEN, GATEWAY_LISTEN and the *_METRICS_PORT "
+            "variables to free ports)"
+        )
 
 
 def _endpoints(with_gateway: bool) -> list[str]:
@@ -122,8 +127,10 @@ def _endpoints(with_gateway: bool) -> list[str]:
     ]
     if with_gateway:
         upstream = env_str("OLLAMA_HOST", "127.0.0.1:11434")
-        lines.append(f"gateway  HTTP http://{_gateway_listen()} -> {upstream}   "
-                     f"metrics http://127.0.0.1:{_gateway_metrics_port()}/metrics")
+        lines.append(
+            f"gateway  HTTP http://{_gateway_listen()} -> {upstream}   "
+            f"metrics http://127.0.0.1:{_gateway_metrics_port()}/metrics"
+        )
     return lines
 
 
@@ -176,16 +183,18 @@ async def _wait_ready(children: dict[str, asyncio.subprocess.Process]) -> str | 
 async def run_all(with_gateway: bool = True) -> int:
     """Run the whole system until SIGINT/SIGTERM or a child's exit; returns an exit code."""
     ensure_ports_free(_needed_addresses(with_gateway))
-    async with embedded_or_configured_dsn(DatabaseConfig()) as (dsn, embedded):
-        report = await apply_migrations(dsn)
+    async with migrated_database(DatabaseConfig()) as (dsn, embedded, report):
         if report.contract_pending:
             print(describe(report), file=sys.stderr)
         env = {**os.environ, "OPTIMIZER_DSN": dsn, **_client_addresses()}
         names = ["matcher", "tuner"] + (["gateway"] if with_gateway else [])
         # Ctrl-C is handled from before the banner: a user may press it as soon as they read it.
         signal_wait = asyncio.ensure_future(wait_for_shutdown_signal())
-        children = {name: await _spawn(name, env) for name in names}
-        not_ready = await _wait_ready(children)
+        with step(f"starting {', '.join(names)}") as starting:
+            children = {name: await _spawn(name, env) for name in names}
+            not_ready = await _wait_ready(children)
+            if not_ready is not None:
+                starting.failed()
         if not_ready is not None:
             print(f"ollama-optimizer did not start: {not_ready}; stopping", file=sys.stderr)
             signal_wait.cancel()
@@ -197,8 +206,9 @@ async def run_all(with_gateway: bool = True) -> int:
         for line in _endpoints(with_gateway):
             print("  " + line)
         sys.stdout.flush()
-        notice = asyncio.ensure_future(say_if_no_ollama(env_str("OLLAMA_HOST", "127.0.0.1:11434")) if with_gateway
-                                       else asyncio.sleep(0))
+        notice = asyncio.ensure_future(
+            say_if_no_ollama(env_str("OLLAMA_HOST", "127.0.0.1:11434")) if with_gateway else asyncio.sleep(0)
+        )
         child_waits = {asyncio.ensure_future(p.wait()): n for n, p in children.items()}
         done, _ = await asyncio.wait({signal_wait, *child_waits}, return_when=asyncio.FIRST_COMPLETED)
         notice.cancel()

@@ -1,5 +1,6 @@
 """`ollama-optimizer up` tells the user when nothing answers at the gateway's upstream Ollama, and how to
 start one (or the emulator) there."""
+
 from __future__ import annotations
 
 import sys
@@ -21,9 +22,11 @@ async def ollama_answers(base_url: str, timeout_s: float = 3.0) -> bool:
 def no_ollama_notice(base_url: str) -> str:
     """What to do when nothing answers at the gateway's upstream."""
     port = urlsplit(base_url).port or 11434
-    return (f"nothing answers at the upstream Ollama {base_url} ($OLLAMA_HOST): the gateway answers 502 until "
-            f"it does. Start Ollama there or point OLLAMA_HOST at yours; without one, run the Ollama emulator "
-            f"from the repository: .venv/bin/python -m bench.ollama_sim --port {port}")
+    return (
+        f"nothing answers at the upstream Ollama {base_url} ($OLLAMA_HOST): the gateway answers 502 until "
+        f"it does. Start Ollama there or point OLLAMA_HOST at yours; without one, run the Ollama emulator "
+        f"from the repository: .venv/bin/python -m bench.ollama_sim --port {port}"
+    )
 
 
 async def say_if_no_ollama(upstream: str) -> None:

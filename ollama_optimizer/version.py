@@ -1,4 +1,5 @@
 """The installed ollama-optimizer version (`--version`, the build_info metric)."""
+
 from __future__ import annotations
 
 from functools import cache

@@ -6,6 +6,7 @@ for ``num_ctx``/``num_batch`` and sets them in ``request["options"]`` (the host 
 ``ollama-smart-proxy.patch`` applied); ``on_response`` queues telemetry. Neither ever raises.
 The ``proxy_plugin`` package must be importable in the host's environment (``pip install ollama-optimizer``).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -81,8 +82,10 @@ def _learn_only_unless_forwarded(cfg: PluginConfig) -> PluginConfig:
     forwarded = host_forwards_options()
     metrics.OPTIONS_FORWARDED.set({True: 1, False: 0, None: -1}[forwarded])
     if forwarded is False and cfg.apply_options:
-        log.warning("opt: this ollama-smart-proxy drops request options (num_ctx/num_batch never reach Ollama); "
-                    "running learn-only - apply proxy_plugin/ollama-smart-proxy.patch to optimize")
+        log.warning(
+            "opt: this ollama-smart-proxy drops request options (num_ctx/num_batch never reach Ollama); "
+            "running learn-only - apply proxy_plugin/ollama-smart-proxy.patch to optimize"
+        )
         return replace(cfg, apply_options=False)
     return cfg
 
@@ -99,8 +102,11 @@ class OptAgent(BaseAgent):
         self._pending: OrderedDict[int, Decision] = OrderedDict()
         self._next_id = 0
         if _builtin_agent().exists():
-            log.warning("%s also answers /opt; apply proxy_plugin/ollama-smart-proxy.patch to the host so that "
-                        "/opt always runs ollama-optimizer's agent", _builtin_agent())
+            log.warning(
+                "%s also answers /opt; apply proxy_plugin/ollama-smart-proxy.patch to the host so that "
+                "/opt always runs ollama-optimizer's agent",
+                _builtin_agent(),
+            )
         try:
             asyncio.get_running_loop()
         except RuntimeError:  # built outside the host's loop: channels connect on the first request

@@ -1,4 +1,5 @@
 """Circuit breaker: opens after N consecutive failures, lets one probe through after a cool-down."""
+
 from __future__ import annotations
 
 import time

@@ -1,4 +1,5 @@
 """Canonical prompt text (DESIGN §4.1) and the request facts the tuner needs."""
+
 from __future__ import annotations
 
 from typing import Any

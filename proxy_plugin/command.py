@@ -1,4 +1,5 @@
 """The ``/opt`` slash command: detect it at the start of the last message (a user's) or prompt, and strip it."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -9,7 +10,7 @@ COMMAND = "/opt"
 def _strip(text: str) -> str | None:
     stripped = text.lstrip()
     if stripped == COMMAND or stripped.startswith((COMMAND + " ", COMMAND + "\n")):
-        return stripped[len(COMMAND):].lstrip()
+        return stripped[len(COMMAND) :].lstrip()
     return None
 
 

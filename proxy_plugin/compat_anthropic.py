@@ -5,37 +5,32 @@ top_k, stop sequences, tools, thinking); the answer becomes a Messages response 
 sequence (``message_start``, content blocks, ``message_delta`` with the stop reason, ``message_stop``).
 Requests Ollama would refuse and image blocks are not translated: the gateway relays them untouched.
 """
+
 from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
-from .compat_wire import (
-    JSON_TYPE,
-    SSE_TYPE,
-    Translated,
-    go_encoded,
-    go_json,
-    native_calls,
-    native_count,
-    native_message,
-    optional,
-    sse_event,
-    typed_fields,
-)
+from . import compat_wire as wire
 
-_NUMBER = (int, float)
-
-
-_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                404: "not_found_error", 429: "rate_limit_error", 503: "overloaded_error", 529: "overloaded_error"}
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    529: "overloaded_error",
+}
 
 
 def error_body(message: str, status: int = 0) -> bytes:
     """``anthropic.NewError``; a native error reaches it without a status code (``api_error``)."""
-    return go_encoded({"type": "error", "error": {"type": _ERROR_TYPES.get(status, "api_error"), "message": message},
-                       "request_id": f"req_{secrets.token_hex(12)}"})
+    kind = _ERROR_TYPES.get(status, "api_error")
+    return wire.go_encoded(
+        {"type": "error", "error": {"type": kind, "message": message}, "request_id": f"req_{secrets.token_hex(12)}"}
+    )
 
 
 def stop_reason(done_reason: Any, has_tool_calls: bool) -> str:
@@ -52,17 +47,12 @@ def stop_reason(done_reason: Any, has_tool_calls: bool) -> str:
 def _usage(native: dict[str, Any], input_tokens: int, output_tokens: int) -> dict[str, Any]:
     usage: dict[str, Any] = {"input_tokens": input_tokens, "output_tokens": output_tokens}
     if "prompt_eval_cached_count" in native:  # Ollama versions that report the cached prefix
-        usage["cache_read_input_tokens"] = native_count(native, "prompt_eval_cached_count")
+        usage["cache_read_input_tokens"] = wire.native_count(native, "prompt_eval_cached_count")
     return usage
 
 
-def _text(message: dict[str, Any], key: str) -> str:
-    value = message.get(key)
-    return value if isinstance(value, str) else ""
-
-
 @dataclass
-class MessagesReply:
+class MessagesReply(wire.SseReply):
     stream: bool
     model: str
     id: str = field(default_factory=lambda: f"msg_{secrets.token_hex(12)}")
@@ -73,42 +63,49 @@ class MessagesReply:
     _text_started: bool = False
     _calls_sent: set[str] = field(default_factory=set)
 
-    def content_type(self) -> str:
-        return SSE_TYPE if self.stream else JSON_TYPE
-
-    def stream_headers(self) -> dict[str, str]:
-        """``AnthropicMessagesMiddleware`` adds no-cache to a stream (the Connection header is hop-by-hop)."""
-        return {"Content-Type": SSE_TYPE, "Cache-Control": "no-cache"}
+    no_cache = True  # as AnthropicMessagesMiddleware sets it
 
     def answer(self, native: dict[str, Any]) -> bytes:
         """``ToMessagesResponse``."""
-        message = native_message(native)
+        message = wire.native_message(native)
         content: list[dict[str, Any]] = []
-        if _text(message, "thinking"):
+        if wire.text_field(message, "thinking"):
             content.append({"type": "thinking", "thinking": message["thinking"]})
-        if _text(message, "content"):
+        if wire.text_field(message, "content"):
             content.append({"type": "text", "text": message["content"]})
-        calls = native_calls(message)
+        calls = wire.native_calls(message)
         content.extend({"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments} for c in calls)
-        response: dict[str, Any] = {"id": self.id, "type": "message", "role": "assistant",
-                                    "model": native.get("model") or "", "content": content or None}
+        response: dict[str, Any] = {
+            "id": self.id,
+            "type": "message",
+            "role": "assistant",
+            "model": native.get("model") or "",
+            "content": content or None,
+        }
         reason = stop_reason(native.get("done_reason"), bool(calls))
         if reason:
             response["stop_reason"] = reason
-        response["usage"] = _usage(native, native_count(native, "prompt_eval_count"),
-                                   native_count(native, "eval_count"))
-        return go_encoded(response)
+        response["usage"] = _usage(
+            native, wire.native_count(native, "prompt_eval_count"), wire.native_count(native, "eval_count")
+        )
+        return wire.go_encoded(response)
 
     def chunk(self, native: dict[str, Any]) -> bytes:
         """``StreamConverter.Process``: the events one native object produces."""
         events: list[bytes] = []
-        message = native_message(native)
+        message = wire.native_message(native)
         if self._first:
             self._first = False
-            start = {"id": self.id, "type": "message", "role": "assistant", "model": self.model, "content": [],
-                     "usage": {"input_tokens": native_count(native, "prompt_eval_count"), "output_tokens": 0}}
-            events.append(sse_event("message_start", {"type": "message_start", "message": start}))
-        thinking, text = _text(message, "thinking"), _text(message, "content")
+            start = {
+                "id": self.id,
+                "type": "message",
+                "role": "assistant",
+                "model": self.model,
+                "content": [],
+                "usage": {"input_tokens": wire.native_count(native, "prompt_eval_count"), "output_tokens": 0},
+            }
+            events.append(wire.sse_event("message_start", {"type": "message_start", "message": start}))
+        thinking, text = wire.text_field(message, "thinking"), wire.text_field(message, "content")
         if thinking and not self._thinking_done:
             if not self._thinking_started:
                 self._thinking_started = True
@@ -123,7 +120,7 @@ class MessagesReply:
                 self._text_started = True
                 events.append(self._block_start({"type": "text", "text": ""}))
             events.append(self._delta({"type": "text_delta", "text": text}))
-        for call in native_calls(message):
+        for call in wire.native_calls(message):
             if call.id in self._calls_sent:
                 continue
             if self._text_started:
@@ -131,7 +128,7 @@ class MessagesReply:
                 self._index += 1
                 self._text_started = False
             events.append(self._block_start({"type": "tool_use", "id": call.id, "name": call.name, "input": {}}))
-            events.append(self._delta({"type": "input_json_delta", "partial_json": go_json(call.arguments)}))
+            events.append(self._delta({"type": "input_json_delta", "partial_json": wire.go_json(call.arguments)}))
             events.append(self._block_stop())
             self._calls_sent.add(call.id)
             self._index += 1
@@ -139,21 +136,31 @@ class MessagesReply:
             if self._text_started or (self._thinking_started and not self._thinking_done):
                 events.append(self._block_stop())
             reason = stop_reason(native.get("done_reason"), bool(self._calls_sent))
-            events.append(sse_event("message_delta", {
-                "type": "message_delta", "delta": {"stop_reason": reason} if reason else {},
-                "usage": {"output_tokens": native_count(native, "eval_count")}}))
-            events.append(sse_event("message_stop", {"type": "message_stop"}))
+            events.append(
+                wire.sse_event(
+                    "message_delta",
+                    {
+                        "type": "message_delta",
+                        "delta": {"stop_reason": reason} if reason else {},
+                        "usage": {"output_tokens": wire.native_count(native, "eval_count")},
+                    },
+                )
+            )
+            events.append(wire.sse_event("message_stop", {"type": "message_stop"}))
         return b"".join(events)
 
     def _block_start(self, block: dict[str, Any]) -> bytes:
-        return sse_event("content_block_start",
-                         {"type": "content_block_start", "index": self._index, "content_block": block})
+        return wire.sse_event(
+            "content_block_start", {"type": "content_block_start", "index": self._index, "content_block": block}
+        )
 
     def _delta(self, delta: dict[str, Any]) -> bytes:
-        return sse_event("content_block_delta", {"type": "content_block_delta", "index": self._index, "delta": delta})
+        return wire.sse_event(
+            "content_block_delta", {"type": "content_block_delta", "index": self._index, "delta": delta}
+        )
 
     def _block_stop(self) -> bytes:
-        return sse_event("content_block_stop", {"type": "content_block_stop", "index": self._index})
+        return wire.sse_event("content_block_stop", {"type": "content_block_stop", "index": self._index})
 
     error = staticmethod(error_body)
 
@@ -163,11 +170,24 @@ class MessagesDoor:
 
     error = staticmethod(error_body)
 
-    def translate(self, body: Any) -> Translated | str:
-        values = typed_fields(body, {
-            "model": (str,), "max_tokens": (int,), "messages": (list,), "stream": (bool,), "temperature": _NUMBER,
-            "top_p": _NUMBER, "top_k": (int,), "stop_sequences": (list,), "tools": (list,), "tool_choice": (dict,),
-            "thinking": (dict,), "metadata": (dict,)})
+    def translate(self, body: Any) -> wire.Translated | str:
+        values = wire.typed_fields(
+            body,
+            {
+                "model": (str,),
+                "max_tokens": (int,),
+                "messages": (list,),
+                "stream": (bool,),
+                "temperature": wire.NUMBER,
+                "top_p": wire.NUMBER,
+                "top_k": (int,),
+                "stop_sequences": (list,),
+                "tools": (list,),
+                "tool_choice": (dict,),
+                "thinking": (dict,),
+                "metadata": (dict,),
+            },
+        )
         if isinstance(values, str):
             return values
         if not values["model"] or not values["max_tokens"] or values["max_tokens"] <= 0 or not values["messages"]:
@@ -191,29 +211,31 @@ class MessagesDoor:
         if stops:
             options["stop"] = stops
         stream = bool(values["stream"])
-        native: dict[str, Any] = {"model": values["model"], "messages": messages, "options": options,
-                                  "stream": stream}
+        native: dict[str, Any] = {"model": values["model"], "messages": messages, "options": options, "stream": stream}
         if tools:
             native["tools"] = tools
         thinking = values["thinking"]
         if thinking is not None and thinking.get("type") == "enabled":
             native["think"] = True
-        return Translated("chat", native, MessagesReply(stream, values["model"]))
+        return wire.Translated("chat", native, MessagesReply(stream, values["model"]))
 
 
 def _system(system: Any) -> list[dict[str, Any]]:
     if isinstance(system, str):
         return [{"role": "system", "content": system}] if system else []
     if isinstance(system, list):
-        text = "".join(b["text"] for b in system
-                       if isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str))
+        text = "".join(
+            b["text"]
+            for b in system
+            if isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str)
+        )
         return [{"role": "system", "content": text}] if text else []
     return []
 
 
 def _convert_message(param: Any) -> list[dict[str, Any]] | str:
     """``convertMessage``: text, tool_use, tool_result and thinking blocks (images are not translated)."""
-    if not isinstance(param, dict) or not optional(param, "role", (str,))[0]:
+    if not isinstance(param, dict) or not wire.optional(param, "role", (str,))[0]:
         return "a message has a type Ollama refuses"
     role, content = (param.get("role") or "").lower(), param.get("content")
     if isinstance(content, str):
@@ -252,8 +274,11 @@ def _convert_message(param: Any) -> list[dict[str, Any]] | str:
 def _tool_result(block: dict[str, Any]) -> dict[str, Any]:
     content = block.get("content")
     if isinstance(content, list):
-        content = "".join(c["text"] for c in content
-                          if isinstance(c, dict) and c.get("type") == "text" and isinstance(c.get("text"), str))
+        content = "".join(
+            c["text"]
+            for c in content
+            if isinstance(c, dict) and c.get("type") == "text" and isinstance(c.get("text"), str)
+        )
     result: dict[str, Any] = {"role": "tool", "content": content if isinstance(content, str) else ""}
     if isinstance(block.get("tool_use_id"), str) and block["tool_use_id"]:
         result["tool_call_id"] = block["tool_use_id"]
@@ -264,7 +289,7 @@ def _tools(tools: list[Any]) -> list[dict[str, Any]] | str:
     """``convertTool``: Anthropic tool definitions as native function tools."""
     out = []
     for tool in tools:
-        if not isinstance(tool, dict) or not all(optional(tool, k, (str,))[0] for k in ("name", "description")):
+        if not isinstance(tool, dict) or not all(wire.optional(tool, k, (str,))[0] for k in ("name", "description")):
             return "tools has a type Ollama refuses"
         schema = tool.get("input_schema")
         if schema is not None and not isinstance(schema, dict):

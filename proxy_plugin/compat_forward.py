@@ -5,6 +5,7 @@ own compatibility layer would have run, with the optimizer's ``num_ctx``/``num_b
 native answer is rewritten object by object (streams stay streams). A request a door cannot translate
 faithfully is relayed untouched, so Ollama answers it as it always would.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -16,11 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
 
 from . import metrics
 from .command import strip_command
 from .compat_anthropic import MessagesDoor
 from .compat_openai import ChatDoor, CompletionDoor, EmbeddingDoor
+from .compat_responses import ResponsesDoor
 from .compat_wire import (
     JSON_TYPE,
     Door,
@@ -29,16 +32,20 @@ from .compat_wire import (
     error_message,
     go_encoded,
 )
+from .forwarded import forward_headers
 
 if TYPE_CHECKING:
     from .gateway import Gateway
 
 log = logging.getLogger(__name__)
 
+_REWRITTEN = frozenset({"content-type", "content-encoding"})  # the answer is the door's, not the native one
+
 COMPAT_DOORS: dict[str, Door] = {
     "/v1/chat/completions": ChatDoor(),
     "/v1/completions": CompletionDoor(),
     "/v1/embeddings": EmbeddingDoor(),
+    "/v1/responses": ResponsesDoor(),
     "/v1/messages": MessagesDoor(),
 }
 
@@ -55,7 +62,8 @@ def _gateway_error(request: web.Request, door: Door, status: int, message: str) 
 
 
 async def serve_compat(gw: Gateway, request: web.Request, door: Door, headers: dict[str, str]) -> web.StreamResponse:
-    """Serve one compatible request; ``headers`` are the client's, to forward."""
+    """Serve one compatible request; ``headers`` go upstream with the native request; the upstream's
+    own headers come back with the answer (but those describing the native body)."""
     received = time.monotonic()
     label = _label(request.path)
     limit = gw.config.max_body_bytes or gw.config.optimize_max_body_bytes  # a door must translate: bounded
@@ -85,13 +93,14 @@ async def serve_compat(gw: Gateway, request: web.Request, door: Door, headers: d
     except RecursionError:
         metrics.COMPAT_UNTRANSLATED.labels(label).inc()
         return await gw._relay(request, label, body)
-    sent = gw.runner_loads.sent(decision.model, (decision.num_ctx, decision.num_batch))
-    try:
-        answer = await _run(gw, request, door, translated, data, headers)
-    finally:
-        gw.runner_loads.finished(decision.model)
-    if answer.answered:
-        await gw.learn(to_send, decision, answer.stats, received, answer.first_chunk, sent)
+    sent = gw.sending(decision)
+    with gw.outcome_pending():
+        try:
+            answer = await _run(gw, request, door, translated, data, headers)
+        finally:
+            gw.runner_loads.finished(decision.model)
+        if answer.answered:
+            await gw.learn(to_send, decision, answer.stats, received, answer.first_chunk, sent)
     return answer.response
 
 
@@ -106,7 +115,12 @@ class _Answer:
 
 
 async def _run(
-    gw: Gateway, request: web.Request, door: Door, translated: Translated, data: bytes, headers: dict[str, str],
+    gw: Gateway,
+    request: web.Request,
+    door: Door,
+    translated: Translated,
+    data: bytes,
+    headers: dict[str, str],
 ) -> _Answer:
     """Send the native request (``data``) and write the translated answer."""
     label = _label(request.path)
@@ -116,20 +130,30 @@ async def _run(
     assert session is not None
     try:
         async with session.post(
-            gw.upstream + translated.path, data=data,
-            headers={**headers, "Content-Type": JSON_TYPE}, allow_redirects=False,
+            gw.upstream + translated.path,
+            data=data,
+            headers={**headers, "Content-Type": JSON_TYPE},
+            allow_redirects=False,
         ) as upstream:
             metrics.REQUESTS.labels(label, str(upstream.status)).inc()
+            passed_on = forward_headers(upstream.headers, drop=_REWRITTEN)
             if upstream.status != 200:
                 message = error_message(await upstream.read())
-                return _Answer(web.Response(status=upstream.status, body=reply.error(message),
-                                            content_type=JSON_TYPE))
+                return _Answer(
+                    web.Response(
+                        status=upstream.status, body=reply.error(message), headers=passed_on, content_type=JSON_TYPE
+                    )
+                )
             if not reply.stream:
                 final = _parse(await upstream.read())
                 answered = time.monotonic()
                 body = reply.answer(final)
-                return _Answer(web.Response(body=body, content_type=reply.content_type()), True, final, answered)
-            response = web.StreamResponse(headers=reply.stream_headers())
+                return _Answer(
+                    web.Response(body=body, headers=passed_on, content_type=reply.content_type()), True, final, answered
+                )
+            stream_headers = CIMultiDict(passed_on)
+            stream_headers.update(reply.stream_headers())
+            response = web.StreamResponse(headers=stream_headers)
             await response.prepare(request)
             lines, last = NdjsonLines(), None
             first_chunk: float | None = None

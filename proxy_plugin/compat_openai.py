@@ -6,6 +6,7 @@ native request whose ``options`` hold only what the OpenAI fields map to (so a c
 embedding list. Requests Ollama would refuse, or that use what is not translated here (images,
 logprobs, debug rendering), are not translated: the gateway relays them to Ollama untouched.
 """
+
 from __future__ import annotations
 
 import base64
@@ -17,22 +18,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .compat_wire import (
-    JSON_TYPE,
-    SSE_TYPE,
-    Translated,
-    go_encoded,
-    go_json,
-    native_calls,
-    native_count,
-    native_message,
-    optional,
-    sse_data,
-    typed_fields,
-    unix_seconds,
-)
+from . import compat_wire as wire
 
-_NUMBER = (int, float)
 _EFFORTS = ("high", "medium", "low", "none")
 _DONE = b"data: [DONE]\n\n"
 _FLOAT32_MAX = 3.4028234663852886e38
@@ -41,25 +28,28 @@ _FLOAT32_MAX = 3.4028234663852886e38
 def error_body(message: str, status: int = 500) -> bytes:
     """``openai.NewError``; the compatibility layer wraps every native error as a 500 (``api_error``)."""
     kind = {400: "invalid_request_error", 404: "not_found_error"}.get(status, "api_error")
-    return go_encoded({"error": {"message": message, "type": kind, "param": None, "code": None}})
+    return wire.go_encoded({"error": {"message": message, "type": kind, "param": None, "code": None}})
 
 
 def _usage(native: dict[str, Any]) -> dict[str, Any]:
-    prompt = native_count(native, "prompt_eval_count")
-    completion = native_count(native, "eval_count")
-    usage: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion,
-                             "total_tokens": prompt + completion}
+    prompt = wire.native_count(native, "prompt_eval_count")
+    completion = wire.native_count(native, "eval_count")
+    usage: dict[str, Any] = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
     if "prompt_eval_cached_count" in native:  # Ollama versions that report the cached prefix
-        usage["prompt_tokens_details"] = {"cached_tokens": native_count(native, "prompt_eval_cached_count")}
+        usage["prompt_tokens_details"] = {"cached_tokens": wire.native_count(native, "prompt_eval_cached_count")}
     return usage
 
 
 def _events(chunk: dict[str, Any], native: dict[str, Any], include_usage: bool) -> bytes:
     """The SSE bytes of one chunk; after the final one the usage chunk (when asked for) and ``[DONE]``."""
-    out = sse_data(chunk)
+    out = wire.sse_data(chunk)
     if native.get("done") is True:
         if include_usage:
-            out += sse_data({**chunk, "choices": [], "usage": _usage(native)})
+            out += wire.sse_data({**chunk, "choices": [], "usage": _usage(native)})
         out += _DONE
     return out
 
@@ -68,17 +58,26 @@ def _reason(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _tool_calls(message: dict[str, Any]) -> list[dict[str, Any]]:
+def tool_calls(message: dict[str, Any]) -> list[dict[str, Any]]:
     """``openai.ToToolCalls``."""
-    return [{"id": c.id, "index": c.index, "type": "function",
-             "function": {"name": c.name, "arguments": go_json(c.arguments)}} for c in native_calls(message)]
+    return [
+        {
+            "id": c.id,
+            "index": c.index,
+            "type": "function",
+            "function": {"name": c.name, "arguments": wire.go_json(c.arguments)},
+        }
+        for c in wire.native_calls(message)
+    ]
 
 
 def _message(native: dict[str, Any], role: str | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    message = native_message(native)
-    calls = _tool_calls(message)
-    out: dict[str, Any] = {"role": role if role is not None else message.get("role") or "",
-                           "content": message.get("content") or ""}
+    message = wire.native_message(native)
+    calls = tool_calls(message)
+    out: dict[str, Any] = {
+        "role": role if role is not None else message.get("role") or "",
+        "content": message.get("content") or "",
+    }
     if message.get("thinking"):
         out["reasoning"] = message["thinking"]
     if calls:
@@ -90,26 +89,26 @@ def _message(native: dict[str, Any], role: str | None) -> tuple[dict[str, Any], 
 
 
 @dataclass
-class ChatReply:
+class ChatReply(wire.SseReply):
     stream: bool
     include_usage: bool
     id: str = field(default_factory=lambda: f"chatcmpl-{random.randrange(999)}")
     _tool_call_sent: bool = False
 
-    def content_type(self) -> str:
-        return SSE_TYPE if self.stream else JSON_TYPE
-
-    def stream_headers(self) -> dict[str, str]:
-        return {"Content-Type": SSE_TYPE}
-
     def answer(self, native: dict[str, Any]) -> bytes:
         message, calls = _message(native, None)
         reason = "tool_calls" if calls else _reason(native.get("done_reason"))
-        return go_encoded({
-            "id": self.id, "object": "chat.completion", "created": unix_seconds(native.get("created_at")),
-            "model": native.get("model") or "", "system_fingerprint": "fp_ollama",
-            "choices": [{"index": 0, "message": message, "finish_reason": reason}], "usage": _usage(native),
-        })
+        return wire.go_encoded(
+            {
+                "id": self.id,
+                "object": "chat.completion",
+                "created": wire.unix_seconds(native.get("created_at")),
+                "model": native.get("model") or "",
+                "system_fingerprint": "fp_ollama",
+                "choices": [{"index": 0, "message": message, "finish_reason": reason}],
+                "usage": _usage(native),
+            }
+        )
 
     def chunk(self, native: dict[str, Any]) -> bytes:
         delta, calls = _message(native, "assistant")
@@ -117,8 +116,11 @@ class ChatReply:
         if reason is not None and (self._tool_call_sent or calls):
             reason = "tool_calls"
         chunk: dict[str, Any] = {
-            "id": self.id, "object": "chat.completion.chunk", "created": int(time.time()),
-            "model": native.get("model") or "", "system_fingerprint": "fp_ollama",
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": native.get("model") or "",
+            "system_fingerprint": "fp_ollama",
             "choices": [{"index": 0, "delta": delta, "finish_reason": reason}],
         }
         self._tool_call_sent = self._tool_call_sent or bool(calls)
@@ -132,12 +134,26 @@ class ChatDoor:
 
     error = staticmethod(error_body)
 
-    def translate(self, body: Any) -> Translated | str:
-        values = typed_fields(body, {
-            "model": (str,), "stream": (bool,), "stream_options": (dict,), "max_tokens": (int,), "seed": (int,),
-            "temperature": _NUMBER, "frequency_penalty": _NUMBER, "presence_penalty": _NUMBER, "top_p": _NUMBER,
-            "response_format": (dict,), "tools": (list,), "reasoning": (dict,), "reasoning_effort": (str,),
-            "messages": (list,)})
+    def translate(self, body: Any) -> wire.Translated | str:
+        values = wire.typed_fields(
+            body,
+            {
+                "model": (str,),
+                "stream": (bool,),
+                "stream_options": (dict,),
+                "max_tokens": (int,),
+                "seed": (int,),
+                "temperature": wire.NUMBER,
+                "frequency_penalty": wire.NUMBER,
+                "presence_penalty": wire.NUMBER,
+                "top_p": wire.NUMBER,
+                "response_format": (dict,),
+                "tools": (list,),
+                "reasoning": (dict,),
+                "reasoning_effort": (str,),
+                "messages": (list,),
+            },
+        )
         if isinstance(values, str):
             return values
         if body.get("logprobs") or body.get("top_logprobs") or body.get("_debug_render_only"):
@@ -167,10 +183,10 @@ class ChatDoor:
         if think is not None:
             native["think"] = think
         options = values["stream_options"] or {}
-        ok, include_usage = optional(options, "include_usage", (bool,))
+        ok, include_usage = wire.optional(options, "include_usage", (bool,))
         if not ok:
             return "stream_options.include_usage has a type Ollama refuses"
-        return Translated("chat", native, ChatReply(stream, stream and bool(include_usage)))
+        return wire.Translated("chat", native, ChatReply(stream, stream and bool(include_usage)))
 
 
 def _chat_options(body: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
@@ -222,7 +238,7 @@ def _chat_messages(messages: list[Any]) -> list[dict[str, Any]] | str:
         if not isinstance(msg, dict):
             return "a message is not an object"
         for key in ("role", "reasoning", "name", "tool_call_id"):
-            if not optional(msg, key, (str,))[0]:
+            if not wire.optional(msg, key, (str,))[0]:
                 return f"message {key} has a type Ollama refuses"
         calls = _native_tool_calls(msg.get("tool_calls"))
         if isinstance(calls, str):
@@ -230,10 +246,15 @@ def _chat_messages(messages: list[Any]) -> list[dict[str, Any]] | str:
         role, content = msg.get("role") or "", msg.get("content")
         tool_name = ""
         if role.lower() == "tool":
-            tool_name = msg.get("name") or (_name_of_call(messages, msg["tool_call_id"])
-                                            if msg.get("tool_call_id") else "")
-        extra: dict[str, Any] = {"thinking": msg.get("reasoning") or "", "tool_calls": calls, "tool_name": tool_name,
-                 "tool_call_id": msg.get("tool_call_id") or ""}
+            tool_name = msg.get("name") or (
+                _name_of_call(messages, msg["tool_call_id"]) if msg.get("tool_call_id") else ""
+            )
+        extra: dict[str, Any] = {
+            "thinking": msg.get("reasoning") or "",
+            "tool_calls": calls,
+            "tool_name": tool_name,
+            "tool_call_id": msg.get("tool_call_id") or "",
+        }
         if isinstance(content, str):
             out.append(_native_message(role, content, **extra))
         elif isinstance(content, list):
@@ -251,13 +272,25 @@ def _chat_messages(messages: list[Any]) -> list[dict[str, Any]] | str:
     return out
 
 
-def _native_message(role: str, content: str, *, thinking: str = "", images: list[str] | None = None,
-                    tool_calls: list[dict[str, Any]] | None = None, tool_name: str = "",
-                    tool_call_id: str = "") -> dict[str, Any]:
+def _native_message(
+    role: str,
+    content: str,
+    *,
+    thinking: str = "",
+    images: list[str] | None = None,
+    tool_calls: list[dict[str, Any]] | None = None,
+    tool_name: str = "",
+    tool_call_id: str = "",
+) -> dict[str, Any]:
     """An ``api.Message`` as Go encodes it (empty optional fields omitted)."""
     message: dict[str, Any] = {"role": role, "content": content}
-    for key, value in (("thinking", thinking), ("images", images), ("tool_calls", tool_calls),
-                       ("tool_name", tool_name), ("tool_call_id", tool_call_id)):
+    for key, value in (
+        ("thinking", thinking),
+        ("images", images),
+        ("tool_calls", tool_calls),
+        ("tool_name", tool_name),
+        ("tool_call_id", tool_call_id),
+    ):
         if value:
             message[key] = value
     return message
@@ -299,33 +332,39 @@ def _name_of_call(messages: list[Any], call_id: str) -> str:
 
 
 @dataclass
-class CompletionReply:
+class CompletionReply(wire.SseReply):
     stream: bool
     include_usage: bool
     id: str = field(default_factory=lambda: f"cmpl-{random.randrange(999)}")
 
-    def content_type(self) -> str:
-        return SSE_TYPE if self.stream else JSON_TYPE
-
-    def stream_headers(self) -> dict[str, str]:
-        return {"Content-Type": SSE_TYPE}
-
     def _choice(self, native: dict[str, Any]) -> dict[str, Any]:
         text = native.get("response")
-        return {"text": text if isinstance(text, str) else "", "index": 0,
-                "finish_reason": _reason(native.get("done_reason"))}
+        return {
+            "text": text if isinstance(text, str) else "",
+            "index": 0,
+            "finish_reason": _reason(native.get("done_reason")),
+        }
 
     def answer(self, native: dict[str, Any]) -> bytes:
-        return go_encoded({
-            "id": self.id, "object": "text_completion", "created": unix_seconds(native.get("created_at")),
-            "model": native.get("model") or "", "system_fingerprint": "fp_ollama",
-            "choices": [self._choice(native)], "usage": _usage(native),
-        })
+        return wire.go_encoded(
+            {
+                "id": self.id,
+                "object": "text_completion",
+                "created": wire.unix_seconds(native.get("created_at")),
+                "model": native.get("model") or "",
+                "system_fingerprint": "fp_ollama",
+                "choices": [self._choice(native)],
+                "usage": _usage(native),
+            }
+        )
 
     def chunk(self, native: dict[str, Any]) -> bytes:
         chunk: dict[str, Any] = {
-            "id": self.id, "object": "text_completion", "created": int(time.time()),
-            "choices": [self._choice(native)], "model": native.get("model") or "",
+            "id": self.id,
+            "object": "text_completion",
+            "created": int(time.time()),
+            "choices": [self._choice(native)],
+            "model": native.get("model") or "",
             "system_fingerprint": "fp_ollama",
         }
         if self.include_usage:  # Ollama attaches a zero usage to every chunk when asked for usage
@@ -340,11 +379,23 @@ class CompletionDoor:
 
     error = staticmethod(error_body)
 
-    def translate(self, body: Any) -> Translated | str:
-        values = typed_fields(body, {
-            "model": (str,), "prompt": (str,), "frequency_penalty": _NUMBER, "max_tokens": (int,),
-            "presence_penalty": _NUMBER, "seed": (int,), "stream": (bool,), "stream_options": (dict,),
-            "temperature": _NUMBER, "top_p": _NUMBER, "suffix": (str,)})
+    def translate(self, body: Any) -> wire.Translated | str:
+        values = wire.typed_fields(
+            body,
+            {
+                "model": (str,),
+                "prompt": (str,),
+                "frequency_penalty": wire.NUMBER,
+                "max_tokens": (int,),
+                "presence_penalty": wire.NUMBER,
+                "seed": (int,),
+                "stream": (bool,),
+                "stream_options": (dict,),
+                "temperature": wire.NUMBER,
+                "top_p": wire.NUMBER,
+                "suffix": (str,),
+            },
+        )
         if isinstance(values, str):
             return values
         if body.get("logprobs") or body.get("_debug_render_only"):
@@ -370,10 +421,10 @@ class CompletionDoor:
         if values["suffix"]:
             native["suffix"] = values["suffix"]
         native.update({"stream": stream, "options": options})
-        ok, include_usage = optional(values["stream_options"] or {}, "include_usage", (bool,))
+        ok, include_usage = wire.optional(values["stream_options"] or {}, "include_usage", (bool,))
         if not ok:
             return "stream_options.include_usage has a type Ollama refuses"
-        return Translated("generate", native, CompletionReply(stream, stream and bool(include_usage)))
+        return wire.Translated("generate", native, CompletionReply(stream, stream and bool(include_usage)))
 
 
 # --- /v1/embeddings ----------------------------------------------------------------------------------
@@ -386,22 +437,31 @@ class EmbeddingReply:
     stream: bool = False
 
     def content_type(self) -> str:
-        return JSON_TYPE
+        return wire.JSON_TYPE
 
     def stream_headers(self) -> dict[str, str]:
-        return {"Content-Type": JSON_TYPE}
+        return {"Content-Type": wire.JSON_TYPE}
 
     def answer(self, native: dict[str, Any]) -> bytes:
         embeddings = native.get("embeddings")
         if not isinstance(embeddings, list):
-            return go_encoded({"object": "", "data": None, "model": "",
-                               "usage": {"prompt_tokens": 0, "total_tokens": 0}})
+            return wire.go_encoded(
+                {"object": "", "data": None, "model": "", "usage": {"prompt_tokens": 0, "total_tokens": 0}}
+            )
         as_base64 = self.encoding_format.lower() == "base64"
-        data = [{"object": "embedding", "embedding": _base64_floats(e) if as_base64 else e, "index": i}
-                for i, e in enumerate(embeddings)]
-        count = native_count(native, "prompt_eval_count")
-        return go_encoded({"object": "list", "data": data, "model": self.model,
-                           "usage": {"prompt_tokens": count, "total_tokens": count}})
+        data = [
+            {"object": "embedding", "embedding": _base64_floats(e) if as_base64 else e, "index": i}
+            for i, e in enumerate(embeddings)
+        ]
+        count = wire.native_count(native, "prompt_eval_count")
+        return wire.go_encoded(
+            {
+                "object": "list",
+                "data": data,
+                "model": self.model,
+                "usage": {"prompt_tokens": count, "total_tokens": count},
+            }
+        )
 
     def chunk(self, native: dict[str, Any]) -> bytes:
         return self.answer(native)
@@ -426,8 +486,8 @@ class EmbeddingDoor:
 
     error = staticmethod(error_body)
 
-    def translate(self, body: Any) -> Translated | str:
-        values = typed_fields(body, {"model": (str,), "dimensions": (int,), "encoding_format": (str,)})
+    def translate(self, body: Any) -> wire.Translated | str:
+        values = wire.typed_fields(body, {"model": (str,), "dimensions": (int,), "encoding_format": (str,)})
         if isinstance(values, str):
             return values
         encoding = values["encoding_format"] or ""
@@ -441,4 +501,4 @@ class EmbeddingDoor:
         native: dict[str, Any] = {"model": values["model"] or "", "input": inputs}
         if values["dimensions"]:
             native["dimensions"] = values["dimensions"]
-        return Translated("embed", native, EmbeddingReply(values["model"] or "", encoding))
+        return wire.Translated("embed", native, EmbeddingReply(values["model"] or "", encoding))

@@ -6,6 +6,7 @@ object the handler writes into the compatible format. A *door* here does the sam
 builds the native request (or says why it cannot be translated faithfully) and the returned ``Reply``
 rewrites the native answer, object by object.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,6 +17,7 @@ from typing import Any, Protocol
 
 NATIVE_PATHS = {"chat": "/api/chat", "generate": "/api/generate", "embed": "/api/embed"}
 JSON_TYPE = "application/json"
+NUMBER = (int, float)  # what Go decodes into a float64
 SSE_TYPE = "text/event-stream"
 
 _HTML_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
@@ -39,6 +41,23 @@ class Reply(Protocol):
 
     def error(self, message: str) -> bytes:
         """The compatible error body for a native error message."""
+
+
+class SseReply:
+    """The framing half of a ``Reply`` whose streams are Server-Sent Events."""
+
+    stream: bool
+    no_cache = False  # the API's middleware adds ``Cache-Control: no-cache`` to a stream
+
+    def content_type(self) -> str:
+        return SSE_TYPE if self.stream else JSON_TYPE
+
+    def stream_headers(self) -> dict[str, str]:
+        """Content-Type, and no-cache where the API's middleware sets it (Connection is hop-by-hop)."""
+        headers = {"Content-Type": SSE_TYPE}
+        if self.no_cache:
+            headers["Cache-Control"] = "no-cache"
+        return headers
 
 
 @dataclass(frozen=True)
@@ -191,9 +210,20 @@ def native_calls(message: dict[str, Any]) -> list[NativeCall]:
         call: dict[str, Any] = item if isinstance(item, dict) else {}
         function: dict[str, Any] = call["function"] if isinstance(call.get("function"), dict) else {}
         arguments, index = function.get("arguments"), function.get("index")
-        out.append(NativeCall(_string(call.get("id")), index if type(index) is int else 0,
-                              _string(function.get("name")), arguments if arguments is not None else {}))
+        out.append(
+            NativeCall(
+                _string(call.get("id")),
+                index if type(index) is int else 0,
+                _string(function.get("name")),
+                arguments if arguments is not None else {},
+            )
+        )
     return out
+
+
+def text_field(message: dict[str, Any], key: str) -> str:
+    """A string field of a native message (Go's zero value when it is not one)."""
+    return _string(message.get(key))
 
 
 def native_count(native: dict[str, Any], key: str) -> int:

@@ -4,9 +4,11 @@ Every key ``k`` can be overridden by ``OPT_<K>``; gateway-only keys also by ``GA
 honour the names the rest of the project uses (``MATCHER_ADDRESS``, ``OPTIMIZER_AUTH_TOKEN`` ...).
 ``OPT_CONFIG`` names another JSON file. The README lists every key.
 """
+
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
@@ -14,22 +16,27 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_PATH = Path(__file__).with_name("config.json")
+log = logging.getLogger(__name__)
 
 # Extra environment names per key, tried after OPT_<KEY>, in order.
 _ALIASES: dict[str, tuple[str, ...]] = {
     "matcher_address": ("MATCHER_ADDRESS",),
     "tuner_address": ("TUNER_ADDRESS",),
     "auth_token": ("OPTIMIZER_AUTH_TOKEN",),
-    "source_id": ("OPTIMIZER_SOURCE_ID",),
     "tls_ca": ("OPTIMIZER_CLIENT_TLS_CA",),
     "tls_cert": ("OPTIMIZER_CLIENT_TLS_CERT",),
     "tls_key": ("OPTIMIZER_CLIENT_TLS_KEY",),
     "max_body_bytes": ("GATEWAY_MAX_BODY_BYTES",),
     "optimize_max_body_bytes": ("GATEWAY_OPTIMIZE_MAX_BODY_BYTES",),
     "max_model_labels": ("GATEWAY_MAX_MODEL_LABELS",),
-    "reload_threshold_s": ("GATEWAY_RELOAD_THRESHOLD_S",),
-    "truncation_unit_ratio": ("GATEWAY_TRUNCATION_UNIT_RATIO",),
 }
+# Keys earlier versions read, ignored with a warning (an upgrade must not stop a working gateway).
+_RETIRED = {
+    "source_id": "a client's Reports are named by its per-source token (auth_token, listed in the services' "
+    "OPTIMIZER_SOURCE_TOKENS), never by a name it writes",
+}
+# Keys of earlier releases now defined once for every component (ollama_optimizer/benefit.py): ignored.
+RETIRED_KEYS = frozenset({"reload_threshold_s", "truncation_unit_ratio"})
 
 
 @dataclass(frozen=True)
@@ -53,14 +60,18 @@ class PluginConfig:
     # instead of none: a request without num_ctx would make Ollama reload the runner to its default (and
     # maybe truncate), then the next optimized request reload again. 0 disables it.
     sticky_ttl_s: float = 300.0  # how long last-applied options stay valid (Ollama's keep_alive default)
+    # When a service fails, a prompt that visibly does not fit the context in effect gets a larger num_ctx
+    # (context_guard.py): its tokens per matcher unit until the tuner reported the model's (0 = no guard),
+    # and the room kept for the answer when the client set no num_predict.
+    guard_tokens_per_unit: float = 1.5
+    guard_output_tokens: int = 256
     # Reuse a recent matched Match answer for a text whose Match input (windows and the tokens inside the
     # largest) is identical: one round trip instead of two on the request path. 0 disables either.
     match_memo_size: int = 10_000
     match_memo_ttl_s: float = 2.0  # the matcher's own soft-cache lifetime (MATCHER_CACHE_TTL_SECONDS)
     max_text_bytes: int = 1 << 20  # canonical text cap (the matcher's); larger -> pass through
     probes: bool = True  # attach psutil / pynvml memory figures to telemetry
-    auth_token: str = ""
-    source_id: str = ""  # sent as x-optimizer-source metadata (the tuner's TUNER_REPORT_SOURCES allow-list)
+    auth_token: str = ""  # bearer token; a per-source one (OPTIMIZER_SOURCE_TOKENS) also names this client's Reports
     tls_ca: str = ""
     tls_cert: str = ""
     tls_key: str = ""
@@ -68,8 +79,6 @@ class PluginConfig:
     max_body_bytes: int = 0  # gateway: an operator's /api/chat|generate body limit (413 above); 0 = none, as Ollama
     optimize_max_body_bytes: int = 32 << 20  # gateway: larger chat/generate bodies are relayed untouched
     max_model_labels: int = 50  # gateway: distinct model label values before "other"
-    reload_threshold_s: float = 0.1  # gateway: load_duration below this is never a reload
-    truncation_unit_ratio: float = 0.5  # gateway: prompt_eval_count < ratio * prompt units -> truncated
     # Label of the Ollama host (or hardware class) behind this host: the tuner learns per (label, model).
     # "" = the default host (one Ollama behind every gateway).
     ollama_host: str = ""
@@ -99,11 +108,14 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
     values: dict[str, Any] = {}
     if path.exists():
         data = json.loads(path.read_text())
+        for key in set(data) & set(_RETIRED):
+            log.warning("%s: %r is no longer read: %s", path, key, _RETIRED[key])
+            del data[key]
         known = {f.name for f in fields(PluginConfig)}
-        unknown = set(data) - known
+        unknown = set(data) - known - RETIRED_KEYS
         if unknown:
             raise ValueError(f"{path}: unknown keys {sorted(unknown)}")
-        values.update(data)
+        values.update((key, value) for key, value in data.items() if key in known)
     for f in fields(PluginConfig):
         for name in (f"OPT_{f.name.upper()}", *_ALIASES.get(f.name, ())):
             if env.get(name):

@@ -3,6 +3,7 @@
 Nothing here raises into the host (except the host's own cancellation): every failure means
 "pass the request through unchanged" and is counted by reason.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -16,6 +17,7 @@ from ollama_optimizer.gen.optimizer.v1 import matcher_pb2, matcher_pb2_grpc, tun
 from . import metrics
 from .canonical import TUNED_OPTIONS, canonical_text, client_options, message_count, num_predict, within_cap
 from .config import PluginConfig, load_config
+from .context_guard import ContextGuard, TunerSaid
 from .decision import Decision, Observation
 from .match_memo import MatchAnswer, MatchMemo
 from .probes import HostProbes
@@ -42,6 +44,7 @@ class OptimizerCore:
         self._telemetry: TelemetryPipeline | None = None
         self._probes = HostProbes(self.config.probes)
         self._sticky = StickyOptions(self.config.sticky_ttl_s, clock)
+        self._guard = ContextGuard(self.config.guard_tokens_per_unit, self.config.guard_output_tokens)
         self._loaded_context: LoadedContext | None = None
         self._memo = MatchMemo(self.config.match_memo_size, self.config.match_memo_ttl_s)
         self.upstream: UpstreamFacts | None = None  # set by a host that reads its Ollama (the gateway)
@@ -63,8 +66,12 @@ class OptimizerCore:
         is_dict = isinstance(request, dict)
         endpoint = endpoint or ("chat" if is_dict and "messages" in request else "generate")
         model = request.get("model") if is_dict else None
-        decision = Decision(model=model if isinstance(model, str) else "", endpoint=endpoint, started=started,
-                            ollama_host=self.config.ollama_host)
+        decision = Decision(
+            model=model if isinstance(model, str) else "",
+            endpoint=endpoint,
+            started=started,
+            ollama_host=self.config.ollama_host,
+        )
         try:
             result = await self._prepare(request, decision, t0)
         except Exception:
@@ -87,7 +94,10 @@ class OptimizerCore:
         if self.upstream is not None:
             facts = self.upstream.model(d.model)
             d.ollama_version, d.context_limit, d.kv_bytes_per_token = (
-                self.upstream.version, facts.context_length, facts.kv_bytes_per_token)
+                self.upstream.version,
+                facts.context_length,
+                facts.kv_bytes_per_token,
+            )
         if "options" in request and not isinstance(request["options"], dict):
             d.reason = "bad_options"  # Ollama will answer it; never replace what the client sent
             return request
@@ -96,6 +106,7 @@ class OptimizerCore:
         d.message_count = message_count(request)
         set_by_client = [name for name in TUNED_OPTIONS if name in options]
         d.num_ctx, d.num_batch = _int_option(options, "num_ctx"), _int_option(options, "num_batch")
+        d.client_num_ctx, d.client_num_batch = d.num_ctx, d.num_batch
         if cfg.respect_client_options and len(set_by_client) == len(TUNED_OPTIONS):
             d.reason = "client_options"
             return request
@@ -115,14 +126,20 @@ class OptimizerCore:
             return await self._on_failure(request, options, d, reason)
         d.template_id, d.prompt_units, d.fingerprints = match.template_id, match.prompt_units, match.fingerprints
         recommend = tuner_pb2.RecommendRequest(
-            model=d.model, template_id=match.template_id, prompt_units=match.prompt_units,
-            client_options=set_by_client, num_predict=d.num_predict, message_count=d.message_count,
-            model_context_limit=d.context_limit, kv_bytes_per_token=d.kv_bytes_per_token,
+            model=d.model,
+            template_id=match.template_id,
+            prompt_units=match.prompt_units,
+            client_options=set_by_client,
+            num_predict=d.num_predict,
+            message_count=d.message_count,
+            model_context_limit=d.context_limit,
+            kv_bytes_per_token=d.kv_bytes_per_token,
             ollama_host=d.ollama_host,
         )
         rec, reason = await tuner.call("Recommend", recommend, self._timeout(deadline))
         if rec is None:
             return await self._on_failure(request, options, d, reason)
+        self._guard.remember(d.model, TunerSaid(rec.units_to_tokens_ratio, rec.num_ctx_cap, rec.num_ctx))
         d.decision_id = rec.decision_id
         if rec.action != tuner_pb2.APPLY:
             d.reason = "tuner_passthrough"
@@ -139,13 +156,15 @@ class OptimizerCore:
         self, matcher: ServiceClient, model: str, text: str, deadline: float
     ) -> tuple[MatchAnswer | matcher_pb2.MatchResponse | None, str]:
         """The memo's answer when the text's Match input was matched recently, else a Match call."""
-        key, answer = await self._memo.recall(text) if self._memo.enabled else (b"", None)
+        key, answer = await self._memo.recall(text) if self._memo.enabled else (None, None)
         if answer is not None:
             return answer, ""
-        match, reason = await matcher.call("Match", matcher_pb2.MatchRequest(model=model, text=text),
-                                           self._timeout(deadline))
-        if match is not None and key:
-            self._memo.remember(key, match)
+        request = matcher_pb2.MatchRequest(model=model, text=text)
+        if key is not None and key.units_after:  # a long text: only the start Match reads, and a count
+            request = matcher_pb2.MatchRequest(model=model, text=text[: key.read_end], units_after_text=key.units_after)
+        match, reason = await matcher.call("Match", request, self._timeout(deadline))
+        if match is not None and key is not None:
+            self._memo.remember(key.key, match)
         return match, reason
 
     def _apply(
@@ -160,7 +179,8 @@ class OptimizerCore:
         self, request: dict[str, Any], options: dict[str, Any], d: Decision, reason: str
     ) -> dict[str, Any]:
         """A service failed: send the runner options the model's last request carried (else the context
-        the host sees it loaded with), so Ollama keeps the runner; with nothing known, pass through."""
+        the host sees it loaded with), so Ollama keeps the runner, unless the prompt visibly does not fit
+        that context (then a larger one: context_guard.py); with nothing known, pass through."""
         d.reason = reason
         if not self.config.apply_options:
             return request
@@ -168,16 +188,38 @@ class OptimizerCore:
         if known is None and self._loaded_context is not None:
             loaded = await self._loaded_context(d.model)
             known = (loaded, 0) if loaded > 0 else None
-        if known is None:
+        num_ctx, num_batch = known or (0, 0)
+        raised = await self._guarded(request, options, d, num_ctx)
+        if not (known or raised):
             return request
-        result = self._with_options(request, options, *known, d, "sticky")
+        result = self._with_options(
+            request, options, raised or num_ctx, num_batch, d, "guarded" if raised else "sticky"
+        )
         if d.applied:
-            metrics.STICKY.labels(reason).inc()
+            (metrics.GUARDED if raised else metrics.STICKY).labels(reason).inc()
             self._sticky.remember(d.model, d.num_ctx, d.num_batch)
         return result
 
+    async def _guarded(self, request: dict[str, Any], options: dict[str, Any], d: Decision, num_ctx: int) -> int:
+        """A larger num_ctx when the prompt does not fit ``num_ctx`` (0 = what Ollama has loaded), else 0."""
+        if not self._guard.enabled or (self.config.respect_client_options and "num_ctx" in options):
+            return 0
+        text = "" if d.prompt_units else canonical_text(request)
+        if not within_cap(text, self.config.max_text_bytes):
+            return 0
+        if not num_ctx and self._loaded_context is not None:
+            num_ctx = await self._loaded_context(d.model)
+        return self._guard.raise_to(
+            d.model, text, d.prompt_units, d.message_count, d.num_predict, num_ctx, d.context_limit
+        )
+
     def _with_options(
-        self, request: dict[str, Any], options: dict[str, Any], num_ctx: int, num_batch: int, d: Decision,
+        self,
+        request: dict[str, Any],
+        options: dict[str, Any],
+        num_ctx: int,
+        num_batch: int,
+        d: Decision,
         reason: str,
     ) -> dict[str, Any]:
         new_options = dict(options)
@@ -185,7 +227,7 @@ class OptimizerCore:
             if value > 0 and not (self.config.respect_client_options and name in options):
                 new_options[name] = int(value)
         if new_options == options:
-            d.reason = d.reason if reason == "sticky" else "nothing_to_apply"
+            d.reason = d.reason if reason in ("sticky", "guarded") else "nothing_to_apply"
             return request
         d.action, d.reason = tuner_pb2.APPLY, reason
         d.num_ctx, d.num_batch = _int_option(new_options, "num_ctx"), _int_option(new_options, "num_batch")
@@ -219,10 +261,19 @@ class OptimizerCore:
             assert self._telemetry is not None
             latency = time.monotonic() - decision.started if latency_s is None else latency_s
             stats = response if isinstance(response, dict) else {}
-            self._telemetry.submit(Observation(
-                decision, stats, latency, ttft_s or 0.0, self.wall_clock(), loaded_context_length,
-                model_size_bytes, model_vram_bytes, runner_load,
-            ))
+            self._telemetry.submit(
+                Observation(
+                    decision,
+                    stats,
+                    latency,
+                    ttft_s or 0.0,
+                    self.wall_clock(),
+                    loaded_context_length,
+                    model_size_bytes,
+                    model_vram_bytes,
+                    runner_load,
+                )
+            )
         except Exception:
             log.exception("observe failed; telemetry dropped")
             metrics.TELEMETRY_DROPPED.labels("error").inc()
@@ -264,8 +315,12 @@ class OptimizerCore:
             self._matcher = ServiceClient("matcher", cfg.matcher_address, matcher_pb2_grpc.MatcherStub, cfg)
             self._tuner = ServiceClient("tuner", cfg.tuner_address, tuner_pb2_grpc.TunerStub, cfg)
             self._telemetry = TelemetryPipeline(
-                self._matcher, self._tuner, self._probes,
-                cfg.queue_size, cfg.batch_size, cfg.offpath_timeout_ms / 1000.0,
+                self._matcher,
+                self._tuner,
+                self._probes,
+                cfg.queue_size,
+                cfg.batch_size,
+                cfg.offpath_timeout_ms / 1000.0,
             )
             self._loop = loop
         assert self._matcher is not None and self._tuner is not None

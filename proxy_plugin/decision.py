@@ -1,4 +1,5 @@
 """What prepare() decided for one request; carried to observe() to describe the outcome."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ class Decision:
     num_predict: int = 0
     num_ctx: int = 0  # what the request sent carries (0 = Ollama's default)
     num_batch: int = 0
+    client_num_ctx: int = 0  # what the client itself sent (0 = none): the baseline without the optimizer
+    client_num_batch: int = 0
     decision_id: str = ""
     fingerprints: matcher_pb2.Fingerprints | None = None
     # What the host knows about its Ollama (gateway: /api/version, /api/show; "" / 0 = unknown).

@@ -12,13 +12,15 @@
 - A client disconnect cancels the handler, which closes the upstream request.
 - /metrics is served on its own port (GATEWAY_METRICS_PORT, default 9463).
 """
+
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +28,7 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from ollama_optimizer.benefit import RELOAD_THRESHOLD_SECONDS
 from ollama_optimizer.config import env_int
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
 from ollama_optimizer.server import wait_for_shutdown_signal
@@ -36,6 +39,7 @@ from .compat_forward import COMPAT_DOORS, serve_compat
 from .config import PluginConfig, load_config
 from .core import OptimizerCore
 from .decision import Decision
+from .forwarded import forward_headers
 from .gateway_metrics import RequestMetrics
 from .loaded_models import LoadedModels
 from .loop_guard import HOP_HEADER, HopGuard, SelfUpstream, check_upstream
@@ -47,11 +51,6 @@ from .upstream_facts import UpstreamFacts
 log = logging.getLogger(__name__)
 
 OPTIMIZED_PATHS = {"/api/chat": "chat", "/api/generate": "generate", "/api/embed": "embed"}
-_HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
-    "transfer-encoding", "upgrade", "content-length", "host",
-})
-
 _COMPAT_DROP = frozenset({"accept-encoding", "content-type"})  # the native answer must be parseable JSON
 
 
@@ -75,8 +74,22 @@ def split_listen(listen: str) -> tuple[str, int]:
     return (host.strip("[]") or "127.0.0.1"), int(port)
 
 
-def _forward_headers(headers: Any, *, drop: frozenset[str] = frozenset()) -> dict[str, str]:
-    return {k: v for k, v in headers.items() if k.lower() not in _HOP_BY_HOP and k.lower() not in drop}
+def _body_to_send(body: bytes, original: dict[str, Any], to_send: dict[str, Any]) -> bytes:
+    """The bytes to forward: the client's own when nothing changed; when only runner options were added to
+    a UTF-8 body that had none, the client's bytes with them appended (a large prompt is not encoded again
+    on the event loop); else the JSON of ``to_send``."""
+    if to_send is original:
+        return body
+    head, tail = body.rstrip(), body.lstrip()
+    only_options = (
+        "options" not in original
+        and len(to_send) == len(original) + 1
+        and all(to_send.get(key) is value for key, value in original.items())
+    )
+    if only_options and tail[:1] == b"{" and head[-1:] == b"}" and head[:-1].rstrip()[-1:] not in (b"{", b""):
+        options = json.dumps(to_send["options"], separators=(",", ":")).encode()
+        return head[:-1] + b',"options":' + options + b"}"
+    return json.dumps(to_send, separators=(",", ":")).encode()
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -97,6 +110,9 @@ class Gateway:
         self.hops = HopGuard()
         core.use_loaded_context(self._loaded_context)
         self.runner_loads = RunnerLoads()
+        self._learning = 0  # answers sent whose outcome is not queued yet (e.g. waiting for /api/ps)
+        self._learned = asyncio.Event()
+        self._learned.set()
         self._read_cap = self.config.max_body_bytes or self.config.optimize_max_body_bytes
         self.app = web.Application(client_max_size=self._read_cap)
         self.app.router.add_route("*", "/{tail:.*}", self.handle)
@@ -127,23 +143,38 @@ class Gateway:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         if self.hops.is_loop(request.headers.get(HOP_HEADER)):
-            return _error(508, f"loop detected: this request already passed through this gateway ({HOP_HEADER}); "
-                               "its upstream leads back to it")
+            return _error(
+                508,
+                f"loop detected: this request already passed through this gateway ({HOP_HEADER}); "
+                "its upstream leads back to it",
+            )
         endpoint = OPTIMIZED_PATHS.get(request.path) if request.method == "POST" else None
         door = COMPAT_DOORS.get(request.path) if request.method == "POST" else None
         if door is not None:
-            return await serve_compat(self, request, door, _forward_headers(request.headers, drop=_COMPAT_DROP))
+            return await serve_compat(
+                self, request, door, self._hop(request, forward_headers(request.headers, drop=_COMPAT_DROP))
+            )
         if endpoint is None:
             return await self._relay(request, "other", request.content if request.body_exists else None)
         return await self._optimized(request, endpoint)
 
+    def _hop(self, request: web.Request, headers: dict[str, str]) -> dict[str, str]:
+        """``headers`` to send upstream, with this gateway added to the loop guard's header."""
+        headers = {k: v for k, v in headers.items() if k.lower() != HOP_HEADER.lower()}
+        headers[HOP_HEADER] = self.hops.outgoing(request.headers.get(HOP_HEADER))
+        return headers
+
     async def _relay(self, request: web.Request, endpoint: str, body: Any) -> web.StreamResponse:
         """Forward as is and stream the answer back (no learning)."""
-        response, _status, _first = await self._pipe(request, endpoint, body, _forward_headers(request.headers))
+        response, _status, _first = await self._pipe(request, endpoint, body, forward_headers(request.headers))
         return response
 
     async def _pipe(
-        self, request: web.Request, endpoint: str, body: Any, headers: dict[str, str],
+        self,
+        request: web.Request,
+        endpoint: str,
+        body: Any,
+        headers: dict[str, str],
         final: FinalObject | None = None,
     ) -> tuple[web.StreamResponse, int, float | None]:
         """Send upstream and stream the answer back chunk by chunk; feed ``final`` on HTTP 200.
@@ -151,13 +182,15 @@ class Gateway:
         Returns the response, the upstream status and when the first chunk arrived.
         """
         assert self._session is not None
-        headers = {k: v for k, v in headers.items() if k.lower() != HOP_HEADER.lower()}
-        headers[HOP_HEADER] = self.hops.outgoing(request.headers.get(HOP_HEADER))
+        headers = self._hop(request, headers)
         first_chunk: float | None = None
         response: web.StreamResponse | None = None
         try:
             async with self._session.request(
-                request.method, self.upstream + str(request.rel_url), headers=headers, data=body,
+                request.method,
+                self.upstream + str(request.rel_url),
+                headers=headers,
+                data=body,
                 allow_redirects=False,
             ) as upstream:
                 response = self._response_for(upstream, endpoint)
@@ -202,27 +235,63 @@ class Gateway:
             if payload is None:
                 return await self._relay(request, endpoint, body)
         to_send, decision = await self.core.prepare(payload, endpoint)
-        send_body = body if to_send is original else json.dumps(to_send, separators=(",", ":")).encode()
+        send_body = _body_to_send(body, original, to_send)
         return await self._forward(request, endpoint, to_send, send_body, decision, received)
 
     async def _forward(
-        self, request: web.Request, endpoint: str, payload: dict[str, Any], body: bytes,
-        decision: Decision, received: float,
+        self,
+        request: web.Request,
+        endpoint: str,
+        payload: dict[str, Any],
+        body: bytes,
+        decision: Decision,
+        received: float,
     ) -> web.StreamResponse:
-        headers = _forward_headers(request.headers, drop=frozenset({"accept-encoding"}))  # parseable answer
+        headers = forward_headers(request.headers, drop=frozenset({"accept-encoding"}))  # parseable answer
         final = FinalObject(require_done=endpoint != "embed")  # /api/embed answers one object without done
-        sent = self.runner_loads.sent(decision.model, (decision.num_ctx, decision.num_batch))
-        try:
-            response, status, first_chunk = await self._pipe(request, endpoint, body, headers, final)
-        finally:
-            self.runner_loads.finished(decision.model)
-        if status == 200:
-            await self.learn(payload, decision, final.result(), received, first_chunk, sent)
+        sent = self.sending(decision)
+        with self.outcome_pending():
+            try:
+                response, status, first_chunk = await self._pipe(request, endpoint, body, headers, final)
+            finally:
+                self.runner_loads.finished(decision.model)
+            if status == 200:
+                await self.learn(payload, decision, final.result(), received, first_chunk, sent)
         return response
 
+    @contextlib.contextmanager
+    def outcome_pending(self) -> Iterator[None]:
+        """Around sending a request upstream and learning from its answer: ``flush`` waits for it."""
+        self._learning += 1
+        self._learned.clear()
+        try:
+            yield
+        finally:
+            self._learning -= 1
+            if not self._learning:
+                self._learned.set()
+
+    async def flush(self) -> None:
+        """Wait until the outcome of every request answered so far is queued, then until it has been sent
+        (or dropped). A client may have the whole answer before then: after a runner load the gateway reads
+        ``/api/ps`` before queueing the outcome."""
+        await self._learned.wait()
+        await self.core.flush()
+
+    def sending(self, decision: Decision) -> Sent:
+        """Note the options a request goes upstream with: the runner-load ticket (end it with
+        ``runner_loads.finished``) and the num_batch /api/ps does not show."""
+        self.loaded_models.sent(decision.model, decision.num_batch)
+        return self.runner_loads.sent(decision.model, (decision.num_ctx, decision.num_batch))
+
     async def learn(
-        self, payload: dict[str, Any], decision: Decision, stats: dict[str, Any] | None, received: float,
-        first_chunk: float | None, sent: Sent,
+        self,
+        payload: dict[str, Any],
+        decision: Decision,
+        stats: dict[str, Any] | None,
+        received: float,
+        first_chunk: float | None,
+        sent: Sent,
     ) -> None:
         """Record the request metrics and queue the outcome of an answered request; ``sent`` is the
         runner-load ticket taken when the request went upstream."""
@@ -230,8 +299,13 @@ class Gateway:
         ttft = None if first_chunk is None else first_chunk - received
         final_stats = stats or {}
         runner = self.runner_loads.judge(
-            decision.model, sent, stat_int(final_stats, "load_duration"), int(self.config.reload_threshold_s * 1e9),
-            ollama_time(final_stats.get("created_at")), stat_int(final_stats, "total_duration"))
+            decision.model,
+            sent,
+            stat_int(final_stats, "load_duration"),
+            int(RELOAD_THRESHOLD_SECONDS * 1e9),
+            ollama_time(final_stats.get("created_at")),
+            stat_int(final_stats, "total_duration"),
+        )
         self._metrics.record(decision, stats, latency, ttft, runner == tuner_pb2.RUNNER_LOADED)
         loaded = self.loaded_models.get(decision.model)
         if self._session is not None:
@@ -242,16 +316,22 @@ class Gateway:
             else:
                 self.loaded_models.refresh_soon(self._session)
         self.core.observe(
-            payload, stats or {}, decision, latency_s=latency, ttft_s=ttft,
+            payload,
+            stats or {},
+            decision,
+            latency_s=latency,
+            ttft_s=ttft,
             # Ollama's default context: what /api/ps shows after a request without num_ctx.
             loaded_context_length=0 if decision.num_ctx else loaded.context_length,
-            model_size_bytes=loaded.size, model_vram_bytes=loaded.size_vram, runner_load=runner,
+            model_size_bytes=loaded.size,
+            model_vram_bytes=loaded.size_vram,
+            runner_load=runner,
         )
 
     @staticmethod
     def _response_for(upstream: aiohttp.ClientResponse, endpoint: str) -> web.StreamResponse:
         response = web.StreamResponse(
-            status=upstream.status, reason=upstream.reason, headers=_forward_headers(upstream.headers)
+            status=upstream.status, reason=upstream.reason, headers=forward_headers(upstream.headers)
         )
         if upstream.content_length is not None:
             response.content_length = upstream.content_length
@@ -322,7 +402,11 @@ async def _start_site(app: web.Application, host: str, port: int, shutdown_timeo
 
 
 async def start_gateway(
-    listen: str, upstream: str, *, core: OptimizerCore | None = None, metrics_port: int = 0,
+    listen: str,
+    upstream: str,
+    *,
+    core: OptimizerCore | None = None,
+    metrics_port: int = 0,
     shutdown_timeout: float = 10.0,
 ) -> RunningGateway:
     """Start the proxy on ``listen`` and /metrics on ``metrics_port`` (same host); raises OSError on bind."""
@@ -345,7 +429,9 @@ async def serve(listen: str, upstream: str) -> int:
     """Run until SIGTERM/SIGINT, then shut down gracefully. Exit code 2 when a port cannot be bound."""
     try:
         running = await start_gateway(
-            listen, upstream, core=OptimizerCore(load_config()),
+            listen,
+            upstream,
+            core=OptimizerCore(load_config()),
             metrics_port=env_int("GATEWAY_METRICS_PORT", 9463),
         )
     except SelfUpstream as exc:

@@ -1,4 +1,5 @@
 """Per-model request metrics the gateway records from Ollama's final response (Ollama has no /metrics)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -15,7 +16,11 @@ class RequestMetrics:
         self._model = metrics.BoundedLabel(cfg.max_model_labels)
 
     def record(
-        self, decision: Decision, final: dict[str, Any] | None, latency_s: float, ttft_s: float | None,
+        self,
+        decision: Decision,
+        final: dict[str, Any] | None,
+        latency_s: float,
+        ttft_s: float | None,
         runner_loaded: bool = False,
     ) -> None:
         model = self._model(decision.model)
@@ -36,12 +41,3 @@ class RequestMetrics:
                 metrics.TOKENS_PER_SECOND.labels(model, phase).observe(count / (duration_ns / 1e9))
         if runner_loaded:
             metrics.RELOADS_SEEN.labels(model).inc()
-        if self._truncated(decision, final, prompt):
-            metrics.TRUNCATIONS.labels(model).inc()
-
-    def _truncated(self, decision: Decision, final: dict[str, Any], prompt_tokens: int) -> bool:
-        """done_reason=length without a num_predict cap, or far fewer prompt tokens than prompt units."""
-        if final.get("done_reason") == "length" and decision.num_predict == 0:
-            return True
-        units = decision.prompt_units
-        return bool(units and prompt_tokens and prompt_tokens < self._cfg.truncation_unit_ratio * units)

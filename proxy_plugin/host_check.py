@@ -4,6 +4,7 @@ The host's chains rebuild the upstream request in ``build_ollama_request(context
 only model, messages|prompt and stream, so num_ctx/num_batch never reach Ollama. The check calls each
 chain's ``build_ollama_request`` on a probe context (no I/O) and looks for ``options`` in the result.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -16,8 +17,11 @@ log = logging.getLogger(__name__)
 # (module names to try, chain class, body key) per endpoint; the host imports its slices both ways.
 CHAINS = (
     (("src.slices.chat.chat_agent_chain", "slices.chat.chat_agent_chain"), "ChatAgentChain", "messages"),
-    (("src.slices.generate.generate_agent_chain", "slices.generate.generate_agent_chain"), "GenerateAgentChain",
-     "prompt"),
+    (
+        ("src.slices.generate.generate_agent_chain", "slices.generate.generate_agent_chain"),
+        "GenerateAgentChain",
+        "prompt",
+    ),
 )
 PROBE_OPTIONS = {"num_ctx": 2048}
 
@@ -32,8 +36,12 @@ def _module(names: tuple[str, ...]) -> ModuleType | None:
 
 
 def _forwards(chain: type, key: str) -> bool | None:
-    probe: dict[str, Any] = {"model": "probe", key: [] if key == "messages" else "", "stream": False,
-                             "options": dict(PROBE_OPTIONS)}
+    probe: dict[str, Any] = {
+        "model": "probe",
+        key: [] if key == "messages" else "",
+        "stream": False,
+        "options": dict(PROBE_OPTIONS),
+    }
     try:
         build = getattr(chain, "build_ollama_request", None)  # the host's class: untyped, maybe absent
         built = build(object.__new__(chain), probe) if callable(build) else None

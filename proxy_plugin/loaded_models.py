@@ -4,11 +4,13 @@ The tuner needs to know which context Ollama loads a model with when a request
 carries no num_ctx (4096, or 32768 / 262144 by VRAM tier, or OLLAMA_CONTEXT_LENGTH):
 it cannot be known in advance, so the gateway asks Ollama after passthrough requests.
 """
+
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +19,7 @@ import aiohttp
 from . import metrics
 
 log = logging.getLogger(__name__)
+MAX_SENT_MODELS = 256
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,9 @@ class LoadedModel:
     context_length: int = 0
     size: int = 0
     size_vram: int = 0
+
+
+_GAUGES = (metrics.LOADED_NUM_CTX, metrics.LOADED_NUM_BATCH, metrics.LOADED_SIZE, metrics.LOADED_VRAM_SHARE)
 
 
 class LoadedModels:
@@ -38,6 +44,14 @@ class LoadedModels:
         self._last_refresh = float("-inf")
         self._task: asyncio.Task[None] | None = None
         self._published: set[str] = set()
+        self._sent_batch: OrderedDict[str, int] = OrderedDict()  # model -> num_batch last sent (0 = Ollama's)
+
+    def sent(self, model: str, num_batch: int) -> None:
+        """Remember the num_batch a request for ``model`` carried (/api/ps does not show it)."""
+        self._sent_batch.pop(model, None)
+        self._sent_batch[model] = num_batch
+        while len(self._sent_batch) > MAX_SENT_MODELS:
+            self._sent_batch.popitem(last=False)
 
     def get(self, model: str) -> LoadedModel:
         """Last /api/ps figures seen for ``model`` (zeros when unknown); a name without a tag is ``:latest``."""
@@ -83,10 +97,13 @@ class LoadedModels:
     def _publish(self, loaded: dict[str, LoadedModel]) -> None:
         """The loaded-model gauges follow /api/ps exactly: an unloaded model's series go away."""
         for model in self._published - loaded.keys():
-            for gauge in (metrics.LOADED_NUM_CTX, metrics.LOADED_SIZE, metrics.LOADED_VRAM_SHARE):
+            for gauge in _GAUGES:
                 gauge.remove(model)
         for model, figures in loaded.items():
             metrics.LOADED_NUM_CTX.labels(model).set(figures.context_length)
+            metrics.LOADED_NUM_BATCH.labels(model).set(
+                self._sent_batch.get(model, self._sent_batch.get(model.removesuffix(":latest"), 0))
+            )
             metrics.LOADED_SIZE.labels(model).set(figures.size)
             metrics.LOADED_VRAM_SHARE.labels(model).set(figures.size_vram / figures.size if figures.size else 0)
         self._published = set(loaded)

@@ -7,6 +7,7 @@ gateway that finds its own id there (a loop through other proxies or gateways) a
 Detected, as does any request that went through more than ``MAX_HOPS`` gateways. Gateways chained on
 purpose (A -> B -> Ollama) see distinct ids and work.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -57,7 +58,8 @@ def check_upstream(listen_host: str, listen_port: int, upstream_url: str) -> Non
         raise SelfUpstream(
             f"upstream {upstream_url} is this gateway's own address ({listen_host}:{listen_port}): it would proxy "
             "to itself. Point OLLAMA_HOST (or --upstream) at Ollama, e.g. 127.0.0.1:11434; clients use the "
-            "gateway's address, the gateway does not")
+            "gateway's address, the gateway does not"
+        )
 
 
 class HopGuard:

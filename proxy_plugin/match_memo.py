@@ -8,13 +8,14 @@ template, unit count and fingerprints Match would have returned. Only matched an
 template must be found as soon as Observe has created it), for a short time-to-live: the answer is as
 fresh as the matcher's own soft cache.
 """
+
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from matcher_service.simhash import match_key_off_loop
+from matcher_service.simhash import MatchKey, match_key_off_loop
 from ollama_optimizer.gen.optimizer.v1 import matcher_pb2
 from ollama_optimizer.soft_cache import SoftCache
 
@@ -42,16 +43,16 @@ class MatchMemo:
     def enabled(self) -> bool:
         return self._cache.enabled
 
-    async def recall(self, text: str) -> tuple[bytes, MatchAnswer | None]:
-        """(the text's key, the recent matched answer for it with this text's unit count, or None)."""
-        key, units = await match_key_off_loop(text)
-        _hit, answer = self._cache.get(key)
+    async def recall(self, text: str) -> tuple[MatchKey, MatchAnswer | None]:
+        """(the text's Match key, the recent matched answer for it with this text's unit count, or None)."""
+        key = await match_key_off_loop(text)
+        _hit, answer = self._cache.get(key.key)
         if answer is None:
             return key, None
         fingerprints = matcher_pb2.Fingerprints()
         fingerprints.CopyFrom(answer.fingerprints)
-        fingerprints.unit_count = units
-        return key, MatchAnswer(answer.template_id, units, fingerprints)
+        fingerprints.unit_count = key.unit_count
+        return key, MatchAnswer(answer.template_id, key.unit_count, fingerprints)
 
     def remember(self, key: bytes, match: matcher_pb2.MatchResponse) -> None:
         if match.matched:

@@ -1,4 +1,5 @@
 """Outcome messages (tuner.proto) from a decision and Ollama's final response."""
+
 from __future__ import annotations
 
 import uuid
@@ -44,6 +45,8 @@ def build_outcome(item: Observation, memory: MemoryFigures) -> tuner_pb2.Outcome
         action=d.action,
         num_ctx=d.num_ctx,
         num_batch=d.num_batch,
+        client_num_ctx=d.client_num_ctx,
+        client_num_batch=d.client_num_batch,
         num_predict=d.num_predict,
         done_reason=done_reason if done_reason in ("stop", "length") else "",
         counts_known=known,

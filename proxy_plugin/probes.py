@@ -2,6 +2,7 @@
 
 No pynvml, no driver or no GPU means no GPU figures (zeros), never an error. Called off the request path.
 """
+
 from __future__ import annotations
 
 import logging

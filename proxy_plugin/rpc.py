@@ -1,5 +1,6 @@
 """One service seen from the plugin: two lanes (request path, learning), each with its own channel and
 circuit breaker, and calls that never raise."""
+
 from __future__ import annotations
 
 import asyncio
@@ -19,13 +20,15 @@ from .config import PluginConfig
 log = logging.getLogger(__name__)
 
 # The service answered, the request was at fault: no reason to open the breaker.
-_CALLER_FAULTS = frozenset({
-    grpc.StatusCode.INVALID_ARGUMENT,
-    grpc.StatusCode.NOT_FOUND,
-    grpc.StatusCode.ALREADY_EXISTS,
-    grpc.StatusCode.FAILED_PRECONDITION,
-    grpc.StatusCode.OUT_OF_RANGE,
-})
+_CALLER_FAULTS = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.OUT_OF_RANGE,
+    }
+)
 
 # The service answered and refused this caller: the tuner's Report guard (RESOURCE_EXHAUSTED over the
 # per-source rate, PERMISSION_DENIED outside TUNER_REPORT_SOURCES), the bearer-token check
@@ -33,11 +36,13 @@ _CALLER_FAULTS = frozenset({
 # told apart only by its free-text details, and the servers' learning budget sheds Observe/Report with it
 # before they can take the request path's slots. Off the request path none of these feed a breaker; on
 # the request path (Match, Recommend) load shedding counts as a failure.
-_REFUSALS = frozenset({
-    grpc.StatusCode.RESOURCE_EXHAUSTED,
-    grpc.StatusCode.PERMISSION_DENIED,
-    grpc.StatusCode.UNAUTHENTICATED,
-})
+_REFUSALS = frozenset(
+    {
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.UNAUTHENTICATED,
+    }
+)
 
 REFUSAL_WARN_INTERVAL_S = 60.0
 
@@ -77,7 +82,8 @@ class ServiceClient:
     learning call never opens the breaker that gates the request path, nor queues behind it.
 
     ``call`` returns ``(response, "")`` or ``(None, reason)`` with reason one of
-    ``breaker_open | budget_exhausted | timeout | rpc_error``, and for ``off_path`` calls also
+    ``breaker_open | budget_exhausted | timeout | rpc_error | unimplemented`` (a release of the service
+    without the method: no verdict against its health), and for ``off_path`` calls also
     ``refused``: the service turned the call down by policy (see ``_REFUSALS``); that leaves the breaker
     as it was, is counted and logged as a rate-limited warning. gRPC errors never raise; cancellation
     propagates (after freeing a half-open probe slot).
@@ -85,11 +91,16 @@ class ServiceClient:
 
     def __init__(self, name: str, address: str, stub_class: Any, cfg: PluginConfig) -> None:
         self.name = name
-        self._request = _Lane(self._channel(address, cfg, separate=False), stub_class,
-                              self._breaker(cfg, metrics.BREAKER_STATE.labels(name)))
-        self._learning = _Lane(self._channel(address, cfg, separate=True), stub_class,
-                               self._breaker(cfg, metrics.LEARNING_BREAKER_STATE.labels(name)))
-        self._metadata = (("x-optimizer-source", cfg.source_id),) if cfg.source_id else None
+        self._request = _Lane(
+            self._channel(address, cfg, separate=False),
+            stub_class,
+            self._breaker(cfg, metrics.BREAKER_STATE.labels(name)),
+        )
+        self._learning = _Lane(
+            self._channel(address, cfg, separate=True),
+            stub_class,
+            self._breaker(cfg, metrics.LEARNING_BREAKER_STATE.labels(name)),
+        )
         self._refusal_warning = _Throttled(REFUSAL_WARN_INTERVAL_S)
 
     @staticmethod
@@ -99,8 +110,14 @@ class ServiceClient:
 
     @staticmethod
     def _channel(address: str, cfg: PluginConfig, *, separate: bool) -> grpc.aio.Channel:
-        return create_channel(address, token=cfg.auth_token, tls_ca=cfg.tls_ca, tls_cert=cfg.tls_cert,
-                              tls_key=cfg.tls_key, own_connection=separate)
+        return create_channel(
+            address,
+            token=cfg.auth_token,
+            tls_ca=cfg.tls_ca,
+            tls_cert=cfg.tls_cert,
+            tls_key=cfg.tls_key,
+            own_connection=separate,
+        )
 
     @property
     def breaker(self) -> CircuitBreaker:
@@ -116,9 +133,7 @@ class ServiceClient:
         """The request path's channel."""
         return self._request.channel
 
-    async def call(
-        self, method: str, request: Any, timeout_s: float, *, off_path: bool = False
-    ) -> tuple[Any, str]:
+    async def call(self, method: str, request: Any, timeout_s: float, *, off_path: bool = False) -> tuple[Any, str]:
         lane = self._learning if off_path else self._request
         breaker = lane.breaker
         if not breaker.allow():
@@ -127,7 +142,7 @@ class ServiceClient:
             breaker.abandon()
             return None, "budget_exhausted"
         try:
-            response = await getattr(lane.stub, method)(request, timeout=timeout_s, metadata=self._metadata)
+            response = await getattr(lane.stub, method)(request, timeout=timeout_s)
         except grpc.aio.AioRpcError as exc:
             code = exc.code()
             metrics.RPC_ERRORS.labels(self.name, method, code.name).inc()
@@ -135,6 +150,9 @@ class ServiceClient:
                 breaker.abandon()  # no verdict on the service's health; frees a half-open probe slot
                 self._warn_refused(method, code, exc.details())
                 return None, "refused"
+            if code is grpc.StatusCode.UNIMPLEMENTED:  # a release of the service without this method
+                breaker.success()
+                return None, "unimplemented"
             if code in _CALLER_FAULTS:
                 breaker.success()
             else:
@@ -154,7 +172,10 @@ class ServiceClient:
         suppressed, self._refusal_warning.suppressed = self._refusal_warning.suppressed, 0
         log.warning(
             "%s refused %s: %s %s (telemetry dropped; the circuit breaker is not affected%s)",
-            self.name, method, code.name, details,
+            self.name,
+            method,
+            code.name,
+            details,
             f"; {suppressed} more refusals since the last warning" if suppressed else "",
         )
 

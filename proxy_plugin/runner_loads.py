@@ -11,6 +11,7 @@ num_ctx or num_batch), no request of the model was in flight (nothing to wait be
 expiry or an eviction), or another model was loaded since the previous request of this model (which
 may have evicted it). Otherwise the long load_duration was a queue wait.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -44,10 +45,10 @@ def ollama_time(value: Any) -> float | None:
 class Sent:
     """What the gateway knew when it sent one request."""
 
-    changed: bool        # options differ from the previous request of the model (or none was seen)
-    idle: bool           # no request of the model was in flight
+    changed: bool  # options differ from the previous request of the model (or none was seen)
+    idle: bool  # no request of the model was in flight
     others_loaded: bool  # another model was loaded since the previous request of this model
-    announced: bool      # the options changed from a known previous request: counted as a load when sent
+    announced: bool  # the options changed from a known previous request: counted as a load when sent
     seq: int = field(default=0, compare=False)  # send order
 
 
@@ -65,9 +66,13 @@ class RunnerLoads:
 
     def sent(self, model: str, options: tuple[int, int]) -> Sent:
         previous = self._options.pop(model, None)
-        ticket = Sent(changed=previous != options, idle=self._inflight[model] == 0,
-                      others_loaded=self._loads > self._loads_at.get(model, self._loads),
-                      announced=previous is not None and previous != options, seq=next(self._seq))
+        ticket = Sent(
+            changed=previous != options,
+            idle=self._inflight[model] == 0,
+            others_loaded=self._loads > self._loads_at.get(model, self._loads),
+            announced=previous is not None and previous != options,
+            seq=next(self._seq),
+        )
         if ticket.announced:
             self._loads += 1  # Ollama restarts the runner for these options
         self._options[model] = options
@@ -85,8 +90,9 @@ class RunnerLoads:
         if self._inflight[model] <= 0:
             del self._inflight[model]
 
-    def judge(self, model: str, ticket: Sent, load_ns: int, threshold_ns: int,
-              end: float | None = None, total_ns: int = 0) -> tuner_pb2.RunnerLoad:
+    def judge(
+        self, model: str, ticket: Sent, load_ns: int, threshold_ns: int, end: float | None = None, total_ns: int = 0
+    ) -> tuner_pb2.RunnerLoad:
         """RUNNER_LOADED or RUNNER_KEPT for an answered request (``end``: its final created_at, Unix seconds)."""
         if end is not None and total_ns > 0:
             return self._judge_by_clock(model, ticket, load_ns, threshold_ns, end, total_ns)
@@ -97,8 +103,9 @@ class RunnerLoads:
             self._loads_at[model] = self._loads
         return tuner_pb2.RUNNER_LOADED
 
-    def _judge_by_clock(self, model: str, ticket: Sent, load_ns: int, threshold_ns: int, end: float,
-                        total_ns: int) -> tuner_pb2.RunnerLoad:
+    def _judge_by_clock(
+        self, model: str, ticket: Sent, load_ns: int, threshold_ns: int, end: float, total_ns: int
+    ) -> tuner_pb2.RunnerLoad:
         ends = self._ends.setdefault(model, deque(maxlen=ENDS_KEPT))
         arrival = end - total_ns / 1e9
         # The runner was free once the requests of the model that arrived (or were sent) before this one and

@@ -7,6 +7,7 @@ change and does not reload. Every request sent refreshes the entry, so it holds 
 while traffic flows. An entry expires ``ttl_s`` after the model's last request (Ollama's keep_alive
 default): by then Ollama has unloaded the model and any options cost the same load.
 """
+
 from __future__ import annotations
 
 import time

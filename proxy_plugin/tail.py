@@ -1,4 +1,5 @@
 """Find Ollama's final response object in a relayed body without holding a stream in memory."""
+
 from __future__ import annotations
 
 import json
@@ -26,7 +27,7 @@ class FinalObject:
         line = _last_nonempty_line(self._partial)
         if line:
             self._last = line
-        self._partial = bytearray(chunk[newline + 1:])
+        self._partial = bytearray(chunk[newline + 1 :])
 
     def result(self) -> dict[str, Any] | None:
         """The parsed final object when it says ``done: true`` (or, without ``require_done``, any object, as

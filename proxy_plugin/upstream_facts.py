@@ -3,6 +3,7 @@ trained context and KV bytes per token (/api/show, read once per model off the r
 
 The version says how ``prompt_eval_count`` is counted; the trained context is never exceeded.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -104,8 +105,9 @@ class UpstreamFacts:
 
     async def _get(self, session: aiohttp.ClientSession, method: str, path: str, payload: Any) -> Any:
         try:
-            async with session.request(method, self.upstream + path, json=payload,
-                                       timeout=aiohttp.ClientTimeout(total=TIMEOUT_S)) as response:
+            async with session.request(
+                method, self.upstream + path, json=payload, timeout=aiohttp.ClientTimeout(total=TIMEOUT_S)
+            ) as response:
                 return await response.json(content_type=None) if response.status == 200 else None
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             log.debug("%s %s failed: %s", method, path, exc)

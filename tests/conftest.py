@@ -1,4 +1,5 @@
 """Shared fixtures: one embedded Postgres per test session, a fresh migrated database per test."""
+
 from __future__ import annotations
 
 import asyncio

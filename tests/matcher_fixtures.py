@@ -5,6 +5,7 @@
 - ``matcher_stub``: a MatcherStub on a channel to ``matcher``.
 - ``prompt(seed, tokens)``: deterministic pseudo-text of about ``tokens`` tokens.
 """
+
 from __future__ import annotations
 
 import random

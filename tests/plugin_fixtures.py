@@ -3,6 +3,7 @@
 Stand-in matcher/tuner gRPC servers (optionally deliberately slow, or with a blocked Report),
 a recording tap in front of an upstream (raw request bytes as received), and a bounded wait.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -56,12 +57,18 @@ class StandInMatcher(matcher_pb2_grpc.MatcherServicer):
             await self.never.wait()
         units = len(request.text.split())
         fingerprints = matcher_pb2.Fingerprints(
-            algorithm_version=1, unit_count=units,
+            algorithm_version=1,
+            unit_count=units,
             windows=[matcher_pb2.WindowFingerprint(window=64, fingerprint=hash(request.text) & (2**64 - 1))],
         )
         return matcher_pb2.MatchResponse(
-            matched=True, template_id=1, window=64, similarity=1.0, prompt_units=units,
-            fingerprints=fingerprints, observations=10,
+            matched=True,
+            template_id=1,
+            window=64,
+            similarity=1.0,
+            prompt_units=units,
+            fingerprints=fingerprints,
+            observations=10,
         )
 
     async def Observe(self, request, context):
@@ -90,8 +97,12 @@ class StandInTuner(tuner_pb2_grpc.TunerServicer):
         if self.recommend_gate is not None:
             await self.recommend_gate.wait()
         return tuner_pb2.RecommendResponse(
-            action=tuner_pb2.APPLY, num_ctx=self.num_ctx, num_batch=self.num_batch,
-            decision_id=f"d{next(self._ids)}", confidence=0.9, reason_code="stand_in",
+            action=tuner_pb2.APPLY,
+            num_ctx=self.num_ctx,
+            num_batch=self.num_batch,
+            decision_id=f"d{next(self._ids)}",
+            confidence=0.9,
+            reason_code="stand_in",
         )
 
     async def Report(self, request, context):
@@ -106,8 +117,9 @@ class StandInTuner(tuner_pb2_grpc.TunerServicer):
         kept = list(request.outcomes)[:room]
         self.outcomes.extend(kept)
         dropped = list(range(len(kept), len(request.outcomes)))
-        return tuner_pb2.ReportResponse(accepted=len(kept), stored=len(kept), dropped=len(dropped),
-                                        dropped_index=dropped)
+        return tuner_pb2.ReportResponse(
+            accepted=len(kept), stored=len(kept), dropped=len(dropped), dropped_index=dropped
+        )
 
 
 @dataclass
@@ -151,11 +163,13 @@ async def stand_ins(hang_matcher: bool = False, tuner: StandInTuner | None = Non
 
 
 class RecordingTap:
-    """A transparent HTTP relay in front of ``upstream`` that records each request's raw body bytes."""
+    """A transparent HTTP relay in front of ``upstream`` that records each request's raw body bytes (and
+    headers)."""
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
         self.bodies: list[tuple[str, bytes]] = []
+        self.headers: list[dict[str, str]] = []
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self.port = 0
@@ -164,10 +178,13 @@ class RecordingTap:
         assert self._session is not None
         body = await request.read()
         self.bodies.append((request.path, body))
-        headers = {k: v for k, v in request.headers.items()
-                   if k.lower() not in ("host", "content-length", "transfer-encoding")}
-        async with self._session.request(request.method, self.upstream + str(request.rel_url),
-                                         data=body, headers=headers) as upstream:
+        self.headers.append(dict(request.headers))
+        headers = {
+            k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length", "transfer-encoding")
+        }
+        async with self._session.request(
+            request.method, self.upstream + str(request.rel_url), data=body, headers=headers
+        ) as upstream:
             response = web.StreamResponse(status=upstream.status)
             response.content_type = upstream.content_type
             await response.prepare(request)

@@ -1,4 +1,5 @@
 """Short fuzz of the fingerprint and canonical-text code (the long run is `python -m bench.fuzz`)."""
+
 from __future__ import annotations
 
 from collections import Counter

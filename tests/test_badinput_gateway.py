@@ -1,5 +1,6 @@
 """Bad input through the gateway (real matcher + tuner + emulator): same answer as Ollama itself, or a 4xx
 JSON error from the gateway; never a 5xx, never a crash, and no change to stored state."""
+
 from __future__ import annotations
 
 import asyncio
@@ -38,26 +39,48 @@ def _nested(depth: int) -> bytes:
 
 
 _weird_value = st.one_of(
-    st.just(math.nan), st.just(math.inf), st.just(-math.inf), st.integers(-(10**30), 10**30), st.just(10**400),
-    st.floats(), st.text(max_size=20), st.none(), st.lists(st.integers(), max_size=3), st.just(-4096),
+    st.just(math.nan),
+    st.just(math.inf),
+    st.just(-math.inf),
+    st.integers(-(10**30), 10**30),
+    st.just(10**400),
+    st.floats(),
+    st.text(max_size=20),
+    st.none(),
+    st.lists(st.integers(), max_size=3),
+    st.just(-4096),
 )
 _messages = st.one_of(
-    st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "system", "x" * 50, ""]),
-                                    "content": st.one_of(st.text(max_size=100), _weird_value)}), max_size=10),
+    st.lists(
+        st.fixed_dictionaries(
+            {
+                "role": st.sampled_from(["user", "system", "x" * 50, ""]),
+                "content": st.one_of(st.text(max_size=100), _weird_value),
+            }
+        ),
+        max_size=10,
+    ),
     st.just([{"role": "user", "content": f"message {i}"} for i in range(10_000)]),  # a chat of 10,000 messages
     _weird_value,
 )
 _payload = st.fixed_dictionaries(
     {"model": st.one_of(st.just(UNKNOWN), st.just(UNKNOWN.upper()), _weird_value)},
-    optional={"messages": _messages, "prompt": st.one_of(st.text(max_size=200), _weird_value),
-              "stream": st.one_of(st.booleans(), _weird_value),
-              "options": st.one_of(st.dictionaries(st.sampled_from(["num_ctx", "num_batch", "num_predict", "seed"]),
-                                                   _weird_value, max_size=4), _weird_value)},
+    optional={
+        "messages": _messages,
+        "prompt": st.one_of(st.text(max_size=200), _weird_value),
+        "stream": st.one_of(st.booleans(), _weird_value),
+        "options": st.one_of(
+            st.dictionaries(st.sampled_from(["num_ctx", "num_batch", "num_predict", "seed"]), _weird_value, max_size=4),
+            _weird_value,
+        ),
+    },
 )
 _body = st.one_of(
     _payload.map(lambda p: json.dumps(p, allow_nan=True).encode()),  # NaN/Infinity literals included
     st.binary(max_size=300),  # not UTF-8, not JSON
-    st.just(b""), st.just(b"\xff\xfe{\x00"), st.just(b'{"model": "' + b"\xc3\x28" * 20 + b'"}'),
+    st.just(b""),
+    st.just(b"\xff\xfe{\x00"),
+    st.just(b'{"model": "' + b"\xc3\x28" * 20 + b'"}'),
     st.integers(100, 20_000).map(_nested),  # deeply nested JSON
     st.just(b'{"model":"%s","prompt":"%s"}' % (UNKNOWN.encode(), b"x" * (MAX_BODY + 10))),  # oversize
 )

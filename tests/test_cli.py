@@ -1,5 +1,6 @@
 """The `ollama-optimizer` console script as a user runs it (a real subprocess against real services):
 tables by default and --json for scripts, --help and --version, one-line errors with a non-zero exit."""
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,13 @@ def console_script() -> str:
 
 async def cli(*args: str, stdin: bytes = b"", env: dict[str, str] | None = None) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        console_script(), *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, env={**os.environ, **(env or {})})
+        console_script(),
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
     out, err = await asyncio.wait_for(proc.communicate(stdin), WAIT_S)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
@@ -100,16 +106,19 @@ async def test_subcommand_help_runs() -> None:
 
 
 # --- bad arguments -----------------------------------------------------------------------------------
-@pytest.mark.parametrize("args", [
-    ("templates", "--limit", "0"),
-    ("templates", "--limit", "many"),
-    ("pin", MODEL, "seventeen"),
-    ("explain", MODEL, str(2**63)),
-    ("stats", "--period", "-5"),
-    ("no-such-command",),
-    (),
-    ("--log-level", "LOUD", "stats"),
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("templates", "--limit", "0"),
+        ("templates", "--limit", "many"),
+        ("pin", MODEL, "seventeen"),
+        ("explain", MODEL, str(2**63)),
+        ("stats", "--period", "-5"),
+        ("no-such-command",),
+        (),
+        ("--log-level", "LOUD", "stats"),
+    ],
+)
 async def test_bad_arguments_are_one_line_and_exit_2(args: tuple[str, ...]) -> None:
     code, out, err = await cli(*args)
     line = assert_one_line_error(code, err, expected_code=2)
@@ -117,10 +126,18 @@ async def test_bad_arguments_are_one_line_and_exit_2(args: tuple[str, ...]) -> N
 
 
 # --- nothing answering, wrong service, unreadable TLS file ------------------------------------------
-@pytest.mark.parametrize("args", [
-    ("match", "--text", "hello"), ("templates",), ("stats",), ("explain", MODEL, "1"),
-    ("pin", MODEL, "1", "--num-ctx", "8192"), ("reset", MODEL, "1"), ("templates", "--json"),
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("match", "--text", "hello"),
+        ("templates",),
+        ("stats",),
+        ("explain", MODEL, "1"),
+        ("pin", MODEL, "1", "--num-ctx", "8192"),
+        ("reset", MODEL, "1"),
+        ("templates", "--json"),
+    ],
+)
 async def test_unreachable_service_is_one_line_with_a_hint(args: tuple[str, ...]) -> None:
     code, out, err = await cli(*args, "--address", closed_address())
     line = assert_one_line_error(code, err)
@@ -136,8 +153,9 @@ async def test_grpc_error_from_a_server_is_one_line(matcher) -> None:
 
 
 async def test_unreadable_client_tls_file_is_one_line() -> None:
-    code, _, err = await cli("templates", "--address", closed_address(),
-                             env={"OPTIMIZER_CLIENT_TLS_CA": "/nonexistent/ca.crt"})
+    code, _, err = await cli(
+        "templates", "--address", closed_address(), env={"OPTIMIZER_CLIENT_TLS_CA": "/nonexistent/ca.crt"}
+    )
     line = assert_one_line_error(code, err)
     assert "cannot read a client TLS file" in line and "/nonexistent/ca.crt" in line
 
@@ -145,8 +163,9 @@ async def test_unreadable_client_tls_file_is_one_line() -> None:
 # --- match and templates -----------------------------------------------------------------------------
 async def test_match_and_templates_print_tables_and_json(matcher) -> None:
     text = prompt(1, 300)
-    code, out, err = await cli("match", "--address", matcher.address, "--model", MODEL, "--observe",
-                               stdin=text.encode())
+    code, out, err = await cli(
+        "match", "--address", matcher.address, "--model", MODEL, "--observe", stdin=text.encode()
+    )
     assert code == 0, err
     assert re.search(rf"^model\s+{re.escape(MODEL)}$", out, re.M)
     assert re.search(r"^template\s+none matched", out, re.M)
@@ -190,8 +209,15 @@ async def test_match_without_text_is_an_error(matcher) -> None:
 async def test_match_on_a_terminal_says_what_it_waits_for(matcher) -> None:
     master, slave = pty.openpty()
     proc = await asyncio.create_subprocess_exec(
-        console_script(), "match", "--address", matcher.address, "--json", stdin=slave,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        console_script(),
+        "match",
+        "--address",
+        matcher.address,
+        "--json",
+        stdin=slave,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     os.close(slave)
     try:
         assert proc.stderr is not None

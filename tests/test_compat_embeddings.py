@@ -1,6 +1,7 @@
 """Embedding inputs: Ollama cuts each /api/embed input to the context silently (HTTP 200, a lower
 prompt_eval_count) unless ``truncate`` is false; the gateway sizes the context so that nothing is cut,
 for /api/embed and for /v1/embeddings alike."""
+
 from __future__ import annotations
 
 import aiohttp
@@ -42,8 +43,10 @@ async def test_ollama_cuts_long_inputs_silently_unless_truncate_is_false() -> No
 
 async def test_gateway_sizes_the_context_so_no_embedding_input_is_cut() -> None:
     tuner = StandInTuner(num_ctx=8192, num_batch=512)
-    async with stand_ins(tuner=tuner) as services, gateway_chain(
-            services.config(), default_num_ctx=DEFAULT_CTX) as (gw, _tap, emu):
+    async with (
+        stand_ins(tuner=tuner) as services,
+        gateway_chain(services.config(), default_num_ctx=DEFAULT_CTX) as (gw, _tap, emu),
+    ):
         native = await ollama.AsyncClient(host=gw.url).embed(model=MODEL, input=[LONG, SHORT])
         assert native.prompt_eval_count == _tokens(LONG) + _tokens(SHORT)
         assert emu.requests[-1].runner["num_ctx"] == 8192 and emu.truncated_requests == 0
@@ -56,7 +59,7 @@ async def test_gateway_sizes_the_context_so_no_embedding_input_is_cut() -> None:
         assert theirs.usage.prompt_tokens == DEFAULT_CTX and emu.truncated_requests == 1
         assert ours.data[0].embedding != theirs.data[0].embedding  # the cut input embeds differently
 
-        await gw.gateway.core.flush()
+        await gw.gateway.flush()
         outcomes = services.tuner.outcomes
         assert [o.prompt_eval_count for o in outcomes] == [native.prompt_eval_count, ours.usage.prompt_tokens]
         assert all(o.counts_known and o.num_ctx == 8192 for o in outcomes)

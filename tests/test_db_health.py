@@ -1,5 +1,6 @@
 """grpc.health.v1 follows the database: the matcher stops serving, the tuner serves from memory, and
 the server overall ("") never says SERVING while the database is gone. Real Postgres stopped and started."""
+
 from __future__ import annotations
 
 import asyncio
@@ -28,8 +29,9 @@ POLL_BOUND_SECONDS = 90.0  # a bound for polling on a busy host, never a timing 
 async def _statuses(address: str, names: tuple[str, ...]) -> dict[str, int]:
     async with grpc.aio.insecure_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
-        return {name: (await stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=10)).status
-                for name in names}
+        return {
+            name: (await stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=10)).status for name in names
+        }
 
 
 async def _until(address: str, name: str, status: int) -> None:
@@ -57,9 +59,15 @@ async def test_health_follows_the_database(tmp_path, monkeypatch: pytest.MonkeyP
         await _until(matcher.address, MATCHER, NOT_SERVING)
         await _until(tuner.address, db_health.DATABASE, NOT_SERVING)
         assert await _statuses(matcher.address, ("", db_health.DATABASE, LIVENESS)) == {
-            "": NOT_SERVING, db_health.DATABASE: NOT_SERVING, LIVENESS: SERVING}
+            "": NOT_SERVING,
+            db_health.DATABASE: NOT_SERVING,
+            LIVENESS: SERVING,
+        }
         assert await _statuses(tuner.address, ("", TUNER, LIVENESS)) == {
-            "": NOT_SERVING, TUNER: SERVING, LIVENESS: SERVING}
+            "": NOT_SERVING,
+            TUNER: SERVING,
+            LIVENESS: SERVING,
+        }
 
         server = await asyncio.to_thread(EmbeddedPostgres, tmp_path / "pg")
         for address in (matcher.address, tuner.address):

@@ -3,6 +3,7 @@
 The DSN points at a loopback TCP port; a forwarder to the session's embedded Postgres (a Unix
 socket) starts listening there only when the test decides the database "comes up".
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -95,8 +96,14 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 async def _spawn(command: str, env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
     with log.open("wb") as out:  # the child keeps its own descriptor
         return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "ollama_optimizer.cli", command,
-            env={**os.environ, **env}, stdout=out, stderr=asyncio.subprocess.STDOUT)
+            sys.executable,
+            "-m",
+            "ollama_optimizer.cli",
+            command,
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=asyncio.subprocess.STDOUT,
+        )
 
 
 async def _health(address: str, service: str) -> int | None:
@@ -104,7 +111,8 @@ async def _health(address: str, service: str) -> int | None:
     async with grpc.aio.insecure_channel(address) as channel:
         try:
             response = await health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=service), timeout=5)
+                health_pb2.HealthCheckRequest(service=service), timeout=5
+            )
         except grpc.aio.AioRpcError as exc:
             if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 return None
@@ -112,8 +120,9 @@ async def _health(address: str, service: str) -> int | None:
         return response.status
 
 
-async def _until(condition: Callable[[], Awaitable[bool]], proc: asyncio.subprocess.Process, log: Path,
-                 what: str) -> None:
+async def _until(
+    condition: Callable[[], Awaitable[bool]], proc: asyncio.subprocess.Process, log: Path, what: str
+) -> None:
     """Poll ``condition`` (bounded) while asserting that ``proc`` stays alive."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + POLL_BOUND_SECONDS
@@ -127,8 +136,12 @@ async def _until(condition: Callable[[], Awaitable[bool]], proc: asyncio.subproc
 
 def _waiting_env(dsn: str, timeout_s: int) -> dict[str, str]:
     """Environment of a matcher (or migrate) that waits up to ``timeout_s`` for the database at ``dsn``."""
-    return {"OPTIMIZER_DSN": dsn, "OPTIMIZER_DB_CONNECT_TIMEOUT_SECONDS": str(timeout_s),
-            "MATCHER_LISTEN": f"127.0.0.1:{_free_port()}", "MATCHER_METRICS_PORT": str(_free_port())}
+    return {
+        "OPTIMIZER_DSN": dsn,
+        "OPTIMIZER_DB_CONNECT_TIMEOUT_SECONDS": str(timeout_s),
+        "MATCHER_LISTEN": f"127.0.0.1:{_free_port()}",
+        "MATCHER_METRICS_PORT": str(_free_port()),
+    }
 
 
 async def _exit_code(proc: asyncio.subprocess.Process) -> int:
@@ -148,12 +161,19 @@ async def test_service_waits_not_serving_then_serves_when_database_comes_up(comm
     address = f"127.0.0.1:{port}"
     forwarder = Forwarder(db_port, _socket_path(dsn))
     log = tmp_path / f"{command}.log"
-    proc = await _spawn(command, {
-        "OPTIMIZER_DSN": f"postgresql://postgres:{PASSWORD}@127.0.0.1:{db_port}/{_database(dsn)}",
-        "OPTIMIZER_DB_CONNECT_TIMEOUT_SECONDS": "600",
-        listen_var: address, metrics_var: str(_free_port()), "OPTIMIZER_SHUTDOWN_GRACE_SECONDS": "1",
-    }, log)
+    proc = await _spawn(
+        command,
+        {
+            "OPTIMIZER_DSN": f"postgresql://postgres:{PASSWORD}@127.0.0.1:{db_port}/{_database(dsn)}",
+            "OPTIMIZER_DB_CONNECT_TIMEOUT_SECONDS": "600",
+            listen_var: address,
+            metrics_var: str(_free_port()),
+            "OPTIMIZER_SHUTDOWN_GRACE_SECONDS": "1",
+        },
+        log,
+    )
     try:
+
         async def not_serving() -> bool:
             return await _health(address, service) == health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -192,11 +212,16 @@ async def test_migrate_waits_for_database(pg_server, tmp_path) -> None:
     db_port = _free_port()
     forwarder = Forwarder(db_port, _socket_path(pg_server.uri()))
     log = tmp_path / "migrate.log"
-    proc = await _spawn("migrate", {
-        "OPTIMIZER_DSN": f"postgresql://postgres@127.0.0.1:{db_port}/{name}",
-        "OPTIMIZER_DB_CONNECT_TIMEOUT_SECONDS": "600",
-    }, log)
+    proc = await _spawn(
+        "migrate",
+        {
+            "OPTIMIZER_DSN": f"postgresql://postgres@127.0.0.1:{db_port}/{name}",
+            "OPTIMIZER_DB_CONNECT_TIMEOUT_SECONDS": "600",
+        },
+        log,
+    )
     try:
+
         async def warned() -> bool:
             return "not reachable yet" in log.read_text()
 
@@ -220,8 +245,9 @@ async def test_database_refusing_us_fails_fast_with_a_clear_message(case, pg_ser
         "unknown role": ("no_such_role", "postgres", "authentication failed"),
     }[case]
     log = tmp_path / "matcher.log"
-    proc = await _spawn("matcher", _waiting_env(f"postgresql://{user}:{PASSWORD}@/{database}?host={socket_dir}", 600),
-                        log)
+    proc = await _spawn(
+        "matcher", _waiting_env(f"postgresql://{user}:{PASSWORD}@/{database}?host={socket_dir}", 600), log
+    )
     try:
         assert await _exit_code(proc) == 1, log.read_text()
         text = log.read_text()
@@ -236,8 +262,9 @@ async def test_database_refusing_us_fails_fast_with_a_clear_message(case, pg_ser
 async def test_unreachable_database_exits_after_the_deadline(command, tmp_path) -> None:
     db_port = _free_port()  # nothing listens there
     log = tmp_path / f"{command}.log"
-    proc = await _spawn(command, _waiting_env(f"postgresql://postgres:{PASSWORD}@127.0.0.1:{db_port}/optimizer", 1),
-                        log)
+    proc = await _spawn(
+        command, _waiting_env(f"postgresql://postgres:{PASSWORD}@127.0.0.1:{db_port}/optimizer", 1), log
+    )
     try:
         assert await _exit_code(proc) == 1, log.read_text()
         text = log.read_text()

@@ -2,6 +2,7 @@
 dashboard JSON, use the provisioned datasource, and name only metrics the services define (the
 end-to-end test then runs every expression through a real Prometheus). Grafana itself cannot be
 installed here (not in Debian, PyPI or npm): its consumption of the files is not exercised."""
+
 from __future__ import annotations
 
 import re
@@ -21,8 +22,9 @@ KNOWN_PANELS = {"timeseries", "stat", "row", "gauge", "bargauge", "table", "text
 
 
 def test_dashboards_are_generated_from_the_code() -> None:
-    done = subprocess.run([sys.executable, str(GRAFANA / "build_dashboards.py"), "--check"],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, str(GRAFANA / "build_dashboards.py"), "--check"], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -66,14 +68,23 @@ def test_required_panels() -> None:
         return " | ".join(p["title"].lower() for p in DASHBOARDS[name]["panels"])
 
     overview = titles("overview.json")
-    for words in ("requests", "optimized share", "match rate", "optimized vs passed through", "reloads",
-                  "truncations", "kv tokens saved"):
+    for words in (
+        "requests",
+        "optimized share",
+        "match rate",
+        "optimized vs passed through",
+        "reloads by cause",
+        "truncations prevented",
+        "kv memory",
+        "prompt time",
+        "benefit",
+    ):
         assert words in overview, words
     for words in ("rps", "latency", "cache", "templates"):
         assert words in titles("matcher.json"), words
     for words in ("recommendations", "learning", "outcomes", "flush"):
         assert words in titles("tuner.json"), words
-    for words in ("latency by model", "time to first token", "tokens/s"):
+    for words in ("latency by model", "time to first token", "tokens/s", "num_batch", "benefit"):
         assert words in titles("gateway.json"), words
 
 
@@ -99,8 +110,10 @@ def test_provisioning() -> None:
 
 def test_metric_name_extraction() -> None:
     """The PromQL scan used above (no PromQL parser on PyPI that knows Prometheus 2.x fully)."""
-    expr = ('histogram_quantile(0.95, sum by (le, model) '
-            '(rate(foo_seconds_bucket{model=~"$model", a="b(c)"}[$__rate_interval])))'
-            ' / on (job) group_left sum without (instance) (bar_total offset 5m) > bool 3 or absent(up{job="x"})')
+    expr = (
+        "histogram_quantile(0.95, sum by (le, model) "
+        '(rate(foo_seconds_bucket{model=~"$model", a="b(c)"}[$__rate_interval])))'
+        ' / on (job) group_left sum without (instance) (bar_total offset 5m) > bool 3 or absent(up{job="x"})'
+    )
     assert dt.metric_names(expr) == {"foo_seconds_bucket", "bar_total", "up"}
     assert dt.grafana_to_promql('rate(x{m=~"$model"}[$__rate_interval])') == 'rate(x{m=~".*"}[1m])'

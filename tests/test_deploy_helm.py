@@ -1,6 +1,7 @@
 """deploy/helm/ollama-optimizer: `helm lint` and `helm template` with the real helm, the values doing what
 they say (test_deploy_kubernetes.py validates the renders against the Kubernetes schemas), and the chart kept from
 drifting away from the kustomize base (same containers, ports, env, probes, services, policies)."""
+
 from __future__ import annotations
 
 import sys
@@ -18,10 +19,29 @@ NAMESPACE = "ollama-optimizer"
 # Differ on purpose: where clients dial (the chart knows its namespace) and where Ollama is.
 PER_INSTALL_CONFIG = {"MATCHER_ADDRESS", "TUNER_ADDRESS", "OLLAMA_HOST"}
 # Fields of a container and of a pod spec that must be the same in the chart and the kustomize base.
-CONTAINER_FIELDS = ("name", "args", "envFrom", "env", "ports", "startupProbe", "readinessProbe", "livenessProbe",
-                    "lifecycle", "resources", "securityContext", "volumeMounts")
-POD_FIELDS = ("serviceAccountName", "automountServiceAccountToken", "securityContext", "volumes",
-              "terminationGracePeriodSeconds", "topologySpreadConstraints", "restartPolicy")
+CONTAINER_FIELDS = (
+    "name",
+    "args",
+    "envFrom",
+    "env",
+    "ports",
+    "startupProbe",
+    "readinessProbe",
+    "livenessProbe",
+    "lifecycle",
+    "resources",
+    "securityContext",
+    "volumeMounts",
+)
+POD_FIELDS = (
+    "serviceAccountName",
+    "automountServiceAccountToken",
+    "securityContext",
+    "volumes",
+    "terminationGracePeriodSeconds",
+    "topologySpreadConstraints",
+    "restartPolicy",
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -44,8 +64,11 @@ def one(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
 
 def by_component(docs: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
     """Workloads by (kind, component): the migrate Job's name carries the release revision in the chart."""
-    return {(d["kind"], d["metadata"]["labels"]["app.kubernetes.io/component"]): d
-            for d in docs if d["kind"] in ("Deployment", "Job")}
+    return {
+        (d["kind"], d["metadata"]["labels"]["app.kubernetes.io/component"]): d
+        for d in docs
+        if d["kind"] in ("Deployment", "Job")
+    }
 
 
 def test_the_helm_is_the_pinned_real_one() -> None:
@@ -106,8 +129,10 @@ def test_chart_matches_the_kustomize_base() -> None:
             assert ours["spec"].get("replicas") == theirs["spec"].get("replicas"), f"{key}: replicas"
         template_meta, base_meta = ours["spec"]["template"]["metadata"], theirs["spec"]["template"]["metadata"]
         assert template_meta.get("annotations") == base_meta.get("annotations"), key
-        assert base_meta["labels"].items() - {("app.kubernetes.io/managed-by", "kustomize")} <= \
-            template_meta["labels"].items(), key
+        assert (
+            base_meta["labels"].items() - {("app.kubernetes.io/managed-by", "kustomize")}
+            <= template_meta["labels"].items()
+        ), key
     for kind in ("Service", "NetworkPolicy", "PodDisruptionBudget", "HorizontalPodAutoscaler"):
         for doc in (d for d in base if d["kind"] == kind):
             assert one(chart, kind, doc["metadata"]["name"])["spec"] == doc["spec"], f"{kind}/{doc['metadata']['name']}"
@@ -116,14 +141,17 @@ def test_chart_matches_the_kustomize_base() -> None:
     assert config.keys() == base_config.keys()
     for key in base_config.keys() - PER_INSTALL_CONFIG:
         assert config[key] == base_config[key], key
-    assert one(chart, "Secret", "ollama-optimizer-secrets")["stringData"] == \
-        one(base, "Secret", "ollama-optimizer-secrets")["stringData"]
+    assert (
+        one(chart, "Secret", "ollama-optimizer-secrets")["stringData"]
+        == one(base, "Secret", "ollama-optimizer-secrets")["stringData"]
+    )
 
 
 def test_servicemonitor_matches_the_kustomize_component() -> None:
     chart = template(CHART / "ci" / "in-cluster-postgres-values.yaml")
-    component = dt.load_docs((dt.DEPLOY / "kubernetes" / "components" / "servicemonitor" / "servicemonitor.yaml")
-                             .read_text())
+    component = dt.load_docs(
+        (dt.DEPLOY / "kubernetes" / "components" / "servicemonitor" / "servicemonitor.yaml").read_text()
+    )
     monitor = one(chart, "ServiceMonitor", "ollama-optimizer")
     assert monitor["spec"] == component[0]["spec"]
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
@@ -135,8 +163,15 @@ def test_in_cluster_postgres_tls_and_replicas() -> None:
     secret = one(docs, "Secret", "ollama-optimizer-secrets")["stringData"]
     assert secret == {
         "OPTIMIZER_DSN": f"postgresql://optimizer:optimizer-dev@postgres.{NAMESPACE}.svc.cluster.local:5432/optimizer",
-        "OPTIMIZER_AUTH_TOKEN": "dev-token",
+        "OPTIMIZER_AUTH_TOKEN": "dev-gateway-token-0001",
+        "OPTIMIZER_SOURCE_TOKENS": "gateway=dev-gateway-token-0001",
+        "TUNER_DECISION_KEY": "dev-decision-key",
     }
+    for name in ("matcher", "tuner", "migrate"):  # every key reaches the services (the gateway: its token only)
+        workload = next(w for (_kind, component), w in by_component(docs).items() if component == name)
+        assert {"secretRef": {"name": "ollama-optimizer-secrets"}} in workload["spec"]["template"]["spec"][
+            "containers"
+        ][0]["envFrom"], name
     postgres = one(docs, "Deployment", "postgres")["spec"]["template"]["spec"]
     assert {"name": "data", "persistentVolumeClaim": {"claimName": "postgres"}} in postgres["volumes"]
     one(docs, "PersistentVolumeClaim", "postgres")
@@ -158,9 +193,19 @@ def test_in_cluster_postgres_tls_and_replicas() -> None:
         assert container["image"] == "registry.example.com/ollama-optimizer:0.1.0"
         # kubelet gRPC probes speak no TLS: the built-in health check does, from inside the pod.
         assert container["readinessProbe"]["exec"]["command"] == [
-            "ollama-optimizer", "health", f"localhost:{port}", "--service", service]
+            "ollama-optimizer",
+            "health",
+            f"localhost:{port}",
+            "--service",
+            service,
+        ]
         assert container["livenessProbe"]["exec"]["command"] == [
-            "ollama-optimizer", "health", f"localhost:{port}", "--service", "liveness"]
+            "ollama-optimizer",
+            "health",
+            f"localhost:{port}",
+            "--service",
+            "liveness",
+        ]
         assert {"name": "tls", "mountPath": tls, "readOnly": True} in container["volumeMounts"]
         assert {"name": "tls", "secret": {"secretName": "ollama-optimizer-tls"}} in pod["volumes"]
 
@@ -168,9 +213,17 @@ def test_in_cluster_postgres_tls_and_replicas() -> None:
 def test_existing_secret_is_used_and_never_created() -> None:
     docs = template(CHART / "ci" / "existing-secret-values.yaml")
     assert not [d for d in docs if d["kind"] == "Secret"]
-    for workload in by_component(docs).values():
-        sources = workload["spec"]["template"]["spec"]["containers"][0]["envFrom"]
-        assert {"secretRef": {"name": "my-optimizer-secrets"}} in sources
+    for (_kind, component), workload in by_component(docs).items():
+        container = workload["spec"]["template"]["spec"]["containers"][0]
+        if component == "gateway":  # its token only
+            assert container["env"] == [
+                {
+                    "name": "OPTIMIZER_AUTH_TOKEN",
+                    "valueFrom": {"secretKeyRef": {"name": "my-optimizer-secrets", "key": "OPTIMIZER_AUTH_TOKEN"}},
+                }
+            ]
+        else:
+            assert {"secretRef": {"name": "my-optimizer-secrets"}} in container["envFrom"], component
 
 
 def test_network_policies_can_be_switched_off() -> None:

@@ -1,6 +1,7 @@
 """deploy/kubernetes and deploy/helm: every overlay rendered by the real `kubectl kustomize`, and the Helm
 chart rendered by the real `helm template`, validates against the Kubernetes schemas (kubernetes-validate,
 strict, offline) and keeps the invariants the design asks of the manifests."""
+
 from __future__ import annotations
 
 import subprocess
@@ -127,8 +128,10 @@ def test_pods_are_locked_down(rendered: dict[str, list[dict[str, Any]]], target:
 def test_grpc_services_have_native_grpc_probes(rendered: dict[str, list[dict[str, Any]]], target: str) -> None:
     docs = rendered[target]
     config = _one(docs, "ConfigMap", "ollama-optimizer-config")["data"]
-    for name, service, env in (("matcher", "optimizer.v1.Matcher", "MATCHER_LISTEN"),
-                               ("tuner", "optimizer.v1.Tuner", "TUNER_LISTEN")):
+    for name, service, env in (
+        ("matcher", "optimizer.v1.Matcher", "MATCHER_LISTEN"),
+        ("tuner", "optimizer.v1.Tuner", "TUNER_LISTEN"),
+    ):
         container = _one(docs, "Deployment", name)["spec"]["template"]["spec"]["containers"][0]
         assert container["args"] == [name]
         port = int(config[env].rsplit(":", 1)[1])
@@ -171,14 +174,18 @@ def test_tuner_is_a_single_writer(rendered: dict[str, list[dict[str, Any]]], tar
     tuner = _one(docs, "Deployment", "tuner")
     assert tuner["spec"]["replicas"] == 1
     assert tuner["spec"]["strategy"] == {"type": "Recreate"}
-    assert not [d for d in docs if d["kind"] == "HorizontalPodAutoscaler"
-                and d["spec"]["scaleTargetRef"]["name"] == "tuner"]
+    assert not [
+        d for d in docs if d["kind"] == "HorizontalPodAutoscaler" and d["spec"]["scaleTargetRef"]["name"] == "tuner"
+    ]
 
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_migrations_run_as_a_job(rendered: dict[str, list[dict[str, Any]]], target: str) -> None:
-    (job,) = [d for d in rendered[target] if d["kind"] == "Job"
-              and d["metadata"]["labels"]["app.kubernetes.io/component"] == "migrate"]
+    (job,) = [
+        d
+        for d in rendered[target]
+        if d["kind"] == "Job" and d["metadata"]["labels"]["app.kubernetes.io/component"] == "migrate"
+    ]
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert container["args"] == ["migrate"]
     assert job["spec"]["template"]["spec"]["restartPolicy"] in ("OnFailure", "Never")
@@ -206,12 +213,48 @@ def test_references_resolve(rendered: dict[str, list[dict[str, Any]]], target: s
                 if "secretRef" in source:
                     secret = source["secretRef"]["name"]
                     assert ("Secret", secret) in have or secret in external, f"{target}: Secret {secret}"
+            for variable in container.get("env", []):
+                if "secretKeyRef" in variable.get("valueFrom", {}):
+                    secret = variable["valueFrom"]["secretKeyRef"]["name"]
+                    assert ("Secret", secret) in have or secret in external, f"{target}: Secret {secret}"
     if target == "overlays/prod":
         assert ("Secret", "ollama-optimizer-secrets") not in have, "prod must not overwrite the real Secret"
     templates = [w["spec"]["template"]["metadata"]["labels"] for w in _workloads(docs)]
     for service in (d for d in docs if d["kind"] == "Service"):
         selector = service["spec"]["selector"]
         assert any(selector.items() <= labels.items() for labels in templates), service["metadata"]["name"]
+
+
+SERVER_SECRETS = ("OPTIMIZER_DSN", "OPTIMIZER_AUTH_TOKEN", "OPTIMIZER_SOURCE_TOKENS", "TUNER_DECISION_KEY")
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_secrets_reach_the_services_and_only_its_token_the_gateway(
+    rendered: dict[str, list[dict[str, Any]]], target: str
+) -> None:
+    """Matcher and tuner read the whole Secret (DSN, tokens, the decision-id key); the gateway reads
+    its bearer token from it and nothing else (it echoes decision ids: it must not hold their key)."""
+    docs = rendered[target]
+    secrets = {
+        d["metadata"]["name"]: {**d.get("data", {}), **d.get("stringData", {})} for d in docs if d["kind"] == "Secret"
+    }
+    external = EXTERNAL_SECRETS.get(target, set())
+    containers = {
+        w["metadata"]["name"]: w["spec"]["template"]["spec"]["containers"][0]
+        for w in _workloads(docs)
+        if w["metadata"]["name"] in ("matcher", "tuner", "gateway")
+    }
+    for component in ("matcher", "tuner"):
+        names = [s["secretRef"]["name"] for s in containers[component]["envFrom"] if "secretRef" in s]
+        assert len(names) == 1, component
+        assert names[0] in external or set(SERVER_SECRETS) <= secrets[names[0]].keys(), (component, names[0])
+    gateway = containers["gateway"]
+    assert not [s for s in gateway["envFrom"] if "secretRef" in s]
+    from_secrets = [e for e in gateway.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})]
+    assert [(e["name"], e["valueFrom"]["secretKeyRef"]["key"]) for e in from_secrets] == [
+        ("OPTIMIZER_AUTH_TOKEN", "OPTIMIZER_AUTH_TOKEN")
+    ]
+    assert from_secrets[0]["valueFrom"]["secretKeyRef"]["name"] == names[0]
 
 
 @pytest.mark.parametrize("target", [t for t in TARGETS if t != "base"])
@@ -253,8 +296,12 @@ def test_servicemonitor_component() -> None:
     base = dt.kustomize_build(K8S / "base")
     services = [d for d in base if d["kind"] == "Service"]
     components = spec["selector"]["matchExpressions"][0]["values"]
-    selected = [s for s in services if spec["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()
-                and s["metadata"]["labels"]["app.kubernetes.io/component"] in components]
+    selected = [
+        s
+        for s in services
+        if spec["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()
+        and s["metadata"]["labels"]["app.kubernetes.io/component"] in components
+    ]
     assert {s["metadata"]["labels"]["app.kubernetes.io/component"] for s in selected} == {"matcher", "tuner", "gateway"}
     for service in selected:
         assert "metrics" in {p["name"] for p in service["spec"]["ports"]}

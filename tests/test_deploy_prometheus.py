@@ -1,6 +1,7 @@
 """deploy/prometheus with promtool (Debian's `prometheus` package): `promtool check config`,
 `promtool check rules`, `promtool test rules`; and every alert is tested and names only metrics the
 services define."""
+
 from __future__ import annotations
 
 import subprocess
@@ -48,8 +49,11 @@ def test_check_config_kubernetes(promtool: str, tmp_path: Path) -> None:
         copy = tmp_path / "prometheus-kubernetes.yml"
         copy.write_text(yaml.safe_dump(config))
         done = _run(promtool, "check", "config", str(copy), cwd=tmp_path)
-        print("\nthis promtool has no kubernetes_sd_configs (Debian build): checked the rest of "
-              "prometheus-kubernetes.yml with a static discovery block", file=sys.__stderr__)
+        print(
+            "\nthis promtool has no kubernetes_sd_configs (Debian build): checked the rest of "
+            "prometheus-kubernetes.yml with a static discovery block",
+            file=sys.__stderr__,
+        )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -80,9 +84,15 @@ def test_every_alert_has_a_firing_unit_test() -> None:
 def test_the_required_alerts_exist() -> None:
     alerts = {r["alert"] for r in dt.alert_rules() if "alert" in r}
     # service down, fail-open rate high, truncations detected, reload storm, Postgres errors, telemetry drops
-    assert {"OptimizerServiceDown", "OptimizerGatewayDown", "OptimizerFailOpenRateHigh",
-            "OptimizerTruncationsDetected", "ModelReloadStorm", "OptimizerPostgresErrors",
-            "OptimizerTelemetryDropped"} <= alerts
+    assert {
+        "OptimizerServiceDown",
+        "OptimizerGatewayDown",
+        "OptimizerFailOpenRateHigh",
+        "OptimizerTruncationsDetected",
+        "ModelReloadStorm",
+        "OptimizerPostgresErrors",
+        "OptimizerTelemetryDropped",
+    } <= alerts
 
 
 def test_alerts_are_actionable() -> None:

@@ -5,6 +5,7 @@ every dashboard panel and every alert rule goes through Prometheus' HTTP API: no
 may name a metric the services do not export. The scrape config is deploy/prometheus/prometheus.yml
 with its discovery swapped for loopback targets; the rule files are deploy/prometheus/rules as they are.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -67,8 +68,9 @@ def _tail(proc: subprocess.Popen[bytes]) -> str:
 @contextlib.contextmanager
 def _process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
     with open(log, "wb") as out:
-        proc = subprocess.Popen(args, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
-                                cwd=dt.REPO, start_new_session=True)
+        proc = subprocess.Popen(
+            args, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, cwd=dt.REPO, start_new_session=True
+        )
     proc.log_path = str(log)  # type: ignore[attr-defined]
     try:
         yield proc
@@ -136,8 +138,10 @@ class _Traffic:
     def _chats(self, indices: range) -> int:
         client, words, sent = self._client, self._words, 0
         for i in indices:
-            messages = [{"role": "system", "content": self._system},
-                        {"role": "user", "content": self._instructions + "\n\n" + words(random.Random(i), 25)}]
+            messages = [
+                {"role": "system", "content": self._system},
+                {"role": "user", "content": self._instructions + "\n\n" + words(random.Random(i), 25)},
+            ]
             if i % 3 == 1:
                 parts = list(client.chat(model=MODEL, messages=messages, stream=True))
                 assert parts[-1].done
@@ -178,8 +182,11 @@ def _telemetry(metrics_url: str) -> dict[str, float]:
 
 def _wait_telemetry_delivered(metrics_url: str, items: int, proc: subprocess.Popen[bytes]) -> None:
     """Until the gateway counts all ``items`` outcomes it queued so far as delivered to the tuner (Report)."""
-    _wait_for(lambda: _telemetry(metrics_url)["sent_report"] >= items,
-              f"telemetry of {items} requests delivered to the tuner", proc)
+    _wait_for(
+        lambda: _telemetry(metrics_url)["sent_report"] >= items,
+        f"telemetry of {items} requests delivered to the tuner",
+        proc,
+    )
 
 
 def _query(base: str, expr: str) -> dict[str, Any]:
@@ -194,8 +201,13 @@ def _exported_names(base: str) -> set[str]:
     """What the targets expose: sample names stored, plus families whose metadata (HELP/TYPE) was scraped,
     expanded with their sample suffixes (a labelled counter never incremented has metadata only)."""
     names = set(_get(f"{base}/api/v1/label/__name__/values")["data"])
-    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "summary": ("", "_sum", "_count"),
-                "gauge": ("",), "unknown": ("",)}
+    suffixes = {
+        "counter": ("_total",),
+        "histogram": ("_bucket", "_sum", "_count"),
+        "summary": ("", "_sum", "_count"),
+        "gauge": ("",),
+        "unknown": ("",),
+    }
     for family, entries in _get(f"{base}/api/v1/metadata")["data"].items():
         for entry in entries:
             for suffix in suffixes.get(entry["type"], ("",)):
@@ -205,12 +217,16 @@ def _exported_names(base: str) -> set[str]:
 
 # The counters the traffic increments and READY_WHEN takes the rate of. rate() is > 0 only once a series has two
 # samples with an increase between them: each must be in Prometheus before the second half of the traffic.
-TRAFFIC_SERIES = ('optimizer_gateway_requests_total{endpoint="chat", code="200"}',
-                  'grpc_server_handled_total{job="matcher", grpc_method="Match"}',
-                  'grpc_server_handled_total{job="tuner", grpc_method="Report"}')
-READY_WHEN = ('sum(rate(optimizer_gateway_requests_total[1m])) > 0',
-              'sum(rate(grpc_server_handled_total{job="matcher"}[1m])) > 0',
-              'sum(rate(grpc_server_handled_total{job="tuner", grpc_method="Report"}[1m])) > 0')
+TRAFFIC_SERIES = (
+    'optimizer_gateway_requests_total{endpoint="chat", code="200"}',
+    'grpc_server_handled_total{job="matcher", grpc_method="Match"}',
+    'grpc_server_handled_total{job="tuner", grpc_method="Report"}',
+)
+READY_WHEN = (
+    "sum(rate(optimizer_gateway_requests_total[1m])) > 0",
+    'sum(rate(grpc_server_handled_total{job="matcher"}[1m])) > 0',
+    'sum(rate(grpc_server_handled_total{job="tuner", grpc_method="Report"}[1m])) > 0',
+)
 
 
 def _ready_at(base: str) -> float | None:
@@ -222,8 +238,11 @@ def _ready_at(base: str) -> float | None:
 def _rules_evaluated_after(base: str, moment: float) -> bool:
     """Every rule of every group has been evaluated since ``moment`` (Prometheus' clock, Unix seconds)."""
     groups = _get(f"{base}/api/v1/rules")["data"]["groups"]
-    return bool(groups) and all(datetime.fromisoformat(rule["lastEvaluation"]).timestamp() > moment
-                                for group in groups for rule in group["rules"])
+    return bool(groups) and all(
+        datetime.fromisoformat(rule["lastEvaluation"]).timestamp() > moment
+        for group in groups
+        for rule in group["rules"]
+    )
 
 
 def _wait_for(condition: Any, what: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> Any:
@@ -241,38 +260,108 @@ def test_every_dashboard_and_alert_expression_against_real_services(database: st
     prometheus = dt.which("prometheus")
     if prometheus is None:
         dt.skip(dt.missing_reason("prometheus"))
-    missing = [p for p in ("matcher_service/main.py", "tuner_service/main.py", "proxy_plugin/gateway.py",
-                           "bench/ollama_sim/__main__.py") if not (dt.REPO / p).is_file()]
+    missing = [
+        p
+        for p in (
+            "matcher_service/main.py",
+            "tuner_service/main.py",
+            "proxy_plugin/gateway.py",
+            "bench/ollama_sim/__main__.py",
+        )
+        if not (dt.REPO / p).is_file()
+    ]
     assert not missing, f"services missing: {missing}"
 
-    ports = {name: _free_port() for name in ("matcher", "matcher_grpc", "tuner", "tuner_grpc", "gateway",
-                                              "gateway_http", "ollama", "prometheus")}
+    ports = {
+        name: _free_port()
+        for name in (
+            "matcher",
+            "matcher_grpc",
+            "tuner",
+            "tuner_grpc",
+            "gateway",
+            "gateway_http",
+            "ollama",
+            "prometheus",
+        )
+    }
     cli = [sys.executable, "-m", "ollama_optimizer.cli"]
     common = {"OPTIMIZER_DSN": database, "OPTIMIZER_LOG_LEVEL": "WARNING", "OPTIMIZER_SHUTDOWN_GRACE_SECONDS": "1"}
     matcher_addr, tuner_addr = f"127.0.0.1:{ports['matcher_grpc']}", f"127.0.0.1:{ports['tuner_grpc']}"
     gateway_url = f"http://127.0.0.1:{ports['gateway_http']}"
     config = tmp_path / "prometheus.yml"
-    config.write_text(yaml.safe_dump(_prometheus_config(
-        {"matcher": ports["matcher"], "tuner": ports["tuner"], "gateway": ports["gateway"]})))
+    config.write_text(
+        yaml.safe_dump(
+            _prometheus_config({"matcher": ports["matcher"], "tuner": ports["tuner"], "gateway": ports["gateway"]})
+        )
+    )
     base = f"http://127.0.0.1:{ports['prometheus']}"
 
     with contextlib.ExitStack() as stack:
-        emulator = stack.enter_context(_process(
-            [sys.executable, "-m", "bench.ollama_sim", "--port", str(ports["ollama"]), "--time-scale", "200",
-             "--models", MODEL], {}, tmp_path / "ollama.log"))
-        matcher = stack.enter_context(_process([*cli, "matcher"], {
-            **common, "MATCHER_LISTEN": matcher_addr, "MATCHER_METRICS_PORT": str(ports["matcher"])},
-            tmp_path / "matcher.log"))
-        tuner = stack.enter_context(_process([*cli, "tuner"], {
-            **common, "TUNER_LISTEN": tuner_addr, "TUNER_METRICS_PORT": str(ports["tuner"])}, tmp_path / "tuner.log"))
-        gateway = stack.enter_context(_process(
-            [*cli, "gateway", "--listen", f"127.0.0.1:{ports['gateway_http']}", "--upstream", f"http://127.0.0.1:{ports['ollama']}"],
-            {**common, "GATEWAY_METRICS_PORT": str(ports["gateway"]), "MATCHER_ADDRESS": matcher_addr,
-             "TUNER_ADDRESS": tuner_addr}, tmp_path / "gateway.log"))
-        prom = stack.enter_context(_process(
-            [prometheus, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{ports['prometheus']}", "--storage.tsdb.retention.time=1h",
-             "--web.enable-lifecycle"], {}, tmp_path / "prometheus.log"))
+        emulator = stack.enter_context(
+            _process(
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.ollama_sim",
+                    "--port",
+                    str(ports["ollama"]),
+                    "--time-scale",
+                    "200",
+                    "--models",
+                    MODEL,
+                ],
+                {},
+                tmp_path / "ollama.log",
+            )
+        )
+        matcher = stack.enter_context(
+            _process(
+                [*cli, "matcher"],
+                {**common, "MATCHER_LISTEN": matcher_addr, "MATCHER_METRICS_PORT": str(ports["matcher"])},
+                tmp_path / "matcher.log",
+            )
+        )
+        tuner = stack.enter_context(
+            _process(
+                [*cli, "tuner"],
+                {**common, "TUNER_LISTEN": tuner_addr, "TUNER_METRICS_PORT": str(ports["tuner"])},
+                tmp_path / "tuner.log",
+            )
+        )
+        gateway = stack.enter_context(
+            _process(
+                [
+                    *cli,
+                    "gateway",
+                    "--listen",
+                    f"127.0.0.1:{ports['gateway_http']}",
+                    "--upstream",
+                    f"http://127.0.0.1:{ports['ollama']}",
+                ],
+                {
+                    **common,
+                    "GATEWAY_METRICS_PORT": str(ports["gateway"]),
+                    "MATCHER_ADDRESS": matcher_addr,
+                    "TUNER_ADDRESS": tuner_addr,
+                },
+                tmp_path / "gateway.log",
+            )
+        )
+        prom = stack.enter_context(
+            _process(
+                [
+                    prometheus,
+                    f"--config.file={config}",
+                    f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                    f"--web.listen-address=127.0.0.1:{ports['prometheus']}",
+                    "--storage.tsdb.retention.time=1h",
+                    "--web.enable-lifecycle",
+                ],
+                {},
+                tmp_path / "prometheus.log",
+            )
+        )
         for name, proc in (("matcher", matcher), ("tuner", tuner), ("gateway", gateway)):
             _wait_http(f"http://127.0.0.1:{ports[name]}/metrics", proc, name)
         _wait_http(f"http://127.0.0.1:{ports['ollama']}/api/version", emulator, "ollama emulator")
@@ -284,17 +373,25 @@ def test_every_dashboard_and_alert_expression_against_real_services(database: st
             assert done.returncode == 0, done.stderr
 
         # Prometheus applies discovered targets a few seconds after start: wait for the first scrapes.
-        _wait_for(lambda: {t["labels"]["job"]: t["health"] for t in
-                           _get(f"{base}/api/v1/targets")["data"]["activeTargets"]}
-                  == {"matcher": "up", "tuner": "up", "gateway": "up"}, "all three targets up", prom)
+        _wait_for(
+            lambda: (
+                {t["labels"]["job"]: t["health"] for t in _get(f"{base}/api/v1/targets")["data"]["activeTargets"]}
+                == {"matcher": "up", "tuner": "up", "gateway": "up"}
+            ),
+            "all three targets up",
+            prom,
+        )
         # Traffic in two halves with a scrape of each target in between (TRAFFIC_SERIES), so that READY_WHEN's
         # rates see an increase: all of it can take less than one scrape interval.
         gateway_metrics = f"http://127.0.0.1:{ports['gateway']}/metrics"
         traffic = _Traffic(gateway_url)
         items = traffic.first_half()
         _wait_telemetry_delivered(gateway_metrics, items, gateway)
-        _wait_for(lambda: all(_query(base, s)["data"]["result"] for s in TRAFFIC_SERIES),
-                  f"the first half of the traffic in Prometheus: {TRAFFIC_SERIES}", prom)
+        _wait_for(
+            lambda: all(_query(base, s)["data"]["result"] for s in TRAFFIC_SERIES),
+            f"the first half of the traffic in Prometheus: {TRAFFIC_SERIES}",
+            prom,
+        )
         items += traffic.second_half()
         _wait_telemetry_delivered(gateway_metrics, items, gateway)
         # rate() needs two samples after the traffic; then a rule evaluation over that data.
@@ -302,9 +399,11 @@ def test_every_dashboard_and_alert_expression_against_real_services(database: st
         _wait_for(lambda: _rules_evaluated_after(base, ready_at), "a rule evaluation after the traffic", prom)
 
         exported = _exported_names(base)
-        expressions = [(f"{name} / {title}", dt.grafana_to_promql(expr))
-                       for name, dashboard in dt.load_dashboards().items()
-                       for title, expr in dt.grafana_exprs(dashboard)]
+        expressions = [
+            (f"{name} / {title}", dt.grafana_to_promql(expr))
+            for name, dashboard in dt.load_dashboards().items()
+            for title, expr in dt.grafana_exprs(dashboard)
+        ]
         expressions += [(f"alert {rule['alert']}", rule["expr"]) for rule in dt.alert_rules()]
         problems, empty = [], []
         for where, expr in expressions:
@@ -325,14 +424,29 @@ def test_every_dashboard_and_alert_expression_against_real_services(database: st
                 assert rule["health"] == "ok" and not rule.get("lastError"), rule
 
         # The panels that must show something after this traffic do.
-        for must in ("overview.json / Requests/s (gateway)", "overview.json / Decisions",
-                     "overview.json / Request latency: optimized vs passed through",
-                     "matcher.json / RPS by method", "matcher.json / Latency by method", "matcher.json / Match results",
-                     "tuner.json / Recommendations by action", "tuner.json / RPC rate by method",
-                     "tuner.json / Outcomes reported", "gateway.json / Time to first token by model",
-                     "gateway.json / Tokens/s per request (median)", "gateway.json / Token throughput"):
+        for must in (
+            "overview.json / Requests/s (gateway)",
+            "overview.json / Decisions",
+            "overview.json / Request latency: optimized vs passed through",
+            "matcher.json / RPS by method",
+            "matcher.json / Latency by method",
+            "matcher.json / Match results",
+            "tuner.json / Recommendations by action",
+            "tuner.json / RPC rate by method",
+            "tuner.json / Outcomes reported",
+            "gateway.json / Time to first token by model",
+            "gateway.json / Tokens/s per request (median)",
+            "gateway.json / Token throughput",
+            "overview.json / Requests optimized by model",
+            "overview.json / Reloads by cause, and what the clients' options would cause",
+            "gateway.json / Loaded num_batch by model (as sent)",
+        ):
             assert must not in empty, (
                 f"{must} shows no data after traffic; empty: {empty}\ngateway /metrics:\n"
-                + _get(f"http://127.0.0.1:{ports['gateway']}/metrics")[:3000])
-        print(f"\n{len(expressions)} expressions evaluated; empty after this traffic (counters never "
-              f"incremented, alerts not firing): {len(empty)}", file=sys.__stderr__)
+                + _get(f"http://127.0.0.1:{ports['gateway']}/metrics")[:3000]
+            )
+        print(
+            f"\n{len(expressions)} expressions evaluated; empty after this traffic (counters never "
+            f"incremented, alerts not firing): {len(empty)}",
+            file=sys.__stderr__,
+        )

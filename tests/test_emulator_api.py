@@ -1,4 +1,5 @@
 """The emulator driven by the official ollama client: reloads, truncation, 400s, streaming, ps, eviction."""
+
 from __future__ import annotations
 
 import asyncio
@@ -37,8 +38,9 @@ async def ask(client, model=LLAMA, text="hello there", **options):
 
 async def test_runner_option_changes_reload_sampling_options_do_not(emu, client):
     cold = await ask(client, num_ctx=2048)
-    warm = await ask(client, num_ctx=2048, temperature=0.1, top_p=0.5, seed=7, num_predict=3, stop=["x"],
-                     num_keep=8, top_k=3)
+    warm = await ask(
+        client, num_ctx=2048, temperature=0.1, top_p=0.5, seed=7, num_predict=3, stop=["x"], num_keep=8, top_k=3
+    )
     assert emu.loads[LLAMA] == 1 and emu.reloads[LLAMA] == 0
     assert cold.load_duration > 1e9 > warm.load_duration
     await ask(client, num_ctx=1024)  # smaller also reloads
@@ -82,7 +84,7 @@ async def test_stage1_drops_whole_old_messages_keeping_system_and_last(emu, clie
         msgs.append({"role": "user" if i % 2 == 0 else "assistant", "content": words(300, f"m{i}")})
     r = await client.chat(model=LLAMA, messages=msgs, options={"num_ctx": 1024})
     rec = emu.requests[-1]
-    kept = [msgs[0], *msgs[1 + rec.messages_dropped:]]
+    kept = [msgs[0], *msgs[1 + rec.messages_dropped :]]
     assert rec.messages_dropped > 0
     assert r.prompt_eval_count == prompt_tokens(render(kept, model), model) <= 1024
     assert r.prompt_eval_count < rec.prompt_tokens_sent and emu.truncated_requests == 1
@@ -91,16 +93,24 @@ async def test_stage1_drops_whole_old_messages_keeping_system_and_last(emu, clie
 
 
 async def test_truncate_false_and_shift_false_are_http_400(emu, client):
-    body = {"model": LLAMA, "messages": [{"role": "user", "content": words(3000)}], "options": {"num_ctx": 1024},
-            "stream": False}
+    body = {
+        "model": LLAMA,
+        "messages": [{"role": "user", "content": words(3000)}],
+        "options": {"num_ctx": 1024},
+        "stream": False,
+    }
     with pytest.raises(ollama.ResponseError) as err:
         await client._request(ollama.ChatResponse, "POST", "/api/chat", json=body | {"truncate": False})
     assert err.value.status_code == 400 and "exceeds the available context size (1024 tokens)" in err.value.error
     with pytest.raises(ollama.ResponseError) as err:
         await client._request(ollama.ChatResponse, "POST", "/api/chat", json=body | {"shift": False})
     assert err.value.status_code == 400 and err.value.error == PROMPT_TOO_LONG
-    ok = await client._request(ollama.ChatResponse, "POST", "/api/chat",
-                               json=body | {"messages": [{"role": "user", "content": "short"}], "shift": False})
+    ok = await client._request(
+        ollama.ChatResponse,
+        "POST",
+        "/api/chat",
+        json=body | {"messages": [{"role": "user", "content": "short"}], "shift": False},
+    )
     assert ok.done and emu.truncated_requests == 0
     assert emu.reloads[LLAMA] == 1  # the shift flag is a launch option: flipping it reloaded once
 
@@ -162,17 +172,32 @@ async def test_memory_counters_follow_the_kv_formula(emu, client):
     assert emu.summary()["reloads"] == 1 and emu.summary()["requests"] == 2
 
 
-@pytest.mark.parametrize(("path", "body", "error"), [
-    ("/api/chat", {"model": LLAMA, "messages": 1.5},
-     "json: cannot unmarshal number into Go struct field ChatRequest.messages of type []api.Message"),
-    ("/api/chat", {"model": LLAMA, "messages": [{"role": "user", "content": 7}]},
-     "json: cannot unmarshal number into Go struct field Message.messages.content of type string"),
-    ("/api/generate", {"model": LLAMA, "prompt": "hi", "stream": 1},
-     "json: cannot unmarshal number into Go struct field GenerateRequest.stream of type bool"),
-    ("/api/generate", {"model": LLAMA, "prompt": "hi", "options": []},
-     "json: cannot unmarshal array into Go struct field GenerateRequest.options of type map[string]interface {}"),
-    ("/api/chat", [1, 2], "json: cannot unmarshal array into Go value of type api.ChatRequest"),
-])
+@pytest.mark.parametrize(
+    ("path", "body", "error"),
+    [
+        (
+            "/api/chat",
+            {"model": LLAMA, "messages": 1.5},
+            "json: cannot unmarshal number into Go struct field ChatRequest.messages of type []api.Message",
+        ),
+        (
+            "/api/chat",
+            {"model": LLAMA, "messages": [{"role": "user", "content": 7}]},
+            "json: cannot unmarshal number into Go struct field Message.messages.content of type string",
+        ),
+        (
+            "/api/generate",
+            {"model": LLAMA, "prompt": "hi", "stream": 1},
+            "json: cannot unmarshal number into Go struct field GenerateRequest.stream of type bool",
+        ),
+        (
+            "/api/generate",
+            {"model": LLAMA, "prompt": "hi", "options": []},
+            "json: cannot unmarshal array into Go struct field GenerateRequest.options of type map[string]interface {}",
+        ),
+        ("/api/chat", [1, 2], "json: cannot unmarshal array into Go value of type api.ChatRequest"),
+    ],
+)
 async def test_wrongly_typed_fields_are_http_400_as_in_ollama(emu, path, body, error):
     async with aiohttp.ClientSession() as session, session.post(emu.url + path, json=body) as response:
         assert response.status == 400 and (await response.json()) == {"error": error}
@@ -180,7 +205,12 @@ async def test_wrongly_typed_fields_are_http_400_as_in_ollama(emu, path, body, e
 
 
 async def test_null_fields_are_zero_values(emu, client):
-    body = {"model": LLAMA, "messages": [{"role": "user", "content": "hi"}], "options": None, "stream": False,
-            "keep_alive": None}
+    body = {
+        "model": LLAMA,
+        "messages": [{"role": "user", "content": "hi"}],
+        "options": None,
+        "stream": False,
+        "keep_alive": None,
+    }
     reply = await client._request(ollama.ChatResponse, "POST", "/api/chat", json=body)
     assert reply.done

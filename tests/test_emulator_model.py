@@ -1,4 +1,5 @@
 """The emulator's models without HTTP: tokenizer ratio, speed/memory model, determinism, CLI."""
+
 from __future__ import annotations
 
 import subprocess
@@ -11,9 +12,11 @@ from bench.ollama_sim import HARDWARE, MODELS, EmulatorConfig, perf, start_emula
 from bench.ollama_sim.engine import vram_tier_num_ctx
 from bench.ollama_sim.profiles import GiB
 
-TEXT = ("Please summarise the following support ticket for the on-call engineer. The customer says that "
-        "their nightly export job has been failing since Tuesday, that the error mentions a timeout while "
-        "connecting to the database, and that they already restarted the worker twice without success. ") * 5
+TEXT = (
+    "Please summarise the following support ticket for the on-call engineer. The customer says that "
+    "their nightly export job has been failing since Tuesday, that the error mentions a timeout while "
+    "connecting to the database, and that they already restarted the worker twice without success. "
+) * 5
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -23,8 +26,12 @@ def test_tokens_are_a_realistic_multiple_of_matcher_units(name):
 
 
 def test_vram_tiers():
-    assert [vram_tier_num_ctx(HARDWARE[h]) for h in ("cpu", "gpu-8gb", "gpu-24gb", "gpu-80gb")] == \
-        [4096, 4096, 32768, 262144]
+    assert [vram_tier_num_ctx(HARDWARE[h]) for h in ("cpu", "gpu-8gb", "gpu-24gb", "gpu-80gb")] == [
+        4096,
+        4096,
+        32768,
+        262144,
+    ]
 
 
 def test_num_batch_speeds_prompts_under_spill_not_decode_and_not_on_cpu():
@@ -54,8 +61,10 @@ async def test_same_seed_same_figures():
             client = ollama.AsyncClient(host=emu.url)
             for text in ("alpha", "beta", "gamma"):
                 await client.chat(model="llama3.2:3b", messages=[{"role": "user", "content": text}])
-            return [(r.eval_count, r.prompt_eval_count, round(r.prompt_eval_s, 9), round(r.eval_s, 9))
-                    for r in emu.requests]
+            return [
+                (r.eval_count, r.prompt_eval_count, round(r.prompt_eval_s, 9), round(r.eval_s, 9)) for r in emu.requests
+            ]
+
     assert await run(1) == await run(1)
     assert await run(1) != await run(2)
 
@@ -68,6 +77,7 @@ async def test_output_hook_controls_length():
 
 
 def test_cli_help():
-    out = subprocess.run([sys.executable, "-m", "bench.ollama_sim", "--help"], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.ollama_sim", "--help"], capture_output=True, text=True, check=True
+    )
     assert "--time-scale" in out.stdout and "--hardware" in out.stdout

@@ -1,6 +1,7 @@
 """A newcomer's first run: `make run` installs only what running needs, `ollama-optimizer up` says it is up
 only once every service listens and says when no Ollama answers upstream, the embedded Postgres's own
 output goes to a file, and the README stands on its own in a clone."""
+
 from __future__ import annotations
 
 import asyncio
@@ -47,14 +48,46 @@ def test_make_run_installs_without_the_dev_extras(tmp_path: Path) -> None:
         shutil.copy(REPO / name, tmp_path / name)
 
     def dry_run(target: str) -> str:
-        return subprocess.run(["make", "-n", target], cwd=tmp_path, capture_output=True, text=True,
-                              check=True).stdout
+        return subprocess.run(["make", "-n", target], cwd=tmp_path, capture_output=True, text=True, check=True).stdout
 
     run = dry_run("run")
-    assert re.search(r"pip install .* -e \.$", run, re.M), run
+    assert re.search(r"pip install .* -e \. ", run, re.M), run
     assert "[dev]" not in run and "ollama-optimizer up" in run
     test = dry_run("test")
-    assert "-e '.[dev]'" in test and re.search(r"pip install .* -e \.$", test, re.M) and "pytest" in test
+    assert "-e '.[dev]'" in test and re.search(r"pip install .* -e \. ", test, re.M) and "pytest" in test
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="no make")
+def test_make_run_shows_the_install_progress(tmp_path: Path) -> None:
+    """The first install takes a minute: a line per package pip fetches, not pip's notices, and a failure
+    still fails the step (pipefail)."""
+    for name in ("Makefile", "pyproject.toml"):
+        shutil.copy(REPO / name, tmp_path / name)
+    run = subprocess.run(["make", "-n", "run"], cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+    (install,) = [line for line in run.splitlines() if re.search(r"pip install .* -e \. ", line)]
+    assert "--quiet" not in install
+    _pip, _, progress = install.partition(" 2>&1 | ")
+    shell = subprocess.run(["make", "-p", "-n", "run"], cwd=tmp_path, capture_output=True, text=True).stdout
+    assert re.search(r"^\.SHELLFLAGS := .*pipefail", shell, re.M)
+    pip_output = (
+        "Obtaining file:///src\nCollecting aiohttp>=3.9 (from ollama-optimizer==0.1.0)\n"
+        "  Downloading aiohttp-3.9.5.whl (1.2 MB)\nRequirement already satisfied: numpy in x\n"
+        "Collecting grpcio>=1.60\nInstalling collected packages: aiohttp, grpcio\n"
+        "Successfully installed aiohttp-3.9.5 grpcio-1.62.0\n"
+    )
+    shown = subprocess.run(
+        progress.replace(".venv/bin/python", sys.executable),
+        shell=True,
+        input=pip_output,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert shown.splitlines() == [
+        "  fetching aiohttp>=3.9",
+        "  fetching grpcio>=1.60",
+        "Successfully installed aiohttp-3.9.5 grpcio-1.62.0",
+    ]
 
 
 # --- ollama-optimizer up -----------------------------------------------------------------------------
@@ -62,15 +95,23 @@ async def _up_until_banner(dsn: str, upstream: str) -> tuple[list[str], str, dic
     """Run `up` against ``dsn`` until its banner is complete; at that moment every port must accept
     connections. Then SIGINT; returns (banner lines, stderr, ports)."""
     ports = {name: free_port() for name in ("matcher", "tuner", "gateway", "m_metrics", "t_metrics", "g_metrics")}
-    env = {**os.environ, "OPTIMIZER_DSN": dsn, "OLLAMA_HOST": upstream,
-           "MATCHER_LISTEN": f"127.0.0.1:{ports['matcher']}", "MATCHER_METRICS_PORT": str(ports["m_metrics"]),
-           "TUNER_LISTEN": f"127.0.0.1:{ports['tuner']}", "TUNER_METRICS_PORT": str(ports["t_metrics"]),
-           "GATEWAY_LISTEN": f"127.0.0.1:{ports['gateway']}", "GATEWAY_METRICS_PORT": str(ports["g_metrics"]),
-           "OPTIMIZER_SHUTDOWN_GRACE_SECONDS": "1"}
+    env = {
+        **os.environ,
+        "OPTIMIZER_DSN": dsn,
+        "OLLAMA_HOST": upstream,
+        "MATCHER_LISTEN": f"127.0.0.1:{ports['matcher']}",
+        "MATCHER_METRICS_PORT": str(ports["m_metrics"]),
+        "TUNER_LISTEN": f"127.0.0.1:{ports['tuner']}",
+        "TUNER_METRICS_PORT": str(ports["t_metrics"]),
+        "GATEWAY_LISTEN": f"127.0.0.1:{ports['gateway']}",
+        "GATEWAY_METRICS_PORT": str(ports["g_metrics"]),
+        "OPTIMIZER_SHUTDOWN_GRACE_SECONDS": "1",
+    }
     env.pop("MATCHER_ADDRESS", None)
     env.pop("TUNER_ADDRESS", None)
-    proc = await asyncio.create_subprocess_exec(console_script(), "up", env=env, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        console_script(), "up", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
     assert proc.stdout is not None and proc.stderr is not None
     stderr_task = asyncio.ensure_future(proc.stderr.read())
     banner: list[str] = []
@@ -96,6 +137,7 @@ async def test_up_banner_once_listening_and_a_notice_without_ollama(dsn: str) ->
         dead = sock.getsockname()[1]
     banner, stderr, _ports = await _up_until_banner(dsn, f"127.0.0.1:{dead}")
     assert banner[0] == "ollama-optimizer is up (Ctrl-C stops everything):"
+    assert re.search(r"^starting matcher, tuner, gateway: done in \d+\.\d s$", stderr, re.M), stderr
     notices = [line for line in stderr.splitlines() if "nothing answers at the upstream Ollama" in line]
     assert len(notices) == 1, stderr
     assert f"http://127.0.0.1:{dead}" in notices[0] and f"bench.ollama_sim --port {dead}" in notices[0]
@@ -111,10 +153,15 @@ async def test_up_says_nothing_about_ollama_when_it_answers(dsn: str) -> None:
 # --- embedded Postgres output ------------------------------------------------------------------------
 async def test_embedded_postgres_output_goes_to_a_file(tmp_path: Path) -> None:
     data_dir = tmp_path / "pg"
-    env = {**os.environ, "OPTIMIZER_DSN": "", "OPTIMIZER_DATA_DIR": str(data_dir),
-           "OPTIMIZER_EMBEDDED_SHARED_BUFFERS_MB": "128"}
-    proc = await asyncio.create_subprocess_exec(console_script(), "migrate", env=env,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    env = {
+        **os.environ,
+        "OPTIMIZER_DSN": "",
+        "OPTIMIZER_DATA_DIR": str(data_dir),
+        "OPTIMIZER_EMBEDDED_SHARED_BUFFERS_MB": "128",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        console_script(), "migrate", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
     out, err = await asyncio.wait_for(proc.communicate(), WAIT_S)
     assert proc.returncode == 0, err.decode()
     console = out.decode() + err.decode()
@@ -124,6 +171,16 @@ async def test_embedded_postgres_output_goes_to_a_file(tmp_path: Path) -> None:
         assert noise not in console, console
     assert "creating subdirectories" in log_file.read_text()
     assert "applied migrations" in console
+    # The long steps say what they do, then how long they took.
+    first = f"creating the embedded Postgres in {data_dir} (first run only, up to a minute)"
+    assert re.search(rf"^{re.escape(first)} \.\.\.$", console, re.M), console
+    assert re.search(rf"^{re.escape(first)}: done in \d+\.\d s$", console, re.M), console
+    assert re.search(r"^applying the schema migrations: done in \d+\.\d s$", console, re.M), console
+    proc = await asyncio.create_subprocess_exec(
+        console_script(), "migrate", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    _out, err = await asyncio.wait_for(proc.communicate(), WAIT_S)
+    assert proc.returncode == 0 and f"starting the embedded Postgres in {data_dir} ..." in err.decode()
 
 
 # --- README ------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
 """Foundation: generated code is fresh, migrations are idempotent, health/shutdown/bind behave."""
+
 from __future__ import annotations
 
 import filecmp
@@ -76,7 +77,9 @@ async def test_failed_bind_is_an_error() -> None:
     try:
         with pytest.raises(BindError):
             await start_server(
-                ServerConfig(listen=f"127.0.0.1:{running.port}", metrics_port=0), [], ("test.Svc",),
+                ServerConfig(listen=f"127.0.0.1:{running.port}", metrics_port=0),
+                [],
+                ("test.Svc",),
                 serve_metrics=False,
             )
     finally:
@@ -86,7 +89,9 @@ async def test_failed_bind_is_an_error() -> None:
 def test_health_cli_exit_code_on_bad_address() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "ollama_optimizer.cli", "health", "not-an-address"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 1
     assert "invalid address" in proc.stderr

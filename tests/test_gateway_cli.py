@@ -1,4 +1,5 @@
 """`ollama-optimizer gateway` as a process: serves, relays, and exits 0 on SIGTERM."""
+
 from __future__ import annotations
 
 import asyncio
@@ -21,14 +22,27 @@ def _free_port() -> int:
 async def test_gateway_process_relays_and_stops_gracefully() -> None:
     async with start_emulator(EmulatorConfig(time_scale=1000)) as emu:
         port, metrics_port = _free_port(), _free_port()
-        env = {**os.environ, "GATEWAY_METRICS_PORT": str(metrics_port), "OPT_MATCHER_ADDRESS": "127.0.0.1:1",
-               "OPT_TUNER_ADDRESS": "127.0.0.1:1"}
+        env = {
+            **os.environ,
+            "GATEWAY_METRICS_PORT": str(metrics_port),
+            "OPT_MATCHER_ADDRESS": "127.0.0.1:1",
+            "OPT_TUNER_ADDRESS": "127.0.0.1:1",
+        }
         upstream = emu.url.removeprefix("http://")  # the OLLAMA_HOST form
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "ollama_optimizer.cli", "gateway", "--listen", f"127.0.0.1:{port}",
-            "--upstream", upstream, env=env)
+            sys.executable,
+            "-m",
+            "ollama_optimizer.cli",
+            "gateway",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--upstream",
+            upstream,
+            env=env,
+        )
         try:
             async with aiohttp.ClientSession() as http:
+
                 async def answers() -> bool:
                     try:
                         async with http.get(f"http://127.0.0.1:{port}/api/version") as response:
@@ -40,8 +54,10 @@ async def test_gateway_process_relays_and_stops_gracefully() -> None:
                     if await answers():
                         break
                     await asyncio.sleep(0.05)
-                async with http.post(f"http://127.0.0.1:{port}/api/generate",
-                                     json={"model": "smollm2:135m", "prompt": "hi", "stream": False}) as response:
+                async with http.post(
+                    f"http://127.0.0.1:{port}/api/generate",
+                    json={"model": "smollm2:135m", "prompt": "hi", "stream": False},
+                ) as response:
                     assert response.status == 200 and (await response.json())["done"]
                 async with http.get(f"http://127.0.0.1:{metrics_port}/metrics") as response:
                     assert "optimizer_plugin_passthrough_total" in await response.text()

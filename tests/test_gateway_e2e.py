@@ -1,4 +1,5 @@
 """End to end: official ollama client -> gateway -> emulator, with the real matcher and tuner on Postgres."""
+
 from __future__ import annotations
 
 import json
@@ -27,7 +28,8 @@ def templated(seed: int) -> list[dict[str, str]]:
 async def _explain(address: str, template_id: int) -> tuner_pb2.ExplainResponse:
     async with create_channel(address) as channel:
         return await tuner_pb2_grpc.TunerStub(channel).Explain(
-            tuner_pb2.ExplainRequest(model=MODEL, template_id=template_id), timeout=5)
+            tuner_pb2.ExplainRequest(model=MODEL, template_id=template_id), timeout=5
+        )
 
 
 async def test_learned_template_gets_options_and_streams_teach(matcher, tuner) -> None:
@@ -62,7 +64,8 @@ async def _template_of(address: str, messages: list[dict[str, str]]) -> int:
 
     async with create_channel(address) as channel:
         reply = await matcher_pb2_grpc.MatcherStub(channel).Match(
-            matcher_pb2.MatchRequest(model=MODEL, text=canonical_text({"messages": messages})), timeout=5)
+            matcher_pb2.MatchRequest(model=MODEL, text=canonical_text({"messages": messages})), timeout=5
+        )
     assert reply.matched
     return reply.template_id
 

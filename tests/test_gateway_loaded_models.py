@@ -1,4 +1,5 @@
 """The gateway tells the tuner what /api/ps shows: the default context (no num_ctx sent), size and VRAM share."""
+
 from __future__ import annotations
 
 import ollama
@@ -18,13 +19,15 @@ class PassthroughTuner(StandInTuner):
 
 
 def test_parse_ps_skips_malformed_entries() -> None:
-    body = {"models": [
-        {"name": "a:1", "model": "a:1", "context_length": 32768, "size": 9000, "size_vram": 7000},
-        {"name": "b:1", "context_length": "4096"},
-        {"name": "c:1", "context_length": True},
-        "junk",
-        {"model": "d:1", "context_length": 8192, "size": -5},
-    ]}
+    body = {
+        "models": [
+            {"name": "a:1", "model": "a:1", "context_length": 32768, "size": 9000, "size_vram": 7000},
+            {"name": "b:1", "context_length": "4096"},
+            {"name": "c:1", "context_length": True},
+            "junk",
+            {"model": "d:1", "context_length": 8192, "size": -5},
+        ]
+    }
     assert parse_ps(body) == {"a:1": LoadedModel(32768, 9000, 7000), "d:1": LoadedModel(8192, 0, 0)}
     assert parse_ps({"models": "x"}) == {} and parse_ps([]) == {}
 
@@ -41,8 +44,7 @@ async def test_passthrough_outcomes_carry_the_default_context_from_api_ps() -> N
             # The first answer's load is read from /api/ps before its outcome is reported: the default is
             # known from the first passthrough on.
             assert [o.loaded_context_length for o in services.tuner.outcomes] == [default_ctx, default_ctx]
-            assert [o.runner_load for o in services.tuner.outcomes] == [tuner_pb2.RUNNER_LOADED,
-                                                                         tuner_pb2.RUNNER_KEPT]
+            assert [o.runner_load for o in services.tuner.outcomes] == [tuner_pb2.RUNNER_LOADED, tuner_pb2.RUNNER_KEPT]
             second = services.tuner.outcomes[1]
             assert 0 < second.model_vram_bytes <= second.model_size_bytes
 
@@ -65,3 +67,20 @@ async def test_loaded_models_and_the_version_are_exported() -> None:
                 async with http.get(f"http://127.0.0.1:{gw.metrics_port}/metrics") as response:
                     text = await response.text()
     assert f'optimizer_build_info{{version="{package_version()}"}} 1.0' in text
+
+
+async def test_the_loaded_num_batch_is_what_the_gateway_sent() -> None:
+    """/api/ps does not show num_batch: the gauge shows what this gateway last sent for a loaded model, 0 for
+    Ollama's own value; a model Ollama unloaded loses it with the other gauges."""
+    async with stand_ins(tuner=StandInTuner(num_ctx=8192, num_batch=1024)) as services:
+        async with gateway_chain(services.config(), hardware="gpu-24gb") as (gw, _tap, emu):
+            await ollama.AsyncClient(host=gw.url).chat(model=MODEL, messages=MESSAGES)
+            await wait_until(lambda: sample("optimizer_gateway_loaded_num_batch", model=MODEL) == 1024)
+            assert emu.runner_options(MODEL)["num_batch"] == 1024
+            assert sample("optimizer_gateway_loaded_num_ctx", model=MODEL) == 8192
+    async with stand_ins(tuner=PassthroughTuner()) as services:
+        async with gateway_chain(services.config(), hardware="gpu-24gb") as (gw, _tap, emu):
+            await ollama.AsyncClient(host=gw.url).chat(model=MODEL, messages=MESSAGES)
+            await wait_until(lambda: gw.gateway.loaded_models.get(MODEL).context_length == 32768)
+            await wait_until(lambda: sample("optimizer_gateway_loaded_num_ctx", model=MODEL) == 32768)
+            assert sample("optimizer_gateway_loaded_num_batch", model=MODEL) == 0

@@ -1,5 +1,6 @@
 """The gateway never proxies to itself: an upstream that is its own address is refused at start (one line,
 exit 2), and a loop through other gateways is answered 508 Loop Detected with JSON at once."""
+
 from __future__ import annotations
 
 import asyncio
@@ -23,10 +24,15 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.mark.parametrize(("listen_host", "upstream"), [
-    ("127.0.0.1", "http://127.0.0.1:{port}"), ("127.0.0.1", "http://localhost:{port}"),
-    ("0.0.0.0", "http://127.0.0.1:{port}"), ("localhost", "http://127.0.0.1:{port}"),
-])
+@pytest.mark.parametrize(
+    ("listen_host", "upstream"),
+    [
+        ("127.0.0.1", "http://127.0.0.1:{port}"),
+        ("127.0.0.1", "http://localhost:{port}"),
+        ("0.0.0.0", "http://127.0.0.1:{port}"),
+        ("localhost", "http://127.0.0.1:{port}"),
+    ],
+)
 def test_own_address_as_upstream_is_refused(listen_host: str, upstream: str) -> None:
     with pytest.raises(SelfUpstream, match="proxy to itself"):
         check_upstream(listen_host, 11435, upstream.format(port=11435))
@@ -38,10 +44,22 @@ def test_another_port_is_an_upstream() -> None:
 
 async def test_gateway_started_with_ollama_host_set_to_itself_exits_with_one_line() -> None:
     port = _free_port()
-    env = {**os.environ, **OFFLINE_RPC, "OLLAMA_HOST": f"127.0.0.1:{port}", "GATEWAY_LISTEN": f"127.0.0.1:{port}",
-           "GATEWAY_METRICS_PORT": str(_free_port())}
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "ollama_optimizer.cli", "gateway", env=env,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    env = {
+        **os.environ,
+        **OFFLINE_RPC,
+        "OLLAMA_HOST": f"127.0.0.1:{port}",
+        "GATEWAY_LISTEN": f"127.0.0.1:{port}",
+        "GATEWAY_METRICS_PORT": str(_free_port()),
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "ollama_optimizer.cli",
+        "gateway",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     output, _ = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode == 2
     text = output.decode()

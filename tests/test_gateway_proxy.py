@@ -1,4 +1,5 @@
 """The gateway with stand-in services in front of the emulator, driven by the official ollama client."""
+
 from __future__ import annotations
 
 import json
@@ -109,11 +110,10 @@ async def test_bodies_above_what_is_optimized_pass_through_untouched() -> None:
 
     async def chunked(body: bytes):  # type: ignore[no-untyped-def]
         for start in range(0, len(body), 1000):
-            yield body[start:start + 1000]
+            yield body[start : start + 1000]
 
     small_cap = plugin_config(DEAD, DEAD, optimize_max_body_bytes=4096)
-    body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "y" * 6000}],
-                       "stream": False}).encode()
+    body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "y" * 6000}], "stream": False}).encode()
     async with gateway_chain(small_cap) as (gw, tap, emu), aiohttp.ClientSession() as http:
         async with http.post(gw.url + "/api/chat", data=chunked(body)) as response:
             assert response.status == 200 and (await response.json())["done"]

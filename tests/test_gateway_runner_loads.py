@@ -1,6 +1,7 @@
 """The gateway counts a reload when Ollama loaded a runner, not when load_duration was long: at concurrency
 1-8 its count equals the emulator's real loads (option changes, evictions), though queue waits make most
 load_duration values long."""
+
 from __future__ import annotations
 
 import asyncio
@@ -55,8 +56,14 @@ async def test_gateway_counts_the_emulators_loads(concurrency: int) -> None:
             client = ollama.AsyncClient(host=gw.url)
             messages = [{"role": "user", "content": "Summarise the plot of a long novel in three sentences."}]
             # Phases: option changes of one model, then two models too large to co-reside evicting each other.
-            for num_ctx, models in ((8192, (SMALL,)), (16384, (SMALL,)), (8192, (SMALL,)),
-                                    (32768, (SMALL, LARGE)), (32768, (LARGE, SMALL)), (32768, (SMALL, LARGE))):
+            for num_ctx, models in (
+                (8192, (SMALL,)),
+                (16384, (SMALL,)),
+                (8192, (SMALL,)),
+                (32768, (SMALL, LARGE)),
+                (32768, (LARGE, SMALL)),
+                (32768, (SMALL, LARGE)),
+            ):
                 tuner.num_ctx_now = num_ctx
                 for model in models:
                     await asyncio.gather(*(client.chat(model=model, messages=messages) for _ in range(concurrency)))

@@ -1,5 +1,6 @@
 """The gateway reads its Ollama's version and each model's trained context and KV size, and forwards them with
 the cached prompt count to the tuner (stand-in services, real gateway, emulator)."""
+
 from __future__ import annotations
 
 import ollama
@@ -15,17 +16,28 @@ MODEL = "llama3.2:3b"
 
 def test_parse_show_reads_the_trained_context_and_kv_size() -> None:
     m = MODELS[MODEL]
-    info = {"general.architecture": "llama", "llama.context_length": m.train_ctx, "llama.block_count": m.layers,
-            "llama.attention.head_count": m.heads, "llama.attention.head_count_kv": m.kv_heads,
-            "llama.attention.key_length": m.head_dim}
+    info = {
+        "general.architecture": "llama",
+        "llama.context_length": m.train_ctx,
+        "llama.block_count": m.layers,
+        "llama.attention.head_count": m.heads,
+        "llama.attention.head_count_kv": m.kv_heads,
+        "llama.attention.key_length": m.head_dim,
+    }
     assert parse_show({"model_info": info}) == ModelFacts(m.train_ctx, 2 * m.layers * m.kv_heads * m.head_dim * 2)
-    for garbage in (None, [], {"model_info": []}, {"model_info": {"general.architecture": 5}},
-                    {"model_info": {"general.architecture": "llama", "llama.context_length": -3}}):
+    for garbage in (
+        None,
+        [],
+        {"model_info": []},
+        {"model_info": {"general.architecture": 5}},
+        {"model_info": {"general.architecture": "llama", "llama.context_length": -3}},
+    ):
         assert parse_show(garbage).context_length == 0
 
 
-@pytest.mark.parametrize(("mode", "version", "cached_known"), [("split", "0.33.3", True),
-                                                                 ("uncached", "0.30.0", False)])
+@pytest.mark.parametrize(
+    ("mode", "version", "cached_known"), [("split", "0.33.3", True), ("uncached", "0.30.0", False)]
+)
 async def test_outcomes_carry_version_limit_and_cached_count(mode: str, version: str, cached_known: bool) -> None:
     async with stand_ins() as services:
         async with gateway_chain(services.config(), count_mode=mode) as (gw, _tap, emu):

@@ -1,5 +1,6 @@
 """Server limits that follow the caller and the configuration: the Match database budget fits the caller's
 deadline, the gRPC receive limit follows the text cap, and keepalive is set on both ends."""
+
 from __future__ import annotations
 
 import asyncio
@@ -26,9 +27,11 @@ MiB = 1 << 20
 
 @asynccontextmanager
 async def matcher_with(
-        pool: asyncpg.Pool, **settings: object) -> AsyncIterator[tuple[MatcherServer, matcher_pb2_grpc.MatcherStub]]:
-    server = await start_matcher(pool, ServerConfig(listen="127.0.0.1:0", metrics_port=0),
-                                 replace(MatcherSettings(), **settings))
+    pool: asyncpg.Pool, **settings: object
+) -> AsyncIterator[tuple[MatcherServer, matcher_pb2_grpc.MatcherStub]]:
+    server = await start_matcher(
+        pool, ServerConfig(listen="127.0.0.1:0", metrics_port=0), replace(MatcherSettings(), **settings)
+    )
     try:
         async with create_channel(server.address) as channel:
             yield server, matcher_pb2_grpc.MatcherStub(channel)

@@ -1,5 +1,6 @@
 """The servers' learning budget, against the real matcher and Postgres: Observes stalled on a row lock
 never take the RPC slots nor the database connections Match needs."""
+
 from __future__ import annotations
 
 import asyncio
@@ -15,16 +16,18 @@ from ollama_optimizer.channels import create_channel
 from ollama_optimizer.config import ServerConfig
 from ollama_optimizer.gen.optimizer.v1 import matcher_pb2, matcher_pb2_grpc
 
-from matcher_fixtures import matcher, matcher_settings, prompt  # noqa: F401 (fixtures)
+from matcher_fixtures import prompt
 
 MODEL = "llama3.2:3b"
 
 
 async def test_stalled_observes_are_shed_over_the_learning_budget_and_match_is_served(
-        pool, dsn, matcher_settings) -> None:  # noqa: F811
+    pool, dsn, matcher_settings
+) -> None:
     """Three slots, learning budget two: two Observes stall on a row lock, the third is shed, Match answers."""
-    server = await start_matcher(pool, ServerConfig(listen="127.0.0.1:0", metrics_port=0, max_concurrent_rpcs=3),
-                                 matcher_settings)
+    server = await start_matcher(
+        pool, ServerConfig(listen="127.0.0.1:0", metrics_port=0, max_concurrent_rpcs=3), matcher_settings
+    )
     try:
         async with observes_stalled(server.address, dsn, 2, 2) as (stub, observe, text, template_id):
             with pytest.raises(grpc.aio.AioRpcError) as shed:
@@ -36,7 +39,7 @@ async def test_stalled_observes_are_shed_over_the_learning_budget_and_match_is_s
         await server.stop(0)
 
 
-async def test_stalled_observes_leave_match_database_connections(matcher, pool, dsn) -> None:  # noqa: F811
+async def test_stalled_observes_leave_match_database_connections(matcher, pool, dsn) -> None:
     """Observes waiting on a row lock hold at most half the pool: Match still reaches the database."""
     size = pool.get_max_size()
     async with observes_stalled(matcher.address, dsn, size, size // 2) as (stub, _observe, text, template_id):
@@ -45,8 +48,9 @@ async def test_stalled_observes_leave_match_database_connections(matcher, pool, 
 
 
 @asynccontextmanager
-async def observes_stalled(address: str, dsn: str, count: int, waiting: int) -> AsyncIterator[
-        tuple[matcher_pb2_grpc.MatcherStub, matcher_pb2.ObserveRequest, str, int]]:
+async def observes_stalled(
+    address: str, dsn: str, count: int, waiting: int
+) -> AsyncIterator[tuple[matcher_pb2_grpc.MatcherStub, matcher_pb2.ObserveRequest, str, int]]:
     """``count`` Observes of a learned template, held by its row lock until at least ``waiting`` wait in
     Postgres; yields the stub, the Observe request, the text and the template id; the Observes then fold."""
     probe, blocker = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
@@ -66,8 +70,9 @@ async def observes_stalled(address: str, dsn: str, count: int, waiting: int) -> 
         await probe.close()
 
 
-async def _learned(stub: matcher_pb2_grpc.MatcherStub
-                   ) -> tuple[str, matcher_pb2.ObserveRequest, matcher_pb2.ObserveResponse]:
+async def _learned(
+    stub: matcher_pb2_grpc.MatcherStub,
+) -> tuple[str, matcher_pb2.ObserveRequest, matcher_pb2.ObserveResponse]:
     """A text, the Observe request of its fingerprints, and the template that Observe created."""
     text = prompt(7, 400)
     first = await stub.Match(matcher_pb2.MatchRequest(model=MODEL, text=text), timeout=10)

@@ -1,4 +1,5 @@
 """Unit tests: tokenizer, SimHash windows, block probes (exactness), learning rules, cache, settings."""
+
 from __future__ import annotations
 
 import random
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 
 from matcher_service import simhash
 from matcher_service.blocks import BLOCKS, block_values, build_probes, probe_key, to_signed, to_unsigned
-from matcher_service.learning import StoredCandidate, WindowState, best_candidate, decide
+from matcher_service.learning import StoredCandidate, WindowState, best_candidate, decide, diverged_after
 from matcher_service.settings import MatcherSettings, parse_thresholds
 from matcher_service.simhash import algorithm_version, fingerprint, match_key, windows_for
 from matcher_service.tokens import TOKEN_RE, _hash_all, hash_tokens
@@ -84,6 +85,21 @@ def test_one_replaced_token_flips_few_bits_at_1024() -> None:
     words[500] = "replaced"
     changed = fingerprint(" ".join(words), 4, True).fingerprints[-1]
     assert bin(base ^ changed).count("1") <= 7
+
+
+def test_repeated_boilerplate_does_not_outweigh_the_text_that_differs() -> None:
+    """Tool schemas of two agents: the same JSON structure repeated, different names and descriptions."""
+
+    def schema(seed: int) -> str:
+        words = prompt(seed, 60).split()
+        return " ".join(
+            f'{{"type": "function", "function": {{"name": "{words[i]}", "parameters": '
+            f'{{"type": "object", "properties": {{}}}}}}}}'
+            for i in range(60)
+        )
+
+    a, b = fingerprint(schema(20), 4, True), fingerprint(schema(21), 4, True)
+    assert a.windows[-1] == 1024 and bin(a.fingerprints[-1] ^ b.fingerprints[-1]).count("1") > 16
 
 
 @settings(max_examples=300, deadline=None)
@@ -173,6 +189,15 @@ def test_a_shorter_query_must_be_close_at_every_larger_window_it_has() -> None:
     assert prefix is not None and prefix.window == 128 and not prefix.close_above and not prefix.consistent(128)
 
 
+def test_diverged_after_needs_nothing_shared_past_the_next_window() -> None:
+    k = MatcherSettings().threshold
+    assert diverged_after([(128, 20), (256, 25), (512, 29)], k)  # a head, then different text
+    assert diverged_after([(64, 7), (128, 22)], k)  # a head filling most of 64, then different text
+    assert not diverged_after([(128, 4), (256, 25)], k)  # agree at 128: they share more than the head
+    assert not diverged_after([(128, 10), (256, 6)], k)  # a slot fill past the head, fixed text after it
+    assert diverged_after([], k)
+
+
 def test_soft_cache_ttl_and_bound() -> None:
     now = [0.0]
     cache: SoftCache[int] = SoftCache(size=2, ttl=1.0, clock=lambda: now[0])
@@ -204,7 +229,7 @@ def test_a_long_text_is_tokenised_only_as_far_as_the_windows_need() -> None:
     hashes, count = hash_tokens(ascii_text, 1024, True)
     exact, exact_count = _hash_all(ascii_text, 1024, True)
     assert count == exact_count == 30_000 and np.array_equal(hashes, exact)  # ASCII: exact
-    other = ("Grüße, мир! Ça va — 東京 «test». " * 3000)
+    other = "Grüße, мир! Ça va — 東京 «test». " * 3000
     hashes, count = hash_tokens(other, 1024, True)
     exact, exact_count = _hash_all(other, 1024, True)
     assert np.array_equal(hashes, exact) and len(hashes) == 1024

@@ -1,4 +1,5 @@
 """The shared metrics interceptor: one wrapped handler per method, go-grpc-prometheus counters per call."""
+
 from __future__ import annotations
 
 from types import SimpleNamespace

@@ -1,5 +1,6 @@
 """`ollama-optimizer matcher` as a subprocess: health SERVING, CLI round trip, metrics,
 SIGTERM → NOT_SERVING → exit 0."""
+
 from __future__ import annotations
 
 import argparse
@@ -28,14 +29,20 @@ def _free_port() -> int:
 
 async def test_matcher_process_serves_and_drains_on_sigterm(dsn, capsys) -> None:
     port, metrics_port = _free_port(), _free_port()
-    env = {**os.environ, "OPTIMIZER_DSN": dsn, "MATCHER_LISTEN": f"127.0.0.1:{port}",
-           "MATCHER_METRICS_PORT": str(metrics_port), "OPTIMIZER_SHUTDOWN_GRACE_SECONDS": "1"}
+    env = {
+        **os.environ,
+        "OPTIMIZER_DSN": dsn,
+        "MATCHER_LISTEN": f"127.0.0.1:{port}",
+        "MATCHER_METRICS_PORT": str(metrics_port),
+        "OPTIMIZER_SHUTDOWN_GRACE_SECONDS": "1",
+    }
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "ollama_optimizer.cli", "matcher", env=env)
     address = f"127.0.0.1:{port}"
     try:
         async with grpc.aio.insecure_channel(address) as channel:
             watch = health_pb2_grpc.HealthStub(channel).Watch(
-                health_pb2.HealthCheckRequest(service=SERVICE_NAME), wait_for_ready=True, timeout=60)
+                health_pb2.HealthCheckRequest(service=SERVICE_NAME), wait_for_ready=True, timeout=60
+            )
             statuses = aiter(watch)
             while (await anext(statuses)).status != health_pb2.HealthCheckResponse.SERVING:
                 pass
@@ -48,7 +55,8 @@ async def test_matcher_process_serves_and_drains_on_sigterm(dsn, capsys) -> None
             listed = json.loads(capsys.readouterr().out)["templates"]
             assert [t["template_id"] for t in listed] == [matched["observe"]["template_id"]]
             body = await asyncio.to_thread(
-                lambda: urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read())
+                lambda: urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read()
+            )
             assert b'optimizer_matcher_observes_total{result="created"} 1.0' in body
             assert b"grpc_server_handled_total" in body
 

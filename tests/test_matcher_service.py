@@ -1,4 +1,5 @@
 """Matcher over real gRPC (loopback) and a real Postgres: round trips, learning, concurrency, bad input."""
+
 from __future__ import annotations
 
 import asyncio
@@ -12,6 +13,7 @@ from prometheus_client import REGISTRY
 
 from matcher_service.main import start_matcher
 from matcher_service.maintenance import Maintenance
+from matcher_service.observe import SETTLED_OBSERVATIONS
 from matcher_service.settings import MatcherSettings
 from matcher_service.simhash import algorithm_version, windows_for
 from ollama_optimizer.channels import create_channel
@@ -33,7 +35,8 @@ def fingerprints(unit_count: int, **fps: int) -> pb.Fingerprints:
     default to SMALL)."""
     given = {**SMALL, **fps}
     return pb.Fingerprints(
-        algorithm_version=VERSION, unit_count=unit_count,
+        algorithm_version=VERSION,
+        unit_count=unit_count,
         windows=[pb.WindowFingerprint(window=w, fingerprint=given[f"w{w}"]) for w in windows_for(unit_count)],
     )
 
@@ -41,7 +44,9 @@ def fingerprints(unit_count: int, **fps: int) -> pb.Fingerprints:
 def exact_windows(unit_count: int, head_units: int = 0, **fps: int) -> pb.Fingerprints:
     """Observe fingerprints with exactly the given windows (for inconsistent input)."""
     return pb.Fingerprints(
-        algorithm_version=VERSION, unit_count=unit_count, head_units=head_units,
+        algorithm_version=VERSION,
+        unit_count=unit_count,
+        head_units=head_units,
         windows=[pb.WindowFingerprint(window=int(k[1:]), fingerprint=v) for k, v in fps.items()],
     )
 
@@ -51,8 +56,13 @@ def unrelated(unit_count: int, fp: int) -> pb.Fingerprints:
     return fingerprints(unit_count, **{f"w{w}": fp for w in windows_for(unit_count)})
 
 
-LONG = dict(w64=0xAAAA_0000_1111_2222, w128=0x1234_5678_9ABC_DEF0, w256=0x0F0F_0F0F_0F0F_0F0F,
-            w512=0x5555_3333_7777_1111, w1024=0x0123_4567_89AB_CDEF)
+LONG = dict(
+    w64=0xAAAA_0000_1111_2222,
+    w128=0x1234_5678_9ABC_DEF0,
+    w256=0x0F0F_0F0F_0F0F_0F0F,
+    w512=0x5555_3333_7777_1111,
+    w1024=0x0123_4567_89AB_CDEF,
+)
 
 
 async def observe(stub: matcher_pb2_grpc.MatcherStub, fps: pb.Fingerprints) -> pb.ObserveResponse:
@@ -75,8 +85,9 @@ async def test_match_observe_round_trip(matcher_stub, pool) -> None:
     hit = await matcher_stub.Match(pb.MatchRequest(model=MODEL, text=variant))
     assert hit.matched and hit.template_id == created.template_id and hit.window == 1024
     assert hit.distance <= 7 and hit.similarity == pytest.approx(1 - hit.distance / 64) and hit.observations == 1
-    folded = await matcher_stub.Observe(pb.ObserveRequest(model=MODEL, fingerprints=hit.fingerprints,
-                                                          template_id=hit.template_id))
+    folded = await matcher_stub.Observe(
+        pb.ObserveRequest(model=MODEL, fingerprints=hit.fingerprints, template_id=hit.template_id)
+    )
     assert not folded.created and folded.template_id == created.template_id and folded.observations == 2
 
     template = await matcher_stub.GetTemplate(pb.GetTemplateRequest(template_id=created.template_id))
@@ -159,7 +170,9 @@ async def test_concurrent_observes_of_one_template_lose_no_update(matcher_stub, 
     more = await asyncio.gather(*(observe(matcher_stub, fps) for _ in range(50)))
     assert not any(r.created for r in more)
     template = await matcher_stub.GetTemplate(pb.GetTemplateRequest(template_id=results[0].template_id))
-    assert template.observations == 110 and all(w.votes == 110 for w in template.windows)
+    assert template.observations == 110
+    votes = {w.votes for w in template.windows}  # settled after SETTLED_OBSERVATIONS: votes on a sample
+    assert len(votes) == 1 and SETTLED_OBSERVATIONS <= votes.pop() < 110
     assert await count(pool) == 1
 
 
@@ -192,16 +205,24 @@ BAD_CALLS = {
     "empty model": ("Match", pb.MatchRequest(model="", text="hello")),
     "bad model": ("Match", pb.MatchRequest(model="llama; DROP TABLE", text="hello")),
     "long model": ("Match", pb.MatchRequest(model="m" * 201, text="hello")),
-    "observe version": ("Observe", pb.ObserveRequest(model=MODEL, fingerprints=pb.Fingerprints(
-        algorithm_version=VERSION + 1, unit_count=64, windows=[pb.WindowFingerprint(window=64)]))),
+    "observe version": (
+        "Observe",
+        pb.ObserveRequest(
+            model=MODEL,
+            fingerprints=pb.Fingerprints(
+                algorithm_version=VERSION + 1, unit_count=64, windows=[pb.WindowFingerprint(window=64)]
+            ),
+        ),
+    ),
     "observe windows": ("Observe", pb.ObserveRequest(model=MODEL, fingerprints=exact_windows(300, w64=1, w128=2))),
     "observe no windows": ("Observe", pb.ObserveRequest(model=MODEL, fingerprints=exact_windows(10))),
     "observe zero units": ("Observe", pb.ObserveRequest(model=MODEL, fingerprints=exact_windows(0, w0=1))),
     "observe bad window": ("Observe", pb.ObserveRequest(model=MODEL, fingerprints=exact_windows(100, w100=1))),
-    "observe head beyond units": ("Observe", pb.ObserveRequest(model=MODEL, fingerprints=exact_windows(
-        20, head_units=40, w16=1, w32=2))),
-    "observe negative id": ("Observe", pb.ObserveRequest(model=MODEL, fingerprints=unrelated(64, 1),
-                                                         template_id=-1)),
+    "observe head beyond units": (
+        "Observe",
+        pb.ObserveRequest(model=MODEL, fingerprints=exact_windows(20, head_units=40, w16=1, w32=2)),
+    ),
+    "observe negative id": ("Observe", pb.ObserveRequest(model=MODEL, fingerprints=unrelated(64, 1), template_id=-1)),
     "observe bad model": ("Observe", pb.ObserveRequest(model="/x", fingerprints=unrelated(64, 1))),
     "get id 0": ("GetTemplate", pb.GetTemplateRequest(template_id=0)),
     "list limit": ("ListTemplates", pb.ListTemplatesRequest(limit=1001)),
@@ -249,10 +270,17 @@ async def test_retention_deletes_stale_low_count_templates(matcher_stub, pool) -
         await observe(matcher_stub, unrelated(64, 0xFFFF_FFFF_0000_0000))
     fresh = await observe(matcher_stub, unrelated(64, 0x0000_FFFF_FFFF_0000))
     old = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=30)
-    await pool.execute("UPDATE matcher_template SET last_seen_at = $1 WHERE id = ANY($2::bigint[])",
-                       old, [stale.template_id, busy.template_id])
-    await pool.execute("""INSERT INTO matcher_template (algorithm_version, stable_window, observations, last_seen_at)
-                          VALUES ($1, 64, 500, $2)""", VERSION - 100, old)  # a busy template of a past version
+    await pool.execute(
+        "UPDATE matcher_template SET last_seen_at = $1 WHERE id = ANY($2::bigint[])",
+        old,
+        [stale.template_id, busy.template_id],
+    )
+    await pool.execute(
+        """INSERT INTO matcher_template (algorithm_version, stable_window, observations, last_seen_at)
+                          VALUES ($1, 64, 500, $2)""",
+        VERSION - 100,
+        old,
+    )  # a busy template of a past version
     settings = MatcherSettings(retention_min_observations=3, retention_max_idle=86400)
     assert await Maintenance(pool, settings).run_once() == 2
     remaining = {r["id"] for r in await pool.fetch("SELECT id FROM matcher_template")}
@@ -268,12 +296,32 @@ async def test_prompts_differing_right_after_a_shared_head_become_one_open_tail_
     def varied() -> pb.Fingerprints:  # same head, unrelated text after it (e.g. a retrieved document)
         return fingerprints(1100, **head, **{f"w{w}": rng.getrandbits(64) for w in (128, 256, 512, 1024)})
 
-    first, second = await observe(matcher_stub, varied()), await observe(matcher_stub, varied())
-    assert first.created and second.created  # two prompts: a sibling sharing a prefix is as likely
-    third = await observe(matcher_stub, varied())  # three continuations: the head is the template
-    assert not third.created and third.template_id == first.template_id and third.stable_window == 64
-    assert third.observations == 3 and await count(pool) == 1  # the second was folded into it
+    first, second, third = [await observe(matcher_stub, varied()) for _ in range(3)]
+    assert first.created and second.created and third.created  # siblings sharing a prefix are as likely
+    fourth = await observe(matcher_stub, varied())  # four continuations: the head is the template
+    assert not fourth.created and fourth.template_id == first.template_id and fourth.stable_window == 64
+    assert fourth.observations == 4 and await count(pool) == 1  # the others were folded into it
     assert (await observe(matcher_stub, varied())).template_id == first.template_id and await count(pool) == 1
+
+
+async def test_a_template_that_repeated_past_the_head_stays_a_sibling_of_the_open_tail(matcher_stub, pool) -> None:
+    rng = random.Random(16)
+    head = dict(w16=0x1616, w32=0x3232, w64=0x6464)
+    fixed = {f"w{w}": rng.getrandbits(64) for w in (128, 256, 512, 1024)}
+    sibling = await observe(matcher_stub, fingerprints(1100, **head, **fixed))
+    assert (await observe(matcher_stub, fingerprints(1100, **head, **fixed))).observations == 2
+    varied = [
+        await observe(
+            matcher_stub, fingerprints(1100, **head, **{f"w{w}": rng.getrandbits(64) for w in (128, 256, 512, 1024)})
+        )
+        for _ in range(4)
+    ]
+    assert not varied[-1].created and varied[-1].template_id == varied[0].template_id != sibling.template_id
+    assert {sibling.template_id, varied[0].template_id} == {
+        r["id"] for r in await pool.fetch("SELECT id FROM matcher_template")
+    }
+    again = await observe(matcher_stub, fingerprints(1100, **head, **fixed))
+    assert again.template_id == sibling.template_id and again.observations == 3
 
 
 async def test_a_prompt_closer_to_one_template_past_the_head_does_not_merge_them(matcher_stub, pool) -> None:
@@ -282,7 +330,14 @@ async def test_a_prompt_closer_to_one_template_past_the_head_does_not_merge_them
     tail = [{f"w{w}": rng.getrandbits(64) for w in (128, 256, 512, 1024)} for _ in range(3)]
     first = await observe(matcher_stub, fingerprints(1100, **head, **tail[0]))
     second = await observe(matcher_stub, fingerprints(1100, **head, **tail[1]))
-    near_first = dict(tail[2], w128=tail[0]["w128"] ^ 0xFF)  # 8 bits from the first at 128: it shares more
+    # 8 bits from the first at 128 and 256 (beyond k, far below unrelated text): a slot past the head, then
+    # text in common with the first
+    near_first = dict(tail[2], w128=tail[0]["w128"] ^ 0xFF, w256=tail[0]["w256"] ^ 0xFF00)
     third = await observe(matcher_stub, fingerprints(1100, **head, **near_first))
-    assert third.created and {first.template_id, second.template_id, third.template_id} == {
-        r["id"] for r in await pool.fetch("SELECT id FROM matcher_template")}
+    fourth = await observe(
+        matcher_stub, fingerprints(1100, **head, **{f"w{w}": rng.getrandbits(64) for w in (128, 256, 512, 1024)})
+    )
+    assert third.created and fourth.created
+    assert {first.template_id, second.template_id, third.template_id, fourth.template_id} == {
+        r["id"] for r in await pool.fetch("SELECT id FROM matcher_template")
+    }

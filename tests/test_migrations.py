@@ -4,6 +4,7 @@ releases' queries after the expand step, contract only on request, checksums of 
 A database "at version N" is built as the releases did it: the files as released (0003's released text
 is kept in tests/migration_history), all in one transaction, recorded without a checksum.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -80,8 +81,9 @@ async def _migrate_as_released(conn: asyncpg.Connection, version: int) -> None:
         for migration in discover():
             if migration.version <= version:
                 await conn.execute(_released_text(migration.version))
-                await conn.execute("INSERT INTO sys_schema_version (version, name) VALUES ($1, $2)",
-                                   migration.version, migration.name)
+                await conn.execute(
+                    "INSERT INTO sys_schema_version (version, name) VALUES ($1, $2)", migration.version, migration.name
+                )
 
 
 def _key(window: int, fp_signed: int, block: int) -> int:
@@ -109,17 +111,25 @@ async def _seed(conn: asyncpg.Connection, version: int, texts: list[str]) -> dic
             fps = fingerprint(text, settings.shingle_size, settings.normalize)
             ids[text] = await conn.fetchval(
                 "INSERT INTO matcher_template (algorithm_version, stable_window) VALUES ($1, $2) RETURNING id",
-                fps.version, fps.largest_window)
+                fps.version,
+                fps.largest_window,
+            )
             await conn.executemany(
                 "INSERT INTO matcher_fingerprint (template_id, window_size, fp) VALUES ($1, $2, $3)",
-                [(ids[text], w, _signed(fp)) for w, fp in zip(fps.windows, fps.fingerprints)])
+                [(ids[text], w, _signed(fp)) for w, fp in zip(fps.windows, fps.fingerprints)],
+            )
     if version >= 2:
         await conn.execute(
             "INSERT INTO tuner_outcome (outcome_id, model, template_id, action, num_ctx, finished_at) "
-            "VALUES ('before-upgrade', $1, 7, 2, 4096, now())", MODEL)
+            "VALUES ('before-upgrade', $1, 7, 2, 4096, now())",
+            MODEL,
+        )
         await conn.execute("INSERT INTO tuner_model (model, managed, loaded_num_ctx) VALUES ($1, true, 4096)", MODEL)
-        await conn.execute("INSERT INTO tuner_rule (model, template_id, param, value, sample_count) "
-                           "VALUES ($1, 7, 'num_ctx', 4096, 12)", MODEL)
+        await conn.execute(
+            "INSERT INTO tuner_rule (model, template_id, param, value, sample_count) "
+            "VALUES ($1, 7, 'num_ctx', 4096, 12)",
+            MODEL,
+        )
         await conn.execute("INSERT INTO tuner_arm (model, size_class, num_batch, pulls) VALUES ($1, 1, 512, 3)", MODEL)
     return ids
 
@@ -128,10 +138,19 @@ async def _assert_probe_keys_complete(conn: asyncpg.Connection) -> None:
     rows = await conn.fetch("SELECT window_size, fp, k0, k1, k2, k3 FROM matcher_fingerprint")
     for row in rows:
         assert [row[f"k{b}"] for b in range(4)] == [_key(row["window_size"], row["fp"], b) for b in range(4)]
-    invalid = await conn.fetchval(
+    valid = await conn.fetchval(
         "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-        "WHERE c.relname LIKE 'matcher_fingerprint_k%_idx' AND i.indisvalid")
-    assert invalid == 4
+        "WHERE c.relname LIKE 'matcher_probe_k%_idx' AND i.indisvalid"
+    )
+    assert valid == 4
+    # every row carries its template's stable window (the probe indexes' order), also rows old releases wrote
+    assert (
+        await conn.fetchval(
+            "SELECT count(*) FROM matcher_fingerprint f JOIN matcher_template t "
+            "ON t.id = f.template_id WHERE f.stable_window IS DISTINCT FROM t.stable_window"
+        )
+        == 0
+    )
 
 
 async def _match_observe(pool: asyncpg.Pool, known: str) -> None:
@@ -148,8 +167,9 @@ async def _match_observe(pool: asyncpg.Pool, known: str) -> None:
             assert (await stub.Observe(pb.ObserveRequest(model=MODEL, fingerprints=miss.fingerprints))).created
             hit = await stub.Match(pb.MatchRequest(model=MODEL, text=fresh + " w1x"))
             assert hit.matched
-            folded = await stub.Observe(pb.ObserveRequest(model=MODEL, fingerprints=hit.fingerprints,
-                                                          template_id=hit.template_id))
+            folded = await stub.Observe(
+                pb.ObserveRequest(model=MODEL, fingerprints=hit.fingerprints, template_id=hit.template_id)
+            )
             assert not folded.created
     finally:
         await matcher.stop(0)
@@ -158,13 +178,19 @@ async def _match_observe(pool: asyncpg.Pool, known: str) -> None:
 async def _tuner_queries(conn: asyncpg.Connection) -> None:
     state = await tuner_store.load_state(conn)
     assert MODEL in state
-    values = {column: "" if kind == "text" else 0 for column, kind in tuner_store.OUTCOME_FIELDS}
-    values.update(outcome_id="after-upgrade", decision_id="", model=MODEL, done_reason="stop", reason_code="",
-                  counts_known=True, reload_caused=False, reload_avoided=False, truncation_prevented=False,
-                  truncation_detected=False, action=2, finished_at=time.time())
+    blank = {"text": "", "bool": False}
+    values = {column: blank.get(kind, 0) for column, kind in tuner_store.OUTCOME_FIELDS}
+    values.update(
+        outcome_id="after-upgrade",
+        model=MODEL,
+        done_reason="stop",
+        counts_known=True,
+        action=2,
+        finished_at=time.time(),
+    )
     await tuner_store.write_outcomes(conn, [tuner_store.outcome_row(values)])
     assert await conn.fetchval("SELECT count(*) FROM tuner_outcome") == 2
-    assert await tuner_store.summary(conn, 3600.0, "", 0)
+    assert await tuner_store.summary(conn, 3600.0, "")
 
 
 @pytest.mark.parametrize("version", RELEASED_VERSIONS)
@@ -200,12 +226,18 @@ async def test_upgrade_from_every_released_schema_with_data(version: int, empty_
 
         contracted = await apply_migrations(empty_dsn, contract=True)
         assert contracted.applied == expected_pending and contracted.contract_pending == []
-        assert await conn.fetchval("SELECT count(*) FROM information_schema.columns WHERE "
-                                   "table_name = 'matcher_fingerprint' AND column_name LIKE 'b_'") == 0
+        assert (
+            await conn.fetchval(
+                "SELECT count(*) FROM information_schema.columns WHERE "
+                "table_name = 'matcher_fingerprint' AND column_name LIKE 'b_'"
+            )
+            == 0
+        )
         await _assert_probe_keys_complete(conn)
         if ids:
-            assert await conn.fetchval("SELECT count(*) FROM matcher_template WHERE id = ANY($1::bigint[])",
-                                       list(ids.values())) == len(ids)
+            assert await conn.fetchval(
+                "SELECT count(*) FROM matcher_template WHERE id = ANY($1::bigint[])", list(ids.values())
+            ) == len(ids)
     finally:
         await conn.close()
 
@@ -218,10 +250,16 @@ async def _old_matcher_writes_and_probes(conn: asyncpg.Connection, text: str, te
         found = await conn.fetch(OLD_BLOCK_PROBE_SQL.format(block=block), (fp >> (16 * block)) & 0xFFFF, window)
         assert template_id in [r["template_id"] for r in found]
     other = fingerprint(prompt(77, 500), settings.shingle_size, settings.normalize)
-    created = await conn.fetchval(OLD_CREATE_SQL, other.version, other.largest_window, list(other.windows),
-                                  [_signed(x) for x in other.fingerprints])
-    await conn.execute(OLD_FOLD_FINGERPRINTS_SQL, created, list(other.windows),
-                       [_signed(x) ^ 1 for x in other.fingerprints])
+    created = await conn.fetchval(
+        OLD_CREATE_SQL,
+        other.version,
+        other.largest_window,
+        list(other.windows),
+        [_signed(x) for x in other.fingerprints],
+    )
+    await conn.execute(
+        OLD_FOLD_FINGERPRINTS_SQL, created, list(other.windows), [_signed(x) ^ 1 for x in other.fingerprints]
+    )
     await _assert_probe_keys_complete(conn)  # the trigger keys rows the old release writes
 
 
@@ -239,11 +277,13 @@ async def test_fresh_database_gets_contract_steps_at_once(empty_dsn: str) -> Non
     assert report.applied == [m.version for m in discover()] and report.contract_pending == []
 
 
-async def test_a_changed_applied_file_is_refused(empty_dsn: str, monkeypatch: pytest.MonkeyPatch,
-                                                 tmp_path: Path) -> None:
+async def test_a_changed_applied_file_is_refused(
+    empty_dsn: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     await apply_migrations(empty_dsn)
-    changed = ((MIGRATIONS_DIR / "0002_tuner.sql").read_text()
-               + "\nCREATE INDEX IF NOT EXISTS sneaky ON tuner_rule (value);\n")
+    changed = (
+        MIGRATIONS_DIR / "0002_tuner.sql"
+    ).read_text() + "\nCREATE INDEX IF NOT EXISTS sneaky ON tuner_rule (value);\n"
     _migrations_with(tmp_path, monkeypatch, {"0002_tuner.sql": changed})
     with pytest.raises(MigrationError, match=r"0002_tuner.sql was changed after it was applied"):
         await apply_migrations(empty_dsn)
@@ -254,29 +294,45 @@ async def test_a_changed_applied_file_is_refused(empty_dsn: str, monkeypatch: py
         await conn.close()
 
 
-async def test_a_new_step_applies_in_its_own_phase(empty_dsn: str, monkeypatch: pytest.MonkeyPatch,
-                                                   tmp_path: Path) -> None:
+async def test_a_new_step_applies_in_its_own_phase(
+    empty_dsn: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     await apply_migrations(empty_dsn)
-    _migrations_with(tmp_path, monkeypatch, {
-        "0901_expand_index.sql": "-- migrate: no-transaction\n"
-                                 "CREATE INDEX CONCURRENTLY IF NOT EXISTS tuner_rule_value_idx "
-                                 "ON tuner_rule (value);\n",
-        "0902_contract_drop.sql": "-- migrate: contract\nALTER TABLE tuner_arm DROP COLUMN IF EXISTS updated_at;\n"})
+    _migrations_with(
+        tmp_path,
+        monkeypatch,
+        {
+            "0901_expand_index.sql": "-- migrate: no-transaction\n"
+            "CREATE INDEX CONCURRENTLY IF NOT EXISTS tuner_rule_value_idx "
+            "ON tuner_rule (value);\n",
+            "0902_contract_drop.sql": "-- migrate: contract\nALTER TABLE tuner_arm DROP COLUMN IF EXISTS updated_at;\n",
+        },
+    )
     conn = await asyncpg.connect(empty_dsn)
     try:
         # An interrupted concurrent build leaves an INVALID index of that name: dropped and rebuilt.
         await conn.execute("CREATE INDEX tuner_rule_value_idx ON tuner_rule (value)")
-        await conn.execute("UPDATE pg_index SET indisvalid = false "
-                           "WHERE indexrelid = 'tuner_rule_value_idx'::regclass")
+        await conn.execute("UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'tuner_rule_value_idx'::regclass")
         report = await apply_migrations(empty_dsn)
         assert report.applied == [901] and report.contract_pending == [902]
         assert await conn.fetchval(
-            "SELECT indisvalid FROM pg_index WHERE indexrelid = 'tuner_rule_value_idx'::regclass")
-        assert await conn.fetchval("SELECT count(*) FROM information_schema.columns "
-                                   "WHERE table_name = 'tuner_arm' AND column_name = 'updated_at'") == 1
+            "SELECT indisvalid FROM pg_index WHERE indexrelid = 'tuner_rule_value_idx'::regclass"
+        )
+        assert (
+            await conn.fetchval(
+                "SELECT count(*) FROM information_schema.columns "
+                "WHERE table_name = 'tuner_arm' AND column_name = 'updated_at'"
+            )
+            == 1
+        )
         assert (await apply_migrations(empty_dsn, contract=True)).applied == [902]
-        assert await conn.fetchval("SELECT count(*) FROM information_schema.columns "
-                                   "WHERE table_name = 'tuner_arm' AND column_name = 'updated_at'") == 0
+        assert (
+            await conn.fetchval(
+                "SELECT count(*) FROM information_schema.columns "
+                "WHERE table_name = 'tuner_arm' AND column_name = 'updated_at'"
+            )
+            == 0
+        )
     finally:
         await conn.close()
 
@@ -287,18 +343,23 @@ def test_superseded_checksum_is_the_released_text() -> None:
 
 def test_statement_splitting_keeps_dollar_quoted_bodies_whole() -> None:
     sql = "-- c\nDO $$\nBEGIN\n  PERFORM 1;\nEND\n$$;\nCREATE INDEX CONCURRENTLY IF NOT EXISTS i ON t (a);\n"
-    assert statements(sql) == ["-- c\nDO $$\nBEGIN\n  PERFORM 1;\nEND\n$$;",
-                               "CREATE INDEX CONCURRENTLY IF NOT EXISTS i ON t (a);"]
+    assert statements(sql) == [
+        "-- c\nDO $$\nBEGIN\n  PERFORM 1;\nEND\n$$;",
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS i ON t (a);",
+    ]
     with pytest.raises(ValueError):
         statements("SELECT 1")
 
 
-
-async def test_a_step_never_queues_behind_a_long_transaction(empty_dsn: str, monkeypatch: pytest.MonkeyPatch,
-                                                             tmp_path: Path) -> None:
+async def test_a_step_never_queues_behind_a_long_transaction(
+    empty_dsn: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     await apply_migrations(empty_dsn)
-    _migrations_with(tmp_path, monkeypatch,
-                     {"0901_expand_column.sql": "ALTER TABLE tuner_arm ADD COLUMN IF NOT EXISTS spare integer;\n"})
+    _migrations_with(
+        tmp_path,
+        monkeypatch,
+        {"0901_expand_column.sql": "ALTER TABLE tuner_arm ADD COLUMN IF NOT EXISTS spare integer;\n"},
+    )
     monkeypatch.setattr("ollama_optimizer.migrations.LOCK_TIMEOUT", "50ms")
     monkeypatch.setattr("ollama_optimizer.migrations.LOCK_ATTEMPTS", 2)
     reader = await asyncpg.connect(empty_dsn)

@@ -1,4 +1,5 @@
 """The ``opt`` agent loaded by a stand-in ollama-smart-proxy host, end to end against the emulator."""
+
 from __future__ import annotations
 
 import itertools
@@ -83,15 +84,17 @@ async def test_unpatched_host_learn_only_and_services_down(tmp_path: Path, stand
 
 
 @pytest.mark.parametrize("patched", [True, False])
-async def test_agent_detects_whether_the_host_forwards_options(tmp_path: Path, standin_host_path, patched: bool,
-                                                               caplog) -> None:
+async def test_agent_detects_whether_the_host_forwards_options(
+    tmp_path: Path, standin_host_path, patched: bool, caplog
+) -> None:
     """Unpatched, the host's chains drop options: the agent says so once and learns only (Ollama keeps its own
     context, and the outcomes say so); patched, it applies."""
     from proxy_plugin.metrics import REGISTRY
 
     async with stand_ins() as services, start_emulator(EmulatorConfig(time_scale=1000)) as emu:
-        host = standin_host_path(_install(tmp_path, services.matcher_address, services.tuner_address), emu.url,
-                                 patched=patched)
+        host = standin_host_path(
+            _install(tmp_path, services.matcher_address, services.tuner_address), emu.url, patched=patched
+        )
         for _ in range(2):
             await host.handle("chat", {"model": MODEL, "messages": [{"role": "user", "content": "/opt Hi there"}]})
         gauge = REGISTRY.get_sample_value("optimizer_plugin_host_forwards_options")
@@ -125,8 +128,9 @@ def _apply_patch_renames(host_src: Path) -> None:
 ORDERS = {"ours first": sorted, "theirs first": lambda entries: sorted(entries, reverse=True)}
 
 
-async def test_opt_runs_our_agent_in_every_plugin_order_only_with_the_patch(tmp_path: Path, standin_host_path,
-                                                                             caplog: pytest.LogCaptureFixture) -> None:
+async def test_opt_runs_our_agent_in_every_plugin_order_only_with_the_patch(
+    tmp_path: Path, standin_host_path, caplog: pytest.LogCaptureFixture
+) -> None:
     async with stand_ins() as services, start_emulator(EmulatorConfig(time_scale=1000)) as emu:
         tap = await RecordingTap(emu.url).start()
         plugins = _install(tmp_path, services.matcher_address, services.tuner_address)
@@ -155,13 +159,15 @@ async def test_opt_runs_our_agent_in_every_plugin_order_only_with_the_patch(tmp_
 
 
 @pytest.mark.parametrize("patched", [False, True])
-async def test_streamed_answers_teach_only_through_the_patched_host(tmp_path: Path, standin_host_path,
-                                                                     patched: bool) -> None:
+async def test_streamed_answers_teach_only_through_the_patched_host(
+    tmp_path: Path, standin_host_path, patched: bool
+) -> None:
     async with stand_ins() as services, start_emulator(EmulatorConfig(time_scale=1000)) as emu:
         plugins = _install(tmp_path, services.matcher_address, services.tuner_address, apply_options=patched)
         host = standin_host_path(plugins, emu.url, patched=patched)
-        chunks = await host.handle("chat", {"model": MODEL, "stream": True,
-                                            "messages": [{"role": "user", "content": "/opt Tell me a story"}]})
+        chunks = await host.handle(
+            "chat", {"model": MODEL, "stream": True, "messages": [{"role": "user", "content": "/opt Tell me a story"}]}
+        )
         assert len(chunks) > 2 and chunks[-1]["done"]  # the client got the whole stream either way
         core = sys.modules["plugins.opt.agent"]._shared_core()
         await core.flush()

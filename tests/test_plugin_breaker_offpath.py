@@ -8,6 +8,7 @@ Learning calls (Observe, Report) have their own breakers and channels, and on th
 concurrency budget: a stalled or unreachable learning path opens only the learning breakers, and never
 takes the slots Match and Recommend need. Load shedding on the request path itself still opens its breaker.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -21,10 +22,12 @@ import grpc
 import pytest
 
 from bench.workload import words
+from matcher_service.main import start_matcher
 from ollama_optimizer.channels import create_channel
 from ollama_optimizer.config import ServerConfig
 from ollama_optimizer.gen.optimizer.v1 import matcher_pb2, matcher_pb2_grpc, tuner_pb2, tuner_pb2_grpc
 from ollama_optimizer.server import RunningServer, start_server
+from ollama_optimizer.source_tokens import SourceTokens
 from proxy_plugin import rpc
 from proxy_plugin.core import OptimizerCore
 from proxy_plugin.decision import Decision
@@ -35,27 +38,36 @@ from plugin_fixtures import StandInMatcher, StandInTuner, plugin_config, sample,
 from tuner_fixtures import fast_settings
 
 MODEL = "llama3.2:3b"
-SOURCE = "gw-under-test"
 _rng = random.Random(11)
 SYSTEM = words(_rng, 120)
 INSTRUCTIONS = words(_rng, 300)
 # What Ollama answers (the fields the outcome carries): enough for the tuner to learn from.
-STATS = {"done": True, "done_reason": "stop", "prompt_eval_count": 900, "eval_count": 40,
-         "total_duration": 900_000_000, "load_duration": 1_000_000, "prompt_eval_duration": 300_000_000,
-         "eval_duration": 500_000_000}
+STATS = {
+    "done": True,
+    "done_reason": "stop",
+    "prompt_eval_count": 900,
+    "eval_count": 40,
+    "total_duration": 900_000_000,
+    "load_duration": 1_000_000,
+    "prompt_eval_duration": 300_000_000,
+    "eval_duration": 500_000_000,
+}
 
 
 def request(seed: int) -> dict:
     """One template (fixed system + instructions), a different short tail per seed."""
     tail = words(random.Random(seed), 20)
-    return {"model": MODEL, "messages": [{"role": "system", "content": SYSTEM},
-                                         {"role": "user", "content": INSTRUCTIONS + "\n\n" + tail}]}
+    return {
+        "model": MODEL,
+        "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": INSTRUCTIONS + "\n\n" + tail}],
+    }
 
 
 @asynccontextmanager
 async def guarded_tuner(pool: asyncpg.Pool, guard: GuardSettings) -> AsyncIterator[RunningTuner]:
-    running = await start_tuner(pool, ServerConfig(listen="127.0.0.1:0", metrics_port=0),
-                                fast_settings(min_observations=1), guard=guard)
+    running = await start_tuner(
+        pool, ServerConfig(listen="127.0.0.1:0", metrics_port=0), fast_settings(min_observations=1), guard=guard
+    )
     try:
         yield running
     finally:
@@ -87,8 +99,9 @@ async def test_rate_limited_reports_never_open_the_tuner_breaker(matcher, pool) 
     # Three one-outcome Reports pass the bucket (the tuner learns the template), then it is empty.
     guard = GuardSettings(frozenset(), rate_per_second=1e-6, burst=3)
     async with guarded_tuner(pool, guard) as tuner:
-        core = OptimizerCore(plugin_config(matcher.address, tuner.address, source_id=SOURCE, batch_size=1,
-                                           breaker_threshold=2, breaker_cooldown_s=3600))
+        core = OptimizerCore(
+            plugin_config(matcher.address, tuner.address, batch_size=1, breaker_threshold=2, breaker_cooldown_s=3600)
+        )
         refused_before = refused()
         shed_before = rpc_errors("tuner", "Report", "RESOURCE_EXHAUSTED")
         for seed in range(3):
@@ -106,13 +119,50 @@ async def test_rate_limited_reports_never_open_the_tuner_breaker(matcher, pool) 
         await core.close()
 
 
+async def test_a_gateway_is_named_by_its_own_token(pool) -> None:
+    """Each gateway authenticates to matcher and tuner with its own token (no shared one), and the tuner
+    takes its Reports' source from that token: gw-a is allowed to teach, gw-b is not."""
+    token_a, token_b = "gateway-a-" + "1" * 22, "gateway-b-" + "2" * 22
+    cfg = ServerConfig(
+        listen="127.0.0.1:0", metrics_port=0, source_tokens=SourceTokens.parse(f"gw-a={token_a},gw-b={token_b}")
+    )
+    matcher = await start_matcher(pool, cfg)
+    guard = GuardSettings(frozenset({"token:gw-a"}), rate_per_second=0, burst=0)
+    tuner = await start_tuner(pool, cfg, fast_settings(min_observations=1), guard=guard)
+    gateways = [
+        OptimizerCore(plugin_config(matcher.address, tuner.address, auth_token=token, batch_size=1))
+        for token in (token_a, token_b)
+    ]
+    try:
+        unauthenticated = sample(
+            "optimizer_plugin_rpc_errors_total", service="matcher", method="Match", code="UNAUTHENTICATED"
+        )
+        denied = rpc_errors("tuner", "Report", "PERMISSION_DENIED")
+        assert all(d.decision_id for d in await serve(gateways[0], range(3)))
+        assert all(d.decision_id for d in await serve(gateways[1], range(3, 5)))
+        await tuner.core.writer.flush()
+        assert await pool.fetchval("SELECT count(*) FROM tuner_outcome") == 3
+        assert rpc_errors("tuner", "Report", "PERMISSION_DENIED") == denied + 2
+        assert (
+            sample("optimizer_plugin_rpc_errors_total", service="matcher", method="Match", code="UNAUTHENTICATED")
+            == unauthenticated
+        )
+    finally:
+        for gateway in gateways:
+            await gateway.close()
+        await tuner.stop(0)
+        await matcher.stop(0)
+
+
 async def test_reports_from_a_source_not_allowed_never_open_the_tuner_breaker(
-        matcher, pool, monkeypatch, caplog) -> None:
+    matcher, pool, monkeypatch, caplog
+) -> None:
     monkeypatch.setattr(rpc, "REFUSAL_WARN_INTERVAL_S", 3600.0)  # one warning for the whole test
     guard = GuardSettings(frozenset({"another-gateway"}), rate_per_second=0, burst=0)
     async with guarded_tuner(pool, guard) as tuner:
-        core = OptimizerCore(plugin_config(matcher.address, tuner.address, source_id=SOURCE, batch_size=1,
-                                           breaker_threshold=1, breaker_cooldown_s=3600))
+        core = OptimizerCore(
+            plugin_config(matcher.address, tuner.address, batch_size=1, breaker_threshold=1, breaker_cooldown_s=3600)
+        )
         refused_before = refused()
         denied_before = rpc_errors("tuner", "Report", "PERMISSION_DENIED")
         with caplog.at_level(logging.WARNING, logger="proxy_plugin.rpc"):
@@ -134,31 +184,35 @@ async def test_reports_from_a_source_not_allowed_never_open_the_tuner_breaker(
 
 async def test_observe_rejected_as_bad_input_never_opens_the_matcher_breaker(matcher, pool) -> None:
     async with guarded_tuner(pool, GuardSettings(frozenset(), rate_per_second=0, burst=0)) as tuner:
-        core = OptimizerCore(plugin_config(matcher.address, tuner.address, breaker_threshold=1,
-                                           breaker_cooldown_s=3600))
-        invalid_before = rpc_errors("matcher", "Observe", "INVALID_ARGUMENT")
+        core = OptimizerCore(
+            plugin_config(matcher.address, tuner.address, breaker_threshold=1, breaker_cooldown_s=3600)
+        )
+        rejected_before = sample("optimizer_plugin_telemetry_dropped_total", reason="rejected")
         bad = matcher_pb2.Fingerprints(algorithm_version=999, unit_count=3)
         for _ in range(3):
             decision = Decision(model=MODEL, endpoint="chat", started=0.0, template_id=1, fingerprints=bad)
             core.observe(request(0), STATS, decision)
             await core.flush()
-        assert rpc_errors("matcher", "Observe", "INVALID_ARGUMENT") == invalid_before + 3
+        # ObserveBatch lists each bad item as rejected (counted as dropped), the call itself succeeds
+        assert sample("optimizer_plugin_telemetry_dropped_total", reason="rejected") >= rejected_before + 3
         assert core.breaker_states()["matcher"] == "closed"
         [decision] = await serve(core, range(1, 2))
         assert decision.reason not in ("breaker_open", "rpc_error", "timeout") and decision.decision_id
         await core.close()
 
 
-async def test_a_stopped_tuner_opens_the_learning_breaker_and_the_request_path_finds_out_itself(
-        matcher, pool) -> None:
+async def test_a_stopped_tuner_opens_the_learning_breaker_and_the_request_path_finds_out_itself(matcher, pool) -> None:
     async with guarded_tuner(pool, GuardSettings(frozenset(), rate_per_second=0, burst=0)) as tuner:
-        core = OptimizerCore(plugin_config(matcher.address, tuner.address, breaker_threshold=2,
-                                           breaker_cooldown_s=3600, sticky_ttl_s=0))
+        core = OptimizerCore(
+            plugin_config(matcher.address, tuner.address, breaker_threshold=2, breaker_cooldown_s=3600, sticky_ttl_s=0)
+        )
         sent, decision = await core.prepare(request(0))
         assert decision.decision_id
         await tuner.stop(0)
-        refused_before, dropped_before = refused(), sample("optimizer_plugin_telemetry_dropped_total",
-                                                           reason="rpc_error")
+        refused_before, dropped_before = (
+            refused(),
+            sample("optimizer_plugin_telemetry_dropped_total", reason="rpc_error"),
+        )
         for _ in range(2):  # off the request path only: Report fails UNAVAILABLE
             core.observe(sent, STATS, decision)
             await core.flush()
@@ -178,10 +232,15 @@ async def test_a_stopped_tuner_opens_the_learning_breaker_and_the_request_path_f
         await core.close(0.1)
 
 
-async def _stand_in(servicer: object, add, name: str, max_concurrent_rpcs: int,
-                    learning_rpcs: int = 64) -> RunningServer:
-    cfg = ServerConfig(listen="127.0.0.1:0", metrics_port=0, max_concurrent_rpcs=max_concurrent_rpcs,
-                       max_concurrent_learning_rpcs=learning_rpcs)
+async def _stand_in(
+    servicer: object, add, name: str, max_concurrent_rpcs: int, learning_rpcs: int = 64
+) -> RunningServer:
+    cfg = ServerConfig(
+        listen="127.0.0.1:0",
+        metrics_port=0,
+        max_concurrent_rpcs=max_concurrent_rpcs,
+        max_concurrent_learning_rpcs=learning_rpcs,
+    )
     return await start_server(cfg, [lambda s: add(servicer, s)], (name,), serve_metrics=False)
 
 
@@ -193,8 +252,11 @@ async def test_control_load_shedding_on_the_request_path_still_opens_the_breaker
         await _stand_in(tuner, tuner_pb2_grpc.add_TunerServicer_to_server, "optimizer.v1.Tuner", 1),
     ]
     try:
-        core = OptimizerCore(plugin_config(*(f"127.0.0.1:{s.port}" for s in servers), breaker_threshold=1,
-                                           breaker_cooldown_s=3600, sticky_ttl_s=0))
+        core = OptimizerCore(
+            plugin_config(
+                *(f"127.0.0.1:{s.port}" for s in servers), breaker_threshold=1, breaker_cooldown_s=3600, sticky_ttl_s=0
+            )
+        )
         _sent, decision = await core.prepare({"model": "m", "prompt": "hello there"})
         assert decision.applied
         tuner.recommend_gate = asyncio.Event()
@@ -223,8 +285,11 @@ async def test_held_reports_never_take_the_request_paths_slots() -> None:
     ]
     try:
         address = f"127.0.0.1:{servers[1].port}"
-        core = OptimizerCore(plugin_config(f"127.0.0.1:{servers[0].port}", address, breaker_threshold=1,
-                                           breaker_cooldown_s=3600, sticky_ttl_s=0))
+        core = OptimizerCore(
+            plugin_config(
+                f"127.0.0.1:{servers[0].port}", address, breaker_threshold=1, breaker_cooldown_s=3600, sticky_ttl_s=0
+            )
+        )
         async with create_channel(address) as channel:  # other gateways' telemetry, stalled in the tuner
             stub = tuner_pb2_grpc.TunerStub(channel)
             held = [asyncio.ensure_future(stub.Report(tuner_pb2.ReportRequest(), timeout=30)) for _ in range(2)]
@@ -246,10 +311,20 @@ async def test_held_reports_never_take_the_request_paths_slots() -> None:
 
 async def test_stalled_learning_never_gates_match_or_recommend(matcher, pool, dsn) -> None:
     """Observe waits on a template's row lock, Report on a locked outcome table: both time out off the
-    request path, open the learning breakers, and Match still finds the template, Recommend still answers."""
+    request path (Observe opens its learning breaker), and Match still finds the template, Recommend still
+    answers."""
     async with guarded_tuner(pool, GuardSettings(frozenset(), rate_per_second=0, burst=0)) as tuner:
-        core = OptimizerCore(plugin_config(matcher.address, tuner.address, batch_size=1, breaker_threshold=2,
-                                           breaker_cooldown_s=3600, offpath_timeout_ms=300, match_memo_size=0))
+        core = OptimizerCore(
+            plugin_config(
+                matcher.address,
+                tuner.address,
+                batch_size=1,
+                breaker_threshold=2,
+                breaker_cooldown_s=3600,
+                offpath_timeout_ms=300,
+                match_memo_size=0,
+            )
+        )
         await serve(core, range(1))  # the first sighting creates the template
         [learned] = await serve(core, range(1, 2))
         assert learned.template_id
@@ -258,15 +333,19 @@ async def test_stalled_learning_never_gates_match_or_recommend(matcher, pool, ds
             async with blocker.transaction():
                 await blocker.execute("SELECT id FROM matcher_template FOR UPDATE")
                 await blocker.execute("LOCK TABLE tuner_outcome IN EXCLUSIVE MODE")
-                timeouts = rpc_errors("matcher", "Observe", "DEADLINE_EXCEEDED")
+                timeouts = rpc_errors("matcher", "ObserveBatch", "DEADLINE_EXCEEDED")
+                reports_timed_out = rpc_errors("tuner", "Report", "DEADLINE_EXCEEDED")
                 await serve(core, range(2, 6))
-                assert rpc_errors("matcher", "Observe", "DEADLINE_EXCEEDED") >= timeouts + 2
+                assert rpc_errors("matcher", "ObserveBatch", "DEADLINE_EXCEEDED") >= timeouts + 2
+                assert rpc_errors("tuner", "Report", "DEADLINE_EXCEEDED") >= reports_timed_out + 1
                 for seed in range(6, 9):
                     _sent, decision = await core.prepare(request(seed))
                     assert decision.reason not in ("breaker_open", "rpc_error", "timeout")
                     assert decision.template_id == learned.template_id and decision.decision_id
                 assert core.breaker_states() == {"matcher": "closed", "tuner": "closed"}
-                assert core.learning_breaker_states() == {"matcher": "open", "tuner": "open"}
+                # A Report that timed out is sent again with the same outcomes, which the tuner may by then
+                # hold: its learning breaker is open or closed; the request path's never opened.
+                assert core.learning_breaker_states()["matcher"] == "open"
         finally:
             await blocker.close()
         await core.close(0.1)

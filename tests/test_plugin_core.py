@@ -1,8 +1,10 @@
 """The host-agnostic core against stand-in services: apply, fail open, breaker, bounded telemetry."""
+
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from dataclasses import replace
 
 import pytest
@@ -17,7 +19,7 @@ from proxy_plugin.decision import Decision, Observation
 from proxy_plugin.outcome import build_outcome
 from proxy_plugin.probes import HostProbes, MemoryFigures
 
-from plugin_fixtures import plugin_config, sample, stand_ins, wait_until
+from plugin_fixtures import StandInTuner, plugin_config, sample, stand_ins, wait_until
 
 CHAT = {"model": "m", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]}
 DEAD = "127.0.0.1:1"  # nothing listens on port 1
@@ -33,11 +35,13 @@ def test_canonical_text() -> None:
 def test_strip_command() -> None:
     assert strip_command({"prompt": "/opt  hello"}) == {"prompt": "hello"}
     assert strip_command({"prompt": "/optimal hello"}) is None
-    stripped = strip_command({"messages": [{"role": "user", "content": "/opt hi"},
-                                           {"role": "assistant", "content": "x"}]})
+    stripped = strip_command(
+        {"messages": [{"role": "user", "content": "/opt hi"}, {"role": "assistant", "content": "x"}]}
+    )
     assert stripped is None  # like the host: only when the last message is the user's
     assert strip_command({"messages": [{"role": "user", "content": "/opt hi"}]}) == {
-        "messages": [{"role": "user", "content": "hi"}]}
+        "messages": [{"role": "user", "content": "hi"}]
+    }
 
 
 def test_breaker_opens_half_opens_and_closes() -> None:
@@ -67,6 +71,15 @@ def test_config_file_and_env(tmp_path) -> None:
     with pytest.raises(ValueError):
         load_config(path, env={})
     assert load_config(env={}).matcher_address == "127.0.0.1:50061"  # the shipped config.json
+
+
+def test_a_retired_config_key_is_ignored_with_a_warning(tmp_path, caplog) -> None:
+    """source_id named a gateway by what it wrote; a config that still has it loads, and says so."""
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"source_id": "gw-1", "budget_ms": 20}))
+    with caplog.at_level(logging.WARNING, logger="proxy_plugin.config"):
+        assert load_config(path, env={}).budget_ms == 20
+    assert any("'source_id' is no longer read" in r.getMessage() for r in caplog.records)
 
 
 async def test_apply_respects_client_options() -> None:
@@ -130,8 +143,9 @@ async def test_services_down_fail_open_and_breaker_opens() -> None:
 
 async def test_slow_matcher_is_cut_by_the_deadline_then_the_breaker() -> None:
     async with stand_ins(hang_matcher=True) as services:
-        core = OptimizerCore(services.config(budget_ms=30, call_timeout_ms=20, breaker_threshold=2,
-                                             breaker_cooldown_s=3600))
+        core = OptimizerCore(
+            services.config(budget_ms=30, call_timeout_ms=20, breaker_threshold=2, breaker_cooldown_s=3600)
+        )
         reasons = [(await core.prepare(CHAT))[1].reason for _ in range(4)]
         assert reasons == ["timeout", "timeout", "breaker_open", "breaker_open"]
         assert services.matcher.matches == 2  # the open breaker makes no calls
@@ -214,3 +228,34 @@ async def test_sticky_options_can_be_disabled() -> None:
         sent, decision = await core.prepare(request)
         assert sent is request and not decision.applied
         await core.close(0.1)
+
+
+class _FirstReportTimesOut(StandInTuner):
+    """A tuner whose first Report never answers (it is cancelled at the client's deadline), as a tuner does
+    that is slow to take a fresh connection's first call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[list[str]] = []
+
+    async def Report(self, request, context):
+        self.calls.append([o.outcome_id for o in request.outcomes])
+        if len(self.calls) == 1:
+            await asyncio.Event().wait()
+        return await super().Report(request, context)
+
+
+async def test_a_report_that_timed_out_is_sent_again_with_the_same_outcomes() -> None:
+    async with stand_ins(tuner=_FirstReportTimesOut()) as services:
+        core = OptimizerCore(services.config(offpath_timeout_ms=300))
+        _sent, decision = await core.prepare(CHAT)
+        sent = sample("optimizer_plugin_telemetry_sent_total", kind="report")
+        timed_out = sample("optimizer_plugin_telemetry_dropped_total", reason="timeout")
+        core.observe(CHAT, {"done": True, "prompt_eval_count": 7}, decision)
+        await core.flush()
+        first, again = services.tuner.calls
+        assert first == again and len(first) == 1  # the tuner counts an outcome it already has as a duplicate
+        assert [o.outcome_id for o in services.tuner.outcomes] == first
+        assert sample("optimizer_plugin_telemetry_sent_total", kind="report") == sent + 1
+        assert sample("optimizer_plugin_telemetry_dropped_total", reason="timeout") == timed_out
+        await core.close()

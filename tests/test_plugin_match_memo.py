@@ -1,4 +1,5 @@
 """The plugin's Match memo: its key is exactly Match's input, and a hit answers what Match would have."""
+
 from __future__ import annotations
 
 import random
@@ -29,16 +30,22 @@ def _same_match_input(a: str, b: str, shingle_size: int, normalize: bool) -> boo
 @pytest.mark.parametrize(("shingle_size", "normalize"), [(3, False), (4, True), (5, True)])
 def test_equal_keys_mean_equal_fingerprints_whatever_the_matcher_settings(shingle_size: int, normalize: bool) -> None:
     rng = random.Random(shingle_size)
-    cases = [(HEAD + " " + prompt(10, 50), HEAD + " " + prompt(11, 400)),
-             (SHORT_HEAD + " " + prompt(12, 20), SHORT_HEAD + " " + prompt(13, 300)),
-             ("Ünïcode Ü " + SHORT_HEAD, "üNÏCODE ü " + SHORT_HEAD + " tail")]
+    cases = [
+        (HEAD + " " + prompt(10, 50), HEAD + " " + prompt(11, 400)),
+        (SHORT_HEAD + " " + prompt(12, 20), SHORT_HEAD + " " + prompt(13, 300)),
+        ("Ünïcode Ü " + SHORT_HEAD, "üNÏCODE ü " + SHORT_HEAD + " tail"),
+    ]
     for _ in range(40):  # shared heads of every size, tails of every size
         head = prompt(rng.randrange(1000), rng.randrange(1, 1300))
-        cases.append((head + " " + prompt(rng.randrange(1000), rng.randrange(1, 300)),
-                      head + " " + prompt(rng.randrange(1000), rng.randrange(1, 300))))
+        cases.append(
+            (
+                head + " " + prompt(rng.randrange(1000), rng.randrange(1, 300)),
+                head + " " + prompt(rng.randrange(1000), rng.randrange(1, 300)),
+            )
+        )
     equal = 0
     for a, b in cases:
-        (ka, units_a), (kb, _units_b) = match_key(a), match_key(b)
+        (ka, units_a, *_), (kb, *_) = match_key(a), match_key(b)
         assert units_a == fingerprint(a, shingle_size, normalize).unit_count
         if ka == kb:
             equal += 1
@@ -47,7 +54,7 @@ def test_equal_keys_mean_equal_fingerprints_whatever_the_matcher_settings(shingl
 
 
 def test_key_changes_with_anything_match_reads() -> None:
-    base, _ = match_key(SHORT_HEAD + " " + prompt(20, 20))
+    base = match_key(SHORT_HEAD + " " + prompt(20, 20)).key
     assert match_key(SHORT_HEAD + " " + prompt(21, 500))[0] != base  # crosses 1,024: a new window
     words = SHORT_HEAD.split()
     words[300] = "changed"
@@ -61,11 +68,12 @@ async def test_memo_keeps_matched_answers_for_its_lifetime_only() -> None:
     text, other = HEAD + " one", HEAD + " two three"
     key, answer = await memo.recall(text)
     assert answer is None
-    fps = matcher_pb2.Fingerprints(algorithm_version=141, unit_count=1101,
-                                   windows=[matcher_pb2.WindowFingerprint(window=64, fingerprint=5)])
-    memo.remember(key, matcher_pb2.MatchResponse(matched=False, prompt_units=1101, fingerprints=fps))
+    fps = matcher_pb2.Fingerprints(
+        algorithm_version=141, unit_count=1101, windows=[matcher_pb2.WindowFingerprint(window=64, fingerprint=5)]
+    )
+    memo.remember(key.key, matcher_pb2.MatchResponse(matched=False, prompt_units=1101, fingerprints=fps))
     assert (await memo.recall(text))[1] is None  # a miss is never kept: Observe is about to create the template
-    memo.remember(key, matcher_pb2.MatchResponse(matched=True, template_id=9, prompt_units=1101, fingerprints=fps))
+    memo.remember(key.key, matcher_pb2.MatchResponse(matched=True, template_id=9, prompt_units=1101, fingerprints=fps))
     _key, answer = await memo.recall(other)
     assert answer is not None and answer.template_id == 9
     assert answer.prompt_units == answer.fingerprints.unit_count == match_key(other)[1] == 1102
@@ -80,8 +88,10 @@ def _match_calls() -> float:
 
 
 def _chat(head: str, tail_seed: int) -> dict:
-    return {"model": MODEL, "messages": [{"role": "system", "content": head},
-                                         {"role": "user", "content": prompt(tail_seed, 40)}]}
+    return {
+        "model": MODEL,
+        "messages": [{"role": "system", "content": head}, {"role": "user", "content": prompt(tail_seed, 40)}],
+    }
 
 
 async def test_repeated_match_input_skips_the_round_trip_with_matchs_answer(matcher, tuner) -> None:
@@ -102,7 +112,8 @@ async def test_repeated_match_input_skips_the_round_trip_with_matchs_answer(matc
 
     async with create_channel(matcher.address) as channel:  # what Match answers for the third text
         direct = await matcher_pb2_grpc.MatcherStub(channel).Match(
-            matcher_pb2.MatchRequest(model=MODEL, text=canonical_text(_chat(HEAD, 102))), timeout=5)
+            matcher_pb2.MatchRequest(model=MODEL, text=canonical_text(_chat(HEAD, 102))), timeout=5
+        )
     assert direct.matched and direct.template_id == third.template_id
     assert third.prompt_units == direct.prompt_units and third.fingerprints == direct.fingerprints
 

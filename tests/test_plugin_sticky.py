@@ -1,6 +1,7 @@
 """During an outage every request carries the runner options the model's last request carried: Ollama never
 reloads because the optimizer failed, however long the outage, and also in a gateway replica started
 during it (the context Ollama reports in /api/ps). Time is an injected clock."""
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,7 @@ def chat(text: str, **options: int) -> dict:
 async def test_an_outage_of_any_length_keeps_the_applied_options() -> None:
     clock = Clock()
     async with stand_ins() as services:
-        core = OptimizerCore(services.config(breaker_threshold=1, breaker_cooldown_s=30, sticky_ttl_s=300),
-                             clock=clock)
+        core = OptimizerCore(services.config(breaker_threshold=1, breaker_cooldown_s=30, sticky_ttl_s=300), clock=clock)
         sent, decision = await core.prepare(chat("hello there"))
         assert decision.applied and sent["options"] == APPLIED
         await services.stop()
@@ -70,8 +70,9 @@ async def test_a_model_idle_beyond_the_lifetime_passes_through() -> None:
     """Ollama unloaded it meanwhile (keep_alive): any options cost the same load, the request goes as sent."""
     clock = Clock()
     async with stand_ins() as services:
-        core = OptimizerCore(services.config(breaker_threshold=1, breaker_cooldown_s=3600, sticky_ttl_s=300),
-                             clock=clock)
+        core = OptimizerCore(
+            services.config(breaker_threshold=1, breaker_cooldown_s=3600, sticky_ttl_s=300), clock=clock
+        )
         assert (await core.prepare(chat("hello there")))[1].applied
         await services.stop()
         clock.now += 301

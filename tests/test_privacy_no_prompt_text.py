@@ -1,4 +1,5 @@
 """No prompt text anywhere: traffic through the gateway, then every table, the logs and /metrics are scanned."""
+
 from __future__ import annotations
 
 import logging
@@ -22,7 +23,7 @@ WINDOW = 16  # any 16-character piece of a prompt counts as a leak
 
 def needles() -> set[str]:
     texts = (*SECRETS, SYSTEM)
-    pieces = {t[i:i + WINDOW].lower() for t in texts for i in range(0, len(t) - WINDOW + 1, 3)}
+    pieces = {t[i : i + WINDOW].lower() for t in texts for i in range(0, len(t) - WINDOW + 1, 3)}
     return pieces | {"zebracorn", "glimmerwick", "tenbrook", "cobalt-heron"}
 
 
@@ -33,8 +34,9 @@ def leaks(haystack: str) -> list[str]:
 
 async def dump_tables(pool: asyncpg.Pool) -> str:
     """Every row of every table (all columns cast to text)."""
-    tables = await pool.fetch("SELECT schemaname, tablename FROM pg_tables "
-                              "WHERE schemaname NOT IN ('pg_catalog', 'information_schema')")
+    tables = await pool.fetch(
+        "SELECT schemaname, tablename FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"
+    )
     assert tables
     parts = []
     for schema, name in tables:
@@ -50,8 +52,10 @@ async def test_no_prompt_text_in_tables_logs_or_metrics(matcher, tuner, pool, pg
         client = ollama.AsyncClient(host=gw.url)
         for round_ in range(3):
             for i, secret in enumerate(SECRETS):
-                messages = [{"role": "system", "content": SYSTEM * 20},
-                            {"role": "user", "content": f"{secret} (round {round_})"}]
+                messages = [
+                    {"role": "system", "content": SYSTEM * 20},
+                    {"role": "user", "content": f"{secret} (round {round_})"},
+                ]
                 if i % 2:
                     async for _ in await client.chat(model=MODEL, messages=messages, stream=True):
                         pass
@@ -70,7 +74,11 @@ async def test_no_prompt_text_in_tables_logs_or_metrics(matcher, tuner, pool, pg
     logs = "\n".join(f"{r.name} {r.getMessage()} {r.exc_text or ''}" for r in caplog.records)
     pg_logs = "\n".join(p.read_text(errors="replace") for p in Path(pg_server.data_dir).rglob("*.log"))
     assert emu.requests, "traffic reached the emulator"
-    for where, text in (("tables", rows), ("logs", logs), ("postgres logs", pg_logs),
-                        ("gateway metrics", gateway_metrics)):
+    for where, text in (
+        ("tables", rows),
+        ("logs", logs),
+        ("postgres logs", pg_logs),
+        ("gateway metrics", gateway_metrics),
+    ):
         assert not leaks(text), f"prompt text found in {where}: {leaks(text)[:5]}"
     assert leaks(SECRETS[0]) and leaks(tap.bodies[-1][1].decode())  # the scanner does find real text

@@ -1,4 +1,5 @@
 """A Report answered while Postgres is up means its outcomes are stored: a kill -9 afterwards loses nothing."""
+
 from __future__ import annotations
 
 import dataclasses

@@ -1,4 +1,5 @@
 """Bearer-token auth on both services and TLS / mTLS on every channel, with certificates made here."""
+
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
@@ -28,8 +29,14 @@ MODEL = "llama3.1:8b"
 def _server_cfg(pki: Pki | None, *, mtls: bool = False, token: str = "") -> ServerConfig:
     if pki is None:
         return ServerConfig(listen="127.0.0.1:0", metrics_port=0, auth_token=token)
-    return ServerConfig(listen="127.0.0.1:0", metrics_port=0, auth_token=token, tls_cert=pki.server_cert,
-                        tls_key=pki.server_key, tls_client_ca=pki.ca if mtls else "")
+    return ServerConfig(
+        listen="127.0.0.1:0",
+        metrics_port=0,
+        auth_token=token,
+        tls_cert=pki.server_cert,
+        tls_key=pki.server_key,
+        tls_client_ca=pki.ca if mtls else "",
+    )
 
 
 @pytest.fixture
@@ -98,8 +105,9 @@ async def test_mtls_every_channel_plugin_and_health_cli(services, pki) -> None:
         assert (await check(address, timeout=0.5, tls_ca=pki.ca))[0] != EXIT_SERVING
 
     # The plugin core: request path (Match, Recommend) and telemetry (Observe, Report) over mTLS + token.
-    core = OptimizerCore(plugin_config(matcher.address, tuner.address, auth_token=TOKEN, budget_ms=10_000,
-                                       call_timeout_ms=5_000, **good))  # cold channels: TLS handshake
+    core = OptimizerCore(
+        plugin_config(matcher.address, tuner.address, auth_token=TOKEN, budget_ms=10_000, call_timeout_ms=5_000, **good)
+    )  # cold channels: TLS handshake
     request = {"model": MODEL, "messages": [{"role": "user", "content": "summarise the quarterly report " * 20}]}
     try:
         _sent, decision = await core.prepare(request, "chat")

@@ -1,5 +1,6 @@
 """Several Ollama hosts: two emulators of different hardware behind two gateways that share one matcher and one
 tuner. Learned state is kept per (host label, model) and shown per host in explain, stats and the metrics."""
+
 from __future__ import annotations
 
 import random
@@ -26,8 +27,10 @@ def templated(seed: int) -> list[dict[str, str]]:
 async def test_two_hosts_learn_apart(matcher, tuner) -> None:  # noqa: F811
     small = plugin_config(matcher.address, tuner.address, ollama_host="gpu-8gb")
     large = plugin_config(matcher.address, tuner.address, ollama_host="gpu-24gb")
-    async with gateway_chain(small, hardware="gpu-8gb") as (gw_small, _t1, emu_small), \
-            gateway_chain(large, hardware="gpu-24gb") as (gw_large, _t2, emu_large):
+    async with (
+        gateway_chain(small, hardware="gpu-8gb") as (gw_small, _t1, emu_small),
+        gateway_chain(large, hardware="gpu-24gb") as (gw_large, _t2, emu_large),
+    ):
         clients = [(gw, ollama.AsyncClient(host=gw.url)) for gw in (gw_small, gw_large)]  # connections stay open
         for i in range(6):
             for gw, client in clients:
@@ -44,8 +47,10 @@ async def test_two_hosts_learn_apart(matcher, tuner) -> None:  # noqa: F811
         assert emu_small.truncated_requests == emu_large.truncated_requests == 0
         async with create_channel(tuner.address) as channel:
             stub = tuner_pb2_grpc.TunerStub(channel)
-            explained = {host: await stub.Explain(tuner_pb2.ExplainRequest(model=MODEL, ollama_host=host))
-                         for host in ("gpu-8gb", "gpu-24gb")}
+            explained = {
+                host: await stub.Explain(tuner_pb2.ExplainRequest(model=MODEL, ollama_host=host))
+                for host in ("gpu-8gb", "gpu-24gb")
+            }
             summary = await stub.Summary(tuner_pb2.SummaryRequest(period_seconds=600))
         assert {h: e.ollama_host for h, e in explained.items()} == {"gpu-8gb": "gpu-8gb", "gpu-24gb": "gpu-24gb"}
         assert "default context=4096" in explained["gpu-8gb"].reason

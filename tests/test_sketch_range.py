@@ -1,4 +1,5 @@
 """The quantile sketch never reports a quantile outside the observed [min, max] (explain showed p95 > max)."""
+
 from __future__ import annotations
 
 from hypothesis import given, settings
@@ -8,8 +9,12 @@ from tuner_service.sketch import LogHistogram
 
 
 @settings(max_examples=300, deadline=None)
-@given(values=st.lists(st.floats(0.001, 1e7, allow_nan=False), min_size=1, max_size=300),
-       q=st.floats(0.0, 1.0), upper=st.booleans(), cap=st.sampled_from([5.0, 50.0, 2000.0]))
+@given(
+    values=st.lists(st.floats(0.001, 1e7, allow_nan=False), min_size=1, max_size=300),
+    q=st.floats(0.0, 1.0),
+    upper=st.booleans(),
+    cap=st.sampled_from([5.0, 50.0, 2000.0]),
+)
 def test_quantiles_stay_within_the_observed_range(values: list[float], q: float, upper: bool, cap: float) -> None:
     sketch = LogHistogram(cap=cap)
     for value in values:

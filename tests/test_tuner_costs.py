@@ -1,5 +1,6 @@
 """The policy prices what a context costs all traffic: rent-or-buy, claims that expire by time, hysteresis,
 reloads told apart from queue waits, KV bytes per token learned from /api/ps sizes."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,9 +25,16 @@ class SpillWorld:
     """One model on one GPU as Ollama runs it: a reload on any option change (LOAD_S), layers beyond the VRAM on
     the CPU, where a token costs ten times as long; requests follow each other with ``gap_s`` seconds between."""
 
-    def __init__(self, policy: Policy, vram: int = 8 * GIB, weights: int = int(5.1 * GIB),
-                 kv_per_token: int = 128 * 1024, default_ctx: int = 4096, gap_s: float = 0.0,
-                 load_s: float = LOAD_S) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        vram: int = 8 * GIB,
+        weights: int = int(5.1 * GIB),
+        kv_per_token: int = 128 * 1024,
+        default_ctx: int = 4096,
+        gap_s: float = 0.0,
+        load_s: float = LOAD_S,
+    ) -> None:
         self.policy, self.vram, self.weights = policy, vram, weights
         self.kv, self.default_ctx = kv_per_token, default_ctx
         self.gap_s, self.load_s = gap_s, load_s
@@ -64,11 +72,31 @@ class SpillWorld:
         self.history.append(ctx)
         self.latencies.append(total)
         size = self.size(ctx, batch)
-        self.policy.observe(Observation(
-            MODEL, template_id, units, 2, decision.action == APPLY, options[0], options[1], 0,
-            prompt, output, total, load_s, prompt_s, eval_s, "stop", True, loaded_context_length=ctx,
-            model_size=size, model_vram=min(size, self.vram), finished_at=self.t,
-            runner_load=RUNNER_LOADED if load else RUNNER_KEPT))
+        self.policy.observe(
+            Observation(
+                MODEL,
+                template_id,
+                units,
+                2,
+                decision.action == APPLY,
+                options[0],
+                options[1],
+                0,
+                prompt,
+                output,
+                total,
+                load_s,
+                prompt_s,
+                eval_s,
+                "stop",
+                True,
+                loaded_context_length=ctx,
+                model_size=size,
+                model_vram=min(size, self.vram),
+                finished_at=self.t,
+                runner_load=RUNNER_LOADED if load else RUNNER_KEPT,
+            )
+        )
         return decision
 
     def fast_latency(self, units: int, output: int = 200) -> float:
@@ -135,6 +163,7 @@ def test_a_claim_ends_when_its_session_stops_sending_not_after_a_request_count()
     """After a 50k request, the small traffic pays the spill until the rent covers the return: two reloads while
     the large request's claim is active, one once it has expired. Expiry is by time: the same requests, minutes
     apart, end the claim after one request."""
+
     def small_requests_at_the_large_context(gap_s: float) -> int:
         world = SpillWorld(make_policy(), load_s=20.0)
         warm(world)
@@ -153,8 +182,27 @@ def test_queue_waits_are_not_reloads_and_do_not_price_a_reload() -> None:
     policy = make_policy()
 
     def observe(ctx: int, load_s: float, runner_load: int = 0) -> bool:
-        return policy.observe(Observation(MODEL, 1, 800, 2, True, ctx, 512, 0, 900, 50, load_s + 1.0, load_s,
-                                          0.2, 0.8, "stop", True, runner_load=runner_load)).reloaded
+        return policy.observe(
+            Observation(
+                MODEL,
+                1,
+                800,
+                2,
+                True,
+                ctx,
+                512,
+                0,
+                900,
+                50,
+                load_s + 1.0,
+                load_s,
+                0.2,
+                0.8,
+                "stop",
+                True,
+                runner_load=runner_load,
+            )
+        ).reloaded
 
     assert observe(8192, 3.5, RUNNER_LOADED)
     assert not observe(8192, 9.0, RUNNER_KEPT)  # waited behind other requests of the model
@@ -209,10 +257,31 @@ class SharedGpu:
         self.truncations += prompt + 200 > ctx
         load_s = 4.0 if load else 0.005
         self.t += load_s + 2.0
-        self.policy.observe(Observation(
-            model, template_id, units, 2, decision.action == APPLY, options[0], options[1], 0, prompt, 200,
-            load_s + 2.0, load_s, 0.5, 1.5, "stop", True, loaded_context_length=ctx,
-            model_size=size, model_vram=size, finished_at=self.t, runner_load=RUNNER_LOADED if load else RUNNER_KEPT))
+        self.policy.observe(
+            Observation(
+                model,
+                template_id,
+                units,
+                2,
+                decision.action == APPLY,
+                options[0],
+                options[1],
+                0,
+                prompt,
+                200,
+                load_s + 2.0,
+                load_s,
+                0.5,
+                1.5,
+                "stop",
+                True,
+                loaded_context_length=ctx,
+                model_size=size,
+                model_vram=size,
+                finished_at=self.t,
+                runner_load=RUNNER_LOADED if load else RUNNER_KEPT,
+            )
+        )
         return decision
 
 
@@ -252,10 +321,46 @@ def test_growth_driven_by_truncation_floors_is_bounded_and_a_runaway_is_stopped_
     for _ in range(30):
         decision = policy.recommend(Request(MODEL, 1, 3000, frozenset(), 0, 2))
         contexts.append(decision.num_ctx)
-        policy.observe(Observation(MODEL, 1, 3000, 2, True, decision.num_ctx, decision.num_batch, 0, 400, 200, 2.0,
-                                   0.005, 0.2, 1.5, "stop", True, finished_at=world.t))
+        policy.observe(
+            Observation(
+                MODEL,
+                1,
+                3000,
+                2,
+                True,
+                decision.num_ctx,
+                decision.num_batch,
+                0,
+                400,
+                200,
+                2.0,
+                0.005,
+                0.2,
+                1.5,
+                "stop",
+                True,
+                finished_at=world.t,
+            )
+        )
         world.t += 2.0
     assert all(b <= 2 * a for a, b in itertools.pairwise(contexts))
     assert max(contexts) <= 8 * need_rung
     assert len(set(contexts[-10:])) == 1
     assert "runaway stopped" in explain(policy, MODEL, 1).reason
+
+
+def test_on_a_cpu_only_host_a_large_context_costs_no_speed_so_the_model_does_not_shrink_between_turns() -> None:
+    """Ollama on a CPU-only host reports size_vram 0 at every context: the layers run on the CPU whatever the
+    context, so a long session's context slows nothing between its turns. The model grows for the session and
+    stays: no shrink for a speed it cannot gain, and no growth back on the next turn."""
+    policy = make_policy()
+    world = SpillWorld(policy, vram=0)
+    warm(world)
+    loads = world.loads
+    for i in range(60):
+        world.run(45_000 + 30 * i if i % 3 == 0 else 1500, template_id=2 if i % 3 == 0 else 1)
+    assert world.truncations == 0
+    assert world.loads - loads <= 2, "the growths for the session, no shrink between its turns"
+    model = policy.models[MODEL]
+    assert costs.in_ram(model) and costs.spill_share(model, model.loaded_ctx) == 0
+    assert "fit in VRAM" not in explain(policy, MODEL, 2).reason

@@ -1,4 +1,5 @@
 """Durability of acknowledged outcomes: serialised flushes, a fenced single writer, honest Report accounting."""
+
 from __future__ import annotations
 
 import asyncio
@@ -97,8 +98,11 @@ async def test_two_flushes_of_the_same_rows_neither_raise_nor_stall(gated, pool:
 async def _terminate_lock_session(dsn: str) -> int:
     conn = await asyncpg.connect(dsn)
     try:
-        return int(await conn.fetchval(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE locktype = 'advisory' AND granted"))
+        return int(
+            await conn.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            )
+        )
     finally:
         await conn.close()
 
@@ -123,8 +127,10 @@ async def test_a_writer_whose_lock_session_died_is_fenced_and_reloads_when_it_re
             await a.writer.flush()
         assert not await _stored_ids(pool_b) & {o.outcome_id for o in late}  # fenced
         assert not a.writer.is_writer
-        assert await pool_b.fetchval(
-            "SELECT sample_count FROM tuner_rule WHERE template_id = 5 AND param = 'num_ctx'") == 7
+        assert (
+            await pool_b.fetchval("SELECT sample_count FROM tuner_rule WHERE template_id = 5 AND param = 'num_ctx'")
+            == 7
+        )
         a.report([make_outcome(template_id=5)])  # a demoted writer queues without folding
         assert a.policy.models[MODEL].templates[5].observations == 5
 
@@ -134,8 +140,45 @@ async def test_a_writer_whose_lock_session_died_is_fenced_and_reloads_when_it_re
         assert a.writer.is_writer and result.all_stored()
         assert a.policy.models[MODEL].templates[5].observations == 7 + 2 + 1 + 1
         assert len(await _stored_ids(pool_a)) == 11
-        assert await pool_a.fetchval(
-            "SELECT sample_count FROM tuner_rule WHERE template_id = 5 AND param = 'num_ctx'") == 11
+        assert (
+            await pool_a.fetchval("SELECT sample_count FROM tuner_rule WHERE template_id = 5 AND param = 'num_ctx'")
+            == 11
+        )
+    finally:
+        await b.stop()
+        await a.stop()
+        await pool_a.close()
+        await pool_b.close()
+
+
+async def test_a_hung_writer_loses_the_lock_to_a_standby(dsn: str) -> None:
+    """A writer that stops talking to Postgres (here: its loop stopped, its lock session left open and
+    idle, as a SIGSTOPped or wedged process leaves it) has its session ended by Postgres after the lock
+    session timeout; the standby takes the lock and stores, and the hung writer's late flush is fenced."""
+    settings = dataclasses.replace(fast_settings(), lock_session_timeout_seconds=1.0)
+    pool_a, pool_b = await create_pool(dsn, 1, 4), await create_pool(dsn, 1, 4)
+    a, b = TunerCore(pool_a, settings), TunerCore(pool_b, settings)
+    try:
+        await a.start()
+        assert a.writer.is_writer
+        hung = a.writer._task
+        assert hung is not None
+        hung.cancel()  # no more heartbeats; the lock session stays open
+        with contextlib.suppress(asyncio.CancelledError):
+            await hung
+        await b.start()
+        assert not b.writer.is_writer
+        await asyncio.wait_for(b.writer.wait_writer(), WAIT_S)
+        result = b.report([make_outcome(), make_outcome()])
+        await b.writer.wait_stored(result.all_stored, WAIT_S)
+        assert result.all_stored()
+
+        late = [make_outcome()]
+        a.report(late)
+        with pytest.raises(store.FenceLost):
+            await a.writer.flush()
+        assert not a.writer.is_writer
+        assert await _stored_ids(pool_b) == {item.outcome.outcome_id for item in result.kept.values()}
     finally:
         await b.stop()
         await a.stop()
@@ -153,7 +196,10 @@ async def test_report_counts_stored_buffered_and_dropped_apart(pool: asyncpg.Poo
             reply = await stub.Report(tuner_pb2.ReportRequest(outcomes=[*outcomes, outcomes[0]]))
             assert (reply.accepted, reply.stored, reply.buffered, reply.dropped, reply.duplicates) == (3, 0, 3, 2, 1)
             assert (list(reply.buffered_index), list(reply.dropped_index), list(reply.duplicate_index)) == (
-                [0, 1, 2], [3, 4], [5])
+                [0, 1, 2],
+                [3, 4],
+                [5],
+            )
             await tuner.core.writer.flush()
             again = await stub.Report(tuner_pb2.ReportRequest(outcomes=outcomes[3:]))  # dropped ids may come again
             assert (again.accepted, again.duplicates) == (2, 0)
@@ -168,7 +214,8 @@ async def test_report_says_stored_only_for_committed_rows(pool: asyncpg.Pool) ->
         for tuner, expected in ((writer, (2, 2, 0)), (standby, (2, 0, 2))):
             async with create_channel(tuner.address) as channel:
                 reply = await tuner_pb2_grpc.TunerStub(channel).Report(
-                    tuner_pb2.ReportRequest(outcomes=[make_outcome(), make_outcome()]))
+                    tuner_pb2.ReportRequest(outcomes=[make_outcome(), make_outcome()])
+                )
             assert (reply.accepted, reply.stored, reply.buffered) == expected
         assert await pool.fetchval("SELECT count(*) FROM tuner_outcome") == 2
     finally:

@@ -1,5 +1,6 @@
 """Hard limits and caps (trained context, operator maxima, KV budget, memory) and operator controls that cannot
 hurt (validated pins, resets that exist, NOT_FOUND for names that do not), on a real tuner over gRPC."""
+
 from __future__ import annotations
 
 import argparse
@@ -27,11 +28,24 @@ MODEL = "llama3.1:8b"
 GiB = 2**30
 
 
-async def _learn(stub: tuner_pb2_grpc.TunerStub, template_id: int, units: int, count: int = 4,
-                 model: str = MODEL, **fields: object) -> None:
-    await stub.Report(tuner_pb2.ReportRequest(outcomes=[
-        make_outcome(model=model, template_id=template_id, prompt_units=units, prompt_eval_count=units + 50,
-                     eval_count=300, **fields) for _ in range(count)]))
+async def _learn(
+    stub: tuner_pb2_grpc.TunerStub, template_id: int, units: int, count: int = 4, model: str = MODEL, **fields: object
+) -> None:
+    await stub.Report(
+        tuner_pb2.ReportRequest(
+            outcomes=[
+                make_outcome(
+                    model=model,
+                    template_id=template_id,
+                    prompt_units=units,
+                    prompt_eval_count=units + 50,
+                    eval_count=300,
+                    **fields,
+                )
+                for _ in range(count)
+            ]
+        )
+    )
 
 
 async def _code(call: object) -> tuple[grpc.StatusCode, str]:
@@ -44,8 +58,12 @@ async def _code(call: object) -> tuple[grpc.StatusCode, str]:
 
 @pytest.fixture
 async def capped(pool: asyncpg.Pool) -> AsyncIterator[tuple[RunningTuner, tuner_pb2_grpc.TunerStub]]:
-    limits = LimitSettings(max_num_ctx=65536, model_max_num_ctx={"qwen2.5:14b": 8192},
-                           kv_budget_bytes=0, model_kv_budget_bytes={"llama3.2:3b": 1 * GiB})
+    limits = LimitSettings(
+        max_num_ctx=65536,
+        model_max_num_ctx={"qwen2.5:14b": 8192},
+        kv_budget_bytes=0,
+        model_kv_budget_bytes={"llama3.2:3b": 1 * GiB},
+    )
     running = await start_tuner(pool, local_server(), dataclasses.replace(fast_settings(), limits=limits))
     channel = create_channel(running.address)
     yield running, tuner_pb2_grpc.TunerStub(channel)
@@ -55,8 +73,9 @@ async def capped(pool: asyncpg.Pool) -> AsyncIterator[tuple[RunningTuner, tuner_
 
 async def test_trained_context_is_never_exceeded_and_explained(tuner_stub) -> None:  # noqa: F811
     await _learn(tuner_stub, 1, 20_000, model_context_limit=8192)
-    reply = await tuner_stub.Recommend(tuner_pb2.RecommendRequest(
-        model=MODEL, template_id=1, prompt_units=20_000, model_context_limit=8192))
+    reply = await tuner_stub.Recommend(
+        tuner_pb2.RecommendRequest(model=MODEL, template_id=1, prompt_units=20_000, model_context_limit=8192)
+    )
     assert reply.action == tuner_pb2.APPLY and reply.num_ctx == 8192
     assert "may be truncated" in reply.reason and "trained context 8192" in reply.reason
     state = await tuner_stub.Explain(tuner_pb2.ExplainRequest(model=MODEL, template_id=1))
@@ -65,8 +84,9 @@ async def test_trained_context_is_never_exceeded_and_explained(tuner_stub) -> No
 
 
 async def test_a_new_model_is_capped_by_its_trained_context_on_the_first_request(tuner_stub) -> None:  # noqa: F811
-    reply = await tuner_stub.Recommend(tuner_pb2.RecommendRequest(
-        model="fresh:1b", prompt_units=40_000, model_context_limit=4096))
+    reply = await tuner_stub.Recommend(
+        tuner_pb2.RecommendRequest(model="fresh:1b", prompt_units=40_000, model_context_limit=4096)
+    )
     assert reply.num_ctx <= 4096
 
 
@@ -77,8 +97,9 @@ async def test_operator_caps_and_kv_budget(capped) -> None:
         await _learn(stub, 2, 60_000, model=model, kv_bytes_per_token=114_688)
     caps = {}
     for model in ("qwen2.5:14b", "llama3.2:3b", MODEL):
-        reply = await stub.Recommend(tuner_pb2.RecommendRequest(
-            model=model, template_id=2, prompt_units=60_000, kv_bytes_per_token=114_688))
+        reply = await stub.Recommend(
+            tuner_pb2.RecommendRequest(model=model, template_id=2, prompt_units=60_000, kv_bytes_per_token=114_688)
+        )
         caps[model] = reply.num_ctx
     assert caps == {"qwen2.5:14b": 8192, "llama3.2:3b": GiB // 114_688, MODEL: 65536}
     assert (REGISTRY.get_sample_value("optimizer_tuner_capped_total") or 0.0) >= before
@@ -103,16 +124,23 @@ def test_memory_cap_never_goes_below_the_need() -> None:
 async def test_pin_is_validated_and_a_misspelled_model_never_stored(tuner, tuner_stub) -> None:  # noqa: F811
     await _learn(tuner_stub, 3, 3000)
     bad = {
-        "misspelled model": (tuner_pb2.PinRequest(model="llama3.1:8bb", template_id=3, num_ctx=8192),
-                             grpc.StatusCode.NOT_FOUND),
-        "unknown template": (tuner_pb2.PinRequest(model=MODEL, template_id=77, num_ctx=8192),
-                             grpc.StatusCode.NOT_FOUND),
-        "above the limit": (tuner_pb2.PinRequest(model=MODEL, template_id=3, num_ctx=10_000_000),
-                            grpc.StatusCode.INVALID_ARGUMENT),
-        "not a rung": (tuner_pb2.PinRequest(model=MODEL, template_id=3, num_ctx=100),
-                       grpc.StatusCode.INVALID_ARGUMENT),
-        "odd batch": (tuner_pb2.PinRequest(model=MODEL, template_id=3, num_batch=333),
-                      grpc.StatusCode.INVALID_ARGUMENT),
+        "misspelled model": (
+            tuner_pb2.PinRequest(model="llama3.1:8bb", template_id=3, num_ctx=8192),
+            grpc.StatusCode.NOT_FOUND,
+        ),
+        "unknown template": (
+            tuner_pb2.PinRequest(model=MODEL, template_id=77, num_ctx=8192),
+            grpc.StatusCode.NOT_FOUND,
+        ),
+        "above the limit": (
+            tuner_pb2.PinRequest(model=MODEL, template_id=3, num_ctx=10_000_000),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
+        "not a rung": (tuner_pb2.PinRequest(model=MODEL, template_id=3, num_ctx=100), grpc.StatusCode.INVALID_ARGUMENT),
+        "odd batch": (
+            tuner_pb2.PinRequest(model=MODEL, template_id=3, num_batch=333),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
     }
     for what, (request, expected) in bad.items():
         code, details = await _code(tuner_stub.Pin(request))
@@ -136,8 +164,9 @@ async def test_reset_of_the_big_template_returns_the_model_context(tuner_stub) -
 
 async def test_whole_model_reset_returns_it_to_ollama_defaults(tuner, tuner_stub, pool) -> None:  # noqa: F811
     await _learn(tuner_stub, 6, 3000)
-    assert (await tuner_stub.Recommend(tuner_pb2.RecommendRequest(
-        model=MODEL, template_id=6, prompt_units=3000))).action == tuner_pb2.APPLY
+    assert (
+        await tuner_stub.Recommend(tuner_pb2.RecommendRequest(model=MODEL, template_id=6, prompt_units=3000))
+    ).action == tuner_pb2.APPLY
     await tuner.core.writer.flush()
     assert await pool.fetchval("SELECT count(*) FROM tuner_rule WHERE model = $1", MODEL)
     code, _ = await _code(tuner_stub.Reset(tuner_pb2.ResetRequest(model=MODEL)))
@@ -154,11 +183,13 @@ async def test_whole_model_reset_returns_it_to_ollama_defaults(tuner, tuner_stub
 
 async def test_cli_on_names_that_do_not_exist_exits_nonzero_with_one_line(tuner, tuner_stub, capsys) -> None:  # noqa: F811
     await _learn(tuner_stub, 7, 3000)
-    cases = [(admin_cli.explain, {"model": "nope:1b", "template_id": 7}),
-             (admin_cli.explain, {"model": MODEL, "template_id": 999}),
-             (admin_cli.reset, {"model": MODEL, "template_id": 999}),
-             (admin_cli.reset, {"model": "nope:1b", "template_id": 0}),
-             (admin_cli.stats, {"model": "nope:1b", "period": 60})]
+    cases = [
+        (admin_cli.explain, {"model": "nope:1b", "template_id": 7}),
+        (admin_cli.explain, {"model": MODEL, "template_id": 999}),
+        (admin_cli.reset, {"model": MODEL, "template_id": 999}),
+        (admin_cli.reset, {"model": "nope:1b", "template_id": 0}),
+        (admin_cli.stats, {"model": "nope:1b", "period": 60}),
+    ]
     for command, fields in cases:  # the CLI prints a CliError as one line and exits 1 (tests/test_cli.py)
         with pytest.raises(CliError, match="NOT_FOUND") as error:
             await command(argparse.Namespace(address=tuner.address, json=False, host="", **fields))
@@ -175,9 +206,17 @@ def test_cli_bad_environment_is_one_line(monkeypatch, capsys) -> None:
     assert "Traceback" not in err and err.count("\n") == 1 and "/nonexistent/ca.pem" in err
 
 
-@pytest.mark.parametrize("argv", [["stats", "--period", "-5"], ["templates", "--limit", "-1"],
-                                  ["pin", MODEL, "3", "--num-ctx", "-5"], ["pin", MODEL, "3", "--num-ctx", "1e9"],
-                                  ["explain", MODEL, "-2"], ["pin", MODEL, "3", "--num-batch", str(2**40)]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["stats", "--period", "-5"],
+        ["templates", "--limit", "-1"],
+        ["pin", MODEL, "3", "--num-ctx", "-5"],
+        ["pin", MODEL, "3", "--num-ctx", "1e9"],
+        ["explain", MODEL, "-2"],
+        ["pin", MODEL, "3", "--num-batch", str(2**40)],
+    ],
+)
 def test_cli_argument_errors_never_trace(argv: list[str], capsys) -> None:
     with pytest.raises(SystemExit) as exited:
         cli_main(argv)

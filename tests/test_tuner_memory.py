@@ -1,4 +1,5 @@
 """Policy and memory: the finer ladder, explicit safe num_batch, spills to the CPU, co-residence of models."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -60,10 +61,29 @@ class Gpu:
         prompt = math.ceil(units * RATIO) + 24
         truncated = prompt > ctx
         self.truncations += truncated
-        self.policy.observe(Observation(
-            model, template_id, units, 2, decision.action == APPLY, options[0], options[1], 0,
-            ctx // 2 + 2 if truncated else prompt, output, 8.0 if load else 2.0, 6.0 if load else 0.01, 0.4, 1.5,
-            "stop", True, loaded_context_length=ctx, model_size=size, model_vram=vram))
+        self.policy.observe(
+            Observation(
+                model,
+                template_id,
+                units,
+                2,
+                decision.action == APPLY,
+                options[0],
+                options[1],
+                0,
+                ctx // 2 + 2 if truncated else prompt,
+                output,
+                8.0 if load else 2.0,
+                6.0 if load else 0.01,
+                0.4,
+                1.5,
+                "stop",
+                True,
+                loaded_context_length=ctx,
+                model_size=size,
+                model_vram=vram,
+            )
+        )
         return decision
 
 

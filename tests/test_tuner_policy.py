@@ -1,4 +1,5 @@
 """Policy on synthetic outcome streams: no truncation, few reloads, stability, back-off, pins, passthrough."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,8 +29,9 @@ class World:
     def prompt_tokens(self, units: int, messages: int) -> int:
         return math.ceil(units * self.ratio) + self.overhead * (messages + 1)
 
-    def run(self, template_id: int, units: int, output: int, num_predict: int = 0,
-            messages: int = 2) -> tuple[Decision, bool]:
+    def run(
+        self, template_id: int, units: int, output: int, num_predict: int = 0, messages: int = 2
+    ) -> tuple[Decision, bool]:
         decision = self.policy.recommend(Request(MODEL, template_id, units, frozenset(), num_predict, messages))
         options = (decision.num_ctx, decision.num_batch) if decision.action == APPLY else (0, 0)
         if self.loaded is not None and options != self.loaded:
@@ -40,9 +42,27 @@ class World:
         truncated = prompt > ctx
         self.truncations += truncated
         self.t += 2.0
-        self.policy.observe(Observation(
-            MODEL, template_id, units, messages, decision.action == APPLY, options[0], options[1], num_predict,
-            ctx // 2 + 2 if truncated else prompt, output, 2.0, 0.01, 0.4, 1.5, "stop", True, finished_at=self.t))
+        self.policy.observe(
+            Observation(
+                MODEL,
+                template_id,
+                units,
+                messages,
+                decision.action == APPLY,
+                options[0],
+                options[1],
+                num_predict,
+                ctx // 2 + 2 if truncated else prompt,
+                output,
+                2.0,
+                0.01,
+                0.4,
+                1.5,
+                "stop",
+                True,
+                finished_at=self.t,
+            )
+        )
         return decision, truncated
 
 
@@ -56,8 +76,17 @@ def teach(world: World, template_id: int, units: int, count: int, output: int = 
 
 
 # (a) -------------------------------------------------------------------------------------------
-requests = st.lists(st.tuples(st.integers(0, 6), st.integers(1, 40_000), st.integers(1, 2000),
-                              st.sampled_from([0, 0, 128, 4096]), st.integers(0, 12)), min_size=1, max_size=60)
+requests = st.lists(
+    st.tuples(
+        st.integers(0, 6),
+        st.integers(1, 40_000),
+        st.integers(1, 2000),
+        st.sampled_from([0, 0, 128, 4096]),
+        st.integers(0, 12),
+    ),
+    min_size=1,
+    max_size=60,
+)
 
 
 @settings(max_examples=150, deadline=None)
@@ -67,8 +96,7 @@ def test_never_below_the_request_need(stream, ratio: float, default_ctx: int) ->
     world = World(policy, ratio=ratio, default_ctx=default_ctx)
     top = ladder(1024, 262144, 0)[-1]
     for template_id, units, output, num_predict, messages in stream:
-        decision, truncated = world.run(template_id, units, min(output, num_predict or output), num_predict,
-                                        messages)
+        decision, truncated = world.run(template_id, units, min(output, num_predict or output), num_predict, messages)
         assert not truncated
         assert decision.need >= world.prompt_tokens(units, messages) + num_predict
         if decision.action == APPLY:
@@ -117,8 +145,9 @@ def test_one_truncation_signal_moves_the_template_up_at_once() -> None:
     before, _ = world.run(6, 2500, 200)
     assert before.action == APPLY
     # prompt_eval_count far below the calibrated estimate of 2500 units: the prompt was cut
-    learned = policy.observe(Observation(MODEL, 6, 2500, 2, True, before.num_ctx, 0, 0, 1000, 100,
-                                         2.0, 0.01, 0.4, 1.5, "stop", True))
+    learned = policy.observe(
+        Observation(MODEL, 6, 2500, 2, True, before.num_ctx, 0, 0, 1000, 100, 2.0, 0.01, 0.4, 1.5, "stop", True)
+    )
     assert learned.truncated
     after, _ = world.run(6, 2500, 200)
     assert after.num_ctx > before.num_ctx
@@ -130,8 +159,9 @@ def test_done_reason_length_without_cap_is_a_truncation_signal() -> None:
     world = World(policy)
     teach(world, 6, 2500, 5)
     before, _ = world.run(6, 2500, 200)
-    learned = policy.observe(Observation(MODEL, 6, 2500, 2, True, before.num_ctx, 0, 0, 2800, 1200, 2.0, 0.01,
-                                         0.4, 1.5, "length", True))
+    learned = policy.observe(
+        Observation(MODEL, 6, 2500, 2, True, before.num_ctx, 0, 0, 2800, 1200, 2.0, 0.01, 0.4, 1.5, "length", True)
+    )
     assert learned.truncated
     assert world.run(6, 2500, 200)[0].num_ctx > before.num_ctx
 
@@ -149,8 +179,9 @@ def test_pinned_template_never_changes(stream) -> None:
         decision, _ = world.run(8, units, output)
         assert (decision.action, decision.num_ctx, decision.num_batch) == (APPLY, 8192, 512)
         if truncation:
-            policy.observe(Observation(MODEL, 8, units, 2, True, 8192, 512, 0, 10, 1, 1.0, 0.0, 0.1, 0.5,
-                                       "length", True))
+            policy.observe(
+                Observation(MODEL, 8, units, 2, True, 8192, 512, 0, 10, 1, 1.0, 0.0, 0.1, 0.5, "length", True)
+            )
 
 
 # (f) -------------------------------------------------------------------------------------------
@@ -191,8 +222,9 @@ def test_calibration_learns_the_ratio_and_ignores_truncated_outcomes() -> None:
     model = policy.models[MODEL]
     assert 1.2 <= policy.ratio_upper(model) < 1.3
     before = model.calibration_samples
-    learned = policy.observe(Observation(MODEL, 1, 9000, 2, True, 4096, 0, 0, 2050, 10, 1.0, 0.0, 0.1, 0.5,
-                                         "stop", True))
+    learned = policy.observe(
+        Observation(MODEL, 1, 9000, 2, True, 4096, 0, 0, 2050, 10, 1.0, 0.0, 0.1, 0.5, "stop", True)
+    )
     assert learned.truncated and model.calibration_samples == before
 
 

@@ -1,4 +1,5 @@
 """Single writer across processes sharing a database; Postgres down and back; the admin CLI."""
+
 from __future__ import annotations
 
 import argparse
@@ -61,8 +62,7 @@ async def test_postgres_down_keeps_recommending_and_flushes_without_duplicates(t
     pool = await asyncpg.create_pool(server.uri(), min_size=1, max_size=4)
     tuner = await start_tuner(pool, local_server(), fast_settings())
     try:
-        tuner.core.report([make_outcome(template_id=2, prompt_units=2000, prompt_eval_count=2100)
-                           for _ in range(4)])
+        tuner.core.report([make_outcome(template_id=2, prompt_units=2000, prompt_eval_count=2100) for _ in range(4)])
         await asyncio.wait_for(tuner.core.writer.wait_drained(), WAIT_S)
         await asyncio.to_thread(server.stop)
 
@@ -119,8 +119,7 @@ async def test_write_behind_survives_an_unexpected_error(pool: asyncpg.Pool, mon
 
 async def test_outcome_buffer_is_bounded_and_drops_are_counted(pool: asyncpg.Pool) -> None:
     settings = fast_settings()
-    settings = type(settings)(policy=settings.policy, buffer_max=3, flush_interval_seconds=60,
-                              lock_retry_seconds=60)
+    settings = type(settings)(policy=settings.policy, buffer_max=3, flush_interval_seconds=60, lock_retry_seconds=60)
     tuner = await start_tuner(pool, local_server(), settings)
     try:
         result = tuner.core.report([make_outcome() for _ in range(5)])

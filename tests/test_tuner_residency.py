@@ -1,4 +1,5 @@
 """Templates in memory are bounded: start-up loads no unpinned template, evicted ones come back on demand."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,8 +19,9 @@ async def test_restart_loads_pinned_templates_only_and_fetches_others_on_demand(
     first = await start_tuner(pool, local_server(), fast_settings())
     try:
         first.core.pin(MODEL, 9, 8192, 256)
-        result = first.core.report([make_outcome(MODEL, template_id=t, prompt_units=1000 * t) for t in (1, 2, 3)
-                                    for _ in range(3)])
+        result = first.core.report(
+            [make_outcome(MODEL, template_id=t, prompt_units=1000 * t) for t in (1, 2, 3) for _ in range(3)]
+        )
         await first.core.writer.wait_stored(result.all_stored, 10.0)
         assert result.all_stored()
     finally:

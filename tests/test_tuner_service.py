@@ -1,4 +1,5 @@
 """Tuner over real gRPC and Postgres: recommend, report validation, idempotency, admin RPCs, persistence."""
+
 from __future__ import annotations
 
 import math
@@ -52,9 +53,15 @@ async def test_report_rejects_bad_items_and_keeps_the_rest(tuner, tuner_stub) ->
 
 async def test_duplicates_are_ignored_and_stored_once(tuner, tuner_stub, pool: asyncpg.Pool) -> None:
     # /api/ps figures of a partial offload (size_vram < size): stored so spills can be queried afterwards.
-    first = make_outcome(outcome_id="same", model_size_bytes=9_000_000_000, model_vram_bytes=7_000_000_000,
-                         host_rss_bytes=123_456, gpu_memory_used_bytes=7_500_000_000,
-                         gpu_memory_total_bytes=8_000_000_000, loaded_context_length=4096)
+    first = make_outcome(
+        outcome_id="same",
+        model_size_bytes=9_000_000_000,
+        model_vram_bytes=7_000_000_000,
+        host_rss_bytes=123_456,
+        gpu_memory_used_bytes=7_500_000_000,
+        gpu_memory_total_bytes=8_000_000_000,
+        loaded_context_length=4096,
+    )
     response = await tuner_stub.Report(tuner_pb2.ReportRequest(outcomes=[first, first]))
     assert (response.accepted, response.duplicates) == (1, 1)
     again = await tuner_stub.Report(tuner_pb2.ReportRequest(outcomes=[first]))
@@ -63,10 +70,12 @@ async def test_duplicates_are_ignored_and_stored_once(tuner, tuner_stub, pool: a
     assert await pool.fetchval("SELECT count(*) FROM tuner_outcome WHERE outcome_id = 'same'") == 1
     row = await pool.fetchrow(
         """SELECT model_size_bytes, model_vram_bytes, host_rss_bytes, gpu_memory_used_bytes,
-                  gpu_memory_total_bytes, loaded_context_length FROM tuner_outcome WHERE outcome_id = 'same'""")
+                  gpu_memory_total_bytes, loaded_context_length FROM tuner_outcome WHERE outcome_id = 'same'"""
+    )
     assert tuple(row) == (9_000_000_000, 7_000_000_000, 123_456, 7_500_000_000, 8_000_000_000, 4096)
     spilled = await pool.fetchval(
-        "SELECT count(*) FROM tuner_outcome WHERE model_vram_bytes > 0 AND model_vram_bytes < model_size_bytes")
+        "SELECT count(*) FROM tuner_outcome WHERE model_vram_bytes > 0 AND model_vram_bytes < model_size_bytes"
+    )
     assert spilled == 1
     assert tuner.core.policy.models[MODEL].templates[1].observations == 1
 
@@ -85,9 +94,14 @@ async def test_recommend_validates_model(tuner_stub) -> None:
 
 
 async def _learn(stub, template_id: int, count: int, units: int = 3000) -> None:
-    await stub.Report(tuner_pb2.ReportRequest(outcomes=[
-        make_outcome(template_id=template_id, prompt_units=units, prompt_eval_count=units + 50, eval_count=300)
-        for _ in range(count)]))
+    await stub.Report(
+        tuner_pb2.ReportRequest(
+            outcomes=[
+                make_outcome(template_id=template_id, prompt_units=units, prompt_eval_count=units + 50, eval_count=300)
+                for _ in range(count)
+            ]
+        )
+    )
 
 
 async def test_learned_template_is_applied_explained_pinned_and_reset(tuner_stub) -> None:
@@ -112,9 +126,20 @@ async def test_learned_template_is_applied_explained_pinned_and_reset(tuner_stub
 async def test_summary_counts_requests(tuner_stub) -> None:
     await _learn(tuner_stub, 3, 4)
     decision = await tuner_stub.Recommend(tuner_pb2.RecommendRequest(model=MODEL, template_id=3, prompt_units=3000))
-    await tuner_stub.Report(tuner_pb2.ReportRequest(outcomes=[make_outcome(
-        template_id=3, prompt_units=3000, prompt_eval_count=3050, action=tuner_pb2.APPLY, num_ctx=decision.num_ctx,
-        decision_id=decision.decision_id)]))
+    await tuner_stub.Report(
+        tuner_pb2.ReportRequest(
+            outcomes=[
+                make_outcome(
+                    template_id=3,
+                    prompt_units=3000,
+                    prompt_eval_count=3050,
+                    action=tuner_pb2.APPLY,
+                    num_ctx=decision.num_ctx,
+                    decision_id=decision.decision_id,
+                )
+            ]
+        )
+    )
     summary = await tuner_stub.Summary(tuner_pb2.SummaryRequest(period_seconds=600))
     assert summary.requests == 5 and summary.optimized == 1
     assert summary.match_rate == 1.0
@@ -149,8 +174,13 @@ async def test_a_model_is_stored_only_once_an_outcome_confirms_it(tuner, tuner_s
     await tuner.core.writer.flush()
     assert await pool.fetchval("SELECT count(*) FROM tuner_model WHERE model = $1", ghost) == 0
 
-    tuner.core.report([make_outcome(model=ghost, template_id=0, num_ctx=applied.num_ctx, prompt_units=20_000,
-                                    prompt_eval_count=21_000)])
+    tuner.core.report(
+        [
+            make_outcome(
+                model=ghost, template_id=0, num_ctx=applied.num_ctx, prompt_units=20_000, prompt_eval_count=21_000
+            )
+        ]
+    )
     await tuner.core.writer.flush()
     stored = await pool.fetchval("SELECT loaded_num_ctx FROM tuner_model WHERE model = $1", ghost)
     assert stored == applied.num_ctx
@@ -159,10 +189,21 @@ async def test_a_model_is_stored_only_once_an_outcome_confirms_it(tuner, tuner_s
 async def test_stats_and_explain_say_when_the_traffic_needs_more_context_than_fits(tuner_stub) -> None:
     """/api/ps sizes at two contexts give the KV bytes per token; a spilled load gives the VRAM the model gets."""
     gib = 1 << 30
-    await tuner_stub.Report(tuner_pb2.ReportRequest(outcomes=[
-        make_outcome(template_id=4, loaded_context_length=4096, model_size_bytes=6 * gib, model_vram_bytes=6 * gib),
-        make_outcome(template_id=4, loaded_context_length=32768, model_size_bytes=int(9.5 * gib),
-                     model_vram_bytes=7 * gib)]))
+    await tuner_stub.Report(
+        tuner_pb2.ReportRequest(
+            outcomes=[
+                make_outcome(
+                    template_id=4, loaded_context_length=4096, model_size_bytes=6 * gib, model_vram_bytes=6 * gib
+                ),
+                make_outcome(
+                    template_id=4,
+                    loaded_context_length=32768,
+                    model_size_bytes=int(9.5 * gib),
+                    model_vram_bytes=7 * gib,
+                ),
+            ]
+        )
+    )
     summary = await tuner_stub.Summary(tuner_pb2.SummaryRequest(period_seconds=600))
     advice = summary.models[0].memory_advice
     assert "traffic needs 32768 tokens of context" in advice and "OLLAMA_KV_CACHE_TYPE=q8_0" in advice

@@ -5,6 +5,7 @@
 - `kill -9` of `up` takes matcher, tuner, gateway and Postgres with it, and frees every port;
 - a service does not migrate: it waits, NOT_SERVING, until `migrate` has run.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -36,8 +37,12 @@ def _env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("OPTIMIZER_DSN", "OLLAMA_HOST")}
     env.update({name: f"127.0.0.1:{_free_port()}" for name in ADDRESS_VARIABLES})
     env.update({name: str(_free_port()) for name in PORT_VARIABLES})
-    env.update(OPTIMIZER_DATA_DIR=str(tmp_path / "pg"), OLLAMA_HOST=f"127.0.0.1:{_free_port()}",
-               OPTIMIZER_SHUTDOWN_GRACE_SECONDS="1", OPTIMIZER_EMBEDDED_SHARED_BUFFERS_MB="128")
+    env.update(
+        OPTIMIZER_DATA_DIR=str(tmp_path / "pg"),
+        OLLAMA_HOST=f"127.0.0.1:{_free_port()}",
+        OPTIMIZER_SHUTDOWN_GRACE_SECONDS="1",
+        OPTIMIZER_EMBEDDED_SHARED_BUFFERS_MB="128",
+    )
     return env
 
 
@@ -57,8 +62,9 @@ def _port_free(port: int) -> bool:
 
 async def _cli(command: str, env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
     with log.open("wb") as out:
-        return await asyncio.create_subprocess_exec(sys.executable, "-m", "ollama_optimizer.cli", command,
-                                                    env=env, stdout=out, stderr=asyncio.subprocess.STDOUT)
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "ollama_optimizer.cli", command, env=env, stdout=out, stderr=asyncio.subprocess.STDOUT
+        )
 
 
 async def _poll(condition: Callable[[], Awaitable[bool] | bool], what: str, log: Path | None = None) -> None:
@@ -158,8 +164,9 @@ async def test_kill_9_of_up_takes_every_child_and_postgres_with_it(tmp_path: Pat
     data_dir = tmp_path / "pg"
     up = await _start_up(env, tmp_path / "up.log")
     try:
-        services = [c for c in psutil.Process(up.pid).children()
-                    if not _gone(c.pid) and "ollama_optimizer.cli" in c.cmdline()]
+        services = [
+            c for c in psutil.Process(up.pid).children() if not _gone(c.pid) and "ollama_optimizer.cli" in c.cmdline()
+        ]
         names = {c.pid: c.cmdline()[-1] for c in services}
         assert sorted(names.values()) == ["gateway", "matcher", "tuner"]
         postmaster = _postmaster(data_dir)
@@ -175,8 +182,13 @@ async def test_kill_9_of_up_takes_every_child_and_postgres_with_it(tmp_path: Pat
 async def test_a_service_waits_for_migrate_instead_of_migrating(pg_server, tmp_path: Path) -> None:
     admin = await asyncpg.connect(pg_server.uri())
     await admin.execute("CREATE DATABASE unmigrated")
-    env = {**os.environ, "OPTIMIZER_DSN": pg_server.uri("unmigrated"), "MATCHER_LISTEN": f"127.0.0.1:{_free_port()}",
-           "MATCHER_METRICS_PORT": str(_free_port()), "OPTIMIZER_SHUTDOWN_GRACE_SECONDS": "1"}
+    env = {
+        **os.environ,
+        "OPTIMIZER_DSN": pg_server.uri("unmigrated"),
+        "MATCHER_LISTEN": f"127.0.0.1:{_free_port()}",
+        "MATCHER_METRICS_PORT": str(_free_port()),
+        "OPTIMIZER_SHUTDOWN_GRACE_SECONDS": "1",
+    }
     env.pop("OPTIMIZER_MIGRATE_ON_START", None)
     log = tmp_path / "matcher.log"
     matcher = await _cli("matcher", env, log)

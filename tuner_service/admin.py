@@ -1,5 +1,6 @@
 """Checks behind the operator RPCs (Explain, Pin, Reset, Summary): unknown names and unsafe values are
 refused with a gRPC status name and a message, before any state is touched."""
+
 from __future__ import annotations
 
 from .hosts import split_key
@@ -21,8 +22,10 @@ def known_model(policy: Policy, key: str) -> ModelState:
     if model is None or not model.confirmed:
         model_name, host = split_key(key)
         where = f" on host {host!r}" if host else ""
-        raise Refusal("NOT_FOUND", f"model {model_name!r}{where} is unknown to the tuner (no outcome, pin or "
-                                   "stored state): check the name")
+        raise Refusal(
+            "NOT_FOUND",
+            f"model {model_name!r}{where} is unknown to the tuner (no outcome, pin or stored state): check the name",
+        )
     return model
 
 
@@ -51,8 +54,10 @@ def check_pin(policy: Policy, key: str, template_id: int, num_ctx: int, num_batc
     if num_ctx and num_ctx > rungs[-1]:
         raise Refusal("INVALID_ARGUMENT", f"num_ctx {num_ctx} is above the model's limit {rungs[-1]}")
     if num_ctx and num_ctx not in rungs:
-        raise Refusal("INVALID_ARGUMENT", f"num_ctx {num_ctx} is not a rung of the ladder: "
-                                          f"{', '.join(map(str, rungs[:6]))}, ... {rungs[-1]}")
+        raise Refusal(
+            "INVALID_ARGUMENT",
+            f"num_ctx {num_ctx} is not a rung of the ladder: {', '.join(map(str, rungs[:6]))}, ... {rungs[-1]}",
+        )
     arms = policy.s.num_batch_arms
     if num_batch and num_batch not in arms:
         raise Refusal("INVALID_ARGUMENT", f"num_batch {num_batch} is not one of {', '.join(map(str, arms))}")

@@ -7,6 +7,7 @@ the reported headroom. After a spill the model's ``batch_cap`` bounds it further
 are tried only then (a smaller batch saves compute-buffer memory and costs prompt speed). An explicit value
 is always chosen: Ollama's automatic batch (1024/2048 above 4096/32768 contexts) ignores headroom.
 """
+
 from __future__ import annotations
 
 import math

@@ -5,6 +5,7 @@ process holds the writer lock, and queued unfolded otherwise (a standby, or a wr
 lock: its state may have diverged from what another writer stored). On gaining the lock the core
 reloads stored state, then folds what waited.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,10 +22,12 @@ import asyncpg
 
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
 
-from . import limits, metrics, store
+from . import limits, metrics, store, tentative
+from .accounting import MAX_HOST_LABELS, Accounting, Assessed
 from .decision_token import NONE, DecisionFields, DecisionSigner, key_from_env
+from .evidence import HostVersions
 from .hosts import split_key
-from .policy import APPLY, Decision, Learned, Policy, Request
+from .policy import APPLY, Decision, Learned, Observation, Policy, Request
 from .residency import Residency
 from .settings import TunerSettings
 from .state import ModelState, TemplateState, rung_for
@@ -34,7 +37,6 @@ from .writer import Dirty, Entry, WriteBehind
 log = logging.getLogger(__name__)
 
 ACTION_LABEL = {1: "passthrough", 2: "apply"}
-MAX_HOST_LABELS = 32
 
 
 @dataclass(eq=False)
@@ -75,8 +77,8 @@ class TunerCore:
         self.settings = settings
         self.policy = Policy(settings.policy)
         self.pool = pool
-        self.writer: WriteBehind[Pending] = WriteBehind(
-            pool, settings, self._snapshot, self._promoted, self._demoted, self._load)
+        self.writer = WriteBehind(pool, settings, self._snapshot, self._promoted, self._demoted, self._load)
+        self.accounting = Accounting(self.policy)
         self.residency = Residency(pool, self.policy, settings.templates_in_memory, lambda: self.writer.dirty)
         self.signer = DecisionSigner(key_from_env())
         self._prefix = os.urandom(3).hex()
@@ -84,6 +86,7 @@ class TunerCore:
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._unfolded: list[Pending] = []
         self._host_labels: set[str] = set()  # label values of MODELS_BY_HOST set so far
+        self.host_versions = HostVersions()
 
     # ---- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -101,6 +104,9 @@ class TunerCore:
         async with self.pool.acquire() as conn:
             self.policy.models = await store.load_state(conn)
             ids = await store.recent_outcome_ids(conn, self.settings.dedupe_window)
+        self.host_versions = HostVersions()
+        for key, model in self.policy.models.items():
+            self.host_versions.learn(split_key(key)[1], model.ollama_version, model.version_at)
         self._seen = OrderedDict.fromkeys(ids)
         for item in self._unfolded:
             self._remember(item.outcome.outcome_id)
@@ -147,24 +153,25 @@ class TunerCore:
         model = self.policy.models.get(req.model)
         if req.template_id and model is not None and req.template_id not in model.templates:
             self.residency.want(req.model, req.template_id)
-        did = self.signer.issue(f"{self._prefix}{next(self._seq):x}", DecisionFields(
-            decision.reason_code, decision.reload, decision.reload_avoided, decision.truncation_prevented))
+        did = self.signer.issue(
+            f"{self._prefix}{next(self._seq):x}",
+            DecisionFields(
+                decision.reason_code, decision.reload, decision.reload_avoided, decision.truncation_prevented
+            ),
+        )
         metrics.RECOMMENDATIONS.labels(ACTION_LABEL[decision.action], decision.reason_code).inc()
-        if decision.reload:
-            metrics.RELOADS.labels("caused").inc()
-        if decision.reload_avoided:
-            metrics.RELOADS.labels("avoided").inc()
-        if decision.truncation_prevented:
-            metrics.TRUNCATIONS.labels("prevented").inc()
         if decision.reason_code == "runaway_stopped":
             metrics.RUNAWAY_STOPPED.inc()
-        if decision.action == APPLY:
-            model = self.policy.models.get(req.model)
-            if model is not None:
-                metrics.KV_TOKENS_SAVED.inc(max(0, self.policy.default_ctx(model) - decision.num_ctx))
-                if decision.reload and not self.read_only:
-                    self.writer.touch(req.model)
+        if decision.action == APPLY and decision.reload and not self.read_only and req.model in self.policy.models:
+            self.writer.touch(req.model)
         return decision, did
+
+    def sizing(self, key: str, context_limit: int = 0) -> tuple[float, int]:
+        """What a host needs to size a request while the tuner cannot answer: the tokens-per-unit estimate and
+        the hard cap of the model (RecommendResponse's units_to_tokens_ratio, num_ctx_cap); ``context_limit``
+        from /api/show."""
+        model = self.policy.models.get(key) or ModelState(context_limit=context_limit)
+        return self.policy.ratio_upper(model), limits.hard_cap(key, model, self.settings.limits).value
 
     def _limited(self, req: Request, decision: Decision, context_limit: int, kv_bytes_per_token: int) -> Decision:
         """The decision within the caps; the believed-loaded context follows a clamped APPLY."""
@@ -174,8 +181,9 @@ class TunerCore:
         probe = model if model is not None else ModelState()
         limits.learn(probe, context_limit, kv_bytes_per_token)
         probe.num_ctx_cap = limits.hard_cap(req.model, probe, self.settings.limits).value
-        value, why = limits.clamp(req.model, probe, decision.num_ctx, decision.need, self.policy.rungs(probe),
-                                  self.settings.limits)
+        value, why = limits.clamp(
+            req.model, probe, decision.num_ctx, decision.need, self.policy.rungs(probe), self.settings.limits
+        )
         if not why:
             return decision
         if value < decision.num_ctx:
@@ -236,39 +244,75 @@ class TunerCore:
 
     def _fold(self, item: Pending) -> bool:
         """Learn from the outcome and buffer its row; False when the buffer is full (row dropped)."""
-        obs = item.valid.observation
+        obs = self._with_host_version(item.valid.observation)
         learned = self.policy.observe(obs)
         self.residency.bound(obs.model, self.policy.models[obs.model])
         limits.learn(self.policy.models[obs.model], item.outcome.model_context_limit, item.outcome.kv_bytes_per_token)
-        if learned.foreign:
-            metrics.TRUNCATIONS.labels("foreign_context").inc()
-        elif learned.truncated:
-            metrics.TRUNCATIONS.labels("detected").inc()
-        if learned.reloaded:
-            metrics.RELOADS.labels("observed").inc()
+        assessed = self.accounting.assess(item.outcome, obs, learned)
         self.writer.touch(obs.model, obs.template_id)
-        item.entry = self.writer.enqueue(self._row(item, learned), item)
+        item.entry = self.writer.enqueue(self._row(item, learned, assessed), item)
         return item.entry is not None
 
-    def _row(self, item: Pending, learned: Learned) -> tuple[Any, ...]:
+    def _with_host_version(self, obs: Observation) -> Observation:
+        """An outcome that reports its Ollama version teaches its host's; one without is read as its host's."""
+        host = split_key(obs.model)[1]
+        if not obs.ollama_version:
+            return dataclasses.replace(obs, ollama_version=self.host_versions.version(host))
+        self.host_versions.learn(host, obs.ollama_version, obs.finished_at)
+        model = self.policy.models.setdefault(obs.model, ModelState())
+        if obs.finished_at >= model.version_at:
+            model.ollama_version, model.version_at = obs.ollama_version, obs.finished_at
+        return obs
+
+    def _row(self, item: Pending, learned: Learned, assessed: Assessed) -> tuple[Any, ...]:
         o, obs = item.outcome, item.valid.observation
         model = self.policy.models[obs.model]
         saved = self.policy.default_ctx(model) - o.num_ctx if obs.applied and o.num_ctx > 0 else 0
-        return store.outcome_row(dict(
-            outcome_id=o.outcome_id, decision_id=o.decision_id[:128], model=o.model, template_id=o.template_id,
-            prompt_units=o.prompt_units, message_count=o.message_count, action=o.action, num_ctx=o.num_ctx,
-            num_batch=o.num_batch, num_predict=o.num_predict, prompt_eval_count=o.prompt_eval_count,
-            eval_count=o.eval_count, total_duration_ns=o.total_duration_ns, load_duration_ns=o.load_duration_ns,
-            prompt_eval_duration_ns=o.prompt_eval_duration_ns, eval_duration_ns=o.eval_duration_ns,
-            done_reason=o.done_reason, counts_known=o.counts_known, latency_seconds=o.latency_seconds,
-            ttft_seconds=o.ttft_seconds, host_rss_bytes=o.host_rss_bytes,
-            gpu_memory_used_bytes=o.gpu_memory_used_bytes, gpu_memory_total_bytes=o.gpu_memory_total_bytes,
-            loaded_context_length=o.loaded_context_length, model_size_bytes=o.model_size_bytes,
-            model_vram_bytes=o.model_vram_bytes, reason_code=item.decision.reason_code,
-            reload_caused=item.decision.reload_caused, reload_avoided=item.decision.reload_avoided,
-            truncation_prevented=item.decision.truncation_prevented, truncation_detected=learned.truncated,
-            kv_tokens_saved=saved, finished_at=item.valid.finished_at, ollama_host=o.ollama_host,
-            prompt_eval_cached_count=o.prompt_eval_cached_count))
+        return store.outcome_row(
+            dict(
+                outcome_id=o.outcome_id,
+                decision_id=o.decision_id[:128],
+                model=o.model,
+                template_id=o.template_id,
+                prompt_units=o.prompt_units,
+                message_count=o.message_count,
+                action=o.action,
+                num_ctx=o.num_ctx,
+                num_batch=o.num_batch,
+                num_predict=o.num_predict,
+                prompt_eval_count=o.prompt_eval_count,
+                eval_count=o.eval_count,
+                total_duration_ns=o.total_duration_ns,
+                load_duration_ns=o.load_duration_ns,
+                prompt_eval_duration_ns=o.prompt_eval_duration_ns,
+                eval_duration_ns=o.eval_duration_ns,
+                done_reason=o.done_reason,
+                counts_known=o.counts_known,
+                latency_seconds=o.latency_seconds,
+                ttft_seconds=o.ttft_seconds,
+                host_rss_bytes=o.host_rss_bytes,
+                gpu_memory_used_bytes=o.gpu_memory_used_bytes,
+                gpu_memory_total_bytes=o.gpu_memory_total_bytes,
+                loaded_context_length=o.loaded_context_length,
+                model_size_bytes=o.model_size_bytes,
+                model_vram_bytes=o.model_vram_bytes,
+                reason_code=item.decision.reason_code,
+                reload_caused=item.decision.reload_caused,
+                reload_avoided=item.decision.reload_avoided,
+                truncation_prevented=item.decision.truncation_prevented,
+                truncation_detected=learned.truncated,
+                kv_tokens_saved=saved,
+                finished_at=item.valid.finished_at,
+                ollama_host=o.ollama_host,
+                prompt_eval_cached_count=o.prompt_eval_cached_count,
+                runner_loaded=learned.reloaded,
+                load_cause=assessed.benefit.load_cause,
+                baseline_reload=assessed.benefit.baseline_reload,
+                baseline_num_ctx=assessed.benefit.baseline_ctx,
+                baseline_truncated=assessed.benefit.baseline_truncated,
+                prompt_seconds_baseline=assessed.prompt_seconds_baseline,
+            )
+        )
 
     def _snapshot(self, dirty: Dirty) -> tuple[list[tuple[Any, ...]], list[store.RuleRow], list[tuple[Any, ...]]]:
         models, rules, arms = [], [], []
@@ -315,9 +359,11 @@ class TunerCore:
         del model.templates[template_id]
         if model.managed:  # the next request moves the model down to what its other templates need
             rungs, margin = self.policy.rungs(model), self.policy.margin_for(model)
-            keep = rung_for(max((self.policy.template_need(t, margin) for t in model.templates.values()),
-                                default=0.0), rungs)
+            keep = rung_for(
+                max((self.policy.template_need(t, margin) for t in model.templates.values()), default=0.0), rungs
+            )
             model.claims = {rung: seen for rung, seen in model.claims.items() if rung <= keep}
+            tentative.forget_template(model, template_id)
             model.relieve = ("reset", f"template {template_id} was reset")
         self.writer.forget(model_name, template_id)
         self.residency.forget(model_name, template_id)
@@ -338,7 +384,5 @@ class TunerCore:
                 await self.writer.flush()
             except store.FenceLost:  # demoted: the figures below are what the current writer stored
                 pass
-        reload_ns = int(self.settings.policy.reload_threshold_seconds * 1e9)
         async with self.pool.acquire() as conn:
-            return await store.summary(conn, period_s, model, reload_ns)
-
+            return await store.summary(conn, period_s, model)

@@ -3,15 +3,16 @@
 Pure functions over ModelState; every cost is in seconds. Sizes are bounded by the ladder (a few dozen
 rungs), never by the number of templates.
 """
+
 from __future__ import annotations
 
 import math
 
 from .state import ModelState
 
-MEMORY_POINTS = 8            # (num_ctx, num_batch) memory figures kept per model
+MEMORY_POINTS = 8  # (num_ctx, num_batch) memory figures kept per model
 SPILL_SLOWDOWN_PRIOR = 10.0  # time of a fully CPU-resident layer / a GPU one, before speeds are measured
-SHRINK_PRIOR_GAIN = 0.02     # share of request time saved per halving when nothing is known of speed or memory
+SHRINK_PRIOR_GAIN = 0.02  # share of request time saved per halving when nothing is known of speed or memory
 
 
 # ---- claims ----------------------------------------------------------------------------------
@@ -66,8 +67,17 @@ def fit_limit(model: ModelState) -> int:
     return max(known, int(ctx - (size - vram) / per_token))
 
 
+def in_ram(model: ModelState) -> bool:
+    """No byte of the model in VRAM at any context seen (a CPU-only host: /api/ps size_vram 0). Its layers run
+    on the CPU whatever the context, so a context costs load time and memory there, never speed."""
+    return bool(model.memory) and all(vram == 0 for _, vram in model.memory.values())
+
+
 def spill_share(model: ModelState, ctx: int) -> float:
-    """Share of the model on the CPU at ``ctx``: measured, else predicted from the fit limit; 0 = none known."""
+    """Share of the model on the CPU at ``ctx`` beyond where it always runs: measured, else predicted from the
+    fit limit; 0 = none known, and 0 on a CPU-only host."""
+    if in_ram(model):
+        return 0.0
     shares = [1 - vram / size for (c, _), (size, vram) in model.memory.items() if c == ctx and size]
     if shares:
         return max(0.0, shares[-1])
@@ -124,8 +134,15 @@ def pay_eviction(model: ModelState, rungs: list[int], reload_s: float) -> None:
         model.rent[rung] = model.rent.get(rung, 0.0) + reload_s
 
 
-def shrink_target(model: ModelState, rungs: list[int], required_rung: int, active: int, reload_s: float,
-                  backoff: float, coming_s: float = 0.0) -> tuple[int, float]:
+def shrink_target(
+    model: ModelState,
+    rungs: list[int],
+    required_rung: int,
+    active: int,
+    reload_s: float,
+    backoff: float,
+    coming_s: float = 0.0,
+) -> tuple[int, float]:
     """(rung, seconds paid) the model should return to now, or (0, 0).
 
     The rent-or-buy rule: once the extra time paid at the loaded rung since the last request that needed
@@ -144,7 +161,7 @@ def shrink_target(model: ModelState, rungs: list[int], required_rung: int, activ
     if active < model.loaded_ctx:
         model.strikes.pop(model.loaded_ctx, None)
     strikes = model.strikes.get(model.loaded_ctx, 0)
-    penalty = backoff ** strikes
+    penalty = backoff**strikes
     if strikes:
         coming_s = 0.0  # a context already revisited is left only for rent actually paid
     for rung in rungs:

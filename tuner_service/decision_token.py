@@ -8,6 +8,7 @@ else (forged, altered, from another key, or the unsigned format of earlier versi
 decision. Tuners that share ``TUNER_DECISION_KEY`` verify each other's ids (failover, restarts);
 without it each process draws its own key.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -16,7 +17,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from ollama_optimizer.config import env_str
+from ollama_optimizer.config import env_secret
 
 VERSION = "d2"
 MAC_HEX = 24  # 96 bits
@@ -38,8 +39,9 @@ NONE = DecisionFields()
 
 
 def key_from_env() -> bytes:
-    """TUNER_DECISION_KEY when set, else a random key for this process."""
-    configured = env_str("TUNER_DECISION_KEY", "")
+    """TUNER_DECISION_KEY (or the file TUNER_DECISION_KEY_FILE names) when set, else a random key for
+    this process."""
+    configured = env_secret("TUNER_DECISION_KEY")
     return configured.encode() if configured else os.urandom(32)
 
 

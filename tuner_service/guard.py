@@ -1,13 +1,15 @@
 """Poisoning resistance for Report: a source allow-list and a per-source token-bucket rate limit.
 
-A source is an identity the transport authenticated, never a name the client writes: the verified
-mTLS client certificate (its first subject alternative name, else its common name) as
+A source is an identity the transport authenticated, never a name the client writes: the name a
+per-source bearer token stands for (``OPTIMIZER_SOURCE_TOKENS``) as ``token:<name>``, else the
+verified mTLS client certificate (its first subject alternative name, else its common name) as
 ``cert:<name>``, else the peer's host as ``peer:<address>``. With ``TUNER_REPORT_SOURCES`` set,
 only listed sources may report (PERMISSION_DENIED otherwise); each source may report
 ``TUNER_REPORT_RATE`` outcomes/s with bursts of ``TUNER_REPORT_BURST`` (RESOURCE_EXHAUSTED beyond).
 Refused batches are counted and never touch learned state. Authentication itself (bearer token,
 mTLS) happens before, in the server and its interceptor.
 """
+
 from __future__ import annotations
 
 import time
@@ -60,8 +62,11 @@ class TokenBucket:
         return True
 
 
-def source_of(identities: Iterable[bytes] | None, peer: str) -> str:
-    """The verified client certificate's name (``context.peer_identities()``), else the peer host."""
+def source_of(identities: Iterable[bytes] | None, peer: str, token_source: str = "") -> str:
+    """The source a verified per-source token names, else the verified client certificate's name
+    (``context.peer_identities()``), else the peer host."""
+    if token_source:
+        return token_source
     first = next(iter(identities or ()), None)
     if first is not None:
         return "cert:" + first.decode("utf-8", "replace")[:MAX_SOURCE_LEN]
@@ -88,8 +93,10 @@ class ReportGuard:
             return
         if not self._bucket(source).take(outcomes, self._clock()):
             metrics.REPORTS_REFUSED.labels("rate_limited").inc()
-            raise Refused("RESOURCE_EXHAUSTED",
-                          f"source {source[:64]!r} is over its report rate ({self.settings.rate_per_second:g}/s)")
+            raise Refused(
+                "RESOURCE_EXHAUSTED",
+                f"source {source[:64]!r} is over its report rate ({self.settings.rate_per_second:g}/s)",
+            )
 
     def _bucket(self, source: str) -> TokenBucket:
         bucket = self._buckets.get(source)

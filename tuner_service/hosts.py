@@ -3,6 +3,7 @@
 The empty host is the default (a single Ollama behind every gateway): its key is the model name alone.
 Model names and host labels hold no white space, so ``"<model> @<host>"`` cannot collide with a name.
 """
+
 from __future__ import annotations
 
 import re

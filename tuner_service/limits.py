@@ -5,6 +5,7 @@ trained context (/api/show), the operator's global and per-model maximum num_ctx
 KV-memory budget. The memory cap from GPU figures (the loaded model's size against the GPU's total)
 is soft: it never takes a request below what it needs.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -32,11 +33,12 @@ class LimitSettings:
 
     max_num_ctx: int = field(default_factory=lambda: env_int("TUNER_MAX_NUM_CTX", 0))
     model_max_num_ctx: dict[str, int] = field(
-        default_factory=lambda: _per_model(env_str("TUNER_MODEL_MAX_NUM_CTX", ""), "TUNER_MODEL_MAX_NUM_CTX"))
+        default_factory=lambda: _per_model(env_str("TUNER_MODEL_MAX_NUM_CTX", ""), "TUNER_MODEL_MAX_NUM_CTX")
+    )
     kv_budget_bytes: int = field(default_factory=lambda: env_int("TUNER_KV_BUDGET_BYTES", 0))
     model_kv_budget_bytes: dict[str, int] = field(
-        default_factory=lambda: _per_model(env_str("TUNER_MODEL_KV_BUDGET_BYTES", ""),
-                                           "TUNER_MODEL_KV_BUDGET_BYTES"))
+        default_factory=lambda: _per_model(env_str("TUNER_MODEL_KV_BUDGET_BYTES", ""), "TUNER_MODEL_KV_BUDGET_BYTES")
+    )
     # Share of the GPU's memory one model may fill (weights + KV) before the memory cap applies.
     gpu_share: float = field(default_factory=lambda: env_float("TUNER_GPU_SHARE", 0.9))
 
@@ -70,8 +72,10 @@ def hard_cap(name: str, model: ModelState, s: LimitSettings) -> Cap:
     budget = s.model_kv_budget_bytes.get(base, 0) or s.kv_budget_bytes
     if budget and model.kv_bytes_per_token:
         tokens = budget // model.kv_bytes_per_token
-        cap = cap.tighter(max(tokens, 1), f"KV budget {budget / 2**30:.2f} GiB = {tokens} tokens "
-                                          f"at {model.kv_bytes_per_token} B/token")
+        cap = cap.tighter(
+            max(tokens, 1),
+            f"KV budget {budget / 2**30:.2f} GiB = {tokens} tokens at {model.kv_bytes_per_token} B/token",
+        )
     return cap
 
 
@@ -92,8 +96,9 @@ def memory_cap(model: ModelState, s: LimitSettings) -> Cap:
     return Cap(tokens, f"{what} holds {tokens} tokens of KV beside the weights") if tokens else Cap()
 
 
-def clamp(name: str, model: ModelState | None, num_ctx: int, need: int, rungs: list[int],
-          s: LimitSettings) -> tuple[int, str]:
+def clamp(
+    name: str, model: ModelState | None, num_ctx: int, need: int, rungs: list[int], s: LimitSettings
+) -> tuple[int, str]:
     """``num_ctx`` within the caps; returns (value, reason to append; "" when no cap binds).
 
     A hard cap always wins, and the reason says so whenever it binds (the request may then be
@@ -109,8 +114,10 @@ def clamp(name: str, model: ModelState | None, num_ctx: int, need: int, rungs: l
         fitting = max([r for r in rungs if r <= soft.value], default=0)
         target = max(fitting, floor)
         if target < value:
-            value, why = target, f"memory cap: {soft.why}" + (f"; kept {target} for need {need}" if
-                                                               target > soft.value else "")
+            value, why = (
+                target,
+                f"memory cap: {soft.why}" + (f"; kept {target} for need {need}" if target > soft.value else ""),
+            )
     if hard.value and value >= hard.value and (value > hard.value or need > value):
         value = hard.value
         why = f"capped at {value} ({hard.why})"

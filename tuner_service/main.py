@@ -1,4 +1,5 @@
 """Entry points: `ollama-optimizer tuner` (serve) and an in-process starter for tests and benchmarks."""
+
 from __future__ import annotations
 
 import logging
@@ -45,20 +46,28 @@ class RunningTuner:
             await self.owned_pool.close()
 
 
-async def start_tuner(pool_or_dsn: asyncpg.Pool | str, server_cfg: ServerConfig,
-                      settings: TunerSettings | None = None, *, serve_metrics: bool = False,
-                      guard: GuardSettings | None = None) -> RunningTuner:
+async def start_tuner(
+    pool_or_dsn: asyncpg.Pool | str,
+    server_cfg: ServerConfig,
+    settings: TunerSettings | None = None,
+    *,
+    serve_metrics: bool = False,
+    guard: GuardSettings | None = None,
+) -> RunningTuner:
     """Start a tuner on an existing pool (or a DSN: a pool is created and owned); migrations must be applied."""
     owned = await create_pool(pool_or_dsn, 2, 8) if isinstance(pool_or_dsn, str) else None
     pool = owned or pool_or_dsn
     assert isinstance(pool, asyncpg.Pool)
     core = TunerCore(pool, settings or TunerSettings())
     await core.start()
-    servicer = TunerServicer(core, ReportGuard(guard))
+    servicer = TunerServicer(core, ReportGuard(guard), server_cfg.source_tokens)
     try:
         server = await start_server(
-            server_cfg, [lambda s: tuner_pb2_grpc.add_TunerServicer_to_server(servicer, s)], (SERVICE_NAME,),
-            serve_metrics=serve_metrics)
+            server_cfg,
+            [lambda s: tuner_pb2_grpc.add_TunerServicer_to_server(servicer, s)],
+            (SERVICE_NAME,),
+            serve_metrics=serve_metrics,
+        )
         follow_database(server, pool, ())  # Recommend is served from memory while the database is down
     except BaseException:
         await core.stop()
@@ -71,8 +80,9 @@ async def start_tuner(pool_or_dsn: asyncpg.Pool | str, server_cfg: ServerConfig,
 async def serve() -> int:
     """Run the tuner until SIGTERM/SIGINT; returns the exit code."""
     server_cfg = ServerConfig.tuner()
-    async with open_database(DatabaseConfig(),
-                             while_waiting=lambda: not_serving_while_waiting(server_cfg, (SERVICE_NAME,))) as db:
+    async with open_database(
+        DatabaseConfig(), while_waiting=lambda: not_serving_while_waiting(server_cfg, (SERVICE_NAME,))
+    ) as db:
         tuner = await start_tuner(db.pool, server_cfg, TunerSettings(), serve_metrics=True)
         role = "writer" if tuner.core.writer.is_writer else "read-only standby"
         log.info("tuner serving on %s as %s", server_cfg.listen, role)

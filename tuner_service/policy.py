@@ -8,17 +8,21 @@ ends when requests needing it stop arriving. Once a model is managed every reque
 same explicit options, because a request without num_ctx after an explicit one makes Ollama reload to
 its default.
 """
+
 from __future__ import annotations
 
 import functools
 import math
 from dataclasses import dataclass
 
+from ollama_optimizer.benefit import RUNNER_KEPT as RUNNER_KEPT  # re-exported: Outcome.runner_load
+from ollama_optimizer.benefit import RUNNER_LOADED as RUNNER_LOADED
+from ollama_optimizer.benefit import RUNNER_UNKNOWN, runner_loaded
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
 
-from . import costs
+from . import costs, tentative
 from .bandit import choose_num_batch
-from .evidence import UNCACHED, CountReading, at_cut, read_counts
+from .evidence import CountReading, at_cut, read_counts
 from .hosts import split_key
 from .settings import PolicySettings
 from .state import ArmStats, ModelState, TemplateState, ladder, rung_for, size_class
@@ -29,14 +33,26 @@ CLIENT_OWNED = frozenset({"num_ctx", "num_batch"})
 CONFIDENCE_K = 3.0  # confidence = n / (n + K)
 MAX_UNCONFIRMED_MODELS = 256  # models known from Recommend alone (no outcome, pin or stored row yet)
 EWMA = 0.1
-RUNNER_UNKNOWN, RUNNER_KEPT, RUNNER_LOADED = 0, 1, 2  # Outcome.runner_load: what the gateway saw
 _LADDERS = functools.lru_cache(maxsize=256)(ladder)  # by (min, max, model limit, steps, explicit rungs)
 
-REASON_CODES = ("client_set", "no_data", "low_confidence", "pinned", "initial", "grow",
-                "grow_truncation_guard", "shrink", "keep_loaded", "avoid_reload", "relieve_spill", "co_reside",
-                "runaway_stopped", "reset")
-RUNAWAY_GROWTHS = 3    # growths driven by truncation floors (not by the requests' own estimates) ...
-RUNAWAY_WINDOW = 100   # ... within this many requests: a runaway
+REASON_CODES = (
+    "client_set",
+    "no_data",
+    "low_confidence",
+    "pinned",
+    "initial",
+    "grow",
+    "grow_truncation_guard",
+    "shrink",
+    "keep_loaded",
+    "avoid_reload",
+    "relieve_spill",
+    "co_reside",
+    "runaway_stopped",
+    "reset",
+)
+RUNAWAY_GROWTHS = 3  # growths driven by truncation floors (not by the requests' own estimates) ...
+RUNAWAY_WINDOW = 100  # ... within this many requests: a runaway
 
 
 @dataclass(frozen=True)
@@ -86,14 +102,14 @@ class Observation:
     gpu_used: int = 0
     gpu_total: int = 0
     loaded_context_length: int = 0
-    model_size: int = 0   # /api/ps size and size_vram (bytes, 0 = unknown); vram < size = partial offload
+    model_size: int = 0  # /api/ps size and size_vram (bytes, 0 = unknown); vram < size = partial offload
     model_vram: int = 0
     finished_at: float = 0.0  # seconds (Unix); the policy's clock
     runner_load: int = RUNNER_UNKNOWN
-    cached_count: int = 0        # prompt_eval_cached_count, meaningful when cached_known
+    cached_count: int = 0  # prompt_eval_cached_count, meaningful when cached_known
     cached_known: bool = False
-    ollama_version: str = ""     # "" = unknown: how prompt_eval_count was counted (evidence.py)
-    observed_ctx: int = 0        # context Ollama reported after the request (0 = unknown)
+    ollama_version: str = ""  # "" = unknown: how prompt_eval_count was counted (evidence.py)
+    observed_ctx: int = 0  # context Ollama reported after the request (0 = unknown)
     options_dropped: bool = False  # the host did not forward the options: num_ctx/num_batch never reached Ollama
 
 
@@ -117,8 +133,13 @@ class Policy:
     # ---- estimates -------------------------------------------------------------------------
     def rungs(self, model: ModelState) -> list[int]:
         """The model's ladder (shared, never mutated), up to its cap or trained context."""
-        return _LADDERS(self.s.ladder_min, self.s.ladder_max, model.num_ctx_cap or model.context_limit,
-                        self.s.ladder_steps, self.s.ladder_rungs)
+        return _LADDERS(
+            self.s.ladder_min,
+            self.s.ladder_max,
+            model.num_ctx_cap or model.context_limit,
+            self.s.ladder_steps,
+            self.s.ladder_rungs,
+        )
 
     def margin_for(self, model: ModelState) -> float:
         """The tight margin once the model must share memory (evicted or spilled), else the normal one."""
@@ -132,10 +153,10 @@ class Policy:
         return model.loaded_ctx if model.managed and model.loaded_ctx else self.default_ctx(model)
 
     def calibrated(self, model: ModelState) -> bool:
-        """Enough samples for the measured upper ratio; where counts may leave out the cache only loads give
-        samples (a cold cache), so one suffices."""
-        need = 1 if model.count_semantics == UNCACHED else self.s.calibration_min_samples
-        return model.calibration_samples >= need
+        """A measured ratio exists: the upper quantile of a few samples is their largest, a measurement that
+        beats the prior (which would otherwise set the first contexts). Counts that may leave out the cache
+        give samples only from loads (a cold cache) or above the estimate (evidence.py)."""
+        return model.calibration_samples >= 1
 
     def ratio_upper(self, model: ModelState) -> float:
         if self.calibrated(model):
@@ -162,7 +183,8 @@ class Policy:
 
     def request_need(self, model: ModelState, template: TemplateState | None, req: Request) -> int:
         return self.prompt_tokens(model, req.prompt_units, req.message_count) + self.output_reserve(
-            template, req.num_predict)
+            template, req.num_predict
+        )
 
     def confidence(self, template: TemplateState | None) -> float:
         if template is None:
@@ -170,8 +192,7 @@ class Policy:
         return template.observations / (template.observations + CONFIDENCE_K)
 
     def confident(self, template: TemplateState | None) -> bool:
-        return template is not None and (template.observations >= self.s.min_observations
-                                         or template.floor_ctx > 0)
+        return template is not None and (template.observations >= self.s.min_observations or template.floor_ctx > 0)
 
     def template_need(self, template: TemplateState, margin: float | None = None) -> float:
         """Context one template wants: its high need quantile with margin, never below its floor."""
@@ -181,7 +202,10 @@ class Policy:
 
     def active_need(self, model: ModelState) -> int:
         """The largest rung (with margin) a request needed within the claim idle time; 0 = none."""
-        return costs.active_need(model, self.clock, self.s.claim_idle_seconds)
+        return max(
+            costs.active_need(model, self.clock, self.s.claim_idle_seconds),
+            tentative.active_need(model, self.clock, self.s.claim_idle_seconds),
+        )
 
     def reload_s(self, model: ModelState) -> float:
         return model.reload_cost_s or self.s.reload_cost_prior_seconds
@@ -204,15 +228,24 @@ class Policy:
         believed = self.believed_ctx(model)
 
         if self.s.respect_client_options and CLIENT_OWNED & req.client_options:
-            return Decision(PASSTHROUGH, believed, 0, conf, "client set num_ctx/num_batch itself",
-                            "client_set", need)
+            return Decision(PASSTHROUGH, believed, 0, conf, "client set num_ctx/num_batch itself", "client_set", need)
         if template is not None and template.pinned:
             return self._pinned(model, template, need, conf)
         required = max(need, template.floor_ctx if template is not None else 0)
-        costs.claim(model, rung_for(required * self.margin_for(model), self.rungs(model)), self.clock)
+        rung = rung_for(required * self.margin_for(model), self.rungs(model))
+        if required == need and self._prior_based(model, template, req):
+            tentative.claim(model, (req.template_id, req.prompt_units, req.message_count), rung, self.clock)
+        else:
+            costs.claim(model, rung, self.clock)
         if not model.managed:
             return self._unmanaged(req, model, template, need, conf, believed)
         return self._managed(req, model, template, need, conf)
+
+    def _prior_based(self, model: ModelState, template: TemplateState | None, req: Request) -> bool:
+        """Whether the request's need rests on a prior: no measured tokens-per-unit ratio, or no output seen for
+        its template (and no num_predict): its claim is tentative until its outcome arrives."""
+        no_output = req.num_predict <= 0 and (template is None or template.output.total <= 0)
+        return no_output or not self.calibrated(model)
 
     def _pinned(self, model: ModelState, template: TemplateState, need: int, conf: float) -> Decision:
         rungs = self.rungs(model)
@@ -224,25 +257,32 @@ class Policy:
         template.current_ctx, template.current_batch = ctx, template.pin_batch
         return Decision(APPLY, ctx, template.pin_batch, conf, reason, "pinned", need)
 
-    def _unmanaged(self, req: Request, model: ModelState, template: TemplateState | None, need: int,
-                   conf: float, believed: int) -> Decision:
+    def _unmanaged(
+        self, req: Request, model: ModelState, template: TemplateState | None, need: int, conf: float, believed: int
+    ) -> Decision:
         rungs = self.rungs(model)
         if self.confident(template):
             target = rung_for(max(need, self.active_need(model)), rungs)
             reason = f"first managed context {target}: covers need {need} (template p{self._pct()})"
-            return self._load(req, model, template, target, need, conf, "initial", reason,
-                              prevented=need > believed)
+            return self._load(req, model, template, target, need, conf, "initial", reason, prevented=need > believed)
         if self.s.truncation_guard and need > believed:
             target = rung_for(need * self.s.margin, rungs)
             reason = f"truncation guard: estimated {need} tokens exceed the context {believed}"
-            return self._load(req, model, template, target, need, conf, "grow_truncation_guard", reason,
-                              prevented=True)
+            return self._load(req, model, template, target, need, conf, "grow_truncation_guard", reason, prevented=True)
         code = "no_data" if template is None or template.observations == 0 else "low_confidence"
-        return Decision(PASSTHROUGH, believed, 0, conf, f"{code.replace('_', ' ')}: default context "
-                        f"{believed} covers estimated {need}", code, need)
+        return Decision(
+            PASSTHROUGH,
+            believed,
+            0,
+            conf,
+            f"{code.replace('_', ' ')}: default context {believed} covers estimated {need}",
+            code,
+            need,
+        )
 
-    def _managed(self, req: Request, model: ModelState, template: TemplateState | None, need: int,
-                 conf: float) -> Decision:
+    def _managed(
+        self, req: Request, model: ModelState, template: TemplateState | None, need: int, conf: float
+    ) -> Decision:
         rungs = self.rungs(model)
         loaded = model.loaded_ctx
         required = max(need, template.floor_ctx if template is not None else 0)
@@ -259,11 +299,23 @@ class Policy:
                 target = max(rung_for(active, rungs), wanted)
             if target < loaded or over_cap:
                 reason = f"{why}; load {target} (covers need {required})"
-                return self._load(req, model, template, target, need, conf, code, reason,
-                                  prevented=required > loaded, review_batch=over_cap)
+                return self._load(
+                    req,
+                    model,
+                    template,
+                    target,
+                    need,
+                    conf,
+                    code,
+                    reason,
+                    prevented=required > loaded,
+                    review_batch=over_cap,
+                )
         if required > loaded and loaded < rungs[-1] and required > need and self._runaway(model):
-            reason = (f"runaway stopped: keep {loaded} (this request's own estimate {need}; its template's "
-                      f"truncation floor {required} is not followed): {model.runaway}")
+            reason = (
+                f"runaway stopped: keep {loaded} (this request's own estimate {need}; its template's "
+                f"truncation floor {required} is not followed): {model.runaway}"
+            )
             return Decision(APPLY, loaded, model.loaded_batch, conf, reason, "runaway_stopped", need)
         if required > loaded and loaded < rungs[-1]:
             target = self._grow_target(model, need, required, active, rungs)
@@ -272,15 +324,18 @@ class Policy:
             return self._load(req, model, template, target, need, conf, code, reason, prevented=True)
         # What this request would take at the loaded context: its prompt, and the output reserved for it at
         # the decode speed measured there (decode is what a spill slows most).
-        coming = (self.prompt_tokens(model, req.prompt_units, req.message_count)
-                  * model.seconds_per_token.get(loaded, 0.0)
-                  + self.output_reserve(template, req.num_predict) * model.decode_spt.get(loaded, 0.0))
-        target, paid = costs.shrink_target(model, rungs, wanted, active, self.reload_s(model),
-                                           self.s.revisit_backoff, coming)
+        coming = self.prompt_tokens(model, req.prompt_units, req.message_count) * model.seconds_per_token.get(
+            loaded, 0.0
+        ) + self.output_reserve(template, req.num_predict) * model.decode_spt.get(loaded, 0.0)
+        target, paid = costs.shrink_target(
+            model, rungs, wanted, active, self.reload_s(model), self.s.revisit_backoff, coming
+        )
         if target:
-            reason = (f"shrink {loaded} -> {target}: {paid:.1f}s paid at {loaded} since a request last needed more "
-                      f"than {target}, above the reload cost {self.reload_s(model):.1f}s"
-                      + (f" x2 (a claim on {active} is still active)" if active > target else ""))
+            reason = (
+                f"shrink {loaded} -> {target}: {paid:.1f}s paid at {loaded} since a request last needed more "
+                f"than {target}, above the reload cost {self.reload_s(model):.1f}s"
+                + (f" x2 (a claim on {active} is still active)" if active > target else "")
+            )
             return self._load(req, model, template, target, need, conf, "shrink", reason)
         confident = self.confident(template)  # False without a template
         own = rung_for(self.template_need(template), rungs) if template is not None and confident else loaded
@@ -302,8 +357,10 @@ class Policy:
         model.floor_growths = [r for r in model.floor_growths if model.requests - r <= RUNAWAY_WINDOW]
         model.floor_growths.append(model.requests)
         if len(model.floor_growths) > RUNAWAY_GROWTHS:
-            model.runaway = (f"{len(model.floor_growths) - 1} growths in {RUNAWAY_WINDOW} requests driven by "
-                             "truncation floors above the requests' own estimates (misleading telemetry?)")
+            model.runaway = (
+                f"{len(model.floor_growths) - 1} growths in {RUNAWAY_WINDOW} requests driven by "
+                "truncation floors above the requests' own estimates (misleading telemetry?)"
+            )
             return True
         return False
 
@@ -323,8 +380,19 @@ class Policy:
             target = min(target, bound)
         return target
 
-    def _load(self, req: Request, model: ModelState, template: TemplateState | None, ctx: int, need: int,
-              conf: float, code: str, reason: str, prevented: bool = False, review_batch: bool = False) -> Decision:
+    def _load(
+        self,
+        req: Request,
+        model: ModelState,
+        template: TemplateState | None,
+        ctx: int,
+        need: int,
+        conf: float,
+        code: str,
+        reason: str,
+        prevented: bool = False,
+        review_batch: bool = False,
+    ) -> Decision:
         """Switch the model to ``ctx``; a reload happens anyway when it differs, so pick num_batch too.
 
         The first managed load always sends an explicit num_batch (never Ollama's headroom-blind auto
@@ -347,8 +415,7 @@ class Policy:
             self._bound_unconfirmed(req.model)
         if template is not None:
             template.current_ctx, template.current_batch = ctx, batch
-        return Decision(APPLY, ctx, batch, conf, reason, code, need, reload=reload,
-                        truncation_prevented=prevented)
+        return Decision(APPLY, ctx, batch, conf, reason, code, need, reload=reload, truncation_prevented=prevented)
 
     def _bound_unconfirmed(self, keep: str) -> None:
         """Forget the oldest models no outcome has confirmed beyond MAX_UNCONFIRMED_MODELS (names clients
@@ -369,13 +436,13 @@ class Policy:
         reloaded = self._reloaded(model, obs)
         if reloaded:
             model.reloads += 1
-            model.reload_cost_s = obs.load_s if not model.reload_cost_s else (
-                (1 - EWMA) * model.reload_cost_s + EWMA * obs.load_s)
+            model.reload_cost_s = (
+                obs.load_s if not model.reload_cost_s else ((1 - EWMA) * model.reload_cost_s + EWMA * obs.load_s)
+            )
             self._learn_eviction(model, obs)
         self._learn_memory(model, obs)
         self._learn_context(model, obs)
-        reading = read_counts(obs.ollama_version, obs.cached_known, obs.prompt_eval_count, obs.cached_count,
-                              reloaded)
+        reading = read_counts(obs.ollama_version, obs.cached_known, obs.prompt_eval_count, obs.cached_count, reloaded)
         model.count_semantics = reading.semantics
         ctx_known = obs.num_ctx or obs.loaded_context_length or model.default_ctx
         truncated = self.truncated(model, obs, ctx_known, reading)
@@ -396,23 +463,37 @@ class Policy:
             model.gpu_total, model.gpu_free = obs.gpu_total, max(0, obs.gpu_total - obs.gpu_used)
         if obs.template_id:
             self._learn_template(model, obs, ctx_sent, truncated, reading)
+        self._settle(model, obs, truncated, reading)
         return Learned(truncated=truncated, reloaded=reloaded)
 
+    def _settle(self, model: ModelState, obs: Observation, truncated: bool, reading: CountReading) -> None:
+        """A tentative claim of this request's shape becomes a claim on what it needs as now known: for a
+        template, what the policy would estimate for the same request now (calibration and the template's
+        output as learned since: claims and growth decisions rest on the same estimate, so the next such
+        request does not undo a shrink the settled claim allowed), never below what the request was measured
+        to need; for a prompt that matched no template (whose text becomes one), the measured need. Without a
+        measurement (truncated, no counts) it stays as made."""
+        measured = 0
+        if obs.counts_known and not truncated:
+            tokens = self._seen_prompt(model, obs, reading) + obs.eval_count
+            template = model.templates.get(obs.template_id) if obs.template_id else None
+            if template is not None:
+                again = Request(
+                    obs.model, obs.template_id, obs.prompt_units, frozenset(), obs.num_predict, obs.message_count
+                )
+                tokens = max(tokens, self.request_need(model, template, again), template.floor_ctx)
+            measured = rung_for(tokens * self.margin_for(model), self.rungs(model))
+        tentative.settle(model, (obs.template_id, obs.prompt_units, obs.message_count), measured, self.clock)
+
     def _reloaded(self, model: ModelState, obs: Observation) -> bool:
-        """Whether Ollama loaded a runner for this request. The gateway tells from what it sent (options,
-        requests in flight); without it, a load_duration over the threshold counts when the options differ
-        from the previous outcome's, else only when it is at least half a measured load (a shorter wait
-        is a queue wait behind other requests, which load_duration includes)."""
+        """Whether Ollama loaded a runner for this request (the one definition: benefit.runner_loaded)."""
         config = (obs.num_ctx, obs.num_batch) if obs.applied else (0, 0)
         changed, model.load_config = config != model.load_config, config
-        if obs.runner_load != RUNNER_UNKNOWN:
-            return obs.runner_load == RUNNER_LOADED
-        if obs.load_s < self.s.reload_threshold_seconds:
-            return False
-        return changed or obs.load_s >= model.reload_cost_s / 2
+        return runner_loaded(obs.runner_load, obs.load_s, changed, model.reload_cost_s)
 
-    def truncated(self, model: ModelState, obs: Observation, ctx_known: int,
-                  reading: CountReading | None = None) -> bool:
+    def truncated(
+        self, model: ModelState, obs: Observation, ctx_known: int, reading: CountReading | None = None
+    ) -> bool:
         """Truncation signals: done_reason 'length' without a cap, or far fewer tokens than sent.
 
         ``ctx_known`` is the context the request really ran with, 0 when unknown. A count that may leave
@@ -476,17 +557,18 @@ class Policy:
         grace = 0 if obs.runner_load != RUNNER_UNKNOWN else self.s.eviction_grace
         if model.config_loads <= 1 or not others or model.requests - model.config_since <= grace:
             return
-        model.evictions = ([*model.evictions, model.requests])[-max(1, self.s.eviction_min):]
+        model.evictions = ([*model.evictions, model.requests])[-max(1, self.s.eviction_min) :]
         kv = costs.kv_bytes(model)
         for name, other in self.models.items():
-            if (name != obs.model and split_key(name)[1] == host and other.managed
-                    and costs.kv_bytes(other) > kv):
+            if name != obs.model and split_key(name)[1] == host and other.managed and costs.kv_bytes(other) > kv:
                 # An eviction is priced like a reload, on the contexts of the models holding more KV memory.
                 costs.pay_eviction(other, self.rungs(other), obs.load_s)
         span = model.requests - model.evictions[0]
         if not model.tight and len(model.evictions) >= self.s.eviction_min and span <= self.s.eviction_window:
-            model.tight = (f"reloaded {len(model.evictions)} times in {span + 1} requests without an option "
-                           "change (evicted by other models: the contexts are too large to co-reside)")
+            model.tight = (
+                f"reloaded {len(model.evictions)} times in {span + 1} requests without an option "
+                "change (evicted by other models: the contexts are too large to co-reside)"
+            )
         if model.tight and model.managed:
             # Evicted: its next request loads it anyway, so moving to the tight rung now costs nothing extra.
             model.relieve = ("co_reside", f"co-residence: {model.tight}")
@@ -572,13 +654,13 @@ class Policy:
         """Prompt tokens to learn a need from: the count when whole, else at least the median estimate."""
         if reading.whole:
             return reading.prompt_tokens
-        ratio = (model.ratio.quantile(0.5) if self.calibrated(model)
-                 else self.s.units_ratio_prior)
+        ratio = model.ratio.quantile(0.5) if self.calibrated(model) else self.s.units_ratio_prior
         overhead = self.s.chat_overhead_tokens * (obs.message_count + 1)
         return max(reading.prompt_tokens, math.ceil(obs.prompt_units * ratio) + overhead)
 
-    def _learn_template(self, model: ModelState, obs: Observation, ctx_sent: int, truncated: bool,
-                        reading: CountReading) -> None:
+    def _learn_template(
+        self, model: ModelState, obs: Observation, ctx_sent: int, truncated: bool, reading: CountReading
+    ) -> None:
         template = model.templates.setdefault(obs.template_id, TemplateState())
         template.observations += 1
         template.cached_need = -1.0
@@ -598,4 +680,3 @@ class Policy:
             if obs.eval_count > 0:
                 template.output.add(obs.eval_count)
             template.last_safe_ctx = ctx_sent
-

@@ -6,6 +6,7 @@ operator call (explain, pin, reset) and a Report of its outcomes wait for it. Me
 ``limit`` templates per model: beyond it the least recently used ones that are neither pinned nor waiting
 to be written are dropped (their rules stay in Postgres).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -23,15 +24,14 @@ from .writer import Dirty
 
 log = logging.getLogger(__name__)
 
-MAX_PENDING = 64          # background fetches in flight
-MAX_MISSING = 100_000     # (model, template) pairs known to have no stored rule
-EVICT_SCAN = 64           # templates looked at beyond the excess per eviction
+MAX_PENDING = 64  # background fetches in flight
+MAX_MISSING = 100_000  # (model, template) pairs known to have no stored rule
+EVICT_SCAN = 64  # templates looked at beyond the excess per eviction
 FETCH_TIMEOUT_S = 2.0
 
 
 class Residency:
-    def __init__(self, pool: asyncpg.Pool, policy: Policy, limit: int,
-                 dirty: Callable[[], Dirty]) -> None:
+    def __init__(self, pool: asyncpg.Pool, policy: Policy, limit: int, dirty: Callable[[], Dirty]) -> None:
         self._pool, self._policy, self.limit, self._dirty = pool, policy, max(1, limit), dirty
         self._pending: set[tuple[str, int]] = set()
         self._missing: OrderedDict[tuple[str, int], None] = OrderedDict()
@@ -50,8 +50,12 @@ class Residency:
     async def ensure(self, name: str, template_id: int) -> None:
         """Load the template now when it is stored and not in memory (operator calls, outcomes to fold)."""
         model = self._policy.models.get(name)
-        if (model is not None and template_id and template_id not in model.templates
-                and (name, template_id) not in self._missing):
+        if (
+            model is not None
+            and template_id
+            and template_id not in model.templates
+            and (name, template_id) not in self._missing
+        ):
             await self._fetch((name, template_id))
 
     async def _fetch(self, key: tuple[str, int]) -> None:

@@ -1,4 +1,5 @@
 """Tuner settings from TUNER_* environment variables (defaults documented in the README table)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -57,12 +58,10 @@ class PolicySettings:
     revisit_requests: int = field(default_factory=lambda: env_int("TUNER_REVISIT_REQUESTS", 10))
     # Each recent revisit multiplies the reload cost a return must have paid for (hysteresis).
     revisit_backoff: float = field(default_factory=lambda: env_float("TUNER_REVISIT_BACKOFF", 2.0))
-    reload_threshold_seconds: float = field(
-        default_factory=lambda: env_float("TUNER_RELOAD_THRESHOLD_SECONDS", 0.5))
-    reload_cost_prior_seconds: float = field(
-        default_factory=lambda: env_float("TUNER_RELOAD_COST_PRIOR_SECONDS", 5.0))
+    reload_cost_prior_seconds: float = field(default_factory=lambda: env_float("TUNER_RELOAD_COST_PRIOR_SECONDS", 5.0))
     num_batch_arms: tuple[int, ...] = field(
-        default_factory=lambda: _int_list(env_str("TUNER_NUM_BATCH_ARMS", "256,512,1024,2048")))
+        default_factory=lambda: _int_list(env_str("TUNER_NUM_BATCH_ARMS", "256,512,1024,2048"))
+    )
 
 
 @dataclass(frozen=True)
@@ -76,7 +75,14 @@ class TunerSettings:
     flush_batch: int = field(default_factory=lambda: env_int("TUNER_FLUSH_BATCH", 5000))
     max_report_batch: int = field(default_factory=lambda: env_int("TUNER_MAX_REPORT_BATCH", 10_000))
     retention_days: float = field(default_factory=lambda: env_float("TUNER_OUTCOME_RETENTION_DAYS", 30.0))
-    lock_retry_seconds: float = field(default_factory=lambda: env_float("TUNER_LOCK_RETRY_SECONDS", 1.0))
+    # How often a standby tries to take the single-writer lock (a free lock is taken within this long).
+    lock_retry_seconds: float = field(default_factory=lambda: env_float("TUNER_LOCK_RETRY_SECONDS", 0.25))
+    # Postgres ends the writer's lock session (and frees the lock for a standby) once the writer is silent
+    # this long: hung, stopped, or cut off. Never below four flush intervals (the writer's own heartbeat);
+    # 0 = never (a hung writer then keeps the lock until its connection dies).
+    lock_session_timeout_seconds: float = field(
+        default_factory=lambda: env_float("TUNER_LOCK_SESSION_TIMEOUT_SECONDS", 5.0)
+    )
     # Report answers once its outcomes are stored (bounded wait): a tuner killed after answering loses
     # nothing it acknowledged while Postgres was up. 0 = answer at once (write-behind only).
     report_sync_seconds: float = field(default_factory=lambda: env_float("TUNER_REPORT_SYNC_SECONDS", 1.0))

@@ -4,6 +4,7 @@ Buckets grow geometrically (``2 ** (1 / resolution)``), so any positive value
 lands in a bucket at most a few percent wide. Counts decay by half once the
 total passes ``cap``: memory stays bounded and recent traffic weighs more.
 """
+
 from __future__ import annotations
 
 import math
@@ -64,8 +65,12 @@ class LogHistogram:
         return self._edge(top + 1) if upper else self._edge(top)
 
     def to_json(self) -> dict[str, Any]:
-        return {"r": self.resolution, "c": {str(i): round(c, 4) for i, c in self.counts.items()},
-                "m": self.max_value, "n": self.min_value}
+        return {
+            "r": self.resolution,
+            "c": {str(i): round(c, 4) for i, c in self.counts.items()},
+            "m": self.max_value,
+            "n": self.min_value,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None, cap: float = 2000.0) -> LogHistogram:

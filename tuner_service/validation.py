@@ -1,4 +1,5 @@
 """Validation of reported outcomes: each item is accepted or rejected with a reason on its own."""
+
 from __future__ import annotations
 
 import math
@@ -6,10 +7,11 @@ import re
 import time
 from dataclasses import dataclass
 
+from ollama_optimizer.benefit import RUNNER_UNKNOWN
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
 
 from .hosts import MAX_HOST_LEN, state_key, valid_host
-from .policy import APPLY, PASSTHROUGH, RUNNER_KEPT, RUNNER_LOADED, RUNNER_UNKNOWN, Observation
+from .policy import APPLY, PASSTHROUGH, RUNNER_KEPT, RUNNER_LOADED, Observation
 
 NS = 1e9
 MAX_TOKENS = 10_000_000
@@ -20,11 +22,32 @@ MAX_MODEL_LEN = 256
 # Model names: no control characters or white space (Postgres text cannot hold NUL; logs stay one line).
 MODEL_RE = re.compile(rf"[^\x00-\x20\x7f]{{1,{MAX_MODEL_LEN}}}")
 DONE_REASONS = frozenset({"", "stop", "length", "load", "unload"})
-_NONNEGATIVE = ("template_id", "prompt_units", "message_count", "num_ctx", "num_batch", "num_predict",
-                "prompt_eval_count", "eval_count", "total_duration_ns", "load_duration_ns",
-                "prompt_eval_duration_ns", "eval_duration_ns", "host_rss_bytes", "gpu_memory_used_bytes",
-                "gpu_memory_total_bytes", "loaded_context_length", "model_size_bytes", "model_vram_bytes",
-                "prompt_eval_cached_count", "model_context_limit", "observed_num_ctx", "kv_bytes_per_token")
+_NONNEGATIVE = (
+    "template_id",
+    "prompt_units",
+    "message_count",
+    "num_ctx",
+    "num_batch",
+    "num_predict",
+    "prompt_eval_count",
+    "eval_count",
+    "total_duration_ns",
+    "load_duration_ns",
+    "prompt_eval_duration_ns",
+    "eval_duration_ns",
+    "host_rss_bytes",
+    "gpu_memory_used_bytes",
+    "gpu_memory_total_bytes",
+    "loaded_context_length",
+    "model_size_bytes",
+    "model_vram_bytes",
+    "prompt_eval_cached_count",
+    "model_context_limit",
+    "observed_num_ctx",
+    "kv_bytes_per_token",
+    "client_num_ctx",
+    "client_num_batch",
+)
 MAX_VERSION_LEN = 64
 _DURATIONS = ("total_duration_ns", "load_duration_ns", "prompt_eval_duration_ns", "eval_duration_ns")
 
@@ -58,8 +81,16 @@ def _check_ranges(o: tuner_pb2.Outcome) -> None:
     for name in _DURATIONS:
         if getattr(o, name) > MAX_DURATION_NS:
             raise Invalid("absurd", f"{name} above one day")
-    for name in ("num_ctx", "num_batch", "num_predict", "loaded_context_length", "model_context_limit",
-                 "observed_num_ctx"):
+    for name in (
+        "num_ctx",
+        "num_batch",
+        "num_predict",
+        "loaded_context_length",
+        "model_context_limit",
+        "observed_num_ctx",
+        "client_num_ctx",
+        "client_num_batch",
+    ):
         if getattr(o, name) > MAX_OPTION:
             raise Invalid("absurd", f"{name} above {MAX_OPTION}")
     for name in ("latency_seconds", "ttft_seconds", "finished_at"):
@@ -73,8 +104,9 @@ def _check_ranges(o: tuner_pb2.Outcome) -> None:
     if len(o.ollama_version) > MAX_VERSION_LEN or not o.ollama_version.isprintable():
         raise Invalid("bad_version", f"ollama_version must be at most {MAX_VERSION_LEN} printable characters")
     if not valid_host(o.ollama_host):
-        raise Invalid("bad_host", f"ollama_host must be at most {MAX_HOST_LEN} characters without control "
-                                  "characters or spaces")
+        raise Invalid(
+            "bad_host", f"ollama_host must be at most {MAX_HOST_LEN} characters without control characters or spaces"
+        )
 
 
 def _check_consistency(o: tuner_pb2.Outcome, now: float) -> None:
@@ -106,16 +138,33 @@ def validate(o: tuner_pb2.Outcome, now: float | None = None) -> Valid:
     _check_ranges(o)
     _check_consistency(o, now)
     observation = Observation(
-        model=state_key(o.model, o.ollama_host), template_id=o.template_id, prompt_units=o.prompt_units,
+        model=state_key(o.model, o.ollama_host),
+        template_id=o.template_id,
+        prompt_units=o.prompt_units,
         message_count=o.message_count,
-        applied=o.action == APPLY, num_ctx=o.num_ctx, num_batch=o.num_batch, num_predict=o.num_predict,
-        prompt_eval_count=o.prompt_eval_count, eval_count=o.eval_count, total_s=o.total_duration_ns / NS,
-        load_s=o.load_duration_ns / NS, prompt_eval_s=o.prompt_eval_duration_ns / NS,
-        eval_s=o.eval_duration_ns / NS, done_reason=o.done_reason, counts_known=o.counts_known,
-        gpu_used=o.gpu_memory_used_bytes, gpu_total=o.gpu_memory_total_bytes,
-        loaded_context_length=o.loaded_context_length, model_size=o.model_size_bytes,
-        model_vram=o.model_vram_bytes, finished_at=o.finished_at or now,
+        applied=o.action == APPLY,
+        num_ctx=o.num_ctx,
+        num_batch=o.num_batch,
+        num_predict=o.num_predict,
+        prompt_eval_count=o.prompt_eval_count,
+        eval_count=o.eval_count,
+        total_s=o.total_duration_ns / NS,
+        load_s=o.load_duration_ns / NS,
+        prompt_eval_s=o.prompt_eval_duration_ns / NS,
+        eval_s=o.eval_duration_ns / NS,
+        done_reason=o.done_reason,
+        counts_known=o.counts_known,
+        gpu_used=o.gpu_memory_used_bytes,
+        gpu_total=o.gpu_memory_total_bytes,
+        loaded_context_length=o.loaded_context_length,
+        model_size=o.model_size_bytes,
+        model_vram=o.model_vram_bytes,
+        finished_at=o.finished_at or now,
         runner_load=o.runner_load if o.runner_load in (RUNNER_KEPT, RUNNER_LOADED) else RUNNER_UNKNOWN,
-        cached_count=o.prompt_eval_cached_count, cached_known=o.cached_count_known,
-        ollama_version=o.ollama_version, observed_ctx=o.observed_num_ctx, options_dropped=o.options_dropped)
+        cached_count=o.prompt_eval_cached_count,
+        cached_known=o.cached_count_known,
+        ollama_version=o.ollama_version,
+        observed_ctx=o.observed_num_ctx,
+        options_dropped=o.options_dropped,
+    )
     return Valid(observation, o.finished_at or now)

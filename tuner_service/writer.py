@@ -9,8 +9,15 @@ own transaction committed. A failed flush keeps everything for the next attempt;
 idempotent (ON CONFLICT DO NOTHING), so a retried batch never duplicates. A process that loses the
 lock hands its unwritten rows back to the core (``on_demoted``) and stops writing; one that gains
 it lets the core reload stored state first (``on_promoted``). Without the lock the process is a
-standby: it writes nothing and keeps trying to become the writer.
+standby: it writes nothing and tries to become the writer every ``lock_retry_seconds``.
+
+A writer that stops talking to Postgres (hung, SIGSTOPped, its host cut off) must not keep the lock
+for as long as its TCP connection lingers: once promoted, the lock session asks Postgres to end it
+after ``lock_session_timeout_seconds`` of client silence (idle, idle in a transaction, or data left
+unacknowledged by the client's host). A healthy writer checks its lock every flush interval, so only
+a silent one loses it; a standby then takes the lock at its next retry.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -74,9 +81,15 @@ Snapshot = Callable[[Dirty], tuple[list[tuple[Any, ...]], list[store.RuleRow], l
 class WriteBehind(Generic[S]):
     """Buffers rows and dirty keys; a background task flushes them while this process is the writer."""
 
-    def __init__(self, pool: asyncpg.Pool, settings: TunerSettings, snapshot: Snapshot,
-                 on_promoted: Callable[[], Awaitable[None]], on_demoted: Callable[[list[S]], None],
-                 on_standby: Callable[[], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        settings: TunerSettings,
+        snapshot: Snapshot,
+        on_promoted: Callable[[], Awaitable[None]],
+        on_demoted: Callable[[list[S]], None],
+        on_standby: Callable[[], Awaitable[None]],
+    ) -> None:
         self._pool = pool
         self._settings = settings
         self._snapshot = snapshot
@@ -260,8 +273,14 @@ class WriteBehind(Generic[S]):
             self._drained.set()
 
     @staticmethod
-    async def _write(conn: DbConn, batch: list[Entry[Any]], dirty: Dirty, models: list[tuple[Any, ...]],
-                     rules: list[store.RuleRow], arms: list[tuple[Any, ...]]) -> None:
+    async def _write(
+        conn: DbConn,
+        batch: list[Entry[Any]],
+        dirty: Dirty,
+        models: list[tuple[Any, ...]],
+        rules: list[store.RuleRow],
+        arms: list[tuple[Any, ...]],
+    ) -> None:
         async with conn.transaction():
             if not await store.holds_writer_lock(conn):
                 raise store.FenceLost("this session no longer holds the writer lock")
@@ -314,6 +333,7 @@ class WriteBehind(Generic[S]):
         self._lock_conn = conn
         try:
             await self._on_promoted()  # stored state first: another writer may have written meanwhile
+            await self._bound_session(conn)  # after the reload, which may keep this session idle a while
         except BaseException:
             self._lock_conn = None
             await self._discard(conn)
@@ -324,6 +344,17 @@ class WriteBehind(Generic[S]):
         self._wake.set()
         log.info("tuner holds the writer lock")
         return True
+
+    async def _bound_session(self, conn: DbConn) -> None:
+        """Let Postgres end the lock session once this process is silent longer than its heartbeat allows."""
+        configured = self._settings.lock_session_timeout_seconds
+        if configured <= 0:
+            return
+        unknown = await store.bound_lock_session(conn, max(configured, 4 * self._settings.flush_interval_seconds))
+        if unknown:
+            log.warning(
+                "Postgres does not know %s: a hung writer keeps the lock until its connection dies", ", ".join(unknown)
+            )
 
     async def _holds_lock(self) -> bool:
         """Whether the lock session is alive and still holds the lock (False on any doubt)."""

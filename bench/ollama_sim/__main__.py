@@ -1,4 +1,5 @@
 """`python -m bench.ollama_sim --port PORT [--hardware NAME] [--time-scale X]`."""
+
 from __future__ import annotations
 
 import argparse
@@ -19,14 +20,26 @@ def parse_args(argv: list[str] | None = None) -> EmulatorConfig:
     p.add_argument("--num-ctx", type=int, default=None, help="OLLAMA_CONTEXT_LENGTH (default: VRAM tier)")
     p.add_argument("--num-parallel", type=int, default=1, help="OLLAMA_NUM_PARALLEL")
     p.add_argument("--keep-alive", type=float, default=300.0, help="OLLAMA_KEEP_ALIVE in seconds (<0: forever)")
-    p.add_argument("--count-mode", choices=sorted(COUNT_MODES), default="full",
-                   help="how prompt_eval_count is reported (the Ollama version it mirrors)")
+    p.add_argument(
+        "--count-mode",
+        choices=sorted(COUNT_MODES),
+        default="full",
+        help="how prompt_eval_count is reported (the Ollama version it mirrors)",
+    )
     p.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of the catalogue")
     a = p.parse_args(argv)
-    return EmulatorConfig(hardware=a.hardware, models=tuple(a.models.split(",")), default_num_ctx=a.num_ctx,
-                          num_parallel=a.num_parallel, time_scale=a.time_scale, seed=a.seed,
-                          keep_alive_s=a.keep_alive, count_mode=a.count_mode, host=a.host,
-                          port=a.port)
+    return EmulatorConfig(
+        hardware=a.hardware,
+        models=tuple(a.models.split(",")),
+        default_num_ctx=a.num_ctx,
+        num_parallel=a.num_parallel,
+        time_scale=a.time_scale,
+        seed=a.seed,
+        keep_alive_s=a.keep_alive,
+        count_mode=a.count_mode,
+        host=a.host,
+        port=a.port,
+    )
 
 
 async def serve(config: EmulatorConfig) -> None:

@@ -7,6 +7,7 @@
 - ``split``: the logical total plus ``prompt_eval_cached_count`` (PR #17943).
 Each mode answers /api/version with a release that behaves that way.
 """
+
 from __future__ import annotations
 
 COUNT_MODES = {"full": "0.32.15", "uncached": "0.30.0", "omit-cached": "0.1.30", "split": "0.33.3"}

@@ -1,6 +1,7 @@
 """/api/embed as Ollama's EmbedHandler answers it: inputs validated, the runner scheduled (any model can
 embed), each input cut to the runner's context unless ``truncate`` is false (then HTTP 400), unit vectors
 of the model's embedding width (``dimensions`` keeps a prefix, renormalised)."""
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
 """The importable emulator: configuration, lifecycle on an ephemeral port, and counters for assertions."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -39,9 +40,19 @@ class Emulator:
     def __init__(self, config: EmulatorConfig | None = None) -> None:
         self.config = config or EmulatorConfig()
         c = self.config
-        self.engine = Engine(c.hardware, list(c.models), c.default_num_ctx, c.num_parallel, c.time_scale, c.seed,
-                             c.output_tokens, c.max_loaded_models, c.keep_alive_s, c.sensitivity,
-                             c.count_mode)
+        self.engine = Engine(
+            c.hardware,
+            list(c.models),
+            c.default_num_ctx,
+            c.num_parallel,
+            c.time_scale,
+            c.seed,
+            c.output_tokens,
+            c.max_loaded_models,
+            c.keep_alive_s,
+            c.sensitivity,
+            c.count_mode,
+        )
         self._runner: web.AppRunner | None = None
         self.port = c.port
 

@@ -5,6 +5,7 @@ time_scale), so figures are deterministic for a given arrival order. Requests fo
 FIFO; a request whose runner options differ waits for in-flight requests, then reloads (Ollama's
 pending queue blocks the same way). Loads are serialised across models like Ollama's scheduler.
 """
+
 from __future__ import annotations
 
 import math
@@ -156,11 +157,20 @@ def parse_keep_alive(value: Any) -> float | None:
 class Engine:
     """Ollama's scheduler and runners on a simulated clock."""
 
-    def __init__(self, hardware: str, models: list[str], default_num_ctx: int | None, num_parallel: int,
-                 time_scale: float, seed: int, output_tokens: OutputHook | None,
-                 max_loaded_models: int | None, keep_alive_s: float = DEFAULT_KEEP_ALIVE_S,
-                 sensitivity: Sensitivity = Sensitivity(),
-                 count_mode: str = "full") -> None:
+    def __init__(
+        self,
+        hardware: str,
+        models: list[str],
+        default_num_ctx: int | None,
+        num_parallel: int,
+        time_scale: float,
+        seed: int,
+        output_tokens: OutputHook | None,
+        max_loaded_models: int | None,
+        keep_alive_s: float = DEFAULT_KEEP_ALIVE_S,
+        sensitivity: Sensitivity = Sensitivity(),
+        count_mode: str = "full",
+    ) -> None:
         if hardware not in HARDWARE:
             raise ValueError(f"unknown hardware {hardware!r}; choose from {sorted(HARDWARE)}")
         if count_mode not in COUNT_MODES:
@@ -243,8 +253,9 @@ class Engine:
             if req.num_batch_auto:
                 batch = auto_num_batch(req.num_ctx)
                 full = model.weights_bytes + model.kv_bytes(kv_ctx) + self.hw.gpu_overhead_bytes
-                while (self.hw.vram_bytes and batch > DEFAULT_NUM_BATCH
-                       and full + perf.batch_surcharge(batch) > free_vram):
+                while (
+                    self.hw.vram_bytes and batch > DEFAULT_NUM_BATCH and full + perf.batch_surcharge(batch) > free_vram
+                ):
                     batch //= 2
             pl = perf.place(model, self.hw, kv_ctx, batch, req.num_gpu, free_vram)
             fits = pl.gpu_layers == model.layers if self.hw.vram_bytes else pl.total_bytes <= free_ram
@@ -255,16 +266,26 @@ class Engine:
                 continue
             if pl.total_bytes - pl.vram_bytes > free_ram:
                 need = (pl.total_bytes - pl.vram_bytes) / GiB
-                raise OutOfMemory(f"model requires more system memory ({need:.1f} GiB) than is available "
-                                  f"({free_ram / GiB:.1f} GiB)")
+                raise OutOfMemory(
+                    f"model requires more system memory ({need:.1f} GiB) than is available ({free_ram / GiB:.1f} GiB)"
+                )
             break
         opts = replace(req, num_batch=batch)
         start = max(after, self.load_barrier)
         ready = start + perf.load_seconds(model, self.hw, pl) / self.sensitivity.load_rate
         self.load_barrier = ready
         self.loads[model.name] += 1
-        return Runner(model, opts, pl, start, ready, [ready] * self.num_parallel,
-                      [[] for _ in range(self.num_parallel)], ready, math.inf)
+        return Runner(
+            model,
+            opts,
+            pl,
+            start,
+            ready,
+            [ready] * self.num_parallel,
+            [[] for _ in range(self.num_parallel)],
+            ready,
+            math.inf,
+        )
 
     def _retire(self, name: str, earliest: float) -> float:
         """Unload a runner once its in-flight requests finish; returns the unload time."""
@@ -280,8 +301,16 @@ class Engine:
                 self.expirations[name] += 1
 
     # ---- scheduling --------------------------------------------------------------------------
-    def schedule(self, endpoint: str, model_name: str, messages: list[dict], options: dict,
-                 truncate: bool | None, shift: bool | None, keep_alive: Any) -> Plan:
+    def schedule(
+        self,
+        endpoint: str,
+        model_name: str,
+        messages: list[dict],
+        options: dict,
+        truncate: bool | None,
+        shift: bool | None,
+        keep_alive: Any,
+    ) -> Plan:
         """Decide everything about one request at its arrival; raises ModelNotFound / OutOfMemory."""
         units = unit_count("".join(f"{m.get('role')}: {m.get('content') or ''}\n" for m in messages))
         model, runner, plan, slot, ka = self._acquire(endpoint, model_name, options, shift, keep_alive, units)
@@ -292,8 +321,14 @@ class Engine:
             self._finish(runner, slot, plan, ka, runner.caches[slot])
             return plan
         try:
-            prompt = prepare(messages, model, runner.opts.num_ctx, int(options.get("num_keep", DEFAULT_NUM_KEEP)),
-                             truncate is not False, runner.opts.shift)
+            prompt = prepare(
+                messages,
+                model,
+                runner.opts.num_ctx,
+                int(options.get("num_keep", DEFAULT_NUM_KEEP)),
+                truncate is not False,
+                runner.opts.shift,
+            )
         except PromptError as exc:
             record.status, record.error = 400, str(exc)
             plan.end = plan.start
@@ -302,11 +337,11 @@ class Engine:
         self._run(model, runner, slot, prompt, messages, options, plan, ka)
         return plan
 
-    def embed(self, model_name: str, inputs: list[str], options: dict, truncate: bool | None,
-              keep_alive: Any) -> Plan:
+    def embed(self, model_name: str, inputs: list[str], options: dict, truncate: bool | None, keep_alive: Any) -> Plan:
         """/api/embed: each input is cut to the runner's context (or refused with ``truncate: false``)."""
-        model, runner, plan, slot, ka = self._acquire("embed", model_name, options, None, keep_alive,
-                                                      unit_count("\n".join(inputs)))
+        model, runner, plan, slot, ka = self._acquire(
+            "embed", model_name, options, None, keep_alive, unit_count("\n".join(inputs))
+        )
         record, limit = plan.record, runner.opts.num_ctx
         counts = [input_tokens(model, text) for text in inputs]
         if truncate is False and any(n > limit for n in counts):
@@ -319,15 +354,18 @@ class Engine:
             self.truncated[model_name] += 1
         record.prompt_tokens_sent = sum(counts)
         record.prompt_eval_count = sum(min(n, limit) for n in counts)
-        record.prompt_eval_s = sum(perf.prompt_seconds(model, self.hw, runner.placement, 0, min(n, limit),
-                                                       runner.opts.num_batch) for n in counts)
+        record.prompt_eval_s = sum(
+            perf.prompt_seconds(model, self.hw, runner.placement, 0, min(n, limit), runner.opts.num_batch)
+            for n in counts
+        )
         plan.end = plan.first_token = plan.start + record.prompt_eval_s
         record.total_s = plan.end - record.arrival_s
         self._finish(runner, slot, plan, ka, [])
         return plan
 
-    def _acquire(self, endpoint: str, model_name: str, options: dict, shift: bool | None, keep_alive: Any,
-                 prompt_units: int) -> tuple[ModelProfile, Runner, Plan, int, float]:
+    def _acquire(
+        self, endpoint: str, model_name: str, options: dict, shift: bool | None, keep_alive: Any, prompt_units: int
+    ) -> tuple[ModelProfile, Runner, Plan, int, float]:
         """The model's runner for a request arriving now (loaded or reloaded as Ollama's scheduler would),
         the request's plan and record, its slot and its keep-alive seconds."""
         now = self.now()
@@ -356,8 +394,17 @@ class Engine:
         ka = parse_keep_alive(keep_alive)
         return model, runner, plan, slot, self.keep_alive_s if ka is None else ka
 
-    def _run(self, model: ModelProfile, runner: Runner, slot: int, prompt: PreparedPrompt, messages: list[dict],
-             options: dict, plan: Plan, keep_alive: float) -> None:
+    def _run(
+        self,
+        model: ModelProfile,
+        runner: Runner,
+        slot: int,
+        prompt: PreparedPrompt,
+        messages: list[dict],
+        options: dict,
+        plan: Plan,
+        keep_alive: float,
+    ) -> None:
         rec = plan.record
         rec.prompt_tokens_sent, rec.prompt_eval_count = prompt.sent_tokens, prompt.tokens
         rec.messages_dropped, rec.truncated = prompt.messages_dropped, prompt.truncated
@@ -365,9 +412,12 @@ class Engine:
             self.truncated[model.name] += 1
         cached = 0 if prompt.cut_head else self._cached(runner.caches[slot], prompt.segments, model)
         rec.cached_tokens = cached
-        rec.prompt_eval_s = perf.prompt_seconds(model, self.hw, runner.placement, cached,
-                                                max(1, prompt.tokens - cached), runner.opts.num_batch
-                                                ) / self.sensitivity.prompt_rate
+        rec.prompt_eval_s = (
+            perf.prompt_seconds(
+                model, self.hw, runner.placement, cached, max(1, prompt.tokens - cached), runner.opts.num_batch
+            )
+            / self.sensitivity.prompt_rate
+        )
         n, reason = self._output_length(model, runner.opts, prompt.tokens, messages, options)
         rec.eval_count, rec.done_reason = n, reason
         steps = perf.decode_seconds(model, self.hw, runner.placement, prompt.tokens, n)
@@ -385,8 +435,9 @@ class Engine:
         cache = [] if prompt.cut_head else [*prompt.segments, answer]
         self._finish(runner, slot, plan, keep_alive, cache)
 
-    def _output_length(self, model: ModelProfile, opts: RunnerOptions, prompt_tokens: int, messages: list[dict],
-                       options: dict) -> tuple[int, str]:
+    def _output_length(
+        self, model: ModelProfile, opts: RunnerOptions, prompt_tokens: int, messages: list[dict], options: dict
+    ) -> tuple[int, str]:
         """Natural length, capped by num_predict, and by the context when context shift is off."""
         n, reason = max(1, int(self.output_tokens(model.name, messages))), "stop"
         num_predict = options.get("num_predict")
@@ -426,8 +477,12 @@ class Engine:
         runner = self.runners.get(model)
         if runner is None:
             return None
-        return {**asdict(runner.opts), "gpu_layers": runner.placement.gpu_layers,
-                "kv_bytes": runner.placement.kv_bytes, "vram_bytes": runner.placement.vram_bytes}
+        return {
+            **asdict(runner.opts),
+            "gpu_layers": runner.placement.gpu_layers,
+            "kv_bytes": runner.placement.kv_bytes,
+            "vram_bytes": runner.placement.vram_bytes,
+        }
 
     def kv_bytes(self, model: str | None = None) -> int:
         """KV bytes allocated now (for one model or all)."""
@@ -462,7 +517,9 @@ class Engine:
         for (t, kv, vram), nxt in zip(line, [*line[1:], (end, 0, 0)]):
             kv_area += kv * (nxt[0] - t)
             vram_area += vram * (nxt[0] - t)
-        return {"kv_mean_bytes": kv_area / span if span > 0 else float(line[-1][1]),
-                "kv_peak_bytes": max(p[1] for p in line),
-                "vram_mean_bytes": vram_area / span if span > 0 else float(line[-1][2]),
-                "vram_peak_bytes": max(p[2] for p in line)}
+        return {
+            "kv_mean_bytes": kv_area / span if span > 0 else float(line[-1][1]),
+            "kv_peak_bytes": max(p[1] for p in line),
+            "vram_mean_bytes": vram_area / span if span > 0 else float(line[-1][2]),
+            "vram_peak_bytes": max(p[2] for p in line),
+        }

@@ -17,6 +17,7 @@ system + newest; runner: num_keep head + tail), because llama.cpp raises instead
 worker thread, so requests are served one at a time in arrival order (OLLAMA_NUM_PARALLEL=1 on a 2-core host).
 Durations are real wall seconds.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -95,22 +96,23 @@ def prune_messages(messages: list[dict], fits: Callable[[list[dict]], bool]) -> 
             n = i
         else:
             break
-    return system + messages[max(n, 0):]
+    return system + messages[max(n, 0) :]
 
 
-def stage2(tokens: list[int], num_ctx: int, num_keep: int, adds_bos: bool, truncate: bool,
-           shift: bool) -> list[int]:
+def stage2(tokens: list[int], num_ctx: int, num_keep: int, adds_bos: bool, truncate: bool, shift: bool) -> list[int]:
     """Runner truncation (llm/llama_server.go): keep n_keep head tokens + the tail; 400 cases raise PromptError."""
     if len(tokens) <= num_ctx - 1:
         return tokens
     if not truncate:
-        raise PromptError(f"request ({len(tokens)} tokens) exceeds the available context size ({num_ctx} tokens), "
-                          "try increasing it (exceed_context_size_error)")
+        raise PromptError(
+            f"request ({len(tokens)} tokens) exceeds the available context size ({num_ctx} tokens), "
+            "try increasing it (exceed_context_size_error)"
+        )
     if not shift:
         raise PromptError(PROMPT_TOO_LONG)
     n_keep = min(num_keep + (1 if adds_bos else 0), len(tokens))
     limit = num_ctx - max((num_ctx - n_keep) // 2, 1)
-    return tokens[:n_keep] + tokens[len(tokens) - (limit - n_keep):]
+    return tokens[:n_keep] + tokens[len(tokens) - (limit - n_keep) :]
 
 
 @dataclass
@@ -138,8 +140,9 @@ class LlamaRunner:
 
     Not thread-safe: call from one thread (the backend's worker thread, or a test)."""
 
-    def __init__(self, n_threads: int = DEFAULT_THREADS, default_num_ctx: int = 4096, name: str = MODEL_NAME,
-                 seed: int = 0) -> None:
+    def __init__(
+        self, n_threads: int = DEFAULT_THREADS, default_num_ctx: int = 4096, name: str = MODEL_NAME, seed: int = 0
+    ) -> None:
         self.n_threads = n_threads
         self.name = name
         self.seed = seed
@@ -155,8 +158,11 @@ class LlamaRunner:
         return self.engine.resolve(self.model, options, shift)
 
     def would_reload(self, options: dict, shift: bool | None = None) -> bool:
-        return (self.llama is not None and self.opts is not None
-                and Engine.needs_reload(self.opts, self.resolve(options, shift)))
+        return (
+            self.llama is not None
+            and self.opts is not None
+            and Engine.needs_reload(self.opts, self.resolve(options, shift))
+        )
 
     def ensure(self, options: dict, shift: bool | None = None) -> float:
         """Load or reload when Ollama would; returns the load seconds (0 when warm)."""
@@ -170,9 +176,17 @@ class LlamaRunner:
         start = time.perf_counter()
         self.unload()
         threads = req.num_thread if req.num_thread > 0 else self.n_threads
-        self.llama = Llama(model_path=str(gguf_path()), n_ctx=req.num_ctx, n_batch=req.num_batch,
-                           n_ubatch=req.num_batch, n_threads=threads, n_threads_batch=threads,
-                           use_mmap=True if req.use_mmap is None else bool(req.use_mmap), seed=self.seed, verbose=False)
+        self.llama = Llama(
+            model_path=str(gguf_path()),
+            n_ctx=req.num_ctx,
+            n_batch=req.num_batch,
+            n_ubatch=req.num_batch,
+            n_threads=threads,
+            n_threads_batch=threads,
+            use_mmap=True if req.use_mmap is None else bool(req.use_mmap),
+            seed=self.seed,
+            verbose=False,
+        )
         self.opts = req
         self.loads += 1
         return time.perf_counter() - start
@@ -193,14 +207,22 @@ class LlamaRunner:
         full = self.tokenize(render_chatml(messages, self.model))
         if not truncate or not prune or len(full) <= self.opts.num_ctx:
             return full, len(full), 0
-        kept = prune_messages(messages,
-                              lambda ms: len(self.tokenize(render_chatml(ms, self.model))) <= self.opts.num_ctx)
+        kept = prune_messages(
+            messages, lambda ms: len(self.tokenize(render_chatml(ms, self.model))) <= self.opts.num_ctx
+        )
         return self.tokenize(render_chatml(kept, self.model)), len(full), len(messages) - len(kept)
 
     # ---- completion ----------------------------------------------------------------------------
-    def complete(self, prompt: str | list[dict], options: dict | None = None, truncate: bool = True,
-                 shift: bool | None = None, max_tokens: int | None = None,
-                 on_piece: Callable[[str], None] | None = None, prune: bool = True) -> Completion:
+    def complete(
+        self,
+        prompt: str | list[dict],
+        options: dict | None = None,
+        truncate: bool = True,
+        shift: bool | None = None,
+        max_tokens: int | None = None,
+        on_piece: Callable[[str], None] | None = None,
+        prune: bool = True,
+    ) -> Completion:
         """Evaluate a raw prompt (str) or chat messages with Ollama's truncation, then sample up to num_predict
         (or max_tokens) tokens; on_piece receives text pieces as they are generated. prune=False skips stage 1
         (/api/generate renders system + prompt without dropping messages)."""
@@ -215,8 +237,13 @@ class LlamaRunner:
             tokens, sent, dropped = self.chat_tokens(prompt, truncate, prune)
         num_keep = int(options.get("num_keep", DEFAULT_NUM_KEEP))
         tokens = stage2(tokens, self.opts.num_ctx, num_keep, self.model.adds_bos, truncate, self.opts.shift)
-        return self._generate(tokens, options, max_tokens, on_piece,
-                              Completion("", len(tokens), 0, "stop", load_s, 0.0, 0.0, sent, 0, dropped))
+        return self._generate(
+            tokens,
+            options,
+            max_tokens,
+            on_piece,
+            Completion("", len(tokens), 0, "stop", load_s, 0.0, 0.0, sent, 0, dropped),
+        )
 
     def _common_prefix(self, tokens: list[int]) -> int:
         """Tokens of the prompt already in the KV cache (Ollama reuses the slot's longest common prefix)."""
@@ -228,8 +255,14 @@ class LlamaRunner:
             n += 1
         return min(n, len(tokens) - 1)  # at least one token is evaluated to get fresh logits
 
-    def _generate(self, tokens: list[int], options: dict, max_tokens: int | None,
-                  on_piece: Callable[[str], None] | None, c: Completion) -> Completion:
+    def _generate(
+        self,
+        tokens: list[int],
+        options: dict,
+        max_tokens: int | None,
+        on_piece: Callable[[str], None] | None,
+        c: Completion,
+    ) -> Completion:
         llama, opts = self.llama, self.opts
         assert llama is not None and opts is not None
         num_ctx = opts.num_ctx
@@ -248,7 +281,7 @@ class LlamaRunner:
         c.cached_tokens = self._common_prefix(tokens)
         t0 = time.perf_counter()
         llama.n_tokens = c.cached_tokens
-        llama.eval(tokens[c.cached_tokens:])
+        llama.eval(tokens[c.cached_tokens :])
         t1 = time.perf_counter()
         out: list[int] = []
         text, pending = "", b""
@@ -262,9 +295,13 @@ class LlamaRunner:
                     reason = "length"
                     break
                 self._shift(n_keep)
-            tok = llama.sample(top_k=int(sampling["top_k"]), top_p=float(sampling["top_p"]),
-                               min_p=float(sampling["min_p"]), temp=float(sampling["temperature"]),
-                               repeat_penalty=float(sampling["repeat_penalty"]))
+            tok = llama.sample(
+                top_k=int(sampling["top_k"]),
+                top_p=float(sampling["top_p"]),
+                min_p=float(sampling["min_p"]),
+                temp=float(sampling["temperature"]),
+                repeat_penalty=float(sampling["repeat_penalty"]),
+            )
             if tok in eos:
                 break
             out.append(tok)
@@ -290,7 +327,7 @@ class LlamaRunner:
         llama = self.llama
         n = llama.n_tokens
         discard = max((n - n_keep) // 2, 1)
-        kept = list(llama.input_ids[:n_keep]) + list(llama.input_ids[n_keep + discard:n])
+        kept = list(llama.input_ids[:n_keep]) + list(llama.input_ids[n_keep + discard : n])
         llama.n_tokens = n_keep
         llama.eval(kept[n_keep:])
 
@@ -343,10 +380,17 @@ class LlamaBackend:
     async def start(self) -> LlamaBackend:
         self._lock = asyncio.Lock()
         app = web.Application(client_max_size=64 * 1024**2)
-        app.add_routes([web.get("/", self.root), web.post("/api/chat", self.chat),
-                        web.post("/api/generate", self.generate), web.get("/api/ps", self.ps),
-                        web.get("/api/tags", self.tags), web.post("/api/show", self.show),
-                        web.get("/api/version", self.version)])
+        app.add_routes(
+            [
+                web.get("/", self.root),
+                web.post("/api/chat", self.chat),
+                web.post("/api/generate", self.generate),
+                web.get("/api/ps", self.ps),
+                web.get("/api/tags", self.tags),
+                web.post("/api/show", self.show),
+                web.get("/api/version", self.version),
+            ]
+        )
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port)
@@ -389,8 +433,11 @@ class LlamaBackend:
         return {**asdict(o), "gpu_layers": 0, "kv_bytes": self.model.kv_bytes(o.num_ctx), "vram_bytes": 0}
 
     def kv_bytes(self, model: str | None = None) -> int:
-        return sum(self.model.kv_bytes(s.runner.opts.num_ctx) for n, s in self.slots.items()
-                   if model in (None, n) and s.runner.llama is not None and s.runner.opts is not None)
+        return sum(
+            self.model.kv_bytes(s.runner.opts.num_ctx)
+            for n, s in self.slots.items()
+            if model in (None, n) and s.runner.llama is not None and s.runner.opts is not None
+        )
 
     def memory_stats(self) -> dict[str, float]:
         """Time-weighted mean and peak of allocated KV bytes since the first load (CPU: no VRAM)."""
@@ -402,8 +449,12 @@ class LlamaBackend:
             peak = max(peak, kv)
             area += kv * (nxt[0] - t)
         span = end - self._events[0][0]
-        return {"kv_mean_bytes": area / span if span > 0 else float(kv), "kv_peak_bytes": peak,
-                "vram_mean_bytes": 0.0, "vram_peak_bytes": 0}
+        return {
+            "kv_mean_bytes": area / span if span > 0 else float(kv),
+            "kv_peak_bytes": peak,
+            "vram_mean_bytes": 0.0,
+            "vram_peak_bytes": 0,
+        }
 
     def summary(self) -> dict:
         """The emulator's summary() on real wall seconds."""
@@ -446,8 +497,16 @@ class LlamaBackend:
             self._events.append((time.monotonic(), self.model.kv_bytes(runner.opts.num_ctx)))
         return load_s
 
-    def _work(self, name: str, body: dict, endpoint: str, messages: list[dict] | None, raw: str | None,
-              record: RequestRecord, emit: Callable[[str], None] | None) -> Completion | None:
+    def _work(
+        self,
+        name: str,
+        body: dict,
+        endpoint: str,
+        messages: list[dict] | None,
+        raw: str | None,
+        record: RequestRecord,
+        emit: Callable[[str], None] | None,
+    ) -> Completion | None:
         options = dict(body.get("options") or {})
         record.load_s = self._acquire(name, options, body.get("shift"), record)  # Llama() seconds; 0 when warm
         slot = self.slots[name]
@@ -463,8 +522,14 @@ class LlamaBackend:
             self._touch(slot, ka)
             return None
         try:
-            c = runner.complete(raw if raw is not None else messages or [], options, body.get("truncate") is not False,
-                                body.get("shift"), on_piece=emit, prune=endpoint == "chat")
+            c = runner.complete(
+                raw if raw is not None else messages or [],
+                options,
+                body.get("truncate") is not False,
+                body.get("shift"),
+                on_piece=emit,
+                prune=endpoint == "chat",
+            )
         except PromptError as exc:
             record.status, record.error = 400, str(exc)
             self._touch(slot, ka)
@@ -486,8 +551,14 @@ class LlamaBackend:
         return web.json_response({"version": VERSION})
 
     def _entry(self, name: str) -> dict:
-        return {"name": name, "model": name, "modified_at": MODIFIED_AT, "size": self.model.weights_bytes,
-                "digest": _digest(self.model), "details": _details(self.model)}
+        return {
+            "name": name,
+            "model": name,
+            "modified_at": MODIFIED_AT,
+            "size": self.model.weights_bytes,
+            "digest": _digest(self.model),
+            "details": _details(self.model),
+        }
 
     async def tags(self, request: web.Request) -> web.Response:
         return web.json_response({"models": [self._entry(n) for n in self.names]})
@@ -501,9 +572,15 @@ class LlamaBackend:
             pl = perf.place(self.model, HARDWARE["cpu"], o.num_ctx, o.num_batch, -1, 0)
             left = min(slot.expires_at - time.monotonic(), 10 * 365 * 86400)
             expires = time.time() + left
-            models.append(self._entry(name) | {
-                "size": pl.total_bytes, "size_vram": 0, "context_length": o.num_ctx,
-                "expires_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(expires)) + "Z"})
+            models.append(
+                self._entry(name)
+                | {
+                    "size": pl.total_bytes,
+                    "size_vram": 0,
+                    "context_length": o.num_ctx,
+                    "expires_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(expires)) + "Z",
+                }
+            )
         return web.json_response({"models": models})
 
     async def show(self, request: web.Request) -> web.Response:
@@ -512,7 +589,6 @@ class LlamaBackend:
         if name not in self.slots:
             return _error(404, f"model '{name}' not found")
         return show_response(name, self.model)
-
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         body = await read_body(request, "ChatRequest")
@@ -536,8 +612,9 @@ class LlamaBackend:
             return base | {"message": {"role": "assistant", "content": text}}
         return base | {"response": text}
 
-    async def _complete(self, request: web.Request, body: dict, endpoint: str, messages: list[dict] | None,
-                        raw: str | None) -> web.StreamResponse:
+    async def _complete(
+        self, request: web.Request, body: dict, endpoint: str, messages: list[dict] | None, raw: str | None
+    ) -> web.StreamResponse:
         if not body.get("model"):
             return _error(400, "model is required")
         name = str(body["model"])
@@ -574,8 +651,9 @@ class LlamaBackend:
                         if resp is None:
                             resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
                             await resp.prepare(request)
-                        await resp.write(json.dumps(self._chunk(endpoint, name, piece or "") | {"done": False})
-                                         .encode() + b"\n")
+                        await resp.write(
+                            json.dumps(self._chunk(endpoint, name, piece or "") | {"done": False}).encode() + b"\n"
+                        )
                         continue
                     getter.cancel()
                     break
@@ -584,8 +662,9 @@ class LlamaBackend:
                     if resp is None:
                         resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
                         await resp.prepare(request)
-                    await resp.write(json.dumps(self._chunk(endpoint, name, piece or "") | {"done": False})
-                                     .encode() + b"\n")
+                    await resp.write(
+                        json.dumps(self._chunk(endpoint, name, piece or "") | {"done": False}).encode() + b"\n"
+                    )
                 c = drain.result()
             else:
                 c = await job
@@ -603,9 +682,14 @@ class LlamaBackend:
             if c.truncated:
                 self.truncated[name] += 1
             text = c.text
-            metrics = {"done_reason": c.done_reason, "load_duration": _ns(record.load_s),
-                       "prompt_eval_count": c.prompt_eval_count, "prompt_eval_duration": _ns(c.prompt_eval_s),
-                       "eval_count": c.eval_count, "eval_duration": _ns(c.eval_s)}
+            metrics = {
+                "done_reason": c.done_reason,
+                "load_duration": _ns(record.load_s),
+                "prompt_eval_count": c.prompt_eval_count,
+                "prompt_eval_duration": _ns(c.prompt_eval_s),
+                "eval_count": c.eval_count,
+                "eval_duration": _ns(c.eval_s),
+            }
         record.total_s = end - arrival
         record.ttft_s = (first[0] if first else end) - arrival
         metrics["total_duration"] = _ns(end - arrival)
@@ -635,8 +719,15 @@ def parse_args(argv: list[str] | None = None) -> LlamaBackendConfig:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--keep-alive", type=float, default=DEFAULT_KEEP_ALIVE_S, help="seconds (<0: forever)")
     a = p.parse_args(argv)
-    return LlamaBackendConfig(default_num_ctx=a.num_ctx, aliases=tuple(a.alias), n_threads=a.threads, seed=a.seed,
-                              keep_alive_s=a.keep_alive, host=a.host, port=a.port)
+    return LlamaBackendConfig(
+        default_num_ctx=a.num_ctx,
+        aliases=tuple(a.alias),
+        n_threads=a.threads,
+        seed=a.seed,
+        keep_alive_s=a.keep_alive,
+        host=a.host,
+        port=a.port,
+    )
 
 
 async def serve(config: LlamaBackendConfig) -> None:

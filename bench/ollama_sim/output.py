@@ -1,4 +1,5 @@
 """Deterministic output: how many tokens a request generates, and their text."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -9,16 +10,45 @@ OutputHook = Callable[[str, list[dict]], int]
 """(model name, messages) -> natural output length in tokens (before num_predict/context caps)."""
 
 MIN_OUTPUT, MAX_OUTPUT = 16, 512
-WORDS = ("the", "a", "model", "is", "of", "to", "and", "in", "data", "we", "it", "can", "this",
-         "for", "on", "with", "that", "as", "be", "by", "not", "more", "so", "use", "one", "all", "will")
+WORDS = (
+    "the",
+    "a",
+    "model",
+    "is",
+    "of",
+    "to",
+    "and",
+    "in",
+    "data",
+    "we",
+    "it",
+    "can",
+    "this",
+    "for",
+    "on",
+    "with",
+    "that",
+    "as",
+    "be",
+    "by",
+    "not",
+    "more",
+    "so",
+    "use",
+    "one",
+    "all",
+    "will",
+)
 
 
 def default_output_tokens(seed: int) -> OutputHook:
     """Log-uniform length in [16, 512] from a seeded hash of the model and the last message."""
+
     def hook(model: str, messages: list[dict]) -> int:
         last = str(messages[-1].get("content") or "") if messages else ""
         u = stable_hash(str(seed), model, last) / 2**64
         return int(MIN_OUTPUT * (MAX_OUTPUT / MIN_OUTPUT) ** u)
+
     return hook
 
 
@@ -46,7 +76,8 @@ def tool_calls(tools: object, messages: list[dict], pieces: list[str]) -> list[d
     required = parameters.get("required") if isinstance(parameters.get("required"), list) else []
     word = pieces[0].strip() if pieces else "x"
     by_type = {"string": word, "integer": 1, "number": 1.5, "boolean": True}
-    arguments = {name: by_type.get((properties.get(name) or {}).get("type"), word)
-                 for name in required if isinstance(name, str)}
+    arguments = {
+        name: by_type.get((properties.get(name) or {}).get("type"), word) for name in required if isinstance(name, str)
+    }
     call_id = f"call_{stable_hash(str(function.get('name')), word) % 16**8:08x}"
     return [{"id": call_id, "function": {"index": 0, "name": str(function.get("name") or ""), "arguments": arguments}}]

@@ -8,6 +8,7 @@ anchors (decode t/s, and prompt t/s at ubatch 512) of a reference model. For b >
 CPU-resident weights to the GPU (PCIe) and computes there, so large batches amortise the copy - the
 reason num_batch matters under spill. Decode (b = 1) reads CPU-resident weights from host RAM.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -69,8 +70,9 @@ def batch_surcharge(num_batch: int) -> int:
     return int(s1 + (s1 - s0) * (num_batch - b1) / (b1 - b0))
 
 
-def place(model: ModelProfile, hw: HardwareProfile, kv_ctx: int, num_batch: int, num_gpu: int,
-          free_vram: int) -> Placement:
+def place(
+    model: ModelProfile, hw: HardwareProfile, kv_ctx: int, num_batch: int, num_gpu: int, free_vram: int
+) -> Placement:
     """Split layers between GPU and CPU as Ollama's layer fitting would."""
     kv = model.kv_bytes(kv_ctx)
     buf = compute_buffer(model, num_batch)
@@ -83,8 +85,16 @@ def place(model: ModelProfile, hw: HardwareProfile, kv_ctx: int, num_batch: int,
         if num_gpu >= 0:
             n = min(n, num_gpu)
     f = n / model.layers
-    return Placement(n, model.layers, int(model.weights_bytes * f), model.weights_bytes - int(model.weights_bytes * f),
-                     int(kv * f), kv - int(kv * f), buf, hw.vram_bytes > 0)
+    return Placement(
+        n,
+        model.layers,
+        int(model.weights_bytes * f),
+        model.weights_bytes - int(model.weights_bytes * f),
+        int(kv * f),
+        kv - int(kv * f),
+        buf,
+        hw.vram_bytes > 0,
+    )
 
 
 @dataclass(frozen=True)
@@ -129,8 +139,9 @@ def ubatch_seconds(model: ModelProfile, hw: HardwareProfile, pl: Placement, b: i
     return t
 
 
-def prompt_seconds(model: ModelProfile, hw: HardwareProfile, pl: Placement, start: int, n_tokens: int,
-                   num_batch: int) -> float:
+def prompt_seconds(
+    model: ModelProfile, hw: HardwareProfile, pl: Placement, start: int, n_tokens: int, num_batch: int
+) -> float:
     """Prompt processing of n_tokens new tokens after `start` cached ones, in ubatches of num_batch."""
     total, done = 0.0, 0
     while done < n_tokens:

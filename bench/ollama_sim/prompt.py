@@ -6,6 +6,7 @@ Stage 2 (runner): a prompt longer than num_ctx - 1 tokens keeps its first num_ke
 and the tail, cut to num_ctx - max((num_ctx - n_keep) // 2, 1) tokens; with context shift off it is an
 HTTP 400 instead, and with `truncate: false` llama-server answers exceed_context_size_error (400).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -48,11 +49,12 @@ def prune_messages(messages: list[dict], model: ModelProfile, num_ctx: int) -> l
             n = i
         else:
             break
-    return system + messages[max(n, 0):]
+    return system + messages[max(n, 0) :]
 
 
-def prepare(messages: list[dict], model: ModelProfile, num_ctx: int, num_keep: int,
-            truncate: bool, shift: bool) -> PreparedPrompt:
+def prepare(
+    messages: list[dict], model: ModelProfile, num_ctx: int, num_keep: int, truncate: bool, shift: bool
+) -> PreparedPrompt:
     """Apply both stages; raise PromptError where Ollama answers 400."""
     full = render(messages, model)
     sent = prompt_tokens(full, model)
@@ -64,7 +66,8 @@ def prepare(messages: list[dict], model: ModelProfile, num_ctx: int, num_keep: i
         if not truncate:
             raise PromptError(
                 f"request ({tokens} tokens) exceeds the available context size ({num_ctx} tokens), "
-                "try increasing it (exceed_context_size_error)")
+                "try increasing it (exceed_context_size_error)"
+            )
         if not shift:
             raise PromptError(PROMPT_TOO_LONG)
         n_keep = min(num_keep + (1 if model.adds_bos else 0), tokens)

@@ -4,6 +4,7 @@ Ollama answers ``{"error": "json: cannot unmarshal number into Go struct field C
 type []api.Message"}`` for ``"messages": 1.5``; ``null`` is every field's zero value. Only the fields
 the emulators read (and their common siblings) are checked.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,14 @@ from aiohttp import web
 # field -> (accepted Python types, Go type named in the error)
 _STR = ((str,), "string")
 _FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
-    "model": _STR, "name": _STR, "prompt": _STR, "system": _STR, "suffix": _STR, "template": _STR,
-    "stream": ((bool,), "bool"), "raw": ((bool,), "bool"),
+    "model": _STR,
+    "name": _STR,
+    "prompt": _STR,
+    "system": _STR,
+    "suffix": _STR,
+    "template": _STR,
+    "stream": ((bool,), "bool"),
+    "raw": ((bool,), "bool"),
     "options": ((dict,), "map[string]interface {}"),
     "messages": ((list,), "[]api.Message"),
     "context": ((list,), "[]int"),
@@ -53,8 +60,9 @@ async def read_body(request: web.Request, struct: str) -> dict[str, Any]:
     try:
         body = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise web.HTTPBadRequest(text=json.dumps({"error": "invalid request body"}),
-                                 content_type="application/json") from None
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": "invalid request body"}), content_type="application/json"
+        ) from None
     if body is None:
         return {}
     if not isinstance(body, dict):

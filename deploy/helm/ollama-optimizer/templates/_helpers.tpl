@@ -49,8 +49,18 @@ args: [{{ .component | quote }}]
 envFrom:
   - configMapRef:
       name: ollama-optimizer-config
+  {{- if not .tokenOnly }}
   - secretRef:
       name: {{ include "oo.secretName" .root }}
+  {{- end }}
+{{- if .tokenOnly }}
+env:  # of the Secret only its token
+  - name: OPTIMIZER_AUTH_TOKEN
+    valueFrom:
+      secretKeyRef:
+        name: {{ include "oo.secretName" .root }}
+        key: OPTIMIZER_AUTH_TOKEN
+{{- end }}
 resources:
   {{- toYaml .resources | nindent 2 }}
 securityContext:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n/ollama_optimizer/gen/optimizer/v1/matcher.proto\x12\x0coptimizer.v1\"8\n\x11WindowFingerprint\x12\x0e\n\x06window\x18\x01 \x01(\r\x12\x13\n\x0b\x66ingerprint\x18\x02 \x01(\x06\"\x83\x01\n\x0c\x46ingerprints\x12\x19\n\x11\x61lgorithm_version\x18\x01 \x01(\r\x12\x30\n\x07windows\x18\x02 \x03(\x0b\x32\x1f.optimizer.v1.WindowFingerprint\x12\x12\n\nunit_count\x18\x03 \x01(\r\x12\x12\n\nhead_units\x18\x04 \x01(\r\"+\n\x0cMatchRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"\xdc\x01\n\rMatchResponse\x12\x0f\n\x07matched\x18\x01 \x01(\x08\x12\x13\n\x0btemplate_id\x18\x02 \x01(\x03\x12\x0e\n\x06window\x18\x03 \x01(\r\x12\x10\n\x08\x64istance\x18\x04 \x01(\r\x12\x12\n\nsimilarity\x18\x05 \x01(\x01\x12\x14\n\x0cprompt_units\x18\x06 \x01(\r\x12\x30\n\x0c\x66ingerprints\x18\x07 \x01(\x0b\x32\x1a.optimizer.v1.Fingerprints\x12\x14\n\x0cobservations\x18\x08 \x01(\x03\x12\x11\n\tcache_hit\x18\t \x01(\x08\"f\n\x0eObserveRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x30\n\x0c\x66ingerprints\x18\x02 \x01(\x0b\x32\x1a.optimizer.v1.Fingerprints\x12\x13\n\x0btemplate_id\x18\x03 \x01(\x03\"d\n\x0fObserveResponse\x12\x13\n\x0btemplate_id\x18\x01 \x01(\x03\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12\x15\n\rstable_window\x18\x03 \x01(\r\x12\x14\n\x0cobservations\x18\x04 \x01(\x03\")\n\x12GetTemplateRequest\x12\x13\n\x0btemplate_id\x18\x01 \x01(\x03\"\xeb\x01\n\x08Template\x12\x13\n\x0btemplate_id\x18\x01 \x01(\x03\x12\x12\n\ncreated_at\x18\x02 \x01(\x01\x12\x12\n\nupdated_at\x18\x03 \x01(\x01\x12\x14\n\x0clast_seen_at\x18\x04 \x01(\x01\x12\x14\n\x0cobservations\x18\x05 \x01(\x03\x12\x15\n\rmean_distance\x18\x06 \x01(\x01\x12\x15\n\rstable_window\x18\x07 \x01(\r\x12\x19\n\x11\x61lgorithm_version\x18\x08 \x01(\r\x12-\n\x07windows\x18\t \x03(\x0b\x32\x1c.optimizer.v1.TemplateWindow\"D\n\x0eTemplateWindow\x12\x0e\n\x06window\x18\x01 \x01(\r\x12\x13\n\x0b\x66ingerprint\x18\x02 \x01(\x06\x12\r\n\x05votes\x18\x03 \x01(\x03\"7\n\x14ListTemplatesRequest\x12\r\n\x05limit\x18\x01 \x01(\r\x12\x10\n\x08\x61\x66ter_id\x18\x02 \x01(\x03\"Y\n\x15ListTemplatesResponse\x12)\n\ttemplates\x18\x01 \x03(\x0b\x32\x16.optimizer.v1.Template\x12\x15\n\rnext_after_id\x18\x02 \x01(\x03\x32\xb6\x02\n\x07Matcher\x12@\n\x05Match\x12\x1a.optimizer.v1.MatchRequest\x1a\x1b.optimizer.v1.MatchResponse\x12\x46\n\x07Observe\x12\x1c.optimizer.v1.ObserveRequest\x1a\x1d.optimizer.v1.ObserveResponse\x12G\n\x0bGetTemplate\x12 .optimizer.v1.GetTemplateRequest\x1a\x16.optimizer.v1.Template\x12X\n\rListTemplates\x12\".optimizer.v1.ListTemplatesRequest\x1a#.optimizer.v1.ListTemplatesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n/ollama_optimizer/gen/optimizer/v1/matcher.proto\x12\x0coptimizer.v1\"8\n\x11WindowFingerprint\x12\x0e\n\x06window\x18\x01 \x01(\r\x12\x13\n\x0b\x66ingerprint\x18\x02 \x01(\x06\"\x83\x01\n\x0c\x46ingerprints\x12\x19\n\x11\x61lgorithm_version\x18\x01 \x01(\r\x12\x30\n\x07windows\x18\x02 \x03(\x0b\x32\x1f.optimizer.v1.WindowFingerprint\x12\x12\n\nunit_count\x18\x03 \x01(\r\x12\x12\n\nhead_units\x18\x04 \x01(\r\"E\n\x0cMatchRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x18\n\x10units_after_text\x18\x03 \x01(\r\"\xdc\x01\n\rMatchResponse\x12\x0f\n\x07matched\x18\x01 \x01(\x08\x12\x13\n\x0btemplate_id\x18\x02 \x01(\x03\x12\x0e\n\x06window\x18\x03 \x01(\r\x12\x10\n\x08\x64istance\x18\x04 \x01(\r\x12\x12\n\nsimilarity\x18\x05 \x01(\x01\x12\x14\n\x0cprompt_units\x18\x06 \x01(\r\x12\x30\n\x0c\x66ingerprints\x18\x07 \x01(\x0b\x32\x1a.optimizer.v1.Fingerprints\x12\x14\n\x0cobservations\x18\x08 \x01(\x03\x12\x11\n\tcache_hit\x18\t \x01(\x08\"f\n\x0eObserveRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x30\n\x0c\x66ingerprints\x18\x02 \x01(\x0b\x32\x1a.optimizer.v1.Fingerprints\x12\x13\n\x0btemplate_id\x18\x03 \x01(\x03\"d\n\x0fObserveResponse\x12\x13\n\x0btemplate_id\x18\x01 \x01(\x03\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12\x15\n\rstable_window\x18\x03 \x01(\r\x12\x14\n\x0cobservations\x18\x04 \x01(\x03\"I\n\x13ObserveBatchRequest\x12\x32\n\x0cobservations\x18\x01 \x03(\x0b\x32\x1c.optimizer.v1.ObserveRequest\"1\n\x10ObserveRejection\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0e\n\x06reason\x18\x02 \x01(\t\"x\n\x14ObserveBatchResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.optimizer.v1.ObserveResponse\x12\x30\n\x08rejected\x18\x02 \x03(\x0b\x32\x1e.optimizer.v1.ObserveRejection\")\n\x12GetTemplateRequest\x12\x13\n\x0btemplate_id\x18\x01 \x01(\x03\"\xeb\x01\n\x08Template\x12\x13\n\x0btemplate_id\x18\x01 \x01(\x03\x12\x12\n\ncreated_at\x18\x02 \x01(\x01\x12\x12\n\nupdated_at\x18\x03 \x01(\x01\x12\x14\n\x0clast_seen_at\x18\x04 \x01(\x01\x12\x14\n\x0cobservations\x18\x05 \x01(\x03\x12\x15\n\rmean_distance\x18\x06 \x01(\x01\x12\x15\n\rstable_window\x18\x07 \x01(\r\x12\x19\n\x11\x61lgorithm_version\x18\x08 \x01(\r\x12-\n\x07windows\x18\t \x03(\x0b\x32\x1c.optimizer.v1.TemplateWindow\"D\n\x0eTemplateWindow\x12\x0e\n\x06window\x18\x01 \x01(\r\x12\x13\n\x0b\x66ingerprint\x18\x02 \x01(\x06\x12\r\n\x05votes\x18\x03 \x01(\x03\"7\n\x14ListTemplatesRequest\x12\r\n\x05limit\x18\x01 \x01(\r\x12\x10\n\x08\x61\x66ter_id\x18\x02 \x01(\x03\"Y\n\x15ListTemplatesResponse\x12)\n\ttemplates\x18\x01 \x03(\x0b\x32\x16.optimizer.v1.Template\x12\x15\n\rnext_after_id\x18\x02 \x01(\x03\x32\x8d\x03\n\x07Matcher\x12@\n\x05Match\x12\x1a.optimizer.v1.MatchRequest\x1a\x1b.optimizer.v1.MatchResponse\x12\x46\n\x07Observe\x12\x1c.optimizer.v1.ObserveRequest\x1a\x1d.optimizer.v1.ObserveResponse\x12U\n\x0cObserveBatch\x12!.optimizer.v1.ObserveBatchRequest\x1a\".optimizer.v1.ObserveBatchResponse\x12G\n\x0bGetTemplate\x12 .optimizer.v1.GetTemplateRequest\x1a\x16.optimizer.v1.Template\x12X\n\rListTemplates\x12\".optimizer.v1.ListTemplatesRequest\x1a#.optimizer.v1.ListTemplatesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,23 +36,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FINGERPRINTS']._serialized_start=124
   _globals['_FINGERPRINTS']._serialized_end=255
   _globals['_MATCHREQUEST']._serialized_start=257
-  _globals['_MATCHREQUEST']._serialized_end=300
-  _globals['_MATCHRESPONSE']._serialized_start=303
-  _globals['_MATCHRESPONSE']._serialized_end=523
-  _globals['_OBSERVEREQUEST']._serialized_start=525
-  _globals['_OBSERVEREQUEST']._serialized_end=627
-  _globals['_OBSERVERESPONSE']._serialized_start=629
-  _globals['_OBSERVERESPONSE']._serialized_end=729
-  _globals['_GETTEMPLATEREQUEST']._serialized_start=731
-  _globals['_GETTEMPLATEREQUEST']._serialized_end=772
-  _globals['_TEMPLATE']._serialized_start=775
-  _globals['_TEMPLATE']._serialized_end=1010
-  _globals['_TEMPLATEWINDOW']._serialized_start=1012
-  _globals['_TEMPLATEWINDOW']._serialized_end=1080
-  _globals['_LISTTEMPLATESREQUEST']._serialized_start=1082
-  _globals['_LISTTEMPLATESREQUEST']._serialized_end=1137
-  _globals['_LISTTEMPLATESRESPONSE']._serialized_start=1139
-  _globals['_LISTTEMPLATESRESPONSE']._serialized_end=1228
-  _globals['_MATCHER']._serialized_start=1231
-  _globals['_MATCHER']._serialized_end=1541
+  _globals['_MATCHREQUEST']._serialized_end=326
+  _globals['_MATCHRESPONSE']._serialized_start=329
+  _globals['_MATCHRESPONSE']._serialized_end=549
+  _globals['_OBSERVEREQUEST']._serialized_start=551
+  _globals['_OBSERVEREQUEST']._serialized_end=653
+  _globals['_OBSERVERESPONSE']._serialized_start=655
+  _globals['_OBSERVERESPONSE']._serialized_end=755
+  _globals['_OBSERVEBATCHREQUEST']._serialized_start=757
+  _globals['_OBSERVEBATCHREQUEST']._serialized_end=830
+  _globals['_OBSERVEREJECTION']._serialized_start=832
+  _globals['_OBSERVEREJECTION']._serialized_end=881
+  _globals['_OBSERVEBATCHRESPONSE']._serialized_start=883
+  _globals['_OBSERVEBATCHRESPONSE']._serialized_end=1003
+  _globals['_GETTEMPLATEREQUEST']._serialized_start=1005
+  _globals['_GETTEMPLATEREQUEST']._serialized_end=1046
+  _globals['_TEMPLATE']._serialized_start=1049
+  _globals['_TEMPLATE']._serialized_end=1284
+  _globals['_TEMPLATEWINDOW']._serialized_start=1286
+  _globals['_TEMPLATEWINDOW']._serialized_end=1354
+  _globals['_LISTTEMPLATESREQUEST']._serialized_start=1356
+  _globals['_LISTTEMPLATESREQUEST']._serialized_end=1411
+  _globals['_LISTTEMPLATESRESPONSE']._serialized_start=1413
+  _globals['_LISTTEMPLATESRESPONSE']._serialized_end=1502
+  _globals['_MATCHER']._serialized_start=1505
+  _globals['_MATCHER']._serialized_end=1902
 # @@protoc_insertion_point(module_scope)

@@ -27,12 +27,14 @@ class Fingerprints(_message.Message):
     def __init__(self, algorithm_version: _Optional[int] = ..., windows: _Optional[_Iterable[_Union[WindowFingerprint, _Mapping]]] = ..., unit_count: _Optional[int] = ..., head_units: _Optional[int] = ...) -> None: ...
 
 class MatchRequest(_message.Message):
-    __slots__ = ("model", "text")
+    __slots__ = ("model", "text", "units_after_text")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
+    UNITS_AFTER_TEXT_FIELD_NUMBER: _ClassVar[int]
     model: str
     text: str
-    def __init__(self, model: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
+    units_after_text: int
+    def __init__(self, model: _Optional[str] = ..., text: _Optional[str] = ..., units_after_text: _Optional[int] = ...) -> None: ...
 
 class MatchResponse(_message.Message):
     __slots__ = ("matched", "template_id", "window", "distance", "similarity", "prompt_units", "fingerprints", "observations", "cache_hit")
@@ -77,6 +79,28 @@ class ObserveResponse(_message.Message):
     stable_window: int
     observations: int
     def __init__(self, template_id: _Optional[int] = ..., created: _Optional[bool] = ..., stable_window: _Optional[int] = ..., observations: _Optional[int] = ...) -> None: ...
+
+class ObserveBatchRequest(_message.Message):
+    __slots__ = ("observations",)
+    OBSERVATIONS_FIELD_NUMBER: _ClassVar[int]
+    observations: _containers.RepeatedCompositeFieldContainer[ObserveRequest]
+    def __init__(self, observations: _Optional[_Iterable[_Union[ObserveRequest, _Mapping]]] = ...) -> None: ...
+
+class ObserveRejection(_message.Message):
+    __slots__ = ("index", "reason")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    reason: str
+    def __init__(self, index: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ObserveBatchResponse(_message.Message):
+    __slots__ = ("results", "rejected")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[ObserveResponse]
+    rejected: _containers.RepeatedCompositeFieldContainer[ObserveRejection]
+    def __init__(self, results: _Optional[_Iterable[_Union[ObserveResponse, _Mapping]]] = ..., rejected: _Optional[_Iterable[_Union[ObserveRejection, _Mapping]]] = ...) -> None: ...
 
 class GetTemplateRequest(_message.Message):
     __slots__ = ("template_id",)

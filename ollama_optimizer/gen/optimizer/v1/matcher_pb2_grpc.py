@@ -44,6 +44,11 @@ class MatcherStub:
                 request_serializer=ollama__optimizer_dot_gen_dot_optimizer_dot_v1_dot_matcher__pb2.ObserveRequest.SerializeToString,
                 response_deserializer=ollama__optimizer_dot_gen_dot_optimizer_dot_v1_dot_matcher__pb2.ObserveResponse.FromString,
                 _registered_method=True)
+        self.ObserveBatch = channel.unary_unary(
+                '/optimizer.v1.Matcher/ObserveBatch',
+                request_serializer=ollama__optimizer_dot_gen_dot_optimizer_dot_v1_dot_matcher__pb2.ObserveBatchRequest.SerializeToString,
+                response_deserializer=ollama__optimizer_dot_gen_dot_optimizer_dot_v1_dot_matcher__pb2.ObserveBatchResponse.FromString,
+                _registered_method=True)
         self.GetTemplate = channel.unary_unary(
                 '/optimizer.v1.Matcher/GetTemplate',
                 request_serializer=ollama__optimizer_dot_gen_dot_optimizer_dot_v1_dot_matcher__pb2.GetTemplateRequest.SerializeToString,
@@ -75,6 +80,16 @@ class MatcherServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ObserveBatch(self, request, context):
+        """Observe for a batch of observed requests (the plugin's telemetry batch), on one database connection.
+        Each valid item is handled as Observe would (in its own transaction); an invalid one is skipped and
+        listed in `rejected`. Errors: INVALID_ARGUMENT for an empty batch or more than 1000 items;
+        UNAVAILABLE without the database (the items before the failure may be folded).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetTemplate(self, request, context):
         """Admin: one template with its per-window fingerprints. NOT_FOUND when absent.
         """
@@ -101,6 +116,11 @@ def add_MatcherServicer_to_server(servicer, server):
                     servicer.Observe,
                     request_deserializer=ollama__optimizer_dot_gen_dot_optimizer_dot_v1_dot_matcher__pb2.ObserveRequest.FromString,
                     response_serializer=ollama__optimizer_dot_gen_dot_optimizer_dot_v1_dot_matcher__pb2.ObserveResponse.SerializeToString,
+            ),
+            'ObserveBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.ObserveBatch,
+                    request_deserializer=ollama__optimizer_dot_gen_dot_optimizer_dot_v1_dot_matcher__pb2.ObserveBatchRequest.FromString,
+                    response_serializer=ollama__optimizer_dot_gen_dot_optimizer_dot_v1_dot_matcher__pb2.ObserveBatchResponse.SerializeToString,
             ),
             'GetTemplate': grpc.unary_unary_rpc_method_handler(
                     servicer.GetTemplate,
@@ -167,6 +187,33 @@ class Matcher:
             '/optimizer.v1.Matcher/Observe',
             ollama__optimizer_dot_gen_dot_optimizer_dot_v1_dot_matcher__pb2.ObserveRequest.SerializeToString,
             ollama__optimizer_dot_gen_dot_optimizer_dot_v1_dot_matcher__pb2.ObserveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ObserveBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/optimizer.v1.Matcher/ObserveBatch',
+            ollama__optimizer_dot_gen_dot_optimizer_dot_v1_dot_matcher__pb2.ObserveBatchRequest.SerializeToString,
+            ollama__optimizer_dot_gen_dot_optimizer_dot_v1_dot_matcher__pb2.ObserveBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -42,6 +42,12 @@ class MatcherStub:
     """Folds one observed request into learning (creates a template when nothing matched).
     Called off the request path, with the fingerprints Match returned (no recompute).
     """
+    ObserveBatch: _grpc.UnaryUnaryMultiCallable[_matcher_pb2.ObserveBatchRequest, _matcher_pb2.ObserveBatchResponse]
+    """Observe for a batch of observed requests (the plugin's telemetry batch), on one database connection.
+    Each valid item is handled as Observe would (in its own transaction); an invalid one is skipped and
+    listed in `rejected`. Errors: INVALID_ARGUMENT for an empty batch or more than 1000 items;
+    UNAVAILABLE without the database (the items before the failure may be folded).
+    """
     GetTemplate: _grpc.UnaryUnaryMultiCallable[_matcher_pb2.GetTemplateRequest, _matcher_pb2.Template]
     """Admin: one template with its per-window fingerprints. NOT_FOUND when absent."""
     ListTemplates: _grpc.UnaryUnaryMultiCallable[_matcher_pb2.ListTemplatesRequest, _matcher_pb2.ListTemplatesResponse]
@@ -57,6 +63,12 @@ class MatcherAsyncStub(MatcherStub):
     Observe: _aio.UnaryUnaryMultiCallable[_matcher_pb2.ObserveRequest, _matcher_pb2.ObserveResponse]  # type: ignore[assignment]
     """Folds one observed request into learning (creates a template when nothing matched).
     Called off the request path, with the fingerprints Match returned (no recompute).
+    """
+    ObserveBatch: _aio.UnaryUnaryMultiCallable[_matcher_pb2.ObserveBatchRequest, _matcher_pb2.ObserveBatchResponse]  # type: ignore[assignment]
+    """Observe for a batch of observed requests (the plugin's telemetry batch), on one database connection.
+    Each valid item is handled as Observe would (in its own transaction); an invalid one is skipped and
+    listed in `rejected`. Errors: INVALID_ARGUMENT for an empty batch or more than 1000 items;
+    UNAVAILABLE without the database (the items before the failure may be folded).
     """
     GetTemplate: _aio.UnaryUnaryMultiCallable[_matcher_pb2.GetTemplateRequest, _matcher_pb2.Template]  # type: ignore[assignment]
     """Admin: one template with its per-window fingerprints. NOT_FOUND when absent."""
@@ -82,6 +94,18 @@ class MatcherServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_matcher_pb2.ObserveResponse, _abc.Awaitable[_matcher_pb2.ObserveResponse]]:
         """Folds one observed request into learning (creates a template when nothing matched).
         Called off the request path, with the fingerprints Match returned (no recompute).
+        """
+
+    @_abc_1.abstractmethod
+    def ObserveBatch(
+        self,
+        request: _matcher_pb2.ObserveBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_matcher_pb2.ObserveBatchResponse, _abc.Awaitable[_matcher_pb2.ObserveBatchResponse]]:
+        """Observe for a batch of observed requests (the plugin's telemetry batch), on one database connection.
+        Each valid item is handled as Observe would (in its own transaction); an invalid one is skipped and
+        listed in `rejected`. Errors: INVALID_ARGUMENT for an empty batch or more than 1000 items;
+        UNAVAILABLE without the database (the items before the failure may be folded).
         """
 
     @_abc_1.abstractmethod

@@ -48,7 +48,7 @@ class RecommendRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., template_id: _Optional[int] = ..., prompt_units: _Optional[int] = ..., client_options: _Optional[_Iterable[str]] = ..., num_predict: _Optional[int] = ..., message_count: _Optional[int] = ..., model_context_limit: _Optional[int] = ..., kv_bytes_per_token: _Optional[int] = ..., ollama_host: _Optional[str] = ...) -> None: ...
 
 class RecommendResponse(_message.Message):
-    __slots__ = ("action", "num_ctx", "num_batch", "decision_id", "confidence", "reason", "reason_code", "estimated_need")
+    __slots__ = ("action", "num_ctx", "num_batch", "decision_id", "confidence", "reason", "reason_code", "estimated_need", "units_to_tokens_ratio", "num_ctx_cap")
     ACTION_FIELD_NUMBER: _ClassVar[int]
     NUM_CTX_FIELD_NUMBER: _ClassVar[int]
     NUM_BATCH_FIELD_NUMBER: _ClassVar[int]
@@ -57,6 +57,8 @@ class RecommendResponse(_message.Message):
     REASON_FIELD_NUMBER: _ClassVar[int]
     REASON_CODE_FIELD_NUMBER: _ClassVar[int]
     ESTIMATED_NEED_FIELD_NUMBER: _ClassVar[int]
+    UNITS_TO_TOKENS_RATIO_FIELD_NUMBER: _ClassVar[int]
+    NUM_CTX_CAP_FIELD_NUMBER: _ClassVar[int]
     action: Action
     num_ctx: int
     num_batch: int
@@ -65,10 +67,12 @@ class RecommendResponse(_message.Message):
     reason: str
     reason_code: str
     estimated_need: int
-    def __init__(self, action: _Optional[_Union[Action, str]] = ..., num_ctx: _Optional[int] = ..., num_batch: _Optional[int] = ..., decision_id: _Optional[str] = ..., confidence: _Optional[float] = ..., reason: _Optional[str] = ..., reason_code: _Optional[str] = ..., estimated_need: _Optional[int] = ...) -> None: ...
+    units_to_tokens_ratio: float
+    num_ctx_cap: int
+    def __init__(self, action: _Optional[_Union[Action, str]] = ..., num_ctx: _Optional[int] = ..., num_batch: _Optional[int] = ..., decision_id: _Optional[str] = ..., confidence: _Optional[float] = ..., reason: _Optional[str] = ..., reason_code: _Optional[str] = ..., estimated_need: _Optional[int] = ..., units_to_tokens_ratio: _Optional[float] = ..., num_ctx_cap: _Optional[int] = ...) -> None: ...
 
 class Outcome(_message.Message):
-    __slots__ = ("outcome_id", "decision_id", "model", "template_id", "prompt_units", "message_count", "action", "num_ctx", "num_batch", "num_predict", "prompt_eval_count", "eval_count", "total_duration_ns", "load_duration_ns", "prompt_eval_duration_ns", "eval_duration_ns", "done_reason", "counts_known", "latency_seconds", "ttft_seconds", "host_rss_bytes", "gpu_memory_used_bytes", "gpu_memory_total_bytes", "finished_at", "loaded_context_length", "model_size_bytes", "model_vram_bytes", "runner_load", "prompt_eval_cached_count", "cached_count_known", "ollama_version", "model_context_limit", "observed_num_ctx", "options_dropped", "ollama_host", "kv_bytes_per_token")
+    __slots__ = ("outcome_id", "decision_id", "model", "template_id", "prompt_units", "message_count", "action", "num_ctx", "num_batch", "num_predict", "prompt_eval_count", "eval_count", "total_duration_ns", "load_duration_ns", "prompt_eval_duration_ns", "eval_duration_ns", "done_reason", "counts_known", "latency_seconds", "ttft_seconds", "host_rss_bytes", "gpu_memory_used_bytes", "gpu_memory_total_bytes", "finished_at", "loaded_context_length", "model_size_bytes", "model_vram_bytes", "runner_load", "prompt_eval_cached_count", "cached_count_known", "ollama_version", "model_context_limit", "observed_num_ctx", "options_dropped", "ollama_host", "kv_bytes_per_token", "client_num_ctx", "client_num_batch")
     OUTCOME_ID_FIELD_NUMBER: _ClassVar[int]
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -105,6 +109,8 @@ class Outcome(_message.Message):
     OPTIONS_DROPPED_FIELD_NUMBER: _ClassVar[int]
     OLLAMA_HOST_FIELD_NUMBER: _ClassVar[int]
     KV_BYTES_PER_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_NUM_CTX_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_NUM_BATCH_FIELD_NUMBER: _ClassVar[int]
     outcome_id: str
     decision_id: str
     model: str
@@ -141,7 +147,9 @@ class Outcome(_message.Message):
     options_dropped: bool
     ollama_host: str
     kv_bytes_per_token: int
-    def __init__(self, outcome_id: _Optional[str] = ..., decision_id: _Optional[str] = ..., model: _Optional[str] = ..., template_id: _Optional[int] = ..., prompt_units: _Optional[int] = ..., message_count: _Optional[int] = ..., action: _Optional[_Union[Action, str]] = ..., num_ctx: _Optional[int] = ..., num_batch: _Optional[int] = ..., num_predict: _Optional[int] = ..., prompt_eval_count: _Optional[int] = ..., eval_count: _Optional[int] = ..., total_duration_ns: _Optional[int] = ..., load_duration_ns: _Optional[int] = ..., prompt_eval_duration_ns: _Optional[int] = ..., eval_duration_ns: _Optional[int] = ..., done_reason: _Optional[str] = ..., counts_known: _Optional[bool] = ..., latency_seconds: _Optional[float] = ..., ttft_seconds: _Optional[float] = ..., host_rss_bytes: _Optional[int] = ..., gpu_memory_used_bytes: _Optional[int] = ..., gpu_memory_total_bytes: _Optional[int] = ..., finished_at: _Optional[float] = ..., loaded_context_length: _Optional[int] = ..., model_size_bytes: _Optional[int] = ..., model_vram_bytes: _Optional[int] = ..., runner_load: _Optional[_Union[RunnerLoad, str]] = ..., prompt_eval_cached_count: _Optional[int] = ..., cached_count_known: _Optional[bool] = ..., ollama_version: _Optional[str] = ..., model_context_limit: _Optional[int] = ..., observed_num_ctx: _Optional[int] = ..., options_dropped: _Optional[bool] = ..., ollama_host: _Optional[str] = ..., kv_bytes_per_token: _Optional[int] = ...) -> None: ...
+    client_num_ctx: int
+    client_num_batch: int
+    def __init__(self, outcome_id: _Optional[str] = ..., decision_id: _Optional[str] = ..., model: _Optional[str] = ..., template_id: _Optional[int] = ..., prompt_units: _Optional[int] = ..., message_count: _Optional[int] = ..., action: _Optional[_Union[Action, str]] = ..., num_ctx: _Optional[int] = ..., num_batch: _Optional[int] = ..., num_predict: _Optional[int] = ..., prompt_eval_count: _Optional[int] = ..., eval_count: _Optional[int] = ..., total_duration_ns: _Optional[int] = ..., load_duration_ns: _Optional[int] = ..., prompt_eval_duration_ns: _Optional[int] = ..., eval_duration_ns: _Optional[int] = ..., done_reason: _Optional[str] = ..., counts_known: _Optional[bool] = ..., latency_seconds: _Optional[float] = ..., ttft_seconds: _Optional[float] = ..., host_rss_bytes: _Optional[int] = ..., gpu_memory_used_bytes: _Optional[int] = ..., gpu_memory_total_bytes: _Optional[int] = ..., finished_at: _Optional[float] = ..., loaded_context_length: _Optional[int] = ..., model_size_bytes: _Optional[int] = ..., model_vram_bytes: _Optional[int] = ..., runner_load: _Optional[_Union[RunnerLoad, str]] = ..., prompt_eval_cached_count: _Optional[int] = ..., cached_count_known: _Optional[bool] = ..., ollama_version: _Optional[str] = ..., model_context_limit: _Optional[int] = ..., observed_num_ctx: _Optional[int] = ..., options_dropped: _Optional[bool] = ..., ollama_host: _Optional[str] = ..., kv_bytes_per_token: _Optional[int] = ..., client_num_ctx: _Optional[int] = ..., client_num_batch: _Optional[int] = ...) -> None: ...
 
 class ReportRequest(_message.Message):
     __slots__ = ("outcomes",)
@@ -284,7 +292,7 @@ class SummaryRequest(_message.Message):
     def __init__(self, period_seconds: _Optional[int] = ..., model: _Optional[str] = ...) -> None: ...
 
 class SummaryResponse(_message.Message):
-    __slots__ = ("period_seconds", "requests", "optimized", "optimized_share", "match_rate", "latency_p50_optimized_seconds", "latency_p50_passthrough_seconds", "kv_tokens_saved", "truncations_prevented", "truncations_detected", "reloads_caused", "reloads_avoided", "models")
+    __slots__ = ("period_seconds", "requests", "optimized", "optimized_share", "match_rate", "latency_p50_optimized_seconds", "latency_p50_passthrough_seconds", "kv_tokens_saved", "truncations_prevented", "truncations_detected", "reloads_caused", "reloads_avoided", "models", "benefit")
     PERIOD_SECONDS_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
     OPTIMIZED_FIELD_NUMBER: _ClassVar[int]
@@ -298,6 +306,7 @@ class SummaryResponse(_message.Message):
     RELOADS_CAUSED_FIELD_NUMBER: _ClassVar[int]
     RELOADS_AVOIDED_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
+    BENEFIT_FIELD_NUMBER: _ClassVar[int]
     period_seconds: int
     requests: int
     optimized: int
@@ -311,10 +320,51 @@ class SummaryResponse(_message.Message):
     reloads_caused: int
     reloads_avoided: int
     models: _containers.RepeatedCompositeFieldContainer[ModelSummary]
-    def __init__(self, period_seconds: _Optional[int] = ..., requests: _Optional[int] = ..., optimized: _Optional[int] = ..., optimized_share: _Optional[float] = ..., match_rate: _Optional[float] = ..., latency_p50_optimized_seconds: _Optional[float] = ..., latency_p50_passthrough_seconds: _Optional[float] = ..., kv_tokens_saved: _Optional[int] = ..., truncations_prevented: _Optional[int] = ..., truncations_detected: _Optional[int] = ..., reloads_caused: _Optional[int] = ..., reloads_avoided: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ModelSummary, _Mapping]]] = ...) -> None: ...
+    benefit: Benefit
+    def __init__(self, period_seconds: _Optional[int] = ..., requests: _Optional[int] = ..., optimized: _Optional[int] = ..., optimized_share: _Optional[float] = ..., match_rate: _Optional[float] = ..., latency_p50_optimized_seconds: _Optional[float] = ..., latency_p50_passthrough_seconds: _Optional[float] = ..., kv_tokens_saved: _Optional[int] = ..., truncations_prevented: _Optional[int] = ..., truncations_detected: _Optional[int] = ..., reloads_caused: _Optional[int] = ..., reloads_avoided: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ModelSummary, _Mapping]]] = ..., benefit: _Optional[_Union[Benefit, _Mapping]] = ...) -> None: ...
+
+class Benefit(_message.Message):
+    __slots__ = ("requests", "optimized", "truncations_prevented", "truncated", "runner_loads", "loads_by_optimizer", "loads_by_clients_baseline", "latency_p50_optimized_seconds", "latency_p95_optimized_seconds", "latency_p50_passthrough_seconds", "latency_p95_passthrough_seconds", "prompt_seconds", "prompt_seconds_baseline", "prompt_estimated_requests", "kv_bytes_loaded", "kv_bytes_default", "default_num_ctx", "loaded_num_ctx")
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    OPTIMIZED_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATIONS_PREVENTED_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    RUNNER_LOADS_FIELD_NUMBER: _ClassVar[int]
+    LOADS_BY_OPTIMIZER_FIELD_NUMBER: _ClassVar[int]
+    LOADS_BY_CLIENTS_BASELINE_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_P50_OPTIMIZED_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_P95_OPTIMIZED_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_P50_PASSTHROUGH_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_P95_PASSTHROUGH_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_SECONDS_BASELINE_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_ESTIMATED_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    KV_BYTES_LOADED_FIELD_NUMBER: _ClassVar[int]
+    KV_BYTES_DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_NUM_CTX_FIELD_NUMBER: _ClassVar[int]
+    LOADED_NUM_CTX_FIELD_NUMBER: _ClassVar[int]
+    requests: int
+    optimized: int
+    truncations_prevented: int
+    truncated: int
+    runner_loads: int
+    loads_by_optimizer: int
+    loads_by_clients_baseline: int
+    latency_p50_optimized_seconds: float
+    latency_p95_optimized_seconds: float
+    latency_p50_passthrough_seconds: float
+    latency_p95_passthrough_seconds: float
+    prompt_seconds: float
+    prompt_seconds_baseline: float
+    prompt_estimated_requests: int
+    kv_bytes_loaded: int
+    kv_bytes_default: int
+    default_num_ctx: int
+    loaded_num_ctx: int
+    def __init__(self, requests: _Optional[int] = ..., optimized: _Optional[int] = ..., truncations_prevented: _Optional[int] = ..., truncated: _Optional[int] = ..., runner_loads: _Optional[int] = ..., loads_by_optimizer: _Optional[int] = ..., loads_by_clients_baseline: _Optional[int] = ..., latency_p50_optimized_seconds: _Optional[float] = ..., latency_p95_optimized_seconds: _Optional[float] = ..., latency_p50_passthrough_seconds: _Optional[float] = ..., latency_p95_passthrough_seconds: _Optional[float] = ..., prompt_seconds: _Optional[float] = ..., prompt_seconds_baseline: _Optional[float] = ..., prompt_estimated_requests: _Optional[int] = ..., kv_bytes_loaded: _Optional[int] = ..., kv_bytes_default: _Optional[int] = ..., default_num_ctx: _Optional[int] = ..., loaded_num_ctx: _Optional[int] = ...) -> None: ...
 
 class ModelSummary(_message.Message):
-    __slots__ = ("model", "requests", "optimized", "loaded_num_ctx", "loaded_num_batch", "reloads", "memory_advice", "ollama_host", "num_ctx_cap")
+    __slots__ = ("model", "requests", "optimized", "loaded_num_ctx", "loaded_num_batch", "reloads", "memory_advice", "ollama_host", "num_ctx_cap", "benefit")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
     OPTIMIZED_FIELD_NUMBER: _ClassVar[int]
@@ -324,6 +374,7 @@ class ModelSummary(_message.Message):
     MEMORY_ADVICE_FIELD_NUMBER: _ClassVar[int]
     OLLAMA_HOST_FIELD_NUMBER: _ClassVar[int]
     NUM_CTX_CAP_FIELD_NUMBER: _ClassVar[int]
+    BENEFIT_FIELD_NUMBER: _ClassVar[int]
     model: str
     requests: int
     optimized: int
@@ -333,4 +384,5 @@ class ModelSummary(_message.Message):
     memory_advice: str
     ollama_host: str
     num_ctx_cap: int
-    def __init__(self, model: _Optional[str] = ..., requests: _Optional[int] = ..., optimized: _Optional[int] = ..., loaded_num_ctx: _Optional[int] = ..., loaded_num_batch: _Optional[int] = ..., reloads: _Optional[int] = ..., memory_advice: _Optional[str] = ..., ollama_host: _Optional[str] = ..., num_ctx_cap: _Optional[int] = ...) -> None: ...
+    benefit: Benefit
+    def __init__(self, model: _Optional[str] = ..., requests: _Optional[int] = ..., optimized: _Optional[int] = ..., loaded_num_ctx: _Optional[int] = ..., loaded_num_batch: _Optional[int] = ..., reloads: _Optional[int] = ..., memory_advice: _Optional[str] = ..., ollama_host: _Optional[str] = ..., num_ctx_cap: _Optional[int] = ..., benefit: _Optional[_Union[Benefit, _Mapping]] = ...) -> None: ...

@@ -1,4 +1,5 @@
 """The host's agent contract, as ollama-smart-proxy defines it (DESIGN §2): an abstract base class."""
+
 from abc import ABC, abstractmethod
 from typing import Any
 

@@ -1,5 +1,6 @@
 """The host's chat chain as ollama-smart-proxy shapes it: ``build_ollama_request`` rebuilds the upstream body
 from model, messages and stream; ``FORWARDED_FIELDS`` is empty unless the forwarding patch is applied."""
+
 from typing import Any
 
 FORWARDED_FIELDS: tuple[str, ...] = ()

@@ -1,4 +1,5 @@
 """The host's generate chain (see chat_agent_chain): model, prompt, stream, plus FORWARDED_FIELDS."""
+
 from typing import Any
 
 FORWARDED_FIELDS: tuple[str, ...] = ()

@@ -1,0 +1,103 @@
+"""The benefit figures of a Summary as `ollama-optimizer stats` prints them: one row per model and a total,
+then what each column means (definitions in ollama_optimizer/benefit.py). A difference is worded by its
+sign ("saved" / "more"): never a negative "saved"."""
+
+from __future__ import annotations
+
+from ollama_optimizer.benefit import MIN_SPEED_SAMPLES
+from ollama_optimizer.cli_support import table
+from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
+
+NOTES = (
+    "truncations prevented: optimized requests, not truncated, whose prompt was longer than the context Ollama\n"
+    "  would have used (the client's num_ctx, else Ollama's default: from /api/ps, or TUNER_DEFAULT_NUM_CTX).",
+    "reloads seen: runner loads (Ollama's clock); by the optimizer: those after an option change it made;\n"
+    "  the clients' options cause: reloads their own option changes would cause without the optimizer.",
+    "prompt time: optimized requests measured, against an estimate at the prompt speed Ollama showed for the\n"
+    "  model with the clients' own options (same prompt size class); only once that speed has "
+    f"{MIN_SPEED_SAMPLES} samples.",
+)
+
+
+def size(value: float) -> str:
+    """Bytes as B, KiB, MiB or GiB."""
+    for unit in ("B", "KiB", "MiB"):
+        if abs(value) < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
+def kv_change(b: tuner_pb2.Benefit) -> str:
+    if not b.kv_bytes_default:
+        return "unknown"
+    delta = b.kv_bytes_loaded - b.kv_bytes_default
+    word = "saved" if delta < 0 else "more"
+    change = f" ({size(abs(delta))} {word})" if delta else ""
+    return f"{size(b.kv_bytes_default)} -> {size(b.kv_bytes_loaded)}{change}"
+
+
+def prompt_change(b: tuner_pb2.Benefit) -> str:
+    if not b.prompt_estimated_requests:
+        return "no estimate yet"
+    delta = b.prompt_seconds_baseline - b.prompt_seconds
+    word = "saved" if delta >= 0 else "more"
+    return (
+        f"{b.prompt_seconds_baseline:.1f} s -> {b.prompt_seconds:.1f} s ({abs(delta):.1f} s {word}, "
+        f"{b.prompt_estimated_requests} requests)"
+    )
+
+
+def context_change(b: tuner_pb2.Benefit) -> str:
+    if not b.default_num_ctx:
+        return f"unknown -> {b.loaded_num_ctx}" if b.loaded_num_ctx else "-"
+    return f"{b.default_num_ctx} -> {b.loaded_num_ctx or b.default_num_ctx}"
+
+
+FIGURES = (
+    "requests",
+    "optimized",
+    "truncations prevented",
+    "truncated anyway",
+    "reloads seen",
+    "  by the optimizer",
+    "reloads the clients' options cause",
+    "num_ctx default -> now",
+    "KV memory default -> now",
+    "prompt time baseline -> measured",
+)
+
+
+def column(b: tuner_pb2.Benefit, context: str) -> tuple[object, ...]:
+    """One model's (or the total's) figures in FIGURES order."""
+    return (
+        b.requests,
+        f"{b.optimized} ({b.optimized / b.requests:.0%})" if b.requests else 0,
+        b.truncations_prevented,
+        b.truncated,
+        b.runner_loads,
+        b.loads_by_optimizer,
+        b.loads_by_clients_baseline,
+        context,
+        kv_change(b),
+        prompt_change(b),
+    )
+
+
+def render(response: tuner_pb2.SummaryResponse) -> str:
+    """Figures as rows, one column per model (``model@host`` off the default host), then the total."""
+    names = [m.model + (f"@{m.ollama_host}" if m.ollama_host else "") for m in response.models]
+    columns = [column(m.benefit, context_change(m.benefit)) for m in response.models]
+    if len(response.models) != 1:
+        names.append("total")
+        columns.append(column(response.benefit, ""))
+    rows = [("", *names), *[(figure, *values) for figure, *values in zip(FIGURES, *columns)]]
+    unknown = [name for name, m in zip(names, response.models) if not m.benefit.default_num_ctx]
+    notes = list(NOTES)
+    if unknown:
+        notes.append(
+            f"Ollama's default context is not known for {', '.join(unknown)}: every request carried a "
+            "num_ctx, so /api/ps never showed it (set TUNER_DEFAULT_NUM_CTX to your server's default); "
+            "truncations prevented and the KV memory of the default are not counted there."
+        )
+    return table(rows) + "\n\n" + "\n".join(notes)
