@@ -431,6 +431,7 @@ async def start_system(root: Path, time_scale: float, cooldown_s: float, delay_s
             "GATEWAY_METRICS_PORT": str(gw_metrics),
             "OPT_PROBES": "false",
             "OPT_BREAKER_COOLDOWN_S": str(cooldown_s),
+            "OPT_LEARNING_BREAKER_COOLDOWN_S": str(cooldown_s),
         },
         logs,
     )
@@ -869,6 +870,7 @@ async def run(args: argparse.Namespace) -> dict:
             "fault_seconds": args.fault_seconds,
             "slow_delay_s": args.delay,
             "breaker_cooldown_s": args.cooldown,
+            "learning_breaker_cooldown_s": args.cooldown,
             "emulator_time_scale": args.time_scale,
             "plugin_budget_ms": 50,
             "logs": str(root / "logs"),

@@ -49,6 +49,7 @@ class PluginConfig:
     call_timeout_ms: float = 25.0  # deadline of one call, further capped by what is left of the budget
     breaker_threshold: int = 5  # consecutive failures/timeouts that open a service's breaker
     breaker_cooldown_s: float = 10.0  # open -> half-open after this long
+    learning_breaker_cooldown_s: float = 2.0  # the same for Observe/Report (a new tuner writer is found sooner)
     queue_size: int = 1000  # telemetry queue bound; a full queue drops (and counts)
     batch_size: int = 64  # outcomes per Report call
     offpath_timeout_ms: float = 2000.0  # deadline of Observe/Report calls (off the request path)

@@ -94,19 +94,19 @@ class ServiceClient:
         self._request = _Lane(
             self._channel(address, cfg, separate=False),
             stub_class,
-            self._breaker(cfg, metrics.BREAKER_STATE.labels(name)),
+            self._breaker(cfg, cfg.breaker_cooldown_s, metrics.BREAKER_STATE.labels(name)),
         )
         self._learning = _Lane(
             self._channel(address, cfg, separate=True),
             stub_class,
-            self._breaker(cfg, metrics.LEARNING_BREAKER_STATE.labels(name)),
+            self._breaker(cfg, cfg.learning_breaker_cooldown_s, metrics.LEARNING_BREAKER_STATE.labels(name)),
         )
         self._refusal_warning = _Throttled(REFUSAL_WARN_INTERVAL_S)
 
     @staticmethod
-    def _breaker(cfg: PluginConfig, gauge: Any) -> CircuitBreaker:
+    def _breaker(cfg: PluginConfig, cooldown_s: float, gauge: Any) -> CircuitBreaker:
         gauge.set(0)
-        return CircuitBreaker(cfg.breaker_threshold, cfg.breaker_cooldown_s, on_change=gauge.set)
+        return CircuitBreaker(cfg.breaker_threshold, cooldown_s, on_change=gauge.set)
 
     @staticmethod
     def _channel(address: str, cfg: PluginConfig, *, separate: bool) -> grpc.aio.Channel:

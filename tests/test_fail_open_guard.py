@@ -45,7 +45,7 @@ def _guarded_total() -> float:
 async def test_a_long_document_during_an_outage_gets_a_context_that_holds_it() -> None:
     async with stand_ins(tuner=None) as services:
         services.tuner.num_ctx = 2048
-        cfg = services.config(breaker_threshold=1, breaker_cooldown_s=3600)
+        cfg = services.config(breaker_threshold=1, breaker_cooldown_s=3600, learning_breaker_cooldown_s=3600)
         async with gateway_chain(cfg) as (gw, tap, emu):
             client = ollama.AsyncClient(host=gw.url)
             await client.chat(model=MODEL, messages=_chat(100, 1))  # the tuner's 2048 is loaded

@@ -71,7 +71,9 @@ async def _template_of(address: str, messages: list[dict[str, str]]) -> int:
 
 
 async def test_services_killed_mid_run_passthrough_is_byte_identical(matcher, tuner) -> None:
-    cfg = plugin_config(matcher.address, tuner.address, breaker_threshold=2, breaker_cooldown_s=3600)
+    cfg = plugin_config(
+        matcher.address, tuner.address, breaker_threshold=2, breaker_cooldown_s=3600, learning_breaker_cooldown_s=3600
+    )
     async with gateway_chain(cfg) as (gw, tap, _emu):
         client = ollama.AsyncClient(host=gw.url)
         await client.chat(model=MODEL, messages=templated(1))

@@ -63,7 +63,13 @@ async def test_passthrough_is_byte_identical_when_services_fail(mode: str) -> No
     async with stand_ins(hang_matcher=mode == "slow") as services:
         if mode == "killed":
             await services.stop()
-        cfg = services.config(budget_ms=40, call_timeout_ms=20, breaker_threshold=2, breaker_cooldown_s=3600)
+        cfg = services.config(
+            budget_ms=40,
+            call_timeout_ms=20,
+            breaker_threshold=2,
+            breaker_cooldown_s=3600,
+            learning_breaker_cooldown_s=3600,
+        )
         async with gateway_chain(cfg) as (gw, tap, emu):
             client = ollama.AsyncClient(host=gw.url)
             request = {"model": MODEL, "messages": MESSAGES, "options": {"temperature": 0.1}}

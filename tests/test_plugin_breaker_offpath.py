@@ -29,6 +29,7 @@ from ollama_optimizer.gen.optimizer.v1 import matcher_pb2, matcher_pb2_grpc, tun
 from ollama_optimizer.server import RunningServer, start_server
 from ollama_optimizer.source_tokens import SourceTokens
 from proxy_plugin import rpc
+from proxy_plugin.config import PluginConfig
 from proxy_plugin.core import OptimizerCore
 from proxy_plugin.decision import Decision
 from tuner_service.guard import GuardSettings
@@ -100,7 +101,14 @@ async def test_rate_limited_reports_never_open_the_tuner_breaker(matcher, pool) 
     guard = GuardSettings(frozenset(), rate_per_second=1e-6, burst=3)
     async with guarded_tuner(pool, guard) as tuner:
         core = OptimizerCore(
-            plugin_config(matcher.address, tuner.address, batch_size=1, breaker_threshold=2, breaker_cooldown_s=3600)
+            plugin_config(
+                matcher.address,
+                tuner.address,
+                batch_size=1,
+                breaker_threshold=2,
+                breaker_cooldown_s=3600,
+                learning_breaker_cooldown_s=3600,
+            )
         )
         refused_before = refused()
         shed_before = rpc_errors("tuner", "Report", "RESOURCE_EXHAUSTED")
@@ -161,7 +169,14 @@ async def test_reports_from_a_source_not_allowed_never_open_the_tuner_breaker(
     guard = GuardSettings(frozenset({"another-gateway"}), rate_per_second=0, burst=0)
     async with guarded_tuner(pool, guard) as tuner:
         core = OptimizerCore(
-            plugin_config(matcher.address, tuner.address, batch_size=1, breaker_threshold=1, breaker_cooldown_s=3600)
+            plugin_config(
+                matcher.address,
+                tuner.address,
+                batch_size=1,
+                breaker_threshold=1,
+                breaker_cooldown_s=3600,
+                learning_breaker_cooldown_s=3600,
+            )
         )
         refused_before = refused()
         denied_before = rpc_errors("tuner", "Report", "PERMISSION_DENIED")
@@ -185,7 +200,13 @@ async def test_reports_from_a_source_not_allowed_never_open_the_tuner_breaker(
 async def test_observe_rejected_as_bad_input_never_opens_the_matcher_breaker(matcher, pool) -> None:
     async with guarded_tuner(pool, GuardSettings(frozenset(), rate_per_second=0, burst=0)) as tuner:
         core = OptimizerCore(
-            plugin_config(matcher.address, tuner.address, breaker_threshold=1, breaker_cooldown_s=3600)
+            plugin_config(
+                matcher.address,
+                tuner.address,
+                breaker_threshold=1,
+                breaker_cooldown_s=3600,
+                learning_breaker_cooldown_s=3600,
+            )
         )
         rejected_before = sample("optimizer_plugin_telemetry_dropped_total", reason="rejected")
         bad = matcher_pb2.Fingerprints(algorithm_version=999, unit_count=3)
@@ -204,7 +225,14 @@ async def test_observe_rejected_as_bad_input_never_opens_the_matcher_breaker(mat
 async def test_a_stopped_tuner_opens_the_learning_breaker_and_the_request_path_finds_out_itself(matcher, pool) -> None:
     async with guarded_tuner(pool, GuardSettings(frozenset(), rate_per_second=0, burst=0)) as tuner:
         core = OptimizerCore(
-            plugin_config(matcher.address, tuner.address, breaker_threshold=2, breaker_cooldown_s=3600, sticky_ttl_s=0)
+            plugin_config(
+                matcher.address,
+                tuner.address,
+                breaker_threshold=2,
+                breaker_cooldown_s=3600,
+                learning_breaker_cooldown_s=3600,
+                sticky_ttl_s=0,
+            )
         )
         sent, decision = await core.prepare(request(0))
         assert decision.decision_id
@@ -254,7 +282,11 @@ async def test_control_load_shedding_on_the_request_path_still_opens_the_breaker
     try:
         core = OptimizerCore(
             plugin_config(
-                *(f"127.0.0.1:{s.port}" for s in servers), breaker_threshold=1, breaker_cooldown_s=3600, sticky_ttl_s=0
+                *(f"127.0.0.1:{s.port}" for s in servers),
+                breaker_threshold=1,
+                breaker_cooldown_s=3600,
+                learning_breaker_cooldown_s=3600,
+                sticky_ttl_s=0,
             )
         )
         _sent, decision = await core.prepare({"model": "m", "prompt": "hello there"})
@@ -287,7 +319,12 @@ async def test_held_reports_never_take_the_request_paths_slots() -> None:
         address = f"127.0.0.1:{servers[1].port}"
         core = OptimizerCore(
             plugin_config(
-                f"127.0.0.1:{servers[0].port}", address, breaker_threshold=1, breaker_cooldown_s=3600, sticky_ttl_s=0
+                f"127.0.0.1:{servers[0].port}",
+                address,
+                breaker_threshold=1,
+                breaker_cooldown_s=3600,
+                learning_breaker_cooldown_s=3600,
+                sticky_ttl_s=0,
             )
         )
         async with create_channel(address) as channel:  # other gateways' telemetry, stalled in the tuner
@@ -321,6 +358,7 @@ async def test_stalled_learning_never_gates_match_or_recommend(matcher, pool, ds
                 batch_size=1,
                 breaker_threshold=2,
                 breaker_cooldown_s=3600,
+                learning_breaker_cooldown_s=3600,
                 offpath_timeout_ms=300,
                 match_memo_size=0,
             )
@@ -349,3 +387,18 @@ async def test_stalled_learning_never_gates_match_or_recommend(matcher, pool, ds
         finally:
             await blocker.close()
         await core.close(0.1)
+
+
+async def test_the_learning_breaker_probes_sooner_than_the_request_paths() -> None:
+    """Reports find a new tuner writer within seconds of a failover: the learning lane's cool-down is its own
+    (2 s by default), while the request path keeps its longer one (10 s)."""
+    client = rpc.ServiceClient("tuner", "127.0.0.1:1", tuner_pb2_grpc.TunerStub, PluginConfig(breaker_threshold=1))
+    for breaker in (client.breaker, client.learning_breaker):
+        breaker.failure()
+        assert breaker.rejecting()
+        breaker._opened_at -= 3.0  # three seconds later
+    try:
+        assert not client.learning_breaker.rejecting()
+        assert client.breaker.rejecting()
+    finally:
+        await client.close()
