@@ -112,7 +112,7 @@ async def test_gateway_bad_bodies_pass_through_cleanly(matcher, tuner, pool) -> 
                 assert "error" in json.loads(answer)
 
         await _check(gw.port, upstream, pool, bodies)
-        await gw.gateway.core.flush()
+        await gw.gateway.flush()
         body = json.dumps({"model": KNOWN, "prompt": "still up", "stream": False}).encode()
         status, _ = await asyncio.to_thread(post, gw.port, "/api/generate", body)
         assert status == 200

@@ -77,7 +77,7 @@ async def test_services_killed_mid_run_passthrough_is_byte_identical(matcher, tu
     async with gateway_chain(cfg) as (gw, tap, _emu):
         client = ollama.AsyncClient(host=gw.url)
         await client.chat(model=MODEL, messages=templated(1))
-        await gw.gateway.core.flush()
+        await gw.gateway.flush()
         await matcher.stop(0)
         await tuner.stop(0)
         request = {"model": MODEL, "messages": templated(2), "options": {"seed": 3}}

@@ -38,7 +38,7 @@ async def test_passthrough_outcomes_carry_the_default_context_from_api_ps() -> N
             client = ollama.AsyncClient(host=gw.url)
             await client.chat(model=MODEL, messages=MESSAGES)
             await client.chat(model=MODEL, messages=MESSAGES)
-            await gw.gateway.core.flush()
+            await gw.gateway.flush()
             default_ctx = emu.runner_options(MODEL)["num_ctx"]
             assert default_ctx == 32768  # the VRAM-tier default on a 24 GB GPU
             # The first answer's load is read from /api/ps before its outcome is reported: the default is

@@ -46,7 +46,7 @@ async def test_options_applied_streaming_and_learning_from_final_chunk() -> None
         parts = [part async for part in await client.chat(model=MODEL, messages=MESSAGES, stream=True)]
         assert len(parts) > 2 and parts[-1].done and not parts[0].done
         assert json.loads(tap.bodies[-1][1])["options"]["num_ctx"] == 8192
-        await gw.gateway.core.flush()
+        await gw.gateway.flush()
         streamed = services.tuner.outcomes[-1]
         assert streamed.counts_known and streamed.eval_count == parts[-1].eval_count == emu.requests[-1].eval_count
         assert streamed.prompt_eval_count == emu.requests[-1].prompt_eval_count

@@ -47,7 +47,7 @@ async def test_outcomes_carry_version_limit_and_cached_count(mode: str, version:
             await client.chat(model=MODEL, messages=messages)
             await wait_until(lambda: gw.gateway.facts.model(MODEL).context_length > 0)
             await client.chat(model=MODEL, messages=messages)
-            await gw.gateway.core.flush()
+            await gw.gateway.flush()
         _first, second = services.tuner.outcomes
         assert second.ollama_version == version and second.model_context_limit == MODELS[MODEL].train_ctx
         assert second.kv_bytes_per_token > 0

@@ -62,7 +62,7 @@ async def test_no_prompt_text_in_tables_logs_or_metrics(matcher, tuner, pool, pg
                 else:
                     await client.chat(model=MODEL, messages=messages)
                 await client.generate(model=MODEL, system=SYSTEM, prompt=secret * 30)
-                await gw.gateway.core.flush()
+                await gw.gateway.flush()
         async with aiohttp.ClientSession() as session:
             async with session.get(f"http://127.0.0.1:{gw.metrics_port}/metrics") as response:
                 gateway_metrics = await response.text()

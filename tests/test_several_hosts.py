@@ -35,7 +35,7 @@ async def test_two_hosts_learn_apart(matcher, tuner) -> None:  # noqa: F811
         for i in range(6):
             for gw, client in clients:
                 await client.chat(model=MODEL, messages=templated(i))
-                await gw.gateway.core.flush()
+                await gw.gateway.flush()
         models = tuner.core.policy.models
         hosts = (f"{MODEL} @gpu-8gb", f"{MODEL} @gpu-24gb")
         # The gateways learn after answering: wait until the tuner has learned a default context for both hosts.

@@ -92,7 +92,7 @@ async def _run_template(matcher_address: str, tuner_address: str, mode: str, hos
         client = ollama.AsyncClient(host=gw.url)
         for i in range(14):
             await client.chat(model=MODEL, messages=templated(i))
-            await gw.gateway.core.flush()
+            await gw.gateway.flush()
         records = list(emu.requests)
     return records, [r.runner["num_ctx"] for r in records if r.options.get("num_ctx")]
 
