@@ -75,7 +75,9 @@ async def test_the_loaded_num_batch_is_what_the_gateway_sent() -> None:
     async with stand_ins(tuner=StandInTuner(num_ctx=8192, num_batch=1024)) as services:
         async with gateway_chain(services.config(), hardware="gpu-24gb") as (gw, _tap, emu):
             await ollama.AsyncClient(host=gw.url).chat(model=MODEL, messages=MESSAGES)
-            await wait_until(lambda: sample("optimizer_gateway_loaded_num_batch", model=MODEL) == 1024)
+            # Read /api/ps now rather than waiting for the gateway's rate-limited refresh.
+            await gw.gateway.loaded_models.refresh(gw.gateway.facts.session)
+            assert sample("optimizer_gateway_loaded_num_batch", model=MODEL) == 1024
             assert emu.runner_options(MODEL)["num_batch"] == 1024
             assert sample("optimizer_gateway_loaded_num_ctx", model=MODEL) == 8192
     async with stand_ins(tuner=PassthroughTuner()) as services:
