@@ -28,7 +28,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,6 +41,7 @@ import grpc
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.ports import free_port
 from bench.tuner_router import TunerRouter
 from bench.workload import words
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2, tuner_pb2_grpc
@@ -52,12 +52,6 @@ from ollama_optimizer.migrations import apply_migrations
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "ollama_optimizer.cli"]
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def wait_for(predicate, timeout_s: float, what: str, every_s: float = 0.1) -> float:  # type: ignore[no-untyped-def]

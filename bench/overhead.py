@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -30,6 +29,7 @@ from pathlib import Path
 
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from bench.ports import free_port
 from bench.workload import make_requests, make_templates
 from ollama_optimizer.channels import create_channel
 from ollama_optimizer.config import DatabaseConfig
@@ -42,12 +42,6 @@ from proxy_plugin.core import OptimizerCore
 from proxy_plugin.metrics import REGISTRY
 
 MODELS = ["llama3.1:8b", "qwen2.5:14b"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -64,14 +58,14 @@ async def running_services(data_dir: Path | None = None) -> AsyncIterator[Servic
         cfg = replace(DatabaseConfig(), data_dir=data_dir or Path(tmp) / "pg")
         async with embedded_or_configured_dsn(cfg) as (dsn, _embedded):
             await apply_migrations(dsn)
-            matcher, tuner = f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"
+            matcher, tuner = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
             env = {
                 **os.environ,
                 "OPTIMIZER_DSN": dsn,
                 "MATCHER_LISTEN": matcher,
                 "TUNER_LISTEN": tuner,
-                "MATCHER_METRICS_PORT": str(_free_port()),
-                "TUNER_METRICS_PORT": str(_free_port()),
+                "MATCHER_METRICS_PORT": str(free_port()),
+                "TUNER_METRICS_PORT": str(free_port()),
             }
             children = {name: await _spawn(name, env) for name in ("matcher", "tuner")}
             stopped = False

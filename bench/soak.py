@@ -26,7 +26,8 @@ import aiohttp
 import grpc
 import psutil
 
-from bench.faults import CLI, Postgres, Process, Service, free_port, wait_for
+from bench.faults import CLI, Postgres, Process, Service, wait_for
+from bench.ports import free_port
 from bench.workload import words
 from ollama_optimizer.gen.optimizer.v1 import matcher_pb2, matcher_pb2_grpc
 from ollama_optimizer.migrations import apply_migrations

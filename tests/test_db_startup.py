@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -19,6 +18,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from bench.ports import free_port
 from matcher_service.service import SERVICE_NAME as MATCHER_SERVICE
 from tuner_service.main import SERVICE_NAME as TUNER_SERVICE
 
@@ -28,12 +28,6 @@ SERVICES = {
     "matcher": (MATCHER_SERVICE, "MATCHER_LISTEN", "MATCHER_METRICS_PORT"),
     "tuner": (TUNER_SERVICE, "TUNER_LISTEN", "TUNER_METRICS_PORT"),
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _socket_path(dsn: str) -> Path:
@@ -139,8 +133,8 @@ def _waiting_env(dsn: str, timeout_s: int) -> dict[str, str]:
     return {
         "OPTIMIZER_DSN": dsn,
         "OPTIMIZER_DB_CONNECT_TIMEOUT_SECONDS": str(timeout_s),
-        "MATCHER_LISTEN": f"127.0.0.1:{_free_port()}",
-        "MATCHER_METRICS_PORT": str(_free_port()),
+        "MATCHER_LISTEN": f"127.0.0.1:{free_port()}",
+        "MATCHER_METRICS_PORT": str(free_port()),
     }
 
 
@@ -157,7 +151,7 @@ async def _kill(proc: asyncio.subprocess.Process) -> None:
 @pytest.mark.parametrize("command", ["matcher", "tuner"])
 async def test_service_waits_not_serving_then_serves_when_database_comes_up(command, dsn, tmp_path) -> None:
     service, listen_var, metrics_var = SERVICES[command]
-    db_port, port = _free_port(), _free_port()
+    db_port, port = free_port(), free_port()
     address = f"127.0.0.1:{port}"
     forwarder = Forwarder(db_port, _socket_path(dsn))
     log = tmp_path / f"{command}.log"
@@ -167,7 +161,7 @@ async def test_service_waits_not_serving_then_serves_when_database_comes_up(comm
             "OPTIMIZER_DSN": f"postgresql://postgres:{PASSWORD}@127.0.0.1:{db_port}/{_database(dsn)}",
             "OPTIMIZER_DB_CONNECT_TIMEOUT_SECONDS": "600",
             listen_var: address,
-            metrics_var: str(_free_port()),
+            metrics_var: str(free_port()),
             "OPTIMIZER_SHUTDOWN_GRACE_SECONDS": "1",
         },
         log,
@@ -209,7 +203,7 @@ async def test_migrate_waits_for_database(pg_server, tmp_path) -> None:
     name = f"migrate_wait_{os.getpid()}"
     admin = await asyncpg.connect(pg_server.uri())
     await admin.execute(f"CREATE DATABASE {name}")
-    db_port = _free_port()
+    db_port = free_port()
     forwarder = Forwarder(db_port, _socket_path(pg_server.uri()))
     log = tmp_path / "migrate.log"
     proc = await _spawn(
@@ -260,7 +254,7 @@ async def test_database_refusing_us_fails_fast_with_a_clear_message(case, pg_ser
 
 @pytest.mark.parametrize("command", ["matcher", "migrate"])
 async def test_unreachable_database_exits_after_the_deadline(command, tmp_path) -> None:
-    db_port = _free_port()  # nothing listens there
+    db_port = free_port()  # nothing listens there
     log = tmp_path / f"{command}.log"
     proc = await _spawn(
         command, _waiting_env(f"postgresql://postgres:{PASSWORD}@127.0.0.1:{db_port}/optimizer", 1), log

@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import time
@@ -29,16 +28,12 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "deploy" / "tools"))
+from bench.ports import free_port
+
 import deploytools as dt
 
 MODEL = "llama3.2:3b"
 SCRAPE = "1s"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _get(url: str, timeout: float = 5.0) -> Any:
@@ -273,7 +268,7 @@ def test_every_dashboard_and_alert_expression_against_real_services(database: st
     assert not missing, f"services missing: {missing}"
 
     ports = {
-        name: _free_port()
+        name: free_port()
         for name in (
             "matcher",
             "matcher_grpc",

@@ -17,15 +17,10 @@ from pathlib import Path
 import pytest
 
 from bench.ollama_sim import EmulatorConfig, start_emulator
+from bench.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 WAIT_S = 120
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def accepts(port: int) -> bool:

@@ -5,23 +5,17 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 
 import aiohttp
 
 from bench.ollama_sim import EmulatorConfig, start_emulator
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from bench.ports import free_port
 
 
 async def test_gateway_process_relays_and_stops_gracefully() -> None:
     async with start_emulator(EmulatorConfig(time_scale=1000)) as emu:
-        port, metrics_port = _free_port(), _free_port()
+        port, metrics_port = free_port(), free_port()
         env = {
             **os.environ,
             "GATEWAY_METRICS_PORT": str(metrics_port),

@@ -5,23 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import sys
 
 import aiohttp
 import pytest
 
 from bench.ollama_sim import EmulatorConfig, start_emulator
+from bench.ports import free_port
 from proxy_plugin.gateway import start_gateway
 from proxy_plugin.loop_guard import HOP_HEADER, SelfUpstream, check_upstream
 
 OFFLINE_RPC = {"OPT_MATCHER_ADDRESS": "127.0.0.1:1", "OPT_TUNER_ADDRESS": "127.0.0.1:1"}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.mark.parametrize(
@@ -43,13 +37,13 @@ def test_another_port_is_an_upstream() -> None:
 
 
 async def test_gateway_started_with_ollama_host_set_to_itself_exits_with_one_line() -> None:
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         **OFFLINE_RPC,
         "OLLAMA_HOST": f"127.0.0.1:{port}",
         "GATEWAY_LISTEN": f"127.0.0.1:{port}",
-        "GATEWAY_METRICS_PORT": str(_free_port()),
+        "GATEWAY_METRICS_PORT": str(free_port()),
     }
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -69,7 +63,7 @@ async def test_gateway_started_with_ollama_host_set_to_itself_exits_with_one_lin
 async def test_a_loop_through_two_gateways_is_508_and_a_chain_works(monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in OFFLINE_RPC.items():
         monkeypatch.setenv(name, value)
-    port_a, port_b = _free_port(), _free_port()
+    port_a, port_b = free_port(), free_port()
     a = await start_gateway(f"127.0.0.1:{port_a}", f"127.0.0.1:{port_b}")
     b = await start_gateway(f"127.0.0.1:{port_b}", f"127.0.0.1:{port_a}")
     try:

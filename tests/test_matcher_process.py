@@ -8,27 +8,21 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sys
 import urllib.request
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from bench.ports import free_port
 from matcher_service.admin_cli import match, templates
 from matcher_service.service import SERVICE_NAME
 
 from matcher_fixtures import prompt
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 async def test_matcher_process_serves_and_drains_on_sigterm(dsn, capsys) -> None:
-    port, metrics_port = _free_port(), _free_port()
+    port, metrics_port = free_port(), free_port()
     env = {
         **os.environ,
         "OPTIMIZER_DSN": dsn,

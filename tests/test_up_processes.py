@@ -22,24 +22,20 @@ import pytest
 from grpc_health.v1 import health_pb2
 from test_db_startup import _health
 
+from bench.ports import free_port
+
 POLL_BOUND_SECONDS = 120.0  # bounds polling on a busy shared host; never a timing assertion
 ADDRESS_VARIABLES = ("MATCHER_LISTEN", "TUNER_LISTEN", "GATEWAY_LISTEN")
 PORT_VARIABLES = ("MATCHER_METRICS_PORT", "TUNER_METRICS_PORT", "GATEWAY_METRICS_PORT")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("OPTIMIZER_DSN", "OLLAMA_HOST")}
-    env.update({name: f"127.0.0.1:{_free_port()}" for name in ADDRESS_VARIABLES})
-    env.update({name: str(_free_port()) for name in PORT_VARIABLES})
+    env.update({name: f"127.0.0.1:{free_port()}" for name in ADDRESS_VARIABLES})
+    env.update({name: str(free_port()) for name in PORT_VARIABLES})
     env.update(
         OPTIMIZER_DATA_DIR=str(tmp_path / "pg"),
-        OLLAMA_HOST=f"127.0.0.1:{_free_port()}",
+        OLLAMA_HOST=f"127.0.0.1:{free_port()}",
         OPTIMIZER_SHUTDOWN_GRACE_SECONDS="1",
         OPTIMIZER_EMBEDDED_SHARED_BUFFERS_MB="128",
     )
@@ -185,8 +181,8 @@ async def test_a_service_waits_for_migrate_instead_of_migrating(pg_server, tmp_p
     env = {
         **os.environ,
         "OPTIMIZER_DSN": pg_server.uri("unmigrated"),
-        "MATCHER_LISTEN": f"127.0.0.1:{_free_port()}",
-        "MATCHER_METRICS_PORT": str(_free_port()),
+        "MATCHER_LISTEN": f"127.0.0.1:{free_port()}",
+        "MATCHER_METRICS_PORT": str(free_port()),
         "OPTIMIZER_SHUTDOWN_GRACE_SECONDS": "1",
     }
     env.pop("OPTIMIZER_MIGRATE_ON_START", None)
