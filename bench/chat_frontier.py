@@ -21,14 +21,14 @@ import json
 from bench.e2e import SCENARIOS, Scenario, emulator_config, workload
 from bench.ollama_sim import Emulator, ModelProfile, perf
 from bench.ollama_sim.prompt import prepare
-from bench.workload import Request
+from bench.workload import WorkloadRequest
 from tuner_service.state import ladder, rung_for
 
 BATCH = 512
 THRESHOLDS_S = (0.0, 2.0, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, float("inf"))
 
 
-def needs(emulator: Emulator, requests: list[Request]) -> list[int]:
+def needs(emulator: Emulator, requests: list[WorkloadRequest]) -> list[int]:
     """Tokens each request needs whole: its prompt, its answer and one."""
     engine = emulator.engine
     out = []
@@ -53,7 +53,7 @@ def service_s(emulator: Emulator, model: ModelProfile, ctx: int, tokens: int) ->
 
 
 def plan(
-    emulator: Emulator, requests: list[Request], need: list[int], intact: list[bool], threshold_s: float
+    emulator: Emulator, requests: list[WorkloadRequest], need: list[int], intact: list[bool], threshold_s: float
 ) -> list[int]:
     """The context of every request: the largest fitting rung, or the long requests' context while staying."""
     model = emulator.engine.models[requests[0].model]
@@ -77,7 +77,7 @@ def plan(
     return ctx
 
 
-def replay(scenario: Scenario, requests: list[Request], contexts: list[int] | None) -> tuple[list, Emulator]:
+def replay(scenario: Scenario, requests: list[WorkloadRequest], contexts: list[int] | None) -> tuple[list, Emulator]:
     """Requests back to back on a fresh engine (None: Ollama's defaults); the records and the emulator."""
     emulator = Emulator(emulator_config(scenario))
     engine, t = emulator.engine, 0.0

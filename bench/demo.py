@@ -17,7 +17,7 @@ import ollama
 
 from bench.ollama_sim import EmulatorConfig, start_emulator
 from bench.overhead import running_services
-from bench.workload import Request, make_requests, make_templates
+from bench.workload import WorkloadRequest, make_requests, make_templates
 from proxy_plugin.config import load_config
 from proxy_plugin.core import OptimizerCore
 from proxy_plugin.gateway import start_gateway
@@ -84,7 +84,7 @@ def comparison(baseline: dict[str, Any], optimized: dict[str, Any]) -> str:
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in rows)
 
 
-async def _send(host: str, workload: Sequence[Request], stream_every: int, core: OptimizerCore | None) -> None:
+async def _send(host: str, workload: Sequence[WorkloadRequest], stream_every: int, core: OptimizerCore | None) -> None:
     client = ollama.AsyncClient(host=host)
     for request in workload:
         if stream_every and request.index % stream_every == 0:

@@ -38,7 +38,7 @@ from bench.e2e_report import TABLE_HEADER, figures, plot, quantile, settled, tab
 from bench.ollama_sim import MODELS, EmulatorConfig, Sensitivity
 from bench.ollama_sim.counts import COUNT_MODES
 from bench.ollama_sim.output import default_output_tokens
-from bench.workload import Request, make_requests, make_templates
+from bench.workload import WorkloadRequest, make_requests, make_templates
 from bench.workload_chat import make_chat_requests
 from bench.workload_mix import make_mix_requests
 from ollama_optimizer.embedded_pg import EmbeddedPostgres
@@ -148,7 +148,7 @@ chat sessions (bench/workload_chat.py); mix: chat sessions, RAG, agents and one-
 (bench/workload_mix.py)."""
 
 
-def workload(scenario: Scenario, n: int | None, kind: str = "templates") -> tuple[list[Request], set[int]]:
+def workload(scenario: Scenario, n: int | None, kind: str = "templates") -> tuple[list[WorkloadRequest], set[int]]:
     """The requests of a run (chat: all turns when ``n`` is None) and the ids of its long-document templates."""
     if kind == "chat":
         documents = tuple(m for m in set(scenario.models) if MODELS[m].train_ctx >= DOC_MIN_TRAIN_CTX)
@@ -186,7 +186,7 @@ def emulator_config(
 async def run_arm(
     scenario: Scenario,
     arm: str,
-    requests: list[Request],
+    requests: list[WorkloadRequest],
     concurrency: int,
     long_ids: set[int],
     pg: EmbeddedPostgres,
@@ -241,7 +241,11 @@ async def run_arm(
 
 
 async def choose_oracles(
-    scenario: Scenario, requests: list[Request], long_ids: set[int], pg: EmbeddedPostgres, sensitivity: Sensitivity
+    scenario: Scenario,
+    requests: list[WorkloadRequest],
+    long_ids: set[int],
+    pg: EmbeddedPostgres,
+    sensitivity: Sensitivity,
 ) -> tuple[Oracle, PhaseOracle]:
     """Hindsight: per-model contexts that hold every request (of the run, of each phase); the num_batch with
     the lowest mean latency for the whole-run oracle, used by both."""

@@ -30,7 +30,7 @@ import asyncpg
 from bench.ollama_sim import MODELS
 from bench.ollama_sim.output import OutputHook
 from bench.ollama_sim.tokens import prompt_tokens, render
-from bench.workload import Request
+from bench.workload import WorkloadRequest
 from matcher_service.main import start_matcher
 from ollama_optimizer.config import ServerConfig
 from ollama_optimizer.db import create_pool
@@ -39,7 +39,7 @@ from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
 from ollama_optimizer.migrations import apply_migrations
 from proxy_plugin.config import PluginConfig
 from proxy_plugin.core import OptimizerCore
-from proxy_plugin.decision import Decision
+from proxy_plugin.decision import RequestPlan
 from proxy_plugin.gateway import start_gateway
 from tuner_service.core import TunerCore
 from tuner_service.main import start_tuner
@@ -58,10 +58,10 @@ _databases = itertools.count(1)
 class Passthrough:
     """Ollama's defaults: requests go out exactly as the user wrote them."""
 
-    def options_for(self, request: Request) -> dict:
+    def options_for(self, request: WorkloadRequest) -> dict:
         return {}
 
-    def completed(self, request: Request, body: dict) -> None:
+    def completed(self, request: WorkloadRequest, body: dict) -> None:
         return None
 
 
@@ -71,11 +71,11 @@ class Naive:
 
     last: dict[int, int] = field(default_factory=dict)
 
-    def options_for(self, request: Request) -> dict:
+    def options_for(self, request: WorkloadRequest) -> dict:
         window = self.last.get(request.template_id) if request.template_id else None
         return {"num_ctx": window} if window else {}
 
-    def completed(self, request: Request, body: dict) -> None:
+    def completed(self, request: WorkloadRequest, body: dict) -> None:
         used = int(body.get("prompt_eval_count") or 0) + int(body.get("eval_count") or 0)
         if request.template_id and used:
             self.last[request.template_id] = int(used * NAIVE_FACTOR)
@@ -85,22 +85,22 @@ class Naive:
 class ClientRule:
     """A client that sizes the context per request from its own token count (Aider's rule, unrounded)."""
 
-    def options_for(self, request: Request) -> dict:
+    def options_for(self, request: WorkloadRequest) -> dict:
         model = MODELS[request.model]
         counted = prompt_tokens(render(request.messages, model), model)
         return {"num_ctx": int(counted * CLIENT_RULE_FACTOR) + CLIENT_RULE_REPLY}
 
-    def completed(self, request: Request, body: dict) -> None:
+    def completed(self, request: WorkloadRequest, body: dict) -> None:
         return None
 
 
-def request_need(request: Request, output_tokens: OutputHook) -> int:
+def request_need(request: WorkloadRequest, output_tokens: OutputHook) -> int:
     """Tokens a request really needs: its rendered prompt plus the answer the emulator will generate."""
     model = MODELS[request.model]
     return prompt_tokens(render(request.messages, model), model) + output_tokens(request.model, request.messages)
 
 
-def oracle_contexts(requests: list[Request], output_tokens: OutputHook) -> dict[str, int]:
+def oracle_contexts(requests: list[WorkloadRequest], output_tokens: OutputHook) -> dict[str, int]:
     """Per model, the smallest context (a multiple of 1024) that holds every request of the run."""
     need: dict[str, int] = {}
     for request in requests:
@@ -115,10 +115,10 @@ class Oracle:
     num_ctx: dict[str, int]
     num_batch: int
 
-    def options_for(self, request: Request) -> dict:
+    def options_for(self, request: WorkloadRequest) -> dict:
         return {"num_ctx": self.num_ctx[request.model], "num_batch": self.num_batch}
 
-    def completed(self, request: Request, body: dict) -> None:
+    def completed(self, request: WorkloadRequest, body: dict) -> None:
         return None
 
 
@@ -136,16 +136,16 @@ class PhaseOracle:
     n: int
 
     @classmethod
-    def choose(cls, requests: list[Request], output_tokens: OutputHook, num_batch: int) -> PhaseOracle:
-        phases: list[list[Request]] = [[] for _ in range(PHASES)]
+    def choose(cls, requests: list[WorkloadRequest], output_tokens: OutputHook, num_batch: int) -> PhaseOracle:
+        phases: list[list[WorkloadRequest]] = [[] for _ in range(PHASES)]
         for r in requests:
             phases[phase_of(r.index, len(requests))].append(r)
         return cls([oracle_contexts(p, output_tokens) for p in phases], num_batch, len(requests))
 
-    def options_for(self, request: Request) -> dict:
+    def options_for(self, request: WorkloadRequest) -> dict:
         return {"num_ctx": self.num_ctx[phase_of(request.index, self.n)][request.model], "num_batch": self.num_batch}
 
-    def completed(self, request: Request, body: dict) -> None:
+    def completed(self, request: WorkloadRequest, body: dict) -> None:
         return None
 
 
@@ -178,14 +178,14 @@ class CountingCore(OptimizerCore):
         super().__init__(config)
         self.decisions: list[tuple[str, int, int, float]] = []  # reason, num_ctx, num_batch, prepare seconds
 
-    async def prepare(self, request: dict[str, Any], endpoint: str | None = None) -> tuple[dict[str, Any], Decision]:
+    async def prepare(self, request: dict[str, Any], endpoint: str | None = None) -> tuple[dict[str, Any], RequestPlan]:
         started = time.perf_counter()
         sent, decision = await super().prepare(request, endpoint)
         elapsed = time.perf_counter() - started
         self.decisions.append((decision.reason, decision.num_ctx, decision.num_batch, elapsed))
         return sent, decision
 
-    def observe(self, request: dict[str, Any], response: dict[str, Any], decision: Decision, **kw: Any) -> None:
+    def observe(self, request: dict[str, Any], response: dict[str, Any], decision: RequestPlan, **kw: Any) -> None:
         self.observed += 1
         self.loads_judged += kw.get("runner_load") == tuner_pb2.RUNNER_LOADED
         super().observe(request, response, decision, **kw)
@@ -199,10 +199,10 @@ class Optimizer:
     tuner: TunerCore
     answered_ok: int = 0
 
-    def options_for(self, request: Request) -> dict:
+    def options_for(self, request: WorkloadRequest) -> dict:
         return {}
 
-    def completed(self, request: Request, body: dict) -> None:
+    def completed(self, request: WorkloadRequest, body: dict) -> None:
         if "error" not in body:
             self.answered_ok += 1
 

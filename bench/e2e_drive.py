@@ -16,11 +16,11 @@ import aiohttp
 
 from bench.e2e_clock import WALL_HEADER, VirtualClock
 from bench.ollama_sim import Emulator, RequestRecord
-from bench.workload import Request
+from bench.workload import WorkloadRequest
 
-OptionsFor = Callable[[Request], dict]
+OptionsFor = Callable[[WorkloadRequest], dict]
 """The arm's client-side options for a request (empty = send it as the user wrote it)."""
-Completed = Callable[[Request, dict], None]
+Completed = Callable[[WorkloadRequest, dict], None]
 NATIVE = "/api/chat"
 """Called in simulated-completion order with each request and its JSON answer."""
 
@@ -29,14 +29,14 @@ NATIVE = "/api/chat"
 class Result:
     """One request as the benchmark saw it."""
 
-    request: Request
+    request: WorkloadRequest
     record: RequestRecord | None  # the emulator's log entry (None: never reached it)
     status: int
     hop_s: float = 0.0  # real seconds of the client's round trip not spent inside the emulator (HTTP, gateway)
 
 
 async def drive(
-    requests: list[Request],
+    requests: list[WorkloadRequest],
     concurrency: int,
     url: str,
     emulator: Emulator,

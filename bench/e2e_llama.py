@@ -39,7 +39,7 @@ from bench.ollama_sim.llama_backend import (
     start_llama_backend,
 )
 from bench.ollama_sim.profiles import MODELS
-from bench.workload import Request, Template, make_requests, words
+from bench.workload import Template, WorkloadRequest, make_requests, words
 from ollama_optimizer.embedded_pg import EmbeddedPostgres
 
 SEED = 6
@@ -59,7 +59,7 @@ def num_predict(index: int) -> int:
     return 16 + (index * 37) % 48
 
 
-def make_workload(n: int) -> list[Request]:
+def make_workload(n: int) -> list[WorkloadRequest]:
     rng = random.Random(SEED)
     templates = []
     for i, head in enumerate(HEADS):
@@ -76,7 +76,7 @@ def make_workload(n: int) -> list[Request]:
         )
     requests = make_requests(templates, n, SEED, one_off_share=0.05)
     return [
-        Request(
+        WorkloadRequest(
             r.index,
             r.model,
             r.messages,
@@ -87,7 +87,7 @@ def make_workload(n: int) -> list[Request]:
     ]
 
 
-def oracle_contexts(requests: list[Request]) -> tuple[dict[str, int], dict[str, int]]:
+def oracle_contexts(requests: list[WorkloadRequest]) -> tuple[dict[str, int], dict[str, int]]:
     """Per model: the smallest multiple of 1024 that holds every request (real tokens) and the max need."""
     from llama_cpp import Llama
 
@@ -108,7 +108,7 @@ def quantile(xs: list[float], p: float) -> float:
 
 
 async def run_arm(
-    arm: str, requests: list[Request], pg: EmbeddedPostgres, oracle: Oracle, default_ctx: int, threads: int
+    arm: str, requests: list[WorkloadRequest], pg: EmbeddedPostgres, oracle: Oracle, default_ctx: int, threads: int
 ) -> dict:
     async with AsyncExitStack() as stack:
         be = await stack.enter_async_context(

@@ -44,6 +44,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.ports import free_port
 from bench.tuner_router import TunerRouter
 from bench.workload import words
+from ollama_optimizer.db import DB_UNAVAILABLE_ERRORS
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2, tuner_pb2_grpc
 from ollama_optimizer.health_check import EXIT_SERVING, check
 from ollama_optimizer.migrations import apply_migrations
@@ -151,7 +152,7 @@ class Postgres(Process):
     async def ready(self) -> bool:
         try:
             conn = await asyncpg.connect(self.dsn, timeout=1)
-        except (TimeoutError, OSError, asyncpg.PostgresError):
+        except DB_UNAVAILABLE_ERRORS:
             return False
         await conn.close()
         return True

@@ -43,7 +43,7 @@ class Template:
 
 
 @dataclass(frozen=True)
-class Request:
+class WorkloadRequest:
     index: int
     model: str
     messages: list[dict[str, str]]
@@ -102,16 +102,20 @@ def make_templates(
     return templates
 
 
-def make_requests(templates: list[Template], n: int, seed: int, *, one_off_share: float = 0.05) -> list[Request]:
+def make_requests(
+    templates: list[Template], n: int, seed: int, *, one_off_share: float = 0.05
+) -> list[WorkloadRequest]:
     """``n`` requests: weighted templates active at that point of the run, plus one-off prompts."""
     rng = random.Random(seed + 1)
     models = sorted({t.model for t in templates})
-    requests: list[Request] = []
+    requests: list[WorkloadRequest] = []
     for i in range(n):
         progress = i / max(1, n - 1)
         if rng.random() < one_off_share:
             requests.append(
-                Request(i, rng.choice(models), [{"role": "user", "content": words(rng, rng.randint(20, 400))}], 0)
+                WorkloadRequest(
+                    i, rng.choice(models), [{"role": "user", "content": words(rng, rng.randint(20, 400))}], 0
+                )
             )
             continue
         active = [t for t in templates if t.active[0] <= progress <= t.active[1]]
@@ -121,5 +125,5 @@ def make_requests(templates: list[Template], n: int, seed: int, *, one_off_share
             {"role": "system", "content": template.system},
             {"role": "user", "content": template.instructions + "\n\n" + tail},
         ]
-        requests.append(Request(i, template.model, messages, template.template_id))
+        requests.append(WorkloadRequest(i, template.model, messages, template.template_id))
     return requests

@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from bench.workload import Request, words
+from bench.workload import WorkloadRequest, words
 
 APPS = 10
 SHORT_SYSTEM_APPS = 7
@@ -83,7 +83,7 @@ def make_chat_requests(
     big_models: tuple[str, ...] = (),
     doc_models: tuple[str, ...] = (),
     limit: int | None = None,
-) -> list[Request]:
+) -> list[WorkloadRequest]:
     """Every turn of every session in arrival order (the first ``limit`` when given).
 
     ``big_models`` restricts the sessions that grow past 50k tokens to those models, ``doc_models`` the
@@ -105,4 +105,7 @@ def make_chat_requests(
     timed.sort(key=lambda item: (item[0], item[1]))
     if limit is not None:
         timed = timed[:limit]
-    return [Request(i, model, messages, template_id) for i, (_t, _n, template_id, messages, model) in enumerate(timed)]
+    return [
+        WorkloadRequest(i, model, messages, template_id)
+        for i, (_t, _n, template_id, messages, model) in enumerate(timed)
+    ]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from bench.workload import Request, words
+from bench.workload import WorkloadRequest, words
 from bench.workload_chat import make_chat_requests
 
 KINDS = ("chat", "rag", "agent", "one-off")
@@ -69,23 +69,25 @@ def _one_off(rng: random.Random) -> list[dict[str, str]]:
     return [{"role": "user", "content": f"{opening} {words(rng, rng.randint(10, 800))}".strip()}]
 
 
-def make_mix_requests(models: list[str], n: int, seed: int, *, big_models: tuple[str, ...] = ()) -> list[Request]:
+def make_mix_requests(
+    models: list[str], n: int, seed: int, *, big_models: tuple[str, ...] = ()
+) -> list[WorkloadRequest]:
     """``n`` requests of the realistic mix; ``big_models`` holds the chat sessions that grow past 50k tokens."""
     rng = random.Random(seed * 7919 + 1)
     rag, agents = _apps(models, rng)
     chat = iter(make_chat_requests(models, seed, big_models=big_models))
-    out: list[Request] = []
+    out: list[WorkloadRequest] = []
     for i in range(n):
         kind = rng.choices(KINDS, weights=PHASE_MIX[min(len(PHASE_MIX) - 1, i * len(PHASE_MIX) // n)])[0]
         turn = next(chat, None) if kind == "chat" else None
         if turn is not None:
-            out.append(Request(i, turn.model, turn.messages, turn.template_id))
+            out.append(WorkloadRequest(i, turn.model, turn.messages, turn.template_id))
         elif kind == "rag":
             app = rng.choice(rag)
-            out.append(Request(i, app.model, _rag(app, rng), app.template_id))
+            out.append(WorkloadRequest(i, app.model, _rag(app, rng), app.template_id))
         elif kind == "agent":
             app = rng.choice(agents)
-            out.append(Request(i, app.model, _agent(app, rng), app.template_id))
+            out.append(WorkloadRequest(i, app.model, _agent(app, rng), app.template_id))
         else:
-            out.append(Request(i, rng.choice(models), _one_off(rng), 0))
+            out.append(WorkloadRequest(i, rng.choice(models), _one_off(rng), 0))
     return out

@@ -212,7 +212,7 @@ class WindowState:
 
 
 @dataclass(frozen=True)
-class Decision:
+class FoldDecision:
     fold: bool  # fold the observation into the template (else: create a new template)
     state: WindowState  # the template's window state after this observation
     change: str | None = None  # "grow" / "shrink" when the stable window moved
@@ -226,7 +226,7 @@ def decide(
     shrink_after: int,
     near: bool = True,
     grows: bool = True,
-) -> Decision:
+) -> FoldDecision:
     """Fold or not, and the new window state, for an observation that matched at ``matched_window``.
 
     Partial match (below the stable window, query longer): if the query is still ``near``
@@ -240,16 +240,16 @@ def decide(
     """
     covering = covers(matched_window, state.stable_window, query_largest_window)
     if not covering and not near:
-        return Decision(False, state)
+        return FoldDecision(False, state)
     if not covering:
         streak = state.shrink_streak + 1
         if streak < shrink_after:
-            return Decision(False, WindowState(state.stable_window, shrink_streak=streak))
-        return Decision(True, WindowState(matched_window), "shrink")
+            return FoldDecision(False, WindowState(state.stable_window, shrink_streak=streak))
+        return FoldDecision(True, WindowState(matched_window), "shrink")
     if matched_window > state.stable_window and grows:
         streak = state.grow_streak + 1
         target = min(state.grow_window or matched_window, matched_window)
         if streak >= grow_after:
-            return Decision(True, WindowState(target), "grow")
-        return Decision(True, replace(state, shrink_streak=0, grow_streak=streak, grow_window=target))
-    return Decision(True, WindowState(state.stable_window))
+            return FoldDecision(True, WindowState(target), "grow")
+        return FoldDecision(True, replace(state, shrink_streak=0, grow_streak=streak, grow_window=target))
+    return FoldDecision(True, WindowState(state.stable_window))

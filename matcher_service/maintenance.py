@@ -8,9 +8,10 @@ import logging
 
 import asyncpg
 
+from ollama_optimizer.db import DB_UNAVAILABLE_ERRORS
+
 from . import store
 from .metrics import DB_ERRORS, RETENTION_DELETED, TEMPLATES
-from .service import DB_ERRORS_TYPES
 from .settings import MatcherSettings
 from .simhash import algorithm_version
 
@@ -44,7 +45,7 @@ class Maintenance:
         while True:
             try:
                 await self.run_once()
-            except DB_ERRORS_TYPES as exc:
+            except DB_UNAVAILABLE_ERRORS as exc:
                 DB_ERRORS.labels("maintenance").inc()
                 log.warning("maintenance failed: %r", exc)
             await asyncio.sleep(self._settings.maintenance_interval)

@@ -11,6 +11,7 @@ from typing import TypeVar
 import asyncpg
 import grpc
 
+from ollama_optimizer.db import DB_UNAVAILABLE_ERRORS
 from ollama_optimizer.gen.optimizer.v1 import matcher_pb2, matcher_pb2_grpc
 from ollama_optimizer.server import Context
 from ollama_optimizer.soft_cache import SoftCache
@@ -45,8 +46,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SERVICE_NAME = matcher_pb2.DESCRIPTOR.services_by_name["Matcher"].full_name
-# What an unreachable or failing database looks like from asyncpg.
-DB_ERRORS_TYPES = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 CacheKey = tuple[int, tuple[int, ...], tuple[int, ...]]
 # Largest unit count answered (uint32 fields).
@@ -100,7 +99,7 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
         if not hit:
             try:
                 best = await self._lookup(self._query(fps.windows, fps.fingerprints), self._db_budget(context))
-            except DB_ERRORS_TYPES as exc:
+            except DB_UNAVAILABLE_ERRORS as exc:
                 DB_ERRORS.labels("match").inc()
                 match_result("error").inc()
                 log.warning("Match without database (answering not matched): %r", exc)
@@ -181,7 +180,7 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
         try:
             async with self._observe_connections:
                 outcomes = await observe_batch(self._pool, queries, self._settings)
-        except DB_ERRORS_TYPES as exc:
+        except DB_UNAVAILABLE_ERRORS as exc:
             DB_ERRORS.labels("observe").inc()
             OBSERVES.labels("error").inc(len(queries))
             log.warning("Observe failed: %r", exc)
@@ -229,7 +228,7 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
     async def _admin(self, context: Context, call: Awaitable[T]) -> T:
         try:
             return await call
-        except DB_ERRORS_TYPES as exc:
+        except DB_UNAVAILABLE_ERRORS as exc:
             DB_ERRORS.labels("admin").inc()
             log.warning("admin read failed: %r", exc)
             await context.abort(grpc.StatusCode.UNAVAILABLE, "database unavailable")

@@ -46,7 +46,7 @@ def chat_head_end(text: str) -> int:
 
 
 @dataclass(frozen=True)
-class Fingerprints:
+class FingerprintSet:
     version: int
     windows: tuple[int, ...]
     fingerprints: tuple[int, ...]  # unsigned 64-bit, one per window
@@ -103,7 +103,7 @@ def simhash_windows(token_hashes: np.ndarray, windows: list[int], shingle_size: 
     return np.packbits(majority, axis=1, bitorder="little").view("<u8").ravel()
 
 
-def fingerprint(text: str, shingle_size: int, normalize: bool) -> Fingerprints:
+def fingerprint(text: str, shingle_size: int, normalize: bool) -> FingerprintSet:
     """All window fingerprints of ``text`` (which must contain at least one token).
 
     A chat whose canonical text opens with system messages is fingerprinted on those only: the system
@@ -117,7 +117,7 @@ def fingerprint(text: str, shingle_size: int, normalize: bool) -> Fingerprints:
     unit_count = fingerprinted + count_tokens(text[head_end:]) if head_end else fingerprinted
     windows = windows_for(fingerprinted)
     fps = simhash_windows(token_hashes, windows, shingle_size)
-    return Fingerprints(
+    return FingerprintSet(
         algorithm_version(shingle_size, normalize),
         tuple(windows),
         tuple(int(x) for x in fps),
@@ -176,7 +176,7 @@ def match_key(text: str) -> MatchKey:
 OFF_LOOP_CHARS = 1 << 16
 
 
-async def fingerprint_off_loop(text: str, shingle_size: int, normalize: bool) -> Fingerprints:
+async def fingerprint_off_loop(text: str, shingle_size: int, normalize: bool) -> FingerprintSet:
     """``fingerprint``, in a worker thread for a text above OFF_LOOP_CHARS."""
     if len(text) <= OFF_LOOP_CHARS:
         return fingerprint(text, shingle_size, normalize)

@@ -58,7 +58,7 @@ def auto_num_batch(num_ctx: int) -> int:
 
 
 @dataclass(frozen=True)
-class Request:
+class BenefitInput:
     """One outcome as the benefit figures see it."""
 
     optimized: bool
@@ -92,7 +92,7 @@ class Ledger:
         self._previous: OrderedDict[str, tuple[Options, Options, int]] = OrderedDict()
         self._host_loads: Counter[str] = Counter()
 
-    def assess(self, key: str, host: str, r: Request) -> Benefit:
+    def assess(self, key: str, host: str, r: BenefitInput) -> Benefit:
         """``key``: the model on its host; ``host``: the host, whose models compete for its memory."""
         previous = self._previous.pop(key, None)
         loads_before = self._host_loads[host]

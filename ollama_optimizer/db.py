@@ -33,6 +33,9 @@ BACKOFF_MAX_SECONDS = 2.0
 ATTEMPT_TIMEOUT_SECONDS = 10.0  # one connection attempt (a black-holed address), capped by the deadline
 WARN_EVERY_SECONDS = 15.0  # while waiting: a WARNING at the first failure, then at most this often
 
+# What an unreachable or failing database looks like from asyncpg: caught wherever a query may fail.
+DB_UNAVAILABLE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+
 # OSErrors that mean "nobody answers there yet": the container, socket or DNS name is not up.
 _TRANSIENT_ERRNOS = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENETDOWN}
 

@@ -26,7 +26,7 @@ except ImportError:  # linked from a checkout that is not installed: import from
 
 from proxy_plugin import metrics
 from proxy_plugin.config import PluginConfig, load_config
-from proxy_plugin.decision import Decision
+from proxy_plugin.decision import RequestPlan
 from proxy_plugin.host_check import host_forwards_options
 
 
@@ -99,7 +99,7 @@ class OptAgent(BaseAgent):
     """``/opt``: learned num_ctx/num_batch for the request's prompt template."""
 
     def __init__(self) -> None:
-        self._pending: OrderedDict[int, Decision] = OrderedDict()
+        self._pending: OrderedDict[int, RequestPlan] = OrderedDict()
         self._next_id = 0
         if _builtin_agent().exists():
             log.warning(

@@ -18,7 +18,7 @@ from . import metrics
 from .canonical import TUNED_OPTIONS, canonical_text, client_options, message_count, num_predict, within_cap
 from .config import PluginConfig, load_config
 from .context_guard import ContextGuard, TunerSaid
-from .decision import Decision, Observation
+from .decision import FinishedRequest, RequestPlan
 from .match_memo import MatchAnswer, MatchMemo
 from .probes import HostProbes
 from .rpc import ServiceClient
@@ -59,14 +59,14 @@ class OptimizerCore:
         self._loaded_context = lookup
 
     # --- request path ---------------------------------------------------------------------------
-    async def prepare(self, request: dict[str, Any], endpoint: str | None = None) -> tuple[dict[str, Any], Decision]:
+    async def prepare(self, request: dict[str, Any], endpoint: str | None = None) -> tuple[dict[str, Any], RequestPlan]:
         """Return the request to send (the same object when passed through) and the decision."""
         started = time.monotonic()
         t0 = time.perf_counter()
         is_dict = isinstance(request, dict)
         endpoint = endpoint or ("chat" if is_dict and "messages" in request else "generate")
         model = request.get("model") if is_dict else None
-        decision = Decision(
+        decision = RequestPlan(
             model=model if isinstance(model, str) else "",
             endpoint=endpoint,
             started=started,
@@ -86,7 +86,7 @@ class OptimizerCore:
             metrics.PASSTHROUGH.labels(decision.reason).inc()
         return result, decision
 
-    async def _prepare(self, request: dict[str, Any], d: Decision, t0: float) -> dict[str, Any]:
+    async def _prepare(self, request: dict[str, Any], d: RequestPlan, t0: float) -> dict[str, Any]:
         cfg = self.config
         if not d.model:
             d.reason = "no_model"
@@ -168,7 +168,7 @@ class OptimizerCore:
         return match, reason
 
     def _apply(
-        self, request: dict[str, Any], options: dict[str, Any], rec: tuner_pb2.RecommendResponse, d: Decision
+        self, request: dict[str, Any], options: dict[str, Any], rec: tuner_pb2.RecommendResponse, d: RequestPlan
     ) -> dict[str, Any]:
         result = self._with_options(request, options, rec.num_ctx, rec.num_batch, d, _APPLIED)
         if d.applied:
@@ -176,7 +176,7 @@ class OptimizerCore:
         return result
 
     async def _on_failure(
-        self, request: dict[str, Any], options: dict[str, Any], d: Decision, reason: str
+        self, request: dict[str, Any], options: dict[str, Any], d: RequestPlan, reason: str
     ) -> dict[str, Any]:
         """A service failed: send the runner options the model's last request carried (else the context
         the host sees it loaded with), so Ollama keeps the runner, unless the prompt visibly does not fit
@@ -200,7 +200,7 @@ class OptimizerCore:
             self._sticky.remember(d.model, d.num_ctx, d.num_batch)
         return result
 
-    async def _guarded(self, request: dict[str, Any], options: dict[str, Any], d: Decision, num_ctx: int) -> int:
+    async def _guarded(self, request: dict[str, Any], options: dict[str, Any], d: RequestPlan, num_ctx: int) -> int:
         """A larger num_ctx when the prompt does not fit ``num_ctx`` (0 = what Ollama has loaded), else 0."""
         if not self._guard.enabled or (self.config.respect_client_options and "num_ctx" in options):
             return 0
@@ -219,7 +219,7 @@ class OptimizerCore:
         options: dict[str, Any],
         num_ctx: int,
         num_batch: int,
-        d: Decision,
+        d: RequestPlan,
         reason: str,
     ) -> dict[str, Any]:
         new_options = dict(options)
@@ -241,7 +241,7 @@ class OptimizerCore:
         self,
         request: dict[str, Any],
         response: dict[str, Any],
-        decision: Decision,
+        decision: RequestPlan,
         *,
         latency_s: float | None = None,
         ttft_s: float | None = None,
@@ -262,7 +262,7 @@ class OptimizerCore:
             latency = time.monotonic() - decision.started if latency_s is None else latency_s
             stats = response if isinstance(response, dict) else {}
             self._telemetry.submit(
-                Observation(
+                FinishedRequest(
                     decision,
                     stats,
                     latency,

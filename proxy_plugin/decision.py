@@ -9,7 +9,7 @@ from ollama_optimizer.gen.optimizer.v1 import matcher_pb2, tuner_pb2
 
 
 @dataclass
-class Decision:
+class RequestPlan:
     model: str
     endpoint: str  # "chat" | "generate"
     started: float  # time.monotonic() when prepare() began
@@ -37,10 +37,10 @@ class Decision:
 
 
 @dataclass(frozen=True)
-class Observation:
+class FinishedRequest:
     """One finished request waiting in the telemetry queue."""
 
-    decision: Decision
+    decision: RequestPlan
     stats: dict[str, Any]  # Ollama's final response / final stream chunk (possibly without counts)
     latency_s: float
     ttft_s: float

@@ -38,7 +38,7 @@ from .command import strip_command
 from .compat_forward import COMPAT_DOORS, serve_compat
 from .config import PluginConfig, load_config
 from .core import OptimizerCore
-from .decision import Decision
+from .decision import RequestPlan
 from .forwarded import forward_headers
 from .gateway_metrics import RequestMetrics
 from .loaded_models import LoadedModels
@@ -244,7 +244,7 @@ class Gateway:
         endpoint: str,
         payload: dict[str, Any],
         body: bytes,
-        decision: Decision,
+        decision: RequestPlan,
         received: float,
     ) -> web.StreamResponse:
         headers = forward_headers(request.headers, drop=frozenset({"accept-encoding"}))  # parseable answer
@@ -278,7 +278,7 @@ class Gateway:
         await self._learned.wait()
         await self.core.flush()
 
-    def sending(self, decision: Decision) -> Sent:
+    def sending(self, decision: RequestPlan) -> Sent:
         """Note the options a request goes upstream with: the runner-load ticket (end it with
         ``runner_loads.finished``) and the num_batch /api/ps does not show."""
         self.loaded_models.sent(decision.model, decision.num_batch)
@@ -287,7 +287,7 @@ class Gateway:
     async def learn(
         self,
         payload: dict[str, Any],
-        decision: Decision,
+        decision: RequestPlan,
         stats: dict[str, Any] | None,
         received: float,
         first_chunk: float | None,

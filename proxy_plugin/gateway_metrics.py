@@ -6,7 +6,7 @@ from typing import Any
 
 from . import metrics
 from .config import PluginConfig
-from .decision import Decision
+from .decision import RequestPlan
 from .outcome import stat_int
 
 
@@ -17,7 +17,7 @@ class RequestMetrics:
 
     def record(
         self,
-        decision: Decision,
+        decision: RequestPlan,
         final: dict[str, Any] | None,
         latency_s: float,
         ttft_s: float | None,

@@ -7,7 +7,7 @@ from typing import Any
 
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
 
-from .decision import Observation
+from .decision import FinishedRequest
 from .probes import MemoryFigures
 
 _COUNTS = ("prompt_eval_count", "eval_count")
@@ -31,7 +31,7 @@ def counts_known(stats: dict[str, Any]) -> bool:
     return any(key in stats for key in (*_COUNTS, *_DURATIONS))
 
 
-def build_outcome(item: Observation, memory: MemoryFigures) -> tuner_pb2.Outcome:
+def build_outcome(item: FinishedRequest, memory: MemoryFigures) -> tuner_pb2.Outcome:
     d, stats = item.decision, item.stats
     known = counts_known(stats)
     done_reason = stats.get("done_reason")

@@ -20,7 +20,7 @@ import logging
 from ollama_optimizer.gen.optimizer.v1 import matcher_pb2, tuner_pb2
 
 from . import metrics
-from .decision import Observation
+from .decision import FinishedRequest
 from .outcome import build_outcome
 from .probes import HostProbes
 from .rpc import ServiceClient
@@ -48,11 +48,11 @@ class TelemetryPipeline:
         self._probes = probes
         self._batch_size = max(1, batch_size)
         self._timeout = timeout_s
-        self._queue: asyncio.Queue[Observation] = asyncio.Queue(maxsize=max(1, queue_size))
+        self._queue: asyncio.Queue[FinishedRequest] = asyncio.Queue(maxsize=max(1, queue_size))
         self._batch_observe = True
         self._task = asyncio.get_running_loop().create_task(self._run(), name="optimizer-telemetry")
 
-    def submit(self, item: Observation) -> bool:
+    def submit(self, item: FinishedRequest) -> bool:
         """Enqueue without waiting; False (and counted) when the queue is full."""
         try:
             self._queue.put_nowait(item)
@@ -92,7 +92,7 @@ class TelemetryPipeline:
                 for _ in batch:
                     self._queue.task_done()
 
-    async def _send(self, batch: list[Observation]) -> None:
+    async def _send(self, batch: list[FinishedRequest]) -> None:
         observed = [_observe_request(item) for item in batch if item.decision.fingerprints is not None]
         await asyncio.gather(self._observe(observed), self._report(batch))
 
@@ -117,7 +117,7 @@ class TelemetryPipeline:
         _response, reason = await self._matcher.call("Observe", request, self._timeout, off_path=True)
         _count("observe", 1, reason)
 
-    async def _report(self, batch: list[Observation]) -> None:
+    async def _report(self, batch: list[FinishedRequest]) -> None:
         memory = self._probes.read()
         request = tuner_pb2.ReportRequest(outcomes=[build_outcome(item, memory) for item in batch])
         for _attempt in range(REPORT_ATTEMPTS):
@@ -132,7 +132,7 @@ class TelemetryPipeline:
             log.warning("tuner rejected %d outcomes, e.g. %s", len(response.rejected), response.rejected[0].reason)
 
 
-def _observe_request(item: Observation) -> matcher_pb2.ObserveRequest:
+def _observe_request(item: FinishedRequest) -> matcher_pb2.ObserveRequest:
     d = item.decision
     return matcher_pb2.ObserveRequest(model=d.model, fingerprints=d.fingerprints, template_id=d.template_id)
 

@@ -10,7 +10,7 @@ import pytest
 from test_cli import cli
 
 from ollama_optimizer import benefit
-from ollama_optimizer.benefit import Ledger, Request, runner_loaded
+from ollama_optimizer.benefit import BenefitInput, Ledger, runner_loaded
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
 from proxy_plugin.runner_loads import RunnerLoads
 from tuner_service import benefit_view
@@ -24,7 +24,7 @@ KIB = 1024
 LOADED, KEPT = tuner_pb2.RUNNER_LOADED, tuner_pb2.RUNNER_KEPT
 
 
-def _request(**fields: object) -> Request:
+def _request(**fields: object) -> BenefitInput:
     values: dict[str, object] = dict(
         optimized=False,
         sent=(0, 0),
@@ -35,7 +35,7 @@ def _request(**fields: object) -> Request:
         default_ctx=4096,
     )
     values.update(fields)
-    return Request(**values)  # type: ignore[arg-type]
+    return BenefitInput(**values)  # type: ignore[arg-type]
 
 
 def test_a_truncation_is_prevented_only_when_the_prompt_exceeds_what_ollama_would_have_used() -> None:

@@ -31,7 +31,7 @@ from ollama_optimizer.source_tokens import SourceTokens
 from proxy_plugin import rpc
 from proxy_plugin.config import PluginConfig
 from proxy_plugin.core import OptimizerCore
-from proxy_plugin.decision import Decision
+from proxy_plugin.decision import RequestPlan
 from tuner_service.guard import GuardSettings
 from tuner_service.main import RunningTuner, start_tuner
 
@@ -75,7 +75,7 @@ async def guarded_tuner(pool: asyncpg.Pool, guard: GuardSettings) -> AsyncIterat
         await running.stop(0)
 
 
-async def serve(core: OptimizerCore, seeds: range) -> list[Decision]:
+async def serve(core: OptimizerCore, seeds: range) -> list[RequestPlan]:
     """Requests through the core, then their outcomes, sent (or dropped) before returning.
 
     All requests go first, so the telemetry calls reach the breaker back to back: no successful
@@ -211,7 +211,7 @@ async def test_observe_rejected_as_bad_input_never_opens_the_matcher_breaker(mat
         rejected_before = sample("optimizer_plugin_telemetry_dropped_total", reason="rejected")
         bad = matcher_pb2.Fingerprints(algorithm_version=999, unit_count=3)
         for _ in range(3):
-            decision = Decision(model=MODEL, endpoint="chat", started=0.0, template_id=1, fingerprints=bad)
+            decision = RequestPlan(model=MODEL, endpoint="chat", started=0.0, template_id=1, fingerprints=bad)
             core.observe(request(0), STATS, decision)
             await core.flush()
         # ObserveBatch lists each bad item as rejected (counted as dropped), the call itself succeeds

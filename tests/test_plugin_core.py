@@ -15,7 +15,7 @@ from proxy_plugin.canonical import canonical_text, within_cap
 from proxy_plugin.command import strip_command
 from proxy_plugin.config import load_config
 from proxy_plugin.core import OptimizerCore
-from proxy_plugin.decision import Decision, Observation
+from proxy_plugin.decision import FinishedRequest, RequestPlan
 from proxy_plugin.outcome import build_outcome
 from proxy_plugin.probes import HostProbes, MemoryFigures
 
@@ -186,12 +186,12 @@ async def test_queue_overflow_drops_and_counts_without_blocking() -> None:
 
 
 def test_outcome_without_counts_and_probes() -> None:
-    decision = Decision(model="m", endpoint="chat", started=0.0, template_id=3, decision_id="d")
+    decision = RequestPlan(model="m", endpoint="chat", started=0.0, template_id=3, decision_id="d")
     aggregated = {"message": {"content": "hello"}, "done": True}
-    outcome = build_outcome(Observation(decision, aggregated, 1.5, 0.0, 1.0), MemoryFigures())
+    outcome = build_outcome(FinishedRequest(decision, aggregated, 1.5, 0.0, 1.0), MemoryFigures())
     assert not outcome.counts_known and outcome.eval_count == 0 and outcome.action == tuner_pb2.PASSTHROUGH
     full = {"done": True, "prompt_eval_count": 7, "eval_count": 2, "load_duration": -5, "done_reason": "odd"}
-    outcome = build_outcome(Observation(replace(decision), full, 1.0, 0.5, 1.0), MemoryFigures(10, 0, 0))
+    outcome = build_outcome(FinishedRequest(replace(decision), full, 1.0, 0.5, 1.0), MemoryFigures(10, 0, 0))
     assert outcome.counts_known and outcome.prompt_eval_count == 7 and outcome.load_duration_ns == 0
     assert outcome.done_reason == "" and outcome.host_rss_bytes == 10
     figures = HostProbes(True).read()  # no GPU (or no pynvml) here: zeros, never an error

@@ -18,7 +18,7 @@ from ollama_optimizer.channels import create_channel
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2, tuner_pb2_grpc
 from tuner_service.evidence import TOTALS, UNCACHED, UNKNOWN, count_semantics, read_counts
 from tuner_service.main import start_tuner
-from tuner_service.policy import APPLY, Observation, Policy, Request
+from tuner_service.policy import APPLY, Demand, Observation, Policy
 from tuner_service.settings import PolicySettings
 from tuner_service.state import ladder, rung_for
 
@@ -144,7 +144,7 @@ def _managed_policy() -> tuple[Policy, int]:
                 loaded_context_length=2048,
             )
         )
-    decision = policy.recommend(Request(MODEL, 1, 3000, frozenset(), 0, 2))
+    decision = policy.recommend(Demand(MODEL, 1, 3000, frozenset(), 0, 2))
     assert decision.action == APPLY
     return policy, decision.num_ctx
 
@@ -179,7 +179,7 @@ def test_truncation_where_the_options_never_arrived_is_not_escalated(dropped: bo
         )
         assert learned.truncated and learned.foreign
     assert model.templates[1].floor_ctx == 0 and model.templates[1].truncations == 0
-    assert policy.recommend(Request(MODEL, 1, 3000, frozenset(), 0, 2)).num_ctx == believed
+    assert policy.recommend(Demand(MODEL, 1, 3000, frozenset(), 0, 2)).num_ctx == believed
     assert "not escalated" in model.evidence_note
 
 

@@ -9,7 +9,7 @@ import math
 
 from tuner_service import costs
 from tuner_service.explain import explain
-from tuner_service.policy import APPLY, RUNNER_KEPT, RUNNER_LOADED, Decision, Observation, Policy, Request
+from tuner_service.policy import APPLY, RUNNER_KEPT, RUNNER_LOADED, Advice, Demand, Observation, Policy
 from tuner_service.settings import PolicySettings
 
 GIB = 1 << 30
@@ -55,8 +55,8 @@ class SpillWorld:
         slow = 1 + 10 * self.spill(ctx, batch)
         return prompt * 0.0002 * slow, output * 0.01 * slow
 
-    def run(self, units: int, template_id: int = 1, output: int = 200) -> Decision:
-        decision = self.policy.recommend(Request(MODEL, template_id, units, frozenset(), 0, 2))
+    def run(self, units: int, template_id: int = 1, output: int = 200) -> Advice:
+        decision = self.policy.recommend(Demand(MODEL, template_id, units, frozenset(), 0, 2))
         options = (decision.num_ctx, decision.num_batch) if decision.action == APPLY else (0, 0)
         ctx, batch = options[0] or self.default_ctx, options[1] or 512
         load = options != self.loaded
@@ -239,9 +239,9 @@ class SharedGpu:
         self.loads = self.evictions = self.truncations = 0
         self.t = 1_000.0
 
-    def run(self, model: str, units: int) -> Decision:
+    def run(self, model: str, units: int) -> Advice:
         template_id = 1 if units < 10_000 else 2
-        decision = self.policy.recommend(Request(model, template_id, units, frozenset(), 0, 2))
+        decision = self.policy.recommend(Demand(model, template_id, units, frozenset(), 0, 2))
         options = (decision.num_ctx, decision.num_batch) if decision.action == APPLY else (0, 0)
         ctx = options[0] or 4096
         weights, per_token = self.weights[model]
@@ -319,7 +319,7 @@ def test_growth_driven_by_truncation_floors_is_bounded_and_a_runaway_is_stopped_
     need_rung = world.history[-1]
     contexts = []
     for _ in range(30):
-        decision = policy.recommend(Request(MODEL, 1, 3000, frozenset(), 0, 2))
+        decision = policy.recommend(Demand(MODEL, 1, 3000, frozenset(), 0, 2))
         contexts.append(decision.num_ctx)
         policy.observe(
             Observation(

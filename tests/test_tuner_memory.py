@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tuner_service.explain import explain
-from tuner_service.policy import APPLY, Decision, Observation, Policy, Request
+from tuner_service.policy import APPLY, Advice, Demand, Observation, Policy
 from tuner_service.settings import PolicySettings
 from tuner_service.state import ModelState, ladder, rung_for
 
@@ -46,8 +46,8 @@ class Gpu:
         w = self.models[model]
         return w.weights + w.kv_per_token * ctx + w.buffer_per_batch * batch
 
-    def run(self, model: str, template_id: int, units: int, output: int = 200) -> Decision:
-        decision = self.policy.recommend(Request(model, template_id, units, frozenset(), 0, 2))
+    def run(self, model: str, template_id: int, units: int, output: int = 200) -> Advice:
+        decision = self.policy.recommend(Demand(model, template_id, units, frozenset(), 0, 2))
         options = (decision.num_ctx, decision.num_batch) if decision.action == APPLY else (0, 0)
         ctx, batch = options[0] or self.default_ctx, options[1] or 512
         loaded = self.runners.pop(model, None)
@@ -147,7 +147,7 @@ def test_severe_spill_reloads_at_once_with_a_smaller_batch_then_a_tighter_margin
     assert model.batch_cap == 256 and model.loaded_batch == 256
     assert gpu.truncations == 0
     assert gpu.loads <= 6
-    final = policy.recommend(Request("m", 1, 11_000, frozenset(), 0, 2))
+    final = policy.recommend(Demand("m", 1, 11_000, frozenset(), 0, 2))
     assert final.reason_code in ("keep_loaded", "avoid_reload") and not final.reload
 
 

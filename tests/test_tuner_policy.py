@@ -10,7 +10,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tuner_service.policy import APPLY, MAX_UNCONFIRMED_MODELS, PASSTHROUGH, Decision, Observation, Policy, Request
+from tuner_service.policy import APPLY, MAX_UNCONFIRMED_MODELS, PASSTHROUGH, Advice, Demand, Observation, Policy
 from tuner_service.settings import PolicySettings
 from tuner_service.state import TemplateState, ladder, rung_for
 
@@ -31,8 +31,8 @@ class World:
 
     def run(
         self, template_id: int, units: int, output: int, num_predict: int = 0, messages: int = 2
-    ) -> tuple[Decision, bool]:
-        decision = self.policy.recommend(Request(MODEL, template_id, units, frozenset(), num_predict, messages))
+    ) -> tuple[Advice, bool]:
+        decision = self.policy.recommend(Demand(MODEL, template_id, units, frozenset(), num_predict, messages))
         options = (decision.num_ctx, decision.num_batch) if decision.action == APPLY else (0, 0)
         if self.loaded is not None and options != self.loaded:
             self.reloads += 1
@@ -187,11 +187,11 @@ def test_pinned_template_never_changes(stream) -> None:
 # (f) -------------------------------------------------------------------------------------------
 def test_passthrough_without_data_or_when_the_client_set_options() -> None:
     policy = make_policy()
-    assert policy.recommend(Request(MODEL, 1, 800)).action == PASSTHROUGH
-    assert policy.recommend(Request(MODEL, 0, 800)).reason_code == "no_data"
+    assert policy.recommend(Demand(MODEL, 1, 800)).action == PASSTHROUGH
+    assert policy.recommend(Demand(MODEL, 0, 800)).reason_code == "no_data"
     world = World(policy)
     teach(world, 1, 800, 5)
-    client = policy.recommend(Request(MODEL, 1, 800, frozenset({"num_ctx"})))
+    client = policy.recommend(Demand(MODEL, 1, 800, frozenset({"num_ctx"})))
     assert (client.action, client.reason_code) == (PASSTHROUGH, "client_set")
 
 
@@ -246,7 +246,7 @@ def test_models_only_recommended_for_are_bounded() -> None:
     policy = Policy(PolicySettings())
     policy.observe(Observation(MODEL, 1, 800, 2, False, 0, 0, 0, 900, 10, 2.0, 0.0, 0.4, 1.5, "stop", True))
     for i in range(MAX_UNCONFIRMED_MODELS + 50):
-        assert policy.recommend(Request(f"made-up-{i}:1b", 0, 20_000)).action == APPLY
+        assert policy.recommend(Demand(f"made-up-{i}:1b", 0, 20_000)).action == APPLY
     unconfirmed = [name for name, m in policy.models.items() if not m.confirmed]
     assert len(unconfirmed) == MAX_UNCONFIRMED_MODELS and unconfirmed[-1] == f"made-up-{MAX_UNCONFIRMED_MODELS + 49}:1b"
     assert policy.models[MODEL].confirmed

@@ -7,7 +7,7 @@ import dataclasses
 import asyncpg
 
 from tuner_service.main import start_tuner
-from tuner_service.policy import Request
+from tuner_service.policy import Demand
 
 from plugin_fixtures import wait_until
 from tuner_fixtures import fast_settings, local_server, make_outcome
@@ -30,10 +30,10 @@ async def test_restart_loads_pinned_templates_only_and_fetches_others_on_demand(
     try:
         model = second.core.policy.models[MODEL]
         assert set(model.templates) == {9} and model.templates[9].pinned
-        second.core.recommend(Request(MODEL, 2, 2000))
+        second.core.recommend(Demand(MODEL, 2, 2000))
         await wait_until(lambda: 2 in model.templates)
         assert model.templates[2].observations == 3
-        second.core.recommend(Request(MODEL, 77, 2000))  # nothing stored: remembered as missing, fetched once
+        second.core.recommend(Demand(MODEL, 77, 2000))  # nothing stored: remembered as missing, fetched once
         await wait_until(lambda: (MODEL, 77) in second.core.residency._missing)
     finally:
         await second.stop(0)
@@ -49,12 +49,12 @@ async def test_least_recently_used_templates_leave_memory_beyond_the_bound(pool:
             result = core.report([make_outcome(MODEL, template_id=t)])
             await core.writer.wait_stored(result.all_stored, 10.0)
             assert result.all_stored()  # written: evictable
-            core.recommend(Request(MODEL, 1, 1000))  # template 1 stays the most recently used
+            core.recommend(Demand(MODEL, 1, 1000))  # template 1 stays the most recently used
         model = core.policy.models[MODEL]
         assert len(model.templates) <= 5
         assert {1, 12, 100} <= set(model.templates)
         assert 2 not in model.templates
-        core.recommend(Request(MODEL, 2, 1000))
+        core.recommend(Demand(MODEL, 2, 1000))
         await wait_until(lambda: 2 in model.templates)
         assert model.templates[2].observations == 1
     finally:

@@ -4,7 +4,7 @@ generous rung for the request itself, and the request's outcome replaces that cl
 from __future__ import annotations
 
 from tuner_service.explain import explain
-from tuner_service.policy import Observation, Policy, Request
+from tuner_service.policy import Demand, Observation, Policy
 from tuner_service.settings import PolicySettings
 from tuner_service.state import ladder, rung_for
 
@@ -39,7 +39,7 @@ def _outcome(template_id: int, finished_at: float, eval_count: int = 30) -> Obse
 def test_a_claim_from_the_output_prior_ends_with_the_outcome() -> None:
     policy = Policy(PolicySettings())
     policy.observe(_outcome(1, 100.0))  # the model is known and calibrated (ratio 1.0)
-    decision = policy.recommend(Request(MODEL, 2, 2000, frozenset(), 0, 2))  # template 2: no output seen
+    decision = policy.recommend(Demand(MODEL, 2, 2000, frozenset(), 0, 2))  # template 2: no output seen
     assert decision.need >= 2024 + policy.s.output_reserve_tokens  # the prior reserve protects this request
     model = policy.models[MODEL]
     assert policy.active_need(model) == rung_for(decision.need * policy.s.margin, RUNGS)
@@ -60,7 +60,7 @@ def test_a_measured_ratio_replaces_the_prior_from_the_first_whole_count() -> Non
 def test_a_truncated_outcome_keeps_the_tentative_claim() -> None:
     policy = Policy(PolicySettings())
     policy.observe(_outcome(1, 100.0))
-    decision = policy.recommend(Request(MODEL, 2, 2000, frozenset(), 0, 2))
+    decision = policy.recommend(Demand(MODEL, 2, 2000, frozenset(), 0, 2))
     model = policy.models[MODEL]
     claimed = policy.active_need(model)
     cut = Observation(

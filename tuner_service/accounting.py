@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from ollama_optimizer.benefit import Benefit, Ledger, Request, baseline_prompt_seconds
+from ollama_optimizer.benefit import Benefit, BenefitInput, Ledger, baseline_prompt_seconds
 from ollama_optimizer.labels import BoundedLabel
 
 from . import costs, metrics
@@ -71,7 +71,7 @@ class Accounting:
         benefit = self._ledger.assess(
             obs.model,
             split_key(obs.model)[1],
-            Request(
+            BenefitInput(
                 optimized=obs.applied,
                 sent=sent,
                 baseline=baseline,

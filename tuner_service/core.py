@@ -27,7 +27,7 @@ from .accounting import MAX_HOST_LABELS, Accounting, Assessed
 from .decision_token import NONE, DecisionFields, DecisionSigner, key_from_env
 from .evidence import HostVersions
 from .hosts import split_key
-from .policy import APPLY, Decision, Learned, Observation, Policy, Request
+from .policy import APPLY, Advice, Demand, Learned, Observation, Policy
 from .residency import Residency
 from .settings import TunerSettings
 from .state import ModelState, TemplateState, rung_for
@@ -143,7 +143,7 @@ class TunerCore:
         return not self.writer.is_writer
 
     # ---- request path ------------------------------------------------------------------------
-    def recommend(self, req: Request, context_limit: int = 0, kv_bytes_per_token: int = 0) -> tuple[Decision, str]:
+    def recommend(self, req: Demand, context_limit: int = 0, kv_bytes_per_token: int = 0) -> tuple[Advice, str]:
         """Decide, then apply the hard limits and caps (``context_limit``/``kv_bytes_per_token`` from /api/show)."""
         known = self.policy.models.get(req.model)
         if known is not None:
@@ -173,7 +173,7 @@ class TunerCore:
         model = self.policy.models.get(key) or ModelState(context_limit=context_limit)
         return self.policy.ratio_upper(model), limits.hard_cap(key, model, self.settings.limits).value
 
-    def _limited(self, req: Request, decision: Decision, context_limit: int, kv_bytes_per_token: int) -> Decision:
+    def _limited(self, req: Demand, decision: Advice, context_limit: int, kv_bytes_per_token: int) -> Advice:
         """The decision within the caps; the believed-loaded context follows a clamped APPLY."""
         if decision.action != APPLY:
             return decision

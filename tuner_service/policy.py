@@ -27,7 +27,7 @@ from .hosts import split_key
 from .settings import PolicySettings
 from .state import ArmStats, ModelState, TemplateState, ladder, rung_for, size_class
 
-PASSTHROUGH = tuner_pb2.PASSTHROUGH  # Decision.action: the proto's Action values
+PASSTHROUGH = tuner_pb2.PASSTHROUGH  # Advice.action: the proto's Action values
 APPLY = tuner_pb2.APPLY
 CLIENT_OWNED = frozenset({"num_ctx", "num_batch"})
 CONFIDENCE_K = 3.0  # confidence = n / (n + K)
@@ -56,7 +56,7 @@ RUNAWAY_WINDOW = 100  # ... within this many requests: a runaway
 
 
 @dataclass(frozen=True)
-class Request:
+class Demand:
     model: str
     template_id: int = 0
     prompt_units: int = 0
@@ -66,7 +66,7 @@ class Request:
 
 
 @dataclass(frozen=True)
-class Decision:
+class Advice:
     action: tuner_pb2.Action
     num_ctx: int
     num_batch: int
@@ -181,7 +181,7 @@ class Policy:
             return math.ceil(template.output.quantile(self.s.need_quantile))
         return self.s.output_reserve_tokens
 
-    def request_need(self, model: ModelState, template: TemplateState | None, req: Request) -> int:
+    def request_need(self, model: ModelState, template: TemplateState | None, req: Demand) -> int:
         return self.prompt_tokens(model, req.prompt_units, req.message_count) + self.output_reserve(
             template, req.num_predict
         )
@@ -211,7 +211,7 @@ class Policy:
         return model.reload_cost_s or self.s.reload_cost_prior_seconds
 
     # ---- decisions -------------------------------------------------------------------------
-    def recommend(self, req: Request) -> Decision:
+    def recommend(self, req: Demand) -> Advice:
         """Decide the options of one request (mutates the believed-loaded state on APPLY)."""
         model = self.models.get(req.model)
         if model is None:
@@ -228,7 +228,7 @@ class Policy:
         believed = self.believed_ctx(model)
 
         if self.s.respect_client_options and CLIENT_OWNED & req.client_options:
-            return Decision(PASSTHROUGH, believed, 0, conf, "client set num_ctx/num_batch itself", "client_set", need)
+            return Advice(PASSTHROUGH, believed, 0, conf, "client set num_ctx/num_batch itself", "client_set", need)
         if template is not None and template.pinned:
             return self._pinned(model, template, need, conf)
         required = max(need, template.floor_ctx if template is not None else 0)
@@ -241,13 +241,13 @@ class Policy:
             return self._unmanaged(req, model, template, need, conf, believed)
         return self._managed(req, model, template, need, conf)
 
-    def _prior_based(self, model: ModelState, template: TemplateState | None, req: Request) -> bool:
+    def _prior_based(self, model: ModelState, template: TemplateState | None, req: Demand) -> bool:
         """Whether the request's need rests on a prior: no measured tokens-per-unit ratio, or no output seen for
         its template (and no num_predict): its claim is tentative until its outcome arrives."""
         no_output = req.num_predict <= 0 and (template is None or template.output.total <= 0)
         return no_output or not self.calibrated(model)
 
-    def _pinned(self, model: ModelState, template: TemplateState, need: int, conf: float) -> Decision:
+    def _pinned(self, model: ModelState, template: TemplateState, need: int, conf: float) -> Advice:
         rungs = self.rungs(model)
         ctx = template.pin_ctx or self.believed_ctx(model)
         reason = f"pinned num_ctx={template.pin_ctx or 'default'} num_batch={template.pin_batch or 'default'}"
@@ -255,11 +255,11 @@ class Policy:
             ctx = rung_for(need, rungs)
             reason += f"; raised to {ctx}: this request needs {need}"
         template.current_ctx, template.current_batch = ctx, template.pin_batch
-        return Decision(APPLY, ctx, template.pin_batch, conf, reason, "pinned", need)
+        return Advice(APPLY, ctx, template.pin_batch, conf, reason, "pinned", need)
 
     def _unmanaged(
-        self, req: Request, model: ModelState, template: TemplateState | None, need: int, conf: float, believed: int
-    ) -> Decision:
+        self, req: Demand, model: ModelState, template: TemplateState | None, need: int, conf: float, believed: int
+    ) -> Advice:
         rungs = self.rungs(model)
         if self.confident(template):
             target = rung_for(max(need, self.active_need(model)), rungs)
@@ -270,7 +270,7 @@ class Policy:
             reason = f"truncation guard: estimated {need} tokens exceed the context {believed}"
             return self._load(req, model, template, target, need, conf, "grow_truncation_guard", reason, prevented=True)
         code = "no_data" if template is None or template.observations == 0 else "low_confidence"
-        return Decision(
+        return Advice(
             PASSTHROUGH,
             believed,
             0,
@@ -281,8 +281,8 @@ class Policy:
         )
 
     def _managed(
-        self, req: Request, model: ModelState, template: TemplateState | None, need: int, conf: float
-    ) -> Decision:
+        self, req: Demand, model: ModelState, template: TemplateState | None, need: int, conf: float
+    ) -> Advice:
         rungs = self.rungs(model)
         loaded = model.loaded_ctx
         required = max(need, template.floor_ctx if template is not None else 0)
@@ -316,7 +316,7 @@ class Policy:
                 f"runaway stopped: keep {loaded} (this request's own estimate {need}; its template's "
                 f"truncation floor {required} is not followed): {model.runaway}"
             )
-            return Decision(APPLY, loaded, model.loaded_batch, conf, reason, "runaway_stopped", need)
+            return Advice(APPLY, loaded, model.loaded_batch, conf, reason, "runaway_stopped", need)
         if required > loaded and loaded < rungs[-1]:
             target = self._grow_target(model, need, required, active, rungs)
             code = "grow" if self.confident(template) else "grow_truncation_guard"
@@ -344,7 +344,7 @@ class Policy:
             template.current_ctx, template.current_batch = loaded, model.loaded_batch
         code = "avoid_reload" if avoided else "keep_loaded"
         reason = f"keep loaded {loaded}: covers need {required}" + (f" (template alone: {own})" if avoided else "")
-        return Decision(APPLY, loaded, model.loaded_batch, conf, reason, code, need, reload_avoided=avoided)
+        return Advice(APPLY, loaded, model.loaded_batch, conf, reason, code, need, reload_avoided=avoided)
 
     def _runaway(self, model: ModelState) -> bool:
         """Repeated growth that truncation floors drive while the requests' own estimates do not rise: stop it.
@@ -382,7 +382,7 @@ class Policy:
 
     def _load(
         self,
-        req: Request,
+        req: Demand,
         model: ModelState,
         template: TemplateState | None,
         ctx: int,
@@ -392,7 +392,7 @@ class Policy:
         reason: str,
         prevented: bool = False,
         review_batch: bool = False,
-    ) -> Decision:
+    ) -> Advice:
         """Switch the model to ``ctx``; a reload happens anyway when it differs, so pick num_batch too.
 
         The first managed load always sends an explicit num_batch (never Ollama's headroom-blind auto
@@ -415,7 +415,7 @@ class Policy:
             self._bound_unconfirmed(req.model)
         if template is not None:
             template.current_ctx, template.current_batch = ctx, batch
-        return Decision(APPLY, ctx, batch, conf, reason, code, need, reload=reload, truncation_prevented=prevented)
+        return Advice(APPLY, ctx, batch, conf, reason, code, need, reload=reload, truncation_prevented=prevented)
 
     def _bound_unconfirmed(self, keep: str) -> None:
         """Forget the oldest models no outcome has confirmed beyond MAX_UNCONFIRMED_MODELS (names clients
@@ -478,7 +478,7 @@ class Policy:
             tokens = self._seen_prompt(model, obs, reading) + obs.eval_count
             template = model.templates.get(obs.template_id) if obs.template_id else None
             if template is not None:
-                again = Request(
+                again = Demand(
                     obs.model, obs.template_id, obs.prompt_units, frozenset(), obs.num_predict, obs.message_count
                 )
                 tokens = max(tokens, self.request_need(model, template, again), template.floor_ctx)

@@ -17,6 +17,8 @@ from itertools import islice
 
 import asyncpg
 
+from ollama_optimizer.db import DB_UNAVAILABLE_ERRORS
+
 from . import store
 from .policy import Policy
 from .state import ModelState
@@ -62,7 +64,7 @@ class Residency:
         try:
             async with self._pool.acquire(timeout=FETCH_TIMEOUT_S) as conn:
                 template = await store.load_template(conn, *key)
-        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except DB_UNAVAILABLE_ERRORS as exc:
             log.debug("template %s not loaded: %s", key, exc)
             return
         finally:

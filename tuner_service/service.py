@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import asyncpg
 import grpc
 
+from ollama_optimizer.db import DB_UNAVAILABLE_ERRORS
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2, tuner_pb2_grpc
 from ollama_optimizer.server import Context
 from ollama_optimizer.source_tokens import SourceTokens, bearer
@@ -17,13 +16,12 @@ from .core import TunerCore
 from .explain import explain, memory_advice
 from .guard import Refused, ReportGuard, source_of
 from .hosts import MAX_HOST_LEN, split_key, state_key, valid_host
-from .policy import Request
+from .policy import Demand
 from .validation import MAX_OPTION, valid_model
 
 MAX_MODEL_LEN = 256
 MAX_UNITS = 10_000_000
 MAX_PIN = 16_777_216
-DB_FAILURES = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError)
 
 
 async def _check_model(context: Context, model: str, template_id: int, host: str = "") -> str:
@@ -60,7 +58,7 @@ class TunerServicer(tuner_pb2_grpc.TunerServicer):
         if request.model_context_limit > MAX_OPTION or request.kv_bytes_per_token > 1 << 30:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "model_context_limit or kv_bytes_per_token absurd")
         decision, did = self.core.recommend(
-            Request(
+            Demand(
                 model=key,
                 template_id=request.template_id,
                 prompt_units=request.prompt_units,
@@ -164,7 +162,7 @@ class TunerServicer(tuner_pb2_grpc.TunerServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "model filter is not a valid model name")
         try:
             rows = await self.core.summary(period, request.model)
-        except DB_FAILURES as exc:
+        except DB_UNAVAILABLE_ERRORS as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"database unavailable: {exc}")
         if (
             request.model

@@ -33,7 +33,7 @@ from typing import Any, Generic, TypeVar
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from ollama_optimizer.db import DbConn
+from ollama_optimizer.db import DB_UNAVAILABLE_ERRORS, DbConn
 
 from . import metrics, store
 from .settings import TunerSettings
@@ -46,7 +46,7 @@ ACQUIRE_TIMEOUT_S = 10.0  # a pool connection (or a new one) for the writer: nev
 WRITE_TIMEOUT_S = 30.0  # one flush transaction on the lock session; beyond it the session is given up
 CHECK_TIMEOUT_S = 5.0  # the lock-session liveness check
 RETENTION_EVERY_S = 3600.0
-DB_FAILURES = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError, store.FenceLost)
+DB_FAILURES = (*DB_UNAVAILABLE_ERRORS, store.FenceLost)
 
 
 @dataclass
