@@ -8,11 +8,12 @@ import logging
 
 import asyncpg
 
+from prompt_fingerprint import algorithm_version
+
 from . import store
 from .metrics import DB_ERRORS, RETENTION_DELETED, TEMPLATES
 from .service import DB_ERRORS_TYPES
 from .settings import MatcherSettings
-from .simhash import algorithm_version
 
 log = logging.getLogger(__name__)
 
