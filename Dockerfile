@@ -17,6 +17,7 @@ COPY ollama_optimizer ./ollama_optimizer
 COPY matcher_service ./matcher_service
 COPY tuner_service ./tuner_service
 COPY proxy_plugin ./proxy_plugin
+COPY prompt_fingerprint ./prompt_fingerprint
 RUN /opt/ollama-optimizer/bin/pip install --upgrade pip \
  && /opt/ollama-optimizer/bin/pip install . \
  && /opt/ollama-optimizer/bin/ollama-optimizer --help >/dev/null

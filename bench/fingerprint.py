@@ -12,8 +12,7 @@ import statistics
 import time
 
 from matcher_service.settings import MatcherSettings
-from matcher_service.simhash import fingerprint
-from matcher_service.tokens import TOKEN_RE
+from prompt_fingerprint import TOKEN_RE, fingerprint
 
 _WORDS = (
     "You are a helpful assistant . Answer the user's question using the context below , "

@@ -20,8 +20,7 @@ from collections.abc import Callable
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from matcher_service.simhash import fingerprint, windows_for
-from matcher_service.tokens import TOKEN_RE
+from prompt_fingerprint import TOKEN_RE, fingerprint, windows_for
 from proxy_plugin.canonical import canonical_text, within_cap
 
 SHINGLES = (3, 4, 5)

@@ -37,13 +37,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from matcher_service import store
 from matcher_service.blocks import build_probes
-from matcher_service.settings import WINDOWS, MatcherSettings
-from matcher_service.simhash import algorithm_version, fingerprint
+from matcher_service.settings import MatcherSettings
 from ollama_optimizer.channels import create_channel
 from ollama_optimizer.db import create_pool
 from ollama_optimizer.embedded_pg import EmbeddedPostgres
 from ollama_optimizer.gen.optimizer.v1 import matcher_pb2, matcher_pb2_grpc
 from ollama_optimizer.migrations import apply_migrations
+from prompt_fingerprint import WINDOWS, algorithm_version, fingerprint
 
 from .fingerprint import prompt_of_tokens
 

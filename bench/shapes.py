@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 
-from matcher_service.tokens import hash_tokens
+from prompt_fingerprint import hash_tokens
 from proxy_plugin.canonical import canonical_text
 
 _FUNCTION = (

@@ -9,11 +9,11 @@ import logging
 import asyncpg
 
 from ollama_optimizer.db import DB_UNAVAILABLE_ERRORS
+from prompt_fingerprint import algorithm_version
 
 from . import store
 from .metrics import DB_ERRORS, RETENTION_DELETED, TEMPLATES
 from .settings import MatcherSettings
-from .simhash import algorithm_version
 
 log = logging.getLogger(__name__)
 

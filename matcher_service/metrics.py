@@ -6,7 +6,7 @@ import functools
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from .settings import WINDOWS
+from prompt_fingerprint import WINDOWS
 
 _FAST_BUCKETS = (
     0.00001,

@@ -15,6 +15,7 @@ from ollama_optimizer.db import DB_UNAVAILABLE_ERRORS
 from ollama_optimizer.gen.optimizer.v1 import matcher_pb2, matcher_pb2_grpc
 from ollama_optimizer.server import Context
 from ollama_optimizer.soft_cache import SoftCache
+from prompt_fingerprint import algorithm_version, fingerprint_off_loop
 
 from . import store
 from .blocks import build_probes
@@ -30,7 +31,6 @@ from .metrics import (
 )
 from .observe import observe_batch
 from .settings import MatcherSettings
-from .simhash import algorithm_version, fingerprint_off_loop
 from .validation import (
     InvalidInput,
     check_batch,

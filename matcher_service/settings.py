@@ -23,8 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ollama_optimizer.config import env_bool, env_float, env_int, env_str
+from prompt_fingerprint import WINDOWS
 
-WINDOWS: tuple[int, ...] = (16, 32, 64, 128, 256, 512, 1024)
 MAX_THRESHOLD = 11  # blocks.radii: sum(r_i + 1) = k + 1, so at most 2-bit variants per block (548 probes)
 DEFAULT_THRESHOLDS = "16:2,32:3,64:3,128:4,256:5,512:6,1024:7"
 DEFAULT_NEAR_BITS = 16

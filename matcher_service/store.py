@@ -10,10 +10,10 @@ from datetime import datetime
 import asyncpg
 
 from ollama_optimizer.db import DbConn
+from prompt_fingerprint import WINDOWS
 
 from .blocks import BLOCKS, Probes, to_signed, to_unsigned
 from .learning import Candidate, StoredCandidate, WindowState, rank
-from .settings import WINDOWS
 
 # Session settings of the matcher's pool (on top of db.create_pool's, which already turn JIT off): the
 # lookup is planned once (generic plan of the prepared statement, no per-call planning) and never fans

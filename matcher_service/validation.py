@@ -5,8 +5,7 @@ from __future__ import annotations
 import re
 
 from ollama_optimizer.gen.optimizer.v1 import matcher_pb2
-
-from .simhash import windows_for
+from prompt_fingerprint import windows_for
 
 MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,199}$")
 MAX_TEMPLATE_ID = (1 << 63) - 1

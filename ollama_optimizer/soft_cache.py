@@ -1,7 +1,7 @@
 """Soft in-memory cache: an LRU with a time-to-live whose hits and misses feed the owner's counters.
 
 The matcher caches lookup results by exact fingerprint set; the plugin caches Match answers by the exact
-token prefix Match reads (``matcher_service.simhash.match_key``).
+token prefix Match reads (``prompt_fingerprint.match_key``).
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from aiohttp import web
 from ollama_optimizer.config import ServerConfig
 from ollama_optimizer.gen.optimizer.v1 import matcher_pb2, matcher_pb2_grpc, tuner_pb2, tuner_pb2_grpc
 from ollama_optimizer.server import RunningServer, start_server
+from prompt_fingerprint import DEFAULT_NORMALIZE, DEFAULT_SHINGLE_SIZE, algorithm_version
 from proxy_plugin.config import PluginConfig
 
 
@@ -57,7 +58,7 @@ class StandInMatcher(matcher_pb2_grpc.MatcherServicer):
             await self.never.wait()
         units = len(request.text.split())
         fingerprints = matcher_pb2.Fingerprints(
-            algorithm_version=1,
+            algorithm_version=algorithm_version(DEFAULT_SHINGLE_SIZE, DEFAULT_NORMALIZE),
             unit_count=units,
             windows=[matcher_pb2.WindowFingerprint(window=64, fingerprint=hash(request.text) & (2**64 - 1))],
         )

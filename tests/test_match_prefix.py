@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import random
 
-from matcher_service.simhash import chat_head_end, match_key
 from ollama_optimizer.gen.optimizer.v1 import matcher_pb2 as pb
+from prompt_fingerprint import chat_head_end, match_key
 from proxy_plugin.canonical import canonical_text
 from proxy_plugin.core import OptimizerCore
 

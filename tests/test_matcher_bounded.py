@@ -10,9 +10,9 @@ import asyncpg
 from matcher_service import store
 from matcher_service.blocks import build_probes, to_signed
 from matcher_service.learning import StoredCandidate, rank
-from matcher_service.settings import WINDOWS, MatcherSettings
-from matcher_service.simhash import fingerprint
+from matcher_service.settings import MatcherSettings
 from ollama_optimizer.gen.optimizer.v1 import matcher_pb2 as pb
+from prompt_fingerprint import WINDOWS, fingerprint
 
 from matcher_fixtures import prompt
 

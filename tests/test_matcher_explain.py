@@ -8,8 +8,8 @@ import numpy as np
 
 from matcher_service.blocks import build_probes, to_signed
 from matcher_service.settings import MatcherSettings
-from matcher_service.simhash import algorithm_version
 from matcher_service.store import LOOKUP_SQL, SESSION_SETTINGS, Query, lookup, lookup_args
+from prompt_fingerprint import algorithm_version
 
 TEMPLATES = 100_000
 WINDOWS = (512, 1024)  # two fingerprint rows per template: 200k rows

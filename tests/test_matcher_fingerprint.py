@@ -10,13 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from matcher_service import simhash
+import prompt_fingerprint.fingerprints as fingerprints_module
 from matcher_service.blocks import BLOCKS, block_values, build_probes, probe_key, to_signed, to_unsigned
 from matcher_service.learning import StoredCandidate, WindowState, best_candidate, decide, diverged_after
 from matcher_service.settings import MatcherSettings, parse_thresholds
-from matcher_service.simhash import algorithm_version, fingerprint, match_key, windows_for
-from matcher_service.tokens import TOKEN_RE, _hash_all, hash_tokens
 from ollama_optimizer.soft_cache import SoftCache
+from prompt_fingerprint import algorithm_version, fingerprint, match_key, windows_for
+from prompt_fingerprint.tokens import TOKEN_RE, _hash_all, hash_tokens
 
 from matcher_fixtures import prompt
 
@@ -238,14 +238,14 @@ def test_a_long_text_is_tokenised_only_as_far_as_the_windows_need() -> None:
 
 async def test_large_texts_are_fingerprinted_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
     threads: list[str] = []
-    original = simhash.fingerprint
+    original = fingerprints_module.fingerprint
 
     def recording(*args):  # type: ignore[no-untyped-def]
         threads.append(threading.current_thread().name)
         return original(*args)
 
-    monkeypatch.setattr(simhash, "fingerprint", recording)
-    small = await simhash.fingerprint_off_loop(prompt(12, 100), 4, True)
-    large = await simhash.fingerprint_off_loop("é " * simhash.OFF_LOOP_CHARS, 4, True)
-    assert small.unit_count == 100 and large.unit_count == simhash.OFF_LOOP_CHARS
+    monkeypatch.setattr(fingerprints_module, "fingerprint", recording)
+    small = await fingerprints_module.fingerprint_off_loop(prompt(12, 100), 4, True)
+    large = await fingerprints_module.fingerprint_off_loop("é " * fingerprints_module.OFF_LOOP_CHARS, 4, True)
+    assert small.unit_count == 100 and large.unit_count == fingerprints_module.OFF_LOOP_CHARS
     assert threads[0] == threading.current_thread().name and threads[1] != threads[0]

@@ -15,11 +15,11 @@ from matcher_service.main import start_matcher
 from matcher_service.maintenance import Maintenance
 from matcher_service.observe import SETTLED_OBSERVATIONS
 from matcher_service.settings import MatcherSettings
-from matcher_service.simhash import algorithm_version, windows_for
 from ollama_optimizer.channels import create_channel
 from ollama_optimizer.config import ServerConfig
 from ollama_optimizer.gen.optimizer.v1 import matcher_pb2 as pb
 from ollama_optimizer.gen.optimizer.v1 import matcher_pb2_grpc
+from prompt_fingerprint import algorithm_version, windows_for
 
 from matcher_fixtures import prompt
 

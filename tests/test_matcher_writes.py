@@ -14,11 +14,11 @@ from matcher_service.learning import WindowState
 from matcher_service.main import start_matcher
 from matcher_service.observe import SETTLED_OBSERVATIONS, VOTE_SAMPLE
 from matcher_service.settings import MatcherSettings
-from matcher_service.simhash import fingerprint
 from ollama_optimizer.channels import create_channel
 from ollama_optimizer.config import ServerConfig
 from ollama_optimizer.gen.optimizer.v1 import matcher_pb2 as pb
 from ollama_optimizer.gen.optimizer.v1 import matcher_pb2_grpc
+from prompt_fingerprint import fingerprint
 
 from matcher_fixtures import prompt
 

@@ -19,7 +19,6 @@ import pytest
 
 from matcher_service.main import start_matcher
 from matcher_service.settings import MatcherSettings
-from matcher_service.simhash import fingerprint
 from ollama_optimizer.config import ServerConfig
 from ollama_optimizer.gen.optimizer.v1 import matcher_pb2 as pb
 from ollama_optimizer.gen.optimizer.v1 import matcher_pb2_grpc
@@ -32,6 +31,7 @@ from ollama_optimizer.migrations import (
     missing_expand_steps,
     statements,
 )
+from prompt_fingerprint import fingerprint
 from tuner_service import store as tuner_store
 
 from matcher_fixtures import prompt

@@ -7,9 +7,9 @@ import random
 import pytest
 from prometheus_client import REGISTRY
 
-from matcher_service.simhash import fingerprint, match_key
 from ollama_optimizer.channels import create_channel
 from ollama_optimizer.gen.optimizer.v1 import matcher_pb2, matcher_pb2_grpc
+from prompt_fingerprint import ALGORITHM_REVISION, algorithm_version, fingerprint, match_key
 from proxy_plugin.canonical import canonical_text
 from proxy_plugin.core import OptimizerCore
 from proxy_plugin.match_memo import MatchMemo
@@ -69,7 +69,9 @@ async def test_memo_keeps_matched_answers_for_its_lifetime_only() -> None:
     key, answer = await memo.recall(text)
     assert answer is None
     fps = matcher_pb2.Fingerprints(
-        algorithm_version=141, unit_count=1101, windows=[matcher_pb2.WindowFingerprint(window=64, fingerprint=5)]
+        algorithm_version=algorithm_version(4, True),
+        unit_count=1101,
+        windows=[matcher_pb2.WindowFingerprint(window=64, fingerprint=5)],
     )
     memo.remember(key.key, matcher_pb2.MatchResponse(matched=False, prompt_units=1101, fingerprints=fps))
     assert (await memo.recall(text))[1] is None  # a miss is never kept: Observe is about to create the template
@@ -80,6 +82,17 @@ async def test_memo_keeps_matched_answers_for_its_lifetime_only() -> None:
     assert fps.unit_count == 1101  # the kept message is copied, never changed
     now[0] = 2.5
     assert (await memo.recall(other))[1] is None
+
+
+async def test_an_answer_of_another_algorithm_revision_is_not_kept() -> None:
+    """A matcher fingerprinting with another revision may tell apart texts this key confuses."""
+    memo = MatchMemo(size=10, ttl_s=2.0)
+    key, _answer = await memo.recall(HEAD)
+    assert key.key[0] == ALGORITHM_REVISION
+    for revision, kept in ((ALGORITHM_REVISION + 1, False), (ALGORITHM_REVISION, True)):
+        fps = matcher_pb2.Fingerprints(algorithm_version=revision * 100 + 41, unit_count=1100)
+        memo.remember(key.key, matcher_pb2.MatchResponse(matched=True, template_id=9, fingerprints=fps))
+        assert ((await memo.recall(HEAD))[1] is not None) == kept
 
 
 def _match_calls() -> float:

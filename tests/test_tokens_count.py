@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from matcher_service.tokens import COUNT_CHUNK_CHARS, _hash_all, approximate_count
+from prompt_fingerprint.tokens import COUNT_CHUNK_CHARS, _hash_all, approximate_count
 
 
 def test_chunked_count_equals_the_tokenizers_count_of_ascii_text() -> None:

@@ -1,29 +1,29 @@
-"""64-bit SimHash of token shingles for every prefix window, in one vectorised pass."""
+"""A prompt's fingerprints (64-bit SimHash of token shingles per prefix window) and its Match key."""
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 from dataclasses import dataclass
 from typing import NamedTuple
 
-import numpy as np
-
-from .settings import WINDOWS
-from .tokens import approximate_count, count_tokens, hash_tokens, mix64, tokenised_prefix
+from .simhash import simhash_windows
+from .tokens import approximate_count, count_tokens, hash_tokens, tokenised_prefix
 
 ALGORITHM_REVISION = 3  # bump when the tokenizer, hashing, shingling or the window set changes
-# Distinct odd multipliers combining the k token hashes of a shingle (order-sensitive).
-_SHINGLE_MULTIPLIERS = tuple(
-    np.uint64(m)
-    for m in (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93, 0xFF51AFD7ED558CCD)
-)
+WINDOWS: tuple[int, ...] = (16, 32, 64, 128, 256, 512, 1024)  # prefix windows, in tokens
+DEFAULT_SHINGLE_SIZE = 4
+DEFAULT_NORMALIZE = True
 
 
 def algorithm_version(shingle_size: int, normalize: bool) -> int:
     """Version stored with every fingerprint: revision, shingle size and normalisation."""
     return ALGORITHM_REVISION * 100 + shingle_size * 10 + int(normalize)
+
+
+def revision_of(version: int) -> int:
+    """The algorithm revision inside a version from ``algorithm_version``."""
+    return version // 100
 
 
 def windows_for(unit_count: int) -> list[int]:
@@ -58,52 +58,9 @@ class FingerprintSet:
         return self.windows[-1]
 
 
-_LANES = np.uint64(0x0101010101010101)  # one bit per byte: 8 counters of 8 bits in a uint64
-_BIT_SHIFTS = np.arange(8, dtype=np.uint64)
-_MAX_LANE_ROWS = 255  # a byte lane counts at most 255 shingles before it would overflow
-
-
-@functools.lru_cache(maxsize=64)
-def _segments(window_shingles: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Segment starts (window ends plus lane-overflow cuts) and the segment ending each window."""
-    cuts = set(range(0, window_shingles[-1], _MAX_LANE_ROWS)) | {0, *window_shingles[:-1]}
-    starts = np.array(sorted(cuts))
-    last_segment = np.searchsorted(starts, np.array(window_shingles), side="left") - 1
-    return starts, last_segment
-
-
-def simhash_windows(token_hashes: np.ndarray, windows: list[int], shingle_size: int) -> np.ndarray:
-    """SimHash (uint64) of the set of distinct shingles inside each prefix window of ``token_hashes``.
-
-    Each distinct shingle counts once (at its first occurrence), so repeated boilerplate (the JSON
-    structure of tool schemas, say) does not outweigh the text that tells prompts apart. Shingle hashes
-    are spread into byte lanes (bit j of byte b in lane j), summed per segment with one reduceat (SWAR:
-    8 counters per uint64), and a cumulative sum over segments gives every window's per-bit counts; the
-    majority of each bit over the window's distinct shingles is the SimHash.
-    """
-    hashes = token_hashes[: windows[-1]]
-    if len(hashes) < shingle_size:
-        hashes = np.concatenate((hashes, np.zeros(shingle_size - len(hashes), np.uint64)))
-    n_shingles = len(hashes) - shingle_size + 1
-    with np.errstate(over="ignore"):
-        combined = hashes[:n_shingles] * _SHINGLE_MULTIPLIERS[0]
-        for offset in range(1, shingle_size):
-            combined += hashes[offset : offset + n_shingles] * _SHINGLE_MULTIPLIERS[offset]
-        shingles = mix64(combined)
-    window_shingles = tuple(max(w - shingle_size + 1, 1) for w in windows)
-    starts, last_segment = _segments(window_shingles)
-    first = np.zeros(n_shingles, np.uint64)
-    first[np.unique(shingles, return_index=True)[1]] = 1
-    distinct = np.cumsum(first)[np.array(window_shingles) - 1].astype(np.int64)
-    lanes = ((shingles[:, None] >> _BIT_SHIFTS) & _LANES) * first[:, None]
-    sums = np.add.reduceat(lanes, starts, axis=0)
-    per_bit = sums.view(np.uint8).reshape(len(starts), 8, 8).transpose(0, 2, 1).reshape(len(starts), 64)
-    ones = np.cumsum(per_bit, axis=0, dtype=np.int32)[last_segment]
-    majority = (2 * ones > distinct[:, None]).astype(np.uint8)
-    return np.packbits(majority, axis=1, bitorder="little").view("<u8").ravel()
-
-
-def fingerprint(text: str, shingle_size: int, normalize: bool) -> FingerprintSet:
+def fingerprint(
+    text: str, shingle_size: int = DEFAULT_SHINGLE_SIZE, normalize: bool = DEFAULT_NORMALIZE
+) -> FingerprintSet:
     """All window fingerprints of ``text`` (which must contain at least one token).
 
     A chat whose canonical text opens with system messages is fingerprinted on those only: the system
@@ -129,7 +86,7 @@ def fingerprint(text: str, shingle_size: int, normalize: bool) -> FingerprintSet
 class MatchKey(NamedTuple):
     """What the plugin needs of a text before Match: its key, its unit count, and how much of it to send."""
 
-    key: bytes  # a digest of everything Match's answer depends on
+    key: bytes  # the algorithm revision and a digest of everything Match's answer depends on
     unit_count: int
     read_end: int  # Match reads text[:read_end] (the whole text when it is short)
     units_after: int  # tokens of text[read_end:], counted as Match counts them
@@ -166,9 +123,8 @@ def match_key(text: str) -> MatchKey:
     after = approximate_count(text[read_end:]) if read_end < len(text) else 0
     largest = windows_for(fingerprinted if head_end else before + after)[-1]
     digest = hashlib.blake2b(token_hashes[:largest].tobytes(), digest_size=16).digest()
-    return MatchKey(
-        bool(head_end).to_bytes(1, "big") + largest.to_bytes(2, "big") + digest, before + after, read_end, after
-    )
+    key = bytes((ALGORITHM_REVISION, bool(head_end))) + largest.to_bytes(2, "big") + digest
+    return MatchKey(key, before + after, read_end, after)
 
 
 # Texts longer than this are fingerprinted in a worker thread, so that one large prompt does not hold up
@@ -176,7 +132,9 @@ def match_key(text: str) -> MatchKey:
 OFF_LOOP_CHARS = 1 << 16
 
 
-async def fingerprint_off_loop(text: str, shingle_size: int, normalize: bool) -> FingerprintSet:
+async def fingerprint_off_loop(
+    text: str, shingle_size: int = DEFAULT_SHINGLE_SIZE, normalize: bool = DEFAULT_NORMALIZE
+) -> FingerprintSet:
     """``fingerprint``, in a worker thread for a text above OFF_LOOP_CHARS."""
     if len(text) <= OFF_LOOP_CHARS:
         return fingerprint(text, shingle_size, normalize)
