@@ -22,7 +22,7 @@ from prompt_fingerprint import DEFAULT_NORMALIZE, DEFAULT_SHINGLE_SIZE, algorith
 from proxy_plugin.config import PluginConfig
 
 
-async def wait_until(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
+async def wait_until(predicate: Callable[[], bool], timeout_s: float = 90.0) -> None:
     """Poll a state change with a bounded loop (not a sleep-as-synchronisation)."""
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout_s
