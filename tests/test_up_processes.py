@@ -15,6 +15,7 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import psutil
@@ -58,11 +59,15 @@ def _port_free(port: int) -> bool:
     return True
 
 
+async def _exec(command: str, env: dict[str, str], stdout: Any) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ollama_optimizer.cli", command, env=env, stdout=stdout, stderr=asyncio.subprocess.STDOUT
+    )
+
+
 async def _cli(command: str, env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
     with log.open("wb") as out:
-        return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "ollama_optimizer.cli", command, env=env, stdout=out, stderr=asyncio.subprocess.STDOUT
-        )
+        return await _exec(command, env, out)
 
 
 async def _poll(condition: Callable[[], Awaitable[bool] | bool], what: str, log: Path | None = None) -> None:
@@ -81,15 +86,7 @@ async def _poll(condition: Callable[[], Awaitable[bool] | bool], what: str, log:
 
 async def _start_up(env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
     """`up`, once it printed its banner: its output is read as it comes (and copied to ``log``)."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "ollama_optimizer.cli",
-        "up",
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
+    proc = await _exec("up", env, asyncio.subprocess.PIPE)
     assert proc.stdout is not None
     banner = asyncio.get_running_loop().create_future()
 
