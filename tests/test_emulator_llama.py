@@ -24,6 +24,7 @@ def _engine_installed() -> None:
     if not available():
         pytest.fail(f"{MISSING}, and OPTIMIZER_REQUIRE_REAL_ENGINE=1 requires it")
 
+
 LONG = " ".join(f"word{i}" for i in range(600))
 ALIAS = "llama3.2:3b"
 THREADS = 1  # two threads spin at every op barrier when other jobs share the 2 cores: 1 keeps the module short
