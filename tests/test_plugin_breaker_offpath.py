@@ -351,6 +351,10 @@ async def test_stalled_learning_never_gates_match_or_recommend(matcher, pool, ds
     request path (Observe opens its learning breaker), and Match still finds the template, Recommend still
     answers."""
     async with guarded_tuner(pool, GuardSettings(frozenset(), rate_per_second=0, burst=0)) as tuner:
+        # the first sighting creates the template, without the short off-path deadline a loaded host can miss
+        teacher = OptimizerCore(plugin_config(matcher.address, tuner.address, batch_size=1))
+        await serve(teacher, range(1))
+        await teacher.close()
         core = OptimizerCore(
             plugin_config(
                 matcher.address,
@@ -363,7 +367,6 @@ async def test_stalled_learning_never_gates_match_or_recommend(matcher, pool, ds
                 match_memo_size=0,
             )
         )
-        await serve(core, range(1))  # the first sighting creates the template
         [learned] = await serve(core, range(1, 2))
         assert learned.template_id
         blocker = await asyncpg.connect(dsn)
