@@ -118,7 +118,7 @@ async def test_an_idle_client_notices_a_vanished_server(pool) -> None:
                 assert check.status == health_pb2.HealthCheckResponse.SERVING
                 assert channel.get_state() is grpc.ChannelConnectivity.READY
                 relay.swallow = True  # no call in flight: only keepalive pings can find out
-                await asyncio.wait_for(channel.wait_for_state_change(grpc.ChannelConnectivity.READY), 20)
+                await asyncio.wait_for(channel.wait_for_state_change(grpc.ChannelConnectivity.READY), 90)
                 assert channel.get_state() is not grpc.ChannelConnectivity.READY
         finally:
             await relay.stop()

@@ -293,7 +293,7 @@ async def test_control_load_shedding_on_the_request_path_still_opens_the_breaker
         assert decision.applied
         tuner.recommend_gate = asyncio.Event()
         held = asyncio.ensure_future(core.prepare({"model": "m", "prompt": "held"}))
-        await asyncio.wait_for(tuner.recommend_entered.wait(), 10)  # the only slot is now held by Recommend
+        await asyncio.wait_for(tuner.recommend_entered.wait(), 90)  # the only slot is now held by Recommend
         shed_before = rpc_errors("tuner", "Recommend", "RESOURCE_EXHAUSTED")
         _sent, decision = await core.prepare({"model": "m", "prompt": "hello again"})
         assert decision.reason == "rpc_error"

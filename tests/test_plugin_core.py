@@ -174,7 +174,7 @@ async def test_queue_overflow_drops_and_counts_without_blocking() -> None:
         _sent, decision = await core.prepare(CHAT)
         dropped = sample("optimizer_plugin_telemetry_dropped_total", reason="queue_full")
         core.observe(CHAT, {"done": True}, decision)
-        await asyncio.wait_for(services.tuner.report_entered.wait(), 10)  # the worker is now stuck in Report
+        await asyncio.wait_for(services.tuner.report_entered.wait(), 90)  # the worker is now stuck in Report
         for _ in range(10):
             core.observe(CHAT, {"done": True}, decision)  # returns at once: nothing here awaits
         assert sample("optimizer_plugin_telemetry_dropped_total", reason="queue_full") == dropped + 8
