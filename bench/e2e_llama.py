@@ -29,7 +29,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.e2e_arms import ClientPolicy, Optimizer, Oracle, client_policy, optimizer_stack
+from bench.e2e_arms import Optimizer, Oracle, enter_arm
 from bench.ollama_sim.llama_backend import (
     MODEL_NAME,
     LlamaBackendConfig,
@@ -116,13 +116,7 @@ async def run_arm(
                 LlamaBackendConfig(default_num_ctx=default_ctx, aliases=(ALIAS,), seed=SEED, n_threads=threads)
             )
         )
-        url, settle = be.url, None
-        policy: Optimizer | ClientPolicy
-        if arm == "optimizer":
-            url, policy = await stack.enter_async_context(optimizer_stack(pg, be.url, PLUGIN))
-            settle = policy.settle
-        else:
-            policy = client_policy(arm, oracle)
+        url, policy, settle = await enter_arm(stack, arm, pg, be.url, PLUGIN, oracle)
         latencies: list[float] = []
         errors = 0
         timeout = aiohttp.ClientTimeout(total=600)

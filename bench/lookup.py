@@ -115,6 +115,18 @@ def no_gc_pauses() -> Iterator[None]:
         gc.enable()
 
 
+async def timed_matches(stub: matcher_pb2_grpc.MatcherStub, texts: list[str]) -> tuple[list[float], int]:
+    """Each Match's client-observed milliseconds, in turn, and how many matched."""
+    elapsed_ms, matched = [], 0
+    with no_gc_pauses():
+        for text in texts:
+            started = time.perf_counter()
+            response = await stub.Match(matcher_pb2.MatchRequest(model="bench", text=text))
+            elapsed_ms.append((time.perf_counter() - started) * 1000)
+            matched += response.matched
+    return elapsed_ms, matched
+
+
 def percentile(values: list[float], q: float) -> float:
     return round(float(np.percentile(values, q)), 3)
 
@@ -284,8 +296,8 @@ async def run(args: argparse.Namespace) -> dict:
                         shared_sql_ms.append((time.perf_counter() - started) * 1000)
                         shared_candidates = max(shared_candidates, len(ranked))
 
-        match_ms, matched = [], 0
-        shared_match_ms, shared_matched = [], 0
+        shared_match_ms: list[float] = []
+        shared_matched = 0
         async with matcher_process(dsn, MATCHER_CACHE_SIZE="0") as address, create_channel(address) as channel:
             stub = matcher_pb2_grpc.MatcherStub(channel)
             match_texts = []
@@ -298,20 +310,10 @@ async def run(args: argparse.Namespace) -> dict:
                 match_texts.append(" ".join(words))
             for text in match_texts[:100]:
                 await stub.Match(matcher_pb2.MatchRequest(model="bench", text=text))
-            with no_gc_pauses():
-                for text in match_texts:
-                    started = time.perf_counter()
-                    response = await stub.Match(matcher_pb2.MatchRequest(model="bench", text=text))
-                    match_ms.append((time.perf_counter() - started) * 1000)
-                    matched += response.matched
+            match_ms, matched = await timed_matches(stub, match_texts)
             if args.shared_head:
                 shared_texts = [f"{head} {prompt_of_tokens(1000, 30_000 + i)}" for i in range(args.queries)]
-                with no_gc_pauses():
-                    for text in shared_texts:
-                        started = time.perf_counter()
-                        response = await stub.Match(matcher_pb2.MatchRequest(model="bench", text=text))
-                        shared_match_ms.append((time.perf_counter() - started) * 1000)
-                        shared_matched += response.matched
+                shared_match_ms, shared_matched = await timed_matches(stub, shared_texts)
     shared_report = (
         {}
         if not args.shared_head
