@@ -22,9 +22,8 @@ from tuner_service.policy import APPLY, Demand, Observation, Policy
 from tuner_service.settings import PolicySettings
 from tuner_service.state import ladder, rung_for
 
-from matcher_fixtures import matcher, matcher_settings  # noqa: F401 (fixtures)
 from plugin_fixtures import gateway_chain, plugin_config
-from tuner_fixtures import fast_settings, local_server, make_outcome, tuner  # noqa: F401 (fixture)
+from tuner_fixtures import fast_settings, local_server, make_outcome
 
 MODEL = "llama3.2:3b"
 _rng = random.Random(15)
@@ -102,7 +101,7 @@ def _rung_index(value: int) -> int:
 
 
 @pytest.mark.parametrize("mode", ["full", "uncached", "omit-cached", "split"])
-async def test_cached_head_ends_within_one_rung_of_the_true_need(matcher, tuner, mode: str) -> None:  # noqa: F811
+async def test_cached_head_ends_within_one_rung_of_the_true_need(matcher, tuner, mode: str) -> None:
     """The runaway reproduction: one template repeated with a cached head, on an upstream of each counting
     behaviour. Every context the model is loaded with is within one rung of the true need (the largest
     prompt + output Ollama saw), nothing is truncated, and explain says how the counts were read."""
