@@ -47,7 +47,6 @@ ALIAS = "llama3.2:3b"  # a second served name (same GGUF, its own runner), like 
 MODEL_NAMES = (MODEL_NAME, ALIAS)
 # Head words per template (system + instructions). Real tokens are ~1.9x these words; the two longest heads
 # (~1.1k-1.3k tokens with their tails) exceed the default context of 1024, so the defaults truncate them.
-# (Sized down from 2048 / 150-1250 words after a first attempt ran ~10x slower than calibration on shared cores.)
 HEADS = (75, 125, 175, 225, 300, 375, 450, 575, 625)
 KEYS = ("p50_s", "p95_s", "truncated", "reloads", "kv_gib_mean")
 LLAMA_ARMS = ("passthrough", "client-rule", "naive", "optimizer", "oracle")  # one server setting: no static arms

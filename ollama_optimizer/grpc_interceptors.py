@@ -14,7 +14,7 @@ from prometheus_client import Counter, Histogram
 from .build_info import register_build_info
 from .source_tokens import SourceTokens, bearer
 
-# Sub-millisecond resolution: the hot RPCs answer in about 0.1-2 ms.
+# Sub-millisecond resolution: the hot RPCs (Match, Recommend) answer within milliseconds.
 HANDLING_BUCKETS = (
     0.0001,
     0.00025,
