@@ -6,24 +6,10 @@ import functools
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from ollama_optimizer.buckets import decades
 from prompt_fingerprint import WINDOWS
 
-_FAST_BUCKETS = (
-    0.00001,
-    0.000025,
-    0.00005,
-    0.0001,
-    0.00015,
-    0.00025,
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-)
+_FAST_BUCKETS = tuple(sorted((*decades(0.00001, 0.1), 0.00015)))  # finer where one fingerprint costs
 
 MATCHES = Counter(
     "optimizer_matcher_matches_total",
