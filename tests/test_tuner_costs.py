@@ -9,8 +9,10 @@ import math
 
 from tuner_service import costs
 from tuner_service.explain import explain
-from tuner_service.policy import APPLY, RUNNER_KEPT, RUNNER_LOADED, Advice, Demand, Observation, Policy
+from tuner_service.policy import APPLY, RUNNER_KEPT, RUNNER_LOADED, Advice, Demand, Policy
 from tuner_service.settings import PolicySettings
+
+from tuner_fixtures import make_observation
 
 GIB = 1 << 30
 MODEL = "m"
@@ -73,23 +75,19 @@ class SpillWorld:
         self.latencies.append(total)
         size = self.size(ctx, batch)
         self.policy.observe(
-            Observation(
-                MODEL,
-                template_id,
-                units,
-                2,
-                decision.action == APPLY,
-                options[0],
-                options[1],
-                0,
-                prompt,
-                output,
-                total,
-                load_s,
-                prompt_s,
-                eval_s,
-                "stop",
-                True,
+            make_observation(
+                model=MODEL,
+                template_id=template_id,
+                prompt_units=units,
+                applied=decision.action == APPLY,
+                num_ctx=options[0],
+                num_batch=options[1],
+                prompt_eval_count=prompt,
+                eval_count=output,
+                total_s=total,
+                load_s=load_s,
+                prompt_eval_s=prompt_s,
+                eval_s=eval_s,
                 loaded_context_length=ctx,
                 model_size=size,
                 model_vram=min(size, self.vram),
@@ -183,23 +181,18 @@ def test_queue_waits_are_not_reloads_and_do_not_price_a_reload() -> None:
 
     def observe(ctx: int, load_s: float, runner_load: int = 0) -> bool:
         return policy.observe(
-            Observation(
-                MODEL,
-                1,
-                800,
-                2,
-                True,
-                ctx,
-                512,
-                0,
-                900,
-                50,
-                load_s + 1.0,
-                load_s,
-                0.2,
-                0.8,
-                "stop",
-                True,
+            make_observation(
+                model=MODEL,
+                template_id=1,
+                prompt_units=800,
+                num_ctx=ctx,
+                num_batch=512,
+                prompt_eval_count=900,
+                eval_count=50,
+                total_s=load_s + 1.0,
+                load_s=load_s,
+                prompt_eval_s=0.2,
+                eval_s=0.8,
                 runner_load=runner_load,
             )
         ).reloaded
@@ -258,23 +251,18 @@ class SharedGpu:
         load_s = 4.0 if load else 0.005
         self.t += load_s + 2.0
         self.policy.observe(
-            Observation(
-                model,
-                template_id,
-                units,
-                2,
-                decision.action == APPLY,
-                options[0],
-                options[1],
-                0,
-                prompt,
-                200,
-                load_s + 2.0,
-                load_s,
-                0.5,
-                1.5,
-                "stop",
-                True,
+            make_observation(
+                model=model,
+                template_id=template_id,
+                prompt_units=units,
+                applied=decision.action == APPLY,
+                num_ctx=options[0],
+                num_batch=options[1],
+                prompt_eval_count=prompt,
+                eval_count=200,
+                total_s=load_s + 2.0,
+                load_s=load_s,
+                prompt_eval_s=0.5,
                 loaded_context_length=ctx,
                 model_size=size,
                 model_vram=size,
@@ -322,23 +310,16 @@ def test_growth_driven_by_truncation_floors_is_bounded_and_a_runaway_is_stopped_
         decision = policy.recommend(Demand(MODEL, 1, 3000, frozenset(), 0, 2))
         contexts.append(decision.num_ctx)
         policy.observe(
-            Observation(
-                MODEL,
-                1,
-                3000,
-                2,
-                True,
-                decision.num_ctx,
-                decision.num_batch,
-                0,
-                400,
-                200,
-                2.0,
-                0.005,
-                0.2,
-                1.5,
-                "stop",
-                True,
+            make_observation(
+                model=MODEL,
+                template_id=1,
+                prompt_units=3000,
+                num_ctx=decision.num_ctx,
+                num_batch=decision.num_batch,
+                prompt_eval_count=400,
+                eval_count=200,
+                load_s=0.005,
+                prompt_eval_s=0.2,
                 finished_at=world.t,
             )
         )

@@ -11,9 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tuner_service.explain import explain
-from tuner_service.policy import APPLY, Advice, Demand, Observation, Policy
+from tuner_service.policy import APPLY, Advice, Demand, Policy
 from tuner_service.settings import PolicySettings
 from tuner_service.state import ModelState, ladder, rung_for
+
+from tuner_fixtures import make_observation
 
 GIB = 1 << 30
 RATIO = 1.1
@@ -62,23 +64,17 @@ class Gpu:
         truncated = prompt > ctx
         self.truncations += truncated
         self.policy.observe(
-            Observation(
-                model,
-                template_id,
-                units,
-                2,
-                decision.action == APPLY,
-                options[0],
-                options[1],
-                0,
-                ctx // 2 + 2 if truncated else prompt,
-                output,
-                8.0 if load else 2.0,
-                6.0 if load else 0.01,
-                0.4,
-                1.5,
-                "stop",
-                True,
+            make_observation(
+                model=model,
+                template_id=template_id,
+                prompt_units=units,
+                applied=decision.action == APPLY,
+                num_ctx=options[0],
+                num_batch=options[1],
+                prompt_eval_count=ctx // 2 + 2 if truncated else prompt,
+                eval_count=output,
+                total_s=8.0 if load else 2.0,
+                load_s=6.0 if load else 0.01,
                 loaded_context_length=ctx,
                 model_size=size,
                 model_vram=vram,
