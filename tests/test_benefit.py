@@ -13,10 +13,10 @@ from ollama_optimizer.benefit import BenefitInput, Ledger, ReloadSettings, runne
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
 from proxy_plugin.runner_loads import RunnerLoads
 from tuner_service import benefit_view
-from tuner_service.policy import Policy
+from tuner_service.policy import Observation, Policy
 from tuner_service.settings import PolicySettings
 
-from tuner_fixtures import make_observation, make_outcome
+from tuner_fixtures import make_outcome
 
 MODEL = "llama3.1:8b"
 KIB = 1024
@@ -88,19 +88,7 @@ def test_one_reload_threshold_for_the_gateway_and_the_tuner() -> None:
     policy = Policy(PolicySettings())
     observed = [
         policy.observe(
-            make_observation(
-                model=MODEL,
-                template_id=1,
-                prompt_units=800,
-                num_ctx=ctx,
-                num_batch=512,
-                prompt_eval_count=900,
-                eval_count=50,
-                total_s=1.3,
-                load_s=0.3,
-                prompt_eval_s=0.2,
-                eval_s=0.8,
-            )
+            Observation(MODEL, 1, 800, 2, True, ctx, 512, 0, 900, 50, 1.3, 0.3, 0.2, 0.8, "stop", True)
         ).reloaded
         for ctx in (4096, 8192)
     ]

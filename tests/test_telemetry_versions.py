@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from typing import Any
 
 import ollama
 import pytest
@@ -18,12 +19,12 @@ from ollama_optimizer.channels import create_channel
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2, tuner_pb2_grpc
 from tuner_service.evidence import TOTALS, UNCACHED, UNKNOWN, count_semantics, read_counts
 from tuner_service.main import start_tuner
-from tuner_service.policy import APPLY, Demand, Policy
+from tuner_service.policy import APPLY, Demand, Observation, Policy
 from tuner_service.settings import PolicySettings
 from tuner_service.state import ladder, rung_for
 
 from plugin_fixtures import gateway_chain, plugin_config
-from tuner_fixtures import fast_settings, local_server, make_observation, make_outcome
+from tuner_fixtures import fast_settings, local_server, make_outcome
 
 MODEL = "llama3.2:3b"
 _rng = random.Random(15)
@@ -118,21 +119,19 @@ async def test_cached_head_ends_within_one_rung_of_the_true_need(matcher, tuner,
         assert "uncached" in state.reason and "not read as a truncation" in state.reason
 
 
+def _template_outcome(prompt_eval_count: int, num_ctx: int = 0, num_batch: int = 0, **fields: Any) -> Observation:
+    """Template 1's request of 3000 units and 200 tokens out, applied when it carried a context."""
+    timing = (2.0, 0.01, 0.4, 1.5)
+    return Observation(
+        MODEL, 1, 3000, 2, num_ctx > 0, num_ctx, num_batch, 0, prompt_eval_count, 200, *timing, "stop", True, **fields
+    )
+
+
 def _managed_policy() -> tuple[Policy, int]:
     """A policy managing MODEL with one confident template (id 1), and the context it believes loaded."""
     policy = Policy(PolicySettings())
     for _ in range(4):
-        policy.observe(
-            make_observation(
-                model=MODEL,
-                template_id=1,
-                prompt_units=3000,
-                applied=False,
-                prompt_eval_count=3300,
-                eval_count=200,
-                loaded_context_length=2048,
-            )
-        )
+        policy.observe(_template_outcome(3300, loaded_context_length=2048))
     decision = policy.recommend(Demand(MODEL, 1, 3000, frozenset(), 0, 2))
     assert decision.action == APPLY
     return policy, decision.num_ctx
@@ -145,18 +144,7 @@ def test_truncation_where_the_options_never_arrived_is_not_escalated(dropped: bo
     policy, believed = _managed_policy()
     model = policy.models[MODEL]
     for _ in range(3):
-        learned = policy.observe(
-            make_observation(
-                model=MODEL,
-                template_id=1,
-                prompt_units=3000,
-                num_ctx=believed,
-                num_batch=model.loaded_batch,
-                prompt_eval_count=1026,
-                eval_count=200,
-                options_dropped=dropped,
-            )
-        )
+        learned = policy.observe(_template_outcome(1026, believed, model.loaded_batch, options_dropped=dropped))
         assert learned.truncated and learned.foreign
     assert model.templates[1].floor_ctx == 0 and model.templates[1].truncations == 0
     assert policy.recommend(Demand(MODEL, 1, 3000, frozenset(), 0, 2)).num_ctx == believed
@@ -167,16 +155,8 @@ def test_truncation_where_the_options_never_arrived_is_not_escalated(dropped: bo
 @given(counts=st.lists(st.integers(0, 4000), min_size=1, max_size=30))
 def test_counts_that_may_leave_out_the_cache_never_lower_the_calibration(counts: list[int]) -> None:
     policy = Policy(PolicySettings())
-    cold = make_observation(
-        model=MODEL,
-        template_id=1,
-        prompt_units=2000,
-        applied=False,
-        prompt_eval_count=2200,
-        eval_count=100,
-        total_s=3.0,
-        load_s=1.0,
-        ollama_version="0.30.0",
+    cold = Observation(
+        MODEL, 1, 2000, 2, False, 0, 0, 0, 2200, 100, 3.0, 1.0, 0.4, 1.5, "stop", True, ollama_version="0.30.0"
     )
     policy.observe(cold)  # a load: the cache was empty, the count is the whole prompt
     model = policy.models[MODEL]

@@ -9,10 +9,10 @@ import math
 
 from tuner_service import costs
 from tuner_service.explain import explain
-from tuner_service.policy import APPLY, RUNNER_KEPT, RUNNER_LOADED, Advice, Demand, Policy
+from tuner_service.policy import APPLY, RUNNER_KEPT, RUNNER_LOADED, Advice, Demand, Observation, Policy
 from tuner_service.settings import PolicySettings
 
-from tuner_fixtures import make_observation
+from tuner_fixtures import served
 
 GIB = 1 << 30
 MODEL = "m"
@@ -58,7 +58,8 @@ class SpillWorld:
         return prompt * 0.0002 * slow, output * 0.01 * slow
 
     def run(self, units: int, template_id: int = 1, output: int = 200) -> Advice:
-        decision = self.policy.recommend(Demand(MODEL, template_id, units, frozenset(), 0, 2))
+        demand = Demand(MODEL, template_id, units, frozenset(), 0, 2)
+        decision = self.policy.recommend(demand)
         options = (decision.num_ctx, decision.num_batch) if decision.action == APPLY else (0, 0)
         ctx, batch = options[0] or self.default_ctx, options[1] or 512
         load = options != self.loaded
@@ -75,15 +76,11 @@ class SpillWorld:
         self.latencies.append(total)
         size = self.size(ctx, batch)
         self.policy.observe(
-            make_observation(
-                model=MODEL,
-                template_id=template_id,
-                prompt_units=units,
-                applied=decision.action == APPLY,
-                num_ctx=options[0],
-                num_batch=options[1],
-                prompt_eval_count=prompt,
-                eval_count=output,
+            served(
+                demand,
+                decision,
+                prompt,
+                output,
                 total_s=total,
                 load_s=load_s,
                 prompt_eval_s=prompt_s,
@@ -181,18 +178,23 @@ def test_queue_waits_are_not_reloads_and_do_not_price_a_reload() -> None:
 
     def observe(ctx: int, load_s: float, runner_load: int = 0) -> bool:
         return policy.observe(
-            make_observation(
-                model=MODEL,
-                template_id=1,
-                prompt_units=800,
-                num_ctx=ctx,
-                num_batch=512,
-                prompt_eval_count=900,
-                eval_count=50,
-                total_s=load_s + 1.0,
-                load_s=load_s,
-                prompt_eval_s=0.2,
-                eval_s=0.8,
+            Observation(
+                MODEL,
+                1,
+                800,
+                2,
+                True,
+                ctx,
+                512,
+                0,
+                900,
+                50,
+                load_s + 1.0,
+                load_s,
+                0.2,
+                0.8,
+                "stop",
+                True,
                 runner_load=runner_load,
             )
         ).reloaded
@@ -234,7 +236,8 @@ class SharedGpu:
 
     def run(self, model: str, units: int) -> Advice:
         template_id = 1 if units < 10_000 else 2
-        decision = self.policy.recommend(Demand(model, template_id, units, frozenset(), 0, 2))
+        demand = Demand(model, template_id, units, frozenset(), 0, 2)
+        decision = self.policy.recommend(demand)
         options = (decision.num_ctx, decision.num_batch) if decision.action == APPLY else (0, 0)
         ctx = options[0] or 4096
         weights, per_token = self.weights[model]
@@ -251,15 +254,11 @@ class SharedGpu:
         load_s = 4.0 if load else 0.005
         self.t += load_s + 2.0
         self.policy.observe(
-            make_observation(
-                model=model,
-                template_id=template_id,
-                prompt_units=units,
-                applied=decision.action == APPLY,
-                num_ctx=options[0],
-                num_batch=options[1],
-                prompt_eval_count=prompt,
-                eval_count=200,
+            served(
+                demand,
+                decision,
+                prompt,
+                200,
                 total_s=load_s + 2.0,
                 load_s=load_s,
                 prompt_eval_s=0.5,
@@ -310,16 +309,23 @@ def test_growth_driven_by_truncation_floors_is_bounded_and_a_runaway_is_stopped_
         decision = policy.recommend(Demand(MODEL, 1, 3000, frozenset(), 0, 2))
         contexts.append(decision.num_ctx)
         policy.observe(
-            make_observation(
-                model=MODEL,
-                template_id=1,
-                prompt_units=3000,
-                num_ctx=decision.num_ctx,
-                num_batch=decision.num_batch,
-                prompt_eval_count=400,
-                eval_count=200,
-                load_s=0.005,
-                prompt_eval_s=0.2,
+            Observation(
+                MODEL,
+                1,
+                3000,
+                2,
+                True,
+                decision.num_ctx,
+                decision.num_batch,
+                0,
+                400,
+                200,
+                2.0,
+                0.005,
+                0.2,
+                1.5,
+                "stop",
+                True,
                 finished_at=world.t,
             )
         )

@@ -10,11 +10,11 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tuner_service.policy import APPLY, MAX_UNCONFIRMED_MODELS, PASSTHROUGH, Advice, Demand, Policy
+from tuner_service.policy import APPLY, MAX_UNCONFIRMED_MODELS, PASSTHROUGH, Advice, Demand, Observation, Policy
 from tuner_service.settings import PolicySettings
 from tuner_service.state import TemplateState, ladder, rung_for
 
-from tuner_fixtures import make_observation
+from tuner_fixtures import served
 
 MODEL = "m"
 
@@ -34,7 +34,8 @@ class World:
     def run(
         self, template_id: int, units: int, output: int, num_predict: int = 0, messages: int = 2
     ) -> tuple[Advice, bool]:
-        decision = self.policy.recommend(Demand(MODEL, template_id, units, frozenset(), num_predict, messages))
+        demand = Demand(MODEL, template_id, units, frozenset(), num_predict, messages)
+        decision = self.policy.recommend(demand)
         options = (decision.num_ctx, decision.num_batch) if decision.action == APPLY else (0, 0)
         if self.loaded is not None and options != self.loaded:
             self.reloads += 1
@@ -44,21 +45,7 @@ class World:
         truncated = prompt > ctx
         self.truncations += truncated
         self.t += 2.0
-        self.policy.observe(
-            make_observation(
-                model=MODEL,
-                template_id=template_id,
-                prompt_units=units,
-                message_count=messages,
-                applied=decision.action == APPLY,
-                num_ctx=options[0],
-                num_batch=options[1],
-                num_predict=num_predict,
-                prompt_eval_count=ctx // 2 + 2 if truncated else prompt,
-                eval_count=output,
-                finished_at=self.t,
-            )
-        )
+        self.policy.observe(served(demand, decision, ctx // 2 + 2 if truncated else prompt, output, finished_at=self.t))
         return decision, truncated
 
 
@@ -142,14 +129,7 @@ def test_one_truncation_signal_moves_the_template_up_at_once() -> None:
     assert before.action == APPLY
     # prompt_eval_count far below the calibrated estimate of 2500 units: the prompt was cut
     learned = policy.observe(
-        make_observation(
-            model=MODEL,
-            template_id=6,
-            prompt_units=2500,
-            num_ctx=before.num_ctx,
-            prompt_eval_count=1000,
-            eval_count=100,
-        )
+        Observation(MODEL, 6, 2500, 2, True, before.num_ctx, 0, 0, 1000, 100, 2.0, 0.01, 0.4, 1.5, "stop", True)
     )
     assert learned.truncated
     after, _ = world.run(6, 2500, 200)
@@ -163,15 +143,7 @@ def test_done_reason_length_without_cap_is_a_truncation_signal() -> None:
     teach(world, 6, 2500, 5)
     before, _ = world.run(6, 2500, 200)
     learned = policy.observe(
-        make_observation(
-            model=MODEL,
-            template_id=6,
-            prompt_units=2500,
-            num_ctx=before.num_ctx,
-            prompt_eval_count=2800,
-            eval_count=1200,
-            done_reason="length",
-        )
+        Observation(MODEL, 6, 2500, 2, True, before.num_ctx, 0, 0, 2800, 1200, 2.0, 0.01, 0.4, 1.5, "length", True)
     )
     assert learned.truncated
     assert world.run(6, 2500, 200)[0].num_ctx > before.num_ctx
@@ -191,20 +163,7 @@ def test_pinned_template_never_changes(stream) -> None:
         assert (decision.action, decision.num_ctx, decision.num_batch) == (APPLY, 8192, 512)
         if truncation:
             policy.observe(
-                make_observation(
-                    model=MODEL,
-                    template_id=8,
-                    prompt_units=units,
-                    num_ctx=8192,
-                    num_batch=512,
-                    prompt_eval_count=10,
-                    eval_count=1,
-                    total_s=1.0,
-                    load_s=0.0,
-                    prompt_eval_s=0.1,
-                    eval_s=0.5,
-                    done_reason="length",
-                )
+                Observation(MODEL, 8, units, 2, True, 8192, 512, 0, 10, 1, 1.0, 0.0, 0.1, 0.5, "length", True)
             )
 
 
@@ -247,18 +206,7 @@ def test_calibration_learns_the_ratio_and_ignores_truncated_outcomes() -> None:
     assert 1.2 <= policy.ratio_upper(model) < 1.3
     before = model.calibration_samples
     learned = policy.observe(
-        make_observation(
-            model=MODEL,
-            template_id=1,
-            prompt_units=9000,
-            num_ctx=4096,
-            prompt_eval_count=2050,
-            eval_count=10,
-            total_s=1.0,
-            load_s=0.0,
-            prompt_eval_s=0.1,
-            eval_s=0.5,
-        )
+        Observation(MODEL, 1, 9000, 2, True, 4096, 0, 0, 2050, 10, 1.0, 0.0, 0.1, 0.5, "stop", True)
     )
     assert learned.truncated and model.calibration_samples == before
 
@@ -279,17 +227,7 @@ def test_models_only_recommended_for_are_bounded() -> None:
     """Made-up model names (each answered with the truncation guard's APPLY) cannot grow the tuner's memory;
     a model an outcome confirmed is never forgotten for them."""
     policy = Policy(PolicySettings())
-    policy.observe(
-        make_observation(
-            model=MODEL,
-            template_id=1,
-            prompt_units=800,
-            applied=False,
-            prompt_eval_count=900,
-            eval_count=10,
-            load_s=0.0,
-        )
-    )
+    policy.observe(Observation(MODEL, 1, 800, 2, False, 0, 0, 0, 900, 10, 2.0, 0.0, 0.4, 1.5, "stop", True))
     for i in range(MAX_UNCONFIRMED_MODELS + 50):
         assert policy.recommend(Demand(f"made-up-{i}:1b", 0, 20_000)).action == APPLY
     unconfirmed = [name for name, m in policy.models.items() if not m.confirmed]

@@ -8,22 +8,29 @@ from tuner_service.policy import Demand, Observation, Policy
 from tuner_service.settings import PolicySettings
 from tuner_service.state import ladder, rung_for
 
-from tuner_fixtures import make_observation
-
 MODEL = "llama3.2:3b"
 RUNGS = ladder(1024, 262144, 0, 4)
 
 
 def _outcome(template_id: int, finished_at: float, eval_count: int = 30) -> Observation:
     """A whole-count outcome of 2,000 units that were 2,024 prompt tokens (a ratio of 1.0)."""
-    return make_observation(
-        model=MODEL,
-        template_id=template_id,
-        prompt_units=2000,
-        applied=False,
-        prompt_eval_count=2024,
-        eval_count=eval_count,
-        load_s=0.0,
+    return Observation(
+        MODEL,
+        template_id,
+        2000,
+        2,
+        False,
+        0,
+        0,
+        0,
+        2024,
+        eval_count,
+        2.0,
+        0.0,
+        0.4,
+        1.5,
+        "stop",
+        True,
         loaded_context_length=32768,
         finished_at=finished_at,
     )
@@ -56,15 +63,23 @@ def test_a_truncated_outcome_keeps_the_tentative_claim() -> None:
     decision = policy.recommend(Demand(MODEL, 2, 2000, frozenset(), 0, 2))
     model = policy.models[MODEL]
     claimed = policy.active_need(model)
-    cut = make_observation(
-        model=MODEL,
-        template_id=2,
-        prompt_units=2000,
-        num_ctx=2048,
-        prompt_eval_count=1025,
-        eval_count=30,
-        load_s=0.0,
-        done_reason="length",
+    cut = Observation(
+        MODEL,
+        2,
+        2000,
+        2,
+        True,
+        2048,
+        0,
+        0,
+        1025,
+        30,
+        2.0,
+        0.0,
+        0.4,
+        1.5,
+        "length",
+        True,
         loaded_context_length=2048,
         finished_at=101.0,
     )
