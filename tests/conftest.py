@@ -7,6 +7,7 @@ import itertools
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
@@ -43,17 +44,31 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPost
     server.stop()
 
 
-@pytest.fixture
-async def dsn(pg_server: EmbeddedPostgres) -> AsyncIterator[str]:
-    """DSN of a fresh database cloned from the migrated template (dropped afterwards)."""
+@asynccontextmanager
+async def _scratch_database(server: EmbeddedPostgres, create: str) -> AsyncIterator[str]:
+    """DSN of a new database made by ``create`` (CREATE DATABASE options), dropped afterwards."""
     name = f"t{next(_counter)}_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(pg_server.uri())
-    await admin.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB}")
+    admin = await asyncpg.connect(server.uri())
+    await admin.execute(f"CREATE DATABASE {name} {create}")
     try:
-        yield pg_server.uri(name)
+        yield server.uri(name)
     finally:
         await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         await admin.close()
+
+
+@pytest.fixture
+async def dsn(pg_server: EmbeddedPostgres) -> AsyncIterator[str]:
+    """DSN of a fresh database cloned from the migrated template (dropped afterwards)."""
+    async with _scratch_database(pg_server, f"TEMPLATE {TEMPLATE_DB}") as uri:
+        yield uri
+
+
+@pytest.fixture
+async def empty_dsn(pg_server: EmbeddedPostgres) -> AsyncIterator[str]:
+    """DSN of a fresh database without any migration (dropped afterwards)."""
+    async with _scratch_database(pg_server, "") as uri:
+        yield uri
 
 
 @pytest.fixture
