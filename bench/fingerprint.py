@@ -1,4 +1,5 @@
-"""Fingerprint speed: all windows (64..1024) of a 1,024-token prompt, median over many runs.
+"""Fingerprint speed: all windows (16..1024) of a 1,024-token prompt, median over many runs, with the kernel
+a service uses (``warm_up``: compiled unless OPTIMIZER_FINGERPRINT_KERNEL=numpy) and with the numpy code.
 
 Run: .venv/bin/python -m bench.fingerprint [--runs 3000]
 """
@@ -12,7 +13,7 @@ import statistics
 import time
 
 from matcher_service.settings import MatcherSettings
-from prompt_fingerprint import TOKEN_RE, fingerprint
+from prompt_fingerprint import TOKEN_RE, fingerprint, kernel
 
 _WORDS = (
     "You are a helpful assistant . Answer the user's question using the context below , "
@@ -33,26 +34,41 @@ def main() -> None:
     args = parser.parse_args()
     settings = MatcherSettings()
     text = prompt_of_tokens(1024)
-    assert fingerprint(text, settings.shingle_size, settings.normalize).unit_count == 1024
-    for _ in range(200):  # warm-up
-        fingerprint(text, settings.shingle_size, settings.normalize)
-    samples = []
-    for _ in range(args.runs):
-        started = time.perf_counter()
-        fingerprint(text, settings.shingle_size, settings.normalize)
-        samples.append((time.perf_counter() - started) * 1e6)
-    samples.sort()
+    fingerprints = fingerprint(text, settings.shingle_size, settings.normalize)
+    assert fingerprints.unit_count == 1024
+
+    def timings() -> list[float]:
+        for _ in range(200):  # warm-up
+            fingerprint(text, settings.shingle_size, settings.normalize)
+        samples = []
+        for _ in range(args.runs):
+            started = time.perf_counter()
+            fingerprint(text, settings.shingle_size, settings.normalize)
+            samples.append((time.perf_counter() - started) * 1e6)
+        return sorted(samples)
+
+    started = time.perf_counter()
+    active = kernel.warm_up()
+    warm_up_s = time.perf_counter() - started
+    samples = timings()
+    kernel.use_numpy()
+    numpy_samples = timings()
     result = {
         "bench": "fingerprint",
         "tokens": 1024,
-        "windows": 5,
+        "windows": len(fingerprints.windows),
         "runs": args.runs,
         "shingle_size": settings.shingle_size,
         "normalize": settings.normalize,
         "text_bytes": len(text),
+        "kernel": active,
+        "warm_up_s": round(warm_up_s, 2),
         "fingerprint_us_median": round(statistics.median(samples), 1),
         "fingerprint_us_p90": round(samples[int(0.9 * len(samples))], 1),
         "fingerprint_us_min": round(samples[0], 1),
+        "numpy_us_median": round(statistics.median(numpy_samples), 1),
+        "numpy_us_p90": round(numpy_samples[int(0.9 * len(numpy_samples))], 1),
+        "numpy_us_min": round(numpy_samples[0], 1),
     }
     print(json.dumps(result))
 

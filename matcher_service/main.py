@@ -10,6 +10,7 @@ import asyncpg
 from ollama_optimizer.config import DatabaseConfig, ServerConfig
 from ollama_optimizer.db import open_database
 from ollama_optimizer.db_health import follow_database
+from ollama_optimizer.fingerprint_kernel import warm_up_at_start
 from ollama_optimizer.gen.optimizer.v1 import matcher_pb2_grpc
 from ollama_optimizer.server import (
     DEFAULT_MAX_RECEIVE_BYTES,
@@ -90,6 +91,7 @@ async def serve() -> int:
     except ValueError as exc:
         log.error("bad configuration: %s", exc)
         return 2
+    warm_up_at_start()
     async with open_database(
         DatabaseConfig(),
         server_settings=SESSION_SETTINGS,

@@ -6,7 +6,8 @@ regex and is re-joined with single spaces. Each token gets a 64-bit hash: a poly
 hash of its bytes from one cumulative sum (no Python object per token on the ASCII path),
 finished with the splitmix64 mixer. With normalisation on, a token made only of hex
 digits and containing a decimal digit (numbers, hex ids, UUID and date parts) hashes
-as one placeholder; the token count is unchanged.
+as one placeholder; the token count is unchanged. Once warmed up, a compiled kernel computes the
+same hashes (``prompt_fingerprint.kernel``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import re
 import time
 
 import numpy as np
+
+from .kernel import compiled_kernels
 
 TOKEN_RE = re.compile(r"\w+|[^\w\s]")
 _SPACE, _WORD, _PUNCT = 0, 1, 2
@@ -155,6 +158,17 @@ def _hash_all(text: str, max_tokens: int, normalize: bool) -> tuple[np.ndarray, 
     else:
         data, table = " ".join(TOKEN_RE.findall(lowered)).encode("utf-8"), _JOINED_CLASSES
     raw = np.frombuffer(data, np.uint8)
+    kernels = compiled_kernels()
+    if kernels is not None:
+        hashes, count = kernels.token_hashes(
+            raw, table, _LITERAL_CODES, max_tokens, normalize, _NOT_HEX, PLACEHOLDER_HASH
+        )
+        return hashes, int(count)
+    return _numpy_hash_all(raw, table, max_tokens, normalize)
+
+
+def _numpy_hash_all(raw: np.ndarray, table: np.ndarray, max_tokens: int, normalize: bool) -> tuple[np.ndarray, int]:
+    """``_hash_all`` of the bytes ``raw`` with the byte classes ``table``, with numpy."""
     classes = np.take(table, raw)
     word = classes == _WORD
     punct = classes == _PUNCT

@@ -30,6 +30,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ollama_optimizer.benefit import RELOAD_THRESHOLD_SECONDS
 from ollama_optimizer.config import env_int
+from ollama_optimizer.fingerprint_kernel import warm_up_at_start
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
 from ollama_optimizer.server import wait_for_shutdown_signal
 
@@ -427,6 +428,7 @@ async def start_gateway(
 
 async def serve(listen: str, upstream: str) -> int:
     """Run until SIGTERM/SIGINT, then shut down gracefully. Exit code 2 when a port cannot be bound."""
+    warm_up_at_start()
     try:
         running = await start_gateway(
             listen,
