@@ -63,7 +63,8 @@ def _numpy_simhash(hashes: np.ndarray, window_shingles: tuple[int, ...], shingle
     first = np.zeros(n_shingles, np.uint64)
     first[np.unique(shingles, return_index=True)[1]] = 1
     distinct = np.cumsum(first)[np.array(window_shingles) - 1].astype(np.int64)
-    lanes = ((shingles[:, None] >> _BIT_SHIFTS) & _LANES) * first[:, None]
+    lanes = (shingles * first)[:, None] >> _BIT_SHIFTS  # a repeated shingle is 0: no bit counted
+    lanes &= _LANES
     sums = np.add.reduceat(lanes, starts, axis=0)
     per_bit = sums.view(np.uint8).reshape(len(starts), 8, 8).transpose(0, 2, 1).reshape(len(starts), 64)
     ones = np.cumsum(per_bit, axis=0, dtype=np.int32)[last_segment]

@@ -80,15 +80,6 @@ def mix64(z: np.ndarray) -> np.ndarray:
     return z
 
 
-def _segment_sums(values: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """Sum of values[s..e] (inclusive) per token, from one cumulative sum (wrapping for uint64)."""
-    cum = np.empty(len(values) + 1, values.dtype)
-    cum[0] = 0
-    np.cumsum(values, out=cum[1:])
-    sums: np.ndarray = np.take(cum, ends + 1) - np.take(cum, starts)
-    return sums
-
-
 # Characters tokenised per token wanted before the rest of a long text is only counted.
 PREFIX_CHARS_PER_TOKEN = 16
 
@@ -168,25 +159,24 @@ def _hash_all(text: str, max_tokens: int, normalize: bool) -> tuple[np.ndarray, 
 
 
 def _numpy_hash_all(raw: np.ndarray, table: np.ndarray, max_tokens: int, normalize: bool) -> tuple[np.ndarray, int]:
-    """``_hash_all`` of the bytes ``raw`` with the byte classes ``table``, with numpy."""
+    """``_hash_all`` of the bytes ``raw`` with the byte classes ``table``, with numpy: per-token sums by one
+    reduceat from each token's start, with the spaces between tokens weighing nothing."""
     classes = np.take(table, raw)
     word = classes == _WORD
-    punct = classes == _PUNCT
     prev_word = np.concatenate(([False], word[:-1]))
-    next_word = np.concatenate((word[1:], [False]))
-    starts = np.flatnonzero(punct | (word & ~prev_word))
+    starts = np.flatnonzero((classes == _PUNCT) | (word & ~prev_word))
     count = len(starts)
     if count == 0:
         return np.zeros(0, _U64), 0
+    used = int(starts[max_tokens]) if count > max_tokens else len(raw)  # only spaces after the last token
     starts = starts[:max_tokens]
-    ends = np.flatnonzero(punct | (word & ~next_word))[: len(starts)]
-    used = int(ends[-1]) + 1
+    in_token = classes[:used] != _SPACE
     _POWERS.ensure(used)
     with np.errstate(over="ignore"):
-        weighted = (raw[:used].astype(_U64) + _U64(1)) * _POWERS.pow[:used]
-        hashes = _segment_sums(weighted, starts, ends) * np.take(_POWERS.inv, starts)
+        weighted = (raw[:used].astype(_U64) + _U64(1)) * _POWERS.pow[:used] * in_token
+        hashes = np.add.reduceat(weighted, starts) * np.take(_POWERS.inv, starts)
     if normalize:
-        codes = _segment_sums(np.take(_LITERAL_CODES, raw[:used]), starts, ends)
+        codes = np.add.reduceat(np.take(_LITERAL_CODES, raw[:used]) * in_token, starts)
         hashes[(codes > 0) & (codes < _NOT_HEX)] = PLACEHOLDER_HASH
     return mix64(hashes), count
 
