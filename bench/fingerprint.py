@@ -1,5 +1,6 @@
-"""Fingerprint speed: all windows (16..1024) of a 1,024-token prompt, median over many runs, with the kernel
-a service uses (``warm_up``: compiled unless OPTIMIZER_FINGERPRINT_KERNEL=numpy) and with the numpy code.
+"""Fingerprint speed: all windows (16..1024) of a 1,024-token prompt, and its Match key (the plugin's memo key),
+median over many runs, with the kernel a service uses (``warm_up``: compiled unless
+OPTIMIZER_FINGERPRINT_KERNEL=numpy), then with the numpy code (``numpy_*``).
 
 Run: .venv/bin/python -m bench.fingerprint [--runs 3000]
 """
@@ -11,9 +12,10 @@ import json
 import random
 import statistics
 import time
+from collections.abc import Callable
 
 from matcher_service.settings import MatcherSettings
-from prompt_fingerprint import TOKEN_RE, fingerprint, kernel
+from prompt_fingerprint import TOKEN_RE, fingerprint, kernel, match_key
 
 _WORDS = (
     "You are a helpful assistant . Answer the user's question using the context below , "
@@ -37,22 +39,35 @@ def main() -> None:
     fingerprints = fingerprint(text, settings.shingle_size, settings.normalize)
     assert fingerprints.unit_count == 1024
 
-    def timings() -> list[float]:
+    def timings(work: Callable[[], object]) -> list[float]:
         for _ in range(200):  # warm-up
-            fingerprint(text, settings.shingle_size, settings.normalize)
+            work()
         samples = []
         for _ in range(args.runs):
             started = time.perf_counter()
-            fingerprint(text, settings.shingle_size, settings.normalize)
+            work()
             samples.append((time.perf_counter() - started) * 1e6)
         return sorted(samples)
+
+    def fingerprint_text() -> object:
+        return fingerprint(text, settings.shingle_size, settings.normalize)
+
+    def match_key_text() -> object:
+        return match_key(text)
 
     started = time.perf_counter()
     active = kernel.warm_up()
     warm_up_s = time.perf_counter() - started
-    samples = timings()
-    kernel.use_numpy()
-    numpy_samples = timings()
+    figures: dict[str, object] = {}
+    for name in ("fingerprint", "match_key", "numpy", "numpy_match_key"):
+        if name == "numpy":
+            kernel.use_numpy()
+        samples = timings(match_key_text if name.endswith("match_key") else fingerprint_text)
+        figures |= {
+            f"{name}_us_median": round(statistics.median(samples), 1),
+            f"{name}_us_p90": round(samples[int(0.9 * len(samples))], 1),
+            f"{name}_us_min": round(samples[0], 1),
+        }
     result = {
         "bench": "fingerprint",
         "tokens": 1024,
@@ -63,12 +78,7 @@ def main() -> None:
         "text_bytes": len(text),
         "kernel": active,
         "warm_up_s": round(warm_up_s, 2),
-        "fingerprint_us_median": round(statistics.median(samples), 1),
-        "fingerprint_us_p90": round(samples[int(0.9 * len(samples))], 1),
-        "fingerprint_us_min": round(samples[0], 1),
-        "numpy_us_median": round(statistics.median(numpy_samples), 1),
-        "numpy_us_p90": round(numpy_samples[int(0.9 * len(numpy_samples))], 1),
-        "numpy_us_min": round(numpy_samples[0], 1),
+        **figures,
     }
     print(json.dumps(result))
 

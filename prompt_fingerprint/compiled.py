@@ -12,7 +12,8 @@ from typing import Any, TypeVar, cast
 import numba
 import numpy as np
 
-from .tokens import _P, _SPACE, _WORD, mix64
+from .simhash import _LANES, _MAX_LANE_ROWS, _MULTIPLIER_ARRAY
+from .tokens import _LITERAL_CODES, _NOT_HEX, _P, _SPACE, _WORD, PLACEHOLDER_HASH, mix64
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -25,19 +26,15 @@ def _compile(function: _F) -> _F:
 _mix64: Any = _compile(mix64)  # the numpy finaliser, compiled for one uint64
 _ONE = np.uint64(1)
 _BYTE = np.uint64(0xFF)
-_LANES = np.uint64(0x0101010101010101)  # one bit per byte: 8 counters of 8 bits in a uint64
-_MAX_LANE_ROWS = 255  # a byte lane counts at most 255 shingles before it would overflow
 
 
 @_compile
-def token_hashes(
-    raw: Any, classes: Any, literal_codes: Any, max_tokens: int, normalize: bool, not_hex: int, placeholder: Any
-) -> Any:
+def token_hashes(raw: Any, classes: Any, max_tokens: int, normalize: bool) -> Any:
     """(hashes of the first ``max_tokens`` tokens of ``raw`` as uint64, token count of ``raw``).
 
     A token is one punctuation byte or a run of word bytes (``classes`` maps byte → class). Its hash is
-    the polynomial sum of (byte + 1) * P**i over its bytes, replaced by ``placeholder`` when normalising a
-    token whose ``literal_codes`` sum marks digits and hex digits only, then mixed with splitmix64.
+    the polynomial sum of (byte + 1) * P**i over its bytes, replaced by the placeholder when normalising a
+    token of hex digits with a decimal digit among them (by its sum of literal codes), then mixed with splitmix64.
     """
     n = len(raw)
     out = np.empty(min(max_tokens, n), np.uint64)
@@ -60,9 +57,9 @@ def token_hashes(
             for j in range(i, end + 1):
                 h += (np.uint64(raw[j]) + _ONE) * power
                 power *= p
-                codes += literal_codes[raw[j]]
-            if normalize and 0 < codes < not_hex:
-                h = placeholder
+                codes += _LITERAL_CODES[raw[j]]
+            if normalize and 0 < codes < _NOT_HEX:
+                h = PLACEHOLDER_HASH
             out[count] = _mix64(h)
         count += 1
         i = end + 1
@@ -70,7 +67,7 @@ def token_hashes(
 
 
 @_compile
-def simhash(hashes: Any, window_shingles: Any, multipliers: Any, shingle_size: int) -> Any:
+def simhash(hashes: Any, window_shingles: Any, shingle_size: int) -> Any:
     """SimHash (uint64) of the distinct shingles among the first ``window_shingles[w]`` shingles, per window.
 
     Distinct shingles are found with an open-addressing table; their bits are summed in byte lanes
@@ -92,7 +89,7 @@ def simhash(hashes: Any, window_shingles: Any, multipliers: Any, shingle_size: i
     for i in range(n_shingles):
         combined = np.uint64(0)
         for offset in range(shingle_size):
-            combined += hashes[i + offset] * multipliers[offset]
+            combined += hashes[i + offset] * _MULTIPLIER_ARRAY[offset]
         shingle = _mix64(combined)
         slot = shingle & mask
         while taken[slot] and keys[slot] != shingle:

@@ -46,7 +46,7 @@ def simhash_windows(token_hashes: np.ndarray, windows: list[int], shingle_size: 
     window_shingles = tuple(max(w - shingle_size + 1, 1) for w in windows)
     kernels = compiled_kernels()
     if kernels is not None and shingle_size <= len(_SHINGLE_MULTIPLIERS):
-        fps: np.ndarray = kernels.simhash(hashes, np.array(window_shingles), _MULTIPLIER_ARRAY, shingle_size)
+        fps: np.ndarray = kernels.simhash(hashes, np.array(window_shingles), shingle_size)
         return fps
     return _numpy_simhash(hashes, window_shingles, shingle_size)
 

@@ -151,9 +151,7 @@ def _hash_all(text: str, max_tokens: int, normalize: bool) -> tuple[np.ndarray, 
     raw = np.frombuffer(data, np.uint8)
     kernels = compiled_kernels()
     if kernels is not None:
-        hashes, count = kernels.token_hashes(
-            raw, table, _LITERAL_CODES, max_tokens, normalize, _NOT_HEX, PLACEHOLDER_HASH
-        )
+        hashes, count = kernels.token_hashes(raw, table, max_tokens, normalize)
         return hashes, int(count)
     return _numpy_hash_all(raw, table, max_tokens, normalize)
 
