@@ -1,6 +1,6 @@
 """Fingerprint speed: all windows (16..1024) of a 1,024-token prompt, and its Match key (the plugin's memo key),
 median over many runs, with the kernel a service uses (``warm_up``: compiled unless
-OPTIMIZER_FINGERPRINT_KERNEL=numpy), then with the numpy code (``numpy_*``).
+OPTIMIZER_FINGERPRINT_KERNEL=numpy), then with the numpy code (``numpy_*``); and the time and RSS the warm-up took.
 
 Run: .venv/bin/python -m bench.fingerprint [--runs 3000]
 """
@@ -13,6 +13,8 @@ import random
 import statistics
 import time
 from collections.abc import Callable
+
+import psutil
 
 from matcher_service.settings import MatcherSettings
 from prompt_fingerprint import TOKEN_RE, fingerprint, kernel, match_key
@@ -55,9 +57,12 @@ def main() -> None:
     def match_key_text() -> object:
         return match_key(text)
 
+    process = psutil.Process()
+    rss_before = process.memory_info().rss
     started = time.perf_counter()
     active = kernel.warm_up()
     warm_up_s = time.perf_counter() - started
+    rss_added = process.memory_info().rss - rss_before
     figures: dict[str, object] = {}
     for name in ("fingerprint", "match_key", "numpy", "numpy_match_key"):
         if name == "numpy":
@@ -77,7 +82,8 @@ def main() -> None:
         "normalize": settings.normalize,
         "text_bytes": len(text),
         "kernel": active,
-        "warm_up_s": round(warm_up_s, 2),
+        "warm_up_s": round(warm_up_s, 2),  # compiling, or loading from numba's cache (NUMBA_CACHE_DIR)
+        "warm_up_rss_mib": round(rss_added / 2**20),  # RSS the kernel added to this process
         **figures,
     }
     print(json.dumps(result))

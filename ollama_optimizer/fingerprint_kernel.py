@@ -11,7 +11,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from prompt_fingerprint.kernel import ENV_VAR, active_kernel, warm_up
+from prompt_fingerprint.kernel import active_kernel, warm_up
 
 log = logging.getLogger(__name__)
 
@@ -20,12 +20,7 @@ def warm_up_at_start() -> str:
     """Compile the fingerprint kernels before serving (seconds without numba's disk cache); the kernel used."""
     started = time.perf_counter()
     kernel = warm_up()
-    log.info(
-        "fingerprint kernel: %s (ready in %.1f s; %s=numpy skips compiling)",
-        kernel,
-        time.perf_counter() - started,
-        ENV_VAR,
-    )
+    log.info("fingerprint kernel: %s (ready in %.1f s)", kernel, time.perf_counter() - started)
     return kernel
 
 

@@ -46,23 +46,20 @@ def token_hashes(raw: Any, classes: Any, max_tokens: int, normalize: bool) -> An
         if kind == _SPACE:
             i += 1
             continue
-        end = i
-        if kind == _WORD:
-            while end + 1 < n and classes[raw[end + 1]] == _WORD:
-                end += 1
+        h = np.uint64(0)
+        power = _ONE
+        codes = 0
+        while True:  # the token's bytes, hashed as they are read
+            byte = raw[i]
+            h += (np.uint64(byte) + _ONE) * power
+            power *= p
+            codes += _LITERAL_CODES[byte]
+            i += 1
+            if kind != _WORD or i == n or classes[raw[i]] != _WORD:
+                break
         if count < max_tokens:
-            h = np.uint64(0)
-            power = _ONE
-            codes = 0
-            for j in range(i, end + 1):
-                h += (np.uint64(raw[j]) + _ONE) * power
-                power *= p
-                codes += _LITERAL_CODES[raw[j]]
-            if normalize and 0 < codes < _NOT_HEX:
-                h = PLACEHOLDER_HASH
-            out[count] = _mix64(h)
+            out[count] = _mix64(PLACEHOLDER_HASH if normalize and 0 < codes < _NOT_HEX else h)
         count += 1
-        i = end + 1
     return out[: min(count, max_tokens)].copy(), count
 
 
