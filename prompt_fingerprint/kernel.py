@@ -1,8 +1,10 @@
 """Which code computes token hashes and SimHashes: the compiled kernels (numba) or the numpy code.
 
 Both give the same bits. The compiled kernels are used only after ``warm_up`` has compiled them (or loaded
-them from numba's disk cache), so a request never waits for a compiler; until then, when numba is absent,
-when compiling fails, or with ``OPTIMIZER_FINGERPRINT_KERNEL=numpy``, the numpy code runs.
+them from numba's disk cache) and checked them against the numpy code, so a request never waits for a
+compiler and a stale cache (numba does not see changed constants of other modules) cannot change a
+fingerprint; until then, when numba is absent, when compiling fails or the check does, or with
+``OPTIMIZER_FINGERPRINT_KERNEL=numpy``, the numpy code runs.
 """
 
 from __future__ import annotations
@@ -43,14 +45,36 @@ def warm_up() -> str:
         return NUMPY
     try:
         from . import compiled as module  # imports numba (~100 MiB of LLVM per process)
-        from .fingerprints import fingerprint
 
         _compiled = module
-        fingerprint("warm up the compiled kernels: 1 2 3 4 5 six seven " * 8)
+        results = _check_results()  # compiles the kernels (or loads them from the cache)
     except Exception as exc:  # noqa: BLE001 - numba missing, incompatible or failing to compile: numpy does the same
         _compiled = None
         log.warning("fingerprint kernels not compiled (%s: %s): using numpy", type(exc).__name__, exc)
-    return active_kernel()
+        return NUMPY
+    _compiled = None
+    if results != _check_results():
+        log.error("compiled fingerprint kernels disagree with the numpy code (a stale NUMBA_CACHE_DIR?): using numpy")
+        return NUMPY
+    _compiled = module
+    return COMPILED
+
+
+# Check texts: both tokenizer paths (ASCII and not), literals normalised, punctuation, every window, more than
+# 255 distinct shingles (the byte lanes' flush), a chat's head, fewer tokens than a shingle.
+_CHECK_TEXTS = (
+    " ".join(f"Word{i} {i}x{i:04x} ok-{i % 7}; (e{i:x})" for i in range(260)),
+    " ".join(f"Grüße{i % 13} {i}, naïve 東京{i % 5} ß{i:03}" for i in range(260)),
+    "system: be brief\nuser: hi",
+    "a b",
+)
+
+
+def _check_results() -> list[object]:
+    """Fingerprints (two settings) and Match keys of the check texts, with the kernel in use."""
+    from .fingerprints import fingerprint, match_key
+
+    return [(fingerprint(t, 4, True), fingerprint(t, 3, False), match_key(t)) for t in _CHECK_TEXTS]
 
 
 def use_numpy() -> None:

@@ -3,7 +3,7 @@
 ASCII text (the common case) is tokenised by classifying bytes with a lookup table built
 from the regex itself, so both paths give identical tokens; other text goes through the
 regex and is re-joined with single spaces. Each token gets a 64-bit hash: a polynomial
-hash of its bytes from one cumulative sum (no Python object per token on the ASCII path),
+hash of its bytes from one segmented sum (no Python object per token on the ASCII path),
 finished with the splitmix64 mixer. With normalisation on, a token made only of hex
 digits and containing a decimal digit (numbers, hex ids, UUID and date parts) hashes
 as one placeholder; the token count is unchanged. Once warmed up, a compiled kernel computes the

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -91,3 +92,17 @@ def test_the_kernel_is_compiled_only_by_warm_up(fingerprint_kernel: str) -> None
     assert kernel.active_kernel() == fingerprint_kernel
     kernel.use_numpy()
     assert kernel.compiled_kernels() is None
+
+
+def test_compiled_kernels_that_disagree_with_numpy_are_not_used(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stale numba cache (numba does not see changed constants of other modules) must not change fingerprints."""
+    monkeypatch.delenv(kernel.ENV_VAR, raising=False)
+    from prompt_fingerprint import compiled
+
+    real = compiled.simhash
+    monkeypatch.setattr(compiled, "simhash", lambda hashes, ws, k: real(hashes, ws, k) ^ np.uint64(1 << 40))
+    with caplog.at_level(logging.ERROR, logger=kernel.__name__):
+        assert kernel.warm_up() == kernel.NUMPY
+    assert "disagree" in caplog.text and kernel.compiled_kernels() is None
