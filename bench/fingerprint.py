@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import time
@@ -17,6 +18,8 @@ from collections.abc import Callable
 import psutil
 
 from matcher_service.settings import MatcherSettings
+from ollama_optimizer.fingerprint_kernel import KernelSettings
+from ollama_optimizer.settings_env import load
 from prompt_fingerprint import TOKEN_RE, fingerprint, kernel, match_key
 
 _WORDS = (
@@ -60,7 +63,7 @@ def main() -> None:
     process = psutil.Process()
     rss_before = process.memory_info().rss
     started = time.perf_counter()
-    active = kernel.warm_up()
+    active = kernel.warm_up(load(KernelSettings, os.environ).kernel)
     warm_up_s = time.perf_counter() - started
     rss_added = process.memory_info().rss - rss_before
     figures: dict[str, object] = {}

@@ -3,19 +3,17 @@
 Both give the same bits. The compiled kernels are used only after ``warm_up`` has compiled them (or loaded
 them from numba's disk cache) and checked them against the numpy code, so a request never waits for a
 compiler and a stale cache (numba does not see changed constants of other modules) cannot change a
-fingerprint; until then, when numba is absent, when compiling fails or the check does, or with
-``OPTIMIZER_FINGERPRINT_KERNEL=numpy``, the numpy code runs.
+fingerprint; until then, when numba is absent, when compiling fails or the check does, or when a service
+is configured for it (``OPTIMIZER_FINGERPRINT_KERNEL=numpy``), the numpy code runs.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from types import ModuleType
 
 log = logging.getLogger(__name__)
 
-ENV_VAR = "OPTIMIZER_FINGERPRINT_KERNEL"
 COMPILED, NUMPY = "compiled", "numpy"
 
 _compiled: ModuleType | None = None
@@ -31,17 +29,14 @@ def active_kernel() -> str:
     return NUMPY if _compiled is None else COMPILED
 
 
-def warm_up() -> str:
-    """Choose the kernel as ``OPTIMIZER_FINGERPRINT_KERNEL`` says (``compiled``, the default, or ``numpy``),
-    compile the compiled one by fingerprinting a short text with it, and return the kernel now in use.
+def warm_up(kernel: str = COMPILED) -> str:
+    """Use ``kernel`` (``compiled`` or ``numpy``) from now on; the compiled one is first compiled (or loaded
+    from numba's cache) and checked against the numpy code. Returns the kernel in use.
 
     Never raises for a missing or failing numba: it logs a warning and keeps numpy."""
     global _compiled
-    wanted = os.environ.get(ENV_VAR, "") or COMPILED
-    if wanted not in (COMPILED, NUMPY):
-        log.warning("%s=%r is neither %r nor %r: using numpy", ENV_VAR, wanted, COMPILED, NUMPY)
-    if wanted != COMPILED:
-        _compiled = None
+    _compiled = None
+    if kernel != COMPILED:
         return NUMPY
     try:
         from . import compiled as module  # imports numba (~100 MiB of LLVM per process)

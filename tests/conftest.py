@@ -71,9 +71,8 @@ def project_root() -> Path:
 
 
 @pytest.fixture(params=[kernel.NUMPY, kernel.COMPILED])
-def fingerprint_kernel(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def fingerprint_kernel(request: pytest.FixtureRequest) -> Iterator[str]:
     """Each fingerprint kernel in turn, chosen as a service chooses it (``warm_up``); numpy again after."""
-    monkeypatch.setenv(kernel.ENV_VAR, request.param)
-    assert kernel.warm_up() == request.param
+    assert kernel.warm_up(request.param) == request.param
     yield request.param
     kernel.use_numpy()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import numpy as np
@@ -11,6 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import prompt_fingerprint
+from ollama_optimizer.fingerprint_kernel import KernelSettings, warm_up_at_start
+from ollama_optimizer.settings_env import ConfigError, load
 from prompt_fingerprint import fingerprint, kernel, match_key
 
 _WORDS = (
@@ -63,28 +66,24 @@ def test_compiled_kernels_give_the_numpy_bits(text: str) -> None:
         kernel.use_numpy()
 
 
-def test_the_numpy_switch_keeps_numba_out(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(kernel.ENV_VAR, "numpy")
+def test_the_numpy_setting_keeps_numba_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPTIMIZER_FINGERPRINT_KERNEL", "NumPy")
     _without_numba(monkeypatch)
-    assert kernel.warm_up() == kernel.NUMPY and kernel.compiled_kernels() is None
+    assert warm_up_at_start(load(KernelSettings, os.environ)) == kernel.NUMPY and kernel.compiled_kernels() is None
     assert fingerprint("still fingerprinted").windows == (2,)
 
 
+def test_an_unknown_kernel_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigError, match="OPTIMIZER_FINGERPRINT_KERNEL: must be compiled or numpy, got 'fast'"):
+        load(KernelSettings, {"OPTIMIZER_FINGERPRINT_KERNEL": "fast"})
+    assert load(KernelSettings, {}).kernel == kernel.COMPILED
+
+
 def test_a_missing_numba_falls_back_to_numpy(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.delenv(kernel.ENV_VAR, raising=False)
     _without_numba(monkeypatch)
     with caplog.at_level(logging.WARNING, logger=kernel.__name__):
         assert kernel.warm_up() == kernel.NUMPY
     assert "import of numba" in caplog.text and kernel.active_kernel() == kernel.NUMPY
-
-
-def test_an_unknown_setting_is_reported_and_uses_numpy(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    monkeypatch.setenv(kernel.ENV_VAR, "fast")
-    with caplog.at_level(logging.WARNING, logger=kernel.__name__):
-        assert kernel.warm_up() == kernel.NUMPY
-    assert "'fast'" in caplog.text
 
 
 def test_the_kernel_is_compiled_only_by_warm_up(fingerprint_kernel: str) -> None:
@@ -98,7 +97,6 @@ def test_compiled_kernels_that_disagree_with_numpy_are_not_used(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A stale numba cache (numba does not see changed constants of other modules) must not change fingerprints."""
-    monkeypatch.delenv(kernel.ENV_VAR, raising=False)
     from prompt_fingerprint import compiled
 
     real = compiled.simhash
