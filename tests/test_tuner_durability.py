@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from prometheus_client import REGISTRY
 
 from ollama_optimizer.channels import create_channel
 from ollama_optimizer.db import create_pool
@@ -144,6 +145,42 @@ async def test_a_writer_whose_lock_session_died_is_fenced_and_reloads_when_it_re
             await pool_a.fetchval("SELECT sample_count FROM tuner_rule WHERE template_id = 5 AND param = 'num_ctx'")
             == 11
         )
+    finally:
+        await b.stop()
+        await a.stop()
+        await pool_a.close()
+        await pool_b.close()
+
+
+def _requests_counted(model: str) -> float:
+    return REGISTRY.get_sample_value("optimizer_tuner_requests_total", {"model": model, "action": "passthrough"}) or 0
+
+
+async def test_outcomes_folded_again_after_a_lost_lock_are_counted_once(dsn: str) -> None:
+    """A writer folds outcomes, loses its lock before storing them and folds them again once it has the lock
+    back: the benefit metrics count each stored outcome once."""
+    model = "count-once:1b"
+    pool_a, pool_b = await create_pool(dsn, 1, 4), await create_pool(dsn, 1, 4)
+    a, b = TunerCore(pool_a, QUIET), TunerCore(pool_b, QUIET)
+    before = _requests_counted(model)
+    try:
+        await a.start()
+        a.report([make_outcome(model=model) for _ in range(3)])
+        await a.writer.flush()
+        assert _requests_counted(model) == before + 3
+        assert await _terminate_lock_session(dsn) == 1
+        await b.start()
+        a.report([make_outcome(model=model) for _ in range(2)])  # folded, never stored by this writer
+        with contextlib.suppress(Exception):
+            await a.writer.flush()
+        assert not a.writer.is_writer
+        assert _requests_counted(model) == before + 3
+        await b.stop()
+        result = a.report([make_outcome(model=model)])
+        await a.writer.wait_stored(result.all_stored, WAIT_S)  # lock back: the two are folded again, stored
+        stored = await pool_a.fetchval("SELECT count(*) FROM tuner_outcome WHERE model = $1", model)
+        assert stored == 6
+        assert _requests_counted(model) == before + stored
     finally:
         await b.stop()
         await a.stop()

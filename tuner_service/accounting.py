@@ -1,5 +1,8 @@
 """The benefit figures of each folded outcome (definitions in ollama_optimizer/benefit.py), their metrics,
-and the KV memory of each model against Ollama's default context."""
+and the KV memory of each model against Ollama's default context.
+
+An outcome is assessed when it is folded and counted in the metrics once its row is stored: a writer that
+loses its lock folds the unstored outcomes again later, and their figures must not count twice."""
 
 from __future__ import annotations
 
@@ -21,10 +24,16 @@ MAX_HOST_LABELS = 32  # Ollama host label values in metrics before "other"
 
 @dataclass(frozen=True)
 class Assessed:
-    """One outcome's benefit and its estimated prompt seconds at the baseline (0 = no estimate)."""
+    """One outcome's benefit, its estimated prompt seconds at the baseline (0 = no estimate), and what the
+    metrics count of it once it is stored."""
 
     benefit: Benefit
     prompt_seconds_baseline: float
+    model: str  # the outcome's model name
+    key: str  # the model's state key (model and Ollama host)
+    optimized: bool
+    truncated: bool
+    prompt_seconds: float  # measured prompt processing
 
 
 @dataclass(frozen=True)
@@ -85,28 +94,27 @@ class Accounting:
         if obs.applied and not benefit.baseline_truncated and obs.prompt_eval_s > 0:
             arm = model.arms.get((size_class(prompt), baseline[1]))
             estimate = baseline_prompt_seconds(prompt, arm.mean if arm else 0.0, arm.pulls if arm else 0)
-        self._count(outcome.model, obs, learned, model, benefit, estimate)
-        return Assessed(benefit, estimate)
+        return Assessed(benefit, estimate, outcome.model, obs.model, obs.applied, learned.truncated, obs.prompt_eval_s)
 
-    def _count(
-        self, name: str, obs: Observation, learned: Learned, model: ModelState, benefit: Benefit, estimate: float
-    ) -> None:
-        label = self._label(name)
-        metrics.REQUESTS.labels(label, "apply" if obs.applied else "passthrough").inc()
+    def count(self, stored: Assessed) -> None:
+        """Count a stored outcome's figures in the metrics."""
+        label, benefit = self._label(stored.model), stored.benefit
+        metrics.REQUESTS.labels(label, "apply" if stored.optimized else "passthrough").inc()
         if benefit.truncation_prevented:
             metrics.TRUNCATIONS.labels(label, "prevented").inc()
-        if learned.truncated:
+        if stored.truncated:
             metrics.TRUNCATIONS.labels(label, "truncated").inc()
         if benefit.cause:
             metrics.RUNNER_LOADS.labels(label, benefit.cause).inc()
         if benefit.baseline_reload:
             metrics.BASELINE_RELOADS.labels(label).inc()
-        if estimate:
-            metrics.PROMPT_SECONDS.labels(label, "measured").inc(obs.prompt_eval_s)
-            metrics.PROMPT_SECONDS.labels(label, "baseline").inc(estimate)
-        memory = kv_memory(self._policy, model)
-        if memory.default:
-            host = split_key(obs.model)[1]
+        if stored.prompt_seconds_baseline:
+            metrics.PROMPT_SECONDS.labels(label, "measured").inc(stored.prompt_seconds)
+            metrics.PROMPT_SECONDS.labels(label, "baseline").inc(stored.prompt_seconds_baseline)
+        model = self._policy.models.get(stored.key)
+        memory = kv_memory(self._policy, model) if model is not None else None
+        if memory is not None and memory.default:
+            host = split_key(stored.key)[1]
             host = self._host(host) if host else ""
             metrics.KV_BYTES.labels(label, host, "loaded").set(memory.loaded)
             metrics.KV_BYTES.labels(label, host, "default").set(memory.default)
