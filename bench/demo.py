@@ -144,9 +144,6 @@ async def run(requests: int, stream_every: int, hardware: str, seed: int) -> int
         await _send(emu.url, workload, stream_every, None)
         baseline = _summary(emu)
         default_ctx = emu.engine.default_num_ctx
-    # The operator tells the tuner the server's default context (README: TUNER_DEFAULT_NUM_CTX): /api/ps shows it
-    # only after a request without num_ctx, and through the optimizer the first long request already carries one.
-    os.environ.setdefault("TUNER_DEFAULT_NUM_CTX", str(default_ctx))
     async with running_services() as services, start_emulator(config) as emu:
         # Deadlines for a shared or cold machine: the production 50 ms budget would pass requests through while
         # the services warm up, and the demo shows what the optimizer does, not how it fails open.
@@ -154,10 +151,7 @@ async def run(requests: int, stream_every: int, hardware: str, seed: int) -> int
             replace(load_config(), matcher_address=services.matcher, tuner_address=services.tuner, **DEMO_DEADLINES)
         )
         gateway = await start_gateway("127.0.0.1:0", emu.url, core=core)
-        print(
-            f"  2. through the gateway ({gateway.url}; matcher {services.matcher}, tuner {services.tuner}; "
-            f"TUNER_DEFAULT_NUM_CTX={os.environ['TUNER_DEFAULT_NUM_CTX']}) ..."
-        )
+        print(f"  2. through the gateway ({gateway.url}; matcher {services.matcher}, tuner {services.tuner}) ...")
         try:
             await _send(gateway.url, workload, stream_every, core)
             optimized = _summary(emu)

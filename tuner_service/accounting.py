@@ -6,7 +6,6 @@ loses its lock folds the unstored outcomes again later, and their figures must n
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,28 +37,22 @@ class Assessed:
 
 @dataclass(frozen=True)
 class KvMemory:
-    """KV-cache bytes of the context loaded now and of Ollama's default context (0 = unknown)."""
+    """KV-cache bytes of the context loaded now and of Ollama's default context, and that default's basis."""
 
     loaded: int
     default: int
     loaded_ctx: int
     default_ctx: int
-
-
-def known_default_ctx(policy: Policy, model: ModelState) -> int:
-    """Ollama's default context for the model as the gateway saw it (/api/ps after a request without num_ctx),
-    else the operator's TUNER_DEFAULT_NUM_CTX; 0 = unknown (every request so far carried a num_ctx): the
-    settings' fallback is a guess the policy may act on, never a baseline to claim a benefit against."""
-    if model.default_ctx:
-        return model.default_ctx
-    return policy.s.default_num_ctx if os.environ.get("TUNER_DEFAULT_NUM_CTX") else 0
+    default_basis: str  # default_context.LEARNED, OPERATOR or ASSUMED
 
 
 def kv_memory(policy: Policy, model: ModelState) -> KvMemory:
-    default_ctx = known_default_ctx(policy, model)
-    loaded_ctx = model.loaded_ctx if model.managed and model.loaded_ctx else default_ctx
+    default = policy.default_context(model)
+    loaded_ctx = model.loaded_ctx if model.managed and model.loaded_ctx else default.num_ctx
     per_token = model.kv_bytes_per_token or costs.kv_bytes_per_token(model)
-    return KvMemory(int(loaded_ctx * per_token), int(default_ctx * per_token), loaded_ctx, default_ctx)
+    return KvMemory(
+        int(loaded_ctx * per_token), int(default.num_ctx * per_token), loaded_ctx, default.num_ctx, default.basis
+    )
 
 
 class Accounting:
@@ -70,6 +63,10 @@ class Accounting:
         self._ledger = Ledger()
         self._label = BoundedLabel(MAX_MODEL_LABELS)
         self._host = BoundedLabel(MAX_HOST_LABELS)  # "" (the default host) stays "" beside them
+
+    def model_label(self, name: str) -> str:
+        """The model label value of ``name`` in the per-model metrics (bounded)."""
+        return self._label(name)
 
     def assess(self, outcome: Any, obs: Observation, learned: Learned) -> Assessed:
         """``outcome``: the Outcome message behind ``obs`` (validated), folded into the policy just now."""
@@ -87,7 +84,7 @@ class Accounting:
                 loaded=learned.reloaded,
                 truncated=learned.truncated,
                 prompt_tokens=prompt,
-                default_ctx=known_default_ctx(self._policy, model),
+                default_ctx=self._policy.default_ctx(model),
             ),
         )
         estimate = 0.0

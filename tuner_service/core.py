@@ -171,7 +171,9 @@ class TunerCore:
                 decision.reason_code, decision.reload, decision.reload_avoided, decision.truncation_prevented
             ),
         )
-        metrics.RECOMMENDATIONS.labels(ACTION_LABEL[decision.action], decision.reason_code).inc()
+        metrics.RECOMMENDATIONS.labels(
+            self.accounting.model_label(split_key(req.model)[0]), ACTION_LABEL[decision.action], decision.reason_code
+        ).inc()
         if decision.reason_code == "runaway_stopped":
             metrics.RUNAWAY_STOPPED.inc()
         if decision.action == APPLY and decision.reload and not self.read_only and req.model in self.policy.models:

@@ -23,7 +23,9 @@ class PolicySettings:
     # replaces the generated rungs.
     ladder_steps: int = field(default_factory=lambda: env_int("TUNER_LADDER_STEPS", 4))
     ladder_rungs: tuple[int, ...] = field(default_factory=lambda: _int_list(env_str("TUNER_LADDER", "")))
-    default_num_ctx: int = field(default_factory=lambda: env_int("TUNER_DEFAULT_NUM_CTX", 4096))
+    # Ollama's default context until /api/ps shows it (the server's OLLAMA_CONTEXT_LENGTH); 0 = Ollama's rule
+    # by its version and total VRAM (default_context.py).
+    default_num_ctx: int = field(default_factory=lambda: env_int("TUNER_DEFAULT_NUM_CTX", 0))
     margin: float = field(default_factory=lambda: env_float("TUNER_MARGIN", 1.15))
     # Margin for models that must share memory (evicted by other models, or spilled to the CPU).
     tight_margin: float = field(default_factory=lambda: env_float("TUNER_TIGHT_MARGIN", 1.0))
