@@ -54,24 +54,38 @@ OPTIMIZED_PATHS = {"/api/chat": "chat", "/api/generate": "generate", "/api/embed
 _COMPAT_DROP = frozenset({"accept-encoding", "content-type"})  # the native answer must be parseable JSON
 
 
+def _port(text: str, lowest: int) -> int:
+    if not text.isdigit() or not lowest <= int(text) <= 65535:
+        raise ValueError(f"port {text!r} is not a number from {lowest} to 65535")
+    return int(text)
+
+
 def normalise_upstream(upstream: str) -> str:
-    """``127.0.0.1:11434``, ``localhost``, ``:11434`` (OLLAMA_HOST forms) or a full URL -> base URL."""
+    """``127.0.0.1:11434``, ``localhost``, ``:11434`` (OLLAMA_HOST forms) or a full URL -> base URL;
+    ValueError saying why for anything else."""
     value = upstream.strip().rstrip("/")
     if "://" not in value:
         value = "http://" + value
     scheme, rest = value.split("://", 1)
+    if scheme not in ("http", "https"):
+        raise ValueError(f"upstream {upstream!r}: the scheme must be http or https")
     hostport, _, path = rest.partition("/")
     host, sep, port = hostport.rpartition(":") if not hostport.endswith("]") else (hostport, "", "")
     if not sep:
         host, port = hostport, ""
+    if (":" in host and not (host.startswith("[") and host.endswith("]"))) or " " in host:
+        raise ValueError(f"upstream {upstream!r} is not HOST:PORT or a URL (an IPv6 host goes in brackets)")
     host = host or "127.0.0.1"
-    port = port or ("11434" if scheme == "http" else "443")
+    port = str(_port(port, 1)) if port else ("11434" if scheme == "http" else "443")
     return f"{scheme}://{host}:{port}" + (f"/{path}" if path else "")
 
 
 def split_listen(listen: str) -> tuple[str, int]:
-    host, _, port = listen.rpartition(":")
-    return (host.strip("[]") or "127.0.0.1"), int(port)
+    """``HOST:PORT`` or ``:PORT`` (port 0: any free one) -> (host, port); ValueError saying why otherwise."""
+    host, sep, port = listen.strip().rpartition(":")
+    if not sep:
+        raise ValueError(f"listen address {listen!r} is not HOST:PORT")
+    return (host.strip("[]") or "127.0.0.1"), _port(port, 0)
 
 
 def _body_to_send(body: bytes, original: dict[str, Any], to_send: dict[str, Any]) -> bytes:
