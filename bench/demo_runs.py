@@ -1,7 +1,7 @@
 """``make demo``: one templated workload sent twice with the official ``ollama`` client, to the Ollama emulator
 alone (Ollama's defaults) and through the gateway (the real matcher + tuner on embedded Postgres), each
 against a fresh emulator; the emulator's own account of both side by side, then ``ollama-optimizer stats``
-(the optimizer's measurement of the same run, against the baseline it infers)."""
+(the optimizer's measurement of the same run, against the baseline it infers). Run through bench/demo.py."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import ollama
 from bench.ollama_sim import EmulatorConfig, start_emulator
 from bench.overhead import running_services
 from bench.workload import WorkloadRequest, make_requests, make_templates
+from ollama_optimizer.embedded_pg import quiet_runtime_dir_warning
 from proxy_plugin.config import load_config
 from proxy_plugin.core import OptimizerCore
 from proxy_plugin.gateway import start_gateway
@@ -191,6 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--seed", type=int, default=11, help="workload and emulator seed (default: 11)")
     args = parser.parse_args(argv)
+    quiet_runtime_dir_warning()
     sys.exit(asyncio.run(run(args.requests, args.stream_every, args.hardware, args.seed)))
 
 

@@ -7,7 +7,7 @@ import os
 import re
 import sys
 
-from bench.demo import FIGURES, comparison
+from bench.demo_runs import FIGURES, comparison
 
 WAIT_S = 300
 
@@ -66,3 +66,27 @@ async def test_make_demo_prints_both_runs_side_by_side_and_the_stats(dsn: str) -
         assert re.search(rf"^{re.escape(figure.label)}\s", text, re.M), figure.label
     assert "$ ollama-optimizer stats" in text and "truncations prevented" in text
     assert not re.search(r"-\d[\d.]*\s*\S*\s*saved", text)
+
+
+async def test_make_demo_prints_no_log_lines_with_embedded_postgres() -> None:
+    """A first run as `make demo` makes it: embedded Postgres, no logging settings of the user's. Standard
+    error stays empty (no service log, no gRPC fork-handler line, no pgserver warning)."""
+    drop = ("OPTIMIZER_DSN", "OPTIMIZER_LOG_LEVEL", "GRPC_VERBOSITY", "GRPC_ENABLE_FORK_SUPPORT", "PYTHONWARNINGS")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env.pop("XDG_RUNTIME_DIR", None)  # pgserver's platformdirs warns without it
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.demo",
+        "--requests",
+        "6",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), WAIT_S)
+    assert proc.returncode == 0, err.decode()[-3000:]
+    assert err.decode() == ""
+    text = out.decode()
+    assert "$ ollama-optimizer stats" in text
+    assert not re.search(r"\b(INFO|WARNING|ERROR)\b|fork_posix|Warning:", text), text
