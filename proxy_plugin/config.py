@@ -77,8 +77,8 @@ class PluginConfig:
     tls_cert: str = ""
     tls_key: str = ""
     metrics_port: int = 0  # agent only: serve /metrics on this port (0 = off); the gateway uses GATEWAY_METRICS_PORT
-    max_body_bytes: int = 0  # gateway: an operator's /api/chat|generate body limit (413 above); 0 = none, as Ollama
-    optimize_max_body_bytes: int = 32 << 20  # gateway: larger chat/generate bodies are relayed untouched
+    max_body_bytes: int = 0  # gateway: an operator's chat/generate and /v1 body limit (413 above); 0 = none, as Ollama
+    optimize_max_body_bytes: int = 32 << 20  # gateway: larger chat/generate and /v1 bodies are relayed untouched
     max_model_labels: int = 50  # gateway: distinct model label values before "other"
     # Label of the Ollama host (or hardware class) behind this host: the tuner learns per (label, model).
     # "" = the default host (one Ollama behind every gateway).

@@ -20,7 +20,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -230,13 +230,9 @@ class Gateway:
 
     async def _optimized(self, request: web.Request, endpoint: str) -> web.StreamResponse:
         received = time.monotonic()
-        if (request.content_length or 0) > self._read_cap:
-            return await self._large(request, endpoint, request.content)
-        body, complete = await _read_up_to(request.content, self._read_cap)
-        if not complete:
-            return await self._large(request, endpoint, _prefixed(body, request.content))
-        if len(body) > self.config.optimize_max_body_bytes:
-            return await self._large(request, endpoint, body)
+        body = await self.body_to_optimize(request, endpoint, _error)
+        if not isinstance(body, bytes):
+            return body
         try:
             payload = json.loads(body)
         except (ValueError, RecursionError):  # not JSON, or nested deeper than Python parses: Ollama answers
@@ -352,13 +348,26 @@ class Gateway:
         metrics.REQUESTS.labels(endpoint, str(upstream.status)).inc()
         return response
 
-    async def _large(self, request: web.Request, endpoint: str, body: Any) -> web.StreamResponse:
-        """A body above the operator's limit: 413; else above what is optimized: relayed untouched."""
-        if self.config.max_body_bytes:
-            metrics.REQUESTS.labels(endpoint, "413").inc()
-            return _error(413, f"request body larger than {self.config.max_body_bytes} bytes")
+    async def body_to_optimize(
+        self, request: web.Request, endpoint: str, refuse: Callable[[int, str], web.Response]
+    ) -> bytes | web.StreamResponse:
+        """The body when it is small enough to optimize (``optimize_max_body_bytes``); else the answer already
+        sent: above the operator's limit (``max_body_bytes``, 0 = none, as Ollama) ``refuse``'s 413, below it
+        the request relayed untouched (counted: passthrough reason large_body)."""
+        limit = self.config.max_body_bytes
+        if limit and (request.content_length or 0) > limit:
+            return self._too_large(endpoint, refuse)
+        body, complete = await _read_up_to(request.content, self._read_cap)
+        if complete and len(body) <= self.config.optimize_max_body_bytes:
+            return body
+        if limit and not complete:
+            return self._too_large(endpoint, refuse)
         metrics.PASSTHROUGH.labels("large_body").inc()
-        return await self._relay(request, endpoint, body)
+        return await self._relay(request, endpoint, body if complete else _prefixed(body, request.content))
+
+    def _too_large(self, endpoint: str, refuse: Callable[[int, str], web.Response]) -> web.Response:
+        metrics.REQUESTS.labels(endpoint, "413").inc()
+        return refuse(413, f"request body larger than {self.config.max_body_bytes} bytes")
 
 
 async def _read_up_to(stream: aiohttp.StreamReader, cap: int) -> tuple[bytes, bool]:
