@@ -14,7 +14,7 @@ import sys
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-    os.environ.setdefault("OPTIMIZER_LOG_LEVEL", "WARNING")  # the matcher and tuner processes it starts
+    os.environ.setdefault("OPTIMIZER_LOG_LEVEL", "ERROR")  # the matcher and tuner processes it starts
     from bench.demo_runs import main as run
 
     run(sys.argv[1:] if argv is None else argv)

@@ -277,7 +277,7 @@ async def test_a_default_never_seen_is_assumed_by_ollamas_rule_and_labelled(tune
     code, out, err = await cli("stats", "--period", "600", "--address", tuner.address)
     assert code == 0, err
     assert re.search(rf"^num_ctx default -> now\s+32768 \(assumed\) -> {grown.num_ctx}$", out, re.M), out
-    assert f"Ollama's default context is assumed for {MODEL}" in out
+    assert f"(assumed): Ollama's default context for {MODEL} by Ollama's rule" in out
     code, out, err = await cli("stats", "--period", "600", "--json", "--address", tuner.address)
     assert code == 0, err
     assert '"defaultNumCtxBasis": "assumed"' in out or '"default_num_ctx_basis": "assumed"' in out

@@ -100,8 +100,8 @@ def render(response: tuner_pb2.SummaryResponse) -> str:
     notes = list(NOTES)
     if assumed:
         notes.append(
-            f"Ollama's default context is assumed for {', '.join(assumed)}: every request carried a num_ctx, so "
-            "/api/ps has not shown it yet; the figures against it follow Ollama's rule (set TUNER_DEFAULT_NUM_CTX "
-            "to your server's OLLAMA_CONTEXT_LENGTH if it sets one)."
+            f"(assumed): Ollama's default context for {', '.join(assumed)} by Ollama's rule (its version and\n"
+            "  VRAM): every request carried a num_ctx, so /api/ps has not shown it yet. Set TUNER_DEFAULT_NUM_CTX\n"
+            "  to your server's OLLAMA_CONTEXT_LENGTH if it sets one."
         )
     return table(rows) + "\n\n" + "\n".join(notes)
