@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -28,10 +29,11 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ollama_optimizer.benefit import RELOAD_THRESHOLD_SECONDS
-from ollama_optimizer.config import env_int
+from ollama_optimizer.benefit import ReloadSettings
+from ollama_optimizer.config import GatewaySettings
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
 from ollama_optimizer.server import wait_for_shutdown_signal
+from ollama_optimizer.settings_env import ConfigError, load
 
 from . import metrics
 from .command import strip_command
@@ -113,8 +115,9 @@ def _error(status: int, message: str) -> web.Response:
 class Gateway:
     """The proxy application; owns the upstream HTTP session, uses a shared core."""
 
-    def __init__(self, upstream: str, core: OptimizerCore) -> None:
+    def __init__(self, upstream: str, core: OptimizerCore, reload: ReloadSettings | None = None) -> None:
         self.upstream = normalise_upstream(upstream)
+        self._reload_threshold_ns = int((reload or ReloadSettings()).reload_threshold_seconds * 1e9)
         self.core = core
         self.config: PluginConfig = core.config
         self._metrics = RequestMetrics(core.config)
@@ -312,7 +315,7 @@ class Gateway:
             decision.model,
             sent,
             stat_int(final_stats, "load_duration"),
-            int(RELOAD_THRESHOLD_SECONDS * 1e9),
+            self._reload_threshold_ns,
             ollama_time(final_stats.get("created_at")),
             stat_int(final_stats, "total_duration"),
         )
@@ -431,9 +434,10 @@ async def start_gateway(
     core: OptimizerCore | None = None,
     metrics_port: int = 0,
     shutdown_timeout: float = 10.0,
+    reload: ReloadSettings | None = None,
 ) -> RunningGateway:
     """Start the proxy on ``listen`` and /metrics on ``metrics_port`` (same host); raises OSError on bind."""
-    gateway = Gateway(upstream, core or OptimizerCore())
+    gateway = Gateway(upstream, core or OptimizerCore(), reload)
     host, port = split_listen(listen)
     check_upstream(host, port, gateway.upstream)
     proxy_runner, bound = await _start_site(gateway.app, host, port, shutdown_timeout)
@@ -451,11 +455,14 @@ async def start_gateway(
 async def serve(listen: str, upstream: str) -> int:
     """Run until SIGTERM/SIGINT, then shut down gracefully. Exit code 2 when a port cannot be bound."""
     try:
+        config, reload = load_config(), load(ReloadSettings, os.environ)
+        metrics_port = load(GatewaySettings, os.environ).metrics_port
+    except ConfigError as exc:
+        log.error("bad configuration: %s", exc)
+        return 2
+    try:
         running = await start_gateway(
-            listen,
-            upstream,
-            core=OptimizerCore(load_config()),
-            metrics_port=env_int("GATEWAY_METRICS_PORT", 9463),
+            listen, upstream, core=OptimizerCore(config), metrics_port=metrics_port, reload=reload
         )
     except SelfUpstream as exc:
         log.error("gateway refused: %s", exc)

@@ -10,8 +10,7 @@ import prometheus_client
 import pytest
 from test_cli import cli
 
-from ollama_optimizer import benefit
-from ollama_optimizer.benefit import BenefitInput, Ledger, runner_loaded
+from ollama_optimizer.benefit import BenefitInput, Ledger, ReloadSettings, runner_loaded
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
 from proxy_plugin.runner_loads import RunnerLoads
 from tuner_service import benefit_view
@@ -80,7 +79,8 @@ def test_a_load_is_the_optimizers_only_after_an_option_change_it_made() -> None:
 def test_one_reload_threshold_for_the_gateway_and_the_tuner() -> None:
     """A load of 0.3 s after an option change: the gateway's judgement and the tuner's own (without the
     gateway's, as behind the smart-proxy agent) agree; they used 0.1 s and 0.5 s."""
-    threshold_ns = int(benefit.RELOAD_THRESHOLD_SECONDS * 1e9)
+    threshold_s = ReloadSettings().reload_threshold_seconds
+    threshold_ns = int(threshold_s * 1e9)
     loads = RunnerLoads()
     loads.judge("m", loads.sent("m", (4096, 512)), 0, threshold_ns)
     loads.finished("m")
@@ -95,8 +95,9 @@ def test_one_reload_threshold_for_the_gateway_and_the_tuner() -> None:
         for ctx in (4096, 8192)
     ]
     assert observed == [True, True]
-    assert runner_loaded(tuner_pb2.RUNNER_LOAD_UNKNOWN, benefit.RELOAD_THRESHOLD_SECONDS / 2, True, 0.0) is False
-    assert runner_loaded(KEPT, 30.0, True, 0.0) is False and runner_loaded(LOADED, 0.0, False, 0.0) is True
+    assert runner_loaded(tuner_pb2.RUNNER_LOAD_UNKNOWN, threshold_s / 2, True, 0.0, threshold_s) is False
+    assert runner_loaded(KEPT, 30.0, True, 0.0, threshold_s) is False
+    assert runner_loaded(LOADED, 0.0, False, 0.0, threshold_s) is True
 
 
 @pytest.mark.parametrize(("baseline", "measured", "word"), [(14.0, 12.3, "1.7 s saved"), (10.0, 12.5, "2.5 s more")])
@@ -249,10 +250,9 @@ def test_the_assumed_default_context_follows_ollamas_rule(
     assert default_context(16384, 8192, version, vram_gib << 30, training) == DefaultContext(16384, LEARNED)
 
 
-async def test_a_default_never_seen_is_assumed_by_ollamas_rule_and_labelled(tuner, tuner_stub, monkeypatch) -> None:
+async def test_a_default_never_seen_is_assumed_by_ollamas_rule_and_labelled(tuner, tuner_stub) -> None:
     """Every request carried a num_ctx, so /api/ps never showed Ollama's default: the tuner assumes it by
     Ollama's rule (a 24 GB GPU: 32768), labels it "(assumed)" and measures against it."""
-    monkeypatch.delenv("TUNER_DEFAULT_NUM_CTX", raising=False)
     grown = await tuner_stub.Recommend(tuner_pb2.RecommendRequest(model=MODEL, prompt_units=4000))
     outcome = dict(
         template_id=0,

@@ -496,7 +496,7 @@ class Policy:
         """Whether Ollama loaded a runner for this request (the one definition: benefit.runner_loaded)."""
         config = (obs.num_ctx, obs.num_batch) if obs.applied else (0, 0)
         changed, model.load_config = config != model.load_config, config
-        return runner_loaded(obs.runner_load, obs.load_s, changed, model.reload_cost_s)
+        return runner_loaded(obs.runner_load, obs.load_s, changed, model.reload_cost_s, self.s.reload_threshold_seconds)
 
     def truncated(
         self, model: ModelState, obs: Observation, ctx_known: int, reading: CountReading | None = None
