@@ -319,7 +319,7 @@ def _grpc_address(text: str) -> object:
     host, sep, port = text.rpartition(":")
     bracketed = host.startswith("[") == host.endswith("]") and host.count("[") == host.count("]")
     if not sep or not host or not bracketed or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise ValueError(f"{text!r} is not HOST:PORT with a port from 1 to 65535")
+        raise ValueError(f"invalid address {text!r}: expected HOST:PORT with a port from 1 to 65535")
     return text
 
 
