@@ -56,9 +56,9 @@ OPTIMIZED_PATHS = {"/api/chat": "chat", "/api/generate": "generate", "/api/embed
 _COMPAT_DROP = frozenset({"accept-encoding", "content-type"})  # the native answer must be parseable JSON
 
 
-def _port(text: str, lowest: int) -> int:
+def _port(text: str, lowest: int, what: str) -> int:
     if not text.isdigit() or not lowest <= int(text) <= 65535:
-        raise ValueError(f"port {text!r} is not a number from {lowest} to 65535")
+        raise ValueError(f"{what}: port {text!r} is not a number from {lowest} to 65535")
     return int(text)
 
 
@@ -78,7 +78,7 @@ def normalise_upstream(upstream: str) -> str:
     if (":" in host and not (host.startswith("[") and host.endswith("]"))) or " " in host:
         raise ValueError(f"upstream {upstream!r} is not HOST:PORT or a URL (an IPv6 host goes in brackets)")
     host = host or "127.0.0.1"
-    port = str(_port(port, 1)) if port else ("11434" if scheme == "http" else "443")
+    port = str(_port(port, 1, f"upstream {upstream!r}")) if port else ("11434" if scheme == "http" else "443")
     return f"{scheme}://{host}:{port}" + (f"/{path}" if path else "")
 
 
@@ -87,7 +87,7 @@ def split_listen(listen: str) -> tuple[str, int]:
     host, sep, port = listen.strip().rpartition(":")
     if not sep:
         raise ValueError(f"listen address {listen!r} is not HOST:PORT")
-    return (host.strip("[]") or "127.0.0.1"), _port(port, 0)
+    return (host.strip("[]") or "127.0.0.1"), _port(port, 0, f"listen address {listen!r}")
 
 
 def _body_to_send(body: bytes, original: dict[str, Any], to_send: dict[str, Any]) -> bytes:

@@ -156,6 +156,16 @@ async def test_a_bad_listen_address_from_the_environment_is_one_line() -> None:
     assert "'localhost' is not HOST:PORT" in line
 
 
+@pytest.mark.parametrize(
+    ("variable", "value"), [("OLLAMA_HOST", "::::"), ("OLLAMA_HOST", "http://ollama:99999"), ("GATEWAY_LISTEN", "x")]
+)
+async def test_up_refuses_a_bad_gateway_address_before_starting_anything(variable: str, value: str) -> None:
+    code, out, err = await cli("up", env={variable: value, "OPTIMIZER_DSN": "postgresql://127.0.0.1:1/none"})
+    assert code == 1 and out == "" and "Traceback" not in err
+    (line,) = err.strip().splitlines()
+    assert f"{variable}: " in line and repr(value) in line
+
+
 async def test_health_prints_a_line_or_json(matcher) -> None:
     code, out, err = await cli("health", matcher.address)
     assert (code, out.strip(), err) == (0, "status: SERVING", "")
