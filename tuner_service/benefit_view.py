@@ -100,8 +100,9 @@ def render(response: tuner_pb2.SummaryResponse) -> str:
     notes = list(NOTES)
     if assumed:
         notes.append(
-            f"(assumed): Ollama's default context for {', '.join(assumed)} by Ollama's rule (its version and\n"
-            "  VRAM): every request carried a num_ctx, so /api/ps has not shown it yet. Set TUNER_DEFAULT_NUM_CTX\n"
-            "  to your server's OLLAMA_CONTEXT_LENGTH if it sets one."
+            f"(assumed): Ollama's default context for {', '.join(assumed)} by Ollama's rule (its version and the\n"
+            "  GPU the gateway sees): every request carried a num_ctx, so /api/ps has not shown it, and the figures\n"
+            "  against it are estimates. A gateway away from Ollama's GPU sees none (the smallest tier): set\n"
+            "  TUNER_DEFAULT_NUM_CTX to the server's default (its OLLAMA_CONTEXT_LENGTH, or CONTEXT in `ollama ps`)."
         )
     return table(rows) + "\n\n" + "\n".join(notes)
