@@ -76,16 +76,18 @@ def test_a_load_is_the_optimizers_only_after_an_option_change_it_made() -> None:
     assert ledger.assess("m", "", _request(optimized=True, sent=(8192, 512), loaded=True)).cause == "optimizer"
 
 
-def test_one_reload_threshold_for_the_gateway_and_the_tuner() -> None:
+async def test_one_reload_threshold_for_the_gateway_and_the_tuner() -> None:
     """A load of 0.3 s after an option change: the gateway's judgement and the tuner's own (without the
     gateway's, as behind the smart-proxy agent) agree; they used 0.1 s and 0.5 s."""
     threshold_s = ReloadSettings().reload_threshold_seconds
     threshold_ns = int(threshold_s * 1e9)
     loads = RunnerLoads()
-    loads.judge("m", loads.sent("m", (4096, 512)), 0, threshold_ns)
-    loads.finished("m")
+    first = loads.sent("m", (4096, 512))
+    loads.finished(first)
+    await loads.judge(first, 0, threshold_ns)
     ticket = loads.sent("m", (8192, 512))
-    assert loads.judge("m", ticket, 300_000_000, threshold_ns) == LOADED
+    loads.finished(ticket)
+    assert await loads.judge(ticket, 300_000_000, threshold_ns) == LOADED
 
     policy = Policy(PolicySettings())
     observed = [
