@@ -283,3 +283,12 @@ async def test_a_default_never_seen_is_assumed_by_ollamas_rule_and_labelled(tune
     code, out, err = await cli("stats", "--period", "600", "--json", "--address", tuner.address)
     assert code == 0, err
     assert '"defaultNumCtxBasis": "assumed"' in out or '"default_num_ctx_basis": "assumed"' in out
+
+
+@pytest.mark.parametrize(
+    ("basis", "shown"),
+    [(LEARNED, "8192 -> 16384"), (OPERATOR, "8192 (operator) -> 16384"), (ASSUMED, "8192 (assumed) -> 16384")],
+)
+def test_stats_labels_a_default_not_learned_from_ollama(basis: str, shown: str) -> None:
+    b = tuner_pb2.Benefit(default_num_ctx=8192, default_num_ctx_basis=basis, loaded_num_ctx=16384)
+    assert benefit_view.context_change(b) == shown
