@@ -64,6 +64,11 @@ class Accounting:
         self._label = BoundedLabel(MAX_MODEL_LABELS)
         self._host = BoundedLabel(MAX_HOST_LABELS)  # "" (the default host) stays "" beside them
 
+    def restart(self) -> None:
+        """Forget the previous requests: the learned state was replaced by what is stored (another writer may
+        have folded outcomes since, and outcomes folded but not stored are folded again)."""
+        self._ledger = Ledger()
+
     def model_label(self, name: str) -> str:
         """The model label value of ``name`` in the per-model metrics (bounded)."""
         return self._label(name)

@@ -108,6 +108,7 @@ class TunerCore:
             self.policy.models = await store.load_state(conn)
             ids = await store.recent_outcome_ids(conn, self.settings.dedupe_window)
         self.host_versions = HostVersions()
+        self.accounting.restart()
         for key, model in self.policy.models.items():
             self.host_versions.learn(split_key(key)[1], model.ollama_version, model.version_at)
         self._seen = OrderedDict.fromkeys(ids)
