@@ -31,6 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ollama_optimizer.benefit import ReloadSettings
 from ollama_optimizer.config import GatewaySettings
+from ollama_optimizer.fingerprint_kernel import KernelSettings, warm_up_at_start
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
 from ollama_optimizer.server import wait_for_shutdown_signal
 from ollama_optimizer.settings_env import ConfigError, load
@@ -493,9 +494,11 @@ async def serve(listen: str, upstream: str) -> int:
     try:
         config, reload = load_config(), load(ReloadSettings, os.environ)
         metrics_port = load(GatewaySettings, os.environ).metrics_port
+        kernel = load(KernelSettings, os.environ)
     except ConfigError as exc:
         log.error("bad configuration: %s", exc)
         return 2
+    warm_up_at_start(kernel)
     try:
         running = await start_gateway(
             listen, upstream, core=OptimizerCore(config), metrics_port=metrics_port, reload=reload
