@@ -51,8 +51,8 @@ async def test_two_hosts_learn_apart(matcher, tuner) -> None:
             }
             summary = await stub.Summary(tuner_pb2.SummaryRequest(period_seconds=600))
         assert {h: e.ollama_host for h, e in explained.items()} == {"gpu-8gb": "gpu-8gb", "gpu-24gb": "gpu-24gb"}
-        assert "default context=4096" in explained["gpu-8gb"].reason
-        assert "default context=32768" in explained["gpu-24gb"].reason
+        assert "default context=4096 (learned)" in explained["gpu-8gb"].reason
+        assert "default context=32768 (learned)" in explained["gpu-24gb"].reason
         rows = {(m.model, m.ollama_host): m.requests for m in summary.models}
         assert rows == {(MODEL, "gpu-8gb"): 6, (MODEL, "gpu-24gb"): 6}
         for host in ("gpu-8gb", "gpu-24gb"):

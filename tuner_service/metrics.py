@@ -6,8 +6,10 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from ollama_optimizer.buckets import decades
 
-RECOMMENDATIONS = Counter(
-    "optimizer_tuner_recommendations_total", "Recommendations by action and reason code.", ("action", "reason")
+RECOMMENDATIONS = Counter(  # model: at most MAX_MODEL_LABELS names, the rest "other"
+    "optimizer_tuner_recommendations_total",
+    "Recommendations (decisions) per model by action and reason code.",
+    ("model", "action", "reason"),
 )
 OUTCOMES = Counter(  # result: accepted|duplicate|rejected|dropped
     "optimizer_tuner_outcomes_total", "Reported outcomes by result.", ("result",)
