@@ -50,7 +50,8 @@ BEGIN
         ELSE
             RETURN QUERY
             SELECT x.template_id, x.stable_window, x.distance
-            FROM (
+            FROM (  -- one row per template (a template found through several keys is looked up once)
+                SELECT z.template_id, min(z.stable_window) AS stable_window, min(z.distance) AS distance FROM (
                 SELECT y.* FROM (SELECT DISTINCT unnest(p_keys0[s:s])) AS p(key) CROSS JOIN LATERAL (
                     SELECT f.template_id, f.stable_window, bit_count((f.fp # q)::bit(64)) AS distance
                     FROM matcher_fingerprint f WHERE f.k0 = p.key AND bit_count((f.fp # q)::bit(64)) <= k
@@ -70,6 +71,7 @@ BEGIN
                     SELECT f.template_id, f.stable_window, bit_count((f.fp # q)::bit(64)) AS distance
                     FROM matcher_fingerprint f WHERE f.k3 = p.key AND bit_count((f.fp # q)::bit(64)) <= k
                     ORDER BY f.stable_window LIMIT p_limit) y
+                ) z GROUP BY z.template_id
             ) x
             JOIN matcher_template t ON t.id = x.template_id AND t.algorithm_version = p_version;
         END IF;
