@@ -15,7 +15,7 @@ from .blocks import BLOCKS, Probes, to_signed, to_unsigned
 from .learning import Candidate, StoredCandidate, WindowState, rank
 
 # Session settings of the matcher's pool (on top of db.create_pool's, which already turn JIT off): the
-# lookup is planned once (generic plan of the prepared statement, no per-call planning) and never fans
+# lookup is planned once per session (generic plans of its statements, no per-call planning) and never fans
 # out to parallel workers. Commits do not wait for the WAL flush: the matcher writes only learning
 # (observations, retention), which a database crash may lose the last moment of but never leaves
 # inconsistent, as the tuner's write-behind buffer may.
@@ -178,7 +178,8 @@ class StoredTemplate:
 
 
 def lookup_args(query: Query) -> tuple[object, ...]:
-    """Parameters of LOOKUP_SQL for ``query``: its windows largest first, probe keys one row per window."""
+    """Parameters of LOOKUP_SQL for ``query``: its windows largest first, probe keys one row per window and
+    block position (a short row padded with a repeat of its first key, which an index scan reads once)."""
     order = sorted(range(len(query.windows)), key=lambda i: query.windows[i], reverse=True)
     signed = query.signed
     keys = []
