@@ -30,7 +30,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bench.e2e_arms import ARMS, SERVER_CONTEXT, Oracle, PhaseOracle, client_policy, optimizer_stack, oracle_contexts
+from bench.e2e_arms import ARMS, SERVER_CONTEXT, Optimizer, Oracle, PhaseOracle, enter_arm, oracle_contexts
 from bench.e2e_clock import virtual_emulator
 from bench.e2e_compare import compare
 from bench.e2e_drive import NATIVE, Result, drive
@@ -203,31 +203,20 @@ async def run_arm(
         config = replace(config, default_num_ctx=SERVER_CONTEXT[arm])
     async with AsyncExitStack() as stack:
         emulator, clock = await stack.enter_async_context(virtual_emulator(config))
-        if arm != "optimizer":
-            policy = client_policy(arm, oracle, phase_oracle)
-            results = await drive(
-                requests, concurrency, emulator.url, emulator, clock, policy.options_for, policy.completed, door=door
-            )
-            return figures(results, emulator, long_ids)
-        url, optimizer = await stack.enter_async_context(optimizer_stack(pg, emulator.url, plugin))
-        epoch = time.time()
-        optimizer.core.wall_clock = lambda: epoch + clock.t  # outcomes finish in simulated time
+        url, policy, settle = await enter_arm(stack, arm, pg, emulator.url, plugin, oracle, phase_oracle)
+        if isinstance(policy, Optimizer):
+            epoch = time.time()
+            policy.core.wall_clock = lambda: epoch + clock.t  # outcomes finish in simulated time
         results = await drive(
-            requests,
-            concurrency,
-            url,
-            emulator,
-            clock,
-            optimizer.options_for,
-            optimizer.completed,
-            optimizer.settle,
-            door,
+            requests, concurrency, url, emulator, clock, policy.options_for, policy.completed, settle, door
         )
-        decisions = optimizer.core.decisions
         f = figures(results, emulator, long_ids)
+        if not isinstance(policy, Optimizer):
+            return f
+        decisions = policy.core.decisions
         f["decision_reasons"] = dict(Counter(reason for reason, *_rest in decisions))
-        f["loads_gateway"] = optimizer.core.loads_judged
-        f["loads_tuner"] = sum(m.reloads for m in optimizer.tuner.policy.models.values())
+        f["loads_gateway"] = policy.core.loads_judged
+        f["loads_tuner"] = sum(m.reloads for m in policy.tuner.policy.models.values())
         f["prepare_ms_p50"] = round(1000 * quantile([d[3] for d in decisions], 0.5), 3)
         # Truncations of requests the tuner decided, apart from those a service failure (timeout, open
         # breaker, sticky options) sent on without a decision: on a loaded host the request path fails open.

@@ -20,8 +20,8 @@ import asyncio
 import itertools
 import math
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -256,3 +256,24 @@ async def optimizer_stack(
             await gateway.stop(flush_timeout_s=1.0)
             await tuner.stop(0)
             await matcher.stop(0)
+
+
+Settle = Callable[[int], Awaitable[None]]
+
+
+async def enter_arm(
+    stack: AsyncExitStack,
+    arm: str,
+    pg: EmbeddedPostgres,
+    upstream: str,
+    plugin: dict[str, Any] | None,
+    oracle: Oracle | None,
+    phase_oracle: PhaseOracle | None = None,
+) -> tuple[str, ClientPolicy | Optimizer, Settle | None]:
+    """Where the arm's clients send, what they add to each request, and how learning catches up: the optimizer's
+    gateway in front of ``upstream`` (its stack entered on ``stack``), or ``upstream`` itself and the arm's
+    client policy (nothing to settle)."""
+    if arm != "optimizer":
+        return upstream, client_policy(arm, oracle, phase_oracle), None
+    url, optimizer = await stack.enter_async_context(optimizer_stack(pg, upstream, plugin))
+    return url, optimizer, optimizer.settle

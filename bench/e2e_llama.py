@@ -29,7 +29,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.e2e_arms import ClientPolicy, Optimizer, Oracle, client_policy, optimizer_stack
+from bench.e2e_arms import Optimizer, Oracle, enter_arm
 from bench.ollama_sim.llama_backend import (
     MODEL_NAME,
     LlamaBackendConfig,
@@ -47,7 +47,6 @@ ALIAS = "llama3.2:3b"  # a second served name (same GGUF, its own runner), like 
 MODEL_NAMES = (MODEL_NAME, ALIAS)
 # Head words per template (system + instructions). Real tokens are ~1.9x these words; the two longest heads
 # (~1.1k-1.3k tokens with their tails) exceed the default context of 1024, so the defaults truncate them.
-# (Sized down from 2048 / 150-1250 words after a first attempt ran ~10x slower than calibration on shared cores.)
 HEADS = (75, 125, 175, 225, 300, 375, 450, 575, 625)
 KEYS = ("p50_s", "p95_s", "truncated", "reloads", "kv_gib_mean")
 LLAMA_ARMS = ("passthrough", "client-rule", "naive", "optimizer", "oracle")  # one server setting: no static arms
@@ -116,13 +115,7 @@ async def run_arm(
                 LlamaBackendConfig(default_num_ctx=default_ctx, aliases=(ALIAS,), seed=SEED, n_threads=threads)
             )
         )
-        url, settle = be.url, None
-        policy: Optimizer | ClientPolicy
-        if arm == "optimizer":
-            url, policy = await stack.enter_async_context(optimizer_stack(pg, be.url, PLUGIN))
-            settle = policy.settle
-        else:
-            policy = client_policy(arm, oracle)
+        url, policy, settle = await enter_arm(stack, arm, pg, be.url, PLUGIN, oracle)
         latencies: list[float] = []
         errors = 0
         timeout = aiohttp.ClientTimeout(total=600)

@@ -28,10 +28,8 @@ import json
 import os
 import random
 import signal
-import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,142 +40,22 @@ import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.ports import free_port
+from bench.processes import (
+    Postgres,
+    Process,
+    Service,
+    emulator_process,
+    gateway_process,
+    relaying,
+    service_env,
+    start_postgres,
+    wait_for,
+)
 from bench.tuner_router import TunerRouter
 from bench.workload import words
-from ollama_optimizer.db import DB_UNAVAILABLE_ERRORS
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2, tuner_pb2_grpc
-from ollama_optimizer.health_check import EXIT_SERVING, check
-from ollama_optimizer.migrations import apply_migrations
 
-# ---- processes ----------------------------------------------------------------------------------
-ROOT = Path(__file__).resolve().parent.parent
-CLI = [sys.executable, "-m", "ollama_optimizer.cli"]
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-async def wait_for(predicate, timeout_s: float, what: str, every_s: float = 0.1) -> float:  # type: ignore[no-untyped-def]
-    """Poll an async predicate until true; returns seconds waited, raises TimeoutError with ``what``."""
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    while not await predicate():
-        if loop.time() - start > timeout_s:
-            raise TimeoutError(f"{what} not reached in {timeout_s}s")
-        await asyncio.sleep(every_s)
-    return loop.time() - start
-
-
-class Process:
-    """One child process (own session) with a log file; kill -9, SIGSTOP/SIGCONT and restart."""
-
-    def __init__(self, name: str, argv: list[str], env: Mapping[str, str], log_dir: Path) -> None:
-        self.name, self.argv, self.env = name, argv, dict(env)
-        self.log_path = log_dir / f"{name}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.user: str | None = None
-
-    def start(self) -> None:
-        log = open(self.log_path, "ab")  # noqa: SIM115 (kept by the child)
-        self.proc = subprocess.Popen(
-            self.argv,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            cwd=ROOT,
-            user=self.user,
-        )
-        log.close()
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def signal_group(self, sig: int) -> None:
-        """Send ``sig`` to the process and its children (its session's process group)."""
-        if (self.proc is not None and self.proc.poll() is None) or sig == signal.SIGKILL:
-            try:
-                os.killpg(self.pid, sig)
-            except ProcessLookupError:
-                pass
-
-    def kill9(self) -> None:
-        self.signal_group(signal.SIGKILL)
-        if self.proc is not None:
-            self.proc.wait(timeout=10)
-
-    def terminate(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.signal_group(signal.SIGCONT)
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.kill9()
-
-
-class Postgres(Process):
-    """A standalone postmaster (pgserver's binaries) on a loopback TCP port; data survives restarts."""
-
-    def __init__(self, root: Path, log_dir: Path) -> None:
-        import pgserver
-        from pgserver._commands import POSTGRES_BIN_PATH
-
-        self.data, self.port = root / "pgdata", free_port()
-        if not (self.data / "PG_VERSION").exists():  # pgserver's initdb (as user "pgserver" when root)
-            pgserver.get_server(self.data, cleanup_mode="stop").cleanup()
-        argv = [
-            str(Path(POSTGRES_BIN_PATH) / "postgres"),
-            "-D",
-            str(self.data),
-            "-p",
-            str(self.port),
-            "-k",
-            str(self.data),
-            "-c",
-            "listen_addresses=127.0.0.1",
-            "-c",
-            "max_connections=200",
-            "-c",
-            "track_commit_timestamp=on",
-        ]
-        super().__init__("postgres", argv, os.environ, log_dir)
-        self.user = "pgserver" if os.geteuid() == 0 else None
-
-    @property
-    def dsn(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-
-    async def ready(self) -> bool:
-        try:
-            conn = await asyncpg.connect(self.dsn, timeout=1)
-        except DB_UNAVAILABLE_ERRORS:
-            return False
-        await conn.close()
-        return True
-
-
-class Service(Process):
-    """``ollama-optimizer matcher|tuner`` with its gRPC and metrics ports."""
-
-    def __init__(self, kind: str, env: Mapping[str, str], log_dir: Path, name: str = "") -> None:
-        self.grpc_port, self.metrics_port = free_port(), free_port()
-        prefix = kind.upper()
-        env = {
-            **env,
-            f"{prefix}_LISTEN": f"127.0.0.1:{self.grpc_port}",
-            f"{prefix}_METRICS_PORT": str(self.metrics_port),
-        }
-        super().__init__(name or kind, [*CLI, kind], env, log_dir)
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
-
-    async def ready(self) -> bool:
-        code, _ = await check(self.address, timeout=1.0)
-        return code == EXIT_SERVING
 
 
 class Relay:
@@ -365,17 +243,9 @@ class System:
 
 
 async def start_system(root: Path, time_scale: float, cooldown_s: float, delay_s: float) -> System:
-    logs = root / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    postgres = Postgres(root, logs)
-    postgres.start()
-    await wait_for(postgres.ready, 60, "postgres up")
-    await apply_migrations(postgres.dsn)
-    env = {
-        **os.environ,
-        "OPTIMIZER_DSN": postgres.dsn,
-        "OPTIMIZER_LOG_LEVEL": os.environ.get("FAULTS_LOG_LEVEL", "WARNING"),
-    }
+    postgres = await start_postgres(root)
+    logs = postgres.log_path.parent
+    env = service_env(postgres.dsn, os.environ.get("FAULTS_LOG_LEVEL", "WARNING"))
     matcher = Service("matcher", env, logs)
     tuners = {name: Service("tuner", env, logs, name) for name in ("tuner-a", "tuner-b")}
     for service in (matcher, *tuners.values()):
@@ -409,40 +279,24 @@ async def start_system(root: Path, time_scale: float, cooldown_s: float, delay_s
     await wait_for(router_up, 60, "tuner router listening")
     router_port = int(port_file.read_text())
     emu_port, gw_port, gw_metrics = free_port(), free_port(), free_port()
-    emulator = Process(
-        "emulator",
-        [sys.executable, "-m", "bench.ollama_sim", "--port", str(emu_port), "--time-scale", str(time_scale)],
-        env,
-        logs,
-    )
+    emulator = emulator_process(logs, emu_port, time_scale)
     emulator.start()
-    gateway = Process(
-        "gateway",
-        [*CLI, "gateway", "--listen", f"127.0.0.1:{gw_port}", "--upstream", f"127.0.0.1:{emu_port}"],
-        {
-            **env,
-            "MATCHER_ADDRESS": matcher_relay.address,
-            "TUNER_ADDRESS": f"127.0.0.1:{router_port}",
-            "GATEWAY_METRICS_PORT": str(gw_metrics),
-            "OPT_PROBES": "false",
-            "OPT_BREAKER_COOLDOWN_S": str(cooldown_s),
-            "OPT_LEARNING_BREAKER_COOLDOWN_S": str(cooldown_s),
-        },
+    gateway = gateway_process(
         logs,
+        gw_port,
+        emu_port,
+        gw_metrics,
+        env,
+        MATCHER_ADDRESS=matcher_relay.address,
+        TUNER_ADDRESS=f"127.0.0.1:{router_port}",
+        OPT_BREAKER_COOLDOWN_S=str(cooldown_s),
+        OPT_LEARNING_BREAKER_COOLDOWN_S=str(cooldown_s),
     )
     gateway.start()
     system = System(
         root, postgres, matcher, tuners, emulator, gateway, matcher_relay, router, router_port, gw_port, gw_metrics
     )
-
-    async def gateway_up() -> bool:
-        try:
-            async with aiohttp.ClientSession() as s, s.get(system.gateway_url + "/api/tags") as r:
-                return r.status == 200
-        except aiohttp.ClientError:
-            return False
-
-    await wait_for(gateway_up, 60, "gateway relaying")
+    await wait_for(lambda: relaying(system.gateway_url), 60, "gateway relaying")
     return system
 
 

@@ -16,7 +16,6 @@ import asyncio
 import json
 import os
 import random
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -26,11 +25,11 @@ import aiohttp
 import grpc
 import psutil
 
-from bench.faults import CLI, Postgres, Process, Service, wait_for
+from bench import processes
 from bench.ports import free_port
+from bench.processes import Postgres, Service, wait_for
 from bench.workload import words
 from ollama_optimizer.gen.optimizer.v1 import matcher_pb2, matcher_pb2_grpc
-from ollama_optimizer.migrations import apply_migrations
 
 MODEL = "llama3.2:3b"
 _rng = random.Random(5)
@@ -116,20 +115,14 @@ async def open_loop(stub: matcher_pb2_grpc.MatcherStub, rate: float, seconds: fl
 
 
 async def matcher_soak(root: Path, args: argparse.Namespace) -> tuple[dict, Postgres, Service]:
-    logs = root / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    postgres = Postgres(root, logs)
-    postgres.start()
-    await wait_for(postgres.ready, 60, "postgres up")
-    await apply_migrations(postgres.dsn)
-    env = {
-        **os.environ,
-        "OPTIMIZER_DSN": postgres.dsn,
-        "OPTIMIZER_LOG_LEVEL": "WARNING",
-        "OPTIMIZER_MAX_CONCURRENT_RPCS": str(args.max_concurrent),
-        "MATCHER_CACHE_SIZE": "0",
-    }
-    matcher = Service("matcher", env, logs)
+    postgres = await processes.start_postgres(root)
+    env = processes.service_env(
+        postgres.dsn,
+        "WARNING",
+        OPTIMIZER_MAX_CONCURRENT_RPCS=str(args.max_concurrent),
+        MATCHER_CACHE_SIZE="0",
+    )
+    matcher = Service("matcher", env, postgres.log_path.parent)
     try:
         return await _load_phases(matcher, args), postgres, matcher
     except BaseException:
@@ -199,47 +192,16 @@ async def _stream(session: aiohttp.ClientSession, url: str, seed: int, hang_up: 
 async def gateway_soak(root: Path, matcher: Service, args: argparse.Namespace) -> dict:
     logs = root / "logs"
     emu_port, gw_port, gw_metrics = free_port(), free_port(), free_port()
-    emulator = Process(
-        "emulator",
-        [
-            sys.executable,
-            "-m",
-            "bench.ollama_sim",
-            "--port",
-            str(emu_port),
-            "--time-scale",
-            str(args.stream_time_scale),
-            "--num-parallel",
-            "4",
-        ],
-        os.environ,
-        logs,
-    )
-    gateway = Process(
-        "gateway",
-        [*CLI, "gateway", "--listen", f"127.0.0.1:{gw_port}", "--upstream", f"127.0.0.1:{emu_port}"],
-        {
-            **os.environ,
-            "MATCHER_ADDRESS": matcher.address,
-            "TUNER_ADDRESS": f"127.0.0.1:{free_port()}",
-            "GATEWAY_METRICS_PORT": str(gw_metrics),
-            "OPT_PROBES": "false",
-        },
-        logs,
+    emulator = processes.emulator_process(logs, emu_port, args.stream_time_scale, "--num-parallel", "4")
+    tuner_absent = f"127.0.0.1:{free_port()}"
+    gateway = processes.gateway_process(
+        logs, gw_port, emu_port, gw_metrics, os.environ, MATCHER_ADDRESS=matcher.address, TUNER_ADDRESS=tuner_absent
     )
     emulator.start()
     gateway.start()
     url = f"http://127.0.0.1:{gw_port}"
     try:
-
-        async def up() -> bool:
-            try:
-                async with aiohttp.ClientSession() as s, s.get(url + "/api/tags") as r:
-                    return r.status == 200
-            except aiohttp.ClientError:
-                return False
-
-        await wait_for(up, 60, "gateway relaying")
+        await wait_for(lambda: processes.relaying(url), 60, "gateway relaying")
         before = _upstream_connections(gateway.pid, emu_port)
         results: list[tuple[float, float] | None] = []
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as session:

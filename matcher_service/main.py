@@ -11,6 +11,7 @@ import asyncpg
 from ollama_optimizer.config import DatabaseConfig, ServerConfig
 from ollama_optimizer.db import open_database
 from ollama_optimizer.db_health import follow_database
+from ollama_optimizer.fingerprint_kernel import KernelSettings, warm_up_at_start
 from ollama_optimizer.gen.optimizer.v1 import matcher_pb2_grpc
 from ollama_optimizer.server import (
     DEFAULT_MAX_RECEIVE_BYTES,
@@ -88,6 +89,7 @@ async def serve() -> int:
     """Run the matcher until SIGTERM/SIGINT (embedded Postgres when no DSN); returns the exit code. A bad
     setting raises ConfigError before anything starts."""
     settings, server_cfg = load(MatcherSettings, os.environ), ServerConfig.matcher(os.environ)
+    warm_up_at_start(load(KernelSettings, os.environ))
     async with open_database(
         load(DatabaseConfig, os.environ),
         server_settings=SESSION_SETTINGS,

@@ -6,24 +6,11 @@ import functools
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from ollama_optimizer.buckets import decades
+from ollama_optimizer.fingerprint_kernel import register_kernel_metric
 from prompt_fingerprint import WINDOWS
 
-_FAST_BUCKETS = (
-    0.00001,
-    0.000025,
-    0.00005,
-    0.0001,
-    0.00015,
-    0.00025,
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-)
+_FAST_BUCKETS = tuple(sorted((*decades(0.00001, 0.1), 0.00015)))  # finer where one fingerprint costs
 
 MATCHES = Counter(
     "optimizer_matcher_matches_total",
@@ -42,6 +29,7 @@ WINDOW_CHANGES = Counter(
     "Stable-window adaptations by direction (grow, shrink).",
     ("direction",),
 )
+register_kernel_metric()
 TEMPLATES = Gauge("optimizer_matcher_templates", "Templates in the database (refreshed by the maintenance job).")
 DB_ERRORS = Counter(
     "optimizer_matcher_db_errors_total",

@@ -13,8 +13,8 @@ stored, summed by ``ollama-optimizer stats``, exported to Prometheus), the Grafa
   without a cap, a prompt count far below the calibrated estimate, or a prompt that cannot fit).
 - **Baseline**: the request as its client sent it, to Ollama alone: the client's own ``num_ctx`` /
   ``num_batch``, else Ollama's default context (as the gateway saw it in ``/api/ps`` after a request without
-  ``num_ctx``, or the operator's ``TUNER_DEFAULT_NUM_CTX``; unknown otherwise: nothing is claimed against
-  it) and its automatic batch.
+  ``num_ctx``, else the operator's ``TUNER_DEFAULT_NUM_CTX``, else assumed by Ollama's rule:
+  ``tuner_service/default_context.py``) and its automatic batch.
 - **Truncation prevented**: an optimized request that was not truncated and whose prompt (as Ollama
   counted it) is longer than the baseline context: Ollama would have cut it.
 - **Load the optimizer caused**: a runner load on an optimized request whose options differ from the

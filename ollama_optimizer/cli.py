@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
+import math
 import os
 import sys
-import warnings
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -60,7 +61,10 @@ async def _health(args: argparse.Namespace) -> int:
     from .health_check import check
 
     code, message = await check(args.address, args.service, args.timeout, **_client_tls_args())
-    print(message, file=sys.stderr if code else sys.stdout)
+    if args.json:
+        print(json.dumps({"address": args.address, "service": args.service, "exit_code": code, "message": message}))
+    else:
+        print(message, file=sys.stderr if code else sys.stdout)
     return code
 
 
@@ -114,10 +118,12 @@ class _HelpFormatter(argparse.HelpFormatter):
 
 
 class _Parser(argparse.ArgumentParser):
-    """Bad arguments: one line on stderr and exit 2 (usage stays in --help)."""
+    """Bad arguments: one line on stderr and exit ``usage_exit_code`` (usage stays in --help)."""
+
+    usage_exit_code = 2
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+        self.exit(self.usage_exit_code, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
 def _command(
@@ -125,10 +131,8 @@ def _command(
     name: str,
     description: str,
     func: Callable[[argparse.Namespace], Coroutine[Any, Any, int]],
-) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = sub.add_parser(
-        name, help=description, description=description, formatter_class=_HelpFormatter
-    )
+) -> _Parser:
+    parser = sub.add_parser(name, help=description, description=description, formatter_class=_HelpFormatter)
     parser.set_defaults(func=func)
     return parser
 
@@ -183,24 +187,31 @@ def build_parser() -> argparse.ArgumentParser:
     gateway = _command(sub, "gateway", "run the Ollama-API gateway in front of Ollama", _gateway)
     gateway.add_argument(
         "--listen",
+        type=_checked(_split_listen),
         default=gateway_settings.listen,
         help="HOST:PORT the gateway serves the Ollama API on ($GATEWAY_LISTEN)",
     )
     gateway.add_argument(
-        "--upstream", default=gateway_settings.upstream, help="the Ollama it forwards to ($OLLAMA_HOST)"
+        "--upstream",
+        type=_checked(_normalise_upstream),
+        default=gateway_settings.upstream,
+        help="the Ollama it forwards to, HOST:PORT or a URL ($OLLAMA_HOST)",
     )
 
     health = _command(
         sub,
         "health",
-        "grpc.health.v1 check of a service; exit 0 SERVING, 2 no connection, 3 RPC failure, 4 NOT_SERVING",
+        "grpc.health.v1 check of a service; exit 0 SERVING, 1 invalid arguments, 2 no connection, 3 RPC failure, "
+        "4 NOT_SERVING",
         _health,
     )
-    health.add_argument("address", help="HOST:PORT of the matcher or tuner")
+    health.usage_exit_code = 1  # grpc_health_probe's code for invalid arguments (2: no connection)
+    health.add_argument("address", type=_checked(_grpc_address), help="HOST:PORT of the matcher or tuner")
     health.add_argument(
         "--service", default="", help="service name, e.g. optimizer.v1.Matcher (default: none, the server as a whole)"
     )
-    health.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for the answer")
+    health.add_argument("--timeout", type=_seconds, default=2.0, help="seconds to wait for the answer")
+    health.add_argument("--json", action="store_true", help="print JSON for scripts instead of a line")
 
     match = _command(sub, "match", "match a prompt against the learned templates (--text, or standard input)", _match)
     _client_options(match, client.matcher_address, "matcher", "MATCHER_ADDRESS")
@@ -266,6 +277,52 @@ def _int_between(minimum: int, maximum: int) -> Callable[[str], int]:
     return parse
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
+    return value
+
+
+def _checked(check: Callable[[str], object]) -> Callable[[str], str]:
+    """An argument type that keeps the text once ``check`` accepts it (its ValueError is the message)."""
+
+    def parse(text: str) -> str:
+        try:
+            check(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return text
+
+    return parse
+
+
+def _split_listen(text: str) -> object:
+    from proxy_plugin.gateway import split_listen
+
+    return split_listen(text)
+
+
+def _normalise_upstream(text: str) -> object:
+    from proxy_plugin.gateway import normalise_upstream
+
+    return normalise_upstream(text)
+
+
+def _grpc_address(text: str) -> object:
+    """HOST:PORT, or a gRPC target with a scheme (dns:///HOST:PORT, unix:PATH)."""
+    if text.startswith("unix:"):
+        return text
+    host, sep, port = text.rpartition(":")
+    bracketed = host.startswith("[") == host.endswith("]") and host.count("[") == host.count("]")
+    if not sep or not host or not bracketed or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"invalid address {text!r}: expected HOST:PORT with a port from 1 to 65535")
+    return text
+
+
 _UINT32_MAX, _INT64_MAX = 2**32 - 1, 2**63 - 1
 _non_negative_int = _int_between(0, _UINT32_MAX)
 _positive_int = _int_between(1, _UINT32_MAX)
@@ -290,6 +347,7 @@ class _EmbeddedPostgresLog(logging.FileHandler):
 
 def _send_pgserver_output_to_a_file() -> None:
     from .config import DatabaseConfig
+    from .embedded_pg import quiet_runtime_dir_warning
 
     data_dir = load(DatabaseConfig, os.environ).data_dir
     handler = _EmbeddedPostgresLog(data_dir.with_name(data_dir.name + ".log"))
@@ -297,11 +355,7 @@ def _send_pgserver_output_to_a_file() -> None:
     pgserver_log = logging.getLogger("pgserver")
     pgserver_log.addHandler(handler)
     pgserver_log.propagate = False
-    # pgserver's platformdirs warns on every start where no XDG_RUNTIME_DIR is set (containers, CI), in
-    # this process and in the helper processes it starts.
-    quiet = "ignore:XDG_RUNTIME_DIR is not set"
-    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
-    os.environ["PYTHONWARNINGS"] = ",".join(filter(None, (os.environ.get("PYTHONWARNINGS"), quiet)))
+    quiet_runtime_dir_warning()
 
 
 def main(argv: list[str] | None = None) -> None:

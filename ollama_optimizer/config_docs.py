@@ -29,6 +29,7 @@ from .config import (
     LogSettings,
     ServerConfig,
 )
+from .fingerprint_kernel import KernelSettings
 from .settings_env import Setting, specs
 
 README = PROJECT_ROOT / "README.md"
@@ -43,6 +44,7 @@ TABLES: dict[Path, dict[str, tuple[type, ...]]] = {
             ClientSettings,
             LogSettings,
             ReloadSettings,
+            KernelSettings,
         ),
         "matcher": (MatcherSettings,),
         "tuner": (TunerSettings,),

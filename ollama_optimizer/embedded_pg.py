@@ -21,6 +21,7 @@ import os
 import signal
 import subprocess
 import sys
+import warnings
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -174,3 +175,12 @@ def _reap(data_dir: Path, owner_pid: int) -> None:
 
 if __name__ == "__main__":
     _reap(Path(sys.argv[1]), int(sys.argv[2]))
+
+
+def quiet_runtime_dir_warning() -> None:
+    """pgserver's platformdirs warns on every start where no XDG_RUNTIME_DIR is set (containers, CI), in this
+    process and in the helper processes it starts: ignore that warning in both."""
+    quiet = "ignore:XDG_RUNTIME_DIR is not set"
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+    if quiet not in os.environ.get("PYTHONWARNINGS", ""):
+        os.environ["PYTHONWARNINGS"] = ",".join(filter(None, (os.environ.get("PYTHONWARNINGS"), quiet)))

@@ -114,6 +114,22 @@ def _in_use(address: str) -> bool:
     return False
 
 
+def check_gateway_settings() -> None:
+    """Raise ``StartupError`` when the gateway's listen address or upstream is malformed (before anything
+    is started: the gateway process would refuse them only after Postgres and the services are up)."""
+    from proxy_plugin.gateway import normalise_upstream, split_listen
+
+    settings = load(GatewaySettings, os.environ)
+    for variable, parse, value in (
+        ("GATEWAY_LISTEN", split_listen, settings.listen),
+        ("OLLAMA_HOST", normalise_upstream, settings.upstream),
+    ):
+        try:
+            parse(value)
+        except ValueError as exc:
+            raise StartupError(f"{variable}: {exc}") from None
+
+
 def ensure_ports_free(needed: dict[str, str]) -> None:
     """Raise ``PortInUse`` naming every taken address (before anything is started or attached)."""
     taken = [f"{what} {address}" for what, address in needed.items() if _in_use(address)]
@@ -188,6 +204,8 @@ async def _wait_ready(children: dict[str, asyncio.subprocess.Process]) -> str | 
 
 async def run_all(with_gateway: bool = True) -> int:
     """Run the whole system until SIGINT/SIGTERM or a child's exit; returns an exit code."""
+    if with_gateway:
+        check_gateway_settings()
     ensure_ports_free(_needed_addresses(with_gateway))
     async with migrated_database(load(DatabaseConfig, os.environ)) as (dsn, embedded, report):
         if report.contract_pending:

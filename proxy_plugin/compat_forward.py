@@ -9,6 +9,7 @@ faithfully is relayed untouched, so Ollama answers it as it always would.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -56,10 +57,15 @@ def _label(path: str) -> str:
     return path.strip("/").replace("/", "_")
 
 
-def _gateway_error(request: web.Request, door: Door, status: int, message: str) -> web.Response:
+def _door_error(door: Door, status: int, message: str) -> web.Response:
     """An error the gateway itself answers, in the door's API format."""
-    metrics.REQUESTS.labels(_label(request.path), str(status)).inc()
     return web.Response(status=status, body=door.error(message, status), content_type=JSON_TYPE)
+
+
+def _gateway_error(request: web.Request, door: Door, status: int, message: str) -> web.Response:
+    """An error the gateway itself answers, counted, in the door's API format."""
+    metrics.REQUESTS.labels(_label(request.path), str(status)).inc()
+    return _door_error(door, status, message)
 
 
 async def serve_compat(gw: Gateway, request: web.Request, door: Door, headers: dict[str, str]) -> web.StreamResponse:
@@ -67,13 +73,9 @@ async def serve_compat(gw: Gateway, request: web.Request, door: Door, headers: d
     own headers come back with the answer (but those describing the native body)."""
     received = time.monotonic()
     label = _label(request.path)
-    limit = gw.config.max_body_bytes or gw.config.optimize_max_body_bytes  # a door must translate: bounded
-    if (request.content_length or 0) > limit:
-        return _gateway_error(request, door, 413, f"request body larger than {limit} bytes")
-    try:
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        return _gateway_error(request, door, 413, f"request body larger than {limit} bytes")
+    body = await gw.body_to_optimize(request, label, functools.partial(_door_error, door))
+    if not isinstance(body, bytes):
+        return body
     try:
         payload = json.loads(body)
     except (ValueError, RecursionError):

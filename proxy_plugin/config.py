@@ -146,7 +146,7 @@ class PluginConfig:
     max_body_bytes: int = setting(
         0,
         "OPT_MAX_BODY_BYTES",
-        "gateway: an operator's chat/generate body limit (413 above; 0 = none, like Ollama)",
+        "gateway: an operator's chat/generate and `/v1` body limit (413 above; 0 = none, like Ollama)",
         aliases=("GATEWAY_MAX_BODY_BYTES",),
         low=0,
         high=1 << 40,
@@ -154,7 +154,7 @@ class PluginConfig:
     optimize_max_body_bytes: int = setting(
         32 << 20,
         "OPT_OPTIMIZE_MAX_BODY_BYTES",
-        "gateway: larger chat/generate bodies are relayed untouched (not parsed, not optimized)",
+        "gateway: larger chat/generate and `/v1` bodies are relayed untouched (not parsed, not optimized)",
         aliases=("GATEWAY_OPTIMIZE_MAX_BODY_BYTES",),
         low=0,
         high=1 << 40,

@@ -21,7 +21,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ollama_optimizer.benefit import ReloadSettings
 from ollama_optimizer.config import GatewaySettings
+from ollama_optimizer.fingerprint_kernel import KernelSettings, warm_up_at_start
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
 from ollama_optimizer.server import wait_for_shutdown_signal
 from ollama_optimizer.settings_env import ConfigError, load
@@ -57,24 +58,38 @@ _COMPAT_DROP = frozenset({"accept-encoding", "content-type"})  # the native answ
 LEARN_DRAIN_S = 5.0  # at shutdown: how long the outcomes of answered requests may take to be queued
 
 
+def _port(text: str, lowest: int, what: str) -> int:
+    if not text.isdigit() or not lowest <= int(text) <= 65535:
+        raise ValueError(f"{what}: port {text!r} is not a number from {lowest} to 65535")
+    return int(text)
+
+
 def normalise_upstream(upstream: str) -> str:
-    """``127.0.0.1:11434``, ``localhost``, ``:11434`` (OLLAMA_HOST forms) or a full URL -> base URL."""
+    """``127.0.0.1:11434``, ``localhost``, ``:11434`` (OLLAMA_HOST forms) or a full URL -> base URL;
+    ValueError saying why for anything else."""
     value = upstream.strip().rstrip("/")
     if "://" not in value:
         value = "http://" + value
     scheme, rest = value.split("://", 1)
+    if scheme not in ("http", "https"):
+        raise ValueError(f"upstream {upstream!r}: the scheme must be http or https")
     hostport, _, path = rest.partition("/")
     host, sep, port = hostport.rpartition(":") if not hostport.endswith("]") else (hostport, "", "")
     if not sep:
         host, port = hostport, ""
+    if (":" in host and not (host.startswith("[") and host.endswith("]"))) or " " in host:
+        raise ValueError(f"upstream {upstream!r} is not HOST:PORT or a URL (an IPv6 host goes in brackets)")
     host = host or "127.0.0.1"
-    port = port or ("11434" if scheme == "http" else "443")
+    port = str(_port(port, 1, f"upstream {upstream!r}")) if port else ("11434" if scheme == "http" else "443")
     return f"{scheme}://{host}:{port}" + (f"/{path}" if path else "")
 
 
 def split_listen(listen: str) -> tuple[str, int]:
-    host, _, port = listen.rpartition(":")
-    return (host.strip("[]") or "127.0.0.1"), int(port)
+    """``HOST:PORT`` or ``:PORT`` (port 0: any free one) -> (host, port); ValueError saying why otherwise."""
+    host, sep, port = listen.strip().rpartition(":")
+    if not sep:
+        raise ValueError(f"listen address {listen!r} is not HOST:PORT")
+    return (host.strip("[]") or "127.0.0.1"), _port(port, 0, f"listen address {listen!r}")
 
 
 def _body_to_send(body: bytes, original: dict[str, Any], to_send: dict[str, Any]) -> bytes:
@@ -237,13 +252,9 @@ class Gateway:
 
     async def _optimized(self, request: web.Request, endpoint: str) -> web.StreamResponse:
         received = time.monotonic()
-        if (request.content_length or 0) > self._read_cap:
-            return await self._large(request, endpoint, request.content)
-        body, complete = await _read_up_to(request.content, self._read_cap)
-        if not complete:
-            return await self._large(request, endpoint, _prefixed(body, request.content))
-        if len(body) > self.config.optimize_max_body_bytes:
-            return await self._large(request, endpoint, body)
+        body = await self.body_to_optimize(request, endpoint, _error)
+        if not isinstance(body, bytes):
+            return body
         try:
             payload = json.loads(body)
         except (ValueError, RecursionError):  # not JSON, or nested deeper than Python parses: Ollama answers
@@ -377,13 +388,26 @@ class Gateway:
         metrics.REQUESTS.labels(endpoint, str(upstream.status)).inc()
         return response
 
-    async def _large(self, request: web.Request, endpoint: str, body: Any) -> web.StreamResponse:
-        """A body above the operator's limit: 413; else above what is optimized: relayed untouched."""
-        if self.config.max_body_bytes:
-            metrics.REQUESTS.labels(endpoint, "413").inc()
-            return _error(413, f"request body larger than {self.config.max_body_bytes} bytes")
+    async def body_to_optimize(
+        self, request: web.Request, endpoint: str, refuse: Callable[[int, str], web.Response]
+    ) -> bytes | web.StreamResponse:
+        """The body when it is small enough to optimize (``optimize_max_body_bytes``); else the answer already
+        sent: above the operator's limit (``max_body_bytes``, 0 = none, as Ollama) ``refuse``'s 413, below it
+        the request relayed untouched (counted: passthrough reason large_body)."""
+        limit = self.config.max_body_bytes
+        if limit and (request.content_length or 0) > limit:
+            return self._too_large(endpoint, refuse)
+        body, complete = await _read_up_to(request.content, self._read_cap)
+        if complete and len(body) <= self.config.optimize_max_body_bytes:
+            return body
+        if limit and not complete:
+            return self._too_large(endpoint, refuse)
         metrics.PASSTHROUGH.labels("large_body").inc()
-        return await self._relay(request, endpoint, body)
+        return await self._relay(request, endpoint, body if complete else _prefixed(body, request.content))
+
+    def _too_large(self, endpoint: str, refuse: Callable[[int, str], web.Response]) -> web.Response:
+        metrics.REQUESTS.labels(endpoint, "413").inc()
+        return refuse(413, f"request body larger than {self.config.max_body_bytes} bytes")
 
 
 async def _read_up_to(stream: aiohttp.StreamReader, cap: int) -> tuple[bytes, bool]:
@@ -470,9 +494,11 @@ async def serve(listen: str, upstream: str) -> int:
     try:
         config, reload = load_config(), load(ReloadSettings, os.environ)
         metrics_port = load(GatewaySettings, os.environ).metrics_port
+        kernel = load(KernelSettings, os.environ)
     except ConfigError as exc:
         log.error("bad configuration: %s", exc)
         return 2
+    warm_up_at_start(kernel)
     try:
         running = await start_gateway(
             listen, upstream, core=OptimizerCore(config), metrics_port=metrics_port, reload=reload

@@ -1,4 +1,5 @@
-"""Shared fixtures: one embedded Postgres per test session, a fresh migrated database per test."""
+"""Shared fixtures: one embedded Postgres per test session, a fresh migrated database per test, each
+fingerprint kernel in turn."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import itertools
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
@@ -20,6 +22,7 @@ if os.environ.get("CI"):
 
 from ollama_optimizer.embedded_pg import EmbeddedPostgres  # noqa: E402 - after the profile, before any test module
 from ollama_optimizer.migrations import apply_migrations  # noqa: E402
+from prompt_fingerprint import kernel  # noqa: E402
 
 pytest_plugins = ["matcher_fixtures", "pki_fixtures", "tuner_fixtures"]  # their fixtures, for every test module
 
@@ -43,17 +46,31 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPost
     server.stop()
 
 
-@pytest.fixture
-async def dsn(pg_server: EmbeddedPostgres) -> AsyncIterator[str]:
-    """DSN of a fresh database cloned from the migrated template (dropped afterwards)."""
+@asynccontextmanager
+async def _scratch_database(server: EmbeddedPostgres, create: str) -> AsyncIterator[str]:
+    """DSN of a new database made by ``create`` (CREATE DATABASE options), dropped afterwards."""
     name = f"t{next(_counter)}_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(pg_server.uri())
-    await admin.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB}")
+    admin = await asyncpg.connect(server.uri())
+    await admin.execute(f"CREATE DATABASE {name} {create}")
     try:
-        yield pg_server.uri(name)
+        yield server.uri(name)
     finally:
         await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         await admin.close()
+
+
+@pytest.fixture
+async def dsn(pg_server: EmbeddedPostgres) -> AsyncIterator[str]:
+    """DSN of a fresh database cloned from the migrated template (dropped afterwards)."""
+    async with _scratch_database(pg_server, f"TEMPLATE {TEMPLATE_DB}") as uri:
+        yield uri
+
+
+@pytest.fixture
+async def empty_dsn(pg_server: EmbeddedPostgres) -> AsyncIterator[str]:
+    """DSN of a fresh database without any migration (dropped afterwards)."""
+    async with _scratch_database(pg_server, "") as uri:
+        yield uri
 
 
 @pytest.fixture
@@ -66,3 +83,11 @@ async def pool(dsn: str) -> AsyncIterator[asyncpg.Pool]:
 @pytest.fixture
 def project_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(params=[kernel.NUMPY, kernel.COMPILED])
+def fingerprint_kernel(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Each fingerprint kernel in turn, chosen as a service chooses it (``warm_up``); numpy again after."""
+    assert kernel.warm_up(request.param) == request.param
+    yield request.param
+    kernel.use_numpy()

@@ -4,6 +4,7 @@ benefit per outcome, `Summary`/`stats` per model and in total, the tuner's per-m
 from __future__ import annotations
 
 import re
+from collections import Counter
 
 import prometheus_client
 import pytest
@@ -13,6 +14,7 @@ from ollama_optimizer.benefit import BenefitInput, Ledger, ReloadSettings, runne
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
 from proxy_plugin.runner_loads import RunnerLoads
 from tuner_service import benefit_view
+from tuner_service.default_context import ASSUMED, LEARNED, OPERATOR, DefaultContext, default_context
 from tuner_service.policy import Observation, Policy
 from tuner_service.settings import PolicySettings
 
@@ -115,6 +117,18 @@ def test_stats_words_a_difference_by_its_sign(baseline: float, measured: float, 
     assert benefit_view.kv_change(b) == "512.0 MiB -> 256.0 MiB (256.0 MiB saved)"
 
 
+def _decisions(model: str) -> Counter[tuple[str, str]]:
+    """The tuner's decisions for ``model`` by (action, reason)."""
+    (family,) = [m for m in prometheus_client.REGISTRY.collect() if m.name == "optimizer_tuner_recommendations"]
+    return Counter(
+        {
+            (s.labels["action"], s.labels["reason"]): s.value
+            for s in family.samples
+            if s.name.endswith("_total") and s.labels["model"] == model
+        }
+    )
+
+
 def _tuner_sample(name: str, **labels: str) -> float:
     return prometheus_client.REGISTRY.get_sample_value(name, labels) or 0.0
 
@@ -138,8 +152,11 @@ async def test_summary_and_stats_measure_the_benefit_per_model(tuner, tuner_stub
             ]
         )
     )
+    decided = _decisions(MODEL)
     grown = await tuner_stub.Recommend(tuner_pb2.RecommendRequest(model=MODEL, prompt_units=4000))
     assert grown.action == tuner_pb2.APPLY and grown.num_ctx > 4096
+    decided[("apply", grown.reason_code)] += 1
+    assert _decisions(MODEL) == decided  # decisions by reason, per model
     applied = dict(action=tuner_pb2.APPLY, num_ctx=grown.num_ctx, num_batch=grown.num_batch, template_id=0)
     await tuner_stub.Report(
         tuner_pb2.ReportRequest(
@@ -168,7 +185,7 @@ async def test_summary_and_stats_measure_the_benefit_per_model(tuner, tuner_stub
     assert (b.requests, b.optimized, b.truncations_prevented, b.truncated) == (7, 3, 1, 0)
     assert (b.runner_loads, b.loads_by_optimizer, b.loads_by_clients_baseline) == (4, 2, 2)
     assert model.reloads == 4  # not the 9 s queue wait
-    assert (b.default_num_ctx, b.loaded_num_ctx) == (4096, grown.num_ctx)
+    assert (b.default_num_ctx, b.default_num_ctx_basis, b.loaded_num_ctx) == (4096, LEARNED, grown.num_ctx)
     assert (b.kv_bytes_default, b.kv_bytes_loaded) == (4096 * 128 * KIB, grown.num_ctx * 128 * KIB)
     # Prompt time: the two 1000-token optimized requests at the speed of the passthroughs (1100 tokens in 0.4 s).
     assert b.prompt_estimated_requests == 2 and b.prompt_seconds == pytest.approx(0.4)
@@ -212,31 +229,66 @@ def test_a_config_of_an_earlier_release_with_the_retired_thresholds_still_loads(
         load_config(path, env={})
 
 
-async def test_no_benefit_is_claimed_against_a_default_never_seen(tuner, tuner_stub) -> None:
-    """Every request carried a num_ctx, so /api/ps never showed Ollama's default: the tuner's 4096 fallback is
-    a guess (a 24 GB GPU defaults to 32768), not a baseline. Nothing is counted as prevented against it."""
+@pytest.mark.parametrize(
+    ("version", "vram_gib", "training", "expected"),
+    [
+        ("0.5.12", 80, 0, 2048),
+        ("0.6.7", 80, 0, 4096),
+        ("0.15.4", 80, 0, 4096),
+        ("0.15.5", 8, 0, 4096),
+        ("0.15.5", 23, 0, 32768),
+        ("0.30.11", 48, 0, 262144),
+        ("0.30.11", 48, 131072, 131072),  # clamped to the training context
+        ("", 24, 0, 32768),  # an unknown version is read as a current one
+        ("", 0, 2048, 2048),  # no VRAM known: the small tier, clamped
+    ],
+)
+def test_the_assumed_default_context_follows_ollamas_rule(
+    version: str, vram_gib: int, training: int, expected: int
+) -> None:
+    assumed = default_context(0, 0, version, vram_gib << 30, training)
+    assert (assumed.num_ctx, assumed.basis) == (expected, ASSUMED)
+    assert default_context(0, 8192, version, vram_gib << 30, training).basis == OPERATOR
+    assert default_context(16384, 8192, version, vram_gib << 30, training) == DefaultContext(16384, LEARNED)
+
+
+async def test_a_default_never_seen_is_assumed_by_ollamas_rule_and_labelled(tuner, tuner_stub) -> None:
+    """Every request carried a num_ctx, so /api/ps never showed Ollama's default: the tuner assumes it by
+    Ollama's rule (a 24 GB GPU: 32768), labels it "(assumed)" and measures against it."""
     grown = await tuner_stub.Recommend(tuner_pb2.RecommendRequest(model=MODEL, prompt_units=4000))
+    outcome = dict(
+        template_id=0,
+        prompt_units=4000,
+        action=tuner_pb2.APPLY,
+        num_ctx=grown.num_ctx,
+        num_batch=grown.num_batch,
+        kv_bytes_per_token=128 * KIB,
+    )
     await tuner_stub.Report(
         tuner_pb2.ReportRequest(
             outcomes=[
-                make_outcome(
-                    template_id=0,
-                    prompt_units=4000,
-                    prompt_eval_count=6000,
-                    action=tuner_pb2.APPLY,
-                    num_ctx=grown.num_ctx,
-                    num_batch=grown.num_batch,
-                    kv_bytes_per_token=128 * KIB,
-                )
+                make_outcome(**outcome, prompt_eval_count=6000),  # no GPU figures: the small tier, 4096
+                make_outcome(**outcome, prompt_eval_count=6000, gpu_memory_total_bytes=24 << 30),
             ]
         )
     )
     summary = await tuner_stub.Summary(tuner_pb2.SummaryRequest(period_seconds=600))
     b = summary.models[0].benefit
-    assert (b.optimized, b.truncations_prevented, b.default_num_ctx, b.kv_bytes_default) == (1, 0, 0, 0)
-    assert summary.benefit.kv_bytes_loaded == 0  # the total compares only models with a known default
+    assert (b.optimized, b.truncations_prevented) == (2, 1)  # 6000 > 4096, then not > 32768
+    assert (b.default_num_ctx, b.default_num_ctx_basis, b.kv_bytes_default) == (32768, ASSUMED, 32768 * 128 * KIB)
     code, out, err = await cli("stats", "--period", "600", "--address", tuner.address)
     assert code == 0, err
-    assert re.search(rf"^num_ctx default -> now\s+unknown -> {grown.num_ctx}$", out, re.M), out
-    assert re.search(r"^KV memory default -> now\s+unknown$", out, re.M)
-    assert f"Ollama's default context is not known for {MODEL}" in out
+    assert re.search(rf"^num_ctx default -> now\s+32768 \(assumed\) -> {grown.num_ctx}$", out, re.M), out
+    assert f"(assumed): Ollama's default context for {MODEL} by Ollama's rule" in out
+    code, out, err = await cli("stats", "--period", "600", "--json", "--address", tuner.address)
+    assert code == 0, err
+    assert '"defaultNumCtxBasis": "assumed"' in out or '"default_num_ctx_basis": "assumed"' in out
+
+
+@pytest.mark.parametrize(
+    ("basis", "shown"),
+    [(LEARNED, "8192 -> 16384"), (OPERATOR, "8192 (operator) -> 16384"), (ASSUMED, "8192 (assumed) -> 16384")],
+)
+def test_stats_labels_a_default_not_learned_from_ollama(basis: str, shown: str) -> None:
+    b = tuner_pb2.Benefit(default_num_ctx=8192, default_num_ctx_basis=basis, loaded_num_ctx=16384)
+    assert benefit_view.context_change(b) == shown

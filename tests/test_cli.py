@@ -125,6 +125,62 @@ async def test_bad_arguments_are_one_line_and_exit_2(args: tuple[str, ...]) -> N
     assert "error:" in line and "--help" in line and out == ""
 
 
+@pytest.mark.parametrize(
+    ("args", "expected_code"),
+    [
+        (("gateway", "--listen", "nonsense"), 2),
+        (("gateway", "--listen", "127.0.0.1:99999"), 2),
+        (("gateway", "--upstream", "::::"), 2),
+        (("gateway", "--upstream", "ftp://ollama:11434"), 2),
+        (("gateway", "--upstream", "127.0.0.1:port"), 2),
+        (("health", "nonsense"), 1),  # grpc_health_probe's code for invalid arguments
+        (("health", "127.0.0.1:99999"), 1),
+        (("health", "[::1"), 1),
+        (("health", "127.0.0.1:50061", "--timeout", "-1"), 1),
+        (("health", "127.0.0.1:50061", "--timeout", "nan"), 1),
+        (("health",), 1),
+    ],
+)
+async def test_bad_service_addresses_are_one_line_before_anything_starts(
+    args: tuple[str, ...], expected_code: int
+) -> None:
+    code, out, err = await cli(*args)
+    line = assert_one_line_error(code, err, expected_code)
+    assert "error: argument" in line or "required" in line, line
+    assert "--help" in line and out == ""
+
+
+async def test_a_bad_listen_address_from_the_environment_is_one_line() -> None:
+    code, _, err = await cli("gateway", env={"GATEWAY_LISTEN": "localhost"})
+    line = assert_one_line_error(code, err, 2)
+    assert "'localhost' is not HOST:PORT" in line
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"), [("OLLAMA_HOST", "::::"), ("OLLAMA_HOST", "http://ollama:99999"), ("GATEWAY_LISTEN", "x")]
+)
+async def test_up_refuses_a_bad_gateway_address_before_starting_anything(variable: str, value: str) -> None:
+    code, out, err = await cli("up", env={variable: value, "OPTIMIZER_DSN": "postgresql://127.0.0.1:1/none"})
+    assert code == 1 and out == "" and "Traceback" not in err
+    (line,) = err.strip().splitlines()
+    assert f"{variable}: " in line and repr(value) in line
+
+
+async def test_health_prints_a_line_or_json(matcher) -> None:
+    code, out, err = await cli("health", matcher.address)
+    assert (code, out.strip(), err) == (0, "status: SERVING", "")
+    code, out, err = await cli("health", matcher.address, "--json")
+    assert code == 0 and json.loads(out) == {
+        "address": matcher.address,
+        "service": "",
+        "exit_code": 0,
+        "message": "status: SERVING",
+    }
+    closed = closed_address()
+    code, out, err = await cli("health", closed, "--timeout", "0.5", "--json")
+    assert code == 2 and json.loads(out)["exit_code"] == 2 and err == ""
+
+
 # --- nothing answering, wrong service, unreadable TLS file ------------------------------------------
 @pytest.mark.parametrize(
     "args",

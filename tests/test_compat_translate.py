@@ -22,6 +22,16 @@ from proxy_plugin.compat_wire import NdjsonLines, Translated, go_json
 
 MODEL = "qwen3:8b"
 CALL = {"id": "call_abc", "function": {"index": 0, "name": "get_weather", "arguments": {"city": "Paris", "days": 2.0}}}
+TOOL_CALL = {"model": MODEL, "message": {"role": "assistant", "content": "", "tool_calls": [CALL]}, "done": False}
+DONE = {
+    "model": MODEL,
+    "message": {"role": "assistant", "content": ""},
+    "done": True,
+    "done_reason": "stop",
+    "prompt_eval_count": 7,
+    "eval_count": 3,
+}
+"""Native stream chunks: a tool call, and the final chunk with its counts."""
 
 
 def _native(door, body: dict) -> dict:
@@ -125,19 +135,7 @@ def test_chat_stream_with_a_tool_call_ends_in_tool_calls_with_usage_and_done() -
     raw = reply.chunk(
         {"model": MODEL, "message": {"role": "assistant", "content": "", "thinking": "hmm"}, "done": False}
     )
-    raw += reply.chunk(
-        {"model": MODEL, "message": {"role": "assistant", "content": "", "tool_calls": [CALL]}, "done": False}
-    )
-    raw += reply.chunk(
-        {
-            "model": MODEL,
-            "message": {"role": "assistant", "content": ""},
-            "done": True,
-            "done_reason": "stop",
-            "prompt_eval_count": 7,
-            "eval_count": 3,
-        }
-    )
+    raw += reply.chunk(TOOL_CALL) + reply.chunk(DONE)
     events = [data for _, data in _sse(raw)]
     assert events[0]["choices"][0] == {
         "index": 0,
@@ -283,19 +281,7 @@ def test_messages_stream_event_sequence_thinking_text_tool() -> None:
     reply = MessagesReply(stream=True, model=MODEL)
     raw = reply.chunk({"model": MODEL, "message": {"role": "assistant", "thinking": "hm"}, "done": False})
     raw += reply.chunk({"model": MODEL, "message": {"role": "assistant", "content": "Hi"}, "done": False})
-    raw += reply.chunk(
-        {"model": MODEL, "message": {"role": "assistant", "content": "", "tool_calls": [CALL]}, "done": False}
-    )
-    raw += reply.chunk(
-        {
-            "model": MODEL,
-            "message": {"role": "assistant", "content": ""},
-            "done": True,
-            "done_reason": "stop",
-            "prompt_eval_count": 7,
-            "eval_count": 3,
-        }
-    )
+    raw += reply.chunk(TOOL_CALL) + reply.chunk(DONE)
     events = _sse(raw)
     assert [(e, d.get("index")) for e, d in events] == [
         ("message_start", None),
@@ -416,17 +402,7 @@ def test_responses_stream_event_sequence_thinking_text_and_tool_call() -> None:
     reply = translated.reply
     raw = reply.chunk({"model": MODEL, "message": {"role": "assistant", "thinking": "hm"}, "done": False})
     raw += reply.chunk({"model": MODEL, "message": {"role": "assistant", "content": "Hi"}, "done": False})
-    raw += reply.chunk(
-        {
-            "model": MODEL,
-            "message": {"role": "assistant", "content": ""},
-            "done": True,
-            "done_reason": "stop",
-            "prompt_eval_count": 7,
-            "eval_count": 3,
-            "prompt_eval_cached_count": 5,
-        }
-    )
+    raw += reply.chunk(DONE | {"prompt_eval_cached_count": 5})
     events = _sse(raw)
     assert [(e, d["type"] == e, d["sequence_number"], d.get("output_index")) for e, d in events] == [
         ("response.created", True, 0, None),

@@ -7,7 +7,7 @@ import os
 import re
 import sys
 
-from bench.demo import FIGURES, comparison
+from bench.demo_runs import FIGURES, comparison
 
 WAIT_S = 300
 
@@ -41,23 +41,25 @@ def test_the_comparison_words_each_difference_by_its_direction() -> None:
     assert len(rows) == len(FIGURES)
 
 
-async def test_make_demo_prints_both_runs_side_by_side_and_the_stats(dsn: str) -> None:
-    env = {**os.environ, "OPTIMIZER_DSN": dsn, "OPTIMIZER_LOG_LEVEL": "WARNING"}
+async def _demo(env: dict[str, str], *args: str) -> tuple[str, str]:
+    """`make demo`'s command with ``args``; its standard output and error (it must succeed)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "bench.demo",
-        "--requests",
-        "24",
-        "--hardware",
-        "gpu-8gb",
+        *args,
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), WAIT_S)
-    text = out.decode()
     assert proc.returncode == 0, err.decode()[-3000:]
+    return out.decode(), err.decode()
+
+
+async def test_make_demo_prints_both_runs_side_by_side_and_the_stats(dsn: str) -> None:
+    env = {**os.environ, "OPTIMIZER_DSN": dsn, "OPTIMIZER_LOG_LEVEL": "WARNING"}
+    text, _err = await _demo(env, "--requests", "24", "--hardware", "gpu-8gb")
     header = next(line for line in text.splitlines() if "Ollama alone" in line)
     assert "through the optimizer" in header and "difference" in header
     answered = next(line for line in text.splitlines() if line.startswith("requests answered"))
@@ -66,3 +68,15 @@ async def test_make_demo_prints_both_runs_side_by_side_and_the_stats(dsn: str) -
         assert re.search(rf"^{re.escape(figure.label)}\s", text, re.M), figure.label
     assert "$ ollama-optimizer stats" in text and "truncations prevented" in text
     assert not re.search(r"-\d[\d.]*\s*\S*\s*saved", text)
+
+
+async def test_make_demo_prints_no_log_lines_with_embedded_postgres() -> None:
+    """A first run as `make demo` makes it: embedded Postgres, no logging settings of the user's. Standard
+    error stays empty (no service log, no gRPC fork-handler line, no pgserver warning)."""
+    drop = ("OPTIMIZER_DSN", "OPTIMIZER_LOG_LEVEL", "GRPC_VERBOSITY", "GRPC_ENABLE_FORK_SUPPORT", "PYTHONWARNINGS")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env.pop("XDG_RUNTIME_DIR", None)  # pgserver's platformdirs warns without it
+    text, err = await _demo(env, "--requests", "6")
+    assert err == ""
+    assert "$ ollama-optimizer stats" in text
+    assert not re.search(r"\b(INFO|WARNING|ERROR)\b|fork_posix|Warning:", text), text

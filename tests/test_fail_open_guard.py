@@ -18,7 +18,6 @@ from tuner_service.settings import PolicySettings
 from tuner_service.state import ladder
 
 from plugin_fixtures import gateway_chain, stand_ins
-from tuner_fixtures import tuner, tuner_stub  # noqa: F401 (fixtures)
 
 MODEL = "llama3.2:3b"
 
@@ -83,7 +82,7 @@ def test_the_guards_rungs_are_the_tuners_default_ladder() -> None:
 
 
 @pytest.mark.parametrize("model", [MODEL, "never-seen:1b"])
-async def test_recommend_tells_the_ratio_and_cap(tuner_stub, model: str) -> None:  # noqa: F811
+async def test_recommend_tells_the_ratio_and_cap(tuner_stub, model: str) -> None:
     answer = await tuner_stub.Recommend(
         tuner_pb2.RecommendRequest(model=model, prompt_units=100, model_context_limit=8192), timeout=5
     )

@@ -128,6 +128,39 @@ async def test_bodies_above_what_is_optimized_pass_through_untouched() -> None:
     assert sample("optimizer_plugin_passthrough_total", reason="large_body") == before + 2
 
 
+async def test_compatible_bodies_above_what_is_optimized_pass_through_untouched() -> None:
+    """A /v1 body above what is optimized reaches Ollama's own /v1 endpoint as the client's exact bytes, with
+    or without Content-Length, counted; under an operator's limit a larger one is a 413 in the door's format,
+    and one between what is optimized and that limit still passes through."""
+
+    async def chunked(body: bytes):  # type: ignore[no-untyped-def]
+        for start in range(0, len(body), 1000):
+            yield body[start : start + 1000]
+
+    body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "y" * 6000}]}).encode()
+    before = sample("optimizer_plugin_passthrough_total", reason="large_body")
+    small_cap = plugin_config(DEAD, DEAD, optimize_max_body_bytes=4096)
+    async with gateway_chain(small_cap) as (gw, tap, _emu), aiohttp.ClientSession() as http:
+        for data in (body, chunked(body)):
+            async with http.post(gw.url + "/v1/chat/completions", data=data) as response:
+                assert response.status == 200 and (await response.json())["object"] == "chat.completion"
+            assert tap.bodies[-1] == ("/v1/chat/completions", body)
+    assert sample("optimizer_plugin_passthrough_total", reason="large_body") == before + 2
+
+    limited = plugin_config(DEAD, DEAD, optimize_max_body_bytes=4096, max_body_bytes=8192)
+    larger = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "z" * 9000}]}).encode()
+    async with gateway_chain(limited) as (gw, tap, _emu), aiohttp.ClientSession() as http:
+        async with http.post(gw.url + "/v1/chat/completions", data=body) as response:
+            assert response.status == 200 and tap.bodies[-1] == ("/v1/chat/completions", body)
+        for data in (larger, chunked(larger)):
+            async with http.post(gw.url + "/v1/chat/completions", data=data) as response:
+                answer = await response.json()
+                assert response.status == 413 and "larger than 8192 bytes" in answer["error"]["message"]
+        async with http.post(gw.url + "/api/chat", data=body) as response:  # the native door likewise
+            assert response.status == 200 and tap.bodies[-1] == ("/api/chat", body)
+    assert sample("optimizer_plugin_passthrough_total", reason="large_body") == before + 4
+
+
 async def test_upstream_down_is_502() -> None:
     from proxy_plugin.core import OptimizerCore
     from proxy_plugin.gateway import start_gateway

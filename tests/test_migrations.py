@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-import uuid
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
@@ -88,18 +87,6 @@ async def _migrate_as_released(conn: asyncpg.Connection, version: int) -> None:
 
 def _key(window: int, fp_signed: int, block: int) -> int:
     return (window << 16) | ((fp_signed >> (16 * block)) & 0xFFFF)
-
-
-@pytest.fixture
-async def empty_dsn(pg_server) -> AsyncIterator[str]:
-    name = f"m_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(pg_server.uri())
-    await admin.execute(f"CREATE DATABASE {name}")
-    try:
-        yield pg_server.uri(name)
-    finally:
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        await admin.close()
 
 
 async def _seed(conn: asyncpg.Connection, version: int, texts: list[str]) -> dict[str, int]:
@@ -263,13 +250,21 @@ async def _old_matcher_writes_and_probes(conn: asyncpg.Connection, text: str, te
     await _assert_probe_keys_complete(conn)  # the trigger keys rows the old release writes
 
 
-def _migrations_with(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, files: dict[str, str]) -> None:
-    """The release's migration files plus (or replaced by) ``files``, as the runner's directory."""
-    for path in MIGRATIONS_DIR.glob("*.sql"):
-        (tmp_path / path.name).write_bytes(path.read_bytes())
-    for name, text in files.items():
-        (tmp_path / name).write_text(text)
-    monkeypatch.setattr("ollama_optimizer.migrations.MIGRATIONS_DIR", tmp_path)
+ReleasePlus = Callable[[dict[str, str]], None]
+
+
+@pytest.fixture
+def release_plus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ReleasePlus:
+    """Makes the release's migration files plus (or replaced by) the given ones the runner's directory."""
+
+    def install(files: dict[str, str]) -> None:
+        for path in MIGRATIONS_DIR.glob("*.sql"):
+            (tmp_path / path.name).write_bytes(path.read_bytes())
+        for name, text in files.items():
+            (tmp_path / name).write_text(text)
+        monkeypatch.setattr("ollama_optimizer.migrations.MIGRATIONS_DIR", tmp_path)
+
+    return install
 
 
 async def test_fresh_database_gets_contract_steps_at_once(empty_dsn: str) -> None:
@@ -277,14 +272,12 @@ async def test_fresh_database_gets_contract_steps_at_once(empty_dsn: str) -> Non
     assert report.applied == [m.version for m in discover()] and report.contract_pending == []
 
 
-async def test_a_changed_applied_file_is_refused(
-    empty_dsn: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+async def test_a_changed_applied_file_is_refused(empty_dsn: str, release_plus: ReleasePlus) -> None:
     await apply_migrations(empty_dsn)
     changed = (
         MIGRATIONS_DIR / "0002_tuner.sql"
     ).read_text() + "\nCREATE INDEX IF NOT EXISTS sneaky ON tuner_rule (value);\n"
-    _migrations_with(tmp_path, monkeypatch, {"0002_tuner.sql": changed})
+    release_plus({"0002_tuner.sql": changed})
     with pytest.raises(MigrationError, match=r"0002_tuner.sql was changed after it was applied"):
         await apply_migrations(empty_dsn)
     conn = await asyncpg.connect(empty_dsn)
@@ -294,13 +287,9 @@ async def test_a_changed_applied_file_is_refused(
         await conn.close()
 
 
-async def test_a_new_step_applies_in_its_own_phase(
-    empty_dsn: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+async def test_a_new_step_applies_in_its_own_phase(empty_dsn: str, release_plus: ReleasePlus) -> None:
     await apply_migrations(empty_dsn)
-    _migrations_with(
-        tmp_path,
-        monkeypatch,
+    release_plus(
         {
             "0901_expand_index.sql": "-- migrate: no-transaction\n"
             "CREATE INDEX CONCURRENTLY IF NOT EXISTS tuner_rule_value_idx "
@@ -352,12 +341,10 @@ def test_statement_splitting_keeps_dollar_quoted_bodies_whole() -> None:
 
 
 async def test_a_step_never_queues_behind_a_long_transaction(
-    empty_dsn: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    empty_dsn: str, release_plus: ReleasePlus, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await apply_migrations(empty_dsn)
-    _migrations_with(
-        tmp_path,
-        monkeypatch,
+    release_plus(
         {"0901_expand_column.sql": "ALTER TABLE tuner_arm ADD COLUMN IF NOT EXISTS spare integer;\n"},
     )
     monkeypatch.setattr("ollama_optimizer.migrations.LOCK_TIMEOUT", "50ms")

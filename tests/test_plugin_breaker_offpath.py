@@ -16,6 +16,7 @@ import logging
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import asyncpg
 import grpc
@@ -88,6 +89,20 @@ async def serve(core: OptimizerCore, seeds: range) -> list[RequestPlan]:
     return [decision for _sent, decision in served]
 
 
+def core_opening_after(failures: int, matcher: str, tuner: str, **fields: Any) -> OptimizerCore:
+    """A core whose breakers (request path and learning) open after ``failures`` in a row and stay open for
+    the rest of the test."""
+    config = plugin_config(
+        matcher,
+        tuner,
+        breaker_threshold=failures,
+        breaker_cooldown_s=3600,
+        learning_breaker_cooldown_s=3600,
+        **fields,
+    )
+    return OptimizerCore(config)
+
+
 def refused() -> float:
     return sample("optimizer_plugin_telemetry_dropped_total", reason="refused")
 
@@ -100,16 +115,7 @@ async def test_rate_limited_reports_never_open_the_tuner_breaker(matcher, pool) 
     # Three one-outcome Reports pass the bucket (the tuner learns the template), then it is empty.
     guard = GuardSettings(frozenset(), rate_per_second=1e-6, burst=3)
     async with guarded_tuner(pool, guard) as tuner:
-        core = OptimizerCore(
-            plugin_config(
-                matcher.address,
-                tuner.address,
-                batch_size=1,
-                breaker_threshold=2,
-                breaker_cooldown_s=3600,
-                learning_breaker_cooldown_s=3600,
-            )
-        )
+        core = core_opening_after(2, matcher.address, tuner.address, batch_size=1)
         refused_before = refused()
         shed_before = rpc_errors("tuner", "Report", "RESOURCE_EXHAUSTED")
         for seed in range(3):
@@ -168,16 +174,7 @@ async def test_reports_from_a_source_not_allowed_never_open_the_tuner_breaker(
     monkeypatch.setattr(rpc, "REFUSAL_WARN_INTERVAL_S", 3600.0)  # one warning for the whole test
     guard = GuardSettings(frozenset({"another-gateway"}), rate_per_second=0, burst=0)
     async with guarded_tuner(pool, guard) as tuner:
-        core = OptimizerCore(
-            plugin_config(
-                matcher.address,
-                tuner.address,
-                batch_size=1,
-                breaker_threshold=1,
-                breaker_cooldown_s=3600,
-                learning_breaker_cooldown_s=3600,
-            )
-        )
+        core = core_opening_after(1, matcher.address, tuner.address, batch_size=1)
         refused_before = refused()
         denied_before = rpc_errors("tuner", "Report", "PERMISSION_DENIED")
         with caplog.at_level(logging.WARNING, logger="proxy_plugin.rpc"):
@@ -199,15 +196,7 @@ async def test_reports_from_a_source_not_allowed_never_open_the_tuner_breaker(
 
 async def test_observe_rejected_as_bad_input_never_opens_the_matcher_breaker(matcher, pool) -> None:
     async with guarded_tuner(pool, GuardSettings(frozenset(), rate_per_second=0, burst=0)) as tuner:
-        core = OptimizerCore(
-            plugin_config(
-                matcher.address,
-                tuner.address,
-                breaker_threshold=1,
-                breaker_cooldown_s=3600,
-                learning_breaker_cooldown_s=3600,
-            )
-        )
+        core = core_opening_after(1, matcher.address, tuner.address)
         rejected_before = sample("optimizer_plugin_telemetry_dropped_total", reason="rejected")
         bad = matcher_pb2.Fingerprints(algorithm_version=999, unit_count=3)
         for _ in range(3):
@@ -224,16 +213,7 @@ async def test_observe_rejected_as_bad_input_never_opens_the_matcher_breaker(mat
 
 async def test_a_stopped_tuner_opens_the_learning_breaker_and_the_request_path_finds_out_itself(matcher, pool) -> None:
     async with guarded_tuner(pool, GuardSettings(frozenset(), rate_per_second=0, burst=0)) as tuner:
-        core = OptimizerCore(
-            plugin_config(
-                matcher.address,
-                tuner.address,
-                breaker_threshold=2,
-                breaker_cooldown_s=3600,
-                learning_breaker_cooldown_s=3600,
-                sticky_ttl_s=0,
-            )
-        )
+        core = core_opening_after(2, matcher.address, tuner.address, sticky_ttl_s=0)
         sent, decision = await core.prepare(request(0))
         assert decision.decision_id
         await tuner.stop(0)
@@ -280,15 +260,7 @@ async def test_control_load_shedding_on_the_request_path_still_opens_the_breaker
         await _stand_in(tuner, tuner_pb2_grpc.add_TunerServicer_to_server, "optimizer.v1.Tuner", 1),
     ]
     try:
-        core = OptimizerCore(
-            plugin_config(
-                *(f"127.0.0.1:{s.port}" for s in servers),
-                breaker_threshold=1,
-                breaker_cooldown_s=3600,
-                learning_breaker_cooldown_s=3600,
-                sticky_ttl_s=0,
-            )
-        )
+        core = core_opening_after(1, *(f"127.0.0.1:{s.port}" for s in servers), sticky_ttl_s=0)
         _sent, decision = await core.prepare({"model": "m", "prompt": "hello there"})
         assert decision.applied
         tuner.recommend_gate = asyncio.Event()
@@ -317,16 +289,7 @@ async def test_held_reports_never_take_the_request_paths_slots() -> None:
     ]
     try:
         address = f"127.0.0.1:{servers[1].port}"
-        core = OptimizerCore(
-            plugin_config(
-                f"127.0.0.1:{servers[0].port}",
-                address,
-                breaker_threshold=1,
-                breaker_cooldown_s=3600,
-                learning_breaker_cooldown_s=3600,
-                sticky_ttl_s=0,
-            )
-        )
+        core = core_opening_after(1, f"127.0.0.1:{servers[0].port}", address, sticky_ttl_s=0)
         async with create_channel(address) as channel:  # other gateways' telemetry, stalled in the tuner
             stub = tuner_pb2_grpc.TunerStub(channel)
             held = [asyncio.ensure_future(stub.Report(tuner_pb2.ReportRequest(), timeout=30)) for _ in range(2)]
@@ -355,17 +318,8 @@ async def test_stalled_learning_never_gates_match_or_recommend(matcher, pool, ds
         teacher = OptimizerCore(plugin_config(matcher.address, tuner.address, batch_size=1))
         await serve(teacher, range(1))
         await teacher.close()
-        core = OptimizerCore(
-            plugin_config(
-                matcher.address,
-                tuner.address,
-                batch_size=1,
-                breaker_threshold=2,
-                breaker_cooldown_s=3600,
-                learning_breaker_cooldown_s=3600,
-                offpath_timeout_ms=300,
-                match_memo_size=0,
-            )
+        core = core_opening_after(
+            2, matcher.address, tuner.address, batch_size=1, offpath_timeout_ms=300, match_memo_size=0
         )
         [learned] = await serve(core, range(1, 2))
         assert learned.template_id

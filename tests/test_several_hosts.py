@@ -12,9 +12,7 @@ from bench.workload import words
 from ollama_optimizer.channels import create_channel
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2, tuner_pb2_grpc
 
-from matcher_fixtures import matcher, matcher_settings  # noqa: F401 (fixtures)
 from plugin_fixtures import gateway_chain, plugin_config, wait_until
-from tuner_fixtures import tuner  # noqa: F401 (fixture)
 
 MODEL = "llama3.1:8b"
 HEAD = words(random.Random(21), 900)
@@ -24,7 +22,7 @@ def templated(seed: int) -> list[dict[str, str]]:
     return [{"role": "system", "content": HEAD}, {"role": "user", "content": words(random.Random(seed), 30)}]
 
 
-async def test_two_hosts_learn_apart(matcher, tuner) -> None:  # noqa: F811
+async def test_two_hosts_learn_apart(matcher, tuner) -> None:
     small = plugin_config(matcher.address, tuner.address, ollama_host="gpu-8gb")
     large = plugin_config(matcher.address, tuner.address, ollama_host="gpu-24gb")
     async with (
@@ -53,8 +51,8 @@ async def test_two_hosts_learn_apart(matcher, tuner) -> None:  # noqa: F811
             }
             summary = await stub.Summary(tuner_pb2.SummaryRequest(period_seconds=600))
         assert {h: e.ollama_host for h, e in explained.items()} == {"gpu-8gb": "gpu-8gb", "gpu-24gb": "gpu-24gb"}
-        assert "default context=4096" in explained["gpu-8gb"].reason
-        assert "default context=32768" in explained["gpu-24gb"].reason
+        assert "default context=4096 (learned)" in explained["gpu-8gb"].reason
+        assert "default context=32768 (learned)" in explained["gpu-24gb"].reason
         rows = {(m.model, m.ollama_host): m.requests for m in summary.models}
         assert rows == {(MODEL, "gpu-8gb"): 6, (MODEL, "gpu-24gb"): 6}
         for host in ("gpu-8gb", "gpu-24gb"):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from typing import Any
 
 import ollama
 import pytest
@@ -22,9 +23,8 @@ from tuner_service.policy import APPLY, Demand, Observation, Policy
 from tuner_service.settings import PolicySettings
 from tuner_service.state import ladder, rung_for
 
-from matcher_fixtures import matcher, matcher_settings  # noqa: F401 (fixtures)
 from plugin_fixtures import gateway_chain, plugin_config
-from tuner_fixtures import fast_settings, local_server, make_outcome, tuner  # noqa: F401 (fixture)
+from tuner_fixtures import fast_settings, local_server, make_outcome
 
 MODEL = "llama3.2:3b"
 _rng = random.Random(15)
@@ -102,7 +102,7 @@ def _rung_index(value: int) -> int:
 
 
 @pytest.mark.parametrize("mode", ["full", "uncached", "omit-cached", "split"])
-async def test_cached_head_ends_within_one_rung_of_the_true_need(matcher, tuner, mode: str) -> None:  # noqa: F811
+async def test_cached_head_ends_within_one_rung_of_the_true_need(matcher, tuner, mode: str) -> None:
     """The runaway reproduction: one template repeated with a cached head, on an upstream of each counting
     behaviour. Every context the model is loaded with is within one rung of the true need (the largest
     prompt + output Ollama saw), nothing is truncated, and explain says how the counts were read."""
@@ -119,31 +119,19 @@ async def test_cached_head_ends_within_one_rung_of_the_true_need(matcher, tuner,
         assert "uncached" in state.reason and "not read as a truncation" in state.reason
 
 
+def _template_outcome(prompt_eval_count: int, num_ctx: int = 0, num_batch: int = 0, **fields: Any) -> Observation:
+    """Template 1's request of 3000 units and 200 tokens out, applied when it carried a context."""
+    timing = (2.0, 0.01, 0.4, 1.5)
+    return Observation(
+        MODEL, 1, 3000, 2, num_ctx > 0, num_ctx, num_batch, 0, prompt_eval_count, 200, *timing, "stop", True, **fields
+    )
+
+
 def _managed_policy() -> tuple[Policy, int]:
     """A policy managing MODEL with one confident template (id 1), and the context it believes loaded."""
     policy = Policy(PolicySettings())
     for _ in range(4):
-        policy.observe(
-            Observation(
-                MODEL,
-                1,
-                3000,
-                2,
-                False,
-                0,
-                0,
-                0,
-                3300,
-                200,
-                2.0,
-                0.01,
-                0.4,
-                1.5,
-                "stop",
-                True,
-                loaded_context_length=2048,
-            )
-        )
+        policy.observe(_template_outcome(3300, loaded_context_length=2048))
     decision = policy.recommend(Demand(MODEL, 1, 3000, frozenset(), 0, 2))
     assert decision.action == APPLY
     return policy, decision.num_ctx
@@ -156,27 +144,7 @@ def test_truncation_where_the_options_never_arrived_is_not_escalated(dropped: bo
     policy, believed = _managed_policy()
     model = policy.models[MODEL]
     for _ in range(3):
-        learned = policy.observe(
-            Observation(
-                MODEL,
-                1,
-                3000,
-                2,
-                True,
-                believed,
-                model.loaded_batch,
-                0,
-                1026,
-                200,
-                2.0,
-                0.01,
-                0.4,
-                1.5,
-                "stop",
-                True,
-                options_dropped=dropped,
-            )
-        )
+        learned = policy.observe(_template_outcome(1026, believed, model.loaded_batch, options_dropped=dropped))
         assert learned.truncated and learned.foreign
     assert model.templates[1].floor_ctx == 0 and model.templates[1].truncations == 0
     assert policy.recommend(Demand(MODEL, 1, 3000, frozenset(), 0, 2)).num_ctx == believed

@@ -12,6 +12,8 @@ from tuner_service.explain import explain
 from tuner_service.policy import APPLY, RUNNER_KEPT, RUNNER_LOADED, Advice, Demand, Observation, Policy
 from tuner_service.settings import PolicySettings
 
+from tuner_fixtures import served
+
 GIB = 1 << 30
 MODEL = "m"
 LOAD_S = 3.5
@@ -56,7 +58,8 @@ class SpillWorld:
         return prompt * 0.0002 * slow, output * 0.01 * slow
 
     def run(self, units: int, template_id: int = 1, output: int = 200) -> Advice:
-        decision = self.policy.recommend(Demand(MODEL, template_id, units, frozenset(), 0, 2))
+        demand = Demand(MODEL, template_id, units, frozenset(), 0, 2)
+        decision = self.policy.recommend(demand)
         options = (decision.num_ctx, decision.num_batch) if decision.action == APPLY else (0, 0)
         ctx, batch = options[0] or self.default_ctx, options[1] or 512
         load = options != self.loaded
@@ -73,23 +76,15 @@ class SpillWorld:
         self.latencies.append(total)
         size = self.size(ctx, batch)
         self.policy.observe(
-            Observation(
-                MODEL,
-                template_id,
-                units,
-                2,
-                decision.action == APPLY,
-                options[0],
-                options[1],
-                0,
+            served(
+                demand,
+                decision,
                 prompt,
                 output,
-                total,
-                load_s,
-                prompt_s,
-                eval_s,
-                "stop",
-                True,
+                total_s=total,
+                load_s=load_s,
+                prompt_eval_s=prompt_s,
+                eval_s=eval_s,
                 loaded_context_length=ctx,
                 model_size=size,
                 model_vram=min(size, self.vram),
@@ -241,7 +236,8 @@ class SharedGpu:
 
     def run(self, model: str, units: int) -> Advice:
         template_id = 1 if units < 10_000 else 2
-        decision = self.policy.recommend(Demand(model, template_id, units, frozenset(), 0, 2))
+        demand = Demand(model, template_id, units, frozenset(), 0, 2)
+        decision = self.policy.recommend(demand)
         options = (decision.num_ctx, decision.num_batch) if decision.action == APPLY else (0, 0)
         ctx = options[0] or 4096
         weights, per_token = self.weights[model]
@@ -258,23 +254,14 @@ class SharedGpu:
         load_s = 4.0 if load else 0.005
         self.t += load_s + 2.0
         self.policy.observe(
-            Observation(
-                model,
-                template_id,
-                units,
-                2,
-                decision.action == APPLY,
-                options[0],
-                options[1],
-                0,
+            served(
+                demand,
+                decision,
                 prompt,
                 200,
-                load_s + 2.0,
-                load_s,
-                0.5,
-                1.5,
-                "stop",
-                True,
+                total_s=load_s + 2.0,
+                load_s=load_s,
+                prompt_eval_s=0.5,
                 loaded_context_length=ctx,
                 model_size=size,
                 model_vram=size,

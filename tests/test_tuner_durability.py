@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from prometheus_client import REGISTRY
 
 from ollama_optimizer.channels import create_channel
 from ollama_optimizer.db import create_pool
@@ -107,10 +108,37 @@ async def _terminate_lock_session(dsn: str) -> int:
         await conn.close()
 
 
-async def test_a_writer_whose_lock_session_died_is_fenced_and_reloads_when_it_regains_the_lock(dsn: str) -> None:
+def _requests_counted(model: str) -> float:
+    return REGISTRY.get_sample_value("optimizer_tuner_requests_total", {"model": model, "action": "passthrough"}) or 0
+
+
+@contextlib.asynccontextmanager
+async def _two_tuners(dsn: str) -> AsyncIterator[tuple[TunerCore, TunerCore]]:
+    """Two tuner cores on their own pools (not started)."""
     pool_a, pool_b = await create_pool(dsn, 1, 4), await create_pool(dsn, 1, 4)
     a, b = TunerCore(pool_a, QUIET), TunerCore(pool_b, QUIET)
     try:
+        yield a, b
+    finally:
+        await b.stop()
+        await a.stop()
+        await pool_a.close()
+        await pool_b.close()
+
+
+async def _lose_the_lock_with(a: TunerCore, b: TunerCore, dsn: str, outcomes: list[tuner_pb2.Outcome]) -> None:
+    """A (the writer) loses its lock session to B, folds ``outcomes`` and fails to store them; B stops."""
+    assert await _terminate_lock_session(dsn) == 1
+    await b.start()
+    a.report(outcomes)
+    with contextlib.suppress(Exception):
+        await a.writer.flush()
+    assert not a.writer.is_writer
+    await b.stop()
+
+
+async def test_a_writer_whose_lock_session_died_is_fenced_and_reloads_when_it_regains_the_lock(dsn: str) -> None:
+    async with _two_tuners(dsn) as (a, b):
         await a.start()
         a.report([make_outcome(template_id=5) for _ in range(3)])
         await a.writer.flush()
@@ -125,10 +153,10 @@ async def test_a_writer_whose_lock_session_died_is_fenced_and_reloads_when_it_re
         a.report(late)  # A has not noticed yet: it folds, but its write cannot commit
         with contextlib.suppress(Exception):
             await a.writer.flush()
-        assert not await _stored_ids(pool_b) & {o.outcome_id for o in late}  # fenced
+        assert not await _stored_ids(b.pool) & {o.outcome_id for o in late}  # fenced
         assert not a.writer.is_writer
         assert (
-            await pool_b.fetchval("SELECT sample_count FROM tuner_rule WHERE template_id = 5 AND param = 'num_ctx'")
+            await b.pool.fetchval("SELECT sample_count FROM tuner_rule WHERE template_id = 5 AND param = 'num_ctx'")
             == 7
         )
         a.report([make_outcome(template_id=5)])  # a demoted writer queues without folding
@@ -139,16 +167,54 @@ async def test_a_writer_whose_lock_session_died_is_fenced_and_reloads_when_it_re
         await a.writer.wait_stored(result.all_stored, WAIT_S)  # takes the lock back: reload, fold, write
         assert a.writer.is_writer and result.all_stored()
         assert a.policy.models[MODEL].templates[5].observations == 7 + 2 + 1 + 1
-        assert len(await _stored_ids(pool_a)) == 11
+        assert len(await _stored_ids(a.pool)) == 11
         assert (
-            await pool_a.fetchval("SELECT sample_count FROM tuner_rule WHERE template_id = 5 AND param = 'num_ctx'")
+            await a.pool.fetchval("SELECT sample_count FROM tuner_rule WHERE template_id = 5 AND param = 'num_ctx'")
             == 11
         )
-    finally:
-        await b.stop()
-        await a.stop()
-        await pool_a.close()
-        await pool_b.close()
+
+
+async def test_outcomes_folded_again_after_a_lost_lock_are_counted_once(dsn: str) -> None:
+    """A writer folds outcomes, loses its lock before storing them and folds them again once it has the lock
+    back: the benefit metrics count each stored outcome once."""
+    model = "count-once:1b"
+    before = _requests_counted(model)
+    async with _two_tuners(dsn) as (a, b):
+        await a.start()
+        a.report([make_outcome(model=model) for _ in range(3)])
+        await a.writer.flush()
+        assert _requests_counted(model) == before + 3
+        await _lose_the_lock_with(a, b, dsn, [make_outcome(model=model) for _ in range(2)])
+        assert _requests_counted(model) == before + 3  # folded, not stored: not counted
+        result = a.report([make_outcome(model=model)])
+        await a.writer.wait_stored(result.all_stored, WAIT_S)  # lock back: the two are folded again, stored
+        stored = await a.pool.fetchval("SELECT count(*) FROM tuner_outcome WHERE model = $1", model)
+        assert stored == 6
+        assert _requests_counted(model) == before + stored
+
+
+async def test_outcomes_folded_again_are_not_compared_with_themselves(dsn: str) -> None:
+    """Two reloads folded, not stored, when the writer loses its lock (8192 after a stored 8192, then 4096):
+    folded again after the reload, the first one is compared with what is stored before it, not with the
+    second one: one reload is the optimizer's, not two."""
+    model = "blame-once:1b"
+
+    def load(num_ctx: int) -> tuner_pb2.Outcome:
+        return make_outcome(
+            model=model, action=tuner_pb2.APPLY, num_ctx=num_ctx, num_batch=512, runner_load=tuner_pb2.RUNNER_LOADED
+        )
+
+    async with _two_tuners(dsn) as (a, b):
+        await a.start()
+        a.report([load(8192)])
+        await a.writer.flush()
+        await _lose_the_lock_with(a, b, dsn, [load(8192), load(4096)])
+        result = a.report([make_outcome(model=model)])
+        await a.writer.wait_stored(result.all_stored, WAIT_S)
+        causes = await a.pool.fetch(
+            "SELECT load_cause, count(*) AS n FROM tuner_outcome WHERE model = $1 AND load_cause > 0 GROUP BY 1", model
+        )
+        assert {r["load_cause"]: r["n"] for r in causes} == {1: 1, 3: 2}  # optimizer: 4096; other: the 8192s
 
 
 async def test_a_hung_writer_loses_the_lock_to_a_standby(dsn: str) -> None:

@@ -22,7 +22,7 @@ from tuner_service.limits import LimitSettings, clamp
 from tuner_service.main import RunningTuner, start_tuner
 from tuner_service.state import ModelState, ladder
 
-from tuner_fixtures import fast_settings, local_server, make_outcome, tuner, tuner_stub  # noqa: F401
+from tuner_fixtures import fast_settings, local_server, make_outcome
 
 MODEL = "llama3.1:8b"
 GiB = 2**30
@@ -71,7 +71,7 @@ async def capped(pool: asyncpg.Pool) -> AsyncIterator[tuple[RunningTuner, tuner_
     await running.stop(0)
 
 
-async def test_trained_context_is_never_exceeded_and_explained(tuner_stub) -> None:  # noqa: F811
+async def test_trained_context_is_never_exceeded_and_explained(tuner_stub) -> None:
     await _learn(tuner_stub, 1, 20_000, model_context_limit=8192)
     reply = await tuner_stub.Recommend(
         tuner_pb2.RecommendRequest(model=MODEL, template_id=1, prompt_units=20_000, model_context_limit=8192)
@@ -83,7 +83,7 @@ async def test_trained_context_is_never_exceeded_and_explained(tuner_stub) -> No
     assert "model context limit: 8192" in state.reason
 
 
-async def test_a_new_model_is_capped_by_its_trained_context_on_the_first_request(tuner_stub) -> None:  # noqa: F811
+async def test_a_new_model_is_capped_by_its_trained_context_on_the_first_request(tuner_stub) -> None:
     reply = await tuner_stub.Recommend(
         tuner_pb2.RecommendRequest(model="fresh:1b", prompt_units=40_000, model_context_limit=4096)
     )
@@ -121,7 +121,7 @@ def test_memory_cap_never_goes_below_the_need() -> None:
     assert value == 8192 and "before the spill" in why  # 1 GiB of VRAM beside the weights: 8192 tokens
 
 
-async def test_pin_is_validated_and_a_misspelled_model_never_stored(tuner, tuner_stub) -> None:  # noqa: F811
+async def test_pin_is_validated_and_a_misspelled_model_never_stored(tuner, tuner_stub) -> None:
     await _learn(tuner_stub, 3, 3000)
     bad = {
         "misspelled model": (
@@ -151,7 +151,7 @@ async def test_pin_is_validated_and_a_misspelled_model_never_stored(tuner, tuner
     assert ok.state.pinned and ok.state.current_num_ctx == 8192
 
 
-async def test_reset_of_the_big_template_returns_the_model_context(tuner_stub) -> None:  # noqa: F811
+async def test_reset_of_the_big_template_returns_the_model_context(tuner_stub) -> None:
     await _learn(tuner_stub, 4, 1000)
     await _learn(tuner_stub, 5, 30_000)
     big = await tuner_stub.Recommend(tuner_pb2.RecommendRequest(model=MODEL, template_id=5, prompt_units=30_000))
@@ -162,7 +162,7 @@ async def test_reset_of_the_big_template_returns_the_model_context(tuner_stub) -
     assert after.num_ctx < 8192 and after.reason_code == "reset" and "reset" in after.reason
 
 
-async def test_whole_model_reset_returns_it_to_ollama_defaults(tuner, tuner_stub, pool) -> None:  # noqa: F811
+async def test_whole_model_reset_returns_it_to_ollama_defaults(tuner, tuner_stub, pool) -> None:
     await _learn(tuner_stub, 6, 3000)
     assert (
         await tuner_stub.Recommend(tuner_pb2.RecommendRequest(model=MODEL, template_id=6, prompt_units=3000))
@@ -181,7 +181,7 @@ async def test_whole_model_reset_returns_it_to_ollama_defaults(tuner, tuner_stub
     assert code == grpc.StatusCode.NOT_FOUND
 
 
-async def test_cli_on_names_that_do_not_exist_exits_nonzero_with_one_line(tuner, tuner_stub, capsys) -> None:  # noqa: F811
+async def test_cli_on_names_that_do_not_exist_exits_nonzero_with_one_line(tuner, tuner_stub, capsys) -> None:
     await _learn(tuner_stub, 7, 3000)
     cases = [
         (admin_cli.explain, {"model": "nope:1b", "template_id": 7}),

@@ -11,9 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tuner_service.explain import explain
-from tuner_service.policy import APPLY, Advice, Demand, Observation, Policy
+from tuner_service.policy import APPLY, Advice, Demand, Policy
 from tuner_service.settings import PolicySettings
 from tuner_service.state import ModelState, ladder, rung_for
+
+from tuner_fixtures import served
 
 GIB = 1 << 30
 RATIO = 1.1
@@ -47,7 +49,8 @@ class Gpu:
         return w.weights + w.kv_per_token * ctx + w.buffer_per_batch * batch
 
     def run(self, model: str, template_id: int, units: int, output: int = 200) -> Advice:
-        decision = self.policy.recommend(Demand(model, template_id, units, frozenset(), 0, 2))
+        demand = Demand(model, template_id, units, frozenset(), 0, 2)
+        decision = self.policy.recommend(demand)
         options = (decision.num_ctx, decision.num_batch) if decision.action == APPLY else (0, 0)
         ctx, batch = options[0] or self.default_ctx, options[1] or 512
         loaded = self.runners.pop(model, None)
@@ -62,23 +65,13 @@ class Gpu:
         truncated = prompt > ctx
         self.truncations += truncated
         self.policy.observe(
-            Observation(
-                model,
-                template_id,
-                units,
-                2,
-                decision.action == APPLY,
-                options[0],
-                options[1],
-                0,
+            served(
+                demand,
+                decision,
                 ctx // 2 + 2 if truncated else prompt,
                 output,
-                8.0 if load else 2.0,
-                6.0 if load else 0.01,
-                0.4,
-                1.5,
-                "stop",
-                True,
+                total_s=8.0 if load else 2.0,
+                load_s=6.0 if load else 0.01,
                 loaded_context_length=ctx,
                 model_size=size,
                 model_vram=vram,

@@ -14,6 +14,8 @@ from tuner_service.policy import APPLY, MAX_UNCONFIRMED_MODELS, PASSTHROUGH, Adv
 from tuner_service.settings import PolicySettings
 from tuner_service.state import TemplateState, ladder, rung_for
 
+from tuner_fixtures import served
+
 MODEL = "m"
 
 
@@ -32,7 +34,8 @@ class World:
     def run(
         self, template_id: int, units: int, output: int, num_predict: int = 0, messages: int = 2
     ) -> tuple[Advice, bool]:
-        decision = self.policy.recommend(Demand(MODEL, template_id, units, frozenset(), num_predict, messages))
+        demand = Demand(MODEL, template_id, units, frozenset(), num_predict, messages)
+        decision = self.policy.recommend(demand)
         options = (decision.num_ctx, decision.num_batch) if decision.action == APPLY else (0, 0)
         if self.loaded is not None and options != self.loaded:
             self.reloads += 1
@@ -42,27 +45,7 @@ class World:
         truncated = prompt > ctx
         self.truncations += truncated
         self.t += 2.0
-        self.policy.observe(
-            Observation(
-                MODEL,
-                template_id,
-                units,
-                messages,
-                decision.action == APPLY,
-                options[0],
-                options[1],
-                num_predict,
-                ctx // 2 + 2 if truncated else prompt,
-                output,
-                2.0,
-                0.01,
-                0.4,
-                1.5,
-                "stop",
-                True,
-                finished_at=self.t,
-            )
-        )
+        self.policy.observe(served(demand, decision, ctx // 2 + 2 if truncated else prompt, output, finished_at=self.t))
         return decision, truncated
 
 

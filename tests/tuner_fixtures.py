@@ -14,6 +14,7 @@ from ollama_optimizer.channels import create_channel
 from ollama_optimizer.config import ServerConfig
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2, tuner_pb2_grpc
 from tuner_service.main import RunningTuner, start_tuner
+from tuner_service.policy import APPLY, Advice, Demand, Observation
 from tuner_service.settings import PolicySettings, TunerSettings
 
 _ids = itertools.count(1)
@@ -28,6 +29,27 @@ def fast_settings(**policy: Any) -> TunerSettings:
 
 def local_server() -> ServerConfig:
     return ServerConfig(listen="127.0.0.1:0", metrics_port=0)
+
+
+def served(demand: Demand, advice: Advice, prompt_eval_count: int, eval_count: int, **fields: Any) -> Observation:
+    """The outcome of ``demand`` sent as ``advice`` says (with Ollama's defaults when it passes through): by
+    default 2 s without a load, stopped by itself, counts known; other fields by name."""
+    applied = advice.action == APPLY
+    timing: dict[str, Any] = dict(total_s=2.0, load_s=0.01, prompt_eval_s=0.4, eval_s=1.5, done_reason="stop")
+    return Observation(
+        demand.model,
+        demand.template_id,
+        demand.prompt_units,
+        demand.message_count,
+        applied,
+        advice.num_ctx if applied else 0,
+        advice.num_batch if applied else 0,
+        demand.num_predict,
+        prompt_eval_count,
+        eval_count,
+        counts_known=True,
+        **(timing | fields),
+    )
 
 
 def make_outcome(

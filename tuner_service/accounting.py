@@ -1,5 +1,8 @@
 """The benefit figures of each folded outcome (definitions in ollama_optimizer/benefit.py), their metrics,
-and the KV memory of each model against Ollama's default context."""
+and the KV memory of each model against Ollama's default context.
+
+An outcome is assessed when it is folded and counted in the metrics once its row is stored: a writer that
+loses its lock folds the unstored outcomes again later, and their figures must not count twice."""
 
 from __future__ import annotations
 
@@ -20,34 +23,36 @@ MAX_HOST_LABELS = 32  # Ollama host label values in metrics before "other"
 
 @dataclass(frozen=True)
 class Assessed:
-    """One outcome's benefit and its estimated prompt seconds at the baseline (0 = no estimate)."""
+    """One outcome's benefit, its estimated prompt seconds at the baseline (0 = no estimate), and what the
+    metrics count of it once it is stored."""
 
     benefit: Benefit
     prompt_seconds_baseline: float
+    model: str  # the outcome's model name
+    key: str  # the model's state key (model and Ollama host)
+    optimized: bool
+    truncated: bool
+    prompt_seconds: float  # measured prompt processing
 
 
 @dataclass(frozen=True)
 class KvMemory:
-    """KV-cache bytes of the context loaded now and of Ollama's default context (0 = unknown)."""
+    """KV-cache bytes of the context loaded now and of Ollama's default context, and that default's basis."""
 
     loaded: int
     default: int
     loaded_ctx: int
     default_ctx: int
-
-
-def known_default_ctx(policy: Policy, model: ModelState) -> int:
-    """Ollama's default context for the model as the gateway saw it (/api/ps after a request without num_ctx),
-    else the operator's TUNER_DEFAULT_NUM_CTX; 0 = unknown (every request so far carried a num_ctx): the
-    policy's assumed default is a guess it may act on, never a baseline to claim a benefit against."""
-    return model.default_ctx or policy.s.default_num_ctx
+    default_basis: str  # default_context.LEARNED, OPERATOR or ASSUMED
 
 
 def kv_memory(policy: Policy, model: ModelState) -> KvMemory:
-    default_ctx = known_default_ctx(policy, model)
-    loaded_ctx = model.loaded_ctx if model.managed and model.loaded_ctx else default_ctx
+    default = policy.default_context(model)
+    loaded_ctx = model.loaded_ctx if model.managed and model.loaded_ctx else default.num_ctx
     per_token = model.kv_bytes_per_token or costs.kv_bytes_per_token(model)
-    return KvMemory(int(loaded_ctx * per_token), int(default_ctx * per_token), loaded_ctx, default_ctx)
+    return KvMemory(
+        int(loaded_ctx * per_token), int(default.num_ctx * per_token), loaded_ctx, default.num_ctx, default.basis
+    )
 
 
 class Accounting:
@@ -58,6 +63,15 @@ class Accounting:
         self._ledger = Ledger()
         self._label = BoundedLabel(MAX_MODEL_LABELS)
         self._host = BoundedLabel(MAX_HOST_LABELS)  # "" (the default host) stays "" beside them
+
+    def restart(self) -> None:
+        """Forget the previous requests: the learned state was replaced by what is stored (another writer may
+        have folded outcomes since, and outcomes folded but not stored are folded again)."""
+        self._ledger = Ledger()
+
+    def model_label(self, name: str) -> str:
+        """The model label value of ``name`` in the per-model metrics (bounded)."""
+        return self._label(name)
 
     def assess(self, outcome: Any, obs: Observation, learned: Learned) -> Assessed:
         """``outcome``: the Outcome message behind ``obs`` (validated), folded into the policy just now."""
@@ -75,35 +89,34 @@ class Accounting:
                 loaded=learned.reloaded,
                 truncated=learned.truncated,
                 prompt_tokens=prompt,
-                default_ctx=known_default_ctx(self._policy, model),
+                default_ctx=self._policy.default_ctx(model),
             ),
         )
         estimate = 0.0
         if obs.applied and not benefit.baseline_truncated and obs.prompt_eval_s > 0:
             arm = model.arms.get((size_class(prompt), baseline[1]))
             estimate = baseline_prompt_seconds(prompt, arm.mean if arm else 0.0, arm.pulls if arm else 0)
-        self._count(outcome.model, obs, learned, model, benefit, estimate)
-        return Assessed(benefit, estimate)
+        return Assessed(benefit, estimate, outcome.model, obs.model, obs.applied, learned.truncated, obs.prompt_eval_s)
 
-    def _count(
-        self, name: str, obs: Observation, learned: Learned, model: ModelState, benefit: Benefit, estimate: float
-    ) -> None:
-        label = self._label(name)
-        metrics.REQUESTS.labels(label, "apply" if obs.applied else "passthrough").inc()
+    def count(self, stored: Assessed) -> None:
+        """Count a stored outcome's figures in the metrics."""
+        label, benefit = self._label(stored.model), stored.benefit
+        metrics.REQUESTS.labels(label, "apply" if stored.optimized else "passthrough").inc()
         if benefit.truncation_prevented:
             metrics.TRUNCATIONS.labels(label, "prevented").inc()
-        if learned.truncated:
+        if stored.truncated:
             metrics.TRUNCATIONS.labels(label, "truncated").inc()
         if benefit.cause:
             metrics.RUNNER_LOADS.labels(label, benefit.cause).inc()
         if benefit.baseline_reload:
             metrics.BASELINE_RELOADS.labels(label).inc()
-        if estimate:
-            metrics.PROMPT_SECONDS.labels(label, "measured").inc(obs.prompt_eval_s)
-            metrics.PROMPT_SECONDS.labels(label, "baseline").inc(estimate)
-        memory = kv_memory(self._policy, model)
-        if memory.default:
-            host = split_key(obs.model)[1]
+        if stored.prompt_seconds_baseline:
+            metrics.PROMPT_SECONDS.labels(label, "measured").inc(stored.prompt_seconds)
+            metrics.PROMPT_SECONDS.labels(label, "baseline").inc(stored.prompt_seconds_baseline)
+        model = self._policy.models.get(stored.key)
+        memory = kv_memory(self._policy, model) if model is not None else None
+        if memory is not None and memory.default:
+            host = split_key(stored.key)[1]
             host = self._host(host) if host else ""
             metrics.KV_BYTES.labels(label, host, "loaded").set(memory.loaded)
             metrics.KV_BYTES.labels(label, host, "default").set(memory.default)

@@ -8,9 +8,12 @@ from ollama_optimizer.benefit import MIN_SPEED_SAMPLES
 from ollama_optimizer.cli_support import table
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
 
+from .default_context import ASSUMED, OPERATOR
+
 NOTES = (
     "truncations prevented: optimized requests, not truncated, whose prompt was longer than the context Ollama\n"
-    "  would have used (the client's num_ctx, else Ollama's default: from /api/ps, or TUNER_DEFAULT_NUM_CTX).",
+    "  would have used (the client's num_ctx, else Ollama's default: learned from /api/ps, the operator's\n"
+    "  TUNER_DEFAULT_NUM_CTX, or assumed by Ollama's rule from its version and VRAM).",
     "reloads seen: runner loads (Ollama's clock); by the optimizer: those after an option change it made;\n"
     "  the clients' options cause: reloads their own option changes would cause without the optimizer.",
     "prompt time: optimized requests measured, against an estimate at the prompt speed Ollama showed for the\n"
@@ -51,7 +54,8 @@ def prompt_change(b: tuner_pb2.Benefit) -> str:
 def context_change(b: tuner_pb2.Benefit) -> str:
     if not b.default_num_ctx:
         return f"unknown -> {b.loaded_num_ctx}" if b.loaded_num_ctx else "-"
-    return f"{b.default_num_ctx} -> {b.loaded_num_ctx or b.default_num_ctx}"
+    basis = f" ({b.default_num_ctx_basis})" if b.default_num_ctx_basis in (ASSUMED, OPERATOR) else ""
+    return f"{b.default_num_ctx}{basis} -> {b.loaded_num_ctx or b.default_num_ctx}"
 
 
 FIGURES = (
@@ -92,12 +96,13 @@ def render(response: tuner_pb2.SummaryResponse) -> str:
         names.append("total")
         columns.append(column(response.benefit, ""))
     rows = [("", *names), *[(figure, *values) for figure, *values in zip(FIGURES, *columns)]]
-    unknown = [name for name, m in zip(names, response.models) if not m.benefit.default_num_ctx]
+    assumed = [name for name, m in zip(names, response.models) if m.benefit.default_num_ctx_basis == ASSUMED]
     notes = list(NOTES)
-    if unknown:
+    if assumed:
         notes.append(
-            f"Ollama's default context is not known for {', '.join(unknown)}: every request carried a "
-            "num_ctx, so /api/ps never showed it (set TUNER_DEFAULT_NUM_CTX to your server's default); "
-            "truncations prevented and the KV memory of the default are not counted there."
+            f"(assumed): Ollama's default context for {', '.join(assumed)} by Ollama's rule (its version and the\n"
+            "  GPU the gateway sees): every request carried a num_ctx, so /api/ps has not shown it, and the figures\n"
+            "  against it are estimates. A gateway away from Ollama's GPU sees none (the smallest tier): set\n"
+            "  TUNER_DEFAULT_NUM_CTX to the server's default (its OLLAMA_CONTEXT_LENGTH, or CONTEXT in `ollama ps`)."
         )
     return table(rows) + "\n\n" + "\n".join(notes)

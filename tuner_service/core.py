@@ -41,12 +41,13 @@ ACTION_LABEL = {1: "passthrough", 2: "apply"}
 
 @dataclass(eq=False)
 class Pending:
-    """A valid outcome, what its verified decision id said, and its buffered row once folded."""
+    """A valid outcome, what its verified decision id said, and once folded its assessment and buffered row."""
 
     valid: Valid
     outcome: tuner_pb2.Outcome
     decision: DecisionFields
     entry: Entry[Pending] | None = None
+    assessed: Assessed | None = None
 
     @property
     def stored(self) -> bool:
@@ -77,7 +78,9 @@ class TunerCore:
         self.settings = settings
         self.policy = Policy(settings.policy)
         self.pool = pool
-        self.writer = WriteBehind(pool, settings, self._snapshot, self._promoted, self._demoted, self._load)
+        self.writer = WriteBehind(
+            pool, settings, self._snapshot, self._promoted, self._demoted, self._load, self._stored
+        )
         self.accounting = Accounting(self.policy)
         self.residency = Residency(pool, self.policy, settings.templates_in_memory, lambda: self.writer.dirty)
         self.signer = DecisionSigner(signing_key(settings.decision_key))
@@ -105,6 +108,7 @@ class TunerCore:
             self.policy.models = await store.load_state(conn)
             ids = await store.recent_outcome_ids(conn, self.settings.dedupe_window)
         self.host_versions = HostVersions()
+        self.accounting.restart()
         for key, model in self.policy.models.items():
             self.host_versions.learn(split_key(key)[1], model.ollama_version, model.version_at)
         self._seen = OrderedDict.fromkeys(ids)
@@ -126,7 +130,9 @@ class TunerCore:
             await self.residency.ensure(*key)
         pending, self._unfolded = self._unfolded, []  # no await from here: Reports arriving meanwhile wait
         for item in pending:
-            if item.outcome.outcome_id not in stored:
+            if item.outcome.outcome_id in stored:
+                self._stored([item])
+            else:
                 self._fold(item)
         self._update_gauges()
 
@@ -136,6 +142,13 @@ class TunerCore:
             item.entry = None
         self._unfolded[:0] = sources
         self._update_gauges()
+
+    def _stored(self, items: list[Pending]) -> None:
+        """Their rows are committed: count their figures (once: an outcome is stored once)."""
+        for item in items:
+            if item.assessed is not None:
+                self.accounting.count(item.assessed)
+                item.assessed = None
 
     @property
     def read_only(self) -> bool:
@@ -159,7 +172,9 @@ class TunerCore:
                 decision.reason_code, decision.reload, decision.reload_avoided, decision.truncation_prevented
             ),
         )
-        metrics.RECOMMENDATIONS.labels(ACTION_LABEL[decision.action], decision.reason_code).inc()
+        metrics.RECOMMENDATIONS.labels(
+            self.accounting.model_label(split_key(req.model)[0]), ACTION_LABEL[decision.action], decision.reason_code
+        ).inc()
         if decision.reason_code == "runaway_stopped":
             metrics.RUNAWAY_STOPPED.inc()
         if decision.action == APPLY and decision.reload and not self.read_only and req.model in self.policy.models:
@@ -248,7 +263,7 @@ class TunerCore:
         learned = self.policy.observe(obs)
         self.residency.bound(obs.model, self.policy.models[obs.model])
         limits.learn(self.policy.models[obs.model], item.outcome.model_context_limit, item.outcome.kv_bytes_per_token)
-        assessed = self.accounting.assess(item.outcome, obs, learned)
+        item.assessed = assessed = self.accounting.assess(item.outcome, obs, learned)
         self.writer.touch(obs.model, obs.template_id)
         item.entry = self.writer.enqueue(self._row(item, learned, assessed), item)
         return item.entry is not None

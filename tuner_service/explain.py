@@ -87,9 +87,10 @@ def _tentative_lines(model: ModelState) -> list[str]:
 
 
 def _lines(policy: Policy, model: ModelState, template: TemplateState | None, hard: Cap, soft: Cap) -> list[str]:
+    default = policy.default_context(model)
     lines = [
         f"model: managed={model.managed} loaded num_ctx={model.loaded_ctx or 'default'} "
-        f"num_batch={model.loaded_batch or 'default'} default context={policy.default_ctx(model)}",
+        f"num_batch={model.loaded_batch or 'default'} default context={default.num_ctx} ({default.basis})",
         f"calibration: {policy.ratio_upper(model):.3f} tokens/unit (p{policy.s.calibration_quantile * 100:g}, "
         f"{model.calibration_samples} samples); reload cost {model.reload_cost_s:.2f}s ({model.reloads} seen)",
         f"active need (requests within {policy.s.claim_idle_seconds:g}s, margin {policy.margin_for(model):g}): "

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-RECOMMENDATIONS = Counter(
-    "optimizer_tuner_recommendations_total", "Recommendations by action and reason code.", ("action", "reason")
+from ollama_optimizer.buckets import decades
+
+RECOMMENDATIONS = Counter(  # model: at most MAX_MODEL_LABELS names, the rest "other"
+    "optimizer_tuner_recommendations_total",
+    "Recommendations (decisions) per model by action and reason code.",
+    ("model", "action", "reason"),
 )
 OUTCOMES = Counter(  # result: accepted|duplicate|rejected|dropped
     "optimizer_tuner_outcomes_total", "Reported outcomes by result.", ("result",)
@@ -68,7 +72,7 @@ DB_ERRORS = Counter("optimizer_tuner_db_errors_total", "Failed database operatio
 FLUSH_SECONDS = Histogram(
     "optimizer_tuner_flush_seconds",
     "Duration of one write-behind flush.",
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+    buckets=decades(0.001, 5.0),
 )
 WRITER = Gauge("optimizer_tuner_writer", "1 when this process holds the single-writer lock, else 0 (standby).")
 RUNAWAY_STOPPED = Counter(

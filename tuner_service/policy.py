@@ -22,6 +22,7 @@ from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
 
 from . import costs, tentative
 from .bandit import choose_num_batch
+from .default_context import DefaultContext, default_context
 from .evidence import CountReading, at_cut, read_counts
 from .hosts import split_key
 from .settings import PolicySettings
@@ -145,8 +146,14 @@ class Policy:
         """The tight margin once the model must share memory (evicted or spilled), else the normal one."""
         return min(self.s.tight_margin, self.s.margin) if model.tight else self.s.margin
 
+    def default_context(self, model: ModelState) -> DefaultContext:
+        """Ollama's default context for the model and its basis: learned, the operator's, or assumed."""
+        return default_context(
+            model.default_ctx, self.s.default_num_ctx, model.ollama_version, model.gpu_total, model.context_limit
+        )
+
     def default_ctx(self, model: ModelState) -> int:
-        return model.default_ctx or self.s.assumed_default_num_ctx
+        return self.default_context(model).num_ctx
 
     def believed_ctx(self, model: ModelState) -> int:
         """The context the model runs with now, as far as the tuner knows."""

@@ -195,9 +195,9 @@ class TunerServicer(tuner_pb2_grpc.TunerServicer):
                 memory = kv_memory(self.core.policy, model)
                 summary.benefit.kv_bytes_loaded, summary.benefit.kv_bytes_default = memory.loaded, memory.default
                 summary.benefit.loaded_num_ctx, summary.benefit.default_num_ctx = memory.loaded_ctx, memory.default_ctx
-                if memory.default:  # the total compares the models whose default is known
-                    response.benefit.kv_bytes_loaded += memory.loaded
-                    response.benefit.kv_bytes_default += memory.default
+                summary.benefit.default_num_ctx_basis = memory.default_basis
+                response.benefit.kv_bytes_loaded += memory.loaded
+                response.benefit.kv_bytes_default += memory.default
             response.models.append(summary)
         return response
 

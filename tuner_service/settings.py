@@ -18,9 +18,6 @@ def _int_list(raw: str) -> tuple[int, ...]:
     return tuple(sorted({int(part) for part in parts}))
 
 
-OLLAMA_DEFAULT_NUM_CTX = 4096  # what the policy assumes while Ollama's default context is unknown
-
-
 @dataclass(frozen=True)
 class PolicySettings:
     """Knobs of the pure policy (no I/O)."""
@@ -42,8 +39,9 @@ class PolicySettings:
     default_num_ctx: int = setting(
         0,
         "TUNER_DEFAULT_NUM_CTX",
-        "Ollama's default context until the gateway reports it from `/api/ps` (set it for the smart-proxy "
-        f"agent); 0 = unknown: the policy assumes {OLLAMA_DEFAULT_NUM_CTX} and no benefit is claimed against it",
+        "Ollama's default context until the gateway reports it from `/api/ps` (the server's "
+        "`OLLAMA_CONTEXT_LENGTH`; set it for the smart-proxy agent); 0 = assumed by Ollama's rule from its "
+        "version and VRAM (labelled assumed in `stats`)",
         low=0,
         high=1 << 24,
     )
@@ -185,11 +183,6 @@ class PolicySettings:
 
     def __post_init__(self) -> None:
         check(self)
-
-    @property
-    def assumed_default_num_ctx(self) -> int:
-        """Ollama's default context as the policy assumes it while the model's own is unknown."""
-        return self.default_num_ctx or OLLAMA_DEFAULT_NUM_CTX
 
 
 @dataclass(frozen=True)

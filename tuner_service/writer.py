@@ -8,7 +8,8 @@ this process is the writer (Postgres releases a session lock only when the sessi
 own transaction committed. A failed flush keeps everything for the next attempt; outcome rows are
 idempotent (ON CONFLICT DO NOTHING), so a retried batch never duplicates. A process that loses the
 lock hands its unwritten rows back to the core (``on_demoted``) and stops writing; one that gains
-it lets the core reload stored state first (``on_promoted``). Without the lock the process is a
+it lets the core reload stored state first (``on_promoted``). Rows whose transaction committed are
+handed to ``on_stored``. Without the lock the process is a
 standby: it writes nothing and tries to become the writer every ``lock_retry_seconds``.
 
 A writer that stops talking to Postgres (hung, SIGSTOPped, its host cut off) must not keep the lock
@@ -89,6 +90,7 @@ class WriteBehind(Generic[S]):
         on_promoted: Callable[[], Awaitable[None]],
         on_demoted: Callable[[list[S]], None],
         on_standby: Callable[[], Awaitable[None]],
+        on_stored: Callable[[list[S]], None],
     ) -> None:
         self._pool = pool
         self._settings = settings
@@ -96,6 +98,7 @@ class WriteBehind(Generic[S]):
         self._on_promoted = on_promoted
         self._on_demoted = on_demoted
         self._on_standby = on_standby
+        self._on_stored = on_stored
         self.rows: deque[Entry[S]] = deque()
         self.dirty = Dirty()
         self.is_writer = False
@@ -264,6 +267,7 @@ class WriteBehind(Generic[S]):
             entry.stored = True
         while self.rows and self.rows[0].stored:  # by identity: only what this transaction wrote
             self.rows.popleft()
+        self._on_stored([entry.source for entry in batch])
         self._progress.set()
         metrics.OUTCOMES_WRITTEN.inc(len(batch))
         metrics.OUTCOME_BUFFER.set(len(self.rows))

@@ -11,6 +11,7 @@ from .engine import Engine, RequestRecord, Sensitivity
 from .output import OutputHook
 from .profiles import DEFAULT_HARDWARE, MODELS
 from .server import OllamaApp
+from .serving import Served
 from .summary import run_summary
 
 
@@ -34,12 +35,12 @@ class EmulatorConfig:
     port: int = 0
 
 
-class Emulator:
+class Emulator(Served):
     """A running emulator; use as `async with start_emulator(cfg) as emu:`."""
 
     def __init__(self, config: EmulatorConfig | None = None) -> None:
-        self.config = config or EmulatorConfig()
-        c = self.config
+        self.config = c = config or EmulatorConfig()
+        super().__init__(c.host, c.port)
         self.engine = Engine(
             c.hardware,
             list(c.models),
@@ -53,31 +54,9 @@ class Emulator:
             c.sensitivity,
             c.count_mode,
         )
-        self._runner: web.AppRunner | None = None
-        self.port = c.port
 
-    async def start(self) -> Emulator:
-        self._runner = web.AppRunner(OllamaApp(self.engine).build(), access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.host, self.config.port)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> Emulator:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.config.host}:{self.port}"
+    def build(self) -> web.Application:
+        return OllamaApp(self.engine).build()
 
     # ---- counters ----------------------------------------------------------------------------
     @property

