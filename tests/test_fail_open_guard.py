@@ -12,7 +12,8 @@ import pytest
 
 from bench.workload import words
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
-from proxy_plugin.context_guard import ContextGuard, TunerSaid, rung_above
+from prompt_fingerprint import TOKEN_RE, fingerprint
+from proxy_plugin.context_guard import ContextGuard, TunerSaid, rung_above, unit_count
 from proxy_plugin.metrics import REGISTRY
 from tuner_service.settings import PolicySettings
 from tuner_service.state import ladder
@@ -88,3 +89,13 @@ async def test_recommend_tells_the_ratio_and_cap(tuner_stub, model: str) -> None
     )
     assert answer.units_to_tokens_ratio == PolicySettings().units_ratio_prior  # nothing measured yet
     assert answer.num_ctx_cap == 8192
+
+
+def test_the_guard_counts_a_prompt_exactly_in_matcher_units() -> None:
+    """Failing open, the guard counts a long prompt's tokens exactly (never fewer than the matcher's count,
+    which reads non-ASCII punctuation inside words past its fingerprinted prefix)."""
+    ascii_text = words(random.Random(7), 5000)
+    assert unit_count(ascii_text, 0) == fingerprint(ascii_text).unit_count == len(TOKEN_RE.findall(ascii_text))
+    other = " ".join(f"Größe—{i} мир—東京," for i in range(3000))
+    assert unit_count(other, 0) == len(TOKEN_RE.findall(other)) >= fingerprint(other).unit_count
+    assert unit_count("short text", 100) == len("short text")  # short: the character bound, never counted
