@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -58,11 +59,15 @@ def _everything(text: str) -> list[object]:
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(texts())
 def test_compiled_kernels_give_the_numpy_bits(text: str) -> None:
+    _assert_same_with_both_kernels(lambda: _everything(text))
+
+
+def _assert_same_with_both_kernels(compute: Callable[[], object]) -> None:
     kernel.use_numpy()
-    expected = _everything(text)
+    expected = compute()
     try:
         assert kernel.warm_up() == kernel.COMPILED
-        assert _everything(text) == expected
+        assert compute() == expected
     finally:
         kernel.use_numpy()
 
@@ -71,13 +76,7 @@ def test_compiled_kernels_give_the_numpy_bits(text: str) -> None:
 def test_the_compiled_count_continues_a_word_across_chunks(shift: int) -> None:
     """A word or punctuation straddling the count's chunk boundary is counted once, as numpy counts it."""
     text = "x" * (COUNT_CHUNK_CHARS + shift - 3) + "abc,de fg" + " naïve, 東京 — ok" * 5000
-    kernel.use_numpy()
-    expected = approximate_count(text)
-    try:
-        assert kernel.warm_up() == kernel.COMPILED
-        assert approximate_count(text) == expected
-    finally:
-        kernel.use_numpy()
+    _assert_same_with_both_kernels(lambda: approximate_count(text))
 
 
 def test_the_numpy_setting_keeps_numba_out(monkeypatch: pytest.MonkeyPatch) -> None:
