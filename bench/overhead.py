@@ -40,6 +40,7 @@ from bench.workload import WorkloadRequest, make_requests, make_templates
 from ollama_optimizer.channels import create_channel
 from ollama_optimizer.config import DatabaseConfig
 from ollama_optimizer.db import embedded_or_configured_dsn
+from ollama_optimizer.fingerprint_kernel import KernelSettings, warm_up_at_start
 from ollama_optimizer.health_check import check
 from ollama_optimizer.migrations import apply_migrations
 from ollama_optimizer.settings_env import load
@@ -207,6 +208,7 @@ def _same_template_gap_s(requests: list[WorkloadRequest], gap_ms: float, q: floa
 async def run(requests: int, warmup: int, large_share: float = 0.0, realistic: int = 0, gap_ms: float = 500.0) -> dict:
     templates = make_templates(MODELS, 12, seed=5, shifting=False)
     total = warmup + max(requests, realistic)
+    kernel = warm_up_at_start(load(KernelSettings, os.environ))  # as the gateway does before serving
     workload = make_requests(templates, total, seed=5, one_off_share=0.02)
     payloads = [r.payload() for r in workload]
     async with running_services() as services:
@@ -253,6 +255,7 @@ async def run(requests: int, warmup: int, large_share: float = 0.0, realistic: i
         "requests": requests,
         "large_prompts": sum(1 for i in range(requests) if large_every and i % large_every == large_every // 2),
         "breakers": breakers,
+        "fingerprint_kernel": kernel,
     }
 
 
