@@ -12,6 +12,7 @@
   weighted templates recur at different rates), as when each request spends seconds in Ollama; the
   plugin's Match memo (2 s) and the matcher's soft cache mostly miss. Reported as ``realistic_*`` beside
   the back-to-back figures.
+- per phase, ``<phase>_match_call_ms_p50`` and ``_recommend_call_ms_p50``: the request-path calls alone.
 - ``--large-share F``: a share F of the timed requests carries a 1 MiB non-ASCII prompt; each is sent
   concurrently with the requests after it (not awaited in turn, not timed), so the figures are those of
   the other requests while large prompts are in flight on the same event loop and matcher.
@@ -28,10 +29,11 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -48,6 +50,7 @@ from ollama_optimizer.supervisor import _spawn, _stop
 from proxy_plugin.config import PluginConfig
 from proxy_plugin.core import OptimizerCore
 from proxy_plugin.metrics import REGISTRY
+from proxy_plugin.rpc import ServiceClient
 
 MODELS = ["llama3.1:8b", "qwen2.5:14b"]
 
@@ -139,6 +142,27 @@ class Timings:
     samples: list[float]  # ms per prepare()
     memo_hit: list[bool]  # the Match answer came from the plugin's memo (no Match round trip)
     applied: int
+    calls: dict[str, list[float]] = field(default_factory=dict)  # ms per request-path call, by method
+
+
+@contextmanager
+def _calls_timed(into: dict[str, list[float]]) -> Iterator[None]:
+    """Record the duration of every request-path service call (Match, Recommend) while inside."""
+    original = ServiceClient.call
+
+    async def timed(self: ServiceClient, method: str, request: Any, timeout_s: float, **kw: Any) -> tuple[Any, str]:
+        t0 = time.perf_counter()
+        try:
+            return await original(self, method, request, timeout_s, **kw)
+        finally:
+            if not kw.get("off_path"):
+                into.setdefault(method, []).append((time.perf_counter() - t0) * 1000.0)
+
+    ServiceClient.call = timed  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        ServiceClient.call = original  # type: ignore[method-assign]
 
 
 # Just under 1 MiB of UTF-8 (the plugin's cap), mostly non-ASCII.
@@ -158,6 +182,21 @@ async def _timed(
     the requests that far apart (pacing arrivals)."""
     timings = Timings([], [], 0)
     in_flight: list[asyncio.Task] = []
+    with _calls_timed(timings.calls):
+        await _send(core, payloads, timings, in_flight, drain, large_every, gap_s)
+    await asyncio.gather(*in_flight)
+    return timings
+
+
+async def _send(
+    core: OptimizerCore,
+    payloads: list[dict],
+    timings: Timings,
+    in_flight: list[asyncio.Task],
+    drain: bool,
+    large_every: int,
+    gap_s: float,
+) -> None:
     for index, payload in enumerate(payloads):
         if large_every and index % large_every == large_every // 2:
             in_flight.append(asyncio.create_task(core.prepare(_large(payload))))
@@ -173,8 +212,6 @@ async def _timed(
             await core.flush()
         if gap_s:
             await asyncio.sleep(max(0.0, gap_s - (time.perf_counter() - t0)))
-    await asyncio.gather(*in_flight)
-    return timings
 
 
 def _split(timings: Timings, prefix: str) -> dict:
@@ -185,6 +222,8 @@ def _split(timings: Timings, prefix: str) -> dict:
         f"{prefix}_memo_hit_share": round(sum(timings.memo_hit) / len(timings.samples), 3),
         f"{prefix}_applied_share": round(timings.applied / len(timings.samples), 3),
     }
+    for method, ms in sorted(timings.calls.items()):
+        result[f"{prefix}_{method.lower()}_call_ms_p50"] = round(_quantile(ms, 0.50), 4)
     for name, hit in (("memo_hit", True), ("memo_miss", False)):
         part = [ms for ms, h in zip(timings.samples, timings.memo_hit) if h is hit]
         if part:
