@@ -20,7 +20,7 @@ from ollama_optimizer.gen.optimizer.v1 import matcher_pb2 as pb
 from ollama_optimizer.gen.optimizer.v1 import matcher_pb2_grpc
 from prompt_fingerprint import fingerprint
 
-from matcher_fixtures import prompt
+from matcher_fixtures import TEST_MATCHER_SETTINGS, prompt
 
 WAIT_BOUND_SECONDS = 90.0  # a failure bound for a busy host, never a timing assertion
 
@@ -39,7 +39,7 @@ async def _fingerprints(stub: matcher_pb2_grpc.MatcherStub, text: str) -> pb.Fin
 
 
 async def test_concurrent_first_sightings_on_two_replicas_create_one_template(pool, matcher, matcher_stub) -> None:
-    other = await start_matcher(pool, ServerConfig(listen="127.0.0.1:0", metrics_port=0))
+    other = await start_matcher(pool, ServerConfig(listen="127.0.0.1:0", metrics_port=0), TEST_MATCHER_SETTINGS)
     try:
         async with create_channel(other.address) as channel:
             stubs = [matcher_stub, matcher_pb2_grpc.MatcherStub(channel)]

@@ -331,7 +331,10 @@ async def test_stalled_learning_never_gates_match_or_recommend(matcher, pool, ds
                 timeouts = rpc_errors("matcher", "ObserveBatch", "DEADLINE_EXCEEDED")
                 reports_timed_out = rpc_errors("tuner", "Report", "DEADLINE_EXCEEDED")
                 await serve(core, range(2, 6))
-                assert rpc_errors("matcher", "ObserveBatch", "DEADLINE_EXCEEDED") >= timeouts + 2
+                # Observes time out (at least one; on a loaded host another may fail otherwise) and the two
+                # failures in a row open the learning breaker.
+                assert rpc_errors("matcher", "ObserveBatch", "DEADLINE_EXCEEDED") >= timeouts + 1
+                assert core.learning_breaker_states()["matcher"] == "open"
                 assert rpc_errors("tuner", "Report", "DEADLINE_EXCEEDED") >= reports_timed_out + 1
                 for seed in range(6, 9):
                     _sent, decision = await core.prepare(request(seed))
