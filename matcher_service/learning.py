@@ -143,22 +143,43 @@ def young_branches(ranked: list[Candidate]) -> list[Candidate]:
     return [c for c in ranked if c.observations == 1 and not c.open_tail]
 
 
+def foldable(candidate: Candidate, near_bits: int, query_largest_window: int) -> bool:
+    """The query may fold into the candidate: consistent with it, and covering it or near at its stable window."""
+    return candidate.consistent(query_largest_window) and (
+        candidate.covers(query_largest_window) or candidate.near(near_bits, query_largest_window)
+    )
+
+
 def diverged_head(
     ranked: list[Candidate], near_bits: int, query_largest_window: int, threshold: Callable[[int], int]
-) -> bool:
-    """Prompts share a head and differ right after it: none of the candidates covers the query (nor is near
-    at its stable window), at least YOUNG_BRANCHES of them are single prompts, and the query and those
-    branches are, pairwise, diverged right after the match window (``diverged_after``). Text past that
-    head varies (a request, retrieved documents, a chat history), so the head is one template with an open
-    tail. Templates with more observations are prompts that repeated past the head: siblings, left alone."""
-    if any(c.covers(query_largest_window) or c.near(near_bits, query_largest_window) for c in ranked):
-        return False
+) -> Candidate | None:
+    """The template to become the open tail of a head that prompts share and differ right after, or None.
+
+    None of the candidates takes the query (``foldable``), at least YOUNG_BRANCHES of them are single
+    prompts, and the query and those branches are, pairwise, diverged right after the match window
+    (``diverged_after``). Text past that head varies (a request, retrieved documents, a chat history), so
+    the head is one template with an open tail: the template whose prompts all agree up to the head and
+    the query diverges from after it (its stable window at most the match window; the one with the most
+    observations), else the oldest branch. Templates whose prompts repeated past the head (a stable window
+    above the match window) are siblings, left alone."""
+    if any(foldable(c, near_bits, query_largest_window) for c in ranked):
+        return None
     young = young_branches(ranked)
     if len(young) < YOUNG_BRANCHES:
-        return False
+        return None
     pairs = [list(c.distances_above) for c in young]
     pairs += [_distances_above(a, b) for i, a in enumerate(young) for b in young[i + 1 :]]
-    return all(diverged_after(d, threshold) for d in pairs)
+    if not all(diverged_after(d, threshold) for d in pairs):
+        return None
+    settled = [
+        c
+        for c in ranked
+        if c.observations > 1
+        and not c.open_tail
+        and c.stable_window <= c.window == young[0].window
+        and diverged_after(list(c.distances_above), threshold)
+    ]
+    return min(settled or young, key=lambda c: (-c.observations, c.template_id))
 
 
 def diverged_after(distances: list[tuple[int, int]], threshold: Callable[[int], int]) -> bool:

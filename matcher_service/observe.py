@@ -80,23 +80,23 @@ async def _observe(conn: DbConn, query: Query, settings: MatcherSettings) -> Obs
         outcome = await _fold_into(conn, again, query, settings)
         if outcome is not None:
             return outcome
-    if diverged_head(ranked, settings.near_bits, query.largest_window, settings.threshold):
-        outcome = await _open_tail(conn, ranked, query)
+    head = diverged_head(ranked, settings.near_bits, query.largest_window, settings.threshold)
+    if head is not None:
+        outcome = await _open_tail(conn, head, ranked, query)
         if outcome is not None:
             return outcome
     return await _create(conn, query)
 
 
-async def _open_tail(conn: DbConn, ranked: list[Candidate], query: Query) -> ObserveOutcome | None:
-    """The oldest single-prompt template sharing the head becomes its open tail, absorbs the other single
-    prompts and takes the observation; templates whose prompts repeated past the head stay siblings."""
-    young = young_branches(ranked)
-    head = min(young, key=lambda c: c.template_id)
+async def _open_tail(conn: DbConn, head: Candidate, ranked: list[Candidate], query: Query) -> ObserveOutcome | None:
+    """``head`` (``learning.diverged_head``) becomes the open tail of its head, absorbs the single-prompt
+    templates sharing it and takes the observation; templates whose prompts repeated past the head stay siblings."""
     if await store.lock_template(conn, head.template_id) is None:
         return None
-    others = [c.template_id for c in young if c.template_id != head.template_id]
-    await store.open_tail(conn, head.template_id, head.window, others, ABSORB_BELOW)
-    observations, stable = await store.fold(conn, head.template_id, query, head.distance, WindowState(head.window))
+    window = min(head.window, head.stable_window)
+    others = [c.template_id for c in young_branches(ranked) if c.template_id != head.template_id]
+    await store.open_tail(conn, head.template_id, window, others, ABSORB_BELOW)
+    observations, stable = await store.fold(conn, head.template_id, query, head.distance, WindowState(window))
     return ObserveOutcome(head.template_id, False, stable, observations, "shrink")
 
 
