@@ -4,6 +4,8 @@ Run: .venv/bin/python -m bench.lookup --templates 1000000 [--queries 3000] [--ex
      [--shared-buffers-mb 128] [--no-prewarm] [--shared-head 10000]
 
 Figures: sql_ms_* (client-observed round trip of the one lookup statement on the Unix socket),
+sql_cpu_us_* (CPU time the database backend spent per lookup, from its /proc schedstat: less sensitive to
+other work on a shared host than the round trip, though not immune to it),
 match_ms_* (client-observed Match RPC on loopback to an `ollama-optimizer matcher` subprocess, cache off),
 exact (SQL result equals a numpy
 brute-force reference over all stored fingerprints, on a sample), and the SQL figures split into
@@ -28,7 +30,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -125,6 +127,12 @@ async def timed_matches(stub: matcher_pb2_grpc.MatcherStub, texts: list[str]) ->
             elapsed_ms.append((time.perf_counter() - started) * 1000)
             matched += response.matched
     return elapsed_ms, matched
+
+
+async def backend_cpu_reader(conn: asyncpg.Connection) -> Callable[[], float]:
+    """A reader of the CPU time (microseconds) ``conn``'s database backend has run, from /proc (local server)."""
+    path = Path(f"/proc/{await conn.fetchval('SELECT pg_backend_pid()')}/schedstat")
+    return lambda: int(path.read_text().split()[0]) / 1000
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -262,25 +270,31 @@ async def run(args: argparse.Namespace) -> dict:
         }
         prewarm_seconds = await prewarm(pool) if args.prewarm else 0.0
         queries = planted_queries(fps, settings, args.queries, rng)
-        sql_ms, results = [], []
+        sql_ms, sql_cpu_us, results = [], [], []
         async with pool.acquire() as conn:
             for fp_set in queries[:200]:  # warm-up (prepared statement, caches)
                 await store.lookup(conn, make_query(version, fp_set, settings))
+            backend_cpu = await backend_cpu_reader(conn)
             with no_gc_pauses():
                 for fp_set in queries:
                     query = make_query(version, fp_set, settings)
+                    cpu = backend_cpu()
                     started = time.perf_counter()
                     best = await store.lookup(conn, query)
                     sql_ms.append((time.perf_counter() - started) * 1000)
+                    sql_cpu_us.append(backend_cpu() - cpu)
                     results.append(None if best is None else (best.template_id, best.window, best.distance))
         hit_ms = [ms for i, ms in enumerate(sql_ms) if not is_miss(i)]
         miss_ms = [ms for i, ms in enumerate(sql_ms) if is_miss(i)]
+        hit_cpu = [us for i, us in enumerate(sql_cpu_us) if not is_miss(i)]
+        miss_cpu = [us for i, us in enumerate(sql_cpu_us) if is_miss(i)]
         sample = rng.sample(range(len(queries)), min(args.exact_sample, len(queries)))
         exact = all(results[i] == brute_force(fps, queries[i], settings) for i in sample)
 
-        shared_sql_ms, shared_candidates = [], 0
+        shared_sql_ms, shared_cpu_us, shared_candidates = [], [], 0
         if args.shared_head:
             async with pool.acquire() as conn:
+                backend_cpu = await backend_cpu_reader(conn)
                 with no_gc_pauses():
                     for _ in range(args.queries):
                         query = make_query(
@@ -291,9 +305,11 @@ async def run(args: argparse.Namespace) -> dict:
                             ),
                             settings,
                         )
+                        cpu = backend_cpu()
                         started = time.perf_counter()
                         ranked = await store.candidates(conn, query)
                         shared_sql_ms.append((time.perf_counter() - started) * 1000)
+                        shared_cpu_us.append(backend_cpu() - cpu)
                         shared_candidates = max(shared_candidates, len(ranked))
 
         shared_match_ms: list[float] = []
@@ -324,6 +340,7 @@ async def run(args: argparse.Namespace) -> dict:
                 "queries": args.queries,
                 "sql_ms_p50": percentile(shared_sql_ms, 50),
                 "sql_ms_p99": percentile(shared_sql_ms, 99),
+                "sql_cpu_us_p50": percentile(shared_cpu_us, 50),
                 "candidates_ranked_max": shared_candidates,
                 "match_ms_p50": percentile(shared_match_ms, 50),
                 "match_ms_p99": percentile(shared_match_ms, 99),
@@ -346,6 +363,8 @@ async def run(args: argparse.Namespace) -> dict:
         "sql_ms_p99_hit": percentile(hit_ms, 99),
         "sql_ms_p50_miss": percentile(miss_ms, 50),
         "sql_ms_p99_miss": percentile(miss_ms, 99),
+        "sql_cpu_us_p50_hit": percentile(hit_cpu, 50),
+        "sql_cpu_us_p50_miss": percentile(miss_cpu, 50),
         "prewarm_seconds": round(prewarm_seconds, 1),
         # tables with their indexes (and TOAST), and the indexes alone, in MiB per million templates
         "mib_per_million_templates": {t: round(b["total"] / 2**20 * 1e6 / args.templates, 1) for t, b in sizes.items()},

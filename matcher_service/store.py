@@ -10,13 +10,12 @@ from datetime import datetime
 import asyncpg
 
 from ollama_optimizer.db import DbConn
-from prompt_fingerprint import WINDOWS
 
 from .blocks import BLOCKS, Probes, to_signed, to_unsigned
 from .learning import Candidate, StoredCandidate, WindowState, rank
 
 # Session settings of the matcher's pool (on top of db.create_pool's, which already turn JIT off): the
-# lookup is planned once (generic plan of the prepared statement, no per-call planning) and never fans
+# lookup is planned once per session (generic plans of its statements, no per-call planning) and never fans
 # out to parallel workers. Commits do not wait for the WAL flush: the matcher writes only learning
 # (observations, retention), which a database crash may lose the last moment of but never leaves
 # inconsistent, as the tuner's write-behind buffer may.
@@ -31,58 +30,26 @@ async def keep_session(_conn: asyncpg.Connection) -> None:
     """Pool reset of the matcher: nothing to undo (no LISTEN, session locks or SET), so no reset query."""
 
 
-SLOTS = len(WINDOWS)  # one slot per window, largest first; unused slots get k = -1 and no keys
-_SLOT_PARAMS = 2 + BLOCKS  # query fp, k, one key array per block position ($1 is the algorithm version)
-
-
 # Candidates read per probe key, and templates ranked in Python, at most: a miss that shares a head with
 # thousands of templates costs no more than one that shares it with a few.
 CANDIDATE_LIMIT = 32
+NO_KEY = -1  # pads a window's row of probe keys that has none (no stored key is negative)
 
-
-def _slot_params(slot: int) -> tuple[str, str, list[str]]:
-    """One window's parameters: its query fingerprint, its k, and its probe keys per block position."""
-    first = 2 + slot * _SLOT_PARAMS
-    return f"${first}::bigint", f"${first + 1}::integer", [f"${first + 2 + b}::integer[]" for b in range(BLOCKS)]
-
-
-def _bounded(slot: int) -> str:
-    """The window's candidates, at most CANDIDATE_LIMIT per probe key, smallest stable window first (an
-    index-ordered scan per key, rechecked inside the scan); read only when no larger window has any."""
-    fp, k, keys = _slot_params(slot)
-    larger = " AND ".join(f"NOT EXISTS (SELECT FROM version{s})" for s in range(slot)) or "true"
-    return " UNION ALL ".join(
-        f"SELECT x.* FROM unnest({keys[b]}) AS p(key) CROSS JOIN LATERAL ("
-        f"SELECT f.template_id, f.stable_window, bit_count((f.fp # {fp})::bit(64)) AS distance"
-        f" FROM matcher_fingerprint f WHERE f.k{b} = p.key AND bit_count((f.fp # {fp})::bit(64)) <= {k}"
-        f" ORDER BY f.stable_window LIMIT {CANDIDATE_LIMIT}) x WHERE {larger}"
-        for b in range(BLOCKS)
-    )
-
-
-def _window(slot: int) -> str:
-    """CTEs of one window: its bounded candidates, and those of this algorithm version."""
-    return (
-        f"hit{slot} AS MATERIALIZED ({_bounded(slot)}), version{slot} AS MATERIALIZED ("
-        f"SELECT h.* FROM hit{slot} h JOIN matcher_template t ON t.id = h.template_id"
-        " AND t.algorithm_version = $1)"
-    )
-
-
-# One round trip. Windows are probed largest first; a window is probed only when no larger one has a
-# candidate of this algorithm version (one-time filters), so the candidates all come from the top window
-# (the largest with any), bounded: the CANDIDATE_LIMIT with the smallest (stable window, distance, id).
-# Every window of those comes back, so that learning.rank orders them in Python. Exactness: with at most
-# CANDIDATE_LIMIT candidates at the top window, all are ranked. With more, a template that covers the
-# query is still found (and ranks first, as it would among all) as long as at most CANDIDATE_LIMIT of them
-# have a stable window up to twice the top window: a match covers only such templates (learning.covers),
-# and they come first. Among more non-covering candidates than the limit (a head shared by many
-# templates, a query that continues differently), Match's answer is the same (not matched) but Observe's
-# rules see the limit's worth with the smallest stable window and distance.
+# One round trip. ``matcher_lookup`` (migration 0036) probes the windows largest first, each only when no
+# larger one has a candidate of this algorithm version, so the candidates all come from the top window
+# (the largest with any), bounded: all of them when that window has at most CANDIDATE_LIMIT rows, else at
+# most CANDIDATE_LIMIT per probe key, smallest stable window first. Of those, the CANDIDATE_LIMIT templates
+# with the smallest (stable window, distance, id) come back with every window, so that learning.rank
+# orders them in Python. Exactness: with at most CANDIDATE_LIMIT candidates at the top window, all are
+# ranked. With more, a template that covers the query is still found (and ranks first, as it would among
+# all) as long as at most CANDIDATE_LIMIT of them have a stable window up to twice the top window: a match
+# covers only such templates (learning.covers), and they come first. Among more non-covering candidates
+# than the limit (a head shared by many templates, a query that continues differently), Match's answer is
+# the same (not matched) but Observe's rules see the limit's worth with the smallest stable window and
+# distance.
 LOOKUP_SQL = f"""
-WITH {", ".join(_window(slot) for slot in range(SLOTS))},
-candidate AS MATERIALIZED (
-    SELECT template_id FROM ({" UNION ALL ".join(f"SELECT * FROM version{slot}" for slot in range(SLOTS))}) v
+WITH candidate AS MATERIALIZED (
+    SELECT template_id FROM matcher_lookup($1, $2, $3, $4, $5, $6, $7, {CANDIDATE_LIMIT})
     GROUP BY template_id
     ORDER BY min(stable_window), min(distance), template_id LIMIT {CANDIDATE_LIMIT}
 )
@@ -211,14 +178,21 @@ class StoredTemplate:
 
 
 def lookup_args(query: Query) -> tuple[object, ...]:
-    """Parameters of LOOKUP_SQL for ``query``: its windows largest first."""
-    args: list[object] = [query.version]
-    for _w, fp, k, keys in sorted(
-        zip(query.windows, query.signed, query.thresholds, query.probes.per_window), reverse=True
-    ):
-        args += [fp, k, *keys]
-    args += [0, -1, *([[]] * BLOCKS)] * (SLOTS - len(query.windows))
-    return tuple(args)
+    """Parameters of LOOKUP_SQL for ``query``: its windows largest first, probe keys one row per window and
+    block position (a short row padded with a repeat of its first key, which an index scan reads once)."""
+    order = sorted(range(len(query.windows)), key=lambda i: query.windows[i], reverse=True)
+    signed = query.signed
+    keys = []
+    for block in range(BLOCKS):
+        rows = [query.probes.per_window[i][block] for i in order]
+        width = max([1, *(len(row) for row in rows)])
+        keys.append([row + [row[0] if row else NO_KEY] * (width - len(row)) for row in rows])
+    return (
+        query.version,
+        [signed[i] for i in order],
+        [query.thresholds[i] for i in order],
+        *keys,
+    )
 
 
 async def candidates(conn: DbConn | asyncpg.Pool, query: Query, timeout: float | None = None) -> list[Candidate]:

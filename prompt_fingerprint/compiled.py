@@ -13,7 +13,7 @@ import numba
 import numpy as np
 
 from .simhash import _LANES, _MAX_LANE_ROWS, _MULTIPLIER_ARRAY
-from .tokens import _LITERAL_CODES, _NOT_HEX, _P, _SPACE, _WORD, PLACEHOLDER_HASH, mix64
+from .tokens import _LITERAL_CODES, _NOT_HEX, _P, _PUNCT, _SPACE, _WORD, PLACEHOLDER_HASH, mix64
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -61,6 +61,22 @@ def token_hashes(raw: Any, classes: Any, max_tokens: int, normalize: bool) -> An
             out[count] = _mix64(PLACEHOLDER_HASH if normalize and 0 < codes < _NOT_HEX else h)
         count += 1
     return out[: min(count, max_tokens)].copy(), count
+
+
+@_compile
+def token_count(raw: Any, classes: Any, word_before: bool) -> Any:
+    """(tokens starting in ``raw``, whether it ends inside a word): punctuation bytes and word runs, a run
+    continued from before ``raw`` (``word_before``) not counted again."""
+    count = 0
+    in_word = word_before
+    for byte in raw:
+        kind = classes[byte]
+        if kind == _PUNCT:
+            count += 1
+        if kind == _WORD and not in_word:
+            count += 1
+        in_word = kind == _WORD
+    return count, in_word
 
 
 @_compile

@@ -127,13 +127,18 @@ def approximate_count(text: str) -> int:
 
     Counted COUNT_CHUNK_CHARS at a time, handing the GIL over after each chunk: counting a large text in a
     worker thread holds up the event loop's thread by one chunk at most, not by the switch interval."""
+    kernels = compiled_kernels()
     count = 0
     word_before = False  # the previous chunk ended inside a word
     for start in range(0, len(text), COUNT_CHUNK_CHARS):
         if start:
             time.sleep(0)
-        data = text[start : start + COUNT_CHUNK_CHARS].encode("utf-8", "surrogatepass")
-        classes = np.take(_ASCII_CLASSES, np.frombuffer(data, np.uint8))
+        raw = np.frombuffer(text[start : start + COUNT_CHUNK_CHARS].encode("utf-8", "surrogatepass"), np.uint8)
+        if kernels is not None:
+            counted, word_before = kernels.token_count(raw, _ASCII_CLASSES, word_before)
+            count += int(counted)
+            continue
+        classes = np.take(_ASCII_CLASSES, raw)
         word = classes == _WORD
         count += int((classes == _PUNCT).sum()) + int((word[1:] & ~word[:-1]).sum())
         count += int(bool(word[0]) and not word_before)

@@ -13,11 +13,11 @@ the failure keep the larger context (no reload back and forth).
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 
+from prompt_fingerprint import TOKEN_RE, count_tokens
+
 MAX_MODELS = 1024  # bound the per-model map; models beyond it use the prior and no cap but the trained context
-UNIT_RE = re.compile(r"\w+|[^\w\s]")  # the matcher's unit
 OVERHEAD_TOKENS = 8  # chat-template tokens per message (the tuner's TUNER_CHAT_OVERHEAD_TOKENS default)
 MARGIN = 1.15  # the tuner's TUNER_MARGIN default: the rung holds a little more than this request
 LADDER_MIN, LADDER_STEPS = 1024, 4  # the tuner's default ladder: 1024, 1280, 1536, 1792, 2048, 2560, ...
@@ -25,8 +25,11 @@ OLLAMA_DEFAULT_CTX = 4096  # the context Ollama gives a bare request when nothin
 
 
 def unit_count(text: str, at_most: int) -> int:
-    """Matcher units of ``text``; the character count (an upper bound) when that is at most ``at_most``."""
-    return len(text) if len(text) <= at_most else len(UNIT_RE.findall(text))
+    """Matcher units of ``text``, exactly (ASCII text by byte classes, other text by the matcher's regex); the
+    character count (an upper bound) when that is at most ``at_most``."""
+    if len(text) <= at_most:
+        return len(text)
+    return count_tokens(text) if text.isascii() else len(TOKEN_RE.findall(text))
 
 
 def rung_above(tokens: float) -> int:

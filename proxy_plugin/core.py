@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ollama_optimizer.gen.optimizer.v1 import matcher_pb2, matcher_pb2_grpc, tuner_pb2, tuner_pb2_grpc
+from prompt_fingerprint import OFF_LOOP_CHARS, count_tokens
 
 from . import metrics
 from .canonical import TUNED_OPTIONS, canonical_text, client_options, message_count, num_predict, within_cap
@@ -209,9 +210,10 @@ class OptimizerCore:
             return 0
         if not num_ctx and self._loaded_context is not None:
             num_ctx = await self._loaded_context(d.model)
-        return self._guard.raise_to(
-            d.model, text, d.prompt_units, d.message_count, d.num_predict, num_ctx, d.context_limit
-        )
+        units = d.prompt_units
+        if not units and len(text) > OFF_LOOP_CHARS:  # a large prompt is counted off the event loop
+            units = await asyncio.to_thread(count_tokens, text)
+        return self._guard.raise_to(d.model, text, units, d.message_count, d.num_predict, num_ctx, d.context_limit)
 
     def _with_options(
         self,

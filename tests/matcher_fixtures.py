@@ -1,6 +1,8 @@
 """Reusable matcher fixtures (registered for every test module by conftest.py).
 
-- ``matcher_settings``: MatcherSettings from the environment's defaults (override the fixture to change).
+- ``TEST_MATCHER_SETTINGS``: the shipped defaults with a database budget a loaded CI host cannot exceed (a Match
+  that runs out of it answers "not matched", which a test would read as a wrong answer).
+- ``matcher_settings``: ``TEST_MATCHER_SETTINGS`` (override the fixture to change).
 - ``matcher``: a real matcher (gRPC on 127.0.0.1, any port) over the per-test ``pool``; ``.address``, ``.port``.
 - ``matcher_stub``: a MatcherStub on a channel to ``matcher``.
 - ``prompt(seed, tokens)``: deterministic pseudo-text of about ``tokens`` tokens.
@@ -20,6 +22,7 @@ from ollama_optimizer.channels import create_channel
 from ollama_optimizer.config import ServerConfig
 from ollama_optimizer.gen.optimizer.v1 import matcher_pb2_grpc
 
+TEST_MATCHER_SETTINGS = MatcherSettings(match_db_timeout=30.0)
 _VOCABULARY = [f"w{i}x" for i in range(5000)]
 
 
@@ -31,7 +34,7 @@ def prompt(seed: int, tokens: int) -> str:
 
 @pytest.fixture
 def matcher_settings() -> MatcherSettings:
-    return MatcherSettings()
+    return TEST_MATCHER_SETTINGS
 
 
 @pytest.fixture

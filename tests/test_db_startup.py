@@ -14,15 +14,18 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from bench.ports import free_port
 from matcher_service.service import SERVICE_NAME as MATCHER_SERVICE
 from tuner_service.main import SERVICE_NAME as TUNER_SERVICE
 
+from health_fixtures import reach
+
 PASSWORD = "s3cret-never-logged"
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 POLL_BOUND_SECONDS = 90.0  # a bound for polling loops on a busy 2-core host, never a timing assertion
 SERVICES = {
     "matcher": (MATCHER_SERVICE, "MATCHER_LISTEN", "MATCHER_METRICS_PORT"),
@@ -100,18 +103,10 @@ async def _spawn(command: str, env: dict[str, str], log: Path) -> asyncio.subpro
         )
 
 
-async def _health(address: str, service: str) -> int | None:
-    """The health status of ``service``, or None while nothing answers on ``address``."""
-    async with grpc.aio.insecure_channel(address) as channel:
-        try:
-            response = await health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=service), timeout=5
-            )
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                return None
-            raise
-        return response.status
+async def _exited(proc: asyncio.subprocess.Process, log: Path) -> str:
+    """Resolves once ``proc`` ends, to what it said."""
+    await proc.wait()
+    return f"exited with {proc.returncode}:\n{log.read_text()}"
 
 
 async def _until(
@@ -167,23 +162,13 @@ async def test_service_waits_not_serving_then_serves_when_database_comes_up(comm
         log,
     )
     try:
-
-        async def not_serving() -> bool:
-            return await _health(address, service) == health_pb2.HealthCheckResponse.NOT_SERVING
-
-        await _until(not_serving, proc, log, "health NOT_SERVING while waiting")
-        assert await _health(address, "") == health_pb2.HealthCheckResponse.NOT_SERVING
+        await reach(address, {service: NOT_SERVING, "": NOT_SERVING}, _exited(proc, log))
         text = log.read_text()
         assert f"database postgres@127.0.0.1:{db_port}/{_database(dsn)} not reachable yet" in text
         assert "WARNING" in text and "ConnectionRefusedError" in text
 
         await forwarder.start()  # the database "comes up"
-
-        async def serving() -> bool:
-            return await _health(address, service) == health_pb2.HealthCheckResponse.SERVING
-
-        await _until(serving, proc, log, "SERVING once the database is reachable")
-        assert await _health(address, "") == health_pb2.HealthCheckResponse.SERVING
+        await reach(address, {service: SERVING, "": SERVING}, _exited(proc, log))
         proc.send_signal(signal.SIGTERM)
         assert await _exit_code(proc) == 0, log.read_text()
         text = log.read_text()

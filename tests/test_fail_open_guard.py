@@ -12,7 +12,9 @@ import pytest
 
 from bench.workload import words
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
-from proxy_plugin.context_guard import ContextGuard, TunerSaid, rung_above
+from prompt_fingerprint import OFF_LOOP_CHARS, TOKEN_RE, fingerprint
+from proxy_plugin.context_guard import ContextGuard, TunerSaid, rung_above, unit_count
+from proxy_plugin.core import OptimizerCore
 from proxy_plugin.metrics import REGISTRY
 from tuner_service.settings import PolicySettings
 from tuner_service.state import ladder
@@ -88,3 +90,29 @@ async def test_recommend_tells_the_ratio_and_cap(tuner_stub, model: str) -> None
     )
     assert answer.units_to_tokens_ratio == PolicySettings().units_ratio_prior  # nothing measured yet
     assert answer.num_ctx_cap == 8192
+
+
+def test_the_guard_counts_a_prompt_exactly_in_matcher_units() -> None:
+    """Failing open, the guard counts a long prompt's tokens exactly (never fewer than the matcher's count,
+    which reads non-ASCII punctuation inside words past its fingerprinted prefix)."""
+    ascii_text = words(random.Random(7), 5000)
+    assert unit_count(ascii_text, 0) == fingerprint(ascii_text).unit_count == len(TOKEN_RE.findall(ascii_text))
+    other = " ".join(f"Größe—{i} мир—東京," for i in range(3000))
+    assert unit_count(other, 0) == len(TOKEN_RE.findall(other)) >= fingerprint(other).unit_count
+    assert unit_count("short text", 100) == len("short text")  # short: the character bound, never counted
+
+
+async def test_a_prompt_too_large_to_count_on_the_loop_is_still_held() -> None:
+    """A prompt above the off-loop size, failing open with nothing known loaded, is counted in a worker
+    thread and sent with a context that holds it."""
+    async with stand_ins() as services:
+        cfg = services.config(breaker_threshold=1, breaker_cooldown_s=3600)
+        core = OptimizerCore(cfg)
+        await services.stop()
+        await core.prepare({"model": MODEL, "messages": _chat(50, 1)})  # fails and opens the breaker
+        text = words(random.Random(9), 20000)
+        assert len(text) > OFF_LOOP_CHARS
+        sent, plan = await core.prepare({"model": MODEL, "messages": [{"role": "user", "content": text}]})
+        await core.close(flush_timeout_s=0.5)
+    need = ContextGuard(cfg.guard_tokens_per_unit, cfg.guard_output_tokens).need(MODEL, unit_count(text, 0), 1, 0)
+    assert plan.reason == "guarded" and sent["options"]["num_ctx"] >= need > 4096, (plan.reason, need)

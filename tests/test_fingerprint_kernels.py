@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -14,7 +15,8 @@ from hypothesis import strategies as st
 import prompt_fingerprint
 from ollama_optimizer.fingerprint_kernel import KernelSettings, warm_up_at_start
 from ollama_optimizer.settings_env import ConfigError, load
-from prompt_fingerprint import fingerprint, kernel, match_key
+from prompt_fingerprint import approximate_count, fingerprint, kernel, match_key
+from prompt_fingerprint.tokens import COUNT_CHUNK_CHARS
 
 _WORDS = (
     "the a order id 12345 deadbeef 2024-01-05 0x1f 3.14 , . ; : ( ) { } [ ] \" ' system: user: assistant: "
@@ -46,8 +48,8 @@ def _without_numba(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _everything(text: str) -> list[object]:
-    """Match key and the fingerprints of every setting."""
-    results: list[object] = [match_key(text)]
+    """Match key, token count and the fingerprints of every setting."""
+    results: list[object] = [match_key(text), approximate_count(text)]
     for shingle_size in (3, 4, 5):
         for normalize in (False, True):
             results.append(fingerprint(text, shingle_size, normalize))
@@ -57,13 +59,24 @@ def _everything(text: str) -> list[object]:
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(texts())
 def test_compiled_kernels_give_the_numpy_bits(text: str) -> None:
+    _assert_same_with_both_kernels(lambda: _everything(text))
+
+
+def _assert_same_with_both_kernels(compute: Callable[[], object]) -> None:
     kernel.use_numpy()
-    expected = _everything(text)
+    expected = compute()
     try:
         assert kernel.warm_up() == kernel.COMPILED
-        assert _everything(text) == expected
+        assert compute() == expected
     finally:
         kernel.use_numpy()
+
+
+@pytest.mark.parametrize("shift", [-1, 0, 1, 2])
+def test_the_compiled_count_continues_a_word_across_chunks(shift: int) -> None:
+    """A word or punctuation straddling the count's chunk boundary is counted once, as numpy counts it."""
+    text = "x" * (COUNT_CHUNK_CHARS + shift - 3) + "abc,de fg" + " naïve, 東京 — ok" * 5000
+    _assert_same_with_both_kernels(lambda: approximate_count(text))
 
 
 def test_the_numpy_setting_keeps_numba_out(monkeypatch: pytest.MonkeyPatch) -> None:

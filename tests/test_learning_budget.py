@@ -84,7 +84,7 @@ async def _lock_waiters(db: asyncpg.Connection) -> int:
     return int(await db.fetchval("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"))
 
 
-async def wait_until_async(probe, expected: int, timeout_s: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+async def wait_until_async(probe, expected: int, timeout_s: float = 90.0) -> None:  # type: ignore[no-untyped-def]
     """Poll an async probe until it returns at least ``expected`` (bounded)."""
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout_s

@@ -106,3 +106,33 @@ async def test_fingerprint_rows_follow_their_templates_stable_window(pool) -> No
     await pool.execute("UPDATE matcher_template SET stable_window = 64 WHERE id = $1", template_id)
     rows = await pool.fetch("SELECT stable_window FROM matcher_fingerprint WHERE template_id = $1", template_id)
     assert [r["stable_window"] for r in rows] == [64] * len(WINDOWS)
+
+
+async def test_a_window_of_the_bound_is_read_whole_and_one_more_row_reads_the_smallest_stable_windows(pool) -> None:
+    settings = MatcherSettings()
+    version = fingerprint("x", settings.shingle_size, settings.normalize).version
+    rng = random.Random(12)
+    head = [rng.getrandbits(64) for _ in WINDOWS]
+    stored: list[StoredCandidate] = []
+    for _ in range(store.CANDIDATE_LIMIT):  # the head up to HEAD_WINDOW, then each its own continuation
+        fps = [fp if w <= HEAD_WINDOW else rng.getrandbits(64) for w, fp in zip(WINDOWS, head)]
+        stable = rng.choice([w for w in WINDOWS if HEAD_WINDOW <= w < WINDOWS[-1]])
+        template_id = await _insert(pool, version, fps, stable)
+        stored.append(StoredCandidate(template_id, 1, stable, WINDOWS[-1], dict(zip(WINDOWS, fps))))
+    query = _query(
+        settings, version, tuple(fp if w <= HEAD_WINDOW else rng.getrandbits(64) for w, fp in zip(WINDOWS, head))
+    )
+
+    def ids(ranked: list) -> list[tuple[int, int, int]]:
+        return [(c.template_id, c.window, c.distance) for c in ranked]
+
+    expected = rank(query.windows, query.fingerprints, query.thresholds, stored)
+    assert len(expected) == store.CANDIDATE_LIMIT
+    assert ids(await store.candidates(pool, query)) == ids(expected)
+    # One more, with a larger stable window than any: the window now holds more rows than the bound, and
+    # the lookup reads the bound's worth with the smallest stable windows, which leaves out the newcomer.
+    fps = [fp if w <= HEAD_WINDOW else rng.getrandbits(64) for w, fp in zip(WINDOWS, head)]
+    newcomer = await _insert(pool, version, fps, stable_window=WINDOWS[-1])
+    got = await store.candidates(pool, query)
+    assert newcomer not in [c.template_id for c in got]
+    assert ids(got) == ids(expected)

@@ -20,7 +20,9 @@ from ollama_optimizer.gen.optimizer.v1 import matcher_pb2 as pb
 from ollama_optimizer.gen.optimizer.v1 import matcher_pb2_grpc
 from prompt_fingerprint import fingerprint
 
-from matcher_fixtures import prompt
+from matcher_fixtures import TEST_MATCHER_SETTINGS, prompt
+
+WAIT_BOUND_SECONDS = 90.0  # a failure bound for a busy host, never a timing assertion
 
 
 def _query(text: str) -> store.Query:
@@ -37,7 +39,7 @@ async def _fingerprints(stub: matcher_pb2_grpc.MatcherStub, text: str) -> pb.Fin
 
 
 async def test_concurrent_first_sightings_on_two_replicas_create_one_template(pool, matcher, matcher_stub) -> None:
-    other = await start_matcher(pool, ServerConfig(listen="127.0.0.1:0", metrics_port=0))
+    other = await start_matcher(pool, ServerConfig(listen="127.0.0.1:0", metrics_port=0), TEST_MATCHER_SETTINGS)
     try:
         async with create_channel(other.address) as channel:
             stubs = [matcher_stub, matcher_pb2_grpc.MatcherStub(channel)]
@@ -71,9 +73,12 @@ async def test_creations_wait_only_for_creations_of_the_same_template(pool, matc
             waiting = asyncio.ensure_future(
                 matcher_stub.Observe(pb.ObserveRequest(model="m", fingerprints=near_fps), timeout=30)
             )
+            # Postgres announces no lock wait: poll the lock table for the waiter (bounded)
+            deadline = asyncio.get_running_loop().time() + WAIT_BOUND_SECONDS
             while not await pool.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"):
                 assert not waiting.done(), await waiting
-                await asyncio.sleep(0.01)  # polling the lock table for the waiter, not timing it
+                assert asyncio.get_running_loop().time() < deadline, "the Observe never waited on the creation lock"
+                await asyncio.sleep(0.01)
     finally:
         await pool.release(conn)
     folded = await waiting

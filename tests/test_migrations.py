@@ -33,7 +33,7 @@ from ollama_optimizer.migrations import (
 from prompt_fingerprint import fingerprint
 from tuner_service import store as tuner_store
 
-from matcher_fixtures import prompt
+from matcher_fixtures import TEST_MATCHER_SETTINGS, prompt
 
 HISTORY = Path(__file__).parent / "migration_history"
 MODEL = "llama3.1:8b"
@@ -142,10 +142,7 @@ async def _assert_probe_keys_complete(conn: asyncpg.Connection) -> None:
 
 async def _match_observe(pool: asyncpg.Pool, known: str) -> None:
     """The current matcher (the previous release's queries, unchanged) serves over the upgraded schema."""
-    # a database budget for a loaded host: the production 0.25 s would answer "not matched" on a timeout
-    matcher = await start_matcher(
-        pool, ServerConfig(listen="127.0.0.1:0", metrics_port=0), MatcherSettings(match_db_timeout=30.0)
-    )
+    matcher = await start_matcher(pool, ServerConfig(listen="127.0.0.1:0", metrics_port=0), TEST_MATCHER_SETTINGS)
     try:
         async with grpc.aio.insecure_channel(matcher.address) as channel:
             stub = matcher_pb2_grpc.MatcherStub(channel)

@@ -12,12 +12,17 @@ import pytest
 from bench.ollama_sim import EmulatorConfig, start_emulator
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
 
-from plugin_fixtures import RecordingTap, stand_ins
+from plugin_fixtures import GENEROUS_DEADLINES, RecordingTap, stand_ins
 
 HOST_ROOT = Path(__file__).parent / "standin_host"
 AGENT = Path(__file__).resolve().parent.parent / "proxy_plugin" / "agent.py"
 PATCH = AGENT.with_name("ollama-smart-proxy.patch")
 MODEL = "smollm2:135m"
+
+
+def _emulator() -> EmulatorConfig:
+    """Runners stay loaded: at time_scale 1000 Ollama's 300 s keep-alive is 0.3 s of wall time."""
+    return EmulatorConfig(time_scale=1000, keep_alive_s=-1.0)
 
 
 @pytest.fixture
@@ -32,17 +37,18 @@ def standin_host_path():
 
 
 def _install(tmp_path: Path, matcher: str, tuner: str, **settings: object) -> Path:
-    """The documented install: link agent.py into <plugins>/opt/ next to a config.json."""
+    """The documented install: link agent.py into <plugins>/opt/ next to a config.json (with deadlines a loaded
+    host cannot run out of: the tests assert what the agent does, not how fast)."""
     plugin_dir = tmp_path / "plugins" / "opt"
     plugin_dir.mkdir(parents=True)
     (plugin_dir / "agent.py").symlink_to(AGENT)
-    config = {"matcher_address": matcher, "tuner_address": tuner, "probes": False, **settings}
+    config = {"matcher_address": matcher, "tuner_address": tuner, "probes": False, **GENEROUS_DEADLINES, **settings}
     (plugin_dir / "config.json").write_text(json.dumps(config))
     return plugin_dir.parent
 
 
 async def test_standin_host_runs_the_opt_agent(tmp_path: Path, standin_host_path) -> None:
-    async with stand_ins() as services, start_emulator(EmulatorConfig(time_scale=1000)) as emu:
+    async with stand_ins() as services, start_emulator(_emulator()) as emu:
         tap = await RecordingTap(emu.url).start()
         host = standin_host_path(_install(tmp_path, services.matcher_address, services.tuner_address), tap.url)
         agent = host.agents["opt"]
@@ -73,7 +79,7 @@ async def test_standin_host_runs_the_opt_agent(tmp_path: Path, standin_host_path
 
 
 async def test_unpatched_host_learn_only_and_services_down(tmp_path: Path, standin_host_path) -> None:
-    async with start_emulator(EmulatorConfig(time_scale=1000)) as emu:
+    async with start_emulator(_emulator()) as emu:
         plugins = _install(tmp_path, "127.0.0.1:1", "127.0.0.1:1", apply_options=False)
         host = standin_host_path(plugins, emu.url, patched=False)
         for _ in range(3):
@@ -91,7 +97,7 @@ async def test_agent_detects_whether_the_host_forwards_options(
     context, and the outcomes say so); patched, it applies."""
     from proxy_plugin.metrics import REGISTRY
 
-    async with stand_ins() as services, start_emulator(EmulatorConfig(time_scale=1000)) as emu:
+    async with stand_ins() as services, start_emulator(_emulator()) as emu:
         host = standin_host_path(
             _install(tmp_path, services.matcher_address, services.tuner_address), emu.url, patched=patched
         )
@@ -131,7 +137,7 @@ ORDERS = {"ours first": sorted, "theirs first": lambda entries: sorted(entries, 
 async def test_opt_runs_our_agent_in_every_plugin_order_only_with_the_patch(
     tmp_path: Path, standin_host_path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with stand_ins() as services, start_emulator(EmulatorConfig(time_scale=1000)) as emu:
+    async with stand_ins() as services, start_emulator(_emulator()) as emu:
         tap = await RecordingTap(emu.url).start()
         plugins = _install(tmp_path, services.matcher_address, services.tuner_address)
         _builtin_optimizer(plugins)
@@ -162,7 +168,7 @@ async def test_opt_runs_our_agent_in_every_plugin_order_only_with_the_patch(
 async def test_streamed_answers_teach_only_through_the_patched_host(
     tmp_path: Path, standin_host_path, patched: bool
 ) -> None:
-    async with stand_ins() as services, start_emulator(EmulatorConfig(time_scale=1000)) as emu:
+    async with stand_ins() as services, start_emulator(_emulator()) as emu:
         plugins = _install(tmp_path, services.matcher_address, services.tuner_address, apply_options=patched)
         host = standin_host_path(plugins, emu.url, patched=patched)
         chunks = await host.handle(

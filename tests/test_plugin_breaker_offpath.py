@@ -265,7 +265,7 @@ async def test_control_load_shedding_on_the_request_path_still_opens_the_breaker
         assert decision.applied
         tuner.recommend_gate = asyncio.Event()
         held = asyncio.ensure_future(core.prepare({"model": "m", "prompt": "held"}))
-        await asyncio.wait_for(tuner.recommend_entered.wait(), 10)  # the only slot is now held by Recommend
+        await asyncio.wait_for(tuner.recommend_entered.wait(), 90)  # the only slot is now held by Recommend
         shed_before = rpc_errors("tuner", "Recommend", "RESOURCE_EXHAUSTED")
         _sent, decision = await core.prepare({"model": "m", "prompt": "hello again"})
         assert decision.reason == "rpc_error"
@@ -314,10 +314,13 @@ async def test_stalled_learning_never_gates_match_or_recommend(matcher, pool, ds
     request path (Observe opens its learning breaker), and Match still finds the template, Recommend still
     answers."""
     async with guarded_tuner(pool, GuardSettings(frozenset(), rate_per_second=0, burst=0)) as tuner:
+        # the first sighting creates the template, without the short off-path deadline a loaded host can miss
+        teacher = OptimizerCore(plugin_config(matcher.address, tuner.address, batch_size=1))
+        await serve(teacher, range(1))
+        await teacher.close()
         core = core_opening_after(
             2, matcher.address, tuner.address, batch_size=1, offpath_timeout_ms=300, match_memo_size=0
         )
-        await serve(core, range(1))  # the first sighting creates the template
         [learned] = await serve(core, range(1, 2))
         assert learned.template_id
         blocker = await asyncpg.connect(dsn)
@@ -328,7 +331,10 @@ async def test_stalled_learning_never_gates_match_or_recommend(matcher, pool, ds
                 timeouts = rpc_errors("matcher", "ObserveBatch", "DEADLINE_EXCEEDED")
                 reports_timed_out = rpc_errors("tuner", "Report", "DEADLINE_EXCEEDED")
                 await serve(core, range(2, 6))
-                assert rpc_errors("matcher", "ObserveBatch", "DEADLINE_EXCEEDED") >= timeouts + 2
+                # Observes time out (at least one; on a loaded host another may fail otherwise) and the two
+                # failures in a row open the learning breaker.
+                assert rpc_errors("matcher", "ObserveBatch", "DEADLINE_EXCEEDED") >= timeouts + 1
+                assert core.learning_breaker_states()["matcher"] == "open"
                 assert rpc_errors("tuner", "Report", "DEADLINE_EXCEEDED") >= reports_timed_out + 1
                 for seed in range(6, 9):
                     _sent, decision = await core.prepare(request(seed))

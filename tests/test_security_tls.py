@@ -10,7 +10,6 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from matcher_service.main import MatcherServer, start_matcher
-from matcher_service.settings import MatcherSettings
 from ollama_optimizer.channels import create_channel
 from ollama_optimizer.config import ServerConfig
 from ollama_optimizer.gen.optimizer.v1 import matcher_pb2, matcher_pb2_grpc, tuner_pb2, tuner_pb2_grpc
@@ -18,6 +17,7 @@ from ollama_optimizer.health_check import EXIT_SERVING, check
 from proxy_plugin.core import OptimizerCore
 from tuner_service.main import RunningTuner, start_tuner
 
+from matcher_fixtures import TEST_MATCHER_SETTINGS
 from pki_fixtures import Pki
 from plugin_fixtures import plugin_config
 from tuner_fixtures import fast_settings
@@ -43,7 +43,7 @@ def _server_cfg(pki: Pki | None, *, mtls: bool = False, token: str = "") -> Serv
 async def services(request, pool: asyncpg.Pool, pki: Pki) -> AsyncIterator[tuple[MatcherServer, RunningTuner]]:
     mode = request.param
     cfg = _server_cfg(None if mode == "plain" else pki, mtls=mode == "mtls", token=TOKEN)
-    matcher = await start_matcher(pool, cfg, MatcherSettings())
+    matcher = await start_matcher(pool, cfg, TEST_MATCHER_SETTINGS)
     tuner = await start_tuner(pool, cfg, fast_settings())
     yield matcher, tuner
     await tuner.stop(0)

@@ -15,15 +15,18 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import psutil
 import pytest
 from grpc_health.v1 import health_pb2
-from test_db_startup import _health
 
 from bench.ports import free_port
 
+from health_fixtures import reach
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
 POLL_BOUND_SECONDS = 120.0  # bounds polling on a busy shared host; never a timing assertion
 ADDRESS_VARIABLES = ("MATCHER_LISTEN", "TUNER_LISTEN", "GATEWAY_LISTEN")
 PORT_VARIABLES = ("MATCHER_METRICS_PORT", "TUNER_METRICS_PORT", "GATEWAY_METRICS_PORT")
@@ -56,32 +59,52 @@ def _port_free(port: int) -> bool:
     return True
 
 
+async def _exec(command: str, env: dict[str, str], stdout: Any) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ollama_optimizer.cli", command, env=env, stdout=stdout, stderr=asyncio.subprocess.STDOUT
+    )
+
+
 async def _cli(command: str, env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
     with log.open("wb") as out:
-        return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "ollama_optimizer.cli", command, env=env, stdout=out, stderr=asyncio.subprocess.STDOUT
-        )
+        return await _exec(command, env, out)
 
 
 async def _poll(condition: Callable[[], Awaitable[bool] | bool], what: str, log: Path | None = None) -> None:
+    """Poll a state no event announces (a process exiting that is not our child), bounded."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + POLL_BOUND_SECONDS
     while True:
         result = condition()
         if result if isinstance(result, bool) else await result:
             return
-        assert loop.time() < deadline, f"never {what}" + (f":\n{log.read_text()}" if log else "")
+        assert loop.time() < deadline, f"never {what} in {POLL_BOUND_SECONDS:.0f} s" + (
+            f":\n{log.read_text()}" if log else ""
+        )
         await asyncio.sleep(0.1)
 
 
 async def _start_up(env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
-    proc = await _cli("up", env, log)
+    """`up`, once it printed its banner: its output is read as it comes (and copied to ``log``)."""
+    proc = await _exec("up", env, asyncio.subprocess.PIPE)
+    assert proc.stdout is not None
+    banner = asyncio.get_running_loop().create_future()
 
-    def is_up() -> bool:
-        assert proc.returncode is None, f"up exited with {proc.returncode}:\n{log.read_text()}"
-        return "is up" in log.read_text()
+    async def copy(stream: asyncio.StreamReader) -> None:
+        with log.open("ab") as out:
+            while line := await stream.readline():
+                out.write(line)
+                out.flush()
+                if b"is up" in line and not banner.done():
+                    banner.set_result(None)
+        if not banner.done():
+            banner.set_exception(AssertionError(f"up exited with {await proc.wait()}:\n{log.read_text()}"))
 
-    await _poll(is_up, "printed 'is up'", log)
+    proc.copier = asyncio.ensure_future(copy(proc.stdout))  # type: ignore[attr-defined]
+    try:
+        await asyncio.wait_for(asyncio.shield(banner), POLL_BOUND_SECONDS)
+    except TimeoutError:
+        raise AssertionError(f"up printed no 'is up' in {POLL_BOUND_SECONDS:.0f} s:\n{log.read_text()}") from None
     return proc
 
 
@@ -146,7 +169,7 @@ async def test_second_up_and_migrate_leave_the_first_instance_running(tmp_path: 
         await _poll(lambda: len(_reapers(data_dir)) == 1, "only the first instance's reaper left")
         assert not _gone(postmaster) and _postmaster(data_dir) == postmaster
         assert await _answers(data_dir)
-        assert await _health(env["MATCHER_LISTEN"], "") == health_pb2.HealthCheckResponse.SERVING
+        await reach(env["MATCHER_LISTEN"], {"": SERVING})
         assert first.returncode is None
     finally:
         await _stop(first)
@@ -191,7 +214,7 @@ async def test_a_service_waits_for_migrate_instead_of_migrating(pg_server, tmp_p
     try:
         address = env["MATCHER_LISTEN"]
         await _poll(lambda: "lacks schema migrations" in log.read_text(), "said what it waits for", log)
-        assert await _health(address, "") == health_pb2.HealthCheckResponse.NOT_SERVING
+        await reach(address, {"": health_pb2.HealthCheckResponse.NOT_SERVING})
         conn = await asyncpg.connect(pg_server.uri("unmigrated"))
         try:
             assert await conn.fetchval("SELECT to_regclass('matcher_template')") is None  # it did not migrate
@@ -199,12 +222,8 @@ async def test_a_service_waits_for_migrate_instead_of_migrating(pg_server, tmp_p
             await conn.close()
         migrate = await _cli("migrate", env, tmp_path / "migrate.log")
         assert await asyncio.wait_for(migrate.wait(), POLL_BOUND_SECONDS) == 0
-        await _poll(lambda: _serving(address), "SERVING after migrate", log)
+        await reach(address, {"": SERVING})
     finally:
         await _stop(matcher)
         await admin.execute("DROP DATABASE unmigrated WITH (FORCE)")
         await admin.close()
-
-
-async def _serving(address: str) -> bool:
-    return await _health(address, "") == health_pb2.HealthCheckResponse.SERVING
