@@ -50,6 +50,7 @@ async def test_gateway_sizes_the_context_so_no_embedding_input_is_cut() -> None:
         native = await ollama.AsyncClient(host=gw.url).embed(model=MODEL, input=[LONG, SHORT])
         assert native.prompt_eval_count == _tokens(LONG) + _tokens(SHORT)
         assert emu.requests[-1].runner["num_ctx"] == 8192 and emu.truncated_requests == 0
+        await gw.gateway.flush()  # a load's outcome waits for /api/ps: queued before the next one's
 
         via = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="unused", max_retries=0)
         direct = openai.AsyncOpenAI(base_url=emu.url + "/v1", api_key="unused", max_retries=0)

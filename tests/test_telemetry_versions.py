@@ -108,7 +108,8 @@ async def test_cached_head_ends_within_one_rung_of_the_true_need(matcher, tuner,
     prompt + output Ollama saw), nothing is truncated, and explain says how the counts were read."""
     records, loaded = await _run_template(matcher.address, tuner.address, mode)
     true_need = max(r.prompt_tokens_sent + r.eval_count for r in records)
-    assert sum(r.cached_tokens > 0 for r in records) >= 10  # the head was cached: counts were low
+    trail = [(r.runner.get("num_ctx"), r.loaded, r.cached_tokens) for r in records]  # context, cold load, cached
+    assert sum(r.cached_tokens > 0 for r in records) >= 10, trail  # the head was cached: counts were low
     assert not any(r.truncated for r in records)
     rungs = ladder(1024, 262144, 131072, 4)
     assert loaded and _rung_index(max(loaded)) <= rungs.index(rung_for(true_need, rungs)) + 1, (loaded, true_need)

@@ -97,11 +97,15 @@ async def test_two_flushes_of_the_same_rows_neither_raise_nor_stall(gated, pool:
 
 
 async def _terminate_lock_session(dsn: str) -> int:
+    """Terminate the session holding the advisory lock; count the sessions that have ended (and so released
+    the lock: pg_terminate_backend only signals unless it is given a time to wait for the end)."""
     conn = await asyncpg.connect(dsn)
     try:
         return int(
             await conn.fetchval(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, $1)) FROM pg_locks"
+                " WHERE locktype = 'advisory' AND granted",
+                WAIT_S * 1000,
             )
         )
     finally:
