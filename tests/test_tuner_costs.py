@@ -12,6 +12,8 @@ from tuner_service.explain import explain
 from tuner_service.policy import APPLY, RUNNER_KEPT, RUNNER_LOADED, Advice, Demand, Observation, Policy
 from tuner_service.settings import PolicySettings
 
+from tuner_fixtures import ran
+
 GIB = 1 << 30
 MODEL = "m"
 LOAD_S = 3.5
@@ -73,28 +75,17 @@ class SpillWorld:
         self.latencies.append(total)
         size = self.size(ctx, batch)
         self.policy.observe(
-            Observation(
+            ran(
                 MODEL,
                 template_id,
                 units,
-                2,
-                decision.action == APPLY,
-                options[0],
-                options[1],
-                0,
-                prompt,
-                output,
-                total,
-                load_s,
-                prompt_s,
-                eval_s,
-                "stop",
-                True,
-                loaded_context_length=ctx,
-                model_size=size,
-                model_vram=min(size, self.vram),
-                finished_at=self.t,
-                runner_load=RUNNER_LOADED if load else RUNNER_KEPT,
+                decision,
+                (prompt, output),
+                (load_s, prompt_s, eval_s),
+                ctx,
+                (size, min(size, self.vram)),
+                self.t,
+                load,
             )
         )
         return decision

@@ -50,6 +50,9 @@ class PolicySettings:
     # A request's claim on a context ends this long (seconds, by the finish times of outcomes) after the
     # last request that needed it: a session that stops sending stops holding the context.
     claim_idle_seconds: float = field(default_factory=lambda: env_float("TUNER_CLAIM_IDLE_SECONDS", 300.0))
+    # The Ollama host's OLLAMA_KEEP_ALIVE: a model idle longer has been unloaded (its next load is an expiry,
+    # not an eviction) and takes no room beside the models in use.
+    keep_alive_seconds: float = field(default_factory=lambda: env_float("TUNER_KEEP_ALIVE_SECONDS", 300.0))
     # Growth covers up to this multiple of the request's need while the model still fits the GPU there.
     grow_headroom: float = field(default_factory=lambda: env_float("TUNER_GROW_HEADROOM", 2.0))
     # Growth driven by a learned floor (not by the request's own estimate) is bounded to this factor per decision.
