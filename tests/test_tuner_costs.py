@@ -355,3 +355,30 @@ def test_on_a_cpu_only_host_a_large_context_costs_no_speed_so_the_model_does_not
     model = policy.models[MODEL]
     assert costs.in_ram(model) and costs.spill_share(model, model.loaded_ctx) == 0
     assert "fit in VRAM" not in explain(policy, MODEL, 2).reason
+
+
+def test_a_pending_spill_relief_never_loads_less_than_the_request_needs() -> None:
+    """A spill at the loaded context schedules a reload with a smaller num_batch; when the next request needs
+    more than that context, the reload is a growth that holds it (never the spilled context again)."""
+    world = SpillWorld(make_policy(), vram=int(6.3 * GIB))
+    for _ in range(20):
+        world.run(6000)
+        if world.policy.models[MODEL].relieve[0] == "relieve_spill":
+            break
+    assert world.policy.models[MODEL].relieve[0] == "relieve_spill"
+    decision = world.run(45_000, template_id=2)
+    assert decision.num_ctx >= decision.need and world.truncations == 0
+
+
+def test_api_ps_figures_of_a_runner_at_another_context_are_not_a_spill() -> None:
+    """/api/ps is read at intervals: under concurrency an outcome at 8192 may carry the figures of the spilled
+    57344 runner loaded before it. Taken at face value they would schedule a spill relief at 8192."""
+    policy = make_policy()
+    world = SpillWorld(policy)
+    warm(world)
+    decision = policy.recommend(Demand(MODEL, 1, 1500, frozenset(), 0, 2))
+    size = world.size(57344, decision.num_batch)
+    policy.observe(
+        ran(MODEL, 1, 1500, decision, (1674, 200), (0.0, 0.3, 2.0), 57344, (size, world.vram), world.t + 5, False)
+    )
+    assert policy.models[MODEL].relieve == ("", "") and policy.models[MODEL].spilled == (0, 0)

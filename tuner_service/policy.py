@@ -332,7 +332,7 @@ class Policy:
             (code, why), model.relieve = model.relieve, ("", "")
             over_cap = 0 < model.batch_cap < model.loaded_batch
             # Only down, and never below a need already seen: else a later request grows it back.
-            target = max(rung_for(model.tight_floor, rungs), wanted) if code == "co_reside" else loaded
+            target = max(rung_for(model.tight_floor, rungs) if code == "co_reside" else loaded, wanted)
             if code == "reset":  # an operator reset a template: what the request and the remaining claims need
                 target = max(rung_for(active, rungs), wanted)
             if target < loaded or over_cap:
@@ -642,14 +642,12 @@ class Policy:
         """Partial offload (0 < size_vram < size) of the loaded options: a smaller num_batch, then the
         tight margin; at once when the spilled share is large (every request pays), else at the next reload.
         A context far beyond what fits spills whatever the batch or margin: the rent-or-buy rule leaves it."""
-        if obs.model_size <= 0:
-            return
+        ctx = obs.num_ctx or obs.loaded_context_length
+        if obs.model_size <= 0 or 0 < obs.loaded_context_length != ctx:
+            return  # /api/ps is read at intervals: figures of a runner at another context are stale
         model.size_bytes, model.vram_bytes = obs.model_size, obs.model_vram
         config = (obs.num_ctx, obs.num_batch)
-        ctx = obs.num_ctx or obs.loaded_context_length
-        # /api/ps is read at intervals: figures of a runner at another context than this request's are stale.
-        stale = 0 < obs.loaded_context_length != ctx
-        if ctx and not stale and self._current(model, obs):
+        if ctx and self._current(model, obs):
             costs.remember_memory(model, (ctx, obs.num_batch), obs.model_size, obs.model_vram)
         if not 0 < obs.model_vram < obs.model_size or not model.managed or not self._current(model, obs):
             return
