@@ -38,7 +38,11 @@ ENV PATH=/opt/ollama-optimizer/bin:$PATH \
     OPTIMIZER_DATA_DIR=/var/lib/ollama-optimizer/pg \
     MATCHER_LISTEN=0.0.0.0:50061 \
     TUNER_LISTEN=0.0.0.0:50062 \
-    GATEWAY_LISTEN=0.0.0.0:11435
+    GATEWAY_LISTEN=0.0.0.0:11435 \
+    NUMBA_CACHE_DIR=/tmp/numba-cache
+# NUMBA_CACHE_DIR: the fingerprint kernels a process compiles at start (a few seconds) are cached there, in
+# /tmp, writable with a read-only root: a pod's emptyDir keeps them across container restarts; mount a volume
+# there to keep them across containers. OPTIMIZER_FINGERPRINT_KERNEL=numpy skips compiling (and numba's RSS).
 # gRPC: matcher 50061, tuner 50062; gateway HTTP 11435; metrics 9461-9463.
 EXPOSE 50061 50062 11435 9461 9462 9463
 VOLUME ["/var/lib/ollama-optimizer"]

@@ -10,7 +10,7 @@ SHELL := /bin/bash
 # pip's progress without its notices: one line per package it fetches, then what it installed.
 PIP_PROGRESS := $(PY) -u -c "import sys; [print('  fetching ' + line.split()[1] if line.startswith('Collecting') else line.rstrip(), flush=True) for line in sys.stdin if line.startswith(('Collecting', 'Successfully installed', 'ERROR', 'error'))]"
 
-.PHONY: run test protos demo bench install clean
+.PHONY: run test protos config-docs demo bench install clean
 
 $(RUN_STAMP): pyproject.toml
 	@test -x $(PY) || { echo "make: creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
@@ -35,9 +35,14 @@ test: $(DEV_STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
+	$(PY) -m ollama_optimizer.config_docs --check
 	bash deploy/tools/install-tools.sh
 	bash bench/install_llamacpp.sh
 	$(PY) -m pytest -q -rs -p no:cacheprovider $(PYTEST_ARGS)
+
+## Regenerate the README configuration tables and proxy_plugin/config.json from the settings' declarations.
+config-docs: $(DEV_STAMP)
+	$(PY) -m ollama_optimizer.config_docs
 
 ## Regenerate the gRPC code from protos/ (a test fails when it is stale).
 protos: $(DEV_STAMP)

@@ -36,6 +36,7 @@ from ollama_optimizer.config import DatabaseConfig
 from ollama_optimizer.db import embedded_or_configured_dsn
 from ollama_optimizer.health_check import check
 from ollama_optimizer.migrations import apply_migrations
+from ollama_optimizer.settings_env import load
 from ollama_optimizer.supervisor import _spawn, _stop
 from proxy_plugin.config import PluginConfig
 from proxy_plugin.core import OptimizerCore
@@ -55,7 +56,7 @@ class Services:
 async def running_services(data_dir: Path | None = None) -> AsyncIterator[Services]:
     """Postgres (OPTIMIZER_DSN, else embedded in ``data_dir``) + matcher + tuner child processes."""
     with tempfile.TemporaryDirectory(prefix="optimizer-bench-") as tmp:
-        cfg = replace(DatabaseConfig(), data_dir=data_dir or Path(tmp) / "pg")
+        cfg = replace(load(DatabaseConfig, os.environ), data_dir=data_dir or Path(tmp) / "pg")
         async with embedded_or_configured_dsn(cfg) as (dsn, _embedded):
             await apply_migrations(dsn)
             matcher, tuner = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"

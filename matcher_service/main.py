@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 
 import asyncpg
@@ -10,6 +11,7 @@ import asyncpg
 from ollama_optimizer.config import DatabaseConfig, ServerConfig
 from ollama_optimizer.db import open_database
 from ollama_optimizer.db_health import follow_database
+from ollama_optimizer.fingerprint_kernel import KernelSettings, warm_up_at_start
 from ollama_optimizer.gen.optimizer.v1 import matcher_pb2_grpc
 from ollama_optimizer.server import (
     DEFAULT_MAX_RECEIVE_BYTES,
@@ -19,6 +21,7 @@ from ollama_optimizer.server import (
     serve_until_signal,
     start_server,
 )
+from ollama_optimizer.settings_env import load
 
 from .maintenance import Maintenance
 from .service import SERVICE_NAME, MatcherService
@@ -83,15 +86,12 @@ async def start_matcher(
 
 
 async def serve() -> int:
-    """Run the matcher until SIGTERM/SIGINT (embedded Postgres when no DSN); returns the exit code."""
-    try:
-        settings = MatcherSettings()
-        server_cfg = ServerConfig.matcher()
-    except ValueError as exc:
-        log.error("bad configuration: %s", exc)
-        return 2
+    """Run the matcher until SIGTERM/SIGINT (embedded Postgres when no DSN); returns the exit code. A bad
+    setting raises ConfigError before anything starts."""
+    settings, server_cfg = load(MatcherSettings, os.environ), ServerConfig.matcher(os.environ)
+    warm_up_at_start(load(KernelSettings, os.environ))
     async with open_database(
-        DatabaseConfig(),
+        load(DatabaseConfig, os.environ),
         server_settings=SESSION_SETTINGS,
         reset=keep_session,
         while_waiting=lambda: not_serving_while_waiting(server_cfg, (SERVICE_NAME,)),

@@ -6,6 +6,7 @@ import functools
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from ollama_optimizer.fingerprint_kernel import register_kernel_metric
 from prompt_fingerprint import WINDOWS
 
 _FAST_BUCKETS = (
@@ -42,6 +43,7 @@ WINDOW_CHANGES = Counter(
     "Stable-window adaptations by direction (grow, shrink).",
     ("direction",),
 )
+register_kernel_metric()
 TEMPLATES = Gauge("optimizer_matcher_templates", "Templates in the database (refreshed by the maintenance job).")
 DB_ERRORS = Counter(
     "optimizer_matcher_db_errors_total",

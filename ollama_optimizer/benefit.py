@@ -6,7 +6,7 @@ stored, summed by ``ollama-optimizer stats``, exported to Prometheus), the Grafa
 
 - **Runner load** (a reload): Ollama started a runner for the request. The gateway judges it from Ollama's
   clock (``proxy_plugin/runner_loads.py``): the part of ``load_duration`` beyond the wait for earlier
-  requests of the model is at least ``RELOAD_THRESHOLD_SECONDS``. Without that judgement (the smart-proxy
+  requests of the model is at least ``ReloadSettings.reload_threshold_seconds``. Without that judgement (the smart-proxy
   agent) a ``load_duration`` of at least the same threshold counts when the options changed from the
   previous request of the model or it is at least half a load measured before (a shorter one is a queue wait).
 - **Truncation**: the tuner's judgement of an outcome (``Policy.truncated``: ``done_reason=length``
@@ -31,23 +31,39 @@ stored, summed by ``ollama-optimizer stats``, exported to Prometheus), the Grafa
 
 from __future__ import annotations
 
-import os
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
 
+from .settings_env import setting
+
 RUNNER_UNKNOWN, RUNNER_KEPT, RUNNER_LOADED = 0, 1, 2  # Outcome.runner_load
-RELOAD_THRESHOLD_SECONDS = float(os.environ.get("OPTIMIZER_RELOAD_THRESHOLD_SECONDS", "0.1") or 0.1)
 MIN_SPEED_SAMPLES = 3
 CAUSES = ("optimizer", "client", "other")  # why a runner was loaded (load_cause 1, 2, 3; 0 = no load)
 
 Options = tuple[int, int]  # (num_ctx, num_batch); 0 = Ollama's own value
 
 
-def runner_loaded(judged: int, load_s: float, options_changed: bool, measured_load_s: float) -> bool:
+@dataclass(frozen=True)
+class ReloadSettings:
+    """The one runner-load threshold of the gateway, the tuner, ``stats`` and the dashboards."""
+
+    reload_threshold_seconds: float = setting(
+        0.1,
+        "OPTIMIZER_RELOAD_THRESHOLD_SECONDS",
+        "the one reload threshold (gateway, tuner, `stats`, dashboards): a load of at least this long beyond the "
+        "wait for earlier requests of the model (judged from Ollama's clock) is a runner load",
+        low=0.001,
+        high=3600,
+    )
+
+
+def runner_loaded(
+    judged: int, load_s: float, options_changed: bool, measured_load_s: float, threshold_s: float
+) -> bool:
     """Whether Ollama loaded a runner for a request (``judged``: the gateway's RUNNER_KEPT/RUNNER_LOADED)."""
     if judged != RUNNER_UNKNOWN:
         return judged == RUNNER_LOADED
-    if load_s < RELOAD_THRESHOLD_SECONDS:
+    if load_s < threshold_s:
         return False
     return options_changed or load_s >= measured_load_s / 2
 

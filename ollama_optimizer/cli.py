@@ -13,19 +13,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from .cli_support import CliError
-from .config import StartupError, env_str
+from .config import ClientSettings, GatewaySettings, LogSettings, StartupError
+from .settings_env import ConfigError, load
 from .version import package_version
 
 if TYPE_CHECKING:
     from .channels import ClientArgs
-
-
-def _matcher_address() -> str:
-    return env_str("MATCHER_ADDRESS", "127.0.0.1:50061")
-
-
-def _tuner_address() -> str:
-    return env_str("TUNER_ADDRESS", "127.0.0.1:50062")
 
 
 async def _up(args: argparse.Namespace) -> int:
@@ -39,7 +32,7 @@ async def _migrate(args: argparse.Namespace) -> int:
     from .migrations import describe
     from .startup import migrated_database
 
-    async with migrated_database(DatabaseConfig(), contract=args.contract) as (_dsn, _embedded, report):
+    async with migrated_database(load(DatabaseConfig, os.environ), contract=args.contract) as (_dsn, _embedded, report):
         pass
     print(describe(report))
     return 0
@@ -148,6 +141,8 @@ def _client_options(parser: argparse.ArgumentParser, address: str, service: str,
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser; option defaults come from the settings' declarations and the environment."""
+    client, gateway_settings = load(ClientSettings, os.environ), load(GatewaySettings, os.environ)
     parser = _Parser(
         prog="ollama-optimizer",
         formatter_class=_HelpFormatter,
@@ -161,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     parser.add_argument(
         "--log-level",
-        default=os.environ.get("OPTIMIZER_LOG_LEVEL", "INFO"),
+        default=load(LogSettings, os.environ).level,
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         type=str.upper,
         help="log level of the services ($OPTIMIZER_LOG_LEVEL)",
@@ -188,11 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
     gateway = _command(sub, "gateway", "run the Ollama-API gateway in front of Ollama", _gateway)
     gateway.add_argument(
         "--listen",
-        default=env_str("GATEWAY_LISTEN", "127.0.0.1:11435"),
+        default=gateway_settings.listen,
         help="HOST:PORT the gateway serves the Ollama API on ($GATEWAY_LISTEN)",
     )
     gateway.add_argument(
-        "--upstream", default=env_str("OLLAMA_HOST", "127.0.0.1:11434"), help="the Ollama it forwards to ($OLLAMA_HOST)"
+        "--upstream", default=gateway_settings.upstream, help="the Ollama it forwards to ($OLLAMA_HOST)"
     )
 
     health = _command(
@@ -208,13 +203,13 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for the answer")
 
     match = _command(sub, "match", "match a prompt against the learned templates (--text, or standard input)", _match)
-    _client_options(match, _matcher_address(), "matcher", "MATCHER_ADDRESS")
+    _client_options(match, client.matcher_address, "matcher", "MATCHER_ADDRESS")
     match.add_argument("--model", default="llama3.1:8b", help="the model the prompt is for")
     match.add_argument("--text", default=None, help="the prompt text (default: read standard input)")
     match.add_argument("--observe", action="store_true", help="also learn from it (Observe)")
 
     templates = _command(sub, "templates", "list learned templates (fingerprints and counters, no text)", _templates)
-    _client_options(templates, _matcher_address(), "matcher", "MATCHER_ADDRESS")
+    _client_options(templates, client.matcher_address, "matcher", "MATCHER_ADDRESS")
     templates.add_argument("--limit", type=_positive_int, default=20, help="templates per page")
     templates.add_argument("--after-id", type=_after_id, default=0, help="start after this template id (the next page)")
 
@@ -224,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
         "tuner summary over a period: requests, optimized share, reloads, truncations, per model",
         _tuner_admin,
     )
-    _client_options(stats, _tuner_address(), "tuner", "TUNER_ADDRESS")
+    _client_options(stats, client.tuner_address, "tuner", "TUNER_ADDRESS")
     stats.add_argument("--period", type=_positive_int, default=3600, help="seconds back from now")
     stats.add_argument("--model", default="", help="only this model (empty: all)")
     for name, description in (
@@ -237,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     ):
         command = _command(sub, name, description, _tuner_admin)
-        _client_options(command, _tuner_address(), "tuner", "TUNER_ADDRESS")
+        _client_options(command, client.tuner_address, "tuner", "TUNER_ADDRESS")
         command.add_argument("model", help="model name, e.g. llama3.1:8b")
         if name == "pin":
             command.add_argument("template_id", type=_template_id, help="template id (see `templates`, `match`)")
@@ -296,7 +291,7 @@ class _EmbeddedPostgresLog(logging.FileHandler):
 def _send_pgserver_output_to_a_file() -> None:
     from .config import DatabaseConfig
 
-    data_dir = DatabaseConfig().data_dir
+    data_dir = load(DatabaseConfig, os.environ).data_dir
     handler = _EmbeddedPostgresLog(data_dir.with_name(data_dir.name + ".log"))
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     pgserver_log = logging.getLogger("pgserver")
@@ -310,14 +305,21 @@ def _send_pgserver_output_to_a_file() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.command in ("up", "migrate", "matcher", "tuner"):
-        _send_pgserver_output_to_a_file()
+    try:
+        args = build_parser().parse_args(argv)
+        logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        if args.command in ("up", "migrate", "matcher", "tuner"):
+            _send_pgserver_output_to_a_file()
+    except ConfigError as exc:
+        print(f"ollama-optimizer: bad configuration: {exc}", file=sys.stderr)
+        sys.exit(2)
     try:
         code = asyncio.run(args.func(args))
     except KeyboardInterrupt:
         code = 130
+    except ConfigError as exc:
+        print(f"ollama-optimizer {args.command}: bad configuration: {exc}", file=sys.stderr)
+        code = 2
     except StartupError as exc:  # database unreachable or refusing, address in use: the message says it all
         logging.getLogger("ollama_optimizer").error("%s", exc)
         code = 1

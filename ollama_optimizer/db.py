@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from .config import DatabaseConfig, StartupError, env_bool
+from .config import DatabaseConfig, StartupError
 from .embedded_pg import EmbeddedPostgres
 
 log = logging.getLogger(__name__)
@@ -183,7 +183,7 @@ async def embedded_or_configured_dsn(
         await wait_for_database(cfg.dsn, cfg.connect_timeout_seconds, while_waiting=while_waiting)
         yield cfg.dsn, None
         return
-    server = await asyncio.to_thread(EmbeddedPostgres, cfg.data_dir)
+    server = await asyncio.to_thread(EmbeddedPostgres, cfg.data_dir, cfg.embedded_shared_buffers_mb)
     log.info("embedded Postgres started in %s", cfg.data_dir)
     try:
         yield server.uri(), server
@@ -241,7 +241,7 @@ async def open_database(
     from .migrations import apply_migrations
 
     if migrate is None:
-        migrate = env_bool("OPTIMIZER_MIGRATE_ON_START", False)
+        migrate = cfg.migrate_on_start
     async with embedded_or_configured_dsn(cfg, while_waiting=while_waiting) as (dsn, embedded):
         if migrate:
             await apply_migrations(dsn)

@@ -27,8 +27,6 @@ from typing import TYPE_CHECKING
 
 import psutil
 
-from .config import env_int
-
 if TYPE_CHECKING:
     from pgserver.postgres_server import PostgresServer
 
@@ -40,9 +38,9 @@ SMART_SHUTDOWN_SECONDS = 30.0  # the owner's children close their sessions (a tu
 FAST_SHUTDOWN_SECONDS = 20.0
 
 
-def default_shared_buffers_mb() -> int:
-    """``OPTIMIZER_EMBEDDED_SHARED_BUFFERS_MB``, else a quarter of the RAM, between 128 MB and 1 GiB."""
-    configured = env_int("OPTIMIZER_EMBEDDED_SHARED_BUFFERS_MB", 0)
+def default_shared_buffers_mb(configured: int = 0) -> int:
+    """``configured`` (OPTIMIZER_EMBEDDED_SHARED_BUFFERS_MB) when set, else a quarter of the RAM, between 128 MB
+    and 1 GiB."""
     if configured > 0:
         return configured
     quarter = psutil.virtual_memory().total // 4 // (1 << 20)
@@ -62,7 +60,7 @@ class EmbeddedPostgres:
         self.data_dir = data_dir
         self._server: PostgresServer | None = get_server(data_dir, cleanup_mode="stop")
         self._reaper = _start_reaper(data_dir)
-        wanted = shared_buffers_mb or default_shared_buffers_mb()
+        wanted = default_shared_buffers_mb(shared_buffers_mb or 0)
         server = self._server
         if _shared_buffers_mb(server) == wanted:
             return

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Unpack
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from .channels import ClientArgs, create_channel
-from .config import env_secret, env_str
+from .config import ClientSettings
+from .settings_env import load
 
 EXIT_SERVING = 0
 EXIT_INVALID_ARGUMENTS = 1
@@ -20,12 +22,8 @@ EXIT_UNHEALTHY = 4
 
 def client_args_from_env() -> ClientArgs:
     """The client token and TLS files of the CLI's admin commands (OPTIMIZER_AUTH_TOKEN, OPTIMIZER_CLIENT_TLS_*)."""
-    return {
-        "token": env_secret("OPTIMIZER_AUTH_TOKEN"),
-        "tls_ca": env_str("OPTIMIZER_CLIENT_TLS_CA", ""),
-        "tls_cert": env_str("OPTIMIZER_CLIENT_TLS_CERT", ""),
-        "tls_key": env_str("OPTIMIZER_CLIENT_TLS_KEY", ""),
-    }
+    client = load(ClientSettings, os.environ)
+    return {"token": client.auth_token, "tls_ca": client.tls_ca, "tls_cert": client.tls_cert, "tls_key": client.tls_key}
 
 
 async def check(

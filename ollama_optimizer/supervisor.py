@@ -16,11 +16,12 @@ import signal
 import socket
 import sys
 
-from .config import DatabaseConfig, ServerConfig, StartupError, env_str
+from .config import ClientSettings, DatabaseConfig, GatewaySettings, ListenSettings, ServerConfig, StartupError
 from .health_check import EXIT_SERVING, check, client_args_from_env
 from .lifeline import die_with_parent
 from .migrations import describe
 from .server import wait_for_shutdown_signal
+from .settings_env import configured, load
 from .startup import migrated_database, step
 from .upstream_check import say_if_no_ollama
 
@@ -60,18 +61,23 @@ def _dialable(listen: str) -> str:
 
 def _client_addresses() -> dict[str, str]:
     """Point the gateway at the matcher and tuner this command starts, unless set explicitly."""
+    client, listen = load(ClientSettings, os.environ), load(ListenSettings, os.environ)
     return {
-        "MATCHER_ADDRESS": os.environ.get("MATCHER_ADDRESS") or _dialable(ServerConfig.matcher().listen),
-        "TUNER_ADDRESS": os.environ.get("TUNER_ADDRESS") or _dialable(ServerConfig.tuner().listen),
+        "MATCHER_ADDRESS": client.matcher_address
+        if configured(ClientSettings, "matcher_address", os.environ)
+        else _dialable(listen.matcher_listen),
+        "TUNER_ADDRESS": client.tuner_address
+        if configured(ClientSettings, "tuner_address", os.environ)
+        else _dialable(listen.tuner_listen),
     }
 
 
 def _gateway_listen() -> str:
-    return env_str("GATEWAY_LISTEN", "127.0.0.1:11435")
+    return load(GatewaySettings, os.environ).listen
 
 
 def _gateway_metrics_port() -> str:
-    return env_str("GATEWAY_METRICS_PORT", "9463")
+    return str(load(GatewaySettings, os.environ).metrics_port)
 
 
 def _with_port(listen: str, port: int | str) -> str:
@@ -80,7 +86,7 @@ def _with_port(listen: str, port: int | str) -> str:
 
 def _needed_addresses(with_gateway: bool) -> dict[str, str]:
     """Every address the children will bind, by what binds it."""
-    matcher, tuner = ServerConfig.matcher(), ServerConfig.tuner()
+    matcher, tuner = ServerConfig.matcher(os.environ), ServerConfig.tuner(os.environ)
     needed = {
         "matcher gRPC": matcher.listen,
         "matcher metrics": _with_port(matcher.listen, matcher.metrics_port),
@@ -120,13 +126,13 @@ def ensure_ports_free(needed: dict[str, str]) -> None:
 
 
 def _endpoints(with_gateway: bool) -> list[str]:
-    matcher, tuner = ServerConfig.matcher(), ServerConfig.tuner()
+    matcher, tuner = ServerConfig.matcher(os.environ), ServerConfig.tuner(os.environ)
     lines = [
         f"matcher  gRPC {matcher.listen}   metrics http://127.0.0.1:{matcher.metrics_port}/metrics",
         f"tuner    gRPC {tuner.listen}   metrics http://127.0.0.1:{tuner.metrics_port}/metrics",
     ]
     if with_gateway:
-        upstream = env_str("OLLAMA_HOST", "127.0.0.1:11434")
+        upstream = load(GatewaySettings, os.environ).upstream
         lines.append(
             f"gateway  HTTP http://{_gateway_listen()} -> {upstream}   "
             f"metrics http://127.0.0.1:{_gateway_metrics_port()}/metrics"
@@ -154,10 +160,10 @@ async def _ready(name: str) -> bool:
 
     if name == "matcher":
         service = matcher_pb2.DESCRIPTOR.services_by_name["Matcher"].full_name
-        return await _grpc_ready(_dialable(ServerConfig.matcher().listen), service)
+        return await _grpc_ready(_dialable(ServerConfig.matcher(os.environ).listen), service)
     if name == "tuner":
         service = tuner_pb2.DESCRIPTOR.services_by_name["Tuner"].full_name
-        return await _grpc_ready(_dialable(ServerConfig.tuner().listen), service)
+        return await _grpc_ready(_dialable(ServerConfig.tuner(os.environ).listen), service)
     return await _http_ready(_gateway_listen())
 
 
@@ -183,7 +189,7 @@ async def _wait_ready(children: dict[str, asyncio.subprocess.Process]) -> str | 
 async def run_all(with_gateway: bool = True) -> int:
     """Run the whole system until SIGINT/SIGTERM or a child's exit; returns an exit code."""
     ensure_ports_free(_needed_addresses(with_gateway))
-    async with migrated_database(DatabaseConfig()) as (dsn, embedded, report):
+    async with migrated_database(load(DatabaseConfig, os.environ)) as (dsn, embedded, report):
         if report.contract_pending:
             print(describe(report), file=sys.stderr)
         env = {**os.environ, "OPTIMIZER_DSN": dsn, **_client_addresses()}
@@ -207,7 +213,7 @@ async def run_all(with_gateway: bool = True) -> int:
             print("  " + line)
         sys.stdout.flush()
         notice = asyncio.ensure_future(
-            say_if_no_ollama(env_str("OLLAMA_HOST", "127.0.0.1:11434")) if with_gateway else asyncio.sleep(0)
+            say_if_no_ollama(load(GatewaySettings, os.environ).upstream) if with_gateway else asyncio.sleep(0)
         )
         child_waits = {asyncio.ensure_future(p.wait()): n for n, p in children.items()}
         done, _ = await asyncio.wait({signal_wait, *child_waits}, return_when=asyncio.FIRST_COMPLETED)

@@ -1,5 +1,6 @@
 """Prompt fingerprints: the tokenizer, token hashing and windowed SimHash that the matcher stores and the
-plugin keys its Match memo on. One algorithm, versioned by ``ALGORITHM_REVISION``; it depends on numpy only.
+plugin keys its Match memo on. One algorithm, versioned by ``ALGORITHM_REVISION``, computed by numpy code or,
+after ``warm_up``, by compiled kernels (numba) giving the same bits.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from .fingerprints import (
     revision_of,
     windows_for,
 )
+from .kernel import active_kernel, warm_up
 from .tokens import TOKEN_RE, approximate_count, count_tokens, hash_tokens
 
 __all__ = [
@@ -32,6 +34,7 @@ __all__ = [
     "WINDOWS",
     "FingerprintSet",
     "MatchKey",
+    "active_kernel",
     "algorithm_version",
     "approximate_count",
     "chat_head_end",
@@ -42,5 +45,6 @@ __all__ = [
     "match_key",
     "match_key_off_loop",
     "revision_of",
+    "warm_up",
     "windows_for",
 ]

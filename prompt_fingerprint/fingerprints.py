@@ -77,7 +77,7 @@ def fingerprint(
     return FingerprintSet(
         algorithm_version(shingle_size, normalize),
         tuple(windows),
-        tuple(int(x) for x in fps),
+        tuple(fps.tolist()),
         unit_count,
         fingerprinted if head_end else 0,
     )

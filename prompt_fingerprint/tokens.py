@@ -3,10 +3,11 @@
 ASCII text (the common case) is tokenised by classifying bytes with a lookup table built
 from the regex itself, so both paths give identical tokens; other text goes through the
 regex and is re-joined with single spaces. Each token gets a 64-bit hash: a polynomial
-hash of its bytes from one cumulative sum (no Python object per token on the ASCII path),
+hash of its bytes from one segmented sum (no Python object per token on the ASCII path),
 finished with the splitmix64 mixer. With normalisation on, a token made only of hex
 digits and containing a decimal digit (numbers, hex ids, UUID and date parts) hashes
-as one placeholder; the token count is unchanged.
+as one placeholder; the token count is unchanged. Once warmed up, a compiled kernel computes the
+same hashes (``prompt_fingerprint.kernel``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import re
 import time
 
 import numpy as np
+
+from .kernel import compiled_kernels
 
 TOKEN_RE = re.compile(r"\w+|[^\w\s]")
 _SPACE, _WORD, _PUNCT = 0, 1, 2
@@ -75,15 +78,6 @@ def mix64(z: np.ndarray) -> np.ndarray:
     z *= _U64(0x94D049BB133111EB)
     z ^= z >> _U64(31)
     return z
-
-
-def _segment_sums(values: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """Sum of values[s..e] (inclusive) per token, from one cumulative sum (wrapping for uint64)."""
-    cum = np.empty(len(values) + 1, values.dtype)
-    cum[0] = 0
-    np.cumsum(values, out=cum[1:])
-    sums: np.ndarray = np.take(cum, ends + 1) - np.take(cum, starts)
-    return sums
 
 
 # Characters tokenised per token wanted before the rest of a long text is only counted.
@@ -155,24 +149,32 @@ def _hash_all(text: str, max_tokens: int, normalize: bool) -> tuple[np.ndarray, 
     else:
         data, table = " ".join(TOKEN_RE.findall(lowered)).encode("utf-8"), _JOINED_CLASSES
     raw = np.frombuffer(data, np.uint8)
+    kernels = compiled_kernels()
+    if kernels is not None:
+        hashes, count = kernels.token_hashes(raw, table, max_tokens, normalize)
+        return hashes, int(count)
+    return _numpy_hash_all(raw, table, max_tokens, normalize)
+
+
+def _numpy_hash_all(raw: np.ndarray, table: np.ndarray, max_tokens: int, normalize: bool) -> tuple[np.ndarray, int]:
+    """``_hash_all`` of the bytes ``raw`` with the byte classes ``table``, with numpy: per-token sums by one
+    reduceat from each token's start, with the spaces between tokens weighing nothing."""
     classes = np.take(table, raw)
     word = classes == _WORD
-    punct = classes == _PUNCT
     prev_word = np.concatenate(([False], word[:-1]))
-    next_word = np.concatenate((word[1:], [False]))
-    starts = np.flatnonzero(punct | (word & ~prev_word))
+    starts = np.flatnonzero((classes == _PUNCT) | (word & ~prev_word))
     count = len(starts)
     if count == 0:
         return np.zeros(0, _U64), 0
+    used = int(starts[max_tokens]) if count > max_tokens else len(raw)  # only spaces after the last token
     starts = starts[:max_tokens]
-    ends = np.flatnonzero(punct | (word & ~next_word))[: len(starts)]
-    used = int(ends[-1]) + 1
+    in_token = classes[:used] != _SPACE
     _POWERS.ensure(used)
     with np.errstate(over="ignore"):
-        weighted = (raw[:used].astype(_U64) + _U64(1)) * _POWERS.pow[:used]
-        hashes = _segment_sums(weighted, starts, ends) * np.take(_POWERS.inv, starts)
+        weighted = (raw[:used].astype(_U64) + _U64(1)) * _POWERS.pow[:used] * in_token
+        hashes = np.add.reduceat(weighted, starts) * np.take(_POWERS.inv, starts)
     if normalize:
-        codes = _segment_sums(np.take(_LITERAL_CODES, raw[:used]), starts, ends)
+        codes = np.add.reduceat(np.take(_LITERAL_CODES, raw[:used]) * in_token, starts)
         hashes[(codes > 0) & (codes < _NOT_HEX)] = PLACEHOLDER_HASH
     return mix64(hashes), count
 

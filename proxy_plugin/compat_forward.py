@@ -33,6 +33,7 @@ from .compat_wire import (
     go_encoded,
 )
 from .forwarded import forward_headers
+from .runner_loads import answer_clock
 
 if TYPE_CHECKING:
     from .gateway import Gateway
@@ -95,12 +96,13 @@ async def serve_compat(gw: Gateway, request: web.Request, door: Door, headers: d
         return await gw._relay(request, label, body)
     sent = gw.sending(decision)
     with gw.outcome_pending():
+        answer: _Answer | None = None
         try:
             answer = await _run(gw, request, door, translated, data, headers)
         finally:
-            gw.runner_loads.finished(decision.model)
+            gw.runner_loads.finished(sent, *answer_clock(answer.stats if answer is not None else None))
         if answer.answered:
-            await gw.learn(to_send, decision, answer.stats, received, answer.first_chunk, sent)
+            gw.learn(to_send, decision, answer.stats, received, answer.first_chunk, sent)
     return answer.response
 
 

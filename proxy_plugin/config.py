@@ -1,8 +1,9 @@
 """Plugin configuration: ``config.json`` next to this file, overridden by environment variables.
 
-Every key ``k`` can be overridden by ``OPT_<K>``; gateway-only keys also by ``GATEWAY_<K>``; a few keys
-honour the names the rest of the project uses (``MATCHER_ADDRESS``, ``OPTIMIZER_AUTH_TOKEN`` ...).
-``OPT_CONFIG`` names another JSON file. The README lists every key.
+Every key ``k`` is read from ``OPT_<K>``, then from the names the rest of the project uses for the same
+setting (``MATCHER_ADDRESS``, ``OPTIMIZER_AUTH_TOKEN``, ``GATEWAY_MAX_BODY_BYTES`` ...), then from the JSON
+file (``OPT_CONFIG`` names another one), else its default. ``config.json`` and the README's table are
+generated from these declarations (``python -m ollama_optimizer.config_docs``).
 """
 
 from __future__ import annotations
@@ -11,25 +12,15 @@ import json
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+
+from ollama_optimizer.config import ClientSettings
+from ollama_optimizer.settings_env import ConfigError, load, same_as, setting
 
 DEFAULT_PATH = Path(__file__).with_name("config.json")
 log = logging.getLogger(__name__)
 
-# Extra environment names per key, tried after OPT_<KEY>, in order.
-_ALIASES: dict[str, tuple[str, ...]] = {
-    "matcher_address": ("MATCHER_ADDRESS",),
-    "tuner_address": ("TUNER_ADDRESS",),
-    "auth_token": ("OPTIMIZER_AUTH_TOKEN",),
-    "tls_ca": ("OPTIMIZER_CLIENT_TLS_CA",),
-    "tls_cert": ("OPTIMIZER_CLIENT_TLS_CERT",),
-    "tls_key": ("OPTIMIZER_CLIENT_TLS_KEY",),
-    "max_body_bytes": ("GATEWAY_MAX_BODY_BYTES",),
-    "optimize_max_body_bytes": ("GATEWAY_OPTIMIZE_MAX_BODY_BYTES",),
-    "max_model_labels": ("GATEWAY_MAX_MODEL_LABELS",),
-}
 # Keys earlier versions read, ignored with a warning (an upgrade must not stop a working gateway).
 _RETIRED = {
     "source_id": "a client's Reports are named by its per-source token (auth_token, listed in the services' "
@@ -41,72 +32,154 @@ RETIRED_KEYS = frozenset({"reload_threshold_s", "truncation_unit_ratio"})
 
 @dataclass(frozen=True)
 class PluginConfig:
-    """Settings of the core, the agent and the gateway (defaults mirror config.json)."""
+    """Settings of the core, the agent and the gateway."""
 
-    matcher_address: str = "127.0.0.1:50061"
-    tuner_address: str = "127.0.0.1:50062"
-    budget_ms: float = 50.0  # whole request-path budget (Match + Recommend)
-    call_timeout_ms: float = 25.0  # deadline of one call, further capped by what is left of the budget
-    breaker_threshold: int = 5  # consecutive failures/timeouts that open a service's breaker
-    breaker_cooldown_s: float = 10.0  # open -> half-open after this long
-    learning_breaker_cooldown_s: float = 2.0  # the same for Observe/Report (a new tuner writer is found sooner)
-    queue_size: int = 1000  # telemetry queue bound; a full queue drops (and counts)
-    batch_size: int = 64  # outcomes per Report call
-    offpath_timeout_ms: float = 2000.0  # deadline of Observe/Report calls (off the request path)
-    always_on: bool = True  # False: only requests starting with the /opt command are optimized
-    apply_options: bool = True  # False: learn only, never change a request (e.g. an unpatched smart-proxy)
-    respect_client_options: bool = True  # never override num_ctx/num_batch the client set
-    min_confidence: float = 0.0  # APPLY below this tuner confidence is passed through
-    # When a service fails (timeout, error, open breaker), re-send the options last applied to that model
-    # instead of none: a request without num_ctx would make Ollama reload the runner to its default (and
-    # maybe truncate), then the next optimized request reload again. 0 disables it.
-    sticky_ttl_s: float = 300.0  # how long last-applied options stay valid (Ollama's keep_alive default)
-    # When a service fails, a prompt that visibly does not fit the context in effect gets a larger num_ctx
-    # (context_guard.py): its tokens per matcher unit until the tuner reported the model's (0 = no guard),
-    # and the room kept for the answer when the client set no num_predict.
-    guard_tokens_per_unit: float = 1.5
-    guard_output_tokens: int = 256
-    # Reuse a recent matched Match answer for a text whose Match input (windows and the tokens inside the
-    # largest) is identical: one round trip instead of two on the request path. 0 disables either.
-    match_memo_size: int = 10_000
-    match_memo_ttl_s: float = 2.0  # the matcher's own soft-cache lifetime (MATCHER_CACHE_TTL_SECONDS)
-    max_text_bytes: int = 1 << 20  # canonical text cap (the matcher's); larger -> pass through
-    probes: bool = True  # attach psutil / pynvml memory figures to telemetry
-    auth_token: str = ""  # bearer token; a per-source one (OPTIMIZER_SOURCE_TOKENS) also names this client's Reports
-    tls_ca: str = ""
-    tls_cert: str = ""
-    tls_key: str = ""
-    metrics_port: int = 0  # agent only: serve /metrics on this port (0 = off); the gateway uses GATEWAY_METRICS_PORT
-    max_body_bytes: int = 0  # gateway: an operator's /api/chat|generate body limit (413 above); 0 = none, as Ollama
-    optimize_max_body_bytes: int = 32 << 20  # gateway: larger chat/generate bodies are relayed untouched
-    max_model_labels: int = 50  # gateway: distinct model label values before "other"
-    # Label of the Ollama host (or hardware class) behind this host: the tuner learns per (label, model).
-    # "" = the default host (one Ollama behind every gateway).
-    ollama_host: str = ""
-
-
-def _coerce(raw: Any, like: Any, name: str) -> Any:
-    if isinstance(like, bool):
-        if isinstance(raw, bool):
-            return raw
-        lowered = str(raw).strip().lower()
-        if lowered in ("1", "true", "yes", "on"):
-            return True
-        if lowered in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"{name} must be a boolean, got {raw!r}")
-    try:
-        return type(like)(raw)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be {type(like).__name__}, got {raw!r}") from None
+    matcher_address: str = same_as(ClientSettings, "matcher_address", first="OPT_MATCHER_ADDRESS")
+    tuner_address: str = same_as(ClientSettings, "tuner_address", first="OPT_TUNER_ADDRESS")
+    budget_ms: float = setting(
+        50.0, "OPT_BUDGET_MS", "total request-path budget for Match + Recommend", low=1, high=60_000
+    )
+    call_timeout_ms: float = setting(
+        25.0,
+        "OPT_CALL_TIMEOUT_MS",
+        "deadline of one call (further capped by what is left of the budget)",
+        low=1,
+        high=60_000,
+    )
+    breaker_threshold: int = setting(
+        5,
+        "OPT_BREAKER_THRESHOLD",
+        "consecutive failures/timeouts that open a service's breaker (request path and learning calls each have "
+        "their own)",
+        low=1,
+        high=1 << 20,
+    )
+    breaker_cooldown_s: float = setting(
+        10.0, "OPT_BREAKER_COOLDOWN_S", "open → half-open (one probe) after this long", low=0, high=86400
+    )
+    learning_breaker_cooldown_s: float = setting(
+        2.0,
+        "OPT_LEARNING_BREAKER_COOLDOWN_S",
+        "the same for the learning calls (`Observe`/`Report`): off the request path, so probing sooner costs no "
+        "request anything and Reports reach a new tuner writer within seconds of a failover",
+        low=0,
+        high=86400,
+    )
+    queue_size: int = setting(
+        1000, "OPT_QUEUE_SIZE", "telemetry queue bound; full → drop and count", low=1, high=1 << 24
+    )
+    batch_size: int = setting(64, "OPT_BATCH_SIZE", "outcomes per `Report` call", low=1, high=10_000)
+    offpath_timeout_ms: float = setting(
+        2000.0, "OPT_OFFPATH_TIMEOUT_MS", "deadline of `Observe`/`Report` (off the request path)", low=1, high=600_000
+    )
+    always_on: bool = setting(
+        True,
+        "OPT_ALWAYS_ON",
+        "gateway: optimize every request; `false`: only requests whose last user message (or prompt) starts with "
+        "`/opt` (the command is stripped)",
+    )
+    apply_options: bool = setting(True, "OPT_APPLY_OPTIONS", "`false`: learn only, never change a request")
+    respect_client_options: bool = setting(
+        True, "OPT_RESPECT_CLIENT_OPTIONS", "never override `num_ctx`/`num_batch` the client set"
+    )
+    min_confidence: float = setting(
+        0.0, "OPT_MIN_CONFIDENCE", "pass through an APPLY whose tuner confidence is below this", low=0, high=1
+    )
+    sticky_ttl_s: float = setting(
+        300.0,
+        "OPT_STICKY_TTL_S",
+        "on a service failure, re-send the `num_ctx`/`num_batch` the model's last request carried if that request "
+        "was this recent (a request without num_ctx would make Ollama reload the runner to its default); 0 = off",
+        low=0,
+        high=1e9,
+    )
+    guard_tokens_per_unit: float = setting(
+        1.5,
+        "OPT_GUARD_TOKENS_PER_UNIT",
+        "on a service failure, prompt tokens per matcher unit until the tuner reported the model's own; a prompt "
+        "that does not fit the context in effect gets a larger `num_ctx` (0 = no guard)",
+        low=0,
+        high=100,
+    )
+    guard_output_tokens: int = setting(
+        256,
+        "OPT_GUARD_OUTPUT_TOKENS",
+        "room for the answer in that check when the client set no `num_predict`",
+        low=0,
+        high=1 << 24,
+    )
+    match_memo_size: int = setting(
+        10_000,
+        "OPT_MATCH_MEMO_SIZE",
+        "recent matched Match answers kept by exact Match input (0 = off)",
+        low=0,
+        high=10_000_000,
+    )
+    match_memo_ttl_s: float = setting(
+        2.0,
+        "OPT_MATCH_MEMO_TTL_S",
+        "how long such an answer is reused, the matcher's own soft-cache lifetime (0 = off)",
+        low=0,
+        high=3600,
+    )
+    max_text_bytes: int = setting(
+        1 << 20,
+        "OPT_MAX_TEXT_BYTES",
+        "canonical text cap (the matcher's); larger → pass through",
+        low=1,
+        high=64 << 20,
+    )
+    probes: bool = setting(
+        True, "OPT_PROBES", "attach psutil RSS and pynvml GPU memory (when a GPU exists) to telemetry"
+    )
+    auth_token: str = same_as(ClientSettings, "auth_token", first="OPT_AUTH_TOKEN")
+    tls_ca: str = same_as(ClientSettings, "tls_ca", first="OPT_TLS_CA")
+    tls_cert: str = same_as(ClientSettings, "tls_cert", first="OPT_TLS_CERT")
+    tls_key: str = same_as(ClientSettings, "tls_key", first="OPT_TLS_KEY")
+    metrics_port: int = setting(
+        0,
+        "OPT_METRICS_PORT",
+        "agent only: serve `/metrics` on this port (0 = off); the gateway uses `GATEWAY_METRICS_PORT`",
+        low=0,
+        high=65535,
+    )
+    max_body_bytes: int = setting(
+        0,
+        "OPT_MAX_BODY_BYTES",
+        "gateway: an operator's chat/generate body limit (413 above; 0 = none, like Ollama)",
+        aliases=("GATEWAY_MAX_BODY_BYTES",),
+        low=0,
+        high=1 << 40,
+    )
+    optimize_max_body_bytes: int = setting(
+        32 << 20,
+        "OPT_OPTIMIZE_MAX_BODY_BYTES",
+        "gateway: larger chat/generate bodies are relayed untouched (not parsed, not optimized)",
+        aliases=("GATEWAY_OPTIMIZE_MAX_BODY_BYTES",),
+        low=0,
+        high=1 << 40,
+    )
+    max_model_labels: int = setting(
+        50,
+        "OPT_MAX_MODEL_LABELS",
+        "gateway: distinct `model` label values before `other`",
+        aliases=("GATEWAY_MAX_MODEL_LABELS",),
+        low=1,
+        high=100_000,
+    )
+    ollama_host: str = setting(
+        "",
+        "OPT_OLLAMA_HOST",
+        "label of the Ollama host (or hardware class) behind this gateway or agent: the tuner learns per "
+        "(label, model); empty = the default host",
+    )
 
 
 def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) -> PluginConfig:
     """Defaults <- JSON file <- environment. Unknown JSON keys are an error (typos must not pass)."""
     env = os.environ if env is None else env
     path = path or Path(env.get("OPT_CONFIG") or DEFAULT_PATH)
-    base = PluginConfig()
-    values: dict[str, Any] = {}
+    data: dict[str, object] = {}
     if path.exists():
         data = json.loads(path.read_text())
         for key in set(data) & set(_RETIRED):
@@ -115,12 +188,5 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
         known = {f.name for f in fields(PluginConfig)}
         unknown = set(data) - known - RETIRED_KEYS
         if unknown:
-            raise ValueError(f"{path}: unknown keys {sorted(unknown)}")
-        values.update((key, value) for key, value in data.items() if key in known)
-    for f in fields(PluginConfig):
-        for name in (f"OPT_{f.name.upper()}", *_ALIASES.get(f.name, ())):
-            if env.get(name):
-                values[f.name] = env[name]
-                break
-    coerced = {k: _coerce(v, getattr(base, k), k) for k, v in values.items()}
-    return replace(base, **coerced)
+            raise ConfigError(f"{path}: unknown keys {sorted(unknown)}")
+    return load(PluginConfig, env, file_values=data, file_name=str(path))

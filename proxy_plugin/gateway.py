@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -28,10 +29,12 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ollama_optimizer.benefit import RELOAD_THRESHOLD_SECONDS
-from ollama_optimizer.config import env_int
+from ollama_optimizer.benefit import ReloadSettings
+from ollama_optimizer.config import GatewaySettings
+from ollama_optimizer.fingerprint_kernel import KernelSettings, warm_up_at_start
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
 from ollama_optimizer.server import wait_for_shutdown_signal
+from ollama_optimizer.settings_env import ConfigError, load
 
 from . import metrics
 from .command import strip_command
@@ -44,7 +47,7 @@ from .gateway_metrics import RequestMetrics
 from .loaded_models import LoadedModels
 from .loop_guard import HOP_HEADER, HopGuard, SelfUpstream, check_upstream
 from .outcome import stat_int
-from .runner_loads import RunnerLoads, Sent, ollama_time
+from .runner_loads import RunnerLoads, Sent, answer_clock
 from .tail import FinalObject
 from .upstream_facts import UpstreamFacts
 
@@ -52,6 +55,7 @@ log = logging.getLogger(__name__)
 
 OPTIMIZED_PATHS = {"/api/chat": "chat", "/api/generate": "generate", "/api/embed": "embed"}
 _COMPAT_DROP = frozenset({"accept-encoding", "content-type"})  # the native answer must be parseable JSON
+LEARN_DRAIN_S = 5.0  # at shutdown: how long the outcomes of answered requests may take to be queued
 
 
 def normalise_upstream(upstream: str) -> str:
@@ -96,11 +100,24 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
+@dataclass(frozen=True)
+class _Answered:
+    """An answered request, as the gateway learns from it."""
+
+    payload: dict[str, Any]
+    decision: RequestPlan
+    stats: dict[str, Any] | None
+    latency_s: float
+    ttft_s: float | None
+    sent: Sent
+
+
 class Gateway:
     """The proxy application; owns the upstream HTTP session, uses a shared core."""
 
-    def __init__(self, upstream: str, core: OptimizerCore) -> None:
+    def __init__(self, upstream: str, core: OptimizerCore, reload: ReloadSettings | None = None) -> None:
         self.upstream = normalise_upstream(upstream)
+        self._reload_threshold_ns = int((reload or ReloadSettings()).reload_threshold_seconds * 1e9)
         self.core = core
         self.config: PluginConfig = core.config
         self._metrics = RequestMetrics(core.config)
@@ -113,6 +130,7 @@ class Gateway:
         self._learning = 0  # answers sent whose outcome is not queued yet (e.g. waiting for /api/ps)
         self._learned = asyncio.Event()
         self._learned.set()
+        self._learning_tasks: set[asyncio.Task[None]] = set()
         self._read_cap = self.config.max_body_bytes or self.config.optimize_max_body_bytes
         self.app = web.Application(client_max_size=self._read_cap)
         self.app.router.add_route("*", "/{tail:.*}", self.handle)
@@ -130,6 +148,10 @@ class Gateway:
         await self.facts.read_version()
 
     async def _stop(self, _app: web.Application) -> None:
+        if self._learning_tasks:  # every request has ended: their judgements can be made
+            await asyncio.wait(self._learning_tasks, timeout=LEARN_DRAIN_S)
+        for task in self._learning_tasks:
+            task.cancel()
         await self.facts.close()
         await self.loaded_models.close()
         if self._session is not None:
@@ -251,25 +273,33 @@ class Gateway:
         final = FinalObject(require_done=endpoint != "embed")  # /api/embed answers one object without done
         sent = self.sending(decision)
         with self.outcome_pending():
+            answer: dict[str, Any] | None = None
             try:
                 response, status, first_chunk = await self._pipe(request, endpoint, body, headers, final)
+                answer = final.result() if status == 200 else None
             finally:
-                self.runner_loads.finished(decision.model)
+                self.runner_loads.finished(sent, *answer_clock(answer))
             if status == 200:
-                await self.learn(payload, decision, final.result(), received, first_chunk, sent)
+                self.learn(payload, decision, answer, received, first_chunk, sent)
         return response
 
     @contextlib.contextmanager
     def outcome_pending(self) -> Iterator[None]:
-        """Around sending a request upstream and learning from its answer: ``flush`` waits for it."""
-        self._learning += 1
-        self._learned.clear()
+        """Around sending a request upstream and handing its answer to ``learn``: ``flush`` waits for it."""
+        self._hold()
         try:
             yield
         finally:
-            self._learning -= 1
-            if not self._learning:
-                self._learned.set()
+            self._release()
+
+    def _hold(self) -> None:
+        self._learning += 1
+        self._learned.clear()
+
+    def _release(self) -> None:
+        self._learning -= 1
+        if not self._learning:
+            self._learned.set()
 
     async def flush(self) -> None:
         """Wait until the outcome of every request answered so far is queued, then until it has been sent
@@ -280,11 +310,11 @@ class Gateway:
 
     def sending(self, decision: RequestPlan) -> Sent:
         """Note the options a request goes upstream with: the runner-load ticket (end it with
-        ``runner_loads.finished``) and the num_batch /api/ps does not show."""
+        ``runner_loads.finished``, with the answer's clock) and the num_batch /api/ps does not show."""
         self.loaded_models.sent(decision.model, decision.num_batch)
         return self.runner_loads.sent(decision.model, (decision.num_ctx, decision.num_batch))
 
-    async def learn(
+    def learn(
         self,
         payload: dict[str, Any],
         decision: RequestPlan,
@@ -293,18 +323,28 @@ class Gateway:
         first_chunk: float | None,
         sent: Sent,
     ) -> None:
-        """Record the request metrics and queue the outcome of an answered request; ``sent`` is the
-        runner-load ticket taken when the request went upstream."""
-        latency = time.monotonic() - received
+        """Record the request metrics and queue the outcome of an answered request, in the background (the
+        runner-load judgement may wait for requests that overlapped this one; the client's connection does
+        not); ``sent`` is the runner-load ticket taken when the request went upstream, already finished."""
         ttft = None if first_chunk is None else first_chunk - received
+        answered = _Answered(payload, decision, stats, time.monotonic() - received, ttft, sent)
+        self._hold()
+        task = asyncio.create_task(self._learn(answered))
+        self._learning_tasks.add(task)
+        task.add_done_callback(self._learnt)
+
+    def _learnt(self, task: asyncio.Task[None]) -> None:
+        self._learning_tasks.discard(task)
+        self._release()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("learning from an answer failed", exc_info=task.exception())
+
+    async def _learn(self, answered: _Answered) -> None:
+        payload, decision, stats = answered.payload, answered.decision, answered.stats
+        latency, ttft = answered.latency_s, answered.ttft_s
         final_stats = stats or {}
-        runner = self.runner_loads.judge(
-            decision.model,
-            sent,
-            stat_int(final_stats, "load_duration"),
-            int(RELOAD_THRESHOLD_SECONDS * 1e9),
-            ollama_time(final_stats.get("created_at")),
-            stat_int(final_stats, "total_duration"),
+        runner = await self.runner_loads.judge(
+            answered.sent, stat_int(final_stats, "load_duration"), self._reload_threshold_ns
         )
         self._metrics.record(decision, stats, latency, ttft, runner == tuner_pb2.RUNNER_LOADED)
         loaded = self.loaded_models.get(decision.model)
@@ -408,9 +448,10 @@ async def start_gateway(
     core: OptimizerCore | None = None,
     metrics_port: int = 0,
     shutdown_timeout: float = 10.0,
+    reload: ReloadSettings | None = None,
 ) -> RunningGateway:
     """Start the proxy on ``listen`` and /metrics on ``metrics_port`` (same host); raises OSError on bind."""
-    gateway = Gateway(upstream, core or OptimizerCore())
+    gateway = Gateway(upstream, core or OptimizerCore(), reload)
     host, port = split_listen(listen)
     check_upstream(host, port, gateway.upstream)
     proxy_runner, bound = await _start_site(gateway.app, host, port, shutdown_timeout)
@@ -428,11 +469,16 @@ async def start_gateway(
 async def serve(listen: str, upstream: str) -> int:
     """Run until SIGTERM/SIGINT, then shut down gracefully. Exit code 2 when a port cannot be bound."""
     try:
+        config, reload = load_config(), load(ReloadSettings, os.environ)
+        metrics_port = load(GatewaySettings, os.environ).metrics_port
+        kernel = load(KernelSettings, os.environ)
+    except ConfigError as exc:
+        log.error("bad configuration: %s", exc)
+        return 2
+    warm_up_at_start(kernel)
+    try:
         running = await start_gateway(
-            listen,
-            upstream,
-            core=OptimizerCore(load_config()),
-            metrics_port=env_int("GATEWAY_METRICS_PORT", 9463),
+            listen, upstream, core=OptimizerCore(config), metrics_port=metrics_port, reload=reload
         )
     except SelfUpstream as exc:
         log.error("gateway refused: %s", exc)

@@ -9,10 +9,12 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ollama_optimizer.build_info import register_build_info
+from ollama_optimizer.fingerprint_kernel import register_kernel_metric
 from ollama_optimizer.labels import BoundedLabel as BoundedLabel  # re-exported for the gateway
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 BUILD_INFO = register_build_info(REGISTRY)
+register_kernel_metric(REGISTRY)
 
 _FAST = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128)
 _SLOW = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)

@@ -3,8 +3,10 @@
 Ollama's load_duration also counts the time a request waits behind earlier requests of the same model,
 so a long load_duration alone is no reload. Ollama's own clock tells the wait apart: a request arrived
 at ``created_at - total_duration`` of its final chunk, and the earlier requests of its model ended at
-their final ``created_at``; what load_duration holds beyond that wait is the load. Without timestamps
-the gateway judges from the order in which it sent its requests.
+their final ``created_at``; what load_duration holds beyond that wait is the load. The gateway may read
+the answers of one model in another order than Ollama served them, so a request is judged once every
+request of its model sent before it ended has ended too (bounded by the requests in flight). Without
+timestamps the gateway judges from the order in which it sent its requests.
 A request with a long load_duration loaded a runner when the runner could not have been ready for it:
 its options differ from the previous request of the model (Ollama restarts the runner on any change of
 num_ctx or num_batch), no request of the model was in flight (nothing to wait behind: a first load, an
@@ -14,9 +16,10 @@ may have evicted it). Otherwise the long load_duration was a queue wait.
 
 from __future__ import annotations
 
-import itertools
+import asyncio
 import re
-from collections import Counter, OrderedDict, deque
+from collections import OrderedDict, deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -41,15 +44,27 @@ def ollama_time(value: Any) -> float | None:
     return stamp.timestamp()
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class Sent:
-    """What the gateway knew when it sent one request."""
+    """What the gateway knew when it sent one request, and Ollama's clock of its answer once it ended."""
 
+    model: str
     changed: bool  # options differ from the previous request of the model (or none was seen)
     idle: bool  # no request of the model was in flight
     others_loaded: bool  # another model was loaded since the previous request of this model
     announced: bool  # the options changed from a known previous request: counted as a load when sent
-    seq: int = field(default=0, compare=False)  # send order
+    seq: int = 0  # send order
+    sent_before_end: int = 0  # requests of any model sent before this one ended (its seq included)
+    clock: tuple[float, float] | None = None  # Ollama's arrival and end of the answer (Unix seconds)
+    ended: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+
+
+def answer_clock(final: Mapping[str, Any] | None) -> tuple[float | None, int]:
+    """The end (final ``created_at``) and ``total_duration`` of an answer's final object."""
+    if final is None:
+        return None, 0
+    total = final.get("total_duration")
+    return ollama_time(final.get("created_at")), total if isinstance(total, int) and total > 0 else 0
 
 
 class RunnerLoads:
@@ -59,58 +74,69 @@ class RunnerLoads:
         self._max = max_models
         self._options: OrderedDict[str, tuple[int, int]] = OrderedDict()
         self._loads_at: dict[str, int] = {}  # the load counter when the model's previous request was sent
-        self._inflight: Counter[str] = Counter()
+        self._inflight: dict[str, set[Sent]] = {}
         self._loads = 0  # loads of any model, as far as the gateway can tell
         self._ends: dict[str, deque[tuple[int, float, float]]] = {}  # model -> (send order, arrival, end)
-        self._seq = itertools.count(1)
+        self._sent = 0
 
     def sent(self, model: str, options: tuple[int, int]) -> Sent:
         previous = self._options.pop(model, None)
+        self._sent += 1
         ticket = Sent(
+            model,
             changed=previous != options,
-            idle=self._inflight[model] == 0,
+            idle=not self._inflight.get(model),
             others_loaded=self._loads > self._loads_at.get(model, self._loads),
             announced=previous is not None and previous != options,
-            seq=next(self._seq),
+            seq=self._sent,
         )
         if ticket.announced:
             self._loads += 1  # Ollama restarts the runner for these options
         self._options[model] = options
         self._loads_at[model] = self._loads
-        self._inflight[model] += 1
+        self._inflight.setdefault(model, set()).add(ticket)
         while len(self._options) > self._max:
             gone, _ = self._options.popitem(last=False)
             self._loads_at.pop(gone, None)
             self._ends.pop(gone, None)
         return ticket
 
-    def finished(self, model: str) -> None:
-        """The request has ended (answered, failed or cancelled)."""
-        self._inflight[model] -= 1
-        if self._inflight[model] <= 0:
-            del self._inflight[model]
-
-    def judge(
-        self, model: str, ticket: Sent, load_ns: int, threshold_ns: int, end: float | None = None, total_ns: int = 0
-    ) -> tuner_pb2.RunnerLoad:
-        """RUNNER_LOADED or RUNNER_KEPT for an answered request (``end``: its final created_at, Unix seconds)."""
+    def finished(self, ticket: Sent, end: float | None = None, total_ns: int = 0) -> None:
+        """The request has ended (answered, failed or cancelled); ``end`` and ``total_ns`` are the final
+        ``created_at`` (Unix seconds) and ``total_duration`` of an answer (see ``answer_clock``)."""
+        inflight = self._inflight.get(ticket.model, set())
+        inflight.discard(ticket)
+        if not inflight:
+            self._inflight.pop(ticket.model, None)
+        ticket.sent_before_end = self._sent
         if end is not None and total_ns > 0:
-            return self._judge_by_clock(model, ticket, load_ns, threshold_ns, end, total_ns)
+            ticket.clock = (end - total_ns / 1e9, end)
+            if ticket.model in self._options:
+                self._ends.setdefault(ticket.model, deque(maxlen=ENDS_KEPT)).append((ticket.seq, *ticket.clock))
+        ticket.ended.set()
+
+    async def judge(self, ticket: Sent, load_ns: int, threshold_ns: int) -> tuner_pb2.RunnerLoad:
+        """RUNNER_LOADED or RUNNER_KEPT for an answered request, once ``finished``. With Ollama's clock, the
+        judgement waits until the requests of the model sent before this one ended have ended too: any of
+        them may have been ahead of it in Ollama's queue, though the gateway read its answer later."""
+        if ticket.clock is not None:
+            return await self._judge_by_clock(ticket, load_ns, threshold_ns, ticket.clock)
         if load_ns < threshold_ns or not (ticket.changed or ticket.idle or ticket.others_loaded):
             return tuner_pb2.RUNNER_KEPT
         if not ticket.announced:
             self._loads += 1  # a load the options did not announce: other models may have been evicted
-            self._loads_at[model] = self._loads
+            self._loads_at[ticket.model] = self._loads
         return tuner_pb2.RUNNER_LOADED
 
-    def _judge_by_clock(
-        self, model: str, ticket: Sent, load_ns: int, threshold_ns: int, end: float, total_ns: int
+    async def _judge_by_clock(
+        self, ticket: Sent, load_ns: int, threshold_ns: int, clock: tuple[float, float]
     ) -> tuner_pb2.RunnerLoad:
-        ends = self._ends.setdefault(model, deque(maxlen=ENDS_KEPT))
-        arrival = end - total_ns / 1e9
+        for other in [t for t in self._inflight.get(ticket.model, ()) if t.seq <= ticket.sent_before_end]:
+            await other.ended.wait()
+        arrival, end = clock
         # The runner was free once the requests of the model that arrived (or were sent) before this one and
         # ended before it had ended (Ollama's arrival order may differ from the order they were sent in).
+        ends = self._ends.get(ticket.model, ())
         free = max((e for seq, a, e in ends if (a <= arrival or seq < ticket.seq) and e < end), default=arrival)
-        ends.append((ticket.seq, arrival, end))
         waited_ns = max(0.0, free - arrival) * 1e9
         return tuner_pb2.RUNNER_LOADED if load_ns - waited_ns >= threshold_ns else tuner_pb2.RUNNER_KEPT

@@ -1,4 +1,5 @@
-"""Shared fixtures: one embedded Postgres per test session, a fresh migrated database per test."""
+"""Shared fixtures: one embedded Postgres per test session, a fresh migrated database per test, each
+fingerprint kernel in turn."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ if os.environ.get("CI"):
 
 from ollama_optimizer.embedded_pg import EmbeddedPostgres  # noqa: E402 - after the profile, before any test module
 from ollama_optimizer.migrations import apply_migrations  # noqa: E402
+from prompt_fingerprint import kernel  # noqa: E402
 
 pytest_plugins = ["matcher_fixtures", "pki_fixtures", "tuner_fixtures"]  # their fixtures, for every test module
 
@@ -66,3 +68,11 @@ async def pool(dsn: str) -> AsyncIterator[asyncpg.Pool]:
 @pytest.fixture
 def project_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(params=[kernel.NUMPY, kernel.COMPILED])
+def fingerprint_kernel(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Each fingerprint kernel in turn, chosen as a service chooses it (``warm_up``); numpy again after."""
+    assert kernel.warm_up(request.param) == request.param
+    yield request.param
+    kernel.use_numpy()

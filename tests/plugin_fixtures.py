@@ -224,12 +224,16 @@ def sample(name: str, **labels: str) -> float:
 
 @asynccontextmanager
 async def gateway_chain(cfg: PluginConfig, **emulator: object) -> AsyncIterator[tuple[object, RecordingTap, object]]:
-    """emulator <- recording tap <- gateway (core with ``cfg``); yields (running gateway, tap, emulator)."""
+    """emulator <- recording tap <- gateway (core with ``cfg``); yields (running gateway, tap, emulator).
+
+    Runners stay loaded unless the test sets ``keep_alive_s``: at ``time_scale`` 1000 Ollama's 300 s default
+    is 0.3 s of wall time, and on a loaded host expiries would add loads the test did not cause."""
     from bench.ollama_sim import EmulatorConfig, start_emulator
     from proxy_plugin.core import OptimizerCore
     from proxy_plugin.gateway import start_gateway
 
-    async with start_emulator(EmulatorConfig(time_scale=emulator.pop("time_scale", 1000.0), **emulator)) as emu:
+    settings: dict[str, object] = {"time_scale": 1000.0, "keep_alive_s": -1.0, **emulator}
+    async with start_emulator(EmulatorConfig(**settings)) as emu:
         tap = await RecordingTap(emu.url).start()
         running = await start_gateway("127.0.0.1:0", tap.url, core=OptimizerCore(cfg))
         try:

@@ -9,8 +9,7 @@ import prometheus_client
 import pytest
 from test_cli import cli
 
-from ollama_optimizer import benefit
-from ollama_optimizer.benefit import BenefitInput, Ledger, runner_loaded
+from ollama_optimizer.benefit import BenefitInput, Ledger, ReloadSettings, runner_loaded
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
 from proxy_plugin.runner_loads import RunnerLoads
 from tuner_service import benefit_view
@@ -75,15 +74,18 @@ def test_a_load_is_the_optimizers_only_after_an_option_change_it_made() -> None:
     assert ledger.assess("m", "", _request(optimized=True, sent=(8192, 512), loaded=True)).cause == "optimizer"
 
 
-def test_one_reload_threshold_for_the_gateway_and_the_tuner() -> None:
+async def test_one_reload_threshold_for_the_gateway_and_the_tuner() -> None:
     """A load of 0.3 s after an option change: the gateway's judgement and the tuner's own (without the
     gateway's, as behind the smart-proxy agent) agree; they used 0.1 s and 0.5 s."""
-    threshold_ns = int(benefit.RELOAD_THRESHOLD_SECONDS * 1e9)
+    threshold_s = ReloadSettings().reload_threshold_seconds
+    threshold_ns = int(threshold_s * 1e9)
     loads = RunnerLoads()
-    loads.judge("m", loads.sent("m", (4096, 512)), 0, threshold_ns)
-    loads.finished("m")
+    first = loads.sent("m", (4096, 512))
+    loads.finished(first)
+    await loads.judge(first, 0, threshold_ns)
     ticket = loads.sent("m", (8192, 512))
-    assert loads.judge("m", ticket, 300_000_000, threshold_ns) == LOADED
+    loads.finished(ticket)
+    assert await loads.judge(ticket, 300_000_000, threshold_ns) == LOADED
 
     policy = Policy(PolicySettings())
     observed = [
@@ -93,8 +95,9 @@ def test_one_reload_threshold_for_the_gateway_and_the_tuner() -> None:
         for ctx in (4096, 8192)
     ]
     assert observed == [True, True]
-    assert runner_loaded(tuner_pb2.RUNNER_LOAD_UNKNOWN, benefit.RELOAD_THRESHOLD_SECONDS / 2, True, 0.0) is False
-    assert runner_loaded(KEPT, 30.0, True, 0.0) is False and runner_loaded(LOADED, 0.0, False, 0.0) is True
+    assert runner_loaded(tuner_pb2.RUNNER_LOAD_UNKNOWN, threshold_s / 2, True, 0.0, threshold_s) is False
+    assert runner_loaded(KEPT, 30.0, True, 0.0, threshold_s) is False
+    assert runner_loaded(LOADED, 0.0, False, 0.0, threshold_s) is True
 
 
 @pytest.mark.parametrize(("baseline", "measured", "word"), [(14.0, 12.3, "1.7 s saved"), (10.0, 12.5, "2.5 s more")])
@@ -209,10 +212,9 @@ def test_a_config_of_an_earlier_release_with_the_retired_thresholds_still_loads(
         load_config(path, env={})
 
 
-async def test_no_benefit_is_claimed_against_a_default_never_seen(tuner, tuner_stub, monkeypatch) -> None:
+async def test_no_benefit_is_claimed_against_a_default_never_seen(tuner, tuner_stub) -> None:
     """Every request carried a num_ctx, so /api/ps never showed Ollama's default: the tuner's 4096 fallback is
     a guess (a 24 GB GPU defaults to 32768), not a baseline. Nothing is counted as prevented against it."""
-    monkeypatch.delenv("TUNER_DEFAULT_NUM_CTX", raising=False)
     grown = await tuner_stub.Recommend(tuner_pb2.RecommendRequest(model=MODEL, prompt_units=4000))
     await tuner_stub.Report(
         tuner_pb2.ReportRequest(

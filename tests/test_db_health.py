@@ -23,7 +23,7 @@ from tuner_fixtures import fast_settings, local_server
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-POLL_BOUND_SECONDS = 90.0  # a bound for polling on a busy host, never a timing assertion
+WATCH_BOUND_SECONDS = 90.0  # a failure bound for a busy host, never a timing assertion
 
 
 async def _statuses(address: str, names: tuple[str, ...]) -> dict[str, int]:
@@ -34,12 +34,26 @@ async def _statuses(address: str, names: tuple[str, ...]) -> dict[str, int]:
         }
 
 
-async def _until(address: str, name: str, status: int) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + POLL_BOUND_SECONDS
-    while (await _statuses(address, (name,)))[name] != status:
-        assert loop.time() < deadline, f"{address} {name!r} never became {status}"
-        await asyncio.sleep(0.05)
+async def _reach(address: str, expected: dict[str, int]) -> None:
+    """Wait on a health Watch stream per name until each shows its expected status."""
+
+    async def one(stub: health_pb2_grpc.HealthStub, name: str, status: int) -> None:
+        call = stub.Watch(health_pb2.HealthCheckRequest(service=name), timeout=WATCH_BOUND_SECONDS)
+        seen: list[int] = []
+        try:
+            async for response in call:
+                seen.append(response.status)
+                if response.status == status:
+                    return
+        except grpc.aio.AioRpcError as exc:
+            raise AssertionError(f"{address} {name!r} never became {status} (saw {seen}): {exc.code()}") from exc
+        finally:
+            call.cancel()
+        raise AssertionError(f"{address} {name!r}: the Watch stream ended before {status} (saw {seen})")
+
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        await asyncio.gather(*(one(stub, name, status) for name, status in expected.items()))
 
 
 async def test_health_follows_the_database(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -50,29 +64,21 @@ async def test_health_follows_the_database(tmp_path, monkeypatch: pytest.MonkeyP
     matcher = await start_matcher(pool, local_server())
     tuner = await start_tuner(pool, local_server(), fast_settings())
     try:
-        for address in (matcher.address, tuner.address):
-            await _until(address, db_health.DATABASE, SERVING)
-        assert set((await _statuses(matcher.address, ("", MATCHER, LIVENESS))).values()) == {SERVING}
-        assert set((await _statuses(tuner.address, ("", TUNER, LIVENESS))).values()) == {SERVING}
+        up = {"": SERVING, db_health.DATABASE: SERVING, LIVENESS: SERVING}
+        await _reach(matcher.address, {**up, MATCHER: SERVING})
+        await _reach(tuner.address, {**up, TUNER: SERVING})
 
         await asyncio.to_thread(server.stop)
-        await _until(matcher.address, MATCHER, NOT_SERVING)
-        await _until(tuner.address, db_health.DATABASE, NOT_SERVING)
-        assert await _statuses(matcher.address, ("", db_health.DATABASE, LIVENESS)) == {
-            "": NOT_SERVING,
-            db_health.DATABASE: NOT_SERVING,
-            LIVENESS: SERVING,
-        }
-        assert await _statuses(tuner.address, ("", TUNER, LIVENESS)) == {
-            "": NOT_SERVING,
-            TUNER: SERVING,
-            LIVENESS: SERVING,
-        }
+        down = {"": NOT_SERVING, db_health.DATABASE: NOT_SERVING}
+        await _reach(matcher.address, {**down, MATCHER: NOT_SERVING})
+        await _reach(tuner.address, down)
+        # What stays: the process answers, and the tuner serves Recommend from memory.
+        assert await _statuses(matcher.address, (LIVENESS,)) == {LIVENESS: SERVING}
+        assert await _statuses(tuner.address, (TUNER, LIVENESS)) == {TUNER: SERVING, LIVENESS: SERVING}
 
         server = await asyncio.to_thread(EmbeddedPostgres, tmp_path / "pg")
-        for address in (matcher.address, tuner.address):
-            await _until(address, "", SERVING)
-        assert (await _statuses(matcher.address, (MATCHER,)))[MATCHER] == SERVING
+        await _reach(matcher.address, {"": SERVING, MATCHER: SERVING})
+        await _reach(tuner.address, {"": SERVING})
     finally:
         await matcher.stop(0)
         await tuner.stop(0)

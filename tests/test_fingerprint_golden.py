@@ -2,13 +2,15 @@
 
 The expected values were computed by that code (``matcher_service.simhash`` at the commit before the
 ``prompt_fingerprint`` module existed); a change here changes what stored templates match, so it needs a
-new ``ALGORITHM_REVISION``, not new expected values.
+new ``ALGORITHM_REVISION``, not new expected values. Both kernels (numpy and compiled) must give them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
+
+import pytest
 
 from prompt_fingerprint import ALGORITHM_REVISION, fingerprint, match_key
 
@@ -33,6 +35,9 @@ def golden_corpus() -> list[str]:
         texts.append(head + "user: hi\nassistant: " + " ".join(rng.choice(_WORDS) for _ in range(2 * n)) + "\n")
         texts.append(head)
     return texts
+
+
+pytestmark = pytest.mark.usefixtures("fingerprint_kernel")
 
 
 def test_fingerprints_of_a_few_prompts() -> None:

@@ -13,11 +13,12 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ollama_optimizer import protogen
-from ollama_optimizer.config import ServerConfig
+from ollama_optimizer.config import DatabaseConfig, ServerConfig
 from ollama_optimizer.embedded_pg import default_shared_buffers_mb
 from ollama_optimizer.health_check import EXIT_CONNECTION_FAILURE, EXIT_SERVING, EXIT_UNHEALTHY, check
 from ollama_optimizer.migrations import apply_migrations, discover
 from ollama_optimizer.server import BindError, start_server
+from ollama_optimizer.settings_env import load
 
 
 def test_generated_code_is_not_stale(tmp_path: Path, project_root: Path) -> None:
@@ -97,9 +98,9 @@ def test_health_cli_exit_code_on_bad_address() -> None:
     assert "invalid address" in proc.stderr
 
 
-async def test_embedded_postgres_caches_the_block_indexes(pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_embedded_postgres_caches_the_block_indexes(pool: asyncpg.Pool) -> None:
     """The session's embedded server was restarted with shared_buffers sized for the matcher's indexes."""
     mb = await pool.fetchval("SELECT setting::bigint * 8 / 1024 FROM pg_settings WHERE name = 'shared_buffers'")
     assert mb == default_shared_buffers_mb() >= 128
-    monkeypatch.setenv("OPTIMIZER_EMBEDDED_SHARED_BUFFERS_MB", "300")
-    assert default_shared_buffers_mb() == 300
+    configured = load(DatabaseConfig, {"OPTIMIZER_EMBEDDED_SHARED_BUFFERS_MB": "300"}).embedded_shared_buffers_mb
+    assert default_shared_buffers_mb(configured) == 300

@@ -14,6 +14,7 @@ import prompt_fingerprint.fingerprints as fingerprints_module
 from matcher_service.blocks import BLOCKS, block_values, build_probes, probe_key, to_signed, to_unsigned
 from matcher_service.learning import StoredCandidate, WindowState, best_candidate, decide, diverged_after
 from matcher_service.settings import MatcherSettings, parse_thresholds
+from ollama_optimizer.settings_env import ConfigError, load
 from ollama_optimizer.soft_cache import SoftCache
 from prompt_fingerprint import algorithm_version, fingerprint, match_key, windows_for
 from prompt_fingerprint.tokens import TOKEN_RE, _hash_all, hash_tokens
@@ -210,18 +211,20 @@ def test_soft_cache_ttl_and_bound() -> None:
     assert cache.get("a") == (False, None)
 
 
-def test_settings_validation(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_settings_validation() -> None:
     assert parse_thresholds("64:3,128:4,256:5,512:6,1024:7")[1024] == 7
     assert parse_thresholds("64:3,128:4,256:5,512:6,1024:7")[16] == 2  # small windows keep their defaults
     for bad in ("64:3", "64:x,128:4,256:5,512:6,1024:7", "64:12,128:4,256:5,512:6,1024:7", "65:1"):
         with pytest.raises(ValueError):
             parse_thresholds(bad)
-    monkeypatch.setenv("MATCHER_GROW_AFTER", "5")
-    with pytest.raises(ValueError, match="MATCHER_GROW_AFTER"):
-        MatcherSettings()
-    monkeypatch.setenv("MATCHER_GROW_AFTER", "25")
-    monkeypatch.setenv("MATCHER_SHINGLE_SIZE", "3")
-    assert MatcherSettings().shingle_size == 3 and MatcherSettings().threshold(10) == 2
+    with pytest.raises(ConfigError, match="MATCHER_GROW_AFTER"):
+        load(MatcherSettings, {"MATCHER_GROW_AFTER": "5"})
+    with pytest.raises(ConfigError, match="MATCHER_GROW_AFTER"):
+        MatcherSettings(grow_after=5)
+    with pytest.raises(ConfigError, match="MATCHER_THRESHOLDS: window 65"):
+        load(MatcherSettings, {"MATCHER_THRESHOLDS": "65:1"})
+    settings = load(MatcherSettings, {"MATCHER_GROW_AFTER": "25", "MATCHER_SHINGLE_SIZE": "3"})
+    assert settings.shingle_size == 3 and settings.grow_after == 25 and settings.threshold(10) == 2
 
 
 def test_a_long_text_is_tokenised_only_as_far_as_the_windows_need() -> None:

@@ -1,5 +1,5 @@
-"""`ollama-optimizer matcher` as a subprocess: health SERVING, CLI round trip, metrics,
-SIGTERM → NOT_SERVING → exit 0."""
+"""`ollama-optimizer matcher` as a subprocess: health SERVING, CLI round trip, metrics (the compiled
+fingerprint kernel among them), SIGTERM → NOT_SERVING → exit 0."""
 
 from __future__ import annotations
 
@@ -53,6 +53,7 @@ async def test_matcher_process_serves_and_drains_on_sigterm(dsn, capsys) -> None
             )
             assert b'optimizer_matcher_observes_total{result="created"} 1.0' in body
             assert b"grpc_server_handled_total" in body
+            assert b'optimizer_fingerprint_kernel{kernel="compiled"} 1.0' in body  # compiled before serving
 
             proc.send_signal(signal.SIGTERM)
             after = []

@@ -4,6 +4,8 @@ address), never a name the client writes."""
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -12,8 +14,9 @@ import pytest
 from prometheus_client import REGISTRY
 
 from ollama_optimizer.channels import create_channel
-from ollama_optimizer.config import ServerConfig, StartupError
+from ollama_optimizer.config import ServerConfig
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2, tuner_pb2_grpc
+from ollama_optimizer.settings_env import ConfigError
 from ollama_optimizer.source_tokens import SourceTokens
 from tuner_service.decision_token import DecisionFields, DecisionSigner
 from tuner_service.guard import GuardSettings, Refused, ReportGuard, source_of
@@ -27,10 +30,13 @@ TOKEN = "poison-test-token"
 CLAIM = "x-optimizer-source"  # what clients used to be trusted for: a name they write themselves
 
 
-async def _start(pool: asyncpg.Pool, guard: GuardSettings, token: str = "", pki: Pki | None = None) -> RunningTuner:
+async def _start(
+    pool: asyncpg.Pool, guard: GuardSettings, token: str = "", pki: Pki | None = None, decision_key: str = ""
+) -> RunningTuner:
     tls = dict(tls_cert=pki.server_cert, tls_key=pki.server_key, tls_client_ca=pki.ca) if pki else {}
     cfg = ServerConfig(listen="127.0.0.1:0", metrics_port=0, auth_token=token, **tls)
-    return await start_tuner(pool, cfg, fast_settings(), guard=guard)
+    settings = dataclasses.replace(fast_settings(), decision_key=decision_key)
+    return await start_tuner(pool, cfg, settings, guard=guard)
 
 
 @pytest.fixture
@@ -148,10 +154,14 @@ def test_source_tokens_are_checked_when_read(tmp_path, monkeypatch) -> None:
     secret.write_text(SOURCE_TOKENS + "\n")
     monkeypatch.setenv("OPTIMIZER_SOURCE_TOKENS_FILE", str(secret))
     monkeypatch.delenv("OPTIMIZER_SOURCE_TOKENS", raising=False)
-    assert ServerConfig.tuner().source_tokens.source(GW2_TOKEN) == "token:gw-2"
+    assert ServerConfig.tuner(os.environ).source_tokens.source(GW2_TOKEN) == "token:gw-2"
     monkeypatch.setenv("OPTIMIZER_SOURCE_TOKENS_FILE", str(tmp_path / "missing"))
-    with pytest.raises(StartupError, match="OPTIMIZER_SOURCE_TOKENS_FILE: cannot read"):
-        ServerConfig.tuner()
+    with pytest.raises(ConfigError, match="OPTIMIZER_SOURCE_TOKENS_FILE: cannot read"):
+        ServerConfig.tuner(os.environ)
+    monkeypatch.setenv("OPTIMIZER_SOURCE_TOKENS", "gw-1=short")
+    with pytest.raises(ConfigError, match=r"OPTIMIZER_SOURCE_TOKENS: .*at least 16") as error:
+        ServerConfig.tuner(os.environ)
+    assert "short" not in str(error.value)  # a secret is never echoed
 
 
 async def test_without_mtls_the_source_is_the_peer_host(pool) -> None:
@@ -175,11 +185,10 @@ def test_token_bucket_refills_and_sources_come_from_the_transport() -> None:
     assert source_of([b"gw-9"], "ipv4:10.0.0.7:1") == "cert:gw-9"
 
 
-async def test_decision_ids_are_verified_not_trusted(pool, monkeypatch) -> None:
+async def test_decision_ids_are_verified_not_trusted(pool) -> None:
     """Only an id this key issued lends its fields to the stored outcome: a forged flag, an altered
     reason, or the unsigned positional format of earlier versions ("seq.index.flags") count as none."""
-    monkeypatch.setenv("TUNER_DECISION_KEY", "shared-secret")
-    running = await _start(pool, GuardSettings(frozenset(), rate_per_second=0, burst=0))
+    running = await _start(pool, GuardSettings(frozenset(), rate_per_second=0, burst=0), decision_key="shared-secret")
     try:
         core = running.core
         issued = core.signer.issue("ab1", DecisionFields("keep_loaded", reload_avoided=True))

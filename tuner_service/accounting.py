@@ -3,7 +3,6 @@ and the KV memory of each model against Ollama's default context."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,10 +39,8 @@ class KvMemory:
 def known_default_ctx(policy: Policy, model: ModelState) -> int:
     """Ollama's default context for the model as the gateway saw it (/api/ps after a request without num_ctx),
     else the operator's TUNER_DEFAULT_NUM_CTX; 0 = unknown (every request so far carried a num_ctx): the
-    settings' fallback is a guess the policy may act on, never a baseline to claim a benefit against."""
-    if model.default_ctx:
-        return model.default_ctx
-    return policy.s.default_num_ctx if os.environ.get("TUNER_DEFAULT_NUM_CTX") else 0
+    policy's assumed default is a guess it may act on, never a baseline to claim a benefit against."""
+    return model.default_ctx or policy.s.default_num_ctx
 
 
 def kv_memory(policy: Policy, model: ModelState) -> KvMemory:

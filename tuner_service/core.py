@@ -24,7 +24,7 @@ from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
 
 from . import limits, metrics, store, tentative
 from .accounting import MAX_HOST_LABELS, Accounting, Assessed
-from .decision_token import NONE, DecisionFields, DecisionSigner, key_from_env
+from .decision_token import NONE, DecisionFields, DecisionSigner, signing_key
 from .evidence import HostVersions
 from .hosts import split_key
 from .policy import APPLY, Advice, Demand, Learned, Observation, Policy
@@ -80,7 +80,7 @@ class TunerCore:
         self.writer = WriteBehind(pool, settings, self._snapshot, self._promoted, self._demoted, self._load)
         self.accounting = Accounting(self.policy)
         self.residency = Residency(pool, self.policy, settings.templates_in_memory, lambda: self.writer.dirty)
-        self.signer = DecisionSigner(key_from_env())
+        self.signer = DecisionSigner(signing_key(settings.decision_key))
         self._prefix = os.urandom(3).hex()
         self._seq = itertools.count(1)
         self._seen: OrderedDict[str, None] = OrderedDict()

@@ -17,8 +17,6 @@ import os
 import re
 from dataclasses import dataclass
 
-from ollama_optimizer.config import env_secret
-
 VERSION = "d2"
 MAC_HEX = 24  # 96 bits
 FLAGS = (("r", "reload_caused"), ("a", "reload_avoided"), ("p", "truncation_prevented"))
@@ -38,10 +36,8 @@ class DecisionFields:
 NONE = DecisionFields()
 
 
-def key_from_env() -> bytes:
-    """TUNER_DECISION_KEY (or the file TUNER_DECISION_KEY_FILE names) when set, else a random key for
-    this process."""
-    configured = env_secret("TUNER_DECISION_KEY")
+def signing_key(configured: str) -> bytes:
+    """The configured key (TUNER_DECISION_KEY) when set, else a random key for this process."""
     return configured.encode() if configured else os.urandom(32)
 
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from ollama_optimizer.config import env_float, env_int, env_str
+from ollama_optimizer.settings_env import setting
 
 from . import metrics
 
@@ -33,9 +33,24 @@ def _sources(raw: str) -> frozenset[str]:
 class GuardSettings:
     """Allow-list (empty = any source) and rate limit (rate <= 0 = unlimited)."""
 
-    allowed_sources: frozenset[str] = field(default_factory=lambda: _sources(env_str("TUNER_REPORT_SOURCES", "")))
-    rate_per_second: float = field(default_factory=lambda: env_float("TUNER_REPORT_RATE", 2000.0))
-    burst: int = field(default_factory=lambda: env_int("TUNER_REPORT_BURST", 20_000))
+    allowed_sources: frozenset[str] = setting(
+        "",
+        "TUNER_REPORT_SOURCES",
+        "Report allow-list, comma-separated (empty = any source). A source is what the transport authenticated: "
+        "`token:<name>` for a per-source token (`OPTIMIZER_SOURCE_TOKENS`), else `cert:<name>` for an mTLS client "
+        "certificate (its first subject alternative name, else its common name), else `peer:<ip>`; never a name "
+        "the client writes",
+        parse=_sources,
+        shown_default="*(any)*",
+    )
+    rate_per_second: float = setting(
+        2000.0,
+        "TUNER_REPORT_RATE",
+        "per-source Report rate limit (outcomes/s, token bucket; 0 = off); beyond it RESOURCE_EXHAUSTED",
+        low=0,
+        high=1e9,
+    )
+    burst: int = setting(20_000, "TUNER_REPORT_BURST", "burst of that rate limit (outcomes)", low=0, high=1 << 31)
 
 
 class Refused(Exception):
@@ -47,7 +62,11 @@ class Refused(Exception):
 
 
 class TokenBucket:
-    """Classic token bucket: ``take(n)`` succeeds when n tokens are available."""
+    """Classic token bucket: ``take(n)`` succeeds when n tokens are available.
+
+    Hand-written: a Report over the rate is refused at once (never delayed), on an injectable clock;
+    aiolimiter's bucket makes callers wait and ``limits`` counts windows rather than a bucket with a burst.
+    """
 
     def __init__(self, rate: float, burst: int, now: float) -> None:
         self.rate, self.burst = rate, float(burst)

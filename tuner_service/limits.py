@@ -8,21 +8,21 @@ is soft: it never takes a request below what it needs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from ollama_optimizer.config import env_float, env_int, env_str
+from ollama_optimizer.settings_env import check, setting
 
 from .hosts import split_key
 from .state import ModelState, rung_for
 
 
-def _per_model(raw: str, name: str) -> dict[str, int]:
+def per_model(raw: str) -> dict[str, int]:
     """``model=value,model=value`` -> {model: value}; a malformed entry is a start-up error."""
     out: dict[str, int] = {}
     for part in (p.strip() for p in raw.split(",") if p.strip()):
         model, sep, value = part.rpartition("=")
         if not sep or not model or not value.strip().isdigit():
-            raise ValueError(f"{name}: expected model=integer entries, got {part!r}")
+            raise ValueError(f"expected model=integer entries, got {part!r}")
         out[model.strip()] = int(value)
     return out
 
@@ -31,16 +31,33 @@ def _per_model(raw: str, name: str) -> dict[str, int]:
 class LimitSettings:
     """Operator caps (0 = none). Per-model entries are keyed by model name."""
 
-    max_num_ctx: int = field(default_factory=lambda: env_int("TUNER_MAX_NUM_CTX", 0))
-    model_max_num_ctx: dict[str, int] = field(
-        default_factory=lambda: _per_model(env_str("TUNER_MODEL_MAX_NUM_CTX", ""), "TUNER_MODEL_MAX_NUM_CTX")
+    max_num_ctx: int = setting(
+        0, "TUNER_MAX_NUM_CTX", "hard cap on num_ctx for every model (0 = none)", low=0, high=1 << 24
     )
-    kv_budget_bytes: int = field(default_factory=lambda: env_int("TUNER_KV_BUDGET_BYTES", 0))
-    model_kv_budget_bytes: dict[str, int] = field(
-        default_factory=lambda: _per_model(env_str("TUNER_MODEL_KV_BUDGET_BYTES", ""), "TUNER_MODEL_KV_BUDGET_BYTES")
+    model_max_num_ctx: dict[str, int] = setting(
+        "", "TUNER_MODEL_MAX_NUM_CTX", "per-model hard caps, `model=value,model=value`", parse=per_model
     )
-    # Share of the GPU's memory one model may fill (weights + KV) before the memory cap applies.
-    gpu_share: float = field(default_factory=lambda: env_float("TUNER_GPU_SHARE", 0.9))
+    kv_budget_bytes: int = setting(
+        0,
+        "TUNER_KV_BUDGET_BYTES",
+        "KV-cache memory budget of every model (0 = none); with the KV size per token from `/api/show` it caps num_ctx",
+        low=0,
+        high=1 << 50,
+    )
+    model_kv_budget_bytes: dict[str, int] = setting(
+        "", "TUNER_MODEL_KV_BUDGET_BYTES", "per-model KV-cache budgets, `model=bytes,...`", parse=per_model
+    )
+    gpu_share: float = setting(
+        0.9,
+        "TUNER_GPU_SHARE",
+        "with GPU figures, the share of the GPU's memory one model may fill (weights + KV): a cap that never goes "
+        "below a request's need",
+        low=0.01,
+        high=1,
+    )
+
+    def __post_init__(self) -> None:
+        check(self)
 
 
 @dataclass(frozen=True)

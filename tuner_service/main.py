@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 
 import asyncpg
@@ -12,6 +13,7 @@ from ollama_optimizer.db import create_pool, open_database
 from ollama_optimizer.db_health import follow_database
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2, tuner_pb2_grpc
 from ollama_optimizer.server import RunningServer, not_serving_while_waiting, serve_until_signal, start_server
+from ollama_optimizer.settings_env import load
 
 from .core import TunerCore
 from .guard import GuardSettings, ReportGuard
@@ -58,9 +60,10 @@ async def start_tuner(
     owned = await create_pool(pool_or_dsn, 2, 8) if isinstance(pool_or_dsn, str) else None
     pool = owned or pool_or_dsn
     assert isinstance(pool, asyncpg.Pool)
-    core = TunerCore(pool, settings or TunerSettings())
+    settings = settings or TunerSettings()
+    core = TunerCore(pool, settings)
     await core.start()
-    servicer = TunerServicer(core, ReportGuard(guard), server_cfg.source_tokens)
+    servicer = TunerServicer(core, ReportGuard(guard or settings.guard), server_cfg.source_tokens)
     try:
         server = await start_server(
             server_cfg,
@@ -78,12 +81,13 @@ async def start_tuner(
 
 
 async def serve() -> int:
-    """Run the tuner until SIGTERM/SIGINT; returns the exit code."""
-    server_cfg = ServerConfig.tuner()
+    """Run the tuner until SIGTERM/SIGINT; returns the exit code. A bad setting raises ConfigError before
+    anything starts."""
+    settings, server_cfg = load(TunerSettings, os.environ), ServerConfig.tuner(os.environ)
     async with open_database(
-        DatabaseConfig(), while_waiting=lambda: not_serving_while_waiting(server_cfg, (SERVICE_NAME,))
+        load(DatabaseConfig, os.environ), while_waiting=lambda: not_serving_while_waiting(server_cfg, (SERVICE_NAME,))
     ) as db:
-        tuner = await start_tuner(db.pool, server_cfg, TunerSettings(), serve_metrics=True)
+        tuner = await start_tuner(db.pool, server_cfg, settings, serve_metrics=True)
         role = "writer" if tuner.core.writer.is_writer else "read-only standby"
         log.info("tuner serving on %s as %s", server_cfg.listen, role)
         await serve_until_signal(tuner.server, server_cfg.grace_seconds)

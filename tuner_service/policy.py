@@ -147,7 +147,7 @@ class Policy:
         return min(self.s.tight_margin, self.s.margin) if model.tight else self.s.margin
 
     def default_ctx(self, model: ModelState) -> int:
-        return model.default_ctx or self.s.default_num_ctx
+        return model.default_ctx or self.s.assumed_default_num_ctx
 
     def believed_ctx(self, model: ModelState) -> int:
         """The context the model runs with now, as far as the tuner knows."""
@@ -540,7 +540,7 @@ class Policy:
         """Whether Ollama loaded a runner for this request (the one definition: benefit.runner_loaded)."""
         config = (obs.num_ctx, obs.num_batch) if obs.applied else (0, 0)
         changed, model.load_config = config != model.load_config, config
-        return runner_loaded(obs.runner_load, obs.load_s, changed, model.reload_cost_s)
+        return runner_loaded(obs.runner_load, obs.load_s, changed, model.reload_cost_s, self.s.reload_threshold_seconds)
 
     def truncated(
         self, model: ModelState, obs: Observation, ctx_known: int, reading: CountReading | None = None

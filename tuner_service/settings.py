@@ -1,70 +1,203 @@
-"""Tuner settings from TUNER_* environment variables (defaults documented in the README table)."""
+"""Tuner settings (``TUNER_*``), declared once; ``load(TunerSettings, os.environ)`` reads them."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ollama_optimizer.config import env_bool, env_float, env_int, env_str
+from ollama_optimizer.benefit import ReloadSettings
+from ollama_optimizer.settings_env import check, same_as, setting
 
+from .guard import GuardSettings
 from .limits import LimitSettings
 
 
 def _int_list(raw: str) -> tuple[int, ...]:
-    return tuple(sorted({int(part) for part in raw.split(",") if part.strip()}))
+    parts = [part.strip() for part in raw.split(",") if part.strip()]
+    if not all(part.isdigit() and int(part) > 0 for part in parts):
+        raise ValueError("must be positive integers separated by commas")
+    return tuple(sorted({int(part) for part in parts}))
+
+
+OLLAMA_DEFAULT_NUM_CTX = 4096  # what the policy assumes while Ollama's default context is unknown
 
 
 @dataclass(frozen=True)
 class PolicySettings:
     """Knobs of the pure policy (no I/O)."""
 
-    ladder_min: int = field(default_factory=lambda: env_int("TUNER_LADDER_MIN", 1024))
-    ladder_max: int = field(default_factory=lambda: env_int("TUNER_LADDER_MAX", 262144))
-    # Rungs per octave: 4 = 1024, 1280, 1536, 1792, 2048, ... (next rung at most 1.25x). TUNER_LADDER (a list)
-    # replaces the generated rungs.
-    ladder_steps: int = field(default_factory=lambda: env_int("TUNER_LADDER_STEPS", 4))
-    ladder_rungs: tuple[int, ...] = field(default_factory=lambda: _int_list(env_str("TUNER_LADDER", "")))
-    default_num_ctx: int = field(default_factory=lambda: env_int("TUNER_DEFAULT_NUM_CTX", 4096))
-    margin: float = field(default_factory=lambda: env_float("TUNER_MARGIN", 1.15))
-    # Margin for models that must share memory (evicted by other models, or spilled to the CPU).
-    tight_margin: float = field(default_factory=lambda: env_float("TUNER_TIGHT_MARGIN", 1.0))
-    # Loads of unchanged options (evictions) within eviction_window requests that make a model "tight".
-    eviction_min: int = field(default_factory=lambda: env_int("TUNER_EVICTION_MIN", 3))
-    eviction_window: int = field(default_factory=lambda: env_int("TUNER_EVICTION_WINDOW", 100))
-    # Requests after an option change during which loads are not evictions (in-flight requests that
-    # still carry the previous options reload the runner back and forth under concurrency).
-    eviction_grace: int = field(default_factory=lambda: env_int("TUNER_EVICTION_GRACE", 16))
-    # Share of the model on the CPU from which a spill is fixed at once instead of at the next reload.
-    spill_reload_fraction: float = field(default_factory=lambda: env_float("TUNER_SPILL_RELOAD_FRACTION", 0.02))
-    # num_batch when no GPU memory figures bound it (Ollama's auto value grows the compute buffer).
-    safe_num_batch: int = field(default_factory=lambda: env_int("TUNER_SAFE_NUM_BATCH", 512))
-    need_quantile: float = field(default_factory=lambda: env_float("TUNER_NEED_QUANTILE", 0.99))
-    calibration_quantile: float = field(default_factory=lambda: env_float("TUNER_CALIBRATION_QUANTILE", 0.95))
-    units_ratio_prior: float = field(default_factory=lambda: env_float("TUNER_UNITS_RATIO_PRIOR", 1.5))
-    calibration_min_samples: int = field(default_factory=lambda: env_int("TUNER_CALIBRATION_MIN_SAMPLES", 5))
-    chat_overhead_tokens: int = field(default_factory=lambda: env_int("TUNER_CHAT_OVERHEAD_TOKENS", 8))
-    output_reserve_tokens: int = field(default_factory=lambda: env_int("TUNER_OUTPUT_RESERVE_TOKENS", 1024))
-    min_observations: int = field(default_factory=lambda: env_int("TUNER_MIN_OBSERVATIONS", 3))
-    respect_client_options: bool = field(default_factory=lambda: env_bool("TUNER_RESPECT_CLIENT_OPTIONS", True))
-    truncation_guard: bool = field(default_factory=lambda: env_bool("TUNER_TRUNCATION_GUARD", True))
-    truncation_fraction: float = field(default_factory=lambda: env_float("TUNER_TRUNCATION_FRACTION", 0.7))
-    # A request's claim on a context ends this long (seconds, by the finish times of outcomes) after the
-    # last request that needed it: a session that stops sending stops holding the context.
-    claim_idle_seconds: float = field(default_factory=lambda: env_float("TUNER_CLAIM_IDLE_SECONDS", 300.0))
-    # The Ollama host's OLLAMA_KEEP_ALIVE: a model idle longer has been unloaded (its next load is an expiry,
-    # not an eviction) and takes no room beside the models in use.
-    keep_alive_seconds: float = field(default_factory=lambda: env_float("TUNER_KEEP_ALIVE_SECONDS", 300.0))
-    # Growth covers up to this multiple of the request's need while the model still fits the GPU there.
-    grow_headroom: float = field(default_factory=lambda: env_float("TUNER_GROW_HEADROOM", 2.0))
-    # Growth driven by a learned floor (not by the request's own estimate) is bounded to this factor per decision.
-    max_growth: float = field(default_factory=lambda: env_float("TUNER_MAX_GROWTH", 2.0))
-    # A load back to a context left within this many requests is a revisit: it raises the shrink threshold.
-    revisit_requests: int = field(default_factory=lambda: env_int("TUNER_REVISIT_REQUESTS", 10))
-    # Each recent revisit multiplies the reload cost a return must have paid for (hysteresis).
-    revisit_backoff: float = field(default_factory=lambda: env_float("TUNER_REVISIT_BACKOFF", 2.0))
-    reload_cost_prior_seconds: float = field(default_factory=lambda: env_float("TUNER_RELOAD_COST_PRIOR_SECONDS", 5.0))
-    num_batch_arms: tuple[int, ...] = field(
-        default_factory=lambda: _int_list(env_str("TUNER_NUM_BATCH_ARMS", "256,512,1024,2048"))
+    ladder_min: int = setting(1024, "TUNER_LADDER_MIN", "smallest rung of the num_ctx ladder", low=1, high=1 << 24)
+    ladder_max: int = setting(
+        262144, "TUNER_LADDER_MAX", "largest rung (a known model limit is the top rung)", low=1, high=1 << 24
     )
+    ladder_steps: int = setting(
+        4,
+        "TUNER_LADDER_STEPS",
+        "rungs per octave: 4 = 1024, 1280, 1536, 1792, 2048, ... (next rung at most 1.25x); 1 = powers of two",
+        low=1,
+        high=64,
+    )
+    ladder_rungs: tuple[int, ...] = setting(
+        "", "TUNER_LADDER", "explicit comma-separated ladder instead of the generated rungs", parse=_int_list
+    )
+    default_num_ctx: int = setting(
+        0,
+        "TUNER_DEFAULT_NUM_CTX",
+        "Ollama's default context until the gateway reports it from `/api/ps` (set it for the smart-proxy "
+        f"agent); 0 = unknown: the policy assumes {OLLAMA_DEFAULT_NUM_CTX} and no benefit is claimed against it",
+        low=0,
+        high=1 << 24,
+    )
+    margin: float = setting(1.15, "TUNER_MARGIN", "margin on the need quantile", low=1, high=10)
+    tight_margin: float = setting(
+        1.0,
+        "TUNER_TIGHT_MARGIN",
+        "margin for models that must share memory (evicted by other models, or spilled to the CPU)",
+        low=1,
+        high=10,
+    )
+    eviction_min: int = setting(
+        3,
+        "TUNER_EVICTION_MIN",
+        "loads of unchanged options (evictions) within `TUNER_EVICTION_WINDOW` requests that make a model tight",
+        low=1,
+        high=1 << 20,
+    )
+    eviction_window: int = setting(
+        100, "TUNER_EVICTION_WINDOW", "requests the evictions are counted over", low=1, high=1 << 20
+    )
+    eviction_grace: int = setting(
+        16,
+        "TUNER_EVICTION_GRACE",
+        "requests after an option change during which loads are not evictions (in-flight requests that still "
+        "carry the previous options reload the runner back and forth under concurrency)",
+        low=0,
+        high=1 << 20,
+    )
+    spill_reload_fraction: float = setting(
+        0.02,
+        "TUNER_SPILL_RELOAD_FRACTION",
+        "share of a model on the CPU from which a spill is fixed at once instead of at the next reload",
+        low=0,
+        high=1,
+    )
+    safe_num_batch: int = setting(
+        512,
+        "TUNER_SAFE_NUM_BATCH",
+        "num_batch cap when no GPU memory figures bound it (Ollama's auto value grows the compute buffer)",
+        low=1,
+        high=1 << 20,
+    )
+    need_quantile: float = setting(
+        0.99, "TUNER_NEED_QUANTILE", "quantile of tokens needed and of output length (output reserve)", low=0, high=1
+    )
+    calibration_quantile: float = setting(
+        0.95,
+        "TUNER_CALIBRATION_QUANTILE",
+        "upper quantile of tokens per matcher unit (from the first measured sample: the largest of a few)",
+        low=0,
+        high=1,
+    )
+    units_ratio_prior: float = setting(
+        1.5,
+        "TUNER_UNITS_RATIO_PRIOR",
+        "tokens per matcher unit before any sample; a claim on a context made from it (or from the output "
+        "reserve) lasts only until the request's outcome shows what it needed",
+        low=0.01,
+        high=100,
+    )
+    calibration_min_samples: int = setting(
+        5,
+        "TUNER_CALIBRATION_MIN_SAMPLES",
+        "samples before the lower quantile counts as truncation evidence",
+        low=1,
+        high=1 << 20,
+    )
+    chat_overhead_tokens: int = setting(
+        8, "TUNER_CHAT_OVERHEAD_TOKENS", "chat-template tokens per message", low=0, high=1 << 16
+    )
+    output_reserve_tokens: int = setting(
+        1024,
+        "TUNER_OUTPUT_RESERVE_TOKENS",
+        "output reserve without num_predict and without history",
+        low=0,
+        high=1 << 24,
+    )
+    min_observations: int = setting(
+        3, "TUNER_MIN_OBSERVATIONS", "observations before a template is trusted", low=0, high=1 << 20
+    )
+    respect_client_options: bool = setting(
+        True, "TUNER_RESPECT_CLIENT_OPTIONS", "pass through when the client set num_ctx/num_batch"
+    )
+    truncation_guard: bool = setting(
+        True, "TUNER_TRUNCATION_GUARD", "oversize prompts get a larger num_ctx without history"
+    )
+    truncation_fraction: float = setting(
+        0.7,
+        "TUNER_TRUNCATION_FRACTION",
+        "prompt_eval_count below this fraction of the estimate means truncated",
+        low=0,
+        high=1,
+    )
+    claim_idle_seconds: float = setting(
+        300.0,
+        "TUNER_CLAIM_IDLE_SECONDS",
+        "a request's claim on a context ends this long (by the finish times of outcomes) after the last request "
+        "that needed it: a session that stops sending stops holding the context",
+        low=0,
+        high=1e9,
+    )
+    keep_alive_seconds: float = setting(
+        300.0,
+        "TUNER_KEEP_ALIVE_SECONDS",
+        "the Ollama host's `OLLAMA_KEEP_ALIVE`: a model idle longer was unloaded (its next load is an expiry, not "
+        "an eviction) and takes no room beside the models in use",
+        low=0,
+        high=1e9,
+    )
+    grow_headroom: float = setting(
+        2.0,
+        "TUNER_GROW_HEADROOM",
+        "growth covers up to this multiple of the request's need while the model still fits the GPU there",
+        low=1,
+        high=100,
+    )
+    max_growth: float = setting(
+        2.0,
+        "TUNER_MAX_GROWTH",
+        "growth driven by a learned floor (not by the request's own estimate) is bounded to this factor of the "
+        "loaded context per decision",
+        low=1,
+        high=100,
+    )
+    revisit_requests: int = setting(
+        10,
+        "TUNER_REVISIT_REQUESTS",
+        "a load back to a context left within this many requests is a revisit: it raises the shrink threshold",
+        low=0,
+        high=1 << 20,
+    )
+    revisit_backoff: float = setting(
+        2.0,
+        "TUNER_REVISIT_BACKOFF",
+        "each recent revisit multiplies the reload cost a return must have paid for (hysteresis)",
+        low=1,
+        high=100,
+    )
+    reload_cost_prior_seconds: float = setting(
+        5.0, "TUNER_RELOAD_COST_PRIOR_SECONDS", "reload cost before one is measured", low=0, high=3600
+    )
+    num_batch_arms: tuple[int, ...] = setting(
+        "256,512,1024,2048", "TUNER_NUM_BATCH_ARMS", "num_batch bandit arms", parse=_int_list
+    )
+    reload_threshold_seconds: float = same_as(ReloadSettings, "reload_threshold_seconds")
+
+    def __post_init__(self) -> None:
+        check(self)
+
+    @property
+    def assumed_default_num_ctx(self) -> int:
+        """Ollama's default context as the policy assumes it while the model's own is unknown."""
+        return self.default_num_ctx or OLLAMA_DEFAULT_NUM_CTX
 
 
 @dataclass(frozen=True)
@@ -73,22 +206,60 @@ class TunerSettings:
 
     policy: PolicySettings = field(default_factory=PolicySettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
-    buffer_max: int = field(default_factory=lambda: env_int("TUNER_BUFFER_MAX", 100_000))
-    flush_interval_seconds: float = field(default_factory=lambda: env_float("TUNER_FLUSH_INTERVAL_SECONDS", 0.5))
-    flush_batch: int = field(default_factory=lambda: env_int("TUNER_FLUSH_BATCH", 5000))
-    max_report_batch: int = field(default_factory=lambda: env_int("TUNER_MAX_REPORT_BATCH", 10_000))
-    retention_days: float = field(default_factory=lambda: env_float("TUNER_OUTCOME_RETENTION_DAYS", 30.0))
-    # How often a standby tries to take the single-writer lock (a free lock is taken within this long).
-    lock_retry_seconds: float = field(default_factory=lambda: env_float("TUNER_LOCK_RETRY_SECONDS", 0.25))
-    # Postgres ends the writer's lock session (and frees the lock for a standby) once the writer is silent
-    # this long: hung, stopped, or cut off. Never below four flush intervals (the writer's own heartbeat);
-    # 0 = never (a hung writer then keeps the lock until its connection dies).
-    lock_session_timeout_seconds: float = field(
-        default_factory=lambda: env_float("TUNER_LOCK_SESSION_TIMEOUT_SECONDS", 5.0)
+    guard: GuardSettings = field(default_factory=GuardSettings)
+    buffer_max: int = setting(
+        100_000, "TUNER_BUFFER_MAX", "outcome buffer while Postgres is unreachable (drops counted)", low=1, high=1 << 28
     )
-    # Report answers once its outcomes are stored (bounded wait): a tuner killed after answering loses
-    # nothing it acknowledged while Postgres was up. 0 = answer at once (write-behind only).
-    report_sync_seconds: float = field(default_factory=lambda: env_float("TUNER_REPORT_SYNC_SECONDS", 1.0))
-    dedupe_window: int = field(default_factory=lambda: env_int("TUNER_DEDUPE_WINDOW", 200_000))
-    # Templates kept in memory per model (least recently used beyond it are dropped; loaded again on demand).
-    templates_in_memory: int = field(default_factory=lambda: env_int("TUNER_TEMPLATES_IN_MEMORY", 100_000))
+    flush_interval_seconds: float = setting(
+        0.5, "TUNER_FLUSH_INTERVAL_SECONDS", "write-behind cadence", low=0.001, high=3600
+    )
+    flush_batch: int = setting(5000, "TUNER_FLUSH_BATCH", "outcomes per write-behind batch", low=1, high=1 << 24)
+    max_report_batch: int = setting(10_000, "TUNER_MAX_REPORT_BATCH", "outcomes per Report call", low=1, high=1 << 24)
+    retention_days: float = setting(30.0, "TUNER_OUTCOME_RETENTION_DAYS", "outcome retention", low=0.001, high=1e6)
+    lock_retry_seconds: float = setting(
+        0.25,
+        "TUNER_LOCK_RETRY_SECONDS",
+        "how often a standby tuner tries to take the single-writer lock (a freed lock is taken within this long)",
+        low=0.001,
+        high=3600,
+    )
+    lock_session_timeout_seconds: float = setting(
+        5.0,
+        "TUNER_LOCK_SESSION_TIMEOUT_SECONDS",
+        "Postgres ends the writer's lock session, freeing the lock for a standby, once the writer has been silent "
+        "this long (hung, stopped, cut off): `idle_session_timeout`, `idle_in_transaction_session_timeout` and "
+        "`tcp_user_timeout` on that one session (never below 4 flush intervals; 0 = off). `idle_session_timeout` "
+        "needs Postgres 14",
+        low=0,
+        high=86400,
+    )
+    report_sync_seconds: float = setting(
+        1.0,
+        "TUNER_REPORT_SYNC_SECONDS",
+        "Report answers once its outcomes are stored (bounded wait): a tuner killed after answering loses nothing "
+        "it acknowledged while Postgres was up; 0 = answer at once (write-behind only)",
+        low=0,
+        high=3600,
+    )
+    dedupe_window: int = setting(
+        200_000, "TUNER_DEDUPE_WINDOW", "outcome ids remembered for duplicate detection", low=0, high=1 << 28
+    )
+    templates_in_memory: int = setting(
+        100_000,
+        "TUNER_TEMPLATES_IN_MEMORY",
+        "templates kept in memory per model (least recently used leave; fetched again on use)",
+        low=1,
+        high=1 << 28,
+    )
+    decision_key: str = setting(
+        "",
+        "TUNER_DECISION_KEY",
+        "HMAC key signing decision ids; set the same secret on every tuner so ids survive restarts and failover "
+        "(unsigned, altered or foreign ids count as no decision); also read from the file `TUNER_DECISION_KEY_FILE` "
+        "names",
+        secret=True,
+        shown_default="*(random per process)*",
+    )
+
+    def __post_init__(self) -> None:
+        check(self)
