@@ -12,7 +12,7 @@ from tuner_service.explain import explain
 from tuner_service.policy import APPLY, RUNNER_KEPT, RUNNER_LOADED, Advice, Demand, Observation, Policy
 from tuner_service.settings import PolicySettings
 
-from tuner_fixtures import served
+from tuner_fixtures import ran, served
 
 GIB = 1 << 30
 MODEL = "m"
@@ -76,20 +76,17 @@ class SpillWorld:
         self.latencies.append(total)
         size = self.size(ctx, batch)
         self.policy.observe(
-            served(
-                demand,
+            ran(
+                MODEL,
+                template_id,
+                units,
                 decision,
-                prompt,
-                output,
-                total_s=total,
-                load_s=load_s,
-                prompt_eval_s=prompt_s,
-                eval_s=eval_s,
-                loaded_context_length=ctx,
-                model_size=size,
-                model_vram=min(size, self.vram),
-                finished_at=self.t,
-                runner_load=RUNNER_LOADED if load else RUNNER_KEPT,
+                (prompt, output),
+                (load_s, prompt_s, eval_s),
+                ctx,
+                (size, min(size, self.vram)),
+                self.t,
+                load,
             )
         )
         return decision
@@ -351,3 +348,30 @@ def test_on_a_cpu_only_host_a_large_context_costs_no_speed_so_the_model_does_not
     model = policy.models[MODEL]
     assert costs.in_ram(model) and costs.spill_share(model, model.loaded_ctx) == 0
     assert "fit in VRAM" not in explain(policy, MODEL, 2).reason
+
+
+def test_a_pending_spill_relief_never_loads_less_than_the_request_needs() -> None:
+    """A spill at the loaded context schedules a reload with a smaller num_batch; when the next request needs
+    more than that context, the reload is a growth that holds it (never the spilled context again)."""
+    world = SpillWorld(make_policy(), vram=int(6.3 * GIB))
+    for _ in range(20):
+        world.run(6000)
+        if world.policy.models[MODEL].relieve[0] == "relieve_spill":
+            break
+    assert world.policy.models[MODEL].relieve[0] == "relieve_spill"
+    decision = world.run(45_000, template_id=2)
+    assert decision.num_ctx >= decision.need and world.truncations == 0
+
+
+def test_api_ps_figures_of_a_runner_at_another_context_are_not_a_spill() -> None:
+    """/api/ps is read at intervals: under concurrency an outcome at 8192 may carry the figures of the spilled
+    57344 runner loaded before it. Taken at face value they would schedule a spill relief at 8192."""
+    policy = make_policy()
+    world = SpillWorld(policy)
+    warm(world)
+    decision = policy.recommend(Demand(MODEL, 1, 1500, frozenset(), 0, 2))
+    size = world.size(57344, decision.num_batch)
+    policy.observe(
+        ran(MODEL, 1, 1500, decision, (1674, 200), (0.0, 0.3, 2.0), 57344, (size, world.vram), world.t + 5, False)
+    )
+    assert policy.models[MODEL].relieve == ("", "") and policy.models[MODEL].spilled == (0, 0)

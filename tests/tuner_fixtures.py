@@ -14,7 +14,7 @@ from ollama_optimizer.channels import create_channel
 from ollama_optimizer.config import ServerConfig
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2, tuner_pb2_grpc
 from tuner_service.main import RunningTuner, start_tuner
-from tuner_service.policy import APPLY, Advice, Demand, Observation
+from tuner_service.policy import APPLY, RUNNER_KEPT, RUNNER_LOADED, Advice, Demand, Observation
 from tuner_service.settings import PolicySettings, TunerSettings
 
 _ids = itertools.count(1)
@@ -96,3 +96,44 @@ async def tuner_stub(tuner: RunningTuner) -> AsyncIterator[tuner_pb2_grpc.TunerS
     channel = create_channel(tuner.address)
     yield tuner_pb2_grpc.TunerStub(channel)
     await channel.close()
+
+
+def ran(
+    model: str,
+    template_id: int,
+    units: int,
+    decision: Advice,
+    counts: tuple[int, int],
+    seconds: tuple[float, float, float],
+    ctx: int,
+    size: tuple[int, int],
+    finished_at: float,
+    loaded: bool,
+) -> Observation:
+    """What a stand-in Ollama reports for one two-message request run as ``decision`` said: (prompt, output)
+    tokens, (load, prompt, decode) seconds, the context it ran at, /api/ps (size, size_vram), whether a runner
+    was loaded for it."""
+    applied = decision.action == APPLY
+    load_s, prompt_s, eval_s = seconds
+    return Observation(
+        model,
+        template_id,
+        units,
+        2,
+        applied,
+        decision.num_ctx if applied else 0,
+        decision.num_batch if applied else 0,
+        0,
+        *counts,
+        load_s + prompt_s + eval_s,
+        load_s,
+        prompt_s,
+        eval_s,
+        "stop",
+        True,
+        loaded_context_length=ctx,
+        model_size=size[0],
+        model_vram=size[1],
+        finished_at=finished_at,
+        runner_load=RUNNER_LOADED if loaded else RUNNER_KEPT,
+    )

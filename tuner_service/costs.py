@@ -33,6 +33,11 @@ def active_need(model: ModelState, now: float, idle_s: float) -> int:
 
 # ---- memory -----------------------------------------------------------------------------------
 def remember_memory(model: ModelState, config: tuple[int, int], size: int, vram: int) -> None:
+    """Keep /api/ps figures of ``config``; a size not between those seen at smaller and larger contexts of the
+    same num_batch is a runner's figures read after another load (stale) and is left out."""
+    for (ctx, batch), (seen, _vram) in model.memory.items():
+        if batch == config[1] and ctx != config[0] and (ctx < config[0]) != (seen < size):
+            return
     model.memory.pop(config, None)
     model.memory[config] = (size, vram)
     while len(model.memory) > MEMORY_POINTS:
@@ -125,11 +130,11 @@ def pay_rent(model: ModelState, rungs: list[int], needed: int, busy_s: float) ->
             model.rent[rung] = model.rent.get(rung, 0.0) + busy_s * saving_share(model, rung, loaded)
 
 
-def pay_eviction(model: ModelState, rungs: list[int], reload_s: float) -> None:
-    """Another model sharing the GPU was evicted and reloaded (``reload_s``): at half this model's context
-    or less both would more likely fit, so those rungs earn the reload as rent."""
+def pay_eviction(model: ModelState, rungs: list[int], reload_s: float, fits: int = 0) -> None:
+    """Another model sharing the GPU was evicted and reloaded (``reload_s``): the rungs at which both fit
+    (up to ``fits``; 0 = unknown: half this model's context or less) earn the reload as rent."""
     for rung in rungs:
-        if rung * 2 > model.loaded_ctx:
+        if rung >= model.loaded_ctx or rung > (fits or model.loaded_ctx // 2):
             break
         model.rent[rung] = model.rent.get(rung, 0.0) + reload_s
 

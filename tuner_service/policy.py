@@ -20,7 +20,7 @@ from ollama_optimizer.benefit import RUNNER_LOADED as RUNNER_LOADED
 from ollama_optimizer.benefit import RUNNER_UNKNOWN, runner_loaded
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
 
-from . import costs, tentative
+from . import coreside, costs, tentative
 from .bandit import choose_num_batch
 from .default_context import DefaultContext, default_context
 from .evidence import CountReading, at_cut, read_counts
@@ -130,6 +130,7 @@ class Policy:
         self.s = settings
         self.models: dict[str, ModelState] = {}
         self.clock = 0.0  # the latest finish time of an outcome (seconds): claims expire by it
+        self.host_bounds: dict[str, int] = {}  # Ollama host -> bytes its models in use did not fit in (coreside.py)
 
     # ---- estimates -------------------------------------------------------------------------
     def rungs(self, model: ModelState) -> list[int]:
@@ -217,6 +218,32 @@ class Policy:
     def reload_s(self, model: ModelState) -> float:
         return model.reload_cost_s or self.s.reload_cost_prior_seconds
 
+    def others_in_use(self, key: str) -> list[ModelState]:
+        """The other models of ``key``'s Ollama host that are loaded, as far as the tuner knows."""
+        return list(coreside.others_in_use(self.models, key, self.clock, self.s.keep_alive_seconds))
+
+    def fit_beside(self, key: str, model: ModelState, required: int, wanted: int) -> tuple[int, bool]:
+        """(rung, fits): ``wanted`` (a rung), lowered to fit beside the other models in use when the rung
+        holding ``required`` tokens (without margin) fits there: beside them as loaded, else beside what
+        their active claims need (their next load, after this one evicts them, fits beside it). A need that
+        fits neither way, or no bound known, gets ``wanted`` (an eviction is priced like a reload): squeezed
+        below it, every step of a growing session would cost a reload."""
+        others = self.others_in_use(key)
+        limit = coreside.bound(self.host_bounds, model, key)
+        if not limit or not others:
+            return wanted, False
+        rungs = self.rungs(model)
+        least = rung_for(required, rungs)
+        floors = [min(o.loaded_ctx, max(self.active_need(o), self.rungs(o)[0])) for o in others]
+        for contexts in ([o.loaded_ctx for o in others], floors):
+            taken = [coreside.size_at(o, ctx) for o, ctx in zip(others, contexts)]
+            space = coreside.room(limit, model, taken, rungs)
+            if not space:
+                return wanted, False
+            if least <= space:
+                return min(wanted, space), True
+        return wanted, False
+
     # ---- decisions -------------------------------------------------------------------------
     def recommend(self, req: Demand) -> Advice:
         """Decide the options of one request (mutates the believed-loaded state on APPLY)."""
@@ -269,7 +296,7 @@ class Policy:
     ) -> Advice:
         rungs = self.rungs(model)
         if self.confident(template):
-            target = rung_for(max(need, self.active_need(model)), rungs)
+            target = self.fit_beside(req.model, model, need, rung_for(max(need, self.active_need(model)), rungs))[0]
             reason = f"first managed context {target}: covers need {need} (template p{self._pct()})"
             return self._load(req, model, template, target, need, conf, "initial", reason, prevented=need > believed)
         if self.s.truncation_guard and need > believed:
@@ -297,11 +324,22 @@ class Policy:
         active = self.active_need(model)
         if model.tight:
             model.tight_floor = max(model.tight_floor, required)
+        if model.displaced:
+            model.displaced = False  # its next load is this request's: the context is free to choose
+            target, fits = self.fit_beside(req.model, model, required, max(wanted, rung_for(active, rungs)))
+            if fits and target != loaded:
+                reason = (
+                    f"co-residence: {loaded} was evicted by another model's load; load {target} "
+                    f"(covers need {required}, fits beside the models in use)"
+                )
+                return self._load(
+                    req, model, template, target, need, conf, "co_reside", reason, prevented=required > loaded
+                )
         if model.relieve[0]:
             (code, why), model.relieve = model.relieve, ("", "")
             over_cap = 0 < model.batch_cap < model.loaded_batch
             # Only down, and never below a need already seen: else a later request grows it back.
-            target = max(rung_for(model.tight_floor, rungs), wanted) if code == "co_reside" else loaded
+            target = max(rung_for(model.tight_floor, rungs) if code == "co_reside" else loaded, wanted)
             if code == "reset":  # an operator reset a template: what the request and the remaining claims need
                 target = max(rung_for(active, rungs), wanted)
             if target < loaded or over_cap:
@@ -325,7 +363,9 @@ class Policy:
             )
             return Advice(APPLY, loaded, model.loaded_batch, conf, reason, "runaway_stopped", need)
         if required > loaded and loaded < rungs[-1]:
-            target = self._grow_target(model, need, required, active, rungs)
+            target = self.fit_beside(
+                req.model, model, required, self._grow_target(model, need, required, active, rungs)
+            )[0]
             code = "grow" if self.confident(template) else "grow_truncation_guard"
             reason = f"grow {loaded} -> {target}: this request needs {required}"
             return self._load(req, model, template, target, need, conf, code, reason, prevented=True)
@@ -417,6 +457,8 @@ class Policy:
             reason += f"; {ctx} was left within {self.s.revisit_requests} requests: the next shrink waits longer"
         if model.tight and code not in ("co_reside", "relieve_spill"):
             reason += f"; tight margin {self.margin_for(model):g}: {model.tight}"
+        if reload:
+            coreside.note_load(model, ctx, self.clock)
         model.managed, model.loaded_ctx, model.loaded_batch = True, ctx, batch
         if self.models.setdefault(req.model, model) is model and not model.confirmed:
             self._bound_unconfirmed(req.model)
@@ -440,14 +482,23 @@ class Policy:
         model = self.models.setdefault(obs.model, ModelState())
         model.confirmed = True
         self.clock = max(self.clock, obs.finished_at)
+        # Idle longer than the keep-alive before this request arrived: Ollama had unloaded the model.
+        previous = model.used_at
+        expired = 0 < previous < obs.finished_at - obs.total_s - self.s.keep_alive_seconds
+        model.used_at = max(previous, obs.finished_at)
         reloaded = self._reloaded(model, obs)
         if reloaded:
             model.reloads += 1
             model.reload_cost_s = (
                 obs.load_s if not model.reload_cost_s else ((1 - EWMA) * model.reload_cost_s + EWMA * obs.load_s)
             )
-            self._learn_eviction(model, obs)
+            if not expired:
+                self._learn_eviction(model, obs, previous)
         self._learn_memory(model, obs)
+        if reloaded and model.managed and self._current(model, obs):
+            coreside.note_load(model, model.loaded_ctx, obs.finished_at)
+            bound = coreside.bound(self.host_bounds, model, obs.model)
+            coreside.displace(bound, model, self.others_in_use(obs.model))
         self._learn_context(model, obs)
         reading = read_counts(obs.ollama_version, obs.cached_known, obs.prompt_eval_count, obs.cached_count, reloaded)
         model.count_semantics = reading.semantics
@@ -548,7 +599,7 @@ class Policy:
             return obs.applied and (obs.num_ctx, obs.num_batch) == (model.loaded_ctx, model.loaded_batch)
         return not obs.applied or (obs.num_ctx == 0 and obs.num_batch == 0)
 
-    def _learn_eviction(self, model: ModelState, obs: Observation) -> None:
+    def _learn_eviction(self, model: ModelState, obs: Observation, previous: float) -> None:
         """A load of unchanged options (after the one that brought them in) means the model was evicted.
 
         Frequent evictions mean the models sharing the memory do not fit together at their contexts:
@@ -565,11 +616,18 @@ class Policy:
         if model.config_loads <= 1 or not others or model.requests - model.config_since <= grace:
             return
         model.evictions = ([*model.evictions, model.requests])[-max(1, self.s.eviction_min) :]
+        in_use = self.others_in_use(obs.model)
+        coreside.note_eviction(self.host_bounds, obs.model, model, in_use, previous)
         kv = costs.kv_bytes(model)
-        for name, other in self.models.items():
-            if name != obs.model and split_key(name)[1] == host and other.managed and costs.kv_bytes(other) > kv:
-                # An eviction is priced like a reload, on the contexts of the models holding more KV memory.
-                costs.pay_eviction(other, self.rungs(other), obs.load_s)
+        for other in in_use:
+            if costs.kv_bytes(other) > kv:
+                # An eviction is priced like a reload, on the contexts of the models holding more KV memory
+                # at which both would fit.
+                taken = [coreside.size_at(model, model.loaded_ctx)]
+                fits = coreside.room(
+                    coreside.bound(self.host_bounds, other, obs.model), other, taken, self.rungs(other)
+                )
+                costs.pay_eviction(other, self.rungs(other), obs.load_s, fits)
         span = model.requests - model.evictions[0]
         if not model.tight and len(model.evictions) >= self.s.eviction_min and span <= self.s.eviction_window:
             model.tight = (
@@ -591,11 +649,11 @@ class Policy:
         """Partial offload (0 < size_vram < size) of the loaded options: a smaller num_batch, then the
         tight margin; at once when the spilled share is large (every request pays), else at the next reload.
         A context far beyond what fits spills whatever the batch or margin: the rent-or-buy rule leaves it."""
-        if obs.model_size <= 0:
-            return
+        ctx = obs.num_ctx or obs.loaded_context_length
+        if obs.model_size <= 0 or 0 < obs.loaded_context_length != ctx:
+            return  # /api/ps is read at intervals: figures of a runner at another context are stale
         model.size_bytes, model.vram_bytes = obs.model_size, obs.model_vram
         config = (obs.num_ctx, obs.num_batch)
-        ctx = obs.num_ctx or obs.loaded_context_length
         if ctx and self._current(model, obs):
             costs.remember_memory(model, (ctx, obs.num_batch), obs.model_size, obs.model_vram)
         if not 0 < obs.model_vram < obs.model_size or not model.managed or not self._current(model, obs):

@@ -144,6 +144,14 @@ class PolicySettings:
         low=0,
         high=1e9,
     )
+    keep_alive_seconds: float = setting(
+        300.0,
+        "TUNER_KEEP_ALIVE_SECONDS",
+        "the Ollama host's `OLLAMA_KEEP_ALIVE`: a model idle longer was unloaded (its next load is an expiry, not "
+        "an eviction) and takes no room beside the models in use",
+        low=0,
+        high=1e9,
+    )
     grow_headroom: float = setting(
         2.0,
         "TUNER_GROW_HEADROOM",

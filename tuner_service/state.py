@@ -81,6 +81,9 @@ class ModelState:
     # /api/ps (size, size_vram) last seen with those options (bounded)
     floor_growths: list[int] = field(default_factory=list)  # request counters of growths a floor drove
     runaway: str = ""  # why growth driven by truncation floors is stopped ("" = it is not)
+    used_at: float = 0.0  # finish time of the latest outcome (seconds, the policy's clock)
+    loaded_at: dict[int, float] = field(default_factory=dict)  # context -> when a load of it last finished
+    displaced: bool = False  # another model's load evicted it (coreside.py): its next request loads it anyway
     load_config: tuple[int, int] = (-1, -1)  # options of the last outcome (reload detection without the gateway)
     templates: dict[int, TemplateState] = field(default_factory=dict)
     count_semantics: str = "unknown"  # how this model's host counts prompt tokens (evidence.py)
