@@ -41,6 +41,7 @@ from proxy_plugin.config import PluginConfig
 from proxy_plugin.core import OptimizerCore
 from proxy_plugin.decision import RequestPlan
 from proxy_plugin.gateway import start_gateway
+from proxy_plugin.runner_loads import RunnerLoads
 from tuner_service.core import TunerCore
 from tuner_service.main import start_tuner
 
@@ -197,6 +198,7 @@ class Optimizer:
 
     core: CountingCore
     tuner: TunerCore
+    runner_loads: RunnerLoads
     answered_ok: int = 0
 
     def options_for(self, request: WorkloadRequest) -> dict:
@@ -207,9 +209,10 @@ class Optimizer:
             self.answered_ok += 1
 
     async def settle(self, _answered: int) -> None:
-        """Let telemetry of every released answer reach the matcher and the tuner (bounded wait)."""
+        """Let telemetry of every released answer reach the matcher and the tuner (bounded wait); an answer
+        whose runner-load judgement waits for requests still running is handed over once they end."""
         for _ in range(2000):
-            if self.core.observed >= self.answered_ok:
+            if self.core.observed + self.runner_loads.waiting >= self.answered_ok:
                 break
             await asyncio.sleep(0.001)
         await self.core.flush()
@@ -251,7 +254,7 @@ async def optimizer_stack(
         core = CountingCore(config)
         gateway = await start_gateway("127.0.0.1:0", upstream, core=core)
         try:
-            yield gateway.url, Optimizer(core, tuner.core)
+            yield gateway.url, Optimizer(core, tuner.core, gateway.gateway.runner_loads)
         finally:
             await gateway.stop(flush_timeout_s=1.0)
             await tuner.stop(0)

@@ -78,6 +78,7 @@ class RunnerLoads:
         self._loads = 0  # loads of any model, as far as the gateway can tell
         self._ends: dict[str, deque[tuple[int, float, float]]] = {}  # model -> (send order, arrival, end)
         self._sent = 0
+        self.waiting = 0  # judgements waiting for requests that were ahead of theirs to end
 
     def sent(self, model: str, options: tuple[int, int]) -> Sent:
         previous = self._options.pop(model, None)
@@ -131,8 +132,13 @@ class RunnerLoads:
     async def _judge_by_clock(
         self, ticket: Sent, load_ns: int, threshold_ns: int, clock: tuple[float, float]
     ) -> tuner_pb2.RunnerLoad:
-        for other in [t for t in self._inflight.get(ticket.model, ()) if t.seq <= ticket.sent_before_end]:
-            await other.ended.wait()
+        ahead = [t for t in self._inflight.get(ticket.model, ()) if t.seq <= ticket.sent_before_end]
+        self.waiting += bool(ahead)
+        try:
+            for other in ahead:
+                await other.ended.wait()
+        finally:
+            self.waiting -= bool(ahead)
         arrival, end = clock
         # The runner was free once the requests of the model that arrived (or were sent) before this one and
         # ended before it had ended (Ollama's arrival order may differ from the order they were sent in).
