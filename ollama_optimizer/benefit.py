@@ -12,11 +12,13 @@ stored, summed by ``ollama-optimizer stats``, exported to Prometheus), the Grafa
 - **Truncation**: the tuner's judgement of an outcome (``Policy.truncated``: ``done_reason=length``
   without a cap, a prompt count far below the calibrated estimate, or a prompt that cannot fit).
 - **Baseline**: the request as its client sent it, to Ollama alone: the client's own ``num_ctx`` /
-  ``num_batch``, else Ollama's default context (as the gateway saw it in ``/api/ps`` after a request without
-  ``num_ctx``, else the operator's ``TUNER_DEFAULT_NUM_CTX``, else assumed by Ollama's rule:
-  ``tuner_service/default_context.py``) and its automatic batch.
+  ``num_batch``, else Ollama's default context (as the gateway saw it in ``/api/ps`` after a request it sent
+  without ``num_ctx``, else the operator's ``TUNER_DEFAULT_NUM_CTX``: ``tuner_service/default_context.py``)
+  and its automatic batch. A default only assumed by Ollama's rule is no baseline: the baseline context is
+  unknown, and so is every figure that rests on it (truncation prevented, KV memory against the default,
+  prompt time at the baseline): never claimed, counted as unknown instead.
 - **Truncation prevented**: an optimized request that was not truncated and whose prompt (as Ollama
-  counted it) is longer than the baseline context: Ollama would have cut it.
+  counted it) is longer than a known baseline context: Ollama would have cut it.
 - **Load the optimizer caused**: a runner load on an optimized request whose options differ from the
   previous request of the model, with no load of another model on the same Ollama host in between (that
   one may have evicted it: the load would have happened anyway). **Load a client would have caused**: in
@@ -83,16 +85,20 @@ class BenefitInput:
     loaded: bool  # a runner load (runner_loaded)
     truncated: bool  # the tuner's judgement
     prompt_tokens: int  # prompt_eval_count (0 = unknown)
-    default_ctx: int  # Ollama's default context for the model
+    default_ctx: int  # Ollama's default context for the model, learned or the operator's (0 = unknown)
 
 
 @dataclass(frozen=True)
 class Benefit:
-    baseline_ctx: int  # the context Ollama would have used
+    baseline_ctx: int  # the context Ollama would have used (0 = unknown: only assumed)
     baseline_truncated: bool  # its prompt is longer than that context
     truncation_prevented: bool
     load_cause: int  # 0 = no load, else 1 + CAUSES.index(cause)
     baseline_reload: bool  # the client's own options would have made Ollama reload
+
+    @property
+    def baseline_known(self) -> bool:
+        return self.baseline_ctx > 0
 
     @property
     def cause(self) -> str:

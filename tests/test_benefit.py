@@ -3,6 +3,7 @@ benefit per outcome, `Summary`/`stats` per model and in total, the tuner's per-m
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 
@@ -11,14 +12,16 @@ import pytest
 from test_cli import cli
 
 from ollama_optimizer.benefit import BenefitInput, Ledger, ReloadSettings, runner_loaded
-from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
+from ollama_optimizer.channels import create_channel
+from ollama_optimizer.gen.optimizer.v1 import tuner_pb2, tuner_pb2_grpc
 from proxy_plugin.runner_loads import RunnerLoads
 from tuner_service import benefit_view
 from tuner_service.default_context import ASSUMED, LEARNED, OPERATOR, DefaultContext, default_context
+from tuner_service.main import start_tuner
 from tuner_service.policy import Observation, Policy
 from tuner_service.settings import PolicySettings
 
-from tuner_fixtures import make_outcome
+from tuner_fixtures import fast_settings, local_server, make_outcome
 
 MODEL = "llama3.1:8b"
 KIB = 1024
@@ -252,9 +255,13 @@ def test_the_assumed_default_context_follows_ollamas_rule(
     assert default_context(16384, 8192, version, vram_gib << 30, training) == DefaultContext(16384, LEARNED)
 
 
-async def test_a_default_never_seen_is_assumed_by_ollamas_rule_and_labelled(tuner, tuner_stub) -> None:
+async def test_a_default_never_seen_is_assumed_and_nothing_rests_on_it(tuner, tuner_stub) -> None:
     """Every request carried a num_ctx, so /api/ps never showed Ollama's default: the tuner assumes it by
-    Ollama's rule (a 24 GB GPU: 32768), labels it "(assumed)" and measures against it."""
+    Ollama's rule (a 24 GB GPU: 32768) to decide, labels it "(assumed)", and claims nothing against it: the
+    truncations prevented and the KV memory of the default are unknown ("—" in stats, null in --json, no
+    metric), never a figure against the assumption (it claimed 1 prevented against 4096 here)."""
+    before = _tuner_sample("optimizer_tuner_truncations_total", model=MODEL, kind="prevented")
+    unknown_before = _tuner_sample("optimizer_tuner_baseline_unknown_total", model=MODEL)
     grown = await tuner_stub.Recommend(tuner_pb2.RecommendRequest(model=MODEL, prompt_units=4000))
     outcome = dict(
         template_id=0,
@@ -274,15 +281,61 @@ async def test_a_default_never_seen_is_assumed_by_ollamas_rule_and_labelled(tune
     )
     summary = await tuner_stub.Summary(tuner_pb2.SummaryRequest(period_seconds=600))
     b = summary.models[0].benefit
-    assert (b.optimized, b.truncations_prevented) == (2, 1)  # 6000 > 4096, then not > 32768
-    assert (b.default_num_ctx, b.default_num_ctx_basis, b.kv_bytes_default) == (32768, ASSUMED, 32768 * 128 * KIB)
+    assert (b.optimized, b.truncations_prevented, b.baseline_unknown_requests) == (2, 0, 2)
+    assert (b.default_num_ctx, b.default_num_ctx_basis, b.kv_bytes_default) == (32768, ASSUMED, 0)
+    assert b.kv_bytes_loaded == grown.num_ctx * 128 * KIB and summary.benefit.kv_bytes_default == 0
+    assert _tuner_sample("optimizer_tuner_truncations_total", model=MODEL, kind="prevented") == before
+    assert _tuner_sample("optimizer_tuner_baseline_unknown_total", model=MODEL) == unknown_before + 2
+    kv_default = dict(model=MODEL, ollama_host="", context="default")
+    assert prometheus_client.REGISTRY.get_sample_value("optimizer_tuner_kv_bytes", kv_default) is None
     code, out, err = await cli("stats", "--period", "600", "--address", tuner.address)
     assert code == 0, err
-    assert re.search(rf"^num_ctx default -> now\s+32768 \(assumed\) -> {grown.num_ctx}$", out, re.M), out
+    figures = dict(re.findall(r"^ *(\S.*?\S)\s{2,}(.+)$", out.split("What the optimizer changed")[1], re.M))
+    assert figures["truncations prevented"] == "—"
+    assert figures["KV memory default -> now"] == f"— -> {benefit_view.size(b.kv_bytes_loaded)}"
+    assert figures["num_ctx default -> now"] == f"32768 (assumed) -> {grown.num_ctx}"
     assert f"(assumed): Ollama's default context for {MODEL} by Ollama's rule" in out
     code, out, err = await cli("stats", "--period", "600", "--json", "--address", tuner.address)
     assert code == 0, err
-    assert '"defaultNumCtxBasis": "assumed"' in out or '"default_num_ctx_basis": "assumed"' in out
+    data = json.loads(out)
+    (model,) = data["models"]
+    assert model["benefit"]["default_num_ctx_basis"] == "assumed"
+    assert model["benefit"]["truncations_prevented"] is None and model["benefit"]["kv_bytes_default"] is None
+    assert data["benefit"]["truncations_prevented"] is None and data["truncations_prevented"] is None
+
+
+async def test_a_learned_default_is_the_baseline_and_survives_a_restart(pool) -> None:
+    """A request passed through without num_ctx showed Ollama's default in /api/ps (32768 on host gpu-a): the
+    tuner keeps it (basis "learned", stored per model and host), so after a restart a 6000-token prompt is no
+    truncation prevented and the KV memory of the default is a figure."""
+    bare = dict(template_id=0, loaded_context_length=32768, kv_bytes_per_token=128 * KIB, ollama_host="gpu-a")
+    first = await start_tuner(pool, local_server(), fast_settings())
+    channel = create_channel(first.address)
+    await tuner_pb2_grpc.TunerStub(channel).Report(tuner_pb2.ReportRequest(outcomes=[make_outcome(**bare)]))
+    await channel.close()
+    await first.stop(5)
+    second = await start_tuner(pool, local_server(), fast_settings())
+    channel = create_channel(second.address)
+    stub = tuner_pb2_grpc.TunerStub(channel)
+    try:
+        applied = dict(bare, action=tuner_pb2.APPLY, num_ctx=8192, num_batch=512, loaded_context_length=0)
+        await stub.Report(tuner_pb2.ReportRequest(outcomes=[make_outcome(prompt_eval_count=6000, **applied)]))
+        summary = await stub.Summary(tuner_pb2.SummaryRequest(period_seconds=600))
+    finally:
+        await channel.close()
+        await second.stop(0)
+    (model,) = summary.models
+    b = model.benefit
+    assert (b.default_num_ctx, b.default_num_ctx_basis, model.ollama_host) == (32768, LEARNED, "gpu-a")
+    assert (b.truncations_prevented, b.baseline_unknown_requests) == (0, 0)
+    assert b.kv_bytes_default == 32768 * 128 * KIB
+    assert benefit_view.prevented(b) == "0"
+
+
+def test_stats_shows_a_count_against_known_baselines_as_a_lower_bound() -> None:
+    assert benefit_view.prevented(tuner_pb2.Benefit(truncations_prevented=3)) == "3"
+    assert benefit_view.prevented(tuner_pb2.Benefit(truncations_prevented=3, baseline_unknown_requests=2)) == ">= 3"
+    assert benefit_view.prevented(tuner_pb2.Benefit(baseline_unknown_requests=2)) == "—"
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ loses its lock folds the unstored outcomes again later, and their figures must n
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +38,9 @@ class Assessed:
 
 @dataclass(frozen=True)
 class KvMemory:
-    """KV-cache bytes of the context loaded now and of Ollama's default context, and that default's basis."""
+    """KV-cache bytes of the context loaded now and of Ollama's default context (0 = unknown: the default is
+    only assumed, and so is the context of a model the optimizer leaves at it), the two contexts, and the
+    default's basis."""
 
     loaded: int
     default: int
@@ -48,10 +51,14 @@ class KvMemory:
 
 def kv_memory(policy: Policy, model: ModelState) -> KvMemory:
     default = policy.default_context(model)
-    loaded_ctx = model.loaded_ctx if model.managed and model.loaded_ctx else default.num_ctx
+    managed = model.loaded_ctx if model.managed else 0
     per_token = model.kv_bytes_per_token or costs.kv_bytes_per_token(model)
     return KvMemory(
-        int(loaded_ctx * per_token), int(default.num_ctx * per_token), loaded_ctx, default.num_ctx, default.basis
+        int((managed or default.known) * per_token),
+        int(default.known * per_token),
+        managed or default.num_ctx,
+        default.num_ctx,
+        default.basis,
     )
 
 
@@ -89,11 +96,11 @@ class Accounting:
                 loaded=learned.reloaded,
                 truncated=learned.truncated,
                 prompt_tokens=prompt,
-                default_ctx=self._policy.default_ctx(model),
+                default_ctx=self._policy.default_context(model).known,
             ),
         )
         estimate = 0.0
-        if obs.applied and not benefit.baseline_truncated and obs.prompt_eval_s > 0:
+        if obs.applied and benefit.baseline_known and not benefit.baseline_truncated and obs.prompt_eval_s > 0:
             arm = model.arms.get((size_class(prompt), baseline[1]))
             estimate = baseline_prompt_seconds(prompt, arm.mean if arm else 0.0, arm.pulls if arm else 0)
         return Assessed(benefit, estimate, outcome.model, obs.model, obs.applied, learned.truncated, obs.prompt_eval_s)
@@ -104,6 +111,8 @@ class Accounting:
         metrics.REQUESTS.labels(label, "apply" if stored.optimized else "passthrough").inc()
         if benefit.truncation_prevented:
             metrics.TRUNCATIONS.labels(label, "prevented").inc()
+        elif stored.optimized and not benefit.baseline_known:
+            metrics.BASELINE_UNKNOWN.labels(label).inc()
         if stored.truncated:
             metrics.TRUNCATIONS.labels(label, "truncated").inc()
         if benefit.cause:
@@ -115,8 +124,12 @@ class Accounting:
             metrics.PROMPT_SECONDS.labels(label, "baseline").inc(stored.prompt_seconds_baseline)
         model = self._policy.models.get(stored.key)
         memory = kv_memory(self._policy, model) if model is not None else None
-        if memory is not None and memory.default:
+        if memory is not None and memory.loaded:
             host = split_key(stored.key)[1]
             host = self._host(host) if host else ""
             metrics.KV_BYTES.labels(label, host, "loaded").set(memory.loaded)
-            metrics.KV_BYTES.labels(label, host, "default").set(memory.default)
+            if memory.default:
+                metrics.KV_BYTES.labels(label, host, "default").set(memory.default)
+            else:  # only assumed: no figure to compare with
+                with contextlib.suppress(KeyError):
+                    metrics.KV_BYTES.remove(label, host, "default")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Awaitable, Callable
-from typing import TypeVar, Unpack
+from typing import Any, TypeVar, Unpack
 
 from google.protobuf.message import Message
 
@@ -50,17 +50,25 @@ async def _call(
     args: argparse.Namespace,
     channel_args: ClientArgs,
     rpc: Callable[[tuner_pb2_grpc.TunerAsyncStub], Awaitable[Response]],
+    shape: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> Response:
+    """The tuner's answer; with ``--json`` printed as JSON (``shape`` adjusts it first)."""
     async with channel_to(SERVICE, args.address, channel_args) as channel:
         response = await rpc(tuner_pb2_grpc.TunerStub(channel))
     if args.json:
-        print_json(as_dict(response))
+        data = as_dict(response)
+        print_json(shape(data) if shape else data)
     return response
 
 
 async def stats(args: argparse.Namespace, **channel_args: Unpack[ClientArgs]) -> int:
     request = tuner_pb2.SummaryRequest(period_seconds=args.period, model=args.model)
-    response = await _call(args, channel_args, lambda stub: stub.Summary(request, timeout=CALL_TIMEOUT_SECONDS))
+    response = await _call(
+        args,
+        channel_args,
+        lambda stub: stub.Summary(request, timeout=CALL_TIMEOUT_SECONDS),
+        benefit_view.json_unknowns,
+    )
     if args.json:
         return 0
     b = response.benefit

@@ -1,8 +1,10 @@
 """The benefit figures of a Summary as `ollama-optimizer stats` prints them: one row per model and a total,
 then what each column means (definitions in ollama_optimizer/benefit.py). A difference is worded by its
-sign ("saved" / "more"): never a negative "saved"."""
+sign ("saved" / "more"): never a negative "saved"; a figure against a default only assumed is unknown."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from ollama_optimizer.benefit import MIN_SPEED_SAMPLES
 from ollama_optimizer.cli_support import table
@@ -10,10 +12,12 @@ from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
 
 from .default_context import ASSUMED, OPERATOR
 
+UNKNOWN = "—"  # a figure that rests on a default context only assumed
 NOTES = (
     "truncations prevented: optimized requests, not truncated, whose prompt was longer than the context Ollama\n"
-    "  would have used (the client's num_ctx, else Ollama's default: learned from /api/ps, the operator's\n"
-    "  TUNER_DEFAULT_NUM_CTX, or assumed by Ollama's rule from its version and VRAM).",
+    "  would have used (the client's num_ctx, else Ollama's default: learned from /api/ps or the operator's\n"
+    f"  TUNER_DEFAULT_NUM_CTX). {UNKNOWN} (or >= n): requests optimized while the default was only assumed; whether\n"
+    "  Ollama would have cut them is unknown.",
     "reloads seen: runner loads (Ollama's clock); by the optimizer: those after an option change it made;\n"
     "  the clients' options cause: reloads their own option changes would cause without the optimizer.",
     "prompt time: optimized requests measured, against an estimate at the prompt speed Ollama showed for the\n"
@@ -31,9 +35,16 @@ def size(value: float) -> str:
     return f"{value:.1f} GiB"
 
 
+def prevented(b: tuner_pb2.Benefit) -> str:
+    """Truncations prevented: a count against known baselines, a lower bound or unknown (``UNKNOWN``)."""
+    if not b.baseline_unknown_requests:
+        return str(b.truncations_prevented)
+    return f">= {b.truncations_prevented}" if b.truncations_prevented else UNKNOWN
+
+
 def kv_change(b: tuner_pb2.Benefit) -> str:
     if not b.kv_bytes_default:
-        return "unknown"
+        return f"{UNKNOWN} -> {size(b.kv_bytes_loaded)}" if b.kv_bytes_loaded else UNKNOWN
     delta = b.kv_bytes_loaded - b.kv_bytes_default
     word = "saved" if delta < 0 else "more"
     change = f" ({size(abs(delta))} {word})" if delta else ""
@@ -77,7 +88,7 @@ def column(b: tuner_pb2.Benefit, context: str) -> tuple[object, ...]:
     return (
         b.requests,
         f"{b.optimized} ({b.optimized / b.requests:.0%})" if b.requests else 0,
-        b.truncations_prevented,
+        prevented(b),
         b.truncated,
         b.runner_loads,
         b.loads_by_optimizer,
@@ -101,8 +112,24 @@ def render(response: tuner_pb2.SummaryResponse) -> str:
     if assumed:
         notes.append(
             f"(assumed): Ollama's default context for {', '.join(assumed)} by Ollama's rule (its version and the\n"
-            "  GPU the gateway sees): every request carried a num_ctx, so /api/ps has not shown it, and the figures\n"
-            "  against it are estimates. A gateway away from Ollama's GPU sees none (the smallest tier): set\n"
-            "  TUNER_DEFAULT_NUM_CTX to the server's default (its OLLAMA_CONTEXT_LENGTH, or CONTEXT in `ollama ps`)."
+            "  GPU the gateway sees): /api/ps has not shown it after a request sent without num_ctx, so the figures\n"
+            f"  against it are unknown ({UNKNOWN}). A gateway away from Ollama's GPU sees none (the smallest tier):\n"
+            "  any request passed through learns it, or set TUNER_DEFAULT_NUM_CTX to the server's default (its\n"
+            "  OLLAMA_CONTEXT_LENGTH, or CONTEXT in `ollama ps`)."
         )
     return table(rows) + "\n\n" + "\n".join(notes)
+
+
+def json_unknowns(data: dict[str, Any]) -> dict[str, Any]:
+    """A Summary as JSON (``as_dict``) with the figures that rest on an assumed default as null: truncations
+    prevented (its count against known baselines stays in ``truncations_prevented_at_least``) and the KV memory
+    of the default."""
+    for benefit in [data["benefit"], *(m["benefit"] for m in data["models"])]:
+        benefit["truncations_prevented_at_least"] = benefit["truncations_prevented"]
+        if int(benefit["baseline_unknown_requests"]):
+            benefit["truncations_prevented"] = None
+        if not int(benefit["kv_bytes_default"]):
+            benefit["kv_bytes_default"] = None
+    if int(data["benefit"]["baseline_unknown_requests"]):
+        data["truncations_prevented"] = None
+    return data

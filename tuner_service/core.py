@@ -282,7 +282,8 @@ class TunerCore:
     def _row(self, item: Pending, learned: Learned, assessed: Assessed) -> tuple[Any, ...]:
         o, obs = item.outcome, item.valid.observation
         model = self.policy.models[obs.model]
-        saved = self.policy.default_ctx(model) - o.num_ctx if obs.applied and o.num_ctx > 0 else 0
+        known = self.policy.default_context(model).known
+        saved = max(known - o.num_ctx, 0) if obs.applied and o.num_ctx > 0 else 0
         return store.outcome_row(
             dict(
                 outcome_id=o.outcome_id,

@@ -25,6 +25,11 @@ class DefaultContext:
     num_ctx: int
     basis: str  # LEARNED, OPERATOR or ASSUMED
 
+    @property
+    def known(self) -> int:
+        """The default as a baseline: learned or the operator's, else 0 (an assumption is no measure)."""
+        return 0 if self.basis == ASSUMED else self.num_ctx
+
 
 def ollama_rule(version: str, vram_total: int) -> int:
     """Ollama's default context for its version (``""`` = unknown) and total VRAM in bytes (0 = none or

@@ -35,6 +35,13 @@ TRUNCATIONS = Counter(
     "would have used; truncated = requests truncated anyway (the tuner's judgement).",
     ("model", "kind"),
 )  # prevented|truncated
+BASELINE_UNKNOWN = Counter(
+    "optimizer_tuner_baseline_unknown_total",
+    "Per model: optimized requests assessed before Ollama's default context was known (learned from /api/ps or "
+    "set by TUNER_DEFAULT_NUM_CTX): whether Ollama would have cut them is unknown, so no truncation prevented "
+    "is counted for them.",
+    ("model",),
+)
 RUNNER_LOADS = Counter(
     "optimizer_tuner_runner_loads_total",
     "Runner loads (reloads) per model by cause: optimizer = an option change it made (no other model loaded on the "

@@ -174,6 +174,7 @@ class TunerServicer(tuner_pb2_grpc.TunerServicer):
                 f"model {request.model!r} is unknown to the tuner (no state, no outcome in the period)",
             )
         response = tuner_pb2.SummaryResponse(period_seconds=period)
+        default_unknown = False  # a model's default only assumed: the total against the default is unknown
         for row in rows:
             if row["model"] is None:
                 _fill_total(response, row)
@@ -198,7 +199,10 @@ class TunerServicer(tuner_pb2_grpc.TunerServicer):
                 summary.benefit.default_num_ctx_basis = memory.default_basis
                 response.benefit.kv_bytes_loaded += memory.loaded
                 response.benefit.kv_bytes_default += memory.default
+                default_unknown = default_unknown or not memory.default
             response.models.append(summary)
+        if default_unknown:
+            response.benefit.kv_bytes_default = 0
         return response
 
     async def _require_writer(self, context: Context) -> None:
@@ -216,6 +220,7 @@ def _benefit(row: asyncpg.Record) -> tuner_pb2.Benefit:
         requests=row["requests"],
         optimized=row["optimized"],
         truncations_prevented=row["prevented"],
+        baseline_unknown_requests=row["baseline_unknown"],
         truncated=row["truncations_detected"],
         runner_loads=row["runner_loads"],
         loads_by_optimizer=row["loads_by_optimizer"],

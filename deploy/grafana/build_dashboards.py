@@ -361,12 +361,19 @@ def benefit_row(m: str = "") -> list[Panel | Row]:
         ),
         Panel(
             "Truncations: prevented vs happened, by model",
-            [(f"sum by (model, kind) (increase({TRUNCATIONS}{{{m}}}[{RI}]))", "{{kind}} {{model}}")],
+            [
+                (f"sum by (model, kind) (increase({TRUNCATIONS}{{{m}}}[{RI}]))", "{{kind}} {{model}}"),
+                (
+                    f"sum by (model) (increase(optimizer_tuner_baseline_unknown_total{{{m}}}[{RI}]))",
+                    "unknown (default assumed) {{model}}",
+                ),
+            ],
             "short",
             width=8,
             description="prevented: optimized requests, not truncated, whose prompt was longer than the context "
-            "Ollama would have used (the client's num_ctx, else its default from /api/ps); truncated: "
-            "requests cut anyway (the tuner's judgement).",
+            "Ollama would have used (the client's num_ctx, else its default from /api/ps or TUNER_DEFAULT_NUM_CTX); "
+            "truncated: requests cut anyway (the tuner's judgement); unknown: optimized requests while the default "
+            "was only assumed (whether Ollama would have cut them is not known; not counted as prevented).",
         ),
         Panel(
             "Reloads by cause, and what the clients' options would cause",
@@ -398,7 +405,8 @@ def benefit_row(m: str = "") -> list[Panel | Row]:
             "bytes",
             width=12,
             description="KV-cache bytes of the context each model is loaded with and of the "
-            "context Ollama would use (models whose KV bytes per token are known).",
+            "context Ollama would use (models whose KV bytes per token are known; the default once learned from "
+            "/api/ps or set by TUNER_DEFAULT_NUM_CTX, never an assumed one).",
         ),
         Panel(
             "Prompt time: measured vs at Ollama's own options (estimate)",

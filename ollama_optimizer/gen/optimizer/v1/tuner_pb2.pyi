@@ -324,7 +324,7 @@ class SummaryResponse(_message.Message):
     def __init__(self, period_seconds: _Optional[int] = ..., requests: _Optional[int] = ..., optimized: _Optional[int] = ..., optimized_share: _Optional[float] = ..., match_rate: _Optional[float] = ..., latency_p50_optimized_seconds: _Optional[float] = ..., latency_p50_passthrough_seconds: _Optional[float] = ..., kv_tokens_saved: _Optional[int] = ..., truncations_prevented: _Optional[int] = ..., truncations_detected: _Optional[int] = ..., reloads_caused: _Optional[int] = ..., reloads_avoided: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ModelSummary, _Mapping]]] = ..., benefit: _Optional[_Union[Benefit, _Mapping]] = ...) -> None: ...
 
 class Benefit(_message.Message):
-    __slots__ = ("requests", "optimized", "truncations_prevented", "truncated", "runner_loads", "loads_by_optimizer", "loads_by_clients_baseline", "latency_p50_optimized_seconds", "latency_p95_optimized_seconds", "latency_p50_passthrough_seconds", "latency_p95_passthrough_seconds", "prompt_seconds", "prompt_seconds_baseline", "prompt_estimated_requests", "kv_bytes_loaded", "kv_bytes_default", "default_num_ctx", "loaded_num_ctx", "default_num_ctx_basis")
+    __slots__ = ("requests", "optimized", "truncations_prevented", "truncated", "runner_loads", "loads_by_optimizer", "loads_by_clients_baseline", "latency_p50_optimized_seconds", "latency_p95_optimized_seconds", "latency_p50_passthrough_seconds", "latency_p95_passthrough_seconds", "prompt_seconds", "prompt_seconds_baseline", "prompt_estimated_requests", "kv_bytes_loaded", "kv_bytes_default", "default_num_ctx", "loaded_num_ctx", "default_num_ctx_basis", "baseline_unknown_requests")
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
     OPTIMIZED_FIELD_NUMBER: _ClassVar[int]
     TRUNCATIONS_PREVENTED_FIELD_NUMBER: _ClassVar[int]
@@ -344,6 +344,7 @@ class Benefit(_message.Message):
     DEFAULT_NUM_CTX_FIELD_NUMBER: _ClassVar[int]
     LOADED_NUM_CTX_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_NUM_CTX_BASIS_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_UNKNOWN_REQUESTS_FIELD_NUMBER: _ClassVar[int]
     requests: int
     optimized: int
     truncations_prevented: int
@@ -363,7 +364,8 @@ class Benefit(_message.Message):
     default_num_ctx: int
     loaded_num_ctx: int
     default_num_ctx_basis: str
-    def __init__(self, requests: _Optional[int] = ..., optimized: _Optional[int] = ..., truncations_prevented: _Optional[int] = ..., truncated: _Optional[int] = ..., runner_loads: _Optional[int] = ..., loads_by_optimizer: _Optional[int] = ..., loads_by_clients_baseline: _Optional[int] = ..., latency_p50_optimized_seconds: _Optional[float] = ..., latency_p95_optimized_seconds: _Optional[float] = ..., latency_p50_passthrough_seconds: _Optional[float] = ..., latency_p95_passthrough_seconds: _Optional[float] = ..., prompt_seconds: _Optional[float] = ..., prompt_seconds_baseline: _Optional[float] = ..., prompt_estimated_requests: _Optional[int] = ..., kv_bytes_loaded: _Optional[int] = ..., kv_bytes_default: _Optional[int] = ..., default_num_ctx: _Optional[int] = ..., loaded_num_ctx: _Optional[int] = ..., default_num_ctx_basis: _Optional[str] = ...) -> None: ...
+    baseline_unknown_requests: int
+    def __init__(self, requests: _Optional[int] = ..., optimized: _Optional[int] = ..., truncations_prevented: _Optional[int] = ..., truncated: _Optional[int] = ..., runner_loads: _Optional[int] = ..., loads_by_optimizer: _Optional[int] = ..., loads_by_clients_baseline: _Optional[int] = ..., latency_p50_optimized_seconds: _Optional[float] = ..., latency_p95_optimized_seconds: _Optional[float] = ..., latency_p50_passthrough_seconds: _Optional[float] = ..., latency_p95_passthrough_seconds: _Optional[float] = ..., prompt_seconds: _Optional[float] = ..., prompt_seconds_baseline: _Optional[float] = ..., prompt_estimated_requests: _Optional[int] = ..., kv_bytes_loaded: _Optional[int] = ..., kv_bytes_default: _Optional[int] = ..., default_num_ctx: _Optional[int] = ..., loaded_num_ctx: _Optional[int] = ..., default_num_ctx_basis: _Optional[str] = ..., baseline_unknown_requests: _Optional[int] = ...) -> None: ...
 
 class ModelSummary(_message.Message):
     __slots__ = ("model", "requests", "optimized", "loaded_num_ctx", "loaded_num_batch", "reloads", "memory_advice", "ollama_host", "num_ctx_cap", "benefit")
