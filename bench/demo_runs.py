@@ -1,7 +1,9 @@
-"""``make demo``: one templated workload sent twice with the official ``ollama`` client, to the Ollama emulator
-alone (Ollama's defaults) and through the gateway (the real matcher + tuner on embedded Postgres), each
-against a fresh emulator; the emulator's own account of both side by side, then ``ollama-optimizer stats``
-(the optimizer's measurement of the same run, against the baseline it infers). Run through bench/demo.py."""
+"""``make demo``: one templated workload sent twice with the official ``ollama`` client through the gateway (the
+real matcher + tuner on embedded Postgres), each time to a fresh Ollama emulator: first learning only
+(``OPT_APPLY_OPTIONS=false``: Ollama gets every request as its client sent it, with its defaults, and the tuner
+learns from what it sees, Ollama's default context included), then optimizing. The emulator's own account of both
+side by side, then ``ollama-optimizer stats`` (the optimizer's measurement against the baseline it learned). Run
+through bench/demo.py."""
 
 from __future__ import annotations
 
@@ -9,8 +11,11 @@ import argparse
 import asyncio
 import os
 import sys
+import tempfile
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import ollama
@@ -103,21 +108,25 @@ def _summary(emu: Any) -> dict[str, Any]:
     return summary
 
 
-def _sample(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
+def _gateway_counts() -> Counter[str]:
+    """The gateway's decisions so far: "apply" and each passthrough reason (counters of this process)."""
+    counts: Counter[str] = Counter()
+    for metric in REGISTRY.collect():
+        for sample in metric.samples:
+            if metric.name == "optimizer_plugin_passthrough" and sample.name.endswith("_total"):
+                counts[sample.labels["reason"]] += int(sample.value)
+            elif metric.name == "optimizer_plugin_decisions" and sample.name.endswith("_total"):
+                counts["apply"] += int(sample.value) if sample.labels.get("action") == "apply" else 0
+    return counts
 
 
-def _passthrough_reasons() -> str:
-    """The gateway's passthroughs by reason, e.g. "9 (no_data 6, low_confidence 3)"."""
-    counts = {
-        sample.labels["reason"]: sample.value
-        for metric in REGISTRY.collect()
-        if metric.name == "optimizer_plugin_passthrough"
-        for sample in metric.samples
-        if sample.name.endswith("_total") and sample.value
-    }
-    reasons = ", ".join(f"{reason} {count:.0f}" for reason, count in sorted(counts.items(), key=lambda kv: -kv[1]))
-    return f"{sum(counts.values()):.0f}" + (f" ({reasons})" if reasons else "")
+def _decisions(counts: Counter[str]) -> str:
+    """E.g. "120 requests optimized, passed through: 9 (no_data 6, low_confidence 3)"."""
+    reasons = {reason: n for reason, n in counts.items() if reason != "apply" and n}
+    listed = ", ".join(f"{reason} {n}" for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
+    return f"{counts['apply']} requests optimized, passed through: {sum(reasons.values())}" + (
+        f" ({listed})" if listed else ""
+    )
 
 
 async def _cli(*args: str) -> None:
@@ -130,6 +139,30 @@ async def _cli(*args: str) -> None:
     await proc.wait()
 
 
+def _core(services: Any, apply_options: bool) -> OptimizerCore:
+    """A gateway core on the demo's services. Deadlines for a shared or cold machine: the production 50 ms
+    budget would pass requests through while the services warm up, and the demo shows what the optimizer
+    does, not how it fails open."""
+    config = replace(load_config(), matcher_address=services.matcher, tuner_address=services.tuner, **DEMO_DEADLINES)
+    return OptimizerCore(replace(config, apply_options=apply_options))
+
+
+async def _through_gateway(
+    emu: Any, services: Any, workload: Sequence[WorkloadRequest], stream_every: int, apply_options: bool
+) -> tuple[dict[str, Any], Counter[str]]:
+    """The workload through a gateway in front of ``emu``: the emulator's summary and the gateway's decisions."""
+    before = _gateway_counts()
+    core = _core(services, apply_options)
+    gateway = await start_gateway("127.0.0.1:0", emu.url, core=core)
+    mode = "optimizing" if apply_options else "learning only: every request reaches Ollama as its client sent it"
+    print(f"  - through a gateway ({gateway.url}, {mode}) to a fresh emulator ({emu.url}) ...")
+    try:
+        await _send(gateway.url, workload, stream_every, core)
+    finally:
+        await gateway.stop()
+    return _summary(emu), _gateway_counts() - before
+
+
 async def run(requests: int, stream_every: int, hardware: str, seed: int) -> int:
     templates = make_templates(
         MODELS, 4, seed=seed, shifting=False, long_doc_models=(MODELS[1],), long_doc_tail=LONG_DOC_TAIL
@@ -138,46 +171,35 @@ async def run(requests: int, stream_every: int, hardware: str, seed: int) -> int
     config = EmulatorConfig(hardware=hardware, models=tuple(MODELS), time_scale=TIME_SCALE, seed=seed)
     print(
         f"{requests} templated chat requests to {', '.join(MODELS)} on the emulator's {hardware} profile, "
-        f"sent twice with the official ollama client:"
+        f"sent twice with the official ollama client (matcher and tuner on embedded Postgres):"
     )
-    async with start_emulator(config) as emu:
-        print(f"  1. to the emulator alone ({emu.url}) ...")
-        await _send(emu.url, workload, stream_every, None)
-        baseline = _summary(emu)
-        default_ctx = emu.engine.default_num_ctx
-    async with running_services() as services, start_emulator(config) as emu:
-        # Deadlines for a shared or cold machine: the production 50 ms budget would pass requests through while
-        # the services warm up, and the demo shows what the optimizer does, not how it fails open.
-        core = OptimizerCore(
-            replace(load_config(), matcher_address=services.matcher, tuner_address=services.tuner, **DEMO_DEADLINES)
-        )
-        gateway = await start_gateway("127.0.0.1:0", emu.url, core=core)
-        print(f"  2. through the gateway ({gateway.url}; matcher {services.matcher}, tuner {services.tuner}) ...")
-        try:
-            await _send(gateway.url, workload, stream_every, core)
-            optimized = _summary(emu)
+    with tempfile.TemporaryDirectory(prefix="optimizer-demo-") as tmp:
+        data_dir = Path(tmp) / "pg"
+        async with running_services(data_dir) as services:
+            print(f"  1. Ollama's defaults, with OPT_APPLY_OPTIONS=false (tuner {services.tuner}):")
+            async with start_emulator(config) as emu:
+                baseline, _ = await _through_gateway(emu, services, workload, stream_every, apply_options=False)
+                default_ctx = emu.engine.default_num_ctx
+        print("  2. the optimizer, its services restarted on the same database (what they learned is stored):")
+        async with running_services(data_dir) as services, start_emulator(config) as emu:
+            optimized, decided = await _through_gateway(emu, services, workload, stream_every, apply_options=True)
             runners = {
                 model: {k: v for k, v in (emu.runner_options(model) or {}).items() if k in ("num_ctx", "num_batch")}
                 or "not loaded"
                 for model in MODELS
             }
-        finally:
-            await gateway.stop()
-        print(f"\nAs the emulator counted them (Ollama's default context here: {default_ctx}):\n")
-        print(comparison(baseline, optimized))
-        print(
-            f"\nThrough the optimizer: {_sample('optimizer_plugin_decisions_total', action='apply'):.0f} requests "
-            f"optimized, passed through: {_passthrough_reasons()}."
-        )
-        print(
-            "Runner options at the end, through the optimizer: "
-            + "; ".join(f"{model} {options}" for model, options in runners.items())
-        )
-        print(
-            "\nThe optimizer's own account of run 2 (its latencies are wall-clock seconds of the emulator, which "
-            f"runs {TIME_SCALE}x faster than the simulated time above):"
-        )
-        await _cli("stats", "--address", services.tuner)
+            print(f"\nAs the emulator counted them (Ollama's default context here: {default_ctx}):\n")
+            print(comparison(baseline, optimized))
+            print(f"\nRun 2: {_decisions(decided)}.")
+            print(
+                "Runner options at the end of run 2: "
+                + "; ".join(f"{model} {options}" for model, options in runners.items())
+            )
+            print(
+                "\nThe optimizer's own account of both runs (run 1's requests passed through; its latencies are "
+                f"wall-clock seconds of the emulator, which runs {TIME_SCALE}x faster than the simulated time above):"
+            )
+            await _cli("stats", "--address", services.tuner)
     return 0
 
 

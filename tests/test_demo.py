@@ -80,3 +80,18 @@ async def test_make_demo_prints_no_log_lines_with_embedded_postgres() -> None:
     assert err == ""
     assert "$ ollama-optimizer stats" in text
     assert not re.search(r"\b(INFO|WARNING|ERROR)\b|fork_posix|Warning:", text), text
+
+
+async def test_make_demo_on_24gb_claims_only_what_the_emulator_saw(dsn: str) -> None:
+    """The gateway sees no GPU behind the emulator: the tuner used to assume a 4096 default where the
+    emulator's is 32768 and claimed 4 truncations prevented that never happened. The first run (learning
+    only, Ollama's defaults) shows the default in /api/ps: the tuner learns it, and the two accounts agree."""
+    env = {**os.environ, "OPTIMIZER_DSN": dsn, "OPTIMIZER_LOG_LEVEL": "WARNING"}
+    text, _err = await _demo(env, "--hardware", "gpu-24gb")
+    emulator, stats = text.split("$ ollama-optimizer stats")
+    rows = {cells[0]: cells[1:] for cells in (re.split(r"\s{2,}", line.strip()) for line in stats.splitlines())}
+    truncated = next(line for line in emulator.splitlines() if line.startswith("truncated prompts"))
+    baseline_cut, optimized_cut = (int(v) for v in re.split(r"\s{2,}", truncated)[1:3])
+    assert rows["truncations prevented"][-1] == str(baseline_cut - optimized_cut), text
+    assert all(cell.startswith("32768 -> ") for cell in rows["num_ctx default -> now"]), text
+    assert "(assumed)" not in stats
