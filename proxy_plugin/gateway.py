@@ -42,9 +42,10 @@ from .compat_forward import COMPAT_DOORS, serve_compat
 from .config import PluginConfig, load_config
 from .core import OptimizerCore
 from .decision import RequestPlan
+from .default_sightings import DefaultSightings
 from .forwarded import forward_headers
 from .gateway_metrics import RequestMetrics
-from .loaded_models import LoadedModels
+from .loaded_models import LoadedModels, find
 from .loop_guard import HOP_HEADER, HopGuard, SelfUpstream, check_upstream
 from .outcome import stat_int
 from .runner_loads import RunnerLoads, Sent, answer_clock
@@ -137,6 +138,7 @@ class Gateway:
         self._metrics = RequestMetrics(core.config)
         self._session: aiohttp.ClientSession | None = None
         self.loaded_models = LoadedModels(self.upstream)
+        self.defaults = DefaultSightings()
         self.facts = core.upstream = UpstreamFacts(self.upstream)  # version at start, /api/show per model
         self.hops = HopGuard()
         core.use_loaded_context(self._loaded_context)
@@ -322,7 +324,9 @@ class Gateway:
         """Note the options a request goes upstream with: the runner-load ticket (end it with
         ``runner_loads.finished``, with the answer's clock) and the num_batch /api/ps does not show."""
         self.loaded_models.sent(decision.model, decision.num_batch)
-        return self.runner_loads.sent(decision.model, (decision.num_ctx, decision.num_batch))
+        ticket = self.runner_loads.sent(decision.model, (decision.num_ctx, decision.num_batch))
+        ticket.ctx_mark = self.defaults.sent(decision.model, decision.num_ctx)
+        return ticket
 
     def learn(
         self,
@@ -358,21 +362,30 @@ class Gateway:
         )
         self._metrics.record(decision, stats, latency, ttft, runner == tuner_pb2.RUNNER_LOADED)
         loaded = self.loaded_models.get(decision.model)
+        fresh = False
         if self._session is not None:
-            if runner == tuner_pb2.RUNNER_LOADED or not (decision.num_ctx or loaded.context_length):
+            if (
+                runner == tuner_pb2.RUNNER_LOADED
+                or not (decision.num_ctx or loaded.context_length)
+                or self.defaults.wants_reading(decision.model, decision.num_ctx)
+            ):
                 # The answer is sent: read what this load placed (context, size, VRAM) before reporting.
-                await self.loaded_models.refresh(self._session)
+                listed = await self.loaded_models.refresh(self._session)
                 loaded = self.loaded_models.get(decision.model)
+                fresh = listed is not None and find(listed, decision.model) is not None
             else:
                 self.loaded_models.refresh_soon(self._session)
+        default_ctx = self.defaults.attribute(
+            decision.model, decision.num_ctx, answered.sent.ctx_mark, loaded.context_length, fresh
+        )
         self.core.observe(
             payload,
             stats or {},
             decision,
             latency_s=latency,
             ttft_s=ttft,
-            # Ollama's default context: what /api/ps shows after a request without num_ctx.
-            loaded_context_length=0 if decision.num_ctx else loaded.context_length,
+            # Ollama's default context: what /api/ps shows after a request without num_ctx (default_sightings).
+            loaded_context_length=default_ctx,
             model_size_bytes=loaded.size,
             model_vram_bytes=loaded.size_vram,
             runner_load=runner,

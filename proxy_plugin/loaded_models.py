@@ -42,7 +42,7 @@ class LoadedModels:
         self._min_interval_s = min_interval_s
         self._models: dict[str, LoadedModel] = {}
         self._last_refresh = float("-inf")
-        self._task: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[dict[str, LoadedModel] | None] | None = None
         self._published: set[str] = set()
         self._sent_batch: OrderedDict[str, int] = OrderedDict()  # model -> num_batch last sent (0 = Ollama's)
 
@@ -55,10 +55,7 @@ class LoadedModels:
 
     def get(self, model: str) -> LoadedModel:
         """Last /api/ps figures seen for ``model`` (zeros when unknown); a name without a tag is ``:latest``."""
-        found = self._models.get(model)
-        if found is None and ":" not in model.rsplit("/", 1)[-1]:
-            found = self._models.get(model + ":latest")
-        return found or LoadedModel()
+        return find(self._models, model) or LoadedModel()
 
     async def context_length(self, session: aiohttp.ClientSession, model: str) -> int:
         """The context ``model`` is loaded with (0 = unknown); asks /api/ps first when it is not known yet
@@ -77,22 +74,24 @@ class LoadedModels:
         self._last_refresh = now
         self._task = asyncio.ensure_future(self._refresh(session))
 
-    async def refresh(self, session: aiohttp.ClientSession) -> None:
-        """Refresh now (after a load: its context, size and VRAM share); never raises."""
+    async def refresh(self, session: aiohttp.ClientSession) -> dict[str, LoadedModel] | None:
+        """Refresh now (after a load: its context, size and VRAM share); what /api/ps listed (None: it did not
+        answer). Never raises."""
         self._last_refresh = time.monotonic()
-        await self._refresh(session)
+        return await self._refresh(session)
 
-    async def _refresh(self, session: aiohttp.ClientSession) -> None:
+    async def _refresh(self, session: aiohttp.ClientSession) -> dict[str, LoadedModel] | None:
         try:
             async with session.get(self._url, timeout=aiohttp.ClientTimeout(total=2.0)) as response:
                 if response.status != 200:
-                    return
+                    return None
                 loaded = parse_ps(await response.json(content_type=None))
         except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
             log.debug("/api/ps refresh failed: %s", exc)
-            return
+            return None
         self._models.update(loaded)
         self._publish(loaded)
+        return loaded
 
     def _publish(self, loaded: dict[str, LoadedModel]) -> None:
         """The loaded-model gauges follow /api/ps exactly: an unloaded model's series go away."""
@@ -111,6 +110,14 @@ class LoadedModels:
     async def close(self) -> None:
         if self._task is not None and not self._task.done():
             self._task.cancel()
+
+
+def find(models: dict[str, LoadedModel], model: str) -> LoadedModel | None:
+    """``model``'s entry; a name without a tag is ``:latest``."""
+    found = models.get(model)
+    if found is None and ":" not in model.rsplit("/", 1)[-1]:
+        found = models.get(model + ":latest")
+    return found
 
 
 def _count(value: Any, limit: int) -> int:

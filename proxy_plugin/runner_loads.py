@@ -56,6 +56,7 @@ class Sent:
     seq: int = 0  # send order
     sent_before_end: int = 0  # requests of any model sent before this one ended (its seq included)
     clock: tuple[float, float] | None = None  # Ollama's arrival and end of the answer (Unix seconds)
+    ctx_mark: int = 0  # default_sightings.DefaultSightings.sent's mark for this request
     ended: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
 

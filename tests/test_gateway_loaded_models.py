@@ -5,6 +5,7 @@ from __future__ import annotations
 import ollama
 
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
+from proxy_plugin.default_sightings import DefaultSightings
 from proxy_plugin.loaded_models import LoadedModel, parse_ps
 
 from plugin_fixtures import StandInTuner, gateway_chain, sample, stand_ins, wait_until
@@ -86,3 +87,40 @@ async def test_the_loaded_num_batch_is_what_the_gateway_sent() -> None:
             await wait_until(lambda: gw.gateway.loaded_models.get(MODEL).context_length == 32768)
             await wait_until(lambda: sample("optimizer_gateway_loaded_num_ctx", model=MODEL) == 32768)
             assert sample("optimizer_gateway_loaded_num_batch", model=MODEL) == 0
+
+
+async def test_a_runner_another_client_reloaded_is_read_again_before_it_is_called_the_default() -> None:
+    """The gateway's last /api/ps reading shows the 8192 a client's own num_ctx loaded; another client of the
+    same Ollama then sends a bare request (Ollama reloads at its default, 32768); a bare request through the
+    gateway keeps that runner. The gateway used to report the stale 8192 as Ollama's default: it reads /api/ps
+    again before calling anything the default."""
+    async with stand_ins(tuner=PassthroughTuner()) as services:
+        async with gateway_chain(services.config(), hardware="gpu-24gb") as (gw, _tap, emu):
+            client = ollama.AsyncClient(host=gw.url)
+            await client.chat(model=MODEL, messages=MESSAGES, options={"num_ctx": 8192, "num_batch": 512})
+            await gw.gateway.flush()
+            assert gw.gateway.loaded_models.get(MODEL).context_length == 8192
+            await ollama.AsyncClient(host=emu.url).chat(model=MODEL, messages=MESSAGES)  # not through the gateway
+            await client.chat(model=MODEL, messages=MESSAGES)
+            await gw.gateway.flush()
+            explicit, bare = services.tuner.outcomes
+            assert (explicit.num_ctx, explicit.loaded_context_length) == (8192, 0)
+            assert bare.runner_load == tuner_pb2.RUNNER_KEPT
+            assert bare.loaded_context_length == emu.runner_options(MODEL)["num_ctx"] == 32768
+
+
+def test_a_reading_is_the_default_only_when_no_num_ctx_went_out_since_the_request() -> None:
+    sightings = DefaultSightings()
+    bare = sightings.sent(MODEL, 0)
+    sized = sightings.sent(MODEL, 7168)  # sent while the bare one ran: it may have reloaded the runner
+    assert sightings.wants_reading(MODEL, 0) and not sightings.wants_reading(MODEL, 7168)
+    assert sightings.attribute(MODEL, 0, bare, 7168, fresh=True) == 0
+    assert sightings.attribute(MODEL, 7168, sized, 7168, fresh=True) == 0  # a num_ctx sent: not the default
+    later = sightings.sent(MODEL, 0)
+    assert sightings.attribute(MODEL, 0, later, 32768, fresh=False) == 0  # read before it ended: may be older
+    assert sightings.attribute(MODEL, 0, later, 32768, fresh=True) == 32768
+    assert not sightings.wants_reading(MODEL, 0)
+    # Once seen, a reading taken at any time that shows the same context is the default again; another is not.
+    again = sightings.sent(MODEL, 0)
+    assert sightings.attribute(MODEL, 0, again, 32768, fresh=False) == 32768
+    assert sightings.attribute(MODEL, 0, again, 7168, fresh=False) == 0
