@@ -20,6 +20,7 @@ from .canonical import TUNED_OPTIONS, canonical_text, client_options, message_co
 from .config import PluginConfig, load_config
 from .context_guard import ContextGuard, TunerSaid
 from .decision import FinishedRequest, RequestPlan
+from .default_sightings import DefaultSightings
 from .match_memo import MatchAnswer, MatchMemo
 from .probes import HostProbes
 from .rpc import ServiceClient
@@ -49,6 +50,7 @@ class OptimizerCore:
         self._loaded_context: LoadedContext | None = None
         self._memo = MatchMemo(self.config.match_memo_size, self.config.match_memo_ttl_s)
         self.upstream: UpstreamFacts | None = None  # set by a host that reads its Ollama (the gateway)
+        self.defaults_seen: DefaultSightings | None = None  # likewise: Ollama's default context per model
         self._decided = {
             "apply": metrics.DECISIONS.labels("apply"),
             "passthrough": metrics.DECISIONS.labels("passthrough"),
@@ -136,6 +138,7 @@ class OptimizerCore:
             model_context_limit=d.context_limit,
             kv_bytes_per_token=d.kv_bytes_per_token,
             ollama_host=d.ollama_host,
+            default_num_ctx=self.defaults_seen.seen(d.model) if self.defaults_seen is not None else 0,
         )
         rec, reason = await tuner.call("Recommend", recommend, self._timeout(deadline))
         if rec is None:

@@ -33,6 +33,10 @@ class DefaultSightings:
             _bound(self._explicit, self._max)
         return self._explicit.get(model, 0)
 
+    def seen(self, model: str) -> int:
+        """The default context last seen for ``model`` (0 = none yet)."""
+        return self._seen.get(model, 0)
+
     def wants_reading(self, model: str, num_ctx: int) -> bool:
         """Whether a fresh /api/ps reading after this request could teach the default (none seen yet)."""
         return not num_ctx and model not in self._seen

@@ -138,7 +138,7 @@ class Gateway:
         self._metrics = RequestMetrics(core.config)
         self._session: aiohttp.ClientSession | None = None
         self.loaded_models = LoadedModels(self.upstream)
-        self.defaults = DefaultSightings()
+        self.defaults = core.defaults_seen = DefaultSightings()
         self.facts = core.upstream = UpstreamFacts(self.upstream)  # version at start, /api/show per model
         self.hops = HopGuard()
         core.use_loaded_context(self._loaded_context)

@@ -7,6 +7,7 @@ import json
 import re
 from collections import Counter
 
+import grpc
 import prometheus_client
 import pytest
 from test_cli import cli
@@ -345,3 +346,17 @@ def test_stats_shows_a_count_against_known_baselines_as_a_lower_bound() -> None:
 def test_stats_labels_a_default_not_learned_from_ollama(basis: str, shown: str) -> None:
     b = tuner_pb2.Benefit(default_num_ctx=8192, default_num_ctx_basis=basis, loaded_num_ctx=16384)
     assert benefit_view.context_change(b) == shown
+
+
+async def test_a_default_the_gateway_saw_spares_the_cold_start_its_guard_reload(tuner_stub) -> None:
+    """Issue 21's cold start: requests are decided before any outcome arrives. With the default assumed
+    (4096), a first 4000-unit prompt makes the truncation guard reload the runner Ollama loaded at its real
+    default (32768); with the default the gateway saw in /api/ps it passes through: no reload."""
+    assumed = await tuner_stub.Recommend(tuner_pb2.RecommendRequest(model=MODEL, prompt_units=4000))
+    assert (assumed.action, assumed.reason_code) == (tuner_pb2.APPLY, "grow_truncation_guard")
+    other = "qwen2.5:14b"
+    seen = await tuner_stub.Recommend(tuner_pb2.RecommendRequest(model=other, prompt_units=4000, default_num_ctx=32768))
+    assert (seen.action, seen.reason_code, seen.num_ctx) == (tuner_pb2.PASSTHROUGH, "no_data", 32768)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await tuner_stub.Recommend(tuner_pb2.RecommendRequest(model=other, default_num_ctx=1 << 30))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -124,3 +124,26 @@ def test_a_reading_is_the_default_only_when_no_num_ctx_went_out_since_the_reques
     again = sightings.sent(MODEL, 0)
     assert sightings.attribute(MODEL, 0, again, 32768, fresh=False) == 32768
     assert sightings.attribute(MODEL, 0, again, 7168, fresh=False) == 0
+
+
+class RecordingTuner(PassthroughTuner):
+    def __init__(self) -> None:
+        super().__init__()
+        self.recommended: list[tuner_pb2.RecommendRequest] = []
+
+    async def Recommend(self, request, context):
+        self.recommended.append(request)
+        return await super().Recommend(request, context)
+
+
+async def test_the_gateway_tells_the_tuner_the_default_it_saw_before_any_outcome_arrives() -> None:
+    """The tuner may decide a request before the outcome that showed the default reaches it: the gateway's
+    Recommend carries the default it has seen (0 before)."""
+    tuner = RecordingTuner()
+    async with stand_ins(tuner=tuner) as services:
+        async with gateway_chain(services.config(), hardware="gpu-24gb") as (gw, _tap, _emu):
+            client = ollama.AsyncClient(host=gw.url)
+            await client.chat(model=MODEL, messages=MESSAGES)
+            await gw.gateway.flush()
+            await client.chat(model=MODEL, messages=MESSAGES)
+    assert [r.default_num_ctx for r in tuner.recommended] == [0, 32768]

@@ -64,6 +64,7 @@ class Demand:
     client_options: frozenset[str] = frozenset()
     num_predict: int = 0
     message_count: int = 0
+    default_ctx: int = 0  # Ollama's default context as the host saw it in /api/ps (0 = not seen)
 
 
 @dataclass(frozen=True)
@@ -250,6 +251,8 @@ class Policy:
         model = self.models.get(req.model)
         if model is None:
             model = ModelState()  # transient until an APPLY or an outcome makes it known
+        if req.default_ctx:
+            model.default_ctx = req.default_ctx  # seen by the host before any outcome told the tuner
         model.requests += 1
         if model.evictions and model.requests - model.evictions[-1] > self.s.eviction_window * 10:
             self._forget_evictions(model)

@@ -55,8 +55,14 @@ class TunerServicer(tuner_pb2_grpc.TunerServicer):
         key = await _check_model(context, request.model, request.template_id, request.ollama_host)
         if request.prompt_units > MAX_UNITS:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"prompt_units above {MAX_UNITS}")
-        if request.model_context_limit > MAX_OPTION or request.kv_bytes_per_token > 1 << 30:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "model_context_limit or kv_bytes_per_token absurd")
+        if (
+            request.model_context_limit > MAX_OPTION
+            or request.default_num_ctx > MAX_OPTION
+            or request.kv_bytes_per_token > 1 << 30
+        ):
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "model_context_limit, default_num_ctx or kv_bytes_per_token absurd"
+            )
         decision, did = self.core.recommend(
             Demand(
                 model=key,
@@ -65,6 +71,7 @@ class TunerServicer(tuner_pb2_grpc.TunerServicer):
                 client_options=frozenset(request.client_options),
                 num_predict=request.num_predict,
                 message_count=request.message_count,
+                default_ctx=request.default_num_ctx,
             ),
             request.model_context_limit,
             request.kv_bytes_per_token,

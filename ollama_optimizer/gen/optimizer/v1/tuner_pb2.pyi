@@ -26,7 +26,7 @@ RUNNER_KEPT: RunnerLoad
 RUNNER_LOADED: RunnerLoad
 
 class RecommendRequest(_message.Message):
-    __slots__ = ("model", "template_id", "prompt_units", "client_options", "num_predict", "message_count", "model_context_limit", "kv_bytes_per_token", "ollama_host")
+    __slots__ = ("model", "template_id", "prompt_units", "client_options", "num_predict", "message_count", "model_context_limit", "kv_bytes_per_token", "ollama_host", "default_num_ctx")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TEMPLATE_ID_FIELD_NUMBER: _ClassVar[int]
     PROMPT_UNITS_FIELD_NUMBER: _ClassVar[int]
@@ -36,6 +36,7 @@ class RecommendRequest(_message.Message):
     MODEL_CONTEXT_LIMIT_FIELD_NUMBER: _ClassVar[int]
     KV_BYTES_PER_TOKEN_FIELD_NUMBER: _ClassVar[int]
     OLLAMA_HOST_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_NUM_CTX_FIELD_NUMBER: _ClassVar[int]
     model: str
     template_id: int
     prompt_units: int
@@ -45,7 +46,8 @@ class RecommendRequest(_message.Message):
     model_context_limit: int
     kv_bytes_per_token: int
     ollama_host: str
-    def __init__(self, model: _Optional[str] = ..., template_id: _Optional[int] = ..., prompt_units: _Optional[int] = ..., client_options: _Optional[_Iterable[str]] = ..., num_predict: _Optional[int] = ..., message_count: _Optional[int] = ..., model_context_limit: _Optional[int] = ..., kv_bytes_per_token: _Optional[int] = ..., ollama_host: _Optional[str] = ...) -> None: ...
+    default_num_ctx: int
+    def __init__(self, model: _Optional[str] = ..., template_id: _Optional[int] = ..., prompt_units: _Optional[int] = ..., client_options: _Optional[_Iterable[str]] = ..., num_predict: _Optional[int] = ..., message_count: _Optional[int] = ..., model_context_limit: _Optional[int] = ..., kv_bytes_per_token: _Optional[int] = ..., ollama_host: _Optional[str] = ..., default_num_ctx: _Optional[int] = ...) -> None: ...
 
 class RecommendResponse(_message.Message):
     __slots__ = ("action", "num_ctx", "num_batch", "decision_id", "confidence", "reason", "reason_code", "estimated_need", "units_to_tokens_ratio", "num_ctx_cap")
