@@ -41,7 +41,7 @@ class PolicySettings:
         "TUNER_DEFAULT_NUM_CTX",
         "Ollama's default context until the gateway reports it from `/api/ps` (the server's "
         "`OLLAMA_CONTEXT_LENGTH`; set it for the smart-proxy agent); 0 = assumed by Ollama's rule from its "
-        "version and VRAM (labelled assumed in `stats`)",
+        "version and VRAM to decide, but no figure is claimed against it (labelled assumed, `—` in `stats`)",
         low=0,
         high=1 << 24,
     )
