@@ -32,6 +32,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import asyncpg
@@ -59,11 +60,16 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 class Relay:
-    """A TCP relay with an adjustable delay on the answer direction: a slow stand-in without a restart."""
+    """A TCP relay with an adjustable delay on the answer direction: a slow stand-in without a restart.
+    ``stop`` closes its connections and waits for their handlers: none is left to be cancelled at shutdown
+    (asyncio logs a cancelled connection handler as an error, with a traceback)."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port, self.delay_s, self.port = target_port, 0.0, 0
         self._server: asyncio.AbstractServer | None = None
+        self._handlers: set[asyncio.Task[Any]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._stopping = False
 
     async def start(self) -> Relay:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
@@ -75,12 +81,27 @@ class Relay:
         return f"127.0.0.1:{self.port}"
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
+            task.add_done_callback(self._handlers.discard)
+        self._writers.add(writer)
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         except OSError:
             writer.close()
             return
-        await asyncio.gather(self._pipe(reader, up_writer, False), self._pipe(up_reader, writer, True))
+        finally:
+            self._writers.discard(writer)
+        if self._stopping:
+            writer.close()
+            up_writer.close()
+            return
+        self._writers.update((writer, up_writer))
+        try:
+            await asyncio.gather(self._pipe(reader, up_writer, False), self._pipe(up_reader, writer, True))
+        finally:
+            self._writers.difference_update((writer, up_writer))
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, answers: bool) -> None:
         try:
@@ -95,8 +116,14 @@ class Relay:
             writer.close()
 
     async def stop(self) -> None:
+        """Stop accepting, close every connection and wait until their handlers have ended."""
+        self._stopping = True
         if self._server is not None:
             self._server.close()
+        for writer in list(self._writers):
+            writer.close()
+        if self._handlers:
+            await asyncio.wait(set(self._handlers))
 
 
 async def scrape(port: int) -> Samples:
@@ -737,7 +764,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cooldown", type=float, default=2.0, help="plugin breaker cool-down (OPT_BREAKER_COOLDOWN_S)")
     p.add_argument("--time-scale", type=float, default=200.0)
     p.add_argument("--only", default="", help="comma-separated fault names (" + ",".join(f.name for f in FAULTS) + ")")
-    result = asyncio.run(run(p.parse_args(argv)))
+    args = p.parse_args(argv)
+    unknown = sorted(set(filter(None, args.only.split(","))) - {f.name for f in FAULTS})
+    if unknown:
+        p.error(f"unknown fault name(s) in --only: {', '.join(unknown)}")
+    result = asyncio.run(run(args))
     print(json.dumps(result))
 
 
