@@ -2,7 +2,8 @@
 
 The tuner needs to know which context Ollama loads a model with when a request
 carries no num_ctx (4096, or 32768 / 262144 by VRAM tier, or OLLAMA_CONTEXT_LENGTH):
-it cannot be known in advance, so the gateway asks Ollama after passthrough requests.
+it cannot be known in advance, so the gateway asks Ollama after passthrough requests
+(which readings show it: default_sightings.py).
 """
 
 from __future__ import annotations
