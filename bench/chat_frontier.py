@@ -8,24 +8,34 @@ spills layers to the CPU; every other request runs fastest at the largest contex
 long requests a plan either stays large (the requests in between run spilled) or returns and grows back (two
 reloads). A plan knows every request in advance: it returns after a long request when the spill the requests
 up to the next long one would pay exceeds ``threshold_s``, and stays large at the largest need of the long
-requests it joins. Each plan runs on the emulator's engine with one client (requests back to back), as
-``bench.e2e`` does at concurrency 1; the sweep over thresholds gives the frontier. A policy that does not know
-the future cannot do better than the frontier.
+requests it joins. Each plan runs on the emulator's engine with ``--concurrency`` closed-loop clients (each
+sends its next request when its answer arrives, requests released in order), as ``bench.e2e`` does; the sweep
+over thresholds gives the frontier. A policy that does not know the future cannot do better than the frontier.
+
+``--free-reloads`` runs the same plans with loads a million times faster (a what-if, not a constant of the
+emulator): a bound on what any plan that serves every request whole can reach, whatever its reloads cost. At
+concurrency above 1 on one slot the requests the defaults served intact wait behind the long requests served
+whole (the defaults cut them short), which no context choice removes.
+
+    .venv/bin/python -m bench.chat_frontier --scenario gpu-8gb --concurrency 4 --free-reloads
 """
 
 from __future__ import annotations
 
 import argparse
+import heapq
 import json
+from dataclasses import replace
 
 from bench.e2e import SCENARIOS, Scenario, emulator_config, workload
-from bench.ollama_sim import Emulator, ModelProfile, perf
+from bench.ollama_sim import Emulator, ModelProfile, Sensitivity, perf
 from bench.ollama_sim.prompt import prepare
 from bench.workload import WorkloadRequest
 from tuner_service.state import ladder, rung_for
 
 BATCH = 512
 THRESHOLDS_S = (0.0, 2.0, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, float("inf"))
+FREE_LOADS = Sensitivity(load_rate=1e6)  # what-if: a load takes a millionth of its cited time
 
 
 def needs(emulator: Emulator, requests: list[WorkloadRequest]) -> list[int]:
@@ -55,7 +65,22 @@ def service_s(emulator: Emulator, model: ModelProfile, ctx: int, tokens: int) ->
 def plan(
     emulator: Emulator, requests: list[WorkloadRequest], need: list[int], intact: list[bool], threshold_s: float
 ) -> list[int]:
-    """The context of every request: the largest fitting rung, or the long requests' context while staying."""
+    """The context of every request, planned per model (``plan_model``)."""
+    ctx = [0] * len(requests)
+    for name in {r.model for r in requests}:
+        mine = [i for i, r in enumerate(requests) if r.model == name]
+        picked = plan_model(
+            emulator, [requests[i] for i in mine], [need[i] for i in mine], [intact[i] for i in mine], threshold_s
+        )
+        for i, c in zip(mine, picked):
+            ctx[i] = c
+    return ctx
+
+
+def plan_model(
+    emulator: Emulator, requests: list[WorkloadRequest], need: list[int], intact: list[bool], threshold_s: float
+) -> list[int]:
+    """One model's requests: the largest fitting rung, or the long requests' context while staying."""
     model = emulator.engine.models[requests[0].model]
     rungs = ladder(1024, 262144, model.train_ctx, 4)
     small = largest_fitting(emulator, model, rungs)
@@ -77,30 +102,43 @@ def plan(
     return ctx
 
 
-def replay(scenario: Scenario, requests: list[WorkloadRequest], contexts: list[int] | None) -> tuple[list, Emulator]:
-    """Requests back to back on a fresh engine (None: Ollama's defaults); the records and the emulator."""
-    emulator = Emulator(emulator_config(scenario))
+def replay(
+    scenario: Scenario,
+    requests: list[WorkloadRequest],
+    contexts: list[int] | None,
+    concurrency: int = 1,
+    sensitivity: Sensitivity = Sensitivity(),
+) -> tuple[list, Emulator]:
+    """Requests from ``concurrency`` closed-loop clients on a fresh engine (None: Ollama's defaults); the
+    records (latency: arrival to answer) and the emulator."""
+    emulator = Emulator(replace(emulator_config(scenario), sensitivity=sensitivity))
     engine, t = emulator.engine, 0.0
     engine.now = lambda: t  # type: ignore[method-assign]
+    free = [(0.0, client) for client in range(concurrency)]
     records = []
     for k, r in enumerate(requests):
+        t, client = heapq.heappop(free)
         options = {} if contexts is None else {"num_ctx": contexts[k], "num_batch": BATCH}
         record = engine.schedule("chat", r.model, r.messages, options, None, None, None).record
         records.append(record)
-        t = record.arrival_s + record.total_s
+        heapq.heappush(free, (record.arrival_s + record.total_s, client))
     return records, emulator
 
 
-def frontier(scenario: Scenario) -> list[dict]:
+def frontier(
+    scenario: Scenario, concurrency: int = 1, free_reloads: bool = False, thresholds: tuple[float, ...] = THRESHOLDS_S
+) -> list[dict]:
     requests, _ = workload(scenario, None, "chat")
-    assert len({r.model for r in requests}) == 1, "one model per scenario"
-    defaults, probe = replay(scenario, requests, None)
+    defaults, probe = replay(scenario, requests, None, concurrency)
     intact = [not r.truncated for r in defaults]
     base = sum(r.total_s for r, k in zip(defaults, intact) if k)
     need = needs(probe, requests)
     rows = []
-    for threshold in THRESHOLDS_S:
-        records, emulator = replay(scenario, requests, plan(probe, requests, need, intact, threshold))
+    for threshold in thresholds:
+        contexts = plan(probe, requests, need, intact, threshold)
+        records, emulator = replay(
+            scenario, requests, contexts, concurrency, FREE_LOADS if free_reloads else Sensitivity()
+        )
         reloads = sum(emulator.engine.reloads.values())
         rows.append(
             {
@@ -117,8 +155,12 @@ def frontier(scenario: Scenario) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--scenario", default="gpu-8gb", choices=[s.name for s in SCENARIOS])
+    parser.add_argument("--concurrency", type=int, default=1, help="closed-loop clients (one slot)")
+    parser.add_argument("--free-reloads", action="store_true", help="loads take no time: a bound for any plan")
+    parser.add_argument("--thresholds", type=float, nargs="+", default=THRESHOLDS_S, help="seconds (default: a sweep)")
     args = parser.parse_args()
-    for row in frontier(next(s for s in SCENARIOS if s.name == args.scenario)):
+    scenario = next(s for s in SCENARIOS if s.name == args.scenario)
+    for row in frontier(scenario, args.concurrency, args.free_reloads, tuple(args.thresholds)):
         print(json.dumps(row))
 
 

@@ -375,3 +375,38 @@ def test_api_ps_figures_of_a_runner_at_another_context_are_not_a_spill() -> None
         ran(MODEL, 1, 1500, decision, (1674, 200), (0.0, 0.3, 2.0), 57344, (size, world.vram), world.t + 5, False)
     )
     assert policy.models[MODEL].relieve == ("", "") and policy.models[MODEL].spilled == (0, 0)
+
+
+def test_decode_speed_at_a_rung_is_learned_from_the_requests_that_would_fit_a_lower_one() -> None:
+    """Decode slows with the tokens in the context, not only with spill: a 50k-token turn decodes several times
+    slower than a small request at the same num_ctx. The speed that prices a rung for the rest of the traffic
+    (their rent, the coming request) is the small requests' there; the long turn's would overstate it (a small
+    request priced at ~105 s where it took 2-28 s) and return the model after every turn."""
+    policy = make_policy()
+    world = SpillWorld(policy)
+    warm(world)
+    world.run(45_000, template_id=2)
+    big = world.history[-1]
+    model = policy.models[MODEL]
+    assert big not in model.decode_spt, "the long turn itself does not set the speed of the small traffic"
+    decision = policy.recommend(Demand(MODEL, 1, 1500, frozenset(), 0, 2))
+    assert decision.num_ctx == big
+    size = world.size(big, decision.num_batch)
+    policy.observe(
+        ran(MODEL, 1, 1500, decision, (1674, 200), (0.0, 0.5, 4.0), big, (size, world.vram), world.t + 5, False)
+    )
+    assert model.decode_spt[big] == 4.0 / 200
+
+
+def test_the_coming_request_is_priced_at_its_typical_output_not_the_reserve() -> None:
+    """The output reserve (a high quantile) sizes the context; the time a request is expected to take at a
+    spilled context, which the rent-or-buy rule weighs against a reload, uses its template's median output."""
+    policy = make_policy()
+    world = SpillWorld(policy)
+    for _ in range(19):
+        world.run(1500, output=50)
+    world.run(1500, output=2000)
+    template = policy.models[MODEL].templates[1]
+    assert policy.output_reserve(template, 0) >= 1500
+    assert 45 <= policy.expected_output(template, 0) <= 60
+    assert policy.expected_output(template, 30) == 30

@@ -121,6 +121,22 @@ def test_memory_cap_never_goes_below_the_need() -> None:
     assert value == 8192 and "before the spill" in why  # 1 GiB of VRAM beside the weights: 8192 tokens
 
 
+def test_the_memory_cap_never_forces_a_load_and_keeps_the_margin_of_a_load() -> None:
+    """The memory cap bounds what a load picks. A decision that keeps the loaded context (a long session's
+    context the rent-or-buy rule has not left yet) is not lowered: that would be a reload the policy did not
+    choose, around its hysteresis. A load for a need beyond the cap keeps the policy's margin, else the
+    session's next turn grows again (57344 -> 65536 -> 57344)."""
+    weights = int(4.9 * GiB)
+    model = ModelState(gpu_total=8 * GiB, size_bytes=weights + 131_072 * 65536, kv_bytes_per_token=131_072)
+    model.loaded_ctx = 65536
+    rungs = ladder(1024, 262144, 131072, 4)
+    assert clamp(MODEL, model, 65536, 2000, rungs, LimitSettings(), 1.15, load=False) == (65536, "")
+    value, why = clamp(MODEL, model, 65536, 2000, rungs, LimitSettings(), 1.15, load=True)
+    assert value == 16384 and "memory cap" in why  # a load still fits the GPU
+    value, _ = clamp(MODEL, model, 65536, 54_000, rungs, LimitSettings(), 1.15, load=True)
+    assert value == 65536  # 54,000 x 1.15 = 62,100 tokens: the rung above 57344
+
+
 async def test_pin_is_validated_and_a_misspelled_model_never_stored(tuner, tuner_stub) -> None:
     await _learn(tuner_stub, 3, 3000)
     bad = {

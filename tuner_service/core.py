@@ -197,7 +197,14 @@ class TunerCore:
         limits.learn(probe, context_limit, kv_bytes_per_token)
         probe.num_ctx_cap = limits.hard_cap(req.model, probe, self.settings.limits).value
         value, why = limits.clamp(
-            req.model, probe, decision.num_ctx, decision.need, self.policy.rungs(probe), self.settings.limits
+            req.model,
+            probe,
+            decision.num_ctx,
+            decision.need,
+            self.policy.rungs(probe),
+            self.settings.limits,
+            self.policy.margin_for(probe),
+            load=decision.reload or not probe.managed,
         )
         if not why:
             return decision

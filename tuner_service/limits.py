@@ -3,7 +3,8 @@
 Hard limits (never exceeded, even when a request then gets truncated, and explain says so): the model's
 trained context (/api/show), the operator's global and per-model maximum num_ctx, and the per-model
 KV-memory budget. The memory cap from GPU figures (the loaded model's size against the GPU's total)
-is soft: it never takes a request below what it needs.
+is soft: it bounds the context a load picks, never below what the request needs with the policy's margin,
+and never forces a load of its own (leaving a loaded context that spills is the rent-or-buy rule's choice).
 """
 
 from __future__ import annotations
@@ -114,20 +115,29 @@ def memory_cap(model: ModelState, s: LimitSettings) -> Cap:
 
 
 def clamp(
-    name: str, model: ModelState | None, num_ctx: int, need: int, rungs: list[int], s: LimitSettings
+    name: str,
+    model: ModelState | None,
+    num_ctx: int,
+    need: int,
+    rungs: list[int],
+    s: LimitSettings,
+    margin: float = 1.0,
+    load: bool = True,
 ) -> tuple[int, str]:
     """``num_ctx`` within the caps; returns (value, reason to append; "" when no cap binds).
 
     A hard cap always wins, and the reason says so whenever it binds (the request may then be
-    truncated); the memory cap never goes below the rung that covers ``need``.
+    truncated); the memory cap binds only a ``load`` (a decision that keeps the loaded context is left
+    alone: lowering it would be a reload the policy did not choose) and never goes below the rung that
+    covers ``need`` x ``margin``.
     """
     if model is None or num_ctx <= 0:
         return num_ctx, ""
     hard = hard_cap(name, model, s)
     value, why = num_ctx, ""
-    soft = memory_cap(model, s)
+    soft = memory_cap(model, s) if load else Cap()
     if soft.value and value > soft.value:
-        floor = rung_for(need, rungs) if need else 0
+        floor = rung_for(need * margin, rungs) if need else 0
         fitting = max([r for r in rungs if r <= soft.value], default=0)
         target = max(fitting, floor)
         if target < value:

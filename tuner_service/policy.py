@@ -190,6 +190,13 @@ class Policy:
             return math.ceil(template.output.quantile(self.s.need_quantile))
         return self.s.output_reserve_tokens
 
+    def expected_output(self, template: TemplateState | None, num_predict: int) -> int:
+        """The output tokens a request is expected to produce: its template's median, else the reserve."""
+        if template is not None and template.output.total > 0:
+            typical = math.ceil(template.output.quantile(0.5))
+            return min(typical, num_predict) if num_predict > 0 else typical
+        return self.output_reserve(template, num_predict)
+
     def request_need(self, model: ModelState, template: TemplateState | None, req: Demand) -> int:
         return self.prompt_tokens(model, req.prompt_units, req.message_count) + self.output_reserve(
             template, req.num_predict
@@ -372,11 +379,12 @@ class Policy:
             code = "grow" if self.confident(template) else "grow_truncation_guard"
             reason = f"grow {loaded} -> {target}: this request needs {required}"
             return self._load(req, model, template, target, need, conf, code, reason, prevented=True)
-        # What this request would take at the loaded context: its prompt, and the output reserved for it at
-        # the decode speed measured there (decode is what a spill slows most).
+        # What this request is expected to take at the loaded context: its prompt, and its template's typical
+        # output (the reserve, a high quantile, sizes the context, not the expected time) at the decode speed
+        # measured there (decode is what a spill slows most).
         coming = self.prompt_tokens(model, req.prompt_units, req.message_count) * model.seconds_per_token.get(
             loaded, 0.0
-        ) + self.output_reserve(template, req.num_predict) * model.decode_spt.get(loaded, 0.0)
+        ) + self.expected_output(template, req.num_predict) * model.decode_spt.get(loaded, 0.0)
         target, paid = costs.shrink_target(
             model, rungs, wanted, active, self.reload_s(model), self.s.revisit_backoff, coming
         )
@@ -708,7 +716,9 @@ class Policy:
                 old = model.seconds_per_token.get(ctx_sent)
                 spt = busy / tokens
                 model.seconds_per_token[ctx_sent] = spt if old is None else (1 - EWMA) * old + EWMA * spt
-        if obs.eval_count > 1 and obs.eval_s > 0:
+        if obs.eval_count > 1 and obs.eval_s > 0 and self._small_at(model, obs, ctx_sent, reading):
+            # Decode slows with the tokens in the context, not only with spill: the speed a rung costs the
+            # requests that pay rent there is learned from those (a long request's decode would overstate it).
             old = model.decode_spt.get(ctx_sent)
             spt = obs.eval_s / obs.eval_count
             model.decode_spt[ctx_sent] = spt if old is None else (1 - EWMA) * old + EWMA * spt
@@ -717,6 +727,12 @@ class Policy:
             reward = obs.prompt_eval_count / obs.prompt_eval_s
             model.arms.setdefault((klass, obs.num_batch), ArmStats()).add(reward)
             model.class_tokens[klass] = model.class_tokens.get(klass, 0.0) * 0.999 + obs.prompt_eval_count
+
+    def _small_at(self, model: ModelState, obs: Observation, ctx_sent: int, reading: CountReading) -> bool:
+        """Whether the request (its tokens with the normal margin) would have fit half of ``ctx_sent`` (or it ran
+        at the smallest rung): one of the requests that pay rent at that context, not one that needed it."""
+        tokens = self._seen_prompt(model, obs, reading) + obs.eval_count
+        return tokens * self.s.margin <= ctx_sent / 2 or ctx_sent <= self.rungs(model)[0]
 
     def _seen_prompt(self, model: ModelState, obs: Observation, reading: CountReading) -> int:
         """Prompt tokens to learn a need from: the count when whole, else at least the median estimate."""
