@@ -88,12 +88,12 @@ def repeats(usual: float, k: int) -> bool:
 
 
 def strays(distance: int, usual: float, k: int) -> bool:
-    """A query's distance at a window is not one of the template's prompts': beyond 3 k(W) and beyond
-    their usual distance by STRAY_SIGMAS standard deviations of a 64-bit SimHash distance at that mean
+    """A query's distance at a window is not one of the template's prompts': beyond k(W) and beyond their
+    usual distance by STRAY_SIGMAS standard deviations of a 64-bit SimHash distance at that mean
     (binomial: sqrt(64 p (1 - p)), p = usual / 64). A slot template's prompts repeat past its head, a
     different template sharing the head does not; where the template's own text varies, nothing strays."""
     p = usual / 64
-    return distance > max(NEAR_FACTOR * k, usual + STRAY_SIGMAS * math.sqrt(64 * p * (1 - p)))
+    return distance > max(k, usual + STRAY_SIGMAS * math.sqrt(64 * p * (1 - p)))
 
 
 def best_candidate(
