@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 RANDOM_BITS = 32  # expected distance of unrelated fingerprints: a window the template lacks counts this much
 NEAR_FACTOR = 3  # "near" at a larger window: within 3 k(W) (slot fills), not a sibling
@@ -13,6 +13,8 @@ NEAR_FACTOR = 3  # "near" at a larger window: within 3 k(W) (slot fills), not a 
 YOUNG_BRANCHES = 3  # single-prompt templates diverging after one head before it becomes an open tail
 DIVERGENCE_SLACK_BITS = 10  # below the distance expected when two prompts share no more than the head's window
 CLOSE_FACTOR = 1.5  # "close" at a larger window: within 1.5 k(W), for a query shorter than the template's prompts
+SPREAD_EVIDENCE = 2  # observations compared with a template at a window before their usual distance there counts
+STRAY_SIGMAS = 3  # a query this many standard deviations beyond a template's usual distance at a window strays
 
 
 @dataclass(frozen=True)
@@ -33,11 +35,16 @@ class Candidate:
     open_tail: bool = False  # the template is a fixed head (up to its stable window) followed by varying text
     distances_above: tuple[tuple[int, int], ...] = ()  # (window, distance) above ``window`` both have, ascending
     above: tuple[tuple[int, int], ...] = ()  # the template's (window, fingerprint) above ``window``
+    repeats_above: bool = False  # the template's text repeats at a window above ``window`` (``repeats``)
+    strays: bool = False  # beyond the template's usual distance at a window above ``window`` (``strays``)
 
     def consistent(self, query_largest_window: int) -> bool:
-        """The whole head of an open-tail template, whatever follows it. Else: not shorter than every
-        prompt of the template (unless ``close_above``) nor longer by more than one window, and still near
-        it above the match window (``near_above``): else a different template sharing the prefix."""
+        """Not ``strays``, and: the whole head of an open-tail template, whatever follows it. Else: not
+        shorter than every prompt of the template (unless ``close_above``) nor longer by more than one
+        window, and still near it above the match window (``near_above``): else a different template
+        sharing the prefix."""
+        if self.strays:
+            return False
         if self.open_tail and self.window >= self.stable_window:
             return True
         long_enough = query_largest_window >= self.shortest_window or self.close_above
@@ -68,6 +75,25 @@ class StoredCandidate:
     shortest_window: int
     fingerprints: dict[int, int]
     open_tail: bool = False
+    # mean distance of the observations folded at a window to the template's fingerprint there (windows
+    # with at least SPREAD_EVIDENCE of them): small where its text repeats, about that of unrelated text
+    # where it varies
+    usual: dict[int, float] = field(default_factory=dict)
+
+
+def repeats(usual: float, k: int) -> bool:
+    """A template's text at a window repeats from one prompt to the next: its prompts were usually within
+    3 k(W) of it there (slot fills), where the continuations of an open tail differ like unrelated text."""
+    return usual <= NEAR_FACTOR * k
+
+
+def strays(distance: int, usual: float, k: int) -> bool:
+    """A query's distance at a window is not one of the template's prompts': beyond k(W) and beyond their
+    usual distance by STRAY_SIGMAS standard deviations of a 64-bit SimHash distance at that mean
+    (binomial: sqrt(64 p (1 - p)), p = usual / 64). A slot template's prompts repeat past its head, a
+    different template sharing the head does not; where the template's own text varies, nothing strays."""
+    p = usual / 64
+    return distance > max(k, usual + STRAY_SIGMAS * math.sqrt(64 * p * (1 - p)))
 
 
 def best_candidate(
@@ -87,27 +113,22 @@ def rank(
     thresholds: tuple[int, ...],
     templates: Iterable[StoredCandidate],
 ) -> list[Candidate]:
-    """The templates within k(W) of the query at the largest window where any is, best first.
+    """The templates within k(W) of the query at some window, each at its own match window (the largest
+    where it is), best first.
 
     Order: covering first, then reaching the template's stable window, closeness beyond the window
-    (``beyond``), distance, more observations, lower id.
+    (``beyond``: a match at a smaller window has more windows beyond it), distance, more observations,
+    lower id.
     """
-    templates = list(templates)
     query = dict(zip(windows, fingerprints))
     k = dict(zip(windows, thresholds))
-    distances = {
-        t.template_id: {w: (fp ^ query[w]).bit_count() for w, fp in t.fingerprints.items() if w in query}
-        for t in templates
-    }
-    top = max((w for d in distances.values() for w, bits in d.items() if bits <= k[w]), default=None)
-    if top is None:
-        return []
-    above = [w for w in windows if w > top]
     ranked: list[tuple[tuple[bool, bool, int, int, int, int], Candidate]] = []
     for t in templates:
-        d = distances[t.template_id]
-        if d.get(top, RANDOM_BITS) > k[top]:
+        d = {w: (fp ^ query[w]).bit_count() for w, fp in t.fingerprints.items() if w in query}
+        top = max((w for w, bits in d.items() if bits <= k[w]), default=None)
+        if top is None:
             continue
+        above = [w for w in windows if w > top]
         unseen = sum(w not in d for w in above)
         seen_above = [w for w in above if w in d]
         candidate = Candidate(
@@ -125,6 +146,8 @@ def rank(
             open_tail=t.open_tail,
             distances_above=tuple((w, d[w]) for w in seen_above),
             above=tuple((w, fp) for w, fp in sorted(t.fingerprints.items()) if w > top),
+            repeats_above=any(w > top and repeats(mean, k[w]) for w, mean in t.usual.items() if w in k),
+            strays=any(w in t.usual and strays(d[w], t.usual[w], k[w]) for w in seen_above),
         )
         order = (
             not candidate.covers(windows[-1]),
@@ -150,36 +173,45 @@ def foldable(candidate: Candidate, near_bits: int, query_largest_window: int) ->
     )
 
 
+def head_branches(ranked: list[Candidate], threshold: Callable[[int], int]) -> list[Candidate]:
+    """The templates that may be branches of one head ending at the top window (the largest match window):
+    single prompts, and templates whose prompts all agree up to that window (stable window at most it) and
+    vary after it (no window above it ``repeats``), not open tails. Oldest first, each kept only when
+    diverged right after the head from the query and from every branch kept before it (``diverged_after``):
+    of a pair a bit closer than that, one is left out."""
+    if not ranked:
+        return []
+    top = max(c.window for c in ranked)
+    kept: list[Candidate] = []
+    for c in sorted(ranked, key=lambda c: c.template_id):
+        if c.open_tail or c.window != top or (c.observations > 1 and c.stable_window > top):
+            continue
+        if c.repeats_above:  # text past the head repeats: a sibling
+            continue
+        if diverged_after(list(c.distances_above), threshold) and all(
+            diverged_after(_distances_above(c, b), threshold) for b in kept
+        ):
+            kept.append(c)
+    return kept
+
+
 def diverged_head(
     ranked: list[Candidate], near_bits: int, query_largest_window: int, threshold: Callable[[int], int]
-) -> Candidate | None:
-    """The template to become the open tail of a head that prompts share and differ right after, or None.
+) -> tuple[Candidate, list[Candidate]] | None:
+    """The template to become the open tail of a head that prompts share and differ right after, with the
+    branches it absorbs, or None.
 
-    None of the candidates takes the query (``foldable``), at least YOUNG_BRANCHES of them are single
-    prompts, and the query and those branches are, pairwise, diverged right after the match window
-    (``diverged_after``). Text past that head varies (a request, retrieved documents, a chat history), so
-    the head is one template with an open tail: the template whose prompts all agree up to the head and
-    the query diverges from after it (its stable window at most the match window; the one with the most
-    observations), else the oldest branch. Templates whose prompts repeated past the head (a stable window
-    above the match window) are siblings, left alone."""
+    None of the candidates takes the query (``foldable``) and at least YOUNG_BRANCHES branches of the head
+    (``head_branches``) and the query are, pairwise, diverged right after it. Text past that head varies (a
+    request, retrieved documents, a chat history), so the head is one template with an open tail: the
+    branch with the most observations, else the oldest. Templates whose prompts repeated past the head (a
+    stable window above it) are siblings, left alone."""
     if any(foldable(c, near_bits, query_largest_window) for c in ranked):
         return None
-    young = young_branches(ranked)
-    if len(young) < YOUNG_BRANCHES:
+    branches = head_branches(ranked, threshold)
+    if len(branches) < YOUNG_BRANCHES:
         return None
-    pairs = [list(c.distances_above) for c in young]
-    pairs += [_distances_above(a, b) for i, a in enumerate(young) for b in young[i + 1 :]]
-    if not all(diverged_after(d, threshold) for d in pairs):
-        return None
-    settled = [
-        c
-        for c in ranked
-        if c.observations > 1
-        and not c.open_tail
-        and c.stable_window <= c.window == young[0].window
-        and diverged_after(list(c.distances_above), threshold)
-    ]
-    return min(settled or young, key=lambda c: (-c.observations, c.template_id))
+    return min(branches, key=lambda c: (-c.observations, c.template_id)), branches
 
 
 def diverged_after(distances: list[tuple[int, int]], threshold: Callable[[int], int]) -> bool:

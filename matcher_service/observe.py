@@ -62,39 +62,51 @@ async def _observe_retrying(conn: DbConn, query: Query, settings: MatcherSetting
 
 
 async def _observe(conn: DbConn, query: Query, settings: MatcherSettings) -> ObserveOutcome:
-    best = await store.lookup(conn, query)
-    if best is None:
+    ranked = await store.candidates(conn, query)
+    if not ranked:
         await store.take_creation_lock(conn, query)
-        best = await store.lookup(conn, query)
-        if best is None:
+        ranked = await store.candidates(conn, query)
+        if not ranked:
             return await _create(conn, query)
-    outcome = await _fold_into(conn, best, query, settings)
+    outcome = await _fold_into_first(conn, ranked, query, settings)
     if outcome is not None:
         return outcome
-    # Partial match: a new (sibling) template, unless a concurrent observation just created it, or the
-    # prompts sharing this head differ right after it (an open tail).
+    # None takes it: a new (sibling) template, unless a concurrent observation just created one that covers
+    # it, or the prompts sharing this head differ right after it (an open tail).
     await store.take_creation_lock(conn, query)
+    tried = {c.template_id for c in ranked}
     ranked = await store.candidates(conn, query)
-    again = ranked[0] if ranked else None
-    if again is not None and again.template_id != best.template_id and again.covers(query.largest_window):
-        outcome = await _fold_into(conn, again, query, settings)
-        if outcome is not None:
-            return outcome
-    head = diverged_head(ranked, settings.near_bits, query.largest_window, settings.threshold)
-    if head is not None:
-        outcome = await _open_tail(conn, head, ranked, query)
+    fresh = [c for c in ranked if c.template_id not in tried and c.covers(query.largest_window)]
+    outcome = await _fold_into_first(conn, fresh, query, settings)
+    if outcome is not None:
+        return outcome
+    diverged = diverged_head(ranked, settings.near_bits, query.largest_window, settings.threshold)
+    if diverged is not None:
+        outcome = await _open_tail(conn, *diverged, query)
         if outcome is not None:
             return outcome
     return await _create(conn, query)
 
 
-async def _open_tail(conn: DbConn, head: Candidate, ranked: list[Candidate], query: Query) -> ObserveOutcome | None:
+async def _fold_into_first(
+    conn: DbConn, ranked: list[Candidate], query: Query, settings: MatcherSettings
+) -> ObserveOutcome | None:
+    """Fold into the first of ``ranked`` (best first) that takes the query; None when none does."""
+    for candidate in ranked:
+        outcome = await _fold_into(conn, candidate, query, settings)
+        if outcome is not None:
+            return outcome
+    return None
+
+
+async def _open_tail(conn: DbConn, head: Candidate, branches: list[Candidate], query: Query) -> ObserveOutcome | None:
     """``head`` (``learning.diverged_head``) becomes the open tail of its head, absorbs the single-prompt
-    templates sharing it and takes the observation; templates whose prompts repeated past the head stay siblings."""
+    branches sharing it (``branches``) and takes the observation; templates whose prompts repeated past the
+    head stay siblings."""
     if await store.lock_template(conn, head.template_id) is None:
         return None
     window = min(head.window, head.stable_window)
-    others = [c.template_id for c in young_branches(ranked) if c.template_id != head.template_id]
+    others = [c.template_id for c in young_branches(branches) if c.template_id != head.template_id]
     await store.open_tail(conn, head.template_id, window, others, ABSORB_BELOW)
     observations, stable = await store.fold(conn, head.template_id, query, head.distance, WindowState(window))
     return ObserveOutcome(head.template_id, False, stable, observations, "shrink")

@@ -12,7 +12,7 @@ import asyncpg
 from ollama_optimizer.db import DbConn
 
 from .blocks import BLOCKS, Probes, to_signed, to_unsigned
-from .learning import Candidate, StoredCandidate, WindowState, rank
+from .learning import SPREAD_EVIDENCE, Candidate, StoredCandidate, WindowState, rank
 
 # Session settings of the matcher's pool (on top of db.create_pool's, which already turn JIT off): the
 # lookup is planned once per session (generic plans of its statements, no per-call planning) and never fans
@@ -35,25 +35,27 @@ async def keep_session(_conn: asyncpg.Connection) -> None:
 CANDIDATE_LIMIT = 32
 NO_KEY = -1  # pads a window's row of probe keys that has none (no stored key is negative)
 
-# One round trip. ``matcher_lookup`` (migration 0036) probes the windows largest first, each only when no
-# larger one has a candidate of this algorithm version, so the candidates all come from the top window
-# (the largest with any), bounded: all of them when that window has at most CANDIDATE_LIMIT rows, else at
-# most CANDIDATE_LIMIT per probe key, smallest stable window first. Of those, the CANDIDATE_LIMIT templates
-# with the smallest (stable window, distance, id) come back with every window, so that learning.rank
-# orders them in Python. Exactness: with at most CANDIDATE_LIMIT candidates at the top window, all are
-# ranked. With more, a template that covers the query is still found (and ranks first, as it would among
-# all) as long as at most CANDIDATE_LIMIT of them have a stable window up to twice the top window: a match
-# covers only such templates (learning.covers), and they come first. Among more non-covering candidates
-# than the limit (a head shared by many templates, a query that continues differently), Match's answer is
-# the same (not matched) but Observe's rules see the limit's worth with the smallest stable window and
-# distance.
+# One round trip. ``matcher_lookup_windows`` (migration 0041) probes every window of the query, each
+# bounded: all of a window's candidates when it has at most CANDIDATE_LIMIT rows, else at most
+# CANDIDATE_LIMIT per probe key, smallest stable window first. Of those, the CANDIDATE_LIMIT templates that
+# may cover the query (a stable window at most twice their largest matching window), then the largest such
+# window, the smallest stable window, distance and id come back with every window, so that learning.rank
+# orders them in Python, each at its own match window. Exactness: with at most CANDIDATE_LIMIT candidates at
+# every window, all are ranked. With more at a window, a template that covers the query there is still found
+# as long as at most CANDIDATE_LIMIT of them have a stable window up to twice that window (a match covers
+# only such templates, learning.covers). Among more non-covering candidates than the limit (a head shared by
+# many templates, a query that continues differently), Match's answer is the same (not matched) but
+# Observe's rules see the limit's worth.
 LOOKUP_SQL = f"""
 WITH candidate AS MATERIALIZED (
-    SELECT template_id FROM matcher_lookup($1, $2, $3, $4, $5, $6, $7, {CANDIDATE_LIMIT})
+    SELECT template_id FROM matcher_lookup_windows($1, $2, $3, $4, $5, $6, $7, $8, {CANDIDATE_LIMIT})
     GROUP BY template_id
-    ORDER BY min(stable_window), min(distance), template_id LIMIT {CANDIDATE_LIMIT}
+    ORDER BY min(stable_window) > 2 * max(window_size), max(window_size) DESC, min(stable_window),
+        min(distance), template_id
+    LIMIT {CANDIDATE_LIMIT}
 )
-SELECT t.id, t.observations, t.stable_window, t.shortest_window, t.open_tail, f.window_size, f.fp
+SELECT t.id, t.observations, t.stable_window, t.shortest_window, t.open_tail, f.window_size, f.fp,
+    f.compared, f.distance_sum
 FROM candidate c JOIN matcher_template t ON t.id = c.template_id
 JOIN matcher_fingerprint f ON f.template_id = c.template_id"""
 
@@ -66,12 +68,15 @@ INSERT INTO matcher_fingerprint (template_id, window_size, fp, stable_window)
 SELECT t.id, u.w, u.q, $2 FROM t, unnest($3::integer[], $4::bigint[]) AS u(w, q)
 RETURNING template_id"""
 
-# Atomic per-row vote update (row lock of the upsert): votes += bits, fp = majority. A new window's row
-# gets the template's current stable window ($4).
+# Atomic per-row vote update (row lock of the upsert): votes += bits, fp = majority, and the observation's
+# distance to the fingerprint before it added to the window's spread (compared, distance_sum). A new
+# window's row gets the template's current stable window ($4).
 FOLD_FINGERPRINTS_SQL = """
 INSERT INTO matcher_fingerprint AS f (template_id, window_size, fp, stable_window)
 SELECT $1, u.w, u.q, $4 FROM unnest($2::integer[], $3::bigint[]) AS u(w, q)
 ON CONFLICT (template_id, window_size) DO UPDATE SET
+    compared = f.compared + 1,
+    distance_sum = f.distance_sum + bit_count((f.fp # EXCLUDED.fp)::bit(64)),
     votes = matcher_add_votes(COALESCE(f.votes, matcher_fp_bits(f.fp)), matcher_fp_bits(EXCLUDED.fp)),
     count = f.count + 1,
     fp = matcher_majority(
@@ -189,6 +194,7 @@ def lookup_args(query: Query) -> tuple[object, ...]:
         keys.append([row + [row[0] if row else NO_KEY] * (width - len(row)) for row in rows])
     return (
         query.version,
+        [query.windows[i] for i in order],
         [signed[i] for i in order],
         [query.thresholds[i] for i in order],
         *keys,
@@ -199,13 +205,15 @@ async def candidates(conn: DbConn | asyncpg.Pool, query: Query, timeout: float |
     """The candidate templates for the query, best first (``learning.rank``)."""
     rows = await conn.fetch(LOOKUP_SQL, *lookup_args(query), timeout=timeout)
     templates: dict[int, StoredCandidate] = {}
-    for template_id, observations, stable_window, shortest_window, open_tail, window, fp in rows:
+    for template_id, observations, stable_window, shortest_window, open_tail, window, fp, compared, total in rows:
         stored = templates.get(template_id)
         if stored is None:
             stored = templates[template_id] = StoredCandidate(
-                template_id, observations, stable_window, shortest_window, {}, open_tail
+                template_id, observations, stable_window, shortest_window, {}, open_tail, {}
             )
         stored.fingerprints[window] = to_unsigned(fp)
+        if compared >= SPREAD_EVIDENCE:
+            stored.usual[window] = total / compared
     return rank(query.windows, query.fingerprints, query.thresholds, templates.values())
 
 
@@ -235,8 +243,8 @@ async def lock_template(conn: DbConn, template_id: int) -> WindowState | None:
 async def fold(
     conn: DbConn, template_id: int, query: Query, distance: int, state: WindowState, votes: bool = True
 ) -> tuple[int, int]:
-    """Add the query's votes (unless not ``votes``) and update the template row; returns (observations,
-    stable window)."""
+    """Add the query's votes and spread (unless not ``votes``) and update the template row; returns
+    (observations, stable window)."""
     if votes:
         await conn.execute(FOLD_FINGERPRINTS_SQL, template_id, list(query.windows), query.signed, state.stable_window)
     row = await conn.fetchrow(

@@ -12,7 +12,15 @@ from hypothesis import strategies as st
 
 import prompt_fingerprint.fingerprints as fingerprints_module
 from matcher_service.blocks import BLOCKS, block_values, build_probes, probe_key, to_signed, to_unsigned
-from matcher_service.learning import StoredCandidate, WindowState, best_candidate, decide, diverged_after
+from matcher_service.learning import (
+    StoredCandidate,
+    WindowState,
+    best_candidate,
+    decide,
+    diverged_after,
+    repeats,
+    strays,
+)
 from matcher_service.settings import MatcherSettings, parse_thresholds
 from ollama_optimizer.settings_env import ConfigError, load
 from ollama_optimizer.soft_cache import SoftCache
@@ -252,3 +260,11 @@ async def test_large_texts_are_fingerprinted_off_the_event_loop(monkeypatch: pyt
     large = await fingerprints_module.fingerprint_off_loop("é " * fingerprints_module.OFF_LOOP_CHARS, 4, True)
     assert small.unit_count == 100 and large.unit_count == fingerprints_module.OFF_LOOP_CHARS
     assert threads[0] == threading.current_thread().name and threads[1] != threads[0]
+
+
+def test_a_query_strays_beyond_a_templates_usual_distance_where_its_text_repeats() -> None:
+    # prompts usually 8 bits from the template at this window (slot fills): 20 bits is another template
+    assert strays(20, 8.0, 4) and not strays(12, 8.0, 4)
+    assert not strays(32, 21.0, 4)  # text that varies like unrelated continuations: nothing strays
+    assert strays(5, 0.0, 4) and not strays(4, 0.0, 4)  # text that repeats exactly: anything beyond k
+    assert repeats(8.0, 4) and not repeats(21.0, 4)
