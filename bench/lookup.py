@@ -1,7 +1,7 @@
 """Lookup at scale: N templates × 5 windows COPYed into Postgres, then planted near-duplicates and misses.
 
 Run: .venv/bin/python -m bench.lookup --templates 1000000 [--queries 3000] [--exact-sample 300]
-     [--shared-buffers-mb 128] [--no-prewarm] [--shared-head 10000]
+     [--shared-buffers-mb 128] [--no-prewarm] [--shared-head 10000] [--database DIR]
 
 Figures: sql_ms_* (client-observed round trip of the one lookup statement on the Unix socket),
 sql_cpu_us_* (CPU time the database backend spent per lookup, from its /proc schedstat: less sensitive to
@@ -89,12 +89,14 @@ async def matcher_process(dsn: str, **env: str) -> AsyncIterator[str]:
 
 @contextlib.asynccontextmanager
 async def embedded_database(
-    max_size: int = 10, shared_buffers_mb: int | None = None
+    max_size: int = 10, shared_buffers_mb: int | None = None, data_dir: Path | None = None
 ) -> AsyncIterator[tuple[str, asyncpg.Pool]]:
-    """(DSN, pool) of a migrated database in a throw-away embedded Postgres (its shared_buffers default
-    unless ``shared_buffers_mb`` is given)."""
-    with tempfile.TemporaryDirectory(prefix="bench-matcher-") as tmp:
-        server = await asyncio.to_thread(EmbeddedPostgres, Path(tmp) / "pg", shared_buffers_mb)
+    """(DSN, pool) of a migrated database in an embedded Postgres (its shared_buffers default unless
+    ``shared_buffers_mb`` is given): in ``data_dir``, kept, when given, else throw-away."""
+    with contextlib.ExitStack() as stack:
+        if data_dir is None:
+            data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-matcher-"))) / "pg"
+        server = await asyncio.to_thread(EmbeddedPostgres, data_dir, shared_buffers_mb)
         try:
             await apply_migrations(server.uri())
             pool = await create_pool(server.uri(), 2, max_size, store.SESSION_SETTINGS, store.keep_session)
@@ -259,9 +261,12 @@ async def run(args: argparse.Namespace) -> dict:
     head_windows = [i for i, w in enumerate(WINDOWS) if w <= SHARED_HEAD_TOKENS]
     head_fps = fingerprint(f"{head} {texts[0]}", settings.shingle_size, settings.normalize).fingerprints
     fps[shared, : len(head_windows)] = np.array(head_fps[: len(head_windows)], dtype=np.uint64)
-    async with embedded_database(shared_buffers_mb=args.shared_buffers_mb) as (dsn, pool):
+    async with embedded_database(shared_buffers_mb=args.shared_buffers_mb, data_dir=args.database) as (dsn, pool):
         shared_buffers = await pool.fetchval("SHOW shared_buffers")
-        load_seconds = await load_fingerprints(pool, fps, version)
+        stored = await pool.fetchval("SELECT count(*) FROM matcher_template", timeout=BULK_TIMEOUT)
+        if stored not in (0, args.templates):
+            raise SystemExit(f"--database holds {stored} templates, not {args.templates}: use another directory")
+        load_seconds = await load_fingerprints(pool, fps, version) if stored == 0 else None
         sizes = {
             table: await pool.fetchrow(
                 "SELECT pg_total_relation_size($1::regclass) AS total, pg_indexes_size($1::regclass) AS indexes", table
@@ -354,7 +359,7 @@ async def run(args: argparse.Namespace) -> dict:
         "fingerprint_rows": args.templates * len(WINDOWS),
         "thresholds": settings.thresholds,
         "shared_buffers": shared_buffers,
-        "load_seconds": round(load_seconds, 1),
+        "load_seconds": None if load_seconds is None else round(load_seconds, 1),  # None: --database already loaded
         "queries": len(queries),
         "sql_hits": sum(r is not None for r in results),
         "sql_ms_p50": percentile(sql_ms, 50),
@@ -398,6 +403,13 @@ def main() -> None:
         default=0,
         metavar="H",
         help="H templates share one 128-token head; report lookups of queries that share it and miss",
+    )
+    parser.add_argument(
+        "--database",
+        type=Path,
+        metavar="DIR",
+        help="keep the embedded database in DIR; a later run with the same --templates (and --shared-head) reuses "
+        "it without loading (at 10M templates the load takes tens of minutes)",
     )
     parser.add_argument(
         "--no-prewarm",
