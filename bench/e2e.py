@@ -70,7 +70,7 @@ KEYS = (
     "revisits",
     "max_num_ctx",
 )
-DECIDED = frozenset({"applied", "tuner_passthrough", "nothing_to_apply", "low_confidence"})
+DECIDED = frozenset({"applied", "leased", "tuner_passthrough", "nothing_to_apply", "low_confidence"})
 DIAGNOSIS = (
     "truncated_decided",
     "decision_reasons",
