@@ -36,6 +36,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -165,24 +166,35 @@ class Timings:
     calls: dict[str, list[float]] = field(default_factory=dict)  # ms per request-path call, by method
 
 
+_BACKGROUND: ContextVar[bool] = ContextVar("background", default=False)
+
+
 @contextmanager
 def _calls_timed(into: dict[str, list[float]]) -> Iterator[None]:
-    """Record the duration of every request-path service call (Match, Recommend) while inside."""
-    original = ServiceClient.call
+    """Record the duration of every request-path service call (Match, Recommend) while inside; calls made
+    off the request path (learning lane, or the core's background calls: Lease, a leased request's
+    Recommend) are left out."""
+    original, background = ServiceClient.call, OptimizerCore._in_background
 
     async def timed(self: ServiceClient, method: str, request: Any, timeout_s: float, **kw: Any) -> tuple[Any, str]:
         t0 = time.perf_counter()
         try:
             return await original(self, method, request, timeout_s, **kw)
         finally:
-            if not kw.get("off_path"):
+            if not kw.get("off_path") and not _BACKGROUND.get():
                 into.setdefault(method, []).append((time.perf_counter() - t0) * 1000.0)
 
+    async def marked(self: OptimizerCore, *args: Any) -> Any:
+        _BACKGROUND.set(True)  # this task's context only
+        return await background(self, *args)
+
     ServiceClient.call = timed  # type: ignore[method-assign]
+    OptimizerCore._in_background = marked  # type: ignore[method-assign]
     try:
         yield
     finally:
         ServiceClient.call = original  # type: ignore[method-assign]
+        OptimizerCore._in_background = background  # type: ignore[method-assign]
 
 
 # Just under 1 MiB of UTF-8 (the plugin's cap), mostly non-ASCII.
@@ -223,12 +235,12 @@ async def _send(
             continue
         hits = _memo_hits()
         t0 = time.perf_counter()
-        _sent, decision = await core.prepare(payload)
+        sent, decision = await core.prepare(payload)
         timings.samples.append((time.perf_counter() - t0) * 1000.0)
         timings.memo_hit.append(_memo_hits() > hits)
         timings.applied += decision.applied
         timings.leased += decision.reason == "leased"
-        core.observe(payload, _outcome(payload), decision, latency_s=2.0, ttft_s=0.5)
+        core.observe(sent, _outcome(payload), decision, latency_s=2.0, ttft_s=0.5)
         if drain:
             await core.flush()
         if gap_s:
@@ -279,8 +291,8 @@ async def run(requests: int, warmup: int, large_share: float = 0.0, realistic: i
         )  # the deployed breakers: a few missed deadlines on a loaded host do not pass the rest of a run through
         core = OptimizerCore(cfg)
         for payload in payloads[:warmup]:  # teach templates; learning is asynchronous, so flush
-            _sent, decision = await core.prepare(payload)
-            core.observe(payload, _outcome(payload), decision, latency_s=2.0, ttft_s=0.5)
+            sent, decision = await core.prepare(payload)
+            core.observe(sent, _outcome(payload), decision, latency_s=2.0, ttft_s=0.5)
             await core.flush()
         floor = [
             a + b
