@@ -20,7 +20,7 @@ from .canonical import TUNED_OPTIONS, canonical_text, client_options, message_co
 from .config import PluginConfig, load_config
 from .context_guard import ContextGuard, TunerSaid
 from .decision import FinishedRequest, RequestPlan
-from .lease import LeaseBook, ModelLease
+from .lease import RETRY_S, LeaseBook, ModelLease, filled
 from .match_memo import MatchAnswer, MatchMemo
 from .probes import HostProbes
 from .rpc import ServiceClient
@@ -338,6 +338,8 @@ class OptimizerCore:
             assert self._telemetry is not None
             latency = time.monotonic() - decision.started if latency_s is None else latency_s
             stats = response if isinstance(response, dict) else {}
+            if self._leases is not None and filled(stats, decision.num_ctx):
+                self._leases.revoke(decision.model, RETRY_S)  # until this outcome has reached the tuner
             item = FinishedRequest(
                 decision,
                 stats,

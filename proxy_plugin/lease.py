@@ -16,14 +16,17 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
 
 from . import metrics
+from .outcome import stat_int
 
 MAX_MODELS = 256  # models whose leases are held (least recently requested ones are forgotten)
 RENEW_AT = 0.75  # renew when this share of the life has passed
 RETRY_S = 1.0  # after a refusal or a failure, the next fetch waits at least this long
+FULL_SHARE = 0.9  # an answer that used this share of its context (or stopped at a length) ends the model's lease
 
 Fetch = Callable[[str], Awaitable[tuner_pb2.LeaseResponse | None]]
 
@@ -56,6 +59,13 @@ class ModelLease:
         prompt = math.ceil(units * self.tokens_per_unit) + self.overhead_tokens * (messages + 1)
         need = prompt + (num_predict if num_predict > 0 else rule.output_tokens)
         return max(need, rule.floor_ctx) <= self.num_ctx
+
+
+def filled(stats: dict[str, Any], num_ctx: int) -> bool:
+    """Whether an answer came near its context (or stopped at a length): the tuner may grow the context or
+    raise the template's floor from its outcome, which a lease granted before it does not know yet."""
+    used = stat_int(stats, "prompt_eval_count") + stat_int(stats, "eval_count")
+    return stats.get("done_reason") == "length" or (num_ctx > 0 and used >= FULL_SHARE * num_ctx)
 
 
 def _lease(answer: tuner_pb2.LeaseResponse, expires: float) -> ModelLease:
@@ -109,12 +119,13 @@ class LeaseBook:
         if held is not None and (held.keeper is None or held.keeper.done()) and self._clock() >= held.retry_at:
             held.keeper = asyncio.ensure_future(self._keep(model, held))
 
-    def revoke(self, model: str) -> None:
-        """The tuner answered otherwise than the lease: forget it and fetch again on the next request."""
+    def revoke(self, model: str, wait_s: float = 0.0) -> None:
+        """Forget the model's lease (the tuner answered otherwise, or an outcome it has not seen yet may change
+        its answer); a new one is fetched on a request at least ``wait_s`` from now."""
         held = self._held.get(model)
         if held is not None:
             self._forget(held)
-            held.lease, held.retry_at = None, -math.inf
+            held.lease, held.retry_at = None, self._clock() + wait_s
             metrics.LEASES.labels("revoked").inc()
 
     async def close(self) -> None:

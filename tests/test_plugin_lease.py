@@ -250,3 +250,22 @@ async def test_lease_bad_input_and_refusals(setup: Setup) -> None:
         assert [rule.template_id for rule in granted.rules] == [1] and granted.ttl_ms > 0
         await stub.Pin(tuner_pb2.PinRequest(model=MODEL, template_id=1, num_ctx=first.num_ctx))
         assert not (await stub.Lease(tuner_pb2.LeaseRequest(model=MODEL))).rules  # a pinned template is left out
+
+
+async def test_an_answer_that_filled_its_context_ends_the_lease(setup: Setup) -> None:
+    """The tuner may grow the context or raise the template's floor from that outcome: until it has it, the
+    model's requests ask Recommend."""
+    first = await leased(setup)
+    sent, plan = await setup.core.prepare(chat(f"{WORDS} long answer"))
+    assert plan.reason == "leased"
+    revoked = sample("optimizer_plugin_leases_total", result="revoked")
+    setup.core.observe(sent, {**answered(sent), "eval_count": first.num_ctx}, plan)
+    await setup.core.flush()
+    assert sample("optimizer_plugin_leases_total", result="revoked") == revoked + 1
+    leases = handled("Lease")
+    for _ in range(2):  # no new lease within a second of the outcome
+        recommends = handled("Recommend")
+        _sent, plan = await send(setup, chat(f"{WORDS} after it"))
+        assert plan.reason != "leased" and handled("Recommend") >= recommends + 1
+    assert handled("Lease") == leases
+    assert (await leased(setup)).reason == "leased"  # then leases again
