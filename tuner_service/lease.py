@@ -11,6 +11,8 @@ only: granting a lease changes no learned state.
 
 from __future__ import annotations
 
+import itertools
+
 from ollama_optimizer.gen.optimizer.v1 import tuner_pb2
 
 from .policy import Policy
@@ -30,7 +32,7 @@ def grant(policy: Policy, key: str, cap: int) -> tuner_pb2.LeaseResponse:
         return tuner_pb2.LeaseResponse(reason_code="change_pending")
     if cap and model.loaded_ctx > cap:  # a cap lowered since the load: Recommend clamps
         return tuner_pb2.LeaseResponse(reason_code="over_cap")
-    recent = list(model.templates.items())[-MAX_RULES:]
+    recent = itertools.islice(reversed(model.templates.items()), MAX_RULES)  # most recent first; never all of them
     return tuner_pb2.LeaseResponse(
         granted=True,
         num_ctx=model.loaded_ctx,
