@@ -402,9 +402,9 @@ class OptimizerCore:
 
     async def _in_background(self, service: ServiceClient, method: str, request: Any) -> Any:
         """A memory-only call made off the request path (Lease, a leased request's Recommend): the answer, or
-        None. It goes on the request lane, with its deadline and breaker: a Report stalled on the database
-        must not stop it, and its failures say what a request's own call would meet."""
-        answer, _reason = await service.call(method, request, self.config.call_timeout_ms / 1000.0)
+        None. It goes on the request lane's channel (a Report stalled on the database must not stop it), with
+        the off-path deadline, and leaves the request path's breaker to the request path's own calls."""
+        answer, _reason = await service.call(method, request, self.config.offpath_timeout_ms / 1000.0, background=True)
         return answer
 
     def _clients(self) -> tuple[ServiceClient, ServiceClient]:

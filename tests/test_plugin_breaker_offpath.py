@@ -213,8 +213,7 @@ async def test_observe_rejected_as_bad_input_never_opens_the_matcher_breaker(mat
 
 async def test_a_stopped_tuner_opens_the_learning_breaker_and_the_request_path_finds_out_itself(matcher, pool) -> None:
     async with guarded_tuner(pool, GuardSettings(frozenset(), rate_per_second=0, burst=0)) as tuner:
-        # Without leases: a lease fetch (a background call on the request lane) would count among the failures.
-        core = core_opening_after(2, matcher.address, tuner.address, sticky_ttl_s=0, leases=False)
+        core = core_opening_after(2, matcher.address, tuner.address, sticky_ttl_s=0)
         sent, decision = await core.prepare(request(0))
         assert decision.decision_id
         await tuner.stop(0)
