@@ -70,7 +70,7 @@ KEYS = (
     "revisits",
     "max_num_ctx",
 )
-DECIDED = frozenset({"applied", "tuner_passthrough", "nothing_to_apply", "low_confidence"})
+DECIDED = frozenset({"applied", "leased", "tuner_passthrough", "nothing_to_apply", "low_confidence"})
 DIAGNOSIS = (
     "truncated_decided",
     "decision_reasons",
@@ -453,9 +453,16 @@ def main() -> None:
         help="the plugin's request-path budget and call timeout (default: the shipped values); on a "
         "loaded host a missed deadline re-sends the last options (sticky), which can truncate",
     )
+    parser.add_argument(
+        "--no-leases",
+        action="store_true",
+        help="the plugin without tuner leases (every request waits for Recommend), for comparison",
+    )
     args = parser.parse_args()
     started = time.monotonic()
-    plugin = {"budget_ms": args.budget_ms, "call_timeout_ms": args.budget_ms} if args.budget_ms else None
+    plugin: dict = {"budget_ms": args.budget_ms, "call_timeout_ms": args.budget_ms} if args.budget_ms else {}
+    if args.no_leases:
+        plugin["leases"] = False
     if args.sensitivity:
         line = asyncio.run(run_sensitivity(args.quick, args.requests, args.workload))
     else:

@@ -12,7 +12,12 @@
   weighted templates recur at different rates), as when each request spends seconds in Ollama; the
   plugin's Match memo (2 s) and the matcher's soft cache mostly miss. Reported as ``realistic_*`` beside
   the back-to-back figures.
-- per phase, ``<phase>_match_call_ms_p50`` and ``_recommend_call_ms_p50``: the request-path calls alone.
+- per phase, ``<phase>_match_call_ms_p50`` and ``_recommend_call_ms_p50``: the request-path calls alone;
+  ``<phase>_calls_per_request``: request-path calls per request; ``<phase>_leased_share``: requests sent
+  under a tuner lease (Match only; their Recommend goes off the request path). The bench has no Ollama: a
+  lease is used while the model's last request carried its options (the gateway also checks /api/ps).
+- ``realistic_floor_ms_p50``/``_p99``: one bare grpc.health.v1 Check to the matcher, paced ``--gap-ms``
+  apart like the realistic run (at most 100): the wake-up cost any one-hop request path pays here.
 - ``--large-share F``: a share F of the timed requests carries a 1 MiB non-ASCII prompt; each is sent
   concurrently with the requests after it (not awaited in turn, not timed), so the figures are those of
   the other requests while large prompts are in flight on the same event loop and matcher.
@@ -31,6 +36,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -118,6 +124,20 @@ async def _health_round_trips(address: str, n: int) -> list[float]:
     return samples
 
 
+async def _paced_health(address: str, n: int, gap_s: float) -> list[float]:
+    """One health Check every ``gap_s`` (the realistic run's pace): the floor of a one-hop request path."""
+    async with create_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        await stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)  # connected before timing
+        samples = []
+        for _ in range(n):
+            await asyncio.sleep(gap_s)
+            t0 = time.perf_counter()
+            await stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+            samples.append((time.perf_counter() - t0) * 1000.0)
+    return samples
+
+
 def _outcome(payload: dict) -> dict:
     """A plausible final chunk for telemetry (the overhead bench has no Ollama)."""
     units = sum(len(m["content"].split()) for m in payload["messages"])
@@ -142,27 +162,39 @@ class Timings:
     samples: list[float]  # ms per prepare()
     memo_hit: list[bool]  # the Match answer came from the plugin's memo (no Match round trip)
     applied: int
+    leased: int = 0
     calls: dict[str, list[float]] = field(default_factory=dict)  # ms per request-path call, by method
+
+
+_BACKGROUND: ContextVar[bool] = ContextVar("background", default=False)
 
 
 @contextmanager
 def _calls_timed(into: dict[str, list[float]]) -> Iterator[None]:
-    """Record the duration of every request-path service call (Match, Recommend) while inside."""
-    original = ServiceClient.call
+    """Record the duration of every request-path service call (Match, Recommend) while inside; calls made
+    off the request path (learning lane, or the core's background calls: Lease, a leased request's
+    Recommend) are left out."""
+    original, background = ServiceClient.call, OptimizerCore._in_background
 
     async def timed(self: ServiceClient, method: str, request: Any, timeout_s: float, **kw: Any) -> tuple[Any, str]:
         t0 = time.perf_counter()
         try:
             return await original(self, method, request, timeout_s, **kw)
         finally:
-            if not kw.get("off_path"):
+            if not kw.get("off_path") and not _BACKGROUND.get():
                 into.setdefault(method, []).append((time.perf_counter() - t0) * 1000.0)
 
+    async def marked(self: OptimizerCore, *args: Any) -> Any:
+        _BACKGROUND.set(True)  # this task's context only
+        return await background(self, *args)
+
     ServiceClient.call = timed  # type: ignore[method-assign]
+    OptimizerCore._in_background = marked  # type: ignore[method-assign]
     try:
         yield
     finally:
         ServiceClient.call = original  # type: ignore[method-assign]
+        OptimizerCore._in_background = background  # type: ignore[method-assign]
 
 
 # Just under 1 MiB of UTF-8 (the plugin's cap), mostly non-ASCII.
@@ -203,11 +235,12 @@ async def _send(
             continue
         hits = _memo_hits()
         t0 = time.perf_counter()
-        _sent, decision = await core.prepare(payload)
+        sent, decision = await core.prepare(payload)
         timings.samples.append((time.perf_counter() - t0) * 1000.0)
         timings.memo_hit.append(_memo_hits() > hits)
         timings.applied += decision.applied
-        core.observe(payload, _outcome(payload), decision, latency_s=2.0, ttft_s=0.5)
+        timings.leased += decision.reason == "leased"
+        core.observe(sent, _outcome(payload), decision, latency_s=2.0, ttft_s=0.5)
         if drain:
             await core.flush()
         if gap_s:
@@ -221,6 +254,8 @@ def _split(timings: Timings, prefix: str) -> dict:
         f"{prefix}_ms_p99": round(_quantile(timings.samples, 0.99), 4),
         f"{prefix}_memo_hit_share": round(sum(timings.memo_hit) / len(timings.samples), 3),
         f"{prefix}_applied_share": round(timings.applied / len(timings.samples), 3),
+        f"{prefix}_leased_share": round(timings.leased / len(timings.samples), 3),
+        f"{prefix}_calls_per_request": round(sum(map(len, timings.calls.values())) / len(timings.samples), 3),
     }
     for method, ms in sorted(timings.calls.items()):
         result[f"{prefix}_{method.lower()}_call_ms_p50"] = round(_quantile(ms, 0.50), 4)
@@ -256,8 +291,8 @@ async def run(requests: int, warmup: int, large_share: float = 0.0, realistic: i
         )  # the deployed breakers: a few missed deadlines on a loaded host do not pass the rest of a run through
         core = OptimizerCore(cfg)
         for payload in payloads[:warmup]:  # teach templates; learning is asynchronous, so flush
-            _sent, decision = await core.prepare(payload)
-            core.observe(payload, _outcome(payload), decision, latency_s=2.0, ttft_s=0.5)
+            sent, decision = await core.prepare(payload)
+            core.observe(sent, _outcome(payload), decision, latency_s=2.0, ttft_s=0.5)
             await core.flush()
         floor = [
             a + b
@@ -270,6 +305,7 @@ async def run(requests: int, warmup: int, large_share: float = 0.0, realistic: i
         up = await _timed(core, payloads[warmup : warmup + requests], drain=True, large_every=large_every)
         paced = payloads[warmup : warmup + realistic]
         spread = await _timed(core, paced, drain=True, gap_s=gap_ms / 1000.0) if realistic else None
+        paced_floor = await _paced_health(services.matcher, min(realistic, 100), gap_ms / 1000.0) if realistic else []
         saturated = (await _timed(core, payloads[warmup : warmup + requests], drain=False)).samples
         await core.close(flush_timeout_s=2.0)
         await services.stop()  # type: ignore[operator]
@@ -283,6 +319,14 @@ async def run(requests: int, warmup: int, large_share: float = 0.0, realistic: i
         **_split(up, "up"),
         **(_split(spread, "realistic") if spread else {}),
         "realistic_gap_ms": gap_ms if spread else 0,
+        **(
+            {
+                "realistic_floor_ms_p50": round(_quantile(paced_floor, 0.50), 4),
+                "realistic_floor_ms_p99": round(_quantile(paced_floor, 0.99), 4),
+            }
+            if paced_floor
+            else {}
+        ),
         "realistic_same_template_s_p50": _same_template_gap_s(workload[warmup : warmup + realistic], gap_ms, 0.5),
         "realistic_same_template_s_p10": _same_template_gap_s(workload[warmup : warmup + realistic], gap_ms, 0.1),
         "floor_ms_p50": round(_quantile(floor, 0.50), 4),

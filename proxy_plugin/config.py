@@ -122,6 +122,12 @@ class PluginConfig:
         low=0,
         high=3600,
     )
+    leases: bool = setting(
+        True,
+        "OPT_LEASES",
+        "hold the tuner's short per-model leases, so a request they cover needs only Match (its Recommend is sent "
+        "off the request path); `false`: every request waits for Recommend",
+    )
     max_text_bytes: int = setting(
         1 << 20,
         "OPT_MAX_TEXT_BYTES",

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from prompt_fingerprint import TOKEN_RE, count_tokens
+from prompt_fingerprint import TOKEN_RE, approximate_count
 
 MAX_MODELS = 1024  # bound the per-model map; models beyond it use the prior and no cap but the trained context
 OVERHEAD_TOKENS = 8  # chat-template tokens per message (the tuner's TUNER_CHAT_OVERHEAD_TOKENS default)
@@ -29,7 +29,7 @@ def unit_count(text: str, at_most: int) -> int:
     character count (an upper bound) when that is at most ``at_most``."""
     if len(text) <= at_most:
         return len(text)
-    return count_tokens(text) if text.isascii() else len(TOKEN_RE.findall(text))
+    return approximate_count(text) if text.isascii() else len(TOKEN_RE.findall(text))  # exact for ASCII
 
 
 def rung_above(tokens: float) -> int:

@@ -21,6 +21,7 @@ from .config import PluginConfig, load_config
 from .context_guard import ContextGuard, TunerSaid
 from .decision import FinishedRequest, RequestPlan
 from .default_sightings import DefaultSightings
+from .lease import RETRY_S, LeaseBook, ModelLease, filled
 from .match_memo import MatchAnswer, MatchMemo
 from .probes import HostProbes
 from .rpc import ServiceClient
@@ -32,18 +33,31 @@ log = logging.getLogger(__name__)
 
 _APPLIED = "applied"
 LoadedContext = Callable[[str], Awaitable[int]]
+SeenContext = Callable[[str], int]
 
 
 class OptimizerCore:
     """One per process. Channels and the telemetry task are created on first use in the running loop."""
 
-    def __init__(self, config: PluginConfig | None = None, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        config: PluginConfig | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        lease_pause: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        """``clock`` times sticky options and leases; ``lease_pause`` is a lease keeper's wait before a renewal."""
         self.config = config or load_config()
         self.wall_clock: Callable[[], float] = time.time  # finish times of outcomes (a benchmark's virtual clock)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._matcher: ServiceClient | None = None
         self._tuner: ServiceClient | None = None
         self._telemetry: TelemetryPipeline | None = None
+        self._leases: LeaseBook | None = None
+        self._recommending: set[asyncio.Task[None]] = set()  # leased requests' Recommend, off the request path
+        self._seen_context: SeenContext | None = None
+        self._clock = clock
+        self._lease_pause = lease_pause
         self._probes = HostProbes(self.config.probes)
         self._sticky = StickyOptions(self.config.sticky_ttl_s, clock)
         self._guard = ContextGuard(self.config.guard_tokens_per_unit, self.config.guard_output_tokens)
@@ -60,6 +74,11 @@ class OptimizerCore:
         """The host can tell the context a model is loaded with (0 = unknown): used on failure when this
         process has not sent the model a request recently (e.g. a replica started during an outage)."""
         self._loaded_context = lookup
+
+    def use_seen_context(self, seen: SeenContext) -> None:
+        """The host can tell, without waiting, the context it last saw the model loaded with (0 = unknown): a
+        lease is used only while that is the leased context."""
+        self._seen_context = seen
 
     # --- request path ---------------------------------------------------------------------------
     async def prepare(self, request: dict[str, Any], endpoint: str | None = None) -> tuple[dict[str, Any], RequestPlan]:
@@ -140,10 +159,20 @@ class OptimizerCore:
             ollama_host=d.ollama_host,
             default_num_ctx=self.defaults_seen.seen(d.model) if self.defaults_seen is not None else 0,
         )
+        leases = self._leases
+        lease = leases.lease(d.model) if cfg.leases and leases is not None else None
+        if lease is not None:
+            if not set_by_client and self._covers(lease, d):
+                return self._leased(request, options, lease, tuner, recommend, d)
+            metrics.LEASES.labels("not_covered").inc()
         rec, reason = await tuner.call("Recommend", recommend, self._timeout(deadline))
+        if leases is not None and cfg.leases:
+            leases.keep(d.model)
         if rec is None:
             return await self._on_failure(request, options, d, reason)
-        self._guard.remember(d.model, TunerSaid(rec.units_to_tokens_ratio, rec.num_ctx_cap, rec.num_ctx))
+        self._remember_sizing(d.model, rec)
+        if leases is not None and lease is not None and rec.action == tuner_pb2.APPLY and not lease.answers(rec):
+            leases.revoke(d.model)  # the tuner moved on: a new lease is fetched on the next request
         d.decision_id = rec.decision_id
         if rec.action != tuner_pb2.APPLY:
             d.reason = "tuner_passthrough"
@@ -154,7 +183,53 @@ class OptimizerCore:
         if not cfg.apply_options:
             d.reason = "learn_only"
             return request
-        return self._apply(request, options, rec, d)
+        return self._apply(request, options, rec.num_ctx, rec.num_batch, d, _APPLIED)
+
+    def _covers(self, lease: ModelLease, d: RequestPlan) -> bool:
+        """The lease answers for this request: its template and need are covered, and the model runs with the
+        leased options as far as this host knows (this process last sent them; the host saw that context)."""
+        if not self.config.apply_options or self._sticky.recall(d.model) != (lease.num_ctx, lease.num_batch):
+            return False
+        if self._seen_context is not None and self._seen_context(d.model) not in (0, lease.num_ctx):
+            return False
+        return lease.covers(d.template_id, d.prompt_units, d.message_count, d.num_predict, self.config.min_confidence)
+
+    def _leased(
+        self,
+        request: dict[str, Any],
+        options: dict[str, Any],
+        lease: ModelLease,
+        tuner: ServiceClient,
+        recommend: tuner_pb2.RecommendRequest,
+        d: RequestPlan,
+    ) -> dict[str, Any]:
+        """Send the leased options now; ask Recommend off the request path (the tuner sees every demand)."""
+        metrics.LEASES.labels("used").inc()
+        assert self._leases is not None
+        self._leases.keep(d.model)
+        task = asyncio.ensure_future(self._recommend_off_path(tuner, recommend, lease, d))
+        self._recommending.add(task)
+        task.add_done_callback(self._recommending.discard)
+        d.recommending = task
+        return self._apply(request, options, lease.num_ctx, lease.num_batch, d, "leased")
+
+    async def _recommend_off_path(
+        self, tuner: ServiceClient, recommend: tuner_pb2.RecommendRequest, lease: ModelLease, d: RequestPlan
+    ) -> None:
+        """The leased request's Recommend: its decision id goes with the outcome when the tuner answered as the
+        lease did; otherwise the tuner decided a change (a shrink, a reload), which the model's next request,
+        asking Recommend on the request path, carries out."""
+        rec = await self._in_background(tuner, "Recommend", recommend)
+        if rec is None:
+            return
+        self._remember_sizing(d.model, rec)
+        if lease.answers(rec):
+            d.decision_id = rec.decision_id
+        elif self._leases is not None:
+            self._leases.revoke(d.model)
+
+    def _remember_sizing(self, model: str, rec: tuner_pb2.RecommendResponse) -> None:
+        self._guard.remember(model, TunerSaid(rec.units_to_tokens_ratio, rec.num_ctx_cap, rec.num_ctx))
 
     async def _match(
         self, matcher: ServiceClient, model: str, text: str, deadline: float
@@ -172,9 +247,9 @@ class OptimizerCore:
         return match, reason
 
     def _apply(
-        self, request: dict[str, Any], options: dict[str, Any], rec: tuner_pb2.RecommendResponse, d: RequestPlan
+        self, request: dict[str, Any], options: dict[str, Any], num_ctx: int, num_batch: int, d: RequestPlan, why: str
     ) -> dict[str, Any]:
-        result = self._with_options(request, options, rec.num_ctx, rec.num_batch, d, _APPLIED)
+        result = self._with_options(request, options, num_ctx, num_batch, d, why)
         if d.applied:
             self._sticky.remember(d.model, d.num_ctx, d.num_batch)
         return result
@@ -266,19 +341,24 @@ class OptimizerCore:
             assert self._telemetry is not None
             latency = time.monotonic() - decision.started if latency_s is None else latency_s
             stats = response if isinstance(response, dict) else {}
-            self._telemetry.submit(
-                FinishedRequest(
-                    decision,
-                    stats,
-                    latency,
-                    ttft_s or 0.0,
-                    self.wall_clock(),
-                    loaded_context_length,
-                    model_size_bytes,
-                    model_vram_bytes,
-                    runner_load,
-                )
+            if self._leases is not None and filled(stats, decision.num_ctx):
+                self._leases.revoke(decision.model, RETRY_S)  # until this outcome has reached the tuner
+            item = FinishedRequest(
+                decision,
+                stats,
+                latency,
+                ttft_s or 0.0,
+                self.wall_clock(),
+                loaded_context_length,
+                model_size_bytes,
+                model_vram_bytes,
+                runner_load,
             )
+            telemetry, pending = self._telemetry, decision.recommending
+            if pending is not None and not pending.done():  # its decision id is on the way
+                pending.add_done_callback(lambda _done: telemetry.submit(item))
+            else:
+                telemetry.submit(item)
         except Exception:
             log.exception("observe failed; telemetry dropped")
             metrics.TELEMETRY_DROPPED.labels("error").inc()
@@ -286,13 +366,17 @@ class OptimizerCore:
     async def flush(self) -> None:
         """Wait until the queued telemetry has been sent or dropped (tests, shutdown)."""
         if self._telemetry is not None and self._loop is asyncio.get_running_loop():
+            await asyncio.gather(*self._recommending, return_exceptions=True)
             await self._telemetry.flush()
 
     async def close(self, flush_timeout_s: float = 2.0) -> None:
         """Flush telemetry (bounded), stop the worker, close the channels."""
         if self._loop is not asyncio.get_running_loop():
             return
-        assert self._telemetry and self._matcher and self._tuner
+        assert self._telemetry and self._matcher and self._tuner and self._leases
+        await self._leases.close()
+        if self._recommending:
+            await asyncio.wait(self._recommending, timeout=flush_timeout_s)
         await self._telemetry.close(flush_timeout_s)
         await asyncio.gather(self._matcher.close(), self._tuner.close())
         self._loop = None
@@ -313,6 +397,19 @@ class OptimizerCore:
         """Connectivity per service channel (idle, connecting, ready, transient_failure, shutdown)."""
         return {c.name: c.channel.get_state().name.lower() for c in (self._matcher, self._tuner) if c is not None}
 
+    async def _fetch_lease(self, model: str) -> tuner_pb2.LeaseResponse | None:
+        assert self._tuner is not None
+        request = tuner_pb2.LeaseRequest(model=model, ollama_host=self.config.ollama_host)
+        answer = await self._in_background(self._tuner, "Lease", request)
+        return answer if isinstance(answer, tuner_pb2.LeaseResponse) else None
+
+    async def _in_background(self, service: ServiceClient, method: str, request: Any) -> Any:
+        """A memory-only call made off the request path (Lease, a leased request's Recommend): the answer, or
+        None. It goes on the request lane's channel (a Report stalled on the database must not stop it), with
+        the off-path deadline, and leaves the request path's breaker to the request path's own calls."""
+        answer, _reason = await service.call(method, request, self.config.offpath_timeout_ms / 1000.0, background=True)
+        return answer
+
     def _clients(self) -> tuple[ServiceClient, ServiceClient]:
         loop = asyncio.get_running_loop()
         if self._loop is not loop:  # first use, or the host moved to another loop: channels are loop-bound
@@ -327,6 +424,7 @@ class OptimizerCore:
                 cfg.batch_size,
                 cfg.offpath_timeout_ms / 1000.0,
             )
+            self._leases = LeaseBook(self._fetch_lease, self._clock, self._lease_pause)
             self._loop = loop
         assert self._matcher is not None and self._tuner is not None
         return self._matcher, self._tuner

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,8 @@ class RequestPlan:
     context_limit: int = 0
     kv_bytes_per_token: int = 0
     ollama_host: str = ""  # the host label (config ollama_host): the tuner learns per (host, model)
+    # A leased request's Recommend, sent off the request path: it sets decision_id when it answers.
+    recommending: asyncio.Task[None] | None = None
 
     @property
     def applied(self) -> bool:

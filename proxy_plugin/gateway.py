@@ -142,6 +142,7 @@ class Gateway:
         self.facts = core.upstream = UpstreamFacts(self.upstream)  # version at start, /api/show per model
         self.hops = HopGuard()
         core.use_loaded_context(self._loaded_context)
+        core.use_seen_context(lambda model: self.loaded_models.get(model).context_length)
         self.runner_loads = RunnerLoads()
         self._learning = 0  # answers sent whose outcome is not queued yet (e.g. waiting for /api/ps)
         self._learned = asyncio.Event()

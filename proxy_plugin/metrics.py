@@ -56,6 +56,13 @@ MATCH_MEMO = Counter(
     ["result"],
     registry=REGISTRY,
 )
+LEASES = Counter(
+    "optimizer_plugin_leases",
+    "Tuner leases: requests sent by one (used) | asked Recommend on the request path (not_covered); leases "
+    "granted | refused | failed (no answer) | revoked (an off-path Recommend answered otherwise).",
+    ["result"],
+    registry=REGISTRY,
+)
 BREAKER_STATE = Gauge(
     "optimizer_plugin_breaker_state",
     "Circuit breaker per service: 0 closed, 1 open, 2 half-open.",

@@ -133,7 +133,11 @@ class ServiceClient:
         """The request path's channel."""
         return self._request.channel
 
-    async def call(self, method: str, request: Any, timeout_s: float, *, off_path: bool = False) -> tuple[Any, str]:
+    async def call(
+        self, method: str, request: Any, timeout_s: float, *, off_path: bool = False, background: bool = False
+    ) -> tuple[Any, str]:
+        if background:
+            return await self._background(method, request, timeout_s)
         lane = self._learning if off_path else self._request
         breaker = lane.breaker
         if not breaker.allow():
@@ -164,6 +168,18 @@ class ServiceClient:
             raise
         breaker.success()
         return response, ""
+
+    async def _background(self, method: str, request: Any, timeout_s: float) -> tuple[Any, str]:
+        """A memory-only call made off the request path on the request lane's channel (``Lease``, a leased
+        request's ``Recommend``): skipped while the lane's breaker is open, and never a verdict on it (nor a
+        probe): only the request path's own calls open and close it."""
+        if self._request.breaker.rejecting():
+            return None, "breaker_open"
+        try:
+            return await getattr(self._request.stub, method)(request, timeout=timeout_s), ""
+        except grpc.aio.AioRpcError as exc:
+            metrics.RPC_ERRORS.labels(self.name, method, exc.code().name).inc()
+            return None, "timeout" if exc.code() is grpc.StatusCode.DEADLINE_EXCEEDED else "rpc_error"
 
     def _warn_refused(self, method: str, code: grpc.StatusCode, details: str | None) -> None:
         if not self._refusal_warning.ready():

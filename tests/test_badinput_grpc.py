@@ -285,8 +285,14 @@ async def test_tuner_bad_input(services, pool) -> None:
             OK_INVALID_OR_NOT_FOUND,
         )
 
+    @CONFIG
+    @given(_model, _model)
+    def lease(model: str, host: str) -> None:
+        tried["tuner.Lease"] += 1
+        expect_clear(*code_of(lambda: stub.Lease(tuner_pb2.LeaseRequest(model=model, ollama_host=host), timeout=10)))
+
     try:
-        for prop in (report, oversize_batch, recommend, admin):
+        for prop in (report, oversize_batch, recommend, admin, lease):
             await _run_unchanged(pool, tuner, prop)
         assert {
             n: dict(m.templates) for n, m in tuner.core.policy.models.items() if m.templates or n in memory_before

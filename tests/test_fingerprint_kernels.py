@@ -117,3 +117,23 @@ def test_compiled_kernels_that_disagree_with_numpy_are_not_used(
     with caplog.at_level(logging.ERROR, logger=kernel.__name__):
         assert kernel.warm_up() == kernel.NUMPY
     assert "disagree" in caplog.text and kernel.compiled_kernels() is None
+
+
+def test_warm_up_runs_every_kernel_before_a_request_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kernel first run on a request would be compiled there (milliseconds from numba's cache, seconds without)."""
+    from prompt_fingerprint import compiled
+
+    used: set[str] = set()
+    for name in ("token_hashes", "token_count", "simhash"):
+        real = getattr(compiled, name)
+
+        def recorded(*args: object, _real: Callable[..., object] = real, _name: str = name) -> object:
+            used.add(_name)
+            return _real(*args)
+
+        monkeypatch.setattr(compiled, name, recorded)
+    try:
+        assert kernel.warm_up() == kernel.COMPILED
+    finally:
+        kernel.use_numpy()
+    assert used == {"token_hashes", "token_count", "simhash"}

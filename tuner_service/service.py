@@ -10,7 +10,7 @@ from ollama_optimizer.gen.optimizer.v1 import tuner_pb2, tuner_pb2_grpc
 from ollama_optimizer.server import Context
 from ollama_optimizer.source_tokens import SourceTokens, bearer
 
-from . import admin
+from . import admin, lease
 from .accounting import kv_memory
 from .core import TunerCore
 from .explain import explain, memory_advice
@@ -89,6 +89,10 @@ class TunerServicer(tuner_pb2_grpc.TunerServicer):
             units_to_tokens_ratio=ratio,
             num_ctx_cap=cap,
         )
+
+    async def Lease(self, request: tuner_pb2.LeaseRequest, context: Context) -> tuner_pb2.LeaseResponse:
+        key = await _check_model(context, request.model, 0, request.ollama_host)
+        return lease.grant(self.core.policy, key, self.core.sizing(key)[1])
 
     async def Report(self, request: tuner_pb2.ReportRequest, context: Context) -> tuner_pb2.ReportResponse:
         limit = self.core.settings.max_report_batch

@@ -73,6 +73,48 @@ class RecommendResponse(_message.Message):
     num_ctx_cap: int
     def __init__(self, action: _Optional[_Union[Action, str]] = ..., num_ctx: _Optional[int] = ..., num_batch: _Optional[int] = ..., decision_id: _Optional[str] = ..., confidence: _Optional[float] = ..., reason: _Optional[str] = ..., reason_code: _Optional[str] = ..., estimated_need: _Optional[int] = ..., units_to_tokens_ratio: _Optional[float] = ..., num_ctx_cap: _Optional[int] = ...) -> None: ...
 
+class LeaseRequest(_message.Message):
+    __slots__ = ("model", "ollama_host")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    OLLAMA_HOST_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    ollama_host: str
+    def __init__(self, model: _Optional[str] = ..., ollama_host: _Optional[str] = ...) -> None: ...
+
+class LeaseResponse(_message.Message):
+    __slots__ = ("granted", "num_ctx", "num_batch", "ttl_ms", "units_to_tokens_ratio", "overhead_tokens_per_message", "rules", "num_ctx_cap", "reason_code")
+    GRANTED_FIELD_NUMBER: _ClassVar[int]
+    NUM_CTX_FIELD_NUMBER: _ClassVar[int]
+    NUM_BATCH_FIELD_NUMBER: _ClassVar[int]
+    TTL_MS_FIELD_NUMBER: _ClassVar[int]
+    UNITS_TO_TOKENS_RATIO_FIELD_NUMBER: _ClassVar[int]
+    OVERHEAD_TOKENS_PER_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    RULES_FIELD_NUMBER: _ClassVar[int]
+    NUM_CTX_CAP_FIELD_NUMBER: _ClassVar[int]
+    REASON_CODE_FIELD_NUMBER: _ClassVar[int]
+    granted: bool
+    num_ctx: int
+    num_batch: int
+    ttl_ms: int
+    units_to_tokens_ratio: float
+    overhead_tokens_per_message: int
+    rules: _containers.RepeatedCompositeFieldContainer[LeaseRule]
+    num_ctx_cap: int
+    reason_code: str
+    def __init__(self, granted: _Optional[bool] = ..., num_ctx: _Optional[int] = ..., num_batch: _Optional[int] = ..., ttl_ms: _Optional[int] = ..., units_to_tokens_ratio: _Optional[float] = ..., overhead_tokens_per_message: _Optional[int] = ..., rules: _Optional[_Iterable[_Union[LeaseRule, _Mapping]]] = ..., num_ctx_cap: _Optional[int] = ..., reason_code: _Optional[str] = ...) -> None: ...
+
+class LeaseRule(_message.Message):
+    __slots__ = ("template_id", "output_tokens", "floor_ctx", "confidence")
+    TEMPLATE_ID_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    FLOOR_CTX_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    template_id: int
+    output_tokens: int
+    floor_ctx: int
+    confidence: float
+    def __init__(self, template_id: _Optional[int] = ..., output_tokens: _Optional[int] = ..., floor_ctx: _Optional[int] = ..., confidence: _Optional[float] = ...) -> None: ...
+
 class Outcome(_message.Message):
     __slots__ = ("outcome_id", "decision_id", "model", "template_id", "prompt_units", "message_count", "action", "num_ctx", "num_batch", "num_predict", "prompt_eval_count", "eval_count", "total_duration_ns", "load_duration_ns", "prompt_eval_duration_ns", "eval_duration_ns", "done_reason", "counts_known", "latency_seconds", "ttft_seconds", "host_rss_bytes", "gpu_memory_used_bytes", "gpu_memory_total_bytes", "finished_at", "loaded_context_length", "model_size_bytes", "model_vram_bytes", "runner_load", "prompt_eval_cached_count", "cached_count_known", "ollama_version", "model_context_limit", "observed_num_ctx", "options_dropped", "ollama_host", "kv_bytes_per_token", "client_num_ctx", "client_num_batch")
     OUTCOME_ID_FIELD_NUMBER: _ClassVar[int]

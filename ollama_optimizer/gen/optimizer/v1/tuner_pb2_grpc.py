@@ -39,6 +39,11 @@ class TunerStub:
                 request_serializer=ollama__optimizer_dot_gen_dot_optimizer_dot_v1_dot_tuner__pb2.RecommendRequest.SerializeToString,
                 response_deserializer=ollama__optimizer_dot_gen_dot_optimizer_dot_v1_dot_tuner__pb2.RecommendResponse.FromString,
                 _registered_method=True)
+        self.Lease = channel.unary_unary(
+                '/optimizer.v1.Tuner/Lease',
+                request_serializer=ollama__optimizer_dot_gen_dot_optimizer_dot_v1_dot_tuner__pb2.LeaseRequest.SerializeToString,
+                response_deserializer=ollama__optimizer_dot_gen_dot_optimizer_dot_v1_dot_tuner__pb2.LeaseResponse.FromString,
+                _registered_method=True)
         self.Report = channel.unary_unary(
                 '/optimizer.v1.Tuner/Report',
                 request_serializer=ollama__optimizer_dot_gen_dot_optimizer_dot_v1_dot_tuner__pb2.ReportRequest.SerializeToString,
@@ -71,6 +76,19 @@ class TunerServicer:
 
     def Recommend(self, request, context):
         """Request path: answered from memory (no SQL). PASSTHROUGH means "leave the request untouched".
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Lease(self, request, context):
+        """Off the request path: a short lease on a model's loaded options, so that most requests need only Match.
+        The plugin fetches and renews it in the background; while it holds a valid lease, a request whose
+        template the lease lists and whose need fits the leased context is sent with the leased options
+        without waiting for Recommend, and its Recommend is sent off the request path (the tuner still sees
+        every demand, in order, and decides every reload; an answer that differs from the lease ends it).
+        Anything the lease does not cover (no lease, expired, another template, a larger need, client
+        options, another context loaded) asks Recommend on the request path as before. Answered from memory.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -119,6 +137,11 @@ def add_TunerServicer_to_server(servicer, server):
                     servicer.Recommend,
                     request_deserializer=ollama__optimizer_dot_gen_dot_optimizer_dot_v1_dot_tuner__pb2.RecommendRequest.FromString,
                     response_serializer=ollama__optimizer_dot_gen_dot_optimizer_dot_v1_dot_tuner__pb2.RecommendResponse.SerializeToString,
+            ),
+            'Lease': grpc.unary_unary_rpc_method_handler(
+                    servicer.Lease,
+                    request_deserializer=ollama__optimizer_dot_gen_dot_optimizer_dot_v1_dot_tuner__pb2.LeaseRequest.FromString,
+                    response_serializer=ollama__optimizer_dot_gen_dot_optimizer_dot_v1_dot_tuner__pb2.LeaseResponse.SerializeToString,
             ),
             'Report': grpc.unary_unary_rpc_method_handler(
                     servicer.Report,
@@ -173,6 +196,33 @@ class Tuner:
             '/optimizer.v1.Tuner/Recommend',
             ollama__optimizer_dot_gen_dot_optimizer_dot_v1_dot_tuner__pb2.RecommendRequest.SerializeToString,
             ollama__optimizer_dot_gen_dot_optimizer_dot_v1_dot_tuner__pb2.RecommendResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Lease(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/optimizer.v1.Tuner/Lease',
+            ollama__optimizer_dot_gen_dot_optimizer_dot_v1_dot_tuner__pb2.LeaseRequest.SerializeToString,
+            ollama__optimizer_dot_gen_dot_optimizer_dot_v1_dot_tuner__pb2.LeaseResponse.FromString,
             options,
             channel_credentials,
             insecure,

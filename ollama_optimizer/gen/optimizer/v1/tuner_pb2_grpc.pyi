@@ -36,6 +36,15 @@ class TunerStub:
     def __new__(cls, channel: _aio.Channel) -> TunerAsyncStub: ...
     Recommend: _grpc.UnaryUnaryMultiCallable[_tuner_pb2.RecommendRequest, _tuner_pb2.RecommendResponse]
     """Request path: answered from memory (no SQL). PASSTHROUGH means "leave the request untouched"."""
+    Lease: _grpc.UnaryUnaryMultiCallable[_tuner_pb2.LeaseRequest, _tuner_pb2.LeaseResponse]
+    """Off the request path: a short lease on a model's loaded options, so that most requests need only Match.
+    The plugin fetches and renews it in the background; while it holds a valid lease, a request whose
+    template the lease lists and whose need fits the leased context is sent with the leased options
+    without waiting for Recommend, and its Recommend is sent off the request path (the tuner still sees
+    every demand, in order, and decides every reload; an answer that differs from the lease ends it).
+    Anything the lease does not cover (no lease, expired, another template, a larger need, client
+    options, another context loaded) asks Recommend on the request path as before. Answered from memory.
+    """
     Report: _grpc.UnaryUnaryMultiCallable[_tuner_pb2.ReportRequest, _tuner_pb2.ReportResponse]
     """Off the request path: a batch of outcomes. Each item is validated on its own;
     rejected items are listed with a reason, the rest are stored and learned from.
@@ -54,6 +63,15 @@ class TunerAsyncStub(TunerStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Recommend: _aio.UnaryUnaryMultiCallable[_tuner_pb2.RecommendRequest, _tuner_pb2.RecommendResponse]  # type: ignore[assignment]
     """Request path: answered from memory (no SQL). PASSTHROUGH means "leave the request untouched"."""
+    Lease: _aio.UnaryUnaryMultiCallable[_tuner_pb2.LeaseRequest, _tuner_pb2.LeaseResponse]  # type: ignore[assignment]
+    """Off the request path: a short lease on a model's loaded options, so that most requests need only Match.
+    The plugin fetches and renews it in the background; while it holds a valid lease, a request whose
+    template the lease lists and whose need fits the leased context is sent with the leased options
+    without waiting for Recommend, and its Recommend is sent off the request path (the tuner still sees
+    every demand, in order, and decides every reload; an answer that differs from the lease ends it).
+    Anything the lease does not cover (no lease, expired, another template, a larger need, client
+    options, another context loaded) asks Recommend on the request path as before. Answered from memory.
+    """
     Report: _aio.UnaryUnaryMultiCallable[_tuner_pb2.ReportRequest, _tuner_pb2.ReportResponse]  # type: ignore[assignment]
     """Off the request path: a batch of outcomes. Each item is validated on its own;
     rejected items are listed with a reason, the rest are stored and learned from.
@@ -75,6 +93,21 @@ class TunerServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_tuner_pb2.RecommendResponse, _abc.Awaitable[_tuner_pb2.RecommendResponse]]:
         """Request path: answered from memory (no SQL). PASSTHROUGH means "leave the request untouched"."""
+
+    @_abc_1.abstractmethod
+    def Lease(
+        self,
+        request: _tuner_pb2.LeaseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tuner_pb2.LeaseResponse, _abc.Awaitable[_tuner_pb2.LeaseResponse]]:
+        """Off the request path: a short lease on a model's loaded options, so that most requests need only Match.
+        The plugin fetches and renews it in the background; while it holds a valid lease, a request whose
+        template the lease lists and whose need fits the leased context is sent with the leased options
+        without waiting for Recommend, and its Recommend is sent off the request path (the tuner still sees
+        every demand, in order, and decides every reload; an answer that differs from the lease ends it).
+        Anything the lease does not cover (no lease, expired, another template, a larger need, client
+        options, another context loaded) asks Recommend on the request path as before. Answered from memory.
+        """
 
     @_abc_1.abstractmethod
     def Report(
